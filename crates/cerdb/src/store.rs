@@ -1,0 +1,522 @@
+//! The sled-backed store.
+//!
+//! Trees (one sled database per data directory):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `cert_meta` | serial magnitude | JSON [`CertRecord`] without the DER |
+//! | `cert_der` | serial magnitude | certificate DER |
+//! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
+//! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
+//! | `serials` | serial magnitude | empty: every serial ever handed out, so none is reused |
+//! | `crls` | CA name | JSON [`CrlRecord`] |
+//! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
+//! | `meta` | text key | text value |
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
+use sled::{Db, Tree};
+
+use crate::{AuditRecord, CaId, CertKind, CertRecord, CrlRecord, EmailAddress, Error, Fingerprint, Revocation, Serial};
+
+/// The read-only view used by the OCSP responder and the directory.
+pub trait CertReader: Send + Sync {
+    /// The certificate with this serial, DER included.
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, Error>;
+    /// The metadata only (the DER is left empty): the cheap read for status checks.
+    fn get_meta(&self, serial: &Serial) -> Result<Option<CertRecord>, Error>;
+    /// The certificate with this SHA-256 fingerprint, DER included.
+    fn by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<CertRecord>, Error>;
+    /// Metadata of the certificates of an address (case-insensitive), of one kind or all, newest
+    /// notBefore first.
+    fn by_email(&self, email: &EmailAddress, kind: Option<CertKind>) -> Result<Vec<CertRecord>, Error>;
+    /// The current CRL of a CA.
+    fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error>;
+
+    /// The newest certificate of an address and kind that is valid at `now`, DER included.
+    ///
+    /// 1. list the address's certificates of that kind, newest notBefore first;
+    /// 2. take the first whose status at `now` is valid;
+    /// 3. load its DER.
+    fn newest_valid(&self, email: &EmailAddress, kind: CertKind, now: DateTime<Utc>) -> Result<Option<CertRecord>, Error> {
+        for rec in self.by_email(email, Some(kind))? {
+            if rec.status_at(now) == crate::CertStatus::Valid {
+                return self.get(&rec.serial);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The database of one data directory.
+#[derive(Clone)]
+pub struct CertDb {
+    db: Db,
+    cert_meta: Tree,
+    cert_der: Tree,
+    by_fp: Tree,
+    by_email: Tree,
+    serials: Tree,
+    crls: Tree,
+    audit: Tree,
+    meta: Tree,
+}
+
+impl std::fmt::Debug for CertDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertDb").finish_non_exhaustive()
+    }
+}
+
+fn order_preserving(ts: DateTime<Utc>) -> [u8; 8] {
+    ((ts.timestamp() as u64) ^ (1u64 << 63)).to_be_bytes()
+}
+
+fn email_prefix(email: &EmailAddress, kind: Option<CertKind>) -> Vec<u8> {
+    let mut k = email.lookup_key().into_bytes();
+    k.push(0);
+    if let Some(kind) = kind {
+        k.push(kind.code());
+    }
+    k
+}
+
+fn email_key(rec: &CertRecord, email: &EmailAddress) -> Vec<u8> {
+    let mut k = email_prefix(email, Some(rec.kind));
+    k.extend_from_slice(&order_preserving(rec.not_before));
+    k.extend_from_slice(rec.serial.as_bytes());
+    k
+}
+
+fn encode_meta(rec: &CertRecord) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
+}
+
+fn tx_error(e: TransactionError<Error>) -> Error {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+impl CertDb {
+    /// Opens (creating) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                Error::Locked(path.display().to_string())
+            }
+            other => Error::from(other),
+        })?;
+        let t = |name: &str| db.open_tree(name);
+        Ok(CertDb {
+            cert_meta: t("cert_meta")?,
+            cert_der: t("cert_der")?,
+            by_fp: t("by_fp")?,
+            by_email: t("by_email")?,
+            serials: t("serials")?,
+            crls: t("crls")?,
+            audit: t("audit")?,
+            meta: t("meta")?,
+            db,
+        })
+    }
+
+    /// Flushes everything written so far to disk.
+    pub fn flush(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Marks `serial` as used. Fails with [`Error::SerialInUse`] when it was used before; a
+    /// reservation is never released, so a serial is never handed out twice.
+    pub fn reserve_serial(&self, serial: &Serial) -> Result<(), Error> {
+        match self
+            .serials
+            .compare_and_swap(serial.as_bytes(), None as Option<&[u8]>, Some(&[] as &[u8]))?
+        {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Error::SerialInUse(serial.clone())),
+        }
+    }
+
+    /// Stores issued certificates and their audit entries in one transaction, then flushes.
+    ///
+    /// 1. refuse a serial or fingerprint that is stored already, or an audit sequence number in use;
+    /// 2. write metadata, DER, the fingerprint and e-mail indexes and the serial reservation;
+    /// 3. append the audit records;
+    /// 4. flush to disk — only then is the issuance acknowledged.
+    pub fn store_issued(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
+        let trees = (
+            &self.cert_meta,
+            &self.cert_der,
+            &self.by_fp,
+            &self.by_email,
+            &self.serials,
+            &self.audit,
+        );
+        let encoded: Vec<Vec<u8>> = certs.iter().map(encode_meta).collect::<Result<_, _>>()?;
+        trees
+            .transaction(|(meta, der, fp, email, serials, log)| {
+                for (rec, enc) in certs.iter().zip(&encoded) {
+                    let key = rec.serial.as_bytes();
+                    if meta.get(key)?.is_some() {
+                        return abort(Error::SerialInUse(rec.serial.clone()));
+                    }
+                    if fp.get(rec.fingerprint.0)?.is_some() {
+                        return abort(Error::Inconsistent(format!("fingerprint {} stored twice", rec.fingerprint)));
+                    }
+                    meta.insert(key, enc.as_slice())?;
+                    der.insert(key, rec.der.as_slice())?;
+                    fp.insert(&rec.fingerprint.0, key)?;
+                    serials.insert(key, &[] as &[u8])?;
+                    if let Some(e) = &rec.email {
+                        email.insert(email_key(rec, e), &[] as &[u8])?;
+                    }
+                }
+                for a in audit {
+                    let k = a.seq.to_be_bytes();
+                    if log.get(k)?.is_some() {
+                        return abort(Error::Inconsistent(format!("audit entry {} exists", a.seq)));
+                    }
+                    log.insert(&k, a.bytes.as_slice())?;
+                }
+                Ok::<(), ConflictableTransactionError<Error>>(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// Records a revocation and its audit entry in one transaction, then flushes. Returns the
+    /// updated record (metadata only).
+    pub fn revoke(&self, serial: &Serial, revocation: Revocation, audit: &AuditRecord) -> Result<CertRecord, Error> {
+        let rec = (&self.cert_meta, &self.audit)
+            .transaction(|(meta, log)| {
+                let Some(bytes) = meta.get(serial.as_bytes())? else {
+                    return abort(Error::NotFound(serial.clone()));
+                };
+                let mut rec = decode_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                if let Some(r) = &rec.revocation {
+                    return abort(Error::AlreadyRevoked {
+                        serial: serial.clone(),
+                        reason: r.reason,
+                        at: r.at,
+                    });
+                }
+                rec.revocation = Some(revocation.clone());
+                let enc = encode_meta(&rec).map_err(ConflictableTransactionError::Abort)?;
+                meta.insert(serial.as_bytes(), enc)?;
+                let k = audit.seq.to_be_bytes();
+                if log.get(k)?.is_some() {
+                    return abort(Error::Inconsistent(format!("audit entry {} exists", audit.seq)));
+                }
+                log.insert(&k, audit.bytes.as_slice())?;
+                Ok(rec)
+            })
+            .map_err(tx_error)?;
+        self.flush()?;
+        Ok(rec)
+    }
+
+    /// Stores a CA's new CRL (replacing the previous one), with an optional audit entry; flushes.
+    pub fn put_crl(&self, crl: &CrlRecord, audit: Option<&AuditRecord>) -> Result<(), Error> {
+        let enc = serde_json::to_vec(crl).map_err(|e| Error::Corrupt(e.to_string()))?;
+        (&self.crls, &self.audit)
+            .transaction(|(crls, log)| {
+                if let Some(prev) = crls.get(crl.ca.name())? {
+                    let prev: CrlRecord = serde_json::from_slice(&prev)
+                        .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
+                    if prev.number >= crl.number {
+                        return abort(Error::Inconsistent(format!(
+                            "CRL number {} of {} is not above the stored {}",
+                            crl.number, crl.ca, prev.number
+                        )));
+                    }
+                }
+                crls.insert(crl.ca.name(), enc.as_slice())?;
+                if let Some(a) = audit {
+                    log.insert(&a.seq.to_be_bytes(), a.bytes.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// Appends one audit record on its own and flushes.
+    pub fn append_audit(&self, rec: &AuditRecord) -> Result<(), Error> {
+        match self
+            .audit
+            .compare_and_swap(rec.seq.to_be_bytes(), None as Option<&[u8]>, Some(rec.bytes.as_slice()))?
+        {
+            Ok(()) => self.flush(),
+            Err(_) => Err(Error::Inconsistent(format!("audit entry {} exists", rec.seq))),
+        }
+    }
+
+    /// The last audit record.
+    pub fn last_audit(&self) -> Result<Option<AuditRecord>, Error> {
+        Ok(self.audit.last()?.map(|(k, v)| AuditRecord {
+            seq: seq_of(&k),
+            bytes: v.to_vec(),
+        }))
+    }
+
+    /// Every audit record in order.
+    pub fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord, Error>> + '_ {
+        self.audit.iter().map(|r| {
+            let (k, v) = r?;
+            Ok(AuditRecord {
+                seq: seq_of(&k),
+                bytes: v.to_vec(),
+            })
+        })
+    }
+
+    /// A value of the `meta` tree.
+    pub fn meta_get(&self, key: &str) -> Result<Option<String>, Error> {
+        self.meta
+            .get(key)?
+            .map(|v| String::from_utf8(v.to_vec()).map_err(|e| Error::Corrupt(e.to_string())))
+            .transpose()
+    }
+
+    /// Sets a value of the `meta` tree and flushes.
+    pub fn meta_put(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.meta.insert(key, value.as_bytes())?;
+        self.flush()
+    }
+
+    /// Metadata of every certificate (or of one address), oldest issuance first.
+    pub fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
+        let mut out = match email {
+            Some(e) => self.by_email(e, None)?,
+            None => self
+                .cert_meta
+                .iter()
+                .map(|r| r.map_err(Error::from).and_then(|(_, v)| decode_meta(&v)))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        out.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.serial.cmp(&b.serial)));
+        Ok(out)
+    }
+
+    /// Metadata of every revoked certificate issued by `ca`.
+    pub fn revoked_by(&self, ca: CaId) -> Result<Vec<CertRecord>, Error> {
+        let mut out = Vec::new();
+        for r in self.cert_meta.iter() {
+            let (_, v) = r?;
+            let rec = decode_meta(&v)?;
+            if rec.issuer == ca && rec.revocation.is_some() && rec.kind != CertKind::RootCa {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of stored certificates.
+    pub fn count(&self) -> usize {
+        self.cert_meta.len()
+    }
+
+    /// Checks that every index entry points at a stored certificate and every certificate is
+    /// indexed, that fingerprints match the DER, and that the audit log has no gaps.
+    pub fn check_consistency(&self) -> Result<(), Error> {
+        let mut emails = 0usize;
+        for r in self.cert_meta.iter() {
+            let (k, v) = r?;
+            let rec = decode_meta(&v)?;
+            let der = self
+                .cert_der
+                .get(&k)?
+                .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?;
+            if Fingerprint::of(&der) != rec.fingerprint {
+                return Err(Error::Inconsistent(format!("fingerprint of {} does not match its DER", rec.serial)));
+            }
+            if self.by_fp.get(rec.fingerprint.0)?.as_deref() != Some(&k[..]) {
+                return Err(Error::Inconsistent(format!("fingerprint index misses {}", rec.serial)));
+            }
+            if self.serials.get(&k)?.is_none() {
+                return Err(Error::Inconsistent(format!("serial {} not reserved", rec.serial)));
+            }
+            if let Some(e) = &rec.email {
+                emails += 1;
+                if self.by_email.get(email_key(&rec, e))?.is_none() {
+                    return Err(Error::Inconsistent(format!("e-mail index misses {}", rec.serial)));
+                }
+            }
+        }
+        if self.by_email.len() != emails {
+            return Err(Error::Inconsistent(format!(
+                "e-mail index has {} entries for {emails} certificates",
+                self.by_email.len()
+            )));
+        }
+        if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != self.cert_meta.len() {
+            return Err(Error::Inconsistent("index sizes differ from the certificate count".into()));
+        }
+        for (i, r) in self.audit.iter().keys().enumerate() {
+            let seq = seq_of(&r?);
+            if seq != i as u64 + 1 {
+                return Err(Error::Inconsistent(format!("audit log has a gap before entry {seq}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
+        self.cert_meta.get(key)?.map(|v| decode_meta(&v)).transpose()
+    }
+
+    fn full_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
+        let Some(mut rec) = self.meta_by_key(key)? else {
+            return Ok(None);
+        };
+        rec.der = self
+            .cert_der
+            .get(key)?
+            .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?
+            .to_vec();
+        Ok(Some(rec))
+    }
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = k.len().min(8);
+    b[8 - n..].copy_from_slice(&k[..n]);
+    u64::from_be_bytes(b)
+}
+
+impl CertReader for CertDb {
+    fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
+        self.full_by_key(serial.as_bytes())
+    }
+
+    fn get_meta(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
+        self.meta_by_key(serial.as_bytes())
+    }
+
+    fn by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<CertRecord>, Error> {
+        match self.by_fp.get(fp.0)? {
+            Some(serial) => self.full_by_key(&serial),
+            None => Ok(None),
+        }
+    }
+
+    fn by_email(&self, email: &EmailAddress, kind: Option<CertKind>) -> Result<Vec<CertRecord>, Error> {
+        let prefix = email_prefix(email, kind);
+        let mut out = Vec::new();
+        for r in self.by_email.scan_prefix(&prefix).rev() {
+            let (k, _) = r?;
+            // key = prefix-without-kind (address, 0x00) | kind | notBefore(8) | serial
+            let base = email.lookup_key().len() + 1;
+            let serial = k.get(base + 1 + 8..).ok_or_else(|| Error::Corrupt("e-mail index key".into()))?;
+            if let Some(rec) = self.meta_by_key(serial)? {
+                out.push(rec);
+            }
+        }
+        if kind.is_none() {
+            out.sort_by(|a, b| b.not_before.cmp(&a.not_before));
+        }
+        Ok(out)
+    }
+
+    fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error> {
+        self.crls
+            .get(ca.name())?
+            .map(|v| serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("CRL record: {e}"))))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RevocationReason, Usage};
+    use chrono::Duration;
+
+    fn rec(serial: u8, email: &str, kind: CertKind, nb: DateTime<Utc>) -> CertRecord {
+        let der = vec![serial, 1, 2, 3];
+        CertRecord {
+            serial: Serial::from_bytes(&[serial]).expect("serial"),
+            fingerprint: Fingerprint::of(&der),
+            kind,
+            email: Some(email.parse().expect("email")),
+            subject: format!("CN={email}"),
+            issuer: CaId::Issuing,
+            not_before: nb,
+            not_after: nb + Duration::days(10),
+            issued_at: nb,
+            key_type: "p256".into(),
+            escrow_key: None,
+            revocation: None,
+            der,
+        }
+    }
+
+    fn audit(seq: u64) -> AuditRecord {
+        AuditRecord {
+            seq,
+            bytes: format!("entry {seq}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn store_index_revoke_scenario() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = CertDb::open(dir.path().join("db")).expect("open");
+        let t0 = Utc::now() - Duration::days(1);
+        let a = rec(1, "Alice@Example.com", CertKind::Encryption, t0);
+        let b = rec(2, "alice@example.com", CertKind::Encryption, t0 + Duration::hours(1));
+        let c = rec(3, "alice@example.com", CertKind::Signing, t0);
+        db.store_issued(&[a.clone(), b.clone(), c.clone()], &[audit(1)]).expect("store");
+        db.check_consistency().expect("consistent");
+
+        let e: EmailAddress = "ALICE@example.COM".parse().expect("email");
+        let enc = db.by_email(&e, Some(CertKind::Encryption)).expect("lookup");
+        assert_eq!(enc.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(), vec![b.serial.clone(), a.serial.clone()]);
+        let newest = db.newest_valid(&e, Usage::Encryption.into(), Utc::now()).expect("q").expect("some");
+        assert_eq!(newest.serial, b.serial);
+        assert_eq!(newest.der, b.der);
+        assert_eq!(db.by_email(&e, None).expect("all").len(), 3);
+        assert_eq!(db.by_fingerprint(&c.fingerprint).expect("fp").expect("some").serial, c.serial);
+
+        // The same serial again is refused and nothing changes.
+        let dup = rec(1, "bob@example.com", CertKind::Signing, t0);
+        let mut dup = dup;
+        dup.der = vec![9, 9];
+        dup.fingerprint = Fingerprint::of(&dup.der);
+        assert!(matches!(db.store_issued(&[dup], &[audit(2)]), Err(Error::SerialInUse(_))));
+        assert_eq!(db.count(), 3);
+
+        let rev = Revocation {
+            at: Utc::now(),
+            reason: RevocationReason::KeyCompromise,
+        };
+        db.revoke(&b.serial, rev.clone(), &audit(2)).expect("revoke");
+        assert!(matches!(db.revoke(&b.serial, rev.clone(), &audit(3)), Err(Error::AlreadyRevoked { .. })));
+        let newest = db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some");
+        assert_eq!(newest.serial, a.serial);
+        assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 1);
+        db.check_consistency().expect("consistent");
+        let missing = Serial::from_bytes(&[77]).expect("serial");
+        assert!(matches!(db.revoke(&missing, rev, &audit(3)), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn serial_reservations_are_never_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = CertDb::open(dir.path().join("db")).expect("open");
+        let s = Serial::from_bytes(&[5, 5]).expect("serial");
+        db.reserve_serial(&s).expect("first");
+        assert!(matches!(db.reserve_serial(&s), Err(Error::SerialInUse(_))));
+    }
+}

@@ -1,0 +1,83 @@
+//! The one public error type of this crate.
+
+use crate::{KeyHandle, KeyPurpose};
+
+/// Everything that can go wrong inside key custody.
+///
+/// Messages never contain key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key store is sealed: no master key is loaded.
+    #[error("the key store is sealed")]
+    Sealed,
+    /// No key is stored under this handle.
+    #[error("no key with handle {0}")]
+    NoSuchKey(KeyHandle),
+    /// A key with this handle exists already.
+    #[error("a key with handle {0} exists already")]
+    KeyExists(KeyHandle),
+    /// The key's purpose does not allow the requested operation.
+    #[error("key {handle} ({purpose}) may not be used to {operation}")]
+    NotPermitted {
+        /// The key.
+        handle: KeyHandle,
+        /// What the key is for.
+        purpose: KeyPurpose,
+        /// What was asked.
+        operation: &'static str,
+    },
+    /// The passphrase does not open this key store.
+    #[error("the HSM passphrase is wrong (it does not open the key store in {0})")]
+    WrongPassphrase(String),
+    /// The key store was created with another kind of master key.
+    #[error("{0}")]
+    MasterKeyMismatch(String),
+    /// A stored key file cannot be read or fails authentication.
+    #[error("key file {path} is damaged or was tampered with: {reason}")]
+    CorruptKeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An invalid handle label.
+    #[error("invalid key handle {0:?}: use 1-128 characters of a-z, 0-9, '.', '-', '_' and '/'")]
+    InvalidHandle(String),
+    /// Unknown key type name.
+    #[error("unknown key type {0:?}: expected one of rsa2048, rsa3072, rsa4096, p256, p384, ed25519")]
+    UnknownKeyType(String),
+    /// Key generation failed.
+    #[error("key generation failed: {0}")]
+    KeyGeneration(String),
+    /// Signing failed.
+    #[error("signing with key {0} failed")]
+    Signing(KeyHandle),
+    /// PKCS#12 creation failed.
+    #[error("PKCS#12 export failed: {0}")]
+    Pkcs12(String),
+    /// PKCS#12 password unusable.
+    #[error("the PKCS#12 password must be at least {min} characters")]
+    WeakPkcs12Password {
+        /// Minimum length.
+        min: usize,
+    },
+    /// File system error.
+    #[error("key store I/O error on {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

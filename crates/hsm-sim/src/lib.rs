@@ -1,0 +1,560 @@
+//! # hsm-sim — key custody
+//!
+//! **Owns:** key generation (RSA 2048/3072/4096, ECDSA P-256/P-384, Ed25519), signing by key
+//! handle, the escrow of subscribers' encryption keys (they leave only wrapped, as a
+//! password-protected PKCS#12), the sealed/unsealed state, and its own store in which every key is
+//! encrypted at rest (AES-256-GCM under a master key, bound to the key's handle, type and purpose).
+//!
+//! **Must not:** hand out plaintext CA, OCSP or TSA private keys — there is no call that does.
+//!
+//! Callers hold a [`Signer`] (a handle plus a `sign` call), never key bytes; a PKCS#11 backend
+//! implements [`KeyCustody`] and [`Signer`] without touching them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+mod escrow;
+mod fsutil;
+mod key;
+mod master;
+mod spki;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use ring::rand::SystemRandom;
+use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
+use serde::{Deserialize, Serialize};
+
+pub use error::Error;
+pub use key::{KeyHandle, KeyPurpose, KeyType, SignatureScheme};
+pub use master::MasterKeySource;
+
+use fsutil::{ensure_private_dir, write_private_new};
+use master::MasterKey;
+
+/// A key that signs inside the key store. This is all the CA, OCSP and TSA code ever hold.
+pub trait Signer: Send + Sync + std::fmt::Debug {
+    /// The handle of the key.
+    fn handle(&self) -> &KeyHandle;
+    /// The key's type, which fixes its signature scheme.
+    fn key_type(&self) -> KeyType;
+    /// The DER SubjectPublicKeyInfo of the key.
+    fn public_key_spki(&self) -> &[u8];
+    /// The contents of the SPKI's subjectPublicKey BIT STRING.
+    fn public_key_raw(&self) -> &[u8];
+    /// Signs `msg` with the key's [`SignatureScheme`]; the signature as it goes into X.509/CMS.
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+/// Public half of a generated key.
+#[derive(Debug, Clone)]
+pub struct PublicKeyInfo {
+    /// The key's handle.
+    pub handle: KeyHandle,
+    /// The key's type.
+    pub key_type: KeyType,
+    /// DER SubjectPublicKeyInfo.
+    pub spki: Vec<u8>,
+    /// The subjectPublicKey BIT STRING contents.
+    pub raw: Vec<u8>,
+}
+
+/// The operations of a key custody backend.
+pub trait KeyCustody: Send + Sync {
+    /// Generates a key under a new handle. A handle is never reused.
+    fn generate(&self, handle: &KeyHandle, key_type: KeyType, purpose: KeyPurpose) -> Result<PublicKeyInfo, Error>;
+    /// Whether a key exists under `handle`.
+    fn contains(&self, handle: &KeyHandle) -> Result<bool, Error>;
+    /// The public half of a key.
+    fn public_key(&self, handle: &KeyHandle) -> Result<PublicKeyInfo, Error>;
+    /// A signer for a key whose purpose allows signing.
+    fn signer(&self, handle: &KeyHandle) -> Result<Arc<dyn Signer>, Error>;
+    /// Wraps an escrowed key and its certificate chain (leaf first) into a PKCS#12 protected by
+    /// `password` (PBES2: PBKDF2-HMAC-SHA256 + AES-256-CBC; MAC HMAC-SHA256). Refused for every
+    /// purpose but [`KeyPurpose::Escrow`].
+    fn export_pkcs12(
+        &self,
+        handle: &KeyHandle,
+        chain_der: &[Vec<u8>],
+        password: &str,
+        friendly_name: &str,
+    ) -> Result<Vec<u8>, Error>;
+}
+
+/// On-disk form of one key: its private key as PKCS#8, encrypted.
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    version: u32,
+    handle: KeyHandle,
+    key_type: KeyType,
+    purpose: KeyPurpose,
+    spki: String,
+    nonce: String,
+    ciphertext: String,
+}
+
+impl KeyFile {
+    /// The associated data that binds the ciphertext to the key's metadata, so that a purpose
+    /// cannot be edited (say, to make a CA key exportable) without the decryption failing.
+    fn aad(&self) -> Vec<u8> {
+        format!(
+            "hsm-sim/v1|{}|{}|{}|{}",
+            self.handle,
+            self.key_type.name(),
+            self.purpose.name(),
+            self.spki
+        )
+        .into_bytes()
+    }
+}
+
+enum RingKey {
+    Rsa(RsaKeyPair),
+    Ecdsa(EcdsaKeyPair),
+    Ed25519(Ed25519KeyPair),
+}
+
+struct LoadedKey {
+    handle: KeyHandle,
+    key_type: KeyType,
+    spki: Vec<u8>,
+    raw: Vec<u8>,
+    key: RingKey,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmKey")
+            .field("handle", &self.handle)
+            .field("key_type", &self.key_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer for LoadedKey {
+    fn handle(&self) -> &KeyHandle {
+        &self.handle
+    }
+    fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+    fn public_key_spki(&self) -> &[u8] {
+        &self.spki
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        &self.raw
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
+        let err = || Error::Signing(self.handle.clone());
+        match &self.key {
+            RingKey::Rsa(kp) => {
+                let mut sig = vec![0u8; kp.public().modulus_len()];
+                kp.sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg, &mut sig)
+                    .map_err(|_| err())?;
+                Ok(sig)
+            }
+            RingKey::Ecdsa(kp) => Ok(kp.sign(&self.rng, msg).map_err(|_| err())?.as_ref().to_vec()),
+            RingKey::Ed25519(kp) => Ok(kp.sign(msg).as_ref().to_vec()),
+        }
+    }
+}
+
+fn load_ring_key(key_type: KeyType, pkcs8: &[u8]) -> Result<(RingKey, Vec<u8>), String> {
+    let rng = SystemRandom::new();
+    match key_type {
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+            let kp = RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
+            let raw = kp.public().as_ref().to_vec();
+            Ok((RingKey::Rsa(kp), raw))
+        }
+        KeyType::P256 | KeyType::P384 => {
+            let alg = if key_type == KeyType::P256 {
+                &signature::ECDSA_P256_SHA256_ASN1_SIGNING
+            } else {
+                &signature::ECDSA_P384_SHA384_ASN1_SIGNING
+            };
+            let kp = EcdsaKeyPair::from_pkcs8(alg, pkcs8, &rng).map_err(|e| e.to_string())?;
+            let raw = kp.public_key().as_ref().to_vec();
+            Ok((RingKey::Ecdsa(kp), raw))
+        }
+        KeyType::Ed25519 => {
+            let kp = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| e.to_string())?;
+            let raw = kp.public_key().as_ref().to_vec();
+            Ok((RingKey::Ed25519(kp), raw))
+        }
+    }
+}
+
+fn generate_pkcs8(key_type: KeyType) -> Result<Vec<u8>, Error> {
+    let rng = SystemRandom::new();
+    let gen_err = |e: String| Error::KeyGeneration(e);
+    match key_type {
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+            use rsa::pkcs8::EncodePrivateKey;
+            let bits = key_type.rsa_bits().unwrap_or(2048);
+            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| gen_err(e.to_string()))?;
+            let der = key.to_pkcs8_der().map_err(|e| gen_err(e.to_string()))?;
+            Ok(der.as_bytes().to_vec())
+        }
+        KeyType::P256 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| gen_err(e.to_string())),
+        KeyType::P384 => EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| gen_err(e.to_string())),
+        KeyType::Ed25519 => Ed25519KeyPair::generate_pkcs8(&rng)
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|e| gen_err(e.to_string())),
+    }
+}
+
+struct State {
+    master: Option<MasterKey>,
+    cache: HashMap<KeyHandle, Arc<LoadedKey>>,
+}
+
+/// The software key store: one encrypted file per key in a private directory.
+pub struct HsmSim {
+    dir: PathBuf,
+    state: RwLock<State>,
+}
+
+impl std::fmt::Debug for HsmSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HsmSim").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl HsmSim {
+    /// Opens (creating if needed) the key store in `dir` and unseals it with `source`.
+    pub fn open(dir: impl AsRef<Path>, source: &MasterKeySource) -> Result<Self, Error> {
+        let dir = dir.as_ref().to_path_buf();
+        ensure_private_dir(&dir)?;
+        let master = MasterKey::load(&dir, source)?;
+        Ok(HsmSim {
+            dir,
+            state: RwLock::new(State {
+                master: Some(master),
+                cache: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Forgets the master key and every loaded key; all operations fail with [`Error::Sealed`]
+    /// until [`HsmSim::unseal`].
+    pub fn seal(&self) {
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        st.master = None;
+        st.cache.clear();
+    }
+
+    /// Loads the master key again.
+    pub fn unseal(&self, source: &MasterKeySource) -> Result<(), Error> {
+        let master = MasterKey::load(&self.dir, source)?;
+        self.state.write().unwrap_or_else(|p| p.into_inner()).master = Some(master);
+        Ok(())
+    }
+
+    /// Whether the store is sealed.
+    pub fn is_sealed(&self) -> bool {
+        self.state.read().unwrap_or_else(|p| p.into_inner()).master.is_none()
+    }
+
+    fn path_of(&self, handle: &KeyHandle) -> PathBuf {
+        self.dir.join(format!("{}.key", hex::encode(handle.as_str())))
+    }
+
+    fn read_key_file(&self, handle: &KeyHandle) -> Result<KeyFile, Error> {
+        let path = self.path_of(handle);
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoSuchKey(handle.clone())),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let kf: KeyFile = serde_json::from_slice(&text).map_err(|e| Error::CorruptKeyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if &kf.handle != handle {
+            return Err(Error::CorruptKeyFile {
+                path: path.display().to_string(),
+                reason: "file names another handle".into(),
+            });
+        }
+        Ok(kf)
+    }
+
+    /// Decrypts a key file's PKCS#8. Private: the plaintext never leaves this crate except
+    /// re-wrapped by [`escrow`].
+    fn decrypt(&self, kf: &KeyFile) -> Result<Vec<u8>, Error> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let master = st.master.as_ref().ok_or(Error::Sealed)?;
+        let corrupt = |reason: &str| Error::CorruptKeyFile {
+            path: self.path_of(&kf.handle).display().to_string(),
+            reason: reason.into(),
+        };
+        let nonce = hex::decode(&kf.nonce).map_err(|_| corrupt("bad nonce"))?;
+        let ct = hex::decode(&kf.ciphertext).map_err(|_| corrupt("bad ciphertext"))?;
+        master
+            .open(&nonce, &kf.aad(), &ct)
+            .map_err(|_| corrupt("authentication failed (wrong master key or altered file)"))
+    }
+}
+
+impl KeyCustody for HsmSim {
+    fn generate(&self, handle: &KeyHandle, key_type: KeyType, purpose: KeyPurpose) -> Result<PublicKeyInfo, Error> {
+        if self.is_sealed() {
+            return Err(Error::Sealed);
+        }
+        if self.contains(handle)? {
+            return Err(Error::KeyExists(handle.clone()));
+        }
+        let pkcs8 = generate_pkcs8(key_type)?;
+        let (_, raw) = load_ring_key(key_type, &pkcs8).map_err(Error::KeyGeneration)?;
+        let spki = spki::encode(key_type, &raw);
+        let mut kf = KeyFile {
+            version: 1,
+            handle: handle.clone(),
+            key_type,
+            purpose,
+            spki: hex::encode(&spki),
+            nonce: String::new(),
+            ciphertext: String::new(),
+        };
+        let (nonce, ct) = {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            st.master.as_ref().ok_or(Error::Sealed)?.seal(&kf.aad(), &pkcs8)?
+        };
+        kf.nonce = hex::encode(nonce);
+        kf.ciphertext = hex::encode(ct);
+        let bytes = serde_json::to_vec(&kf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
+        match write_private_new(&self.path_of(handle), &bytes) {
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::KeyExists(handle.clone()))
+            }
+            other => other?,
+        }
+        tracing::info!(handle = %handle, key_type = %key_type, purpose = %purpose, "generated key");
+        Ok(PublicKeyInfo {
+            handle: handle.clone(),
+            key_type,
+            spki,
+            raw,
+        })
+    }
+
+    fn contains(&self, handle: &KeyHandle) -> Result<bool, Error> {
+        Ok(self.path_of(handle).exists())
+    }
+
+    fn public_key(&self, handle: &KeyHandle) -> Result<PublicKeyInfo, Error> {
+        let kf = self.read_key_file(handle)?;
+        let spki = hex::decode(&kf.spki).map_err(|_| Error::CorruptKeyFile {
+            path: self.path_of(handle).display().to_string(),
+            reason: "bad public key".into(),
+        })?;
+        let raw = raw_from_spki(&spki).ok_or_else(|| Error::CorruptKeyFile {
+            path: self.path_of(handle).display().to_string(),
+            reason: "bad public key".into(),
+        })?;
+        Ok(PublicKeyInfo {
+            handle: handle.clone(),
+            key_type: kf.key_type,
+            spki,
+            raw,
+        })
+    }
+
+    fn signer(&self, handle: &KeyHandle) -> Result<Arc<dyn Signer>, Error> {
+        {
+            let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+            if st.master.is_none() {
+                return Err(Error::Sealed);
+            }
+            if let Some(k) = st.cache.get(handle) {
+                return Ok(k.clone());
+            }
+        }
+        let kf = self.read_key_file(handle)?;
+        if !kf.purpose.may_sign() {
+            return Err(Error::NotPermitted {
+                handle: handle.clone(),
+                purpose: kf.purpose,
+                operation: "sign",
+            });
+        }
+        let pkcs8 = self.decrypt(&kf)?;
+        let (key, raw) = load_ring_key(kf.key_type, &pkcs8).map_err(|reason| Error::CorruptKeyFile {
+            path: self.path_of(handle).display().to_string(),
+            reason,
+        })?;
+        let loaded = Arc::new(LoadedKey {
+            handle: handle.clone(),
+            key_type: kf.key_type,
+            spki: spki::encode(kf.key_type, &raw),
+            raw,
+            key,
+            rng: SystemRandom::new(),
+        });
+        let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
+        st.cache.insert(handle.clone(), loaded.clone());
+        Ok(loaded)
+    }
+
+    fn export_pkcs12(
+        &self,
+        handle: &KeyHandle,
+        chain_der: &[Vec<u8>],
+        password: &str,
+        friendly_name: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let kf = self.read_key_file(handle)?;
+        if !kf.purpose.may_export_wrapped() {
+            return Err(Error::NotPermitted {
+                handle: handle.clone(),
+                purpose: kf.purpose,
+                operation: "export",
+            });
+        }
+        escrow::check_password(password)?;
+        let pkcs8 = self.decrypt(&kf)?;
+        escrow::pkcs12(&pkcs8, chain_der, password, friendly_name)
+    }
+}
+
+/// Extracts the subjectPublicKey bytes from an SPKI this crate encoded.
+fn raw_from_spki(spki: &[u8]) -> Option<Vec<u8>> {
+    // SEQUENCE { AlgorithmIdentifier, BIT STRING }: skip the outer header and the algorithm.
+    fn header(b: &[u8]) -> Option<(usize, usize)> {
+        let first = *b.get(1)?;
+        if first < 0x80 {
+            Some((2, first as usize))
+        } else {
+            let n = (first & 0x7f) as usize;
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | *b.get(2 + i)? as usize;
+            }
+            Some((2 + n, len))
+        }
+    }
+    let (h, _) = header(spki)?;
+    let rest = spki.get(h..)?;
+    let (ah, alen) = header(rest)?;
+    let bit = rest.get(ah + alen..)?;
+    let (bh, blen) = header(bit)?;
+    Some(bit.get(bh + 1..bh + blen)?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::signature::UnparsedPublicKey;
+
+    fn store() -> (tempfile::TempDir, HsmSim) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hsm = HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("open");
+        (dir, hsm)
+    }
+
+    fn verify_alg(t: KeyType) -> &'static dyn signature::VerificationAlgorithm {
+        match t {
+            KeyType::P256 => &signature::ECDSA_P256_SHA256_ASN1,
+            KeyType::P384 => &signature::ECDSA_P384_SHA384_ASN1,
+            KeyType::Ed25519 => &signature::ED25519,
+            _ => &signature::RSA_PKCS1_2048_8192_SHA256,
+        }
+    }
+
+    #[test]
+    fn every_key_type_signs_and_verifies() {
+        let (_d, hsm) = store();
+        for t in [KeyType::Rsa2048, KeyType::P256, KeyType::P384, KeyType::Ed25519] {
+            let h: KeyHandle = format!("test/{}", t.name()).parse().expect("handle");
+            let info = hsm.generate(&h, t, KeyPurpose::CaSigning).expect("generate");
+            let signer = hsm.signer(&h).expect("signer");
+            assert_eq!(signer.public_key_spki(), info.spki.as_slice());
+            assert_eq!(hsm.public_key(&h).expect("pub").raw, info.raw);
+            let sig = signer.sign(b"message").expect("sign");
+            UnparsedPublicKey::new(verify_alg(t), &info.raw)
+                .verify(b"message", &sig)
+                .expect("verifies");
+        }
+    }
+
+    #[test]
+    fn ca_keys_are_not_exportable_and_escrow_keys_do_not_sign() {
+        let (_d, hsm) = store();
+        let ca: KeyHandle = "ca/x".parse().expect("handle");
+        hsm.generate(&ca, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        assert!(matches!(
+            hsm.export_pkcs12(&ca, &[], "long enough password", "x"),
+            Err(Error::NotPermitted { .. })
+        ));
+        let esc: KeyHandle = "escrow/x".parse().expect("handle");
+        hsm.generate(&esc, KeyType::P256, KeyPurpose::Escrow).expect("gen");
+        assert!(matches!(hsm.signer(&esc), Err(Error::NotPermitted { .. })));
+        assert!(matches!(
+            hsm.generate(&esc, KeyType::P256, KeyPurpose::Escrow),
+            Err(Error::KeyExists(_))
+        ));
+    }
+
+    #[test]
+    fn editing_the_purpose_breaks_decryption() {
+        let (d, hsm) = store();
+        let ca: KeyHandle = "ca/y".parse().expect("handle");
+        hsm.generate(&ca, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        let path = hsm.path_of(&ca);
+        let text = fs::read_to_string(&path).expect("read");
+        fs::write(&path, text.replace("ca_signing", "escrow")).expect("write");
+        let hsm2 = HsmSim::open(d.path().join("keys"), &MasterKeySource::KeyFile).expect("open");
+        let err = hsm2.export_pkcs12(&ca, &[], "long enough password", "x").unwrap_err();
+        assert!(matches!(err, Error::CorruptKeyFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn passphrase_store_rejects_a_wrong_passphrase_and_sealing_stops_signing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = MasterKeySource::Passphrase("correct horse battery staple".into());
+        let hsm = HsmSim::open(dir.path(), &good).expect("open");
+        let h: KeyHandle = "ca/z".parse().expect("handle");
+        hsm.generate(&h, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        let wrong = MasterKeySource::Passphrase("wrong".into());
+        assert!(matches!(HsmSim::open(dir.path(), &wrong), Err(Error::WrongPassphrase(_))));
+        assert!(matches!(
+            HsmSim::open(dir.path(), &MasterKeySource::KeyFile),
+            Err(Error::MasterKeyMismatch(_))
+        ));
+        hsm.seal();
+        assert!(matches!(hsm.signer(&h), Err(Error::Sealed)));
+        hsm.unseal(&good).expect("unseal");
+        hsm.signer(&h).expect("signer after unseal");
+    }
+
+    #[test]
+    fn no_plaintext_pkcs8_on_disk() {
+        let (d, hsm) = store();
+        let h: KeyHandle = "escrow/p".parse().expect("handle");
+        hsm.generate(&h, KeyType::P256, KeyPurpose::Escrow).expect("gen");
+        let p12 = hsm.export_pkcs12(&h, &[], "long enough password", "p").expect("p12");
+        let ks = p12_keystore::KeyStore::from_pkcs12(
+            &p12,
+            "long enough password",
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+        .expect("parse p12");
+        let (_, chain) = ks.private_key_chain().expect("key");
+        let pkcs8 = chain.key().as_der().to_vec();
+        for entry in fs::read_dir(d.path().join("keys")).expect("dir") {
+            let bytes = fs::read(entry.expect("entry").path()).expect("read");
+            assert!(!bytes.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()));
+            let hexed = hex::encode(&pkcs8);
+            assert!(!String::from_utf8_lossy(&bytes).contains(&hexed));
+        }
+    }
+}
