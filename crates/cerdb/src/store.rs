@@ -19,7 +19,9 @@ use chrono::{DateTime, Utc};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
 use sled::{Db, Tree};
 
-use crate::{AuditRecord, CaId, CertKind, CertRecord, CrlRecord, EmailAddress, Error, Fingerprint, Revocation, Serial};
+use crate::{
+    AuditRecord, CaId, CertKind, CertRecord, CrlRecord, EmailAddress, Error, Fingerprint, Revocation, Serial,
+};
 
 /// The read-only view used by the OCSP responder and the directory.
 pub trait CertReader: Send + Sync {
@@ -40,7 +42,12 @@ pub trait CertReader: Send + Sync {
     /// 1. list the address's certificates of that kind, newest notBefore first;
     /// 2. take the first whose status at `now` is valid;
     /// 3. load its DER.
-    fn newest_valid(&self, email: &EmailAddress, kind: CertKind, now: DateTime<Utc>) -> Result<Option<CertRecord>, Error> {
+    fn newest_valid(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertRecord>, Error> {
         for rec in self.by_email(email, Some(kind))? {
             if rec.status_at(now) == crate::CertStatus::Valid {
                 return self.get(&rec.serial);
@@ -110,7 +117,9 @@ impl CertDb {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let db = sled::Config::new().path(path).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            sled::Error::Io(ref io)
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+            {
                 Error::Locked(path.display().to_string())
             }
             other => Error::from(other),
@@ -138,10 +147,7 @@ impl CertDb {
     /// Marks `serial` as used. Fails with [`Error::SerialInUse`] when it was used before; a
     /// reservation is never released, so a serial is never handed out twice.
     pub fn reserve_serial(&self, serial: &Serial) -> Result<(), Error> {
-        match self
-            .serials
-            .compare_and_swap(serial.as_bytes(), None as Option<&[u8]>, Some(&[] as &[u8]))?
-        {
+        match self.serials.compare_and_swap(serial.as_bytes(), None as Option<&[u8]>, Some(&[] as &[u8]))? {
             Ok(()) => Ok(()),
             Err(_) => Err(Error::SerialInUse(serial.clone())),
         }
@@ -154,14 +160,8 @@ impl CertDb {
     /// 3. append the audit records;
     /// 4. flush to disk — only then is the issuance acknowledged.
     pub fn store_issued(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
-        let trees = (
-            &self.cert_meta,
-            &self.cert_der,
-            &self.by_fp,
-            &self.by_email,
-            &self.serials,
-            &self.audit,
-        );
+        let trees =
+            (&self.cert_meta, &self.cert_der, &self.by_fp, &self.by_email, &self.serials, &self.audit);
         let encoded: Vec<Vec<u8>> = certs.iter().map(encode_meta).collect::<Result<_, _>>()?;
         trees
             .transaction(|(meta, der, fp, email, serials, log)| {
@@ -171,7 +171,10 @@ impl CertDb {
                         return abort(Error::SerialInUse(rec.serial.clone()));
                     }
                     if fp.get(rec.fingerprint.0)?.is_some() {
-                        return abort(Error::Inconsistent(format!("fingerprint {} stored twice", rec.fingerprint)));
+                        return abort(Error::Inconsistent(format!(
+                            "fingerprint {} stored twice",
+                            rec.fingerprint
+                        )));
                     }
                     meta.insert(key, enc.as_slice())?;
                     der.insert(key, rec.der.as_slice())?;
@@ -196,7 +199,12 @@ impl CertDb {
 
     /// Records a revocation and its audit entry in one transaction, then flushes. Returns the
     /// updated record (metadata only).
-    pub fn revoke(&self, serial: &Serial, revocation: Revocation, audit: &AuditRecord) -> Result<CertRecord, Error> {
+    pub fn revoke(
+        &self,
+        serial: &Serial,
+        revocation: Revocation,
+        audit: &AuditRecord,
+    ) -> Result<CertRecord, Error> {
         let rec = (&self.cert_meta, &self.audit)
             .transaction(|(meta, log)| {
                 let Some(bytes) = meta.get(serial.as_bytes())? else {
@@ -252,10 +260,11 @@ impl CertDb {
 
     /// Appends one audit record on its own and flushes.
     pub fn append_audit(&self, rec: &AuditRecord) -> Result<(), Error> {
-        match self
-            .audit
-            .compare_and_swap(rec.seq.to_be_bytes(), None as Option<&[u8]>, Some(rec.bytes.as_slice()))?
-        {
+        match self.audit.compare_and_swap(
+            rec.seq.to_be_bytes(),
+            None as Option<&[u8]>,
+            Some(rec.bytes.as_slice()),
+        )? {
             Ok(()) => self.flush(),
             Err(_) => Err(Error::Inconsistent(format!("audit entry {} exists", rec.seq))),
         }
@@ -263,20 +272,14 @@ impl CertDb {
 
     /// The last audit record.
     pub fn last_audit(&self) -> Result<Option<AuditRecord>, Error> {
-        Ok(self.audit.last()?.map(|(k, v)| AuditRecord {
-            seq: seq_of(&k),
-            bytes: v.to_vec(),
-        }))
+        Ok(self.audit.last()?.map(|(k, v)| AuditRecord { seq: seq_of(&k), bytes: v.to_vec() }))
     }
 
     /// Every audit record in order.
     pub fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord, Error>> + '_ {
         self.audit.iter().map(|r| {
             let (k, v) = r?;
-            Ok(AuditRecord {
-                seq: seq_of(&k),
-                bytes: v.to_vec(),
-            })
+            Ok(AuditRecord { seq: seq_of(&k), bytes: v.to_vec() })
         })
     }
 
@@ -338,7 +341,10 @@ impl CertDb {
                 .get(&k)?
                 .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?;
             if Fingerprint::of(&der) != rec.fingerprint {
-                return Err(Error::Inconsistent(format!("fingerprint of {} does not match its DER", rec.serial)));
+                return Err(Error::Inconsistent(format!(
+                    "fingerprint of {} does not match its DER",
+                    rec.serial
+                )));
             }
             if self.by_fp.get(rec.fingerprint.0)?.as_deref() != Some(&k[..]) {
                 return Err(Error::Inconsistent(format!("fingerprint index misses {}", rec.serial)));
@@ -463,10 +469,7 @@ mod tests {
     }
 
     fn audit(seq: u64) -> AuditRecord {
-        AuditRecord {
-            seq,
-            bytes: format!("entry {seq}").into_bytes(),
-        }
+        AuditRecord { seq, bytes: format!("entry {seq}").into_bytes() }
     }
 
     #[test]
@@ -482,7 +485,10 @@ mod tests {
 
         let e: EmailAddress = "ALICE@example.COM".parse().expect("email");
         let enc = db.by_email(&e, Some(CertKind::Encryption)).expect("lookup");
-        assert_eq!(enc.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(), vec![b.serial.clone(), a.serial.clone()]);
+        assert_eq!(
+            enc.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(),
+            vec![b.serial.clone(), a.serial.clone()]
+        );
         let newest = db.newest_valid(&e, Usage::Encryption.into(), Utc::now()).expect("q").expect("some");
         assert_eq!(newest.serial, b.serial);
         assert_eq!(newest.der, b.der);
@@ -497,10 +503,7 @@ mod tests {
         assert!(matches!(db.store_issued(&[dup], &[audit(2)]), Err(Error::SerialInUse(_))));
         assert_eq!(db.count(), 3);
 
-        let rev = Revocation {
-            at: Utc::now(),
-            reason: RevocationReason::KeyCompromise,
-        };
+        let rev = Revocation { at: Utc::now(), reason: RevocationReason::KeyCompromise };
         db.revoke(&b.serial, rev.clone(), &audit(2)).expect("revoke");
         assert!(matches!(db.revoke(&b.serial, rev.clone(), &audit(3)), Err(Error::AlreadyRevoked { .. })));
         let newest = db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some");

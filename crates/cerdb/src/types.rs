@@ -77,11 +77,7 @@ impl FromStr for Serial {
                 Self::MAX_LEN
             )));
         }
-        let padded = if trimmed.len() % 2 == 1 {
-            format!("0{trimmed}")
-        } else {
-            trimmed.to_string()
-        };
+        let padded = if trimmed.len() % 2 == 1 { format!("0{trimmed}") } else { trimmed.to_string() };
         let bytes = hex::decode(&padded).map_err(|e| Error::InvalidSerial(format!("{s:?}: {e}")))?;
         Serial::from_bytes(&bytes)
     }
@@ -207,9 +203,8 @@ impl FromStr for EmailAddress {
         if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
             return Err(bad("misplaced '.' in the local part"));
         }
-        if let Some(c) = local
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || ATEXT_SPECIALS.contains(*c)))
+        if let Some(c) =
+            local.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '.' || ATEXT_SPECIALS.contains(*c)))
         {
             return Err(bad(&format!("character {c:?} is not allowed in the local part")));
         }
@@ -447,7 +442,8 @@ impl RevocationReason {
 impl FromStr for RevocationReason {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let norm: String = s.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase();
+        let norm: String =
+            s.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_ascii_lowercase();
         if let Some(r) = Self::ALL.iter().find(|r| r.name().to_ascii_lowercase() == norm) {
             return Ok(*r);
         }
@@ -502,8 +498,18 @@ mod tests {
         assert_eq!(e.as_str(), "Alice.Smith@example.com");
         assert_eq!(e.lookup_key(), "alice.smith@example.com");
         for bad in [
-            "", "alice", "@example.com", "alice@", "alice@localhost", "a..b@example.com", ".a@example.com",
-            "a b@example.com", "a@exa_mple.com", "a@-x.com", "müller@example.com", "\"q\"@example.com",
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@localhost",
+            "a..b@example.com",
+            ".a@example.com",
+            "a b@example.com",
+            "a@exa_mple.com",
+            "a@-x.com",
+            "müller@example.com",
+            "\"q\"@example.com",
             "a@[127.0.0.1]",
         ] {
             assert!(bad.parse::<EmailAddress>().is_err(), "{bad:?} accepted");

@@ -19,16 +19,19 @@ pub(crate) fn check_password(password: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub(crate) fn pkcs12(pkcs8: &[u8], chain_der: &[Vec<u8>], password: &str, friendly_name: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn pkcs12(
+    pkcs8: &[u8],
+    chain_der: &[Vec<u8>],
+    password: &str,
+    friendly_name: &str,
+) -> Result<Vec<u8>, Error> {
     let p12 = |e: p12_keystore::error::Error| Error::Pkcs12(e.to_string());
     let key = PrivateKey::from_der(pkcs8).map_err(p12)?;
-    let certs = chain_der
-        .iter()
-        .map(|d| Certificate::from_der(d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(p12)?;
+    let certs =
+        chain_der.iter().map(|d| Certificate::from_der(d)).collect::<Result<Vec<_>, _>>().map_err(p12)?;
     let mut local_id = [0u8; 20];
-    let digest = ring::digest::digest(&ring::digest::SHA256, chain_der.first().map(Vec::as_slice).unwrap_or(pkcs8));
+    let digest =
+        ring::digest::digest(&ring::digest::SHA256, chain_der.first().map(Vec::as_slice).unwrap_or(pkcs8));
     local_id.copy_from_slice(&digest.as_ref()[..20]);
     let mut ks = KeyStore::new();
     ks.add_entry(

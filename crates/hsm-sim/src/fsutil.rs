@@ -9,11 +9,7 @@ use crate::Error;
 
 pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| Error::io(dir, e))?;
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| Error::io(dir, e))?;
     }
     Ok(())
 }
@@ -33,9 +29,7 @@ pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), Erro
         f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     }
     fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
 /// Writes `bytes` to a new file, failing if it exists (used for keys: a handle is never reused).
@@ -51,7 +45,5 @@ pub(crate) fn write_private_new(path: &Path, bytes: &[u8]) -> Result<(), Error> 
         f.write_all(bytes).map_err(|e| Error::io(path, e))?;
         f.sync_all().map_err(|e| Error::io(path, e))?;
     }
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }

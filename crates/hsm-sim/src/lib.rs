@@ -65,7 +65,12 @@ pub struct PublicKeyInfo {
 /// The operations of a key custody backend.
 pub trait KeyCustody: Send + Sync {
     /// Generates a key under a new handle. A handle is never reused.
-    fn generate(&self, handle: &KeyHandle, key_type: KeyType, purpose: KeyPurpose) -> Result<PublicKeyInfo, Error>;
+    fn generate(
+        &self,
+        handle: &KeyHandle,
+        key_type: KeyType,
+        purpose: KeyPurpose,
+    ) -> Result<PublicKeyInfo, Error>;
     /// Whether a key exists under `handle`.
     fn contains(&self, handle: &KeyHandle) -> Result<bool, Error>;
     /// The public half of a key.
@@ -100,14 +105,8 @@ impl KeyFile {
     /// The associated data that binds the ciphertext to the key's metadata, so that a purpose
     /// cannot be edited (say, to make a CA key exportable) without the decryption failing.
     fn aad(&self) -> Vec<u8> {
-        format!(
-            "hsm-sim/v1|{}|{}|{}|{}",
-            self.handle,
-            self.key_type.name(),
-            self.purpose.name(),
-            self.spki
-        )
-        .into_bytes()
+        format!("hsm-sim/v1|{}|{}|{}|{}", self.handle, self.key_type.name(), self.purpose.name(), self.spki)
+            .into_bytes()
     }
 }
 
@@ -153,8 +152,7 @@ impl Signer for LoadedKey {
         match &self.key {
             RingKey::Rsa(kp) => {
                 let mut sig = vec![0u8; kp.public().modulus_len()];
-                kp.sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg, &mut sig)
-                    .map_err(|_| err())?;
+                kp.sign(&signature::RSA_PKCS1_SHA256, &self.rng, msg, &mut sig).map_err(|_| err())?;
                 Ok(sig)
             }
             RingKey::Ecdsa(kp) => Ok(kp.sign(&self.rng, msg).map_err(|_| err())?.as_ref().to_vec()),
@@ -196,7 +194,8 @@ fn generate_pkcs8(key_type: KeyType) -> Result<Vec<u8>, Error> {
         KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
             use rsa::pkcs8::EncodePrivateKey;
             let bits = key_type.rsa_bits().unwrap_or(2048);
-            let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| gen_err(e.to_string()))?;
+            let key =
+                rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits).map_err(|e| gen_err(e.to_string()))?;
             let der = key.to_pkcs8_der().map_err(|e| gen_err(e.to_string()))?;
             Ok(der.as_bytes().to_vec())
         }
@@ -235,13 +234,7 @@ impl HsmSim {
         let dir = dir.as_ref().to_path_buf();
         ensure_private_dir(&dir)?;
         let master = MasterKey::load(&dir, source)?;
-        Ok(HsmSim {
-            dir,
-            state: RwLock::new(State {
-                master: Some(master),
-                cache: HashMap::new(),
-            }),
-        })
+        Ok(HsmSim { dir, state: RwLock::new(State { master: Some(master), cache: HashMap::new() }) })
     }
 
     /// Forgets the master key and every loaded key; all operations fail with [`Error::Sealed`]
@@ -272,13 +265,13 @@ impl HsmSim {
         let path = self.path_of(handle);
         let text = match fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NoSuchKey(handle.clone())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoSuchKey(handle.clone()))
+            }
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let kf: KeyFile = serde_json::from_slice(&text).map_err(|e| Error::CorruptKeyFile {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let kf: KeyFile = serde_json::from_slice(&text)
+            .map_err(|e| Error::CorruptKeyFile { path: path.display().to_string(), reason: e.to_string() })?;
         if &kf.handle != handle {
             return Err(Error::CorruptKeyFile {
                 path: path.display().to_string(),
@@ -306,7 +299,12 @@ impl HsmSim {
 }
 
 impl KeyCustody for HsmSim {
-    fn generate(&self, handle: &KeyHandle, key_type: KeyType, purpose: KeyPurpose) -> Result<PublicKeyInfo, Error> {
+    fn generate(
+        &self,
+        handle: &KeyHandle,
+        key_type: KeyType,
+        purpose: KeyPurpose,
+    ) -> Result<PublicKeyInfo, Error> {
         if self.is_sealed() {
             return Err(Error::Sealed);
         }
@@ -339,12 +337,7 @@ impl KeyCustody for HsmSim {
             other => other?,
         }
         tracing::info!(handle = %handle, key_type = %key_type, purpose = %purpose, "generated key");
-        Ok(PublicKeyInfo {
-            handle: handle.clone(),
-            key_type,
-            spki,
-            raw,
-        })
+        Ok(PublicKeyInfo { handle: handle.clone(), key_type, spki, raw })
     }
 
     fn contains(&self, handle: &KeyHandle) -> Result<bool, Error> {
@@ -361,12 +354,7 @@ impl KeyCustody for HsmSim {
             path: self.path_of(handle).display().to_string(),
             reason: "bad public key".into(),
         })?;
-        Ok(PublicKeyInfo {
-            handle: handle.clone(),
-            key_type: kf.key_type,
-            spki,
-            raw,
-        })
+        Ok(PublicKeyInfo { handle: handle.clone(), key_type: kf.key_type, spki, raw })
     }
 
     fn signer(&self, handle: &KeyHandle) -> Result<Arc<dyn Signer>, Error> {
@@ -480,9 +468,7 @@ mod tests {
             assert_eq!(signer.public_key_spki(), info.spki.as_slice());
             assert_eq!(hsm.public_key(&h).expect("pub").raw, info.raw);
             let sig = signer.sign(b"message").expect("sign");
-            UnparsedPublicKey::new(verify_alg(t), &info.raw)
-                .verify(b"message", &sig)
-                .expect("verifies");
+            UnparsedPublicKey::new(verify_alg(t), &info.raw).verify(b"message", &sig).expect("verifies");
         }
     }
 
@@ -498,10 +484,7 @@ mod tests {
         let esc: KeyHandle = "escrow/x".parse().expect("handle");
         hsm.generate(&esc, KeyType::P256, KeyPurpose::Escrow).expect("gen");
         assert!(matches!(hsm.signer(&esc), Err(Error::NotPermitted { .. })));
-        assert!(matches!(
-            hsm.generate(&esc, KeyType::P256, KeyPurpose::Escrow),
-            Err(Error::KeyExists(_))
-        ));
+        assert!(matches!(hsm.generate(&esc, KeyType::P256, KeyPurpose::Escrow), Err(Error::KeyExists(_))));
     }
 
     #[test]

@@ -57,9 +57,7 @@ impl MasterKey {
             path: KEY_FILE.into(),
             reason: "master key has the wrong length".into(),
         })?;
-        Ok(MasterKey {
-            key: LessSafeKey::new(unbound),
-        })
+        Ok(MasterKey { key: LessSafeKey::new(unbound) })
     }
 
     /// Opens (or on first use creates) the master key for the key directory `dir`.
@@ -129,7 +127,8 @@ impl MasterKey {
                         check_nonce: hex::encode(nonce),
                         check: hex::encode(check),
                     };
-                    let text = serde_json::to_vec_pretty(&kdf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
+                    let text =
+                        serde_json::to_vec_pretty(&kdf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
                     write_private_atomic(&kdf_file, &text)?;
                     Ok(master)
                 }
@@ -140,9 +139,7 @@ impl MasterKey {
     /// Encrypts `plaintext`, bound to `aad`; returns (nonce, ciphertext||tag).
     pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<([u8; NONCE_LEN], Vec<u8>), Error> {
         let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| Error::KeyGeneration("no randomness".into()))?;
+        SystemRandom::new().fill(&mut nonce).map_err(|_| Error::KeyGeneration("no randomness".into()))?;
         let mut buf = plaintext.to_vec();
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
