@@ -9,6 +9,7 @@
 //! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
 //! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
 //! | `serials` | serial magnitude | empty: every serial ever handed out, so none is reused |
+//! | `revoked` | CA name, `0x00`, serial magnitude | empty: the revoked certificates of each CA |
 //! | `crls` | CA name | JSON [`CrlRecord`] |
 //! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
 //! | `meta` | text key | text value |
@@ -66,6 +67,7 @@ pub struct CertDb {
     by_fp: Tree,
     by_email: Tree,
     serials: Tree,
+    revoked: Tree,
     crls: Tree,
     audit: Tree,
     meta: Tree,
@@ -131,6 +133,7 @@ impl CertDb {
             by_fp: t("by_fp")?,
             by_email: t("by_email")?,
             serials: t("serials")?,
+            revoked: t("revoked")?,
             crls: t("crls")?,
             audit: t("audit")?,
             meta: t("meta")?,
@@ -205,8 +208,8 @@ impl CertDb {
         revocation: Revocation,
         audit: &AuditRecord,
     ) -> Result<CertRecord, Error> {
-        let rec = (&self.cert_meta, &self.audit)
-            .transaction(|(meta, log)| {
+        let rec = (&self.cert_meta, &self.audit, &self.revoked)
+            .transaction(|(meta, log, revoked)| {
                 let Some(bytes) = meta.get(serial.as_bytes())? else {
                     return abort(Error::NotFound(serial.clone()));
                 };
@@ -221,6 +224,7 @@ impl CertDb {
                 rec.revocation = Some(revocation.clone());
                 let enc = encode_meta(&rec).map_err(ConflictableTransactionError::Abort)?;
                 meta.insert(serial.as_bytes(), enc)?;
+                revoked.insert(revoked_key(rec.issuer, serial), &[] as &[u8])?;
                 let k = audit.seq.to_be_bytes();
                 if log.get(k)?.is_some() {
                     return abort(Error::Inconsistent(format!("audit entry {} exists", audit.seq)));
@@ -313,13 +317,15 @@ impl CertDb {
 
     /// Metadata of every revoked certificate issued by `ca`.
     pub fn revoked_by(&self, ca: CaId) -> Result<Vec<CertRecord>, Error> {
+        let mut prefix = ca.name().as_bytes().to_vec();
+        prefix.push(0);
         let mut out = Vec::new();
-        for r in self.cert_meta.iter() {
-            let (_, v) = r?;
-            let rec = decode_meta(&v)?;
-            if rec.issuer == ca && rec.revocation.is_some() && rec.kind != CertKind::RootCa {
-                out.push(rec);
-            }
+        for r in self.revoked.scan_prefix(&prefix) {
+            let (k, _) = r?;
+            let rec = self
+                .meta_by_key(&k[prefix.len()..])?
+                .ok_or_else(|| Error::Inconsistent("revoked index names a missing certificate".into()))?;
+            out.push(rec);
         }
         Ok(out)
     }
@@ -352,6 +358,9 @@ impl CertDb {
             if self.serials.get(&k)?.is_none() {
                 return Err(Error::Inconsistent(format!("serial {} not reserved", rec.serial)));
             }
+            if rec.revocation.is_some() != self.revoked.contains_key(revoked_key(rec.issuer, &rec.serial))? {
+                return Err(Error::Inconsistent(format!("revoked index disagrees about {}", rec.serial)));
+            }
             if let Some(e) = &rec.email {
                 emails += 1;
                 if self.by_email.get(email_key(&rec, e))?.is_none() {
@@ -377,6 +386,12 @@ impl CertDb {
         Ok(())
     }
 
+    /// The underlying sled database, for the stores of other concerns kept in this crate
+    /// (such as the TSA's serials and token record).
+    pub fn sled_db(&self) -> &sled::Db {
+        &self.db
+    }
+
     fn meta_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
         self.cert_meta.get(key)?.map(|v| decode_meta(&v)).transpose()
     }
@@ -392,6 +407,13 @@ impl CertDb {
             .to_vec();
         Ok(Some(rec))
     }
+}
+
+fn revoked_key(ca: CaId, serial: &Serial) -> Vec<u8> {
+    let mut k = ca.name().as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(serial.as_bytes());
+    k
 }
 
 fn seq_of(k: &[u8]) -> u64 {

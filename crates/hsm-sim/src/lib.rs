@@ -29,6 +29,7 @@ use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPa
 use serde::{Deserialize, Serialize};
 
 pub use error::Error;
+pub use escrow::MIN_PASSWORD_LEN as MIN_PKCS12_PASSWORD_LEN;
 pub use key::{KeyHandle, KeyPurpose, KeyType, SignatureScheme};
 pub use master::MasterKeySource;
 

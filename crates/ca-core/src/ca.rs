@@ -1,0 +1,811 @@
+//! The CA: initialisation, issuance, revocation, CRLs, escrow.
+//!
+//! Issuance cycle (after Boulder's): check the request → reserve a fresh serial → build the TBS
+//! certificate from the profile → lint it against the profile → sign it in hsm-sim → store the
+//! certificate and its audit entry in one durable transaction → return it. A certificate is
+//! returned only once it is on disk; a serial is never handed out twice.
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use cerdb::{
+    AuditRecord, CaId, CertDb, CertKind, CertReader, CertRecord, CrlRecord, EmailAddress, Fingerprint,
+    Revocation, RevocationReason, Serial, Usage,
+};
+use chrono::{DateTime, Duration, Utc};
+use hsm_sim::{KeyCustody, KeyHandle, KeyPurpose, KeyType, Signer};
+use rcgen::{
+    CertificateParams, CertificateRevocationListParams, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    RevokedCertParams, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use x509_parser::prelude::*;
+
+use crate::audit::{self, AuditDraft, AuditLog};
+use crate::clock::Clock;
+use crate::config::{CaConfig, KeySettings, SubjectName};
+use crate::csr::{check_csr, check_key_for_usage, SubjectKeyKind};
+use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
+use crate::profiles::{
+    dn_of, parse_tbs, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext, RootCaProfile,
+    SubscriberProfile, TsaProfile,
+};
+use crate::Error;
+
+const H_ROOT: &str = "ca/root";
+const H_ISSUING: &str = "ca/issuing";
+const H_OCSP: &str = "ocsp/signer";
+const H_TSA: &str = "tsa/signer";
+const META_INIT: &str = "ca.initialised";
+
+/// The CA certificates one can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaCert {
+    /// The root.
+    Root,
+    /// The S/MIME issuing CA.
+    Issuing,
+    /// The delegated OCSP signer.
+    Ocsp,
+    /// The timestamp authority.
+    Tsa,
+}
+
+impl std::str::FromStr for CaCert {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "root" => Ok(CaCert::Root),
+            "issuing" => Ok(CaCert::Issuing),
+            "ocsp" => Ok(CaCert::Ocsp),
+            "tsa" => Ok(CaCert::Tsa),
+            _ => Err(format!("unknown CA certificate {s:?}: expected root, issuing, ocsp or tsa")),
+        }
+    }
+}
+
+/// A request for a certificate from a CSR.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// The mailbox.
+    pub email: EmailAddress,
+    /// Signing or encryption.
+    pub usage: Usage,
+    /// The PKCS#10 request, PEM or DER.
+    pub csr: Vec<u8>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// What was stored (DER included).
+    pub record: CertRecord,
+}
+
+impl Issued {
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        to_pem("CERTIFICATE", &self.record.der)
+    }
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// The hierarchy was created.
+    Created,
+    /// It existed already; nothing changed.
+    AlreadyInitialised,
+}
+
+/// PEM with LF line endings.
+pub fn to_pem(tag: &str, der: &[u8]) -> String {
+    ::pem::encode_config(
+        &::pem::Pem::new(tag, der.to_vec()),
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
+}
+
+struct LoadedCa {
+    id: CaId,
+    der: Vec<u8>,
+    params: CertificateParams,
+    key: HsmKey,
+    not_after: DateTime<Utc>,
+}
+
+type RevocationHook = Box<dyn Fn(&Serial) + Send + Sync>;
+
+/// The certificate authority of one data directory.
+pub struct Ca {
+    db: CertDb,
+    hsm: Arc<dyn KeyCustody>,
+    cfg: CaConfig,
+    clock: Arc<dyn Clock>,
+    audit: AuditLog,
+    root: LoadedCa,
+    issuing: LoadedCa,
+    ocsp_der: Vec<u8>,
+    tsa_der: Vec<u8>,
+    hooks: RwLock<Vec<RevocationHook>>,
+    crl_lock: Mutex<()>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn handle(s: &str) -> KeyHandle {
+    s.parse().expect("invariant: constant handles are valid")
+}
+
+fn new_serial(db: &CertDb, rng: &SystemRandom) -> Result<Serial, Error> {
+    for _ in 0..8 {
+        let mut bytes = [0u8; 16];
+        rng.fill(&mut bytes).map_err(|_| Error::Certificate("no randomness for the serial".into()))?;
+        let Ok(serial) = Serial::from_bytes(&bytes) else { continue };
+        match db.reserve_serial(&serial) {
+            Ok(()) => return Ok(serial),
+            Err(cerdb::Error::SerialInUse(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Certificate("could not find an unused serial number".into()))
+}
+
+enum Signing<'a> {
+    SelfSigned(&'a HsmKey),
+    By(&'a LoadedCa),
+}
+
+/// Builds, lints and signs one certificate.
+fn make_cert(
+    profile: &dyn Profile,
+    ctx: &ProfileContext,
+    subject: &impl PublicKeyData,
+    signing: Signing<'_>,
+) -> Result<Vec<u8>, Error> {
+    let params = profile.params(ctx)?;
+    let lint = |tbs: &[u8]| -> Result<(), String> {
+        let t = parse_tbs(tbs)?;
+        profile.lint(&t, ctx)
+    };
+    let (result, failure) = match signing {
+        Signing::SelfSigned(key) => {
+            let lk = LintingKey::new(key, Some(&lint));
+            let r = params.self_signed(&lk);
+            (r, lk.take_failure())
+        }
+        Signing::By(ca) => {
+            let issuer = Issuer::from_params(&ca.params, LintingKey::new(&ca.key, Some(&lint)));
+            let r = params.signed_by(subject, &issuer);
+            (r, issuer.key().take_failure())
+        }
+    };
+    match (result, failure) {
+        (Ok(cert), _) => Ok(cert.der().to_vec()),
+        (Err(_), Some(lint_msg)) => Err(Error::Lint(lint_msg)),
+        (Err(e), None) => Err(Error::Certificate(e.to_string())),
+    }
+}
+
+fn record_of(
+    der: Vec<u8>,
+    serial: Serial,
+    kind: CertKind,
+    email: Option<EmailAddress>,
+    issuer: CaId,
+    key_type: String,
+    escrow_key: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<CertRecord, Error> {
+    let (_, x) = X509Certificate::from_der(&der).map_err(|e| Error::Certificate(e.to_string()))?;
+    let ts = |t: ASN1Time| DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(now);
+    Ok(CertRecord {
+        fingerprint: Fingerprint::of(&der),
+        serial,
+        kind,
+        email,
+        subject: x.subject().to_string(),
+        issuer,
+        not_before: ts(x.validity().not_before),
+        not_after: ts(x.validity().not_after),
+        issued_at: now,
+        key_type,
+        escrow_key,
+        revocation: None,
+        der,
+    })
+}
+
+fn ski_of(der: &[u8]) -> Result<Vec<u8>, Error> {
+    let (_, x) = X509Certificate::from_der(der).map_err(|e| Error::Certificate(e.to_string()))?;
+    x.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Certificate("CA certificate has no subjectKeyIdentifier".into()))
+}
+
+fn issuer_params(subject: &SubjectName, ca_der: &[u8]) -> Result<CertificateParams, Error> {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = dn_of(subject);
+    p.key_identifier_method = KeyIdMethod::PreSpecified(ski_of(ca_der)?);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(p)
+}
+
+fn seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+fn get_or_generate(
+    hsm: &dyn KeyCustody,
+    h: &KeyHandle,
+    kt: KeyType,
+    purpose: KeyPurpose,
+) -> Result<Arc<dyn Signer>, Error> {
+    if !hsm.contains(h)? {
+        hsm.generate(h, kt, purpose)?;
+    }
+    Ok(hsm.signer(h)?)
+}
+
+impl Ca {
+    /// Creates the hierarchy on first use; a second call changes nothing and says so.
+    pub fn init(
+        db: CertDb,
+        hsm: Arc<dyn KeyCustody>,
+        cfg: CaConfig,
+        clock: Arc<dyn Clock>,
+        actor: &str,
+    ) -> Result<(Ca, InitOutcome), Error> {
+        cfg.validate()?;
+        if db.meta_get(META_INIT)?.is_some() {
+            return Ok((Ca::open(db, hsm, cfg, clock)?, InitOutcome::AlreadyInitialised));
+        }
+        let now = seconds(clock.now());
+        let rng = SystemRandom::new();
+
+        let root_key =
+            HsmKey::new(get_or_generate(&*hsm, &handle(H_ROOT), cfg.root.key_type, KeyPurpose::CaSigning)?);
+        let issuing_key = HsmKey::new(get_or_generate(
+            &*hsm,
+            &handle(H_ISSUING),
+            cfg.issuing.key_type,
+            KeyPurpose::CaSigning,
+        )?);
+        let ocsp_key = HsmKey::new(get_or_generate(
+            &*hsm,
+            &handle(H_OCSP),
+            cfg.ocsp_signer.key_type,
+            KeyPurpose::OcspSigning,
+        )?);
+        let tsa_key =
+            HsmKey::new(get_or_generate(&*hsm, &handle(H_TSA), cfg.tsa.key_type, KeyPurpose::TsaSigning)?);
+
+        let ctx_for = |s: &KeySettings,
+                       key: &HsmKey,
+                       serial: Serial,
+                       parent_end: Option<DateTime<Utc>>,
+                       urls: (Option<String>, Option<String>, Option<String>)| {
+            let mut end = now + Duration::days(i64::from(s.validity_days));
+            if let Some(pe) = parent_end {
+                end = end.min(pe);
+            }
+            ProfileContext {
+                serial,
+                not_before: now,
+                not_after: end,
+                key: SubjectKeyKind::from_key_type(key.signer.key_type()),
+                ocsp_url: urls.0,
+                ca_issuers_url: urls.1,
+                crl_url: urls.2,
+            }
+        };
+        let mut records = Vec::new();
+
+        // Root.
+        let root_ctx = ctx_for(&cfg.root, &root_key, new_serial(&db, &rng)?, None, (None, None, None));
+        let root_der = make_cert(
+            &RootCaProfile { subject: cfg.root.subject.clone() },
+            &root_ctx,
+            &root_key,
+            Signing::SelfSigned(&root_key),
+        )?;
+        let root = LoadedCa {
+            id: CaId::Root,
+            params: issuer_params(&cfg.root.subject, &root_der)?,
+            der: root_der.clone(),
+            key: root_key.clone(),
+            not_after: root_ctx.not_after,
+        };
+        records.push(record_of(
+            root_der,
+            root_ctx.serial.clone(),
+            CertKind::RootCa,
+            None,
+            CaId::Root,
+            root_key.signer.key_type().to_string(),
+            None,
+            now,
+        )?);
+
+        let from_root = (None, Some(cfg.ca_cert_url(CaId::Root)), Some(cfg.crl_url(CaId::Root)));
+        // Issuing CA, signed by the root.
+        let iss_ctx = ctx_for(
+            &cfg.issuing,
+            &issuing_key,
+            new_serial(&db, &rng)?,
+            Some(root.not_after),
+            from_root.clone(),
+        );
+        let iss_der = make_cert(
+            &IssuingCaProfile { subject: cfg.issuing.subject.clone() },
+            &iss_ctx,
+            &issuing_key,
+            Signing::By(&root),
+        )?;
+        let issuing = LoadedCa {
+            id: CaId::Issuing,
+            params: issuer_params(&cfg.issuing.subject, &iss_der)?,
+            der: iss_der.clone(),
+            key: issuing_key.clone(),
+            not_after: iss_ctx.not_after,
+        };
+        records.push(record_of(
+            iss_der,
+            iss_ctx.serial.clone(),
+            CertKind::IssuingCa,
+            None,
+            CaId::Root,
+            issuing_key.signer.key_type().to_string(),
+            None,
+            now,
+        )?);
+
+        // Delegated OCSP signer, signed by the issuing CA (whose certificates it answers for).
+        let ocsp_ctx = ctx_for(
+            &cfg.ocsp_signer,
+            &ocsp_key,
+            new_serial(&db, &rng)?,
+            Some(issuing.not_after),
+            (None, Some(cfg.ca_cert_url(CaId::Issuing)), Some(cfg.crl_url(CaId::Issuing))),
+        );
+        let ocsp_der = make_cert(
+            &OcspSignerProfile { subject: cfg.ocsp_signer.subject.clone() },
+            &ocsp_ctx,
+            &ocsp_key,
+            Signing::By(&issuing),
+        )?;
+        records.push(record_of(
+            ocsp_der,
+            ocsp_ctx.serial.clone(),
+            CertKind::OcspSigner,
+            None,
+            CaId::Issuing,
+            ocsp_key.signer.key_type().to_string(),
+            None,
+            now,
+        )?);
+
+        // TSA, signed by the root: never by the S/MIME issuing CA.
+        let tsa_ctx = ctx_for(&cfg.tsa, &tsa_key, new_serial(&db, &rng)?, Some(root.not_after), from_root);
+        let tsa_der = make_cert(
+            &TsaProfile { subject: cfg.tsa.subject.clone() },
+            &tsa_ctx,
+            &tsa_key,
+            Signing::By(&root),
+        )?;
+        records.push(record_of(
+            tsa_der,
+            tsa_ctx.serial.clone(),
+            CertKind::Tsa,
+            None,
+            CaId::Root,
+            tsa_key.signer.key_type().to_string(),
+            None,
+            now,
+        )?);
+
+        let details = format!(
+            "root {} issuing {} ocsp {} tsa {}",
+            records[0].serial, records[1].serial, records[2].serial, records[3].serial
+        );
+        let audit = AuditLog::open(db.clone())?;
+        audit.commit(vec![AuditDraft::ok(actor, "init", None, details)], now, |recs| {
+            Ok(db.store_issued(&records, recs)?)
+        })?;
+        let subj = |s: &SubjectName| serde_json::to_string(s).map_err(|e| Error::Config(e.to_string()));
+        db.meta_put("ca.root.serial", &records[0].serial.to_string())?;
+        db.meta_put("ca.root.subject", &subj(&cfg.root.subject)?)?;
+        db.meta_put("ca.issuing.serial", &records[1].serial.to_string())?;
+        db.meta_put("ca.issuing.subject", &subj(&cfg.issuing.subject)?)?;
+        db.meta_put("ca.ocsp.serial", &records[2].serial.to_string())?;
+        db.meta_put("ca.tsa.serial", &records[3].serial.to_string())?;
+        db.meta_put(META_INIT, &now.to_rfc3339())?;
+        drop(audit);
+        let ca = Ca::open(db, hsm, cfg, clock)?;
+        ca.regenerate_crl(CaId::Root, actor)?;
+        ca.regenerate_crl(CaId::Issuing, actor)?;
+        Ok((ca, InitOutcome::Created))
+    }
+
+    /// Opens an initialised CA.
+    pub fn open(
+        db: CertDb,
+        hsm: Arc<dyn KeyCustody>,
+        cfg: CaConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Ca, Error> {
+        cfg.validate()?;
+        if db.meta_get(META_INIT)?.is_none() {
+            return Err(Error::NotInitialised);
+        }
+        let cert_of = |key: &str| -> Result<CertRecord, Error> {
+            let s: Serial = db
+                .meta_get(key)?
+                .ok_or_else(|| cerdb::Error::Inconsistent(format!("{key} missing")))?
+                .parse()?;
+            db.get(&s)?.ok_or_else(|| Error::UnknownSerial(s))
+        };
+        let subject_of = |key: &str| -> Result<SubjectName, Error> {
+            let text =
+                db.meta_get(key)?.ok_or_else(|| cerdb::Error::Inconsistent(format!("{key} missing")))?;
+            serde_json::from_str(&text).map_err(|e| cerdb::Error::Corrupt(e.to_string()).into())
+        };
+        let load = |id: CaId, serial_key: &str, subject_key: &str, h: &str| -> Result<LoadedCa, Error> {
+            let rec = cert_of(serial_key)?;
+            Ok(LoadedCa {
+                id,
+                params: issuer_params(&subject_of(subject_key)?, &rec.der)?,
+                key: HsmKey::new(hsm.signer(&handle(h))?),
+                not_after: rec.not_after,
+                der: rec.der,
+            })
+        };
+        let root = load(CaId::Root, "ca.root.serial", "ca.root.subject", H_ROOT)?;
+        let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
+        let ocsp_der = cert_of("ca.ocsp.serial")?.der;
+        let tsa_der = cert_of("ca.tsa.serial")?.der;
+        Ok(Ca {
+            audit: AuditLog::open(db.clone())?,
+            db,
+            hsm,
+            cfg,
+            clock,
+            root,
+            issuing,
+            ocsp_der,
+            tsa_der,
+            hooks: RwLock::new(Vec::new()),
+            crl_lock: Mutex::new(()),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// The storage handle.
+    pub fn db(&self) -> &CertDb {
+        &self.db
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CaConfig {
+        &self.cfg
+    }
+
+    /// Now, by the CA's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// A CA certificate, DER.
+    pub fn ca_cert(&self, which: CaCert) -> &[u8] {
+        match which {
+            CaCert::Root => &self.root.der,
+            CaCert::Issuing => &self.issuing.der,
+            CaCert::Ocsp => &self.ocsp_der,
+            CaCert::Tsa => &self.tsa_der,
+        }
+    }
+
+    /// The OCSP signer key.
+    pub fn ocsp_signer(&self) -> Result<Arc<dyn Signer>, Error> {
+        Ok(self.hsm.signer(&handle(H_OCSP))?)
+    }
+
+    /// The TSA key.
+    pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
+        Ok(self.hsm.signer(&handle(H_TSA))?)
+    }
+
+    /// Registers a function called with the serial of every revocation, right after it is
+    /// stored (the OCSP responder drops its cached response).
+    pub fn on_revocation(&self, hook: impl Fn(&Serial) + Send + Sync + 'static) {
+        self.hooks.write().unwrap_or_else(|p| p.into_inner()).push(Box::new(hook));
+    }
+
+    fn leaf_ctx(&self, serial: Serial, key: SubjectKeyKind, now: DateTime<Utc>) -> ProfileContext {
+        let end = (now + Duration::days(i64::from(self.cfg.leaf.validity_days))).min(self.issuing.not_after);
+        ProfileContext {
+            serial,
+            not_before: now,
+            not_after: end,
+            key,
+            ocsp_url: Some(self.cfg.ocsp_url()),
+            ca_issuers_url: Some(self.cfg.ca_cert_url(CaId::Issuing)),
+            crl_url: Some(self.cfg.crl_url(CaId::Issuing)),
+        }
+    }
+
+    /// Issues one certificate from a CSR.
+    pub fn issue(&self, req: &IssueRequest, actor: &str) -> Result<Issued, Error> {
+        let mut v = self.issue_many(std::slice::from_ref(req), actor)?;
+        v.pop().ok_or_else(|| Error::Certificate("nothing issued".into()))
+    }
+
+    /// Issues certificates from CSRs; all are stored in one durable transaction. If any
+    /// request is refused, nothing is stored and the refusal is in the audit log.
+    pub fn issue_many(&self, reqs: &[IssueRequest], actor: &str) -> Result<Vec<Issued>, Error> {
+        let now = seconds(self.clock.now());
+        let mut records = Vec::with_capacity(reqs.len());
+        let mut drafts = Vec::with_capacity(reqs.len());
+        for req in reqs {
+            let checked = match check_csr(&req.csr, &req.email, req.usage, self.cfg.leaf.min_rsa_bits) {
+                Ok(c) => c,
+                Err(e) => {
+                    let why = e.to_string();
+                    self.audit.append(
+                        AuditDraft::refused(
+                            actor,
+                            "issue",
+                            None,
+                            &why,
+                            format!("{} {}", req.email, req.usage),
+                        ),
+                        now,
+                    )?;
+                    return Err(e);
+                }
+            };
+            let serial = new_serial(&self.db, &self.rng)?;
+            let ctx = self.leaf_ctx(serial.clone(), checked.kind, now);
+            let profile = SubscriberProfile { email: req.email.clone(), usage: req.usage };
+            let der = make_cert(&profile, &ctx, &checked.key, Signing::By(&self.issuing))?;
+            let rec = record_of(
+                der,
+                serial,
+                req.usage.into(),
+                Some(req.email.clone()),
+                CaId::Issuing,
+                checked.kind.name(),
+                None,
+                now,
+            )?;
+            drafts.push(AuditDraft::ok(
+                actor,
+                "issue",
+                Some(&rec.serial),
+                format!(
+                    "{} {} {} sha256:{}",
+                    rec.email.as_ref().map(|e| e.as_str()).unwrap_or(""),
+                    req.usage,
+                    rec.key_type,
+                    rec.fingerprint
+                ),
+            ));
+            records.push(rec);
+        }
+        self.audit.commit(drafts, now, |recs| Ok(self.db.store_issued(&records, recs)?))?;
+        Ok(records.into_iter().map(|record| Issued { record }).collect())
+    }
+
+    /// Issues an encryption certificate whose key pair is generated and escrowed in the key
+    /// store; returns it with a PKCS#12 of key and chain protected by `p12_password`.
+    pub fn issue_generated(
+        &self,
+        email: &EmailAddress,
+        usage: Usage,
+        key_type: Option<KeyType>,
+        p12_password: &str,
+        actor: &str,
+    ) -> Result<(Issued, Vec<u8>), Error> {
+        if usage == Usage::Signing {
+            return Err(Error::SigningKeyNotEscrowable);
+        }
+        let kt = key_type.unwrap_or(self.cfg.leaf.default_generated_key_type);
+        let kind = SubjectKeyKind::from_key_type(kt);
+        check_key_for_usage(kind, usage)?;
+        if p12_password.chars().count() < hsm_sim::MIN_PKCS12_PASSWORD_LEN {
+            return Err(hsm_sim::Error::WeakPkcs12Password { min: hsm_sim::MIN_PKCS12_PASSWORD_LEN }.into());
+        }
+        let now = seconds(self.clock.now());
+        let serial = new_serial(&self.db, &self.rng)?;
+        let h: KeyHandle = format!("escrow/{}", serial.to_string().to_ascii_lowercase()).parse()?;
+        let public = self.hsm.generate(&h, kt, KeyPurpose::Escrow)?;
+        let subject = SubjectKey { raw: public.raw, alg: alg_for(kt) };
+        let ctx = self.leaf_ctx(serial.clone(), kind, now);
+        let profile = SubscriberProfile { email: email.clone(), usage };
+        let der = make_cert(&profile, &ctx, &subject, Signing::By(&self.issuing))?;
+        let rec = record_of(
+            der,
+            serial,
+            usage.into(),
+            Some(email.clone()),
+            CaId::Issuing,
+            kt.to_string(),
+            Some(h.to_string()),
+            now,
+        )?;
+        let drafts = vec![
+            AuditDraft::ok(
+                actor,
+                "issue",
+                Some(&rec.serial),
+                format!("{email} {usage} {kt} escrowed sha256:{}", rec.fingerprint),
+            ),
+            AuditDraft::ok(
+                actor,
+                "escrow.export",
+                Some(&rec.serial),
+                "PKCS#12 to the subscriber at issuance",
+            ),
+        ];
+        self.audit
+            .commit(drafts, now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?))?;
+        let p12 = self.export_p12(&rec, p12_password)?;
+        Ok((Issued { record: rec }, p12))
+    }
+
+    fn export_p12(&self, rec: &CertRecord, password: &str) -> Result<Vec<u8>, Error> {
+        let h: KeyHandle =
+            rec.escrow_key.as_deref().ok_or_else(|| Error::NotEscrowed(rec.serial.clone()))?.parse()?;
+        let chain = vec![rec.der.clone(), self.issuing.der.clone(), self.root.der.clone()];
+        let name = rec.email.as_ref().map(|e| e.to_string()).unwrap_or_else(|| rec.serial.to_string());
+        Ok(self.hsm.export_pkcs12(&h, &chain, password, &name)?)
+    }
+
+    /// Officer recovery of an escrowed key as a PKCS#12; an audit entry records it.
+    pub fn escrow_recover(&self, serial: &Serial, p12_password: &str, actor: &str) -> Result<Vec<u8>, Error> {
+        let rec = self.db.get(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        if rec.escrow_key.is_none() {
+            return Err(Error::NotEscrowed(serial.clone()));
+        }
+        let now = self.clock.now();
+        let p12 = match self.export_p12(&rec, p12_password) {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit.append(
+                    AuditDraft::refused(actor, "escrow.recover", Some(serial), &e.to_string(), ""),
+                    now,
+                )?;
+                return Err(e);
+            }
+        };
+        self.audit
+            .append(AuditDraft::ok(actor, "escrow.recover", Some(serial), "PKCS#12 to an officer"), now)?;
+        Ok(p12)
+    }
+
+    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL.
+    pub fn revoke(
+        &self,
+        serial: &Serial,
+        reason: RevocationReason,
+        actor: &str,
+    ) -> Result<CertRecord, Error> {
+        let rec = self.db.get_meta(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        if rec.kind == CertKind::RootCa {
+            return Err(Error::RootNotRevocable);
+        }
+        let now = seconds(self.clock.now());
+        let revocation = Revocation { at: now, reason };
+        let draft = AuditDraft::ok(actor, "revoke", Some(serial), format!("{reason} {}", rec.kind));
+        let updated = self.audit.commit(vec![draft], now, |recs: &[AuditRecord]| {
+            Ok(self.db.revoke(serial, revocation.clone(), &recs[0])?)
+        })?;
+        for hook in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            hook(serial);
+        }
+        self.regenerate_crl(rec.issuer, actor)?;
+        Ok(updated)
+    }
+
+    /// A certificate with its DER.
+    pub fn show(&self, serial: &Serial) -> Result<CertRecord, Error> {
+        self.db.get(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))
+    }
+
+    /// Certificate metadata, oldest first, optionally of one address.
+    pub fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
+        Ok(self.db.list(email)?)
+    }
+
+    /// The current CRL of a CA, regenerated first if it is due.
+    pub fn crl(&self, ca: CaId) -> Result<CrlRecord, Error> {
+        if let Some(c) = self.db.crl(ca)? {
+            let margin = Duration::hours(i64::from(self.cfg.crl.refresh_before_hours));
+            if self.clock.now() < c.next_update - margin {
+                return Ok(c);
+            }
+        }
+        self.regenerate_crl(ca, "system")
+    }
+
+    /// Regenerates every CRL that is due; for a periodic task.
+    pub fn refresh_crls(&self) -> Result<(), Error> {
+        self.crl(CaId::Root)?;
+        self.crl(CaId::Issuing)?;
+        Ok(())
+    }
+
+    /// Signs a new full CRL for `ca` and stores it.
+    pub fn regenerate_crl(&self, ca: CaId, actor: &str) -> Result<CrlRecord, Error> {
+        let _guard = self.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let loaded = match ca {
+            CaId::Root => &self.root,
+            CaId::Issuing => &self.issuing,
+        };
+        let now = seconds(self.clock.now());
+        let next = now + Duration::hours(i64::from(self.cfg.crl.validity_hours));
+        let number = self.db.crl(ca)?.map(|c| c.number + 1).unwrap_or(1);
+        let to_time = |t: DateTime<Utc>| {
+            ::time::OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| Error::Certificate(e.to_string()))
+        };
+        let mut revoked = Vec::new();
+        for r in self.db.revoked_by(ca)? {
+            let Some(rev) = &r.revocation else { continue };
+            revoked.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(r.serial.as_bytes()),
+                revocation_time: to_time(rev.at)?,
+                reason_code: rcgen_reason(rev.reason),
+                invalidity_date: None,
+            });
+        }
+        let count = revoked.len();
+        let ski = match &loaded.params.key_identifier_method {
+            KeyIdMethod::PreSpecified(v) => v.clone(),
+            _ => Vec::new(),
+        };
+        let number_bytes: Vec<u8> = number.to_be_bytes().iter().copied().skip_while(|b| *b == 0).collect();
+        let params = CertificateRevocationListParams {
+            this_update: to_time(now)?,
+            next_update: to_time(next)?,
+            crl_number: SerialNumber::from_slice(&number_bytes),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::PreSpecified(ski),
+        };
+        let issuer = Issuer::from_params(&loaded.params, LintingKey::new(&loaded.key, None));
+        let crl = params.signed_by(&issuer).map_err(|e| Error::Certificate(format!("CRL: {e}")))?;
+        let record = CrlRecord { ca, number, this_update: now, next_update: next, der: crl.der().to_vec() };
+        let draft =
+            AuditDraft::ok(actor, "crl", None, format!("{} CRL number {number}, {count} revoked", loaded.id));
+        self.audit.commit(vec![draft], now, |recs| Ok(self.db.put_crl(&record, recs.first())?))?;
+        Ok(record)
+    }
+
+    /// Checks the audit chain; the number of entries.
+    pub fn audit_verify(&self) -> Result<u64, Error> {
+        audit::verify(&self.db)
+    }
+}
+
+fn rcgen_reason(r: RevocationReason) -> Option<rcgen::RevocationReason> {
+    use rcgen::RevocationReason as R;
+    match r {
+        // RFC 5280 §5.3.1: the reasonCode extension is omitted rather than "unspecified".
+        RevocationReason::Unspecified => None,
+        RevocationReason::KeyCompromise => Some(R::KeyCompromise),
+        RevocationReason::CaCompromise => Some(R::CaCompromise),
+        RevocationReason::AffiliationChanged => Some(R::AffiliationChanged),
+        RevocationReason::Superseded => Some(R::Superseded),
+        RevocationReason::CessationOfOperation => Some(R::CessationOfOperation),
+        RevocationReason::PrivilegeWithdrawn => Some(R::PrivilegeWithdrawn),
+    }
+}

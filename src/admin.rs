@@ -1,0 +1,85 @@
+//! The local admin channel: a Unix socket inside the data directory (mode 0600, so only whoever
+//! may read the data directory may use it). While `pki serve` holds the database, every other `pki`
+//! command on that directory sends its [`Envelope`] here and gets the [`Outcome`] back.
+//!
+//! Frame: 4-byte big-endian length, then JSON. Requests over 64 MiB are refused.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use ca_core::Ca;
+
+use crate::commands::{execute, Envelope, Outcome};
+
+const MAX_FRAME: usize = 64 << 20;
+
+fn write_frame(s: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
+    s.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    s.write_all(bytes)?;
+    s.flush()
+}
+
+fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "admin frame too large"));
+    }
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Binds the socket (replacing a stale one) and serves it on a thread.
+pub fn serve(path: &Path, ca: Arc<Ca>) -> anyhow::Result<()> {
+    if path.exists() {
+        // Only one process can hold the database, and we hold it: the file is stale.
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("cannot bind the admin socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new().name("admin-socket".into()).spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let ca = ca.clone();
+            let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
+                let outcome: Outcome = match read_frame(&mut conn) {
+                    Ok(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
+                        Ok(env) => {
+                            tracing::info!(actor = %env.actor, "admin request");
+                            execute(&ca, &env)
+                        }
+                        Err(e) => Err(format!("malformed admin request: {e}")),
+                    },
+                    Err(e) => Err(format!("cannot read admin request: {e}")),
+                };
+                if let Ok(bytes) = serde_json::to_vec(&outcome) {
+                    let _ = write_frame(&mut conn, &bytes);
+                }
+            });
+        }
+    })?;
+    Ok(())
+}
+
+/// Sends a request to a running server. `Ok(None)` when no server listens on `path`.
+pub fn call(path: &Path, env: &Envelope) -> anyhow::Result<Option<Outcome>> {
+    let mut conn = match UnixStream::connect(path) {
+        Ok(c) => c,
+        Err(e)
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => anyhow::bail!("cannot reach the running server at {}: {e}", path.display()),
+    };
+    write_frame(&mut conn, &serde_json::to_vec(env)?)?;
+    let bytes = read_frame(&mut conn)
+        .map_err(|e| anyhow::anyhow!("the running server did not answer on {}: {e}", path.display()))?;
+    Ok(Some(serde_json::from_slice(&bytes)?))
+}

@@ -1,0 +1,275 @@
+//! Command-line parsing and the choice between the running server and the local database.
+
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{execute, init_message, Envelope, Generate, Outcome, Request};
+use crate::context::{init_ca, open_ca, socket_path};
+use crate::settings::Settings;
+use crate::{admin, serve};
+
+/// In-house certificate authority for e-mail security.
+#[derive(Debug, Parser)]
+#[command(name = "pki", version, about)]
+struct Cli {
+    /// Data directory (database, key store, admin socket).
+    #[arg(long, global = true, env = "PKI_DATA", default_value = "./pki-data")]
+    data: PathBuf,
+    /// Configuration file (default: ./pki.toml when present).
+    #[arg(long, global = true, env = "PKI_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the CA hierarchy (root, S/MIME issuing CA, OCSP signer, TSA). Safe to repeat.
+    Init,
+    /// Issue a signing or encryption certificate for a mailbox; prints the certificate PEM.
+    Issue {
+        /// The mailbox address.
+        #[arg(long)]
+        email: String,
+        /// signing or encryption.
+        #[arg(long)]
+        usage: String,
+        /// PKCS#10 request (PEM or DER) made by the key's owner.
+        #[arg(long, conflicts_with = "generate")]
+        csr: Option<PathBuf>,
+        /// Generate and escrow the key in the key store (encryption only); deliver it as PKCS#12.
+        #[arg(long, requires_all = ["p12", "p12_password_file"])]
+        generate: bool,
+        /// Key type for --generate: rsa2048, rsa3072, rsa4096, p256, p384.
+        #[arg(long, requires = "generate")]
+        key_type: Option<String>,
+        /// Where to write the PKCS#12.
+        #[arg(long)]
+        p12: Option<PathBuf>,
+        /// File whose first line is the PKCS#12 password.
+        #[arg(long)]
+        p12_password_file: Option<PathBuf>,
+    },
+    /// Revoke a certificate (reasons by RFC 5280 name: keyCompromise, affiliationChanged, ...).
+    Revoke {
+        /// Serial in hex (any case, optional 0x, colons, leading zeros).
+        #[arg(long)]
+        serial: String,
+        /// RFC 5280 reason name.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List certificates.
+    List {
+        /// Only certificates of this address.
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// Show one certificate.
+    Show {
+        /// Serial in hex.
+        #[arg(long)]
+        serial: String,
+    },
+    /// Print the current CRL (PEM).
+    Crl {
+        /// issuing (default) or root.
+        #[arg(long, default_value = "issuing")]
+        ca: String,
+    },
+    /// Print a CA certificate (PEM): root, issuing, ocsp or tsa.
+    CaCert {
+        /// Which certificate.
+        which: String,
+    },
+    /// Audit log commands.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Escrowed key commands.
+    Escrow {
+        #[command(subcommand)]
+        command: EscrowCommand,
+    },
+    /// Run every HTTP service (initialising the CA on first start).
+    Serve {
+        /// Address to listen on (default from pki.toml, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of the whole audit log.
+    Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum EscrowCommand {
+    /// Recover an escrowed encryption key as a PKCS#12 (audited).
+    Recover {
+        /// Serial of the encryption certificate.
+        #[arg(long)]
+        serial: String,
+        /// Where to write the PKCS#12.
+        #[arg(long)]
+        p12: PathBuf,
+        /// File whose first line is the PKCS#12 password.
+        #[arg(long)]
+        p12_password_file: PathBuf,
+    },
+}
+
+fn one_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let head: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    head.join(" ").trim_start_matches("error: ").to_string()
+}
+
+/// Runs the command line; prints one `error: ...` line and exits non-zero on failure.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let serving = matches!(cli.command, Command::Serve { .. });
+    let default_level = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let bytes = read_file(path, "password file")?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("password file {} is not UTF-8 text", path.display()))?;
+    let line = text.lines().next().unwrap_or("").to_string();
+    anyhow::ensure!(!line.is_empty(), "password file {} is empty", path.display());
+    Ok(line)
+}
+
+fn actor() -> String {
+    let user =
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let data = cli.data.clone();
+    let request = match cli.command {
+        Command::Serve { listen } => {
+            let listen = listen.unwrap_or_else(|| settings.server.listen.clone());
+            serve::run(&data, &settings, &listen)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Init => Request::Init,
+        Command::Issue { email, usage, csr, generate, key_type, p12, p12_password_file } => {
+            let csr = csr.map(|p| read_file(&p, "CSR file")).transpose()?;
+            let generate = if generate {
+                let (Some(p12), Some(pw)) = (p12, p12_password_file) else {
+                    anyhow::bail!("--generate needs --p12 OUT and --p12-password-file F");
+                };
+                Some(Generate { key_type, p12_out: p12.display().to_string(), password: read_password(&pw)? })
+            } else {
+                None
+            };
+            if csr.is_none() && generate.is_none() {
+                anyhow::bail!("give exactly one of --csr FILE or --generate");
+            }
+            Request::Issue { email, usage, csr, generate }
+        }
+        Command::Revoke { serial, reason } => Request::Revoke { serial, reason },
+        Command::List { email } => Request::List { email },
+        Command::Show { serial } => Request::Show { serial },
+        Command::Crl { ca } => Request::Crl { ca },
+        Command::CaCert { which } => Request::CaCert { which },
+        Command::Audit { command: AuditCommand::Verify } => Request::AuditVerify,
+        Command::Escrow { command: EscrowCommand::Recover { serial, p12, p12_password_file } } => {
+            Request::EscrowRecover {
+                serial,
+                p12_out: p12.display().to_string(),
+                password: read_password(&p12_password_file)?,
+            }
+        }
+    };
+    let env = Envelope { actor: actor(), request };
+    let outcome = match admin::call(&socket_path(&data), &env)? {
+        Some(outcome) => outcome,
+        None => run_locally(&data, &settings, &env)?,
+    };
+    render(outcome)
+}
+
+fn run_locally(data: &Path, settings: &Settings, env: &Envelope) -> anyhow::Result<Outcome> {
+    if let Request::Init = env.request {
+        let (ca, outcome) = init_ca(data, settings, &env.actor)?;
+        return Ok(Ok(crate::commands::Reply { stdout: init_message(&ca, outcome), ..Default::default() }));
+    }
+    if !data.join("db").exists() {
+        anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());
+    }
+    let ca = open_ca(data, settings)?;
+    Ok(execute(&ca, env))
+}
+
+fn render(outcome: Outcome) -> anyhow::Result<ExitCode> {
+    let reply = outcome.map_err(|msg| anyhow::anyhow!(msg))?;
+    for f in &reply.files {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&f.path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.path))?;
+        file.write_all(&f.bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.path))?;
+        file.sync_all().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.path))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(reply.stdout.as_bytes())?;
+    stdout.flush()?;
+    eprint!("{}", reply.stderr);
+    Ok(ExitCode::SUCCESS)
+}

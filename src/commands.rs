@@ -1,0 +1,252 @@
+//! The officer commands as data: the CLI builds a [`Request`], which runs either here against the
+//! opened database or inside a running `pki serve` over the admin socket. Parsing and checking of
+//! every argument happens in [`execute`], so output and errors are the same either way.
+
+use std::fmt::Write as _;
+
+use ca_core::{Ca, CaCert, InitOutcome, IssueRequest};
+use cerdb::{CaId, EmailAddress, RevocationReason, Serial, Usage};
+use serde::{Deserialize, Serialize};
+
+/// One command with its arguments; file contents read by the client travel inline.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// `pki init` (only reaches a running server, which is initialised already).
+    Init,
+    /// `pki issue`.
+    Issue {
+        /// Address.
+        email: String,
+        /// signing | encryption.
+        usage: String,
+        /// The CSR bytes (`--csr`).
+        csr: Option<Vec<u8>>,
+        /// `--generate`.
+        generate: Option<Generate>,
+    },
+    /// `pki revoke`.
+    Revoke {
+        /// Serial in any spelling.
+        serial: String,
+        /// RFC 5280 reason name.
+        reason: String,
+    },
+    /// `pki list`.
+    List {
+        /// Only this address.
+        email: Option<String>,
+    },
+    /// `pki show`.
+    Show {
+        /// Serial.
+        serial: String,
+    },
+    /// `pki crl`.
+    Crl {
+        /// root | issuing.
+        ca: String,
+    },
+    /// `pki ca-cert`.
+    CaCert {
+        /// root | issuing | ocsp | tsa.
+        which: String,
+    },
+    /// `pki audit verify`.
+    AuditVerify,
+    /// `pki escrow recover`.
+    EscrowRecover {
+        /// Serial.
+        serial: String,
+        /// Where the client writes the PKCS#12.
+        p12_out: String,
+        /// The PKCS#12 password.
+        password: String,
+    },
+}
+
+/// `--generate` options.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Generate {
+    /// Key type name.
+    pub key_type: Option<String>,
+    /// Where the client writes the PKCS#12.
+    pub p12_out: String,
+    /// The PKCS#12 password.
+    pub password: String,
+}
+
+/// A request and who makes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Audit actor.
+    pub actor: String,
+    /// The command.
+    pub request: Request,
+}
+
+/// A file the client writes (mode 0600).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutFile {
+    /// Path as given on the command line.
+    pub path: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// What a command printed and wrote.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reply {
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (notes, not errors).
+    pub stderr: String,
+    /// Files to write.
+    pub files: Vec<OutFile>,
+}
+
+/// A command's result: a reply, or one line saying what is wrong.
+pub type Outcome = Result<Reply, String>;
+
+fn serial(s: &str) -> Result<Serial, String> {
+    s.parse::<Serial>().map_err(|e| e.to_string())
+}
+
+fn out(stdout: String) -> Outcome {
+    Ok(Reply { stdout, ..Reply::default() })
+}
+
+/// Runs a request against an opened CA.
+pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
+    let actor = env.actor.as_str();
+    let e = |err: ca_core::Error| err.to_string();
+    match &env.request {
+        Request::Init => out(init_message(ca, InitOutcome::AlreadyInitialised)),
+        Request::Issue { email, usage, csr, generate } => {
+            let email: EmailAddress = email.parse().map_err(|e: cerdb::Error| e.to_string())?;
+            let usage: Usage = usage.parse().map_err(|e: cerdb::Error| e.to_string())?;
+            match (csr, generate) {
+                (Some(csr), None) => {
+                    let issued = ca
+                        .issue(&IssueRequest { email: email.clone(), usage, csr: csr.clone() }, actor)
+                        .map_err(e)?;
+                    Ok(Reply {
+                        stdout: issued.pem(),
+                        stderr: format!(
+                            "issued {} certificate {} for {}\n",
+                            usage, issued.record.serial, email
+                        ),
+                        files: vec![],
+                    })
+                }
+                (None, Some(g)) => {
+                    let kt = g
+                        .key_type
+                        .as_deref()
+                        .map(|k| k.parse::<hsm_sim::KeyType>().map_err(|e| e.to_string()))
+                        .transpose()?;
+                    let (issued, p12) =
+                        ca.issue_generated(&email, usage, kt, &g.password, actor).map_err(e)?;
+                    Ok(Reply {
+                        stdout: issued.pem(),
+                        stderr: format!(
+                            "issued {} certificate {} for {}; escrowed key and chain written to {}\n",
+                            usage, issued.record.serial, email, g.p12_out
+                        ),
+                        files: vec![OutFile { path: g.p12_out.clone(), bytes: p12 }],
+                    })
+                }
+                _ => Err("give exactly one of --csr FILE or --generate".into()),
+            }
+        }
+        Request::Revoke { serial: s, reason } => {
+            let s = serial(s)?;
+            let reason: RevocationReason = reason.parse().map_err(|e: cerdb::Error| e.to_string())?;
+            let rec = ca.revoke(&s, reason, actor).map_err(e)?;
+            let at = rec.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
+            out(format!("revoked {} ({}) at {at}\n", rec.serial, reason))
+        }
+        Request::List { email } => {
+            let email =
+                email.as_deref().map(|s| s.parse::<EmailAddress>().map_err(|e| e.to_string())).transpose()?;
+            let now = ca.now();
+            let mut s = format!(
+                "{:<34} {:<11} {:<13} {:<20} {}\n",
+                "SERIAL", "KIND", "STATUS", "NOT AFTER", "E-MAIL"
+            );
+            for r in ca.list(email.as_ref()).map_err(e)? {
+                let _ = writeln!(
+                    s,
+                    "{:<34} {:<11} {:<13} {:<20} {}",
+                    r.serial.to_string(),
+                    r.kind.name(),
+                    r.status_at(now).name(),
+                    r.not_after.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.email.as_ref().map(|e| e.as_str()).unwrap_or("-"),
+                );
+            }
+            out(s)
+        }
+        Request::Show { serial: s } => {
+            let r = ca.show(&serial(s)?).map_err(e)?;
+            let mut s = String::new();
+            let _ = writeln!(s, "serial:       {}", r.serial);
+            let _ = writeln!(s, "kind:         {}", r.kind.name());
+            let _ = writeln!(s, "status:       {}", r.status_at(ca.now()).name());
+            if let Some(rev) = &r.revocation {
+                let _ = writeln!(s, "revoked:      {} ({})", rev.at.to_rfc3339(), rev.reason);
+            }
+            let _ = writeln!(s, "e-mail:       {}", r.email.as_ref().map(|e| e.as_str()).unwrap_or("-"));
+            let _ = writeln!(s, "subject:      {}", r.subject);
+            let _ = writeln!(s, "issuer:       {}", r.issuer);
+            let _ = writeln!(s, "not before:   {}", r.not_before.to_rfc3339());
+            let _ = writeln!(s, "not after:    {}", r.not_after.to_rfc3339());
+            let _ = writeln!(s, "key:          {}", r.key_type);
+            let _ = writeln!(s, "escrowed:     {}", if r.escrow_key.is_some() { "yes" } else { "no" });
+            let _ = writeln!(s, "sha256:       {}", r.fingerprint);
+            s.push_str(&ca_core::to_pem("CERTIFICATE", &r.der));
+            out(s)
+        }
+        Request::Crl { ca: which } => {
+            let id = match which.as_str() {
+                "issuing" => CaId::Issuing,
+                "root" => CaId::Root,
+                other => return Err(format!("unknown CA {other:?}: expected issuing or root")),
+            };
+            let crl = ca.crl(id).map_err(e)?;
+            out(ca_core::to_pem("X509 CRL", &crl.der))
+        }
+        Request::CaCert { which } => {
+            let w: CaCert = which.parse()?;
+            out(ca_core::to_pem("CERTIFICATE", ca.ca_cert(w)))
+        }
+        Request::AuditVerify => {
+            let n = ca.audit_verify().map_err(e)?;
+            out(format!("audit log verified: {n} entries, hash chain intact\n"))
+        }
+        Request::EscrowRecover { serial: s, p12_out, password } => {
+            let s = serial(s)?;
+            let p12 = ca.escrow_recover(&s, password, actor).map_err(e)?;
+            Ok(Reply {
+                stdout: format!("escrowed key of {s} written to {p12_out}\n"),
+                stderr: String::new(),
+                files: vec![OutFile { path: p12_out.clone(), bytes: p12 }],
+            })
+        }
+    }
+}
+
+/// What `pki init` prints.
+pub fn init_message(ca: &Ca, outcome: InitOutcome) -> String {
+    let mut s = match outcome {
+        InitOutcome::Created => "CA initialised\n".to_string(),
+        InitOutcome::AlreadyInitialised => "CA already initialised; nothing changed\n".to_string(),
+    };
+    for (name, which) in
+        [("root", CaCert::Root), ("issuing", CaCert::Issuing), ("ocsp", CaCert::Ocsp), ("tsa", CaCert::Tsa)]
+    {
+        let der = ca.ca_cert(which);
+        let fp = cerdb::Fingerprint::of(der);
+        let _ = writeln!(s, "{name:<8} sha256:{fp}");
+    }
+    s
+}

@@ -1,0 +1,62 @@
+//! Opening one data directory: the sled database and the key store, wired into the CA.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ca_core::{Ca, InitOutcome, SystemClock};
+use cerdb::CertDb;
+use hsm_sim::HsmSim;
+
+use crate::settings::Settings;
+
+/// Paths inside a data directory.
+pub fn db_path(data: &Path) -> PathBuf {
+    data.join("db")
+}
+
+/// The key store directory.
+pub fn keys_path(data: &Path) -> PathBuf {
+    data.join("keys")
+}
+
+/// The admin socket.
+pub fn socket_path(data: &Path) -> PathBuf {
+    data.join("admin.sock")
+}
+
+fn ensure_data_dir(data: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !data.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data)
+            .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+    }
+    Ok(())
+}
+
+fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<HsmSim>)> {
+    ensure_data_dir(data)?;
+    let db = CertDb::open(db_path(data)).map_err(|e| match e {
+        cerdb::Error::Locked(_) => anyhow::anyhow!(
+            "the data directory {} is in use by another pki process, and its admin socket does not answer",
+            data.display()
+        ),
+        other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
+    })?;
+    let hsm = HsmSim::open(keys_path(data), &settings.master_key_source()?)?;
+    Ok((db, Arc::new(hsm)))
+}
+
+/// Opens the CA of an initialised data directory.
+pub fn open_ca(data: &Path, settings: &Settings) -> anyhow::Result<Ca> {
+    let (db, hsm) = open_parts(data, settings)?;
+    Ok(Ca::open(db, hsm, settings.ca.clone(), Arc::new(SystemClock))?)
+}
+
+/// Opens the CA, creating the hierarchy on first use.
+pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<(Ca, InitOutcome)> {
+    let (db, hsm) = open_parts(data, settings)?;
+    Ok(Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?)
+}

@@ -1,0 +1,94 @@
+//! `pki serve`: one actix-web server with every service, the admin socket, and the CRL refresher.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use ca_core::{Ca, CaCert, InitOutcome};
+use cerdb::CaId;
+
+use crate::commands::init_message;
+use crate::context::{init_ca, socket_path};
+use crate::settings::Settings;
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#)
+}
+
+fn not_found(what: &str) -> HttpResponse {
+    HttpResponse::NotFound().content_type("application/json").body(format!(r#"{{"error":"no such {what}"}}"#))
+}
+
+async fn ca_cert(ca: web::Data<Ca>, name: web::Path<String>) -> HttpResponse {
+    let which = match name.as_str() {
+        "root.crt" => CaCert::Root,
+        "issuing.crt" => CaCert::Issuing,
+        _ => return not_found("CA certificate"),
+    };
+    HttpResponse::Ok().content_type("application/pkix-cert").body(ca.ca_cert(which).to_vec())
+}
+
+async fn crl(ca: web::Data<Ca>, name: web::Path<String>) -> HttpResponse {
+    let id = match name.as_str() {
+        "root.crl" => CaId::Root,
+        "issuing.crl" => CaId::Issuing,
+        _ => return not_found("CRL"),
+    };
+    let ca = ca.into_inner();
+    match web::block(move || ca.crl(id)).await {
+        Ok(Ok(c)) => HttpResponse::Ok()
+            .content_type("application/pkix-crl")
+            .insert_header(("Cache-Control", "public, max-age=300"))
+            .body(c.der),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "CRL unavailable");
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(r#"{"error":"CRL unavailable"}"#)
+        }
+        Err(_) => HttpResponse::ServiceUnavailable().finish(),
+    }
+}
+
+/// Publication of CA certificates (AIA caIssuers) and CRLs (CRL distribution points).
+pub fn publication(cfg: &mut web::ServiceConfig) {
+    cfg.route("/ca/{name}", web::get().to(ca_cert)).route("/crl/{name}", web::get().to(crl));
+}
+
+/// Runs until interrupted.
+pub fn run(data: &Path, settings: &Settings, listen: &str) -> anyhow::Result<()> {
+    let (ca, outcome) = init_ca(data, settings, "system")?;
+    if outcome == InitOutcome::Created {
+        print!("{}", init_message(&ca, outcome));
+    }
+    let ca = Arc::new(ca);
+    let sock = socket_path(data);
+    crate::admin::serve(&sock, ca.clone())?;
+
+    let refresher = ca.clone();
+    std::thread::Builder::new().name("crl-refresh".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(60));
+        if let Err(e) = refresher.refresh_crls() {
+            tracing::error!(error = %e, "CRL refresh failed");
+        }
+    })?;
+
+    let data_ca = web::Data::from(ca.clone());
+    let result = actix_web::rt::System::new().block_on(async move {
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data_ca.clone())
+                .route("/healthz", web::get().to(healthz))
+                .configure(publication)
+        })
+        .bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        for addr in server.addrs() {
+            println!("pki serve: listening on http://{addr}");
+        }
+        server.run().await.map_err(anyhow::Error::from)
+    });
+    let _ = std::fs::remove_file(&sock);
+    result
+}

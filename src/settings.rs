@@ -1,0 +1,84 @@
+//! `pki.toml`: server, key-store and CA settings. Every field has a default.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ca_core::CaConfig;
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP server.
+    pub server: ServerSettings,
+    /// Key store.
+    pub hsm: HsmSettings,
+    /// The CA.
+    pub ca: CaConfig,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on.
+    pub listen: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+/// Key store settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HsmSettings {
+    /// A file holding the master passphrase (first line). Without it (and without the
+    /// `PKI_HSM_PASSPHRASE` environment variable) a random master key file is used: development only.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Reads `path` if given, else `./pki.toml` if present, else the defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("pki.toml"), false),
+        };
+        if !path.exists() {
+            if required {
+                anyhow::bail!("configuration file {} does not exist", path.display());
+            }
+            return Ok(Settings::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        let s: Settings = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("configuration {}: {}", path.display(), e.message().replace('\n', " "))
+        })?;
+        s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(s)
+    }
+
+    /// Where the master key comes from.
+    pub fn master_key_source(&self) -> anyhow::Result<hsm_sim::MasterKeySource> {
+        if let Ok(p) = std::env::var("PKI_HSM_PASSPHRASE") {
+            if !p.is_empty() {
+                return Ok(hsm_sim::MasterKeySource::Passphrase(p));
+            }
+        }
+        match &self.hsm.passphrase_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the HSM passphrase file {}", f.display()))?;
+                let line = text.lines().next().unwrap_or("").to_string();
+                anyhow::ensure!(!line.is_empty(), "the HSM passphrase file {} is empty", f.display());
+                Ok(hsm_sim::MasterKeySource::Passphrase(line))
+            }
+            None => Ok(hsm_sim::MasterKeySource::KeyFile),
+        }
+    }
+}
