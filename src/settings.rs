@@ -82,3 +82,32 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses_and_shows_the_defaults() {
+        let s: Settings = toml::from_str(include_str!("../pki.example.toml")).expect("example parses");
+        assert_eq!(s.ca, CaConfig::default());
+        assert_eq!(s.server.listen, ServerSettings::default().listen);
+        assert!(s.hsm.passphrase_file.is_none());
+    }
+
+    #[test]
+    fn unknown_and_invalid_settings_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        std::fs::write(&p, "[ca]\nbogus = 1\n").expect("write");
+        let e = Settings::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("pki.toml") && e.contains("bogus"), "{e}");
+        std::fs::write(&p, "[ca.leaf]\nvalidity_days = 900\n").expect("write");
+        let e = Settings::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("825"), "{e}");
+        std::fs::write(&p, "\u{0}\u{1}garbage[[[").expect("write");
+        assert!(Settings::load(Some(&p)).is_err());
+        let e = Settings::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

@@ -202,8 +202,7 @@ mod tests {
         let mut c = CaConfig::default();
         c.leaf.validity_days = 826;
         assert!(c.validate().unwrap_err().to_string().contains("825"));
-        let mut c = CaConfig::default();
-        c.public_base_url = "ftp://x".into();
+        let c = CaConfig { public_base_url: "ftp://x".into(), ..CaConfig::default() };
         assert!(c.validate().is_err());
         let parsed: CaConfig = toml::from_str("[leaf]\nvalidity_days = 30\n").expect("toml");
         assert_eq!(parsed.leaf.validity_days, 30);

@@ -114,8 +114,10 @@ pub fn check_csr(
     if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == sig_oid) {
         return Err(Error::CsrWeakSignature { algorithm: (*name).to_string() });
     }
-    csr.verify_signature().map_err(|e| Error::CsrSignatureInvalid(e.to_string()))?;
 
+    // The key is checked before the signature: a key the CA does not certify (RSA under the
+    // minimum, P-521, Ed448, DSA) cannot be verified by ring either, and the refusal must name
+    // the key, not a failed proof of possession.
     let spki = &csr.certification_request_info.subject_pki;
     let key_oid = spki.algorithm.algorithm.to_id_string();
     let raw = spki.subject_public_key.data.to_vec();
@@ -154,6 +156,7 @@ pub fn check_csr(
         "1.2.840.10040.4.1" => return Err(Error::CsrUnsupportedKey("DSA".into())),
         other => return Err(Error::CsrUnsupportedKey(format!("algorithm {other}"))),
     };
+    csr.verify_signature().map_err(|e| Error::CsrSignatureInvalid(e.to_string()))?;
     check_key_for_usage(kind, usage)?;
 
     // Every address the request names must be the one the certificate is for.

@@ -459,3 +459,60 @@ impl Profile for SubscriberProfile {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn ctx() -> ProfileContext {
+        let nb = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        ProfileContext {
+            serial: Serial::from_bytes(&[0x5a; 16]).unwrap(),
+            not_before: nb,
+            not_after: nb + chrono::Duration::days(365),
+            key: SubjectKeyKind::P256,
+            ocsp_url: Some("http://ca.test/ocsp".into()),
+            ca_issuers_url: Some("http://ca.test/ca/issuing.crt".into()),
+            crl_url: Some("http://ca.test/crl/issuing.crl".into()),
+        }
+    }
+
+    fn lint_with(
+        profile: &SubscriberProfile,
+        ctx: &ProfileContext,
+        edit: impl Fn(&mut CertificateParams),
+    ) -> Result<(), String> {
+        let mut params = profile.params(ctx).unwrap();
+        edit(&mut params);
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.self_signed(&kp).unwrap();
+        let (_, x) = X509Certificate::from_der(cert.der()).unwrap();
+        profile.lint(&x.tbs_certificate, ctx)
+    }
+
+    #[test]
+    fn the_lint_passes_the_profile_and_refuses_deviations() {
+        let p = SubscriberProfile { email: "a@example.com".parse().unwrap(), usage: Usage::Encryption };
+        let c = ctx();
+        lint_with(&p, &c, |_| {}).expect("the profile itself passes");
+        let e = lint_with(&p, &c, |pr| pr.key_usages.push(KeyUsagePurpose::DigitalSignature)).unwrap_err();
+        assert!(e.contains("keyUsage"), "{e}");
+        let e = lint_with(&p, &c, |pr| pr.extended_key_usages.push(ExtendedKeyUsagePurpose::ClientAuth))
+            .unwrap_err();
+        assert!(e.contains("extKeyUsage"), "{e}");
+        let e = lint_with(&p, &c, |pr| {
+            pr.subject_alt_names = vec![SanType::Rfc822Name("b@example.com".try_into().unwrap())]
+        })
+        .unwrap_err();
+        assert!(e.contains("subjectAltName"), "{e}");
+        let e = lint_with(&p, &c, |pr| pr.is_ca = IsCa::Ca(BasicConstraints::Unconstrained)).unwrap_err();
+        assert!(e.contains("CA"), "{e}");
+        let e = lint_with(&p, &c, |pr| pr.crl_distribution_points.clear()).unwrap_err();
+        assert!(e.contains("cRLDistributionPoints"), "{e}");
+        let mut long = c.clone();
+        long.not_after = long.not_before + chrono::Duration::days(826);
+        let e = lint_with(&p, &long, |_| {}).unwrap_err();
+        assert!(e.contains("826"), "{e}");
+    }
+}

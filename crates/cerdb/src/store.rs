@@ -452,7 +452,7 @@ impl CertReader for CertDb {
             }
         }
         if kind.is_none() {
-            out.sort_by(|a, b| b.not_before.cmp(&a.not_before));
+            out.sort_by_key(|r| std::cmp::Reverse(r.not_before));
         }
         Ok(out)
     }

@@ -497,7 +497,8 @@ mod tests {
         let text = fs::read_to_string(&path).expect("read");
         fs::write(&path, text.replace("ca_signing", "escrow")).expect("write");
         let hsm2 = HsmSim::open(d.path().join("keys"), &MasterKeySource::KeyFile).expect("open");
-        let err = hsm2.export_pkcs12(&ca, &[], "long enough password", "x").unwrap_err();
+        let err =
+            hsm2.export_pkcs12(&ca, &[], "long enough password", "x").expect_err("altered file must fail");
         assert!(matches!(err, Error::CorruptKeyFile { .. }), "{err}");
     }
 

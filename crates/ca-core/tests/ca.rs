@@ -1,0 +1,286 @@
+//! The CA in-process, with a fixed clock: issuance, refusals, CRL refresh, audit chain, escrow.
+
+use std::sync::Arc;
+
+use ca_core::{Ca, CaCert, CaConfig, Error, FixedClock, IssueRequest};
+use cerdb::{CaId, CertDb, CertReader, RevocationReason, Serial, Usage};
+use chrono::{Duration, TimeZone, Utc};
+use hsm_sim::{HsmSim, KeyCustody, KeyType, MasterKeySource};
+use x509_parser::prelude::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    ca: Ca,
+    clock: Arc<FixedClock>,
+    hsm: Arc<HsmSim>,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    let clock = Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap()));
+    let db = CertDb::open(path.join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(path.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    let (ca, _) = Ca::init(db, hsm.clone(), CaConfig::default(), clock.clone(), "test").expect("init");
+    Fixture { _dir: dir, dir: path, ca, clock, hsm }
+}
+
+fn csr(email: &str, alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+    let kp = rcgen::KeyPair::generate_for(alg).expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, email);
+    params.serialize_request(&kp).expect("csr").der().to_vec()
+}
+
+fn req(email: &str, usage: Usage, csr: Vec<u8>) -> IssueRequest {
+    IssueRequest { email: email.parse().expect("email"), usage, csr }
+}
+
+#[test]
+fn issues_each_profile_and_the_der_matches_it() {
+    let f = fixture();
+    let sig = f
+        .ca
+        .issue(&req("Alice@Example.COM", Usage::Signing, csr("alice@example.com", &rcgen::PKCS_ED25519)), "t")
+        .expect("signing");
+    let enc =
+        f.ca.issue(
+            &req(
+                "alice@example.com",
+                Usage::Encryption,
+                csr("alice@example.com", &rcgen::PKCS_ECDSA_P384_SHA384),
+            ),
+            "t",
+        )
+        .expect("encryption");
+    let (_, s) = X509Certificate::from_der(&sig.record.der).expect("parse");
+    let ku = s.key_usage().expect("ku").expect("present");
+    assert!(ku.critical && ku.value.digital_signature() && ku.value.non_repudiation());
+    assert!(!ku.value.key_encipherment() && !ku.value.key_agreement());
+    let (_, e) = X509Certificate::from_der(&enc.record.der).expect("parse");
+    let ku = e.key_usage().expect("ku").expect("present");
+    assert!(ku.value.key_agreement() && !ku.value.digital_signature() && !ku.value.key_encipherment());
+    // The address is stored with its domain lower-cased and found case-insensitively.
+    assert_eq!(sig.record.email.as_ref().expect("email").as_str(), "Alice@example.com");
+    let found = f.ca.list(Some(&"ALICE@example.com".parse().expect("email"))).expect("list");
+    assert_eq!(found.len(), 2);
+    // Validity is the configured 365 days, from the CA's clock.
+    assert_eq!(sig.record.not_before, f.clock.now_for_test());
+    assert_eq!(sig.record.not_after - sig.record.not_before, Duration::days(365));
+    f.ca.db().check_consistency().expect("consistent");
+}
+
+trait Now {
+    fn now_for_test(&self) -> chrono::DateTime<Utc>;
+}
+impl Now for FixedClock {
+    fn now_for_test(&self) -> chrono::DateTime<Utc> {
+        ca_core::Clock::now(self)
+    }
+}
+
+#[test]
+fn garbage_truncated_and_oversized_csrs_are_refused_and_nothing_is_stored() {
+    let f = fixture();
+    let before = f.ca.db().count();
+    let good = csr("bob@example.com", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let mut inputs: Vec<Vec<u8>> =
+        vec![Vec::new(), vec![0u8; 1], vec![0x30, 0x82, 0xff, 0xff], vec![0x42; 70_000]];
+    for cut in (1..good.len()).step_by(7) {
+        inputs.push(good[..cut].to_vec());
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for len in [3usize, 17, 64, 300, 1000] {
+        let bytes = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        inputs.push(bytes);
+    }
+    inputs.push(
+        b"-----BEGIN CERTIFICATE REQUEST-----\nnot base64!\n-----END CERTIFICATE REQUEST-----\n".to_vec(),
+    );
+    inputs.push(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_vec());
+    for input in inputs {
+        let len = input.len();
+        let err =
+            f.ca.issue(&req("bob@example.com", Usage::Signing, input), "t").expect_err("must be refused");
+        let msg = err.to_string();
+        assert!(msg.starts_with("CSR rejected:"), "{len} bytes: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+    assert_eq!(f.ca.db().count(), before);
+    // Every refusal is in the audit trail and the chain is intact.
+    f.ca.audit_verify().expect("chain intact");
+    let refused = ca_core::audit::entries(f.ca.db())
+        .expect("entries")
+        .into_iter()
+        .filter(|e| e.outcome.starts_with("refused"))
+        .count();
+    assert!(refused > 10);
+}
+
+#[test]
+fn a_csr_for_another_address_or_unsuitable_key_is_refused() {
+    let f = fixture();
+    let e = f.ca.issue(
+        &req("bob@example.com", Usage::Signing, csr("mallory@example.com", &rcgen::PKCS_ED25519)),
+        "t",
+    );
+    assert!(matches!(e, Err(Error::CsrEmailMismatch { .. })), "{e:?}");
+    let e = f
+        .ca
+        .issue(&req("bob@example.com", Usage::Encryption, csr("bob@example.com", &rcgen::PKCS_ED25519)), "t");
+    assert!(matches!(e, Err(Error::KeyUnsuitable { .. })), "{e:?}");
+    // A flipped signature byte: no proof of possession.
+    let mut bad = csr("bob@example.com", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let n = bad.len();
+    bad[n - 3] ^= 0x01;
+    let e = f.ca.issue(&req("bob@example.com", Usage::Signing, bad), "t");
+    assert!(matches!(e, Err(Error::CsrSignatureInvalid(_))), "{e:?}");
+}
+
+#[test]
+fn serials_are_unique_positive_and_large() {
+    let f = fixture();
+    let reqs: Vec<IssueRequest> = (0..40)
+        .map(|i| {
+            req(
+                &format!("u{i}@example.com"),
+                Usage::Signing,
+                csr(&format!("u{i}@example.com"), &rcgen::PKCS_ECDSA_P256_SHA256),
+            )
+        })
+        .collect();
+    let issued = f.ca.issue_many(&reqs, "t").expect("issue");
+    let mut serials: Vec<Serial> = issued.iter().map(|i| i.record.serial.clone()).collect();
+    for i in &issued {
+        let (_, x) = X509Certificate::from_der(&i.record.der).expect("parse");
+        let raw = x.tbs_certificate.raw_serial();
+        assert!(raw.len() <= 20 && raw[0] & 0x80 == 0, "positive and at most 20 octets");
+        assert!(i.record.serial.bits() >= 64);
+    }
+    serials.sort();
+    serials.dedup();
+    assert_eq!(serials.len(), 40);
+}
+
+#[test]
+fn crls_are_regenerated_on_revocation_and_before_next_update() {
+    let f = fixture();
+    let first = f.ca.crl(CaId::Issuing).expect("crl");
+    let issued =
+        f.ca.issue(
+            &req("c@example.com", Usage::Signing, csr("c@example.com", &rcgen::PKCS_ECDSA_P256_SHA256)),
+            "t",
+        )
+        .expect("issue");
+    f.ca.revoke(&issued.record.serial, RevocationReason::Superseded, "t").expect("revoke");
+    let after = f.ca.crl(CaId::Issuing).expect("crl");
+    assert!(after.number > first.number);
+    let (_, crl) = CertificateRevocationList::from_der(&after.der).expect("parse");
+    let (_, issuing) = X509Certificate::from_der(f.ca.ca_cert(CaCert::Issuing)).expect("parse");
+    crl.verify_signature(issuing.public_key()).expect("signed by the issuing CA");
+    let listed: Vec<_> = crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
+    assert_eq!(listed, vec![issued.record.serial.to_der_content()]);
+    // Unchanged while fresh; regenerated once less than refresh_before_hours remain.
+    assert_eq!(f.ca.crl(CaId::Issuing).expect("crl").number, after.number);
+    f.clock.advance(Duration::hours(100));
+    let refreshed = f.ca.crl(CaId::Issuing).expect("crl");
+    assert_eq!(refreshed.number, after.number + 1);
+    assert!(refreshed.next_update > after.next_update);
+    // Revoking twice, an unknown serial, or the root is refused.
+    assert!(f.ca.revoke(&issued.record.serial, RevocationReason::KeyCompromise, "t").is_err());
+    let unknown: Serial = "0badc0de".parse().expect("serial");
+    assert!(matches!(
+        f.ca.revoke(&unknown, RevocationReason::KeyCompromise, "t"),
+        Err(Error::UnknownSerial(_))
+    ));
+    let root_serial =
+        f.ca.db().meta_get("ca.root.serial").expect("meta").expect("set").parse::<Serial>().expect("serial");
+    assert!(matches!(
+        f.ca.revoke(&root_serial, RevocationReason::KeyCompromise, "t"),
+        Err(Error::RootNotRevocable)
+    ));
+}
+
+#[test]
+fn escrow_refuses_signing_keys_and_weak_passwords_before_generating_anything() {
+    let f = fixture();
+    let email = "d@example.com".parse().expect("email");
+    let e = f.ca.issue_generated(&email, Usage::Signing, None, "long password", "t");
+    assert!(matches!(e, Err(Error::SigningKeyNotEscrowable)));
+    let before = f.ca.db().count();
+    let e = f.ca.issue_generated(&email, Usage::Encryption, Some(KeyType::P256), "short", "t");
+    assert!(e.is_err());
+    assert_eq!(f.ca.db().count(), before);
+    let (issued, p12) =
+        f.ca.issue_generated(&email, Usage::Encryption, Some(KeyType::P256), "long password", "t")
+            .expect("issue");
+    assert!(!p12.is_empty());
+    let handle = issued.record.escrow_key.clone().expect("escrowed").parse().expect("handle");
+    assert!(f.hsm.contains(&handle).expect("contains"));
+    let again = f.ca.escrow_recover(&issued.record.serial, "another long one", "officer").expect("recover");
+    assert!(!again.is_empty());
+    let sig =
+        f.ca.issue(&req("d@example.com", Usage::Signing, csr("d@example.com", &rcgen::PKCS_ED25519)), "t")
+            .expect("issue");
+    assert!(matches!(
+        f.ca.escrow_recover(&sig.record.serial, "long password", "t"),
+        Err(Error::NotEscrowed(_))
+    ));
+    let actions: Vec<String> =
+        ca_core::audit::entries(f.ca.db()).expect("entries").into_iter().map(|e| e.action).collect();
+    assert!(
+        actions.contains(&"escrow.export".to_string()) && actions.contains(&"escrow.recover".to_string())
+    );
+}
+
+#[test]
+fn audit_verification_names_the_altered_entry() {
+    let f = fixture();
+    f.ca.issue(&req("e@example.com", Usage::Signing, csr("e@example.com", &rcgen::PKCS_ED25519)), "t")
+        .expect("issue");
+    let n = f.ca.audit_verify().expect("intact");
+    assert!(n >= 3);
+    let Fixture { ca, dir, _dir, .. } = f;
+    drop(ca);
+    let db = sled::open(dir.join("db")).expect("sled");
+    let tree = db.open_tree("audit").expect("tree");
+    let key = 2u64.to_be_bytes();
+    let value = tree.get(key).expect("get").expect("entry 2");
+    let altered = String::from_utf8(value.to_vec())
+        .expect("utf8")
+        .replace("\"actor\":\"test\"", "\"actor\":\"mallory\"");
+    assert_ne!(altered.as_bytes(), &value[..], "the test must change the entry");
+    tree.insert(key, altered.as_bytes()).expect("insert");
+    db.flush().expect("flush");
+    drop(tree);
+    drop(db);
+    let db = CertDb::open(dir.join("db")).expect("db");
+    let err = ca_core::audit::verify(&db).expect_err("tampering detected");
+    assert!(matches!(err, Error::AuditBroken { seq: 2, .. }), "{err}");
+    assert!(err.to_string().contains("entry 2"), "{err}");
+}
+
+#[test]
+fn a_reopened_ca_continues_the_chain_and_the_hierarchy() {
+    let f = fixture();
+    let root = f.ca.ca_cert(CaCert::Root).to_vec();
+    let Fixture { ca, dir, _dir, clock, hsm } = f;
+    drop(ca);
+    let db = CertDb::open(dir.join("db")).expect("db");
+    let (ca, outcome) = Ca::init(db, hsm, CaConfig::default(), clock, "test").expect("init");
+    assert_eq!(outcome, ca_core::InitOutcome::AlreadyInitialised);
+    assert_eq!(ca.ca_cert(CaCert::Root), root.as_slice());
+    ca.issue(&req("f@example.com", Usage::Signing, csr("f@example.com", &rcgen::PKCS_ED25519)), "t")
+        .expect("issue");
+    ca.audit_verify().expect("chain continues");
+    assert!(ca.db().get_meta(&"01".parse().expect("serial")).expect("get").is_none());
+}
