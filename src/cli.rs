@@ -96,11 +96,19 @@ enum Command {
         #[command(subcommand)]
         command: EscrowCommand,
     },
+    /// OCSP commands.
+    Ocsp {
+        #[command(subcommand)]
+        command: OcspCommand,
+    },
     /// Run every HTTP service (initialising the CA on first start).
     Serve {
         /// Address to listen on (default from pki.toml, else 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// Run only these services (comma-separated): publication, ocsp.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -108,6 +116,17 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain of the whole audit log.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum OcspCommand {
+    /// Write one pre-signed DER response per issued certificate into DIR (for a CDN or static
+    /// web server); re-running refreshes only what changed or nears nextUpdate.
+    Presign {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,9 +218,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     let data = cli.data.clone();
     let request = match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, only } => {
             let listen = listen.unwrap_or_else(|| settings.server.listen.clone());
-            serve::run(&data, &settings, &listen)?;
+            let services = match only {
+                Some(list) => serve::Service::parse_list(&list)?,
+                None => serve::Service::ALL.to_vec(),
+            };
+            serve::run(&data, &settings, &listen, &services)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Init => Request::Init,
@@ -226,6 +249,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crl { ca } => Request::Crl { ca },
         Command::CaCert { which } => Request::CaCert { which },
         Command::Audit { command: AuditCommand::Verify } => Request::AuditVerify,
+        Command::Ocsp { command: OcspCommand::Presign { out } } => {
+            // The server may run in another working directory: send an absolute path.
+            let out = std::path::absolute(&out)
+                .map_err(|e| anyhow::anyhow!("bad output directory {}: {e}", out.display()))?;
+            Request::OcspPresign { out: out.display().to_string() }
+        }
         Command::Escrow { command: EscrowCommand::Recover { serial, p12, p12_password_file } } => {
             Request::EscrowRecover {
                 serial,

@@ -53,6 +53,11 @@ pub enum Request {
     },
     /// `pki audit verify`.
     AuditVerify,
+    /// `pki ocsp presign`.
+    OcspPresign {
+        /// Absolute output directory (written by whoever executes the request).
+        out: String,
+    },
     /// `pki escrow recover`.
     EscrowRecover {
         /// Serial.
@@ -222,6 +227,19 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         Request::AuditVerify => {
             let n = ca.audit_verify().map_err(e)?;
             out(format!("audit log verified: {n} entries, hash chain intact\n"))
+        }
+        Request::OcspPresign { out: dir } => {
+            let responder = crate::context::ocsp_responder(ca).map_err(|e| format!("{e:#}"))?;
+            let db = ca.db();
+            let serials = ocsp_responder::issued_serials(db).map_err(|e| e.to_string())?;
+            let report = responder
+                .presign(&serials, std::path::Path::new(dir), ca.now())
+                .map_err(|e| e.to_string())?;
+            out(format!(
+                "pre-signed OCSP responses in {dir}: {} written, {} unchanged\n",
+                report.written.len(),
+                report.unchanged.len()
+            ))
         }
         Request::EscrowRecover { serial: s, p12_out, password } => {
             let s = serial(s)?;

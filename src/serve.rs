@@ -56,8 +56,33 @@ pub fn publication(cfg: &mut web::ServiceConfig) {
     cfg.route("/ca/{name}", web::get().to(ca_cert)).route("/crl/{name}", web::get().to(crl));
 }
 
+/// The services `pki serve` can run; all by default, a subset with `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// CA certificates and CRLs (`/ca/...`, `/crl/...`).
+    Publication,
+    /// The OCSP responder (`/ocsp`).
+    Ocsp,
+}
+
+impl Service {
+    /// Every service.
+    pub const ALL: [Service; 2] = [Service::Publication, Service::Ocsp];
+
+    /// Parses `--only` values: a comma-separated list.
+    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Service>> {
+        s.split(',')
+            .map(|name| match name.trim() {
+                "publication" | "crl" => Ok(Service::Publication),
+                "ocsp" => Ok(Service::Ocsp),
+                other => anyhow::bail!("unknown service {other:?} for --only: expected publication or ocsp"),
+            })
+            .collect()
+    }
+}
+
 /// Runs until interrupted.
-pub fn run(data: &Path, settings: &Settings, listen: &str) -> anyhow::Result<()> {
+pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service]) -> anyhow::Result<()> {
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -74,13 +99,22 @@ pub fn run(data: &Path, settings: &Settings, listen: &str) -> anyhow::Result<()>
         }
     })?;
 
+    let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
+    let hook = ocsp.clone();
+    ca.on_revocation(move |serial| hook.invalidate(serial));
+
     let data_ca = web::Data::from(ca.clone());
+    let services = services.to_vec();
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data_ca.clone())
-                .route("/healthz", web::get().to(healthz))
-                .configure(publication)
+            let mut app = App::new().app_data(data_ca.clone()).route("/healthz", web::get().to(healthz));
+            if services.contains(&Service::Publication) {
+                app = app.configure(publication);
+            }
+            if services.contains(&Service::Ocsp) {
+                app = app.service(ocsp_responder::scope(ocsp.clone()));
+            }
+            app
         })
         .bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;

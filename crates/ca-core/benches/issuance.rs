@@ -38,7 +38,11 @@ fn main() {
     let batch: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
     println!("| issuing CA key | mode | certificates | seconds | certificates/s |");
     println!("|---|---|---|---|---|");
+    let only = std::env::var("BENCH_ONLY").ok();
     for (kt, total) in [(KeyType::P256, 20_000usize), (KeyType::Rsa2048, 4_000)] {
+        if only.as_deref().is_some_and(|o| o != kt.name()) {
+            continue;
+        }
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = ca_with(kt, dir.path());
         let reqs = csrs(total);

@@ -1,0 +1,478 @@
+//! The responder: status from cerdb, responses signed by the delegated OCSP key, the cache.
+//!
+//! Responses are RustCrypto's `x509_ocsp` types, one per production (RFC 6960 §4.2.1):
+//!
+//! ```text
+//! OCSPResponse ::= SEQUENCE {
+//!    responseStatus         OCSPResponseStatus,
+//!    responseBytes          [0] EXPLICIT ResponseBytes OPTIONAL }
+//!
+//! BasicOCSPResponse       ::= SEQUENCE {
+//!    tbsResponseData      ResponseData,
+//!    signatureAlgorithm   AlgorithmIdentifier,
+//!    signature            BIT STRING,
+//!    certs            [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL }
+//!
+//! ResponseData ::= SEQUENCE {
+//!    version              [0] EXPLICIT Version DEFAULT v1,
+//!    responderID              ResponderID,
+//!    producedAt               GeneralizedTime,
+//!    responses                SEQUENCE OF SingleResponse,
+//!    responseExtensions   [1] EXPLICIT Extensions OPTIONAL }
+//!
+//! SingleResponse ::= SEQUENCE {
+//!    certID                       CertID,
+//!    certStatus                   CertStatus,
+//!    thisUpdate                   GeneralizedTime,
+//!    nextUpdate         [0]       EXPLICIT GeneralizedTime OPTIONAL,
+//!    singleExtensions   [1]       EXPLICIT Extensions OPTIONAL }
+//! ```
+//!
+//! What this responder puts in them: responderID `byKey` (SHA-1 of the signer's public key bits,
+//! RFC 6960 §4.2.2.3); producedAt = thisUpdate = the request's `now` truncated to the second;
+//! nextUpdate = thisUpdate + [`OcspConfig::next_update`]; `certs` = the OCSP signer certificate;
+//! the request's nonce echoed in responseExtensions; the CertID echoed as the client sent it.
+
+use std::sync::Arc;
+
+use cerdb::{CaId, CertReader, RevocationReason, Serial};
+use chrono::{DateTime, Utc};
+use der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier, OctetString};
+use der::{Any, Decode, Encode};
+use hsm_sim::{SignatureScheme, Signer};
+use x509_cert::ext::pkix::{CrlReason, ExtendedKeyUsage};
+use x509_cert::ext::Extension;
+use x509_cert::spki::AlgorithmIdentifierOwned;
+use x509_cert::Certificate;
+use x509_ocsp::{
+    BasicOcspResponse, CertId, CertStatus, OcspGeneralizedTime, OcspResponse, ResponderId, ResponseData,
+    RevokedInfo, SingleResponse, Version,
+};
+
+use crate::cache::{CachedResponse, ResponseCache};
+use crate::issuer::{serial_of, CertIdHash, ServedIssuer};
+use crate::{request, Clock, Error, OcspConfig, ResponseStatus};
+
+const OID_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const OID_KP_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
+const OID_OCSP_NOCHECK: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1.5");
+const OID_SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const OID_ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+
+/// The status of one certificate as a response states it (RFC 6960 §4.2.1 `CertStatus`), taken
+/// from cerdb.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SingleStatus {
+    /// Issued by the issuing CA and not revoked (whatever its validity period).
+    Good,
+    /// Revoked.
+    Revoked {
+        /// revocationTime.
+        at: DateTime<Utc>,
+        /// The reason; `unspecified` is sent as an absent revocationReason.
+        reason: RevocationReason,
+    },
+    /// Not a certificate the issuing CA issued.
+    Unknown,
+}
+
+impl SingleStatus {
+    pub(crate) fn to_asn1(&self) -> Result<CertStatus, Error> {
+        Ok(match self {
+            SingleStatus::Good => CertStatus::good(),
+            SingleStatus::Unknown => CertStatus::unknown(),
+            SingleStatus::Revoked { at, reason } => CertStatus::revoked(RevokedInfo {
+                revocation_time: generalized_time(*at)?,
+                revocation_reason: crl_reason(*reason),
+            }),
+        })
+    }
+}
+
+/// RFC 5280 §5.3.1 reason code; `unspecified` is left out, as the CA/Browser Forum
+/// requirements ask of OCSP responses.
+fn crl_reason(reason: RevocationReason) -> Option<CrlReason> {
+    match reason {
+        RevocationReason::Unspecified => None,
+        RevocationReason::KeyCompromise => Some(CrlReason::KeyCompromise),
+        RevocationReason::CaCompromise => Some(CrlReason::CaCompromise),
+        RevocationReason::AffiliationChanged => Some(CrlReason::AffiliationChanged),
+        RevocationReason::Superseded => Some(CrlReason::Superseded),
+        RevocationReason::CessationOfOperation => Some(CrlReason::CessationOfOperation),
+        RevocationReason::PrivilegeWithdrawn => Some(CrlReason::PrivilegeWithdrawn),
+    }
+}
+
+/// A GeneralizedTime of whole seconds (RFC 5280 §4.1.2.5.2, which RFC 6960 follows).
+pub(crate) fn generalized_time(t: DateTime<Utc>) -> Result<OcspGeneralizedTime, Error> {
+    let secs =
+        u64::try_from(t.timestamp()).map_err(|_| Error::Encoding(format!("time {t} is before 1970")))?;
+    let gt =
+        GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs)).map_err(Error::encoding)?;
+    Ok(OcspGeneralizedTime(gt))
+}
+
+fn whole_seconds(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
+/// When a successful response without a nonce was made and until when it holds: what HTTP
+/// caching headers (RFC 5019 §6.2) are made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// producedAt, equal to thisUpdate.
+    pub produced_at: DateTime<Utc>,
+    /// thisUpdate.
+    pub this_update: DateTime<Utc>,
+    /// nextUpdate.
+    pub next_update: DateTime<Utc>,
+}
+
+/// A response with what the HTTP layer needs to know about it.
+#[derive(Debug, Clone)]
+pub struct OcspReply {
+    /// The `OCSPResponse` DER; always present and decodable.
+    pub der: Vec<u8>,
+    /// Its responseStatus.
+    pub status: ResponseStatus,
+    /// For a successful response without a nonce: its dates. `None` for error responses and
+    /// for responses bound to a nonce, which no shared cache may keep.
+    pub freshness: Option<Freshness>,
+    /// Whether it was served from the cache of signed responses.
+    pub from_cache: bool,
+}
+
+/// The OCSP responder of the issuing CA.
+pub struct OcspResponder {
+    reader: Arc<dyn CertReader>,
+    issuer: ServedIssuer,
+    signer: Arc<dyn Signer>,
+    signer_cert: Certificate,
+    signer_cert_der: Vec<u8>,
+    responder_key_hash: Vec<u8>,
+    signature_algorithm: AlgorithmIdentifierOwned,
+    config: OcspConfig,
+    clock: Arc<dyn Clock>,
+    cache: ResponseCache,
+}
+
+impl std::fmt::Debug for OcspResponder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcspResponder")
+            .field("signer", &self.signer.handle())
+            .field("config", &self.config)
+            .field("cached_responses", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OcspResponder {
+    /// Builds the responder of the issuing CA.
+    ///
+    /// * `reader` — where every status comes from;
+    /// * `issuing_ca_der` — the issuing CA's certificate: the issuer served, by name and key
+    ///   hash under SHA-1, SHA-256, SHA-384 and SHA-512;
+    /// * `signer_cert_der` — the delegated OCSP signer certificate, sent in every response;
+    /// * `signer` — its key in hsm-sim;
+    /// * `clock` — what the HTTP scope takes "now" from.
+    ///
+    /// Refused: a signer certificate that is not DER, not issued by the issuing CA, without the
+    /// id-kp-OCSPSigning extended key usage (RFC 6960 §4.2.2.2), or whose key is not the
+    /// signer's; a signer whose scheme is not SHA-256 based (RSA PKCS#1 v1.5 or ECDSA P-256).
+    pub fn new(
+        reader: Arc<dyn CertReader>,
+        issuing_ca_der: &[u8],
+        signer_cert_der: &[u8],
+        signer: Arc<dyn Signer>,
+        config: OcspConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        config.check()?;
+        let ca_err = |reason: String| Error::Certificate { which: "issuing CA", reason };
+        let signer_err = |reason: String| Error::Certificate { which: "OCSP signer", reason };
+        let ca = Certificate::from_der(issuing_ca_der).map_err(|e| ca_err(e.to_string()))?;
+        let signer_cert = Certificate::from_der(signer_cert_der).map_err(|e| signer_err(e.to_string()))?;
+        if signer_cert.to_der().map_err(|e| signer_err(e.to_string()))? != signer_cert_der {
+            return Err(signer_err("it is not in DER (it does not re-encode to the same octets)".into()));
+        }
+        let tbs = &signer_cert.tbs_certificate;
+        if tbs.issuer != ca.tbs_certificate.subject {
+            return Err(signer_err("it was not issued by the issuing CA (RFC 6960 §4.2.2.2)".into()));
+        }
+        let exts = tbs.extensions.as_deref().unwrap_or_default();
+        let has_ocsp_eku = exts
+            .iter()
+            .filter(|e| e.extn_id == OID_EXT_KEY_USAGE)
+            .filter_map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+            .any(|eku| eku.0.contains(&OID_KP_OCSP_SIGNING));
+        if !has_ocsp_eku {
+            return Err(signer_err("it lacks the extended key usage id-kp-OCSPSigning".into()));
+        }
+        if !exts.iter().any(|e| e.extn_id == OID_OCSP_NOCHECK) {
+            tracing::warn!("the OCSP signer certificate has no id-pkix-ocsp-nocheck extension");
+        }
+        let cert_key = tbs.subject_public_key_info.subject_public_key.raw_bytes();
+        if cert_key != signer.public_key_raw() {
+            return Err(Error::SignerKeyMismatch { handle: signer.handle().to_string() });
+        }
+        let signature_algorithm = match signer.key_type().signature_scheme() {
+            SignatureScheme::RsaPkcs1Sha256 => {
+                AlgorithmIdentifierOwned { oid: OID_SHA256_WITH_RSA, parameters: Some(Any::from(Null)) }
+            }
+            SignatureScheme::EcdsaP256Sha256 => {
+                AlgorithmIdentifierOwned { oid: OID_ECDSA_WITH_SHA256, parameters: None }
+            }
+            other => return Err(Error::UnsupportedSignatureScheme { scheme: format!("{other:?}") }),
+        };
+        Ok(OcspResponder {
+            reader,
+            issuer: ServedIssuer::new(&ca)?,
+            responder_key_hash: CertIdHash::Sha1.digest(cert_key),
+            signer,
+            signer_cert,
+            signer_cert_der: signer_cert_der.to_vec(),
+            signature_algorithm,
+            cache: ResponseCache::new(config.max_cache_entries),
+            config,
+            clock,
+        })
+    }
+
+    /// Answers `request_der` (a DER `OCSPRequest`) at `now`. Always a DER `OCSPResponse`:
+    /// failures become its responseStatus through [`Error::response_status`].
+    pub fn respond(&self, request_der: &[u8], now: DateTime<Utc>) -> Vec<u8> {
+        self.respond_detailed(request_der, now).der
+    }
+
+    /// [`OcspResponder::respond`], with the status and dates the HTTP layer needs.
+    pub fn respond_detailed(&self, request_der: &[u8], now: DateTime<Utc>) -> OcspReply {
+        self.try_respond(request_der, whole_seconds(now)).unwrap_or_else(|e| error_reply(&e))
+    }
+
+    /// Forgets the cached responses of `serial`. The CA's revoke path calls this once cerdb has
+    /// recorded the revocation; a hit re-checks cerdb anyway, so a revocation made elsewhere is
+    /// never served stale either.
+    pub fn invalidate(&self, serial: &Serial) {
+        self.cache.invalidate(serial);
+    }
+
+    /// Number of signed responses in the cache.
+    pub fn cached_responses(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OcspConfig {
+        &self.config
+    }
+
+    /// The injected clock (the HTTP scope reads it).
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The OCSP signer certificate sent in every response (DER).
+    pub fn signer_certificate_der(&self) -> &[u8] {
+        &self.signer_cert_der
+    }
+
+    fn try_respond(&self, request_der: &[u8], now: DateTime<Utc>) -> Result<OcspReply, Error> {
+        let req = request::parse(request_der, self.config.max_request_bytes)?;
+        // One issuer not served makes the whole request unauthorized.
+        for id in &req.cert_ids {
+            self.issuer.match_cert_id(id)?;
+        }
+        if let ([id], None) = (req.cert_ids.as_slice(), &req.nonce) {
+            if let Some(serial) = serial_of(id) {
+                return self.respond_cached(id, serial, now);
+            }
+        }
+        let nonce = req.nonce.is_some();
+        let mut singles = Vec::with_capacity(req.cert_ids.len());
+        for id in req.cert_ids {
+            let status = match serial_of(&id) {
+                Some(s) => self.status_of(&s)?,
+                None => SingleStatus::Unknown,
+            };
+            singles.push((id, status));
+        }
+        let (der, freshness) = self.sign(singles, req.nonce, now)?;
+        Ok(OcspReply {
+            der,
+            status: ResponseStatus::Successful,
+            freshness: (!nonce).then_some(freshness),
+            from_cache: false,
+        })
+    }
+
+    /// One CertID, no nonce: served from the cache while the status in cerdb is the one the
+    /// cached response states and its nextUpdate is not near.
+    ///
+    /// 1. read the status from cerdb (metadata only);
+    /// 2. a cached response for this CertID with that status, fresh at `now`, is returned;
+    /// 3. otherwise a new one is signed and, unless `unknown`, cached.
+    fn respond_cached(&self, id: &CertId, serial: Serial, now: DateTime<Utc>) -> Result<OcspReply, Error> {
+        let status = self.status_of(&serial)?;
+        let id_der = id.to_der().map_err(Error::encoding)?;
+        if let Some(hit) = self.cache.get(&serial, &id_der) {
+            if hit.status == status && hit.fresh_at(now, self.config.refresh_margin) {
+                return Ok(OcspReply {
+                    der: hit.der.as_ref().clone(),
+                    status: ResponseStatus::Successful,
+                    freshness: Some(Freshness {
+                        produced_at: hit.this_update,
+                        this_update: hit.this_update,
+                        next_update: hit.next_update,
+                    }),
+                    from_cache: true,
+                });
+            }
+        }
+        let (der, freshness) = self.sign(vec![(id.clone(), status.clone())], None, now)?;
+        if status != SingleStatus::Unknown {
+            let entry = CachedResponse {
+                cert_id_der: id_der,
+                status,
+                this_update: freshness.this_update,
+                next_update: freshness.next_update,
+                der: Arc::new(der.clone()),
+            };
+            self.cache.insert(serial, entry, now, self.config.refresh_margin);
+        }
+        Ok(OcspReply {
+            der,
+            status: ResponseStatus::Successful,
+            freshness: Some(freshness),
+            from_cache: false,
+        })
+    }
+
+    /// The status of `serial` in cerdb: `unknown` unless the issuing CA issued it.
+    pub(crate) fn status_of(&self, serial: &Serial) -> Result<SingleStatus, Error> {
+        Ok(match self.reader.get_meta(serial)? {
+            Some(rec) if rec.issuer == CaId::Issuing => match rec.revocation {
+                Some(r) => SingleStatus::Revoked { at: r.at, reason: r.reason },
+                None => SingleStatus::Good,
+            },
+            _ => SingleStatus::Unknown,
+        })
+    }
+
+    /// The response to the RFC 5019 request for `serial`: one CertID hashed with `hash`, no
+    /// nonce. Used by pre-signing.
+    pub(crate) fn sign_for_serial(
+        &self,
+        serial: &Serial,
+        hash: CertIdHash,
+        status: SingleStatus,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<u8>, Freshness), Error> {
+        let id = self.issuer.cert_id(hash, serial)?;
+        self.sign(vec![(id, status)], None, whole_seconds(now))
+    }
+
+    /// The CertID an RFC 5019 client sends for `serial`.
+    pub(crate) fn cert_id_for(&self, serial: &Serial, hash: CertIdHash) -> Result<CertId, Error> {
+        self.issuer.cert_id(hash, serial)
+    }
+
+    /// Builds `ResponseData`, signs its DER with the OCSP key and wraps it up.
+    fn sign(
+        &self,
+        singles: Vec<(CertId, SingleStatus)>,
+        nonce: Option<Extension>,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<u8>, Freshness), Error> {
+        let next = now + self.config.next_update;
+        let this_update = generalized_time(now)?;
+        let next_update = generalized_time(next)?;
+        let responses = singles
+            .into_iter()
+            .map(|(cert_id, status)| {
+                Ok(SingleResponse {
+                    cert_id,
+                    cert_status: status.to_asn1()?,
+                    this_update,
+                    next_update: Some(next_update),
+                    single_extensions: None,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let data = ResponseData {
+            version: Version::V1,
+            responder_id: ResponderId::ByKey(
+                OctetString::new(self.responder_key_hash.clone()).map_err(Error::encoding)?,
+            ),
+            produced_at: this_update,
+            responses,
+            response_extensions: nonce.map(|n| vec![n]),
+        };
+        let tbs = data.to_der().map_err(Error::encoding)?;
+        let signature = self.signer.sign(&tbs)?;
+        let basic = BasicOcspResponse {
+            tbs_response_data: data,
+            signature_algorithm: self.signature_algorithm.clone(),
+            signature: BitString::from_bytes(&signature).map_err(Error::encoding)?,
+            certs: Some(vec![self.signer_cert.clone()]),
+        };
+        let der = OcspResponse::successful(basic).and_then(|r| r.to_der()).map_err(Error::encoding)?;
+        Ok((der, Freshness { produced_at: now, this_update: now, next_update: next }))
+    }
+}
+
+/// The reply to a request that could not be answered: its status from
+/// [`Error::response_status`], the details to the log only.
+pub(crate) fn error_reply(e: &Error) -> OcspReply {
+    let status = e.response_status();
+    match status {
+        ResponseStatus::MalformedRequest | ResponseStatus::Unauthorized => {
+            tracing::debug!(error = %e, %status, "OCSP request refused")
+        }
+        _ => tracing::warn!(error = %e, %status, "OCSP request failed"),
+    }
+    OcspReply { der: status_only(status), status, freshness: None, from_cache: false }
+}
+
+/// An `OCSPResponse` with only a responseStatus (RFC 6960 §4.2.1: no responseBytes unless
+/// successful): `SEQUENCE { ENUMERATED status }`. Written by hand so that it cannot fail.
+pub(crate) fn status_only(status: ResponseStatus) -> Vec<u8> {
+    vec![0x30, 0x03, 0x0a, 0x01, status.code()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_only_matches_the_der_encoder() {
+        for s in [
+            ResponseStatus::MalformedRequest,
+            ResponseStatus::InternalError,
+            ResponseStatus::TryLater,
+            ResponseStatus::SigRequired,
+            ResponseStatus::Unauthorized,
+        ] {
+            let want = OcspResponse { response_status: s.to_asn1(), response_bytes: None }
+                .to_der()
+                .expect("encodes");
+            assert_eq!(status_only(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn unspecified_reason_is_left_out() {
+        assert_eq!(crl_reason(RevocationReason::Unspecified), None);
+        assert_eq!(crl_reason(RevocationReason::KeyCompromise), Some(CrlReason::KeyCompromise));
+        assert_eq!(crl_reason(RevocationReason::PrivilegeWithdrawn), Some(CrlReason::PrivilegeWithdrawn));
+    }
+
+    #[test]
+    fn times_are_whole_seconds_and_after_1970() {
+        let t = DateTime::from_timestamp(1_700_000_000, 999_000_000).expect("time");
+        let gt = generalized_time(whole_seconds(t)).expect("encodes");
+        assert_eq!(gt.0.to_unix_duration().as_secs(), 1_700_000_000);
+        let der = gt.to_der().expect("der");
+        assert_eq!(&der[2..], b"20231114221320Z");
+        assert!(generalized_time(DateTime::from_timestamp(-1, 0).expect("time")).is_err());
+    }
+}

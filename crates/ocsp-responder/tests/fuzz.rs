@@ -1,0 +1,122 @@
+//! Fuzz-style test of the request parser and responder: random, truncated, mutated and oversized
+//! input into `respond` never panics and always gives a decodable `OCSPResponse`.
+
+mod common;
+
+use chrono::{TimeZone, Utc};
+use common::*;
+use der::Decode;
+use ocsp_responder::{OcspResponder, ResponseStatus};
+use x509_ocsp::{BasicOcspResponse, OcspResponse, OcspResponseStatus};
+
+/// xorshift64*: deterministic, so a failure can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Feeds `input` and checks the answer; returns its status.
+fn check(r: &OcspResponder, input: &[u8], what: &str) -> ResponseStatus {
+    let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).single().expect("time");
+    let reply = r.respond_detailed(input, now);
+    let resp =
+        OcspResponse::from_der(&reply.der).unwrap_or_else(|e| panic!("{what}: undecodable response: {e}"));
+    match reply.status {
+        ResponseStatus::Successful => {
+            assert_eq!(resp.response_status, OcspResponseStatus::Successful, "{what}");
+            let rb = resp.response_bytes.unwrap_or_else(|| panic!("{what}: no responseBytes"));
+            let basic = BasicOcspResponse::from_der(rb.response.as_bytes())
+                .unwrap_or_else(|e| panic!("{what}: undecodable BasicOCSPResponse: {e}"));
+            assert!(!basic.tbs_response_data.responses.is_empty(), "{what}");
+        }
+        other => {
+            assert!(resp.response_bytes.is_none(), "{what}");
+            assert_eq!(reply.der, vec![0x30, 0x03, 0x0a, 0x01, other.code()], "{what}");
+        }
+    }
+    reply.status
+}
+
+#[test]
+fn random_truncated_mutated_and_oversized_requests() {
+    let pki = Pki::new();
+    let r = pki.responder();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let seeds = vec![
+        std::fs::read(data("req-sha1-1001.der")).expect("vector"),
+        std::fs::read(data("req-sha256-nonce-1001.der")).expect("vector"),
+        std::fs::read(data("req-sha1-three.der")).expect("vector"),
+        pki.request(&[GOOD, REVOKED, NEVER_ISSUED], OID_SHA256, Some(&[0xee; 128])),
+    ];
+    let mut successes = 0;
+
+    for seed in &seeds {
+        assert_eq!(check(&r, seed, "seed"), ResponseStatus::Successful);
+        // Every truncation.
+        for len in 0..seed.len() {
+            let status = check(&r, &seed[..len], &format!("truncated to {len}"));
+            assert_ne!(status, ResponseStatus::Successful, "a truncated request was answered");
+        }
+        // Every single-octet corruption, with a few values each.
+        for i in 0..seed.len() {
+            for v in [0x00, 0xff, seed[i] ^ 0x01, seed[i] ^ 0x80, rng.next() as u8] {
+                let mut m = seed.clone();
+                m[i] = v;
+                if check(&r, &m, &format!("octet {i} set to {v:#04x}")) == ResponseStatus::Successful {
+                    successes += 1;
+                }
+            }
+        }
+        // Random splices: insert or delete runs.
+        for round in 0..300 {
+            let mut m = seed.clone();
+            let at = rng.below(m.len() + 1);
+            if rng.next() & 1 == 0 {
+                let n = 1 + rng.below(16);
+                let ins = rng.bytes(n);
+                m.splice(at..at, ins);
+            } else {
+                let end = (at + 1 + rng.below(8)).min(m.len());
+                m.drain(at..end);
+            }
+            check(&r, &m, &format!("splice round {round}"));
+        }
+    }
+    assert!(successes > 0, "some corruptions (say of a serial octet) still make requests");
+
+    // Pure noise of every small length, then larger, and DER-looking noise.
+    for len in 0..300 {
+        let noise = rng.bytes(len);
+        check(&r, &noise, &format!("{len} random octets"));
+        let mut der_like = vec![0x30, 0x82, (len >> 8) as u8, len as u8];
+        der_like.extend(rng.bytes(len));
+        check(&r, &der_like, &format!("SEQUENCE of {len} random octets"));
+    }
+    // Deep nesting and absurd lengths.
+    let mut nested = Vec::new();
+    for _ in 0..3000 {
+        nested.extend([0x30, 0x80]);
+    }
+    check(&r, &nested, "indefinite-length nesting");
+    check(&r, &[0x30, 0x84, 0xff, 0xff, 0xff, 0xff], "4 GiB length");
+    check(&r, &[0x30, 0x89, 1, 2, 3, 4, 5, 6, 7, 8, 9], "9-octet length");
+
+    // Oversized: 2 MiB of noise, and a valid request padded to 2 MiB.
+    let big = rng.bytes(2 * 1024 * 1024);
+    assert_eq!(check(&r, &big, "2 MiB of noise"), ResponseStatus::MalformedRequest);
+    let mut padded = seeds[0].clone();
+    padded.resize(2 * 1024 * 1024, 0);
+    assert_eq!(check(&r, &padded, "2 MiB padded request"), ResponseStatus::MalformedRequest);
+}
