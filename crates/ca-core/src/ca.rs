@@ -27,7 +27,7 @@ use crate::csr::{check_csr, check_key_for_usage, SubjectKeyKind};
 use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
 use crate::profiles::{
     dn_of, parse_tbs, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext, RootCaProfile,
-    SubscriberProfile, TsaProfile,
+    SubscriberProfile, TlsServerProfile, TsaProfile,
 };
 use crate::Error;
 
@@ -35,6 +35,7 @@ const H_ROOT: &str = "ca/root";
 const H_ISSUING: &str = "ca/issuing";
 const H_OCSP: &str = "ocsp/signer";
 const H_TSA: &str = "tsa/signer";
+const H_TLS: &str = "tls/server";
 const META_INIT: &str = "ca.initialised";
 
 /// The CA certificates one can ask for.
@@ -128,6 +129,7 @@ pub struct Ca {
     tsa_der: Vec<u8>,
     hooks: RwLock<Vec<RevocationHook>>,
     crl_lock: Mutex<()>,
+    tls_lock: Mutex<()>,
     rng: SystemRandom,
 }
 
@@ -448,6 +450,7 @@ impl Ca {
         let ca = Ca::open(db, hsm, cfg, clock)?;
         ca.regenerate_crl(CaId::Root, actor)?;
         ca.regenerate_crl(CaId::Issuing, actor)?;
+        ca.tls_server_certificate()?;
         Ok((ca, InitOutcome::Created))
     }
 
@@ -500,6 +503,7 @@ impl Ca {
             tsa_der,
             hooks: RwLock::new(Vec::new()),
             crl_lock: Mutex::new(()),
+            tls_lock: Mutex::new(()),
             rng: SystemRandom::new(),
         })
     }
@@ -794,6 +798,56 @@ impl Ca {
             AuditDraft::ok(actor, "crl", None, format!("{} CRL number {number}, {count} revoked", loaded.id));
         self.audit.commit(vec![draft], now, |recs| Ok(self.db.put_crl(&record, recs.first())?))?;
         Ok(record)
+    }
+
+    /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the
+    /// key store. Issued by the root on first use — at init, or for a data directory created
+    /// before TLS existed — and reissued when fewer than 30 days of validity remain.
+    pub fn tls_server_certificate(&self) -> Result<(Vec<Vec<u8>>, Arc<dyn Signer>), Error> {
+        let _guard = self.tls_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = seconds(self.clock.now());
+        let current = match self.db.meta_get("ca.tls.serial")? {
+            Some(s) => self.db.get(&s.parse()?)?,
+            None => None,
+        };
+        let key = get_or_generate(&*self.hsm, &handle(H_TLS), self.cfg.tls.key_type, KeyPurpose::TlsServer)?;
+        if let Some(rec) = current {
+            let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
+            if fresh && rec.der_matches_key(key.public_key_raw()) {
+                return Ok((vec![rec.der], key));
+            }
+        }
+        let hsm_key = HsmKey::new(key.clone());
+        let ctx = ProfileContext {
+            serial: new_serial(&self.db, &self.rng)?,
+            not_before: now,
+            not_after: (now + Duration::days(i64::from(self.cfg.tls.validity_days))).min(self.root.not_after),
+            key: SubjectKeyKind::from_key_type(key.key_type()),
+            ocsp_url: None,
+            ca_issuers_url: Some(self.cfg.ca_cert_url(CaId::Root)),
+            crl_url: Some(self.cfg.crl_url(CaId::Root)),
+        };
+        let profile = TlsServerProfile {
+            dns_names: self.cfg.tls.dns_names.clone(),
+            ip_addresses: self.cfg.tls.ip_addresses.clone(),
+        };
+        let der = make_cert(&profile, &ctx, &hsm_key, Signing::By(&self.root))?;
+        let rec = record_of(
+            der,
+            ctx.serial.clone(),
+            CertKind::TlsServer,
+            None,
+            CaId::Root,
+            key.key_type().to_string(),
+            None,
+            now,
+        )?;
+        let names = format!("{:?} {:?}", self.cfg.tls.dns_names, self.cfg.tls.ip_addresses);
+        let draft = AuditDraft::ok("system", "issue", Some(&rec.serial), format!("tls-server {names}"));
+        self.audit
+            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?))?;
+        self.db.meta_put("ca.tls.serial", &rec.serial.to_string())?;
+        Ok((vec![rec.der], key))
     }
 
     /// Checks the audit chain; the number of entries.

@@ -52,6 +52,31 @@ impl Default for LeafSettings {
     }
 }
 
+/// The console's TLS server certificate, issued by the root at init.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// DNS names in the subjectAltName.
+    pub dns_names: Vec<String>,
+    /// IP addresses in the subjectAltName.
+    pub ip_addresses: Vec<std::net::IpAddr>,
+    /// Key type.
+    pub key_type: KeyType,
+    /// Validity in days (at most 398, as browsers require).
+    pub validity_days: u32,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            dns_names: vec!["localhost".into()],
+            ip_addresses: vec![std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+            key_type: KeyType::P256,
+            validity_days: 397,
+        }
+    }
+}
+
 /// CRL settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +108,8 @@ pub struct CaConfig {
     pub ocsp_signer: KeySettings,
     /// The timestamp authority.
     pub tsa: KeySettings,
+    /// The console's TLS server certificate.
+    pub tls: TlsSettings,
     /// Subscriber certificates.
     pub leaf: LeafSettings,
     /// CRLs.
@@ -117,6 +144,7 @@ impl Default for CaConfig {
                 key_type: KeyType::P256,
                 validity_days: 1826,
             },
+            tls: TlsSettings::default(),
             leaf: LeafSettings::default(),
             crl: CrlSettings::default(),
         }
@@ -162,6 +190,20 @@ impl CaConfig {
                     return bad(format!("{name}.subject.country {c:?} must be two upper-case letters"));
                 }
             }
+        }
+        if self.tls.validity_days == 0 || self.tls.validity_days > 398 {
+            return bad(format!(
+                "tls.validity_days is {}; it must be between 1 and 398",
+                self.tls.validity_days
+            ));
+        }
+        if self.tls.dns_names.is_empty() && self.tls.ip_addresses.is_empty() {
+            return bad("tls needs at least one DNS name or IP address".into());
+        }
+        if self.tls.key_type == KeyType::Ed25519 {
+            return bad(
+                "tls.key_type: Ed25519 server certificates are not accepted by common browsers".into()
+            );
         }
         if self.crl.validity_hours == 0 || self.crl.refresh_before_hours >= self.crl.validity_hours {
             return bad(

@@ -385,6 +385,55 @@ impl Profile for TsaProfile {
     }
 }
 
+/// The console's TLS server certificate (CA/B Forum TLS BR shape): EKU serverAuth, SAN names.
+#[derive(Debug, Clone)]
+pub struct TlsServerProfile {
+    /// DNS names.
+    pub dns_names: Vec<String>,
+    /// IP addresses.
+    pub ip_addresses: Vec<std::net::IpAddr>,
+}
+
+impl Profile for TlsServerProfile {
+    fn kind(&self) -> CertKind {
+        CertKind::TlsServer
+    }
+    fn params(&self, ctx: &ProfileContext) -> Result<CertificateParams, Error> {
+        let mut p = base_params(ctx)?;
+        let mut dn = DistinguishedName::new();
+        let cn = self.dns_names.first().cloned().or_else(|| self.ip_addresses.first().map(|i| i.to_string()));
+        dn.push(DnType::CommonName, DnValue::Utf8String(cn.unwrap_or_default()));
+        p.distinguished_name = dn;
+        let mut sans = Vec::new();
+        for d in &self.dns_names {
+            let name = rcgen::string::Ia5String::try_from(d.as_str())
+                .map_err(|e| Error::Config(format!("tls.dns_names {d:?}: {e}")))?;
+            sans.push(SanType::DnsName(name));
+        }
+        sans.extend(self.ip_addresses.iter().map(|ip| SanType::IpAddress(*ip)));
+        p.subject_alt_names = sans;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        Ok(p)
+    }
+    fn lint(&self, tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), String> {
+        lint_common(tbs, ctx, true)?;
+        expect_not_ca(tbs)?;
+        expect_ku(tbs, KU_DIGITAL_SIGNATURE)?;
+        expect_eku(tbs, oids::KP_SERVER_AUTH, false)?;
+        if (ctx.not_after - ctx.not_before).num_days() > 398 {
+            return Err("TLS server certificates are valid for at most 398 days".into());
+        }
+        match tbs.subject_alternative_name() {
+            Ok(Some(s)) if s.value.general_names.len() == self.dns_names.len() + self.ip_addresses.len() => {
+                Ok(())
+            }
+            _ => Err("subjectAltName must list exactly the configured names".into()),
+        }
+    }
+}
+
 /// A subscriber certificate for one mailbox, signing or encryption.
 #[derive(Debug, Clone)]
 pub struct SubscriberProfile {

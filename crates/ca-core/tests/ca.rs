@@ -284,3 +284,23 @@ fn a_reopened_ca_continues_the_chain_and_the_hierarchy() {
     ca.audit_verify().expect("chain continues");
     assert!(ca.db().get_meta(&"01".parse().expect("serial")).expect("get").is_none());
 }
+
+#[test]
+fn the_tls_server_certificate_names_localhost_and_is_renewed_before_expiry() {
+    let f = fixture();
+    let (chain, key) = f.ca.tls_server_certificate().expect("tls");
+    let (_, x) = X509Certificate::from_der(&chain[0]).expect("parse");
+    let (_, root) = X509Certificate::from_der(f.ca.ca_cert(CaCert::Root)).expect("root");
+    x.verify_signature(Some(root.public_key())).expect("issued by the root");
+    let san = x.subject_alternative_name().expect("san").expect("present");
+    let names: Vec<String> = san.value.general_names.iter().map(|g| g.to_string()).collect();
+    assert!(names.iter().any(|n| n.contains("localhost")), "{names:?}");
+    let eku = x.extended_key_usage().expect("eku").expect("present");
+    assert!(eku.value.server_auth && !eku.value.email_protection);
+    assert_eq!(x.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    // Same certificate while fresh; a new one once fewer than 30 days remain.
+    assert_eq!(f.ca.tls_server_certificate().expect("tls").0, chain);
+    f.clock.advance(Duration::days(370));
+    let (renewed, _) = f.ca.tls_server_certificate().expect("tls");
+    assert_ne!(renewed, chain);
+}

@@ -73,6 +73,12 @@ impl CertStatus {
 }
 
 impl CertRecord {
+    /// Whether the certificate's subjectPublicKey bytes occur in its DER (a cheap check that a
+    /// stored certificate belongs to a key).
+    pub fn der_matches_key(&self, raw_public_key: &[u8]) -> bool {
+        !raw_public_key.is_empty() && self.der.windows(raw_public_key.len()).any(|w| w == raw_public_key)
+    }
+
     /// The status at `now`: revocation first, then the validity period.
     pub fn status_at(&self, now: DateTime<Utc>) -> CertStatus {
         if self.revocation.is_some() {
