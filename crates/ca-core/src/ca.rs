@@ -116,6 +116,9 @@ struct LoadedCa {
 
 type RevocationHook = Box<dyn Fn(&Serial) + Send + Sync>;
 
+/// A certificate chain (DER, leaf first, root excluded) and the key of its leaf in the key store.
+pub type ChainAndKey = (Vec<Vec<u8>>, Arc<dyn Signer>);
+
 /// The certificate authority of one data directory.
 pub struct Ca {
     db: CertDb,
@@ -803,7 +806,7 @@ impl Ca {
     /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the
     /// key store. Issued by the root on first use — at init, or for a data directory created
     /// before TLS existed — and reissued when fewer than 30 days of validity remain.
-    pub fn tls_server_certificate(&self) -> Result<(Vec<Vec<u8>>, Arc<dyn Signer>), Error> {
+    pub fn tls_server_certificate(&self) -> Result<ChainAndKey, Error> {
         let _guard = self.tls_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
         let current = match self.db.meta_get("ca.tls.serial")? {
