@@ -16,8 +16,9 @@ use crate::{admin, serve};
 #[derive(Debug, Parser)]
 #[command(name = "pki", version, about)]
 struct Cli {
-    /// Data directory (database, key store, admin socket).
-    #[arg(long, global = true, env = "PKI_DATA", default_value = "./pki-data")]
+    /// Data directory (database, key store, admin socket). Given before the command
+    /// (`pki --data DIR list`), because `pki ts verify --data FILE` names the timestamped data.
+    #[arg(long, env = "PKI_DATA", default_value = "./pki-data")]
     data: PathBuf,
     /// Configuration file (default: ./pki.toml when present).
     #[arg(long, global = true, env = "PKI_CONFIG")]
@@ -96,6 +97,11 @@ enum Command {
         #[command(subcommand)]
         command: EscrowCommand,
     },
+    /// Timestamp commands (RFC 3161).
+    Ts {
+        #[command(subcommand)]
+        command: TsCommand,
+    },
     /// OCSP commands.
     Ocsp {
         #[command(subcommand)]
@@ -116,6 +122,35 @@ enum Command {
 enum AuditCommand {
     /// Check the hash chain of the whole audit log.
     Verify,
+}
+
+#[derive(Debug, Subcommand)]
+enum TsCommand {
+    /// Timestamp a file: send a SHA-256 query (with nonce, certReq) and save the reply.
+    Stamp {
+        /// The file to timestamp.
+        file: PathBuf,
+        /// A TSA to ask over HTTP (e.g. http://127.0.0.1:8080); default: this data directory's
+        /// CA (through the running server, or directly).
+        #[arg(long)]
+        server: Option<String>,
+        /// Where to write the reply (default: FILE.tsr).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a timestamp token (or reply) as an auditor: signature, chain to the root at genTime,
+    /// ESSCertIDv2, imprint, and that it is in this TSA's record.
+    Verify {
+        /// The token or reply (DER).
+        #[arg(long)]
+        token: PathBuf,
+        /// The timestamped data.
+        #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+        data: Option<PathBuf>,
+        /// Or its digest, in hex, made with the token's hash algorithm.
+        #[arg(long)]
+        digest: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +284,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crl { ca } => Request::Crl { ca },
         Command::CaCert { which } => Request::CaCert { which },
         Command::Audit { command: AuditCommand::Verify } => Request::AuditVerify,
+        Command::Ts { command: TsCommand::Stamp { file, server, out } } => {
+            let data = read_file(&file, "file")?;
+            let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &data)
+                .as_ref()
+                .try_into()
+                .expect("invariant: SHA-256 digests are 32 bytes");
+            let mut nonce = [0u8; 8];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+                .map_err(|_| anyhow::anyhow!("no randomness for the nonce"))?;
+            let query = tsa::sha256_query(&digest, &nonce)?;
+            let out = out.unwrap_or_else(|| {
+                let mut p = file.clone().into_os_string();
+                p.push(".tsr");
+                PathBuf::from(p)
+            });
+            if let Some(url) = server {
+                return crate::timestamp::stamp_over_http(&url, &query, &out).map(|()| ExitCode::SUCCESS);
+            }
+            Request::TsStamp { query, out: out.display().to_string() }
+        }
+        Command::Ts { command: TsCommand::Verify { token, data, digest } } => Request::TsVerify {
+            token: read_file(&token, "token file")?,
+            data: data.map(|d| read_file(&d, "data file")).transpose()?,
+            digest,
+        },
         Command::Ocsp { command: OcspCommand::Presign { out } } => {
             // The server may run in another working directory: send an absolute path.
             let out = std::path::absolute(&out)

@@ -53,6 +53,22 @@ pub enum Request {
     },
     /// `pki audit verify`.
     AuditVerify,
+    /// `pki ts stamp` against this data directory's TSA.
+    TsStamp {
+        /// The DER TimeStampReq.
+        query: Vec<u8>,
+        /// Where the client writes the reply.
+        out: String,
+    },
+    /// `pki ts verify`.
+    TsVerify {
+        /// The token or reply.
+        token: Vec<u8>,
+        /// The data.
+        data: Option<Vec<u8>>,
+        /// Or its digest in hex.
+        digest: Option<String>,
+    },
     /// `pki ocsp presign`.
     OcspPresign {
         /// Absolute output directory (written by whoever executes the request).
@@ -227,6 +243,38 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         Request::AuditVerify => {
             let n = ca.audit_verify().map_err(e)?;
             out(format!("audit log verified: {n} entries, hash chain intact\n"))
+        }
+        Request::TsStamp { query, out: path } => {
+            let authority = crate::context::tsa(ca).map_err(|e| format!("{e:#}"))?;
+            let reply = authority.respond(query);
+            let summary = crate::timestamp::summary(&reply)?;
+            Ok(Reply {
+                stdout: format!("{summary}\ntimestamp reply written to {path}\n"),
+                stderr: String::new(),
+                files: vec![OutFile { path: path.clone(), bytes: reply }],
+            })
+        }
+        Request::TsVerify { token, data, digest } => {
+            let verifier = crate::context::tsa_verifier(ca).map_err(|e| format!("{e:#}"))?;
+            let digest_bytes = digest
+                .as_deref()
+                .map(|h| hex::decode(h.trim()).map_err(|_| format!("--digest {h:?} is not hex")))
+                .transpose()?;
+            let subject = match (data, &digest_bytes) {
+                (Some(d), None) => tsa::Timestamped::Data(d),
+                (None, Some(d)) => tsa::Timestamped::Digest(d),
+                _ => return Err("give exactly one of --data FILE or --digest HEX".into()),
+            };
+            let v =
+                verifier.verify(token, subject).map_err(|e| format!("timestamp verification failed: {e}"))?;
+            out(format!(
+                "verification: OK\ngenTime: {}\npolicy: {}\nserial: {}\ntsa: {}\nhash: {}\n",
+                v.gen_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                v.policy,
+                v.serial,
+                v.tsa_name,
+                v.hash_algorithm
+            ))
         }
         Request::OcspPresign { out: dir } => {
             let responder = crate::context::ocsp_responder(ca).map_err(|e| format!("{e:#}"))?;

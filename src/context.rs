@@ -74,3 +74,34 @@ pub fn ocsp_responder(ca: &Ca) -> anyhow::Result<ocsp_responder::OcspResponder> 
         Arc::new(ocsp_responder::SystemClock),
     )?)
 }
+
+/// The timestamp authority of this process's CA. One per process, shared by the HTTP service
+/// and the admin socket, so that serials come from one allocator and strictly increase.
+pub fn tsa(ca: &Ca) -> anyhow::Result<Arc<tsa::TimestampAuthority>> {
+    static TSA: std::sync::OnceLock<Arc<tsa::TimestampAuthority>> = std::sync::OnceLock::new();
+    if let Some(t) = TSA.get() {
+        return Ok(t.clone());
+    }
+    use ca_core::CaCert;
+    let store = tsa::TsaStore::open(ca.db().sled_db())?;
+    // The TSA certificate is issued by the root: its chain below the root is just itself.
+    let authority = tsa::TimestampAuthority::new(
+        ca.tsa_signer()?,
+        ca.ca_cert(CaCert::Tsa).to_vec(),
+        Vec::new(),
+        store,
+        tsa::TsaConfig::default(),
+    )?;
+    Ok(TSA.get_or_init(|| Arc::new(authority)).clone())
+}
+
+/// The auditors' verifier: trusts this CA's root, checks the token record.
+pub fn tsa_verifier(ca: &Ca) -> anyhow::Result<tsa::Verifier> {
+    use ca_core::CaCert;
+    let store = tsa::TsaStore::open(ca.db().sled_db())?;
+    Ok(tsa::Verifier::new(
+        ca.ca_cert(CaCert::Root).to_vec(),
+        vec![ca.ca_cert(CaCert::Tsa).to_vec()],
+        Arc::new(store),
+    )?)
+}

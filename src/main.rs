@@ -7,6 +7,7 @@ mod commands;
 mod context;
 mod serve;
 mod settings;
+mod timestamp;
 
 use std::process::ExitCode;
 

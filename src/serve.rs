@@ -63,11 +63,13 @@ pub enum Service {
     Publication,
     /// The OCSP responder (`/ocsp`).
     Ocsp,
+    /// The timestamp authority (`/tsa`) and timestamp verification (`/api/v1/timestamps/verify`).
+    Tsa,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 2] = [Service::Publication, Service::Ocsp];
+    pub const ALL: [Service; 3] = [Service::Publication, Service::Ocsp, Service::Tsa];
 
     /// Parses `--only` values: a comma-separated list.
     pub fn parse_list(s: &str) -> anyhow::Result<Vec<Service>> {
@@ -75,7 +77,10 @@ impl Service {
             .map(|name| match name.trim() {
                 "publication" | "crl" => Ok(Service::Publication),
                 "ocsp" => Ok(Service::Ocsp),
-                other => anyhow::bail!("unknown service {other:?} for --only: expected publication or ocsp"),
+                "tsa" => Ok(Service::Tsa),
+                other => {
+                    anyhow::bail!("unknown service {other:?} for --only: expected publication, ocsp or tsa")
+                }
             })
             .collect()
     }
@@ -103,6 +108,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let hook = ocsp.clone();
     ca.on_revocation(move |serial| hook.invalidate(serial));
 
+    let tsa = web::Data::from(crate::context::tsa(&ca)?);
+    let verifier = web::Data::new(crate::context::tsa_verifier(&ca)?);
+
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();
     let result = actix_web::rt::System::new().block_on(async move {
@@ -113,6 +121,10 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             if services.contains(&Service::Ocsp) {
                 app = app.service(ocsp_responder::scope(ocsp.clone()));
+            }
+            // Before any broader `/api/v1` scope: actix matches scopes in registration order.
+            if services.contains(&Service::Tsa) {
+                app = app.service(tsa::scope(tsa.clone())).service(tsa::verify_scope(verifier.clone()));
             }
             app
         })

@@ -12,6 +12,8 @@
 
 mod record;
 mod store;
+pub mod console_store;
+pub mod tsa_store;
 mod types;
 
 pub use record::{AuditRecord, CertRecord, CertStatus, CrlRecord, Revocation};

@@ -1,0 +1,97 @@
+//! Parsing and checking a `TimeStampReq` (RFC 3161 §2.4.1).
+
+use der::asn1::Int;
+use der::oid::ObjectIdentifier;
+use der::Decode;
+
+use crate::asn1::{MessageImprint, TimeStampReq};
+use crate::crypto::{params_absent_or_null, HashAlg};
+use crate::{Error, TsaConfig};
+
+/// A request that passed every check: what goes into the TSTInfo.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedRequest {
+    pub(crate) imprint: MessageImprint,
+    pub(crate) hash: HashAlg,
+    pub(crate) policy: ObjectIdentifier,
+    pub(crate) nonce: Option<Int>,
+    pub(crate) cert_req: bool,
+}
+
+/// Decodes and checks a request, in this order: DER (`badDataFormat`), extensions
+/// (`unacceptedExtension`), hash algorithm (`badAlg`), digest length (`badDataFormat`), policy
+/// (`unacceptedPolicy`).
+pub(crate) fn check(der: &[u8], config: &TsaConfig) -> Result<CheckedRequest, Error> {
+    if der.is_empty() {
+        return Err(Error::BadDataFormat("the request is empty".into()));
+    }
+    let req = TimeStampReq::from_der(der).map_err(|e| Error::BadDataFormat(e.to_string()))?;
+    if let Some(ext) = req.extensions.as_ref().and_then(|e| e.first()) {
+        return Err(Error::UnacceptedExtension(ext.extn_id.to_string()));
+    }
+    // An empty `[0] Extensions` is not a valid SEQUENCE SIZE (1..MAX), but carries nothing.
+    let alg = &req.message_imprint.hash_algorithm;
+    let hash = match HashAlg::from_oid(&alg.oid) {
+        Some(HashAlg::Sha1) if !config.allow_sha1 => return Err(Error::Sha1Refused),
+        Some(h) => h,
+        None => return Err(Error::HashAlgorithmRefused(alg.oid.to_string())),
+    };
+    if !params_absent_or_null(alg) {
+        return Err(Error::HashParameters { oid: alg.oid.to_string() });
+    }
+    let actual = req.message_imprint.hashed_message.as_bytes().len();
+    if actual != hash.output_len() {
+        return Err(Error::ImprintLength { algorithm: hash.name(), expected: hash.output_len(), actual });
+    }
+    let policy = match req.req_policy {
+        None => config.default_policy,
+        Some(p) if p == config.default_policy || config.accepted_policies.contains(&p) => p,
+        Some(p) => return Err(Error::UnacceptedPolicy(p.to_string())),
+    };
+    Ok(CheckedRequest {
+        imprint: req.message_imprint,
+        hash,
+        policy,
+        nonce: req.nonce,
+        cert_req: req.cert_req,
+    })
+}
+
+/// The client side: a `TimeStampReq` for the SHA-256 digest of some data, with `nonce` (big-endian,
+/// unsigned) and certReq true, as `pki ts stamp` sends it.
+pub fn sha256_query(digest: &[u8; 32], nonce: &[u8]) -> Result<Vec<u8>, Error> {
+    use der::asn1::OctetString;
+    use der::Encode;
+    use x509_cert::spki::AlgorithmIdentifierOwned;
+    let mut nonce = nonce.to_vec();
+    if nonce.first().is_some_and(|b| b & 0x80 != 0) {
+        nonce.insert(0, 0);
+    }
+    let req = TimeStampReq {
+        version: crate::asn1::TspVersion::V1,
+        message_imprint: MessageImprint {
+            hash_algorithm: AlgorithmIdentifierOwned { oid: HashAlg::Sha256.oid(), parameters: None },
+            hashed_message: OctetString::new(digest.to_vec())
+                .map_err(|e| Error::BadDataFormat(e.to_string()))?,
+        },
+        req_policy: None,
+        nonce: Some(Int::new(&nonce).map_err(|e| Error::BadDataFormat(e.to_string()))?),
+        cert_req: true,
+        extensions: None,
+    };
+    req.to_der().map_err(|e| Error::BadDataFormat(e.to_string()))
+}
+
+#[cfg(test)]
+mod client_tests {
+    use super::*;
+
+    #[test]
+    fn the_client_query_passes_the_server_checks() {
+        let q = sha256_query(&[7u8; 32], &[0xff, 1, 2, 3, 4, 5, 6, 7]).expect("query");
+        let checked = check(&q, &TsaConfig::default()).expect("accepted");
+        assert!(checked.cert_req);
+        assert_eq!(checked.imprint.hashed_message.as_bytes(), &[7u8; 32]);
+        assert_eq!(checked.nonce.expect("nonce").as_bytes(), &[0, 0xff, 1, 2, 3, 4, 5, 6, 7]);
+    }
+}

@@ -1,0 +1,447 @@
+//! The timestamp authority: TSTInfo, the CMS SignedData token, and the TimeStampResp.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cerdb::tsa_store::{SerialBlock, TokenRecord, TsaStore};
+use chrono::{DateTime, Timelike, Utc};
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo,
+    SignerInfos,
+};
+use der::asn1::{OctetString, SetOfVec};
+use der::{Any, Tag};
+use hsm_sim::{SignatureScheme, Signer};
+use x509_cert::attr::Attribute;
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::spki::AlgorithmIdentifierOwned;
+
+use crate::asn1::{
+    int_from_u64, to_der, Accuracy, EssCertIdV2, FailureBit, IssuerSerial, PkiFailureInfo, PkiStatus,
+    PkiStatusInfo, SigningCertificateV2, TimeStampResp, TspVersion, TstInfo,
+};
+use crate::crypto::{sha256, HashAlg};
+use crate::verify::{check_tsa_certificate, ParsedCert};
+use crate::{oids, request, Error, GenTime, TsaConfig};
+
+/// The longest accuracy a TSA may declare here (ETSI EN 319 421 asks for 1 s or better).
+const MAX_ACCURACY: Duration = Duration::from_secs(3600);
+
+/// A `TimeStampResp` with status rejection and failInfo systemFailure, sent if encoding the
+/// real response ever fails (it is the DER of `status_info(&Error::Encoding(..))` without text).
+const SYSTEM_FAILURE_RESPONSE: [u8; 14] =
+    [0x30, 0x0c, 0x30, 0x0a, 0x02, 0x01, 0x02, 0x03, 0x05, 0x06, 0x00, 0x00, 0x00, 0x40];
+
+/// How the TSA key signs: the CMS digest and signature algorithms of its key type.
+#[derive(Debug, Clone)]
+struct SignerProfile {
+    digest: HashAlg,
+    signature_algorithm: AlgorithmIdentifierOwned,
+}
+
+impl SignerProfile {
+    /// Ed25519 is refused: OpenSSL's `ts -verify` (PKCS#7-based) cannot verify such tokens, and
+    /// neither can most deployed RFC 3161 clients.
+    fn of(scheme: SignatureScheme) -> Result<Self, Error> {
+        let (digest, oid, null_params) = match scheme {
+            SignatureScheme::RsaPkcs1Sha256 => (HashAlg::Sha256, oids::SHA256_WITH_RSA, true),
+            SignatureScheme::EcdsaP256Sha256 => (HashAlg::Sha256, oids::ECDSA_WITH_SHA256, false),
+            SignatureScheme::EcdsaP384Sha384 => (HashAlg::Sha384, oids::ECDSA_WITH_SHA384, false),
+            SignatureScheme::Ed25519 => {
+                return Err(Error::Config(
+                    "Ed25519 TSA keys are not supported: RFC 3161 clients such as OpenSSL cannot verify \
+                     their tokens; use an RSA or ECDSA P-256/P-384 key"
+                        .into(),
+                ))
+            }
+        };
+        let parameters = null_params.then(Any::null);
+        Ok(SignerProfile { digest, signature_algorithm: AlgorithmIdentifierOwned { oid, parameters } })
+    }
+}
+
+/// The RFC 3161 timestamp authority: answers `TimeStampReq`s with `TimeStampResp`s.
+///
+/// Shared by every HTTP worker (`respond` takes `&self`); serials come from a durably reserved
+/// block under a lock, so they strictly increase in the order genTime is read.
+pub struct TimestampAuthority {
+    signer: Arc<dyn Signer>,
+    profile: SignerProfile,
+    tsa_cert: ParsedCert,
+    chain: Vec<ParsedCert>,
+    tsa_name: GeneralName,
+    sid: SignerIdentifier,
+    signing_certificate: Attribute,
+    certificates: CertificateSet,
+    store: TsaStore,
+    config: TsaConfig,
+    accuracy: Accuracy,
+    precision_digits: u32,
+    serials: Mutex<Option<SerialBlock>>,
+}
+
+impl std::fmt::Debug for TimestampAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimestampAuthority")
+            .field("key", self.signer.handle())
+            .field("tsa", &self.tsa_cert.subject_string())
+            .field("policy", &self.config.default_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The number of fractional digits of genTime that the accuracy calls for, and the `Accuracy`.
+fn accuracy_of(d: Duration) -> Result<(Accuracy, u32), Error> {
+    if d.is_zero() || d > MAX_ACCURACY {
+        return Err(Error::Config(format!("accuracy {d:?} is not between 1 µs and {MAX_ACCURACY:?}")));
+    }
+    let nanos = d.subsec_nanos();
+    if !nanos.is_multiple_of(1000) {
+        return Err(Error::Config(format!("accuracy {d:?} is not a whole number of microseconds")));
+    }
+    let millis = (nanos / 1_000_000) as i16;
+    let micros = (nanos / 1000 % 1000) as i16;
+    let accuracy = Accuracy {
+        seconds: (d.as_secs() != 0).then_some(d.as_secs()),
+        millis: (millis != 0).then_some(millis),
+        micros: (micros != 0).then_some(micros),
+    };
+    let digits = if nanos == 0 {
+        0
+    } else {
+        let text = format!("{nanos:09}");
+        text.trim_end_matches('0').len() as u32
+    };
+    Ok((accuracy, digits))
+}
+
+/// `t` truncated to `digits` fractional digits (a leap second is folded into its second).
+fn truncate(t: DateTime<Utc>, digits: u32) -> DateTime<Utc> {
+    let nanos = t.nanosecond().min(999_999_999);
+    let step = 10u32.pow(9 - digits.min(9));
+    t.with_nanosecond(nanos - nanos % step).unwrap_or(t)
+}
+
+/// The one mapping from errors to what the client sees: PKIStatusInfo (RFC 3161 §2.4.2).
+/// Internal failures are logged, and only "internal error" is sent.
+fn status_info(err: &Error) -> PkiStatusInfo {
+    let (bit, text) = match err {
+        Error::BadDataFormat(_) | Error::ImprintLength { .. } => (FailureBit::BadDataFormat, err.to_string()),
+        Error::HashAlgorithmRefused(_) | Error::Sha1Refused | Error::HashParameters { .. } => {
+            (FailureBit::BadAlg, err.to_string())
+        }
+        Error::UnacceptedPolicy(_) => (FailureBit::UnacceptedPolicy, err.to_string()),
+        Error::UnacceptedExtension(_) => (FailureBit::UnacceptedExtension, err.to_string()),
+        Error::TimeNotAvailable(_) => {
+            tracing::error!(error = %err, "TSA time source failed");
+            (FailureBit::TimeNotAvailable, "the time source is not available".to_string())
+        }
+        _ => {
+            tracing::error!(error = %err, "TSA failed to issue a token");
+            (FailureBit::SystemFailure, "internal error".to_string())
+        }
+    };
+    PkiStatusInfo {
+        status: PkiStatus::Rejection,
+        status_string: Some(vec![text]),
+        fail_info: Some(PkiFailureInfo::of(bit)),
+    }
+}
+
+fn single_value_attribute(oid: der::oid::ObjectIdentifier, value: Any) -> Result<Attribute, Error> {
+    Ok(Attribute { oid, values: SetOfVec::try_from(vec![value])? })
+}
+
+impl TimestampAuthority {
+    /// Builds the TSA from its signing key, its certificate, the chain above it up to but not
+    /// including the root (issuer first), its store and its configuration.
+    ///
+    /// Refuses a certificate that is not a TSA certificate (critical EKU id-kp-timeStamping and
+    /// nothing else), that is not for the signer's key, or a chain that is not in order.
+    pub fn new(
+        signer: Arc<dyn Signer>,
+        tsa_cert_der: Vec<u8>,
+        chain_der: Vec<Vec<u8>>,
+        store: TsaStore,
+        config: TsaConfig,
+    ) -> Result<Self, Error> {
+        let profile = SignerProfile::of(signer.key_type().signature_scheme())?;
+        let (accuracy, precision_digits) = accuracy_of(config.accuracy)?;
+        if config.serial_block == 0 {
+            return Err(Error::Config("serial_block must be at least 1".into()));
+        }
+        let tsa_cert = ParsedCert::from_der(&tsa_cert_der).map_err(Error::TsaCertificate)?;
+        check_tsa_certificate(&tsa_cert).map_err(Error::TsaCertificate)?;
+        let spki = &tsa_cert.cert.tbs_certificate.subject_public_key_info;
+        if spki.subject_public_key.raw_bytes() != signer.public_key_raw() {
+            return Err(Error::TsaCertificate(format!(
+                "the certificate is not for key {} (its public key differs)",
+                signer.handle()
+            )));
+        }
+        let chain = chain_der
+            .iter()
+            .map(|d| ParsedCert::from_der(d).map_err(Error::Certificate))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut child = &tsa_cert;
+        for parent in &chain {
+            child.is_issued_by(parent).map_err(|e| {
+                Error::Certificate(format!(
+                    "chain out of order: {} is not issued by {}: {e}",
+                    child.subject_string(),
+                    parent.subject_string()
+                ))
+            })?;
+            child = parent;
+        }
+
+        let tbs = &tsa_cert.cert.tbs_certificate;
+        let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+            issuer: tbs.issuer.clone(),
+            serial_number: tbs.serial_number.clone(),
+        });
+        let ess = SigningCertificateV2 {
+            certs: vec![EssCertIdV2 {
+                hash_algorithm: None, // SHA-256, the DEFAULT
+                cert_hash: OctetString::new(sha256(&tsa_cert.der).to_vec())?,
+                issuer_serial: Some(IssuerSerial {
+                    issuer: vec![GeneralName::DirectoryName(tbs.issuer.clone())],
+                    serial_number: tbs.serial_number.clone(),
+                }),
+            }],
+            policies: None,
+        };
+        let signing_certificate =
+            single_value_attribute(oids::ID_AA_SIGNING_CERTIFICATE_V2, Any::encode_from(&ess)?)?;
+        let certificates = CertificateSet(SetOfVec::try_from(
+            std::iter::once(&tsa_cert)
+                .chain(&chain)
+                .map(|c| CertificateChoices::Certificate(c.cert.clone()))
+                .collect::<Vec<_>>(),
+        )?);
+        Ok(TimestampAuthority {
+            profile,
+            signer,
+            tsa_name: GeneralName::DirectoryName(tbs.subject.clone()),
+            sid,
+            signing_certificate,
+            certificates,
+            tsa_cert,
+            chain,
+            store,
+            config,
+            accuracy,
+            precision_digits,
+            serials: Mutex::new(None),
+        })
+    }
+
+    /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
+    /// what a verifier needs besides the root when a token carries no certificates.
+    pub fn certificates(&self) -> Vec<Vec<u8>> {
+        std::iter::once(&self.tsa_cert).chain(&self.chain).map(|c| c.der.clone()).collect()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TsaConfig {
+        &self.config
+    }
+
+    /// Answers a DER `TimeStampReq` with a DER `TimeStampResp`: granted with a token, or a
+    /// rejection whose PKIStatusInfo says why. Never fails and never panics on any input.
+    pub fn respond(&self, query_der: &[u8]) -> Vec<u8> {
+        let resp = match self.issue(query_der) {
+            Ok(token) => TimeStampResp {
+                status: PkiStatusInfo { status: PkiStatus::Granted, status_string: None, fail_info: None },
+                time_stamp_token: Some(token),
+            },
+            Err(e) => {
+                tracing::info!(error = %e, "timestamp request refused");
+                TimeStampResp { status: status_info(&e), time_stamp_token: None }
+            }
+        };
+        match to_der(&resp) {
+            Ok(der) => der,
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a TimeStampResp failed");
+                SYSTEM_FAILURE_RESPONSE.to_vec()
+            }
+        }
+    }
+
+    /// A rejection for an error that happened outside [`TimestampAuthority::respond`] (say, the
+    /// worker running it died), through the same mapping.
+    pub fn refusal(err: &Error) -> Vec<u8> {
+        to_der(&TimeStampResp { status: status_info(err), time_stamp_token: None })
+            .unwrap_or_else(|_| SYSTEM_FAILURE_RESPONSE.to_vec())
+    }
+
+    /// Checks the request, takes a serial and genTime, signs, records, and returns the token.
+    ///
+    /// 1. check the request (format, extensions, algorithm, digest length, policy);
+    /// 2. under the lock: take the next serial (reserving a new block durably when the current
+    ///    one is used up) and read the clock, so serial order is genTime order;
+    /// 3. refuse when the TSA certificate or its chain is not valid at genTime;
+    /// 4. build the TSTInfo and sign it as a CMS SignedData token;
+    /// 5. record the token and flush — only then is it returned.
+    fn issue(&self, query_der: &[u8]) -> Result<ContentInfo, Error> {
+        let req = request::check(query_der, &self.config)?;
+        let (serial, gen_time) = {
+            let mut block = self.serials.lock().unwrap_or_else(|p| p.into_inner());
+            let serial = match block.as_mut().and_then(SerialBlock::next_serial) {
+                Some(s) => s,
+                None => {
+                    let mut fresh = self.store.reserve_serials(self.config.serial_block)?;
+                    let s = fresh.next_serial().ok_or_else(|| {
+                        Error::Store(cerdb::Error::Inconsistent("a reserved serial block is empty".into()))
+                    })?;
+                    *block = Some(fresh);
+                    s
+                }
+            };
+            let now = self.config.clock.now();
+            (serial, GenTime::new(truncate(now, self.precision_digits))?)
+        };
+        // A token that no relying party could validate is not issued.
+        if let Some(c) =
+            std::iter::once(&self.tsa_cert).chain(&self.chain).find(|c| !c.valid_at(gen_time.to_datetime()))
+        {
+            return Err(Error::TsaCertificate(format!("{} is not valid at {gen_time}", c.subject_string())));
+        }
+        let tst = TstInfo {
+            version: TspVersion::V1,
+            policy: req.policy,
+            message_imprint: req.imprint.clone(),
+            serial_number: int_from_u64(serial.value()),
+            gen_time,
+            accuracy: Some(self.accuracy.clone()),
+            ordering: false,
+            nonce: req.nonce.clone(),
+            tsa: Some(self.tsa_name.clone()),
+            extensions: None,
+        };
+        let token = self.sign(&to_der(&tst)?, req.cert_req)?;
+        let token_der = to_der(&token)?;
+        self.store.record_token(&TokenRecord {
+            serial,
+            gen_time: gen_time.to_datetime(),
+            hash_algorithm: req.hash.oid().to_string(),
+            imprint: req.imprint.hashed_message.as_bytes().to_vec(),
+            policy: req.policy.to_string(),
+            token_sha256: sha256(&token_der),
+        })?;
+        tracing::debug!(serial = %serial, gen_time = %gen_time, "issued timestamp token");
+        Ok(token)
+    }
+
+    /// Signs an encoded TSTInfo as a CMS SignedData (RFC 5652 §5, RFC 3161 §2.4.2): eContentType
+    /// id-ct-TSTInfo, one SignerInfo (version 1, issuerAndSerialNumber) with signed attributes
+    /// content-type, message-digest and signing-certificate-v2; the certificates when asked for.
+    fn sign(&self, tst_der: &[u8], cert_req: bool) -> Result<ContentInfo, Error> {
+        let digest = self.profile.digest;
+        let signed_attrs: SignedAttributes = SetOfVec::try_from(vec![
+            single_value_attribute(oids::ID_CONTENT_TYPE, Any::encode_from(&oids::ID_CT_TST_INFO)?)?,
+            single_value_attribute(
+                oids::ID_MESSAGE_DIGEST,
+                Any::encode_from(&OctetString::new(digest.digest(tst_der))?)?,
+            )?,
+            self.signing_certificate.clone(),
+        ])?;
+        let signature = self.signer.sign(&to_der(&signed_attrs)?)?;
+        let signer_info = SignerInfo {
+            version: CmsVersion::V1,
+            sid: self.sid.clone(),
+            digest_alg: digest.alg_id(),
+            signed_attrs: Some(signed_attrs),
+            signature_algorithm: self.profile.signature_algorithm.clone(),
+            signature: OctetString::new(signature)?,
+            unsigned_attrs: None,
+        };
+        let signed_data = SignedData {
+            // RFC 5652 §5.1: version 3 because eContentType is not id-data.
+            version: CmsVersion::V3,
+            digest_algorithms: SetOfVec::try_from(vec![digest.alg_id()])?,
+            encap_content_info: EncapsulatedContentInfo {
+                econtent_type: oids::ID_CT_TST_INFO,
+                econtent: Some(Any::new(Tag::OctetString, tst_der.to_vec())?),
+            },
+            certificates: cert_req.then(|| self.certificates.clone()),
+            crls: None,
+            signer_infos: SignerInfos(SetOfVec::try_from(vec![signer_info])?),
+        };
+        Ok(ContentInfo { content_type: oids::ID_SIGNED_DATA, content: Any::encode_from(&signed_data)? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use der::Decode;
+
+    #[test]
+    fn accuracy_fixes_precision() {
+        let cases = [
+            (Duration::from_secs(1), (Some(1), None, None), 0),
+            (Duration::from_millis(100), (None, Some(100), None), 1),
+            (Duration::from_millis(1500), (Some(1), Some(500), None), 1),
+            (Duration::from_millis(10), (None, Some(10), None), 2),
+            (Duration::from_micros(1), (None, None, Some(1)), 6),
+            (Duration::from_micros(2250), (None, Some(2), Some(250)), 5),
+        ];
+        for (d, (s, ms, us), digits) in cases {
+            let (acc, got) = accuracy_of(d).expect("valid");
+            assert_eq!((acc.seconds, acc.millis, acc.micros), (s, ms, us), "{d:?}");
+            assert_eq!(got, digits, "{d:?}");
+        }
+        for bad in [Duration::ZERO, Duration::from_nanos(1500), Duration::from_secs(3601)] {
+            assert!(accuracy_of(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_never_rounds_up() {
+        let t = DateTime::parse_from_rfc3339("2026-11-22T12:58:20.987654321Z").expect("t").to_utc();
+        assert_eq!(truncate(t, 0).nanosecond(), 0);
+        assert_eq!(truncate(t, 1).nanosecond(), 900_000_000);
+        assert_eq!(truncate(t, 3).nanosecond(), 987_000_000);
+        assert_eq!(truncate(t, 6).nanosecond(), 987_654_000);
+    }
+
+    #[test]
+    fn fallback_response_is_the_encoded_system_failure() {
+        let mut info = status_info(&Error::Encoding("x".into()));
+        info.status_string = None;
+        let der = to_der(&TimeStampResp { status: info, time_stamp_token: None }).expect("der");
+        assert_eq!(der, SYSTEM_FAILURE_RESPONSE);
+        let back = TimeStampResp::from_der(&SYSTEM_FAILURE_RESPONSE).expect("decode");
+        assert_eq!(back.status.status, PkiStatus::Rejection);
+        assert!(back.status.fail_info.expect("failInfo").contains(FailureBit::SystemFailure));
+    }
+
+    #[test]
+    fn every_request_error_maps_to_its_failure_bit() {
+        let cases = [
+            (Error::BadDataFormat("x".into()), FailureBit::BadDataFormat),
+            (
+                Error::ImprintLength { algorithm: "SHA-256", expected: 32, actual: 3 },
+                FailureBit::BadDataFormat,
+            ),
+            (Error::Sha1Refused, FailureBit::BadAlg),
+            (Error::HashAlgorithmRefused("1.2.3".into()), FailureBit::BadAlg),
+            (Error::HashParameters { oid: "1.2.3".into() }, FailureBit::BadAlg),
+            (Error::UnacceptedPolicy("1.2.3".into()), FailureBit::UnacceptedPolicy),
+            (Error::UnacceptedExtension("1.2.3".into()), FailureBit::UnacceptedExtension),
+            (Error::TimeNotAvailable("x".into()), FailureBit::TimeNotAvailable),
+            (Error::Store(cerdb::Error::Db("disk on fire".into())), FailureBit::SystemFailure),
+        ];
+        for (err, bit) in cases {
+            let info = status_info(&err);
+            assert_eq!(info.status, PkiStatus::Rejection);
+            assert_eq!(info.fail_info, Some(PkiFailureInfo::of(bit)), "{err}");
+            let text = info.status_string.expect("text").join(" ");
+            assert!(!text.contains("disk on fire"), "internal detail leaked: {text}");
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Fuzz-style tests of the two parsers: `respond` (TimeStampReq) and `verify` (tokens). Random,
+//! truncated, bit-flipped and oversized inputs: never a panic, always a decodable TimeStampResp
+//! (respond) or an error naming a check (verify).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use hsm_sim::KeyType;
+use tsa::asn1::PkiStatus;
+use tsa::{Error, Timestamped, TsaConfig};
+
+/// xorshift64*: a small deterministic generator, so a failure can be replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+fn check_response(der: &[u8], input: &[u8]) -> PkiStatus {
+    let resp = std::panic::catch_unwind(|| decode_resp(der))
+        .unwrap_or_else(|_| panic!("undecodable response to input {}", hex::encode(input)));
+    if resp.status.status == PkiStatus::Rejection {
+        assert!(resp.time_stamp_token.is_none());
+        assert!(resp.status.fail_info.is_some(), "a refusal without failInfo for {}", hex::encode(input));
+    } else {
+        assert!(resp.time_stamp_token.is_some());
+    }
+    resp.status.status
+}
+
+#[test]
+fn respond_survives_random_truncated_flipped_and_oversized_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::create(dir.path(), KeyType::P256, false);
+    let (_db, tsa) = fx.tsa(TsaConfig::default());
+    let mut rng = Rng(0x5eed_0000_3161_5816);
+    let valid = query_for(SHA256, &sha256(b"fuzz"), Some(0xfeed_beef), true);
+    let mut granted = 0;
+
+    // Every truncation of a valid request.
+    for n in 0..valid.len() {
+        assert_eq!(check_response(&tsa.respond(&valid[..n]), &valid[..n]), PkiStatus::Rejection);
+    }
+    // Random bytes, and random bytes behind a plausible SEQUENCE header.
+    for _ in 0..2000 {
+        let len = rng.below(200);
+        let mut input = rng.bytes(len);
+        if rng.below(2) == 0 && !input.is_empty() {
+            input[0] = 0x30;
+        }
+        check_response(&tsa.respond(&input), &input);
+    }
+    // Bit flips and byte changes of the valid request (some still valid: granted).
+    for _ in 0..400 {
+        let mut input = valid.clone();
+        for _ in 0..=rng.below(3) {
+            let i = rng.below(input.len());
+            input[i] ^= 1 << rng.below(8);
+        }
+        if check_response(&tsa.respond(&input), &input) == PkiStatus::Granted {
+            granted += 1;
+        }
+    }
+    assert!(granted > 0, "no flipped request was still valid: the loop tested only refusals");
+    // Oversized: the valid request with 1 MiB of trailing garbage, and a 1 MiB length header.
+    let mut big = valid.clone();
+    big.extend(rng.bytes(1 << 20));
+    assert_eq!(check_response(&tsa.respond(&big), &big[..64]), PkiStatus::Rejection);
+    let mut huge = vec![0x30, 0x83, 0x10, 0x00, 0x00];
+    huge.extend(rng.bytes(1 << 20));
+    assert_eq!(check_response(&tsa.respond(&huge), &huge[..64]), PkiStatus::Rejection);
+    // Deep nesting.
+    let nested: Vec<u8> = std::iter::repeat_n([0x30, 0x80], 5000).flatten().collect();
+    assert_eq!(check_response(&tsa.respond(&nested), &nested[..64]), PkiStatus::Rejection);
+}
+
+#[test]
+fn verify_survives_mangled_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::create(dir.path(), KeyType::P256, true);
+    let (db, tsa) = fx.tsa(TsaConfig::default());
+    let verifier = fx.verifier(&db);
+    let data = b"fuzzed token";
+    let resp = stamp(&tsa, data, true);
+    let token = token_der(&decode_resp(&resp));
+    verifier.verify(&token, Timestamped::Data(data)).unwrap();
+    let mut rng = Rng(0x0bad_cafe_1234_5678);
+
+    let refused = |input: &[u8]| match verifier.verify(input, Timestamped::Data(data)) {
+        Err(Error::Verification { .. }) => {}
+        other => panic!("{other:?} for {}", hex::encode(input)),
+    };
+    for input in [&resp, &token] {
+        for n in 0..input.len() {
+            refused(&input[..n]);
+        }
+    }
+    for _ in 0..1000 {
+        let mut input = token.clone();
+        for _ in 0..=rng.below(4) {
+            let i = rng.below(input.len());
+            input[i] ^= 1 << rng.below(8);
+        }
+        refused(&input);
+    }
+    for _ in 0..1000 {
+        let len = rng.below(300);
+        refused(&rng.bytes(len));
+    }
+    let mut big = token.clone();
+    big.extend(rng.bytes(1 << 20));
+    refused(&big);
+}
