@@ -69,7 +69,7 @@ pub enum Error {
         requested: String,
     },
     /// The key cannot serve the requested usage.
-    #[error("a {key} key cannot be used for a {usage} certificate: {why}")]
+    #[error("{key} keys cannot be used for {usage} certificates: {why}")]
     KeyUnsuitable {
         /// The key type.
         key: String,

@@ -1,1 +1,1036 @@
-//! Placeholder: filled by its own issue.
+//! # pki-tests — end-to-end tests of the `pki` binary
+//!
+//! **Owns:** the harness the tests in `tests/` share: building the real `pki` binary once per
+//! test process, a private temporary directory per test with its own `pki.toml` and loopback port,
+//! a [`Server`] guard around `pki serve`, and thin wrappers over the real clients (OpenSSL 3,
+//! curl) that the acceptance criteria name.
+//!
+//! **Must not:** link the product's library crates: every check goes through the binary, the
+//! files it writes, and real clients. (The audit-tampering test opens the sled database directly,
+//! as an attacker with file access would.)
+//!
+//! A missing tool is a failure, never a skip: [`require_tool`] panics naming the install command.
+//!
+//! Environment knobs, all optional: `PKI_TESTS_BIN` (test that binary instead of building one),
+//! `PKI_TESTS_TRACE` (print how long the build, each command and each server start took),
+//! `PKI_TESTS_BUILD_LOG` (write cargo's stderr of the build there).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use x509_parser;
+
+/// Longest any one command may run before the test fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest `pki serve` may take to answer `/healthz`.
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Environment variables of `pki` that would make a run depend on the caller's shell.
+const PKI_ENV: [&str; 4] = ["PKI_DATA", "PKI_CONFIG", "PKI_HSM_PASSPHRASE", "RUST_LOG"];
+
+/// Finds `tool` on `PATH`, or panics naming the command that installs it. Never skips.
+pub fn require_tool(tool: &str, install: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(tool);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("the end-to-end tests need `{tool}`, which is not on PATH: install it with `{install}`");
+}
+
+/// OpenSSL 3 (checked once).
+pub fn openssl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = require_tool("openssl", "apt-get install -y openssl");
+        let out = run(Command::new(&bin).arg("version"));
+        assert!(
+            out.stdout.starts_with("OpenSSL 3."),
+            "the end-to-end tests need OpenSSL 3 (`apt-get install -y openssl`), found {:?}",
+            out.stdout.trim()
+        );
+        bin
+    })
+}
+
+/// curl (checked once).
+pub fn curl_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| require_tool("curl", "apt-get install -y curl"))
+}
+
+/// The `pki` binary, built once per test process with `cargo build --bin pki`.
+///
+/// `PKI_TESTS_BIN=/path/to/pki` tests that binary instead (say, a release build) and skips the
+/// build.
+pub fn pki_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PKI_TESTS_BIN") {
+            let bin = PathBuf::from(bin);
+            assert!(bin.is_file(), "PKI_TESTS_BIN={} is not a file", bin.display());
+            return bin;
+        }
+        let start = Instant::now();
+        let bin = build_pki();
+        if std::env::var_os("PKI_TESTS_TRACE").is_some() {
+            eprintln!("[{:>7.3}s] cargo build --bin pki", start.elapsed().as_secs_f64());
+        }
+        bin
+    })
+}
+
+fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.join("..").join("..").canonicalize().expect("workspace root")
+}
+
+fn build_pki() -> PathBuf {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let mut cmd = Command::new(&cargo);
+    // Cargo sets these for the test process; inherited, they would change what build scripts see
+    // (ring's reruns on CARGO_MANIFEST_DIR) and rebuild half the tree on every test run.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_EXE_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&k.as_ref())
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let out = cmd
+        .args(["build", "--bin", "pki", "--message-format=json-render-diagnostics", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cargo:?} build --bin pki: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if let Some(log) = std::env::var_os("PKI_TESTS_BUILD_LOG") {
+        let _ = std::fs::write(log, &out.stderr);
+    }
+    assert!(
+        out.status.success(),
+        "`cargo build --bin pki` failed:\n{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The artifact message names the executable wherever the target directory is
+    // (CARGO_TARGET_DIR, build.target-dir, ...).
+    for line in stdout.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "pki" {
+            if let Some(exe) = msg["executable"].as_str() {
+                return PathBuf::from(exe);
+            }
+        }
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|t| if t.is_absolute() { t } else { root.join(t) })
+        .unwrap_or_else(|| root.join("target"));
+    let exe = target.join("debug").join("pki");
+    assert!(exe.is_file(), "cargo built pki but it is not at {}", exe.display());
+    exe
+}
+
+/// What a finished command printed.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output (lossy UTF-8).
+    pub stdout: String,
+    /// Standard error (lossy UTF-8).
+    pub stderr: String,
+    /// Standard output, bytes.
+    pub stdout_bytes: Vec<u8>,
+    /// What ran, for messages.
+    pub what: String,
+}
+
+impl Out {
+    /// Panics unless the command succeeded.
+    pub fn ok(self) -> Out {
+        assert!(
+            self.status.success(),
+            "`{}` failed ({}):\nstdout: {}\nstderr: {}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with exactly one line on stderr starting `error:`;
+    /// returns that line.
+    pub fn one_error_line(&self) -> String {
+        assert!(!self.status.success(), "`{}` succeeded but should have failed:\n{}", self.what, self.stdout);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "`{}` must print exactly one line on stderr, printed {}:\n{}",
+            self.what,
+            lines.len(),
+            self.stderr
+        );
+        assert!(
+            lines[0].starts_with("error: "),
+            "`{}`: stderr line does not start `error:`: {}",
+            self.what,
+            lines[0]
+        );
+        lines[0].to_string()
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Runs a command to completion (bounded by [`COMMAND_TIMEOUT`]), capturing its output.
+pub fn run(cmd: &mut Command) -> Out {
+    run_with_input(cmd, None)
+}
+
+/// Runs a command with `input` on its standard input.
+pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Out {
+    let what = describe(cmd);
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+    }
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if start.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if std::env::var_os("PKI_TESTS_TRACE").is_some() {
+        eprintln!("[{:>7.3}s] {what}", start.elapsed().as_secs_f64());
+    }
+    let stdout_bytes = t_out.join().unwrap();
+    let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
+    Out { status, stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(), stderr, stdout_bytes, what }
+}
+
+/// `openssl ARGS`, which must succeed.
+pub fn openssl<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(Command::new(openssl_bin()).args(args)).ok()
+}
+
+/// `openssl ARGS`, whatever its outcome.
+pub fn openssl_try<I, S>(args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run(Command::new(openssl_bin()).args(args))
+}
+
+/// GET with curl (a real HTTP client); the body. Fails unless the status is 2xx.
+pub fn curl_get(url: &str) -> Vec<u8> {
+    let out = run(Command::new(curl_bin()).args(["-sS", "--fail", "--max-time", "20", url])).ok();
+    out.stdout_bytes
+}
+
+/// GET with curl; (status, content type, body) whatever the status.
+pub fn curl_get_status(url: &str) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let out = run(Command::new(curl_bin())
+        .args(["-sS", "--max-time", "20", "-w", "%{http_code} %{content_type}", "-o"])
+        .arg(&body)
+        .arg(url))
+    .ok();
+    let (code, ctype) = out.stdout.split_once(' ').unwrap_or((out.stdout.as_str(), ""));
+    (code.parse().expect("HTTP status"), ctype.to_string(), std::fs::read(&body).unwrap_or_default())
+}
+
+/// A minimal HTTP/1.1 GET over loopback; `None` when nothing answers. For health polling only.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf[head_end + 4..].to_vec()))
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+/// A `pki` command with none of the caller's `PKI_*`/`RUST_LOG` settings.
+pub fn pki_command() -> Command {
+    let mut c = Command::new(pki_bin());
+    for v in PKI_ENV {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// One test's world: a private temporary directory holding `pki.toml`, the data directory
+/// (`data/`, created by `pki`) and the test's own files, and a loopback port of its own.
+pub struct Env {
+    dir: tempfile::TempDir,
+    /// The data directory (`--data`).
+    pub data: PathBuf,
+    /// The configuration file (`--config`).
+    pub config: PathBuf,
+    /// The port `pki serve` listens on; `public_base_url` points at it.
+    pub port: u16,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
+impl Env {
+    /// A fresh environment with the default settings but a real `public_base_url`.
+    pub fn new() -> Env {
+        Env::with_config("")
+    }
+
+    /// A fresh environment; `extra` is appended to `pki.toml` (top-level tables only, e.g.
+    /// `[hsm]`).
+    pub fn with_config(extra: &str) -> Env {
+        let dir = tempfile::Builder::new().prefix("pki-e2e-").tempdir().expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("pki.toml");
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{extra}"
+        );
+        std::fs::write(&config, text).unwrap();
+        Env { data: dir.path().join("data"), config, port, dir }
+    }
+
+    /// Appends `text` to `pki.toml` (top-level tables, e.g. `[hsm]`).
+    pub fn append_config(&self, text: &str) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&self.config).unwrap();
+        writeln!(f, "\n{text}").unwrap();
+    }
+
+    /// The temporary directory (outside the data directory).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `public_base_url`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A path in the temporary directory, outside the data directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file in the temporary directory; its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+
+    /// `pki --config C --data D ARGS`, run in the temporary directory.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut c = pki_command();
+        c.arg("--config").arg(&self.config).arg("--data").arg(&self.data).args(args).current_dir(self.dir());
+        c
+    }
+
+    /// Runs `pki ARGS`, whatever its outcome.
+    pub fn pki_try<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run(&mut self.command(args))
+    }
+
+    /// Runs `pki ARGS`, which must succeed.
+    pub fn pki<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.pki_try(args).ok()
+    }
+
+    /// Runs `pki ARGS`, which must fail with exactly one `error:` line on stderr naming every
+    /// one of `names`; returns the line.
+    pub fn pki_fails<I, S>(&self, args: I, names: &[&str]) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let out = self.pki_try(args);
+        let line = out.one_error_line();
+        for n in names {
+            assert!(line.contains(n), "`{}`: the error does not name {n:?}: {line}", out.what);
+        }
+        line
+    }
+
+    /// `pki init`, which must report that it created the CA.
+    pub fn init(&self) -> Out {
+        let out = self.pki(["init"]);
+        assert!(out.stdout.starts_with("CA initialised\n"), "unexpected init output: {}", out.stdout);
+        out
+    }
+
+    /// Starts `pki serve` on this environment's port and waits for `/healthz`.
+    pub fn serve(&self) -> Server {
+        let mut cmd = self.command(["serve", "--listen", &format!("127.0.0.1:{}", self.port)]);
+        Server::start(&mut cmd, self.port, self.dir())
+    }
+
+    /// `pki ca-cert root` and `pki ca-cert issuing` written as `root.pem`, `issuing.pem` and
+    /// `chain.pem` (both); their paths.
+    pub fn ca_files(&self) -> CaFiles {
+        let root = self.pki(["ca-cert", "root"]).stdout;
+        let issuing = self.pki(["ca-cert", "issuing"]).stdout;
+        CaFiles {
+            root: self.write("root.pem", &root),
+            issuing: self.write("issuing.pem", &issuing),
+            chain: self.write("chain.pem", format!("{root}{issuing}")),
+            issuing_der: pem_der(&issuing),
+        }
+    }
+
+    /// The serials `pki list` shows, in its order.
+    pub fn list_serials(&self) -> Vec<String> {
+        parse_list(&self.pki(["list"]).stdout).into_iter().map(|r| r.serial).collect()
+    }
+}
+
+/// The CA certificates as files.
+#[derive(Debug, Clone)]
+pub struct CaFiles {
+    /// The root, PEM.
+    pub root: PathBuf,
+    /// The issuing CA, PEM.
+    pub issuing: PathBuf,
+    /// Root then issuing CA, PEM.
+    pub chain: PathBuf,
+    /// The issuing CA, DER.
+    pub issuing_der: Vec<u8>,
+}
+
+/// One row of `pki list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRow {
+    /// Serial (upper-case hex).
+    pub serial: String,
+    /// Kind.
+    pub kind: String,
+    /// Status.
+    pub status: String,
+    /// E-mail or `-`.
+    pub email: String,
+}
+
+/// Parses the table `pki list` prints (header first).
+pub fn parse_list(stdout: &str) -> Vec<ListRow> {
+    let mut lines = stdout.lines();
+    let header = lines.next().expect("pki list prints a header");
+    assert!(header.starts_with("SERIAL"), "unexpected pki list header: {header}");
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 5, "unexpected pki list row: {l}");
+            ListRow {
+                serial: f[0].to_string(),
+                kind: f[1].to_string(),
+                status: f[2].to_string(),
+                email: f[4].to_string(),
+            }
+        })
+        .collect()
+}
+
+static STARTS: AtomicUsize = AtomicUsize::new(0);
+
+/// A running `pki serve`. Dropping it kills the process.
+pub struct Server {
+    child: Option<Child>,
+    /// The port it listens on.
+    pub port: u16,
+    stdout_log: PathBuf,
+    stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts `cmd` (a `pki ... serve --listen 127.0.0.1:PORT` command) with its output going to
+    /// log files in `log_dir`, and waits until `/healthz` answers 200 (at most
+    /// [`HEALTH_TIMEOUT`]; then panics with the server's stderr).
+    pub fn start(cmd: &mut Command, port: u16, log_dir: &Path) -> Server {
+        let n = STARTS.fetch_add(1, Ordering::SeqCst);
+        let stdout_log = log_dir.join(format!("serve-{n}.stdout"));
+        let stderr_log = log_dir.join(format!("serve-{n}.stderr"));
+        let what = describe(cmd);
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_log).unwrap())
+            .stderr(std::fs::File::create(&stderr_log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `{what}`: {e}"));
+        let mut server = Server { child: Some(child), port, stdout_log, stderr_log };
+        let start = Instant::now();
+        loop {
+            if let Some((200, body)) = http_get(port, "/healthz") {
+                let body = String::from_utf8_lossy(&body);
+                assert!(body.contains("ok"), "/healthz answered 200 with {body}");
+                if std::env::var_os("PKI_TESTS_TRACE").is_some() {
+                    eprintln!("[{:>7.3}s] {what} (healthy)", start.elapsed().as_secs_f64());
+                }
+                return server;
+            }
+            if let Some(st) = server.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("`{what}` exited ({st}) before answering /healthz:\n{}", server.stderr());
+            }
+            if start.elapsed() > HEALTH_TIMEOUT {
+                panic!(
+                    "`{what}` did not answer /healthz within {HEALTH_TIMEOUT:?}; its stderr:\n{}",
+                    server.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the server printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_log).unwrap_or_default()
+    }
+
+    /// What the server printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// SIGKILL, and reap the process.
+    pub fn sigkill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL the server"); // Child::kill sends SIGKILL on Unix
+            let st = c.wait().unwrap();
+            assert!(!st.success(), "a SIGKILLed server cannot exit successfully");
+        }
+    }
+
+    /// SIGTERM (actix stops gracefully and removes the admin socket); SIGKILL if it has not
+    /// stopped after 15 s.
+    pub fn stop(mut self) {
+        let Some(mut c) = self.child.take() else { return };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        while c.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = c.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The DER of the first PEM block of `text`.
+pub fn pem_der(text: &str) -> Vec<u8> {
+    pem::parse(text.as_bytes()).unwrap_or_else(|e| panic!("not PEM ({e}): {text}")).into_contents()
+}
+
+/// A certificate's serial as `pki` prints it: upper-case hex of the magnitude, even length.
+pub fn cert_serial(der: &[u8]) -> String {
+    let (_, c) = x509_parser::parse_x509_certificate(der).expect("certificate DER");
+    serial_text(c.raw_serial())
+}
+
+/// Upper-case hex of an INTEGER's content octets without leading zero bytes.
+pub fn serial_text(content: &[u8]) -> String {
+    let start = content.iter().take_while(|b| **b == 0).count();
+    hex::encode_upper(&content[start..])
+}
+
+/// The key types the tests make with `openssl genpkey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySpec {
+    /// RSA with this many bits.
+    Rsa(u32),
+    /// EC P-256.
+    P256,
+    /// EC P-384.
+    P384,
+    /// EC P-521.
+    P521,
+    /// Ed25519.
+    Ed25519,
+    /// Ed448.
+    Ed448,
+    /// DSA 2048 (parameters generated first).
+    Dsa,
+}
+
+/// Generates a private key with `openssl genpkey` into `dir/name` (PEM, unencrypted); its path.
+pub fn gen_key(dir: &Path, name: &str, spec: KeySpec) -> PathBuf {
+    let out = dir.join(name);
+    let mut args: Vec<String> = vec!["genpkey".into()];
+    match spec {
+        KeySpec::Rsa(bits) => args.extend([
+            "-algorithm".into(),
+            "RSA".into(),
+            "-pkeyopt".into(),
+            format!("rsa_keygen_bits:{bits}"),
+        ]),
+        KeySpec::P256 | KeySpec::P384 | KeySpec::P521 => {
+            let curve = match spec {
+                KeySpec::P256 => "P-256",
+                KeySpec::P384 => "P-384",
+                _ => "P-521",
+            };
+            args.extend([
+                "-algorithm".into(),
+                "EC".into(),
+                "-pkeyopt".into(),
+                format!("ec_paramgen_curve:{curve}"),
+            ])
+        }
+        KeySpec::Ed25519 => args.extend(["-algorithm".into(), "ED25519".into()]),
+        KeySpec::Ed448 => args.extend(["-algorithm".into(), "ED448".into()]),
+        KeySpec::Dsa => {
+            let params = dir.join(format!("{name}.params"));
+            openssl([
+                OsStr::new("genpkey"),
+                OsStr::new("-genparam"),
+                OsStr::new("-algorithm"),
+                OsStr::new("DSA"),
+                OsStr::new("-pkeyopt"),
+                OsStr::new("dsa_paramgen_bits:2048"),
+                OsStr::new("-out"),
+                params.as_os_str(),
+            ]);
+            args.extend(["-paramfile".into(), params.display().to_string()]);
+        }
+    }
+    args.extend(["-out".into(), out.display().to_string()]);
+    openssl(&args);
+    out
+}
+
+/// `openssl req -new` with `key`, `subject` and extra arguments (e.g. `-addext`, `-sha1`);
+/// writes PEM to `out` and returns its path.
+pub fn make_csr(key: &Path, out: &Path, subject: &str, extra: &[&str]) -> PathBuf {
+    let mut args: Vec<&OsStr> = vec![
+        "req".as_ref(),
+        "-new".as_ref(),
+        "-key".as_ref(),
+        key.as_os_str(),
+        "-subj".as_ref(),
+        subject.as_ref(),
+    ];
+    args.extend(extra.iter().map(|s| OsStr::new(*s)));
+    args.extend(["-out".as_ref(), out.as_os_str()]);
+    openssl(&args);
+    out.to_path_buf()
+}
+
+/// The DER SubjectPublicKeyInfo of a private key file (PEM), per OpenSSL.
+pub fn spki_of_key(key: &Path) -> Vec<u8> {
+    openssl([
+        OsStr::new("pkey"),
+        OsStr::new("-in"),
+        key.as_os_str(),
+        OsStr::new("-pubout"),
+        OsStr::new("-outform"),
+        OsStr::new("DER"),
+    ])
+    .stdout_bytes
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("read_dir {}: {e}", d.display())) {
+            let e = e.unwrap();
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The subscriber profiles, as the S/MIME Baseline Requirements (strict) and RFC 8813 define
+/// their key usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafProfile {
+    /// Signing: digitalSignature + nonRepudiation.
+    Signing,
+    /// RSA encryption: keyEncipherment only.
+    EncryptionRsa,
+    /// EC encryption: keyAgreement only (never keyEncipherment).
+    EncryptionEc,
+}
+
+/// The 9 keyUsage bits in RFC 5280 order.
+pub type KuBits = [bool; 9];
+
+impl LeafProfile {
+    /// The keyUsage bits the profile requires: digitalSignature, nonRepudiation,
+    /// keyEncipherment, dataEncipherment, keyAgreement, keyCertSign, cRLSign, encipherOnly,
+    /// decipherOnly.
+    pub fn key_usage(self) -> KuBits {
+        let mut bits = [false; 9];
+        match self {
+            LeafProfile::Signing => {
+                bits[0] = true;
+                bits[1] = true;
+            }
+            LeafProfile::EncryptionRsa => bits[2] = true,
+            LeafProfile::EncryptionEc => bits[4] = true,
+        }
+        bits
+    }
+}
+
+/// OIDs of the extensions a subscriber certificate carries, and nothing else.
+const LEAF_EXTENSIONS: [&str; 9] = [
+    "1.3.6.1.5.5.7.1.1", // authorityInfoAccess
+    "2.5.29.14",         // subjectKeyIdentifier
+    "2.5.29.15",         // keyUsage
+    "2.5.29.17",         // subjectAltName
+    "2.5.29.19",         // basicConstraints
+    "2.5.29.31",         // cRLDistributionPoints
+    "2.5.29.32",         // certificatePolicies
+    "2.5.29.35",         // authorityKeyIdentifier
+    "2.5.29.37",         // extKeyUsage
+];
+
+/// The S/MIME BR mailbox-validated strict policy.
+pub const POLICY_MAILBOX_STRICT: &str = "2.23.140.1.5.1.3";
+
+/// Checks a subscriber certificate from its DER against the profile: version, serial number
+/// size and sign, signature by the issuing CA, subject, certified key, validity, and every
+/// extension with its criticality. Panics naming the first difference.
+pub fn check_leaf(
+    der: &[u8],
+    email: &str,
+    profile: LeafProfile,
+    base_url: &str,
+    issuing_der: &[u8],
+    expected_spki: &[u8],
+) {
+    use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
+    use x509_parser::prelude::*;
+
+    let (rest, cert) = X509Certificate::from_der(der).expect("certificate DER");
+    assert!(rest.is_empty(), "trailing bytes after the certificate");
+    let (_, issuing) = X509Certificate::from_der(issuing_der).expect("issuing CA DER");
+    assert_eq!(cert.version(), X509Version::V3, "not a v3 certificate");
+
+    // Serial: a positive INTEGER of at most 20 octets (RFC 5280 4.1.2.2) with at least 64 bits
+    // from a CSPRNG (S/MIME BR 7.1); DER-minimal.
+    let raw = cert.raw_serial();
+    assert!(!raw.is_empty() && raw.len() <= 20, "serial has {} content octets", raw.len());
+    assert_eq!(raw[0] & 0x80, 0, "serial is negative");
+    if raw.len() > 1 {
+        assert!(raw[0] != 0 || raw[1] & 0x80 != 0, "serial is not minimally encoded");
+    }
+    let mag = &raw[raw.iter().take_while(|b| **b == 0).count()..];
+    assert!(!mag.is_empty(), "serial is zero");
+    let bits = mag.len() * 8 - mag[0].leading_zeros() as usize;
+    assert!(bits >= 64, "serial has only {bits} bits");
+    assert!(mag.len() <= 20 && mag.len() >= 9, "serial magnitude has {} octets", mag.len());
+
+    assert_eq!(
+        cert.signature_algorithm.algorithm.to_id_string(),
+        "1.2.840.10045.4.3.2",
+        "the P-256 issuing CA signs with ecdsa-with-SHA256"
+    );
+    cert.verify_signature(Some(issuing.public_key())).expect("signature by the issuing CA verifies");
+    assert_eq!(cert.issuer().as_raw(), issuing.subject().as_raw(), "issuer is the issuing CA's subject");
+
+    let subject: Vec<(String, String)> = cert
+        .subject()
+        .iter_attributes()
+        .map(|a| (a.attr_type().to_id_string(), a.as_str().expect("printable subject").to_string()))
+        .collect();
+    assert_eq!(
+        subject,
+        vec![
+            ("2.5.4.3".to_string(), email.to_string()),
+            ("1.2.840.113549.1.9.1".to_string(), email.to_string())
+        ],
+        "subject must be CN=<mailbox>, emailAddress=<mailbox>"
+    );
+    assert_eq!(cert.public_key().raw, expected_spki, "the certified key is not the requested one");
+
+    let v = cert.validity();
+    let secs = v.not_after.timestamp() - v.not_before.timestamp();
+    assert_eq!(secs, 365 * 86_400, "leaf validity is the configured 365 days");
+    assert!(secs <= 825 * 86_400);
+
+    let mut oids: Vec<String> = cert.extensions().iter().map(|e| e.oid.to_id_string()).collect();
+    oids.sort();
+    let mut want: Vec<String> = LEAF_EXTENSIONS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(oids, want, "the extensions (each exactly once)");
+
+    let ku = cert.key_usage().expect("keyUsage parses").expect("keyUsage present");
+    assert!(ku.critical, "keyUsage must be critical");
+    let k = ku.value;
+    let got = [
+        k.digital_signature(),
+        k.non_repudiation(),
+        k.key_encipherment(),
+        k.data_encipherment(),
+        k.key_agreement(),
+        k.key_cert_sign(),
+        k.crl_sign(),
+        k.encipher_only(),
+        k.decipher_only(),
+    ];
+    assert_eq!(got, profile.key_usage(), "keyUsage of a {profile:?} certificate");
+
+    let eku = cert.extended_key_usage().expect("EKU parses").expect("EKU present");
+    assert!(!eku.critical, "extKeyUsage is not critical");
+    let e = eku.value;
+    assert!(e.email_protection, "EKU emailProtection");
+    assert!(
+        !(e.any || e.server_auth || e.client_auth || e.code_signing || e.time_stamping || e.ocsp_signing)
+            && e.other.is_empty(),
+        "EKU must be emailProtection only: {e:?}"
+    );
+
+    let bc = cert.basic_constraints().expect("BC parses").expect("BC present");
+    assert!(!bc.value.ca, "a subscriber certificate is not a CA");
+    assert_eq!(bc.value.path_len_constraint, None);
+
+    let san = cert.subject_alternative_name().expect("SAN parses").expect("SAN present");
+    assert!(!san.critical, "SAN is not critical when the subject is not empty");
+    assert_eq!(san.value.general_names, vec![GeneralName::RFC822Name(email)], "SAN is the mailbox only");
+
+    let mut policies = None;
+    let mut crldp = None;
+    let mut aia = None;
+    let mut ski = None;
+    let mut aki = None;
+    for ext in cert.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::CertificatePolicies(p) => {
+                assert!(!ext.critical, "certificatePolicies is not critical");
+                policies = Some(p.iter().map(|i| i.policy_id.to_id_string()).collect::<Vec<_>>());
+            }
+            ParsedExtension::CRLDistributionPoints(d) => {
+                assert!(!ext.critical, "cRLDistributionPoints is not critical");
+                let mut uris = Vec::new();
+                for p in &d.points {
+                    match &p.distribution_point {
+                        Some(DistributionPointName::FullName(names)) => {
+                            for n in names {
+                                match n {
+                                    GeneralName::URI(u) => uris.push(u.to_string()),
+                                    other => panic!("CRL distribution point is not a URI: {other:?}"),
+                                }
+                            }
+                        }
+                        other => panic!("CRL distribution point without a full name: {other:?}"),
+                    }
+                }
+                crldp = Some(uris);
+            }
+            ParsedExtension::AuthorityInfoAccess(a) => {
+                assert!(!ext.critical, "authorityInfoAccess is not critical");
+                aia = Some(
+                    a.accessdescs
+                        .iter()
+                        .map(|d| match &d.access_location {
+                            GeneralName::URI(u) => (d.access_method.to_id_string(), u.to_string()),
+                            other => panic!("AIA location is not a URI: {other:?}"),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = Some(a.key_identifier.as_ref().expect("AKI keyIdentifier").0.to_vec())
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(policies.expect("policies"), vec![POLICY_MAILBOX_STRICT.to_string()], "certificatePolicies");
+    assert_eq!(crldp.expect("CRL DP"), vec![format!("{base_url}/crl/issuing.crl")], "CRL distribution point");
+    let mut aia = aia.expect("AIA");
+    aia.sort();
+    assert_eq!(
+        aia,
+        vec![
+            ("1.3.6.1.5.5.7.48.1".to_string(), format!("{base_url}/ocsp")),
+            ("1.3.6.1.5.5.7.48.2".to_string(), format!("{base_url}/ca/issuing.crt")),
+        ],
+        "AIA: OCSP and caIssuers"
+    );
+    assert!(!ski.expect("SKI").is_empty(), "subjectKeyIdentifier is empty");
+    let issuing_ski = issuing
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+        .expect("issuing CA SKI");
+    assert_eq!(aki.expect("AKI"), issuing_ski, "authorityKeyIdentifier is the issuing CA's key id");
+}
+
+/// The revoked entries of a CRL as `openssl crl -text` prints them: (serial as `pki` prints it,
+/// the reason's text if a reasonCode is present).
+pub fn crl_entries_openssl(crl: &Path, inform: &str) -> Vec<(String, Option<String>)> {
+    let text = openssl([
+        OsStr::new("crl"),
+        OsStr::new("-inform"),
+        OsStr::new(inform),
+        OsStr::new("-in"),
+        crl.as_os_str(),
+        OsStr::new("-text"),
+        OsStr::new("-noout"),
+    ])
+    .stdout;
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut lines = text.lines().map(str::trim);
+    while let Some(l) = lines.next() {
+        if let Some(s) = l.strip_prefix("Serial Number:") {
+            let bytes = hex::decode(s.trim().replace(':', "")).expect("serial hex");
+            out.push((serial_text(&bytes), None));
+        } else if l.starts_with("X509v3 CRL Reason Code") {
+            let reason = lines.next().expect("reason line").to_string();
+            out.last_mut().expect("reason after a serial").1 = Some(reason);
+        }
+    }
+    out
+}
+
+/// The revoked entries of a DER CRL as x509-parser decodes them: (serial, reasonCode), after
+/// checking that the issuing CA's key signed it. Also returns the cRLNumber.
+pub fn crl_entries_der(crl_der: &[u8], issuer_der: &[u8]) -> (Vec<(String, Option<u8>)>, u64) {
+    let (rest, crl) = x509_parser::parse_x509_crl(crl_der).expect("CRL DER");
+    assert!(rest.is_empty(), "trailing bytes after the CRL");
+    let (_, issuer) = x509_parser::parse_x509_certificate(issuer_der).expect("issuer DER");
+    crl.verify_signature(issuer.public_key()).expect("CRL signature by the issuer");
+    assert_eq!(crl.issuer().as_raw(), issuer.subject().as_raw(), "CRL issuer name");
+    let number = crl.crl_number().expect("cRLNumber").to_u64_digits();
+    let number = number.first().copied().unwrap_or(0);
+    let entries = crl
+        .iter_revoked_certificates()
+        .map(|r| (serial_text(r.raw_serial()), r.reason_code().map(|(_, c)| c.0)))
+        .collect();
+    (entries, number)
+}

@@ -1,0 +1,169 @@
+//! `pki serve` itself: the admin socket is private and survives garbage; run with no `--data` in a
+//! fresh directory it creates `./pki-data`, initialises the CA and serves `/healthz`; a second
+//! `pki init` changes nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use pki_tests::*;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Sends `bytes` on a fresh connection, half-closes, and returns whatever comes back.
+fn send_raw(sock: &Path, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(sock).expect("connect to the admin socket");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    reply
+}
+
+/// A reply frame holding `{"Err": "..."}`: the message.
+fn error_reply(reply: &[u8]) -> String {
+    assert!(reply.len() >= 4, "no reply frame: {reply:?}");
+    let len = u32::from_be_bytes(reply[..4].try_into().unwrap()) as usize;
+    assert_eq!(reply.len(), 4 + len, "reply frame length");
+    let v: serde_json::Value = serde_json::from_slice(&reply[4..]).expect("reply is JSON");
+    v["Err"].as_str().unwrap_or_else(|| panic!("not an error reply: {v}")).to_string()
+}
+
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut v = (body.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn assert_alive(server: &mut Server, after: &str) {
+    assert!(server.is_running(), "the server died after {after}:\n{}", server.stderr());
+    let (code, body) =
+        http_get(server.port, "/healthz").unwrap_or_else(|| panic!("no /healthz after {after}"));
+    assert_eq!(code, 200, "/healthz after {after}: {}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn admin_socket_is_mode_0600_and_garbage_does_not_kill_the_server() {
+    let env = Env::new();
+    let mut server = env.serve();
+    let sock = env.data.join("admin.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket(), "admin.sock is a socket");
+    assert_eq!(mode(&sock), 0o600, "the admin socket is mode 0600");
+    assert_eq!(mode(&env.data), 0o700, "the data directory is mode 0700");
+    assert_eq!(mode(&env.data.join("keys")), 0o700, "the key store is mode 0700");
+
+    // An idle client that never sends anything must not block anyone else.
+    let idle = UnixStream::connect(&sock).unwrap();
+
+    let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("connect and close", vec![], Some("cannot read admin request")),
+        ("three bytes", vec![1, 2, 3], Some("cannot read admin request")),
+        ("random bytes", noise[..64].to_vec(), None),
+        ("a 4 GiB length prefix", vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3], Some("too large")),
+        (
+            "a frame cut short",
+            [&100u32.to_be_bytes()[..], b"hello"].concat(),
+            Some("cannot read admin request"),
+        ),
+        ("a frame of binary noise", frame(&noise), Some("malformed admin request")),
+        ("a frame of text", frame(b"not json at all"), Some("malformed admin request")),
+        (
+            "JSON of another shape",
+            frame(br#"{"actor":"x","request":{"Bogus":{}}}"#),
+            Some("malformed admin request"),
+        ),
+        (
+            "JSON with a wrong type",
+            frame(br#"{"actor":7,"request":"List"}"#),
+            Some("malformed admin request"),
+        ),
+        ("a 1 MiB frame of zeros", frame(&vec![0u8; 1 << 20]), Some("malformed admin request")),
+    ];
+    for (what, bytes, expect) in &cases {
+        let reply = send_raw(&sock, bytes);
+        if let Some(expect) = expect {
+            let msg = error_reply(&reply);
+            assert!(msg.contains(expect), "{what}: the server answered {msg:?}");
+        }
+        assert_alive(&mut server, what);
+    }
+    // Many garbage connections at once.
+    std::thread::scope(|s| {
+        for i in 0..16 {
+            let sock = &sock;
+            let noise = &noise;
+            s.spawn(move || send_raw(sock, &noise[i * 100..i * 100 + 300]));
+        }
+    });
+    assert_alive(&mut server, "16 concurrent garbage connections");
+
+    // Later commands still work, through the socket, while the idle client still holds on.
+    let key = gen_key(env.dir(), "judy.key", KeySpec::P256);
+    let csr = make_csr(&key, &env.path("judy.csr"), "/CN=judy@example.com", &[]);
+    let out = env.pki([
+        "issue",
+        "--email",
+        "judy@example.com",
+        "--usage",
+        "signing",
+        "--csr",
+        &csr.display().to_string(),
+    ]);
+    let serial = cert_serial(&pem_der(&out.stdout));
+    assert!(env.list_serials().contains(&serial));
+    assert!(!server.stderr().contains("panicked"), "the server panicked:\n{}", server.stderr());
+    assert_alive(&mut server, "the final commands");
+    drop(idle);
+    assert_eq!(mode(&sock), 0o600, "still mode 0600");
+    server.stop();
+    assert!(!sock.exists(), "a stopped server removes its socket");
+}
+
+#[test]
+fn serve_without_data_flag_creates_pki_data_in_the_working_directory_and_init_is_idempotent() {
+    let cwd = tempfile::Builder::new().prefix("pki-e2e-cwd-").tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = pki_command();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")]).current_dir(cwd.path());
+    let server = Server::start(&mut cmd, port, cwd.path());
+    let data = cwd.path().join("pki-data");
+    assert!(data.join("db").is_dir() && data.join("keys").is_dir(), "./pki-data was not created");
+    assert_eq!(mode(&data), 0o700, "./pki-data is mode 0700");
+    let stdout = server.stdout();
+    assert!(stdout.starts_with("CA initialised\n"), "serve stdout: {stdout}");
+    let fingerprints: Vec<&str> = stdout.lines().filter(|l| l.contains("sha256:")).collect();
+    for name in ["root ", "issuing ", "ocsp ", "tsa "] {
+        assert!(fingerprints.iter().any(|l| l.starts_with(name)), "no {name}fingerprint: {stdout}");
+    }
+    let (code, body) = http_get(port, "/healthz").unwrap();
+    assert_eq!((code, String::from_utf8_lossy(&body).contains("ok")), (200, true));
+
+    // `pki init` with no flags in the same directory reaches the running server.
+    let init = || {
+        let mut c = pki_command();
+        c.arg("init").current_dir(cwd.path());
+        run(&mut c).ok().stdout
+    };
+    let again = init();
+    assert!(again.starts_with("CA already initialised; nothing changed\n"), "{again}");
+    for f in &fingerprints {
+        assert!(again.contains(f), "init reports another {f}: {again}");
+    }
+    server.stop();
+    // And directly on ./pki-data once the server has stopped.
+    let again = init();
+    assert!(again.starts_with("CA already initialised; nothing changed\n"), "{again}");
+    for f in &fingerprints {
+        assert!(again.contains(f), "init reports another {f}: {again}");
+    }
+    let entries: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(entries.iter().any(|e| e == "pki-data"), "{entries:?}");
+}
