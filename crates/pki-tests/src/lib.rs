@@ -305,6 +305,24 @@ pub fn curl_get_status(url: &str) -> (u16, String, Vec<u8>) {
     (code.parse().expect("HTTP status"), ctype.to_string(), std::fs::read(&body).unwrap_or_default())
 }
 
+/// POST `body` (a file) with curl and a content type; (status, content type, body) whatever the
+/// status.
+pub fn curl_post(url: &str, content_type: &str, body: &Path) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("body");
+    let out = run(Command::new(curl_bin())
+        .args(["-sS", "--max-time", "20", "-w", "%{http_code} %{content_type}", "-H"])
+        .arg(format!("Content-Type: {content_type}"))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg("-o")
+        .arg(&out_file)
+        .arg(url))
+    .ok();
+    let (code, ctype) = out.stdout.split_once(' ').unwrap_or((out.stdout.as_str(), ""));
+    (code.parse().expect("HTTP status"), ctype.to_string(), std::fs::read(&out_file).unwrap_or_default())
+}
+
 /// A minimal HTTP/1.1 GET over loopback; `None` when nothing answers. For health polling only.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;

@@ -41,6 +41,21 @@ impl Ocsp {
         self.server.url("/ocsp")
     }
 
+    /// `openssl ocsp -respin FILE` for the leaf, verified against the root.
+    fn respin(&self, file: &Path) -> Out {
+        openssl_try([
+            "ocsp",
+            "-respin",
+            &p(file),
+            "-issuer",
+            &p(&self.ca.issuing),
+            "-cert",
+            &p(&self.leaf),
+            "-CAfile",
+            &p(&self.ca.root),
+        ])
+    }
+
     /// `openssl ocsp` against the responder; its stdout+stderr.
     fn query(&self, extra: &[&str]) -> String {
         let mut a: Vec<String> =
@@ -56,25 +71,8 @@ impl Ocsp {
 
 /// POSTs raw bytes as an OCSP request; (HTTP status, body).
 fn post(url: &str, body: &Path) -> (u16, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("body");
-    let out = run(Command::new(curl_bin())
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "Content-Type: application/ocsp-request",
-        ])
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg("-o")
-        .arg(&out_file)
-        .arg(url))
-    .ok();
-    (out.stdout.trim().parse().unwrap(), std::fs::read(&out_file).unwrap_or_default())
+    let (code, _, body) = curl_post(url, "application/ocsp-request", body);
+    (code, body)
 }
 
 /// GET with headers; (status, response headers lower-cased, body).
@@ -202,31 +200,11 @@ fn get_gives_the_post_status_with_rfc5019_caching_headers_and_304_on_if_none_mat
         assert!(head.contains(h), "missing {h} in:\n{head}");
     }
     let resp = t.env.write("get.der", &body);
-    let out = openssl_try([
-        "ocsp",
-        "-respin",
-        &p(&resp),
-        "-issuer",
-        &p(&t.ca.issuing),
-        "-cert",
-        &p(&t.leaf),
-        "-CAfile",
-        &p(&t.ca.root),
-    ]);
+    let out = t.respin(&resp);
     assert!(out.stdout.contains(": good") && out.stderr.contains("Response verify OK"), "{out:?}");
     let (_, post_body) = post(&t.url(), &req);
     let post_resp = t.env.write("post.der", &post_body);
-    let out = openssl_try([
-        "ocsp",
-        "-respin",
-        &p(&post_resp),
-        "-issuer",
-        &p(&t.ca.issuing),
-        "-cert",
-        &p(&t.leaf),
-        "-CAfile",
-        &p(&t.ca.root),
-    ]);
+    let out = t.respin(&post_resp);
     assert!(out.stdout.contains(": good"), "POST gives the same status: {out:?}");
 
     let etag =
@@ -299,17 +277,7 @@ fn presigned_responses_are_accepted_by_openssl_and_refreshed_only_when_needed() 
     let first = t.env.pki(["ocsp", "presign", "--out", &p(&dir)]).stdout;
     assert!(first.contains("written"), "{first}");
     let file = dir.join(format!("{}.der", t.serial));
-    let out = openssl_try([
-        "ocsp",
-        "-respin",
-        &p(&file),
-        "-issuer",
-        &p(&t.ca.issuing),
-        "-cert",
-        &p(&t.leaf),
-        "-CAfile",
-        &p(&t.ca.root),
-    ]);
+    let out = t.respin(&file);
     assert!(out.stderr.contains("Response verify OK") && out.stdout.contains(": good"), "{out:?}");
     let before = std::fs::read(&file).unwrap();
     let again = t.env.pki(["ocsp", "presign", "--out", &p(&dir)]).stdout;
@@ -318,16 +286,6 @@ fn presigned_responses_are_accepted_by_openssl_and_refreshed_only_when_needed() 
     t.env.pki(["revoke", "--serial", &t.serial, "--reason", "cessationOfOperation"]);
     let third = t.env.pki(["ocsp", "presign", "--out", &p(&dir)]).stdout;
     assert!(third.contains("1 written"), "{third}");
-    let out = openssl_try([
-        "ocsp",
-        "-respin",
-        &p(&file),
-        "-issuer",
-        &p(&t.ca.issuing),
-        "-cert",
-        &p(&t.leaf),
-        "-CAfile",
-        &p(&t.ca.root),
-    ]);
+    let out = t.respin(&file);
     assert!(out.stdout.contains(": revoked"), "{out:?}");
 }

@@ -14,21 +14,8 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// POSTs `body` to `url` with `content_type`; (HTTP status, content type, body).
 fn post(url: &str, content_type: &str, body: &Path) -> (u16, String, Vec<u8>) {
-    let dir = tempfile::tempdir().unwrap();
-    let out_file = dir.path().join("body");
-    let out = run(Command::new(curl_bin())
-        .args(["-sS", "--max-time", "20", "-w", "%{http_code} %{content_type}", "-H"])
-        .arg(format!("Content-Type: {content_type}"))
-        .arg("--data-binary")
-        .arg(format!("@{}", body.display()))
-        .arg("-o")
-        .arg(&out_file)
-        .arg(url))
-    .ok();
-    let (code, ctype) = out.stdout.split_once(' ').unwrap_or((out.stdout.as_str(), ""));
-    (code.parse().unwrap(), ctype.to_string(), std::fs::read(&out_file).unwrap_or_default())
+    curl_post(url, content_type, body)
 }
 
 struct Tsa {
