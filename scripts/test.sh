@@ -7,10 +7,20 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# admin-web: the console's browser test drives Debian's Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# directory (cerdb): the OpenAPI test runs schemathesis and openapi-spec-validator against the
+# live server (crates/pki-tests/tests/directory_openapi.rs). Pinned.
+if ! st --version 2>/dev/null | grep -q ' 4\.32\.5$' || ! command -v openapi-spec-validator >/dev/null 2>&1; then
+  echo "installing: schemathesis==4.32.5 openapi-spec-validator==0.9.0"
+  python3 -m pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
 fi
 
 # The end-to-end tests drive the real binary.

@@ -102,6 +102,11 @@ enum Command {
         #[command(subcommand)]
         command: TsCommand,
     },
+    /// Console accounts (admin web console at /admin).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// OCSP commands.
     Ocsp {
         #[command(subcommand)]
@@ -115,6 +120,35 @@ enum Command {
         /// Run only these services (comma-separated): publication, ocsp.
         #[arg(long)]
         only: Option<String>,
+        /// Also listen with HTTPS here (default from `[server.tls] listen` in pki.toml); the
+        /// console is served over plain HTTP only on loopback addresses.
+        #[arg(long)]
+        tls_listen: Option<String>,
+    },
+    /// API keys of client applications of the certificate directory.
+    Apikey {
+        #[command(subcommand)]
+        command: crate::directory::ApikeyCommand,
+    },
+    /// Look up the newest valid certificate of a mailbox in the certificate directory.
+    Lookup {
+        /// The mailbox address.
+        #[arg(long)]
+        email: String,
+        /// encryption or signing.
+        #[arg(long, default_value = "encryption")]
+        usage: String,
+        /// Ask this directory over HTTP (e.g. http://127.0.0.1:8080) instead of this data directory.
+        #[arg(long)]
+        server: Option<String>,
+        /// API key for --server (ignored without it).
+        #[arg(long, env = "PKI_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
+    /// Certificate directory (CerDB) commands.
+    Cerdb {
+        #[command(subcommand)]
+        command: crate::directory::CerdbCommand,
     },
 }
 
@@ -150,6 +184,39 @@ enum TsCommand {
         /// Or its digest, in hex, made with the token's hash algorithm.
         #[arg(long)]
         digest: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add an account; prints its one-time password (changed at first login, with TOTP enrolment).
+    Add {
+        /// Account name (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+        /// admin (accounts, settings), officer (issue, revoke, recover) or auditor (read-only).
+        #[arg(long)]
+        role: String,
+    },
+    /// List the accounts.
+    List,
+    /// Disable an account and end its sessions.
+    Disable {
+        /// Account name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Enable a disabled account.
+    Enable {
+        /// Account name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Reset an account: new one-time password, TOTP enrolled again, lockout lifted.
+    Reset {
+        /// Account name.
+        #[arg(long)]
+        name: String,
     },
 }
 
@@ -253,7 +320,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     let data = cli.data.clone();
     let request = match cli.command {
-        Command::Serve { listen, only } => {
+        Command::Serve { listen, only, tls_listen } => {
+            let mut settings = settings.clone();
+            if tls_listen.is_some() {
+                settings.server.tls.listen = tls_listen;
+            }
             let listen = listen.unwrap_or_else(|| settings.server.listen.clone());
             let services = match only {
                 Some(list) => serve::Service::parse_list(&list)?,
@@ -263,6 +334,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Init => Request::Init,
+        Command::User { command } => match command {
+            UserCommand::Add { name, role } => Request::UserAdd { name, role },
+            UserCommand::List => Request::UserList,
+            UserCommand::Disable { name } => Request::UserDisable { name },
+            UserCommand::Enable { name } => Request::UserEnable { name },
+            UserCommand::Reset { name } => Request::UserReset { name },
+        },
         Command::Issue { email, usage, csr, generate, key_type, p12, p12_password_file } => {
             let csr = csr.map(|p| read_file(&p, "CSR file")).transpose()?;
             let generate = if generate {
@@ -322,6 +400,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 password: read_password(&p12_password_file)?,
             }
         }
+        Command::Apikey { command } => crate::directory::apikey_request(command),
+        Command::Lookup { email, usage, server, api_key } => match server {
+            Some(url) => return crate::directory::lookup_remote(&url, &email, &usage, api_key.as_deref()),
+            None => Request::Lookup { email, usage },
+        },
+        Command::Cerdb { command } => {
+            match crate::directory::cerdb_command(command, &data, &settings, &actor())? {
+                Some(request) => request,
+                None => return Ok(ExitCode::SUCCESS),
+            }
+        }
     };
     let env = Envelope { actor: actor(), request };
     let outcome = match admin::call(&socket_path(&data), &env)? {
@@ -334,7 +423,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 fn run_locally(data: &Path, settings: &Settings, env: &Envelope) -> anyhow::Result<Outcome> {
     if let Request::Init = env.request {
         let (ca, outcome) = init_ca(data, settings, &env.actor)?;
-        return Ok(Ok(crate::commands::Reply { stdout: init_message(&ca, outcome), ..Default::default() }));
+        let admin = crate::users::first_admin(&ca, &env.actor).map_err(|e| anyhow::anyhow!(e))?;
+        let stdout = format!("{}{admin}", init_message(&ca, outcome));
+        return Ok(Ok(crate::commands::Reply { stdout, ..Default::default() }));
     }
     if !data.join("db").exists() {
         anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());

@@ -74,6 +74,30 @@ pub enum Request {
         /// Absolute output directory (written by whoever executes the request).
         out: String,
     },
+    /// `pki user add`.
+    UserAdd {
+        /// Account name.
+        name: String,
+        /// admin | officer | auditor.
+        role: String,
+    },
+    /// `pki user list`.
+    UserList,
+    /// `pki user disable`.
+    UserDisable {
+        /// Account name.
+        name: String,
+    },
+    /// `pki user enable`.
+    UserEnable {
+        /// Account name.
+        name: String,
+    },
+    /// `pki user reset`.
+    UserReset {
+        /// Account name.
+        name: String,
+    },
     /// `pki escrow recover`.
     EscrowRecover {
         /// Serial.
@@ -82,6 +106,45 @@ pub enum Request {
         p12_out: String,
         /// The PKCS#12 password.
         password: String,
+    },
+    /// `pki apikey create`.
+    ApiKeyCreate {
+        /// The client's name.
+        name: String,
+        /// Lookups per second.
+        rate: Option<f64>,
+        /// Bucket capacity.
+        burst: Option<f64>,
+    },
+    /// `pki apikey list`.
+    ApiKeyList,
+    /// `pki apikey revoke`.
+    ApiKeyRevoke {
+        /// The client's name.
+        name: String,
+    },
+    /// `pki cerdb anonymous`.
+    DirectoryAnonymous {
+        /// Switch anonymous access on or off.
+        enabled: Option<bool>,
+        /// Lookups per second per IP.
+        rate: Option<f64>,
+        /// Bucket capacity.
+        burst: Option<f64>,
+    },
+    /// `pki lookup` (without `--server`).
+    Lookup {
+        /// The address.
+        email: String,
+        /// signing | encryption.
+        usage: String,
+    },
+    /// One batch of `pki cerdb load-test-data`: (address, CSR DER) pairs.
+    LoadTestBatch {
+        /// signing | encryption.
+        usage: String,
+        /// The requests.
+        csrs: Vec<(String, Vec<u8>)>,
     },
 }
 
@@ -141,7 +204,16 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
     let actor = env.actor.as_str();
     let e = |err: ca_core::Error| err.to_string();
     match &env.request {
-        Request::Init => out(init_message(ca, InitOutcome::AlreadyInitialised)),
+        Request::Init => out(format!(
+            "{}{}",
+            init_message(ca, InitOutcome::AlreadyInitialised),
+            crate::users::first_admin(ca, actor)?
+        )),
+        Request::UserAdd { .. }
+        | Request::UserList
+        | Request::UserDisable { .. }
+        | Request::UserEnable { .. }
+        | Request::UserReset { .. } => crate::users::execute(ca, actor, &env.request),
         Request::Issue { email, usage, csr, generate } => {
             let email: EmailAddress = email.parse().map_err(|e: cerdb::Error| e.to_string())?;
             let usage: Usage = usage.parse().map_err(|e: cerdb::Error| e.to_string())?;
@@ -298,6 +370,16 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                 files: vec![OutFile { path: p12_out.clone(), bytes: p12 }],
             })
         }
+        Request::ApiKeyCreate { name, rate, burst } => {
+            crate::directory::apikey_create(ca, name, *rate, *burst, actor)
+        }
+        Request::ApiKeyList => crate::directory::apikey_list(ca),
+        Request::ApiKeyRevoke { name } => crate::directory::apikey_revoke(ca, name, actor),
+        Request::DirectoryAnonymous { enabled, rate, burst } => {
+            crate::directory::anonymous(ca, *enabled, *rate, *burst, actor)
+        }
+        Request::Lookup { email, usage } => crate::directory::lookup_local(ca, email, usage),
+        Request::LoadTestBatch { usage, csrs } => crate::directory::load_batch(ca, usage, csrs, actor),
     }
 }
 

@@ -5,9 +5,12 @@ mod admin;
 mod cli;
 mod commands;
 mod context;
+mod directory;
 mod serve;
 mod settings;
 mod timestamp;
+mod tls;
+mod users;
 
 use std::process::ExitCode;
 

@@ -65,11 +65,16 @@ pub enum Service {
     Ocsp,
     /// The timestamp authority (`/tsa`) and timestamp verification (`/api/v1/timestamps/verify`).
     Tsa,
+    /// The admin web console (`/admin/...`): over HTTPS, or plain HTTP on loopback only.
+    Console,
+    /// The certificate lookup directory (`/api/v1/certificates...`, `/api/v1/openapi.json`).
+    Directory,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 3] = [Service::Publication, Service::Ocsp, Service::Tsa];
+    pub const ALL: [Service; 5] =
+        [Service::Publication, Service::Ocsp, Service::Tsa, Service::Console, Service::Directory];
 
     /// Parses `--only` values: a comma-separated list.
     pub fn parse_list(s: &str) -> anyhow::Result<Vec<Service>> {
@@ -78,8 +83,12 @@ impl Service {
                 "publication" | "crl" => Ok(Service::Publication),
                 "ocsp" => Ok(Service::Ocsp),
                 "tsa" => Ok(Service::Tsa),
+                "console" | "admin" => Ok(Service::Console),
+                "directory" | "cerdb" => Ok(Service::Directory),
                 other => {
-                    anyhow::bail!("unknown service {other:?} for --only: expected publication, ocsp or tsa")
+                    anyhow::bail!(
+                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console or directory"
+                    )
                 }
             })
             .collect()
@@ -91,6 +100,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
+        if services.contains(&Service::Console) {
+            print!("{}", crate::users::first_admin(&ca, "system").map_err(|e| anyhow::anyhow!(e))?);
+        }
     }
     let ca = Arc::new(ca);
     let sock = socket_path(data);
@@ -111,6 +123,30 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let tsa = web::Data::from(crate::context::tsa(&ca)?);
     let verifier = web::Data::new(crate::context::tsa_verifier(&ca)?);
 
+    let console = if services.contains(&Service::Console) {
+        let verifier = crate::context::tsa_verifier(&ca)?;
+        let c = admin_web::Console::new(ca.clone(), settings.console.clone(), verifier)?;
+        if !listens_on_loopback(listen) && settings.server.tls.listen.is_none() {
+            tracing::warn!(
+                "the console answers only on loopback addresses over plain HTTP: set [server.tls] listen \
+                 (or --tls-listen) to reach it on {listen}"
+            );
+        }
+        Some(web::Data::new(c))
+    } else {
+        None
+    };
+    let tls = match &settings.server.tls.listen {
+        Some(addr) => Some((addr.clone(), tls_config(&ca, settings)?)),
+        None => None,
+    };
+
+    let directory = if services.contains(&Service::Directory) {
+        Some(crate::directory::open_directory(&ca)?)
+    } else {
+        None
+    };
+
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();
     let result = actix_web::rt::System::new().block_on(async move {
@@ -126,15 +162,62 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             if services.contains(&Service::Tsa) {
                 app = app.service(tsa::scope(tsa.clone())).service(tsa::verify_scope(verifier.clone()));
             }
+            if let Some(console) = &console {
+                app = app.service(admin_web::scope(console.clone()));
+            }
+            if let Some(directory) = &directory {
+                app = app.configure(cerdb::directory::configure(directory.clone()));
+            }
             app
         })
         .bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        for addr in server.addrs() {
-            println!("pki serve: listening on http://{addr}");
+        let server = match tls {
+            Some((addr, config)) => server
+                .bind_rustls_0_23(&addr, config)
+                .map_err(|e| anyhow::anyhow!("cannot listen with HTTPS on {addr}: {e}"))?,
+            None => server,
+        };
+        for (addr, scheme) in server.addrs_with_scheme() {
+            println!("pki serve: listening on {scheme}://{addr}");
         }
         server.run().await.map_err(anyhow::Error::from)
     });
     let _ = std::fs::remove_file(&sock);
     result
+}
+
+/// Whether every address `listen` names is a loopback address.
+fn listens_on_loopback(listen: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match listen.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// The HTTPS configuration: the files of `[server.tls]`, or the console certificate issued by
+/// the root CA (its key in the key store), checked twice a day for renewal.
+fn tls_config(ca: &Arc<Ca>, settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
+    let tls = &settings.server.tls;
+    let resolver = match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => crate::tls::Resolver::new(crate::tls::file_certified_key(cert, key)?),
+        _ => {
+            let (chain, key) = ca.tls_server_certificate()?;
+            let resolver = crate::tls::Resolver::new(crate::tls::hsm_certified_key(chain, key));
+            let (ca, r) = (ca.clone(), resolver.clone());
+            std::thread::Builder::new().name("tls-renew".into()).spawn(move || loop {
+                std::thread::sleep(Duration::from_secs(12 * 3600));
+                match ca.tls_server_certificate() {
+                    Ok((chain, key)) => r.replace(crate::tls::hsm_certified_key(chain, key)),
+                    Err(e) => tracing::error!(error = %e, "TLS server certificate renewal failed"),
+                }
+            })?;
+            resolver
+        }
+    };
+    crate::tls::server_config(resolver)
 }

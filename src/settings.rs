@@ -16,6 +16,8 @@ pub struct Settings {
     pub hsm: HsmSettings,
     /// The CA.
     pub ca: CaConfig,
+    /// The admin web console.
+    pub console: admin_web::ConsoleConfig,
 }
 
 /// HTTP server settings.
@@ -24,12 +26,27 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address to listen on.
     pub listen: String,
+    /// HTTPS.
+    pub tls: TlsServerSettings,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { listen: "127.0.0.1:8080".into() }
+        ServerSettings { listen: "127.0.0.1:8080".into(), tls: TlsServerSettings::default() }
     }
+}
+
+/// `[server.tls]`: HTTPS for every service, the console included.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsServerSettings {
+    /// Address of the HTTPS listener; without it there is none.
+    pub listen: Option<String>,
+    /// Certificate chain, PEM, leaf first. Without it (and `key_file`), the console certificate
+    /// the root CA issued at init is used, its key in the key store.
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: Option<PathBuf>,
 }
 
 /// Key store settings.
@@ -60,6 +77,10 @@ impl Settings {
             anyhow::anyhow!("configuration {}: {}", path.display(), e.message().replace('\n', " "))
         })?;
         s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if s.server.tls.cert_file.is_some() != s.server.tls.key_file.is_some() {
+            anyhow::bail!("{}: [server.tls] needs both cert_file and key_file, or neither", path.display());
+        }
         Ok(s)
     }
 

@@ -1,1 +1,365 @@
-//! Placeholder: filled by its own issue.
+//! # admin-web — the console for PKI officers, auditors and administrators
+//!
+//! **Owns:** console accounts (argon2id passwords, one-time passwords, RFC 6238 TOTP with
+//! enrolment by QR code), roles and their permissions, server-side sessions (idle and absolute
+//! timeouts, lockout after failed logins), step-up for high-risk actions, CSRF tokens, the
+//! security headers, and the HTML pages under `/admin` (templates compiled at build time with
+//! maud; no JavaScript, no external resources).
+//!
+//! **Must not:** contain the CA's business rules: issuing, revoking, escrow recovery, the audit
+//! chain and timestamp verification are calls into `ca-core` and `tsa`; storage goes through
+//! [`cerdb::console_store`]. Time comes from the CA's injected clock ([`ca_core::Ca::now`]).
+//!
+//! ## Routes and roles
+//!
+//! | route | who |
+//! |---|---|
+//! | `GET/POST /admin/login`, `/admin/login/totp`, `/admin/password`, `/admin/totp/enrol`, `POST /admin/logout` | anyone / the session's own user |
+//! | `GET /admin/`, `/admin/certificates[/{serial}[/pem]]`, `/admin/audit`, `GET/POST /admin/timestamps` | every role |
+//! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET/POST /admin/escrow` | officer |
+//! | `GET/POST /admin/users[/...]`, `GET /admin/settings` | admin |
+//!
+//! Revocation, escrow recovery and adding or resetting an account need a TOTP code entered
+//! within [`ConsoleConfig::step_up_secs`] (step-up). Every POST carries the hidden `csrf_token`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod accounts;
+mod auth;
+mod forms;
+mod pages;
+pub mod password;
+mod qr;
+mod stats;
+pub mod totp;
+mod views;
+
+use std::sync::Arc;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service as _, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError, Scope};
+use ca_core::Ca;
+use cerdb::console_store::{ConsoleStore, UserName};
+use futures_util::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+
+pub use accounts::Accounts;
+
+/// The console's settings (`[console]` in `pki.toml`). Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session unused this long is over (seconds; default 15 minutes).
+    pub idle_timeout_secs: u64,
+    /// A session is over this long after login whatever happens (seconds; default 8 hours).
+    pub absolute_timeout_secs: u64,
+    /// This many failed logins in a row lock the account (default 5).
+    pub max_failed_logins: u32,
+    /// For this long (seconds; default 15 minutes).
+    pub lockout_secs: u64,
+    /// A TOTP code entered this recently allows high-risk actions (seconds; default 5 minutes).
+    pub step_up_secs: u64,
+    /// The issuer name shown in authenticator apps.
+    pub totp_issuer: String,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            idle_timeout_secs: 15 * 60,
+            absolute_timeout_secs: 8 * 3600,
+            max_failed_logins: 5,
+            lockout_secs: 15 * 60,
+            step_up_secs: 5 * 60,
+            totp_issuer: "PKI Console".into(),
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.into()));
+        if self.idle_timeout_secs == 0 || self.idle_timeout_secs > self.absolute_timeout_secs {
+            return bad(
+                "console.idle_timeout_secs must be positive and at most console.absolute_timeout_secs",
+            );
+        }
+        if self.max_failed_logins == 0 {
+            return bad("console.max_failed_logins must be positive");
+        }
+        if self.lockout_secs == 0 || self.step_up_secs == 0 {
+            return bad("console.lockout_secs and console.step_up_secs must be positive");
+        }
+        if self.totp_issuer.trim().is_empty() || self.totp_issuer.contains(':') {
+            return bad("console.totp_issuer must be non-empty and without ':'");
+        }
+        Ok(())
+    }
+}
+
+/// Everything the console can refuse or fail at. Reaches the browser only through
+/// [`Error::error_response`]: an HTML page with a status code; internal details are logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// No session, or one past its timeouts: to the login page.
+    #[error("please log in")]
+    NotLoggedIn {
+        /// The session timed out (rather than never existed).
+        expired: bool,
+    },
+    /// The session has a login step left (new password, TOTP): to that page.
+    #[error("finish logging in first")]
+    LoginIncomplete {
+        /// The page of the step.
+        next: &'static str,
+    },
+    /// The role does not allow this.
+    #[error("your role ({role}) may not {action}")]
+    Forbidden {
+        /// The user's role.
+        role: &'static str,
+        /// What was refused.
+        action: &'static str,
+    },
+    /// The form's CSRF token is missing or wrong.
+    #[error("the form is out of date or was not sent by this console (CSRF check failed); reload the page and try again")]
+    Csrf,
+    /// A high-risk action without a recent TOTP code.
+    #[error("this action needs a current TOTP code (step-up): enter the code from your authenticator app")]
+    StepUpRequired,
+    /// A TOTP code that does not match.
+    #[error("the TOTP code is wrong or was used before")]
+    InvalidTotp,
+    /// A new password that the policy refuses.
+    #[error("password refused: {0}")]
+    WeakPassword(String),
+    /// A malformed request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Nothing here.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// No such account.
+    #[error("no console user {0}")]
+    UnknownUser(UserName),
+    /// The name is taken.
+    #[error("console user {0} exists already")]
+    UserExists(UserName),
+    /// The console is only served over HTTPS on this listener.
+    #[error("the console is served over HTTPS only on this address")]
+    HttpsRequired,
+    /// The CA refused or failed.
+    #[error(transparent)]
+    Ca(#[from] ca_core::Error),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] cerdb::Error),
+    /// An internal failure.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Equality of secrets in time independent of where they differ.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl From<actix_web::error::BlockingError> for Error {
+    fn from(e: actix_web::error::BlockingError) -> Self {
+        Error::Internal(format!("worker thread: {e}"))
+    }
+}
+
+/// Whether a CA error is the user's to fix (its message is shown) rather than an internal one.
+fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
+    use ca_core::Error as E;
+    Some(match e {
+        E::CsrParse(_)
+        | E::CsrWeakSignature { .. }
+        | E::CsrSignatureInvalid(_)
+        | E::CsrKeyTooSmall { .. }
+        | E::CsrUnsupportedKey(_)
+        | E::CsrEmailMismatch { .. }
+        | E::KeyUnsuitable { .. }
+        | E::SigningKeyNotEscrowable
+        | E::Lint(_) => StatusCode::BAD_REQUEST,
+        E::UnknownSerial(_) => StatusCode::NOT_FOUND,
+        E::RootNotRevocable | E::NotEscrowed(_) => StatusCode::CONFLICT,
+        E::Storage(s) => return storage_error_status(s),
+        E::Hsm(hsm_sim::Error::WeakPkcs12Password { .. }) => StatusCode::BAD_REQUEST,
+        _ => return None,
+    })
+}
+
+fn storage_error_status(e: &cerdb::Error) -> Option<StatusCode> {
+    use cerdb::Error as E;
+    Some(match e {
+        E::InvalidSerial(_)
+        | E::InvalidFingerprint(_)
+        | E::InvalidEmail(_)
+        | E::InvalidUsage(_)
+        | E::InvalidReason(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::AlreadyRevoked { .. } => StatusCode::CONFLICT,
+        _ => return None,
+    })
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::NotLoggedIn { .. } | Error::LoginIncomplete { .. } => StatusCode::SEE_OTHER,
+            Error::Forbidden { .. } | Error::Csrf | Error::StepUpRequired | Error::HttpsRequired => {
+                StatusCode::FORBIDDEN
+            }
+            Error::InvalidTotp | Error::WeakPassword(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::NotFound(_) | Error::UnknownUser(_) => StatusCode::NOT_FOUND,
+            Error::UserExists(_) => StatusCode::CONFLICT,
+            Error::Ca(e) => ca_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Error::Storage(e) => storage_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The one place where console errors become responses.
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        let status = self.status_code();
+        match self {
+            Error::NotLoggedIn { expired } => {
+                let to = if *expired { "/admin/login?expired=1" } else { "/admin/login" };
+                return HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish();
+            }
+            Error::LoginIncomplete { next } => {
+                return HttpResponse::SeeOther().insert_header((header::LOCATION, *next)).finish();
+            }
+            _ => {}
+        }
+        let message = if status.is_server_error() {
+            tracing::error!(error = %self, "console request failed");
+            "Something went wrong on the server; the details are in its log.".to_string()
+        } else {
+            self.to_string()
+        };
+        HttpResponse::build(status)
+            .content_type("text/html; charset=utf-8")
+            .body(views::error_page(status, &message).into_string())
+    }
+}
+
+/// The console: its state, shared by every worker.
+pub struct Console {
+    ca: Arc<Ca>,
+    store: ConsoleStore,
+    cfg: ConsoleConfig,
+    verifier: tsa::Verifier,
+    login_key: ring::hmac::Key,
+    cache: stats::Cache,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    /// The console of `ca`, verifying timestamps with `verifier`.
+    pub fn new(ca: Arc<Ca>, cfg: ConsoleConfig, verifier: tsa::Verifier) -> Result<Console, Error> {
+        use ring::rand::SecureRandom;
+        cfg.validate()?;
+        let store = ConsoleStore::open(ca.db().sled_db())?;
+        let mut fresh = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut fresh)
+            .map_err(|_| Error::Internal("no randomness".into()))?;
+        let key = store.meta_get_or_init("login_csrf_key", &fresh)?;
+        Ok(Console {
+            login_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+            store,
+            cfg,
+            verifier,
+            ca,
+            cache: stats::Cache::default(),
+        })
+    }
+
+    /// The accounts.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts::with_store(&self.ca, self.store.clone())
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ConsoleConfig {
+        &self.cfg
+    }
+}
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers every console response carries.
+fn add_security_headers(res: &mut ServiceResponse<BoxBody>, secure: bool) {
+    let h = res.headers_mut();
+    let set = |h: &mut header::HeaderMap, name: header::HeaderName, v: &'static str| {
+        h.insert(name, HeaderValue::from_static(v));
+    };
+    set(h, header::CONTENT_SECURITY_POLICY, CSP);
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::CACHE_CONTROL, "no-store");
+    set(h, header::HeaderName::from_static("cross-origin-opener-policy"), "same-origin");
+    set(h, header::HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+    if secure {
+        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
+}
+
+/// The console's routes under `/admin`, with the security headers on every response and plain
+/// HTTP refused unless the listener is on a loopback address.
+pub fn scope(
+    console: web::Data<Console>,
+) -> Scope<
+    impl actix_web::dev::ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let form_cfg = web::FormConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|e, _| Error::BadRequest(e.to_string()).into());
+    let query_cfg = web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into());
+    let path_cfg = web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into());
+    pages::routes(
+        web::scope("/admin").app_data(console).app_data(form_cfg).app_data(query_cfg).app_data(path_cfg),
+    )
+    .wrap_fn(
+        |req: ServiceRequest,
+         srv|
+         -> LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>> {
+            let secure = req.app_config().secure();
+            if !secure && !req.app_config().local_addr().ip().is_loopback() {
+                let mut res = req.into_response(Error::HttpsRequired.error_response());
+                add_security_headers(&mut res, secure);
+                return Box::pin(async move { Ok(res) });
+            }
+            let fut = srv.call(req);
+            Box::pin(async move {
+                let mut res = fut.await?;
+                add_security_headers(&mut res, secure);
+                Ok(res)
+            })
+        },
+    )
+}

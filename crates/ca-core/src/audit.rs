@@ -39,6 +39,12 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// The hash this entry must carry: SHA-256 over its compact JSON encoding with `hash` empty.
+    /// Readers that follow the log incrementally check each new entry with it.
+    pub fn expected_hash(&self) -> String {
+        self.compute_hash()
+    }
+
     fn compute_hash(&self) -> String {
         let mut copy = self.clone();
         copy.hash = String::new();

@@ -857,6 +857,24 @@ impl Ca {
     pub fn audit_verify(&self) -> Result<u64, Error> {
         audit::verify(&self.db)
     }
+
+    /// Appends one entry, durably, for an event outside the CA's own operations (the console's
+    /// logins, lockouts, step-ups and account changes). A refused event's outcome is
+    /// `refused: <details>`.
+    pub fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        outcome_ok: bool,
+        details: &str,
+    ) -> Result<(), Error> {
+        let draft = if outcome_ok {
+            AuditDraft::ok(actor, action, None, details)
+        } else {
+            AuditDraft::refused(actor, action, None, details, "")
+        };
+        self.audit.append(draft, self.clock.now())
+    }
 }
 
 fn rcgen_reason(r: RevocationReason) -> Option<rcgen::RevocationReason> {

@@ -10,9 +10,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod console_store;
+pub mod directory;
 mod record;
 mod store;
-pub mod console_store;
 pub mod tsa_store;
 mod types;
 

@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod console_support;
+pub mod directory_support;
 pub use x509_parser;
 
 /// Longest any one command may run before the test fails.

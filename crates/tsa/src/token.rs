@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cerdb::tsa_store::{SerialBlock, TokenRecord, TsaStore};
+use cerdb::tsa_store::{PendingToken, SerialBlock, TokenRecord, TsaStore};
 use chrono::{DateTime, Timelike, Utc};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::content_info::{CmsVersion, ContentInfo};
@@ -251,8 +251,36 @@ impl TimestampAuthority {
 
     /// Answers a DER `TimeStampReq` with a DER `TimeStampResp`: granted with a token, or a
     /// rejection whose PKIStatusInfo says why. Never fails and never panics on any input.
+    ///
+    /// Blocks until the token's record is on disk; [`TimestampAuthority::respond_async`] awaits
+    /// it instead.
     pub fn respond(&self, query_der: &[u8]) -> Vec<u8> {
-        let resp = match self.issue(query_der) {
+        let result = self.issue(query_der).and_then(|(token, pending)| {
+            pending.wait()?;
+            Ok(token)
+        });
+        Self::response_der(result)
+    }
+
+    /// [`TimestampAuthority::respond`] for an async caller: the request is checked and the token
+    /// signed on the calling thread, then the durable write of its record is awaited (the store's
+    /// committer flushes for every token written meanwhile), so no thread is held while waiting.
+    ///
+    /// Signing runs on the caller's thread: with hsm-sim it takes tens of microseconds. A key
+    /// store whose signing blocks (a network HSM) calls for [`TimestampAuthority::respond`] on a
+    /// blocking thread instead. Once in a block of [`TsaConfig::serial_block`] tokens, the
+    /// reservation of the next block flushes on the caller's thread.
+    pub async fn respond_async(&self, query_der: &[u8]) -> Vec<u8> {
+        let result = match self.issue(query_der) {
+            Ok((token, pending)) => pending.await.map(|()| token).map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        Self::response_der(result)
+    }
+
+    /// The `TimeStampResp` DER: granted with the token, or the refusal for the error.
+    fn response_der(result: Result<ContentInfo, Error>) -> Vec<u8> {
+        let resp = match result {
             Ok(token) => TimeStampResp {
                 status: PkiStatusInfo { status: PkiStatus::Granted, status_string: None, fail_info: None },
                 time_stamp_token: Some(token),
@@ -278,15 +306,17 @@ impl TimestampAuthority {
             .unwrap_or_else(|_| SYSTEM_FAILURE_RESPONSE.to_vec())
     }
 
-    /// Checks the request, takes a serial and genTime, signs, records, and returns the token.
+    /// Checks the request, takes a serial and genTime, signs, writes the record, and returns the
+    /// token with its pending record.
     ///
     /// 1. check the request (format, extensions, algorithm, digest length, policy);
     /// 2. under the lock: take the next serial (reserving a new block durably when the current
     ///    one is used up) and read the clock, so serial order is genTime order;
     /// 3. refuse when the TSA certificate or its chain is not valid at genTime;
     /// 4. build the TSTInfo and sign it as a CMS SignedData token;
-    /// 5. record the token and flush — only then is it returned.
-    fn issue(&self, query_der: &[u8]) -> Result<ContentInfo, Error> {
+    /// 5. write the token's record — the caller hands the token out only once the pending record
+    ///    is durable.
+    fn issue(&self, query_der: &[u8]) -> Result<(ContentInfo, PendingToken), Error> {
         let req = request::check(query_der, &self.config)?;
         let (serial, gen_time) = {
             let mut block = self.serials.lock().unwrap_or_else(|p| p.into_inner());
@@ -324,7 +354,7 @@ impl TimestampAuthority {
         };
         let token = self.sign(&to_der(&tst)?, req.cert_req)?;
         let token_der = to_der(&token)?;
-        self.store.record_token(&TokenRecord {
+        let pending = self.store.write_token(&TokenRecord {
             serial,
             gen_time: gen_time.to_datetime(),
             hash_algorithm: req.hash.oid().to_string(),
@@ -333,7 +363,7 @@ impl TimestampAuthority {
             token_sha256: sha256(&token_der),
         })?;
         tracing::debug!(serial = %serial, gen_time = %gen_time, "issued timestamp token");
-        Ok(token)
+        Ok((token, pending))
     }
 
     /// Signs an encoded TSTInfo as a CMS SignedData (RFC 5652 §5, RFC 3161 §2.4.2): eContentType

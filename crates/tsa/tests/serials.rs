@@ -83,6 +83,56 @@ fn concurrent_requests_get_unique_serials_in_gen_time_order() {
     assert!(all.windows(2).all(|w| w[0].1 <= w[1].1), "genTime never goes back as serials increase");
 }
 
+#[test]
+fn concurrent_requests_share_flushes_without_losing_any_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::create(dir.path(), KeyType::P256, false);
+    let returned: Vec<(u64, Vec<u8>)> = {
+        let db = cerdb::CertDb::open(dir.path().join("db")).unwrap();
+        let store = TsaStore::open(db.sled_db()).unwrap();
+        let tsa = tsa::TimestampAuthority::new(
+            fx.signer.clone(),
+            fx.tsa_der.clone(),
+            Vec::new(),
+            store.clone(), // a clone shares the committer, so its statistics are the TSA's
+            TsaConfig { serial_block: 64, ..TsaConfig::default() },
+        )
+        .unwrap();
+        let returned: Vec<(u64, Vec<u8>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|t| {
+                    let tsa = &tsa;
+                    s.spawn(move || {
+                        (0..40)
+                            .map(|i| {
+                                let der = stamp(tsa, format!("{t}/{i}").as_bytes(), false);
+                                (serial_of(&der), token_der(&decode_resp(&der)))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let stats = store.commit_stats();
+        assert_eq!(stats.records, 320);
+        assert!(stats.flushes < 320, "8 concurrent requesters never shared a flush: {stats:?}");
+        returned
+    };
+    // Reopened: every token that was returned is in the record, with its hash.
+    let db = cerdb::CertDb::open(dir.path().join("db")).unwrap();
+    let store = TsaStore::open(db.sled_db()).unwrap();
+    store.check_consistency().unwrap();
+    assert_eq!(store.token_count(), 320);
+    for (serial, token) in &returned {
+        let rec = store.token(TsaSerial::new(*serial).unwrap()).unwrap().expect("recorded");
+        assert_eq!(rec.token_sha256.to_vec(), sha256(token), "token {serial}");
+    }
+    let mut serials: Vec<u64> = returned.iter().map(|(s, _)| *s).collect();
+    serials.sort();
+    assert_eq!(serials, (1..=320).collect::<Vec<_>>());
+}
+
 const CHILD_ENV: &str = "TSA_SIGKILL_CHILD_DIR";
 
 /// Not a test on its own: run by `serials_survive_sigkill` in a child process, it issues tokens

@@ -1,0 +1,265 @@
+//! Console accounts: creation with one-time passwords, listing, disabling, resets, password
+//! logins with lockout, TOTP checks. Used by the web pages and by `pki user ...`; every change
+//! is in the CA's audit log (actor `console:<user>` or the CLI's actor).
+
+use ca_core::Ca;
+use cerdb::console_store::{ConsoleRole, ConsoleStore, ConsoleUser, UserName};
+use chrono::{DateTime, Duration, Utc};
+
+use crate::{password, totp, ConsoleConfig, Error};
+
+/// The name of the administrator `pki init` creates.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// The accounts of one data directory.
+#[derive(Debug)]
+pub struct Accounts<'a> {
+    ca: &'a Ca,
+    store: ConsoleStore,
+}
+
+/// Why a password login failed. Shown to nobody: every failure gets the same message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// No such user, or a wrong password.
+    BadCredentials,
+    /// The account is locked.
+    Locked,
+    /// The account is disabled.
+    Disabled,
+}
+
+impl<'a> Accounts<'a> {
+    /// Opens the console's store in the CA's database.
+    pub fn open(ca: &'a Ca) -> Result<Self, Error> {
+        Ok(Accounts { store: ConsoleStore::open(ca.db().sled_db())?, ca })
+    }
+
+    pub(crate) fn with_store(ca: &'a Ca, store: ConsoleStore) -> Self {
+        Accounts { ca, store }
+    }
+
+    fn name(text: &str) -> Result<UserName, Error> {
+        text.parse().map_err(Error::BadRequest)
+    }
+
+    /// One account.
+    pub fn get(&self, name: &UserName) -> Result<ConsoleUser, Error> {
+        self.store.user(name)?.ok_or_else(|| Error::UnknownUser(name.clone()))
+    }
+
+    /// Adds an account with a one-time password (returned; it is shown once and must be changed
+    /// at first login, which also enrols TOTP).
+    pub fn add(&self, name: &str, role: &str, actor: &str) -> Result<(UserName, String), Error> {
+        let name = Self::name(name)?;
+        let role: ConsoleRole = role.parse().map_err(Error::BadRequest)?;
+        let otp = password::one_time()?;
+        let user = ConsoleUser {
+            name: name.clone(),
+            role,
+            password_hash: password::hash(&otp)?,
+            must_change_password: true,
+            totp_secret: None,
+            totp_last_step: 0,
+            disabled: false,
+            failed_logins: 0,
+            locked_until: None,
+            created_at: self.ca.now(),
+            last_login: None,
+        };
+        if !self.store.insert_user(&user)? {
+            return Err(Error::UserExists(name));
+        }
+        self.ca.audit_event(actor, "console.user.add", true, &format!("{name} {role}"))?;
+        Ok((name, otp))
+    }
+
+    /// Creates the first administrator, [`FIRST_ADMIN`], if there is no account at all; its
+    /// one-time password.
+    pub fn ensure_first_admin(&self, actor: &str) -> Result<Option<(UserName, String)>, Error> {
+        if !self.store.has_no_users()? {
+            return Ok(None);
+        }
+        match self.add(FIRST_ADMIN, ConsoleRole::Admin.name(), actor) {
+            Ok(created) => Ok(Some(created)),
+            // Created by a concurrent call: not ours to print.
+            Err(Error::UserExists(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every account, by name.
+    pub fn list(&self) -> Result<Vec<ConsoleUser>, Error> {
+        Ok(self.store.users()?)
+    }
+
+    /// Disables (or enables again) an account; disabling ends its sessions.
+    pub fn set_disabled(&self, name: &str, disabled: bool, actor: &str) -> Result<ConsoleUser, Error> {
+        let name = Self::name(name)?;
+        let user = self
+            .store
+            .update_user(&name, |u| u.disabled = disabled)?
+            .ok_or(Error::UnknownUser(name.clone()))?;
+        if disabled {
+            self.store.remove_sessions_of(&name)?;
+        }
+        let action = if disabled { "console.user.disable" } else { "console.user.enable" };
+        self.ca.audit_event(actor, action, true, name.as_str())?;
+        Ok(user)
+    }
+
+    /// Resets an account: a new one-time password (returned), TOTP to enrol again, the lockout
+    /// lifted, its sessions ended.
+    pub fn reset(&self, name: &str, actor: &str) -> Result<String, Error> {
+        let name = Self::name(name)?;
+        let otp = password::one_time()?;
+        let hash = password::hash(&otp)?;
+        self.store
+            .update_user(&name, |u| {
+                u.password_hash = hash.clone();
+                u.must_change_password = true;
+                u.totp_secret = None;
+                u.failed_logins = 0;
+                u.locked_until = None;
+            })?
+            .ok_or(Error::UnknownUser(name.clone()))?;
+        self.store.remove_sessions_of(&name)?;
+        self.ca.audit_event(actor, "console.user.reset", true, name.as_str())?;
+        Ok(otp)
+    }
+
+    /// Counts a failed login (wrong password or TOTP code); locks the account once
+    /// `cfg.max_failed_logins` failures follow each other, ending its sessions, with an audit
+    /// entry.
+    pub fn record_failure(
+        &self,
+        name: &UserName,
+        cfg: &ConsoleConfig,
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let max = cfg.max_failed_logins;
+        let until = now + secs(cfg.lockout_secs);
+        let Some(user) = self.store.update_user(name, |u| {
+            u.failed_logins += 1;
+            if u.failed_logins >= max {
+                u.failed_logins = 0;
+                u.locked_until = Some(until);
+            }
+        })?
+        else {
+            return Ok(());
+        };
+        if user.locked_until == Some(until) {
+            self.store.remove_sessions_of(name)?;
+            tracing::warn!(user = %name, "console account locked after {max} failed logins");
+            self.ca.audit_event(
+                "system",
+                "console.lockout",
+                true,
+                &format!("{name} locked until {} after {max} failed logins", until.to_rfc3339()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Checks a password login. Argon2id runs whether or not the user exists. Returns the
+    /// account, or why not (to log, never to show).
+    pub fn check_password(
+        &self,
+        name_text: &str,
+        pw: &str,
+        cfg: &ConsoleConfig,
+    ) -> Result<Result<ConsoleUser, LoginFailure>, Error> {
+        let now = self.ca.now();
+        let user = match name_text.parse::<UserName>() {
+            Ok(n) => self.store.user(&n)?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            password::verify(password::dummy_hash(), pw);
+            return Ok(Err(LoginFailure::BadCredentials));
+        };
+        let right = password::verify(&user.password_hash, pw);
+        if user.locked_until.is_some_and(|t| now < t) {
+            return Ok(Err(LoginFailure::Locked));
+        }
+        if !right {
+            self.record_failure(&user.name, cfg, now)?;
+            return Ok(Err(LoginFailure::BadCredentials));
+        }
+        if user.disabled {
+            return Ok(Err(LoginFailure::Disabled));
+        }
+        Ok(Ok(user))
+    }
+
+    /// Records a completed login (failures reset) with an audit entry.
+    pub fn record_login(&self, name: &UserName) -> Result<(), Error> {
+        let now = self.ca.now();
+        self.store.update_user(name, |u| {
+            u.failed_logins = 0;
+            u.locked_until = None;
+            u.last_login = Some(now);
+        })?;
+        self.ca.audit_event(&actor(name), "console.login", true, "")?;
+        Ok(())
+    }
+
+    /// Checks a TOTP code of an enrolled account and consumes its time step; a wrong code counts
+    /// as a failed login.
+    pub fn check_totp(&self, name: &UserName, code: &str, cfg: &ConsoleConfig) -> Result<(), Error> {
+        let now = self.ca.now();
+        let user = self.get(name)?;
+        if user.disabled || user.locked_until.is_some_and(|t| now < t) {
+            return Err(Error::NotLoggedIn { expired: false });
+        }
+        let secret = user.totp_secret.as_deref().ok_or(Error::InvalidTotp)?;
+        match totp::verify(secret, code, now, user.totp_last_step) {
+            Some(step) => {
+                self.store.update_user(name, |u| u.totp_last_step = u.totp_last_step.max(step))?;
+                Ok(())
+            }
+            None => {
+                self.record_failure(name, cfg, now)?;
+                Err(Error::InvalidTotp)
+            }
+        }
+    }
+
+    /// Sets a new password (the policy checked first).
+    pub fn change_password(&self, name: &UserName, new: &str) -> Result<(), Error> {
+        password::check_policy(new, name.as_str())?;
+        let hash = password::hash(new)?;
+        self.store
+            .update_user(name, |u| {
+                u.password_hash = hash.clone();
+                u.must_change_password = false;
+            })?
+            .ok_or(Error::UnknownUser(name.clone()))?;
+        self.ca.audit_event(&actor(name), "console.password.change", true, "")?;
+        Ok(())
+    }
+
+    /// Completes TOTP enrolment: `code` must match `secret`.
+    pub fn confirm_totp(&self, name: &UserName, secret: &[u8], code: &str) -> Result<(), Error> {
+        let step = totp::verify(secret, code, self.ca.now(), 0).ok_or(Error::InvalidTotp)?;
+        let secret = secret.to_vec();
+        self.store
+            .update_user(name, |u| {
+                u.totp_secret = Some(secret.clone());
+                u.totp_last_step = step;
+            })?
+            .ok_or(Error::UnknownUser(name.clone()))?;
+        self.ca.audit_event(&actor(name), "console.totp.enrol", true, "")?;
+        Ok(())
+    }
+}
+
+/// The audit actor of a console user.
+pub fn actor(name: &UserName) -> String {
+    format!("console:{name}")
+}
+
+pub(crate) fn secs(s: u64) -> Duration {
+    Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+}

@@ -1,0 +1,316 @@
+//! The routes, and the login pages: password, TOTP, first-login password change and TOTP
+//! enrolment, logout.
+
+mod audit;
+mod certs;
+mod users;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use cerdb::console_store::SessionStage;
+use maud::{html, PreEscaped};
+use serde::Deserialize;
+
+use crate::auth::{self, Ctx, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::views::{csrf, html_response, page, CSS};
+use crate::{qr, totp, Console, Error};
+
+pub(crate) type Page = Result<HttpResponse, Error>;
+
+/// Every route of the console.
+pub(crate) fn routes(scope: Scope) -> Scope {
+    scope
+        .route("", web::get().to(|| async { see_other("/admin/") }))
+        .route("/static/console.css", web::get().to(stylesheet))
+        .route("/login", web::get().to(login_page))
+        .route("/login", web::post().to(login_submit))
+        .route("/login/totp", web::get().to(totp_page))
+        .route("/login/totp", web::post().to(totp_submit))
+        .route("/password", web::get().to(password_page))
+        .route("/password", web::post().to(password_submit))
+        .route("/totp/enrol", web::get().to(enrol_page))
+        .route("/totp/enrol", web::post().to(enrol_submit))
+        .route("/logout", web::post().to(logout))
+        .route("/", web::get().to(certs::dashboard))
+        .route("/certificates", web::get().to(certs::list))
+        .route("/certificates/{serial}", web::get().to(certs::detail))
+        .route("/certificates/{serial}/pem", web::get().to(certs::pem))
+        .route("/certificates/{serial}/revoke", web::post().to(certs::revoke))
+        .route("/issue", web::get().to(certs::issue_page))
+        .route("/issue/csr", web::post().to(certs::issue_csr))
+        .route("/issue/generate", web::post().to(certs::issue_generate))
+        .route("/escrow", web::get().to(certs::escrow_page))
+        .route("/escrow/recover", web::post().to(certs::escrow_recover))
+        .route("/audit", web::get().to(audit::audit_log))
+        .route("/timestamps", web::get().to(audit::timestamps_page))
+        .route("/timestamps/verify", web::post().to(audit::timestamps_verify))
+        .route("/users", web::get().to(users::list))
+        .route("/users", web::post().to(users::add))
+        .route("/users/{name}/disable", web::post().to(users::disable))
+        .route("/users/{name}/enable", web::post().to(users::enable))
+        .route("/users/{name}/reset", web::post().to(users::reset))
+        .route("/settings", web::get().to(users::settings))
+        .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound("no such page".into())) }))
+}
+
+/// A 303 redirect.
+pub(crate) fn see_other(to: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, to.to_string())).finish()
+}
+
+fn see_other_with_cookie(to: &str, cookie: String) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, to.to_string()))
+        .append_header((header::SET_COOKIE, cookie))
+        .finish()
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/css; charset=utf-8").body(CSS)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    expired: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// The same words for every failure: unknown user, wrong password, locked, disabled.
+const LOGIN_FAILED: &str = "Login failed: the user name or password is wrong, or the account is locked or \
+                            disabled. Five failed logins lock an account for 15 minutes.";
+
+fn login_form(req: &HttpRequest, console: &Console, status: StatusCode, message: Option<&str>) -> Page {
+    let existing = auth::cookie(req, LOGIN_COOKIE).filter(|v| v.len() == 64 && hex::decode(v).is_ok());
+    let (pre, set) = match existing {
+        Some(v) => (v, None),
+        None => {
+            let v = hex::encode(auth::random32()?);
+            let c = auth::set_cookie(req, LOGIN_COOKIE, &v, false);
+            (v, Some(c))
+        }
+    };
+    let token = auth::login_token(console, &pre);
+    let body = html! {
+        @if let Some(m) = message { p.error #login-error { (m) } }
+        form.card method="post" action="/admin/login" {
+            (csrf(&token))
+            label { "User name" input type="text" name="username" autocomplete="username" required autofocus; }
+            label { "Password" input type="password" name="password" autocomplete="current-password" required; }
+            button type="submit" { "Log in" }
+        }
+    };
+    let mut b = HttpResponse::build(status);
+    b.content_type("text/html; charset=utf-8");
+    if let Some(c) = set {
+        auth::with_cookie(&mut b, c);
+    }
+    Ok(b.body(page("Log in", None, body).into_string()))
+}
+
+async fn login_page(req: HttpRequest, console: web::Data<Console>, q: web::Query<LoginQuery>) -> Page {
+    if let Ok(ctx) = auth::current(&req, &console) {
+        return Ok(see_other(auth::stage_page(ctx.session.stage)));
+    }
+    let msg = q.expired.as_ref().map(|_| "Your session has expired; please log in again.");
+    login_form(&req, &console, StatusCode::OK, msg)
+}
+
+async fn login_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<LoginForm>) -> Page {
+    auth::check_login_token(&req, &console, form.csrf_token.as_deref())?;
+    let LoginForm { username, password, .. } = form.into_inner();
+    let c = console.clone();
+    let result = web::block(move || c.accounts().check_password(&username, &password, &c.cfg)).await??;
+    let user = match result {
+        Ok(u) => u,
+        Err(why) => {
+            tracing::info!(?why, "console login failed");
+            return login_form(&req, &console, StatusCode::FORBIDDEN, Some(LOGIN_FAILED));
+        }
+    };
+    if let Some(old) = auth::cookie(&req, SESSION_COOKIE).and_then(|v| v.parse().ok()) {
+        console.store.remove_session(&old)?;
+    }
+    let stage = match auth::next_stage(&user) {
+        SessionStage::Active => SessionStage::NeedTotp,
+        other => other,
+    };
+    let cookie = auth::start_session(&req, &console, &user, stage, false)?;
+    Ok(see_other_with_cookie(auth::stage_page(stage), cookie))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CodeForm {
+    pub csrf_token: Option<String>,
+    #[serde(default)]
+    pub code: String,
+}
+
+fn code_form(ctx: &Ctx, action: &str, intro: &str) -> maud::Markup {
+    html! {
+        form.card method="post" action=(action) {
+            p { (intro) }
+            (csrf(&ctx.session.csrf_token))
+            label { "TOTP code" input type="text" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="7" required autofocus; }
+            button type="submit" { "Continue" }
+        }
+    }
+}
+
+async fn totp_page(req: HttpRequest, console: web::Data<Console>) -> Page {
+    let ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotp, false)?;
+    let body = code_form(&ctx, "/admin/login/totp", "Enter the code your authenticator app shows.");
+    Ok(html_response(StatusCode::OK, page("Two-factor authentication", None, body)))
+}
+
+/// Completes a login: the session becomes active under a new id, with a fresh step-up.
+fn finish_login(req: &HttpRequest, console: &Console, ctx: &Ctx) -> Page {
+    let cookie = auth::advance(req, console, ctx, SessionStage::Active, true)?;
+    console.accounts().record_login(&ctx.user.name)?;
+    Ok(see_other_with_cookie("/admin/", cookie))
+}
+
+async fn totp_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<CodeForm>) -> Page {
+    let ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotp, false)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    console.accounts().check_totp(&ctx.user.name, &form.code, &console.cfg)?;
+    finish_login(&req, &console, &ctx)
+}
+
+#[derive(Debug, Deserialize)]
+struct PasswordForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+    #[serde(default)]
+    confirm_password: String,
+}
+
+async fn password_page(req: HttpRequest, console: web::Data<Console>) -> Page {
+    let ctx = auth::guard_stage(&req, &console, SessionStage::NeedNewPassword, true)?;
+    let voluntary = ctx.session.stage == SessionStage::Active;
+    let body = html! {
+        @if !voluntary {
+            p.notice { "You logged in with a one-time password. Choose your own password now; then set up two-factor authentication." }
+        }
+        form.card method="post" action="/admin/password" {
+            (csrf(&ctx.session.csrf_token))
+            @if voluntary {
+                label { "Current password" input type="password" name="current_password" autocomplete="current-password" required; }
+            }
+            label { "New password (at least 12 characters, not a common password)"
+                input type="password" name="new_password" autocomplete="new-password" minlength="12" required; }
+            label { "New password again" input type="password" name="confirm_password" autocomplete="new-password" minlength="12" required; }
+            button type="submit" { "Set password" }
+        }
+    };
+    let nav = voluntary.then_some(&ctx);
+    Ok(html_response(StatusCode::OK, page("Change password", nav, body)))
+}
+
+async fn password_submit(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    form: web::Form<PasswordForm>,
+) -> Page {
+    let ctx = auth::guard_stage(&req, &console, SessionStage::NeedNewPassword, true)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let form = form.into_inner();
+    if form.new_password != form.confirm_password {
+        return Err(Error::WeakPassword("the two new passwords differ".into()));
+    }
+    let voluntary = ctx.session.stage == SessionStage::Active;
+    let c = console.clone();
+    let name = ctx.user.name.clone();
+    let hash = ctx.user.password_hash.clone();
+    let cfg = console.cfg.clone();
+    web::block(move || -> Result<(), Error> {
+        let accounts = c.accounts();
+        if voluntary && !crate::password::verify(&hash, &form.current_password) {
+            accounts.record_failure(&name, &cfg, c.ca.now())?;
+            return Err(Error::BadRequest("the current password is wrong".into()));
+        }
+        if crate::password::verify(&hash, &form.new_password) {
+            return Err(Error::WeakPassword("it is the password you have now".into()));
+        }
+        accounts.change_password(&name, &form.new_password)
+    })
+    .await??;
+    if voluntary {
+        // Every session of the account ends; this one starts again.
+        console.store.remove_sessions_of(&ctx.user.name)?;
+        let user = console.accounts().get(&ctx.user.name)?;
+        let cookie = auth::start_session(&req, &console, &user, SessionStage::Active, false)?;
+        return Ok(see_other_with_cookie("/admin/", cookie));
+    }
+    let user = console.accounts().get(&ctx.user.name)?;
+    let next = match auth::next_stage(&user) {
+        // A login finishes with a TOTP code, never with a password alone.
+        SessionStage::Active => SessionStage::NeedTotp,
+        other => other,
+    };
+    let cookie = auth::advance(&req, &console, &ctx, next, false)?;
+    Ok(see_other_with_cookie(auth::stage_page(next), cookie))
+}
+
+async fn enrol_page(req: HttpRequest, console: web::Data<Console>) -> Page {
+    let mut ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotpEnrolment, false)?;
+    let secret = match &ctx.session.pending_totp_secret {
+        Some(s) => s.clone(),
+        None => {
+            let s = auth::random32()?[..totp::SECRET_LEN].to_vec();
+            ctx.session.pending_totp_secret = Some(s.clone());
+            console.store.put_session(&ctx.id, &ctx.session)?;
+            s
+        }
+    };
+    let uri = totp::otpauth_uri(&console.cfg.totp_issuer, ctx.user.name.as_str(), &secret);
+    let svg = qr::svg(&uri)?;
+    let body = html! {
+        p { "Add this key to your authenticator app (scan the QR code or type the key), then enter the code it shows." }
+        section.card {
+            (PreEscaped(svg))
+            p { "Key: " code.secret #totp-secret { (totp::base32_grouped(&secret)) } }
+            p { "Key URI: " code.mono #totp-uri { (uri) } }
+            p { "TOTP (RFC 6238): SHA-1, 6 digits, 30-second period." }
+        }
+        (code_form(&ctx, "/admin/totp/enrol", "Code from the app, to confirm:"))
+    };
+    Ok(html_response(StatusCode::OK, page("Set up two-factor authentication", None, body)))
+}
+
+async fn enrol_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<CodeForm>) -> Page {
+    let ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotpEnrolment, false)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let secret = ctx
+        .session
+        .pending_totp_secret
+        .clone()
+        .ok_or_else(|| Error::BadRequest("reload the enrolment page to get a key".into()))?;
+    console.accounts().confirm_totp(&ctx.user.name, &secret, &form.code)?;
+    finish_login(&req, &console, &ctx)
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfOnly {
+    csrf_token: Option<String>,
+}
+
+async fn logout(req: HttpRequest, console: web::Data<Console>, form: web::Form<CsrfOnly>) -> Page {
+    let ctx = auth::current(&req, &console)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    console.store.remove_session(&ctx.id)?;
+    if ctx.session.stage == SessionStage::Active {
+        console.ca.audit_event(&ctx.actor(), "console.logout", true, "")?;
+    }
+    Ok(see_other_with_cookie("/admin/login", auth::set_cookie(&req, SESSION_COOKIE, "", true)))
+}

@@ -1,0 +1,193 @@
+//! Account management and the settings page (administrators).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest};
+use cerdb::console_store::{ConsoleRole, ConsoleUser, UserName};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::{see_other, Page};
+use crate::auth::{guard, Ctx, Perm};
+use crate::views::{csrf, html_response, page, step_up_field, when};
+use crate::{Console, Error};
+
+fn user_state(u: &ConsoleUser, now: chrono::DateTime<chrono::Utc>) -> String {
+    let mut s = Vec::new();
+    s.push(if u.disabled { "disabled" } else { "active" });
+    if u.locked_until.is_some_and(|t| now < t) {
+        s.push("locked");
+    }
+    if u.must_change_password {
+        s.push("one-time password");
+    } else if u.totp_secret.is_none() {
+        s.push("TOTP not enrolled");
+    }
+    s.join(", ")
+}
+
+fn users_page(ctx: &Ctx, console: &Console, notice: Option<Markup>) -> Page {
+    let users = console.accounts().list()?;
+    let now = console.ca.now();
+    let fresh = ctx.stepped_up(console);
+    let body = html! {
+        @if let Some(n) = notice { (n) }
+        table #users {
+            tr { th { "name" } th { "role" } th { "state" } th { "created" } th { "last login" } th { "actions" } }
+            @for u in &users {
+                tr {
+                    td { (u.name) } td { (u.role) } td { (user_state(u, now)) } td { (when(u.created_at)) }
+                    td { (u.last_login.map(when).unwrap_or_else(|| "-".into())) }
+                    td {
+                        @if u.name != ctx.user.name {
+                            @let (verb, label) = if u.disabled { ("enable", "Enable") } else { ("disable", "Disable") };
+                            form.inline method="post" action=(format!("/admin/users/{}/{verb}", u.name)) {
+                                (csrf(&ctx.session.csrf_token)) button type="submit" { (label) }
+                            }
+                            " "
+                            form.inline method="post" action=(format!("/admin/users/{}/reset", u.name)) {
+                                (csrf(&ctx.session.csrf_token))
+                                input type="text" name="totp_code" inputmode="numeric" placeholder=(if fresh { "TOTP (optional)" } else { "TOTP code" }) aria-label="TOTP code for step-up" maxlength="7";
+                                button type="submit" { "Reset password and TOTP" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form.card #add-user method="post" action="/admin/users" {
+            h2 { "Add a user" }
+            (csrf(&ctx.session.csrf_token))
+            label { "Name" input type="text" name="name" pattern="[A-Za-z0-9][A-Za-z0-9._\\-]*" maxlength="64" required; }
+            label { "Role" select name="role" { @for r in ConsoleRole::ALL { option value=(r.name()) { (r.name()) } } } }
+            (step_up_field(fresh))
+            button type="submit" { "Add user" }
+        }
+    };
+    Ok(html_response(StatusCode::OK, page("Users", Some(ctx), body)))
+}
+
+pub(crate) async fn list(req: HttpRequest, console: web::Data<Console>) -> Page {
+    let ctx = guard(&req, &console, Perm::ManageUsers)?;
+    users_page(&ctx, &console, None)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct AddForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    role: String,
+    totp_code: Option<String>,
+}
+
+fn otp_notice(name: &UserName, otp: &str, what: &str) -> Markup {
+    html! {
+        div.notice #one-time-password {
+            p { (what) " " strong { (name) } ". One-time password (shown once; it must be changed at first login):" }
+            p { code.secret #otp { (otp) } }
+        }
+    }
+}
+
+pub(crate) async fn add(req: HttpRequest, console: web::Data<Console>, form: web::Form<AddForm>) -> Page {
+    let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let form = form.into_inner();
+    let c = console.clone();
+    let actor = ctx.actor();
+    let (name, otp) = web::block(move || c.accounts().add(&form.name, &form.role, &actor)).await??;
+    users_page(&ctx, &console, Some(otp_notice(&name, &otp, "Added")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ActionForm {
+    csrf_token: Option<String>,
+    totp_code: Option<String>,
+}
+
+fn not_self(ctx: &Ctx, name: &str) -> Result<(), Error> {
+    if name.trim().eq_ignore_ascii_case(ctx.user.name.as_str()) {
+        return Err(Error::BadRequest("you cannot disable or reset your own account here".into()));
+    }
+    Ok(())
+}
+
+async fn set_disabled(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    name: String,
+    form: web::Form<ActionForm>,
+    disabled: bool,
+) -> Page {
+    let ctx = guard(&req, &console, Perm::ManageUsers)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    not_self(&ctx, &name)?;
+    console.accounts().set_disabled(&name, disabled, &ctx.actor())?;
+    Ok(see_other("/admin/users"))
+}
+
+pub(crate) async fn disable(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> Page {
+    set_disabled(req, console, path.into_inner(), form, true).await
+}
+
+pub(crate) async fn enable(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> Page {
+    set_disabled(req, console, path.into_inner(), form, false).await
+}
+
+pub(crate) async fn reset(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> Page {
+    let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    not_self(&ctx, &path)?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    let name = path.into_inner();
+    let n = name.clone();
+    let otp = web::block(move || c.accounts().reset(&n, &actor)).await??;
+    let name: UserName = name.parse().map_err(Error::BadRequest)?;
+    users_page(&ctx, &console, Some(otp_notice(&name, &otp, "Reset")))
+}
+
+pub(crate) async fn settings(req: HttpRequest, console: web::Data<Console>) -> Page {
+    let ctx = guard(&req, &console, Perm::Settings)?;
+    let cfg = &console.cfg;
+    let ca = console.ca.config();
+    let body = html! {
+        p { "Settings are read from " code { "pki.toml" } " when " code { "pki serve" } " starts; change them there." }
+        h2 { "Console" }
+        table #console-settings {
+            tr { th { "idle timeout" } td { (cfg.idle_timeout_secs) " s" } }
+            tr { th { "absolute timeout" } td { (cfg.absolute_timeout_secs) " s" } }
+            tr { th { "failed logins before lockout" } td { (cfg.max_failed_logins) } }
+            tr { th { "lockout" } td { (cfg.lockout_secs) " s" } }
+            tr { th { "step-up window" } td { (cfg.step_up_secs) " s" } }
+            tr { th { "TOTP issuer" } td { (cfg.totp_issuer) } }
+        }
+        h2 { "Certificate authority" }
+        table #ca-settings {
+            tr { th { "public base URL" } td { (ca.public_base_url) } }
+            tr { th { "subscriber validity" } td { (ca.leaf.validity_days) " days" } }
+            tr { th { "minimum RSA size" } td { (ca.leaf.min_rsa_bits) " bits" } }
+            tr { th { "generated key type" } td { (ca.leaf.default_generated_key_type) } }
+            tr { th { "CRL validity" } td { (ca.crl.validity_hours) " h" } }
+        }
+    };
+    Ok(html_response(StatusCode::OK, page("Settings", Some(&ctx), body)))
+}

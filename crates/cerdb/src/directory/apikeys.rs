@@ -1,0 +1,350 @@
+//! Client applications' API keys and the anonymous-access policy, in their own sled trees.
+//!
+//! A key is `cdk_` followed by 43 base64url characters (256 random bits from the system CSPRNG).
+//! It is shown once, at creation; the store keeps only its SHA-256 (see the module documentation
+//! of [`crate::directory`] for why a fast hash is the right one) and the first 8 characters, so
+//! officers can tell keys apart in `pki apikey list`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
+
+use super::DirectoryError;
+
+const KEY_PREFIX: &str = "cdk_";
+const KEY_B64_LEN: usize = 43;
+const SHOWN_PREFIX_LEN: usize = 8;
+
+/// The default quota of a new key: lookups per second (a bulk lookup costs one per address).
+pub const DEFAULT_KEY_RATE: f64 = 1_000.0;
+/// The most a quota's rate or burst may be.
+pub const MAX_QUOTA: f64 = 1e9;
+
+/// The name officers give a key (`mailer`, `statement-run.2025`): 1 to 64 characters of
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ApiKeyName(String);
+
+impl ApiKeyName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ApiKeyName {
+    type Err = DirectoryError;
+    fn from_str(s: &str) -> Result<Self, DirectoryError> {
+        let bad = |reason: &str| DirectoryError::InvalidParameter {
+            name: "API key name".into(),
+            reason: format!("{s:?} {reason}"),
+        };
+        if s.is_empty() || s.len() > 64 {
+            return Err(bad("must have 1 to 64 characters"));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(bad("must start with a letter or digit"));
+        }
+        if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return Err(bad(&format!("contains {c:?}; use letters, digits, '.', '_' and '-'")));
+        }
+        Ok(ApiKeyName(s.to_string()))
+    }
+}
+
+impl fmt::Display for ApiKeyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ApiKeyName {
+    type Error = DirectoryError;
+    fn try_from(s: String) -> Result<Self, DirectoryError> {
+        s.parse()
+    }
+}
+
+impl From<ApiKeyName> for String {
+    fn from(n: ApiKeyName) -> String {
+        n.0
+    }
+}
+
+/// An API key in clear: exists only between its generation and the officer's screen, and in
+/// the `Authorization` header of a client. `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(String);
+
+impl fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKeySecret({}…)", self.shown_prefix())
+    }
+}
+
+impl ApiKeySecret {
+    /// A new random key.
+    pub fn generate() -> Result<Self, DirectoryError> {
+        use ring::rand::SecureRandom as _;
+        let mut bytes = [0u8; 32];
+        ring::rand::SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| crate::Error::Db("no randomness for the API key".into()))?;
+        Ok(ApiKeySecret(format!(
+            "{KEY_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )))
+    }
+
+    /// The key, to show once.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What is stored of it.
+    pub fn hash(&self) -> ApiKeyHash {
+        let d = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let mut h = [0u8; 32];
+        h.copy_from_slice(d.as_ref());
+        ApiKeyHash(h)
+    }
+
+    /// The first characters, which `pki apikey list` shows.
+    pub fn shown_prefix(&self) -> &str {
+        &self.0[..SHOWN_PREFIX_LEN.min(self.0.len())]
+    }
+}
+
+impl FromStr for ApiKeySecret {
+    type Err = DirectoryError;
+    /// Checks the form only (`cdk_` and 43 base64url characters); whether the key exists is
+    /// [`ApiKeyStore::authenticate`]'s business.
+    fn from_str(s: &str) -> Result<Self, DirectoryError> {
+        let ok = s.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+            rest.len() == KEY_B64_LEN
+                && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+        if ok {
+            Ok(ApiKeySecret(s.to_string()))
+        } else {
+            Err(DirectoryError::Unauthorized("malformed API key"))
+        }
+    }
+}
+
+/// The SHA-256 of an API key: what the store keeps, and the rate limiter's bucket id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApiKeyHash(pub [u8; 32]);
+
+impl fmt::Display for ApiKeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// What is stored about a key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Its name.
+    pub name: ApiKeyName,
+    /// The first 8 characters of the key (`cdk_` and 4 more).
+    pub prefix: String,
+    /// Lookups per second (a bulk lookup costs one per address).
+    pub rate: f64,
+    /// The bucket's capacity: how many lookups may come at once.
+    pub burst: f64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The quota of clients without a key, per IP address (per /64 for IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct AnonymousPolicy {
+    /// Whether requests without a key are served at all.
+    pub enabled: bool,
+    /// Lookups per second.
+    pub rate: f64,
+    /// Bucket capacity.
+    pub burst: f64,
+}
+
+impl Default for AnonymousPolicy {
+    /// Strict: 2 lookups per second, 20 at once.
+    fn default() -> Self {
+        AnonymousPolicy { enabled: true, rate: 2.0, burst: 20.0 }
+    }
+}
+
+/// Checks a quota: rate > 0 and burst ≥ 1, both finite and at most [`MAX_QUOTA`].
+pub fn check_quota(rate: f64, burst: f64) -> Result<(), DirectoryError> {
+    if !(rate.is_finite() && rate > 0.0 && rate <= MAX_QUOTA) {
+        return Err(DirectoryError::InvalidParameter {
+            name: "rate".into(),
+            reason: format!("{rate} is not a number of lookups per second above 0 and at most {MAX_QUOTA}"),
+        });
+    }
+    if !(burst.is_finite() && (1.0..=MAX_QUOTA).contains(&burst)) {
+        return Err(DirectoryError::InvalidParameter {
+            name: "burst".into(),
+            reason: format!("{burst} is not a number of lookups from 1 to {MAX_QUOTA}"),
+        });
+    }
+    Ok(())
+}
+
+/// The API keys and the anonymous policy.
+#[derive(Clone)]
+pub struct ApiKeyStore {
+    db: sled::Db,
+    keys: sled::Tree,
+    names: sled::Tree,
+    settings: sled::Tree,
+}
+
+impl fmt::Debug for ApiKeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyStore").finish_non_exhaustive()
+    }
+}
+
+fn corrupt(what: &str, e: impl fmt::Display) -> DirectoryError {
+    DirectoryError::Storage(crate::Error::Corrupt(format!("{what}: {e}")))
+}
+
+fn decode(bytes: &[u8]) -> Result<ApiKeyRecord, DirectoryError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt("API key record", e))
+}
+
+fn tx_error(e: TransactionError<DirectoryError>) -> DirectoryError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => e.into(),
+    }
+}
+
+const ANONYMOUS: &str = "anonymous";
+
+impl ApiKeyStore {
+    /// Opens (creating) the trees in `db`.
+    pub fn open(db: &sled::Db) -> Result<Self, DirectoryError> {
+        Ok(ApiKeyStore {
+            keys: db.open_tree("dir_apikeys")?,
+            names: db.open_tree("dir_apikey_names")?,
+            settings: db.open_tree("dir_settings")?,
+            db: db.clone(),
+        })
+    }
+
+    /// Creates a key named `name` (unique among all keys ever created, revoked ones included, so
+    /// that logs stay unambiguous), durably. Returns the key in clear, once.
+    pub fn create(
+        &self,
+        name: &ApiKeyName,
+        rate: Option<f64>,
+        burst: Option<f64>,
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKeySecret, ApiKeyRecord), DirectoryError> {
+        let rate = rate.unwrap_or(DEFAULT_KEY_RATE);
+        let burst = burst.unwrap_or(rate.max(1.0));
+        check_quota(rate, burst)?;
+        let secret = ApiKeySecret::generate()?;
+        let hash = secret.hash();
+        let rec = ApiKeyRecord {
+            name: name.clone(),
+            prefix: secret.shown_prefix().to_string(),
+            rate,
+            burst,
+            created_at: now,
+            revoked_at: None,
+        };
+        let enc = serde_json::to_vec(&rec).map_err(|e| corrupt("API key record", e))?;
+        (&self.keys, &self.names)
+            .transaction(|(keys, names)| {
+                if names.get(name.as_str())?.is_some() {
+                    return abort(DirectoryError::KeyNameTaken(name.to_string()));
+                }
+                names.insert(name.as_str(), &hash.0)?;
+                keys.insert(&hash.0, enc.as_slice())?;
+                Ok::<(), ConflictableTransactionError<DirectoryError>>(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok((secret, rec))
+    }
+
+    /// Every key, oldest first.
+    pub fn list(&self) -> Result<Vec<ApiKeyRecord>, DirectoryError> {
+        let mut out = Vec::new();
+        for r in self.keys.iter() {
+            let (_, v) = r?;
+            out.push(decode(&v)?);
+        }
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    /// Revokes the key named `name`, durably; its next request gets 401.
+    pub fn revoke(&self, name: &ApiKeyName, now: DateTime<Utc>) -> Result<ApiKeyRecord, DirectoryError> {
+        let rec = (&self.keys, &self.names)
+            .transaction(|(keys, names)| {
+                let Some(hash) = names.get(name.as_str())? else {
+                    return abort(DirectoryError::UnknownKey(name.to_string()));
+                };
+                let Some(bytes) = keys.get(&hash)? else {
+                    return abort(DirectoryError::Storage(crate::Error::Inconsistent(format!(
+                        "API key name {name} names a missing key"
+                    ))));
+                };
+                let mut rec = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                if rec.revoked_at.is_some() {
+                    return abort(DirectoryError::KeyAlreadyRevoked(name.to_string()));
+                }
+                rec.revoked_at = Some(now);
+                let enc = serde_json::to_vec(&rec)
+                    .map_err(|e| ConflictableTransactionError::Abort(corrupt("API key record", e)))?;
+                keys.insert(&hash, enc)?;
+                Ok(rec)
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(rec)
+    }
+
+    /// The live (not revoked) key whose clear text is `secret`.
+    pub fn authenticate(
+        &self,
+        secret: &ApiKeySecret,
+    ) -> Result<Option<(ApiKeyHash, ApiKeyRecord)>, DirectoryError> {
+        let hash = secret.hash();
+        let Some(bytes) = self.keys.get(hash.0)? else { return Ok(None) };
+        let rec = decode(&bytes)?;
+        if rec.revoked_at.is_some() {
+            return Ok(None);
+        }
+        Ok(Some((hash, rec)))
+    }
+
+    /// The anonymous policy (the default until an officer sets one).
+    pub fn anonymous(&self) -> Result<AnonymousPolicy, DirectoryError> {
+        match self.settings.get(ANONYMOUS)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("anonymous policy", e)),
+            None => Ok(AnonymousPolicy::default()),
+        }
+    }
+
+    /// Sets the anonymous policy, durably.
+    pub fn set_anonymous(&self, policy: &AnonymousPolicy) -> Result<(), DirectoryError> {
+        check_quota(policy.rate, policy.burst)?;
+        let enc = serde_json::to_vec(policy).map_err(|e| corrupt("anonymous policy", e))?;
+        self.settings.insert(ANONYMOUS, enc)?;
+        self.db.flush()?;
+        Ok(())
+    }
+}

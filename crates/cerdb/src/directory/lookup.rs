@@ -1,0 +1,253 @@
+//! The lookups themselves, free of HTTP: what an address query is, and the answers.
+
+use chrono::{DateTime, Utc};
+
+use super::{Directory, DirectoryError};
+use crate::{CertKind, CertRecord, CertStatus, EmailAddress, Fingerprint, Serial, Usage};
+
+/// What a lookup names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressQuery {
+    /// An address in clear (normalised).
+    Email(EmailAddress),
+    /// The SHA-256 of an address's lookup key ([`EmailAddress::lookup_hash`]).
+    Sha256([u8; 32]),
+    /// Well-formed by the API's syntax, but not an address the CA would certify (a local part
+    /// over 64 characters, a domain label over 63, a domain over 253): it matches nothing.
+    Unmatchable,
+}
+
+const ATEXT_SPECIALS: &[u8] = b"!#$%&'*+/=?^_`{|}~-";
+
+/// The syntax of an address in the API (the OpenAPI document's `pattern` for `email`, plus at
+/// most 254 characters): a dot-atom local part, `@`, and a host name of two or more labels.
+pub const EMAIL_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$";
+
+/// The most characters an address may have.
+pub const EMAIL_MAX_LEN: usize = 254;
+
+fn is_atext(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(&b)
+}
+
+/// Whether `s` matches [`EMAIL_PATTERN`], written out by hand. The two must agree: the
+/// schemathesis run of the end-to-end tests sends addresses generated from the pattern (which must
+/// be accepted) and strings that break it (which must be refused).
+fn matches_email_syntax(s: &str) -> Result<(), &'static str> {
+    let Some((local, domain)) = s.split_once('@') else { return Err("no '@'") };
+    if local.is_empty() {
+        return Err("empty local part");
+    }
+    for atom in local.split('.') {
+        if atom.is_empty() {
+            return Err("misplaced '.' in the local part");
+        }
+        if !atom.bytes().all(is_atext) {
+            return Err("a character that is not allowed in the local part");
+        }
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain needs at least two labels");
+    }
+    for l in labels {
+        let b = l.as_bytes();
+        if b.is_empty() {
+            return Err("an empty domain label");
+        }
+        if !b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-') {
+            return Err("a character that is not allowed in the domain (or a second '@')");
+        }
+        if b[0] == b'-' || b[b.len() - 1] == b'-' {
+            return Err("a domain label starts or ends with '-'");
+        }
+    }
+    Ok(())
+}
+
+/// Parses an address given to the API. `Err` (HTTP 400) when it breaks the API's syntax;
+/// [`AddressQuery::Unmatchable`] when it keeps the syntax but could never have a certificate.
+pub fn parse_address(s: &str) -> Result<AddressQuery, String> {
+    if s.chars().count() > EMAIL_MAX_LEN {
+        return Err(format!("longer than {EMAIL_MAX_LEN} characters"));
+    }
+    matches_email_syntax(s).map_err(|why| format!("not an e-mail address: {why}"))?;
+    Ok(match s.parse::<EmailAddress>() {
+        Ok(e) => AddressQuery::Email(e),
+        Err(_) => AddressQuery::Unmatchable,
+    })
+}
+
+/// Parses `email_sha256`: 64 hex digits, either case.
+pub fn parse_sha256(s: &str) -> Result<[u8; 32], String> {
+    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 64 hex digits: the SHA-256 of the lower-cased address".into());
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// Parses `usage` strictly: `encryption` or `signing`.
+pub fn parse_usage(s: &str) -> Result<Usage, String> {
+    match s {
+        "encryption" => Ok(Usage::Encryption),
+        "signing" => Ok(Usage::Signing),
+        _ => Err(format!("unknown usage {s:?}: expected encryption or signing")),
+    }
+}
+
+/// Parses a fingerprint path segment: 64 hex digits.
+pub fn parse_fingerprint(s: &str) -> Result<Fingerprint, String> {
+    parse_sha256(s)
+        .map(Fingerprint)
+        .map_err(|_| "expected 64 hex digits (SHA-256 of the certificate DER)".into())
+}
+
+/// Parses a serial path segment: 1 to 64 hex digits. `Ok(None)` for well-formed values no
+/// certificate can have (zero, or over 20 octets).
+pub fn parse_serial(s: &str) -> Result<Option<Serial>, String> {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("expected 1 to 64 hex digits".into());
+    }
+    Ok(s.parse::<Serial>().ok())
+}
+
+impl Directory {
+    /// The address a query names, if it could have certificates.
+    pub fn resolve(&self, q: &AddressQuery) -> Result<Option<EmailAddress>, DirectoryError> {
+        match q {
+            AddressQuery::Email(e) => Ok(Some(e.clone())),
+            AddressQuery::Sha256(h) => self.hashes.get(h),
+            AddressQuery::Unmatchable => Ok(None),
+        }
+    }
+
+    /// Whether the address has a certificate of `usage` valid at `now`.
+    pub fn exists(&self, q: &AddressQuery, usage: Usage, now: DateTime<Utc>) -> Result<bool, DirectoryError> {
+        let Some(email) = self.resolve(q)? else { return Ok(false) };
+        let kind = CertKind::from(usage);
+        Ok(self.reader.by_email(&email, Some(kind))?.iter().any(|r| r.status_at(now) == CertStatus::Valid))
+    }
+
+    /// The newest certificate of `usage` valid at `now` (newest notBefore), DER included.
+    pub fn newest_valid(
+        &self,
+        q: &AddressQuery,
+        usage: Usage,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertRecord>, DirectoryError> {
+        let Some(email) = self.resolve(q)? else { return Ok(None) };
+        Ok(self.reader.newest_valid(&email, usage.into(), now)?)
+    }
+
+    /// Any certificate by fingerprint, whatever its status, DER included.
+    pub fn by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<CertRecord>, DirectoryError> {
+        Ok(self.reader.by_fingerprint(fp)?)
+    }
+
+    /// Any certificate by serial, whatever its status, DER included.
+    pub fn by_serial(&self, serial: &Serial) -> Result<Option<CertRecord>, DirectoryError> {
+        Ok(self.reader.get(serial)?)
+    }
+
+    /// [`Directory::newest_valid`] for each query, in order.
+    pub fn bulk(
+        &self,
+        queries: &[AddressQuery],
+        usage: Usage,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<CertRecord>>, DirectoryError> {
+        queries.iter().map(|q| self.newest_valid(q, usage, now)).collect()
+    }
+
+    /// The PEM of the CA that issued `rec`, for the chain.
+    pub fn chain_pem(&self, rec: &CertRecord) -> Option<&str> {
+        if rec.kind == CertKind::RootCa {
+            return None;
+        }
+        self.issuer_pem(rec.issuer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_accepts_dot_atoms_and_host_names() {
+        for ok in [
+            "alice@example.com",
+            "Alice.Smith@EXAMPLE.com",
+            "a!#$%&'*+/=?^_`{|}~-b@x-y.example.org",
+            "1@2.3",
+            "x.y.z@a.b.c.d",
+        ] {
+            assert!(matches!(parse_address(ok), Ok(AddressQuery::Email(_))), "{ok:?} refused");
+        }
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@localhost",
+            "a..b@example.com",
+            ".a@example.com",
+            "a.@example.com",
+            "a b@example.com",
+            "a@exa_mple.com",
+            "a@-x.com",
+            "a@x-.com",
+            "a@x..com",
+            "a@x.com.",
+            "müller@example.com",
+            "\"q\"@example.com",
+            "a@[127.0.0.1]",
+            "a@b@example.com",
+            "a(b)@example.com",
+            "a\n@example.com",
+        ] {
+            assert!(parse_address(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        assert!(parse_address(&long).unwrap_err().contains("254"));
+    }
+
+    #[test]
+    fn well_formed_but_uncertifiable_addresses_match_nothing() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        assert_eq!(parse_address(&long_local), Ok(AddressQuery::Unmatchable));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        assert_eq!(parse_address(&long_label), Ok(AddressQuery::Unmatchable));
+    }
+
+    #[test]
+    fn every_address_cerdb_accepts_has_the_api_syntax() {
+        // The API must never refuse (400) an address the CA could certify.
+        for s in ["a@b.co", "first.last+tag@sub.example.co.uk", "x_y@a-b.c-d.e", "Z@Y.X"] {
+            assert!(s.parse::<EmailAddress>().is_ok());
+            assert!(matches!(parse_address(s), Ok(AddressQuery::Email(_))), "{s}");
+        }
+    }
+
+    #[test]
+    fn strict_parameters() {
+        assert_eq!(parse_usage("encryption"), Ok(Usage::Encryption));
+        assert_eq!(parse_usage("signing"), Ok(Usage::Signing));
+        for bad in ["Encryption", "encrypt", "sign", "", "both"] {
+            assert!(parse_usage(bad).is_err(), "{bad:?}");
+        }
+        let h = "ab".repeat(32);
+        assert_eq!(parse_sha256(&h).expect("hex")[0], 0xab);
+        assert!(parse_sha256(&h.to_ascii_uppercase()).is_ok());
+        assert!(parse_sha256(&h[..62]).is_err());
+        assert!(parse_sha256(&"zz".repeat(32)).is_err());
+        assert!(parse_fingerprint(&"0".repeat(64)).is_ok());
+        assert_eq!(parse_serial("0A1b").expect("hex").expect("serial").to_string(), "0A1B");
+        assert_eq!(parse_serial("0000"), Ok(None));
+        assert_eq!(parse_serial(&"f".repeat(64)), Ok(None));
+        for bad in ["", "0x1", "12:34", "xyz", &"1".repeat(65)] {
+            assert!(parse_serial(bad).is_err(), "{bad:?}");
+        }
+    }
+}

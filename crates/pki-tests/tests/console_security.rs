@@ -1,0 +1,499 @@
+//! Admin console (issue 6), acceptance items 2-5, against the real `pki serve` over loopback HTTP:
+//! roles enforced on the server even with a valid CSRF token, step-up for revocation, CSRF on
+//! every POST (login included), the idle timeout, logout, lockout after failed logins with its
+//! audit entry, and the security headers on every route.
+#![allow(clippy::unwrap_used)]
+
+use pki_tests::console_support::*;
+use pki_tests::*;
+
+const PW: &str = "Correct-Horse-Battery-9";
+
+fn add_user(env: &Env, name: &str, role: &str) -> String {
+    one_time_password(&env.pki(["user", "add", "--name", name, "--role", role]).stdout)
+}
+
+/// A signing CSR for `email`: (PEM bytes).
+fn csr_for(env: &Env, email: &str) -> Vec<u8> {
+    let key = gen_key(env.dir(), &format!("{email}.key"), KeySpec::P256);
+    let csr = make_csr(&key, &env.path(&format!("{email}.csr")), &format!("/CN={email}"), &[]);
+    std::fs::read(csr).unwrap()
+}
+
+/// Issues through the console as `officer`; the serial.
+fn issue_via_console(officer: &mut Client, email: &str, csr: &[u8]) -> String {
+    let token = officer.csrf("/admin/issue");
+    let r = officer.post_multipart(
+        "/admin/issue/csr",
+        &[
+            ("csrf_token", None, token.as_bytes()),
+            ("email", None, email.as_bytes()),
+            ("usage", None, b"signing"),
+            ("csr", Some("req.csr"), csr),
+        ],
+    );
+    assert_eq!(r.status, 303, "issue: {}", r.text());
+    let loc = r.location();
+    let serial = loc.strip_prefix("/admin/certificates/").unwrap().trim_end_matches("?issued=1").to_string();
+    serial
+}
+
+fn status_of(env: &Env, serial: &str) -> String {
+    let show = env.pki(["show", "--serial", serial]).stdout;
+    show.lines().find_map(|l| l.strip_prefix("status:")).unwrap().trim().to_string()
+}
+
+#[test]
+fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_needs_step_up() {
+    let env = Env::with_config("[console]\nstep_up_secs = 2\n");
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let officer_otp = add_user(&env, "olivia", "officer");
+    let auditor_otp = add_user(&env, "audrey", "auditor");
+
+    let mut admin = Client::new(env.port);
+    let mut admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
+    let mut officer = Client::new(env.port);
+    let mut officer_auth = first_login(&mut officer, "olivia", &officer_otp, PW);
+    let mut auditor = Client::new(env.port);
+    let mut auditor_auth = first_login(&mut auditor, "audrey", &auditor_otp, PW);
+
+    let base = env.list_serials().len();
+    let csr = csr_for(&env, "carol@example.com");
+    let serial = issue_via_console(&mut officer, "carol@example.com", &csr);
+    assert_eq!(status_of(&env, &serial), "valid");
+
+    // The auditor reads...
+    for page in [
+        "/admin/",
+        "/admin/certificates",
+        &format!("/admin/certificates/{serial}"),
+        "/admin/audit",
+        "/admin/timestamps",
+    ] {
+        assert_eq!(auditor.get(page).status, 200, "auditor GET {page}");
+    }
+    assert_eq!(auditor.get(&format!("/admin/certificates/{serial}/pem")).status, 200);
+    // ...but gets 403 on every officer and admin page,
+    for page in ["/admin/issue", "/admin/escrow", "/admin/users", "/admin/settings"] {
+        assert_eq!(auditor.get(page).status, 403, "auditor GET {page}");
+    }
+    // and on every officer and admin action, posting directly with its own valid CSRF token and
+    // even a valid TOTP code.
+    let token = auditor.csrf("/admin/timestamps");
+    let code = auditor_auth.next_code();
+    let posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            format!("/admin/certificates/{serial}/revoke"),
+            vec![("reason", "keyCompromise"), ("totp_code", &code)],
+        ),
+        (
+            "/admin/issue/generate".into(),
+            vec![
+                ("email", "eve@example.com"),
+                ("key_type", "p256"),
+                ("p12_password", "long-enough-pw"),
+                ("p12_password_confirm", "long-enough-pw"),
+            ],
+        ),
+        (
+            "/admin/escrow/recover".into(),
+            vec![
+                ("serial", &serial),
+                ("p12_password", "long-enough-pw"),
+                ("p12_password_confirm", "long-enough-pw"),
+                ("totp_code", &code),
+            ],
+        ),
+        ("/admin/users".into(), vec![("name", "mallory"), ("role", "admin"), ("totp_code", &code)]),
+        ("/admin/users/olivia/disable".into(), vec![]),
+        ("/admin/users/olivia/reset".into(), vec![("totp_code", &code)]),
+    ];
+    for (path, fields) in &posts {
+        let mut f = vec![("csrf_token", token.as_str())];
+        f.extend(fields.iter().cloned());
+        let r = auditor.post_form(path, &f);
+        assert_eq!(r.status, 403, "auditor POST {path}: {}", r.text());
+        assert!(r.text().contains("auditor"), "the page names the role: {}", r.text());
+    }
+    let r = auditor.post_multipart(
+        "/admin/issue/csr",
+        &[
+            ("csrf_token", None, token.as_bytes()),
+            ("email", None, b"carol@example.com"),
+            ("usage", None, b"signing"),
+            ("csr", Some("c.csr"), &csr),
+        ],
+    );
+    assert_eq!(r.status, 403, "auditor POST /admin/issue/csr");
+    assert_eq!(status_of(&env, &serial), "valid", "nothing was revoked");
+    let users = env.pki(["user", "list"]).stdout;
+    assert!(!users.contains("mallory") && !users.contains("disabled"), "no account changed:\n{users}");
+    assert_eq!(env.list_serials().len(), base + 1, "the CA's certificates and carol's: nothing else issued");
+
+    // The officer gets 403 on user management, with its own valid token.
+    for page in ["/admin/users", "/admin/settings"] {
+        assert_eq!(officer.get(page).status, 403, "officer GET {page}");
+    }
+    let token = officer.csrf("/admin/issue");
+    for (path, fields) in [
+        ("/admin/users", vec![("name", "mallory"), ("role", "admin")]),
+        ("/admin/users/audrey/disable", vec![]),
+        ("/admin/users/audrey/reset", vec![]),
+    ] {
+        let mut f = vec![("csrf_token", token.as_str())];
+        f.extend(fields);
+        assert_eq!(officer.post_form(path, &f).status, 403, "officer POST {path}");
+    }
+    // Separation of duties: the administrator does not issue.
+    assert_eq!(admin.get("/admin/issue").status, 403);
+    assert_eq!(admin.get("/admin/users").status, 200);
+    assert_eq!(admin.get("/admin/settings").status, 200);
+
+    // Step-up: after the 2-second window, revocation without a code is refused...
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let page = officer.get(&format!("/admin/certificates/{serial}")).text();
+    assert!(page.contains("(required: step-up)"), "the form asks for a code");
+    let token = form_value(&page, "csrf_token").unwrap();
+    let revoke = format!("/admin/certificates/{serial}/revoke");
+    let r =
+        officer.post_form(&revoke, &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", "")]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("step-up"), "{}", r.text());
+    let r = officer
+        .post_form(&revoke, &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", "000000")]);
+    assert!(matches!(r.status, 400 | 403), "a wrong code is refused: {}", r.status);
+    assert_eq!(status_of(&env, &serial), "valid");
+    // ...and with a current code it goes through.
+    let r = officer.post_form(
+        &revoke,
+        &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", &officer_auth.next_code())],
+    );
+    assert_eq!((r.status, r.location()), (303, format!("/admin/certificates/{serial}?revoked=1")));
+    assert_eq!(status_of(&env, &serial), "revoked");
+
+    // An escrowed key, issued and recovered by the officer (step-up still fresh from the
+    // revocation), opens with its password.
+    let token = officer.csrf("/admin/issue");
+    let r = officer.post_form(
+        "/admin/issue/generate",
+        &[
+            ("csrf_token", &token),
+            ("email", "dave@example.com"),
+            ("key_type", "p256"),
+            ("p12_password", "long-enough-pw"),
+            ("p12_password_confirm", "long-enough-pw"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-pkcs12"));
+    let p12 = env.write("dave.p12", &r.body);
+    let dump = openssl(["pkcs12", "-in", p12.to_str().unwrap(), "-passin", "pass:long-enough-pw", "-nodes"]);
+    assert!(dump.stdout.contains("PRIVATE KEY") && dump.stdout.contains("CERTIFICATE"));
+    let dave = env.pki(["list", "--email", "dave@example.com"]).stdout;
+    let dave_serial = parse_list(&dave)[0].serial.clone();
+    let r = officer.post_form(
+        "/admin/escrow/recover",
+        &[
+            ("csrf_token", &token),
+            ("serial", &dave_serial),
+            ("p12_password", "another-long-pw"),
+            ("p12_password_confirm", "another-long-pw"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let p12 = env.write("dave-recovered.p12", &r.body);
+    openssl(["pkcs12", "-in", p12.to_str().unwrap(), "-passin", "pass:another-long-pw", "-nodes"]);
+
+    // Adding a user needs step-up too.
+    let token = admin.csrf("/admin/users");
+    let r = admin.post_form(
+        "/admin/users",
+        &[("csrf_token", &token), ("name", "ursula"), ("role", "auditor"), ("totp_code", "")],
+    );
+    assert_eq!(r.status, 403, "no step-up: {}", r.text());
+    let r = admin.post_form(
+        "/admin/users",
+        &[
+            ("csrf_token", &token),
+            ("name", "ursula"),
+            ("role", "auditor"),
+            ("totp_code", &admin_auth.next_code()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let otp = element_text(&r.text(), "otp").expect("the one-time password is shown");
+    assert_eq!(otp.len(), 20);
+
+    // The audit log names the console actors.
+    let audit = admin.get("/admin/audit?action=revoke").text();
+    assert!(audit.contains("console:olivia") && audit.contains(&serial), "{audit}");
+    assert!(element_text(&audit, "chain").unwrap().contains("intact"));
+}
+
+#[test]
+fn csrf_is_checked_on_every_post_idle_sessions_go_to_login_and_logout_kills_the_session() {
+    let env = Env::with_config("[console]\nidle_timeout_secs = 5\n");
+    env.init();
+    let _server = env.serve();
+    let otp = add_user(&env, "olivia", "officer");
+    let base = env.list_serials().len();
+
+    // Login without a token, with a wrong one, and with another browser's token: refused.
+    let mut other = Client::new(env.port);
+    let foreign = other.csrf("/admin/login");
+    let mut c = Client::new(env.port);
+    let good = c.csrf("/admin/login");
+    for token in [None, Some("00"), Some(foreign.as_str()), Some(&good[..good.len() - 1])] {
+        let mut f = vec![("username", "olivia"), ("password", otp.as_str())];
+        if let Some(t) = token {
+            f.push(("csrf_token", t));
+        }
+        let r = c.post_form("/admin/login", &f);
+        assert_eq!(r.status, 403, "login with token {token:?}: {}", r.text());
+        assert!(r.text().contains("CSRF"), "{}", r.text());
+        assert!(!c.cookies.contains_key("pki_console_session"));
+    }
+
+    let mut auth = first_login(&mut c, "olivia", &otp, PW);
+    let token = c.csrf("/admin/issue");
+    for bad in [None, Some("deadbeef"), Some(foreign.as_str())] {
+        let mut f = vec![
+            ("email", "x@example.com"),
+            ("key_type", "p256"),
+            ("p12_password", "long-enough-pw"),
+            ("p12_password_confirm", "long-enough-pw"),
+        ];
+        if let Some(t) = bad {
+            f.push(("csrf_token", t));
+        }
+        let r = c.post_form("/admin/issue/generate", &f);
+        assert_eq!(r.status, 403, "generate with token {bad:?}");
+        let mut f = vec![("reason", "superseded")];
+        if let Some(t) = bad {
+            f.push(("csrf_token", t));
+        }
+        assert_eq!(c.post_form("/admin/certificates/01/revoke", &f).status, 403);
+        assert_eq!(c.post_form("/admin/logout", &f[1..]).status, 403, "logout needs the token too");
+        let r = c.post_multipart(
+            "/admin/issue/csr",
+            &[("email", None, b"x@example.com"), ("usage", None, b"signing")],
+        );
+        assert_eq!(r.status, 403, "multipart without a token");
+    }
+    assert_eq!(env.list_serials().len(), base, "nothing was issued");
+    assert_eq!(c.get("/admin/").status, 200, "still logged in");
+    let _ = token;
+
+    // Idle past the timeout: sent to the login page, and the session is gone.
+    std::thread::sleep(std::time::Duration::from_millis(6500));
+    let r = c.get("/admin/");
+    assert_eq!((r.status, r.location()), (303, "/admin/login?expired=1".to_string()));
+    let r = c.get("/admin/certificates");
+    assert_eq!((r.status, r.location()), (303, "/admin/login".to_string()));
+    assert!(c.get("/admin/login?expired=1").text().contains("expired"));
+
+    // After logout, the old cookie (and its CSRF token) is useless.
+    login(&mut c, "olivia", PW, &mut auth);
+    let before_logout = c.clone();
+    let token = c.csrf("/admin/");
+    let r = c.post_form("/admin/logout", &[("csrf_token", &token)]);
+    assert_eq!((r.status, r.location()), (303, "/admin/login".to_string()));
+    assert!(!c.cookies.contains_key("pki_console_session"), "the cookie is cleared");
+    let mut replay = before_logout;
+    let r = replay.get("/admin/");
+    assert_eq!((r.status, r.location()), (303, "/admin/login".to_string()), "old cookie after logout");
+    let r = replay.post_form(
+        "/admin/issue/generate",
+        &[
+            ("csrf_token", &token),
+            ("email", "x@example.com"),
+            ("key_type", "p256"),
+            ("p12_password", "long-enough-pw"),
+            ("p12_password_confirm", "long-enough-pw"),
+        ],
+    );
+    assert_eq!(r.status, 303, "a POST with the old cookie is sent to login");
+    assert_eq!(env.list_serials().len(), base, "nothing was issued");
+}
+
+#[test]
+fn six_wrong_passwords_lock_the_account_with_an_audit_entry_and_one_message_for_every_failure() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let otp = add_user(&env, "lou", "officer");
+
+    let try_login = |user: &str, pw: &str| {
+        let mut c = Client::new(env.port);
+        let token = c.csrf("/admin/login");
+        c.post_form("/admin/login", &[("csrf_token", &token), ("username", user), ("password", pw)])
+    };
+    let unknown = try_login("nobody", "whatever-password");
+    assert_eq!(unknown.status, 403);
+    let message = element_text(&unknown.text(), "login-error").expect("a message");
+    for i in 1..=6 {
+        let r = try_login("lou", &format!("wrong-password-{i}"));
+        assert_eq!(r.status, 403, "attempt {i}");
+        assert_eq!(
+            element_text(&r.text(), "login-error").unwrap(),
+            message,
+            "the same message for every failure"
+        );
+        assert!(!r.headers.iter().any(|(k, v)| k == "set-cookie" && v.starts_with("pki_console_session=")));
+    }
+    // Locked: the right one-time password is refused too, with the same message.
+    let r = try_login("lou", &otp);
+    assert_eq!(r.status, 403);
+    assert_eq!(element_text(&r.text(), "login-error").unwrap(), message);
+    let list = env.pki(["user", "list"]).stdout;
+    let row = list.lines().find(|l| l.starts_with("lou ")).unwrap();
+    assert!(row.contains("locked"), "{list}");
+
+    // The lock is in the audit log (read by the administrator in the console).
+    let mut admin = Client::new(env.port);
+    first_login(&mut admin, "admin", &admin_otp, PW);
+    let audit = admin.get("/admin/audit?action=console.lockout").text();
+    let table = element_text(&audit, "audit").unwrap();
+    assert!(table.contains("console.lockout") && table.contains("lou locked until"), "{table}");
+    assert!(
+        element_text(&audit, "result-count").unwrap().starts_with("1 entries"),
+        "exactly one lockout entry"
+    );
+
+    // A reset lifts the lock.
+    let otp = one_time_password(&env.pki(["user", "reset", "--name", "lou"]).stdout);
+    let r = try_login("lou", &otp);
+    assert_eq!((r.status, r.location()), (303, "/admin/password".to_string()));
+}
+
+/// Checks the headers every console response must carry.
+fn check_headers(what: &str, r: &Resp) {
+    let csp = r.header("content-security-policy").unwrap_or_else(|| panic!("{what}: no CSP"));
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{what}: {csp}");
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{what}: {csp}");
+    assert_eq!(r.header("x-frame-options"), Some("DENY"), "{what}");
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
+    if r.header("content-type").is_some_and(|t| t.starts_with("text/html")) {
+        let html = r.text();
+        assert!(!html.contains("<script"), "{what}: no scripts");
+        assert!(!html.contains(" style=") && !html.contains("<style"), "{what}: no inline styles");
+        assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "{what}: nothing external");
+    }
+    for (k, v) in &r.headers {
+        if k == "set-cookie" {
+            assert!(v.contains("HttpOnly") && v.contains("SameSite=Strict"), "{what}: cookie {v}");
+        }
+    }
+}
+
+#[test]
+fn every_route_answers_with_the_security_headers() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let officer_otp = add_user(&env, "olivia", "officer");
+    let mut anon = Client::new(env.port);
+    let mut n = 0;
+    let mut check = |what: String, r: Resp| {
+        check_headers(&what, &r);
+        n += 1;
+    };
+
+    // Anonymous: every GET and POST route (most redirect to login), unknown paths, the CSS.
+    let gets = [
+        "/admin",
+        "/admin/",
+        "/admin/login",
+        "/admin/login?expired=1",
+        "/admin/login/totp",
+        "/admin/password",
+        "/admin/totp/enrol",
+        "/admin/certificates",
+        "/admin/certificates/01",
+        "/admin/certificates/01/pem",
+        "/admin/issue",
+        "/admin/escrow",
+        "/admin/audit",
+        "/admin/timestamps",
+        "/admin/users",
+        "/admin/settings",
+        "/admin/static/console.css",
+        "/admin/no-such-page",
+        "/admin/certificates/zz-not-hex",
+    ];
+    let posts = [
+        "/admin/login",
+        "/admin/login/totp",
+        "/admin/password",
+        "/admin/totp/enrol",
+        "/admin/logout",
+        "/admin/certificates/01/revoke",
+        "/admin/issue/csr",
+        "/admin/issue/generate",
+        "/admin/escrow/recover",
+        "/admin/timestamps/verify",
+        "/admin/users",
+        "/admin/users/olivia/disable",
+        "/admin/users/olivia/enable",
+        "/admin/users/olivia/reset",
+    ];
+    for p in gets {
+        check(format!("anonymous GET {p}"), anon.get(p));
+    }
+    for p in posts {
+        check(format!("anonymous POST {p}"), anon.post_form(p, &[("csrf_token", "x")]));
+    }
+    assert_eq!(anon.get("/admin/static/console.css").header("content-type"), Some("text/css; charset=utf-8"));
+
+    // During first login (one-time password, enrolment pages).
+    let mut officer = Client::new(env.port);
+    let token = officer.csrf("/admin/login");
+    check(
+        "login POST".into(),
+        officer.post_form(
+            "/admin/login",
+            &[("csrf_token", &token), ("username", "olivia"), ("password", &officer_otp)],
+        ),
+    );
+    check("password page".into(), officer.get("/admin/password"));
+    check("dashboard before the new password".into(), officer.get("/admin/"));
+    let mut officer = Client::new(env.port);
+    let _auth = first_login(&mut officer, "olivia", &officer_otp, PW);
+    let mut admin = Client::new(env.port);
+    let _admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
+
+    // Logged in, every route, as the officer and as the administrator.
+    let serial = parse_list(&env.pki(["list"]).stdout)[1].serial.clone();
+    for who in [&mut officer, &mut admin] {
+        let token = who.csrf("/admin/");
+        for p in gets.iter().copied().chain([
+            format!("/admin/certificates/{serial}").as_str(),
+            format!("/admin/certificates/{serial}/pem").as_str(),
+            "/admin/certificates?q=example&status=valid&page=2",
+            "/admin/audit?actor=system&action=init&from=2020-01-01&to=2099-01-01",
+            "/admin/audit?from=not-a-date",
+        ]) {
+            let r = who.get(p);
+            check(format!("GET {p}"), r);
+        }
+        for p in posts.iter().filter(|p| **p != "/admin/logout" && **p != "/admin/login") {
+            check(format!("POST {p}"), who.post_form(p, &[("csrf_token", &token)]));
+        }
+        check(
+            "multipart POST".into(),
+            who.post_multipart(
+                "/admin/timestamps/verify",
+                &[
+                    ("csrf_token", None, token.as_bytes()),
+                    ("token", Some("t.tsr"), b"junk"),
+                    ("data", Some("d"), b"x"),
+                ],
+            ),
+        );
+        check("logout".into(), who.post_form("/admin/logout", &[("csrf_token", &token)]));
+    }
+    assert!(n > 100, "{n} responses checked");
+}
