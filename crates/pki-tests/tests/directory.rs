@@ -313,16 +313,27 @@ fn quotas_keys_and_anonymous_access() {
     let port = server.port;
     let path = "/api/v1/certificates/exists?email=quota@example.com";
 
-    // Over the rate: 5 per second, burst 5.
-    let slow = apikey(&env, "slow", "5");
-    for i in 0..5 {
-        assert_eq!(get(port, path, Some(&slow)).status, 200, "request {i} within the burst");
-    }
-    let r = get(port, path, Some(&slow));
-    r.expect_error(429, "rate limit", "sixth request at once");
-    let retry: u64 = r.header("retry-after").expect("Retry-After").parse().expect("seconds");
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
-    std::thread::sleep(Duration::from_millis(1_100 * retry));
+    // Over the rate: 2 per second, burst 5. The first 5 pass at once; then one more per 500 ms, so
+    // the first refusal comes after 5 + (elapsed × 2) admitted requests, however slow the machine.
+    let out = env.pki(["apikey", "create", "--name", "slow", "--rate", "2", "--burst", "5"]);
+    let slow = out.stdout.trim().to_string();
+    let start = Instant::now();
+    let mut admitted = 0u32;
+    let refused = loop {
+        let r = get(port, path, Some(&slow));
+        if r.status != 200 {
+            break r;
+        }
+        admitted += 1;
+        assert!(admitted < 200, "never limited");
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    refused.expect_error(429, "rate limit", "over the rate");
+    let most = 5 + (elapsed * 2.0).ceil() as u32;
+    assert!((5..=most).contains(&admitted), "{admitted} admitted in {elapsed:.2} s; expected 5..={most}");
+    let retry: u64 = refused.header("retry-after").expect("Retry-After").parse().expect("seconds");
+    assert_eq!(retry, 1, "one token comes back within 500 ms");
+    std::thread::sleep(Duration::from_millis(1_100));
     assert_eq!(get(port, path, Some(&slow)).status, 200, "admitted again after Retry-After");
 
     // Under the rate: 10 per second against 20 per second (burst 20), for 3 seconds.
@@ -350,8 +361,8 @@ fn quotas_keys_and_anonymous_access() {
     env.pki_fails(["apikey", "create", "--name", "x", "--rate", "0"], &["rate"]);
 
     // Anonymous: per-IP quota, then off, then on again.
-    let shown = env.pki(["cerdb", "anonymous", "--rate", "1", "--burst", "3"]).stdout;
-    assert!(shown.contains("enabled") && shown.contains("1 lookups/s, burst 3"), "{shown}");
+    let shown = env.pki(["cerdb", "anonymous", "--rate", "0.05", "--burst", "3"]).stdout;
+    assert!(shown.contains("enabled") && shown.contains("0.05 lookups/s, burst 3"), "{shown}");
     for i in 0..3 {
         assert_eq!(get(port, path, None).status, 200, "anonymous request {i}");
     }

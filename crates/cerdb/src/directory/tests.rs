@@ -419,7 +419,9 @@ async fn bulk_lookup_needs_a_key_answers_in_order_and_refuses_1001() {
 async fn quotas_keys_and_anonymous_access() {
     let f = Fixture::new();
     f.issue("hank@example.com", CertKind::Encryption);
-    let slow = f.key("slow", 5.0, 5.0);
+    // Slow refills (one lookup per 2 s, one per 100 s anonymously), so a stall of the machine
+    // between requests cannot refill a bucket and change the count.
+    let slow = f.key("slow", 0.5, 5.0);
     let fast = f.key("fast", 1_000.0, 1_000.0);
     let app = app!(f);
     let q = "/api/v1/certificates/exists?email=hank@example.com";
@@ -455,7 +457,8 @@ async fn quotas_keys_and_anonymous_access() {
         assert!(json(&b)["error"].is_string());
     }
 
-    // Anonymous: the default per-IP quota (burst 20), then switched off.
+    // Anonymous: a per-IP quota (burst 20), then switched off.
+    f.dir.keys().set_anonymous(&AnonymousPolicy { enabled: true, rate: 0.01, burst: 20.0 }).expect("set");
     let mut limited = 0;
     for _ in 0..25 {
         let (s, _, _) = call!(&app, get(q));
