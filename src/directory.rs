@@ -150,6 +150,8 @@ fn quota(v: f64) -> String {
 pub fn apikey_create(ca: &Ca, n: &str, rate: Option<f64>, burst: Option<f64>, actor: &str) -> Outcome {
     let (secret, rec) = keys(ca)?.create(&name(n)?, rate, burst, ca.now()).map_err(|e| e.to_string())?;
     tracing::info!(%actor, key = %rec.name, rate = rec.rate, burst = rec.burst, "directory API key created");
+    let details = format!("{} rate {} burst {}", rec.name.as_str(), quota(rec.rate), quota(rec.burst));
+    ca.audit_event(actor, "apikey.create", true, &details).map_err(|e| e.to_string())?;
     Ok(Reply {
         stdout: format!("{}\n", secret.expose()),
         stderr: format!(
@@ -188,6 +190,7 @@ pub fn apikey_list(ca: &Ca) -> Outcome {
 pub fn apikey_revoke(ca: &Ca, n: &str, actor: &str) -> Outcome {
     let rec = keys(ca)?.revoke(&name(n)?, ca.now()).map_err(|e| e.to_string())?;
     tracing::info!(%actor, key = %rec.name, "directory API key revoked");
+    ca.audit_event(actor, "apikey.revoke", true, rec.name.as_str()).map_err(|e| e.to_string())?;
     Ok(Reply { stdout: format!("revoked API key {:?}\n", rec.name.as_str()), ..Reply::default() })
 }
 
@@ -214,6 +217,8 @@ pub fn anonymous(
     if changed {
         store.set_anonymous(&p).map_err(|e| e.to_string())?;
         tracing::info!(%actor, enabled = p.enabled, rate = p.rate, burst = p.burst, "directory anonymous policy set");
+        let details = format!("enabled {} rate {} burst {}", p.enabled, quota(p.rate), quota(p.burst));
+        ca.audit_event(actor, "directory.anonymous", true, &details).map_err(|e| e.to_string())?;
     }
     let state = if p.enabled { "enabled" } else { "disabled" };
     Ok(Reply {

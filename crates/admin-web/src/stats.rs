@@ -8,7 +8,7 @@
 //!
 //! - **certificates**: an `issue` or `revoke` entry names a serial, whose metadata is read again
 //!   and put in its place; entries known to leave certificates alone (`crl`, `escrow.*`,
-//!   `console.*`, refusals) are skipped. Anything else — `init`, an action this code does not
+//!   `console.*`, `apikey.*`, `directory.anonymous`, refusals) are skipped. Anything else — `init`, an action this code does not
 //!   know, an entry that does not decode, a serial that is not stored — rebuilds the view from
 //!   the store.
 //! - **audit log**: new entries are appended and the hash chain is checked on from the last
@@ -143,7 +143,8 @@ fn change_of(e: &AuditEntry) -> Change {
             Some(Ok(s)) => Change::Cert(s),
             _ => Change::Unknown,
         },
-        "crl" | "escrow.export" | "escrow.recover" => Change::None,
+        "crl" | "escrow.export" | "escrow.recover" | "directory.anonymous" => Change::None,
+        a if a.starts_with("apikey.") => Change::None,
         a if a.starts_with("console.") => Change::None,
         // `init` stores the CA certificates under one entry without a serial; and whatever is
         // new.
