@@ -49,6 +49,21 @@ wrk_summary() {
 if [[ "${1:-}" == "--openssl-in-netns" ]]; then
     ip link set lo up
     W=$WORK_DIR
+    OSSL_PID=""
+    stop_openssl() { # the process started below and its -multi children, by id
+        [[ -n "$OSSL_PID" ]] || return 0
+        local children
+        children=$(pgrep -P "$OSSL_PID" || true)
+        kill "$OSSL_PID" $children 2>/dev/null || true
+        for _ in $(seq 20); do
+            kill -0 "$OSSL_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$OSSL_PID" $children 2>/dev/null || true
+        wait "$OSSL_PID" 2>/dev/null || true
+        OSSL_PID=""
+    }
+    trap stop_openssl EXIT
     run_openssl() { # $1 label, $2 multi (empty for one process), then wrk args
         local label=$1 multi=$2
         shift 2
@@ -56,9 +71,9 @@ if [[ "${1:-}" == "--openssl-in-netns" ]]; then
             -rkey "$W/ossl-signer.key" -CA "$W/out/issuing.pem" -ndays 1)
         [[ -n "$multi" ]] && args+=(-multi "$multi")
         openssl ocsp "${args[@]}" >"$W/openssl-ocsp.log" 2>&1 &
-        local pid=$!
-        # Ready once it listens (its ACCEPT line). (Not by connecting: a connection closed without a request makes
-        # OpenSSL 3.0's responder spin on the EOF forever; see ocsp.lua.)
+        OSSL_PID=$!
+        # Ready once it listens (its ACCEPT line). Not by connecting: a connection closed without
+        # a request makes OpenSSL 3.0's responder spin on the EOF forever (see ocsp.lua).
         for _ in $(seq 100); do
             grep -q "^ACCEPT" "$W/openssl-ocsp.log" && sleep 0.3 && break
             sleep 0.1
@@ -66,10 +81,7 @@ if [[ "${1:-}" == "--openssl-in-netns" ]]; then
         grep -q "^ACCEPT" "$W/openssl-ocsp.log" ||
             { echo "openssl ocsp did not start: $(cat "$W/openssl-ocsp.log")" >&2; exit 1; }
         OCSP_PATH=/ wrk "$@" -d"${SECS}s" -s "$LUA" "http://127.0.0.1:$OPORT/" >"$W/wrk-$label.txt" 2>&1 || true
-        local children
-        children=$(pgrep -P "$pid" || true) # the -multi children of the process started above
-        kill "$pid" $children 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        stop_openssl
     }
     run_openssl openssl-1proc-1conn "" -t1 -c1
     run_openssl openssl-1proc-same "" "-t$THREADS" "-c$CONNS"
@@ -249,14 +261,16 @@ echo "(bytes/response includes the HTTP headers; an error answer would be a few 
 echo "responder signs every response, so its nonce and no-nonce rates are the same.)"
 echo
 
-best_openssl=$(printf '%s\n' "$RATE_openssl_1proc_1conn" "$RATE_openssl_1proc_same" "$RATE_openssl_multi2_same" | sort -n | tail -1)
+one_proc=$(printf '%s\n' "$RATE_openssl_1proc_1conn" "$RATE_openssl_1proc_same" | sort -n | tail -1)
+ratio() { awk "BEGIN{printf \"%.1f×\", $1 / $2}"; }
 verdict() { if awk "BEGIN{exit !($1)}"; then echo "met"; else echo "NOT met"; fi; }
 echo "## Targets"
 echo
 echo "| target | measured | |"
 echo "|---|---|---|"
 echo "| cached ≥ 30,000 responses/s | $RATE_ours_cached | $(verdict "$RATE_ours_cached >= 30000") |"
-echo "| cached ≥ 4× OpenSSL's responder (best of its rows: $best_openssl) | $(awk "BEGIN{printf \"%.1f×\", $RATE_ours_cached / $best_openssl}") | $(verdict "$RATE_ours_cached >= 4 * $best_openssl") |"
+echo "| cached ≥ 4× OpenSSL's responder as the issue runs it (\`openssl ocsp -index -port\`, one process; its better row: $one_proc) | $(ratio "$RATE_ours_cached" "$one_proc") | $(verdict "$RATE_ours_cached >= 4 * $one_proc") |"
+echo "| the same against \`openssl ocsp -multi 2\` ($RATE_openssl_multi2_same) | $(ratio "$RATE_ours_cached" "$RATE_openssl_multi2_same") | $(verdict "$RATE_ours_cached >= 4 * $RATE_openssl_multi2_same") |"
 echo "| nonce ≥ 70% of \`openssl speed\` ecdsap256 sign/s ($SPEED1 → $(awk "BEGIN{printf \"%.0f\", 0.7 * $SPEED1}")) | $RATE_ours_nonce ($(awk "BEGIN{printf \"%.0f%%\", 100 * $RATE_ours_nonce / $SPEED1}")) | $(verdict "$RATE_ours_nonce >= 0.7 * $SPEED1") |"
 echo
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

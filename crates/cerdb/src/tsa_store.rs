@@ -247,6 +247,24 @@ impl CommitShared {
 
     /// The committer thread's loop.
     fn run(&self) {
+        /// Should the thread die (a panic in the flush), its waiters get an error instead of
+        /// waiting forever, and the next write starts a new thread.
+        struct Stopped<'a>(&'a CommitShared);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if std::thread::panicking() {
+                    st.failed = st.written;
+                    st.error = "the TSA commit thread panicked".into();
+                }
+                st.running = false;
+                let wakers: Vec<Waker> = st.wakers.drain(..).map(|(_, w)| w).collect();
+                self.0.done.notify_all();
+                drop(st);
+                wakers.into_iter().for_each(Waker::wake);
+            }
+        }
+        let _stopped = Stopped(self);
         let mut st = self.lock();
         loop {
             if st.written > st.attempted {
@@ -672,6 +690,15 @@ mod tests {
         fail.store(false, Ordering::SeqCst);
         commit.ticket().expect("ticket").wait().expect("durable");
         assert_eq!(commit.stats(), CommitStats { records: 2, flushes: 1 });
+    }
+
+    #[test]
+    fn a_dead_commit_thread_fails_its_waiters_instead_of_hanging_them() {
+        let commit = Committer::new(Box::new(|| panic!("flush exploded")));
+        let e = commit.ticket().expect("ticket").wait().expect_err("no flush");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        // The next write starts a new thread (which fails the same way here).
+        assert!(commit.ticket().expect("ticket").wait().is_err());
     }
 
     #[test]

@@ -34,7 +34,9 @@
 //!   a digest of the wrong length gets `badDataFormat` (as OpenSSL's TSA does).
 //! * The token carries the `tsa` field (the TSA certificate's subject) and no `signing-time`.
 //! * Serials are reserved durably in blocks ([`TsaConfig::serial_block`]); a restart skips the
-//!   rest of a block. Every token's record is flushed before the token is returned.
+//!   rest of a block. Every token's record is flushed before the token is returned; the records
+//!   of concurrent requests share flushes (group commit, [`cerdb::tsa_store`]), and the HTTP
+//!   scope awaits the flush instead of holding a thread ([`TimestampAuthority::respond_async`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

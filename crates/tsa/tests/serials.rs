@@ -135,27 +135,28 @@ fn concurrent_requests_share_flushes_without_losing_any_record() {
 
 const CHILD_ENV: &str = "TSA_SIGKILL_CHILD_DIR";
 
-/// Not a test on its own: run by `serials_survive_sigkill` in a child process, it issues tokens
-/// until it is killed, printing each serial after `respond` returned it.
-#[test]
-#[ignore = "the child process of serials_survive_sigkill"]
-fn sigkill_child() {
-    let dir = std::env::var(CHILD_ENV).expect("run by serials_survive_sigkill");
-    let fx = Fixture::open(std::path::Path::new(&dir));
+/// The child process of `serials_survive_sigkill` (the same test, re-run with `CHILD_ENV` set):
+/// it issues tokens until it is killed, printing each serial after `respond` returned it.
+fn sigkill_child(dir: &str) -> ! {
+    let fx = Fixture::open(std::path::Path::new(dir));
     let (_db, tsa) = fx.tsa(TsaConfig { serial_block: 1000, ..TsaConfig::default() });
     for i in 0u64.. {
         let der = stamp(&tsa, &i.to_be_bytes(), false);
         println!("serial {}", serial_of(&der));
     }
+    unreachable!("the loop ends only when the parent kills this process")
 }
 
 #[test]
 fn serials_survive_sigkill() {
+    if let Ok(dir) = std::env::var(CHILD_ENV) {
+        sigkill_child(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::create(dir.path(), KeyType::P256, false);
     drop(fx);
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sigkill_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "serials_survive_sigkill", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
