@@ -9,7 +9,7 @@
 //! directory on the same file system as `$TMPDIR`, then for `SECONDS` (default 3) each measures:
 //! the raw signing rate of the TSA key; tokens on one thread (each waits for its own flush);
 //! tokens on `THREADS` threads (default 16), whose flushes the store groups.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // a benchmark program: a failed unwrap aborts the measurement, which is what we want
 
 #[path = "../tests/common/mod.rs"]
 mod common;

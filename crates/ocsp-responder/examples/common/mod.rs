@@ -1,6 +1,6 @@
 //! DER helpers shared by the benchmark examples: OCSP requests as `bench/ocsp/ocsp.lua` builds
 //! them (one SHA-1 CertID, optionally a nonce).
-#![allow(dead_code)]
+#![allow(dead_code)] // each example includes this module and uses only some of its helpers
 
 /// A DER TLV (definite length, up to 65,535 octets of content).
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
