@@ -497,3 +497,69 @@ fn every_route_answers_with_the_security_headers() {
     }
     assert!(n > 100, "{n} responses checked");
 }
+
+#[test]
+fn bad_uploads_get_a_clear_4xx_page_nothing_is_issued_and_the_console_keeps_serving() {
+    let env = Env::new();
+    env.init();
+    let _server = env.serve();
+    let officer_otp = add_user(&env, "olivia", "officer");
+    let mut officer = Client::new(env.port);
+    let _auth = first_login(&mut officer, "olivia", &officer_otp, PW);
+    let before = env.list_serials();
+    let good = csr_for(&env, "dave@example.com");
+
+    let post_csr = |c: &mut Client, email: &str, usage: &str, csr: &[u8]| {
+        let token = c.csrf("/admin/issue");
+        c.post_multipart(
+            "/admin/issue/csr",
+            &[
+                ("csrf_token", None, token.as_bytes()),
+                ("email", None, email.as_bytes()),
+                ("usage", None, usage.as_bytes()),
+                ("csr", Some("req.csr"), csr),
+            ],
+        )
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, &str)> = vec![
+        ("dave@example.com", "signing", b"garbage, not a CSR".to_vec(), "CSR rejected"),
+        ("dave@example.com", "signing", good[..good.len() / 2].to_vec(), "CSR rejected"),
+        ("dave@example.com", "signing", vec![b'A'; 70 * 1024], "over"),
+        ("not an address", "signing", good.clone(), "e-mail"),
+        ("dave@example.com", "sideways", good.clone(), "usage"),
+    ];
+    for (email, usage, csr, names) in cases {
+        let r = post_csr(&mut officer, email, usage, &csr);
+        assert!(
+            (400..500).contains(&r.status),
+            "{email} {usage} {} bytes: {} {}",
+            csr.len(),
+            r.status,
+            r.text()
+        );
+        assert!(
+            html_unescape(&r.text()).to_lowercase().contains(&names.to_lowercase()),
+            "the page names the problem ({names}): {}",
+            r.text()
+        );
+    }
+    assert_eq!(env.list_serials(), before, "nothing was issued");
+
+    // A garbage timestamp token is refused with the failed check named.
+    let token = officer.csrf("/admin/timestamps");
+    let r = officer.post_multipart(
+        "/admin/timestamps/verify",
+        &[
+            ("csrf_token", None, token.as_bytes()),
+            ("token", Some("t.tsr"), b"\x30\x03garbage"),
+            ("data", Some("d.txt"), b"data"),
+        ],
+    );
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
+    assert!(r.text().contains("NOT verified"), "{}", r.text());
+
+    // Still serving: the good CSR issues.
+    let r = post_csr(&mut officer, "dave@example.com", "signing", &good);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(env.list_serials().len(), before.len() + 1);
+}

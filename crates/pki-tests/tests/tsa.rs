@@ -319,3 +319,68 @@ fn pki_ts_verify_passes_real_tokens_and_names_the_failed_check_otherwise() {
     // The first token is still recorded and still verifies.
     t.env.pki(["ts", "verify", "--token", &p(&r), "--data", &p(&t.doc)]);
 }
+
+/// `curl -F` form post; (status, body as text).
+fn post_form(url: &str, fields: &[String]) -> (u16, String) {
+    let mut c = Command::new(curl_bin());
+    c.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
+    for f in fields {
+        c.arg("-F").arg(f);
+    }
+    let out = run(c.arg(url)).ok();
+    let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+#[test]
+fn the_verify_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
+    let t = start();
+    let url = t.url("/api/v1/timestamps/verify");
+    let q = t.query("q.tsq", &["-sha256", "-cert"]);
+    let r = t.stamp(&q, "r.tsr");
+    let doc = format!("data=@{}", p(&t.doc));
+
+    // Garbage and truncated tokens: verification fails at the format check (422, JSON).
+    let garbage = t.env.write("garbage.tsr", b"certainly not a timestamp token");
+    let bytes = std::fs::read(&r).unwrap();
+    let truncated = t.env.write("truncated.tsr", &bytes[..bytes.len() / 2]);
+    for tok in [&garbage, &truncated] {
+        let (code, body) = post_form(&url, &[format!("token=@{}", p(tok)), doc.clone()]);
+        assert_eq!(code, 422, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["verified"], false);
+        assert!(v["failed_check"].as_str().unwrap().contains("format"), "{body}");
+    }
+    // Malformed forms: 400 with a JSON error naming the problem.
+    let token = format!("token=@{}", p(&r));
+    for (fields, names) in [
+        (vec![token.clone(), "digest=zz-not-hex".to_string()], "not hex"),
+        (vec![token.clone(), doc.clone(), "bogus=1".to_string()], "unknown part"),
+        (vec![token.clone(), doc.clone(), "digest=00".to_string()], "exactly one"),
+        (vec![token.clone(), token.clone(), doc.clone()], "twice"),
+    ] {
+        let (code, body) = post_form(&url, &fields);
+        assert_eq!(code, 400, "{fields:?}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["error"].as_str().unwrap().contains(names), "{body}");
+    }
+    // Raw bodies that are not well-formed multipart.
+    let ct = "multipart/form-data; boundary=XyZ";
+    let cut =
+        t.env.write("cut.body", b"--XyZ\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n0\x82");
+    let junk = t.env.write("junk.body", vec![0xffu8; 4096]);
+    for f in [&cut, &junk] {
+        let (code, _, body) = curl_post(&url, ct, f);
+        assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"].is_string());
+    }
+    // Data over the 16 MiB limit: 413.
+    let big = t.env.write("big.bin", vec![b'a'; (16 << 20) + 1]);
+    let (code, body) = post_form(&url, &[token.clone(), format!("data=@{}", p(&big))]);
+    assert_eq!(code, 413, "{body}");
+    // Still serving, and a good request still verifies.
+    let (code, body) = post_form(&url, &[token, doc]);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"verified\":true"), "{body}");
+}
