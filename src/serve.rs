@@ -149,6 +149,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
 
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();
+    let workers = settings.server.worker_count();
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(data_ca.clone()).route("/healthz", web::get().to(healthz));
@@ -172,6 +173,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         })
         .bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        let server = server.workers(workers);
         let server = match tls {
             Some((addr, config)) => server
                 .bind_rustls_0_23(&addr, config)

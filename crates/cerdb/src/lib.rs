@@ -17,7 +17,7 @@ mod store;
 pub mod tsa_store;
 mod types;
 
-pub use record::{AuditRecord, CertRecord, CertStatus, CrlRecord, Revocation};
+pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
 pub use store::{CertDb, CertReader};
 pub use types::{CaId, CertKind, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};
 

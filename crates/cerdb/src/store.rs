@@ -21,7 +21,8 @@ use sled::transaction::{abort, ConflictableTransactionError, TransactionError, T
 use sled::{Db, Tree};
 
 use crate::{
-    AuditRecord, CaId, CertKind, CertRecord, CrlRecord, EmailAddress, Error, Fingerprint, Revocation, Serial,
+    AuditRecord, CaId, CertKind, CertRecord, CertState, CrlRecord, EmailAddress, Error, Fingerprint,
+    Revocation, Serial,
 };
 
 /// The read-only view used by the OCSP responder and the directory.
@@ -38,9 +39,42 @@ pub trait CertReader: Send + Sync {
     /// The current CRL of a CA.
     fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error>;
 
+    /// The status view of the certificate with this serial: issuer, validity and revocation,
+    /// without decoding the rest of its metadata.
+    fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
+        Ok(self.get_meta(serial)?.map(|r| CertState {
+            issuer: r.issuer,
+            not_before: r.not_before,
+            not_after: r.not_after,
+            revocation: r.revocation,
+        }))
+    }
+
+    /// Serials and status views of an address's certificates of one kind, newest notBefore
+    /// first.
+    fn states_by_email(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+    ) -> Result<Vec<(Serial, CertState)>, Error> {
+        Ok(self
+            .by_email(email, Some(kind))?
+            .into_iter()
+            .map(|r| {
+                let state = CertState {
+                    issuer: r.issuer,
+                    not_before: r.not_before,
+                    not_after: r.not_after,
+                    revocation: r.revocation,
+                };
+                (r.serial, state)
+            })
+            .collect())
+    }
+
     /// The newest certificate of an address and kind that is valid at `now`, DER included.
     ///
-    /// 1. list the address's certificates of that kind, newest notBefore first;
+    /// 1. list the status views of the address's certificates of that kind, newest notBefore first;
     /// 2. take the first whose status at `now` is valid;
     /// 3. load its DER.
     fn newest_valid(
@@ -49,9 +83,9 @@ pub trait CertReader: Send + Sync {
         kind: CertKind,
         now: DateTime<Utc>,
     ) -> Result<Option<CertRecord>, Error> {
-        for rec in self.by_email(email, Some(kind))? {
-            if rec.status_at(now) == crate::CertStatus::Valid {
-                return self.get(&rec.serial);
+        for (serial, state) in self.states_by_email(email, kind)? {
+            if state.status_at(now) == crate::CertStatus::Valid {
+                return self.get(&serial);
             }
         }
         Ok(None)
@@ -104,6 +138,11 @@ fn encode_meta(rec: &CertRecord) -> Result<Vec<u8>, Error> {
 }
 
 fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
+}
+
+/// The status view of stored metadata: serde skips the other fields without building them.
+fn decode_state(bytes: &[u8]) -> Result<CertState, Error> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
 }
 
@@ -453,6 +492,30 @@ impl CertReader for CertDb {
         }
         if kind.is_none() {
             out.sort_by_key(|r| std::cmp::Reverse(r.not_before));
+        }
+        Ok(out)
+    }
+
+    fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
+        self.cert_meta.get(serial.as_bytes())?.map(|v| decode_state(&v)).transpose()
+    }
+
+    fn states_by_email(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+    ) -> Result<Vec<(Serial, CertState)>, Error> {
+        let prefix = email_prefix(email, Some(kind));
+        let mut out = Vec::new();
+        for r in self.by_email.scan_prefix(&prefix).rev() {
+            let (k, _) = r?;
+            // key = prefix (address, 0x00, kind) | notBefore(8) | serial
+            let key = k.get(prefix.len() + 8..).ok_or_else(|| Error::Corrupt("e-mail index key".into()))?;
+            if let Some(v) = self.cert_meta.get(key)? {
+                let serial = Serial::from_bytes(key)
+                    .map_err(|e| Error::Corrupt(format!("e-mail index serial: {e}")))?;
+                out.push((serial, decode_state(&v)?));
+            }
         }
         Ok(out)
     }

@@ -39,16 +39,14 @@ use std::sync::Arc;
 
 use cerdb::{CaId, CertReader, RevocationReason, Serial};
 use chrono::{DateTime, Utc};
-use der::asn1::{GeneralizedTime, Null, ObjectIdentifier, OctetString};
+use der::asn1::{GeneralizedTime, Null, ObjectIdentifier};
 use der::{Any, Decode, Encode};
 use hsm_sim::{SignatureScheme, Signer};
 use x509_cert::ext::pkix::{CrlReason, ExtendedKeyUsage};
 use x509_cert::ext::Extension;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
-use x509_ocsp::{
-    CertId, CertStatus, OcspGeneralizedTime, ResponderId, ResponseData, RevokedInfo, SingleResponse, Version,
-};
+use x509_ocsp::{CertId, CertStatus, OcspGeneralizedTime, RevokedInfo};
 
 use crate::cache::{CachedResponse, ResponseCache};
 use crate::issuer::{serial_of, CertIdHash, ServedIssuer};
@@ -356,8 +354,8 @@ impl OcspResponder {
 
     /// The status of `serial` in cerdb: `unknown` unless the issuing CA issued it.
     pub(crate) fn status_of(&self, serial: &Serial) -> Result<SingleStatus, Error> {
-        Ok(match self.reader.get_meta(serial)? {
-            Some(rec) if rec.issuer == CaId::Issuing => match rec.revocation {
+        Ok(match self.reader.state(serial)? {
+            Some(state) if state.issuer == CaId::Issuing => match state.revocation {
                 Some(r) => SingleStatus::Revoked { at: r.at, reason: r.reason },
                 None => SingleStatus::Good,
             },
@@ -393,28 +391,20 @@ impl OcspResponder {
         let next = now + self.config.next_update;
         let this_update = generalized_time(now)?;
         let next_update = generalized_time(next)?;
-        let responses = singles
-            .into_iter()
-            .map(|(cert_id, status)| {
-                Ok(SingleResponse {
-                    cert_id,
-                    cert_status: status.to_asn1()?,
-                    this_update,
-                    next_update: Some(next_update),
-                    single_extensions: None,
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let data = ResponseData {
-            version: Version::V1,
-            responder_id: ResponderId::ByKey(
-                OctetString::new(self.responder_key_hash.clone()).map_err(Error::encoding)?,
-            ),
-            produced_at: this_update,
-            responses,
-            response_extensions: nonce.map(|n| vec![n]),
-        };
-        let tbs = data.to_der().map_err(Error::encoding)?;
+        let mut responses = Vec::with_capacity(singles.len());
+        for (cert_id, status) in &singles {
+            let cert_id = cert_id.to_der().map_err(Error::encoding)?;
+            let status = status.to_asn1()?.to_der().map_err(Error::encoding)?;
+            responses.push((cert_id, status));
+        }
+        let nonce = nonce.map(|n| n.to_der()).transpose().map_err(Error::encoding)?;
+        let tbs = response_data(
+            &self.responder_key_hash,
+            &this_update.to_der().map_err(Error::encoding)?,
+            &responses,
+            &next_update.to_der().map_err(Error::encoding)?,
+            nonce.as_deref(),
+        );
         let signature = self.signer.sign(&tbs)?;
         let der = wrap_basic(&tbs, &self.signature_algorithm_der, &signature, &self.certs_der);
         Ok((der, Freshness { produced_at: now, this_update: now, next_update: next }))
@@ -439,9 +429,8 @@ fn push_header(out: &mut Vec<u8>, tag: u8, len: usize) {
 
 /// The length of a TLV with `len` octets of content.
 fn tlv_len(len: usize) -> usize {
-    let mut header = Vec::with_capacity(10);
-    push_header(&mut header, 0, len);
-    header.len() + len
+    let length_octets = if len < 0x80 { 0 } else { (usize::BITS - len.leading_zeros()).div_ceil(8) as usize };
+    2 + length_octets + len
 }
 
 /// The `OCSPResponse` DER (status successful, responseBytes of type id-pkix-ocsp-basic) around an
@@ -482,6 +471,58 @@ fn wrap_basic(tbs: &[u8], signature_algorithm_der: &[u8], signature: &[u8], cert
     out
 }
 
+/// The DER of `ResponseData` from its encoded parts: responderID `byKey`, producedAt =
+/// thisUpdate = `time` (an encoded GeneralizedTime), one `SingleResponse` per encoded
+/// (CertID, CertStatus) pair with that thisUpdate and nextUpdate, and the encoded nonce
+/// `Extension` as the only responseExtension:
+///
+/// ```text
+/// ResponseData ::= SEQUENCE { responderID [2] EXPLICIT OCTET STRING, producedAt,
+///                  responses SEQUENCE OF SingleResponse, responseExtensions [1] EXPLICIT
+///                  SEQUENCE OF Extension OPTIONAL }   -- version v1 is the DEFAULT: left out
+/// SingleResponse ::= SEQUENCE { certID, certStatus, thisUpdate, nextUpdate [0] EXPLICIT }
+/// ```
+///
+/// Framed by hand for the same reason as [`wrap_basic`]: the typed encoder recomputes the
+/// lengths of every nested value at each level, 2 µs of the 12 µs an answer with a nonce costs
+/// besides its signature. The parts themselves are still encoded by `der`.
+/// `response_data_matches_the_typed_encoder` checks it octet for octet against `x509_ocsp`.
+fn response_data(
+    key_hash: &[u8],
+    time: &[u8],
+    responses: &[(Vec<u8>, Vec<u8>)],
+    next_update: &[u8],
+    nonce_extension: Option<&[u8]>,
+) -> Vec<u8> {
+    let single_len =
+        |(id, status): &(Vec<u8>, Vec<u8>)| id.len() + status.len() + time.len() + tlv_len(next_update.len());
+    let responses_len: usize = responses.iter().map(|r| tlv_len(single_len(r))).sum();
+    let responder_len = tlv_len(tlv_len(key_hash.len()));
+    let extensions_len = nonce_extension.map_or(0, |e| tlv_len(tlv_len(e.len())));
+    let data_len = responder_len + time.len() + tlv_len(responses_len) + extensions_len;
+    let mut out = Vec::with_capacity(tlv_len(data_len));
+    push_header(&mut out, 0x30, data_len);
+    push_header(&mut out, 0xa2, tlv_len(key_hash.len()));
+    push_header(&mut out, 0x04, key_hash.len());
+    out.extend_from_slice(key_hash);
+    out.extend_from_slice(time);
+    push_header(&mut out, 0x30, responses_len);
+    for r in responses {
+        push_header(&mut out, 0x30, single_len(r));
+        out.extend_from_slice(&r.0);
+        out.extend_from_slice(&r.1);
+        out.extend_from_slice(time);
+        push_header(&mut out, 0xa0, next_update.len());
+        out.extend_from_slice(next_update);
+    }
+    if let Some(e) = nonce_extension {
+        push_header(&mut out, 0xa1, tlv_len(e.len()));
+        push_header(&mut out, 0x30, e.len());
+        out.extend_from_slice(e);
+    }
+    out
+}
+
 /// The reply to a request that could not be answered: its status from
 /// [`Error::response_status`], the details to the log only.
 pub(crate) fn error_reply(e: &Error) -> OcspReply {
@@ -504,8 +545,8 @@ pub(crate) fn status_only(status: ResponseStatus) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use der::asn1::BitString;
-    use x509_ocsp::{BasicOcspResponse, OcspResponse};
+    use der::asn1::{BitString, OctetString};
+    use x509_ocsp::{BasicOcspResponse, OcspResponse, ResponderId, ResponseData, SingleResponse, Version};
 
     #[test]
     fn status_only_matches_the_der_encoder() {
@@ -562,6 +603,83 @@ mod tests {
             let want = der::Header::new(der::Tag::OctetString, len).expect("header").to_der().expect("der");
             assert_eq!(h, want, "length {len}");
             assert_eq!(tlv_len(len), want.len() + len);
+        }
+    }
+
+    #[test]
+    fn response_data_matches_the_typed_encoder() {
+        let t = generalized_time(DateTime::from_timestamp(1_700_000_000, 0).expect("time")).expect("time");
+        let next = generalized_time(DateTime::from_timestamp(1_700_086_400, 0).expect("time")).expect("time");
+        let key_hash = vec![7u8; 20];
+        let id = |serial: u8, name_len: usize| CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: ObjectIdentifier::new_unwrap("1.3.14.3.2.26"),
+                parameters: Some(Any::from(Null)),
+            },
+            issuer_name_hash: OctetString::new(vec![1; name_len]).expect("octets"),
+            issuer_key_hash: OctetString::new(vec![2; name_len]).expect("octets"),
+            serial_number: x509_cert::serial_number::SerialNumber::new(&[serial; 16]).expect("serial"),
+        };
+        let revoked = SingleStatus::Revoked {
+            at: DateTime::from_timestamp(1_600_000_000, 0).expect("time"),
+            reason: RevocationReason::KeyCompromise,
+        };
+        let unspecified = SingleStatus::Revoked {
+            at: DateTime::from_timestamp(1_600_000_000, 0).expect("time"),
+            reason: RevocationReason::Unspecified,
+        };
+        let nonce = |len: usize| Extension {
+            extn_id: request::OID_NONCE,
+            critical: false,
+            extn_value: OctetString::new(
+                OctetString::new(vec![9; len]).expect("inner").to_der().expect("der"),
+            )
+            .expect("octets"),
+        };
+        // One to many CertIDs (3 × 300 crosses the two-octet length forms), every status, with
+        // and without nonces of short and long lengths.
+        type Case = (Vec<(CertId, SingleStatus)>, Option<Extension>);
+        let cases: Vec<Case> = vec![
+            (vec![(id(1, 20), SingleStatus::Good)], None),
+            (vec![(id(2, 32), revoked.clone())], Some(nonce(16))),
+            (vec![(id(3, 20), unspecified)], Some(nonce(128))),
+            (vec![(id(4, 20), SingleStatus::Unknown), (id(5, 32), SingleStatus::Good)], Some(nonce(1))),
+            ((0..300).map(|i| (id(i as u8 | 1, 20), revoked.clone())).collect(), None),
+        ];
+        for (singles, n) in cases {
+            let typed = ResponseData {
+                version: Version::V1,
+                responder_id: ResponderId::ByKey(OctetString::new(key_hash.clone()).expect("octets")),
+                produced_at: t,
+                responses: singles
+                    .iter()
+                    .map(|(cert_id, status)| SingleResponse {
+                        cert_id: cert_id.clone(),
+                        cert_status: status.to_asn1().expect("status"),
+                        this_update: t,
+                        next_update: Some(next),
+                        single_extensions: None,
+                    })
+                    .collect(),
+                response_extensions: n.clone().map(|n| vec![n]),
+            }
+            .to_der()
+            .expect("typed");
+            let parts: Vec<(Vec<u8>, Vec<u8>)> = singles
+                .iter()
+                .map(|(i, s)| {
+                    (i.to_der().expect("id"), s.to_asn1().expect("status").to_der().expect("status"))
+                })
+                .collect();
+            let nonce_der = n.map(|n| n.to_der().expect("nonce"));
+            let by_hand = response_data(
+                &key_hash,
+                &t.to_der().expect("time"),
+                &parts,
+                &next.to_der().expect("time"),
+                nonce_der.as_deref(),
+            );
+            assert_eq!(by_hand, typed, "{} responses", singles.len());
         }
     }
 

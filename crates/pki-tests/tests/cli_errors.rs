@@ -247,6 +247,10 @@ fn bad_command_line_input_is_refused_with_one_error_line_naming_the_problem() {
     let out = run(pki_command().arg("--config").arg(&bad).arg("--data").arg(&env.data).arg("list"));
     let line = out.one_error_line();
     assert!(line.contains("public_base_url") && line.contains("ftp://example.com"), "{line}");
+    let zero = env.write("zero.toml", "[server]\nworkers = 0\n");
+    let out = run(pki_command().arg("--config").arg(&zero).arg("--data").arg(&env.data).arg("serve"));
+    let line = out.one_error_line();
+    assert!(line.contains("workers = 0") && line.contains("expected 1 to 1024"), "{line}");
 
     // A data directory without a CA.
     let out =

@@ -127,7 +127,11 @@ impl Directory {
     pub fn exists(&self, q: &AddressQuery, usage: Usage, now: DateTime<Utc>) -> Result<bool, DirectoryError> {
         let Some(email) = self.resolve(q)? else { return Ok(false) };
         let kind = CertKind::from(usage);
-        Ok(self.reader.by_email(&email, Some(kind))?.iter().any(|r| r.status_at(now) == CertStatus::Valid))
+        Ok(self
+            .reader
+            .states_by_email(&email, kind)?
+            .iter()
+            .any(|(_, s)| s.status_at(now) == CertStatus::Valid))
     }
 
     /// The newest certificate of `usage` valid at `now` (newest notBefore), DER included.
