@@ -139,12 +139,13 @@ pub enum Request {
         /// signing | encryption.
         usage: String,
     },
-    /// One batch of `pki cerdb load-test-data`: (address, CSR DER) pairs.
+    /// One batch of `pki cerdb load-test-data`: (address, SubjectPublicKeyInfo DER) pairs, keys
+    /// the loader generated.
     LoadTestBatch {
         /// signing | encryption.
         usage: String,
         /// The requests.
-        csrs: Vec<(String, Vec<u8>)>,
+        keys: Vec<(String, Vec<u8>)>,
     },
 }
 
@@ -379,7 +380,7 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             crate::directory::anonymous(ca, *enabled, *rate, *burst, actor)
         }
         Request::Lookup { email, usage } => crate::directory::lookup_local(ca, email, usage),
-        Request::LoadTestBatch { usage, csrs } => crate::directory::load_batch(ca, usage, csrs, actor),
+        Request::LoadTestBatch { usage, keys } => crate::directory::load_batch(ca, usage, keys, actor),
     }
 }
 

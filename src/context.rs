@@ -38,13 +38,14 @@ fn ensure_data_dir(data: &Path) -> anyhow::Result<()> {
 
 fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<HsmSim>)> {
     ensure_data_dir(data)?;
-    let db = CertDb::open(db_path(data)).map_err(|e| match e {
-        cerdb::Error::Locked(_) => anyhow::anyhow!(
+    let db =
+        CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20).map_err(|e| match e {
+            cerdb::Error::Locked(_) => anyhow::anyhow!(
             "the data directory {} is in use by another pki process, and its admin socket does not answer",
             data.display()
         ),
-        other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
-    })?;
+            other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
+        })?;
     let hsm = HsmSim::open(keys_path(data), &settings.master_key_source()?)?;
     Ok((db, Arc::new(hsm)))
 }

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ca_core::{Ca, CaCert, IssueRequest};
+use ca_core::{Ca, CaCert, OwnKeyRequest};
 use cerdb::directory::{AnonymousPolicy, ApiKeyName, ApiKeyStore, Directory, IssuerCert, SystemClock};
 use cerdb::{CaId, CertReader, EmailAddress, Usage};
 use clap::Subcommand;
@@ -50,7 +50,8 @@ pub enum ApikeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum CerdbCommand {
     /// Issue N real certificates for synthetic addresses `load-<i>@loadtest.example` through the
-    /// normal issuance path (batches, parallel signing), with a progress bar; for benchmarks.
+    /// issuance path (batches, parallel signing), with a progress bar; for benchmarks. The keys
+    /// are made here, so no CSR is made or checked (no proof of possession is needed).
     LoadTestData {
         /// How many certificates.
         #[arg(long)]
@@ -337,75 +338,42 @@ pub fn load_test_address(i: u64) -> String {
     format!("load-{i}@loadtest.example")
 }
 
-/// How many P-256 keys the synthetic subscribers share: each CSR is made and signed for its own
-/// address, but generating a fresh key for every one of a million certificates would cost the
-/// benchmark more than the issuance it measures.
+/// How many P-256 keys the synthetic subscribers share: generating a fresh key for every one of
+/// a million certificates would cost the benchmark more than the issuance it measures.
 const KEY_POOL: usize = 256;
 
-fn key_pool() -> anyhow::Result<Vec<rcgen::KeyPair>> {
-    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(1).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(move || {
-                    (0..KEY_POOL.div_ceil(threads))
-                        .map(|_| rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
-            .collect();
-        let mut keys = Vec::with_capacity(KEY_POOL);
-        for h in handles {
-            keys.extend(h.join().map_err(|_| anyhow::anyhow!("key generation panicked"))??);
-        }
-        Ok(keys)
-    })
+/// The public keys (SubjectPublicKeyInfo DER) of [`KEY_POOL`] fresh P-256 key pairs, whose
+/// private keys are dropped: the certificates are for the directory to serve, never used.
+fn key_pool() -> anyhow::Result<Vec<Vec<u8>>> {
+    (0..KEY_POOL)
+        .map(|_| {
+            let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+            Ok(rcgen::PublicKeyData::subject_public_key_info(&kp))
+        })
+        .collect()
 }
 
-/// A CSR (CN = the address, signed with a pooled key) for each address `first..first + n`, on
-/// every core.
-fn make_csrs(keys: &[rcgen::KeyPair], first: u64, n: u64) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let make = |i: u64| -> anyhow::Result<(String, Vec<u8>)> {
-        let email = load_test_address(i);
-        let kp = &keys[(i % keys.len() as u64) as usize];
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, email.clone());
-        let csr = params.serialize_request(kp)?.der().to_vec();
-        Ok((email, csr))
-    };
-    let threads = std::thread::available_parallelism().map(|t| t.get() as u64).unwrap_or(1).max(1);
-    let per = n.div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let lo = first + t * per;
-                let hi = (lo + per).min(first + n);
-                s.spawn(move || (lo..hi).map(make).collect::<anyhow::Result<Vec<_>>>())
-            })
-            .collect();
-        let mut out = Vec::with_capacity(n as usize);
-        for h in handles {
-            out.extend(h.join().map_err(|_| anyhow::anyhow!("CSR generation panicked"))??);
-        }
-        Ok(out)
-    })
+/// (address, public key) for each address `first..first + n`.
+fn make_batch(keys: &[Vec<u8>], first: u64, n: u64) -> Vec<(String, Vec<u8>)> {
+    (first..first + n)
+        .map(|i| (load_test_address(i), keys[(i % keys.len() as u64) as usize].clone()))
+        .collect()
 }
 
-/// Executes one batch of `pki cerdb load-test-data`: the normal issuance path, one call.
-pub fn load_batch(ca: &Ca, usage: &str, csrs: &[(String, Vec<u8>)], actor: &str) -> Outcome {
+/// Executes one batch of `pki cerdb load-test-data`: [`Ca::issue_many_own_keys`], one call.
+pub fn load_batch(ca: &Ca, usage: &str, keys: &[(String, Vec<u8>)], actor: &str) -> Outcome {
     let usage = parse_usage(usage)?;
-    let reqs = csrs
+    let reqs = keys
         .iter()
-        .map(|(email, csr)| {
-            Ok(IssueRequest {
+        .map(|(email, spki)| {
+            Ok(OwnKeyRequest {
                 email: email.parse().map_err(|e: cerdb::Error| e.to_string())?,
                 usage,
-                csr: csr.clone(),
+                spki: spki.clone(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
-    let issued = ca.issue_many(&reqs, actor).map_err(|e| e.to_string())?;
+    let issued = ca.issue_many_own_keys(&reqs, actor).map_err(|e| e.to_string())?;
     Ok(Reply { stdout: format!("{}\n", issued.len()), ..Reply::default() })
 }
 
@@ -462,7 +430,7 @@ impl Progress {
     }
 }
 
-/// `pki cerdb load-test-data`. CSRs are made here, ahead of the CA; two batches are issued at
+/// `pki cerdb load-test-data`. Batches are made here, ahead of the CA; two batches are issued at
 /// once (by this process, or by the running server over two admin connections), so that one
 /// batch's signing overlaps the other's durable store, which runs on one core.
 fn load_test_data(
@@ -489,20 +457,20 @@ fn load_test_data(
     progress.show(0);
     let keys = key_pool()?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<(String, Vec<u8>)>>>(2);
-    let envelope = |csrs| Envelope {
+    let envelope = |keys| Envelope {
         actor: actor.to_string(),
-        request: Request::LoadTestBatch { usage: usage.to_string(), csrs },
+        request: Request::LoadTestBatch { usage: usage.to_string(), keys },
     };
     let socket = crate::context::socket_path(data);
     let done = AtomicU64::new(0);
     let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     let stop = AtomicBool::new(false);
 
-    let producer = std::thread::Builder::new().name("csr-gen".into()).spawn(move || {
+    let producer = std::thread::Builder::new().name("batch-gen".into()).spawn(move || {
         let mut i = 0;
         while i < count {
             let n = batch.min(count - i);
-            if tx.send(make_csrs(&keys, start + i, n)).is_err() {
+            if tx.send(Ok(make_batch(&keys, start + i, n))).is_err() {
                 return;
             }
             i += n;
@@ -538,9 +506,9 @@ fn load_test_data(
                     while !stop.load(Ordering::SeqCst) {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok(csrs) = next else { break };
-                        let csrs = csrs?;
-                        let n = csrs.len() as u64;
-                        let env = envelope(csrs);
+                        let keys = csrs?;
+                        let n = keys.len() as u64;
+                        let env = envelope(keys);
                         let outcome = match &local {
                             Some(ca) => crate::commands::execute(ca, &env),
                             None => crate::admin::call(&socket, &env)?

@@ -18,6 +18,23 @@ pub struct Settings {
     pub ca: CaConfig,
     /// The admin web console.
     pub console: admin_web::ConsoleConfig,
+    /// The database.
+    pub database: DatabaseSettings,
+}
+
+/// `[database]`: the sled database of the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Most memory for sled's page cache, MiB. A directory serving a database larger than this
+    /// decodes pages from disk on lookups (BENCHMARKS.md, issue 3).
+    pub cache_mib: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings { cache_mib: cerdb::CertDb::DEFAULT_CACHE_BYTES >> 20 }
+    }
 }
 
 /// HTTP server settings.
@@ -98,6 +115,13 @@ impl Settings {
         s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if s.server.tls.cert_file.is_some() != s.server.tls.key_file.is_some() {
             anyhow::bail!("{}: [server.tls] needs both cert_file and key_file, or neither", path.display());
+        }
+        if !(16..=1 << 20).contains(&s.database.cache_mib) {
+            anyhow::bail!(
+                "{}: [database] cache_mib = {}: expected 16 to 1048576",
+                path.display(),
+                s.database.cache_mib
+            );
         }
         if let Some(n) = s.server.workers {
             if !(1..=1024).contains(&n) {

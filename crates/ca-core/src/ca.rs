@@ -23,7 +23,7 @@ use x509_parser::prelude::*;
 use crate::audit::{self, AuditDraft, AuditLog};
 use crate::clock::Clock;
 use crate::config::{CaConfig, KeySettings, SubjectName};
-use crate::csr::{check_csr, check_key_for_usage, SubjectKeyKind};
+use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
 use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
 use crate::profiles::{
     dn_of, parse_tbs, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext, RootCaProfile,
@@ -73,6 +73,18 @@ pub struct IssueRequest {
     pub usage: Usage,
     /// The PKCS#10 request, PEM or DER.
     pub csr: Vec<u8>,
+}
+
+/// A request for a certificate whose key pair the caller generated itself: no CSR, so no proof of
+/// possession ([`Ca::issue_many_own_keys`]).
+#[derive(Debug, Clone)]
+pub struct OwnKeyRequest {
+    /// The mailbox.
+    pub email: EmailAddress,
+    /// Signing or encryption.
+    pub usage: Usage,
+    /// The subject public key, SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
 }
 
 /// An issued certificate.
@@ -575,22 +587,62 @@ impl Ca {
     /// the batch). Checking and signing run on every core for larger batches. If any request is
     /// refused, nothing is stored and the refusal is in the audit log.
     pub fn issue_many(&self, reqs: &[IssueRequest], actor: &str) -> Result<Vec<Issued>, Error> {
+        self.issue_batch(
+            reqs,
+            actor,
+            |r| (&r.email, r.usage),
+            "",
+            |req, now| {
+                let checked = check_csr(&req.csr, &req.email, req.usage, self.cfg.leaf.min_rsa_bits)?;
+                self.prepare(&req.email, req.usage, checked, now)
+            },
+        )
+    }
+
+    /// Issues certificates for public keys whose private keys the caller generated and holds:
+    /// the same path as [`Ca::issue_many`] (key rules, serials, profile lint, signing, one
+    /// durable transaction with the audit entries) without a CSR, and so without a proof of
+    /// possession. For callers that made the keys themselves — `pki cerdb load-test-data`'s
+    /// synthetic subscribers — never for keys from a subscriber; the audit entries say
+    /// "own key".
+    pub fn issue_many_own_keys(&self, reqs: &[OwnKeyRequest], actor: &str) -> Result<Vec<Issued>, Error> {
+        self.issue_batch(
+            reqs,
+            actor,
+            |r| (&r.email, r.usage),
+            " own key",
+            |req, now| {
+                let checked = crate::csr::check_own_key(&req.spki, req.usage, self.cfg.leaf.min_rsa_bits)?;
+                self.prepare(&req.email, req.usage, checked, now)
+            },
+        )
+    }
+
+    /// The batch issuance both paths share: `prepare` on every core, then one transaction.
+    fn issue_batch<R: Sync>(
+        &self,
+        reqs: &[R],
+        actor: &str,
+        names: impl Fn(&R) -> (&EmailAddress, Usage),
+        note: &str,
+        prepare: impl Fn(&R, DateTime<Utc>) -> Result<CertRecord, Error> + Sync,
+    ) -> Result<Vec<Issued>, Error> {
         let now = seconds(self.clock.now());
-        let prepared = par_map(reqs, |req| self.prepare(req, now));
+        let prepared = par_map(reqs, |req| prepare(req, now));
         let mut records = Vec::with_capacity(reqs.len());
         let mut drafts = Vec::with_capacity(reqs.len());
         for (req, result) in reqs.iter().zip(prepared) {
+            let (email, usage) = names(req);
             let rec = match result {
                 Ok(rec) => rec,
                 Err(e) => {
                     let why = e.to_string();
-                    let details = format!("{} {}", req.email, req.usage);
+                    let details = format!("{email} {usage}{note}");
                     self.audit.append(AuditDraft::refused(actor, "issue", None, &why, details), now)?;
                     return Err(e);
                 }
             };
-            let email = rec.email.as_ref().map(|e| e.as_str()).unwrap_or("");
-            let details = format!("{email} {} {} sha256:{}", req.usage, rec.key_type, rec.fingerprint);
+            let details = format!("{email} {usage} {}{note} sha256:{}", rec.key_type, rec.fingerprint);
             drafts.push(AuditDraft::ok(actor, "issue", Some(&rec.serial), details));
             records.push(rec);
         }
@@ -598,18 +650,23 @@ impl Ca {
         Ok(records.into_iter().map(|record| Issued { record }).collect())
     }
 
-    /// Checks one request and signs its certificate (not yet stored).
-    fn prepare(&self, req: &IssueRequest, now: DateTime<Utc>) -> Result<CertRecord, Error> {
-        let checked = check_csr(&req.csr, &req.email, req.usage, self.cfg.leaf.min_rsa_bits)?;
+    /// Signs the certificate of a checked key (not yet stored).
+    fn prepare(
+        &self,
+        email: &EmailAddress,
+        usage: Usage,
+        checked: CheckedCsr,
+        now: DateTime<Utc>,
+    ) -> Result<CertRecord, Error> {
         let serial = new_serial(&self.db, &self.rng)?;
         let ctx = self.leaf_ctx(serial.clone(), checked.kind, now);
-        let profile = SubscriberProfile { email: req.email.clone(), usage: req.usage };
+        let profile = SubscriberProfile { email: email.clone(), usage };
         let der = make_cert(&profile, &ctx, &checked.key, Signing::By(&self.issuing))?;
         record_of(
             der,
             serial,
-            req.usage.into(),
-            Some(req.email.clone()),
+            usage.into(),
+            Some(email.clone()),
             CaId::Issuing,
             checked.kind.name(),
             None,

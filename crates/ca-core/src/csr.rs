@@ -119,9 +119,43 @@ pub fn check_csr(
     // minimum, P-521, Ed448, DSA) cannot be verified by ring either, and the refusal must name
     // the key, not a failed proof of possession.
     let spki = &csr.certification_request_info.subject_pki;
-    let key_oid = spki.algorithm.algorithm.to_id_string();
+    let kind = classify_key(spki, min_rsa_bits)?;
     let raw = spki.subject_public_key.data.to_vec();
-    let kind = match key_oid.as_str() {
+    csr.verify_signature().map_err(|e| Error::CsrSignatureInvalid(e.to_string()))?;
+    check_key_for_usage(kind, usage)?;
+
+    // Every address the request names must be the one the certificate is for.
+    let wanted = email.lookup_key();
+    let subject = &csr.certification_request_info.subject;
+    let mut named: Vec<String> = Vec::new();
+    for attr in subject.iter_email().chain(subject.iter_common_name()) {
+        if let Ok(s) = attr.as_str() {
+            if s.contains('@') {
+                named.push(s.to_string());
+            }
+        }
+    }
+    if let Some(exts) = csr.requested_extensions() {
+        for ext in exts {
+            if let ParsedExtension::SubjectAlternativeName(san) = ext {
+                for gn in &san.general_names {
+                    if let GeneralName::RFC822Name(s) = gn {
+                        named.push((*s).to_string());
+                    }
+                }
+            }
+        }
+    }
+    if let Some(other) = named.iter().find(|n| n.to_ascii_lowercase() != wanted) {
+        return Err(Error::CsrEmailMismatch { csr: other.clone(), requested: email.to_string() });
+    }
+
+    Ok(CheckedCsr { key: SubjectKey { raw, alg: alg_of(kind) }, kind })
+}
+/// The type of a subject public key, refused (naming it) unless the CA certifies it.
+fn classify_key(spki: &SubjectPublicKeyInfo<'_>, min_rsa_bits: usize) -> Result<SubjectKeyKind, Error> {
+    let key_oid = spki.algorithm.algorithm.to_id_string();
+    Ok(match key_oid.as_str() {
         "1.2.840.113549.1.1.1" => {
             let bits = match spki.parsed() {
                 Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size(),
@@ -155,43 +189,31 @@ pub fn check_csr(
         "1.3.101.113" => return Err(Error::CsrUnsupportedKey("Ed448".into())),
         "1.2.840.10040.4.1" => return Err(Error::CsrUnsupportedKey("DSA".into())),
         other => return Err(Error::CsrUnsupportedKey(format!("algorithm {other}"))),
-    };
-    csr.verify_signature().map_err(|e| Error::CsrSignatureInvalid(e.to_string()))?;
+    })
+}
+
+/// Checks a subject public key (SPKI, DER) for a certificate of `usage`, without a CSR: for
+/// callers that generated the key pair themselves, so that possession needs no proof (the
+/// synthetic subscribers of `pki cerdb load-test-data`). The key rules are those of
+/// [`check_csr`].
+pub fn check_own_key(spki_der: &[u8], usage: Usage, min_rsa_bits: usize) -> Result<CheckedCsr, Error> {
+    let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| Error::CsrParse(format!("not a SubjectPublicKeyInfo: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::CsrParse(format!("{} bytes of trailing data after the public key", rest.len())));
+    }
+    let kind = classify_key(&spki, min_rsa_bits)?;
     check_key_for_usage(kind, usage)?;
+    Ok(CheckedCsr { key: SubjectKey { raw: spki.subject_public_key.data.to_vec(), alg: alg_of(kind) }, kind })
+}
 
-    // Every address the request names must be the one the certificate is for.
-    let wanted = email.lookup_key();
-    let subject = &csr.certification_request_info.subject;
-    let mut named: Vec<String> = Vec::new();
-    for attr in subject.iter_email().chain(subject.iter_common_name()) {
-        if let Ok(s) = attr.as_str() {
-            if s.contains('@') {
-                named.push(s.to_string());
-            }
-        }
-    }
-    if let Some(exts) = csr.requested_extensions() {
-        for ext in exts {
-            if let ParsedExtension::SubjectAlternativeName(san) = ext {
-                for gn in &san.general_names {
-                    if let GeneralName::RFC822Name(s) = gn {
-                        named.push((*s).to_string());
-                    }
-                }
-            }
-        }
-    }
-    if let Some(other) = named.iter().find(|n| n.to_ascii_lowercase() != wanted) {
-        return Err(Error::CsrEmailMismatch { csr: other.clone(), requested: email.to_string() });
-    }
-
-    let alg = match kind {
+fn alg_of(kind: SubjectKeyKind) -> &'static rcgen::SignatureAlgorithm {
+    match kind {
         SubjectKeyKind::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
         SubjectKeyKind::P256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         SubjectKeyKind::P384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         SubjectKeyKind::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    Ok(CheckedCsr { key: SubjectKey { raw, alg }, kind })
+    }
 }
 
 /// Refuses key types that cannot serve the usage.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ca_core::{Ca, CaCert, CaConfig, Error, FixedClock, IssueRequest};
+use ca_core::{Ca, CaCert, CaConfig, Error, FixedClock, IssueRequest, OwnKeyRequest};
 use cerdb::{CaId, CertDb, CertReader, RevocationReason, Serial, Usage};
 use chrono::{Duration, TimeZone, Utc};
 use hsm_sim::{HsmSim, KeyCustody, KeyType, MasterKeySource};
@@ -124,6 +124,57 @@ fn garbage_truncated_and_oversized_csrs_are_refused_and_nothing_is_stored() {
         .filter(|e| e.outcome.starts_with("refused"))
         .count();
     assert!(refused > 10);
+}
+
+#[test]
+fn own_keys_are_issued_by_the_same_rules_without_a_csr() {
+    use rcgen::PublicKeyData;
+    let f = fixture();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let own = |email: &str, usage, spki: Vec<u8>| OwnKeyRequest {
+        email: email.parse().expect("email"),
+        usage,
+        spki,
+    };
+    let issued =
+        f.ca.issue_many_own_keys(
+            &[
+                own("load-1@loadtest.example", Usage::Signing, kp.subject_public_key_info()),
+                own("load-2@loadtest.example", Usage::Encryption, kp.subject_public_key_info()),
+            ],
+            "t",
+        )
+        .expect("issued");
+    assert_eq!(issued.len(), 2);
+    for i in &issued {
+        assert!(i.record.der_matches_key(kp.public_key_raw()));
+        let (_, x) = X509Certificate::from_der(&i.record.der).expect("parses");
+        let issuing = f.ca.ca_cert(CaCert::Issuing);
+        let (_, ca) = X509Certificate::from_der(issuing).expect("issuing");
+        x.verify_signature(Some(ca.public_key())).expect("signed by the issuing CA");
+    }
+    let entries = ca_core::audit::entries(f.ca.db()).expect("entries");
+    assert!(entries.iter().rev().take(2).all(|e| e.details.contains("own key")), "{entries:?}");
+
+    // The key rules of CSRs hold: garbage, truncated, trailing bytes, and an Ed25519 key for
+    // encryption are refused, and nothing is stored.
+    let before = f.ca.db().count();
+    let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key").subject_public_key_info();
+    let mut trailing = kp.subject_public_key_info();
+    trailing.push(0);
+    let spki = kp.subject_public_key_info();
+    for (spki, usage, want) in [
+        (Vec::new(), Usage::Signing, "SubjectPublicKeyInfo"),
+        (spki[..spki.len() / 2].to_vec(), Usage::Signing, "SubjectPublicKeyInfo"),
+        (trailing, Usage::Signing, "trailing"),
+        (ed25519, Usage::Encryption, "Ed25519"),
+    ] {
+        let err =
+            f.ca.issue_many_own_keys(&[own("load-3@loadtest.example", usage, spki)], "t")
+                .expect_err("refused");
+        assert!(err.to_string().contains(want), "{err}");
+    }
+    assert_eq!(f.ca.db().count(), before);
 }
 
 #[test]

@@ -156,8 +156,17 @@ fn tx_error(e: TransactionError<Error>) -> Error {
 impl CertDb {
     /// Opens (creating) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
+        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
+    }
+
+    /// sled's page cache unless configured: 1 GiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+    /// Opens (creating) the database at `path` with a page cache of at most `cache_bytes`. A
+    /// database larger than its cache reads and decodes pages from the log file on lookups.
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, Error> {
         let path = path.as_ref();
-        let db = sled::Config::new().path(path).open().map_err(|e| match e {
+        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open().map_err(|e| match e {
             sled::Error::Io(ref io)
                 if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
             {
