@@ -63,7 +63,7 @@ pub enum CerdbCommand {
         #[arg(long, default_value = "encryption")]
         usage: String,
         /// Certificates per batch (one durable transaction each).
-        #[arg(long, default_value_t = 2_000)]
+        #[arg(long, default_value_t = 5_000)]
         batch: u32,
     },
     /// Show or set the quota of clients without an API key (per IP address), or switch
@@ -430,9 +430,12 @@ impl Progress {
     }
 }
 
-/// `pki cerdb load-test-data`. Batches are made here, ahead of the CA; two batches are issued at
-/// once (by this process, or by the running server over two admin connections), so that one
-/// batch's signing overlaps the other's durable store, which runs on one core.
+/// Batches issued at once by `pki cerdb load-test-data`.
+const IN_FLIGHT: usize = 3;
+
+/// `pki cerdb load-test-data`. Batches are made here, ahead of the CA; [`IN_FLIGHT`] batches are
+/// issued at once (by this process, or by the running server over as many admin connections), so
+/// that the signing of the others overlaps one batch's durable store, which runs on one core.
 fn load_test_data(
     data: &Path,
     settings: &Settings,
@@ -456,7 +459,7 @@ fn load_test_data(
     };
     progress.show(0);
     let keys = key_pool()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<(String, Vec<u8>)>>>(2);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<(String, Vec<u8>)>>>(IN_FLIGHT);
     let envelope = |keys| Envelope {
         actor: actor.to_string(),
         request: Request::LoadTestBatch { usage: usage.to_string(), keys },
@@ -498,9 +501,9 @@ fn load_test_data(
         done.fetch_add(n, Ordering::SeqCst);
     }
     let rx = Mutex::new(rx);
-    let running = AtomicUsize::new(2);
+    let running = AtomicUsize::new(IN_FLIGHT);
     std::thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..IN_FLIGHT {
             s.spawn(|| {
                 let run = || -> anyhow::Result<()> {
                     while !stop.load(Ordering::SeqCst) {

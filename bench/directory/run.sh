@@ -6,6 +6,8 @@
 # Usage: bash bench/directory/run.sh [COUNT]         (default 1000000)
 # Env:   BENCH_DIR   data directory parent (default /tmp/pki-bench-directory-COUNT; reused if loaded)
 #        DURATION    seconds per wrk run (default 20)   CONNECTIONS (default 64)   THREADS (default 1)
+#        WARMUP      seconds of exists and then fetch, not reported, before the measured runs
+#                    (default 0: the runs start with the pages of a freshly started server)
 #        CACHE_MIB   sled page cache of the loader and the server, [database] cache_mib (default
 #                    6144: a million certificates take about 4 GiB on disk)
 set -euo pipefail
@@ -17,6 +19,7 @@ THREADS=${THREADS:-1}
 DIR=${BENCH_DIR:-/tmp/pki-bench-directory-$COUNT}
 PORT=${PORT:-18999}
 CACHE_MIB=${CACHE_MIB:-6144}
+WARMUP=${WARMUP:-0}
 
 if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq
@@ -39,7 +42,7 @@ if [ ! -f "$DIR/loaded" ]; then
   echo "## load: pki cerdb load-test-data --count $COUNT (no server running)"
   pki init >/dev/null
   TIMEFORMAT="wall %R s, CPU of the loader: user %U s + sys %S s"
-  time pki cerdb load-test-data --count "$COUNT" --batch 2000 2>"$DIR/load.progress"
+  time pki cerdb load-test-data --count "$COUNT" --batch 5000 2>"$DIR/load.progress"
   echo "load average after the load: $(cut -d" " -f1-3 /proc/loadavg)"
   echo "database on disk: $(du -sh "$DIR/data/db" | cut -f1) ($(du -sb "$DIR/data/db" | cut -f1) bytes)"
   touch "$DIR/loaded"
@@ -59,6 +62,14 @@ echo
 
 TICKS=$(getconf CLK_TCK)
 server_cpu() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
+if [ "$WARMUP" -gt 0 ]; then
+  for op in exists fetch; do
+    DIR_COUNT=$COUNT DIR_KEY=$KEY DIR_OP=$op \
+      wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s bench/directory/lookup.lua "http://127.0.0.1:$PORT" |
+      grep RESULT | sed "s/^/warm-up ($WARMUP s, not reported): /"
+  done
+  echo
+fi
 for op in exists fetch; do
   echo "## $op: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s (random of $COUNT known addresses)"
   DIR_COUNT=$COUNT DIR_KEY=$KEY DIR_OP=$op DIR_VERIFY=1 \

@@ -646,7 +646,11 @@ impl Ca {
             drafts.push(AuditDraft::ok(actor, "issue", Some(&rec.serial), details));
             records.push(rec);
         }
-        self.audit.commit(drafts, now, |recs| Ok(self.db.store_issued(&records, recs)?))?;
+        // Flushed after the audit log's lock is released: another batch's transaction goes on
+        // while this one's pages reach the disk (sled's flush covers whatever was written before
+        // it, so this batch is durable when it returns, whichever thread's flush wrote it).
+        self.audit.commit(drafts, now, |recs| Ok(self.db.store_issued_unflushed(&records, recs)?))?;
+        self.db.flush()?;
         Ok(records.into_iter().map(|record| Issued { record }).collect())
     }
 

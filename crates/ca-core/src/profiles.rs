@@ -107,6 +107,12 @@ fn oid_str(arcs: &[u64]) -> String {
     arcs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(".")
 }
 
+/// Whether `oid` has these arcs, without spelling it out as text (the lint runs for every
+/// certificate issued).
+fn oid_is(oid: &x509_parser::oid_registry::Oid<'_>, arcs: &[u64]) -> bool {
+    oid.iter().is_some_and(|it| it.eq(arcs.iter().copied()))
+}
+
 /// Checks shared by every profile: version, serial, validity, well-formed extensions, key ids.
 fn lint_common(tbs: &TbsCertificate<'_>, ctx: &ProfileContext, aki_required: bool) -> Result<(), String> {
     if tbs.version != X509Version::V3 {
@@ -125,7 +131,7 @@ fn lint_common(tbs: &TbsCertificate<'_>, ctx: &ProfileContext, aki_required: boo
     }
     let mut seen = std::collections::HashSet::new();
     for ext in tbs.extensions() {
-        if !seen.insert(ext.oid.to_id_string()) {
+        if !seen.insert(ext.oid.as_bytes()) {
             return Err(format!("extension {} appears twice", ext.oid));
         }
         if let ParsedExtension::UnsupportedExtension { .. } = ext.parsed_extension() {
@@ -138,7 +144,7 @@ fn lint_common(tbs: &TbsCertificate<'_>, ctx: &ProfileContext, aki_required: boo
         Some(_) => {}
         None => return Err("no subjectKeyIdentifier".into()),
     }
-    if aki_required && !tbs.extensions().iter().any(|e| e.oid.to_id_string() == "2.5.29.35") {
+    if aki_required && !tbs.extensions().iter().any(|e| oid_is(&e.oid, &[2, 5, 29, 35])) {
         return Err("no authorityKeyIdentifier".into());
     }
     Ok(())
@@ -157,8 +163,7 @@ impl TbsExt for TbsCertificate<'_> {
         })
     }
     fn ext(&self, arcs: &[u64]) -> Option<&X509Extension<'_>> {
-        let want = oid_str(arcs);
-        self.extensions().iter().find(|e| e.oid.to_id_string() == want)
+        self.extensions().iter().find(|e| oid_is(&e.oid, arcs))
     }
 }
 
@@ -251,7 +256,7 @@ fn expect_aia(tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), Stri
     };
     let find = |arcs: &[u64]| {
         aia.accessdescs.iter().find_map(|d| match (&d.access_method, &d.access_location) {
-            (m, GeneralName::URI(u)) if m.to_id_string() == oid_str(arcs) => Some(u.to_string()),
+            (m, GeneralName::URI(u)) if oid_is(m, arcs) => Some(u.to_string()),
             _ => None,
         })
     };
