@@ -459,7 +459,7 @@ fn load_test_data(
     };
     progress.show(0);
     let keys = key_pool()?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<anyhow::Result<Vec<(String, Vec<u8>)>>>(IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(String, Vec<u8>)>>(IN_FLIGHT);
     let envelope = |keys| Envelope {
         actor: actor.to_string(),
         request: Request::LoadTestBatch { usage: usage.to_string(), keys },
@@ -473,7 +473,7 @@ fn load_test_data(
         let mut i = 0;
         while i < count {
             let n = batch.min(count - i);
-            if tx.send(Ok(make_batch(&keys, start + i, n))).is_err() {
+            if tx.send(make_batch(&keys, start + i, n)).is_err() {
                 return;
             }
             i += n;
@@ -482,7 +482,6 @@ fn load_test_data(
     // The first batch decides where the CA is: the running server, or this process.
     let mut local: Option<Ca> = None;
     if let Ok(first) = rx.recv() {
-        let first = first?;
         let n = first.len() as u64;
         let env = envelope(first);
         let outcome = match crate::admin::call(&socket, &env)? {
@@ -508,8 +507,7 @@ fn load_test_data(
                 let run = || -> anyhow::Result<()> {
                     while !stop.load(Ordering::SeqCst) {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok(csrs) = next else { break };
-                        let keys = csrs?;
+                        let Ok(keys) = next else { break };
                         let n = keys.len() as u64;
                         let env = envelope(keys);
                         let outcome = match &local {
