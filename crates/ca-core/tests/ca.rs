@@ -167,6 +167,7 @@ fn own_keys_are_issued_by_the_same_rules_without_a_csr() {
         (Vec::new(), Usage::Signing, "SubjectPublicKeyInfo"),
         (spki[..spki.len() / 2].to_vec(), Usage::Signing, "SubjectPublicKeyInfo"),
         (trailing, Usage::Signing, "trailing"),
+        (vec![0x30; 100_000], Usage::Signing, "SubjectPublicKeyInfo"),
         (ed25519, Usage::Encryption, "Ed25519"),
     ] {
         let err =

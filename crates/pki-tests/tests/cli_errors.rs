@@ -251,6 +251,14 @@ fn bad_command_line_input_is_refused_with_one_error_line_naming_the_problem() {
     let out = run(pki_command().arg("--config").arg(&zero).arg("--data").arg(&env.data).arg("serve"));
     let line = out.one_error_line();
     assert!(line.contains("workers = 0") && line.contains("expected 1 to 1024"), "{line}");
+    let tiny = env.write("tiny.toml", "[database]\ncache_mib = 1\n");
+    let out = run(pki_command().arg("--config").arg(&tiny).arg("--data").arg(&env.data).arg("list"));
+    let line = out.one_error_line();
+    assert!(line.contains("cache_mib = 1") && line.contains("expected 16 to 1048576"), "{line}");
+    let text = env.write("text.toml", "[database]\ncache_mib = \"lots\"\n");
+    let out = run(pki_command().arg("--config").arg(&text).arg("--data").arg(&env.data).arg("list"));
+    let line = out.one_error_line();
+    assert!(line.contains("invalid type: string \"lots\", expected u64"), "{line}");
 
     // A data directory without a CA.
     let out =
