@@ -109,7 +109,18 @@ impl Settings {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read configuration {}", path.display()))?;
         let s: Settings = toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!("configuration {}: {}", path.display(), e.message().replace('\n', " "))
+            // The line and the text there, so that the one-line message names the setting.
+            let at = e.span().map(|span| {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                let src = text.lines().nth(line - 1).unwrap_or("").trim();
+                format!(" line {line} ({src})")
+            });
+            anyhow::anyhow!(
+                "configuration {}{}: {}",
+                path.display(),
+                at.unwrap_or_default(),
+                e.message().replace('\n', " ")
+            )
         })?;
         s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

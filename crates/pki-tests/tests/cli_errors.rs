@@ -258,7 +258,7 @@ fn bad_command_line_input_is_refused_with_one_error_line_naming_the_problem() {
     let text = env.write("text.toml", "[database]\ncache_mib = \"lots\"\n");
     let out = run(pki_command().arg("--config").arg(&text).arg("--data").arg(&env.data).arg("list"));
     let line = out.one_error_line();
-    assert!(line.contains("invalid type: string \"lots\", expected u64"), "{line}");
+    assert!(line.contains("line 2 (cache_mib = \"lots\")") && line.contains("expected u64"), "{line}");
 
     // A data directory without a CA.
     let out =
