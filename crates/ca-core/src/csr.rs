@@ -152,6 +152,7 @@ pub fn check_csr(
 
     Ok(CheckedCsr { key: SubjectKey { raw, alg: alg_of(kind) }, kind })
 }
+
 /// The type of a subject public key, refused (naming it) unless the CA certifies it.
 fn classify_key(spki: &SubjectPublicKeyInfo<'_>, min_rsa_bits: usize) -> Result<SubjectKeyKind, Error> {
     let key_oid = spki.algorithm.algorithm.to_id_string();

@@ -1,8 +1,10 @@
 //! The responder: status from cerdb, responses signed by the delegated OCSP key, the cache.
 //!
-//! Responses are RustCrypto's `x509_ocsp` types, one per production (RFC 6960 §4.2.1), except
-//! that the signed `ResponseData` is wrapped into `BasicOCSPResponse` and `OCSPResponse` by the
-//! small hand-written `wrap_basic`, around the signer certificate encoded once:
+//! Responses are built from RustCrypto's `x509_ocsp` types (CertID, CertStatus, the nonce
+//! extension, times), framed by two small hand-written functions: `response_data` puts those
+//! parts into the signed `ResponseData`, and `wrap_basic` wraps it into `BasicOCSPResponse` and
+//! `OCSPResponse` around the signer certificate encoded once (RFC 6960 §4.2.1). Both are checked
+//! octet for octet against the `x509_ocsp` encoder in the tests:
 //!
 //! ```text
 //! OCSPResponse ::= SEQUENCE {
