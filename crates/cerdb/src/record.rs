@@ -79,6 +79,16 @@ impl CertRecord {
         !raw_public_key.is_empty() && self.der.windows(raw_public_key.len()).any(|w| w == raw_public_key)
     }
 
+    /// Its status view.
+    pub fn state(&self) -> CertState {
+        CertState {
+            issuer: self.issuer,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            revocation: self.revocation.clone(),
+        }
+    }
+
     /// The status at `now`: revocation first, then the validity period.
     pub fn status_at(&self, now: DateTime<Utc>) -> CertStatus {
         status_at(self.revocation.is_some(), self.not_before, self.not_after, now)
@@ -272,15 +282,7 @@ mod tests {
             rec.revocation = revocation;
             let state: CertState =
                 serde_json::from_slice(&serde_json::to_vec(&rec).expect("json")).expect("state");
-            assert_eq!(
-                state,
-                CertState {
-                    issuer: rec.issuer,
-                    not_before: rec.not_before,
-                    not_after: rec.not_after,
-                    revocation: rec.revocation.clone()
-                }
-            );
+            assert_eq!(state, rec.state());
             for now in [nb - Duration::seconds(1), nb, nb + Duration::days(400)] {
                 assert_eq!(state.status_at(now), rec.status_at(now));
             }

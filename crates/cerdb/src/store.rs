@@ -42,12 +42,7 @@ pub trait CertReader: Send + Sync {
     /// The status view of the certificate with this serial: issuer, validity and revocation,
     /// without decoding the rest of its metadata.
     fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
-        Ok(self.get_meta(serial)?.map(|r| CertState {
-            issuer: r.issuer,
-            not_before: r.not_before,
-            not_after: r.not_after,
-            revocation: r.revocation,
-        }))
+        Ok(self.get_meta(serial)?.map(|r| r.state()))
     }
 
     /// Serials and status views of an address's certificates of one kind, newest notBefore
@@ -57,19 +52,7 @@ pub trait CertReader: Send + Sync {
         email: &EmailAddress,
         kind: CertKind,
     ) -> Result<Vec<(Serial, CertState)>, Error> {
-        Ok(self
-            .by_email(email, Some(kind))?
-            .into_iter()
-            .map(|r| {
-                let state = CertState {
-                    issuer: r.issuer,
-                    not_before: r.not_before,
-                    not_after: r.not_after,
-                    revocation: r.revocation,
-                };
-                (r.serial, state)
-            })
-            .collect())
+        Ok(self.by_email(email, Some(kind))?.into_iter().map(|r| (r.serial.clone(), r.state())).collect())
     }
 
     /// The newest certificate of an address and kind that is valid at `now`, DER included.
