@@ -72,26 +72,14 @@ pub fn base32_grouped(bytes: &[u8]) -> String {
     s.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(" ")
 }
 
-fn uri_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The key URI (`otpauth://totp/ISSUER:ACCOUNT?secret=...`) of the Google Authenticator format.
 pub fn otpauth_uri(issuer: &str, account: &str, secret: &[u8]) -> String {
     format!(
         "otpauth://totp/{}:{}?secret={}&issuer={}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
-        uri_escape(issuer),
-        uri_escape(account),
+        crate::views::url_escape(issuer),
+        crate::views::url_escape(account),
         base32(secret),
-        uri_escape(issuer)
+        crate::views::url_escape(issuer)
     )
 }
 
