@@ -84,7 +84,7 @@ pub fn tsa(ca: &Ca) -> anyhow::Result<Arc<tsa::TimestampAuthority>> {
         return Ok(t.clone());
     }
     use ca_core::CaCert;
-    let store = tsa::TsaStore::open(ca.db().sled_db())?;
+    let store = tsa::TsaStore::open(ca.db())?;
     // The TSA certificate is issued by the root: its chain below the root is just itself.
     let authority = tsa::TimestampAuthority::new(
         ca.tsa_signer()?,
@@ -99,7 +99,7 @@ pub fn tsa(ca: &Ca) -> anyhow::Result<Arc<tsa::TimestampAuthority>> {
 /// The auditors' verifier: trusts this CA's root, checks the token record.
 pub fn tsa_verifier(ca: &Ca) -> anyhow::Result<tsa::Verifier> {
     use ca_core::CaCert;
-    let store = tsa::TsaStore::open(ca.db().sled_db())?;
+    let store = tsa::TsaStore::open(ca.db())?;
     Ok(tsa::Verifier::new(
         ca.ca_cert(CaCert::Root).to_vec(),
         vec![ca.ca_cert(CaCert::Tsa).to_vec()],

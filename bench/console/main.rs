@@ -76,7 +76,7 @@ async fn main() {
     }
     eprintln!("issued {total} certificates in {:.1} s", start.elapsed().as_secs_f64());
 
-    let store = tsa::TsaStore::open(ca.db().sled_db()).expect("tsa store");
+    let store = tsa::TsaStore::open(ca.db()).expect("tsa store");
     let verifier = tsa::Verifier::new(
         ca.ca_cert(CaCert::Root).to_vec(),
         vec![ca.ca_cert(CaCert::Tsa).to_vec()],

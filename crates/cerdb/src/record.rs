@@ -210,7 +210,8 @@ mod rfc3339 {
     }
 }
 
-mod hex_bytes {
+/// Bytes as hex text in JSON.
+pub(crate) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -14,7 +14,8 @@
 //! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
 //! | `meta` | text key | text value |
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
@@ -88,6 +89,10 @@ pub struct CertDb {
     crls: Tree,
     audit: Tree,
     meta: Tree,
+    /// The database directory.
+    path: Arc<PathBuf>,
+    /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
+    tsa: crate::tsa_store::StoreCell,
 }
 
 impl std::fmt::Debug for CertDb {
@@ -169,6 +174,8 @@ impl CertDb {
             audit: t("audit")?,
             meta: t("meta")?,
             db,
+            path: Arc::new(path.to_path_buf()),
+            tsa: Default::default(),
         })
     }
 
@@ -429,6 +436,16 @@ impl CertDb {
             }
         }
         Ok(())
+    }
+
+    /// The database directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where the TSA store of this database is kept while held.
+    pub(crate) fn tsa_cell(&self) -> &crate::tsa_store::StoreCell {
+        &self.tsa
     }
 
     /// The underlying sled database, for the stores of other concerns kept in this crate

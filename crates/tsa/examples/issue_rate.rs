@@ -35,7 +35,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let fx = common::Fixture::create(dir.path(), KeyType::P256, false);
     let db = cerdb::CertDb::open(dir.path().join("db")).unwrap();
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let tsa = tsa::TimestampAuthority::new(
         fx.signer.clone(),
         fx.tsa_der.clone(),

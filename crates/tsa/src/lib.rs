@@ -14,7 +14,7 @@
 //! ## Wiring
 //!
 //! ```text
-//! let store  = cerdb::tsa_store::TsaStore::open(cert_db.sled_db())?;
+//! let store  = cerdb::tsa_store::TsaStore::open(&cert_db)?;
 //! let tsa    = TimestampAuthority::new(signer, tsa_cert_der, chain_ders, store.clone(), TsaConfig::default())?;
 //! let verify = Verifier::new(root_der, tsa.certificates(), Arc::new(store))?;
 //! App::new().service(tsa::scope(web::Data::new(tsa)))
@@ -42,6 +42,7 @@
 
 pub mod asn1;
 mod crypto;
+mod frame;
 mod gentime;
 mod http;
 pub mod oids;

@@ -1,28 +1,25 @@
 //! The timestamp authority: TSTInfo, the CMS SignedData token, and the TimeStampResp.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use cerdb::tsa_store::{PendingToken, SerialBlock, TokenRecord, TsaStore};
+use cerdb::tsa_store::{PendingToken, TokenRecord, TsaStore, MAX_POLICY_TEXT};
 use chrono::{DateTime, Timelike, Utc};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
-use cms::content_info::{CmsVersion, ContentInfo};
-use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedAttributes, SignedData, SignerIdentifier, SignerInfo,
-    SignerInfos,
-};
+use cms::signed_data::{CertificateSet, SignerIdentifier};
 use der::asn1::{OctetString, SetOfVec};
-use der::{Any, Tag};
+use der::Any;
 use hsm_sim::{SignatureScheme, Signer};
 use x509_cert::attr::Attribute;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
 use crate::asn1::{
-    int_from_u64, to_der, Accuracy, EssCertIdV2, FailureBit, IssuerSerial, PkiFailureInfo, PkiStatus,
-    PkiStatusInfo, SigningCertificateV2, TimeStampResp, TspVersion, TstInfo,
+    to_der, Accuracy, EssCertIdV2, FailureBit, IssuerSerial, PkiFailureInfo, PkiStatus, PkiStatusInfo,
+    SigningCertificateV2, TimeStampResp,
 };
 use crate::crypto::{sha256, HashAlg};
+use crate::frame::{self, TokenConstants, TokenFrame};
 use crate::verify::{check_tsa_certificate, ParsedCert};
 use crate::{oids, request, Error, GenTime, TsaConfig};
 
@@ -64,22 +61,17 @@ impl SignerProfile {
 
 /// The RFC 3161 timestamp authority: answers `TimeStampReq`s with `TimeStampResp`s.
 ///
-/// Shared by every HTTP worker (`respond` takes `&self`); serials come from a durably reserved
-/// block under a lock, so they strictly increase in the order genTime is read.
+/// Shared by every HTTP worker (`respond` takes `&self`); serials come from the store's durably
+/// reserved block, taken with the clock's reading, so they strictly increase in genTime order.
 pub struct TimestampAuthority {
     signer: Arc<dyn Signer>,
-    profile: SignerProfile,
+    /// The parts of every token that do not change, encoded once.
+    frame: TokenFrame,
     tsa_cert: ParsedCert,
     chain: Vec<ParsedCert>,
-    tsa_name: GeneralName,
-    sid: SignerIdentifier,
-    signing_certificate: Attribute,
-    certificates: CertificateSet,
     store: TsaStore,
     config: TsaConfig,
-    accuracy: Accuracy,
     precision_digits: u32,
-    serials: Mutex<Option<SerialBlock>>,
 }
 
 impl std::fmt::Debug for TimestampAuthority {
@@ -172,6 +164,16 @@ impl TimestampAuthority {
         if config.serial_block == 0 {
             return Err(Error::Config("serial_block must be at least 1".into()));
         }
+        // The record of every token holds its policy; one that does not fit is refused now, not
+        // on the first request for it.
+        if let Some(p) = std::iter::once(&config.default_policy)
+            .chain(&config.accepted_policies)
+            .find(|p| p.to_string().len() > MAX_POLICY_TEXT)
+        {
+            return Err(Error::Config(format!(
+                "policy {p} is longer than the {MAX_POLICY_TEXT} characters a token record holds"
+            )));
+        }
         let tsa_cert = ParsedCert::from_der(&tsa_cert_der).map_err(Error::TsaCertificate)?;
         check_tsa_certificate(&tsa_cert).map_err(Error::TsaCertificate)?;
         let spki = &tsa_cert.cert.tbs_certificate.subject_public_key_info;
@@ -221,21 +223,16 @@ impl TimestampAuthority {
                 .map(|c| CertificateChoices::Certificate(c.cert.clone()))
                 .collect::<Vec<_>>(),
         )?);
-        Ok(TimestampAuthority {
-            profile,
-            signer,
-            tsa_name: GeneralName::DirectoryName(tbs.subject.clone()),
+        let frame = TokenFrame::new(&TokenConstants {
+            digest: profile.digest,
+            signature_algorithm: profile.signature_algorithm,
             sid,
             signing_certificate,
             certificates,
-            tsa_cert,
-            chain,
-            store,
-            config,
             accuracy,
-            precision_digits,
-            serials: Mutex::new(None),
-        })
+            tsa_name: GeneralName::DirectoryName(tbs.subject.clone()),
+        })?;
+        Ok(TimestampAuthority { signer, frame, tsa_cert, chain, store, config, precision_digits })
     }
 
     /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
@@ -278,19 +275,17 @@ impl TimestampAuthority {
         Self::response_der(result)
     }
 
-    /// The `TimeStampResp` DER: granted with the token, or the refusal for the error.
-    fn response_der(result: Result<ContentInfo, Error>) -> Vec<u8> {
+    /// The `TimeStampResp` DER: granted around the token's DER (framed by hand), or the refusal
+    /// for the error (typed: refusals are rare).
+    fn response_der(result: Result<Vec<u8>, Error>) -> Vec<u8> {
         let resp = match result {
-            Ok(token) => TimeStampResp {
-                status: PkiStatusInfo { status: PkiStatus::Granted, status_string: None, fail_info: None },
-                time_stamp_token: Some(token),
-            },
+            Ok(token) => frame::granted_response(&token),
             Err(e) => {
                 tracing::info!(error = %e, "timestamp request refused");
-                TimeStampResp { status: status_info(&e), time_stamp_token: None }
+                to_der(&TimeStampResp { status: status_info(&e), time_stamp_token: None })
             }
         };
-        match to_der(&resp) {
+        match resp {
             Ok(der) => der,
             Err(e) => {
                 tracing::error!(error = %e, "encoding a TimeStampResp failed");
@@ -307,7 +302,7 @@ impl TimestampAuthority {
     }
 
     /// Checks the request, takes a serial and genTime, signs, writes the record, and returns the
-    /// token with its pending record.
+    /// token's DER with its pending record.
     ///
     /// 1. check the request (format, extensions, algorithm, digest length, policy);
     /// 2. under the lock: take the next serial (reserving a new block durably when the current
@@ -316,45 +311,22 @@ impl TimestampAuthority {
     /// 4. build the TSTInfo and sign it as a CMS SignedData token;
     /// 5. write the token's record — the caller hands the token out only once the pending record
     ///    is durable.
-    fn issue(&self, query_der: &[u8]) -> Result<(ContentInfo, PendingToken), Error> {
+    fn issue(&self, query_der: &[u8]) -> Result<(Vec<u8>, PendingToken), Error> {
         let req = request::check(query_der, &self.config)?;
-        let (serial, gen_time) = {
-            let mut block = self.serials.lock().unwrap_or_else(|p| p.into_inner());
-            let serial = match block.as_mut().and_then(SerialBlock::next_serial) {
-                Some(s) => s,
-                None => {
-                    let mut fresh = self.store.reserve_serials(self.config.serial_block)?;
-                    let s = fresh.next_serial().ok_or_else(|| {
-                        Error::Store(cerdb::Error::Inconsistent("a reserved serial block is empty".into()))
-                    })?;
-                    *block = Some(fresh);
-                    s
-                }
-            };
-            let now = self.config.clock.now();
-            (serial, GenTime::new(truncate(now, self.precision_digits))?)
-        };
+        // The clock is read while no other serial can be taken: serial order is genTime order.
+        let (slot, now) = self.store.begin_token(self.config.serial_block, |_| self.config.clock.now())?;
+        let serial = slot.serial();
+        let gen_time = GenTime::new(truncate(now, self.precision_digits))?;
         // A token that no relying party could validate is not issued.
         if let Some(c) =
             std::iter::once(&self.tsa_cert).chain(&self.chain).find(|c| !c.valid_at(gen_time.to_datetime()))
         {
             return Err(Error::TsaCertificate(format!("{} is not valid at {gen_time}", c.subject_string())));
         }
-        let tst = TstInfo {
-            version: TspVersion::V1,
-            policy: req.policy,
-            message_imprint: req.imprint.clone(),
-            serial_number: int_from_u64(serial.value()),
-            gen_time,
-            accuracy: Some(self.accuracy.clone()),
-            ordering: false,
-            nonce: req.nonce.clone(),
-            tsa: Some(self.tsa_name.clone()),
-            extensions: None,
-        };
-        let token = self.sign(&to_der(&tst)?, req.cert_req)?;
-        let token_der = to_der(&token)?;
-        let pending = self.store.write_token(&TokenRecord {
+        let tst =
+            self.frame.tst_info(&req.policy, &req.imprint, serial.value(), gen_time, req.nonce.as_ref())?;
+        let token_der = self.sign(&tst, req.cert_req)?;
+        let pending = slot.fill(&TokenRecord {
             serial,
             gen_time: gen_time.to_datetime(),
             hash_algorithm: req.hash.oid().to_string(),
@@ -363,45 +335,16 @@ impl TimestampAuthority {
             token_sha256: sha256(&token_der),
         })?;
         tracing::debug!(serial = %serial, gen_time = %gen_time, "issued timestamp token");
-        Ok((token, pending))
+        Ok((token_der, pending))
     }
 
     /// Signs an encoded TSTInfo as a CMS SignedData (RFC 5652 §5, RFC 3161 §2.4.2): eContentType
     /// id-ct-TSTInfo, one SignerInfo (version 1, issuerAndSerialNumber) with signed attributes
     /// content-type, message-digest and signing-certificate-v2; the certificates when asked for.
-    fn sign(&self, tst_der: &[u8], cert_req: bool) -> Result<ContentInfo, Error> {
-        let digest = self.profile.digest;
-        let signed_attrs: SignedAttributes = SetOfVec::try_from(vec![
-            single_value_attribute(oids::ID_CONTENT_TYPE, Any::encode_from(&oids::ID_CT_TST_INFO)?)?,
-            single_value_attribute(
-                oids::ID_MESSAGE_DIGEST,
-                Any::encode_from(&OctetString::new(digest.digest(tst_der))?)?,
-            )?,
-            self.signing_certificate.clone(),
-        ])?;
-        let signature = self.signer.sign(&to_der(&signed_attrs)?)?;
-        let signer_info = SignerInfo {
-            version: CmsVersion::V1,
-            sid: self.sid.clone(),
-            digest_alg: digest.alg_id(),
-            signed_attrs: Some(signed_attrs),
-            signature_algorithm: self.profile.signature_algorithm.clone(),
-            signature: OctetString::new(signature)?,
-            unsigned_attrs: None,
-        };
-        let signed_data = SignedData {
-            // RFC 5652 §5.1: version 3 because eContentType is not id-data.
-            version: CmsVersion::V3,
-            digest_algorithms: SetOfVec::try_from(vec![digest.alg_id()])?,
-            encap_content_info: EncapsulatedContentInfo {
-                econtent_type: oids::ID_CT_TST_INFO,
-                econtent: Some(Any::new(Tag::OctetString, tst_der.to_vec())?),
-            },
-            certificates: cert_req.then(|| self.certificates.clone()),
-            crls: None,
-            signer_infos: SignerInfos(SetOfVec::try_from(vec![signer_info])?),
-        };
-        Ok(ContentInfo { content_type: oids::ID_SIGNED_DATA, content: Any::encode_from(&signed_data)? })
+    /// Returns the token's DER (a `ContentInfo`), framed by [`TokenFrame::content_info`].
+    fn sign(&self, tst_der: &[u8], cert_req: bool) -> Result<Vec<u8>, Error> {
+        self.frame
+            .content_info(tst_der, cert_req, |signed_attributes| Ok(self.signer.sign(signed_attributes)?))
     }
 }
 

@@ -140,7 +140,7 @@ fn openssl_verifies_tokens_with_the_chain_in_the_token() {
     assert!(missing.ends_with("\n400"), "{missing}");
     server.stop();
     db.sled_db().flush().unwrap();
-    tsa::TsaStore::open(db.sled_db()).unwrap().check_consistency().unwrap();
+    tsa::TsaStore::open(&db).unwrap().check_consistency().unwrap();
 }
 
 #[test]

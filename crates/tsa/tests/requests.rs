@@ -92,7 +92,7 @@ fn request_checks_map_to_their_failure_info() {
         fx.signer.clone(),
         fx.tsa_der.clone(),
         vec![],
-        TsaStore::open(db.sled_db()).unwrap(),
+        TsaStore::open(&db).unwrap(),
         config,
     )
     .unwrap();
@@ -173,7 +173,7 @@ fn the_tsa_is_only_built_from_a_usable_key_certificate_and_config() {
                  cert: Vec<u8>,
                  chain: Vec<Vec<u8>>,
                  config: TsaConfig| {
-        TimestampAuthority::new(signer, cert, chain, TsaStore::open(db.sled_db()).unwrap(), config)
+        TimestampAuthority::new(signer, cert, chain, TsaStore::open(&db).unwrap(), config)
     };
     build(fx.signer.clone(), fx.tsa_der.clone(), fx.chain_der.clone(), TsaConfig::default()).unwrap();
 

@@ -41,14 +41,14 @@ fn serials_strictly_increase_also_across_a_reopen() {
     let config = TsaConfig { serial_block: 16, ..TsaConfig::default() };
     let first = {
         let (db, tsa) = fx.tsa(config.clone());
-        let store = TsaStore::open(db.sled_db()).unwrap();
+        let store = TsaStore::open(&db).unwrap();
         issue(&tsa, &store, 100)
     };
     assert!(first.windows(2).all(|w| w[0] < w[1]), "{first:?}");
     assert_eq!(first, (1..=100).collect::<Vec<_>>(), "no gaps within a run");
 
     let (db, tsa) = fx.tsa(config);
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let second = issue(&tsa, &store, 100);
     assert!(second.windows(2).all(|w| w[0] < w[1]), "{second:?}");
     assert!(second[0] > first[99], "after reopening: {} then {}", first[99], second[0]);
@@ -89,7 +89,7 @@ fn concurrent_requests_share_flushes_without_losing_any_record() {
     let fx = Fixture::create(dir.path(), KeyType::P256, false);
     let returned: Vec<(u64, Vec<u8>)> = {
         let db = cerdb::CertDb::open(dir.path().join("db")).unwrap();
-        let store = TsaStore::open(db.sled_db()).unwrap();
+        let store = TsaStore::open(&db).unwrap();
         let tsa = tsa::TimestampAuthority::new(
             fx.signer.clone(),
             fx.tsa_der.clone(),
@@ -121,7 +121,7 @@ fn concurrent_requests_share_flushes_without_losing_any_record() {
     };
     // Reopened: every token that was returned is in the record, with its hash.
     let db = cerdb::CertDb::open(dir.path().join("db")).unwrap();
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     store.check_consistency().unwrap();
     assert_eq!(store.token_count(), 320);
     for (serial, token) in &returned {
@@ -175,7 +175,7 @@ fn serials_survive_sigkill() {
 
     let fx = Fixture::open(dir.path());
     let (db, tsa) = fx.tsa(TsaConfig::default());
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     store.check_consistency().unwrap();
     for s in &issued {
         assert!(

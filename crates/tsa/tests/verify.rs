@@ -63,7 +63,7 @@ fn verify_accepts_a_real_token_and_names_the_first_failed_check() {
 
     // A token whose serial is not in the record: checked against another TSA's empty record.
     let other_db = cerdb::CertDb::open(dir.path().join("other-db")).unwrap();
-    let other_store = TsaStore::open(other_db.sled_db()).unwrap();
+    let other_store = TsaStore::open(&other_db).unwrap();
     let r = verify(&resp, Timestamped::Data(data), &fx.root_der, &[], &other_store);
     assert_eq!(failed_check(r), Check::Record);
 
@@ -101,7 +101,7 @@ fn a_token_from_another_tsa_fails_at_the_chain() {
     // Trusting its own certificate as the root, the foreign token passes every check but the
     // record: the check order is what the error names.
     let foreign_cert = pem_to_der("tests/data/foreign-tsa.pem");
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let r = verify(&foreign, Timestamped::Data(&hello), &foreign_cert, &[], &store);
     assert_eq!(failed_check(r), Check::Record);
 }
@@ -123,7 +123,7 @@ fn tokens_without_certificates_need_the_tsa_certificate() {
     let sd: SignedData = decode_resp(&resp).time_stamp_token.unwrap().content.decode_as().unwrap();
     assert!(sd.certificates.is_none());
     fx.verifier(&db).verify(&resp, Timestamped::Data(data)).unwrap();
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let bare = verify(&resp, Timestamped::Data(data), &fx.root_der, &[], &store);
     assert_eq!(failed_check(bare), Check::Signature);
     // With the TSA certificate but not the intermediate, the chain is incomplete.
@@ -146,7 +146,7 @@ fn the_chain_is_checked_at_gen_time() {
     // The same root key and name, but a root certificate that starts after genTime.
     let root_key = KeyPair::from_pem(&std::fs::read_to_string(fx.path("root.key")).unwrap()).unwrap();
     let late_root = ca_params("Test Root CA", None, (-8, 3650)).self_signed(&root_key).unwrap();
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let r = verify(&resp, Timestamped::Data(data), late_root.der(), &[], &store);
     assert_eq!(failed_check(r), Check::Chain);
 
@@ -156,7 +156,7 @@ fn the_chain_is_checked_at_gen_time() {
         fx.signer.clone(),
         fx.tsa_der.clone(),
         vec![],
-        TsaStore::open(db.sled_db()).unwrap(),
+        TsaStore::open(&db).unwrap(),
         TsaConfig::default(),
     )
     .unwrap();
@@ -171,7 +171,7 @@ fn a_root_with_the_same_name_but_another_key_is_not_the_root() {
     let (db, tsa) = fx.tsa(TsaConfig::default());
     let resp = stamp(&tsa, b"x", true);
     fx.verifier(&db).verify(&resp, Timestamped::Data(b"x")).unwrap();
-    let store = TsaStore::open(db.sled_db()).unwrap();
+    let store = TsaStore::open(&db).unwrap();
     let other_root =
         ca_params("Test Root CA", None, ROOT_DAYS).self_signed(&KeyPair::generate().unwrap()).unwrap();
     let r = verify(&resp, Timestamped::Data(b"x"), other_root.der(), &[], &store);
@@ -248,7 +248,7 @@ fn gen_time_precision_follows_the_declared_accuracy() {
     ];
     for (accuracy, nanos, (s, ms, us)) in cases {
         let config = TsaConfig { accuracy, ..fixed_config(at) };
-        let store = TsaStore::open(db.sled_db()).unwrap();
+        let store = TsaStore::open(&db).unwrap();
         let tsa = tsa::TimestampAuthority::new(fx.signer.clone(), fx.tsa_der.clone(), vec![], store, config)
             .unwrap();
         let tst = tst_info(&decode_resp(&stamp(&tsa, b"t", false)));
@@ -266,6 +266,6 @@ fn verifier_refuses_unusable_roots() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::create(dir.path(), KeyType::P256, false);
     let (db, _tsa) = fx.tsa(TsaConfig::default());
-    let store = Arc::new(TsaStore::open(db.sled_db()).unwrap());
+    let store = Arc::new(TsaStore::open(&db).unwrap());
     assert!(matches!(tsa::Verifier::new(b"not a cert".to_vec(), vec![], store), Err(Error::Certificate(_))));
 }

@@ -238,7 +238,7 @@ mod pages {
     use crate::{Console, ConsoleConfig};
 
     fn console(ca: &Arc<Ca>) -> (Console, String) {
-        let store = tsa::TsaStore::open(ca.db().sled_db()).expect("tsa store");
+        let store = tsa::TsaStore::open(ca.db()).expect("tsa store");
         let verifier = tsa::Verifier::new(
             ca.ca_cert(CaCert::Root).to_vec(),
             vec![ca.ca_cert(CaCert::Tsa).to_vec()],

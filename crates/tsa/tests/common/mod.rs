@@ -153,7 +153,7 @@ impl Fixture {
     /// Opens the database and the TSA on it.
     pub fn tsa(&self, config: TsaConfig) -> (CertDb, TimestampAuthority) {
         let db = CertDb::open(self.dir.join("db")).unwrap();
-        let store = TsaStore::open(db.sled_db()).unwrap();
+        let store = TsaStore::open(&db).unwrap();
         let tsa = TimestampAuthority::new(
             self.signer.clone(),
             self.tsa_der.clone(),
@@ -167,7 +167,7 @@ impl Fixture {
 
     /// A verifier on the same database.
     pub fn verifier(&self, db: &CertDb) -> Verifier {
-        let store = TsaStore::open(db.sled_db()).unwrap();
+        let store = TsaStore::open(db).unwrap();
         let mut untrusted = vec![self.tsa_der.clone()];
         untrusted.extend(self.chain_der.iter().cloned());
         Verifier::new(self.root_der.clone(), untrusted, Arc::new(store)).unwrap()

@@ -1,0 +1,544 @@
+//! Group commit of token records: slots taken in serial order, filled in any order, written to
+//! the ledger in slot order by one committer thread, a whole batch per sync.
+//!
+//! A record's slot is taken together with its serial ([`super::TsaStore::begin_token`]), before
+//! the token is signed; it is filled once the token exists ([`TokenSlot::fill`]), or dropped
+//! when issuance failed. The committer writes the longest run of settled (filled or dropped)
+//! slots at the front — at most [`MAX_BATCH`] records — syncs, marks them durable and wakes
+//! their waiters, blocking ([`PendingToken::wait`]) and async ([`PendingToken`] as a future)
+//! alike. Slots settled while a write is in flight go into the next one. So the ledger is
+//! in serial order, and a token costs a fraction of a sync under load.
+//!
+//! A failed write or sync stops the ledger: its records and every later one fail, and no token
+//! is issued until a restart (after a failed `fsync` the kernel may have dropped the data, so
+//! nothing written since can be trusted to be on disk).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use super::ledger::{RawRecord, MAX_BATCH};
+use super::{CommitStats, TokenRecord, TsaSerial};
+use crate::Error;
+
+/// Writes a batch of encoded records and makes them durable.
+pub(super) type WriteFn = Box<dyn Fn(&[u8]) -> Result<(), Error> + Send + Sync>;
+
+enum Slot {
+    /// Taken, the token not made yet.
+    Open,
+    /// The record to write.
+    Filled(Box<RawRecord>),
+    /// Issuance failed after the serial was taken: nothing to write.
+    Dropped,
+}
+
+#[derive(Default)]
+struct CommitState {
+    /// The sequence number of `slots[0]`; every earlier slot went to a write (or was dropped).
+    base: u64,
+    slots: VecDeque<Slot>,
+    /// Every slot before this one is durable (or was dropped).
+    durable: u64,
+    /// Why the ledger stopped, once a write failed.
+    failed: Option<String>,
+    stats: CommitStats,
+    /// Wakers of async waiters, by slot.
+    wakers: Vec<(u64, Waker)>,
+    /// The committer thread was started.
+    running: bool,
+    /// The committer is asleep waiting for work.
+    idle: bool,
+    /// Blocking waiters asleep on `done`.
+    blocked: usize,
+    /// The store is gone: write what is pending and stop.
+    shutdown: bool,
+}
+
+impl CommitState {
+    /// The outcome for slot `seq`, once there is one.
+    fn outcome(&self, seq: u64) -> Option<Result<(), Error>> {
+        if self.durable > seq {
+            Some(Ok(()))
+        } else {
+            self.failed.as_ref().map(|why| Err(stopped(why)))
+        }
+    }
+
+    /// Takes the settled slots at the front, at most [`MAX_BATCH`] records: (encoded records,
+    /// their number). Moves `base` past them.
+    fn take_ready(&mut self) -> (Vec<u8>, u64) {
+        let mut buf = Vec::new();
+        let mut records = 0;
+        while records < MAX_BATCH as u64 {
+            match self.slots.front() {
+                None | Some(Slot::Open) => break,
+                Some(Slot::Filled(rec)) => {
+                    buf.extend_from_slice(&rec[..]);
+                    records += 1;
+                }
+                Some(Slot::Dropped) => {}
+            }
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        (buf, records)
+    }
+
+    /// The waiters that have an outcome now, removed.
+    fn ready_wakers(&mut self) -> Vec<Waker> {
+        let (durable, failed) = (self.durable, self.failed.is_some());
+        let mut ready = Vec::new();
+        self.wakers.retain(|(seq, waker)| {
+            let keep = *seq >= durable && !failed;
+            if !keep {
+                ready.push(waker.clone());
+            }
+            keep
+        });
+        ready
+    }
+}
+
+fn stopped(why: &str) -> Error {
+    Error::Db(format!("the TSA token ledger stopped after a failed write: {why}"))
+}
+
+pub(super) struct CommitShared {
+    write: WriteFn,
+    state: Mutex<CommitState>,
+    /// The committer sleeps here.
+    work: Condvar,
+    /// Blocking waiters sleep here.
+    done: Condvar,
+}
+
+impl CommitShared {
+    fn lock(&self) -> MutexGuard<'_, CommitState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_committer(&self, st: &CommitState) {
+        if st.idle {
+            self.work.notify_one();
+        }
+    }
+
+    /// Settles slot `seq`.
+    fn settle(&self, seq: u64, slot: Slot) {
+        let mut st = self.lock();
+        let i = seq.checked_sub(st.base).and_then(|i| usize::try_from(i).ok());
+        if let Some(s) = i.and_then(|i| st.slots.get_mut(i)) {
+            *s = slot;
+        }
+        if i == Some(0) {
+            self.wake_committer(&st);
+        }
+    }
+
+    /// The committer thread's loop.
+    fn run(&self) {
+        /// Should the thread die (a panic in the write), the ledger stops and its waiters get an
+        /// error instead of waiting forever.
+        struct Stopped<'a>(&'a CommitShared);
+        impl Drop for Stopped<'_> {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                if std::thread::panicking() {
+                    st.failed = Some("the TSA commit thread panicked".into());
+                }
+                st.running = false;
+                let wakers: Vec<Waker> = st.wakers.drain(..).map(|(_, w)| w).collect();
+                self.0.done.notify_all();
+                drop(st);
+                wakers.into_iter().for_each(Waker::wake);
+            }
+        }
+        let _stopped = Stopped(self);
+        let mut st = self.lock();
+        loop {
+            if st.failed.is_some() {
+                return;
+            }
+            let (buf, records) = st.take_ready();
+            let target = st.base;
+            if target > st.durable {
+                if records > 0 {
+                    drop(st);
+                    let result = (self.write)(&buf);
+                    st = self.lock();
+                    match result {
+                        Ok(()) => {
+                            st.stats.records += records;
+                            st.stats.flushes += 1;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "writing TSA token records failed; no more tokens until a restart");
+                            st.failed = Some(e.to_string());
+                        }
+                    }
+                }
+                if st.failed.is_none() {
+                    st.durable = target;
+                }
+                let ready = st.ready_wakers();
+                if st.blocked > 0 {
+                    self.done.notify_all();
+                }
+                drop(st);
+                ready.into_iter().for_each(Waker::wake);
+                st = self.lock();
+                continue;
+            }
+            if st.shutdown && st.slots.is_empty() {
+                return;
+            }
+            st.idle = true;
+            st = self.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.idle = false;
+        }
+    }
+}
+
+/// The committer: its shared state and its thread.
+///
+/// The thread starts with the first slot and is stopped (after writing whatever is pending) and
+/// joined when the committer is dropped.
+pub(super) struct Committer {
+    shared: Arc<CommitShared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Committer {
+    pub(super) fn new(write: WriteFn) -> Self {
+        Committer {
+            shared: Arc::new(CommitShared {
+                write,
+                state: Mutex::new(CommitState::default()),
+                work: Condvar::new(),
+                done: Condvar::new(),
+            }),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Takes the next slot, for `serial` (slots are written in the order they are taken).
+    pub(super) fn open_slot(&self, serial: TsaSerial) -> Result<TokenSlot, Error> {
+        let mut st = self.shared.lock();
+        if let Some(why) = &st.failed {
+            return Err(stopped(why));
+        }
+        if !st.running {
+            let shared = self.shared.clone();
+            let handle = std::thread::Builder::new()
+                .name("tsa-commit".into())
+                .spawn(move || shared.run())
+                .map_err(|e| Error::Db(format!("cannot start the TSA commit thread: {e}")))?;
+            *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+            st.running = true;
+        }
+        let seq = st.base + st.slots.len() as u64;
+        st.slots.push_back(Slot::Open);
+        Ok(TokenSlot { seq, serial, shared: Some(self.shared.clone()) })
+    }
+
+    pub(super) fn stats(&self) -> CommitStats {
+        self.shared.lock().stats
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.shutdown = true;
+        self.shared.wake_committer(&st);
+        drop(st);
+        let handle = self.thread.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            if h.join().is_err() {
+                tracing::error!("the TSA commit thread panicked");
+            }
+        }
+    }
+}
+
+/// The place of one token's record in the ledger, taken with its serial
+/// ([`super::TsaStore::begin_token`]).
+///
+/// [`TokenSlot::fill`] it once the token exists; dropped unfilled (issuance failed), the serial
+/// is skipped and later records are not held up.
+#[must_use = "a slot holds up every later record until it is filled or dropped"]
+pub struct TokenSlot {
+    seq: u64,
+    serial: TsaSerial,
+    shared: Option<Arc<CommitShared>>,
+}
+
+impl fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSlot").field("serial", &self.serial).finish_non_exhaustive()
+    }
+}
+
+impl TokenSlot {
+    /// The token's serial number.
+    pub fn serial(&self) -> TsaSerial {
+        self.serial
+    }
+
+    /// Hands the token's record to the committer; the token may be returned once the
+    /// [`PendingToken`] says it is durable. A record for another serial, or one that does not
+    /// fit the ledger's record, is refused (and the slot dropped).
+    pub fn fill(mut self, rec: &TokenRecord) -> Result<PendingToken, Error> {
+        let shared = self.shared.take().ok_or_else(|| Error::Inconsistent("TSA slot used twice".into()))?;
+        let seq = self.seq;
+        if rec.serial != self.serial {
+            shared.settle(seq, Slot::Dropped);
+            return Err(Error::Inconsistent(format!(
+                "the record of TSA token {} was given to the slot of {}",
+                rec.serial, self.serial
+            )));
+        }
+        match super::ledger::encode(rec) {
+            Ok(raw) => {
+                shared.settle(seq, Slot::Filled(Box::new(raw)));
+                Ok(PendingToken { seq, shared })
+            }
+            Err(e) => {
+                shared.settle(seq, Slot::Dropped);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for TokenSlot {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.settle(self.seq, Slot::Dropped);
+        }
+    }
+}
+
+/// A token record handed to the committer but maybe not yet on disk ([`TokenSlot::fill`]).
+///
+/// Wait for it with [`PendingToken::wait`] (blocking) or `.await` it; only once that returns
+/// `Ok` may the token be handed out.
+#[must_use = "a token may be returned only once its record is durable"]
+pub struct PendingToken {
+    seq: u64,
+    shared: Arc<CommitShared>,
+}
+
+impl fmt::Debug for PendingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingToken").field("slot", &self.seq).finish_non_exhaustive()
+    }
+}
+
+impl PendingToken {
+    /// Blocks until the record is durable (or the ledger stopped).
+    pub fn wait(self) -> Result<(), Error> {
+        let mut st = self.shared.lock();
+        loop {
+            if let Some(outcome) = st.outcome(self.seq) {
+                return outcome;
+            }
+            if !st.running {
+                return Err(stopped("the TSA commit thread is not running"));
+            }
+            st.blocked += 1;
+            st = self.shared.done.wait(st).unwrap_or_else(|p| p.into_inner());
+            st.blocked -= 1;
+        }
+    }
+}
+
+impl Future for PendingToken {
+    type Output = Result<(), Error>;
+
+    /// Ready once the record is durable (or the ledger stopped); until then the committer keeps
+    /// the waker.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut st = self.shared.lock();
+        if let Some(outcome) = st.outcome(self.seq) {
+            return Poll::Ready(outcome);
+        }
+        if !st.running {
+            return Poll::Ready(Err(stopped("the TSA commit thread is not running")));
+        }
+        let seq = self.seq;
+        match st.wakers.iter_mut().find(|(t, _)| *t == seq) {
+            Some((_, w)) => w.clone_from(cx.waker()),
+            None => st.wakers.push((seq, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ledger::RECORD_LEN;
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    fn record(serial: TsaSerial) -> TokenRecord {
+        TokenRecord {
+            serial,
+            gen_time: chrono::Utc::now(),
+            hash_algorithm: "2.16.840.1.101.3.4.2.1".into(),
+            imprint: vec![7; 32],
+            policy: "1.3.6.1.4.1.32473.1".into(),
+            token_sha256: [serial.value() as u8; 32],
+        }
+    }
+
+    fn serial(v: u64) -> TsaSerial {
+        TsaSerial::new(v).expect("serial")
+    }
+
+    /// A committer whose writes append the serials to a list.
+    fn listing() -> (Committer, Arc<Mutex<Vec<u64>>>) {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let w2 = written.clone();
+        let commit = Committer::new(Box::new(move |buf| {
+            let mut w = w2.lock().expect("lock");
+            for rec in buf.chunks_exact(RECORD_LEN) {
+                let raw: &RawRecord = rec.try_into().expect("record");
+                w.push(super::super::ledger::decode(raw).expect("decode").serial.value());
+            }
+            Ok(())
+        }));
+        (commit, written)
+    }
+
+    #[test]
+    fn records_are_written_in_slot_order_whatever_order_they_are_filled_in() {
+        let (commit, written) = listing();
+        let slots: Vec<TokenSlot> = (1..=5).map(|v| commit.open_slot(serial(v)).expect("slot")).collect();
+        let mut slots: Vec<Option<TokenSlot>> = slots.into_iter().map(Some).collect();
+        // Fill 5, 3, drop 2, fill 4: nothing can be written while slot 1 is open.
+        let p5 = slots[4].take().expect("slot").fill(&record(serial(5))).expect("fill");
+        let p3 = slots[2].take().expect("slot").fill(&record(serial(3))).expect("fill");
+        drop(slots[1].take());
+        let p4 = slots[3].take().expect("slot").fill(&record(serial(4))).expect("fill");
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(written.lock().expect("lock").is_empty(), "written past an open slot");
+        let p1 = slots[0].take().expect("slot").fill(&record(serial(1))).expect("fill");
+        for p in [p5, p3, p4, p1] {
+            p.wait().expect("durable");
+        }
+        assert_eq!(*written.lock().expect("lock"), vec![1, 3, 4, 5]);
+        assert_eq!(commit.stats().records, 4);
+    }
+
+    #[test]
+    fn group_commit_shares_writes_and_never_counts_a_write_that_began_before_the_fill() {
+        let started = Arc::new(AtomicU64::new(0)); // writes begun
+        let completed = Arc::new(AtomicU64::new(0)); // the highest begun-number of a completed write
+        let (s2, c2) = (started.clone(), completed.clone());
+        let commit = Committer::new(Box::new(move |_| {
+            let n = s2.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::sleep(Duration::from_millis(20));
+            c2.fetch_max(n, Ordering::SeqCst);
+            Ok(())
+        }));
+        let next = AtomicU64::new(1);
+        let order = Mutex::new(());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let slot = {
+                            let _g = order.lock().expect("lock");
+                            commit.open_slot(serial(next.fetch_add(1, Ordering::SeqCst))).expect("slot")
+                        };
+                        let rec = record(slot.serial());
+                        let begun_before = started.load(Ordering::SeqCst);
+                        slot.fill(&rec).expect("fill").wait().expect("durable");
+                        assert!(
+                            completed.load(Ordering::SeqCst) > begun_before,
+                            "returned on a write that began before the fill"
+                        );
+                    }
+                });
+            }
+        });
+        let stats = commit.stats();
+        assert_eq!(stats.records, 40);
+        assert!(stats.flushes < 40, "no write was shared: {stats:?}");
+        assert_eq!(stats.flushes, started.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn a_failed_write_fails_its_records_and_every_later_one() {
+        let commit = Committer::new(Box::new(|_| Err(Error::Db("disk full".into()))));
+        let pending = commit.open_slot(serial(1)).expect("slot").fill(&record(serial(1))).expect("fill");
+        let e = pending.wait().expect_err("the write failed");
+        assert!(e.to_string().contains("disk full"), "{e}");
+        let e = commit.open_slot(serial(2)).expect_err("stopped");
+        assert!(e.to_string().contains("stopped after a failed write"), "{e}");
+        assert_eq!(commit.stats(), CommitStats::default());
+    }
+
+    #[test]
+    fn a_dead_commit_thread_fails_its_waiters_instead_of_hanging_them() {
+        let commit = Committer::new(Box::new(|_| panic!("write exploded")));
+        let pending = commit.open_slot(serial(1)).expect("slot").fill(&record(serial(1))).expect("fill");
+        let e = pending.wait().expect_err("no write");
+        assert!(e.to_string().contains("panicked"), "{e}");
+        assert!(commit.open_slot(serial(2)).is_err());
+    }
+
+    #[test]
+    fn a_record_for_another_serial_or_too_long_is_refused_and_holds_nothing_up() {
+        let (commit, written) = listing();
+        let a = commit.open_slot(serial(1)).expect("slot");
+        let b = commit.open_slot(serial(2)).expect("slot");
+        let c = commit.open_slot(serial(3)).expect("slot");
+        let e = a.fill(&record(serial(9))).expect_err("other serial");
+        assert!(e.to_string().contains("given to the slot of 1"), "{e}");
+        let long = TokenRecord { policy: "9".repeat(97), ..record(serial(2)) };
+        assert!(b.fill(&long).is_err());
+        c.fill(&record(serial(3))).expect("fill").wait().expect("durable");
+        assert_eq!(*written.lock().expect("lock"), vec![3]);
+    }
+
+    #[test]
+    fn pending_records_can_be_awaited_and_are_written_before_the_committer_goes() {
+        use std::task::Wake;
+
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let gate = Arc::new(Mutex::new(()));
+        let held = gate.lock().expect("lock");
+        let g2 = gate.clone();
+        let commit = Committer::new(Box::new(move |_| {
+            drop(g2.lock().expect("gate"));
+            Ok(())
+        }));
+        let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut pending = commit.open_slot(serial(1)).expect("slot").fill(&record(serial(1))).expect("fill");
+        // The write is held at the gate: not ready, and the waker is kept.
+        assert!(Pin::new(&mut pending).poll(&mut cx).is_pending());
+        let late = commit.open_slot(serial(2)).expect("slot").fill(&record(serial(2))).expect("fill");
+        drop(held);
+        while !flag.0.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        assert!(matches!(Pin::new(&mut pending).poll(&mut cx), Poll::Ready(Ok(()))));
+        // Dropping the committer writes what is pending and stops the thread.
+        drop(commit);
+        late.wait().expect("written at shutdown");
+    }
+}
