@@ -45,6 +45,16 @@ impl HashAlg {
         }
     }
 
+    /// The OID in dotted form, without formatting it (the token record holds it per token).
+    pub(crate) fn oid_text(self) -> &'static str {
+        match self {
+            HashAlg::Sha1 => "1.3.14.3.2.26",
+            HashAlg::Sha256 => "2.16.840.1.101.3.4.2.1",
+            HashAlg::Sha384 => "2.16.840.1.101.3.4.2.2",
+            HashAlg::Sha512 => "2.16.840.1.101.3.4.2.3",
+        }
+    }
+
     /// The identifier with absent parameters (RFC 5754 §2: SHOULD be absent).
     pub(crate) fn alg_id(self) -> AlgorithmIdentifierOwned {
         AlgorithmIdentifierOwned { oid: self.oid(), parameters: None }
@@ -151,4 +161,16 @@ pub(crate) fn verify_signature(
     };
     let raw = spki.subject_public_key.raw_bytes();
     UnparsedPublicKey::new(alg, raw).verify(msg, sig).map_err(|_| "the signature does not verify".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oid_text_is_the_dotted_oid() {
+        for h in [HashAlg::Sha1, HashAlg::Sha256, HashAlg::Sha384, HashAlg::Sha512] {
+            assert_eq!(h.oid_text(), h.oid().to_string(), "{}", h.name());
+        }
+    }
 }

@@ -71,6 +71,8 @@ pub struct TimestampAuthority {
     chain: Vec<ParsedCert>,
     store: TsaStore,
     config: TsaConfig,
+    /// The default policy in dotted form, for the record of every token (formatted once).
+    default_policy_text: String,
     precision_digits: u32,
 }
 
@@ -232,7 +234,17 @@ impl TimestampAuthority {
             accuracy,
             tsa_name: GeneralName::DirectoryName(tbs.subject.clone()),
         })?;
-        Ok(TimestampAuthority { signer, frame, tsa_cert, chain, store, config, precision_digits })
+        let default_policy_text = config.default_policy.to_string();
+        Ok(TimestampAuthority {
+            signer,
+            frame,
+            tsa_cert,
+            chain,
+            store,
+            config,
+            default_policy_text,
+            precision_digits,
+        })
     }
 
     /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
@@ -329,9 +341,13 @@ impl TimestampAuthority {
         let pending = slot.fill(&TokenRecord {
             serial,
             gen_time: gen_time.to_datetime(),
-            hash_algorithm: req.hash.oid().to_string(),
+            hash_algorithm: req.hash.oid_text().to_string(),
             imprint: req.imprint.hashed_message.as_bytes().to_vec(),
-            policy: req.policy.to_string(),
+            policy: if req.policy == self.config.default_policy {
+                self.default_policy_text.clone()
+            } else {
+                req.policy.to_string()
+            },
             token_sha256: sha256(&token_der),
         })?;
         tracing::debug!(serial = %serial, gen_time = %gen_time, "issued timestamp token");
