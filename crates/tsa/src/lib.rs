@@ -34,9 +34,14 @@
 //!   a digest of the wrong length gets `badDataFormat` (as OpenSSL's TSA does).
 //! * The token carries the `tsa` field (the TSA certificate's subject) and no `signing-time`.
 //! * Serials are reserved durably in blocks ([`TsaConfig::serial_block`]); a restart skips the
-//!   rest of a block. Every token's record is flushed before the token is returned; the records
-//!   of concurrent requests share flushes (group commit, [`cerdb::tsa_store`]), and the HTTP
-//!   scope awaits the flush instead of holding a thread ([`TimestampAuthority::respond_async`]).
+//!   rest of a block. Every token's record is on disk (an append-only ledger file, synced)
+//!   before the token is returned; the records of concurrent requests share writes and syncs
+//!   (group commit with a 1 ms window while other tokens are in flight, [`cerdb::tsa_store`]),
+//!   and the HTTP scope awaits the sync instead of holding a thread
+//!   ([`TimestampAuthority::respond_async`]). A token's policy OID may have at most
+//!   [`cerdb::tsa_store::MAX_POLICY_TEXT`] characters in dotted form (the record's slot).
+//! * Granted tokens are framed by hand around parts encoded once (`frame.rs`); refusals use the
+//!   typed encoders.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

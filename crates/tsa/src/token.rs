@@ -317,12 +317,14 @@ impl TimestampAuthority {
     /// token's DER with its pending record.
     ///
     /// 1. check the request (format, extensions, algorithm, digest length, policy);
-    /// 2. under the lock: take the next serial (reserving a new block durably when the current
-    ///    one is used up) and read the clock, so serial order is genTime order;
-    /// 3. refuse when the TSA certificate or its chain is not valid at genTime;
+    /// 2. take the next serial and the slot of its record from the store (which reserves a new
+    ///    block durably when the current one is used up), reading the clock meanwhile, so serial
+    ///    order is genTime order;
+    /// 3. refuse when the TSA certificate or its chain is not valid at genTime (an unfilled slot
+    ///    is dropped: its serial is skipped);
     /// 4. build the TSTInfo and sign it as a CMS SignedData token;
-    /// 5. write the token's record — the caller hands the token out only once the pending record
-    ///    is durable.
+    /// 5. fill the slot with the token's record — the caller hands the token out only once the
+    ///    pending record is durable.
     fn issue(&self, query_der: &[u8]) -> Result<(Vec<u8>, PendingToken), Error> {
         let req = request::check(query_der, &self.config)?;
         // The clock is read while no other serial can be taken: serial order is genTime order.

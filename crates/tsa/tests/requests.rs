@@ -197,6 +197,11 @@ fn the_tsa_is_only_built_from_a_usable_key_certificate_and_config() {
         TsaConfig { accuracy: std::time::Duration::ZERO, ..TsaConfig::default() },
         TsaConfig { accuracy: std::time::Duration::from_nanos(10), ..TsaConfig::default() },
         TsaConfig { serial_block: 0, ..TsaConfig::default() },
+        // A policy too long for the token record (123 characters in dotted form).
+        TsaConfig {
+            accepted_policies: vec![format!("1.3{}", ".100".repeat(30)).parse().unwrap()],
+            ..TsaConfig::default()
+        },
     ] {
         let r = build(fx.signer.clone(), fx.tsa_der.clone(), fx.chain_der.clone(), config);
         assert!(matches!(r, Err(Error::Config(_))), "{r:?}");
