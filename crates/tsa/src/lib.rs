@@ -101,7 +101,10 @@ pub struct TsaConfig {
     pub accuracy: Duration,
     /// Whether SHA-1 message imprints are accepted (refused with `badAlg` by default).
     pub allow_sha1: bool,
-    /// How many serials are reserved durably at a time (at least 1).
+    /// How many serials are reserved durably at a time (at least 1). Default 4,096: a
+    /// reservation flushes the database while no other token can take a serial, so at full load
+    /// (about 18,000 tokens/s here) it happens about 4 times a second rather than 70; a restart
+    /// skips the rest of a block (serials stay unique and increasing, with a gap).
     pub serial_block: u64,
     /// The clock.
     pub clock: Arc<dyn Clock>,
@@ -114,7 +117,7 @@ impl Default for TsaConfig {
             accepted_policies: Vec::new(),
             accuracy: Duration::from_millis(100),
             allow_sha1: false,
-            serial_block: 256,
+            serial_block: 4096,
             clock: Arc::new(SystemClock),
         }
     }
