@@ -61,7 +61,7 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request) -> Outcome {
                 };
                 let notes = if u.must_change_password {
                     "one-time-password"
-                } else if u.totp_secret.is_none() {
+                } else if !u.has_totp() {
                     "totp-not-enrolled"
                 } else {
                     "-"

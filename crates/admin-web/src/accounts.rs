@@ -59,6 +59,7 @@ impl<'a> Accounts<'a> {
             role,
             password_hash: password::hash(&otp)?,
             must_change_password: true,
+            totp_sealed: None,
             totp_secret: None,
             totp_last_step: 0,
             disabled: false,
@@ -118,6 +119,7 @@ impl<'a> Accounts<'a> {
             .update_user(&name, |u| {
                 u.password_hash = hash.clone();
                 u.must_change_password = true;
+                u.totp_sealed = None;
                 u.totp_secret = None;
                 u.failed_logins = 0;
                 u.locked_until = None;
@@ -213,8 +215,8 @@ impl<'a> Accounts<'a> {
         if user.disabled || user.locked_until.is_some_and(|t| now < t) {
             return Err(Error::NotLoggedIn { expired: false });
         }
-        let secret = user.totp_secret.as_deref().ok_or(Error::InvalidTotp)?;
-        match totp::verify(secret, code, now, user.totp_last_step) {
+        let secret = self.totp_secret(&user)?;
+        match totp::verify(&secret, code, now, user.totp_last_step) {
             Some(step) => {
                 self.store.update_user(name, |u| u.totp_last_step = u.totp_last_step.max(step))?;
                 Ok(())
@@ -243,15 +245,54 @@ impl<'a> Accounts<'a> {
     /// Completes TOTP enrolment: `code` must match `secret`.
     pub fn confirm_totp(&self, name: &UserName, secret: &[u8], code: &str) -> Result<(), Error> {
         let step = totp::verify(secret, code, self.ca.now(), 0).ok_or(Error::InvalidTotp)?;
-        let secret = secret.to_vec();
+        let sealed = self.ca.seal_secret(&totp_context(name), secret)?;
         self.store
             .update_user(name, |u| {
-                u.totp_secret = Some(secret.clone());
+                u.totp_sealed = Some(sealed.clone());
+                u.totp_secret = None;
                 u.totp_last_step = step;
             })?
             .ok_or(Error::UnknownUser(name.clone()))?;
         self.ca.audit_event(&actor(name), "console.totp.enrol", true, "")?;
         Ok(())
+    }
+}
+
+/// The context a user's TOTP secret is sealed under: it opens for no other account.
+fn totp_context(name: &UserName) -> String {
+    format!("console-totp:{name}")
+}
+
+/// The context of a secret shown during enrolment and not yet confirmed.
+fn enrolment_context(name: &UserName) -> String {
+    format!("console-totp-enrolment:{name}")
+}
+
+impl Accounts<'_> {
+    /// The account's TOTP secret, opened from its sealed form; an account enrolled before
+    /// secrets were sealed has it in clear, which is sealed (and the clear copy dropped) now.
+    fn totp_secret(&self, user: &ConsoleUser) -> Result<Vec<u8>, Error> {
+        let context = totp_context(&user.name);
+        if let Some(sealed) = &user.totp_sealed {
+            return Ok(self.ca.open_secret(&context, sealed)?);
+        }
+        let clear = user.totp_secret.clone().ok_or(Error::InvalidTotp)?;
+        let sealed = self.ca.seal_secret(&context, &clear)?;
+        self.store.update_user(&user.name, |u| {
+            u.totp_sealed = Some(sealed.clone());
+            u.totp_secret = None;
+        })?;
+        Ok(clear)
+    }
+
+    /// Seals a secret shown during enrolment, for the session that shows it.
+    pub fn seal_enrolment_secret(&self, name: &UserName, secret: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.ca.seal_secret(&enrolment_context(name), secret)?)
+    }
+
+    /// Opens a secret sealed by [`Accounts::seal_enrolment_secret`] for the same account.
+    pub fn open_enrolment_secret(&self, name: &UserName, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.ca.open_secret(&enrolment_context(name), sealed)?)
     }
 }
 
@@ -262,4 +303,80 @@ pub fn actor(name: &UserName) -> String {
 
 pub(crate) fn secs(s: u64) -> Duration {
     Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1000).min(10 * 365 * 86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ca_core::{CaConfig, FixedClock};
+    use cerdb::CertDb;
+    use chrono::TimeZone;
+    use hsm_sim::{HsmSim, MasterKeySource};
+
+    use super::*;
+
+    const SECRET: &[u8; totp::SECRET_LEN] = b"totp seed of 20 byte";
+
+    fn ca(dir: &std::path::Path) -> Ca {
+        let clock =
+            Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).single().expect("time")));
+        let db = CertDb::open(dir.join("db")).expect("db");
+        let hsm = Arc::new(HsmSim::open(dir.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+        Ca::init(db, hsm, CaConfig::default(), clock, "test").expect("init").0
+    }
+
+    /// The raw bytes of every stored console account.
+    fn stored_users(ca: &Ca) -> Vec<u8> {
+        let tree = ca.db().sled_db().open_tree("console_users").expect("tree");
+        tree.iter().flat_map(|r| r.expect("read").1.to_vec()).collect()
+    }
+
+    fn code(ca: &Ca, step_offset: u64) -> String {
+        let step = (ca.now().timestamp() as u64) / 30 + step_offset;
+        format!("{:06}", totp::code_at(SECRET, step))
+    }
+
+    #[test]
+    fn totp_secrets_are_stored_sealed_and_accounts_enrolled_in_clear_are_sealed_at_their_next_login() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = ca(dir.path());
+        let accounts = Accounts::open(&ca).expect("accounts");
+        let cfg = ConsoleConfig::default();
+        let (alice, _) = accounts.add("alice", "officer", "test").expect("add");
+        accounts.confirm_totp(&alice, SECRET, &code(&ca, 0)).expect("enrol");
+        let user = accounts.get(&alice).expect("get");
+        assert!(user.has_totp() && user.totp_secret.is_none());
+        let sealed = user.totp_sealed.clone().expect("sealed");
+        let raw = stored_users(&ca);
+        for form in [SECRET.to_vec(), hex::encode(SECRET).into_bytes()] {
+            assert!(!raw.windows(form.len()).any(|w| w == form), "the TOTP secret is stored in clear");
+        }
+        // The code of the next step is accepted (the enrolment consumed this one).
+        accounts.check_totp(&alice, &code(&ca, 1), &cfg).expect("login");
+
+        // The sealed secret is bound to its account: copied to another, it does not open.
+        let (bob, _) = accounts.add("bob", "auditor", "test").expect("add");
+        accounts.store.update_user(&bob, |u| u.totp_sealed = Some(sealed.clone())).expect("update");
+        let e = accounts.check_totp(&bob, &code(&ca, 1), &cfg).expect_err("another account's secret");
+        assert!(e.to_string().contains("does not open"), "{e}");
+
+        // An account enrolled before secrets were sealed: the clear secret still logs in, and is
+        // sealed (and dropped) by that login.
+        let (carol, _) = accounts.add("carol", "officer", "test").expect("add");
+        accounts.store.update_user(&carol, |u| u.totp_secret = Some(SECRET.to_vec())).expect("update");
+        assert!(accounts.get(&carol).expect("get").has_totp(), "counts as enrolled");
+        accounts.check_totp(&carol, &code(&ca, 0), &cfg).expect("legacy login");
+        let user = accounts.get(&carol).expect("get");
+        assert!(user.totp_secret.is_none() && user.totp_sealed.is_some());
+        accounts.check_totp(&carol, &code(&ca, 1), &cfg).expect("login with the sealed secret");
+        let raw = stored_users(&ca);
+        assert!(!raw.windows(SECRET.len()).any(|w| w == SECRET.as_slice()));
+        assert!(!raw.windows(40).any(|w| w == hex::encode(SECRET).as_bytes()));
+
+        // Enrolment secrets shown in a session are sealed per account too.
+        let shown = accounts.seal_enrolment_secret(&alice, SECRET).expect("seal");
+        assert_eq!(accounts.open_enrolment_secret(&alice, &shown).expect("open"), SECRET);
+        assert!(accounts.open_enrolment_secret(&bob, &shown).is_err());
+    }
 }

@@ -232,7 +232,7 @@ pub(crate) fn start_session(
         last_seen: now,
         csrf_token: hex::encode(random32()?),
         step_up_at: step_up.then_some(now),
-        pending_totp_secret: None,
+        pending_totp_sealed: None,
     };
     console.store.put_session(&id, &session)?;
     Ok(set_cookie(req, SESSION_COOKIE, &id.to_string(), false))
@@ -251,7 +251,7 @@ pub(crate) fn advance(
     let id = SessionId::from_bytes(random32()?);
     let mut session = ctx.session.clone();
     session.stage = stage;
-    session.pending_totp_secret = None;
+    session.pending_totp_sealed = None;
     session.csrf_token = hex::encode(random32()?);
     if step_up {
         session.step_up_at = Some(now);
@@ -265,7 +265,7 @@ pub(crate) fn advance(
 pub(crate) fn next_stage(user: &ConsoleUser) -> SessionStage {
     if user.must_change_password {
         SessionStage::NeedNewPassword
-    } else if user.totp_secret.is_none() {
+    } else if !user.has_totp() {
         SessionStage::NeedTotpEnrolment
     } else {
         SessionStage::Active

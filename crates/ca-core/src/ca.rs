@@ -533,6 +533,17 @@ impl Ca {
         &self.cfg
     }
 
+    /// Seals a secret of the layers above (a console user's TOTP seed) under key custody's
+    /// master key, bound to `context` ([`KeyCustody::seal_secret`]).
+    pub fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.hsm.seal_secret(context, secret)?)
+    }
+
+    /// Opens what [`Ca::seal_secret`] sealed under `context`.
+    pub fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.hsm.open_secret(context, sealed)?)
+    }
+
     /// Now, by the CA's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()

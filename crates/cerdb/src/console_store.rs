@@ -133,8 +133,13 @@ pub struct ConsoleUser {
     pub password_hash: String,
     /// Set for a one-time password: the next login must choose a new password.
     pub must_change_password: bool,
-    /// The TOTP secret once enrolment is confirmed.
-    #[serde(with = "opt_hex")]
+    /// The TOTP secret once enrolment is confirmed, sealed by key custody (the console seals
+    /// and opens it; it is never stored in clear).
+    #[serde(default, with = "opt_hex")]
+    pub totp_sealed: Option<Vec<u8>>,
+    /// The TOTP secret in clear, as accounts enrolled before secrets were sealed hold it; the
+    /// console seals it into `totp_sealed` and clears this at the account's next TOTP login.
+    #[serde(default, with = "opt_hex", skip_serializing_if = "Option::is_none")]
     pub totp_secret: Option<Vec<u8>>,
     /// The last TOTP time step accepted, so that no code is accepted twice.
     pub totp_last_step: u64,
@@ -148,6 +153,13 @@ pub struct ConsoleUser {
     pub created_at: DateTime<Utc>,
     /// Last successful login.
     pub last_login: Option<DateTime<Utc>>,
+}
+
+impl ConsoleUser {
+    /// Whether the account has confirmed a TOTP enrolment (sealed, or in clear from before).
+    pub fn has_totp(&self) -> bool {
+        self.totp_sealed.is_some() || self.totp_secret.is_some()
+    }
 }
 
 /// A console session id: 256 random bits, sent as 64 hex digits in a cookie.
@@ -221,9 +233,9 @@ pub struct ConsoleSession {
     pub csrf_token: String,
     /// When a TOTP code was last entered in this session (step-up for high-risk actions).
     pub step_up_at: Option<DateTime<Utc>>,
-    /// During enrolment: the secret shown, not yet confirmed by a code.
-    #[serde(with = "opt_hex")]
-    pub pending_totp_secret: Option<Vec<u8>>,
+    /// During enrolment: the secret shown, not yet confirmed by a code, sealed by key custody.
+    #[serde(default, with = "opt_hex")]
+    pub pending_totp_sealed: Option<Vec<u8>>,
 }
 
 /// The console's trees.
@@ -411,6 +423,7 @@ mod tests {
             role: ConsoleRole::Officer,
             password_hash: "$argon2id$x".into(),
             must_change_password: true,
+            totp_sealed: None,
             totp_secret: None,
             totp_last_step: 0,
             disabled: false,
@@ -429,7 +442,7 @@ mod tests {
             last_seen: Utc::now(),
             csrf_token: "00".into(),
             step_up_at: None,
-            pending_totp_secret: Some(vec![1, 2, 3]),
+            pending_totp_sealed: Some(vec![1, 2, 3]),
         }
     }
 
@@ -465,7 +478,7 @@ mod tests {
         let (a, b) = (SessionId::from_bytes([1; 32]), SessionId::from_bytes([2; 32]));
         store.put_session(&a, &session("alice")).expect("put");
         store.put_session(&b, &session("bob")).expect("put");
-        assert_eq!(store.session(&a).expect("get").expect("some").pending_totp_secret, Some(vec![1, 2, 3]));
+        assert_eq!(store.session(&a).expect("get").expect("some").pending_totp_sealed, Some(vec![1, 2, 3]));
         // Stored under the hash of the id, never the id itself.
         assert!(db.open_tree("console_sessions").expect("tree").get([1u8; 32]).expect("get").is_none());
         assert_eq!(store.remove_sessions_of(&alice).expect("remove"), 1);

@@ -50,6 +50,12 @@ pub enum Error {
     /// Key generation failed.
     #[error("key generation failed: {0}")]
     KeyGeneration(String),
+    /// A sealed secret does not open.
+    #[error(
+        "the sealed secret of {0} does not open: it was altered, belongs to another context, or was \
+         sealed under another master key"
+    )]
+    SealedSecret(String),
     /// Signing failed.
     #[error("signing with key {0} failed")]
     Signing(KeyHandle),

@@ -88,6 +88,20 @@ pub trait KeyCustody: Send + Sync {
         password: &str,
         friendly_name: &str,
     ) -> Result<Vec<u8>, Error>;
+    /// Seals a small secret of the layers above (a console user's TOTP seed) under the custody
+    /// layer's master key, bound to `context` (say, the account it belongs to): only
+    /// [`KeyCustody::open_secret`] with the same context gets it back.
+    fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Opens what [`KeyCustody::seal_secret`] sealed under `context`; refused when the sealed
+    /// bytes were altered, belong to another context, or were sealed under another master key.
+    fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error>;
+}
+
+/// The associated data of a sealed secret: a label and the context.
+fn secret_aad(context: &str) -> Vec<u8> {
+    let mut aad = b"pki sealed secret v1\0".to_vec();
+    aad.extend_from_slice(context.as_bytes());
+    aad
 }
 
 /// On-disk form of one key: its private key as PKCS#8, encrypted.
@@ -413,6 +427,23 @@ impl KeyCustody for HsmSim {
         let pkcs8 = self.decrypt(&kf)?;
         escrow::pkcs12(&pkcs8, chain_der, password, friendly_name)
     }
+
+    /// The nonce followed by the AES-256-GCM ciphertext and tag.
+    fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, Error> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let (nonce, ct) = st.master.as_ref().ok_or(Error::Sealed)?.seal(&secret_aad(context), secret)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        let st = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let master = st.master.as_ref().ok_or(Error::Sealed)?;
+        let refused = || Error::SealedSecret(context.to_string());
+        let (nonce, ct) = sealed.split_at_checked(12).ok_or_else(refused)?;
+        master.open(nonce, &secret_aad(context), ct).map_err(|()| refused())
+    }
 }
 
 /// Extracts the subjectPublicKey bytes from an SPKI this crate encoded.
@@ -471,6 +502,31 @@ mod tests {
             let sig = signer.sign(b"message").expect("sign");
             UnparsedPublicKey::new(verify_alg(t), &info.raw).verify(b"message", &sig).expect("verifies");
         }
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_in_their_context_unaltered_and_under_their_master_key() {
+        let (d, hsm) = store();
+        let secret = b"twenty bytes of totp";
+        let sealed = hsm.seal_secret("console-totp:alice", secret).expect("seal");
+        assert!(!sealed.windows(secret.len()).any(|w| w == secret), "plaintext in the sealed form");
+        assert_ne!(sealed, hsm.seal_secret("console-totp:alice", secret).expect("seal"), "fresh nonce");
+        assert_eq!(hsm.open_secret("console-totp:alice", &sealed).expect("open"), secret);
+        let e = hsm.open_secret("console-totp:bob", &sealed).expect_err("other context");
+        assert!(e.to_string().contains("sealed secret of console-totp:bob does not open"), "{e}");
+        for bad in [sealed[..sealed.len() - 1].to_vec(), vec![], vec![0; 11], {
+            let mut t = sealed.clone();
+            t[15] ^= 1;
+            t
+        }] {
+            assert!(matches!(hsm.open_secret("console-totp:alice", &bad), Err(Error::SealedSecret(_))));
+        }
+        // Another key store (another master key) cannot open it; a sealed store cannot either.
+        let other = HsmSim::open(d.path().join("other"), &MasterKeySource::KeyFile).expect("open");
+        assert!(matches!(other.open_secret("console-totp:alice", &sealed), Err(Error::SealedSecret(_))));
+        hsm.seal();
+        assert!(matches!(hsm.open_secret("console-totp:alice", &sealed), Err(Error::Sealed)));
+        assert!(matches!(hsm.seal_secret("console-totp:alice", secret), Err(Error::Sealed)));
     }
 
     #[test]

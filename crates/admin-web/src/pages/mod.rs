@@ -264,11 +264,16 @@ async fn password_submit(
 
 async fn enrol_page(req: HttpRequest, console: web::Data<Console>) -> Page {
     let mut ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotpEnrolment, false)?;
-    let secret = match &ctx.session.pending_totp_secret {
-        Some(s) => s.clone(),
+    let accounts = console.accounts();
+    let shown = match &ctx.session.pending_totp_sealed {
+        Some(sealed) => Some(accounts.open_enrolment_secret(&ctx.user.name, sealed)?),
+        None => None,
+    };
+    let secret = match shown {
+        Some(s) => s,
         None => {
             let s = auth::random32()?[..totp::SECRET_LEN].to_vec();
-            ctx.session.pending_totp_secret = Some(s.clone());
+            ctx.session.pending_totp_sealed = Some(accounts.seal_enrolment_secret(&ctx.user.name, &s)?);
             console.store.put_session(&ctx.id, &ctx.session)?;
             s
         }
@@ -291,12 +296,14 @@ async fn enrol_page(req: HttpRequest, console: web::Data<Console>) -> Page {
 async fn enrol_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<CodeForm>) -> Page {
     let ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotpEnrolment, false)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
-    let secret = ctx
+    let sealed = ctx
         .session
-        .pending_totp_secret
-        .clone()
+        .pending_totp_sealed
+        .as_deref()
         .ok_or_else(|| Error::BadRequest("reload the enrolment page to get a key".into()))?;
-    console.accounts().confirm_totp(&ctx.user.name, &secret, &form.code)?;
+    let accounts = console.accounts();
+    let secret = accounts.open_enrolment_secret(&ctx.user.name, sealed)?;
+    accounts.confirm_totp(&ctx.user.name, &secret, &form.code)?;
     finish_login(&req, &console, &ctx)
 }
 

@@ -19,7 +19,7 @@ fn user_state(u: &ConsoleUser, now: chrono::DateTime<chrono::Utc>) -> String {
     }
     if u.must_change_password {
         s.push("one-time password");
-    } else if u.totp_secret.is_none() {
+    } else if !u.has_totp() {
         s.push("TOTP not enrolled");
     }
     s.join(", ")

@@ -256,7 +256,7 @@ mod pages {
             last_seen: now,
             csrf_token: "00".repeat(32),
             step_up_at: None,
-            pending_totp_secret: None,
+            pending_totp_sealed: None,
         };
         console.store.put_session(&id, &session).expect("session");
         (console, format!("pki_console_session={id}"))
