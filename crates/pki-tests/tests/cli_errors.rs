@@ -247,18 +247,22 @@ fn bad_command_line_input_is_refused_with_one_error_line_naming_the_problem() {
     let out = run(pki_command().arg("--config").arg(&bad).arg("--data").arg(&env.data).arg("list"));
     let line = out.one_error_line();
     assert!(line.contains("public_base_url") && line.contains("ftp://example.com"), "{line}");
-    let zero = env.write("zero.toml", "[server]\nworkers = 0\n");
-    let out = run(pki_command().arg("--config").arg(&zero).arg("--data").arg(&env.data).arg("serve"));
-    let line = out.one_error_line();
-    assert!(line.contains("workers = 0") && line.contains("expected 1 to 1024"), "{line}");
-    let tiny = env.write("tiny.toml", "[database]\ncache_mib = 1\n");
-    let out = run(pki_command().arg("--config").arg(&tiny).arg("--data").arg(&env.data).arg("list"));
-    let line = out.one_error_line();
-    assert!(line.contains("cache_mib = 1") && line.contains("expected 16 to 1048576"), "{line}");
-    let text = env.write("text.toml", "[database]\ncache_mib = \"lots\"\n");
-    let out = run(pki_command().arg("--config").arg(&text).arg("--data").arg(&env.data).arg("list"));
-    let line = out.one_error_line();
-    assert!(line.contains("line 2 (cache_mib = \"lots\")") && line.contains("expected u64"), "{line}");
+    // Settings out of range or of the wrong type: the line and what was expected.
+    for (file, text, command, wanted) in [
+        ("zero.toml", "[server]\nworkers = 0\n", "serve", ["workers = 0", "expected 1 to 1024"]),
+        ("tiny.toml", "[database]\ncache_mib = 1\n", "list", ["cache_mib = 1", "expected 16 to 1048576"]),
+        (
+            "text.toml",
+            "[database]\ncache_mib = \"lots\"\n",
+            "list",
+            ["line 2 (cache_mib = \"lots\")", "expected u64"],
+        ),
+    ] {
+        let config = env.write(file, text);
+        let out = run(pki_command().arg("--config").arg(&config).arg("--data").arg(&env.data).arg(command));
+        let line = out.one_error_line();
+        assert!(wanted.iter().all(|w| line.contains(w)), "{file}: {line}");
+    }
 
     // A data directory without a CA.
     let out =
