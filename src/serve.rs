@@ -149,7 +149,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
 
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();
-    let workers = settings.server.worker_count();
+    let workers = settings.server.worker_count(services.iter().all(|s| *s == Service::Tsa));
     let result = actix_web::rt::System::new().block_on(async move {
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(data_ca.clone()).route("/healthz", web::get().to(healthz));

@@ -45,22 +45,29 @@ pub struct ServerSettings {
     pub listen: String,
     /// HTTPS.
     pub tls: TlsServerSettings,
-    /// HTTP worker threads; by default [`ServerSettings::DEFAULT_WORKERS_PER_CPU`] per CPU.
+    /// HTTP worker threads; by default [`ServerSettings::DEFAULT_WORKERS_PER_CPU`] per CPU, or
+    /// [`ServerSettings::TSA_ONLY_WORKERS_PER_CPU`] when the timestamp authority is served alone.
     pub workers: Option<usize>,
 }
 
 impl ServerSettings {
-    /// Worker threads per CPU unless `workers` is set. OCSP and timestamp answers are signed on
-    /// the worker that took the request, so with one worker per CPU a core idled whenever its
-    /// worker waited on the network: four per CPU answered 20–30 % more OCSP requests with nonces
-    /// on the benchmark machine (BENCHMARKS.md, issue 4).
+    /// Worker threads per CPU unless `workers` is set. OCSP answers are signed on the worker that
+    /// took the request, so with one worker per CPU a core idled whenever its worker waited on
+    /// the network: four per CPU answered 20–30 % more OCSP requests with nonces on the benchmark
+    /// machine (BENCHMARKS.md, issue 4).
     pub const DEFAULT_WORKERS_PER_CPU: usize = 4;
 
-    /// The number of HTTP worker threads to run.
-    pub fn worker_count(&self) -> usize {
+    /// Worker threads per CPU for a server of the timestamp authority alone (`--only tsa`). A
+    /// token's durable write is awaited, so a worker never sits on the disk; more workers than
+    /// CPUs only left cores idle between group commits: one per CPU made 5–10 % more tokens/s
+    /// in alternating runs (BENCHMARKS.md, issue 5).
+    pub const TSA_ONLY_WORKERS_PER_CPU: usize = 1;
+
+    /// The number of HTTP worker threads to run for a server of these services.
+    pub fn worker_count(&self, tsa_only: bool) -> usize {
         self.workers.unwrap_or_else(|| {
             let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-            cpus * Self::DEFAULT_WORKERS_PER_CPU
+            cpus * if tsa_only { Self::TSA_ONLY_WORKERS_PER_CPU } else { Self::DEFAULT_WORKERS_PER_CPU }
         })
     }
 }
@@ -188,5 +195,15 @@ mod tests {
         assert!(Settings::load(Some(&p)).is_err());
         let e = Settings::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn workers_default_per_cpu_by_service_and_a_set_count_wins() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let default = ServerSettings::default();
+        assert_eq!(default.worker_count(false), cpus * ServerSettings::DEFAULT_WORKERS_PER_CPU);
+        assert_eq!(default.worker_count(true), cpus * ServerSettings::TSA_ONLY_WORKERS_PER_CPU);
+        let set = ServerSettings { workers: Some(3), ..ServerSettings::default() };
+        assert_eq!((set.worker_count(false), set.worker_count(true)), (3, 3));
     }
 }

@@ -31,26 +31,30 @@ impl GenTime {
         self.0
     }
 
-    fn text(&self) -> String {
+    /// The text, `YYYYMMDDHHMMSS[.f*]Z`, written digit by digit (once per token: `format!`
+    /// cost more than the rest of the TSTInfo's framing together).
+    fn text(&self) -> GenTimeText {
         let t = self.0;
-        let mut s = format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}",
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        );
-        // chrono keeps a leap second in `nanosecond() >= 1e9`; genTime has no leap seconds.
-        let nanos = t.nanosecond() % 1_000_000_000;
-        if nanos != 0 {
-            let frac = format!("{nanos:09}");
-            s.push('.');
-            s.push_str(frac.trim_end_matches('0'));
+        let mut out = GenTimeText { bytes: [0; MAX_TEXT], len: 0 };
+        // The year is in 0000–9999 (`new`); the other fields have two digits.
+        let year = u32::try_from(t.year()).unwrap_or(0);
+        out.push_digits(year, 4);
+        for v in [t.month(), t.day(), t.hour(), t.minute(), t.second()] {
+            out.push_digits(v, 2);
         }
-        s.push('Z');
-        s
+        // chrono keeps a leap second in `nanosecond() >= 1e9`; genTime has no leap seconds.
+        let mut nanos = t.nanosecond() % 1_000_000_000;
+        if nanos != 0 {
+            let mut digits = 9;
+            while nanos.is_multiple_of(10) {
+                nanos /= 10;
+                digits -= 1;
+            }
+            out.push(b'.');
+            out.push_digits(nanos, digits);
+        }
+        out.push(b'Z');
+        out
     }
 
     fn parse(b: &[u8]) -> Option<Self> {
@@ -88,9 +92,39 @@ impl GenTime {
     }
 }
 
+/// The longest genTime text: 14 digits, `.`, nine fraction digits, `Z`.
+const MAX_TEXT: usize = 25;
+
+/// The text of a [`GenTime`], on the stack.
+struct GenTimeText {
+    bytes: [u8; MAX_TEXT],
+    len: usize,
+}
+
+impl GenTimeText {
+    fn push(&mut self, b: u8) {
+        self.bytes[self.len] = b;
+        self.len += 1;
+    }
+
+    /// Writes the low `width` decimal digits of `v`, zero-padded.
+    fn push_digits(&mut self, mut v: u32, width: usize) {
+        for i in (0..width).rev() {
+            self.bytes[self.len + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        self.len += width;
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 impl fmt::Display for GenTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text())
+        // Only ASCII digits, '.' and 'Z' are ever written.
+        f.write_str(std::str::from_utf8(self.text().as_bytes()).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -107,7 +141,7 @@ impl<'a> DecodeValue<'a> for GenTime {
 
 impl EncodeValue for GenTime {
     fn value_len(&self) -> der::Result<Length> {
-        Length::try_from(self.text().len())
+        Length::try_from(self.text().len)
     }
 
     fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
@@ -132,12 +166,31 @@ mod tests {
             ("2026-11-22T12:58:20.120Z", "20261122125820.12Z"),
             ("2026-11-22T12:58:20.000001Z", "20261122125820.000001Z"),
             ("0001-01-01T00:00:00.000000001Z", "00010101000000.000000001Z"),
+            ("9999-12-31T23:59:59.999999999Z", "99991231235959.999999999Z"),
+            ("0000-01-01T00:00:00.1Z", "00000101000000.1Z"),
+            ("2016-12-31T23:59:59.100000300Z", "20161231235959.1000003Z"),
         ] {
             let g = GenTime::new(t(time)).expect("in range");
             let der = g.to_der().expect("encode");
             assert_eq!(der[0], 0x18);
             assert_eq!(&der[2..], text.as_bytes());
             assert_eq!(GenTime::from_der(&der).expect("decode"), g);
+        }
+    }
+
+    #[test]
+    fn the_text_matches_chrono_for_every_fraction_length() {
+        // chrono's own formatting of the same instant, trailing zeros of the fraction cut.
+        let mut nanos = 1u32;
+        for step in 0..2000u32 {
+            let time = t("1987-06-05T04:03:02Z") + chrono::Duration::nanoseconds(i64::from(nanos));
+            let want = time.format("%Y%m%d%H%M%S%.9f").to_string();
+            let want = want.trim_end_matches('0').trim_end_matches('.').to_string() + "Z";
+            assert_eq!(GenTime::new(time).expect("in range").to_string(), want);
+            nanos = nanos.wrapping_mul(7).wrapping_add(step) % 1_000_000_000;
+            if step % 100 == 0 {
+                nanos -= nanos % 10u32.pow(step / 100 % 10);
+            }
         }
     }
 
