@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use ca_core::{Ca, CaCert, InitOutcome};
@@ -146,6 +146,24 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
+    if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) {
+        let db = ca.db().clone();
+        std::thread::Builder::new().name("cache-warm".into()).spawn(move || {
+            let start = Instant::now();
+            match db.warm_cache() {
+                Ok(w) => tracing::info!(
+                    entries = w.entries,
+                    mib = w.bytes >> 20,
+                    complete = w.complete,
+                    seconds = start.elapsed().as_secs_f64(),
+                    "page cache warmed"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "warming the page cache failed; lookups load pages as they go")
+                }
+            }
+        })?;
+    }
 
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();

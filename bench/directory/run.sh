@@ -7,7 +7,8 @@
 # Env:   BENCH_DIR   data directory parent (default /tmp/pki-bench-directory-COUNT; reused if loaded)
 #        DURATION    seconds per wrk run (default 20)   CONNECTIONS (default 64)   THREADS (default 1)
 #        WARMUP      seconds of exists and then fetch, not reported, before the measured runs
-#                    (default 0: the runs start with the pages of a freshly started server)
+#                    (default 0: the runs start once the server has read the lookup trees into
+#                    its page cache, which it does by itself after starting)
 #        CACHE_MIB   sled page cache of the loader and the server, [database] cache_mib (default
 #                    6144: a million certificates take about 4 GiB on disk)
 set -euo pipefail
@@ -57,6 +58,15 @@ trap 'kill $SERVER 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.1; done
 end=$(date +%s.%N)
 echo "ready after $(awk "BEGIN{printf \"%.1f\", $end - $start}") s (includes the hashed-address index catch-up)"
+# The server reads the lookup trees into its page cache in the background after it starts
+# (CertDb::warm_cache); the measured runs start once that is done.
+for _ in $(seq 6000); do
+  grep -q "page cache warmed" "$DIR/serve.log" && break
+  kill -0 "$SERVER" 2>/dev/null || { echo "pki serve exited: $(tail -3 "$DIR/serve.log")" >&2; exit 1; }
+  sleep 0.1
+done
+warmed=$(date +%s.%N)
+echo "page cache warmed after $(awk "BEGIN{printf \"%.1f\", $warmed - $start}") s: $(grep -o 'page cache warmed.*' "$DIR/serve.log" | head -1)"
 KEY=$(pki apikey create --name "bench-$(date +%s%N)" --rate 1000000000 2>/dev/null)
 echo
 
