@@ -18,7 +18,7 @@ pub mod tsa_store;
 mod types;
 
 pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
-pub use store::{CertDb, CertReader, WarmStats};
+pub use store::{CertDb, CertReader, CheckedIssue, WarmStats};
 pub use types::{CaId, CertKind, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};
 
 /// Errors of storage and of the identifier types.
