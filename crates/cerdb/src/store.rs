@@ -4,8 +4,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `cert_meta` | serial magnitude | JSON [`CertRecord`] without the DER |
-//! | `cert_der` | serial magnitude | certificate DER |
+//! | `cert_meta` | serial magnitude | `0x01`, JSON length (4 bytes BE), JSON [`CertRecord`], certificate DER; or, written before that format, the JSON alone (first byte `{`) |
+//! | `cert_der` | serial magnitude | certificate DER of the records stored as JSON alone (no longer written) |
 //! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
 //! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
 //! | `serials` | serial magnitude | empty: every serial ever handed out, so none is reused |
@@ -141,17 +141,62 @@ fn email_key(rec: &CertRecord, email: &EmailAddress) -> Vec<u8> {
     k
 }
 
-fn encode_meta(rec: &CertRecord) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))
+/// The first byte of a `cert_meta` value that holds the certificate's DER after its metadata:
+/// `0x01`, the JSON's length (4 bytes, big-endian), the JSON, the DER. One value per certificate
+/// is one insert (and one read inside sled's transaction) fewer per issuance than two, and one
+/// read per fetch. Values written before this format are the JSON alone (`{`…), their DER in
+/// `cert_der`; both are read.
+const META_WITH_DER: u8 = 0x01;
+
+/// A `cert_meta` value: the JSON of `rec` (its DER skipped by serde), then `der`, or the JSON
+/// alone when `der` is `None` (the older format, for records whose DER is in `cert_der`).
+fn encode_value(rec: &CertRecord, der: Option<&[u8]>) -> Result<Vec<u8>, Error> {
+    let json = serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let Some(der) = der else {
+        return Ok(json);
+    };
+    let len =
+        u32::try_from(json.len()).map_err(|_| Error::Corrupt("certificate metadata too long".into()))?;
+    let mut v = Vec::with_capacity(5 + json.len() + der.len());
+    v.push(META_WITH_DER);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(&json);
+    v.extend_from_slice(der);
+    Ok(v)
 }
 
+fn encode_meta(rec: &CertRecord) -> Result<Vec<u8>, Error> {
+    encode_value(rec, Some(&rec.der))
+}
+
+/// A `cert_meta` value's JSON, and its DER when stored with it.
+fn split_meta(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), Error> {
+    match bytes.first() {
+        Some(&META_WITH_DER) => {
+            let len = bytes
+                .get(1..5)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| Error::Corrupt("certificate metadata: truncated length".into()))?;
+            let json = bytes
+                .get(5..5 + len)
+                .ok_or_else(|| Error::Corrupt("certificate metadata: truncated".into()))?;
+            Ok((json, Some(&bytes[5 + len..])))
+        }
+        Some(b'{') => Ok((bytes, None)),
+        _ => Err(Error::Corrupt("certificate metadata: unknown format".into())),
+    }
+}
+
+/// The metadata of a `cert_meta` value (the DER left empty).
 fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
+    let (json, _) = split_meta(bytes)?;
+    serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
 }
 
 /// The status view of stored metadata: serde skips the other fields without building them.
 fn decode_state(bytes: &[u8]) -> Result<CertState, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
+    let (json, _) = split_meta(bytes)?;
+    serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
 }
 
 fn tx_error(e: TransactionError<Error>) -> Error {
@@ -268,9 +313,9 @@ impl CertDb {
         checked: &CheckedIssue<'_>,
         audit: &[AuditRecord],
     ) -> Result<(), Error> {
-        let trees = (&self.cert_meta, &self.cert_der, &self.by_fp, &self.by_email, &self.audit);
+        let trees = (&self.cert_meta, &self.by_fp, &self.by_email, &self.audit);
         trees
-            .transaction(|(meta, der, fp, email, log)| {
+            .transaction(|(meta, fp, email, log)| {
                 if let Some(first) = audit.first() {
                     if log.get(first.seq.to_be_bytes())?.is_some() {
                         return abort(Error::Inconsistent(format!("audit entry {} exists", first.seq)));
@@ -279,7 +324,6 @@ impl CertDb {
                 for (rec, enc) in checked.certs.iter().zip(&checked.encoded) {
                     let key = rec.serial.as_bytes();
                     meta.insert(key, enc.as_slice())?;
-                    der.insert(key, rec.der.as_slice())?;
                     fp.insert(&rec.fingerprint.0, key)?;
                     if let Some(e) = &rec.email {
                         email.insert(email_key(rec, e), &[] as &[u8])?;
@@ -315,7 +359,9 @@ impl CertDb {
                     });
                 }
                 rec.revocation = Some(revocation.clone());
-                let enc = encode_meta(&rec).map_err(ConflictableTransactionError::Abort)?;
+                // The same format as before: the DER stays where it was.
+                let (_, der) = split_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
+                let enc = encode_value(&rec, der).map_err(ConflictableTransactionError::Abort)?;
                 meta.insert(serial.as_bytes(), enc)?;
                 revoked.insert(revoked_key(rec.issuer, serial), &[] as &[u8])?;
                 let k = audit.seq.to_be_bytes();
@@ -424,7 +470,7 @@ impl CertDb {
     }
 
     /// Reads the trees that lookups use into sled's page cache — the e-mail and fingerprint
-    /// indexes, then the metadata, then the DER — so that the first lookups after opening a
+    /// indexes, then the metadata with the DER (and the DER of records in the older format) — so that the first lookups after opening a
     /// large database do not each load and decode pages from the file (at a million
     /// certificates that loading, and the kernel zeroing the memory it takes, were a tenth of a
     /// lookup's time). Stops once the keys and values read reach half the page cache: sled keeps
@@ -456,13 +502,14 @@ impl CertDb {
     /// indexed, that fingerprints match the DER, and that the audit log has no gaps.
     pub fn check_consistency(&self) -> Result<(), Error> {
         let mut emails = 0usize;
+        let mut der_apart = 0usize;
         for r in self.cert_meta.iter() {
             let (k, v) = r?;
             let rec = decode_meta(&v)?;
-            let der = self
-                .cert_der
-                .get(&k)?
-                .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?;
+            if split_meta(&v)?.1.is_none() {
+                der_apart += 1;
+            }
+            let der = self.der_of(&k, &v, &rec.serial)?;
             if Fingerprint::of(&der) != rec.fingerprint {
                 return Err(Error::Inconsistent(format!(
                     "fingerprint of {} does not match its DER",
@@ -491,7 +538,7 @@ impl CertDb {
                 self.by_email.len()
             )));
         }
-        if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != self.cert_meta.len() {
+        if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != der_apart {
             return Err(Error::Inconsistent("index sizes differ from the certificate count".into()));
         }
         for (i, r) in self.audit.iter().keys().enumerate() {
@@ -543,15 +590,25 @@ impl CertDb {
     }
 
     fn full_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
-        let Some(mut rec) = self.meta_by_key(key)? else {
+        let Some(v) = self.cert_meta.get(key)? else {
             return Ok(None);
         };
-        rec.der = self
-            .cert_der
-            .get(key)?
-            .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?
-            .to_vec();
+        let mut rec = decode_meta(&v)?;
+        rec.der = self.der_of(key, &v, &rec.serial)?;
         Ok(Some(rec))
+    }
+
+    /// The DER of the certificate whose `cert_meta` value is `value`: from the value itself, or
+    /// from `cert_der` for records stored in the older format.
+    fn der_of(&self, key: &[u8], value: &[u8], serial: &Serial) -> Result<Vec<u8>, Error> {
+        match split_meta(value)? {
+            (_, Some(der)) => Ok(der.to_vec()),
+            (_, None) => Ok(self
+                .cert_der
+                .get(key)?
+                .ok_or_else(|| Error::Inconsistent(format!("no DER for {serial}")))?
+                .to_vec()),
+        }
     }
 }
 
@@ -634,11 +691,7 @@ impl CertReader for CertDb {
             let (key, v) = r?;
             if decode_state(&v)?.status_at(now) == crate::CertStatus::Valid {
                 let mut rec = decode_meta(&v)?;
-                rec.der = self
-                    .cert_der
-                    .get(&key)?
-                    .ok_or_else(|| Error::Inconsistent(format!("no DER for {}", rec.serial)))?
-                    .to_vec();
+                rec.der = self.der_of(&key, &v, &rec.serial)?;
                 return Ok(Some(rec));
             }
         }
@@ -733,21 +786,73 @@ mod tests {
         {
             let db = CertDb::open(dir.path().join("db")).expect("open");
             db.store_issued(&certs, &[audit(1)]).expect("store");
-            // Four trees of 40 entries each: e-mail index, fingerprints, metadata, DER.
+            // Three trees of 40 entries each: e-mail index, fingerprints, metadata with DER.
             let all = db.warm_cache().expect("warm");
-            assert_eq!((all.entries, all.complete), (160, true), "{all:?}");
+            assert_eq!((all.entries, all.complete), (120, true), "{all:?}");
             assert!(all.bytes > 40 * 32, "{all:?}");
         }
         // A page cache of 2,000 bytes: the reading stops at 1,000.
         let db = CertDb::open_with_cache(dir.path().join("db"), 2_000).expect("reopen");
         let part = db.warm_cache().expect("warm");
-        assert!(!part.complete && part.entries < 160 && (1_000..1_200).contains(&part.bytes), "{part:?}");
+        assert!(!part.complete && part.entries < 120 && (1_000..1_200).contains(&part.bytes), "{part:?}");
         // Lookups answer as before.
         let e: EmailAddress = "user7@example.com".parse().expect("email");
         assert_eq!(
             db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some").der,
             certs[6].der
         );
+    }
+
+    #[test]
+    fn records_stored_with_their_der_apart_are_still_read_revoked_and_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = CertDb::open(dir.path().join("db")).expect("open");
+        let t0 = Utc::now() - Duration::days(1);
+        let old = rec(1, "old@example.com", CertKind::Encryption, t0);
+        let new = rec(2, "new@example.com", CertKind::Encryption, t0);
+        db.store_issued(&[old.clone(), new.clone()], &[audit(1)]).expect("store");
+        // One value per certificate now: nothing in `cert_der`.
+        assert_eq!((db.cert_meta.len(), db.cert_der.len()), (2, 0));
+        // `old` as a database written before: the JSON alone, the DER in `cert_der`.
+        let key = old.serial.as_bytes();
+        db.cert_meta.insert(key, serde_json::to_vec(&old).expect("json")).expect("rewrite");
+        db.cert_der.insert(key, old.der.as_slice()).expect("der");
+        db.check_consistency().expect("consistent");
+
+        let e: EmailAddress = "old@example.com".parse().expect("email");
+        assert_eq!(db.get(&old.serial).expect("get").expect("some").der, old.der);
+        assert_eq!(db.by_fingerprint(&old.fingerprint).expect("fp").expect("some").der, old.der);
+        assert_eq!(
+            db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some").der,
+            old.der
+        );
+        assert_eq!(db.get(&new.serial).expect("get").expect("some").der, new.der);
+        assert_eq!(db.get_meta(&new.serial).expect("meta").expect("some").der, Vec::<u8>::new());
+
+        // A revocation rewrites each value in its own format.
+        let rev = Revocation { at: Utc::now(), reason: RevocationReason::Superseded };
+        for (i, r) in [&old, &new].into_iter().enumerate() {
+            db.revoke(&r.serial, rev.clone(), &audit(2 + i as u64)).expect("revoke");
+            let got = db.get(&r.serial).expect("get").expect("some");
+            assert_eq!((got.der, got.revocation), (r.der.clone(), Some(rev.clone())));
+        }
+        assert_eq!(db.cert_meta.get(key).expect("read").expect("some").first(), Some(&b'{'));
+        assert_eq!(db.cert_meta.get(new.serial.as_bytes()).expect("read").expect("some")[0], META_WITH_DER);
+        db.check_consistency().expect("consistent after revocations");
+    }
+
+    #[test]
+    fn damaged_metadata_values_are_errors_not_panics() {
+        let good = encode_meta(&rec(3, "x@example.com", CertKind::Signing, Utc::now())).expect("encode");
+        let mut unknown = good.clone();
+        unknown[0] = 0x02;
+        let mut long = good.clone();
+        long[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
+        for bad in [&[][..], &good[..3], &good[..20], &unknown[..], &long[..], b"{not json"] {
+            assert!(matches!(decode_meta(bad), Err(Error::Corrupt(_))), "{bad:?}");
+            assert!(matches!(decode_state(bad), Err(Error::Corrupt(_))), "{bad:?}");
+        }
+        assert!(decode_meta(&good).is_ok());
     }
 
     #[test]
