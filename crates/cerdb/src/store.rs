@@ -4,8 +4,8 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `cert_meta` | serial magnitude | `0x01`, JSON length (4 bytes BE), JSON [`CertRecord`], certificate DER; or, written before that format, the JSON alone (first byte `{`) |
-//! | `cert_der` | serial magnitude | certificate DER of the records stored as JSON alone (no longer written) |
+//! | `cert_meta` | serial magnitude | `0x01`, JSON length (4 bytes BE), JSON [`CertRecord`], DER (†) |
+//! | `cert_der` | serial magnitude | DER of records stored before (†); no longer written |
 //! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
 //! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
 //! | `serials` | serial magnitude | empty: every serial ever handed out, so none is reused |
@@ -13,6 +13,9 @@
 //! | `crls` | CA name | JSON [`CrlRecord`] |
 //! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
 //! | `meta` | text key | text value |
+//!
+//! (†) Values written before the DER moved into `cert_meta` are the JSON alone (first byte `{`),
+//! their DER in `cert_der`; both formats are read.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -470,12 +473,13 @@ impl CertDb {
     }
 
     /// Reads the trees that lookups use into sled's page cache — the e-mail and fingerprint
-    /// indexes, then the metadata with the DER (and the DER of records in the older format) — so that the first lookups after opening a
-    /// large database do not each load and decode pages from the file (at a million
-    /// certificates that loading, and the kernel zeroing the memory it takes, were a tenth of a
-    /// lookup's time). Stops once the keys and values read reach half the page cache: sled keeps
-    /// pages decoded, bigger than what they hold, and reading more would only evict the first
-    /// ones. Safe while the database is in use; meant for a background thread of a server.
+    /// indexes, then the metadata with the DER (and the DER of records in the older format) — so
+    /// that the first lookups after opening a large database do not each load and decode pages
+    /// from the file (at a million certificates that loading, and the kernel zeroing the memory it
+    /// takes, were a tenth of a lookup's time). Stops once the keys and values read reach half
+    /// the page cache: sled keeps pages decoded, bigger than what they hold, and reading more
+    /// would only evict the first ones. Safe while the database is in use; meant for a
+    /// background thread of a server.
     pub fn warm_cache(&self) -> Result<WarmStats, Error> {
         let budget = self.cache_bytes / 2;
         let mut stats = WarmStats { entries: 0, bytes: 0, complete: false };
