@@ -510,10 +510,13 @@ impl CertDb {
         for r in self.cert_meta.iter() {
             let (k, v) = r?;
             let rec = decode_meta(&v)?;
-            if split_meta(&v)?.1.is_none() {
-                der_apart += 1;
-            }
-            let der = self.der_of(&k, &v, &rec.serial)?;
+            let der = match split_meta(&v)?.1 {
+                Some(der) => der.to_vec(),
+                None => {
+                    der_apart += 1;
+                    self.der_of(&k, &v, &rec.serial)?
+                }
+            };
             if Fingerprint::of(&der) != rec.fingerprint {
                 return Err(Error::Inconsistent(format!(
                     "fingerprint of {} does not match its DER",
