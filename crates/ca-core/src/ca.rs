@@ -158,18 +158,19 @@ fn handle(s: &str) -> KeyHandle {
     s.parse().expect("invariant: constant handles are valid")
 }
 
-fn new_serial(db: &CertDb, rng: &SystemRandom) -> Result<Serial, Error> {
+/// A fresh serial: 128 bits from the CSPRNG, positive. That no certificate has it yet is checked
+/// when the certificate is stored ([`CertDb::store_issued`], in the same transaction that writes
+/// it), not here: reading the database while another batch's transaction holds sled's write lock
+/// would stall the signing threads.
+fn new_serial(rng: &SystemRandom) -> Result<Serial, Error> {
     for _ in 0..8 {
         let mut bytes = [0u8; 16];
         rng.fill(&mut bytes).map_err(|_| Error::Certificate("no randomness for the serial".into()))?;
-        let Ok(serial) = Serial::from_bytes(&bytes) else { continue };
-        match db.reserve_serial(&serial) {
-            Ok(()) => return Ok(serial),
-            Err(cerdb::Error::SerialInUse(_)) => continue,
-            Err(e) => return Err(e.into()),
+        if let Ok(serial) = Serial::from_bytes(&bytes) {
+            return Ok(serial);
         }
     }
-    Err(Error::Certificate("could not find an unused serial number".into()))
+    Err(Error::Certificate("the random source gave only zero serials".into()))
 }
 
 enum Signing<'a> {
@@ -349,7 +350,7 @@ impl Ca {
         let mut records = Vec::new();
 
         // Root.
-        let root_ctx = ctx_for(&cfg.root, &root_key, new_serial(&db, &rng)?, None, (None, None, None));
+        let root_ctx = ctx_for(&cfg.root, &root_key, new_serial(&rng)?, None, (None, None, None));
         let root_der = make_cert(
             &RootCaProfile { subject: cfg.root.subject.clone() },
             &root_ctx,
@@ -376,13 +377,8 @@ impl Ca {
 
         let from_root = (None, Some(cfg.ca_cert_url(CaId::Root)), Some(cfg.crl_url(CaId::Root)));
         // Issuing CA, signed by the root.
-        let iss_ctx = ctx_for(
-            &cfg.issuing,
-            &issuing_key,
-            new_serial(&db, &rng)?,
-            Some(root.not_after),
-            from_root.clone(),
-        );
+        let iss_ctx =
+            ctx_for(&cfg.issuing, &issuing_key, new_serial(&rng)?, Some(root.not_after), from_root.clone());
         let iss_der = make_cert(
             &IssuingCaProfile { subject: cfg.issuing.subject.clone() },
             &iss_ctx,
@@ -411,7 +407,7 @@ impl Ca {
         let ocsp_ctx = ctx_for(
             &cfg.ocsp_signer,
             &ocsp_key,
-            new_serial(&db, &rng)?,
+            new_serial(&rng)?,
             Some(issuing.not_after),
             (None, Some(cfg.ca_cert_url(CaId::Issuing)), Some(cfg.crl_url(CaId::Issuing))),
         );
@@ -433,7 +429,7 @@ impl Ca {
         )?);
 
         // TSA, signed by the root: never by the S/MIME issuing CA.
-        let tsa_ctx = ctx_for(&cfg.tsa, &tsa_key, new_serial(&db, &rng)?, Some(root.not_after), from_root);
+        let tsa_ctx = ctx_for(&cfg.tsa, &tsa_key, new_serial(&rng)?, Some(root.not_after), from_root);
         let tsa_der = make_cert(
             &TsaProfile { subject: cfg.tsa.subject.clone() },
             &tsa_ctx,
@@ -648,29 +644,58 @@ impl Ca {
         let prepared = par_map(reqs, |req| prepare(req, now));
         let mut records = Vec::with_capacity(reqs.len());
         let mut drafts = Vec::with_capacity(reqs.len());
+        let mut refused = None;
         for (req, result) in reqs.iter().zip(prepared) {
             let (email, usage) = names(req);
-            let rec = match result {
-                Ok(rec) => rec,
-                Err(e) => {
-                    let why = e.to_string();
-                    let details = format!("{email} {usage}{note}");
-                    self.audit.append(AuditDraft::refused(actor, "issue", None, &why, details), now)?;
-                    return Err(e);
+            match result {
+                Ok(rec) => {
+                    let details =
+                        format!("{email} {usage} {}{note} sha256:{}", rec.key_type, rec.fingerprint);
+                    drafts.push(AuditDraft::ok(actor, "issue", Some(&rec.serial), details));
+                    records.push(rec);
                 }
-            };
-            let details = format!("{email} {usage} {}{note} sha256:{}", rec.key_type, rec.fingerprint);
-            drafts.push(AuditDraft::ok(actor, "issue", Some(&rec.serial), details));
-            records.push(rec);
+                Err(e) if refused.is_none() => refused = Some((format!("{email} {usage}{note}"), e)),
+                Err(_) => {}
+            }
+        }
+        if let Some((details, e)) = refused {
+            // The others of the batch were signed: their serials are never used again.
+            self.retire(&records);
+            self.audit.append(AuditDraft::refused(actor, "issue", None, &e.to_string(), details), now)?;
+            return Err(e);
         }
         // Checked and encoded before the audit log's lock is taken, and flushed after it is
         // released: another batch's transaction goes on meanwhile (sled's flush covers whatever
         // was written before it, so this batch is durable when it returns, whichever thread's
         // flush wrote it).
-        let checked = self.db.check_issued(&records)?;
-        self.audit.commit(drafts, now, |recs| Ok(self.db.store_checked_unflushed(&checked, recs)?))?;
+        let stored = self.db.check_issued(&records).map_err(Error::from).and_then(|checked| {
+            self.audit.commit(drafts, now, |recs| Ok(self.db.store_checked_unflushed(&checked, recs)?))
+        });
+        self.retire_if_refused(&records, stored)?;
         self.db.flush()?;
         Ok(records.into_iter().map(|record| Issued { record }).collect())
+    }
+
+    /// When storing signed certificates failed, records their serials as used ([`Ca::retire`])
+    /// before passing the failure on.
+    fn retire_if_refused(&self, records: &[CertRecord], stored: Result<(), Error>) -> Result<(), Error> {
+        if stored.is_err() {
+            self.retire(records);
+        }
+        stored
+    }
+
+    /// Records the serials of signed certificates that are not stored ([`CertDb::retire_serials`]):
+    /// a serial that was signed is never signed again, even into a certificate nobody received.
+    /// Best effort beside the refusal being reported: a failure is logged.
+    fn retire(&self, records: &[CertRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let serials: Vec<Serial> = records.iter().map(|r| r.serial.clone()).collect();
+        if let Err(e) = self.db.retire_serials(&serials) {
+            tracing::error!(error = %e, count = serials.len(), "could not record the serials of certificates not stored");
+        }
     }
 
     /// Signs the certificate of a checked key (not yet stored).
@@ -681,7 +706,7 @@ impl Ca {
         checked: CheckedCsr,
         now: DateTime<Utc>,
     ) -> Result<CertRecord, Error> {
-        let serial = new_serial(&self.db, &self.rng)?;
+        let serial = new_serial(&self.rng)?;
         let ctx = self.leaf_ctx(serial.clone(), checked.kind, now);
         let profile = SubscriberProfile { email: email.clone(), usage };
         let der = make_cert(&profile, &ctx, &checked.key, Signing::By(&self.issuing))?;
@@ -717,7 +742,7 @@ impl Ca {
             return Err(hsm_sim::Error::WeakPkcs12Password { min: hsm_sim::MIN_PKCS12_PASSWORD_LEN }.into());
         }
         let now = seconds(self.clock.now());
-        let serial = new_serial(&self.db, &self.rng)?;
+        let serial = new_serial(&self.rng)?;
         let h: KeyHandle = format!("escrow/{}", serial.to_string().to_ascii_lowercase()).parse()?;
         let public = self.hsm.generate(&h, kt, KeyPurpose::Escrow)?;
         let subject = SubjectKey { raw: public.raw, alg: alg_for(kt) };
@@ -748,8 +773,10 @@ impl Ca {
                 "PKCS#12 to the subscriber at issuance",
             ),
         ];
-        self.audit
-            .commit(drafts, now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?))?;
+        let stored = self
+            .audit
+            .commit(drafts, now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
+        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
         let p12 = self.export_p12(&rec, p12_password)?;
         Ok((Issued { record: rec }, p12))
     }
@@ -902,7 +929,7 @@ impl Ca {
         }
         let hsm_key = HsmKey::new(key.clone());
         let ctx = ProfileContext {
-            serial: new_serial(&self.db, &self.rng)?,
+            serial: new_serial(&self.rng)?,
             not_before: now,
             not_after: (now + Duration::days(i64::from(self.cfg.tls.validity_days))).min(self.root.not_after),
             key: SubjectKeyKind::from_key_type(key.key_type()),
@@ -927,8 +954,10 @@ impl Ca {
         )?;
         let names = format!("{:?} {:?}", self.cfg.tls.dns_names, self.cfg.tls.ip_addresses);
         let draft = AuditDraft::ok("system", "issue", Some(&rec.serial), format!("tls-server {names}"));
-        self.audit
-            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?))?;
+        let stored = self
+            .audit
+            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
+        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
         self.db.meta_put("ca.tls.serial", &rec.serial.to_string())?;
         Ok((vec![rec.der], key))
     }

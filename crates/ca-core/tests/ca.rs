@@ -224,6 +224,37 @@ fn serials_are_unique_positive_and_large() {
 }
 
 #[test]
+fn a_refused_batch_stores_nothing_and_its_signed_serials_are_never_used_again() {
+    let f = fixture();
+    let retired = f.ca.db().sled_db().open_tree("serials").expect("tree");
+    assert_eq!(retired.len(), 0, "stored certificates keep their serials in their records");
+    let before = f.ca.db().count();
+    let mut reqs: Vec<IssueRequest> = (0..20)
+        .map(|i| {
+            let email = format!("b{i}@example.com");
+            req(&email, Usage::Signing, csr(&email, &rcgen::PKCS_ECDSA_P256_SHA256))
+        })
+        .collect();
+    let n = reqs[7].csr.len();
+    reqs[7].csr[n - 3] ^= 0x01;
+    let e = f.ca.issue_many(&reqs, "t");
+    assert!(matches!(e, Err(Error::CsrSignatureInvalid(_))), "{e:?}");
+    assert_eq!(f.ca.db().count(), before, "nothing of the batch is stored");
+    // The 19 others were signed before the refusal: their serials are recorded as used.
+    assert_eq!(retired.len(), 19);
+    for k in retired.iter().keys() {
+        let serial = Serial::from_bytes(&k.expect("key")).expect("serial");
+        assert!(f.ca.db().serial_used(&serial).expect("read"));
+        assert!(f.ca.db().get(&serial).expect("read").is_none());
+    }
+    f.ca.audit_verify().expect("chain intact");
+    // The CA goes on issuing.
+    reqs.remove(7);
+    assert_eq!(f.ca.issue_many(&reqs, "t").expect("issued").len(), 19);
+    f.ca.db().check_consistency().expect("consistent");
+}
+
+#[test]
 fn crls_are_regenerated_on_revocation_and_before_next_update() {
     let f = fixture();
     let first = f.ca.crl(CaId::Issuing).expect("crl");

@@ -53,7 +53,7 @@ pub enum Error {
         /// The earlier time.
         at: chrono::DateTime<chrono::Utc>,
     },
-    /// The serial was used before (by an issued certificate or a reservation).
+    /// The serial was used before (by a stored certificate, or one signed and never stored).
     #[error("serial number {0} was used before")]
     SerialInUse(Serial),
     /// Another process holds the database.

@@ -8,7 +8,7 @@
 //! | `cert_der` | serial magnitude | DER of records stored before (†); no longer written |
 //! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
 //! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
-//! | `serials` | serial magnitude | empty: every serial ever handed out, so none is reused |
+//! | `serials` | serial magnitude | empty: serials signed into certificates never stored (‡) |
 //! | `revoked` | CA name, `0x00`, serial magnitude | empty: the revoked certificates of each CA |
 //! | `crls` | CA name | JSON [`CrlRecord`] |
 //! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
@@ -16,6 +16,10 @@
 //!
 //! (†) Values written before the DER moved into `cert_meta` are the JSON alone (first byte `{`),
 //! their DER in `cert_der`; both formats are read.
+//!
+//! (‡) With the keys of `cert_meta`, every serial ever used, so that none is used twice
+//! ([`CertDb::retire_serials`]). Databases written before serials were checked at storing hold
+//! the serial of every stored certificate here too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -254,20 +258,28 @@ impl CertDb {
         Ok(())
     }
 
-    /// Marks `serial` as used. Fails with [`Error::SerialInUse`] when it was used before; a
-    /// reservation is never released, so a serial is never handed out twice.
-    pub fn reserve_serial(&self, serial: &Serial) -> Result<(), Error> {
-        match self.serials.compare_and_swap(serial.as_bytes(), None as Option<&[u8]>, Some(&[] as &[u8]))? {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Error::SerialInUse(serial.clone())),
+    /// Records serials that were signed into certificates never stored (a refused batch), then
+    /// flushes: with the serials of `cert_meta`, the `serials` tree holds every serial ever used,
+    /// and [`CertDb::check_issued`] refuses both.
+    pub fn retire_serials(&self, serials: &[Serial]) -> Result<(), Error> {
+        for s in serials {
+            self.serials.insert(s.as_bytes(), &[] as &[u8])?;
         }
+        self.flush()
+    }
+
+    /// Whether `serial` was used: stored, or retired ([`CertDb::retire_serials`]).
+    pub fn serial_used(&self, serial: &Serial) -> Result<bool, Error> {
+        let key = serial.as_bytes();
+        Ok(self.cert_meta.contains_key(key)? || self.serials.contains_key(key)?)
     }
 
     /// Stores issued certificates and their audit entries in one transaction, then flushes.
     ///
-    /// 1. refuse a serial that is stored already; reserve any serial not reserved yet;
-    /// 2. in one transaction: refuse a first audit sequence number in use, write metadata, DER,
-    ///    the fingerprint and e-mail indexes, and append the audit records;
+    /// 1. refuse a retired serial ([`CertDb::retire_serials`]);
+    /// 2. in one transaction: refuse a first audit sequence number in use and a serial stored
+    ///    already, write the records and the fingerprint and e-mail indexes, and append the audit
+    ///    records;
     /// 3. flush to disk — only then is the issuance acknowledged.
     pub fn store_issued(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
         self.store_issued_unflushed(certs, audit)?;
@@ -282,25 +294,16 @@ impl CertDb {
     }
 
     /// Step 1 of [`CertDb::store_issued`], for callers that store under a lock of their own (the
-    /// CA's audit log): refuses a serial that is stored already, reserves any serial not reserved
-    /// yet, and encodes the metadata — outside the caller's lock, so that another batch's
-    /// transaction can run meanwhile (at a million certificates these reads and encodings were a
-    /// fifth of the time spent under the lock).
+    /// CA's audit log): refuses a retired serial and encodes the records — outside the caller's
+    /// lock, so that another batch's transaction can run meanwhile.
     ///
-    /// The existence checks are plain reads, not reads inside the transaction (three per
-    /// certificate there were a third of its time at a million certificates). The CA stores a
-    /// serial only after `reserve_serial` claimed it with a compare-and-swap, which no two
-    /// certificates can both win, so the read of `cert_meta` guards against a bug, not a race; a
-    /// serial stored without a reservation is reserved here. The fingerprint is the SHA-256 of a
-    /// DER that contains the serial.
+    /// Whether a serial is stored already is checked inside the transaction, where sled reads
+    /// every key's old value anyway ([`CertDb::store_checked_unflushed`]): a check here and a
+    /// write there would let two batches with the same serial both pass.
     pub fn check_issued<'a>(&self, certs: &'a [CertRecord]) -> Result<CheckedIssue<'a>, Error> {
         for rec in certs {
-            let key = rec.serial.as_bytes();
-            if self.cert_meta.contains_key(key)? {
+            if self.serials.contains_key(rec.serial.as_bytes())? {
                 return Err(Error::SerialInUse(rec.serial.clone()));
-            }
-            if !self.serials.contains_key(key)? {
-                self.serials.insert(key, &[] as &[u8])?;
             }
         }
         let encoded = certs.iter().map(encode_meta).collect::<Result<_, _>>()?;
@@ -308,8 +311,8 @@ impl CertDb {
     }
 
     /// Step 2 of [`CertDb::store_issued`], without the flush: in one transaction, refuses a first
-    /// audit sequence number in use, writes metadata, DER, the fingerprint and e-mail indexes, and
-    /// appends the audit records. The audit sequence numbers of a batch are contiguous and handed
+    /// audit sequence number in use and a serial stored already (the old value `insert` returns),
+    /// writes the records and the fingerprint and e-mail indexes, and appends the audit records. The audit sequence numbers of a batch are contiguous and handed
     /// out under the audit log's lock, so the first of them being free is checked once per batch.
     pub fn store_checked_unflushed(
         &self,
@@ -326,7 +329,9 @@ impl CertDb {
                 }
                 for (rec, enc) in checked.certs.iter().zip(&checked.encoded) {
                     let key = rec.serial.as_bytes();
-                    meta.insert(key, enc.as_slice())?;
+                    if meta.insert(key, enc.as_slice())?.is_some() {
+                        return abort(Error::SerialInUse(rec.serial.clone()));
+                    }
                     fp.insert(&rec.fingerprint.0, key)?;
                     if let Some(e) = &rec.email {
                         email.insert(email_key(rec, e), &[] as &[u8])?;
@@ -525,9 +530,6 @@ impl CertDb {
             }
             if self.by_fp.get(rec.fingerprint.0)?.as_deref() != Some(&k[..]) {
                 return Err(Error::Inconsistent(format!("fingerprint index misses {}", rec.serial)));
-            }
-            if self.serials.get(&k)?.is_none() {
-                return Err(Error::Inconsistent(format!("serial {} not reserved", rec.serial)));
             }
             if rec.revocation.is_some() != self.revoked.contains_key(revoked_key(rec.issuer, &rec.serial))? {
                 return Err(Error::Inconsistent(format!("revoked index disagrees about {}", rec.serial)));
@@ -864,11 +866,36 @@ mod tests {
     }
 
     #[test]
-    fn serial_reservations_are_never_released() {
+    fn a_serial_stored_or_retired_is_refused_and_the_refused_batch_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = CertDb::open(dir.path().join("db")).expect("open");
-        let s = Serial::from_bytes(&[5, 5]).expect("serial");
-        db.reserve_serial(&s).expect("first");
-        assert!(matches!(db.reserve_serial(&s), Err(Error::SerialInUse(_))));
+        let t0 = Utc::now();
+        let first = rec(5, "a@example.com", CertKind::Signing, t0);
+        db.store_issued(std::slice::from_ref(&first), &[audit(1)]).expect("store");
+        assert!(db.serial_used(&first.serial).expect("read"));
+
+        // The same serial again, beside a fresh one: refused in the transaction, nothing stored.
+        let mut again = rec(5, "b@example.com", CertKind::Encryption, t0);
+        again.der.push(9);
+        again.fingerprint = Fingerprint::of(&again.der);
+        let fresh = rec(6, "b@example.com", CertKind::Signing, t0);
+        let refused = db.store_issued(&[fresh.clone(), again], &[audit(2), audit(3)]);
+        assert!(matches!(refused, Err(Error::SerialInUse(ref s)) if *s == first.serial), "{refused:?}");
+        // Twice within one batch.
+        let twice = db.store_issued(&[fresh.clone(), fresh.clone()], &[audit(2), audit(3)]);
+        assert!(matches!(twice, Err(Error::SerialInUse(_))), "{twice:?}");
+        assert_eq!(db.count(), 1);
+        assert!(db.get(&fresh.serial).expect("read").is_none());
+        assert!(db.last_audit().expect("audit").is_some_and(|a| a.seq == 1));
+        assert!(!db.serial_used(&fresh.serial).expect("read"));
+        db.check_consistency().expect("consistent");
+
+        // A retired serial (signed into a certificate never stored) is refused as well.
+        db.retire_serials(std::slice::from_ref(&fresh.serial)).expect("retire");
+        assert!(db.serial_used(&fresh.serial).expect("read"));
+        let retired = db.store_issued(std::slice::from_ref(&fresh), &[audit(2)]);
+        assert!(matches!(retired, Err(Error::SerialInUse(_))), "{retired:?}");
+        assert_eq!(db.count(), 1);
+        db.check_consistency().expect("consistent");
     }
 }
