@@ -178,17 +178,33 @@ enum Signing<'a> {
     By(&'a LoadedCa),
 }
 
+/// A certificate just signed, with the subject and validity its lint read from the TBS.
+struct Signed {
+    der: Vec<u8>,
+    subject: String,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+}
+
 /// Builds, lints and signs one certificate.
 fn make_cert(
     profile: &dyn Profile,
     ctx: &ProfileContext,
     subject: &impl PublicKeyData,
     signing: Signing<'_>,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Signed, Error> {
     let params = profile.params(ctx)?;
+    // What the stored record needs from the TBS, kept from the lint's parse rather than parsing
+    // the signed certificate again.
+    let seen = Mutex::new(None);
     let lint = |tbs: &[u8]| -> Result<(), String> {
         let t = parse_tbs(tbs)?;
-        profile.lint(&t, ctx)
+        profile.lint(&t, ctx)?;
+        let time = |t: ASN1Time| DateTime::from_timestamp(t.timestamp(), 0).ok_or("validity out of range");
+        let summary =
+            (t.subject().to_string(), time(t.validity().not_before)?, time(t.validity().not_after)?);
+        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
+        Ok(())
     };
     let (result, failure) = match signing {
         Signing::SelfSigned(key) => {
@@ -203,7 +219,13 @@ fn make_cert(
         }
     };
     match (result, failure) {
-        (Ok(cert), _) => Ok(cert.der().to_vec()),
+        (Ok(cert), _) => {
+            let (subject, not_before, not_after) = seen
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .ok_or_else(|| Error::Certificate("signed without the lint".into()))?;
+            Ok(Signed { der: cert.der().to_vec(), subject, not_before, not_after })
+        }
         (Err(_), Some(lint_msg)) => Err(Error::Lint(lint_msg)),
         (Err(e), None) => Err(Error::Certificate(e.to_string())),
     }
@@ -211,7 +233,7 @@ fn make_cert(
 
 #[allow(clippy::too_many_arguments)] // one call site per certificate kind; a struct would only rename them
 fn record_of(
-    der: Vec<u8>,
+    signed: Signed,
     serial: Serial,
     kind: CertKind,
     email: Option<EmailAddress>,
@@ -220,28 +242,20 @@ fn record_of(
     escrow_key: Option<String>,
     now: DateTime<Utc>,
 ) -> Result<CertRecord, Error> {
-    // Subject and validity only: the extensions were checked by the profile lint before signing,
-    // so their contents are not parsed again (about 5 % of the loader's time).
-    use x509_parser::nom::Parser as _;
-    let (_, x) = X509CertificateParser::new()
-        .with_deep_parse_extensions(false)
-        .parse(&der)
-        .map_err(|e| Error::Certificate(e.to_string()))?;
-    let ts = |t: ASN1Time| DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(now);
     Ok(CertRecord {
-        fingerprint: Fingerprint::of(&der),
+        fingerprint: Fingerprint::of(&signed.der),
         serial,
         kind,
         email,
-        subject: x.subject().to_string(),
+        subject: signed.subject,
         issuer,
-        not_before: ts(x.validity().not_before),
-        not_after: ts(x.validity().not_after),
+        not_before: signed.not_before,
+        not_after: signed.not_after,
         issued_at: now,
         key_type,
         escrow_key,
         revocation: None,
-        der,
+        der: signed.der,
     })
 }
 
@@ -359,8 +373,8 @@ impl Ca {
         )?;
         let root = LoadedCa {
             id: CaId::Root,
-            params: issuer_params(&cfg.root.subject, &root_der)?,
-            der: root_der.clone(),
+            params: issuer_params(&cfg.root.subject, &root_der.der)?,
+            der: root_der.der.clone(),
             key: root_key.clone(),
             not_after: root_ctx.not_after,
         };
@@ -387,8 +401,8 @@ impl Ca {
         )?;
         let issuing = LoadedCa {
             id: CaId::Issuing,
-            params: issuer_params(&cfg.issuing.subject, &iss_der)?,
-            der: iss_der.clone(),
+            params: issuer_params(&cfg.issuing.subject, &iss_der.der)?,
+            der: iss_der.der.clone(),
             key: issuing_key.clone(),
             not_after: iss_ctx.not_after,
         };

@@ -69,6 +69,21 @@ fn issues_each_profile_and_the_der_matches_it() {
     // Validity is the configured 365 days, from the CA's clock.
     assert_eq!(sig.record.not_before, f.clock.now_for_test());
     assert_eq!(sig.record.not_after - sig.record.not_before, Duration::days(365));
+    // The stored subject and validity are the certificate's own, for subscribers and CAs.
+    let cas: Vec<_> =
+        f.ca.list(None)
+            .expect("list")
+            .iter()
+            .filter(|r| r.email.is_none())
+            .map(|r| f.ca.db().get(&r.serial).expect("read").expect("stored"))
+            .collect();
+    assert_eq!(cas.len(), 5, "root, issuing, OCSP, TSA, console TLS");
+    for rec in [&sig.record, &enc.record].into_iter().chain(&cas) {
+        let (_, x) = X509Certificate::from_der(&rec.der).expect("parse");
+        assert_eq!(rec.subject, x.subject().to_string());
+        assert_eq!(rec.not_before.timestamp(), x.validity().not_before.timestamp());
+        assert_eq!(rec.not_after.timestamp(), x.validity().not_after.timestamp());
+    }
     f.ca.db().check_consistency().expect("consistent");
 }
 
