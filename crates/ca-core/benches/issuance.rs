@@ -1,5 +1,5 @@
 //! Issuance throughput through the library path `pki issue` uses: CSR check with proof of
-//! possession, serial reservation, profile lint, signing in hsm-sim, durable storage with the
+//! possession, serial, profile lint, signing in hsm-sim, durable storage with the
 //! audit entry (flushed before returning).
 //!
 //! Run with `bash bench/issuance.sh` (which also runs `openssl speed` for comparison) or
@@ -34,6 +34,9 @@ fn ca_with(issuing: KeyType, dir: &std::path::Path) -> Ca {
     Ca::init(db, hsm, cfg, Arc::new(SystemClock), "bench").expect("init").0
 }
 
+/// Callers issuing batches at once in the concurrent run.
+const CALLERS: usize = 3;
+
 fn main() {
     let batch: usize = std::env::var("BENCH_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
     println!("| issuing CA key | mode | certificates | seconds | certificates/s |");
@@ -55,7 +58,34 @@ fn main() {
             n += ca.issue_many(chunk, "bench").expect("issue").len();
         }
         let secs = start.elapsed().as_secs_f64();
-        println!("| {kt} | batches of {batch} | {n} | {secs:.2} | {:.0} |", n as f64 / secs);
+        println!("| {kt} | batches of {batch}, one caller | {n} | {secs:.2} | {:.0} |", n as f64 / secs);
+
+        // Batches from several callers at once, as a server with concurrent requests or
+        // `pki cerdb load-test-data` issue them: one batch's transaction and fsync overlap the
+        // others' checking and signing.
+        let more = csrs(total - 50);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let issued = std::sync::atomic::AtomicUsize::new(0);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..CALLERS {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(batch, std::sync::atomic::Ordering::SeqCst);
+                    if i >= more.len() {
+                        break;
+                    }
+                    let chunk = &more[i..(i + batch).min(more.len())];
+                    let n = ca.issue_many(chunk, "bench").expect("issue").len();
+                    issued.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        });
+        let secs = start.elapsed().as_secs_f64();
+        let n = issued.into_inner();
+        println!(
+            "| {kt} | batches of {batch}, {CALLERS} callers | {n} | {secs:.2} | {:.0} |",
+            n as f64 / secs
+        );
 
         // One at a time, as `pki issue` does: one fsync per certificate.
         let single: Vec<IssueRequest> = csrs(300);
