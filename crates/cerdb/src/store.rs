@@ -222,18 +222,33 @@ impl CertDb {
     /// sled's page cache unless configured: 1 GiB.
     pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
 
+    /// How long [`CertDb::open_with_cache`] waits for a database another handle holds.
+    pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
     /// Opens (creating) the database at `path` with a page cache of at most `cache_bytes`. A
     /// database larger than its cache reads and decodes pages from the log file on lookups.
+    ///
+    /// A database locked by another handle is retried for [`CertDb::LOCK_WAIT`] before
+    /// [`Error::Locked`]: sled releases its file lock only when its last background task has
+    /// ended, a moment after the handle that held it was dropped, and a command started right
+    /// after another one ended should not fail for that.
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, Error> {
         let path = path.as_ref();
-        let db = sled::Config::new().path(path).cache_capacity(cache_bytes).open().map_err(|e| match e {
-            sled::Error::Io(ref io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-            {
-                Error::Locked(path.display().to_string())
+        let deadline = std::time::Instant::now() + Self::LOCK_WAIT;
+        let db = loop {
+            match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+                {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Locked(path.display().to_string()));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(other) => return Err(other.into()),
             }
-            other => Error::from(other),
-        })?;
+        };
         let t = |name: &str| db.open_tree(name);
         Ok(CertDb {
             cert_meta: t("cert_meta")?,
@@ -863,6 +878,23 @@ mod tests {
             assert!(matches!(decode_state(bad), Err(Error::Corrupt(_))), "{bad:?}");
         }
         assert!(decode_meta(&good).is_ok());
+    }
+
+    #[test]
+    fn a_database_held_by_another_handle_is_locked_and_one_just_dropped_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let held = CertDb::open(&path).expect("open");
+        let start = std::time::Instant::now();
+        let second = CertDb::open(&path);
+        assert!(matches!(second, Err(Error::Locked(_))), "{:?}", second.err());
+        assert!(start.elapsed() >= CertDb::LOCK_WAIT, "waited for the lock first");
+        drop(held);
+        for i in 0..20 {
+            let db = CertDb::open(&path).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
+            db.meta_put("n", &i.to_string()).expect("write");
+        }
+        assert_eq!(CertDb::open(&path).expect("open").meta_get("n").expect("read").as_deref(), Some("19"));
     }
 
     #[test]
