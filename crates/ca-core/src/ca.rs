@@ -1,9 +1,9 @@
 //! The CA: initialisation, issuance, revocation, CRLs, escrow.
 //!
-//! Issuance cycle (after Boulder's): check the request → reserve a fresh serial → build the TBS
+//! Issuance cycle (after Boulder's): check the request → draw a fresh serial → build the TBS
 //! certificate from the profile → lint it against the profile → sign it in hsm-sim → store the
-//! certificate and its audit entry in one durable transaction → return it. A certificate is
-//! returned only once it is on disk; a serial is never handed out twice.
+//! certificate and its audit entry in one durable transaction, refusing a serial used before →
+//! return it. A certificate is returned only once it is on disk; a serial is never used twice.
 
 use std::sync::{Arc, Mutex, RwLock};
 

@@ -2,7 +2,8 @@
 //!
 //! **Owns:** the one sled database of a data directory: certificates (DER) and their metadata,
 //! the indexes by serial, SHA-256 fingerprint and normalised e-mail address, revocation status,
-//! the latest CRLs, reserved serial numbers and the raw audit-log records. Every write that
+//! the latest CRLs, the serials of certificates signed but never stored, and the raw audit-log
+//! records. Every write that
 //! acknowledges something (an issuance, a revocation) is flushed to disk before it returns.
 //!
 //! **Must not:** sign anything. It stores what `ca-core` produced, and serves reads to the OCSP
