@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod clock;
 pub mod console_store;
 pub mod directory;
 mod record;
@@ -18,6 +19,7 @@ mod store;
 pub mod tsa_store;
 mod types;
 
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
 pub use store::{CertDb, CertReader, CheckedIssue, WarmStats};
 pub use types::{CaId, CertKind, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};

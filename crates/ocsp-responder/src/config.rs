@@ -1,24 +1,12 @@
 //! Configuration and the injected clock.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::Duration;
 
 use crate::Error;
 
-/// The source of "now" for the HTTP scope. Core functions take `now` as an argument instead.
-pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// The current instant.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+/// The source of "now" for the HTTP scope (the workspace's clock, from cerdb). Core functions
+/// take `now` as an argument instead.
+pub use cerdb::{Clock, SystemClock};
 
 /// How responses are dated, cached and bounded.
 #[derive(Debug, Clone, PartialEq, Eq)]

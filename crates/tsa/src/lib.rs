@@ -59,8 +59,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-
 pub use cerdb::tsa_store::{TokenLedger, TokenRecord, TsaSerial, TsaStore};
 pub use der::oid::ObjectIdentifier;
 pub use gentime::GenTime;
@@ -73,21 +71,9 @@ pub use verify::{verify, Timestamped, VerifiedToken, Verifier};
 /// for documentation. A deployment configures an OID under its own arc.
 pub const DEFAULT_POLICY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.32473.1");
 
-/// Where the TSA gets the time from. Injected so that tests can use fixed instants.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in UTC.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
+/// Where the TSA gets the time from (the workspace's clock, from cerdb). Injected so that tests
+/// can use fixed instants.
+pub use cerdb::{Clock, SystemClock};
 
 /// How the TSA runs.
 #[derive(Debug, Clone)]

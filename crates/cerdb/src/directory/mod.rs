@@ -76,43 +76,7 @@ pub const MAX_BULK: usize = 1_000;
 /// The largest request body accepted (1 MiB); larger bodies get HTTP 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
-/// Where the directory reads the time (validity checks, key creation dates).
-pub trait Clock: Send + Sync {
-    /// Now.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that stands still (tests).
-#[derive(Debug)]
-pub struct FixedClock(std::sync::Mutex<DateTime<Utc>>);
-
-impl FixedClock {
-    /// A clock showing `at`.
-    pub fn new(at: DateTime<Utc>) -> Self {
-        FixedClock(std::sync::Mutex::new(at))
-    }
-
-    /// Moves the clock to `at`.
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
-    }
-}
-
-impl Clock for FixedClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
+pub use crate::clock::{Clock, FixedClock, SystemClock};
 
 /// A CA certificate that issues the certificates the directory serves: it is sent after the
 /// leaf in PEM chains.

@@ -4,7 +4,7 @@
 //! A record's slot is taken together with its serial ([`super::TsaStore::begin_token`]), before
 //! the token is signed; it is filled once the token exists ([`TokenSlot::fill`]), or dropped
 //! when issuance failed. The committer writes the longest run of settled (filled or dropped)
-//! slots at the front — at most [`MAX_BATCH`] records, after waiting [`COMMIT_WINDOW`] for the
+//! slots at the front — at most `MAX_BATCH` records, after waiting `COMMIT_WINDOW` for the
 //! tokens in flight — syncs, marks them durable and wakes
 //! their waiters, blocking ([`PendingToken::wait`]) and async ([`PendingToken`] as a future)
 //! alike. Slots settled while a write is in flight go into the next one. So the ledger is

@@ -1,6 +1,6 @@
 //! The TSA's token ledger: one file of fixed-size binary records, appended in serial order.
 //!
-//! The file is `tsa-tokens.ledger` inside the database directory. Its first [`RECORD_LEN`]
+//! The file is `tsa-tokens.ledger` inside the database directory. Its first `RECORD_LEN`
 //! bytes are a header (magic and format version, zero-padded); record `i` (from 0) follows at
 //! `(i + 1) * RECORD_LEN`:
 //!
@@ -18,9 +18,9 @@
 //!
 //! Serials strictly increase from record to record, so a serial is found by binary search.
 //!
-//! **Only whole batches become durable.** The committer writes at most [`MAX_BATCH`] records,
+//! **Only whole batches become durable.** The committer writes at most `MAX_BATCH` records,
 //! then syncs, and writes no more before the sync returned. So after a crash only the last
-//! `MAX_BATCH` records can be torn or missing; [`LedgerFile::open`] checks exactly those and cuts
+//! `MAX_BATCH` records can be torn or missing; `LedgerFile::open` checks exactly those and cuts
 //! the file at the first one that is not whole. Those records were never acknowledged: no token
 //! of theirs was handed out.
 
