@@ -297,15 +297,8 @@ impl CertDb {
     ///    records;
     /// 3. flush to disk — only then is the issuance acknowledged.
     pub fn store_issued(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
-        self.store_issued_unflushed(certs, audit)?;
+        self.store_checked_unflushed(&self.check_issued(certs)?, audit)?;
         self.flush()
-    }
-
-    /// [`CertDb::store_issued`] without the flush: the caller flushes ([`CertDb::flush`]) before
-    /// it acknowledges the issuance, and may do so after releasing its own locks, so that the next
-    /// batch's transaction need not wait for the disk.
-    pub fn store_issued_unflushed(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
-        self.store_checked_unflushed(&self.check_issued(certs)?, audit)
     }
 
     /// Step 1 of [`CertDb::store_issued`], for callers that store under a lock of their own (the
