@@ -232,7 +232,7 @@ fn encryption_certificates_from_rsa2048_and_p256_csrs_verify_and_decrypt_cms() {
         // keyAgreement and never keyEncipherment. So RSA encryption certificates are verified with
         // `-purpose smimeencrypt`; EC ones with the chain check alone (no purpose), their KU
         // (keyAgreement only) and EKU (emailProtection only) checked from the DER below, and
-        // `openssl cms -encrypt`/`-decrypt` proving they work.
+        // `openssl cms -encrypt`/`-decrypt` proving they work (docs/certificate-profiles.md).
         match profile {
             LeafProfile::EncryptionRsa => verify_chain(&ca, &cert, Some("smimeencrypt")),
             _ => verify_chain(&ca, &cert, None),
