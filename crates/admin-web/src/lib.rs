@@ -188,6 +188,7 @@ fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
         | E::CsrKeyTooSmall { .. }
         | E::CsrUnsupportedKey(_)
         | E::CsrEmailMismatch { .. }
+        | E::CsrKeyCompromised { .. }
         | E::KeyUnsuitable { .. }
         | E::SigningKeyNotEscrowable
         | E::Lint(_) => StatusCode::BAD_REQUEST,

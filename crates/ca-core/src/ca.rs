@@ -5,11 +5,12 @@
 //! certificate and its audit entry in one durable transaction, refusing a serial used before →
 //! return it. A certificate is returned only once it is on disk; a serial is never used twice.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use cerdb::{
     AuditRecord, CaId, CertDb, CertKind, CertReader, CertRecord, CrlRecord, EmailAddress, Fingerprint,
-    Revocation, RevocationReason, Serial, Usage,
+    KeyDigest, Revocation, RevocationReason, Serial, Usage,
 };
 use chrono::{DateTime, Duration, Utc};
 use hsm_sim::{KeyCustody, KeyHandle, KeyPurpose, KeyType, Signer};
@@ -37,6 +38,9 @@ const H_OCSP: &str = "ocsp/signer";
 const H_TSA: &str = "tsa/signer";
 const H_TLS: &str = "tls/server";
 const META_INIT: &str = "ca.initialised";
+/// Set once the keys of certificates revoked for keyCompromise are recorded as compromised
+/// ([`record_earlier_compromised_keys`]).
+const META_COMPROMISED_KEYS: &str = "ca.compromised_keys";
 
 /// The CA certificates one can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,11 @@ pub struct Ca {
     ocsp_der: Vec<u8>,
     tsa_der: Vec<u8>,
     hooks: RwLock<Vec<RevocationHook>>,
+    /// Keys reported compromised, with the certificate whose revocation reported each: the
+    /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
+    /// Checked here, not in the database, so that the signing threads never wait for another
+    /// batch's transaction (only one process opens the database at a time).
+    compromised: RwLock<HashMap<KeyDigest, Serial>>,
     crl_lock: Mutex<()>,
     tls_lock: Mutex<()>,
     rng: SystemRandom,
@@ -302,6 +311,33 @@ fn yield_to_storing() {
             let _ = rustix::process::setpriority_process(me, (now + SIGNING_NICE_STEP).min(19));
         }
     }
+}
+
+/// The [`KeyDigest`] of a certificate's subject public key.
+fn key_digest_of(der: &[u8]) -> Result<KeyDigest, Error> {
+    let (_, x) = X509Certificate::from_der(der).map_err(|e| Error::Certificate(e.to_string()))?;
+    Ok(KeyDigest::of(&x.public_key().subject_public_key.data))
+}
+
+/// Records the keys of certificates revoked for keyCompromise before [`Ca::revoke`] recorded them
+/// itself (databases written before), once per database: afterwards the meta key
+/// [`META_COMPROMISED_KEYS`] says it was done.
+fn record_earlier_compromised_keys(db: &CertDb) -> Result<(), Error> {
+    if db.meta_get(META_COMPROMISED_KEYS)?.is_some() {
+        return Ok(());
+    }
+    let mut keys = Vec::new();
+    for ca in [CaId::Root, CaId::Issuing] {
+        for rec in db.revoked_by(ca)? {
+            if rec.revocation.is_some_and(|r| r.reason == RevocationReason::KeyCompromise) {
+                let der = db.get(&rec.serial)?.ok_or_else(|| Error::UnknownSerial(rec.serial.clone()))?.der;
+                keys.push((key_digest_of(&der)?, rec.serial));
+            }
+        }
+    }
+    db.record_compromised(&keys)?;
+    db.meta_put(META_COMPROMISED_KEYS, "recorded at revocation")?;
+    Ok(())
 }
 
 fn ski_of(der: &[u8]) -> Result<Vec<u8>, Error> {
@@ -526,6 +562,7 @@ impl Ca {
         if db.meta_get(META_INIT)?.is_none() {
             return Err(Error::NotInitialised);
         }
+        record_earlier_compromised_keys(&db)?;
         let cert_of = |key: &str| -> Result<CertRecord, Error> {
             let s: Serial = db
                 .meta_get(key)?
@@ -552,6 +589,7 @@ impl Ca {
         let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
         let ocsp_der = cert_of("ca.ocsp.serial")?.der;
         let tsa_der = cert_of("ca.tsa.serial")?.der;
+        let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
         Ok(Ca {
             audit: AuditLog::open(db.clone())?,
             db,
@@ -563,6 +601,7 @@ impl Ca {
             ocsp_der,
             tsa_der,
             hooks: RwLock::new(Vec::new()),
+            compromised,
             crl_lock: Mutex::new(()),
             tls_lock: Mutex::new(()),
             rng: SystemRandom::new(),
@@ -742,7 +781,10 @@ impl Ca {
         }
     }
 
-    /// Signs the certificate of a checked key (not yet stored).
+    /// Signs the certificate of a checked key (not yet stored), unless the key was reported
+    /// compromised ([`Ca::revoke`] for keyCompromise): the S/MIME Baseline Requirements (6.1.1.3)
+    /// have the CA refuse a key it knows to be compromised. A request checked before such a
+    /// revocation was stored may still be issued; one checked after it never is.
     fn prepare(
         &self,
         email: &EmailAddress,
@@ -750,6 +792,11 @@ impl Ca {
         checked: CheckedCsr,
         now: DateTime<Utc>,
     ) -> Result<CertRecord, Error> {
+        let compromised = self.compromised.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(serial) = compromised.get(&KeyDigest::of(&checked.key.raw)) {
+            return Err(Error::CsrKeyCompromised { serial: serial.clone() });
+        }
+        drop(compromised);
         let serial = new_serial(&self.rng)?;
         let ctx = self.leaf_ctx(serial.clone(), checked.kind, now);
         let profile = SubscriberProfile { email: email.clone(), usage };
@@ -855,7 +902,9 @@ impl Ca {
         Ok(p12)
     }
 
-    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL.
+    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL. A
+    /// revocation for keyCompromise also records the certificate's key as compromised, in the
+    /// same transaction: no certificate is issued for that key again ([`Ca::issue_many`]).
     pub fn revoke(
         &self,
         serial: &Serial,
@@ -866,12 +915,20 @@ impl Ca {
         if rec.kind == CertKind::RootCa {
             return Err(Error::RootNotRevocable);
         }
+        let compromised = match reason {
+            RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(serial)?.der)?),
+            _ => None,
+        };
         let now = seconds(self.clock.now());
         let revocation = Revocation { at: now, reason };
         let draft = AuditDraft::ok(actor, "revoke", Some(serial), format!("{reason} {}", rec.kind));
         let updated = self.audit.commit(vec![draft], now, |recs: &[AuditRecord]| {
-            Ok(self.db.revoke(serial, revocation.clone(), &recs[0])?)
+            Ok(self.db.revoke(serial, revocation.clone(), compromised.as_ref(), &recs[0])?)
         })?;
+        if let Some(key) = compromised {
+            let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
+            keys.entry(key).or_insert_with(|| serial.clone());
+        }
         for hook in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
             hook(serial);
         }

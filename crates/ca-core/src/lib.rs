@@ -68,6 +68,15 @@ pub enum Error {
         /// What was asked.
         requested: String,
     },
+    /// The key was reported compromised: a certificate for it was revoked for keyCompromise.
+    #[error(
+        "CSR rejected: its key was reported compromised when certificate {serial} was revoked for \
+         keyCompromise; the subscriber needs a new key pair"
+    )]
+    CsrKeyCompromised {
+        /// The certificate whose revocation reported the key.
+        serial: Serial,
+    },
     /// The key cannot serve the requested usage.
     #[error("{key} keys cannot be used for {usage} certificates: {why}")]
     KeyUnsuitable {

@@ -402,3 +402,57 @@ fn the_tls_server_certificate_names_localhost_and_is_renewed_before_expiry() {
     let (renewed, _) = f.ca.tls_server_certificate().expect("tls");
     assert_ne!(renewed, chain);
 }
+
+#[test]
+fn a_key_revoked_for_key_compromise_is_refused_also_in_databases_that_predate_the_record() {
+    let f = fixture();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
+    let csr_of = |email: &str| {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, email);
+        params.serialize_request(&kp).expect("csr").der().to_vec()
+    };
+    let first =
+        f.ca.issue(&req("k@example.com", Usage::Signing, csr_of("k@example.com")), "t").expect("issue");
+    let serial = first.record.serial.clone();
+    f.ca.revoke(&serial, RevocationReason::KeyCompromise, "t").expect("revoke");
+    let refused = |ca: &Ca| {
+        let before = ca.db().count();
+        // In a batch with a good request: the whole batch is refused, nothing is stored.
+        let batch = [
+            req("other@example.com", Usage::Signing, csr("other@example.com", &rcgen::PKCS_ED25519)),
+            req("k2@example.com", Usage::Signing, csr_of("k2@example.com")),
+        ];
+        match ca.issue_many(&batch, "t") {
+            Err(Error::CsrKeyCompromised { serial: s }) => assert_eq!(s, serial),
+            other => panic!("not refused as compromised: {other:?}"),
+        }
+        assert_eq!(ca.db().count(), before);
+        ca.db().check_consistency().expect("consistent");
+    };
+    refused(&f.ca);
+    // The own-key path (no CSR) refuses it too.
+    use rcgen::PublicKeyData;
+    let own = OwnKeyRequest {
+        email: "k3@loadtest.example".parse().expect("email"),
+        usage: Usage::Signing,
+        spki: kp.subject_public_key_info(),
+    };
+    assert!(matches!(f.ca.issue_many_own_keys(&[own], "t"), Err(Error::CsrKeyCompromised { .. })));
+
+    // A database whose keyCompromise revocation was recorded before keys were: the key is
+    // recorded when the CA is next opened.
+    let Fixture { ca, dir, _dir, clock, hsm } = f;
+    let sled = ca.db().sled_db().clone();
+    sled.open_tree("compromised_keys").expect("tree").clear().expect("clear");
+    sled.open_tree("meta").expect("tree").remove("ca.compromised_keys").expect("remove");
+    sled.flush().expect("flush");
+    assert!(ca.db().compromised_keys().expect("read").is_empty());
+    drop((ca, sled));
+    let db = CertDb::open(dir.join("db")).expect("db");
+    let ca = Ca::open(db, hsm, CaConfig::default(), clock).expect("open");
+    let recorded = ca.db().compromised_keys().expect("read");
+    assert_eq!(recorded.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), vec![serial.clone()]);
+    refused(&ca);
+}

@@ -22,7 +22,7 @@ mod types;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
 pub use store::{CertDb, CertReader, CheckedIssue, WarmStats};
-pub use types::{CaId, CertKind, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};
+pub use types::{CaId, CertKind, EmailAddress, Fingerprint, KeyDigest, RevocationReason, Serial, Usage};
 
 /// Errors of storage and of the identifier types.
 #[derive(Debug, thiserror::Error)]

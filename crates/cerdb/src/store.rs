@@ -10,6 +10,7 @@
 //! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
 //! | `serials` | serial magnitude | empty: serials signed into certificates never stored (‡) |
 //! | `revoked` | CA name, `0x00`, serial magnitude | empty: the revoked certificates of each CA |
+//! | `compromised_keys` | [`KeyDigest`] (32 bytes) | serial magnitude of the certificate whose revocation for keyCompromise reported the key |
 //! | `crls` | CA name | JSON [`CrlRecord`] |
 //! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
 //! | `meta` | text key | text value |
@@ -30,7 +31,7 @@ use sled::{Db, Tree};
 
 use crate::{
     AuditRecord, CaId, CertKind, CertRecord, CertState, CrlRecord, EmailAddress, Error, Fingerprint,
-    Revocation, Serial,
+    KeyDigest, Revocation, RevocationReason, Serial,
 };
 
 /// The read-only view used by the OCSP responder and the directory.
@@ -111,6 +112,7 @@ pub struct CertDb {
     by_email: Tree,
     serials: Tree,
     revoked: Tree,
+    compromised_keys: Tree,
     crls: Tree,
     audit: Tree,
     meta: Tree,
@@ -257,6 +259,7 @@ impl CertDb {
             by_email: t("by_email")?,
             serials: t("serials")?,
             revoked: t("revoked")?,
+            compromised_keys: t("compromised_keys")?,
             crls: t("crls")?,
             audit: t("audit")?,
             meta: t("meta")?,
@@ -354,15 +357,25 @@ impl CertDb {
     }
 
     /// Records a revocation and its audit entry in one transaction, then flushes. Returns the
-    /// updated record (metadata only).
+    /// updated record (metadata only). A revocation for keyCompromise passes the digest of the
+    /// certificate's key, which the same transaction records as compromised
+    /// ([`CertDb::compromised_keys`]) unless an earlier revocation reported it; other reasons pass
+    /// `None`.
     pub fn revoke(
         &self,
         serial: &Serial,
         revocation: Revocation,
+        compromised: Option<&KeyDigest>,
         audit: &AuditRecord,
     ) -> Result<CertRecord, Error> {
-        let rec = (&self.cert_meta, &self.audit, &self.revoked)
-            .transaction(|(meta, log, revoked)| {
+        if compromised.is_some() != (revocation.reason == RevocationReason::KeyCompromise) {
+            return Err(Error::Inconsistent(format!(
+                "revocation for {}: a key digest is given exactly when the reason is keyCompromise",
+                revocation.reason
+            )));
+        }
+        let rec = (&self.cert_meta, &self.audit, &self.revoked, &self.compromised_keys)
+            .transaction(|(meta, log, revoked, keys)| {
                 let Some(bytes) = meta.get(serial.as_bytes())? else {
                     return abort(Error::NotFound(serial.clone()));
                 };
@@ -380,6 +393,11 @@ impl CertDb {
                 let enc = encode_value(&rec, der).map_err(ConflictableTransactionError::Abort)?;
                 meta.insert(serial.as_bytes(), enc)?;
                 revoked.insert(revoked_key(rec.issuer, serial), &[] as &[u8])?;
+                if let Some(key) = compromised {
+                    if keys.get(key.0)?.is_none() {
+                        keys.insert(&key.0, serial.as_bytes())?;
+                    }
+                }
                 let k = audit.seq.to_be_bytes();
                 if log.get(k)?.is_some() {
                     return abort(Error::Inconsistent(format!("audit entry {} exists", audit.seq)));
@@ -390,6 +408,35 @@ impl CertDb {
             .map_err(tx_error)?;
         self.flush()?;
         Ok(rec)
+    }
+
+    /// Every key reported compromised, with the serial of the certificate whose revocation for
+    /// keyCompromise reported it: the CA certifies such a key never again.
+    pub fn compromised_keys(&self) -> Result<Vec<(KeyDigest, Serial)>, Error> {
+        self.compromised_keys
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                let digest = <[u8; 32]>::try_from(k.as_ref())
+                    .map_err(|_| Error::Corrupt(format!("compromised key of {} bytes", k.len())))?;
+                Ok((KeyDigest(digest), Serial::from_bytes(&v)?))
+            })
+            .collect()
+    }
+
+    /// Records keys as compromised, each with the serial of the certificate revoked for
+    /// keyCompromise that reported it (an entry already there is kept), then flushes. For
+    /// databases whose revocations were recorded before keys were: [`CertDb::revoke`] records
+    /// them itself.
+    pub fn record_compromised(&self, keys: &[(KeyDigest, Serial)]) -> Result<(), Error> {
+        for (key, serial) in keys {
+            let _ = self.compromised_keys.compare_and_swap(
+                key.0,
+                None as Option<&[u8]>,
+                Some(serial.as_bytes()),
+            )?;
+        }
+        self.flush()
     }
 
     /// Stores a CA's new CRL (replacing the previous one), with an optional audit entry; flushes.
@@ -516,7 +563,8 @@ impl CertDb {
     }
 
     /// Checks that every index entry points at a stored certificate and every certificate is
-    /// indexed, that fingerprints match the DER, and that the audit log has no gaps.
+    /// indexed, that fingerprints match the DER, that every compromised key names a certificate
+    /// revoked for keyCompromise, and that the audit log has no gaps.
     pub fn check_consistency(&self) -> Result<(), Error> {
         let mut emails = 0usize;
         let mut der_apart = 0usize;
@@ -557,6 +605,17 @@ impl CertDb {
         }
         if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != der_apart {
             return Err(Error::Inconsistent("index sizes differ from the certificate count".into()));
+        }
+        for r in self.compromised_keys.iter() {
+            let (k, v) = r?;
+            let serial = Serial::from_bytes(&v)?;
+            let reported = self.meta_by_key(&v)?.and_then(|rec| rec.revocation);
+            if k.len() != 32 || reported.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
+                return Err(Error::Inconsistent(format!(
+                    "compromised key {} names {serial}, which is not revoked for keyCompromise",
+                    hex::encode(&k)
+                )));
+            }
         }
         for (i, r) in self.audit.iter().keys().enumerate() {
             let seq = seq_of(&r?);
@@ -784,14 +843,44 @@ mod tests {
         assert_eq!(db.count(), 3);
 
         let rev = Revocation { at: Utc::now(), reason: RevocationReason::KeyCompromise };
-        db.revoke(&b.serial, rev.clone(), &audit(2)).expect("revoke");
-        assert!(matches!(db.revoke(&b.serial, rev.clone(), &audit(3)), Err(Error::AlreadyRevoked { .. })));
+        let key = KeyDigest::of(b"the key of b");
+        let reported = |key: &KeyDigest| {
+            let all = db.compromised_keys().expect("read");
+            all.into_iter().find(|(k, _)| k == key).map(|(_, s)| s)
+        };
+        assert_eq!(reported(&key), None);
+        // A key digest goes with keyCompromise and only with it.
+        for (r, k) in
+            [(rev.clone(), None), (Revocation { reason: RevocationReason::Superseded, ..rev }, Some(&key))]
+        {
+            assert!(matches!(db.revoke(&b.serial, r, k, &audit(2)), Err(Error::Inconsistent(_))));
+        }
+        assert_eq!(db.get_meta(&b.serial).expect("meta").expect("some").revocation, None);
+        db.revoke(&b.serial, rev.clone(), Some(&key), &audit(2)).expect("revoke");
+        assert_eq!(reported(&key), Some(b.serial.clone()));
+        let again = db.revoke(&b.serial, rev.clone(), Some(&key), &audit(3));
+        assert!(matches!(again, Err(Error::AlreadyRevoked { .. })));
         let newest = db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some");
         assert_eq!(newest.serial, a.serial);
         assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 1);
         db.check_consistency().expect("consistent");
         let missing = Serial::from_bytes(&[77]).expect("serial");
-        assert!(matches!(db.revoke(&missing, rev, &audit(3)), Err(Error::NotFound(_))));
+        assert!(matches!(db.revoke(&missing, rev.clone(), Some(&key), &audit(3)), Err(Error::NotFound(_))));
+
+        // A second certificate with the same key, revoked for keyCompromise: the first report stays.
+        db.revoke(&a.serial, rev.clone(), Some(&key), &audit(3)).expect("revoke a");
+        assert_eq!(reported(&key), Some(b.serial.clone()));
+        // Recording afterwards (for revocations made before keys were recorded) keeps it too.
+        let other = KeyDigest::of(b"the key of a");
+        db.record_compromised(&[(key, a.serial.clone()), (other, a.serial.clone())]).expect("record");
+        assert_eq!(reported(&key), Some(b.serial.clone()));
+        assert_eq!(reported(&other), Some(a.serial.clone()));
+        db.check_consistency().expect("consistent");
+        // An entry naming a certificate not revoked for keyCompromise is an inconsistency.
+        db.record_compromised(&[(KeyDigest::of(b"c"), c.serial.clone())]).expect("record");
+        assert!(
+            matches!(db.check_consistency(), Err(Error::Inconsistent(m)) if m.contains("not revoked for keyCompromise"))
+        );
     }
 
     #[test]
@@ -850,7 +939,7 @@ mod tests {
         // A revocation rewrites each value in its own format.
         let rev = Revocation { at: Utc::now(), reason: RevocationReason::Superseded };
         for (i, r) in [&old, &new].into_iter().enumerate() {
-            db.revoke(&r.serial, rev.clone(), &audit(2 + i as u64)).expect("revoke");
+            db.revoke(&r.serial, rev.clone(), None, &audit(2 + i as u64)).expect("revoke");
             let got = db.get(&r.serial).expect("get").expect("some");
             assert_eq!((got.der, got.revocation), (r.der.clone(), Some(rev.clone())));
         }

@@ -102,6 +102,13 @@ impl From<Serial> for String {
     }
 }
 
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
 /// SHA-256 fingerprint of a certificate's DER.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -110,10 +117,32 @@ pub struct Fingerprint(pub [u8; 32]);
 impl Fingerprint {
     /// The fingerprint of `der`.
     pub fn of(der: &[u8]) -> Self {
-        let d = ring::digest::digest(&ring::digest::SHA256, der);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        Fingerprint(out)
+        Fingerprint(sha256(der))
+    }
+}
+
+/// SHA-256 of a subject public key: of the contents of the SubjectPublicKeyInfo's
+/// subjectPublicKey BIT STRING (RFC 7093 §2, method 1, untruncated) — the same for a key in a CSR
+/// and in the certificates issued for it. Identifies keys reported compromised.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest(pub [u8; 32]);
+
+impl KeyDigest {
+    /// The digest of a public key's subjectPublicKey contents.
+    pub fn of(subject_public_key: &[u8]) -> Self {
+        KeyDigest(sha256(subject_public_key))
+    }
+}
+
+impl fmt::Display for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({self})")
     }
 }
 

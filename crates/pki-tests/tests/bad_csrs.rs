@@ -286,3 +286,65 @@ fn every_bad_csr_is_refused_by_name_and_nothing_is_stored() {
     assert!(after.contains(&serial), "the 64 KiB CSR's certificate is listed");
     assert_eq!(after.len(), list_before.lines().count(), "exactly one new row (header excluded before)");
 }
+
+/// Issues a signing certificate for `EMAIL` from `csr`; its serial.
+fn issue_signing(env: &Env, csr: &Path) -> String {
+    let out = env.pki(["issue", "--email", EMAIL, "--usage", "signing", "--csr", &csr.display().to_string()]);
+    cert_serial(&pem_der(&out.stdout))
+}
+
+/// The S/MIME Baseline Requirements (6.1.1.3) have the CA refuse a key it knows to be
+/// compromised: after `pki revoke --reason keyCompromise`, a new CSR with that key — for either
+/// usage, any address — is refused with one line naming the revoked certificate, and nothing is
+/// stored; locally and through a running server. A key whose certificate was revoked for another
+/// reason is certified again.
+#[test]
+fn a_key_revoked_for_key_compromise_is_never_certified_again() {
+    let env = Env::new();
+    env.init();
+    let subj = format!("/CN={EMAIL}");
+    let bob = "bob@example.com";
+    let mut refused = Vec::new();
+    for (spec, tag) in [(KeySpec::P256, "p256"), (KeySpec::Rsa(2048), "rsa")] {
+        let key = gen_key(env.dir(), &format!("{tag}.key"), spec);
+        let first = make_csr(&key, &env.path(&format!("{tag}-1.csr")), &subj, &[]);
+        let serial = issue_signing(&env, &first);
+        env.pki(["revoke", "--serial", &serial, "--reason", "keyCompromise"]);
+        // New CSRs with the same key: signing and encryption for the same address, and another
+        // address.
+        let again = make_csr(&key, &env.path(&format!("{tag}-2.csr")), &subj, &[]);
+        let for_bob = make_csr(&key, &env.path(&format!("{tag}-bob.csr")), &format!("/CN={bob}"), &[]);
+        for (email, usage, csr) in
+            [(EMAIL, "signing", &again), (EMAIL, "encryption", &again), (bob, "signing", &for_bob)]
+        {
+            refused.push((email, usage, csr.display().to_string(), serial.clone()));
+        }
+    }
+
+    // The control: a key whose certificate was revoked as superseded is certified again.
+    let kept = gen_key(env.dir(), "kept.key", KeySpec::P256);
+    let superseded = issue_signing(&env, &make_csr(&kept, &env.path("kept-1.csr"), &subj, &[]));
+    env.pki(["revoke", "--serial", &superseded, "--reason", "superseded"]);
+
+    let list_before = env.pki(["list"]).stdout;
+    let audit_before = audit_entries(&env);
+    let refuse_each = |env: &Env| {
+        for (email, usage, csr, serial) in &refused {
+            let line = env.pki_fails(
+                ["issue", "--email", email, "--usage", usage, "--csr", csr],
+                &["CSR rejected", "compromised", serial, "keyCompromise", "new key pair"],
+            );
+            eprintln!("{email} {usage} -> {line}");
+        }
+    };
+    refuse_each(&env);
+    assert_eq!(env.pki(["list"]).stdout, list_before, "pki list shows something new");
+    assert_eq!(audit_entries(&env), audit_before + refused.len() as u64, "refusals are audited");
+
+    let server = env.serve();
+    refuse_each(&env);
+    assert_eq!(env.pki(["list"]).stdout, list_before, "pki list shows something new (server)");
+    let renewed = issue_signing(&env, &make_csr(&kept, &env.path("kept-2.csr"), &subj, &[]));
+    assert!(env.list_serials().contains(&renewed), "the superseded certificate's key is certified again");
+    server.stop();
+}

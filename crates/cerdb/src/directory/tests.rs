@@ -10,7 +10,8 @@ use chrono::{Duration, TimeZone, Utc};
 
 use super::*;
 use crate::{
-    AuditRecord, CertKind, CertRecord, EmailAddress, Fingerprint, Revocation, RevocationReason, Serial,
+    AuditRecord, CertKind, CertRecord, EmailAddress, Fingerprint, KeyDigest, Revocation, RevocationReason,
+    Serial,
 };
 
 static SEQ: AtomicU64 = AtomicU64::new(1);
@@ -78,8 +79,15 @@ impl Fixture {
 
     fn revoke(&self, rec: &CertRecord, reason: RevocationReason) {
         let seq = self.audit.fetch_add(1, Ordering::SeqCst);
+        // The key digest stands for the certificate's key; the directory does not read it.
+        let key = (reason == RevocationReason::KeyCompromise).then(|| KeyDigest::of(rec.serial.as_bytes()));
         self.db
-            .revoke(&rec.serial, Revocation { at: t0(), reason }, &AuditRecord { seq, bytes: b"r".to_vec() })
+            .revoke(
+                &rec.serial,
+                Revocation { at: t0(), reason },
+                key.as_ref(),
+                &AuditRecord { seq, bytes: b"r".to_vec() },
+            )
             .expect("revoke");
     }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use actix_web::{App, HttpServer};
 use cerdb::{
-    AuditRecord, CaId, CertDb, CertKind, CertReader, CertRecord, Fingerprint, Revocation, RevocationReason,
-    Serial,
+    AuditRecord, CaId, CertDb, CertKind, CertReader, CertRecord, Fingerprint, KeyDigest, Revocation,
+    RevocationReason, Serial,
 };
 use chrono::{DateTime, TimeZone, Utc};
 use der::asn1::{ObjectIdentifier, OctetString};
@@ -130,7 +130,9 @@ impl Pki {
     pub fn revoke(&self, s: &[u8], at: DateTime<Utc>, reason: RevocationReason) {
         let seq = self.audit_seq.fetch_add(1, Ordering::SeqCst);
         let audit = AuditRecord { seq, bytes: format!("revoke {}", serial(s)).into_bytes() };
-        self.db.revoke(&serial(s), Revocation { at, reason }, &audit).expect("revoke");
+        // The responder never reads compromised keys: a digest of the serial stands for the key.
+        let key = (reason == RevocationReason::KeyCompromise).then(|| KeyDigest::of(s));
+        self.db.revoke(&serial(s), Revocation { at, reason }, key.as_ref(), &audit).expect("revoke");
     }
 
     pub fn reader(&self) -> Arc<dyn CertReader> {
