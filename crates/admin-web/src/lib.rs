@@ -186,6 +186,7 @@ fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
         | E::CsrWeakSignature { .. }
         | E::CsrSignatureInvalid(_)
         | E::CsrKeyTooSmall { .. }
+        | E::CsrRsaKey(_)
         | E::CsrUnsupportedKey(_)
         | E::CsrEmailMismatch { .. }
         | E::CsrKeyCompromised { .. }

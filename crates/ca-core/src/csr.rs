@@ -159,7 +159,9 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>, min_rsa_bits: usize) -> Result<
     Ok(match key_oid.as_str() {
         "1.2.840.113549.1.1.1" => {
             let bits = match spki.parsed() {
-                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size(),
+                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+                    check_rsa_numbers(rsa.modulus, rsa.exponent)?
+                }
                 _ => return Err(Error::CsrParse("the RSA public key cannot be decoded".into())),
             };
             if bits < min_rsa_bits {
@@ -191,6 +193,39 @@ fn classify_key(spki: &SubjectPublicKeyInfo<'_>, min_rsa_bits: usize) -> Result<
         "1.2.840.10040.4.1" => return Err(Error::CsrUnsupportedKey("DSA".into())),
         other => return Err(Error::CsrUnsupportedKey(format!("algorithm {other}"))),
     })
+}
+
+/// The number of bits of a big-endian unsigned integer, leading zero bytes ignored.
+fn bit_length(be: &[u8]) -> usize {
+    let start = be.iter().take_while(|b| **b == 0).count();
+    match be.get(start) {
+        Some(first) => 8 * (be.len() - start - 1) + (8 - first.leading_zeros() as usize),
+        None => 0,
+    }
+}
+
+/// The RSA rules of the S/MIME Baseline Requirements (6.1.6) that the numbers of a key must meet
+/// before its signature is checked: the modulus odd, the public exponent odd and at least 3 — and
+/// at most 2^33 − 1, the largest ring verifies. Returns the modulus size in bits (counted, not
+/// rounded to bytes).
+fn check_rsa_numbers(modulus: &[u8], exponent: &[u8]) -> Result<usize, Error> {
+    let bad = |why: String| Err(Error::CsrRsaKey(why));
+    if modulus.last().is_none_or(|b| b & 1 == 0) {
+        return bad("its modulus is even".into());
+    }
+    let e_bits = bit_length(exponent);
+    if e_bits > 33 {
+        return bad(format!(
+            "its public exponent has {e_bits} bits; at most 2^33 - 1 is supported (65537 is usual)"
+        ));
+    }
+    let e = exponent.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
+    if e < 3 || e % 2 == 0 {
+        return bad(format!(
+            "its public exponent {e} is not allowed: it must be odd and at least 3 (65537 is usual)"
+        ));
+    }
+    Ok(bit_length(modulus))
 }
 
 /// Checks a subject public key (SPKI, DER) for a certificate of `usage`, without a CSR: for
@@ -227,4 +262,49 @@ pub(crate) fn check_key_for_usage(kind: SubjectKeyKind, usage: Usage) -> Result<
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_lengths_are_counted_not_rounded_to_bytes() {
+        assert_eq!(bit_length(&[]), 0);
+        assert_eq!(bit_length(&[0, 0]), 0);
+        assert_eq!(bit_length(&[1]), 1);
+        assert_eq!(bit_length(&[0, 0x80, 0]), 16);
+        assert_eq!(bit_length(&[0x7f, 0xff]), 15);
+        let mut m2047 = vec![0x7f; 256];
+        assert_eq!(bit_length(&m2047), 2047);
+        m2047.insert(0, 0);
+        assert_eq!(bit_length(&m2047), 2047);
+    }
+
+    #[test]
+    fn rsa_numbers_need_an_odd_modulus_and_an_odd_exponent_of_3_to_2_pow_33_minus_1() {
+        let mut n = vec![0u8];
+        n.extend([0xc5; 256]);
+        let ok = |e: &[u8]| check_rsa_numbers(&n, e).expect("accepted");
+        assert_eq!(ok(&[1, 0, 1]), 2048);
+        assert_eq!(ok(&[3]), 2048);
+        assert_eq!(ok(&[0, 3]), 2048, "a leading zero byte");
+        assert_eq!(ok(&[1, 0xff, 0xff, 0xff, 0xff]), 2048, "2^33 - 1");
+        let refused = |m: &[u8], e: &[u8]| check_rsa_numbers(m, e).expect_err("refused").to_string();
+        for (e, words) in [
+            (&[1][..], "exponent 1 "),
+            (&[][..], "exponent 0 "),
+            (&[2][..], "exponent 2 "),
+            (&[1, 0, 0][..], "exponent 65536 "),
+            (&[2, 0, 0, 0, 1][..], "34 bits"),
+            (&[0xff; 40][..], "320 bits"),
+        ] {
+            let msg = refused(&n, e);
+            assert!(msg.contains("CSR rejected") && msg.contains(words), "{msg}");
+        }
+        let mut even = n.clone();
+        *even.last_mut().expect("bytes") = 0xc4;
+        assert!(refused(&even, &[1, 0, 1]).contains("modulus is even"));
+        assert!(refused(&[], &[1, 0, 1]).contains("modulus is even"));
+    }
 }

@@ -57,6 +57,9 @@ pub enum Error {
         /// The minimum.
         min: usize,
     },
+    /// An RSA key whose numbers break the rules (S/MIME BR 6.1.6).
+    #[error("CSR rejected: the RSA key is not acceptable: {0}")]
+    CsrRsaKey(String),
     /// A key type the CA does not certify.
     #[error("CSR rejected: unsupported key type {0}; use RSA (2048-8192 bits), EC P-256/P-384 or Ed25519")]
     CsrUnsupportedKey(String),

@@ -29,6 +29,16 @@ fn flip_signature(der: &[u8]) -> Vec<u8> {
     v
 }
 
+/// `bytes` with the one occurrence of `from` replaced by `to` (same length).
+fn replace_once(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at: Vec<usize> =
+        bytes.windows(from.len()).enumerate().filter(|(_, w)| *w == from).map(|(i, _)| i).collect();
+    assert_eq!(at.len(), 1, "{from:02x?} occurs {} times", at.len());
+    let mut v = bytes.to_vec();
+    v[at[0]..at[0] + to.len()].copy_from_slice(to);
+    v
+}
+
 /// Deterministic noise (xorshift), so a failure can be reproduced.
 fn noise(len: usize, mut x: u64) -> Vec<u8> {
     (0..len)
@@ -142,6 +152,23 @@ fn bad_csrs(env: &Env) -> (Vec<BadCsr>, PathBuf) {
         "encryption",
         env.write("flipped-rsa.der", flip_signature(&der_of_csr(&good_rsa))),
         vec!["CSR rejected", "signature does not verify"],
+    );
+
+    // RSA numbers against the rules: an even public exponent (65536) patched into a good CSR —
+    // named before the signature, which the patch breaks, is checked — and a modulus one bit
+    // short, its size counted in bits.
+    add(
+        "RSA public exponent 65536",
+        "signing",
+        env.write("even-e.der", replace_once(&der_of_csr(&good_rsa), &[2, 3, 1, 0, 1], &[2, 3, 1, 0, 0])),
+        vec!["CSR rejected", "public exponent 65536", "odd"],
+    );
+    let rsa2047 = gen_key(d, "rsa2047.key", KeySpec::Rsa(2047));
+    add(
+        "RSA-2047",
+        "signing",
+        csr(&rsa2047, "rsa2047.csr", &subj, &[]),
+        vec!["CSR rejected", "2047 bits", "too small"],
     );
 
     // Files that are no CSR at all.
