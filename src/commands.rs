@@ -255,9 +255,22 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         Request::Revoke { serial: s, reason } => {
             let s = serial(s)?;
             let reason: RevocationReason = reason.parse().map_err(|e: cerdb::Error| e.to_string())?;
-            let rec = ca.revoke(&s, reason, actor).map_err(e)?;
-            let at = rec.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
-            out(format!("revoked {} ({}) at {at}\n", rec.serial, reason))
+            let done = ca.revoke(&s, reason, actor).map_err(e)?;
+            let at =
+                |r: &cerdb::CertRecord| r.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
+            let before = done.reason_before.map(|b| format!(", before: {b}")).unwrap_or_default();
+            let mut text =
+                format!("revoked {} ({reason}{before}) at {}\n", done.record.serial, at(&done.record));
+            for other in &done.same_key {
+                let _ = writeln!(
+                    text,
+                    "revoked {} ({reason}) at {}: the same key as {}",
+                    other.serial,
+                    at(other),
+                    s
+                );
+            }
+            out(text)
         }
         Request::List { email } => {
             let email =

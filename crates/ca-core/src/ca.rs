@@ -91,6 +91,18 @@ pub struct OwnKeyRequest {
     pub spki: Vec<u8>,
 }
 
+/// What [`Ca::revoke`] revoked.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The certificate asked for, as stored now (metadata only).
+    pub record: CertRecord,
+    /// Its reason before, when it was revoked already and the reason is now keyCompromise.
+    pub reason_before: Option<RevocationReason>,
+    /// For keyCompromise: the other certificates of the address with the same key, revoked for
+    /// keyCompromise too (metadata only).
+    pub same_key: Vec<CertRecord>,
+}
+
 /// An issued certificate.
 #[derive(Debug, Clone)]
 pub struct Issued {
@@ -902,37 +914,76 @@ impl Ca {
         Ok(p12)
     }
 
-    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL. A
-    /// revocation for keyCompromise also records the certificate's key as compromised, in the
-    /// same transaction: no certificate is issued for that key again ([`Ca::issue_many`]).
-    pub fn revoke(
-        &self,
-        serial: &Serial,
-        reason: RevocationReason,
-        actor: &str,
-    ) -> Result<CertRecord, Error> {
+    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL.
+    ///
+    /// For keyCompromise, also:
+    /// - the key is recorded as compromised in the same transaction: no certificate is issued for
+    ///   it again ([`Ca::issue_many`]);
+    /// - a certificate revoked before for another reason has its reason changed to keyCompromise
+    ///   (its revocation time kept), so that CRL and OCSP say so;
+    /// - the other certificates of the same address with the same key, not expired, are revoked
+    ///   for keyCompromise too (each with its audit entry) and returned in
+    ///   [`Revoked::same_key`]. Certificates of other addresses are not searched: no index maps a
+    ///   key to its certificates.
+    pub fn revoke(&self, serial: &Serial, reason: RevocationReason, actor: &str) -> Result<Revoked, Error> {
         let rec = self.db.get_meta(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
         if rec.kind == CertKind::RootCa {
             return Err(Error::RootNotRevocable);
         }
-        let compromised = match reason {
+        let key = match reason {
             RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(serial)?.der)?),
             _ => None,
         };
-        let now = seconds(self.clock.now());
-        let revocation = Revocation { at: now, reason };
-        let draft = AuditDraft::ok(actor, "revoke", Some(serial), format!("{reason} {}", rec.kind));
-        let updated = self.audit.commit(vec![draft], now, |recs: &[AuditRecord]| {
-            Ok(self.db.revoke(serial, revocation.clone(), compromised.as_ref(), &recs[0])?)
-        })?;
-        if let Some(key) = compromised {
-            let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
-            keys.entry(key).or_insert_with(|| serial.clone());
-        }
-        for hook in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            hook(serial);
+        let record = self.revoke_one(&rec, reason, key, None, actor)?;
+        let mut same_key = Vec::new();
+        if let (Some(key), Some(email)) = (key, &rec.email) {
+            let now = self.clock.now();
+            for other in self.db.by_email(email, None)? {
+                let done =
+                    other.revocation.as_ref().is_some_and(|r| r.reason == RevocationReason::KeyCompromise);
+                if other.serial == *serial || done || other.not_after < now {
+                    continue;
+                }
+                if key_digest_of(&self.show(&other.serial)?.der)? == key {
+                    same_key.push(self.revoke_one(&other, reason, Some(key), Some(serial), actor)?);
+                }
+            }
         }
         self.regenerate_crl(rec.issuer, actor)?;
+        Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key })
+    }
+
+    /// One revocation of [`Ca::revoke`]: the record and its audit entry in one transaction (with
+    /// the compromised key, if any), then the OCSP hooks. `same_key_as` names the certificate
+    /// whose revocation for keyCompromise this one follows.
+    fn revoke_one(
+        &self,
+        rec: &CertRecord,
+        reason: RevocationReason,
+        key: Option<KeyDigest>,
+        same_key_as: Option<&Serial>,
+        actor: &str,
+    ) -> Result<CertRecord, Error> {
+        let now = seconds(self.clock.now());
+        let revocation = Revocation { at: now, reason };
+        let mut details = format!("{reason} {}", rec.kind);
+        if let Some(earlier) = &rec.revocation {
+            details.push_str(&format!(" (revoked before as {})", earlier.reason));
+        }
+        if let Some(s) = same_key_as {
+            details.push_str(&format!(" (the key of {s})"));
+        }
+        let draft = AuditDraft::ok(actor, "revoke", Some(&rec.serial), details);
+        let updated = self.audit.commit(vec![draft], now, |recs: &[AuditRecord]| {
+            Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), &recs[0])?)
+        })?;
+        if let Some(key) = key {
+            let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
+            keys.entry(key).or_insert_with(|| rec.serial.clone());
+        }
+        for hook in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            hook(&rec.serial);
+        }
         Ok(updated)
     }
 

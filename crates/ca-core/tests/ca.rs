@@ -27,11 +27,15 @@ fn fixture() -> Fixture {
 }
 
 fn csr(email: &str, alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
-    let kp = rcgen::KeyPair::generate_for(alg).expect("key");
+    csr_with(&rcgen::KeyPair::generate_for(alg).expect("key"), email)
+}
+
+/// A CSR for `email` (its CN) signed by `kp`.
+fn csr_with(kp: &rcgen::KeyPair, email: &str) -> Vec<u8> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, email);
-    params.serialize_request(&kp).expect("csr").der().to_vec()
+    params.serialize_request(kp).expect("csr").der().to_vec()
 }
 
 fn req(email: &str, usage: Usage, csr: Vec<u8>) -> IssueRequest {
@@ -293,8 +297,13 @@ fn crls_are_regenerated_on_revocation_and_before_next_update() {
     let refreshed = f.ca.crl(CaId::Issuing).expect("crl");
     assert_eq!(refreshed.number, after.number + 1);
     assert!(refreshed.next_update > after.next_update);
-    // Revoking twice, an unknown serial, or the root is refused.
-    assert!(f.ca.revoke(&issued.record.serial, RevocationReason::KeyCompromise, "t").is_err());
+    // Revoking twice (but for a key found compromised), an unknown serial, or the root is refused.
+    for again in [RevocationReason::Superseded, RevocationReason::CessationOfOperation] {
+        assert!(matches!(
+            f.ca.revoke(&issued.record.serial, again, "t"),
+            Err(Error::Storage(cerdb::Error::AlreadyRevoked { reason: RevocationReason::Superseded, .. }))
+        ));
+    }
     let unknown: Serial = "0badc0de".parse().expect("serial");
     assert!(matches!(
         f.ca.revoke(&unknown, RevocationReason::KeyCompromise, "t"),
@@ -407,12 +416,7 @@ fn the_tls_server_certificate_names_localhost_and_is_renewed_before_expiry() {
 fn a_key_revoked_for_key_compromise_is_refused_also_in_databases_that_predate_the_record() {
     let f = fixture();
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).expect("key");
-    let csr_of = |email: &str| {
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(rcgen::DnType::CommonName, email);
-        params.serialize_request(&kp).expect("csr").der().to_vec()
-    };
+    let csr_of = |email: &str| csr_with(&kp, email);
     let first =
         f.ca.issue(&req("k@example.com", Usage::Signing, csr_of("k@example.com")), "t").expect("issue");
     let serial = first.record.serial.clone();
@@ -455,4 +459,75 @@ fn a_key_revoked_for_key_compromise_is_refused_also_in_databases_that_predate_th
     let recorded = ca.db().compromised_keys().expect("read");
     assert_eq!(recorded.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), vec![serial.clone()]);
     refused(&ca);
+}
+
+/// The reason codes of a CRL's entries, by serial content octets.
+fn crl_reasons(ca: &Ca) -> Vec<(Vec<u8>, Option<u8>)> {
+    let crl = ca.crl(CaId::Issuing).expect("crl");
+    let (_, crl) = CertificateRevocationList::from_der(&crl.der).expect("parse");
+    crl.iter_revoked_certificates()
+        .map(|r| (r.raw_serial().to_vec(), r.reason_code().map(|(_, c)| c.0)))
+        .collect()
+}
+
+#[test]
+fn a_key_compromise_revokes_the_address_s_certificates_with_that_key_and_changes_an_earlier_reason() {
+    let f = fixture();
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let csr_of = |email: &str| csr_with(&kp, email);
+    let issue =
+        |email: &str, usage, csr: Vec<u8>| f.ca.issue(&req(email, usage, csr), "t").expect("issue").record;
+    let sig = issue("alice@example.com", Usage::Signing, csr_of("alice@example.com"));
+    let enc = issue("alice@example.com", Usage::Encryption, csr_of("alice@example.com"));
+    let other_key =
+        issue("alice@example.com", Usage::Signing, csr("alice@example.com", &rcgen::PKCS_ECDSA_P256_SHA256));
+    let bob = issue("bob@example.com", Usage::Signing, csr_of("bob@example.com"));
+
+    // The encryption certificate was superseded first; an hour later the key is reported
+    // compromised through the signing certificate.
+    let superseded_at = f.ca.now();
+    f.ca.revoke(&enc.serial, RevocationReason::Superseded, "t").expect("superseded");
+    f.clock.advance(Duration::hours(1));
+    let done = f.ca.revoke(&sig.serial, RevocationReason::KeyCompromise, "t").expect("keyCompromise");
+    assert_eq!(
+        done.record.revocation.as_ref().map(|r| (r.at, r.reason)),
+        Some((f.ca.now(), RevocationReason::KeyCompromise))
+    );
+    assert_eq!(done.reason_before, None);
+    assert_eq!(done.same_key.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(), vec![enc.serial.clone()]);
+    let enc_now = f.ca.show(&enc.serial).expect("show").revocation.expect("revoked");
+    assert_eq!(
+        (enc_now.at, enc_now.reason),
+        (superseded_at, RevocationReason::KeyCompromise),
+        "reason changed, time kept"
+    );
+    assert_eq!(f.ca.show(&other_key.serial).expect("show").revocation, None, "another key");
+    assert_eq!(f.ca.show(&bob.serial).expect("show").revocation, None, "other addresses are not searched");
+    // The CRL says keyCompromise (1) for both.
+    let mut listed = crl_reasons(&f.ca);
+    listed.sort();
+    let mut want = vec![(sig.serial.to_der_content(), Some(1)), (enc.serial.to_der_content(), Some(1))];
+    want.sort();
+    assert_eq!(listed, want);
+    let entries = ca_core::audit::entries(f.ca.db()).expect("entries");
+    let last = &entries[entries.len() - 3..];
+    assert!(
+        last[1].details.contains("keyCompromise")
+            && last[1].details.contains("revoked before as superseded")
+            && last[1].details.contains(&format!("the key of {}", sig.serial)),
+        "{last:?}"
+    );
+
+    // A certificate revoked as superseded, reported compromised later by itself.
+    f.ca.revoke(&bob.serial, RevocationReason::Superseded, "t").expect("superseded");
+    let done = f.ca.revoke(&bob.serial, RevocationReason::KeyCompromise, "t").expect("keyCompromise");
+    assert_eq!(done.reason_before, Some(RevocationReason::Superseded));
+    assert_eq!(done.record.revocation.map(|r| r.reason), Some(RevocationReason::KeyCompromise));
+    assert!(done.same_key.is_empty());
+    assert!(matches!(
+        f.ca.revoke(&bob.serial, RevocationReason::KeyCompromise, "t"),
+        Err(Error::Storage(cerdb::Error::AlreadyRevoked { reason: RevocationReason::KeyCompromise, .. }))
+    ));
+    f.ca.audit_verify().expect("audit chain");
+    f.ca.db().check_consistency().expect("consistent");
 }

@@ -361,6 +361,11 @@ impl CertDb {
     /// certificate's key, which the same transaction records as compromised
     /// ([`CertDb::compromised_keys`]) unless an earlier revocation reported it; other reasons pass
     /// `None`.
+    ///
+    /// A certificate is revoked once, with one exception: one revoked for another reason whose key
+    /// is then found compromised has its reason changed to keyCompromise, its revocation time
+    /// kept, so that CRL and OCSP tell relying parties. Anything else is
+    /// [`Error::AlreadyRevoked`].
     pub fn revoke(
         &self,
         serial: &Serial,
@@ -380,14 +385,22 @@ impl CertDb {
                     return abort(Error::NotFound(serial.clone()));
                 };
                 let mut rec = decode_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                if let Some(r) = &rec.revocation {
-                    return abort(Error::AlreadyRevoked {
-                        serial: serial.clone(),
-                        reason: r.reason,
-                        at: r.at,
-                    });
-                }
-                rec.revocation = Some(revocation.clone());
+                rec.revocation = match &rec.revocation {
+                    None => Some(revocation.clone()),
+                    Some(r)
+                        if r.reason != RevocationReason::KeyCompromise
+                            && revocation.reason == RevocationReason::KeyCompromise =>
+                    {
+                        Some(Revocation { at: r.at, reason: RevocationReason::KeyCompromise })
+                    }
+                    Some(r) => {
+                        return abort(Error::AlreadyRevoked {
+                            serial: serial.clone(),
+                            reason: r.reason,
+                            at: r.at,
+                        })
+                    }
+                };
                 // The same format as before: the DER stays where it was.
                 let (_, der) = split_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let enc = encode_value(&rec, der).map_err(ConflictableTransactionError::Abort)?;
@@ -860,6 +873,9 @@ mod tests {
         assert_eq!(reported(&key), Some(b.serial.clone()));
         let again = db.revoke(&b.serial, rev.clone(), Some(&key), &audit(3));
         assert!(matches!(again, Err(Error::AlreadyRevoked { .. })));
+        let superseded = Revocation { reason: RevocationReason::Superseded, ..rev.clone() };
+        let again = db.revoke(&b.serial, superseded, None, &audit(3));
+        assert!(matches!(again, Err(Error::AlreadyRevoked { reason: RevocationReason::KeyCompromise, .. })));
         let newest = db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some");
         assert_eq!(newest.serial, a.serial);
         assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 1);
@@ -876,6 +892,29 @@ mod tests {
         assert_eq!(reported(&key), Some(b.serial.clone()));
         assert_eq!(reported(&other), Some(a.serial.clone()));
         db.check_consistency().expect("consistent");
+        // Revoked as superseded, then found compromised: the reason changes, the time stays, the
+        // key is recorded; nothing else changes a revocation.
+        let d = rec(4, "dave@example.com", CertKind::Signing, t0);
+        db.store_issued(std::slice::from_ref(&d), &[audit(4)]).expect("store d");
+        let first = Revocation { at: t0 + Duration::hours(2), reason: RevocationReason::Superseded };
+        db.revoke(&d.serial, first.clone(), None, &audit(5)).expect("superseded");
+        let d_key = KeyDigest::of(b"the key of d");
+        let later = Revocation { at: t0 + Duration::hours(5), reason: RevocationReason::KeyCompromise };
+        let changed = db.revoke(&d.serial, later.clone(), Some(&d_key), &audit(6)).expect("keyCompromise");
+        let want = Some(Revocation { at: first.at, reason: RevocationReason::KeyCompromise });
+        assert_eq!(changed.revocation, want);
+        assert_eq!(db.get_meta(&d.serial).expect("meta").expect("some").revocation, want);
+        assert_eq!(reported(&d_key), Some(d.serial.clone()));
+        for (r, k) in [(later, Some(&d_key)), (first, None)] {
+            let again = db.revoke(&d.serial, r, k, &audit(7));
+            assert!(matches!(
+                again,
+                Err(Error::AlreadyRevoked { reason: RevocationReason::KeyCompromise, .. })
+            ));
+        }
+        assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 3);
+        db.check_consistency().expect("consistent");
+
         // An entry naming a certificate not revoked for keyCompromise is an inconsistency.
         db.record_compromised(&[(KeyDigest::of(b"c"), c.serial.clone())]).expect("record");
         assert!(

@@ -323,8 +323,9 @@ fn issue_signing(env: &Env, csr: &Path) -> String {
 /// The S/MIME Baseline Requirements (6.1.1.3) have the CA refuse a key it knows to be
 /// compromised: after `pki revoke --reason keyCompromise`, a new CSR with that key — for either
 /// usage, any address — is refused with one line naming the revoked certificate, and nothing is
-/// stored; locally and through a running server. A key whose certificate was revoked for another
-/// reason is certified again.
+/// stored; locally and through a running server. The address's other certificate with that key
+/// is revoked with it. A key whose certificate was revoked for another reason is certified again
+/// — until that revocation is changed to keyCompromise, which the CRL then says.
 #[test]
 fn a_key_revoked_for_key_compromise_is_never_certified_again() {
     let env = Env::new();
@@ -336,7 +337,13 @@ fn a_key_revoked_for_key_compromise_is_never_certified_again() {
         let key = gen_key(env.dir(), &format!("{tag}.key"), spec);
         let first = make_csr(&key, &env.path(&format!("{tag}-1.csr")), &subj, &[]);
         let serial = issue_signing(&env, &first);
-        env.pki(["revoke", "--serial", &serial, "--reason", "keyCompromise"]);
+        let csr = first.display().to_string();
+        let enc = env.pki(["issue", "--email", EMAIL, "--usage", "encryption", "--csr", &csr]).stdout;
+        let enc = cert_serial(&pem_der(&enc));
+        let out = env.pki(["revoke", "--serial", &serial, "--reason", "keyCompromise"]).stdout;
+        assert!(out.contains(&format!("revoked {serial} (keyCompromise) at")), "{out}");
+        assert!(out.contains(&format!("revoked {enc} (keyCompromise) at")), "the same key: {out}");
+        assert!(out.contains(&format!("the same key as {serial}")), "{out}");
         // New CSRs with the same key: signing and encryption for the same address, and another
         // address.
         let again = make_csr(&key, &env.path(&format!("{tag}-2.csr")), &subj, &[]);
@@ -371,7 +378,39 @@ fn a_key_revoked_for_key_compromise_is_never_certified_again() {
     let server = env.serve();
     refuse_each(&env);
     assert_eq!(env.pki(["list"]).stdout, list_before, "pki list shows something new (server)");
-    let renewed = issue_signing(&env, &make_csr(&kept, &env.path("kept-2.csr"), &subj, &[]));
+    let kept_2 = make_csr(&kept, &env.path("kept-2.csr"), &subj, &[]);
+    let renewed = issue_signing(&env, &kept_2);
     assert!(env.list_serials().contains(&renewed), "the superseded certificate's key is certified again");
+
+    // Then the kept key is found compromised: the superseded certificate's reason changes (its
+    // time stays), the renewed one is revoked with it, and the key is refused from now on.
+    let show = |serial: &str| env.pki(["show", "--serial", serial]).stdout;
+    let before = show(&superseded);
+    let out = env.pki(["revoke", "--serial", &superseded, "--reason", "keyCompromise"]).stdout;
+    assert!(out.contains(&format!("revoked {superseded} (keyCompromise, before: superseded) at")), "{out}");
+    assert!(out.contains(&format!("revoked {renewed} (keyCompromise) at")), "{out}");
+    // `pki show`'s line "revoked:      TIME (REASON)".
+    let revoked = |text: &str| {
+        let line = text.lines().find_map(|l| l.strip_prefix("revoked:")).unwrap_or_else(|| panic!("{text}"));
+        let (at, reason) = line.trim().split_once(' ').unwrap_or_else(|| panic!("{line}"));
+        (at.to_string(), reason.to_string())
+    };
+    let (at_before, reason_before) = revoked(&before);
+    assert_eq!(reason_before, "(superseded)");
+    assert_eq!(revoked(&show(&superseded)), (at_before, "(keyCompromise)".to_string()), "the time is kept");
+    env.pki_fails(
+        ["issue", "--email", EMAIL, "--usage", "signing", "--csr", &kept_2.display().to_string()],
+        &["CSR rejected", "compromised", &superseded],
+    );
+    env.pki_fails(
+        ["revoke", "--serial", &superseded, "--reason", "superseded"],
+        &["already revoked", "keyCompromise"],
+    );
+    let crl = env.write("now.crl", env.pki(["crl"]).stdout);
+    let listed = crl_entries_openssl(&crl, "PEM");
+    for s in [&superseded, &renewed] {
+        let reason = listed.iter().find(|(l, _)| l == s).and_then(|(_, r)| r.clone());
+        assert_eq!(reason.as_deref(), Some("Key Compromise"), "{s} in the CRL: {listed:?}");
+    }
     server.stop();
 }

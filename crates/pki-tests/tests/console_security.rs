@@ -45,7 +45,7 @@ fn status_of(env: &Env, serial: &str) -> String {
 
 #[test]
 fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_needs_step_up() {
-    let env = Env::with_config("[console]\nstep_up_secs = 2\n");
+    let env = Env::with_config("[console]\nstep_up_secs = 3\n");
     let admin_otp = one_time_password(&env.init().stdout);
     let _server = env.serve();
     let officer_otp = add_user(&env, "olivia", "officer");
@@ -150,8 +150,8 @@ fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_
     assert_eq!(admin.get("/admin/users").status, 200);
     assert_eq!(admin.get("/admin/settings").status, 200);
 
-    // Step-up: after the 2-second window, revocation without a code is refused...
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Step-up: after the 3-second window, revocation without a code is refused...
+    std::thread::sleep(std::time::Duration::from_millis(3500));
     let page = officer.get(&format!("/admin/certificates/{serial}")).text();
     assert!(page.contains("(required: step-up)"), "the form asks for a code");
     let token = form_value(&page, "csrf_token").unwrap();
@@ -167,10 +167,19 @@ fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_
     // ...and with a current code it goes through.
     let r = officer.post_form(
         &revoke,
-        &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", &officer_auth.next_code())],
+        &[("csrf_token", &token), ("reason", "superseded"), ("totp_code", &officer_auth.next_code())],
     );
     assert_eq!((r.status, r.location()), (303, format!("/admin/certificates/{serial}?revoked=1")));
     assert_eq!(status_of(&env, &serial), "revoked");
+    // Found compromised later: the page offers to say so (step-up still fresh), and the reason
+    // becomes keyCompromise.
+    let page = officer.get(&format!("/admin/certificates/{serial}")).text();
+    assert!(page.contains("report-compromise") && !page.contains("id=\"revoke\""), "{page}");
+    let r =
+        officer.post_form(&revoke, &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", "")]);
+    assert_eq!((r.status, r.location()), (303, format!("/admin/certificates/{serial}?revoked=1")));
+    let page = officer.get(&format!("/admin/certificates/{serial}")).text();
+    assert!(page.contains("(keyCompromise)") && !page.contains("report-compromise"), "{page}");
 
     // An escrowed key, issued and recovered by the officer (step-up still fresh from the
     // revocation), opens with its password.

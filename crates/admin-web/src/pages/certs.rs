@@ -348,6 +348,8 @@ fn x509_fields(der: &[u8]) -> Vec<(String, String)> {
 pub(crate) struct DetailQuery {
     issued: Option<String>,
     revoked: Option<String>,
+    /// Other certificates revoked with it for keyCompromise (the same key); shown when a number.
+    same_key: Option<String>,
 }
 
 pub(crate) async fn detail(
@@ -361,10 +363,17 @@ pub(crate) async fn detail(
     let rec = console.ca.show(&serial)?;
     let now = console.ca.now();
     let status = rec.status_at(now);
-    let revocable = ctx.can(Perm::Revoke) && rec.revocation.is_none() && rec.kind != CertKind::RootCa;
+    let may_revoke = ctx.can(Perm::Revoke) && rec.kind != CertKind::RootCa;
+    let revocable = may_revoke && rec.revocation.is_none();
+    // Revoked for another reason, then found compromised: the reason becomes keyCompromise.
+    let compromise_reportable =
+        may_revoke && rec.revocation.as_ref().is_some_and(|r| r.reason != RevocationReason::KeyCompromise);
     let body = html! {
         @if q.issued.is_some() { p.notice { "Certificate issued." } }
         @if q.revoked.is_some() { p.notice { "Certificate revoked." } }
+        @if let Some(n) = q.same_key.as_deref().and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) {
+            p.notice #same-key { (n) " other certificate(s) of this address with the same key revoked for keyCompromise too." }
+        }
         table #fields {
             tr { th { "serial" } td.mono #serial { (rec.serial) } }
             tr { th { "status" } td #status { (status_cell(status)) } }
@@ -389,6 +398,16 @@ pub(crate) async fn detail(
                 } }
                 (step_up_field(ctx.stepped_up(&console)))
                 button type="submit" { "Revoke certificate" }
+            }
+        }
+        @if compromise_reportable {
+            form.card #report-compromise method="post" action=(format!("/admin/certificates/{}/revoke", rec.serial)) {
+                h2 { "Key compromised" }
+                p { "The reason becomes keyCompromise (the revocation time stays), the key is never certified again, and the address's other certificates with this key are revoked." }
+                (csrf(&ctx.session.csrf_token))
+                input type="hidden" name="reason" value=(RevocationReason::KeyCompromise.name());
+                (step_up_field(ctx.stepped_up(&console)))
+                button type="submit" { "Report key compromise" }
             }
         }
     };
@@ -438,8 +457,12 @@ pub(crate) async fn revoke(
     let c = console.clone();
     let actor = ctx.actor();
     let s = serial.clone();
-    web::block(move || c.ca.revoke(&s, reason, &actor)).await??;
-    Ok(see_other(&format!("/admin/certificates/{serial}?revoked=1")))
+    let done = web::block(move || c.ca.revoke(&s, reason, &actor)).await??;
+    let same_key = match done.same_key.len() {
+        0 => String::new(),
+        n => format!("&same_key={n}"),
+    };
+    Ok(see_other(&format!("/admin/certificates/{serial}?revoked=1{same_key}")))
 }
 
 fn key_type_options() -> Markup {
