@@ -432,7 +432,9 @@ impl CertDb {
                 let (k, v) = r?;
                 let digest = <[u8; 32]>::try_from(k.as_ref())
                     .map_err(|_| Error::Corrupt(format!("compromised key of {} bytes", k.len())))?;
-                Ok((KeyDigest(digest), Serial::from_bytes(&v)?))
+                let serial = Serial::from_bytes(&v)
+                    .map_err(|e| Error::Corrupt(format!("compromised key {}: {e}", hex::encode(digest))))?;
+                Ok((KeyDigest(digest), serial))
             })
             .collect()
     }
@@ -619,14 +621,11 @@ impl CertDb {
         if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != der_apart {
             return Err(Error::Inconsistent("index sizes differ from the certificate count".into()));
         }
-        for r in self.compromised_keys.iter() {
-            let (k, v) = r?;
-            let serial = Serial::from_bytes(&v)?;
-            let reported = self.meta_by_key(&v)?.and_then(|rec| rec.revocation);
-            if k.len() != 32 || reported.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
+        for (key, serial) in self.compromised_keys()? {
+            let reported = self.meta_by_key(serial.as_bytes())?.and_then(|rec| rec.revocation);
+            if reported.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
                 return Err(Error::Inconsistent(format!(
-                    "compromised key {} names {serial}, which is not revoked for keyCompromise",
-                    hex::encode(&k)
+                    "compromised key {key} names {serial}, which is not revoked for keyCompromise"
                 )));
             }
         }
@@ -999,6 +998,28 @@ mod tests {
             assert!(matches!(decode_state(bad), Err(Error::Corrupt(_))), "{bad:?}");
         }
         assert!(decode_meta(&good).is_ok());
+    }
+
+    #[test]
+    fn damaged_compromised_key_entries_are_errors_not_panics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = CertDb::open(dir.path().join("db")).expect("open");
+        let key = [7u8; 32];
+        for (k, v, want) in [
+            (&key[..], &[][..], "serial number zero"),
+            (&key[..], &[0u8, 0][..], "serial number zero"),
+            (&key[..], &[0x55; 40][..], "octets"),
+            (&key[..31], &[1][..], "31 bytes"),
+            (&[][..], &[1][..], "0 bytes"),
+        ] {
+            db.compromised_keys.clear().expect("clear");
+            db.compromised_keys.insert(k, v).expect("insert");
+            match db.compromised_keys() {
+                Err(Error::Corrupt(m)) => assert!(m.contains(want), "{m}"),
+                other => panic!("{k:?} -> {v:?}: {other:?}"),
+            }
+            assert!(matches!(db.check_consistency(), Err(Error::Corrupt(_))));
+        }
     }
 
     #[test]
