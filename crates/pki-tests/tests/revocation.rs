@@ -14,13 +14,14 @@ fn p(path: &Path) -> String {
     path.display().to_string()
 }
 
-/// Issues `n` signing certificates from one P-256 CSR (the same key may be certified more than
-/// once); their serials as printed.
+/// Issues `n` signing certificates, each from a CSR with a key of its own (a revocation for
+/// keyCompromise revokes the address's other certificates with the same key); their serials as
+/// printed.
 fn issue_n(env: &Env, n: usize) -> Vec<String> {
-    let key = gen_key(env.dir(), "bob.key", KeySpec::P256);
-    let csr = make_csr(&key, &env.path("bob.csr"), &format!("/CN={EMAIL}"), &[]);
     (0..n)
-        .map(|_| {
+        .map(|i| {
+            let key = gen_key(env.dir(), &format!("bob-{i}.key"), KeySpec::P256);
+            let csr = make_csr(&key, &env.path(&format!("bob-{i}.csr")), &format!("/CN={EMAIL}"), &[]);
             let out = env.pki(["issue", "--email", EMAIL, "--usage", "signing", "--csr", &p(&csr)]);
             cert_serial(&pem_der(&out.stdout))
         })
