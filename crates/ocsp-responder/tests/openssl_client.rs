@@ -89,6 +89,18 @@ fn without_a_nonce_the_cached_bytes_are_served_until_a_revocation() {
     assert_ne!(third, first, "bytes differ after a revocation");
     assert!(text.contains(": revoked") && text.contains("Reason: cessationOfOperation"), "{text}");
     assert!(text.contains("Response verify OK"), "{text}");
+
+    // Its key found compromised later: the reason changes, the revocation time stays.
+    let time =
+        |text: &str| text.lines().find(|l| l.contains("Revocation Time:")).map(str::trim).map(String::from);
+    let first_time = time(&text).unwrap_or_else(|| panic!("{text}"));
+    pki.revoke(GOOD_2, Utc::now() + chrono::Duration::hours(1), RevocationReason::KeyCompromise);
+    responder.invalidate(&serial(GOOD_2));
+    let (text, fourth) = fetch("fourth.der");
+    assert_ne!(fourth, third, "bytes differ after the reason changed");
+    assert!(text.contains(": revoked") && text.contains("Reason: keyCompromise"), "{text}");
+    assert_eq!(time(&text), Some(first_time), "{text}");
+    assert!(text.contains("Response verify OK"), "{text}");
 }
 
 #[test]
