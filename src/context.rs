@@ -65,15 +65,15 @@ pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<
 /// The OCSP responder of a CA: the issuing CA's delegated signer, status read from cerdb.
 pub fn ocsp_responder(ca: &Ca) -> anyhow::Result<ocsp_responder::OcspResponder> {
     use ca_core::CaCert;
-    let reader: Arc<dyn cerdb::CertReader> = Arc::new(ca.db().clone());
     Ok(ocsp_responder::OcspResponder::new(
-        reader,
+        ca.db().reader(),
         ca.ca_cert(CaCert::Issuing),
         ca.ca_cert(CaCert::Ocsp),
         ca.ocsp_signer()?,
         ocsp_responder::OcspConfig::default(),
         Arc::new(ocsp_responder::SystemClock),
-    )?)
+    )?
+    .with_change_feed(ca.db().feed())?)
 }
 
 /// The timestamp authority of this process's CA. One per process, shared by the HTTP service

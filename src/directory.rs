@@ -132,7 +132,7 @@ pub fn open_directory(ca: &Ca) -> anyhow::Result<Arc<Directory>> {
 }
 
 fn keys(ca: &Ca) -> Result<ApiKeyStore, String> {
-    ApiKeyStore::open(ca.db().sled_db()).map_err(|e| e.to_string())
+    ApiKeyStore::open(ca.db()).map_err(|e| e.to_string())
 }
 
 fn name(s: &str) -> Result<ApiKeyName, String> {

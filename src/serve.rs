@@ -117,8 +117,6 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     })?;
 
     let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
-    let hook = ocsp.clone();
-    ca.on_revocation(move |serial| hook.invalidate(serial));
 
     let tsa = web::Data::from(crate::context::tsa(&ca)?);
     let verifier = web::Data::new(crate::context::tsa_verifier(&ca)?);

@@ -140,7 +140,10 @@ async fn main() {
         ("audit log", "/admin/audit".to_string()),
         ("audit log, filtered by action", "/admin/audit?action=issue&page=3".to_string()),
     ];
-    println!("certificates in the store: {}; {rounds} requests per page and mode", ca.db().count());
+    println!(
+        "certificates in the store: {}; {rounds} requests per page and mode",
+        ca.db().count().expect("count the stored certificates")
+    );
     println!();
     println!("| page | mode | cold (first request) ms | p50 ms | p99 ms | max ms | requests |");
     println!("|---|---|---|---|---|---|---|");

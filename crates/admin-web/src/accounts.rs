@@ -2,6 +2,8 @@
 //! logins with lockout, TOTP checks. Used by the web pages and by `pki user ...`; every change
 //! is in the CA's audit log (actor `console:<user>` or the CLI's actor).
 
+use std::sync::Arc;
+
 use ca_core::Ca;
 use cerdb::console_store::{ConsoleRole, ConsoleStore, ConsoleUser, UserName};
 use chrono::{DateTime, Duration, Utc};
@@ -12,10 +14,15 @@ use crate::{password, totp, ConsoleConfig, Error};
 pub const FIRST_ADMIN: &str = "admin";
 
 /// The accounts of one data directory.
-#[derive(Debug)]
 pub struct Accounts<'a> {
     ca: &'a Ca,
-    store: ConsoleStore,
+    store: Arc<dyn ConsoleStore>,
+}
+
+impl std::fmt::Debug for Accounts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accounts").finish_non_exhaustive()
+    }
 }
 
 /// Why a password login failed. Shown to nobody: every failure gets the same message.
@@ -32,10 +39,10 @@ pub enum LoginFailure {
 impl<'a> Accounts<'a> {
     /// Opens the console's store in the CA's database.
     pub fn open(ca: &'a Ca) -> Result<Self, Error> {
-        Ok(Accounts { store: ConsoleStore::open(ca.db().sled_db())?, ca })
+        Ok(Accounts { store: ca.db().console(), ca })
     }
 
-    pub(crate) fn with_store(ca: &'a Ca, store: ConsoleStore) -> Self {
+    pub(crate) fn with_store(ca: &'a Ca, store: Arc<dyn ConsoleStore>) -> Self {
         Accounts { ca, store }
     }
 
@@ -99,7 +106,7 @@ impl<'a> Accounts<'a> {
         let name = Self::name(name)?;
         let user = self
             .store
-            .update_user(&name, |u| u.disabled = disabled)?
+            .update_user(&name, &|u| u.disabled = disabled)?
             .ok_or(Error::UnknownUser(name.clone()))?;
         if disabled {
             self.store.remove_sessions_of(&name)?;
@@ -116,7 +123,7 @@ impl<'a> Accounts<'a> {
         let otp = password::one_time()?;
         let hash = password::hash(&otp)?;
         self.store
-            .update_user(&name, |u| {
+            .update_user(&name, &|u| {
                 u.password_hash = hash.clone();
                 u.must_change_password = true;
                 u.totp_sealed = None;
@@ -141,7 +148,7 @@ impl<'a> Accounts<'a> {
     ) -> Result<(), Error> {
         let max = cfg.max_failed_logins;
         let until = now + secs(cfg.lockout_secs);
-        let Some(user) = self.store.update_user(name, |u| {
+        let Some(user) = self.store.update_user(name, &|u| {
             u.failed_logins += 1;
             if u.failed_logins >= max {
                 u.failed_logins = 0;
@@ -198,7 +205,7 @@ impl<'a> Accounts<'a> {
     /// Records a completed login (failures reset) with an audit entry.
     pub fn record_login(&self, name: &UserName) -> Result<(), Error> {
         let now = self.ca.now();
-        self.store.update_user(name, |u| {
+        self.store.update_user(name, &|u| {
             u.failed_logins = 0;
             u.locked_until = None;
             u.last_login = Some(now);
@@ -218,7 +225,7 @@ impl<'a> Accounts<'a> {
         let secret = self.totp_secret(&user)?;
         match totp::verify(&secret, code, now, user.totp_last_step) {
             Some(step) => {
-                self.store.update_user(name, |u| u.totp_last_step = u.totp_last_step.max(step))?;
+                self.store.update_user(name, &|u| u.totp_last_step = u.totp_last_step.max(step))?;
                 Ok(())
             }
             None => {
@@ -233,7 +240,7 @@ impl<'a> Accounts<'a> {
         password::check_policy(new, name.as_str())?;
         let hash = password::hash(new)?;
         self.store
-            .update_user(name, |u| {
+            .update_user(name, &|u| {
                 u.password_hash = hash.clone();
                 u.must_change_password = false;
             })?
@@ -247,7 +254,7 @@ impl<'a> Accounts<'a> {
         let step = totp::verify(secret, code, self.ca.now(), 0).ok_or(Error::InvalidTotp)?;
         let sealed = self.ca.seal_secret(&totp_context(name), secret)?;
         self.store
-            .update_user(name, |u| {
+            .update_user(name, &|u| {
                 u.totp_sealed = Some(sealed.clone());
                 u.totp_secret = None;
                 u.totp_last_step = step;
@@ -278,7 +285,7 @@ impl Accounts<'_> {
         }
         let clear = user.totp_secret.clone().ok_or(Error::InvalidTotp)?;
         let sealed = self.ca.seal_secret(&context, &clear)?;
-        self.store.update_user(&user.name, |u| {
+        self.store.update_user(&user.name, &|u| {
             u.totp_sealed = Some(sealed.clone());
             u.totp_secret = None;
         })?;
@@ -328,8 +335,8 @@ mod tests {
 
     /// The raw bytes of every stored console account.
     fn stored_users(ca: &Ca) -> Vec<u8> {
-        let tree = ca.db().sled_db().open_tree("console_users").expect("tree");
-        tree.iter().flat_map(|r| r.expect("read").1.to_vec()).collect()
+        let raw = ca.db().raw_trees().expect("embedded engine");
+        raw.entries("console_users").expect("read").into_iter().flat_map(|(_, v)| v).collect()
     }
 
     fn code(ca: &Ca, step_offset: u64) -> String {
@@ -357,14 +364,14 @@ mod tests {
 
         // The sealed secret is bound to its account: copied to another, it does not open.
         let (bob, _) = accounts.add("bob", "auditor", "test").expect("add");
-        accounts.store.update_user(&bob, |u| u.totp_sealed = Some(sealed.clone())).expect("update");
+        accounts.store.update_user(&bob, &|u| u.totp_sealed = Some(sealed.clone())).expect("update");
         let e = accounts.check_totp(&bob, &code(&ca, 1), &cfg).expect_err("another account's secret");
         assert!(e.to_string().contains("does not open"), "{e}");
 
         // An account enrolled before secrets were sealed: the clear secret still logs in, and is
         // sealed (and dropped) by that login.
         let (carol, _) = accounts.add("carol", "officer", "test").expect("add");
-        accounts.store.update_user(&carol, |u| u.totp_secret = Some(SECRET.to_vec())).expect("update");
+        accounts.store.update_user(&carol, &|u| u.totp_secret = Some(SECRET.to_vec())).expect("update");
         assert!(accounts.get(&carol).expect("get").has_totp(), "counts as enrolled");
         accounts.check_totp(&carol, &code(&ca, 0), &cfg).expect("legacy login");
         let user = accounts.get(&carol).expect("get");

@@ -223,7 +223,7 @@ pub(crate) fn start_session(
 ) -> Result<String, Error> {
     let now = console.ca.now();
     // Clean-up of sessions nobody will come back to.
-    console.store.remove_sessions_where(|s| expired(console, s, now))?;
+    console.store.remove_sessions_where(&|s| expired(console, s, now))?;
     let id = SessionId::from_bytes(random32()?);
     let session = ConsoleSession {
         user: user.name.clone(),

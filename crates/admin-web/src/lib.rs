@@ -259,7 +259,7 @@ impl ResponseError for Error {
 /// The console: its state, shared by every worker.
 pub struct Console {
     ca: Arc<Ca>,
-    store: ConsoleStore,
+    store: Arc<dyn ConsoleStore>,
     cfg: ConsoleConfig,
     verifier: tsa::Verifier,
     login_key: ring::hmac::Key,
@@ -277,7 +277,7 @@ impl Console {
     pub fn new(ca: Arc<Ca>, cfg: ConsoleConfig, verifier: tsa::Verifier) -> Result<Console, Error> {
         use ring::rand::SecureRandom;
         cfg.validate()?;
-        let store = ConsoleStore::open(ca.db().sled_db())?;
+        let store = ca.db().console();
         let mut fresh = [0u8; 32];
         ring::rand::SystemRandom::new()
             .fill(&mut fresh)

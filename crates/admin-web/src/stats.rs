@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use ca_core::audit::{AuditEntry, GENESIS_HASH};
 use ca_core::Ca;
 use cerdb::console_store::audit_records_from;
-use cerdb::{AuditRecord, CertReader, CertRecord, Serial};
+use cerdb::{AuditRecord, CertRecord, Serial};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::Error;

@@ -4,8 +4,6 @@
 //! An entry's hash is SHA-256 over its compact JSON encoding with `hash` set to the empty
 //! string; the first entry's `prev_hash` is 64 zeros.
 
-use std::sync::Mutex;
-
 use cerdb::{AuditRecord, CertDb, Serial};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -98,15 +96,58 @@ impl AuditDraft {
     }
 }
 
-struct Head {
-    next_seq: u64,
-    last_hash: String,
+/// Drafts waiting to be chained: the store asks for their records, with the log's last record,
+/// inside the write that records what they describe ([`cerdb::AuditChain`]).
+#[derive(Debug)]
+pub struct Chained {
+    drafts: Vec<AuditDraft>,
+    now: DateTime<Utc>,
 }
 
-/// The writer side of the log. One per process: sled admits one process per database.
+impl Chained {
+    /// `drafts`, all at `now`.
+    pub fn new(drafts: Vec<AuditDraft>, now: DateTime<Utc>) -> Self {
+        Chained { drafts, now }
+    }
+}
+
+impl cerdb::AuditChain for Chained {
+    fn records_after(&self, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, cerdb::Error> {
+        let (mut seq, mut prev) = match last {
+            Some(rec) => {
+                let e = decode(rec).map_err(|e| cerdb::Error::Corrupt(e.to_string()))?;
+                (rec.seq + 1, e.hash)
+            }
+            None => (1, GENESIS_HASH.to_string()),
+        };
+        let mut records = Vec::with_capacity(self.drafts.len());
+        for d in &self.drafts {
+            let mut e = AuditEntry {
+                seq,
+                time: self.now,
+                actor: d.actor.clone(),
+                action: d.action.clone(),
+                serial: d.serial.as_ref().map(|s| s.to_string()),
+                outcome: d.outcome.clone(),
+                details: d.details.clone(),
+                prev_hash: prev,
+                hash: String::new(),
+            };
+            e.hash = e.compute_hash();
+            prev = e.hash.clone();
+            let bytes = serde_json::to_vec(&e).map_err(|e| cerdb::Error::Corrupt(e.to_string()))?;
+            records.push(AuditRecord { seq, bytes });
+            seq += 1;
+        }
+        Ok(records)
+    }
+}
+
+/// The writer side of the log. It keeps no head of its own: the store reads the last entry
+/// inside each write that appends to the log, so any number of handles — in one process or
+/// several — write one chain.
 pub struct AuditLog {
     db: CertDb,
-    head: Mutex<Head>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -121,64 +162,28 @@ fn decode(rec: &AuditRecord) -> Result<AuditEntry, Error> {
 }
 
 impl AuditLog {
-    /// Opens the log at its current head.
+    /// The log of `db`; its last entry must decode (the next entry chains onto its hash).
     pub fn open(db: CertDb) -> Result<Self, Error> {
-        let head = match db.last_audit()? {
-            Some(rec) => {
-                let e = decode(&rec)?;
-                Head { next_seq: rec.seq + 1, last_hash: e.hash }
-            }
-            None => Head { next_seq: 1, last_hash: GENESIS_HASH.into() },
-        };
-        Ok(AuditLog { db, head: Mutex::new(head) })
+        if let Some(rec) = db.last_audit()? {
+            decode(&rec)?;
+        }
+        Ok(AuditLog { db })
     }
 
-    /// Chains `drafts` onto the log and hands the encoded records to `store`, which must write
-    /// them durably (together with whatever they describe). The head moves only if `store`
-    /// succeeds.
+    /// Hands `drafts` to `store` as an [`cerdb::AuditChain`], which `store` passes to the storage
+    /// write that records them together with whatever they describe.
     pub fn commit<T>(
         &self,
         drafts: Vec<AuditDraft>,
         now: DateTime<Utc>,
-        store: impl FnOnce(&[AuditRecord]) -> Result<T, Error>,
+        store: impl FnOnce(&Chained) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut head = self.head.lock().unwrap_or_else(|p| p.into_inner());
-        let mut seq = head.next_seq;
-        let mut prev = head.last_hash.clone();
-        let mut records = Vec::with_capacity(drafts.len());
-        for d in drafts {
-            let mut e = AuditEntry {
-                seq,
-                time: now,
-                actor: d.actor,
-                action: d.action,
-                serial: d.serial.map(|s| s.to_string()),
-                outcome: d.outcome,
-                details: d.details,
-                prev_hash: prev.clone(),
-                hash: String::new(),
-            };
-            e.hash = e.compute_hash();
-            prev = e.hash.clone();
-            let bytes = serde_json::to_vec(&e).map_err(|e| Error::Certificate(e.to_string()))?;
-            records.push(AuditRecord { seq, bytes });
-            seq += 1;
-        }
-        let out = store(&records)?;
-        head.next_seq = seq;
-        head.last_hash = prev;
-        Ok(out)
+        store(&Chained::new(drafts, now))
     }
 
     /// Appends one entry on its own, durably.
     pub fn append(&self, draft: AuditDraft, now: DateTime<Utc>) -> Result<(), Error> {
-        let db = self.db.clone();
-        self.commit(vec![draft], now, |recs| {
-            for r in recs {
-                db.append_audit(r)?;
-            }
-            Ok(())
-        })
+        Ok(self.db.append_audit(&Chained::new(vec![draft], now))?)
     }
 }
 

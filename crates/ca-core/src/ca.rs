@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use cerdb::{
-    AuditRecord, CaId, CertDb, CertKind, CertReader, CertRecord, CrlRecord, EmailAddress, Fingerprint,
-    KeyDigest, Revocation, RevocationReason, Serial, Usage,
+    CaId, CertDb, CertKind, CertRecord, CrlRecord, EmailAddress, Fingerprint, KeyDigest, Revocation,
+    RevocationReason, Serial, Usage,
 };
 use chrono::{DateTime, Duration, Utc};
 use hsm_sim::{KeyCustody, KeyHandle, KeyPurpose, KeyType, Signer};
@@ -142,8 +142,6 @@ struct LoadedCa {
     not_after: DateTime<Utc>,
 }
 
-type RevocationHook = Box<dyn Fn(&Serial) + Send + Sync>;
-
 /// A certificate chain (DER, leaf first, root excluded) and the key of its leaf in the key store.
 pub type ChainAndKey = (Vec<Vec<u8>>, Arc<dyn Signer>);
 
@@ -158,7 +156,6 @@ pub struct Ca {
     issuing: LoadedCa,
     ocsp_der: Vec<u8>,
     tsa_der: Vec<u8>,
-    hooks: RwLock<Vec<RevocationHook>>,
     /// Keys reported compromised, with the certificate whose revocation reported each: the
     /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
     /// Checked here, not in the database, so that the signing threads never wait for another
@@ -612,7 +609,6 @@ impl Ca {
             issuing,
             ocsp_der,
             tsa_der,
-            hooks: RwLock::new(Vec::new()),
             compromised,
             crl_lock: Mutex::new(()),
             tls_lock: Mutex::new(()),
@@ -664,12 +660,6 @@ impl Ca {
     /// The TSA key.
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
         Ok(self.hsm.signer(&handle(H_TSA))?)
-    }
-
-    /// Registers a function called with the serial of every revocation, right after it is
-    /// stored (the OCSP responder drops its cached response).
-    pub fn on_revocation(&self, hook: impl Fn(&Serial) + Send + Sync + 'static) {
-        self.hooks.write().unwrap_or_else(|p| p.into_inner()).push(Box::new(hook));
     }
 
     fn leaf_ctx(&self, serial: Serial, key: SubjectKeyKind, now: DateTime<Utc>) -> ProfileContext {
@@ -914,7 +904,7 @@ impl Ca {
         Ok(p12)
     }
 
-    /// Revokes a certificate: status and audit entry durably, OCSP hooks, then a new CRL.
+    /// Revokes a certificate: status, change-feed entry and audit entry durably, then a new CRL.
     ///
     /// For keyCompromise, also:
     /// - the key is recorded as compromised in the same transaction: no certificate is issued for
@@ -954,7 +944,7 @@ impl Ca {
     }
 
     /// One revocation of [`Ca::revoke`]: the record and its audit entry in one transaction (with
-    /// the compromised key, if any), then the OCSP hooks. `same_key_as` names the certificate
+    /// the compromised key, if any); caches learn of it from the change feed. `same_key_as` names the certificate
     /// whose revocation for keyCompromise this one follows.
     fn revoke_one(
         &self,
@@ -974,15 +964,12 @@ impl Ca {
             details.push_str(&format!(" (the key of {s})"));
         }
         let draft = AuditDraft::ok(actor, "revoke", Some(&rec.serial), details);
-        let updated = self.audit.commit(vec![draft], now, |recs: &[AuditRecord]| {
-            Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), &recs[0])?)
+        let updated = self.audit.commit(vec![draft], now, |chain| {
+            Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
         if let Some(key) = key {
             let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
             keys.entry(key).or_insert_with(|| rec.serial.clone());
-        }
-        for hook in self.hooks.read().unwrap_or_else(|p| p.into_inner()).iter() {
-            hook(&rec.serial);
         }
         Ok(updated)
     }
@@ -1058,7 +1045,7 @@ impl Ca {
         let record = CrlRecord { ca, number, this_update: now, next_update: next, der: crl.der().to_vec() };
         let draft =
             AuditDraft::ok(actor, "crl", None, format!("{} CRL number {number}, {count} revoked", loaded.id));
-        self.audit.commit(vec![draft], now, |recs| Ok(self.db.put_crl(&record, recs.first())?))?;
+        self.audit.commit(vec![draft], now, |chain| Ok(self.db.put_crl(&record, chain)?))?;
         Ok(record)
     }
 

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use ca_core::{Ca, CaCert, CaConfig, Error, FixedClock, IssueRequest, OwnKeyRequest};
-use cerdb::{CaId, CertDb, CertReader, RevocationReason, Serial, Usage};
+use cerdb::sled_engine::RawTrees;
+use cerdb::{CaId, CertDb, RevocationReason, Serial, Usage};
 use chrono::{Duration, TimeZone, Utc};
 use hsm_sim::{HsmSim, KeyCustody, KeyType, MasterKeySource};
 use x509_parser::prelude::*;
@@ -245,8 +246,8 @@ fn serials_are_unique_positive_and_large() {
 #[test]
 fn a_refused_batch_stores_nothing_and_its_signed_serials_are_never_used_again() {
     let f = fixture();
-    let retired = f.ca.db().sled_db().open_tree("serials").expect("tree");
-    assert_eq!(retired.len(), 0, "stored certificates keep their serials in their records");
+    let retired = || f.ca.db().retired_serials().expect("read");
+    assert_eq!(retired().len(), 0, "stored certificates keep their serials in their records");
     let before = f.ca.db().count();
     let mut reqs: Vec<IssueRequest> = (0..20)
         .map(|i| {
@@ -260,9 +261,8 @@ fn a_refused_batch_stores_nothing_and_its_signed_serials_are_never_used_again() 
     assert!(matches!(e, Err(Error::CsrSignatureInvalid(_))), "{e:?}");
     assert_eq!(f.ca.db().count(), before, "nothing of the batch is stored");
     // The 19 others were signed before the refusal: their serials are recorded as used.
-    assert_eq!(retired.len(), 19);
-    for k in retired.iter().keys() {
-        let serial = Serial::from_bytes(&k.expect("key")).expect("serial");
+    assert_eq!(retired().len(), 19);
+    for serial in retired() {
         assert!(f.ca.db().serial_used(&serial).expect("read"));
         assert!(f.ca.db().get(&serial).expect("read").is_none());
     }
@@ -358,17 +358,15 @@ fn audit_verification_names_the_altered_entry() {
     assert!(n >= 3);
     let Fixture { ca, dir, _dir, .. } = f;
     drop(ca);
-    let db = sled::open(dir.join("db")).expect("sled");
-    let tree = db.open_tree("audit").expect("tree");
+    let db = RawTrees::open(&dir.join("db")).expect("raw");
     let key = 2u64.to_be_bytes();
-    let value = tree.get(key).expect("get").expect("entry 2");
+    let value = db.get("audit", &key).expect("get").expect("entry 2");
     let altered = String::from_utf8(value.to_vec())
         .expect("utf8")
         .replace("\"actor\":\"test\"", "\"actor\":\"mallory\"");
     assert_ne!(altered.as_bytes(), &value[..], "the test must change the entry");
-    tree.insert(key, altered.as_bytes()).expect("insert");
+    db.insert("audit", &key, altered.as_bytes()).expect("insert");
     db.flush().expect("flush");
-    drop(tree);
     drop(db);
     let db = CertDb::open(dir.join("db")).expect("db");
     let err = ca_core::audit::verify(&db).expect_err("tampering detected");
@@ -448,13 +446,14 @@ fn a_key_revoked_for_key_compromise_is_refused_also_in_databases_that_predate_th
     // A database whose keyCompromise revocation was recorded before keys were: the key is
     // recorded when the CA is next opened.
     let Fixture { ca, dir, _dir, clock, hsm } = f;
-    let sled = ca.db().sled_db().clone();
-    sled.open_tree("compromised_keys").expect("tree").clear().expect("clear");
-    sled.open_tree("meta").expect("tree").remove("ca.compromised_keys").expect("remove");
-    sled.flush().expect("flush");
-    assert!(ca.db().compromised_keys().expect("read").is_empty());
-    drop((ca, sled));
+    drop(ca);
+    let raw = RawTrees::open(&dir.join("db")).expect("raw");
+    raw.clear("compromised_keys").expect("clear");
+    raw.remove("meta", b"ca.compromised_keys").expect("remove");
+    raw.flush().expect("flush");
+    drop(raw);
     let db = CertDb::open(dir.join("db")).expect("db");
+    assert!(db.compromised_keys().expect("read").is_empty());
     let ca = Ca::open(db, hsm, CaConfig::default(), clock).expect("open");
     let recorded = ca.db().compromised_keys().expect("read");
     assert_eq!(recorded.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>(), vec![serial.clone()]);

@@ -1,17 +1,9 @@
 //! Durable storage of the admin console: its accounts, server-side sessions and its own secrets,
-//! in trees of their own in the data directory's one sled database.
+//! whatever the engine keeps them in (`sled_engine/console.rs` for the embedded one).
 //!
-//! The `admin-web` crate never touches sled; it holds a [`ConsoleStore`] opened on
-//! [`crate::CertDb::sled_db`]. The rules (password policy, lockout, TOTP, roles) are the
+//! The `admin-web` crate holds the [`ConsoleStore`] of its [`crate::CertDb`]
+//! ([`crate::CertDb::console`]). The rules (password policy, lockout, TOTP, roles) are the
 //! console's; this module only stores what it is given.
-//!
-//! Trees:
-//!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `console_users` | user name (normalised, UTF-8) | JSON [`ConsoleUser`] |
-//! | `console_sessions` | SHA-256 of the session id (32 bytes) | JSON [`ConsoleSession`] |
-//! | `console_meta` | text key | bytes (such as the key that binds login-form CSRF tokens) |
 //!
 //! Session ids are stored only as their SHA-256, so a copy of the database does not hand out
 //! live session cookies. Account writes are flushed before they return; session writes are not
@@ -22,7 +14,6 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::{Db, Tree};
 
 use crate::Error;
 
@@ -173,7 +164,7 @@ impl SessionId {
     }
 
     /// The storage key: SHA-256 of the id.
-    fn key(&self) -> [u8; 32] {
+    pub fn key(&self) -> [u8; 32] {
         let mut k = [0u8; 32];
         k.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &self.0).as_ref());
         k
@@ -238,162 +229,65 @@ pub struct ConsoleSession {
     pub pending_totp_sealed: Option<Vec<u8>>,
 }
 
-/// The console's trees.
-#[derive(Clone)]
-pub struct ConsoleStore {
-    db: Db,
-    users: Tree,
-    sessions: Tree,
-    meta: Tree,
-}
-
-impl fmt::Debug for ConsoleStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConsoleStore").finish_non_exhaustive()
-    }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, Error> {
-    serde_json::to_vec(v).map_err(|e| Error::Corrupt(e.to_string()))
-}
-
-impl ConsoleStore {
-    /// Opens (creating) the console's trees in `db`.
-    pub fn open(db: &Db) -> Result<Self, Error> {
-        Ok(ConsoleStore {
-            users: db.open_tree("console_users")?,
-            sessions: db.open_tree("console_sessions")?,
-            meta: db.open_tree("console_meta")?,
-            db: db.clone(),
-        })
-    }
-
+/// The console's accounts, sessions and its own secrets. Account writes are durable when they
+/// return; session writes need not be (a session lost in a crash only means logging in again),
+/// except removals. Sessions are kept under the SHA-256 of their id ([`SessionId::key`]).
+pub trait ConsoleStore: Send + Sync {
     /// One account.
-    pub fn user(&self, name: &UserName) -> Result<Option<ConsoleUser>, Error> {
-        self.users.get(name.as_str())?.map(|v| decode("console user", &v)).transpose()
-    }
+    fn user(&self, name: &UserName) -> Result<Option<ConsoleUser>, Error>;
 
     /// Every account, by name.
-    pub fn users(&self) -> Result<Vec<ConsoleUser>, Error> {
-        self.users.iter().map(|r| decode("console user", &r?.1)).collect()
-    }
+    fn users(&self) -> Result<Vec<ConsoleUser>, Error>;
 
     /// Whether there is no account at all.
-    pub fn has_no_users(&self) -> Result<bool, Error> {
-        Ok(self.users.first()?.is_none())
-    }
+    fn has_no_users(&self) -> Result<bool, Error>;
 
-    /// Stores a new account and flushes; `false` (and nothing written) when the name is taken.
-    pub fn insert_user(&self, user: &ConsoleUser) -> Result<bool, Error> {
-        let enc = encode(user)?;
-        let done = self.users.compare_and_swap(user.name.as_str(), None as Option<&[u8]>, Some(enc))?.is_ok();
-        if done {
-            self.db.flush()?;
-        }
-        Ok(done)
-    }
+    /// Stores a new account, durably; `false` (and nothing written) when the name is taken.
+    fn insert_user(&self, user: &ConsoleUser) -> Result<bool, Error>;
 
-    /// Changes an account atomically and flushes; the new record, or `None` when there is no
+    /// Changes an account atomically and durably; the new record, or `None` when there is no
     /// such account.
     ///
     /// 1. read the record;
     /// 2. apply `change` to a copy (it may run more than once under contention);
     /// 3. swap it in if the stored record is still the one read, else start again;
-    /// 4. flush.
-    pub fn update_user(
+    /// 4. make it durable.
+    fn update_user(
         &self,
         name: &UserName,
-        change: impl Fn(&mut ConsoleUser),
-    ) -> Result<Option<ConsoleUser>, Error> {
-        loop {
-            let Some(old) = self.users.get(name.as_str())? else { return Ok(None) };
-            let mut user: ConsoleUser = decode("console user", &old)?;
-            change(&mut user);
-            let enc = encode(&user)?;
-            if self.users.compare_and_swap(name.as_str(), Some(&old), Some(enc))?.is_ok() {
-                self.db.flush()?;
-                return Ok(Some(user));
-            }
-        }
-    }
+        change: &dyn Fn(&mut ConsoleUser),
+    ) -> Result<Option<ConsoleUser>, Error>;
 
     /// One session.
-    pub fn session(&self, id: &SessionId) -> Result<Option<ConsoleSession>, Error> {
-        self.sessions.get(id.key())?.map(|v| decode("console session", &v)).transpose()
-    }
+    fn session(&self, id: &SessionId) -> Result<Option<ConsoleSession>, Error>;
 
     /// Stores a session (new or replaced).
-    pub fn put_session(&self, id: &SessionId, session: &ConsoleSession) -> Result<(), Error> {
-        self.sessions.insert(id.key(), encode(session)?)?;
-        Ok(())
-    }
+    fn put_session(&self, id: &SessionId, session: &ConsoleSession) -> Result<(), Error>;
 
-    /// Deletes a session and flushes, so that a logged-out cookie stays useless after a crash.
-    pub fn remove_session(&self, id: &SessionId) -> Result<(), Error> {
-        self.sessions.remove(id.key())?;
-        self.db.flush()?;
-        Ok(())
-    }
+    /// Deletes a session, durably, so that a logged-out cookie stays useless after a crash.
+    fn remove_session(&self, id: &SessionId) -> Result<(), Error>;
 
-    /// Deletes every session of `user` (on disabling, reset, password change); how many.
-    pub fn remove_sessions_of(&self, user: &UserName) -> Result<usize, Error> {
-        self.remove_sessions_where(|s| &s.user == user)
-    }
-
-    /// Deletes every session for which `expired` holds (such as those past their timeouts);
-    /// how many.
-    pub fn remove_sessions_where(&self, expired: impl Fn(&ConsoleSession) -> bool) -> Result<usize, Error> {
-        let mut n = 0;
-        for r in self.sessions.iter() {
-            let (k, v) = r?;
-            // An undecodable session is of no use to anyone: drop it too.
-            let drop = decode::<ConsoleSession>("console session", &v).map(|s| expired(&s)).unwrap_or(true);
-            if drop {
-                self.sessions.remove(k)?;
-                n += 1;
-            }
-        }
-        if n > 0 {
-            self.db.flush()?;
-        }
-        Ok(n)
-    }
+    /// Deletes every session for which `expired` holds (such as those past their timeouts), and
+    /// every session that cannot be decoded, durably; how many.
+    fn remove_sessions_where(&self, expired: &dyn Fn(&ConsoleSession) -> bool) -> Result<usize, Error>;
 
     /// Number of stored sessions.
-    pub fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
+    fn session_count(&self) -> Result<usize, Error>;
 
-    /// The value of `key` in the console's meta tree, setting it to `initial` first if absent
-    /// (flushed); used for the console's own random keys.
-    pub fn meta_get_or_init(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>, Error> {
-        match self.meta.compare_and_swap(key, None as Option<&[u8]>, Some(initial))? {
-            Ok(()) => {
-                self.db.flush()?;
-                Ok(initial.to_vec())
-            }
-            Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or_default()),
-        }
+    /// The value of `key` among the console's own secrets, setting it to `initial` first if absent
+    /// (durably); used for the console's random keys.
+    fn meta_get_or_init(&self, key: &str, initial: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Deletes every session of `user` (on disabling, reset, password change); how many.
+    fn remove_sessions_of(&self, user: &UserName) -> Result<usize, Error> {
+        self.remove_sessions_where(&|s| &s.user == user)
     }
 }
 
-/// Audit records from sequence number `first` on, oldest first: a range read of the `audit`
-/// tree (keys are the sequence numbers, 8 bytes big-endian; see [`crate::CertDb`]), so that the
-/// console's audit page, which keeps the entries it has read, reads only the new ones.
+/// Audit records from sequence number `first` on, oldest first, so that the console's audit
+/// page, which keeps the entries it has read, reads only the new ones.
 pub fn audit_records_from(db: &crate::CertDb, first: u64) -> Result<Vec<crate::AuditRecord>, Error> {
-    let tree = db.sled_db().open_tree("audit")?;
-    tree.range(first.to_be_bytes()..)
-        .map(|r| {
-            let (k, v) = r?;
-            let seq: [u8; 8] =
-                k.as_ref().try_into().map_err(|_| Error::Corrupt("audit key length".into()))?;
-            Ok(crate::AuditRecord { seq: u64::from_be_bytes(seq), bytes: v.to_vec() })
-        })
-        .collect()
+    db.audit_records_from(first)
 }
 
 mod opt_hex {
@@ -417,35 +311,6 @@ mod opt_hex {
 mod tests {
     use super::*;
 
-    fn user(name: &str) -> ConsoleUser {
-        ConsoleUser {
-            name: name.parse().expect("name"),
-            role: ConsoleRole::Officer,
-            password_hash: "$argon2id$x".into(),
-            must_change_password: true,
-            totp_sealed: None,
-            totp_secret: None,
-            totp_last_step: 0,
-            disabled: false,
-            failed_logins: 0,
-            locked_until: None,
-            created_at: Utc::now(),
-            last_login: None,
-        }
-    }
-
-    fn session(name: &str) -> ConsoleSession {
-        ConsoleSession {
-            user: name.parse().expect("name"),
-            stage: SessionStage::Active,
-            created_at: Utc::now(),
-            last_seen: Utc::now(),
-            csrf_token: "00".into(),
-            step_up_at: None,
-            pending_totp_sealed: Some(vec![1, 2, 3]),
-        }
-    }
-
     #[test]
     fn names_are_normalised_and_checked() {
         assert_eq!("  Alice.B ".parse::<UserName>().expect("ok").as_str(), "alice.b");
@@ -458,35 +323,5 @@ mod tests {
         assert_eq!(id.to_string().parse::<SessionId>().expect("id"), id);
         assert!("zz".parse::<SessionId>().is_err());
         assert_eq!(format!("{id:?}"), "SessionId(..)");
-    }
-
-    #[test]
-    fn users_sessions_and_meta_round_trip() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::open(dir.path().join("db")).expect("sled");
-        let store = ConsoleStore::open(&db).expect("open");
-        assert!(store.has_no_users().expect("empty"));
-        assert!(store.insert_user(&user("alice")).expect("insert"));
-        assert!(!store.insert_user(&user("ALICE")).expect("second insert refused"));
-        let alice: UserName = "alice".parse().expect("name");
-        let updated = store.update_user(&alice, |u| u.failed_logins += 1).expect("update").expect("some");
-        assert_eq!(updated.failed_logins, 1);
-        assert_eq!(store.user(&alice).expect("get"), Some(updated));
-        assert!(store.update_user(&"bob".parse().expect("n"), |_| {}).expect("update").is_none());
-        assert_eq!(store.users().expect("users").len(), 1);
-
-        let (a, b) = (SessionId::from_bytes([1; 32]), SessionId::from_bytes([2; 32]));
-        store.put_session(&a, &session("alice")).expect("put");
-        store.put_session(&b, &session("bob")).expect("put");
-        assert_eq!(store.session(&a).expect("get").expect("some").pending_totp_sealed, Some(vec![1, 2, 3]));
-        // Stored under the hash of the id, never the id itself.
-        assert!(db.open_tree("console_sessions").expect("tree").get([1u8; 32]).expect("get").is_none());
-        assert_eq!(store.remove_sessions_of(&alice).expect("remove"), 1);
-        assert!(store.session(&a).expect("get").is_none());
-        store.remove_session(&b).expect("remove");
-        assert_eq!(store.session_count(), 0);
-
-        assert_eq!(store.meta_get_or_init("k", b"first").expect("init"), b"first");
-        assert_eq!(store.meta_get_or_init("k", b"second").expect("get"), b"first");
     }
 }

@@ -1,10 +1,13 @@
 //! # cerdb — certificate storage and the lookup directory
 //!
-//! **Owns:** the one sled database of a data directory: certificates (DER) and their metadata,
-//! the indexes by serial, SHA-256 fingerprint and normalised e-mail address, revocation status,
-//! the latest CRLs, the serials of certificates signed but never stored, and the raw audit-log
-//! records. Every write that
-//! acknowledges something (an issuance, a revocation) is flushed to disk before it returns.
+//! **Owns:** the storage contract — one trait per concern: certificates with their indexes,
+//! revocations, CRLs, retired serials, compromised keys, the audit log and the change feed
+//! ([`CertStore`], [`CertReader`], [`ChangeFeed`]), the console's accounts and sessions
+//! ([`console_store::ConsoleStore`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
+//! the TSA's ledger ([`tsa_store::TsaLedger`]) — and its engines: today the embedded sled engine
+//! ([`sled_engine`], the only module that names sled). [`CertDb`] is the handle every other crate
+//! holds. Every write that acknowledges something (an issuance, a revocation) is durable before it
+//! returns. One scenario suite ([`scenarios`]) checks every engine against the contract.
 //!
 //! **Must not:** sign anything. It stores what `ca-core` produced, and serves reads to the OCSP
 //! responder and the directory through the read-only [`CertReader`] view.
@@ -14,18 +17,58 @@
 mod clock;
 pub mod console_store;
 pub mod directory;
+mod faults;
 mod record;
+pub mod scenarios;
+pub mod sled_engine;
 mod store;
 pub mod tsa_store;
 mod types;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use faults::Faults;
 pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
-pub use store::{CertDb, CertReader, CheckedIssue, WarmStats};
+pub use store::{
+    AuditChain, CertDb, CertReader, CertStore, Change, ChangeFeed, ChangeKind, CheckedIssue, WarmStats,
+};
+
+/// A storage engine: one implementation of every trait of the contract.
+pub trait Engine:
+    CertStore + console_store::ConsoleStore + directory::ApiKeyRecords + tsa_store::TsaLedger + Send + Sync
+{
+    /// Where the database is (a directory, or a URL without its password), for messages.
+    fn location(&self) -> String;
+
+    /// Raw access to the embedded engine's trees, for tests that act as someone with access to
+    /// the files; `None` for engines without such trees.
+    fn raw_trees(&self) -> Option<sled_engine::RawTrees> {
+        None
+    }
+}
+
+/// Audit records already numbered: appended as they are (the store checks that they continue
+/// the log). For tests and tools; the CA chains its entries through `ca-core`'s audit log.
+impl AuditChain for [AuditRecord] {
+    fn records_after(&self, _last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
+        Ok(self.to_vec())
+    }
+}
+
+impl<const N: usize> AuditChain for [AuditRecord; N] {
+    fn records_after(&self, _last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
+        Ok(self.to_vec())
+    }
+}
+
+impl AuditChain for AuditRecord {
+    fn records_after(&self, _last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
+        Ok(vec![self.clone()])
+    }
+}
 pub use types::{CaId, CertKind, EmailAddress, Fingerprint, KeyDigest, RevocationReason, Serial, Usage};
 
 /// Errors of storage and of the identifier types.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A serial number that cannot be parsed or is out of range.
@@ -71,10 +114,4 @@ pub enum Error {
     /// The database failed.
     #[error("database error: {0}")]
     Db(String),
-}
-
-impl From<sled::Error> for Error {
-    fn from(e: sled::Error) -> Self {
-        Error::Db(e.to_string())
-    }
 }

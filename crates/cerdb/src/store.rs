@@ -1,40 +1,23 @@
-//! The sled-backed store.
+//! The storage contract for certificates, the audit log and the change feed, and [`CertDb`], the
+//! handle every other crate holds.
 //!
-//! Trees (one sled database per data directory):
-//!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `cert_meta` | serial magnitude | `0x01`, JSON length (4 bytes BE), JSON [`CertRecord`], DER (†) |
-//! | `cert_der` | serial magnitude | DER of records stored before (†); no longer written |
-//! | `by_fp` | SHA-256 (32 bytes) | serial magnitude |
-//! | `by_email` | lower-cased address, `0x00`, kind code, notBefore (8 bytes, order-preserving), serial | empty |
-//! | `serials` | serial magnitude | empty: serials signed into certificates never stored (‡) |
-//! | `revoked` | CA name, `0x00`, serial magnitude | empty: the revoked certificates of each CA |
-//! | `compromised_keys` | [`KeyDigest`] (32 bytes) | serial magnitude of the certificate whose revocation for keyCompromise reported the key |
-//! | `crls` | CA name | JSON [`CrlRecord`] |
-//! | `audit` | sequence number (8 bytes BE) | encoded audit entry |
-//! | `meta` | text key | text value |
-//!
-//! (†) Values written before the DER moved into `cert_meta` are the JSON alone (first byte `{`),
-//! their DER in `cert_der`; both formats are read.
-//!
-//! (‡) With the keys of `cert_meta`, every serial ever used, so that none is used twice
-//! ([`CertDb::retire_serials`]). Databases written before serials were checked at storing hold
-//! the serial of every stored certificate here too.
+//! An engine (today [`crate::sled_engine`]) implements [`CertReader`], [`CertStore`] and
+//! [`ChangeFeed`] here, [`crate::console_store::ConsoleStore`],
+//! [`crate::directory::ApiKeyRecords`] and [`crate::tsa_store::TsaLedger`]. What each promises —
+//! atomicity, ordering, durability on return — is written on the trait and in
+//! `docs/storage-layout.md`; the scenario suite ([`crate::scenarios`]) checks it on every engine.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
-use sled::{Db, Tree};
 
 use crate::{
     AuditRecord, CaId, CertKind, CertRecord, CertState, CrlRecord, EmailAddress, Error, Fingerprint,
-    KeyDigest, Revocation, RevocationReason, Serial,
+    KeyDigest, Revocation, Serial,
 };
 
-/// The read-only view used by the OCSP responder and the directory.
+/// The read-only view used by the OCSP responder and the directory (Boulder's
+/// `StorageAuthorityReadOnly`). Reads see every write that returned before they started.
 pub trait CertReader: Send + Sync {
     /// The certificate with this serial, DER included.
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, Error>;
@@ -45,6 +28,10 @@ pub trait CertReader: Send + Sync {
     /// Metadata of the certificates of an address (case-insensitive), of one kind or all, newest
     /// notBefore first.
     fn by_email(&self, email: &EmailAddress, kind: Option<CertKind>) -> Result<Vec<CertRecord>, Error>;
+    /// The address whose lookup key ([`EmailAddress::lookup_key`]) has this SHA-256, if any
+    /// certificate was ever stored for it: the directory's `email_sha256` queries. Written in the
+    /// same atomic write as the certificate, so a stored certificate is found by hash at once.
+    fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error>;
     /// The current CRL of a CA.
     fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error>;
 
@@ -84,14 +71,33 @@ pub trait CertReader: Send + Sync {
     }
 }
 
-/// Certificates checked and encoded for storing ([`CertDb::check_issued`]), not stored yet.
-#[derive(Debug)]
-pub struct CheckedIssue<'a> {
-    certs: &'a [CertRecord],
-    encoded: Vec<Vec<u8>>,
+/// Continues the audit chain. The store calls it inside the atomic write that records a change,
+/// with the last record of the log as the store reads it there (`None`: the log is empty), and
+/// appends what it returns — numbered from the last record's `seq + 1` on, contiguously — in
+/// that same write. So the chain head is read and advanced by the store, never kept by a
+/// process, and two writers can never fork the chain. It may be called more than once for one
+/// write (an engine may retry a transaction); it must not have effects.
+pub trait AuditChain {
+    /// The records that follow `last`.
+    fn records_after(&self, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error>;
 }
 
-/// What [`CertDb::warm_cache`] read.
+/// Certificates checked and encoded for storing ([`CertStore::check_issued`]), not stored yet.
+#[derive(Debug)]
+pub struct CheckedIssue<'a> {
+    pub(crate) certs: &'a [CertRecord],
+    /// Each certificate in the engine's own stored form.
+    pub(crate) encoded: Vec<Vec<u8>>,
+}
+
+impl CheckedIssue<'_> {
+    /// The certificates.
+    pub fn certs(&self) -> &[CertRecord] {
+        self.certs
+    }
+}
+
+/// What [`CertStore::warm_cache`] read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WarmStats {
     /// Index entries and records read.
@@ -102,974 +108,286 @@ pub struct WarmStats {
     pub complete: bool,
 }
 
-/// The database of one data directory.
-#[derive(Clone)]
-pub struct CertDb {
-    db: Db,
-    cert_meta: Tree,
-    cert_der: Tree,
-    by_fp: Tree,
-    by_email: Tree,
-    serials: Tree,
-    revoked: Tree,
-    compromised_keys: Tree,
-    crls: Tree,
-    audit: Tree,
-    meta: Tree,
-    /// The database directory.
-    path: Arc<PathBuf>,
-    /// sled's page cache capacity, in bytes.
-    cache_bytes: u64,
-    /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
-    tsa: crate::tsa_store::StoreCell,
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Its position: strictly increasing, from 1, without gaps.
+    pub seq: u64,
+    /// What changed.
+    pub kind: ChangeKind,
 }
 
-impl std::fmt::Debug for CertDb {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertDb").finish_non_exhaustive()
-    }
+/// What a [`Change`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChangeKind {
+    /// A certificate's revocation was recorded or changed (its reason became keyCompromise).
+    Revoked(Serial),
 }
 
-fn order_preserving(ts: DateTime<Utc>) -> [u8; 8] {
-    ((ts.timestamp() as u64) ^ (1u64 << 63)).to_be_bytes()
+/// The change feed: what caches (the OCSP responder's, a directory replica's) read to learn
+/// about revocations made by any writer, in order, each once.
+pub trait ChangeFeed: Send + Sync {
+    /// The position of the newest change (0 when there was none). Cheap: callers ask before
+    /// every cached answer.
+    fn last_change(&self) -> Result<u64, Error>;
+    /// The changes after `seq`, oldest first.
+    fn changes_since(&self, seq: u64) -> Result<Vec<Change>, Error>;
 }
 
-fn email_prefix(email: &EmailAddress, kind: Option<CertKind>) -> Vec<u8> {
-    let mut k = email.lookup_key().into_bytes();
-    k.push(0);
-    if let Some(kind) = kind {
-        k.push(kind.code());
-    }
-    k
-}
+/// The certificates, their indexes, revocations, CRLs, retired serials, compromised keys, the
+/// audit log and the CA's own settings. Every method that changes something is atomic — all of
+/// it or nothing — and durable when it returns, except where its name says `unflushed`.
+pub trait CertStore: CertReader + ChangeFeed {
+    /// Step 1 of [`CertStore::store_issued`], for callers that let other work run before the
+    /// write: refuses a retired serial ([`CertStore::retire_serials`]) and encodes the records.
+    /// Whether a serial is stored already is checked inside the write itself: a check here and a
+    /// write there would let two batches with the same serial both pass.
+    fn check_issued<'a>(&self, certs: &'a [CertRecord]) -> Result<CheckedIssue<'a>, Error>;
 
-fn email_key(rec: &CertRecord, email: &EmailAddress) -> Vec<u8> {
-    let mut k = email_prefix(email, Some(rec.kind));
-    k.extend_from_slice(&order_preserving(rec.not_before));
-    k.extend_from_slice(rec.serial.as_bytes());
-    k
-}
+    /// Step 2 of [`CertStore::store_issued`]: in one atomic write, refuses a serial stored already
+    /// ([`Error::SerialInUse`], nothing written), writes the records and their indexes (serial,
+    /// fingerprint, address, hashed address), and appends the audit records `audit` returns after
+    /// the log's last record. Not yet durable: call [`CertStore::flush`] before acknowledging.
+    fn store_checked_unflushed(
+        &self,
+        checked: &CheckedIssue<'_>,
+        audit: &dyn AuditChain,
+    ) -> Result<(), Error>;
 
-/// The first byte of a `cert_meta` value that holds the certificate's DER after its metadata:
-/// `0x01`, the JSON's length (4 bytes, big-endian), the JSON, the DER. One value per certificate
-/// is one insert (and one read inside sled's transaction) fewer per issuance than two, and one
-/// read per fetch. Values written before this format are the JSON alone (`{`…), their DER in
-/// `cert_der`; both are read.
-const META_WITH_DER: u8 = 0x01;
-
-/// A `cert_meta` value: the JSON of `rec` (its DER skipped by serde), then `der`, or the JSON
-/// alone when `der` is `None` (the older format, for records whose DER is in `cert_der`).
-fn encode_value(rec: &CertRecord, der: Option<&[u8]>) -> Result<Vec<u8>, Error> {
-    let json = serde_json::to_vec(rec).map_err(|e| Error::Corrupt(e.to_string()))?;
-    let Some(der) = der else {
-        return Ok(json);
-    };
-    let len =
-        u32::try_from(json.len()).map_err(|_| Error::Corrupt("certificate metadata too long".into()))?;
-    let mut v = Vec::with_capacity(5 + json.len() + der.len());
-    v.push(META_WITH_DER);
-    v.extend_from_slice(&len.to_be_bytes());
-    v.extend_from_slice(&json);
-    v.extend_from_slice(der);
-    Ok(v)
-}
-
-fn encode_meta(rec: &CertRecord) -> Result<Vec<u8>, Error> {
-    encode_value(rec, Some(&rec.der))
-}
-
-/// A `cert_meta` value's JSON, and its DER when stored with it.
-fn split_meta(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), Error> {
-    match bytes.first() {
-        Some(&META_WITH_DER) => {
-            let len = bytes
-                .get(1..5)
-                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
-                .ok_or_else(|| Error::Corrupt("certificate metadata: truncated length".into()))?;
-            let json = bytes
-                .get(5..5 + len)
-                .ok_or_else(|| Error::Corrupt("certificate metadata: truncated".into()))?;
-            Ok((json, Some(&bytes[5 + len..])))
-        }
-        Some(b'{') => Ok((bytes, None)),
-        _ => Err(Error::Corrupt("certificate metadata: unknown format".into())),
-    }
-}
-
-/// The metadata of a `cert_meta` value (the DER left empty).
-fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
-    let (json, _) = split_meta(bytes)?;
-    serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
-}
-
-/// The status view of stored metadata: serde skips the other fields without building them.
-fn decode_state(bytes: &[u8]) -> Result<CertState, Error> {
-    let (json, _) = split_meta(bytes)?;
-    serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
-}
-
-fn tx_error(e: TransactionError<Error>) -> Error {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
-impl CertDb {
-    /// Opens (creating) the database at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, Error> {
-        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
-    }
-
-    /// sled's page cache unless configured: 1 GiB.
-    pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
-
-    /// How long [`CertDb::open_with_cache`] waits for a database another handle holds.
-    pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-    /// Opens (creating) the database at `path` with a page cache of at most `cache_bytes`. A
-    /// database larger than its cache reads and decodes pages from the log file on lookups.
+    /// Stores issued certificates and their audit entries, then makes them durable.
     ///
-    /// A database locked by another handle is retried for [`CertDb::LOCK_WAIT`] before
-    /// [`Error::Locked`]: sled releases its file lock only when its last background task has
-    /// ended, a moment after the handle that held it was dropped, and a command started right
-    /// after another one ended should not fail for that.
-    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self, Error> {
-        let path = path.as_ref();
-        let deadline = std::time::Instant::now() + Self::LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(ref io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-                {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(Error::Locked(path.display().to_string()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => return Err(other.into()),
-            }
-        };
-        let t = |name: &str| db.open_tree(name);
-        Ok(CertDb {
-            cert_meta: t("cert_meta")?,
-            cert_der: t("cert_der")?,
-            by_fp: t("by_fp")?,
-            by_email: t("by_email")?,
-            serials: t("serials")?,
-            revoked: t("revoked")?,
-            compromised_keys: t("compromised_keys")?,
-            crls: t("crls")?,
-            audit: t("audit")?,
-            meta: t("meta")?,
-            db,
-            path: Arc::new(path.to_path_buf()),
-            cache_bytes,
-            tsa: Default::default(),
-        })
-    }
-
-    /// Flushes everything written so far to disk.
-    pub fn flush(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    /// Records serials that were signed into certificates never stored (a refused batch), then
-    /// flushes: with the serials of `cert_meta`, the `serials` tree holds every serial ever used,
-    /// and [`CertDb::check_issued`] refuses both.
-    pub fn retire_serials(&self, serials: &[Serial]) -> Result<(), Error> {
-        for s in serials {
-            self.serials.insert(s.as_bytes(), &[] as &[u8])?;
-        }
-        self.flush()
-    }
-
-    /// Whether `serial` was used: stored, or retired ([`CertDb::retire_serials`]).
-    pub fn serial_used(&self, serial: &Serial) -> Result<bool, Error> {
-        let key = serial.as_bytes();
-        Ok(self.cert_meta.contains_key(key)? || self.serials.contains_key(key)?)
-    }
-
-    /// Stores issued certificates and their audit entries in one transaction, then flushes.
-    ///
-    /// 1. refuse a retired serial ([`CertDb::retire_serials`]);
-    /// 2. in one transaction: refuse a first audit sequence number in use and a serial stored
-    ///    already, write the records and the fingerprint and e-mail indexes, and append the audit
-    ///    records;
-    /// 3. flush to disk — only then is the issuance acknowledged.
-    pub fn store_issued(&self, certs: &[CertRecord], audit: &[AuditRecord]) -> Result<(), Error> {
+    /// 1. [`CertStore::check_issued`];
+    /// 2. [`CertStore::store_checked_unflushed`];
+    /// 3. [`CertStore::flush`] — only then is the issuance acknowledged.
+    fn store_issued(&self, certs: &[CertRecord], audit: &dyn AuditChain) -> Result<(), Error> {
         self.store_checked_unflushed(&self.check_issued(certs)?, audit)?;
         self.flush()
     }
 
-    /// Step 1 of [`CertDb::store_issued`], for callers that store under a lock of their own (the
-    /// CA's audit log): refuses a retired serial and encodes the records — outside the caller's
-    /// lock, so that another batch's transaction can run meanwhile.
-    ///
-    /// Whether a serial is stored already is checked inside the transaction, where sled reads
-    /// every key's old value anyway ([`CertDb::store_checked_unflushed`]): a check here and a
-    /// write there would let two batches with the same serial both pass.
-    pub fn check_issued<'a>(&self, certs: &'a [CertRecord]) -> Result<CheckedIssue<'a>, Error> {
-        for rec in certs {
-            if self.serials.contains_key(rec.serial.as_bytes())? {
-                return Err(Error::SerialInUse(rec.serial.clone()));
-            }
-        }
-        let encoded = certs.iter().map(encode_meta).collect::<Result<_, _>>()?;
-        Ok(CheckedIssue { certs, encoded })
-    }
+    /// Makes everything written so far durable.
+    fn flush(&self) -> Result<(), Error>;
 
-    /// Step 2 of [`CertDb::store_issued`], without the flush: in one transaction, refuses a first
-    /// audit sequence number in use and a serial stored already (the old value `insert` returns),
-    /// writes the records and the fingerprint and e-mail indexes, and appends the audit records. The audit sequence numbers of a batch are contiguous and handed
-    /// out under the audit log's lock, so the first of them being free is checked once per batch.
-    pub fn store_checked_unflushed(
-        &self,
-        checked: &CheckedIssue<'_>,
-        audit: &[AuditRecord],
-    ) -> Result<(), Error> {
-        let trees = (&self.cert_meta, &self.by_fp, &self.by_email, &self.audit);
-        trees
-            .transaction(|(meta, fp, email, log)| {
-                if let Some(first) = audit.first() {
-                    if log.get(first.seq.to_be_bytes())?.is_some() {
-                        return abort(Error::Inconsistent(format!("audit entry {} exists", first.seq)));
-                    }
-                }
-                for (rec, enc) in checked.certs.iter().zip(&checked.encoded) {
-                    let key = rec.serial.as_bytes();
-                    if meta.insert(key, enc.as_slice())?.is_some() {
-                        return abort(Error::SerialInUse(rec.serial.clone()));
-                    }
-                    fp.insert(&rec.fingerprint.0, key)?;
-                    if let Some(e) = &rec.email {
-                        email.insert(email_key(rec, e), &[] as &[u8])?;
-                    }
-                }
-                for a in audit {
-                    log.insert(&a.seq.to_be_bytes(), a.bytes.as_slice())?;
-                }
-                Ok::<(), ConflictableTransactionError<Error>>(())
-            })
-            .map_err(tx_error)
-    }
+    /// Records serials signed into certificates never stored (a refused batch), durably: with the
+    /// serials of stored certificates they are every serial ever used, and
+    /// [`CertStore::check_issued`] refuses both.
+    fn retire_serials(&self, serials: &[Serial]) -> Result<(), Error>;
 
-    /// Records a revocation and its audit entry in one transaction, then flushes. Returns the
-    /// updated record (metadata only). A revocation for keyCompromise passes the digest of the
-    /// certificate's key, which the same transaction records as compromised
-    /// ([`CertDb::compromised_keys`]) unless an earlier revocation reported it; other reasons pass
-    /// `None`.
+    /// Whether `serial` was used: stored, or retired.
+    fn serial_used(&self, serial: &Serial) -> Result<bool, Error>;
+
+    /// The serials retired by [`CertStore::retire_serials`] (and, in databases written before
+    /// serials were checked at storing, those of stored certificates), in no particular order.
+    fn retired_serials(&self) -> Result<Vec<Serial>, Error>;
+
+    /// Records a revocation, its change-feed entry and its audit entry in one atomic write,
+    /// durably. Returns the updated record (metadata only). A revocation for keyCompromise passes
+    /// the digest of the certificate's key, which the same write records as compromised unless
+    /// an earlier revocation reported it; other reasons pass `None` (anything else is
+    /// [`Error::Inconsistent`]).
     ///
     /// A certificate is revoked once, with one exception: one revoked for another reason whose key
     /// is then found compromised has its reason changed to keyCompromise, its revocation time
-    /// kept, so that CRL and OCSP tell relying parties. Anything else is
-    /// [`Error::AlreadyRevoked`].
-    pub fn revoke(
+    /// kept. Anything else is [`Error::AlreadyRevoked`]; an unknown serial [`Error::NotFound`].
+    fn revoke(
         &self,
         serial: &Serial,
         revocation: Revocation,
         compromised: Option<&KeyDigest>,
-        audit: &AuditRecord,
-    ) -> Result<CertRecord, Error> {
-        if compromised.is_some() != (revocation.reason == RevocationReason::KeyCompromise) {
-            return Err(Error::Inconsistent(format!(
-                "revocation for {}: a key digest is given exactly when the reason is keyCompromise",
-                revocation.reason
-            )));
-        }
-        let rec = (&self.cert_meta, &self.audit, &self.revoked, &self.compromised_keys)
-            .transaction(|(meta, log, revoked, keys)| {
-                let Some(bytes) = meta.get(serial.as_bytes())? else {
-                    return abort(Error::NotFound(serial.clone()));
-                };
-                let mut rec = decode_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                rec.revocation = match &rec.revocation {
-                    None => Some(revocation.clone()),
-                    Some(r)
-                        if r.reason != RevocationReason::KeyCompromise
-                            && revocation.reason == RevocationReason::KeyCompromise =>
-                    {
-                        Some(Revocation { at: r.at, reason: RevocationReason::KeyCompromise })
-                    }
-                    Some(r) => {
-                        return abort(Error::AlreadyRevoked {
-                            serial: serial.clone(),
-                            reason: r.reason,
-                            at: r.at,
-                        })
-                    }
-                };
-                // The same format as before: the DER stays where it was.
-                let (_, der) = split_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                let enc = encode_value(&rec, der).map_err(ConflictableTransactionError::Abort)?;
-                meta.insert(serial.as_bytes(), enc)?;
-                revoked.insert(revoked_key(rec.issuer, serial), &[] as &[u8])?;
-                if let Some(key) = compromised {
-                    if keys.get(key.0)?.is_none() {
-                        keys.insert(&key.0, serial.as_bytes())?;
-                    }
-                }
-                let k = audit.seq.to_be_bytes();
-                if log.get(k)?.is_some() {
-                    return abort(Error::Inconsistent(format!("audit entry {} exists", audit.seq)));
-                }
-                log.insert(&k, audit.bytes.as_slice())?;
-                Ok(rec)
-            })
-            .map_err(tx_error)?;
-        self.flush()?;
-        Ok(rec)
-    }
+        audit: &dyn AuditChain,
+    ) -> Result<CertRecord, Error>;
 
     /// Every key reported compromised, with the serial of the certificate whose revocation for
-    /// keyCompromise reported it: the CA certifies such a key never again.
-    pub fn compromised_keys(&self) -> Result<Vec<(KeyDigest, Serial)>, Error> {
-        self.compromised_keys
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                let digest = <[u8; 32]>::try_from(k.as_ref())
-                    .map_err(|_| Error::Corrupt(format!("compromised key of {} bytes", k.len())))?;
-                let serial = Serial::from_bytes(&v)
-                    .map_err(|e| Error::Corrupt(format!("compromised key {}: {e}", hex::encode(digest))))?;
-                Ok((KeyDigest(digest), serial))
-            })
-            .collect()
-    }
+    /// keyCompromise reported it.
+    fn compromised_keys(&self) -> Result<Vec<(KeyDigest, Serial)>, Error>;
 
-    /// Records keys as compromised, each with the serial of the certificate revoked for
-    /// keyCompromise that reported it (an entry already there is kept), then flushes. For
-    /// databases whose revocations were recorded before keys were: [`CertDb::revoke`] records
-    /// them itself.
-    pub fn record_compromised(&self, keys: &[(KeyDigest, Serial)]) -> Result<(), Error> {
-        for (key, serial) in keys {
-            let _ = self.compromised_keys.compare_and_swap(
-                key.0,
-                None as Option<&[u8]>,
-                Some(serial.as_bytes()),
-            )?;
-        }
-        self.flush()
-    }
+    /// Records keys as compromised (an entry already there is kept), durably: for databases whose
+    /// revocations were recorded before keys were.
+    fn record_compromised(&self, keys: &[(KeyDigest, Serial)]) -> Result<(), Error>;
 
-    /// Stores a CA's new CRL (replacing the previous one), with an optional audit entry; flushes.
-    pub fn put_crl(&self, crl: &CrlRecord, audit: Option<&AuditRecord>) -> Result<(), Error> {
-        let enc = serde_json::to_vec(crl).map_err(|e| Error::Corrupt(e.to_string()))?;
-        (&self.crls, &self.audit)
-            .transaction(|(crls, log)| {
-                if let Some(prev) = crls.get(crl.ca.name())? {
-                    let prev: CrlRecord = serde_json::from_slice(&prev)
-                        .map_err(|e| ConflictableTransactionError::Abort(Error::Corrupt(e.to_string())))?;
-                    if prev.number >= crl.number {
-                        return abort(Error::Inconsistent(format!(
-                            "CRL number {} of {} is not above the stored {}",
-                            crl.number, crl.ca, prev.number
-                        )));
-                    }
-                }
-                crls.insert(crl.ca.name(), enc.as_slice())?;
-                if let Some(a) = audit {
-                    log.insert(&a.seq.to_be_bytes(), a.bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .map_err(tx_error)?;
-        self.flush()
-    }
+    /// Stores a CA's new CRL (replacing the previous one) with its audit entries, atomically and
+    /// durably; a CRL number not above the stored one is [`Error::Inconsistent`].
+    fn put_crl(&self, crl: &CrlRecord, audit: &dyn AuditChain) -> Result<(), Error>;
 
-    /// Appends one audit record on its own and flushes.
-    pub fn append_audit(&self, rec: &AuditRecord) -> Result<(), Error> {
-        match self.audit.compare_and_swap(
-            rec.seq.to_be_bytes(),
-            None as Option<&[u8]>,
-            Some(rec.bytes.as_slice()),
-        )? {
-            Ok(()) => self.flush(),
-            Err(_) => Err(Error::Inconsistent(format!("audit entry {} exists", rec.seq))),
-        }
-    }
+    /// Appends audit records on their own (after the log's last record), durably.
+    fn append_audit(&self, audit: &dyn AuditChain) -> Result<(), Error>;
 
     /// The last audit record.
-    pub fn last_audit(&self) -> Result<Option<AuditRecord>, Error> {
-        Ok(self.audit.last()?.map(|(k, v)| AuditRecord { seq: seq_of(&k), bytes: v.to_vec() }))
-    }
+    fn last_audit(&self) -> Result<Option<AuditRecord>, Error>;
 
-    /// Every audit record in order.
-    pub fn audit_records(&self) -> impl Iterator<Item = Result<AuditRecord, Error>> + '_ {
-        self.audit.iter().map(|r| {
-            let (k, v) = r?;
-            Ok(AuditRecord { seq: seq_of(&k), bytes: v.to_vec() })
-        })
-    }
+    /// Audit records from sequence number `first` on, oldest first.
+    fn audit_records_from(&self, first: u64) -> Result<Vec<AuditRecord>, Error>;
 
-    /// A value of the `meta` tree.
-    pub fn meta_get(&self, key: &str) -> Result<Option<String>, Error> {
-        self.meta
-            .get(key)?
-            .map(|v| String::from_utf8(v.to_vec()).map_err(|e| Error::Corrupt(e.to_string())))
-            .transpose()
-    }
+    /// Every audit record, oldest first.
+    fn audit_records(&self) -> Box<dyn Iterator<Item = Result<AuditRecord, Error>> + '_>;
 
-    /// Sets a value of the `meta` tree and flushes.
-    pub fn meta_put(&self, key: &str, value: &str) -> Result<(), Error> {
-        self.meta.insert(key, value.as_bytes())?;
-        self.flush()
-    }
+    /// A setting of the CA (`ca.root.serial`, ...).
+    fn meta_get(&self, key: &str) -> Result<Option<String>, Error>;
+
+    /// Sets a setting of the CA, durably.
+    fn meta_put(&self, key: &str, value: &str) -> Result<(), Error>;
 
     /// Metadata of every certificate (or of one address), oldest issuance first.
-    pub fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
-        let mut out = match email {
-            Some(e) => self.by_email(e, None)?,
-            None => self
-                .cert_meta
-                .iter()
-                .map(|r| r.map_err(Error::from).and_then(|(_, v)| decode_meta(&v)))
-                .collect::<Result<Vec<_>, _>>()?,
-        };
-        out.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.serial.cmp(&b.serial)));
-        Ok(out)
-    }
+    fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error>;
 
     /// Metadata of every revoked certificate issued by `ca`.
-    pub fn revoked_by(&self, ca: CaId) -> Result<Vec<CertRecord>, Error> {
-        let mut prefix = ca.name().as_bytes().to_vec();
-        prefix.push(0);
-        let mut out = Vec::new();
-        for r in self.revoked.scan_prefix(&prefix) {
-            let (k, _) = r?;
-            let rec = self
-                .meta_by_key(&k[prefix.len()..])?
-                .ok_or_else(|| Error::Inconsistent("revoked index names a missing certificate".into()))?;
-            out.push(rec);
-        }
-        Ok(out)
-    }
-
-    /// Reads the trees that lookups use into sled's page cache — the e-mail and fingerprint
-    /// indexes, then the metadata with the DER (and the DER of records in the older format) — so
-    /// that the first lookups after opening a large database do not each load and decode pages
-    /// from the file (at a million certificates that loading, and the kernel zeroing the memory it
-    /// takes, were a tenth of a lookup's time). Stops once the keys and values read reach half
-    /// the page cache: sled keeps pages decoded, bigger than what they hold, and reading more
-    /// would only evict the first ones. Safe while the database is in use; meant for a
-    /// background thread of a server.
-    pub fn warm_cache(&self) -> Result<WarmStats, Error> {
-        let budget = self.cache_bytes / 2;
-        let mut stats = WarmStats { entries: 0, bytes: 0, complete: false };
-        for tree in [&self.by_email, &self.by_fp, &self.cert_meta, &self.cert_der] {
-            for r in tree.iter() {
-                let (k, v) = r?;
-                stats.entries += 1;
-                stats.bytes += (k.len() + v.len()) as u64;
-                if stats.bytes >= budget {
-                    return Ok(stats);
-                }
-            }
-        }
-        stats.complete = true;
-        Ok(stats)
-    }
+    fn revoked_by(&self, ca: CaId) -> Result<Vec<CertRecord>, Error>;
 
     /// Number of stored certificates.
-    pub fn count(&self) -> usize {
-        self.cert_meta.len()
-    }
+    fn count(&self) -> Result<u64, Error>;
+
+    /// Reads what lookups use into the engine's cache, so that the first lookups after opening a
+    /// large database are not slow; safe while the database is in use.
+    fn warm_cache(&self) -> Result<WarmStats, Error>;
 
     /// Checks that every index entry points at a stored certificate and every certificate is
     /// indexed, that fingerprints match the DER, that every compromised key names a certificate
-    /// revoked for keyCompromise, and that the audit log has no gaps.
-    pub fn check_consistency(&self) -> Result<(), Error> {
-        let mut emails = 0usize;
-        let mut der_apart = 0usize;
-        for r in self.cert_meta.iter() {
-            let (k, v) = r?;
-            let rec = decode_meta(&v)?;
-            let der = match split_meta(&v)?.1 {
-                Some(der) => der.to_vec(),
-                None => {
-                    der_apart += 1;
-                    self.der_of(&k, &v, &rec.serial)?
-                }
-            };
-            if Fingerprint::of(&der) != rec.fingerprint {
-                return Err(Error::Inconsistent(format!(
-                    "fingerprint of {} does not match its DER",
-                    rec.serial
-                )));
-            }
-            if self.by_fp.get(rec.fingerprint.0)?.as_deref() != Some(&k[..]) {
-                return Err(Error::Inconsistent(format!("fingerprint index misses {}", rec.serial)));
-            }
-            if rec.revocation.is_some() != self.revoked.contains_key(revoked_key(rec.issuer, &rec.serial))? {
-                return Err(Error::Inconsistent(format!("revoked index disagrees about {}", rec.serial)));
-            }
-            if let Some(e) = &rec.email {
-                emails += 1;
-                if self.by_email.get(email_key(&rec, e))?.is_none() {
-                    return Err(Error::Inconsistent(format!("e-mail index misses {}", rec.serial)));
-                }
-            }
-        }
-        if self.by_email.len() != emails {
-            return Err(Error::Inconsistent(format!(
-                "e-mail index has {} entries for {emails} certificates",
-                self.by_email.len()
-            )));
-        }
-        if self.by_fp.len() != self.cert_meta.len() || self.cert_der.len() != der_apart {
-            return Err(Error::Inconsistent("index sizes differ from the certificate count".into()));
-        }
-        for (key, serial) in self.compromised_keys()? {
-            let reported = self.meta_by_key(serial.as_bytes())?.and_then(|rec| rec.revocation);
-            if reported.map(|r| r.reason) != Some(RevocationReason::KeyCompromise) {
-                return Err(Error::Inconsistent(format!(
-                    "compromised key {key} names {serial}, which is not revoked for keyCompromise"
-                )));
-            }
-        }
-        for (i, r) in self.audit.iter().keys().enumerate() {
-            let seq = seq_of(&r?);
-            if seq != i as u64 + 1 {
-                return Err(Error::Inconsistent(format!("audit log has a gap before entry {seq}")));
-            }
-        }
-        Ok(())
+    /// revoked for keyCompromise, that the audit log and the change feed have no gaps, and that
+    /// every revoked certificate has its change.
+    fn check_consistency(&self) -> Result<(), Error>;
+}
+
+/// The storage of one installation, whatever the engine: the certificate store (what `CertDb`
+/// dereferences to), the console's accounts, the API keys and the TSA's ledger. Clones share one
+/// engine.
+#[derive(Clone)]
+pub struct CertDb {
+    certs: Arc<dyn CertStore>,
+    console: Arc<dyn crate::console_store::ConsoleStore>,
+    api_keys: Arc<dyn crate::directory::ApiKeyRecords>,
+    tsa: Arc<dyn crate::tsa_store::TsaLedger>,
+    /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
+    tsa_cell: crate::tsa_store::StoreCell,
+    /// What `pki` shows as the database's place.
+    location: Arc<str>,
+    /// Raw access to the embedded engine's trees (tests only).
+    raw: Option<Arc<crate::sled_engine::RawTrees>>,
+}
+
+impl std::fmt::Debug for CertDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertDb").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for CertDb {
+    type Target = dyn CertStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.certs
+    }
+}
+
+impl CertDb {
+    /// The engine's page cache unless configured: 1 GiB.
+    pub const DEFAULT_CACHE_BYTES: u64 = 1 << 30;
+
+    /// How long opening waits for an embedded database another handle holds.
+    pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Opens (creating) the embedded database at `path`.
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
     }
 
-    /// The database directory.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens (creating) the embedded database at `path` with a page cache of at most
+    /// `cache_bytes`. A database locked by another handle is retried for [`CertDb::LOCK_WAIT`]
+    /// before [`Error::Locked`].
+    pub fn open_with_cache(path: impl AsRef<std::path::Path>, cache_bytes: u64) -> Result<Self, Error> {
+        let engine = crate::sled_engine::SledEngine::open(path.as_ref(), cache_bytes, None)?;
+        Ok(Self::from_engine(Arc::new(engine)))
+    }
+
+    /// A handle on an engine that implements every trait of the contract.
+    pub fn from_engine<E: crate::Engine + 'static>(engine: Arc<E>) -> Self {
+        CertDb {
+            location: engine.location().into(),
+            raw: engine.raw_trees().map(Arc::new),
+            certs: engine.clone(),
+            console: engine.clone(),
+            api_keys: engine.clone(),
+            tsa: engine,
+            tsa_cell: Default::default(),
+        }
+    }
+
+    /// The read-only view, for the OCSP responder and the directory.
+    pub fn reader(&self) -> Arc<dyn CertReader> {
+        self.certs.clone()
+    }
+
+    /// The change feed.
+    pub fn feed(&self) -> Arc<dyn ChangeFeed> {
+        self.certs.clone()
+    }
+
+    /// The console's accounts and sessions.
+    pub fn console(&self) -> Arc<dyn crate::console_store::ConsoleStore> {
+        self.console.clone()
+    }
+
+    /// The directory's API keys and anonymous policy.
+    pub fn api_key_records(&self) -> Arc<dyn crate::directory::ApiKeyRecords> {
+        self.api_keys.clone()
+    }
+
+    /// The TSA's serials and token records.
+    pub(crate) fn tsa_ledger(&self) -> Arc<dyn crate::tsa_store::TsaLedger> {
+        self.tsa.clone()
     }
 
     /// Where the TSA store of this database is kept while held.
     pub(crate) fn tsa_cell(&self) -> &crate::tsa_store::StoreCell {
-        &self.tsa
+        &self.tsa_cell
     }
 
-    /// The underlying sled database, for the stores of other concerns kept in this crate
-    /// (such as the TSA's serials and token record).
-    pub fn sled_db(&self) -> &sled::Db {
-        &self.db
+    /// Raw access to the trees of the embedded engine, bypassing every check: for tests that act
+    /// as someone with access to the files. `None` on other engines.
+    pub fn raw_trees(&self) -> Option<&crate::sled_engine::RawTrees> {
+        self.raw.as_deref()
     }
 
-    /// (serial key, stored metadata) of an address's certificates of one kind, newest notBefore
-    /// first.
-    fn metas_by_email(
-        &self,
-        email: &EmailAddress,
-        kind: CertKind,
-    ) -> impl Iterator<Item = Result<(Vec<u8>, sled::IVec), Error>> + '_ {
-        let prefix = email_prefix(email, Some(kind));
-        let skip = prefix.len() + 8; // key = prefix (address, 0x00, kind) | notBefore(8) | serial
-        self.by_email.scan_prefix(prefix).rev().filter_map(move |r| {
-            let read = || -> Result<Option<(Vec<u8>, sled::IVec)>, Error> {
-                let (k, _) = r?;
-                let key = k.get(skip..).ok_or_else(|| Error::Corrupt("e-mail index key".into()))?.to_vec();
-                Ok(self.cert_meta.get(&key)?.map(|v| (key, v)))
-            };
-            read().transpose()
-        })
-    }
-
-    fn meta_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
-        self.cert_meta.get(key)?.map(|v| decode_meta(&v)).transpose()
-    }
-
-    fn full_by_key(&self, key: &[u8]) -> Result<Option<CertRecord>, Error> {
-        let Some(v) = self.cert_meta.get(key)? else {
-            return Ok(None);
-        };
-        let mut rec = decode_meta(&v)?;
-        rec.der = self.der_of(key, &v, &rec.serial)?;
-        Ok(Some(rec))
-    }
-
-    /// The DER of the certificate whose `cert_meta` value is `value`: from the value itself, or
-    /// from `cert_der` for records stored in the older format.
-    fn der_of(&self, key: &[u8], value: &[u8], serial: &Serial) -> Result<Vec<u8>, Error> {
-        match split_meta(value)? {
-            (_, Some(der)) => Ok(der.to_vec()),
-            (_, None) => Ok(self
-                .cert_der
-                .get(key)?
-                .ok_or_else(|| Error::Inconsistent(format!("no DER for {serial}")))?
-                .to_vec()),
-        }
+    /// Where the database is (a directory, or a URL without its password).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 }
 
-fn revoked_key(ca: CaId, serial: &Serial) -> Vec<u8> {
-    let mut k = ca.name().as_bytes().to_vec();
-    k.push(0);
-    k.extend_from_slice(serial.as_bytes());
-    k
-}
-
-fn seq_of(k: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = k.len().min(8);
-    b[8 - n..].copy_from_slice(&k[..n]);
-    u64::from_be_bytes(b)
-}
-
+/// The handle reads as its certificate store does, so it can stand where a reader is wanted.
 impl CertReader for CertDb {
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
-        self.full_by_key(serial.as_bytes())
+        self.certs.get(serial)
     }
-
     fn get_meta(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
-        self.meta_by_key(serial.as_bytes())
+        self.certs.get_meta(serial)
     }
-
     fn by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<CertRecord>, Error> {
-        match self.by_fp.get(fp.0)? {
-            Some(serial) => self.full_by_key(&serial),
-            None => Ok(None),
-        }
+        self.certs.by_fingerprint(fp)
     }
-
     fn by_email(&self, email: &EmailAddress, kind: Option<CertKind>) -> Result<Vec<CertRecord>, Error> {
-        let prefix = email_prefix(email, kind);
-        let mut out = Vec::new();
-        for r in self.by_email.scan_prefix(&prefix).rev() {
-            let (k, _) = r?;
-            // key = prefix-without-kind (address, 0x00) | kind | notBefore(8) | serial
-            let base = email.lookup_key().len() + 1;
-            let serial = k.get(base + 1 + 8..).ok_or_else(|| Error::Corrupt("e-mail index key".into()))?;
-            if let Some(rec) = self.meta_by_key(serial)? {
-                out.push(rec);
-            }
-        }
-        if kind.is_none() {
-            out.sort_by_key(|r| std::cmp::Reverse(r.not_before));
-        }
-        Ok(out)
+        self.certs.by_email(email, kind)
     }
-
+    fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
+        self.certs.email_by_hash(hash)
+    }
+    fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error> {
+        self.certs.crl(ca)
+    }
     fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
-        self.cert_meta.get(serial.as_bytes())?.map(|v| decode_state(&v)).transpose()
+        self.certs.state(serial)
     }
-
     fn states_by_email(
         &self,
         email: &EmailAddress,
         kind: CertKind,
     ) -> Result<Vec<(Serial, CertState)>, Error> {
-        self.metas_by_email(email, kind)
-            .map(|r| {
-                let (key, v) = r?;
-                let serial = Serial::from_bytes(&key)
-                    .map_err(|e| Error::Corrupt(format!("e-mail index serial: {e}")))?;
-                Ok((serial, decode_state(&v)?))
-            })
-            .collect()
+        self.certs.states_by_email(email, kind)
     }
-
     fn newest_valid(
         &self,
         email: &EmailAddress,
         kind: CertKind,
         now: DateTime<Utc>,
     ) -> Result<Option<CertRecord>, Error> {
-        // As the trait's default, but each stored metadata is read once: its status view
-        // first, the whole record from the same bytes for the one returned.
-        for r in self.metas_by_email(email, kind) {
-            let (key, v) = r?;
-            if decode_state(&v)?.status_at(now) == crate::CertStatus::Valid {
-                let mut rec = decode_meta(&v)?;
-                rec.der = self.der_of(&key, &v, &rec.serial)?;
-                return Ok(Some(rec));
-            }
-        }
-        Ok(None)
-    }
-
-    fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error> {
-        self.crls
-            .get(ca.name())?
-            .map(|v| serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("CRL record: {e}"))))
-            .transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::{RevocationReason, Usage};
-    use chrono::Duration;
-
-    fn rec(serial: u8, email: &str, kind: CertKind, nb: DateTime<Utc>) -> CertRecord {
-        let der = vec![serial, 1, 2, 3];
-        CertRecord {
-            serial: Serial::from_bytes(&[serial]).expect("serial"),
-            fingerprint: Fingerprint::of(&der),
-            kind,
-            email: Some(email.parse().expect("email")),
-            subject: format!("CN={email}"),
-            issuer: CaId::Issuing,
-            not_before: nb,
-            not_after: nb + Duration::days(10),
-            issued_at: nb,
-            key_type: "p256".into(),
-            escrow_key: None,
-            revocation: None,
-            der,
-        }
-    }
-
-    fn audit(seq: u64) -> AuditRecord {
-        AuditRecord { seq, bytes: format!("entry {seq}").into_bytes() }
-    }
-
-    #[test]
-    fn store_index_revoke_scenario() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = CertDb::open(dir.path().join("db")).expect("open");
-        let t0 = Utc::now() - Duration::days(1);
-        let a = rec(1, "Alice@Example.com", CertKind::Encryption, t0);
-        let b = rec(2, "alice@example.com", CertKind::Encryption, t0 + Duration::hours(1));
-        let c = rec(3, "alice@example.com", CertKind::Signing, t0);
-        db.store_issued(&[a.clone(), b.clone(), c.clone()], &[audit(1)]).expect("store");
-        db.check_consistency().expect("consistent");
-
-        let e: EmailAddress = "ALICE@example.COM".parse().expect("email");
-        let enc = db.by_email(&e, Some(CertKind::Encryption)).expect("lookup");
-        assert_eq!(
-            enc.iter().map(|r| r.serial.clone()).collect::<Vec<_>>(),
-            vec![b.serial.clone(), a.serial.clone()]
-        );
-        let newest = db.newest_valid(&e, Usage::Encryption.into(), Utc::now()).expect("q").expect("some");
-        assert_eq!(newest.serial, b.serial);
-        assert_eq!(newest.der, b.der);
-        assert_eq!(db.by_email(&e, None).expect("all").len(), 3);
-        assert_eq!(db.by_fingerprint(&c.fingerprint).expect("fp").expect("some").serial, c.serial);
-
-        // The same serial again is refused and nothing changes.
-        let dup = rec(1, "bob@example.com", CertKind::Signing, t0);
-        let mut dup = dup;
-        dup.der = vec![9, 9];
-        dup.fingerprint = Fingerprint::of(&dup.der);
-        assert!(matches!(db.store_issued(&[dup], &[audit(2)]), Err(Error::SerialInUse(_))));
-        assert_eq!(db.count(), 3);
-
-        let rev = Revocation { at: Utc::now(), reason: RevocationReason::KeyCompromise };
-        let key = KeyDigest::of(b"the key of b");
-        let reported = |key: &KeyDigest| {
-            let all = db.compromised_keys().expect("read");
-            all.into_iter().find(|(k, _)| k == key).map(|(_, s)| s)
-        };
-        assert_eq!(reported(&key), None);
-        // A key digest goes with keyCompromise and only with it.
-        for (r, k) in
-            [(rev.clone(), None), (Revocation { reason: RevocationReason::Superseded, ..rev }, Some(&key))]
-        {
-            assert!(matches!(db.revoke(&b.serial, r, k, &audit(2)), Err(Error::Inconsistent(_))));
-        }
-        assert_eq!(db.get_meta(&b.serial).expect("meta").expect("some").revocation, None);
-        db.revoke(&b.serial, rev.clone(), Some(&key), &audit(2)).expect("revoke");
-        assert_eq!(reported(&key), Some(b.serial.clone()));
-        let again = db.revoke(&b.serial, rev.clone(), Some(&key), &audit(3));
-        assert!(matches!(again, Err(Error::AlreadyRevoked { .. })));
-        let superseded = Revocation { reason: RevocationReason::Superseded, ..rev.clone() };
-        let again = db.revoke(&b.serial, superseded, None, &audit(3));
-        assert!(matches!(again, Err(Error::AlreadyRevoked { reason: RevocationReason::KeyCompromise, .. })));
-        let newest = db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some");
-        assert_eq!(newest.serial, a.serial);
-        assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 1);
-        db.check_consistency().expect("consistent");
-        let missing = Serial::from_bytes(&[77]).expect("serial");
-        assert!(matches!(db.revoke(&missing, rev.clone(), Some(&key), &audit(3)), Err(Error::NotFound(_))));
-
-        // A second certificate with the same key, revoked for keyCompromise: the first report stays.
-        db.revoke(&a.serial, rev.clone(), Some(&key), &audit(3)).expect("revoke a");
-        assert_eq!(reported(&key), Some(b.serial.clone()));
-        // Recording afterwards (for revocations made before keys were recorded) keeps it too.
-        let other = KeyDigest::of(b"the key of a");
-        db.record_compromised(&[(key, a.serial.clone()), (other, a.serial.clone())]).expect("record");
-        assert_eq!(reported(&key), Some(b.serial.clone()));
-        assert_eq!(reported(&other), Some(a.serial.clone()));
-        db.check_consistency().expect("consistent");
-        // Revoked as superseded, then found compromised: the reason changes, the time stays, the
-        // key is recorded; nothing else changes a revocation.
-        let d = rec(4, "dave@example.com", CertKind::Signing, t0);
-        db.store_issued(std::slice::from_ref(&d), &[audit(4)]).expect("store d");
-        let first = Revocation { at: t0 + Duration::hours(2), reason: RevocationReason::Superseded };
-        db.revoke(&d.serial, first.clone(), None, &audit(5)).expect("superseded");
-        let d_key = KeyDigest::of(b"the key of d");
-        let later = Revocation { at: t0 + Duration::hours(5), reason: RevocationReason::KeyCompromise };
-        let changed = db.revoke(&d.serial, later.clone(), Some(&d_key), &audit(6)).expect("keyCompromise");
-        let want = Some(Revocation { at: first.at, reason: RevocationReason::KeyCompromise });
-        assert_eq!(changed.revocation, want);
-        assert_eq!(db.get_meta(&d.serial).expect("meta").expect("some").revocation, want);
-        assert_eq!(reported(&d_key), Some(d.serial.clone()));
-        for (r, k) in [(later, Some(&d_key)), (first, None)] {
-            let again = db.revoke(&d.serial, r, k, &audit(7));
-            assert!(matches!(
-                again,
-                Err(Error::AlreadyRevoked { reason: RevocationReason::KeyCompromise, .. })
-            ));
-        }
-        assert_eq!(db.revoked_by(CaId::Issuing).expect("revoked").len(), 3);
-        db.check_consistency().expect("consistent");
-
-        // An entry naming a certificate not revoked for keyCompromise is an inconsistency.
-        db.record_compromised(&[(KeyDigest::of(b"c"), c.serial.clone())]).expect("record");
-        assert!(
-            matches!(db.check_consistency(), Err(Error::Inconsistent(m)) if m.contains("not revoked for keyCompromise"))
-        );
-    }
-
-    #[test]
-    fn warming_reads_every_lookup_tree_within_half_the_cache() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let t0 = Utc::now() - Duration::days(1);
-        let certs: Vec<CertRecord> =
-            (1..=40u8).map(|i| rec(i, &format!("user{i}@example.com"), CertKind::Encryption, t0)).collect();
-        // Two databases (no reopening: sled may hold its lock for a moment after a drop).
-        let db = CertDb::open(dir.path().join("default")).expect("open");
-        db.store_issued(&certs, &[audit(1)]).expect("store");
-        // Three trees of 40 entries each: e-mail index, fingerprints, metadata with DER.
-        let all = db.warm_cache().expect("warm");
-        assert_eq!((all.entries, all.complete), (120, true), "{all:?}");
-        assert!(all.bytes > 40 * 32, "{all:?}");
-
-        // A page cache of 2,000 bytes: the reading stops at 1,000.
-        let small = CertDb::open_with_cache(dir.path().join("small"), 2_000).expect("open small");
-        small.store_issued(&certs, &[audit(1)]).expect("store");
-        let part = small.warm_cache().expect("warm");
-        assert!(!part.complete && part.entries < 120 && (1_000..1_200).contains(&part.bytes), "{part:?}");
-        // Lookups answer as before.
-        let e: EmailAddress = "user7@example.com".parse().expect("email");
-        assert_eq!(
-            small.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some").der,
-            certs[6].der
-        );
-    }
-
-    #[test]
-    fn records_stored_with_their_der_apart_are_still_read_revoked_and_checked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = CertDb::open(dir.path().join("db")).expect("open");
-        let t0 = Utc::now() - Duration::days(1);
-        let old = rec(1, "old@example.com", CertKind::Encryption, t0);
-        let new = rec(2, "new@example.com", CertKind::Encryption, t0);
-        db.store_issued(&[old.clone(), new.clone()], &[audit(1)]).expect("store");
-        // One value per certificate now: nothing in `cert_der`.
-        assert_eq!((db.cert_meta.len(), db.cert_der.len()), (2, 0));
-        // `old` as a database written before: the JSON alone, the DER in `cert_der`.
-        let key = old.serial.as_bytes();
-        db.cert_meta.insert(key, serde_json::to_vec(&old).expect("json")).expect("rewrite");
-        db.cert_der.insert(key, old.der.as_slice()).expect("der");
-        db.check_consistency().expect("consistent");
-
-        let e: EmailAddress = "old@example.com".parse().expect("email");
-        assert_eq!(db.get(&old.serial).expect("get").expect("some").der, old.der);
-        assert_eq!(db.by_fingerprint(&old.fingerprint).expect("fp").expect("some").der, old.der);
-        assert_eq!(
-            db.newest_valid(&e, CertKind::Encryption, Utc::now()).expect("q").expect("some").der,
-            old.der
-        );
-        assert_eq!(db.get(&new.serial).expect("get").expect("some").der, new.der);
-        assert_eq!(db.get_meta(&new.serial).expect("meta").expect("some").der, Vec::<u8>::new());
-
-        // A revocation rewrites each value in its own format.
-        let rev = Revocation { at: Utc::now(), reason: RevocationReason::Superseded };
-        for (i, r) in [&old, &new].into_iter().enumerate() {
-            db.revoke(&r.serial, rev.clone(), None, &audit(2 + i as u64)).expect("revoke");
-            let got = db.get(&r.serial).expect("get").expect("some");
-            assert_eq!((got.der, got.revocation), (r.der.clone(), Some(rev.clone())));
-        }
-        assert_eq!(db.cert_meta.get(key).expect("read").expect("some").first(), Some(&b'{'));
-        assert_eq!(db.cert_meta.get(new.serial.as_bytes()).expect("read").expect("some")[0], META_WITH_DER);
-        db.check_consistency().expect("consistent after revocations");
-    }
-
-    #[test]
-    fn damaged_metadata_values_are_errors_not_panics() {
-        let good = encode_meta(&rec(3, "x@example.com", CertKind::Signing, Utc::now())).expect("encode");
-        let mut unknown = good.clone();
-        unknown[0] = 0x02;
-        let mut long = good.clone();
-        long[1..5].copy_from_slice(&u32::MAX.to_be_bytes());
-        for bad in [&[][..], &good[..3], &good[..20], &unknown[..], &long[..], b"{not json"] {
-            assert!(matches!(decode_meta(bad), Err(Error::Corrupt(_))), "{bad:?}");
-            assert!(matches!(decode_state(bad), Err(Error::Corrupt(_))), "{bad:?}");
-        }
-        assert!(decode_meta(&good).is_ok());
-    }
-
-    #[test]
-    fn damaged_compromised_key_entries_are_errors_not_panics() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = CertDb::open(dir.path().join("db")).expect("open");
-        let key = [7u8; 32];
-        for (k, v, want) in [
-            (&key[..], &[][..], "serial number zero"),
-            (&key[..], &[0u8, 0][..], "serial number zero"),
-            (&key[..], &[0x55; 40][..], "octets"),
-            (&key[..31], &[1][..], "31 bytes"),
-            (&[][..], &[1][..], "0 bytes"),
-        ] {
-            db.compromised_keys.clear().expect("clear");
-            db.compromised_keys.insert(k, v).expect("insert");
-            match db.compromised_keys() {
-                Err(Error::Corrupt(m)) => assert!(m.contains(want), "{m}"),
-                other => panic!("{k:?} -> {v:?}: {other:?}"),
-            }
-            assert!(matches!(db.check_consistency(), Err(Error::Corrupt(_))));
-        }
-    }
-
-    #[test]
-    fn a_database_held_by_another_handle_is_locked_and_one_just_dropped_reopens() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("db");
-        let held = CertDb::open(&path).expect("open");
-        let start = std::time::Instant::now();
-        let second = CertDb::open(&path);
-        assert!(matches!(second, Err(Error::Locked(_))), "{:?}", second.err());
-        assert!(start.elapsed() >= CertDb::LOCK_WAIT, "waited for the lock first");
-        drop(held);
-        for i in 0..20 {
-            let db = CertDb::open(&path).unwrap_or_else(|e| panic!("reopen {i}: {e}"));
-            db.meta_put("n", &i.to_string()).expect("write");
-        }
-        assert_eq!(CertDb::open(&path).expect("open").meta_get("n").expect("read").as_deref(), Some("19"));
-    }
-
-    #[test]
-    fn a_serial_stored_or_retired_is_refused_and_the_refused_batch_leaves_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = CertDb::open(dir.path().join("db")).expect("open");
-        let t0 = Utc::now();
-        let first = rec(5, "a@example.com", CertKind::Signing, t0);
-        db.store_issued(std::slice::from_ref(&first), &[audit(1)]).expect("store");
-        assert!(db.serial_used(&first.serial).expect("read"));
-
-        // The same serial again, beside a fresh one: refused in the transaction, nothing stored.
-        let mut again = rec(5, "b@example.com", CertKind::Encryption, t0);
-        again.der.push(9);
-        again.fingerprint = Fingerprint::of(&again.der);
-        let fresh = rec(6, "b@example.com", CertKind::Signing, t0);
-        let refused = db.store_issued(&[fresh.clone(), again], &[audit(2), audit(3)]);
-        assert!(matches!(refused, Err(Error::SerialInUse(ref s)) if *s == first.serial), "{refused:?}");
-        // Twice within one batch.
-        let twice = db.store_issued(&[fresh.clone(), fresh.clone()], &[audit(2), audit(3)]);
-        assert!(matches!(twice, Err(Error::SerialInUse(_))), "{twice:?}");
-        assert_eq!(db.count(), 1);
-        assert!(db.get(&fresh.serial).expect("read").is_none());
-        assert!(db.last_audit().expect("audit").is_some_and(|a| a.seq == 1));
-        assert!(!db.serial_used(&fresh.serial).expect("read"));
-        db.check_consistency().expect("consistent");
-
-        // A retired serial (signed into a certificate never stored) is refused as well.
-        db.retire_serials(std::slice::from_ref(&fresh.serial)).expect("retire");
-        assert!(db.serial_used(&fresh.serial).expect("read"));
-        let retired = db.store_issued(std::slice::from_ref(&fresh), &[audit(2)]);
-        assert!(matches!(retired, Err(Error::SerialInUse(_))), "{retired:?}");
-        assert_eq!(db.count(), 1);
-        db.check_consistency().expect("consistent");
+        self.certs.newest_valid(email, kind, now)
     }
 }

@@ -37,9 +37,10 @@
 //! nextUpdate = thisUpdate + [`OcspConfig::next_update`]; `certs` = the OCSP signer certificate;
 //! the request's nonce echoed in responseExtensions; the CertID echoed as the client sent it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cerdb::{CaId, CertReader, RevocationReason, Serial};
+use cerdb::{CaId, CertReader, ChangeFeed, ChangeKind, RevocationReason, Serial};
 use chrono::{DateTime, Utc};
 use der::asn1::{GeneralizedTime, Null, ObjectIdentifier};
 use der::{Any, Decode, Encode};
@@ -157,6 +158,8 @@ pub struct OcspResponder {
     config: OcspConfig,
     clock: Arc<dyn Clock>,
     cache: ResponseCache,
+    /// Where revocations made by any writer are learnt of, and how far it was read.
+    feed: Option<(Arc<dyn ChangeFeed>, AtomicU64)>,
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -242,7 +245,37 @@ impl OcspResponder {
             cache: ResponseCache::new(config.max_cache_entries),
             config,
             clock,
+            feed: None,
         })
+    }
+
+    /// Follows `feed` from its current end: before answering from the cache, the responder
+    /// drops the cached responses of every certificate revoked since it last looked (by this
+    /// process or any other writer of the same storage).
+    pub fn with_change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Result<Self, Error> {
+        let at = feed.last_change().map_err(Error::Storage)?;
+        self.feed = Some((feed, AtomicU64::new(at)));
+        Ok(self)
+    }
+
+    /// Reads the change feed (when one is followed) and drops the cached responses of the
+    /// certificates it reports revoked.
+    fn follow_changes(&self) -> Result<(), Error> {
+        let Some((feed, seen)) = &self.feed else { return Ok(()) };
+        let last = feed.last_change().map_err(Error::Storage)?;
+        let from = seen.load(Ordering::Acquire);
+        if last <= from {
+            return Ok(());
+        }
+        let mut newest = from;
+        for change in feed.changes_since(from).map_err(Error::Storage)? {
+            if let ChangeKind::Revoked(serial) = &change.kind {
+                self.cache.invalidate(serial);
+            }
+            newest = newest.max(change.seq);
+        }
+        seen.fetch_max(newest, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Answers `request_der` (a DER `OCSPRequest`) at `now`. Always a DER `OCSPResponse`:
@@ -256,9 +289,8 @@ impl OcspResponder {
         self.try_respond(request_der, whole_seconds(now)).unwrap_or_else(|e| error_reply(&e))
     }
 
-    /// Forgets the cached responses of `serial`. The CA's revoke path calls this once cerdb has
-    /// recorded the revocation; a hit re-checks cerdb anyway, so a revocation made elsewhere is
-    /// never served stale either.
+    /// Forgets the cached responses of `serial` ([`OcspResponder::with_change_feed`] does it for
+    /// every revocation); a hit re-checks cerdb anyway, so a revocation is never served stale.
     pub fn invalidate(&self, serial: &Serial) {
         self.cache.invalidate(serial);
     }
@@ -319,6 +351,7 @@ impl OcspResponder {
     /// 2. a cached response for this CertID with that status, fresh at `now`, is returned;
     /// 3. otherwise a new one is signed and, unless `unknown`, cached.
     fn respond_cached(&self, id: &CertId, serial: Serial, now: DateTime<Utc>) -> Result<OcspReply, Error> {
+        self.follow_changes()?;
         let status = self.status_of(&serial)?;
         let id_der = id.to_der().map_err(Error::encoding)?;
         if let Some(hit) = self.cache.get(&serial, &id_der) {

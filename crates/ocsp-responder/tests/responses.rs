@@ -353,6 +353,9 @@ impl CertReader for DownStore {
     fn by_email(&self, _: &EmailAddress, _: Option<CertKind>) -> Result<Vec<CertRecord>, cerdb::Error> {
         Err(cerdb::Error::Db("down".into()))
     }
+    fn email_by_hash(&self, _: &[u8; 32]) -> Result<Option<EmailAddress>, cerdb::Error> {
+        Err(cerdb::Error::Db("down".into()))
+    }
     fn crl(&self, _: CaId) -> Result<Option<CrlRecord>, cerdb::Error> {
         Err(cerdb::Error::Db("down".into()))
     }

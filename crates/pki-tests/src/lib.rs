@@ -6,7 +6,7 @@
 //! curl) that the acceptance criteria name.
 //!
 //! **Must not:** link the product's library crates: every check goes through the binary, the
-//! files it writes, and real clients. (The audit-tampering test opens the sled database directly,
+//! files it writes, and real clients. (The audit-tampering test opens the embedded database directly,
 //! as an attacker with file access would.)
 //!
 //! A missing tool is a failure, never a skip: [`require_tool`] panics naming the install command.

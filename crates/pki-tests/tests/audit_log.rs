@@ -1,9 +1,11 @@
 //! Acceptance item 6: `pki audit verify` passes on a real log, and after a test alters one entry
-//! in the sled database (server stopped, tree `audit` opened directly) it exits non-zero naming
+//! in the embedded database (server stopped, tree `audit` opened directly) it exits non-zero naming
 //! that entry's sequence number — locally and through a running server.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+
+use cerdb::sled_engine::RawTrees;
 
 use pki_tests::*;
 
@@ -66,26 +68,20 @@ fn entries_of(out: &str) -> u64 {
 
 /// All (seq, bytes) of tree `audit`.
 fn read_audit(data: &Path) -> Vec<(u64, Vec<u8>)> {
-    let db = sled::open(data.join("db")).expect("open the database (server stopped)");
-    let tree = db.open_tree("audit").unwrap();
-    let all = tree
-        .iter()
-        .map(|r| {
-            let (k, v) = r.unwrap();
-            (u64::from_be_bytes(k.as_ref().try_into().expect("8-byte key")), v.to_vec())
-        })
+    let db = RawTrees::open(&data.join("db")).expect("open the database (server stopped)");
+    let all = db
+        .entries("audit")
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (u64::from_be_bytes(k.as_slice().try_into().expect("8-byte key")), v))
         .collect();
-    drop(tree);
     drop(db);
     all
 }
 
 fn write_audit(data: &Path, seq: u64, value: &[u8]) {
-    let db = sled::open(data.join("db")).expect("open the database (server stopped)");
-    let tree = db.open_tree("audit").unwrap();
-    assert!(tree.insert(seq.to_be_bytes(), value).unwrap().is_some(), "entry {seq} existed");
-    tree.flush().unwrap();
-    drop(tree);
+    let db = RawTrees::open(&data.join("db")).expect("open the database (server stopped)");
+    assert!(db.insert("audit", &seq.to_be_bytes(), value).unwrap().is_some(), "entry {seq} existed");
     db.flush().unwrap();
     drop(db);
 }

@@ -237,8 +237,8 @@ fn audit_entries(env: &Env) -> u64 {
 /// Serials retired (signed into a certificate never stored) and certificates stored, read from
 /// the database itself (server stopped).
 fn stored_counts(env: &Env) -> (usize, usize) {
-    let db = sled::open(env.data.join("db")).expect("open the sled database");
-    let counts = (db.open_tree("serials").unwrap().len(), db.open_tree("cert_meta").unwrap().len());
+    let db = cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the embedded database");
+    let counts = (db.len("serials").unwrap(), db.len("cert_meta").unwrap());
     drop(db);
     counts
 }

@@ -139,7 +139,7 @@ fn openssl_verifies_tokens_with_the_chain_in_the_token() {
     let missing = run_ok("curl", &["-sS", "-w", "\n%{http_code}", "-F", &data, &url]);
     assert!(missing.ends_with("\n400"), "{missing}");
     server.stop();
-    db.sled_db().flush().unwrap();
+    db.flush().unwrap();
     tsa::TsaStore::open(&db).unwrap().check_consistency().unwrap();
 }
 

@@ -4,9 +4,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ca_core::IssueRequest;
-use cerdb::{
-    CertKind, CertReader, CertRecord, CertStatus, EmailAddress, Fingerprint, RevocationReason, Serial, Usage,
-};
+use cerdb::{CertKind, CertRecord, CertStatus, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};
 use chrono::{Duration, NaiveDate};
 use maud::{html, Markup};
 use serde::Deserialize;

@@ -36,11 +36,11 @@ fn request(email: &str, usage: Usage) -> IssueRequest {
 
 /// Replaces the `details` of audit entry `seq` in the store, keeping it valid JSON.
 fn tamper(ca: &Ca, seq: u64) {
-    let tree = ca.db().sled_db().open_tree("audit").expect("tree");
-    let bytes = tree.get(seq.to_be_bytes()).expect("read").expect("entry exists");
+    let tree = ca.db().raw_trees().expect("embedded engine");
+    let bytes = tree.get("audit", &seq.to_be_bytes()).expect("read").expect("entry exists");
     let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
     v["details"] = serde_json::Value::String("altered afterwards".into());
-    tree.insert(seq.to_be_bytes(), serde_json::to_vec(&v).expect("encode")).expect("write");
+    tree.insert("audit", &seq.to_be_bytes(), &serde_json::to_vec(&v).expect("encode")).expect("write");
 }
 
 fn head(ca: &Ca) -> u64 {
@@ -172,8 +172,8 @@ fn a_broken_link_and_a_missing_entry_after_the_last_verified_one_are_reported() 
     ca.issue(&request("a@example.com", Usage::Signing), "t").expect("issue");
     ca.issue(&request("b@example.com", Usage::Signing), "t").expect("issue");
     // Entry n + 1 removed: n + 2 is out of place.
-    let tree = ca.db().sled_db().open_tree("audit").expect("tree");
-    tree.remove((n + 1).to_be_bytes()).expect("remove");
+    let tree = ca.db().raw_trees().expect("embedded engine");
+    tree.remove("audit", &(n + 1).to_be_bytes()).expect("remove");
     let got = cache.audit(ca).expect("audit").verified.clone();
     assert_eq!(got, ca.audit_verify().map_err(|e| e.to_string()), "ca-core agrees");
     assert!(got.as_ref().is_err_and(|e| e.contains(&format!("entry {}", n + 2))), "{got:?}");

@@ -1,4 +1,4 @@
-//! Client applications' API keys and the anonymous-access policy, in their own sled trees.
+//! Client applications' API keys and the anonymous-access policy.
 //!
 //! A key is `cdk_` followed by 43 base64url characters (256 random bits from the system CSPRNG).
 //! It is shown once, at creation; the store keeps only its SHA-256 (see the module documentation
@@ -11,7 +11,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{abort, ConflictableTransactionError, TransactionError, Transactional};
+use std::sync::Arc;
 
 use super::DirectoryError;
 
@@ -199,13 +199,35 @@ pub fn check_quota(rate: f64, burst: f64) -> Result<(), DirectoryError> {
     Ok(())
 }
 
-/// The API keys and the anonymous policy.
+/// What the directory stores of API keys and the anonymous policy: the primitives an engine
+/// implements. Every write is atomic and durable when it returns.
+pub trait ApiKeyRecords: Send + Sync {
+    /// Stores a new key under `hash`, unless `record.name` was ever used
+    /// ([`DirectoryError::KeyNameTaken`], nothing written).
+    fn insert_key(&self, hash: &ApiKeyHash, record: &ApiKeyRecord) -> Result<(), DirectoryError>;
+
+    /// Every key, in no particular order.
+    fn key_records(&self) -> Result<Vec<ApiKeyRecord>, DirectoryError>;
+
+    /// The key stored under `hash`, revoked or not.
+    fn key_by_hash(&self, hash: &ApiKeyHash) -> Result<Option<ApiKeyRecord>, DirectoryError>;
+
+    /// Marks the key named `name` revoked at `now` and returns it;
+    /// [`DirectoryError::UnknownKey`] or [`DirectoryError::KeyAlreadyRevoked`] write nothing.
+    fn revoke_key(&self, name: &ApiKeyName, now: DateTime<Utc>) -> Result<ApiKeyRecord, DirectoryError>;
+
+    /// The anonymous policy, if an officer set one.
+    fn anonymous_policy(&self) -> Result<Option<AnonymousPolicy>, DirectoryError>;
+
+    /// Sets the anonymous policy.
+    fn set_anonymous_policy(&self, policy: &AnonymousPolicy) -> Result<(), DirectoryError>;
+}
+
+/// The API keys and the anonymous policy: the rules (key generation, quotas) over the
+/// engine's [`ApiKeyRecords`].
 #[derive(Clone)]
 pub struct ApiKeyStore {
-    db: sled::Db,
-    keys: sled::Tree,
-    names: sled::Tree,
-    settings: sled::Tree,
+    records: Arc<dyn ApiKeyRecords>,
 }
 
 impl fmt::Debug for ApiKeyStore {
@@ -214,32 +236,10 @@ impl fmt::Debug for ApiKeyStore {
     }
 }
 
-fn corrupt(what: &str, e: impl fmt::Display) -> DirectoryError {
-    DirectoryError::Storage(crate::Error::Corrupt(format!("{what}: {e}")))
-}
-
-fn decode(bytes: &[u8]) -> Result<ApiKeyRecord, DirectoryError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt("API key record", e))
-}
-
-fn tx_error(e: TransactionError<DirectoryError>) -> DirectoryError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => e.into(),
-    }
-}
-
-const ANONYMOUS: &str = "anonymous";
-
 impl ApiKeyStore {
-    /// Opens (creating) the trees in `db`.
-    pub fn open(db: &sled::Db) -> Result<Self, DirectoryError> {
-        Ok(ApiKeyStore {
-            keys: db.open_tree("dir_apikeys")?,
-            names: db.open_tree("dir_apikey_names")?,
-            settings: db.open_tree("dir_settings")?,
-            db: db.clone(),
-        })
+    /// The API keys of `db`.
+    pub fn open(db: &crate::CertDb) -> Result<Self, DirectoryError> {
+        Ok(ApiKeyStore { records: db.api_key_records() })
     }
 
     /// Creates a key named `name` (unique among all keys ever created, revoked ones included, so
@@ -255,7 +255,6 @@ impl ApiKeyStore {
         let burst = burst.unwrap_or(rate.max(1.0));
         check_quota(rate, burst)?;
         let secret = ApiKeySecret::generate()?;
-        let hash = secret.hash();
         let rec = ApiKeyRecord {
             name: name.clone(),
             prefix: secret.shown_prefix().to_string(),
@@ -264,57 +263,20 @@ impl ApiKeyStore {
             created_at: now,
             revoked_at: None,
         };
-        let enc = serde_json::to_vec(&rec).map_err(|e| corrupt("API key record", e))?;
-        (&self.keys, &self.names)
-            .transaction(|(keys, names)| {
-                if names.get(name.as_str())?.is_some() {
-                    return abort(DirectoryError::KeyNameTaken(name.to_string()));
-                }
-                names.insert(name.as_str(), &hash.0)?;
-                keys.insert(&hash.0, enc.as_slice())?;
-                Ok::<(), ConflictableTransactionError<DirectoryError>>(())
-            })
-            .map_err(tx_error)?;
-        self.db.flush()?;
+        self.records.insert_key(&secret.hash(), &rec)?;
         Ok((secret, rec))
     }
 
     /// Every key, oldest first.
     pub fn list(&self) -> Result<Vec<ApiKeyRecord>, DirectoryError> {
-        let mut out = Vec::new();
-        for r in self.keys.iter() {
-            let (_, v) = r?;
-            out.push(decode(&v)?);
-        }
+        let mut out = self.records.key_records()?;
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
     }
 
     /// Revokes the key named `name`, durably; its next request gets 401.
     pub fn revoke(&self, name: &ApiKeyName, now: DateTime<Utc>) -> Result<ApiKeyRecord, DirectoryError> {
-        let rec = (&self.keys, &self.names)
-            .transaction(|(keys, names)| {
-                let Some(hash) = names.get(name.as_str())? else {
-                    return abort(DirectoryError::UnknownKey(name.to_string()));
-                };
-                let Some(bytes) = keys.get(&hash)? else {
-                    return abort(DirectoryError::Storage(crate::Error::Inconsistent(format!(
-                        "API key name {name} names a missing key"
-                    ))));
-                };
-                let mut rec = decode(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                if rec.revoked_at.is_some() {
-                    return abort(DirectoryError::KeyAlreadyRevoked(name.to_string()));
-                }
-                rec.revoked_at = Some(now);
-                let enc = serde_json::to_vec(&rec)
-                    .map_err(|e| ConflictableTransactionError::Abort(corrupt("API key record", e)))?;
-                keys.insert(&hash, enc)?;
-                Ok(rec)
-            })
-            .map_err(tx_error)?;
-        self.db.flush()?;
-        Ok(rec)
+        self.records.revoke_key(name, now)
     }
 
     /// The live (not revoked) key whose clear text is `secret`.
@@ -323,28 +285,20 @@ impl ApiKeyStore {
         secret: &ApiKeySecret,
     ) -> Result<Option<(ApiKeyHash, ApiKeyRecord)>, DirectoryError> {
         let hash = secret.hash();
-        let Some(bytes) = self.keys.get(hash.0)? else { return Ok(None) };
-        let rec = decode(&bytes)?;
-        if rec.revoked_at.is_some() {
-            return Ok(None);
+        match self.records.key_by_hash(&hash)? {
+            Some(rec) if rec.revoked_at.is_none() => Ok(Some((hash, rec))),
+            _ => Ok(None),
         }
-        Ok(Some((hash, rec)))
     }
 
     /// The anonymous policy (the default until an officer sets one).
     pub fn anonymous(&self) -> Result<AnonymousPolicy, DirectoryError> {
-        match self.settings.get(ANONYMOUS)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt("anonymous policy", e)),
-            None => Ok(AnonymousPolicy::default()),
-        }
+        Ok(self.records.anonymous_policy()?.unwrap_or_default())
     }
 
     /// Sets the anonymous policy, durably.
     pub fn set_anonymous(&self, policy: &AnonymousPolicy) -> Result<(), DirectoryError> {
         check_quota(policy.rate, policy.burst)?;
-        let enc = serde_json::to_vec(policy).map_err(|e| corrupt("anonymous policy", e))?;
-        self.settings.insert(ANONYMOUS, enc)?;
-        self.db.flush()?;
-        Ok(())
+        self.records.set_anonymous_policy(policy)
     }
 }

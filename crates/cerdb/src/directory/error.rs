@@ -92,12 +92,6 @@ pub enum DirectoryError {
     Storage(#[from] crate::Error),
 }
 
-impl From<sled::Error> for DirectoryError {
-    fn from(e: sled::Error) -> Self {
-        DirectoryError::Storage(e.into())
-    }
-}
-
 impl DirectoryError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

@@ -118,7 +118,7 @@ impl Directory {
     pub fn resolve(&self, q: &AddressQuery) -> Result<Option<EmailAddress>, DirectoryError> {
         match q {
             AddressQuery::Email(e) => Ok(Some(e.clone())),
-            AddressQuery::Sha256(h) => self.hashes.get(h),
+            AddressQuery::Sha256(h) => Ok(self.reader.email_by_hash(h)?),
             AddressQuery::Unmatchable => Ok(None),
         }
     }

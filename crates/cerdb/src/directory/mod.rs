@@ -29,18 +29,11 @@
 //! * [`DirectoryError`]: everything that can go wrong; [`DirectoryError::http_response`] is the one
 //!   place where an error becomes an HTTP answer (`{"error": "..."}` and a status).
 //!
-//! ## Storage (sled trees of the data directory's database)
+//! ## Storage
 //!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `dir_email_sha256` | SHA-256 of the lower-cased address (32 bytes) | the lower-cased address |
-//! | `dir_apikeys` | SHA-256 of the API key (32 bytes) | JSON [`ApiKeyRecord`] |
-//! | `dir_apikey_names` | key name | SHA-256 of the key |
-//! | `dir_settings` | `anonymous` | JSON [`AnonymousPolicy`] |
-//!
-//! `dir_email_sha256` is derived from cerdb's `by_email` index and kept current by the
-//! directory itself (see `hash_index.rs`): rebuilt from `by_email` when the directory opens, and
-//! fed by a sled subscription to `by_email` while it runs, so the storage path stays unchanged.
+//! Through the storage contract: certificates and the hashed-address index through
+//! [`CertReader`] (the index is written with each certificate, so a stored certificate is found
+//! by `email_sha256` at once), API keys and the anonymous policy through [`ApiKeyRecords`].
 //!
 //! ## Privacy
 //!
@@ -51,7 +44,6 @@
 
 mod apikeys;
 mod error;
-mod hash_index;
 mod http;
 mod lookup;
 mod openapi;
@@ -61,7 +53,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-pub use apikeys::{AnonymousPolicy, ApiKeyHash, ApiKeyName, ApiKeyRecord, ApiKeySecret, ApiKeyStore};
+pub use apikeys::{
+    AnonymousPolicy, ApiKeyHash, ApiKeyName, ApiKeyRecord, ApiKeyRecords, ApiKeySecret, ApiKeyStore,
+};
 pub use error::DirectoryError;
 pub use http::configure;
 pub use lookup::{parse_address, AddressQuery, EMAIL_MAX_LEN, EMAIL_PATTERN};
@@ -92,7 +86,6 @@ pub struct IssuerCert {
 pub struct Directory {
     db: CertDb,
     reader: Arc<dyn CertReader>,
-    hashes: Arc<hash_index::EmailHashIndex>,
     keys: ApiKeyStore,
     limiter: RateLimiter,
     issuers: Vec<(CaId, String)>,
@@ -108,27 +101,16 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// Opens the directory over `db`.
     ///
-    /// 1. subscribe to the e-mail index, then bring the hashed-address index up to date with it
-    ///    (so nothing stored in between is missed);
-    /// 2. open the API-key trees;
-    /// 3. keep the PEM of each issuer for the chains.
+    /// 1. take the reader and the API keys of `db`;
+    /// 2. keep the PEM of each issuer for the chains.
     pub fn open(
         db: CertDb,
         issuers: &[IssuerCert],
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, DirectoryError> {
-        let hashes = hash_index::EmailHashIndex::open(db.sled_db())?;
-        let keys = ApiKeyStore::open(db.sled_db())?;
+        let keys = ApiKeyStore::open(&db)?;
         let issuers = issuers.iter().map(|i| (i.ca, pem_certificate(&i.der))).collect();
-        Ok(Arc::new(Directory {
-            reader: Arc::new(db.clone()),
-            db,
-            hashes,
-            keys,
-            limiter: RateLimiter::new(),
-            issuers,
-            clock,
-        }))
+        Ok(Arc::new(Directory { reader: db.reader(), db, keys, limiter: RateLimiter::new(), issuers, clock }))
     }
 
     /// The API keys.

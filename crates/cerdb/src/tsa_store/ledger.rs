@@ -35,11 +35,11 @@ use super::{TokenRecord, TsaSerial};
 use crate::Error;
 
 /// The file's name inside the database directory.
-pub(super) const FILE_NAME: &str = "tsa-tokens.ledger";
+pub(crate) const FILE_NAME: &str = "tsa-tokens.ledger";
 /// The size of the header and of every record.
-pub(super) const RECORD_LEN: usize = 256;
+pub(crate) const RECORD_LEN: usize = 256;
 /// The most records one write covers before its sync.
-pub(super) const MAX_BATCH: usize = 4096;
+pub(crate) const MAX_BATCH: usize = 4096;
 /// The longest hash algorithm OID text a record holds.
 const MAX_HASH_OID: usize = 32;
 /// The longest policy OID text a record holds.
@@ -57,7 +57,7 @@ const CHECK_AT: usize = RECORD_LEN - 8;
 const _: () = assert!(TOKEN_HASH_AT + 32 < CHECK_AT);
 
 /// One encoded record.
-pub(super) type RawRecord = [u8; RECORD_LEN];
+pub(crate) type RawRecord = [u8; RECORD_LEN];
 
 fn header() -> RawRecord {
     let mut h = [0u8; RECORD_LEN];
@@ -99,7 +99,7 @@ fn text_field(rec: &RawRecord, at: usize, max: usize, what: &str) -> Result<Stri
 }
 
 /// Encodes a record; a field too long for its slot is refused.
-pub(super) fn encode(rec: &TokenRecord) -> Result<RawRecord, Error> {
+pub(crate) fn encode(rec: &TokenRecord) -> Result<RawRecord, Error> {
     let mut out = [0u8; RECORD_LEN];
     out[0..8].copy_from_slice(&rec.serial.value().to_be_bytes());
     out[8..16].copy_from_slice(&rec.gen_time.timestamp().to_be_bytes());
@@ -121,7 +121,7 @@ fn serial_of(rec: &[u8]) -> u64 {
 }
 
 /// Decodes a record, checking its check bytes and every field.
-pub(super) fn decode(rec: &RawRecord) -> Result<TokenRecord, Error> {
+pub(crate) fn decode(rec: &RawRecord) -> Result<TokenRecord, Error> {
     if rec[CHECK_AT..] != check_bytes(&rec[..CHECK_AT]) {
         return Err(Error::Corrupt("TSA ledger record: check bytes do not match (torn or damaged)".into()));
     }
@@ -147,7 +147,7 @@ pub(super) fn decode(rec: &RawRecord) -> Result<TokenRecord, Error> {
 
 /// The ledger file, open for appending (by the committer alone) and reading (by anyone).
 #[derive(Debug)]
-pub(super) struct LedgerFile {
+pub(crate) struct LedgerFile {
     file: File,
     path: PathBuf,
     /// The bytes written and synced: readers never look past it, and the next batch goes here.
@@ -161,7 +161,7 @@ fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
 impl LedgerFile {
     /// Opens the ledger in `dir`, creating it (and syncing the directory) when it is missing, and
     /// cuts off a torn tail (see the module documentation).
-    pub(super) fn open(dir: &Path) -> Result<Self, Error> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, Error> {
         let path = dir.join(FILE_NAME);
         let file = OpenOptions::new()
             .read(true)
@@ -237,7 +237,7 @@ impl LedgerFile {
 
     /// Appends encoded records and syncs them. On failure the file is cut back to where it was
     /// (best effort) and the error returned; the records are not in the ledger.
-    pub(super) fn append(&self, records: &[u8]) -> Result<(), Error> {
+    pub(crate) fn append(&self, records: &[u8]) -> Result<(), Error> {
         let at = self.len.load(Ordering::Acquire);
         match self.write_synced(records, at) {
             Ok(()) => {
@@ -254,7 +254,7 @@ impl LedgerFile {
     }
 
     /// Records in the ledger.
-    pub(super) fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.len.load(Ordering::Acquire) / RECORD_LEN as u64 - 1
     }
 
@@ -265,14 +265,14 @@ impl LedgerFile {
     }
 
     /// Record `index` (from 0), checked.
-    pub(super) fn read(&self, index: u64) -> Result<TokenRecord, Error> {
+    pub(crate) fn read(&self, index: u64) -> Result<TokenRecord, Error> {
         let mut raw = [0u8; RECORD_LEN];
         self.read_exact_at(&mut raw, (index + 1) * RECORD_LEN as u64)?;
         decode(&raw)
     }
 
     /// The serial of the last record, if any.
-    pub(super) fn last_serial(&self) -> Result<Option<u64>, Error> {
+    pub(crate) fn last_serial(&self) -> Result<Option<u64>, Error> {
         match self.count() {
             0 => Ok(None),
             n => self.serial_at(n - 1).map(Some),
@@ -280,7 +280,7 @@ impl LedgerFile {
     }
 
     /// The record of `serial`: binary search over the serials, then the found record is checked.
-    pub(super) fn find(&self, serial: TsaSerial) -> Result<Option<TokenRecord>, Error> {
+    pub(crate) fn find(&self, serial: TsaSerial) -> Result<Option<TokenRecord>, Error> {
         let want = serial.value();
         let (mut lo, mut hi) = (0u64, self.count());
         while lo < hi {

@@ -1,14 +1,10 @@
 //! Durable storage of the RFC 3161 timestamp authority: its serial numbers and the record of every
 //! token it issued.
 //!
-//! The `tsa` crate never touches sled or the ledger file; it holds a [`TsaStore`] opened on the
-//! data directory's database ([`TsaStore::open`]), and auditors' verification reads the record
-//! through the read-only [`TokenLedger`] view.
-//!
-//! | where | what |
-//! |---|---|
-//! | sled tree `tsa_meta`, key `serial_high_water` | u64 big-endian: every serial up to it has been handed out or reserved |
-//! | file `tsa-tokens.ledger` in the database directory | one fixed-size record per token, in serial order (format: [`ledger`]) |
+//! The `tsa` crate holds a [`TsaStore`] opened on the installation's storage ([`TsaStore::open`]),
+//! and auditors' verification reads the record through the read-only [`TokenLedger`] view. The
+//! engine keeps the serial high-water mark and the records behind the [`TsaLedger`] primitives
+//! (the embedded engine: a sled tree and the ledger file `tsa-tokens.ledger`, format [`ledger`]).
 //!
 //! **Serials are never reused.** [`TsaStore::reserve_serials`] moves the high-water mark up by a
 //! whole block and flushes before it returns the block, so serials are handed out of memory;
@@ -18,19 +14,14 @@
 //! out the next serial together with a [`TokenSlot`], the record's place in the ledger; the
 //! filled slot ([`TokenSlot::fill`]) gives a [`PendingToken`] to wait on or await. Concurrent
 //! records share writes and syncs (group commit, [`commit`]), so under load a token costs a
-//! fraction of an `fdatasync` — and no sled work at all.
-//!
-//! Records kept by earlier versions in the sled tree `tsa_tokens` (JSON) are moved into the
-//! ledger the first time the store is opened.
+//! fraction of an `fdatasync`.
 
 use std::fmt;
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sled::{Db, Tree};
 
 use crate::{CertDb, Error};
 
@@ -39,10 +30,6 @@ pub mod ledger;
 
 pub use commit::{PendingToken, TokenSlot};
 pub use ledger::MAX_POLICY_TEXT;
-
-const HIGH_WATER_KEY: &[u8] = b"serial_high_water";
-/// The sled tree where earlier versions kept the token records.
-const LEGACY_TOKENS_TREE: &str = "tsa_tokens";
 
 /// The serial number of a timestamp token (TSTInfo `serialNumber`): a positive integer, unique
 /// per TSA and strictly increasing in issuance order.
@@ -103,8 +90,8 @@ impl FromStr for TsaSerial {
 /// A block of serials reserved durably by [`TsaStore::reserve_serials`], handed out in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SerialBlock {
-    next: u64,
-    last: u64,
+    pub(crate) next: u64,
+    pub(crate) last: u64,
 }
 
 impl SerialBlock {
@@ -148,6 +135,30 @@ pub struct TokenRecord {
     pub token_sha256: [u8; 32],
 }
 
+/// The TSA's serial high-water mark and token records: the primitives an engine implements.
+pub trait TsaLedger: Send + Sync {
+    /// The highest serial ever reserved (0 when none was).
+    fn high_water_mark(&self) -> Result<u64, Error>;
+
+    /// Moves the high-water mark `h` up by `count` (at least one) atomically — other writers,
+    /// in this process or another, get blocks of their own — and durably, then returns the block
+    /// `h+1 ..= h+count`: none of its serials can be handed out again after a restart or a crash.
+    fn reserve_serials(&self, count: u64) -> Result<SerialBlock, Error>;
+
+    /// Appends records encoded by [`ledger`]'s format ([`ledger::RECORD_LEN`] bytes each, in
+    /// serial order), durably when it returns.
+    fn append_tokens(&self, encoded: &[u8]) -> Result<(), Error>;
+
+    /// Number of recorded tokens.
+    fn token_count(&self) -> Result<u64, Error>;
+
+    /// The `index`-th record (from 0), in serial order.
+    fn token_at(&self, index: u64) -> Result<TokenRecord, Error>;
+
+    /// The record of the token with this serial.
+    fn token_by_serial(&self, serial: TsaSerial) -> Result<Option<TokenRecord>, Error>;
+}
+
 /// The read-only view of the token record, for auditors' verification.
 pub trait TokenLedger: Send + Sync {
     /// The record of the token with this serial.
@@ -174,9 +185,7 @@ pub struct TsaStore {
 }
 
 pub(crate) struct Inner {
-    meta: Tree,
-    db: Db,
-    ledger: Arc<ledger::LedgerFile>,
+    ledger: Arc<dyn TsaLedger>,
     commit: commit::Committer,
     /// The block serials are handed out of; held while a serial and its slot are taken.
     serials: Mutex<Option<SerialBlock>>,
@@ -187,74 +196,38 @@ pub(crate) type StoreCell = Arc<Mutex<Weak<Inner>>>;
 
 impl fmt::Debug for TsaStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsaStore").field("records", &self.inner.ledger.count()).finish_non_exhaustive()
+        f.debug_struct("TsaStore").finish_non_exhaustive()
     }
 }
 
-fn decode_u64(bytes: &[u8], what: &str) -> Result<u64, Error> {
-    let arr: [u8; 8] = bytes.try_into().map_err(|_| Error::Corrupt(format!("{what}: not 8 bytes")))?;
-    Ok(u64::from_be_bytes(arr))
-}
-
 impl TsaStore {
-    /// Opens the TSA store of `db` (the same one for every call while any clone is held): its
-    /// sled tree and its ledger file in the database directory, whose torn end — if a crash
-    /// left one — is cut off. Records of earlier versions are moved from sled into the ledger.
+    /// Opens the TSA store of `db` (the same one for every call while any clone is held).
     pub fn open(db: &CertDb) -> Result<Self, Error> {
         let cell = db.tsa_cell();
         let mut slot = cell.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(inner) = slot.upgrade() {
             return Ok(TsaStore { inner });
         }
-        let inner = Arc::new(Self::open_inner(db.sled_db(), db.path())?);
+        let ledger = db.tsa_ledger();
+        let writer = ledger.clone();
+        let inner = Arc::new(Inner {
+            ledger,
+            commit: commit::Committer::new(Box::new(move |records| writer.append_tokens(records))),
+            serials: Mutex::new(None),
+        });
         *slot = Arc::downgrade(&inner);
         Ok(TsaStore { inner })
     }
 
-    fn open_inner(db: &Db, dir: &Path) -> Result<Inner, Error> {
-        let ledger = Arc::new(ledger::LedgerFile::open(dir)?);
-        migrate_legacy_records(db, &ledger)?;
-        let writer = ledger.clone();
-        Ok(Inner {
-            meta: db.open_tree("tsa_meta")?,
-            db: db.clone(),
-            ledger,
-            commit: commit::Committer::new(Box::new(move |records| writer.append(records))),
-            serials: Mutex::new(None),
-        })
-    }
-
     /// The highest serial ever reserved (0 when none was).
     pub fn high_water_mark(&self) -> Result<u64, Error> {
-        self.inner
-            .meta
-            .get(HIGH_WATER_KEY)?
-            .map(|v| decode_u64(&v, "TSA serial high-water mark"))
-            .unwrap_or(Ok(0))
+        self.inner.ledger.high_water_mark()
     }
 
-    /// Reserves the next `count` serials (at least one) for this process, durably.
-    ///
-    /// 1. read the high-water mark `h` (0 when none);
-    /// 2. compare-and-swap it to `h + count` (retrying when another writer moved it);
-    /// 3. flush to disk — only then is the block `h+1 ..= h+count` returned, so none of its
-    ///    serials can be handed out again after a restart or a crash.
+    /// Reserves the next `count` serials (at least one) for this process, durably
+    /// ([`TsaLedger::reserve_serials`]).
     pub fn reserve_serials(&self, count: u64) -> Result<SerialBlock, Error> {
-        let count = count.max(1);
-        loop {
-            let old = self.inner.meta.get(HIGH_WATER_KEY)?;
-            let h =
-                old.as_deref().map(|v| decode_u64(v, "TSA serial high-water mark")).transpose()?.unwrap_or(0);
-            let new = h
-                .checked_add(count)
-                .ok_or_else(|| Error::Inconsistent("the TSA serial number space is exhausted".into()))?;
-            let swapped =
-                self.inner.meta.compare_and_swap(HIGH_WATER_KEY, old, Some(&new.to_be_bytes()[..]))?;
-            if swapped.is_ok() {
-                self.inner.db.flush()?;
-                return Ok(SerialBlock { next: h + 1, last: new });
-            }
-        }
+        self.inner.ledger.reserve_serials(count)
     }
 
     /// Takes the next serial and the slot of its record, and calls `at` with the serial while no
@@ -303,12 +276,14 @@ impl TsaStore {
 
     /// Every recorded token, in serial order.
     pub fn tokens(&self) -> impl Iterator<Item = Result<TokenRecord, Error>> + '_ {
-        (0..self.inner.ledger.count()).map(|i| self.inner.ledger.read(i))
+        let count = self.inner.ledger.token_count();
+        let n = *count.as_ref().unwrap_or(&0);
+        count.err().map(Err).into_iter().chain((0..n).map(|i| self.inner.ledger.token_at(i)))
     }
 
     /// Number of recorded tokens.
     pub fn token_count(&self) -> usize {
-        usize::try_from(self.inner.ledger.count()).unwrap_or(usize::MAX)
+        self.inner.ledger.token_count().ok().and_then(|n| usize::try_from(n).ok()).unwrap_or(0)
     }
 
     /// Records made durable through this store since it was opened, and the writes that took.
@@ -337,39 +312,8 @@ impl TsaStore {
 
 impl TokenLedger for TsaStore {
     fn token(&self, serial: TsaSerial) -> Result<Option<TokenRecord>, Error> {
-        self.inner.ledger.find(serial)
+        self.inner.ledger.token_by_serial(serial)
     }
-}
-
-/// Moves the JSON records of the legacy sled tree into the ledger (those above its last serial:
-/// a crash during an earlier move leaves some in both), syncs, then drops the tree.
-fn migrate_legacy_records(db: &Db, ledger: &ledger::LedgerFile) -> Result<(), Error> {
-    if !db.tree_names().iter().any(|n| n.as_ref() == LEGACY_TOKENS_TREE.as_bytes()) {
-        return Ok(());
-    }
-    let tree = db.open_tree(LEGACY_TOKENS_TREE)?;
-    let after = ledger.last_serial()?.unwrap_or(0);
-    let mut buf = Vec::new();
-    let mut moved = 0u64;
-    for r in tree.range(after.saturating_add(1).to_be_bytes()..) {
-        let (_, v) = r?;
-        let rec: TokenRecord =
-            serde_json::from_slice(&v).map_err(|e| Error::Corrupt(format!("TSA token record: {e}")))?;
-        buf.extend_from_slice(&ledger::encode(&rec)?);
-        moved += 1;
-        if buf.len() >= ledger::MAX_BATCH * ledger::RECORD_LEN {
-            ledger.append(&buf)?;
-            buf.clear();
-        }
-    }
-    if !buf.is_empty() {
-        ledger.append(&buf)?;
-    }
-    drop(tree);
-    db.drop_tree(LEGACY_TOKENS_TREE)?;
-    db.flush()?;
-    tracing::info!(records = moved, "moved the TSA token records from sled into the ledger file");
-    Ok(())
 }
 
 mod hex_array {
@@ -478,38 +422,6 @@ mod tests {
         let db = CertDb::open(&path).expect("reopen");
         let store = TsaStore::open(&db).expect("store");
         assert_eq!(store.tokens().collect::<Result<Vec<_>, _>>().expect("iter"), written);
-        store.check_consistency().expect("consistent");
-    }
-
-    #[test]
-    fn records_of_the_legacy_sled_tree_move_into_the_ledger_once() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("db");
-        let legacy: Vec<TokenRecord> = (1..=5).map(|v| record(TsaSerial::new(v).expect("serial"))).collect();
-        {
-            let db = CertDb::open(&path).expect("open");
-            let tree = db.sled_db().open_tree(LEGACY_TOKENS_TREE).expect("tree");
-            for r in &legacy {
-                tree.insert(r.serial.value().to_be_bytes(), serde_json::to_vec(r).expect("json"))
-                    .expect("insert");
-            }
-            db.sled_db()
-                .open_tree("tsa_meta")
-                .expect("meta")
-                .insert(HIGH_WATER_KEY, &8u64.to_be_bytes())
-                .expect("hwm");
-            db.flush().expect("flush");
-        }
-        let db = CertDb::open(&path).expect("reopen");
-        {
-            let store = TsaStore::open(&db).expect("store");
-            assert_eq!(store.tokens().collect::<Result<Vec<_>, _>>().expect("iter"), legacy);
-            assert!(!db.sled_db().tree_names().iter().any(|n| n.as_ref() == LEGACY_TOKENS_TREE.as_bytes()));
-            let next = store.record_next(1, record).expect("record");
-            assert_eq!(next.serial.value(), 9, "serials continue above the high-water mark");
-        }
-        let store = TsaStore::open(&db).expect("store");
-        assert_eq!(store.token_count(), 6);
         store.check_consistency().expect("consistent");
     }
 
