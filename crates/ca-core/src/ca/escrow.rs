@@ -1,0 +1,95 @@
+//! Escrow: encryption certificates whose key pair is generated in key custody, the PKCS#12 handed
+//! to the subscriber, and recovery by an officer.
+
+use super::*;
+
+impl Ca {
+    /// Issues an encryption certificate whose key pair is generated and escrowed in the key
+    /// store; returns it with a PKCS#12 of key and chain protected by `p12_password`.
+    pub fn issue_generated(
+        &self,
+        email: &EmailAddress,
+        usage: Usage,
+        key_type: Option<KeyType>,
+        p12_password: &str,
+        actor: &str,
+    ) -> Result<(Issued, Vec<u8>), Error> {
+        if usage == Usage::Signing {
+            return Err(Error::SigningKeyNotEscrowable);
+        }
+        let kt = key_type.unwrap_or(self.cfg.leaf.default_generated_key_type);
+        let kind = SubjectKeyKind::from_key_type(kt);
+        check_key_for_usage(kind, usage)?;
+        if p12_password.chars().count() < hsm_sim::MIN_PKCS12_PASSWORD_LEN {
+            return Err(hsm_sim::Error::WeakPkcs12Password { min: hsm_sim::MIN_PKCS12_PASSWORD_LEN }.into());
+        }
+        let now = seconds(self.clock.now());
+        let serial = new_serial(&self.rng)?;
+        let h: KeyHandle = format!("escrow/{}", serial.to_string().to_ascii_lowercase()).parse()?;
+        let public = self.hsm.generate(&h, kt, KeyPurpose::Escrow)?;
+        let subject = SubjectKey { raw: public.raw, alg: alg_for(kt) };
+        let ctx = self.leaf_ctx(serial.clone(), kind, now);
+        let profile = SubscriberProfile { email: email.clone(), usage };
+        let der = make_cert(&profile, &ctx, &subject, Signing::By(&self.issuing))?;
+        let rec = record_of(
+            der,
+            serial,
+            usage.into(),
+            Some(email.clone()),
+            CaId::Issuing,
+            kt.to_string(),
+            Some(h.to_string()),
+            now,
+        )?;
+        let drafts = vec![
+            AuditDraft::ok(
+                actor,
+                "issue",
+                Some(&rec.serial),
+                format!("{email} {usage} {kt} escrowed sha256:{}", rec.fingerprint),
+            ),
+            AuditDraft::ok(
+                actor,
+                "escrow.export",
+                Some(&rec.serial),
+                "PKCS#12 to the subscriber at issuance",
+            ),
+        ];
+        let stored = self
+            .audit
+            .commit(drafts, now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
+        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+        let p12 = self.export_p12(&rec, p12_password)?;
+        Ok((Issued { record: rec }, p12))
+    }
+
+    pub(super) fn export_p12(&self, rec: &CertRecord, password: &str) -> Result<Vec<u8>, Error> {
+        let h: KeyHandle =
+            rec.escrow_key.as_deref().ok_or_else(|| Error::NotEscrowed(rec.serial.clone()))?.parse()?;
+        let chain = vec![rec.der.clone(), self.issuing.der.clone(), self.root.der.clone()];
+        let name = rec.email.as_ref().map(|e| e.to_string()).unwrap_or_else(|| rec.serial.to_string());
+        Ok(self.hsm.export_pkcs12(&h, &chain, password, &name)?)
+    }
+
+    /// Officer recovery of an escrowed key as a PKCS#12; an audit entry records it.
+    pub fn escrow_recover(&self, serial: &Serial, p12_password: &str, actor: &str) -> Result<Vec<u8>, Error> {
+        let rec = self.db.get(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        if rec.escrow_key.is_none() {
+            return Err(Error::NotEscrowed(serial.clone()));
+        }
+        let now = self.clock.now();
+        let p12 = match self.export_p12(&rec, p12_password) {
+            Ok(p) => p,
+            Err(e) => {
+                self.audit.append(
+                    AuditDraft::refused(actor, "escrow.recover", Some(serial), &e.to_string(), ""),
+                    now,
+                )?;
+                return Err(e);
+            }
+        };
+        self.audit
+            .append(AuditDraft::ok(actor, "escrow.recover", Some(serial), "PKCS#12 to an officer"), now)?;
+        Ok(p12)
+    }
+}

@@ -1,0 +1,260 @@
+//! The CA of one data directory, split by responsibility: the hierarchy (`hierarchy.rs`),
+//! issuance (`issuance.rs`), escrow (`escrow.rs`), revocation (`revocation.rs`), CRLs
+//! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
+
+mod crl;
+mod escrow;
+mod hierarchy;
+mod issuance;
+mod revocation;
+mod service_certs;
+
+use hierarchy::*;
+use issuance::*;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use cerdb::{
+    CaId, CertDb, CertKind, CertRecord, CrlRecord, EmailAddress, Fingerprint, KeyDigest, Revocation,
+    RevocationReason, Serial, Usage,
+};
+use chrono::{DateTime, Duration, Utc};
+use hsm_sim::{KeyCustody, KeyHandle, KeyPurpose, KeyType, Signer};
+use rcgen::{
+    CertificateParams, CertificateRevocationListParams, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    RevokedCertParams, SerialNumber,
+};
+use ring::rand::{SecureRandom, SystemRandom};
+use x509_parser::prelude::*;
+
+use crate::audit::{self, AuditDraft, AuditLog};
+use crate::clock::Clock;
+use crate::config::{CaConfig, KeySettings, SubjectName};
+use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
+use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
+use crate::profiles::{
+    dn_of, parse_tbs, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext, RootCaProfile,
+    SubscriberProfile, TlsServerProfile, TsaProfile,
+};
+use crate::Error;
+
+const H_ROOT: &str = "ca/root";
+const H_ISSUING: &str = "ca/issuing";
+const H_OCSP: &str = "ocsp/signer";
+const H_TSA: &str = "tsa/signer";
+const H_TLS: &str = "tls/server";
+const META_INIT: &str = "ca.initialised";
+/// Set once the keys of certificates revoked for keyCompromise are recorded as compromised
+/// ([`record_earlier_compromised_keys`]).
+const META_COMPROMISED_KEYS: &str = "ca.compromised_keys";
+
+/// The CA certificates one can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaCert {
+    /// The root.
+    Root,
+    /// The S/MIME issuing CA.
+    Issuing,
+    /// The delegated OCSP signer.
+    Ocsp,
+    /// The timestamp authority.
+    Tsa,
+}
+
+impl std::str::FromStr for CaCert {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "root" => Ok(CaCert::Root),
+            "issuing" => Ok(CaCert::Issuing),
+            "ocsp" => Ok(CaCert::Ocsp),
+            "tsa" => Ok(CaCert::Tsa),
+            _ => Err(format!("unknown CA certificate {s:?}: expected root, issuing, ocsp or tsa")),
+        }
+    }
+}
+
+/// A request for a certificate from a CSR.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// The mailbox.
+    pub email: EmailAddress,
+    /// Signing or encryption.
+    pub usage: Usage,
+    /// The PKCS#10 request, PEM or DER.
+    pub csr: Vec<u8>,
+}
+
+/// A request for a certificate whose key pair the caller generated itself: no CSR, so no proof of
+/// possession ([`Ca::issue_many_own_keys`]).
+#[derive(Debug, Clone)]
+pub struct OwnKeyRequest {
+    /// The mailbox.
+    pub email: EmailAddress,
+    /// Signing or encryption.
+    pub usage: Usage,
+    /// The subject public key, SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
+}
+
+/// What [`Ca::revoke`] revoked.
+#[derive(Debug, Clone)]
+pub struct Revoked {
+    /// The certificate asked for, as stored now (metadata only).
+    pub record: CertRecord,
+    /// Its reason before, when it was revoked already and the reason is now keyCompromise.
+    pub reason_before: Option<RevocationReason>,
+    /// For keyCompromise: the other certificates of the address with the same key, revoked for
+    /// keyCompromise too (metadata only).
+    pub same_key: Vec<CertRecord>,
+}
+
+/// An issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// What was stored (DER included).
+    pub record: CertRecord,
+}
+
+impl Issued {
+    /// The certificate as PEM.
+    pub fn pem(&self) -> String {
+        to_pem("CERTIFICATE", &self.record.der)
+    }
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitOutcome {
+    /// The hierarchy was created.
+    Created,
+    /// It existed already; nothing changed.
+    AlreadyInitialised,
+}
+
+/// PEM with LF line endings.
+pub fn to_pem(tag: &str, der: &[u8]) -> String {
+    ::pem::encode_config(
+        &::pem::Pem::new(tag, der.to_vec()),
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
+}
+
+struct LoadedCa {
+    id: CaId,
+    der: Vec<u8>,
+    params: CertificateParams,
+    key: HsmKey,
+    not_after: DateTime<Utc>,
+}
+
+/// A certificate chain (DER, leaf first, root excluded) and the key of its leaf in the key store.
+pub type ChainAndKey = (Vec<Vec<u8>>, Arc<dyn Signer>);
+
+/// The certificate authority of one data directory.
+pub struct Ca {
+    db: CertDb,
+    hsm: Arc<dyn KeyCustody>,
+    cfg: CaConfig,
+    clock: Arc<dyn Clock>,
+    audit: AuditLog,
+    root: LoadedCa,
+    issuing: LoadedCa,
+    ocsp_der: Vec<u8>,
+    tsa_der: Vec<u8>,
+    /// Keys reported compromised, with the certificate whose revocation reported each: the
+    /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
+    /// Checked here, not in the database, so that the signing threads never wait for another
+    /// batch's transaction (only one process opens the database at a time).
+    compromised: RwLock<HashMap<KeyDigest, Serial>>,
+    crl_lock: Mutex<()>,
+    tls_lock: Mutex<()>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca").finish_non_exhaustive()
+    }
+}
+
+fn handle(s: &str) -> KeyHandle {
+    s.parse().expect("invariant: constant handles are valid")
+}
+
+enum Signing<'a> {
+    SelfSigned(&'a HsmKey),
+    By(&'a LoadedCa),
+}
+
+impl Ca {
+    /// The storage handle.
+    pub fn db(&self) -> &CertDb {
+        &self.db
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CaConfig {
+        &self.cfg
+    }
+
+    /// Seals a secret of the layers above (a console user's TOTP seed) under key custody's
+    /// master key, bound to `context` ([`KeyCustody::seal_secret`]).
+    pub fn seal_secret(&self, context: &str, secret: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.hsm.seal_secret(context, secret)?)
+    }
+
+    /// Opens what [`Ca::seal_secret`] sealed under `context`.
+    pub fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok(self.hsm.open_secret(context, sealed)?)
+    }
+
+    /// Now, by the CA's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// A CA certificate, DER.
+    pub fn ca_cert(&self, which: CaCert) -> &[u8] {
+        match which {
+            CaCert::Root => &self.root.der,
+            CaCert::Issuing => &self.issuing.der,
+            CaCert::Ocsp => &self.ocsp_der,
+            CaCert::Tsa => &self.tsa_der,
+        }
+    }
+
+    /// A certificate with its DER.
+    pub fn show(&self, serial: &Serial) -> Result<CertRecord, Error> {
+        self.db.get(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))
+    }
+
+    /// Certificate metadata, oldest first, optionally of one address.
+    pub fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
+        Ok(self.db.list(email)?)
+    }
+
+    /// Checks the audit chain; the number of entries.
+    pub fn audit_verify(&self) -> Result<u64, Error> {
+        audit::verify(&self.db)
+    }
+
+    /// Appends one entry, durably, for an event outside the CA's own operations (the console's
+    /// logins, lockouts, step-ups and account changes). A refused event's outcome is
+    /// `refused: <details>`.
+    pub fn audit_event(
+        &self,
+        actor: &str,
+        action: &str,
+        outcome_ok: bool,
+        details: &str,
+    ) -> Result<(), Error> {
+        let draft = if outcome_ok {
+            AuditDraft::ok(actor, action, None, details)
+        } else {
+            AuditDraft::refused(actor, action, None, details, "")
+        };
+        self.audit.append(draft, self.clock.now())
+    }
+}

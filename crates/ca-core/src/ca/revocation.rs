@@ -1,0 +1,75 @@
+//! Revocation: status, compromised keys and audit entry in one durable write, then a new CRL.
+
+use super::*;
+
+impl Ca {
+    /// Revokes a certificate: status, change-feed entry and audit entry durably, then a new CRL.
+    ///
+    /// For keyCompromise, also:
+    /// - the key is recorded as compromised in the same transaction: no certificate is issued for
+    ///   it again ([`Ca::issue_many`]);
+    /// - a certificate revoked before for another reason has its reason changed to keyCompromise
+    ///   (its revocation time kept), so that CRL and OCSP say so;
+    /// - the other certificates of the same address with the same key, not expired, are revoked
+    ///   for keyCompromise too (each with its audit entry) and returned in
+    ///   [`Revoked::same_key`]. Certificates of other addresses are not searched: no index maps a
+    ///   key to its certificates.
+    pub fn revoke(&self, serial: &Serial, reason: RevocationReason, actor: &str) -> Result<Revoked, Error> {
+        let rec = self.db.get_meta(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        if rec.kind == CertKind::RootCa {
+            return Err(Error::RootNotRevocable);
+        }
+        let key = match reason {
+            RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(serial)?.der)?),
+            _ => None,
+        };
+        let record = self.revoke_one(&rec, reason, key, None, actor)?;
+        let mut same_key = Vec::new();
+        if let (Some(key), Some(email)) = (key, &rec.email) {
+            let now = self.clock.now();
+            for other in self.db.by_email(email, None)? {
+                let done =
+                    other.revocation.as_ref().is_some_and(|r| r.reason == RevocationReason::KeyCompromise);
+                if other.serial == *serial || done || other.not_after < now {
+                    continue;
+                }
+                if key_digest_of(&self.show(&other.serial)?.der)? == key {
+                    same_key.push(self.revoke_one(&other, reason, Some(key), Some(serial), actor)?);
+                }
+            }
+        }
+        self.regenerate_crl(rec.issuer, actor)?;
+        Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key })
+    }
+
+    /// One revocation of [`Ca::revoke`]: the record and its audit entry in one transaction (with
+    /// the compromised key, if any); caches learn of it from the change feed. `same_key_as` names the certificate
+    /// whose revocation for keyCompromise this one follows.
+    pub(super) fn revoke_one(
+        &self,
+        rec: &CertRecord,
+        reason: RevocationReason,
+        key: Option<KeyDigest>,
+        same_key_as: Option<&Serial>,
+        actor: &str,
+    ) -> Result<CertRecord, Error> {
+        let now = seconds(self.clock.now());
+        let revocation = Revocation { at: now, reason };
+        let mut details = format!("{reason} {}", rec.kind);
+        if let Some(earlier) = &rec.revocation {
+            details.push_str(&format!(" (revoked before as {})", earlier.reason));
+        }
+        if let Some(s) = same_key_as {
+            details.push_str(&format!(" (the key of {s})"));
+        }
+        let draft = AuditDraft::ok(actor, "revoke", Some(&rec.serial), details);
+        let updated = self.audit.commit(vec![draft], now, |chain| {
+            Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), chain)?)
+        })?;
+        if let Some(key) = key {
+            let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
+            keys.entry(key).or_insert_with(|| rec.serial.clone());
+        }
+        Ok(updated)
+    }
+}
