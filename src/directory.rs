@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ca_core::{Ca, CaCert, OwnKeyRequest};
+use ca_core::{AuditAction, Ca, CaCert, OwnKeyRequest};
 use cerdb::directory::{AnonymousPolicy, ApiKeyName, ApiKeyStore, Directory, IssuerCert, SystemClock};
 use cerdb::{CaId, CertReader, EmailAddress, Usage};
 use clap::Subcommand;
@@ -152,7 +152,7 @@ pub fn apikey_create(ca: &Ca, n: &str, rate: Option<f64>, burst: Option<f64>, ac
     let (secret, rec) = keys(ca)?.create(&name(n)?, rate, burst, ca.now()).map_err(|e| e.to_string())?;
     tracing::info!(%actor, key = %rec.name, rate = rec.rate, burst = rec.burst, "directory API key created");
     let details = format!("{} rate {} burst {}", rec.name.as_str(), quota(rec.rate), quota(rec.burst));
-    ca.audit_event(actor, "apikey.create", true, &details).map_err(|e| e.to_string())?;
+    ca.audit_event(actor, AuditAction::ApiKeyCreate, true, &details).map_err(|e| e.to_string())?;
     Ok(Reply {
         stdout: format!("{}\n", secret.expose()),
         stderr: format!(
@@ -191,7 +191,7 @@ pub fn apikey_list(ca: &Ca) -> Outcome {
 pub fn apikey_revoke(ca: &Ca, n: &str, actor: &str) -> Outcome {
     let rec = keys(ca)?.revoke(&name(n)?, ca.now()).map_err(|e| e.to_string())?;
     tracing::info!(%actor, key = %rec.name, "directory API key revoked");
-    ca.audit_event(actor, "apikey.revoke", true, rec.name.as_str()).map_err(|e| e.to_string())?;
+    ca.audit_event(actor, AuditAction::ApiKeyRevoke, true, rec.name.as_str()).map_err(|e| e.to_string())?;
     Ok(Reply { stdout: format!("revoked API key {:?}\n", rec.name.as_str()), ..Reply::default() })
 }
 
@@ -219,7 +219,7 @@ pub fn anonymous(
         store.set_anonymous(&p).map_err(|e| e.to_string())?;
         tracing::info!(%actor, enabled = p.enabled, rate = p.rate, burst = p.burst, "directory anonymous policy set");
         let details = format!("enabled {} rate {} burst {}", p.enabled, quota(p.rate), quota(p.burst));
-        ca.audit_event(actor, "directory.anonymous", true, &details).map_err(|e| e.to_string())?;
+        ca.audit_event(actor, AuditAction::DirectoryAnonymous, true, &details).map_err(|e| e.to_string())?;
     }
     let state = if p.enabled { "enabled" } else { "disabled" };
     Ok(Reply {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ca_core::Ca;
+use ca_core::{AuditAction, Ca};
 use cerdb::console_store::{ConsoleRole, ConsoleStore, ConsoleUser, UserName};
 use chrono::{DateTime, Duration, Utc};
 
@@ -78,7 +78,7 @@ impl<'a> Accounts<'a> {
         if !self.store.insert_user(&user)? {
             return Err(Error::UserExists(name));
         }
-        self.ca.audit_event(actor, "console.user.add", true, &format!("{name} {role}"))?;
+        self.ca.audit_event(actor, AuditAction::ConsoleUserAdd, true, &format!("{name} {role}"))?;
         Ok((name, otp))
     }
 
@@ -111,7 +111,7 @@ impl<'a> Accounts<'a> {
         if disabled {
             self.store.remove_sessions_of(&name)?;
         }
-        let action = if disabled { "console.user.disable" } else { "console.user.enable" };
+        let action = if disabled { AuditAction::ConsoleUserDisable } else { AuditAction::ConsoleUserEnable };
         self.ca.audit_event(actor, action, true, name.as_str())?;
         Ok(user)
     }
@@ -133,7 +133,7 @@ impl<'a> Accounts<'a> {
             })?
             .ok_or(Error::UnknownUser(name.clone()))?;
         self.store.remove_sessions_of(&name)?;
-        self.ca.audit_event(actor, "console.user.reset", true, name.as_str())?;
+        self.ca.audit_event(actor, AuditAction::ConsoleUserReset, true, name.as_str())?;
         Ok(otp)
     }
 
@@ -163,7 +163,7 @@ impl<'a> Accounts<'a> {
             tracing::warn!(user = %name, "console account locked after {max} failed logins");
             self.ca.audit_event(
                 "system",
-                "console.lockout",
+                AuditAction::ConsoleLockout,
                 true,
                 &format!("{name} locked until {} after {max} failed logins", until.to_rfc3339()),
             )?;
@@ -210,7 +210,7 @@ impl<'a> Accounts<'a> {
             u.locked_until = None;
             u.last_login = Some(now);
         })?;
-        self.ca.audit_event(&actor(name), "console.login", true, "")?;
+        self.ca.audit_event(&actor(name), AuditAction::ConsoleLogin, true, "")?;
         Ok(())
     }
 
@@ -245,7 +245,7 @@ impl<'a> Accounts<'a> {
                 u.must_change_password = false;
             })?
             .ok_or(Error::UnknownUser(name.clone()))?;
-        self.ca.audit_event(&actor(name), "console.password.change", true, "")?;
+        self.ca.audit_event(&actor(name), AuditAction::ConsolePasswordChange, true, "")?;
         Ok(())
     }
 
@@ -260,7 +260,7 @@ impl<'a> Accounts<'a> {
                 u.totp_last_step = step;
             })?
             .ok_or(Error::UnknownUser(name.clone()))?;
-        self.ca.audit_event(&actor(name), "console.totp.enrol", true, "")?;
+        self.ca.audit_event(&actor(name), AuditAction::ConsoleTotpEnrol, true, "")?;
         Ok(())
     }
 }

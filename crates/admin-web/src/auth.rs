@@ -3,6 +3,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponseBuilder};
+use ca_core::AuditAction;
 use cerdb::console_store::{ConsoleRole, ConsoleSession, ConsoleUser, SessionId, SessionStage};
 use chrono::{DateTime, Utc};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -95,7 +96,7 @@ impl Ctx {
             console.accounts().check_totp(&self.user.name, code, &console.cfg)?;
             self.session.step_up_at = Some(now);
             console.store.put_session(&self.id, &self.session)?;
-            console.ca.audit_event(&self.actor(), "console.step_up", true, "")?;
+            console.ca.audit_event(&self.actor(), AuditAction::ConsoleStepUp, true, "")?;
             return Ok(());
         }
         let fresh = self.session.step_up_at.is_some_and(|t| now - t <= secs(console.cfg.step_up_secs));

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use ca_core::audit::{AuditEntry, GENESIS_HASH};
-use ca_core::Ca;
+use ca_core::{AuditAction, Ca};
 use cerdb::console_store::audit_records_from;
 use cerdb::{AuditRecord, CertRecord, Serial};
 use chrono::{DateTime, Duration, Utc};
@@ -136,16 +136,20 @@ enum Change {
 
 fn change_of(e: &AuditEntry) -> Change {
     let ok = e.outcome == "ok";
-    match e.action.as_str() {
+    match &e.action {
         // A refusal stores nothing.
-        "issue" | "revoke" if !ok => Change::None,
-        "issue" | "revoke" => match e.serial.as_deref().map(str::parse::<Serial>) {
+        AuditAction::Issue | AuditAction::Revoke if !ok => Change::None,
+        AuditAction::Issue | AuditAction::Revoke => match e.serial.as_deref().map(str::parse::<Serial>) {
             Some(Ok(s)) => Change::Cert(s),
             _ => Change::Unknown,
         },
-        "crl" | "escrow.export" | "escrow.recover" | "directory.anonymous" => Change::None,
-        a if a.starts_with("apikey.") => Change::None,
-        a if a.starts_with("console.") => Change::None,
+        AuditAction::Crl
+        | AuditAction::EscrowExport
+        | AuditAction::EscrowRecover
+        | AuditAction::DirectoryAnonymous
+        | AuditAction::ApiKeyCreate
+        | AuditAction::ApiKeyRevoke => Change::None,
+        a if a.is_console() => Change::None,
         // `init` stores the CA certificates under one entry without a serial; and whatever is
         // new.
         _ => Change::Unknown,
@@ -214,8 +218,8 @@ impl Audit {
             }
             // An entry that does not decode is reported by the chain check.
             if let Ok(e) = entry {
-                if !self.actions.contains(&e.action) {
-                    self.actions.insert(e.action.clone());
+                if !self.actions.contains(e.action.name()) {
+                    self.actions.insert(e.action.name().to_string());
                 }
                 self.entries.push(e);
             }

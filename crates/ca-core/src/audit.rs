@@ -10,6 +10,121 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
+/// What an audit entry records: the vocabulary every crate that writes or reads the log shares.
+/// Stored as its name (`issue`, `console.login`, ...), so entries hash as they always did; a name
+/// this version does not know (written by a later one) reads as [`AuditAction::Other`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum AuditAction {
+    /// The CA hierarchy was created.
+    Init,
+    /// A certificate was issued (or its issuance refused).
+    Issue,
+    /// A certificate was revoked.
+    Revoke,
+    /// A CRL was signed.
+    Crl,
+    /// An escrowed key left in a PKCS#12 at issuance.
+    EscrowExport,
+    /// An escrowed key was recovered by an officer.
+    EscrowRecover,
+    /// An API key of the directory was created.
+    ApiKeyCreate,
+    /// An API key of the directory was revoked.
+    ApiKeyRevoke,
+    /// The anonymous lookup policy of the directory changed.
+    DirectoryAnonymous,
+    /// A console login.
+    ConsoleLogin,
+    /// A console logout.
+    ConsoleLogout,
+    /// A console account was locked after failed logins.
+    ConsoleLockout,
+    /// A console user confirmed a sensitive action with a fresh TOTP code.
+    ConsoleStepUp,
+    /// A console user changed their password.
+    ConsolePasswordChange,
+    /// A console user enrolled TOTP.
+    ConsoleTotpEnrol,
+    /// A console account was added.
+    ConsoleUserAdd,
+    /// A console account was disabled.
+    ConsoleUserDisable,
+    /// A console account was enabled.
+    ConsoleUserEnable,
+    /// A console account was reset.
+    ConsoleUserReset,
+    /// An action this version does not know.
+    Other(String),
+}
+
+impl AuditAction {
+    /// Every action this version knows, with its stored name.
+    const NAMED: [(AuditAction, &'static str); 19] = [
+        (AuditAction::Init, "init"),
+        (AuditAction::Issue, "issue"),
+        (AuditAction::Revoke, "revoke"),
+        (AuditAction::Crl, "crl"),
+        (AuditAction::EscrowExport, "escrow.export"),
+        (AuditAction::EscrowRecover, "escrow.recover"),
+        (AuditAction::ApiKeyCreate, "apikey.create"),
+        (AuditAction::ApiKeyRevoke, "apikey.revoke"),
+        (AuditAction::DirectoryAnonymous, "directory.anonymous"),
+        (AuditAction::ConsoleLogin, "console.login"),
+        (AuditAction::ConsoleLogout, "console.logout"),
+        (AuditAction::ConsoleLockout, "console.lockout"),
+        (AuditAction::ConsoleStepUp, "console.step_up"),
+        (AuditAction::ConsolePasswordChange, "console.password.change"),
+        (AuditAction::ConsoleTotpEnrol, "console.totp.enrol"),
+        (AuditAction::ConsoleUserAdd, "console.user.add"),
+        (AuditAction::ConsoleUserDisable, "console.user.disable"),
+        (AuditAction::ConsoleUserEnable, "console.user.enable"),
+        (AuditAction::ConsoleUserReset, "console.user.reset"),
+    ];
+
+    /// The stored name.
+    pub fn name(&self) -> &str {
+        match self {
+            AuditAction::Other(name) => name,
+            known => Self::NAMED.iter().find(|(a, _)| a == known).map(|(_, n)| *n).unwrap_or_default(),
+        }
+    }
+
+    /// Whether the action belongs to the console (`console.*`).
+    pub fn is_console(&self) -> bool {
+        self.name().starts_with("console.")
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<&str> for AuditAction {
+    fn from(name: &str) -> Self {
+        Self::NAMED
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(a, _)| a.clone())
+            .unwrap_or_else(|| AuditAction::Other(name.to_string()))
+    }
+}
+
+impl Serialize for AuditAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditAction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Ok(AuditAction::from(name.as_str()))
+    }
+}
+
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -22,8 +137,8 @@ pub struct AuditEntry {
     pub time: DateTime<Utc>,
     /// Who did it (`cli:<user>`, `console:<user>`, `system`).
     pub actor: String,
-    /// What was done (`init`, `issue`, `revoke`, `crl`, `escrow.export`, `escrow.recover`, ...).
-    pub action: String,
+    /// What was done.
+    pub action: AuditAction,
     /// The certificate concerned, if any.
     pub serial: Option<String>,
     /// `ok`, or `refused: <reason>`.
@@ -57,7 +172,7 @@ pub struct AuditDraft {
     /// Who.
     pub actor: String,
     /// What.
-    pub action: String,
+    pub action: AuditAction,
     /// Which certificate.
     pub serial: Option<Serial>,
     /// `ok` or `refused: ...`.
@@ -68,10 +183,10 @@ pub struct AuditDraft {
 
 impl AuditDraft {
     /// A successful action.
-    pub fn ok(actor: &str, action: &str, serial: Option<&Serial>, details: impl Into<String>) -> Self {
+    pub fn ok(actor: &str, action: AuditAction, serial: Option<&Serial>, details: impl Into<String>) -> Self {
         AuditDraft {
             actor: actor.into(),
-            action: action.into(),
+            action,
             serial: serial.cloned(),
             outcome: "ok".into(),
             details: details.into(),
@@ -81,14 +196,14 @@ impl AuditDraft {
     /// A refused action.
     pub fn refused(
         actor: &str,
-        action: &str,
+        action: AuditAction,
         serial: Option<&Serial>,
         why: &str,
         details: impl Into<String>,
     ) -> Self {
         AuditDraft {
             actor: actor.into(),
-            action: action.into(),
+            action,
             serial: serial.cloned(),
             outcome: format!("refused: {why}"),
             details: details.into(),
@@ -221,4 +336,24 @@ pub fn verify(db: &CertDb) -> Result<u64, Error> {
 /// Every entry, oldest first.
 pub fn entries(db: &CertDb) -> Result<Vec<AuditEntry>, Error> {
     db.audit_records().map(|r| decode(&r?)).collect()
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::AuditAction;
+
+    #[test]
+    fn every_action_reads_back_from_its_name_and_unknown_names_are_kept() {
+        for (action, name) in AuditAction::NAMED.iter() {
+            assert_eq!(action.name(), *name);
+            assert_eq!(AuditAction::from(*name), *action);
+            let json = serde_json::to_string(action).expect("encode");
+            assert_eq!(json, format!("\"{name}\""), "stored as the name, as before the enum");
+            assert_eq!(serde_json::from_str::<AuditAction>(&json).expect("decode"), *action);
+        }
+        let later = AuditAction::from("ca.compromise");
+        assert_eq!(later, AuditAction::Other("ca.compromise".into()));
+        assert_eq!(later.to_string(), "ca.compromise");
+        assert!(AuditAction::ConsoleUserReset.is_console() && !AuditAction::Issue.is_console());
+    }
 }

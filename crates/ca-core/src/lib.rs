@@ -21,6 +21,7 @@ mod keys;
 pub mod oids;
 pub mod profiles;
 
+pub use audit::AuditAction;
 pub use ca::{to_pem, Ca, CaCert, ChainAndKey, InitOutcome, IssueRequest, Issued, OwnKeyRequest, Revoked};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::CaConfig;

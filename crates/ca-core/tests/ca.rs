@@ -342,8 +342,11 @@ fn escrow_refuses_signing_keys_and_weak_passwords_before_generating_anything() {
         f.ca.escrow_recover(&sig.record.serial, "long password", "t"),
         Err(Error::NotEscrowed(_))
     ));
-    let actions: Vec<String> =
-        ca_core::audit::entries(f.ca.db()).expect("entries").into_iter().map(|e| e.action).collect();
+    let actions: Vec<String> = ca_core::audit::entries(f.ca.db())
+        .expect("entries")
+        .into_iter()
+        .map(|e| e.action.to_string())
+        .collect();
     assert!(
         actions.contains(&"escrow.export".to_string()) && actions.contains(&"escrow.recover".to_string())
     );

@@ -55,8 +55,8 @@ pub(crate) async fn audit_log(
         let d = e.time.date_naive();
         (actor.is_empty() || contains_ignoring_case(&e.actor, &actor))
             && (action.is_empty()
-                || e.action.eq_ignore_ascii_case(&action)
-                || starts_with_ignoring_ascii_case(&e.action, &action_prefix))
+                || e.action.name().eq_ignore_ascii_case(&action)
+                || starts_with_ignoring_ascii_case(e.action.name(), &action_prefix))
             && from.is_none_or(|f| d >= f)
             && to.is_none_or(|t| d <= t)
     };

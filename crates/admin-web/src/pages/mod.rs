@@ -7,6 +7,7 @@ mod users;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use ca_core::AuditAction;
 use cerdb::console_store::SessionStage;
 use maud::{html, PreEscaped};
 use serde::Deserialize;
@@ -317,7 +318,7 @@ async fn logout(req: HttpRequest, console: web::Data<Console>, form: web::Form<C
     ctx.check_csrf(form.csrf_token.as_deref())?;
     console.store.remove_session(&ctx.id)?;
     if ctx.session.stage == SessionStage::Active {
-        console.ca.audit_event(&ctx.actor(), "console.logout", true, "")?;
+        console.ca.audit_event(&ctx.actor(), AuditAction::ConsoleLogout, true, "")?;
     }
     Ok(see_other_with_cookie("/admin/login", auth::set_cookie(&req, SESSION_COOKIE, "", true)))
 }

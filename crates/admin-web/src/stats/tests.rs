@@ -110,7 +110,7 @@ fn incremental_views_equal_a_rebuild_after_mixed_issuances_and_revocations() {
         .expect("generated");
     assert_current(&cache, ca, "escrowed issuance (issue + escrow.export)");
     ca.escrow_recover(&generated.record.serial, "another-long-password", "officer").expect("recover");
-    ca.audit_event("console:olivia", "console.login", true, "").expect("event");
+    ca.audit_event("console:olivia", AuditAction::ConsoleLogin, true, "").expect("event");
     assert!(ca.issue(&request("dave@example.com", Usage::Signing), "test").is_ok());
     let mut bad = request("erin@example.com", Usage::Signing);
     bad.csr.truncate(20);
@@ -133,7 +133,7 @@ fn incremental_views_equal_a_rebuild_after_mixed_issuances_and_revocations() {
     assert_eq!(cache.full_builds(), 2, "every change so far was applied incrementally");
 
     // An action the views do not know: the certificate view is rebuilt, the audit view is not.
-    ca.audit_event("system", "something.new", true, "").expect("event");
+    ca.audit_event("system", AuditAction::Other("something.new".into()), true, "").expect("event");
     assert_current(&cache, ca, "unknown action");
     assert_eq!(cache.full_builds(), 3);
 }

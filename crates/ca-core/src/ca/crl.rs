@@ -76,8 +76,12 @@ impl Ca {
         let issuer = Issuer::from_params(&loaded.params, LintingKey::new(&loaded.key, None));
         let crl = params.signed_by(&issuer).map_err(|e| Error::Certificate(format!("CRL: {e}")))?;
         let record = CrlRecord { ca, number, this_update: now, next_update: next, der: crl.der().to_vec() };
-        let draft =
-            AuditDraft::ok(actor, "crl", None, format!("{} CRL number {number}, {count} revoked", loaded.id));
+        let draft = AuditDraft::ok(
+            actor,
+            AuditAction::Crl,
+            None,
+            format!("{} CRL number {number}, {count} revoked", loaded.id),
+        );
         self.audit.commit(vec![draft], now, |chain| Ok(self.db.put_crl(&record, chain)?))?;
         Ok(record)
     }

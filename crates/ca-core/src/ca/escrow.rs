@@ -44,13 +44,13 @@ impl Ca {
         let drafts = vec![
             AuditDraft::ok(
                 actor,
-                "issue",
+                AuditAction::Issue,
                 Some(&rec.serial),
                 format!("{email} {usage} {kt} escrowed sha256:{}", rec.fingerprint),
             ),
             AuditDraft::ok(
                 actor,
-                "escrow.export",
+                AuditAction::EscrowExport,
                 Some(&rec.serial),
                 "PKCS#12 to the subscriber at issuance",
             ),
@@ -82,14 +82,16 @@ impl Ca {
             Ok(p) => p,
             Err(e) => {
                 self.audit.append(
-                    AuditDraft::refused(actor, "escrow.recover", Some(serial), &e.to_string(), ""),
+                    AuditDraft::refused(actor, AuditAction::EscrowRecover, Some(serial), &e.to_string(), ""),
                     now,
                 )?;
                 return Err(e);
             }
         };
-        self.audit
-            .append(AuditDraft::ok(actor, "escrow.recover", Some(serial), "PKCS#12 to an officer"), now)?;
+        self.audit.append(
+            AuditDraft::ok(actor, AuditAction::EscrowRecover, Some(serial), "PKCS#12 to an officer"),
+            now,
+        )?;
         Ok(p12)
     }
 }

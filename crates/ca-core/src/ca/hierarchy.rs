@@ -216,7 +216,7 @@ impl Ca {
             records[0].serial, records[1].serial, records[2].serial, records[3].serial
         );
         let audit = AuditLog::open(db.clone())?;
-        audit.commit(vec![AuditDraft::ok(actor, "init", None, details)], now, |recs| {
+        audit.commit(vec![AuditDraft::ok(actor, AuditAction::Init, None, details)], now, |recs| {
             Ok(db.store_issued(&records, recs)?)
         })?;
         let subj = |s: &SubjectName| serde_json::to_string(s).map_err(|e| Error::Config(e.to_string()));

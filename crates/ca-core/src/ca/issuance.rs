@@ -227,7 +227,7 @@ impl Ca {
                 Ok(rec) => {
                     let details =
                         format!("{email} {usage} {}{note} sha256:{}", rec.key_type, rec.fingerprint);
-                    drafts.push(AuditDraft::ok(actor, "issue", Some(&rec.serial), details));
+                    drafts.push(AuditDraft::ok(actor, AuditAction::Issue, Some(&rec.serial), details));
                     records.push(rec);
                 }
                 Err(e) if refused.is_none() => refused = Some((format!("{email} {usage}{note}"), e)),
@@ -237,7 +237,8 @@ impl Ca {
         if let Some((details, e)) = refused {
             // The others of the batch were signed: their serials are never used again.
             self.retire(&records);
-            self.audit.append(AuditDraft::refused(actor, "issue", None, &e.to_string(), details), now)?;
+            self.audit
+                .append(AuditDraft::refused(actor, AuditAction::Issue, None, &e.to_string(), details), now)?;
             return Err(e);
         }
         // Checked and encoded before the audit log's lock is taken, and flushed after it is

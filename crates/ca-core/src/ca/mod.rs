@@ -28,7 +28,7 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use x509_parser::prelude::*;
 
-use crate::audit::{self, AuditDraft, AuditLog};
+use crate::audit::{self, AuditAction, AuditDraft, AuditLog};
 use crate::clock::Clock;
 use crate::config::{CaConfig, KeySettings, SubjectName};
 use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
@@ -246,7 +246,7 @@ impl Ca {
     pub fn audit_event(
         &self,
         actor: &str,
-        action: &str,
+        action: AuditAction,
         outcome_ok: bool,
         details: &str,
     ) -> Result<(), Error> {

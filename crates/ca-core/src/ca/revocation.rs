@@ -62,7 +62,7 @@ impl Ca {
         if let Some(s) = same_key_as {
             details.push_str(&format!(" (the key of {s})"));
         }
-        let draft = AuditDraft::ok(actor, "revoke", Some(&rec.serial), details);
+        let draft = AuditDraft::ok(actor, AuditAction::Revoke, Some(&rec.serial), details);
         let updated = self.audit.commit(vec![draft], now, |chain| {
             Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), chain)?)
         })?;

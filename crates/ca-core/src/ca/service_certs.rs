@@ -57,7 +57,8 @@ impl Ca {
             now,
         )?;
         let names = format!("{:?} {:?}", self.cfg.tls.dns_names, self.cfg.tls.ip_addresses);
-        let draft = AuditDraft::ok("system", "issue", Some(&rec.serial), format!("tls-server {names}"));
+        let draft =
+            AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), format!("tls-server {names}"));
         let stored = self
             .audit
             .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
