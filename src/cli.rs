@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::commands::{execute, init_message, Envelope, Generate, Outcome, Request};
 use crate::context::{init_ca, open_ca, socket_path};
 use crate::settings::Settings;
-use crate::{admin, serve};
+use crate::{admin_socket, serve};
 
 /// In-house certificate authority for e-mail security.
 #[derive(Debug, Parser)]
@@ -413,7 +413,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let env = Envelope { actor: actor(), request };
-    let outcome = match admin::call(&socket_path(&data), &env)? {
+    let outcome = match admin_socket::call(&socket_path(&data), &env)? {
         Some(outcome) => outcome,
         None => run_locally(&data, &settings, &env)?,
     };

@@ -484,7 +484,7 @@ fn load_test_data(
     if let Ok(first) = rx.recv() {
         let n = first.len() as u64;
         let env = envelope(first);
-        let outcome = match crate::admin::call(&socket, &env)? {
+        let outcome = match crate::admin_socket::call(&socket, &env)? {
             Some(o) => o,
             None => {
                 if !data.join("db").exists() {
@@ -512,7 +512,7 @@ fn load_test_data(
                         let env = envelope(keys);
                         let outcome = match &local {
                             Some(ca) => crate::commands::execute(ca, &env),
-                            None => crate::admin::call(&socket, &env)?
+                            None => crate::admin_socket::call(&socket, &env)?
                                 .ok_or_else(|| anyhow::anyhow!("the server stopped during the load"))?,
                         };
                         outcome.map_err(|e| anyhow::anyhow!(e))?;

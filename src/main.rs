@@ -1,7 +1,7 @@
 //! The `pki` command: a thin shell over the library crates.
 #![forbid(unsafe_code)]
 
-mod admin;
+mod admin_socket;
 mod cli;
 mod commands;
 mod context;

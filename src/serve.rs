@@ -106,7 +106,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     }
     let ca = Arc::new(ca);
     let sock = socket_path(data);
-    crate::admin::serve(&sock, ca.clone())?;
+    crate::admin_socket::serve(&sock, ca.clone())?;
 
     let refresher = ca.clone();
     std::thread::Builder::new().name("crl-refresh".into()).spawn(move || loop {

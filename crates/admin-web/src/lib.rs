@@ -27,10 +27,10 @@
 pub mod accounts;
 mod auth;
 mod forms;
+mod live_views;
 mod pages;
 pub mod password;
 mod qr;
-mod stats;
 pub mod totp;
 mod views;
 
@@ -263,7 +263,7 @@ pub struct Console {
     cfg: ConsoleConfig,
     verifier: tsa::Verifier,
     login_key: ring::hmac::Key,
-    cache: stats::Cache,
+    cache: live_views::Cache,
 }
 
 impl std::fmt::Debug for Console {
@@ -289,7 +289,7 @@ impl Console {
             cfg,
             verifier,
             ca,
-            cache: stats::Cache::default(),
+            cache: live_views::Cache::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 
 mod audit;
 mod certs;
+mod timestamps;
 mod users;
 
 use actix_web::http::{header, StatusCode};
@@ -43,8 +44,8 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/escrow", web::get().to(certs::escrow_page))
         .route("/escrow/recover", web::post().to(certs::escrow_recover))
         .route("/audit", web::get().to(audit::audit_log))
-        .route("/timestamps", web::get().to(audit::timestamps_page))
-        .route("/timestamps/verify", web::post().to(audit::timestamps_verify))
+        .route("/timestamps", web::get().to(timestamps::timestamps_page))
+        .route("/timestamps/verify", web::post().to(timestamps::timestamps_verify))
         .route("/users", web::get().to(users::list))
         .route("/users", web::post().to(users::add))
         .route("/users/{name}/disable", web::post().to(users::disable))
