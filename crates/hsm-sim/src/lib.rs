@@ -17,10 +17,10 @@ mod escrow;
 mod fsutil;
 mod key;
 mod master;
+mod records;
 mod spki;
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -32,8 +32,9 @@ pub use error::Error;
 pub use escrow::MIN_PASSWORD_LEN as MIN_PKCS12_PASSWORD_LEN;
 pub use key::{KeyHandle, KeyPurpose, KeyType, SignatureScheme};
 pub use master::MasterKeySource;
+pub use records::{FileRecords, SealedRecords};
 
-use fsutil::{ensure_private_dir, write_private_new};
+use fsutil::ensure_private_dir;
 use master::MasterKey;
 
 /// A key that signs inside the key store. This is all the CA, OCSP and TSA code ever hold.
@@ -231,9 +232,11 @@ struct State {
     cache: HashMap<KeyHandle, Arc<LoadedKey>>,
 }
 
-/// The software key store: one encrypted file per key in a private directory.
+/// The software key store: every key sealed under the master key, kept by a [`SealedRecords`]
+/// store (one file per key in a private directory by default).
 pub struct HsmSim {
     dir: PathBuf,
+    records: Arc<dyn SealedRecords>,
     state: RwLock<State>,
 }
 
@@ -244,12 +247,29 @@ impl std::fmt::Debug for HsmSim {
 }
 
 impl HsmSim {
-    /// Opens (creating if needed) the key store in `dir` and unseals it with `source`.
+    /// Opens (creating if needed) the key store in `dir` — the master key's file and one file per
+    /// key — and unseals it with `source`.
     pub fn open(dir: impl AsRef<Path>, source: &MasterKeySource) -> Result<Self, Error> {
+        let records = Arc::new(FileRecords::open(dir.as_ref())?);
+        Self::with_records(dir, records, source)
+    }
+
+    /// Opens the key store whose master key's file is in `dir` and whose sealed key records are
+    /// kept by `records`, and unseals it with `source`.
+    pub fn with_records(
+        dir: impl AsRef<Path>,
+        records: Arc<dyn SealedRecords>,
+        source: &MasterKeySource,
+    ) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         ensure_private_dir(&dir)?;
         let master = MasterKey::load(&dir, source)?;
-        Ok(HsmSim { dir, state: RwLock::new(State { master: Some(master), cache: HashMap::new() }) })
+        Ok(HsmSim { dir, records, state: RwLock::new(State { master: Some(master), cache: HashMap::new() }) })
+    }
+
+    /// The handles of every key in the store.
+    pub fn handles(&self) -> Result<Vec<KeyHandle>, Error> {
+        self.records.handles()
     }
 
     /// Forgets the master key and every loaded key; all operations fail with [`Error::Sealed`]
@@ -272,24 +292,18 @@ impl HsmSim {
         self.state.read().unwrap_or_else(|p| p.into_inner()).master.is_none()
     }
 
-    fn path_of(&self, handle: &KeyHandle) -> PathBuf {
-        self.dir.join(format!("{}.key", hex::encode(handle.as_str())))
+    /// Where the record of `handle` is, for messages.
+    fn place(&self, handle: &KeyHandle) -> String {
+        self.records.place(handle)
     }
 
     fn read_key_file(&self, handle: &KeyHandle) -> Result<KeyFile, Error> {
-        let path = self.path_of(handle);
-        let text = match fs::read(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoSuchKey(handle.clone()))
-            }
-            Err(e) => return Err(Error::io(&path, e)),
-        };
+        let text = self.records.get(handle)?.ok_or_else(|| Error::NoSuchKey(handle.clone()))?;
         let kf: KeyFile = serde_json::from_slice(&text)
-            .map_err(|e| Error::CorruptKeyFile { path: path.display().to_string(), reason: e.to_string() })?;
+            .map_err(|e| Error::CorruptKeyFile { path: self.place(handle), reason: e.to_string() })?;
         if &kf.handle != handle {
             return Err(Error::CorruptKeyFile {
-                path: path.display().to_string(),
+                path: self.place(handle),
                 reason: "file names another handle".into(),
             });
         }
@@ -301,10 +315,8 @@ impl HsmSim {
     fn decrypt(&self, kf: &KeyFile) -> Result<Vec<u8>, Error> {
         let st = self.state.read().unwrap_or_else(|p| p.into_inner());
         let master = st.master.as_ref().ok_or(Error::Sealed)?;
-        let corrupt = |reason: &str| Error::CorruptKeyFile {
-            path: self.path_of(&kf.handle).display().to_string(),
-            reason: reason.into(),
-        };
+        let corrupt =
+            |reason: &str| Error::CorruptKeyFile { path: self.place(&kf.handle), reason: reason.into() };
         let nonce = hex::decode(&kf.nonce).map_err(|_| corrupt("bad nonce"))?;
         let ct = hex::decode(&kf.ciphertext).map_err(|_| corrupt("bad ciphertext"))?;
         master
@@ -345,28 +357,23 @@ impl KeyCustody for HsmSim {
         kf.nonce = hex::encode(nonce);
         kf.ciphertext = hex::encode(ct);
         let bytes = serde_json::to_vec(&kf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
-        match write_private_new(&self.path_of(handle), &bytes) {
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::KeyExists(handle.clone()))
-            }
-            other => other?,
-        }
+        self.records.put_new(handle, &bytes)?;
         tracing::info!(handle = %handle, key_type = %key_type, purpose = %purpose, "generated key");
         Ok(PublicKeyInfo { handle: handle.clone(), key_type, spki, raw })
     }
 
     fn contains(&self, handle: &KeyHandle) -> Result<bool, Error> {
-        Ok(self.path_of(handle).exists())
+        Ok(self.records.get(handle)?.is_some())
     }
 
     fn public_key(&self, handle: &KeyHandle) -> Result<PublicKeyInfo, Error> {
         let kf = self.read_key_file(handle)?;
         let spki = hex::decode(&kf.spki).map_err(|_| Error::CorruptKeyFile {
-            path: self.path_of(handle).display().to_string(),
+            path: self.place(handle),
             reason: "bad public key".into(),
         })?;
         let raw = raw_from_spki(&spki).ok_or_else(|| Error::CorruptKeyFile {
-            path: self.path_of(handle).display().to_string(),
+            path: self.place(handle),
             reason: "bad public key".into(),
         })?;
         Ok(PublicKeyInfo { handle: handle.clone(), key_type: kf.key_type, spki, raw })
@@ -391,10 +398,8 @@ impl KeyCustody for HsmSim {
             });
         }
         let pkcs8 = self.decrypt(&kf)?;
-        let (key, raw) = load_ring_key(kf.key_type, &pkcs8).map_err(|reason| Error::CorruptKeyFile {
-            path: self.path_of(handle).display().to_string(),
-            reason,
-        })?;
+        let (key, raw) = load_ring_key(kf.key_type, &pkcs8)
+            .map_err(|reason| Error::CorruptKeyFile { path: self.place(handle), reason })?;
         let loaded = Arc::new(LoadedKey {
             handle: handle.clone(),
             key_type: kf.key_type,
@@ -474,6 +479,7 @@ fn raw_from_spki(spki: &[u8]) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use ring::signature::UnparsedPublicKey;
+    use std::fs;
 
     fn store() -> (tempfile::TempDir, HsmSim) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -549,7 +555,7 @@ mod tests {
         let (d, hsm) = store();
         let ca: KeyHandle = "ca/y".parse().expect("handle");
         hsm.generate(&ca, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
-        let path = hsm.path_of(&ca);
+        let path = std::path::PathBuf::from(hsm.place(&ca));
         let text = fs::read_to_string(&path).expect("read");
         fs::write(&path, text.replace("ca_signing", "escrow")).expect("write");
         let hsm2 = HsmSim::open(d.path().join("keys"), &MasterKeySource::KeyFile).expect("open");
@@ -597,5 +603,58 @@ mod tests {
             let hexed = hex::encode(&pkcs8);
             assert!(!String::from_utf8_lossy(&bytes).contains(&hexed));
         }
+    }
+
+    /// Records kept in memory: the soft store works over any [`SealedRecords`].
+    #[derive(Debug, Default)]
+    struct MemoryRecords(std::sync::Mutex<HashMap<String, Vec<u8>>>);
+
+    impl SealedRecords for MemoryRecords {
+        fn put_new(&self, handle: &KeyHandle, record: &[u8]) -> Result<(), Error> {
+            let mut m = self.0.lock().expect("lock");
+            if m.contains_key(handle.as_str()) {
+                return Err(Error::KeyExists(handle.clone()));
+            }
+            m.insert(handle.as_str().to_string(), record.to_vec());
+            Ok(())
+        }
+        fn get(&self, handle: &KeyHandle) -> Result<Option<Vec<u8>>, Error> {
+            Ok(self.0.lock().expect("lock").get(handle.as_str()).cloned())
+        }
+        fn handles(&self) -> Result<Vec<KeyHandle>, Error> {
+            Ok(self.0.lock().expect("lock").keys().map(|k| k.parse().expect("handle")).collect())
+        }
+        fn place(&self, handle: &KeyHandle) -> String {
+            format!("memory:{handle}")
+        }
+    }
+
+    #[test]
+    fn keys_live_in_whatever_keeps_the_sealed_records_and_are_listed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let records = Arc::new(MemoryRecords::default());
+        let hsm = HsmSim::with_records(d.path().join("keys"), records.clone(), &MasterKeySource::KeyFile)
+            .expect("open");
+        let h: KeyHandle = "ocsp/elsewhere".parse().expect("handle");
+        hsm.generate(&h, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        assert_eq!(hsm.handles().expect("handles"), vec![h.clone()]);
+        assert!(hsm.signer(&h).expect("signer").sign(b"m").is_ok());
+        // Sealed: the record holds no plaintext PKCS#8 (ring's P-256 PKCS#8 starts 30 81 87 02 01
+        // 00), neither raw nor hex-encoded.
+        let rec = records.get(&h).expect("get").expect("some");
+        assert!(!rec.windows(6).any(|w| w == [0x30, 0x81, 0x87, 0x02, 0x01, 0x00]));
+        assert!(!String::from_utf8_lossy(&rec).contains("308187020100"));
+        // Only the master key's file is on disk.
+        let files: Vec<_> = fs::read_dir(d.path().join("keys")).expect("dir").collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert!(matches!(hsm.generate(&h, KeyType::P256, KeyPurpose::CaSigning), Err(Error::KeyExists(_))));
+        // The file store lists its handles too.
+        let (_d2, files_hsm) = store();
+        let a: KeyHandle = "ca/a".parse().expect("handle");
+        let b: KeyHandle = "tsa/b".parse().expect("handle");
+        for k in [&b, &a] {
+            files_hsm.generate(k, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        }
+        assert_eq!(files_hsm.handles().expect("handles"), vec![a, b]);
     }
 }
