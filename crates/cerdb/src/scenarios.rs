@@ -791,16 +791,26 @@ pub fn run(backend: &dyn Backend, root: &Path) -> Result<usize, String> {
 }
 
 /// Runs every scenario once per write it makes, with that write failing (see the module
-/// documentation); returns how many faults were injected.
+/// documentation), and once more per write with every write from it on failing (a crash);
+/// returns how many faults were injected.
 pub fn run_with_faults(backend: &dyn Backend, root: &Path) -> Result<u64, String> {
     let mut injected = 0;
+    for crash in [false, true] {
+        injected += run_with_plan(backend, root, crash)?;
+    }
+    Ok(injected)
+}
+
+fn run_with_plan(backend: &dyn Backend, root: &Path, crash: bool) -> Result<u64, String> {
+    let mut injected = 0;
     for (i, sc) in all().iter().enumerate() {
-        let (snaps, writes) = play(backend, &root.join(format!("count-{i}")), sc)
+        let (snaps, writes) = play(backend, &root.join(format!("count-{crash}-{i}")), sc)
             .map_err(|e| format!("{} / {}: {e}", backend.name(), sc.name))?;
         for n in 1..=writes {
-            let dir = root.join(format!("fault-{i}-{n}"));
-            let faults = Arc::new(Faults::fail_write(n));
-            let fail = |e: String| format!("{} / {} / fault at write {n}: {e}", backend.name(), sc.name);
+            let dir = root.join(format!("fault-{crash}-{i}-{n}"));
+            let faults = Arc::new(if crash { Faults::crash_at(n) } else { Faults::fail_write(n) });
+            let what = if crash { "crash" } else { "fault" };
+            let fail = |e: String| format!("{} / {} / {what} at write {n}: {e}", backend.name(), sc.name);
             let db = match backend.open(&dir, Some(faults.clone())) {
                 Ok(db) => Some(db),
                 Err(e) if faults.fired() => {
@@ -825,6 +835,7 @@ pub fn run_with_faults(backend: &dyn Backend, root: &Path) -> Result<u64, String
             }
             injected += 1;
             // A restart without faults: consistent, and exactly before or after the failed step.
+            drop(faults);
             let db = backend.open(&dir, None).map_err(|e| fail(format!("reopen: {e}")))?;
             db.check_consistency().map_err(|e| fail(format!("inconsistent after the fault: {e}")))?;
             let now = snapshot(&db).map_err(|e| fail(format!("snapshot: {e}")))?;

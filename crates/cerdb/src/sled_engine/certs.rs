@@ -60,14 +60,14 @@ fn email_prefix(email: &EmailAddress, kind: Option<CertKind>) -> Vec<u8> {
     k
 }
 
-fn email_key(rec: &CertRecord, email: &EmailAddress) -> Vec<u8> {
+pub(super) fn email_key(rec: &CertRecord, email: &EmailAddress) -> Vec<u8> {
     let mut k = email_prefix(email, Some(rec.kind));
     k.extend_from_slice(&order_preserving(rec.not_before));
     k.extend_from_slice(rec.serial.as_bytes());
     k
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub(super) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
@@ -126,7 +126,7 @@ fn split_meta(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), Error> {
 }
 
 /// The metadata of a `cert_meta` value (the DER left empty).
-fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
+pub(super) fn decode_meta(bytes: &[u8]) -> Result<CertRecord, Error> {
     let (json, _) = split_meta(bytes)?;
     serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
 }
@@ -358,8 +358,8 @@ impl CertStore for SledEngine {
         Ok(CheckedIssue { certs, encoded })
     }
 
-    /// One transaction over the certificate trees, the hashed-address index and the audit log,
-    /// under the audit lock (the records of a batch are numbered after the log's last record).
+    /// Under the audit lock (the records of a batch are numbered after the log's last record),
+    /// without sled's transaction lock: see `batch.rs`.
     fn store_checked_unflushed(
         &self,
         checked: &CheckedIssue<'_>,
@@ -367,41 +367,7 @@ impl CertStore for SledEngine {
     ) -> Result<(), Error> {
         let mut head = self.lock_audit();
         let records = chained(audit, head.as_ref())?;
-        let hashes: Vec<Option<([u8; 32], String)>> = checked
-            .certs
-            .iter()
-            .map(|r| {
-                r.email.as_ref().map(|e| {
-                    let lk = e.lookup_key();
-                    (sha256(lk.as_bytes()), lk)
-                })
-            })
-            .collect();
-        let trees = (&self.cert_meta, &self.by_fp, &self.by_email, &self.email_hash, &self.audit);
-        trees
-            .transaction(|(meta, fp, email, email_hash, log)| {
-                for ((rec, enc), hash) in checked.certs.iter().zip(&checked.encoded).zip(&hashes) {
-                    let key = rec.serial.as_bytes();
-                    self.tx_fault()?;
-                    if meta.insert(key, enc.as_slice())?.is_some() {
-                        return abort(Error::SerialInUse(rec.serial.clone()));
-                    }
-                    self.tx_fault()?;
-                    fp.insert(&rec.fingerprint.0, key)?;
-                    if let (Some(e), Some((h, lk))) = (&rec.email, hash) {
-                        self.tx_fault()?;
-                        email.insert(email_key(rec, e), &[] as &[u8])?;
-                        self.tx_fault()?;
-                        email_hash.insert(&h[..], lk.as_bytes())?;
-                    }
-                }
-                for a in &records {
-                    self.tx_fault()?;
-                    put_audit(log, a)?;
-                }
-                Ok::<(), ConflictableTransactionError<Error>>(())
-            })
-            .map_err(tx_error)?;
+        self.write_batch(checked.certs, &checked.encoded, &records)?;
         if let Some(last) = records.last() {
             *head = Some(last.clone());
         }
@@ -669,6 +635,12 @@ impl CertStore for SledEngine {
     }
 
     fn check_consistency(&self) -> Result<(), Error> {
+        if !self.pending.is_empty() {
+            return Err(Error::Inconsistent(format!(
+                "{} interrupted batches are still to be rolled back",
+                self.pending.len()
+            )));
+        }
         let mut emails = 0usize;
         let mut der_apart = 0usize;
         let mut revoked = std::collections::HashSet::new();

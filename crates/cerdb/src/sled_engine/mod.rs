@@ -13,11 +13,13 @@
 //! | tree | file |
 //! |---|---|
 //! | `cert_meta`, `cert_der`, `by_fp`, `by_email`, `dir_email_sha256`, `serials`, `revoked`, `compromised_keys`, `crls`, `audit`, `changes`, `meta` | `certs.rs` |
+//! | `pending` (intents of batches being stored) | `batch.rs` |
 //! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
 //! | `dir_apikeys`, `dir_apikey_names`, `dir_settings` | `apikeys.rs` |
 //! | `tsa_meta` (and the ledger file `tsa-tokens.ledger`) | `tsa.rs` |
 
 mod apikeys;
+mod batch;
 mod certs;
 mod console;
 mod raw;
@@ -68,6 +70,10 @@ pub struct SledEngine {
     audit: Tree,
     changes: Tree,
     meta: Tree,
+    /// Intents of batches being stored (`batch.rs`).
+    pending: Tree,
+    /// The number of the next batch's intent.
+    next_batch: AtomicU64,
     console_users: Tree,
     console_sessions: Tree,
     console_meta: Tree,
@@ -117,10 +123,6 @@ impl SledEngine {
             }
         };
         let t = |name: &str| db.open_tree(name);
-        let audit = t("audit")?;
-        let changes = t("changes")?;
-        let audit_head = certs::last_audit_of(&audit)?;
-        let last_change = certs::last_change_of(&changes)?;
         let tsa = tsa::TsaParts::open(&db, path)?;
         let engine = SledEngine {
             cert_meta: t("cert_meta")?,
@@ -139,16 +141,24 @@ impl SledEngine {
             api_keys: t("dir_apikeys")?,
             api_key_names: t("dir_apikey_names")?,
             dir_settings: t("dir_settings")?,
-            audit,
-            changes,
-            audit_head: Mutex::new(audit_head),
-            last_change: AtomicU64::new(last_change),
+            audit: t("audit")?,
+            changes: t("changes")?,
+            pending: t("pending")?,
+            next_batch: AtomicU64::new(1),
+            audit_head: Mutex::new(None),
+            last_change: AtomicU64::new(0),
             tsa,
             db,
             path: path.to_path_buf(),
             cache_bytes,
             faults,
         };
+        // Before anything reads: batches a crash interrupted go, then the heads are read.
+        engine.roll_back_pending()?;
+        *engine.lock_audit() = certs::last_audit_of(&engine.audit)?;
+        engine
+            .last_change
+            .store(certs::last_change_of(&engine.changes)?, std::sync::atomic::Ordering::SeqCst);
         engine.upgrade()?;
         Ok(engine)
     }
