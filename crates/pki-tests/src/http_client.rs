@@ -127,3 +127,95 @@ fn run(
     let req = agent.configure_request(req).timeout_per_read(Some(read_timeout)).build();
     agent.run(req)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// A one-connection server on loopback: reads one request (head and `Content-Length` body),
+    /// answers `answer`, and hands back the request's bytes.
+    fn serve_once(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.parse::<usize>().unwrap());
+                if n == 0 || got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+            s.write_all(answer).unwrap();
+            got
+        });
+        (port, t)
+    }
+
+    /// (request line, header lines sorted, body) of a request's bytes: the order of header fields
+    /// carries no meaning.
+    fn parts(request: &[u8]) -> (String, Vec<String>, String) {
+        let text = String::from_utf8(request.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        let first = lines.next().unwrap().to_string();
+        let mut fields: Vec<String> = lines.map(str::to_ascii_lowercase).collect();
+        fields.sort();
+        (first, fields, body.to_string())
+    }
+
+    #[test]
+    fn sends_only_the_given_headers_and_keeps_statuses_redirects_and_repeated_fields() {
+        let (port, t) = serve_once(
+            b"HTTP/1.1 303 See Other\r\nLocation: /elsewhere\r\nSet-Cookie: a=1\r\nX-Other: y\r\n\
+              Set-Cookie: b=2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi",
+        );
+        let r = send(port, "GET", "/p?q=1", &[("X-Test", "v")], None, Duration::from_secs(10)).unwrap();
+        let (line, fields, body) = parts(&t.join().unwrap());
+        assert_eq!(line, "GET /p?q=1 HTTP/1.1");
+        assert_eq!(
+            fields,
+            ["connection: close".to_string(), format!("host: 127.0.0.1:{port}"), "x-test: v".into()]
+        );
+        assert_eq!(body, "");
+        assert_eq!((r.status, r.location(), r.text()), (303, "/elsewhere".to_string(), "hi".to_string()));
+        let cookies: Vec<&str> =
+            r.headers.iter().filter(|(n, _)| n == "set-cookie").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(r.header("X-OTHER"), Some("y"));
+    }
+
+    #[test]
+    fn a_body_gets_its_length_and_a_chunked_error_answer_is_decoded() {
+        let (port, t) = serve_once(
+            b"HTTP/1.1 413 Payload Too Large\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+              3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\n\r\n",
+        );
+        let r = send(port, "POST", "/x", &[], Some(b"12345"), Duration::from_secs(10)).unwrap();
+        let (line, fields, body) = parts(&t.join().unwrap());
+        assert_eq!(line, "POST /x HTTP/1.1");
+        assert_eq!(
+            fields,
+            ["connection: close".to_string(), "content-length: 5".into(), format!("host: 127.0.0.1:{port}")]
+        );
+        assert_eq!(body, "12345");
+        assert_eq!((r.status, r.text()), (413, "abcdefg".to_string()));
+    }
+
+    #[test]
+    fn nothing_listening_is_an_error_not_a_panic() {
+        let port = crate::free_port();
+        assert!(send(port, "GET", "/", &[], None, Duration::from_secs(2)).is_err());
+    }
+}
