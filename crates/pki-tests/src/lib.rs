@@ -2,8 +2,8 @@
 //!
 //! **Owns:** the harness the tests in `tests/` share: building the real `pki` binary once per
 //! test process, a private temporary directory per test with its own `pki.toml` and loopback port,
-//! a [`Server`] guard around `pki serve`, and thin wrappers over the real clients (OpenSSL 3,
-//! curl) that the acceptance criteria name.
+//! a [`Server`] guard around `pki serve`, thin wrappers over the real clients (OpenSSL 3, curl)
+//! that the acceptance criteria name, and one HTTP client for the rest ([`http_client`], on `ureq`).
 //!
 //! **Must not:** link the product's library crates: every check goes through the binary, the
 //! files it writes, and real clients. (The audit-tampering test opens the embedded database directly,
