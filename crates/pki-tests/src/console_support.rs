@@ -1,46 +1,15 @@
-//! Helpers for the admin console tests: a small HTTP/1.1 client with a cookie jar, form-field
+//! Helpers for the admin console tests: a cookie jar over the harness' HTTP client, form-field
 //! extraction, TOTP codes computed with OpenSSL's HMAC (an implementation independent of the
 //! server's), console login flows, and a W3C WebDriver client for Debian's Chromium through
-//! `chromedriver` (driven over its HTTP API directly: no extra crates).
+//! `chromedriver` (its HTTP API, through the same client).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::{free_port, openssl_bin, require_tool, run_with_input};
-
-/// What a request returned.
-#[derive(Debug, Clone)]
-pub struct Resp {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names lower-cased, in order.
-    pub headers: Vec<(String, String)>,
-    /// Body (de-chunked).
-    pub body: Vec<u8>,
-}
-
-impl Resp {
-    /// The first header `name` (lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// `Location`, which must be there.
-    pub fn location(&self) -> String {
-        self.header("location")
-            .unwrap_or_else(|| panic!("no Location in a {} response", self.status))
-            .to_string()
-    }
-}
+pub use crate::http_client::Reply as Resp;
+use crate::{free_port, http_client, openssl_bin, require_tool, run_with_input};
 
 /// An HTTP/1.1 client for `http://127.0.0.1:PORT` that keeps cookies like a browser.
 #[derive(Debug, Clone)]
@@ -51,70 +20,6 @@ pub struct Client {
     pub cookies: BTreeMap<String, String>,
 }
 
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else { return out };
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..eol]).trim().split(';').next().unwrap_or("0"),
-            16,
-        )
-        .unwrap_or(0);
-        if size == 0 {
-            return out;
-        }
-        let start = eol + 2;
-        out.extend_from_slice(&b[start..(start + size).min(b.len())]);
-        b = &b[(start + size + 2).min(b.len())..];
-    }
-}
-
-/// Reads one HTTP/1.1 response (head, body) without waiting for the connection to close:
-/// `Content-Length` or chunked bodies (chromedriver keeps connections open).
-fn read_response(s: &mut TcpStream) -> Option<(String, Vec<u8>)> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let end = loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p;
-        }
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let lower = head.to_ascii_lowercase();
-    let mut body = buf[end + 4..].to_vec();
-    let length = lower
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    if let Some(len) = length {
-        while body.len() < len {
-            let n = s.read(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        body.truncate(len);
-    } else if lower.contains("transfer-encoding: chunked") {
-        while !body.ends_with(b"0\r\n\r\n") {
-            let n = s.read(&mut chunk).ok()?;
-            if n == 0 {
-                break;
-            }
-            body.extend_from_slice(&chunk[..n]);
-        }
-        body = dechunk(&body);
-    } else {
-        let _ = s.read_to_end(&mut body);
-    }
-    Some((head, body))
-}
-
 impl Client {
     /// A client with no cookies.
     pub fn new(port: u16) -> Client {
@@ -123,42 +28,18 @@ impl Client {
 
     /// Sends one request (with the jar's cookies) and updates the jar from `Set-Cookie`.
     pub fn request(&mut self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Resp {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to pki serve");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let mut head =
-            format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n", self.port);
-        if !self.cookies.is_empty() {
-            let jar: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            head.push_str(&format!("Cookie: {}\r\n", jar.join("; ")));
+        let jar = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
+        let mut headers = Vec::new();
+        if !jar.is_empty() {
+            headers.push(("Cookie", jar.as_str()));
         }
         if let Some(ct) = content_type {
-            head.push_str(&format!("Content-Type: {ct}\r\n"));
+            headers.push(("Content-Type", ct));
         }
-        if method != "GET" {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).expect("read the response");
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: u16 = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|c| c.parse().ok())
-            .expect("status");
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut body = buf[end + 4..].to_vec();
-        if headers.iter().any(|(k, v)| k == "transfer-encoding" && v.contains("chunked")) {
-            body = dechunk(&body);
-        }
-        for (k, v) in &headers {
+        let body = (method != "GET").then_some(body);
+        let resp = http_client::send(self.port, method, path, &headers, body, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{method} {path} on pki serve: no HTTP answer: {e}"));
+        for (k, v) in &resp.headers {
             if k != "set-cookie" {
                 continue;
             }
@@ -171,7 +52,7 @@ impl Client {
                 }
             }
         }
-        Resp { status, headers, body }
+        resp
     }
 
     /// GET.
@@ -475,13 +356,8 @@ impl Browser {
         let mut b = Browser { driver, port, session: String::new(), _profile: profile };
         let start = Instant::now();
         loop {
-            let ready = TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-                s.write_all(format!("GET /status HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
-                    .ok()?;
-                read_response(&mut s)
-            });
-            if ready.is_some_and(|(_, body)| String::from_utf8_lossy(&body).contains("\"ready\":true")) {
+            let ready = http_client::send(port, "GET", "/status", &[], None, Duration::from_secs(5));
+            if ready.is_ok_and(|r| r.text().contains("\"ready\":true")) {
                 break;
             }
             assert!(start.elapsed() < Duration::from_secs(30), "chromedriver did not become ready");
@@ -513,15 +389,17 @@ impl Browser {
 
     fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to chromedriver");
-        s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        let headers = [("Content-Type", "application/json")];
+        let payload = http_client::send(
             self.port,
-            body.len()
-        );
-        s.write_all(req.as_bytes()).unwrap();
-        let (_, payload) = read_response(&mut s).expect("WebDriver response");
+            method,
+            path,
+            &headers,
+            Some(body.as_bytes()),
+            Duration::from_secs(90),
+        )
+        .unwrap_or_else(|e| panic!("WebDriver {method} {path}: no HTTP answer: {e}"))
+        .body;
         let v: serde_json::Value = serde_json::from_slice(&payload).expect("WebDriver JSON");
         if let Some(err) = v["value"]["error"].as_str() {
             panic!("WebDriver {method} {path}: {err}: {}", v["value"]["message"]);

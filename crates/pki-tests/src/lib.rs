@@ -2,8 +2,8 @@
 //!
 //! **Owns:** the harness the tests in `tests/` share: building the real `pki` binary once per
 //! test process, a private temporary directory per test with its own `pki.toml` and loopback port,
-//! a [`Server`] guard around `pki serve`, and thin wrappers over the real clients (OpenSSL 3,
-//! curl) that the acceptance criteria name.
+//! a [`Server`] guard around `pki serve`, thin wrappers over the real clients (OpenSSL 3, curl)
+//! that the acceptance criteria name, and one HTTP client for the rest ([`http_client`], on `ureq`).
 //!
 //! **Must not:** link the product's library crates: every check goes through the binary, the
 //! files it writes, and real clients. (The audit-tampering test opens the embedded database directly,
@@ -20,7 +20,7 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 pub mod console_support;
 pub mod directory_support;
+pub mod http_client;
 pub use x509_parser;
 
 /// Longest any one command may run before the test fails.
@@ -325,17 +326,11 @@ pub fn curl_post(url: &str, content_type: &str, body: &Path) -> (u16, String, Ve
     (code.parse().expect("HTTP status"), ctype.to_string(), std::fs::read(&out_file).unwrap_or_default())
 }
 
-/// A minimal HTTP/1.1 GET over loopback; `None` when nothing answers. For health polling only.
+/// GET over loopback through [`http_client`]; (status, body), `None` when nothing answers. For
+/// health polling.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, buf[head_end + 4..].to_vec()))
+    let r = http_client::send(port, "GET", path, &[], None, Duration::from_secs(5)).ok()?;
+    Some((r.status, r.body))
 }
 
 /// A free loopback port (bound, then released).
