@@ -9,6 +9,7 @@
 # Env:   BATCHES    batch sizes of the concurrent loads (default "5000 500")
 #        DURATION   seconds per wrk run (default 15)   CONNECTIONS (default 64)
 #        LOAD       certificates per concurrent load (default 300000: outlasts the wrk run)
+#        PKI_BIN    the pki binary to measure (default: a release build, in CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COUNT=${1:-10000}
@@ -20,8 +21,13 @@ DIR=/tmp/pki-bench-during-load-$COUNT
 PORT=${PORT:-18998}
 
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release --bin pki
-PKI="$PWD/target/release/pki"
+# PKI_BIN: measure that binary (say, an earlier release, for an A/B run) instead of building one.
+if [ -n "${PKI_BIN:-}" ]; then
+  PKI="$PKI_BIN"
+else
+  cargo build --release --bin pki
+  PKI="${CARGO_TARGET_DIR:-$PWD/target}/release/pki"
+fi
 pki() { "$PKI" --config "$DIR/pki.toml" --data "$DIR/data" "$@"; }
 SERVER=
 trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true' EXIT

@@ -11,6 +11,7 @@
 #                    its page cache, which it does by itself after starting)
 #        CACHE_MIB   sled page cache of the loader and the server, [database] cache_mib (default
 #                    6144: a million certificates take about 4 GiB on disk)
+#        PKI_BIN     the pki binary to measure (default: a release build, in CARGO_TARGET_DIR)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 COUNT=${1:-1000000}
@@ -26,8 +27,13 @@ if ! command -v wrk >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk
 fi
-cargo build --release --bin pki
-PKI="$PWD/target/release/pki"
+# PKI_BIN: measure that binary (say, an earlier release, for an A/B run) instead of building one.
+if [ -n "${PKI_BIN:-}" ]; then
+  PKI="$PKI_BIN"
+else
+  cargo build --release --bin pki
+  PKI="${CARGO_TARGET_DIR:-$PWD/target}/release/pki"
+fi
 mkdir -p "$DIR"
 printf '[server]\nlisten = "127.0.0.1:%s"\n[ca]\npublic_base_url = "http://127.0.0.1:%s"\n[database]\ncache_mib = %s\n' \
   "$PORT" "$PORT" "$CACHE_MIB" > "$DIR/pki.toml"

@@ -129,8 +129,8 @@ echo "building (cargo build --release)..." >&2
 cargo build -q --release --bin pki || fail "cargo build --release --bin pki"
 cargo build -q --release -p ocsp-responder --example bench_data --example respond_rate --example warm_cache ||
     fail "cargo build of the ocsp-responder examples"
-PKI="$ROOT/target/release/pki"
-EX="$ROOT/target/release/examples"
+PKI="${CARGO_TARGET_DIR:-$ROOT/target}/release/pki"
+EX="${CARGO_TARGET_DIR:-$ROOT/target}/release/examples"
 
 # One data directory with CERTS certificates, issued through Ca::issue_many (batches of 500).
 DATA=$WORK/data

@@ -82,7 +82,7 @@ fi
 echo "building (cargo build --release)..." >&2
 cargo build -q --release --bin pki || fail "cargo build --release --bin pki"
 cargo build -q --release -p tsa --example issue_rate || fail "cargo build of the tsa example"
-PKI="$ROOT/target/release/pki"
+PKI="${CARGO_TARGET_DIR:-$ROOT/target}/release/pki"
 DATA=$WORK/data
 : >"$WORK/empty.toml" # no ./pki.toml may change the settings (the TSA key is P-256 by default)
 export PKI_HSM_PASSPHRASE=
@@ -113,7 +113,7 @@ SPEED_MULTI=$(openssl speed -multi 2 -seconds "$SPEED_SECS" ecdsap256 2>/dev/nul
 
 echo "## In-process cost of a token (no HTTP; a throw-away TSA in \$TMPDIR)"
 echo
-"$ROOT/target/release/examples/issue_rate" 3 16 || fail "issue_rate"
+"${CARGO_TARGET_DIR:-$ROOT/target}/release/examples/issue_rate" 3 16 || fail "issue_rate"
 echo
 
 # ---- pki serve --only tsa --------------------------------------------------------------------
