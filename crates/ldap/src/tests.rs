@@ -380,7 +380,7 @@ fn binds_keys_quotas_and_writes() {
     }
     for (dn, pw) in [
         (format!("cn=other,{BASE}"), key.expose().to_string()),
-        (format!("cn=mailer,dc=elsewhere"), key.expose().to_string()),
+        ("cn=mailer,dc=elsewhere".to_string(), key.expose().to_string()),
         (format!("uid=mailer,{BASE}"), key.expose().to_string()),
         (dn.clone(), "cdk_wrong".to_string()),
         (dn.clone(), other.expose().to_string()),
