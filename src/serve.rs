@@ -106,6 +106,9 @@ impl Service {
 
 /// Runs until interrupted.
 pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service]) -> anyhow::Result<()> {
+    if services.contains(&Service::Ldap) && !settings.ldap.enabled() && services.len() < Service::ALL.len() {
+        anyhow::bail!("--only ldap: set [ldap] listen or tls_listen in the configuration");
+    }
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -146,9 +149,6 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         None
     };
     let ldap_on = services.contains(&Service::Ldap) && settings.ldap.enabled();
-    if services.contains(&Service::Ldap) && !settings.ldap.enabled() && services.len() < Service::ALL.len() {
-        anyhow::bail!("--only ldap: set [ldap] listen or tls_listen in the configuration");
-    }
     let tls_conf = if settings.server.tls.listen.is_some() || (ldap_on && settings.ldap.tls_listen.is_some())
     {
         Some(tls_config(&ca, settings)?)

@@ -485,3 +485,23 @@ fn random_truncated_and_oversized_ber_never_stop_the_server() {
     served("everything");
     server.stop();
 }
+
+/// `pki serve --only ldap`: the LDAP directory alone (the HTTP directory is not mounted); without
+/// an `[ldap]` listener it is refused with the setting named.
+#[test]
+fn only_ldap_serves_ldap_alone_and_needs_a_listener() {
+    let l = Ldap::new(false);
+    issue(&l.env, "solo@example.com", "encryption");
+    let mut cmd =
+        l.env.command(["serve", "--only", "ldap", "--listen", &format!("127.0.0.1:{}", l.env.port)]);
+    let server = Server::start(&mut cmd, l.env.port, l.env.dir());
+    let out = l.search(&[], "(mail=solo@example.com)", &["mail"]).ok();
+    assert_eq!(ldif(&out.stdout).len(), 1);
+    let r = get(server.port, "/api/v1/certificates/exists?email=solo@example.com", None);
+    assert_eq!(r.status, 404, "the HTTP directory is not served with --only ldap");
+    server.stop();
+
+    let plain = Env::new();
+    plain.init();
+    plain.pki_fails(["serve", "--only", "ldap"], &["--only ldap", "[ldap] listen"]);
+}
