@@ -41,7 +41,10 @@ fn message(id: u32, op: Vec<u8>) -> Vec<u8> {
 }
 
 fn bind(id: u32, dn: &str, password: &str) -> Vec<u8> {
-    message(id, tlv(0x60, &[tlv(0x02, &[3]), tlv(0x04, dn.as_bytes()), tlv(0x80, password.as_bytes())].concat()))
+    message(
+        id,
+        tlv(0x60, &[tlv(0x02, &[3]), tlv(0x04, dn.as_bytes()), tlv(0x80, password.as_bytes())].concat()),
+    )
 }
 
 fn search(id: u32, base: &str, address: &str, attrs: &[String]) -> Vec<u8> {

@@ -213,12 +213,6 @@ impl Selection {
         }
         self.all.then(|| ty.name().to_string())
     }
-
-    /// Whether any certificate attribute is returned.
-    pub(crate) fn wants_certificates(&self) -> bool {
-        self.returned_as(AttrType::UserCertificate).is_some()
-            || self.returned_as(AttrType::UserSmimeCertificate).is_some()
-    }
 }
 
 /// The search result entry of `entry`.

@@ -13,7 +13,7 @@ use ldap3_proto::proto::{
 };
 
 use crate::dn::{escape_value, Dn};
-use crate::entry::{address_entry, base_entry, result_entry, root_dse, Entry, Selection};
+use crate::entry::{address_entry, base_entry, result_entry, root_dse, AttrType, Entry, Selection};
 use crate::filter::{evaluate, pinned, Named, Tri};
 use crate::{success, LdapDirectory, Refusal};
 
@@ -288,9 +288,9 @@ impl Session {
                 )
             })?)
         } else {
-            return Err(Refusal::NoSuchObject {
-                matched: if ours.is_within(&base) { req.base.clone() } else { String::new() },
-            });
+            // Outside this directory's tree, or an ancestor of its base read as an entry: none
+            // of these entries is held here.
+            return Err(Refusal::NoSuchObject { matched: String::new() });
         };
 
         let (target_kind, mut named) = match target {
@@ -307,11 +307,12 @@ impl Session {
         let mut seen = std::collections::HashSet::new();
         named.retain(|n| n.as_ref().is_some_and(|e| seen.insert(e.lookup_key())));
         let entry_search = matches!(target_kind, TargetKind::Entry);
-        let load = selection.wants_certificates() && !req.typesonly;
+        let load = selection.returned_as(AttrType::UserCertificate).is_some() && !req.typesonly;
+        let smime = selection.returned_as(AttrType::UserSmimeCertificate).is_some() && !req.typesonly;
         let now = st.dir.now();
         let (mut sent, mut existed) = (0usize, 0usize);
         for email in named.iter().flatten() {
-            let Some(entry) = lookup(st, email, load, now)? else { continue };
+            let Some(entry) = lookup(st, email, load || smime, smime, now)? else { continue };
             existed += 1;
             if evaluate(&req.filter, &entry) != Tri::True {
                 continue;
@@ -356,11 +357,12 @@ fn valid_serials(
 }
 
 /// The entry of `email` when it has a certificate valid at `now`; with the certificates' DER
-/// when `load`.
+/// when `load`, and their PKCS#7 when `smime` too.
 fn lookup(
     st: &LdapDirectory,
     email: &EmailAddress,
     load: bool,
+    smime: bool,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<Entry>, Refusal> {
     let serials = valid_serials(st, email, now)?;
@@ -382,9 +384,14 @@ fn lookup(
     if ders.is_empty() {
         return Ok(None);
     }
-    let smime = crate::pkcs7::certs_only(&ders)
-        .map_err(|e| Refusal::Storage(format!("a stored certificate does not decode: {e}")))?;
-    Ok(Some(address_entry(email, &st.config.base_dn, ders, Some(smime))))
+    let smime = match smime {
+        true => Some(
+            crate::pkcs7::certs_only(&ders)
+                .map_err(|e| Refusal::Storage(format!("a stored certificate does not decode: {e}")))?,
+        ),
+        false => None,
+    };
+    Ok(Some(address_entry(email, &st.config.base_dn, ders, smime)))
 }
 
 /// The response operation of a request that is refused with `res`; `None` for operations that

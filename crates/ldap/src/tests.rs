@@ -234,6 +234,10 @@ fn an_address_entry_holds_every_valid_certificate_encryption_first() {
     let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &["userCertificate"]));
     let names: Vec<&str> = entries[0].attributes.iter().map(|a| a.atype.as_str()).collect();
     assert_eq!(names, ["userCertificate;binary"]);
+    let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &["userSMIMECertificate"]));
+    let names: Vec<&str> = entries[0].attributes.iter().map(|a| a.atype.as_str()).collect();
+    assert_eq!(names, ["userSMIMECertificate"]);
+    assert_eq!(attr(&entries[0], "userSMIMECertificate"), p7, "the same PKCS#7 asked for alone");
     let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &["1.1"]));
     assert!(entries[0].attributes.is_empty());
 
