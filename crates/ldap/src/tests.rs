@@ -542,3 +542,28 @@ fn garbage_truncated_and_oversized_ber_never_panics_and_gets_a_notice() {
     let (closed, answer) = feed(&w, &good);
     assert!(!closed && !answer.is_empty());
 }
+
+#[test]
+fn settings_out_of_range_are_refused_naming_the_setting() {
+    assert!(LdapConfig::default().validate().is_ok());
+    assert!(!LdapConfig::default().enabled());
+    for (config, needle) in [
+        (LdapConfig { base_dn: String::new(), ..LdapConfig::default() }, "base_dn"),
+        (LdapConfig { base_dn: "ou".into(), ..LdapConfig::default() }, "base_dn"),
+        (LdapConfig { max_addresses: 0, ..LdapConfig::default() }, "max_addresses"),
+        (LdapConfig { max_addresses: 1_001, ..LdapConfig::default() }, "max_addresses"),
+        (LdapConfig { max_message_bytes: 100, ..LdapConfig::default() }, "max_message_bytes"),
+        (LdapConfig { idle_timeout_secs: 0, ..LdapConfig::default() }, "idle_timeout_secs"),
+        (LdapConfig { max_connections: 0, ..LdapConfig::default() }, "max_connections"),
+    ] {
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains("[ldap]"), "{e}");
+    }
+}
+
+#[test]
+fn ldaps_without_a_certificate_is_refused() {
+    let w = World::new(LdapConfig { tls_listen: Some("127.0.0.1:0".into()), ..LdapConfig::default() });
+    let e = crate::server(w.st.clone(), None, 1).map(|_| ()).unwrap_err();
+    assert!(matches!(e, crate::Error::NoTlsCertificate), "{e}");
+}
