@@ -230,6 +230,11 @@ fn ldapsearch_and_ldap3_read_the_http_directorys_certificates_and_revocation_is_
     mails.sort();
     assert_eq!(mails, [b"alice@example.com".to_vec(), b"bob@example.com".to_vec()]);
 
+    // sizeLimit (-z 1): one entry, then sizeLimitExceeded (ldapsearch exits with 4).
+    let out = l.search(&["-z", "1"], "(|(mail=alice@example.com)(mail=bob@example.com))", &["mail"]);
+    assert_eq!(out.status.code(), Some(4), "{}", out.stderr);
+    assert_eq!(ldif(&out.stdout).len(), 1);
+
     // Revocation: the encryption certificate vanishes from the very next search.
     l.env.pki(["revoke", "--serial", &enc_serial, "--reason", "superseded"]);
     let out = l.search(&[], "(mail=alice@example.com)", &["userCertificate;binary"]).ok();
