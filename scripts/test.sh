@@ -10,6 +10,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # admin-web: the console's browser test drives Debian's Chromium through chromedriver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# ldap-directory: the LDAP tests drive OpenLDAP's ldapsearch and ldapdelete.
+command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -21,6 +23,13 @@ fi
 if ! st --version 2>/dev/null | grep -q ' 4\.32\.5$' || ! command -v openapi-spec-validator >/dev/null 2>&1; then
   echo "installing: schemathesis==4.32.5 openapi-spec-validator==0.9.0"
   python3 -m pip install -q schemathesis==4.32.5 openapi-spec-validator==0.9.0
+fi
+
+# ldap-directory: the LDAP tests also read the directory with Python's ldap3 client
+# (crates/pki-tests/tests/ldap.rs). Pinned.
+if ! python3 -c 'import ldap3, sys; sys.exit(ldap3.__version__ != "2.9.1")' >/dev/null 2>&1; then
+  echo "installing: ldap3==2.9.1"
+  python3 -m pip install -q ldap3==2.9.1
 fi
 
 # The end-to-end tests drive the real binary.

@@ -117,7 +117,8 @@ enum Command {
         /// Address to listen on (default from pki.toml, else 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
-        /// Run only these services (comma-separated): publication, ocsp.
+        /// Run only these services (comma-separated): publication, ocsp, tsa, console, directory,
+        /// ldap.
         #[arg(long)]
         only: Option<String>,
         /// Also listen with HTTPS here (default from `[server.tls] listen` in pki.toml); the
@@ -278,8 +279,13 @@ pub fn run() -> ExitCode {
     };
     let serving = matches!(cli.command, Command::Serve { .. });
     let default_level = if serving { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The LDAP codec logs what it decodes (addresses in filters, at any level up to error for
+    // malformed input); the LDAP service logs what it did itself, without them.
+    if let Ok(quiet) = "ldap3_proto=off".parse() {
+        filter = filter.add_directive(quiet);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

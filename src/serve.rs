@@ -69,12 +69,20 @@ pub enum Service {
     Console,
     /// The certificate lookup directory (`/api/v1/certificates...`, `/api/v1/openapi.json`).
     Directory,
+    /// The directory over LDAP, on the listeners of `[ldap]` (none configured: not served).
+    Ldap,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 5] =
-        [Service::Publication, Service::Ocsp, Service::Tsa, Service::Console, Service::Directory];
+    pub const ALL: [Service; 6] = [
+        Service::Publication,
+        Service::Ocsp,
+        Service::Tsa,
+        Service::Console,
+        Service::Directory,
+        Service::Ldap,
+    ];
 
     /// Parses `--only` values: a comma-separated list.
     pub fn parse_list(s: &str) -> anyhow::Result<Vec<Service>> {
@@ -85,9 +93,10 @@ impl Service {
                 "tsa" => Ok(Service::Tsa),
                 "console" | "admin" => Ok(Service::Console),
                 "directory" | "cerdb" => Ok(Service::Directory),
+                "ldap" => Ok(Service::Ldap),
                 other => {
                     anyhow::bail!(
-                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console or directory"
+                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console, directory or ldap"
                     )
                 }
             })
@@ -97,6 +106,9 @@ impl Service {
 
 /// Runs until interrupted.
 pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service]) -> anyhow::Result<()> {
+    if services.contains(&Service::Ldap) && !settings.ldap.enabled() && services.len() < Service::ALL.len() {
+        anyhow::bail!("--only ldap: set [ldap] listen or tls_listen in the configuration");
+    }
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -134,17 +146,33 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
-    let tls = match &settings.server.tls.listen {
-        Some(addr) => Some((addr.clone(), tls_config(&ca, settings)?)),
-        None => None,
+    let ldap_on = services.contains(&Service::Ldap) && settings.ldap.enabled();
+    let tls_conf = if settings.server.tls.listen.is_some() || (ldap_on && settings.ldap.tls_listen.is_some())
+    {
+        Some(tls_config(&ca, settings)?)
+    } else {
+        None
+    };
+    let tls = match (&settings.server.tls.listen, &tls_conf) {
+        (Some(addr), Some(conf)) => Some((addr.clone(), conf.clone())),
+        _ => None,
     };
 
-    let directory = if services.contains(&Service::Directory) {
+    let directory = if services.contains(&Service::Directory) || ldap_on {
         Some(crate::directory::open_directory(&ca)?)
     } else {
         None
     };
-    if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) {
+    let ldap = match (&directory, ldap_on) {
+        (Some(dir), true) => {
+            let reader: Arc<dyn cerdb::CertReader> = Arc::new(ca.db().clone());
+            Some(ldap_directory::LdapDirectory::new(dir.clone(), reader, &settings.ldap)?)
+        }
+        _ => None,
+    };
+    let ldap_tls = tls_conf.map(Arc::new);
+    let directory = directory.filter(|_| services.contains(&Service::Directory));
+    if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) || ldap_on {
         let db = ca.db().clone();
         std::thread::Builder::new().name("cache-warm".into()).spawn(move || {
             let start = Instant::now();
@@ -167,6 +195,19 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let services = services.to_vec();
     let workers = settings.server.worker_count(services.iter().all(|s| *s == Service::Tsa));
     let result = actix_web::rt::System::new().block_on(async move {
+        // The LDAP listeners: actix-server services on this runtime, with as many workers.
+        let ldap = match ldap {
+            Some(state) => {
+                let (server, listening) = ldap_directory::server(state, ldap_tls, workers)?;
+                for l in listening {
+                    println!("pki serve: listening on {}://{}", l.scheme, l.addr);
+                }
+                let handle = server.handle();
+                actix_web::rt::spawn(server);
+                Some(handle)
+            }
+            None => None,
+        };
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(data_ca.clone()).route("/healthz", web::get().to(healthz));
             if services.contains(&Service::Publication) {
@@ -199,7 +240,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         for (addr, scheme) in server.addrs_with_scheme() {
             println!("pki serve: listening on {scheme}://{addr}");
         }
-        server.run().await.map_err(anyhow::Error::from)
+        let result = server.run().await.map_err(anyhow::Error::from);
+        if let Some(ldap) = ldap {
+            ldap.stop(true).await;
+        }
+        result
     });
     let _ = std::fs::remove_file(&sock);
     result

@@ -20,6 +20,8 @@ pub struct Settings {
     pub console: admin_web::ConsoleConfig,
     /// The database.
     pub database: DatabaseSettings,
+    /// The directory over LDAP.
+    pub ldap: ldap_directory::LdapConfig,
 }
 
 /// `[database]`: the sled database of the data directory.
@@ -141,6 +143,7 @@ impl Settings {
                 s.database.cache_mib
             );
         }
+        s.ldap.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if let Some(n) = s.server.workers {
             if !(1..=1024).contains(&n) {
                 anyhow::bail!("{}: [server] workers = {n}: expected 1 to 1024", path.display());
@@ -179,6 +182,7 @@ mod tests {
         assert_eq!(s.ca, CaConfig::default());
         assert_eq!(s.server.listen, ServerSettings::default().listen);
         assert!(s.hsm.passphrase_file.is_none());
+        assert_eq!(s.ldap, ldap_directory::LdapConfig::default());
     }
 
     #[test]
