@@ -17,6 +17,7 @@ mod escrow;
 mod fsutil;
 mod key;
 mod master;
+mod pkcs11;
 mod spki;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub use error::Error;
 pub use escrow::MIN_PASSWORD_LEN as MIN_PKCS12_PASSWORD_LEN;
 pub use key::{KeyHandle, KeyPurpose, KeyType, SignatureScheme};
 pub use master::MasterKeySource;
+pub use pkcs11::{Pkcs11Config, Pkcs11Custody, WRAP_KEY_LABEL};
 
 use fsutil::{ensure_private_dir, write_private_new};
 use master::MasterKey;
@@ -95,6 +97,11 @@ pub trait KeyCustody: Send + Sync {
     /// Opens what [`KeyCustody::seal_secret`] sealed under `context`; refused when the sealed
     /// bytes were altered, belong to another context, or were sealed under another master key.
     fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Whether the custody layer can sign now: `Err` names what is wrong (a removed token, a
+    /// sealed store). The soft store answers from memory; a token is asked.
+    fn health(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The associated data of a sealed secret: a label and the context.
@@ -310,6 +317,65 @@ impl HsmSim {
         master
             .open(&nonce, &kf.aad(), &ct)
             .map_err(|_| corrupt("authentication failed (wrong master key or altered file)"))
+    }
+}
+
+impl HsmSim {
+    /// Moves every key of this store onto a PKCS#11 token (`pki hsm import`): signing keys are
+    /// created on the token as sensitive and non-extractable, each checked by a signature made
+    /// there and verified with its stored public key; escrowed keys are re-wrapped under the
+    /// token's wrapping key. Refused, before anything is moved, when any handle exists there.
+    /// The plaintext never leaves this crate. The keys moved, with their purposes.
+    pub fn move_to_token(&self, token: &Pkcs11Custody) -> Result<Vec<(KeyHandle, KeyPurpose)>, Error> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))? {
+            let path = entry.map_err(|e| Error::io(&self.dir, e))?.path();
+            if path.file_name().is_some_and(|n| n == master::KEY_FILE) {
+                continue;
+            }
+            let Some(stem) = path.extension().filter(|x| *x == "key").and(path.file_stem()) else { continue };
+            let name = hex::decode(stem.to_string_lossy().as_bytes())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse::<KeyHandle>().ok())
+                .ok_or_else(|| Error::CorruptKeyFile {
+                    path: path.display().to_string(),
+                    reason: "the file name is not a key handle".into(),
+                })?;
+            files.push(self.read_key_file(&name)?);
+        }
+        files.sort_by(|a, b| a.handle.cmp(&b.handle));
+        for kf in &files {
+            if token.contains(&kf.handle)? {
+                return Err(Error::KeyExists(kf.handle.clone()));
+            }
+        }
+        let mut moved = Vec::new();
+        for kf in &files {
+            let pkcs8 = self.decrypt(kf)?;
+            let spki_der = hex::decode(&kf.spki).map_err(|_| Error::CorruptKeyFile {
+                path: self.path_of(&kf.handle).display().to_string(),
+                reason: "bad public key".into(),
+            })?;
+            let (_, raw) = load_ring_key(kf.key_type, &pkcs8).map_err(|reason| Error::CorruptKeyFile {
+                path: self.path_of(&kf.handle).display().to_string(),
+                reason,
+            })?;
+            if spki::encode(kf.key_type, &raw) != spki_der {
+                return Err(Error::CorruptKeyFile {
+                    path: self.path_of(&kf.handle).display().to_string(),
+                    reason: "the private key does not match the stored public key".into(),
+                });
+            }
+            if kf.purpose.may_sign() {
+                token.import_signing_key(&kf.handle, kf.key_type, &pkcs8, &raw)?;
+            } else {
+                token.import_escrow_key(&kf.handle, kf.key_type, &pkcs8, &spki_der)?;
+            }
+            tracing::info!(handle = %kf.handle, purpose = %kf.purpose, "moved key onto the token");
+            moved.push((kf.handle.clone(), kf.purpose));
+        }
+        Ok(moved)
     }
 }
 
