@@ -324,7 +324,7 @@ impl HsmSim {
     /// Moves every key of this store onto a PKCS#11 token (`pki hsm import`): signing keys are
     /// created on the token as sensitive and non-extractable, each checked by a signature made
     /// there and verified with its stored public key; escrowed keys are re-wrapped under the
-    /// token's wrapping key. Refused, before anything is moved, when any handle exists there.
+    /// token's wrapping key and read back. Then the moved key files are deleted. Refused, before anything is moved, when any handle exists there.
     /// The plaintext never leaves this crate. The keys moved, with their purposes.
     pub fn move_to_token(&self, token: &Pkcs11Custody) -> Result<Vec<(KeyHandle, KeyPurpose)>, Error> {
         let mut files = Vec::new();
@@ -375,6 +375,12 @@ impl HsmSim {
             tracing::info!(handle = %kf.handle, purpose = %kf.purpose, "moved key onto the token");
             moved.push((kf.handle.clone(), kf.purpose));
         }
+        // Every key is on the token and checked there: the store keeps no copy.
+        for kf in &files {
+            let path = self.path_of(&kf.handle);
+            fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        self.state.write().unwrap_or_else(|p| p.into_inner()).cache.clear();
         Ok(moved)
     }
 }

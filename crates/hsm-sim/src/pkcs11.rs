@@ -78,7 +78,6 @@ struct Conn {
     /// Holds the login: closing a token's last session logs the application out.
     _login: Mutex<Session>,
     pool: Mutex<Vec<Session>>,
-    mechanisms: Vec<MechanismType>,
     objects: Mutex<HashMap<String, ObjectHandle>>,
     ctx: Pkcs11,
 }
@@ -279,13 +278,11 @@ impl Token {
                 return Err(unavailable(format!("cannot log in to the token {label:?}: {}", short(&e))))
             }
         }
-        let mechanisms = self.ctx.get_mechanism_list(slot).unwrap_or_default();
         tracing::info!(token = %label, "logged in to the PKCS#11 token");
         Ok(Conn {
             slot,
             _login: Mutex::new(login),
             pool: Mutex::new(Vec::new()),
-            mechanisms,
             objects: Mutex::new(HashMap::new()),
             ctx: self.ctx.clone(),
         })
@@ -486,7 +483,10 @@ impl Token {
 
     /// Whether the token offers a mechanism.
     fn offers(&self, m: MechanismType) -> Result<bool, Error> {
-        Ok(self.conn()?.mechanisms.contains(&m))
+        // C_GetMechanismInfo, not C_GetMechanismList: the list names vendor mechanisms that
+        // cryptoki logs as errors.
+        let conn = self.conn()?;
+        Ok(self.ctx.get_mechanism_info(conn.slot, m).is_ok())
     }
 
     /// Stores an escrowed key: PKCS#8 encrypted on the token, the ciphertext in a file.
@@ -554,6 +554,9 @@ impl Token {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
             Attribute::Label(label.clone()),
             Attribute::Id(label),
         ];
@@ -714,6 +717,9 @@ impl Token {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
         ]);
         public.extend([Attribute::Private(false), Attribute::Verify(true)]);
         self.with_session("import key", |_, s| {
@@ -858,7 +864,14 @@ impl Pkcs11Custody {
         if self.contains(handle)? {
             return Err(Error::KeyExists(handle.clone()));
         }
-        self.0.store_escrow(handle, key_type, pkcs8, spki_der)
+        self.0.store_escrow(handle, key_type, pkcs8, spki_der)?;
+        // Verify: the token opens what it wrapped, to the same bytes.
+        let ef = self.0.read_escrow(handle)?.ok_or_else(|| Error::NoSuchKey(handle.clone()))?;
+        let sealed = hex::decode(&ef.sealed).map_err(|_| Error::Signing(handle.clone()))?;
+        match self.0.token_open(&ef.aad(), &sealed)? {
+            Some(back) if back == pkcs8 => Ok(()),
+            _ => Err(Error::KeyGeneration(format!("the token does not give back the escrowed key {handle}"))),
+        }
     }
 }
 

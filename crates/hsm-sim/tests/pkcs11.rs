@@ -180,7 +180,17 @@ fn softhsm2_token_signs_escrows_seals_imports_and_survives_removal() {
         }
     }
     custody.export_pkcs12(&h("imp/escrow"), &[], "long enough password", "e").unwrap();
-    assert!(matches!(soft.move_to_token(&p11), Err(Error::KeyExists(_))));
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("soft"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key") && n != "master.key")
+        .collect();
+    assert!(left.is_empty(), "moved keys left in the soft store: {left:?}");
+    let again = HsmSim::open(dir.path().join("soft2"), &MasterKeySource::KeyFile).unwrap();
+    again.generate(&h("imp/fresh"), KeyType::P256, KeyPurpose::CaSigning).unwrap();
+    again.generate(&h("imp/root"), KeyType::P256, KeyPurpose::CaSigning).unwrap();
+    assert!(matches!(again.move_to_token(&p11), Err(Error::KeyExists(_))));
+    assert!(!custody.contains(&h("imp/fresh")).unwrap(), "a refused import moved nothing");
 
     // The token goes away (its directory moved): one clear error, health degraded; it comes
     // back: signing and health recover without reopening.
