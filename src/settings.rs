@@ -255,9 +255,7 @@ mod tests {
         std::fs::write(&pin, "1234\n").expect("write");
         std::fs::write(
             &p,
-            format!(
-                "[hsm]\nbackend = \"pkcs11\"\nmodule = \"/x.so\"\ntoken_label = \"pki\"\npin_env = \"PKI_TEST_PIN_UNSET_VAR\"\n"
-            ),
+            "[hsm]\nbackend = \"pkcs11\"\nmodule = \"/x.so\"\ntoken_label = \"pki\"\npin_env = \"PKI_TEST_PIN_UNSET_VAR\"\n",
         )
         .expect("write");
         let s = Settings::load(Some(&p)).expect("loads");
