@@ -982,7 +982,33 @@ impl KeyCustody for Pkcs11Custody {
 
 #[cfg(test)]
 mod tests {
-    use super::der;
+    use super::{der, private_scalar};
+    use crate::KeyType;
+
+    #[test]
+    fn private_scalars_come_out_of_pkcs8_and_garbage_truncated_or_oversized_input_is_refused() {
+        let rng = ring::rand::SystemRandom::new();
+        for (kt, len) in [(KeyType::P256, 32), (KeyType::P384, 48), (KeyType::Ed25519, 32)] {
+            let pkcs8 = crate::generate_pkcs8(kt).expect("pkcs8");
+            assert_eq!(private_scalar(kt, &pkcs8).expect("scalar").len(), len, "{kt}");
+            for cut in 0..pkcs8.len() {
+                // A cut inside the fields read is refused; a cut after them (in the optional
+                // public key) still yields the scalar. Never a panic.
+                if let Some(d) = private_scalar(kt, &pkcs8[..cut]) {
+                    assert_eq!(d.len(), len);
+                }
+            }
+        }
+        let mut big = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff];
+        big.extend(vec![0u8; 64]);
+        assert!(private_scalar(KeyType::P256, &big).is_none());
+        let mut noise = [0u8; 256];
+        for _ in 0..200 {
+            ring::rand::SecureRandom::fill(&rng, &mut noise).expect("random");
+            let _ = private_scalar(KeyType::P384, &noise);
+            let _ = der::take(&noise, noise[0]);
+        }
+    }
 
     #[test]
     fn ecdsa_raw_signatures_become_der_with_minimal_integers() {
