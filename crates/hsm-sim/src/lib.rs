@@ -7,8 +7,11 @@
 //!
 //! **Must not:** hand out plaintext CA, OCSP or TSA private keys — there is no call that does.
 //!
-//! Callers hold a [`Signer`] (a handle plus a `sign` call), never key bytes; a PKCS#11 backend
-//! implements [`KeyCustody`] and [`Signer`] without touching them.
+//! Callers hold a [`Signer`] (a handle plus a `sign` call), never key bytes. Two backends
+//! implement [`KeyCustody`]: [`HsmSim`], the sealed file store, and [`Pkcs11Custody`], a hardware
+//! security module through PKCS#11 (keys generated on the token, never extractable; escrowed keys
+//! encrypted by the token; see `docs/hsm-pkcs11.md`). [`HsmSim::move_to_token`] moves a file
+//! store onto a token.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

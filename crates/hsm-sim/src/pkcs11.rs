@@ -98,12 +98,23 @@ impl Conn {
     }
 }
 
+/// The connection and what recovery needs.
+#[derive(Default)]
+struct ConnState {
+    /// The live connection.
+    live: Option<Arc<Conn>>,
+    /// The lost connection, kept until no thread uses it: its sessions must be closed before the
+    /// library is initialised again, or their handles could close the new connection's sessions.
+    lost: Option<Arc<Conn>>,
+    /// Whether the library must be initialised again first (SoftHSM2, like many modules, sees a
+    /// token that came back only after `C_Initialize`).
+    reinit: bool,
+}
+
 /// The connection to the token and what is needed to make it again.
 struct Token {
     cfg: Pkcs11Config,
-    /// The live connection, if any, and whether the library must be initialised again first
-    /// (SoftHSM2, like many modules, sees a token that came back only after `C_Initialize`).
-    conn: Mutex<(Option<Arc<Conn>>, bool)>,
+    conn: Mutex<ConnState>,
     /// The library, initialised once per process (C_Initialize twice is refused).
     ctx: Pkcs11,
     rng: SystemRandom,
@@ -237,7 +248,7 @@ impl Token {
             }
         }
         ensure_private_dir(&cfg.escrow_dir)?;
-        let custody = Token { cfg, conn: Mutex::new((None, false)), ctx, rng: SystemRandom::new() };
+        let custody = Token { cfg, conn: Mutex::new(ConnState::default()), ctx, rng: SystemRandom::new() };
         custody.conn()?;
         Ok(custody)
     }
@@ -290,14 +301,23 @@ impl Token {
 
     fn conn(&self) -> Result<Arc<Conn>, Error> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = guard.0.as_ref() {
+        if let Some(c) = guard.live.as_ref() {
             return Ok(c.clone());
         }
-        if guard.1 {
-            // Sessions of the lost connection die with it; the library starts over.
+        if guard.reinit {
+            if let Some(lost) = guard.lost.take() {
+                if Arc::strong_count(&lost) > 1 {
+                    guard.lost = Some(lost);
+                    return Err(Error::TokenUnavailable(format!(
+                        "the token {:?} was lost and is being reconnected",
+                        self.cfg.token_label
+                    )));
+                }
+                drop(lost); // closes its sessions while their handles still mean them
+            }
             let _ = self.ctx.clone().finalize();
             match self.ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => guard.1 = false,
+                Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => guard.reinit = false,
                 Err(e) => {
                     return Err(Error::TokenUnavailable(format!(
                         "the token {:?} is not reachable: the PKCS#11 module {} does not initialise ({})",
@@ -311,20 +331,20 @@ impl Token {
         let c = match self.connect() {
             Ok(c) => Arc::new(c),
             Err(e) => {
-                guard.1 = true; // look again from a fresh start next time
+                guard.reinit = true; // look again from a fresh start next time
                 return Err(e);
             }
         };
-        guard.0 = Some(c.clone());
+        guard.live = Some(c.clone());
         Ok(c)
     }
 
     /// Forgets `lost` (unless another thread has connected again meanwhile).
     fn drop_conn(&self, lost: &Arc<Conn>, reason: &CkError) {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.0.as_ref().is_some_and(|c| Arc::ptr_eq(c, lost)) {
-            guard.0 = None;
-            guard.1 = true;
+        if guard.live.as_ref().is_some_and(|c| Arc::ptr_eq(c, lost)) {
+            guard.lost = guard.live.take();
+            guard.reinit = true;
             tracing::error!(token = %self.cfg.token_label, error = %reason, "lost the PKCS#11 token");
         }
     }
@@ -389,8 +409,15 @@ impl Token {
             Attribute::Label(label.as_bytes().to_vec()),
         ])?;
         let h = found.first().copied();
-        if let Some(h) = h {
-            conn.objects.lock().unwrap_or_else(|p| p.into_inner()).insert(key, h);
+        match h {
+            Some(h) => {
+                conn.objects.lock().unwrap_or_else(|p| p.into_inner()).insert(key, h);
+            }
+            // A module may answer searches from memory and find nothing once the token is gone:
+            // "not there" counts only while the token answers.
+            None => {
+                conn.ctx.get_token_info(conn.slot)?;
+            }
         }
         Ok(h)
     }
@@ -975,8 +1002,9 @@ impl KeyCustody for Pkcs11Custody {
     }
 
     fn health(&self) -> Result<(), Error> {
-        // A search touches the token's object store: it fails when the token is gone.
-        self.0.with_session("health check", |conn, s| Token::wrap_key(conn, s).map(|_| ()))
+        // C_GetTokenInfo asks the token itself; searches and attribute reads may be answered
+        // from the module's memory (SoftHSM2's are) and go on succeeding after it is gone.
+        self.0.with_session("health check", |conn, _| conn.ctx.get_token_info(conn.slot).map(|_| ()))
     }
 }
 

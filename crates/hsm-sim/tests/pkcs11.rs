@@ -198,6 +198,9 @@ fn softhsm2_token_signs_escrows_seals_imports_and_survives_removal() {
     let tokens = dir.path().join("tokens");
     let away = dir.path().join("tokens-away");
     std::fs::rename(&tokens, &away).unwrap();
+    // Asked first, before any signature fails: the health check itself sees the loss.
+    let e = custody.health().unwrap_err().to_string();
+    assert!(e.contains("pki-test"), "{e}");
     let e = signer.sign(b"while away").unwrap_err().to_string();
     assert!(!e.contains('\n') && e.contains("pki-test"), "{e}");
     let e = custody.health().unwrap_err().to_string();

@@ -193,6 +193,21 @@ fn the_server_reports_degraded_while_the_token_is_away_and_recovers_when_it_retu
     let mut server = env.serve();
     let ca = env.ca_files();
     let before = issue_signing(&env, "erin");
+    // An escrowed key uses (and caches the handle of) the token's wrapping key: the health check
+    // must still see the token go.
+    let pw = env.write("p12.pass", "a long p12 password\n");
+    env.pki([
+        "issue",
+        "--email",
+        "erin@example.com",
+        "--usage",
+        "encryption",
+        "--generate",
+        "--p12",
+        &p(&env.path("erin.p12")),
+        "--p12-password-file",
+        &p(&pw),
+    ]);
 
     let away = env.path("tokens-away");
     std::fs::rename(&token.tokens, &away).unwrap();
