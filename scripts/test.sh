@@ -33,9 +33,11 @@ status=0
 cargo test --workspace --no-fail-fast || status=$?
 
 # The end-to-end suites of issuance and profiles, escrow and PKCS#12 recovery, revocation and
-# CRLs, OCSP, the TSA, the console's TLS and the key-material scan, once more with every CA key on
-# a SoftHSM2 token (crates/pki-tests/src/lib.rs, PKI_TESTS_HSM). A few seconds each.
+# CRLs, OCSP, the TSA, the console's TLS and TOTP (sealed secrets), crash durability and the
+# key-material scan, once more with every CA key on a SoftHSM2 token (crates/pki-tests/src/lib.rs,
+# PKI_TESTS_HSM). About a minute in all.
 PKI_TESTS_HSM=pkcs11 cargo test -p pki-tests --no-fail-fast \
-  --test smime_profiles --test revocation --test ocsp --test tsa --test console_tls --test key_material \
+  --test smime_profiles --test revocation --test ocsp --test tsa --test console_tls \
+  --test console_security --test crash_durability --test key_material \
   || status=$?
 exit "$status"
