@@ -25,6 +25,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
@@ -670,9 +671,9 @@ impl Token {
         }
     }
 
-    /// Moves a private key that was held elsewhere onto the token: created there as sensitive and
-    /// non-extractable under `handle`, with its public key object; then a test signature is checked
-    /// against `spki`. Refused when the handle exists on the token.
+    /// Moves a private key that was held elsewhere onto the token: unwrapped there (see
+    /// [`unwrap_onto_token`]) as sensitive and non-extractable under `handle`, with its public key
+    /// object; then a signature made by the token is checked with `raw_public`.
     fn import_signing_key(
         &self,
         handle: &KeyHandle,
@@ -691,36 +692,15 @@ impl Token {
                 Attribute::Id(label.clone()),
             ]
         };
-        let (mut private, mut public) = match key_type {
+        let (kt, mut public) = match key_type {
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-                use rsa::pkcs8::DecodePrivateKey;
-                use rsa::traits::{PrivateKeyParts, PublicKeyParts};
-                let k = rsa::RsaPrivateKey::from_pkcs8_der(pkcs8).map_err(|e| bad(&e.to_string()))?;
-                let primes = k.primes();
-                let (Some(p), Some(q)) = (primes.first(), primes.get(1)) else {
-                    return Err(bad("not two primes"));
-                };
-                let one = rsa::BigUint::from(1u8);
-                let dp = k.d() % (p - &one);
-                let dq = k.d() % (q - &one);
-                let qinv = k.crt_coefficient().ok_or_else(|| bad("no CRT coefficient"))?;
-                let mut private = common(ObjectClass::PRIVATE_KEY, CkKeyType::RSA);
-                private.extend([
-                    Attribute::Modulus(k.n().to_bytes_be()),
-                    Attribute::PublicExponent(k.e().to_bytes_be()),
-                    Attribute::PrivateExponent(k.d().to_bytes_be()),
-                    Attribute::Prime1(p.to_bytes_be()),
-                    Attribute::Prime2(q.to_bytes_be()),
-                    Attribute::Exponent1(dp.to_bytes_be()),
-                    Attribute::Exponent2(dq.to_bytes_be()),
-                    Attribute::Coefficient(qinv.to_bytes_be()),
-                ]);
+                // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
+                let (seq, _) = der::take(raw_public, 0x30).ok_or_else(|| bad("unreadable public key"))?;
+                let (n, rest) = der::take(seq, 0x02).ok_or_else(|| bad("unreadable public key"))?;
+                let (e, _) = der::take(rest, 0x02).ok_or_else(|| bad("unreadable public key"))?;
                 let mut public = common(ObjectClass::PUBLIC_KEY, CkKeyType::RSA);
-                public.extend([
-                    Attribute::Modulus(k.n().to_bytes_be()),
-                    Attribute::PublicExponent(k.e().to_bytes_be()),
-                ]);
-                (private, public)
+                public.extend([Attribute::Modulus(n.to_vec()), Attribute::PublicExponent(e.to_vec())]);
+                (CkKeyType::RSA, public)
             }
             KeyType::P256 | KeyType::P384 | KeyType::Ed25519 => {
                 let (kt, params) = match key_type {
@@ -728,17 +708,15 @@ impl Token {
                     KeyType::P384 => (CkKeyType::EC, OID_P384),
                     _ => (CkKeyType::EC_EDWARDS, OID_ED25519),
                 };
-                let secret = private_scalar(key_type, pkcs8).ok_or_else(|| bad("unreadable PKCS#8"))?;
-                let mut private = common(ObjectClass::PRIVATE_KEY, kt);
-                private.extend([Attribute::EcParams(params.to_vec()), Attribute::Value(secret)]);
                 let mut public = common(ObjectClass::PUBLIC_KEY, kt);
                 public.extend([
                     Attribute::EcParams(params.to_vec()),
                     Attribute::EcPoint(der::tlv(0x04, raw_public)),
                 ]);
-                (private, public)
+                (kt, public)
             }
         };
+        let mut private = common(ObjectClass::PRIVATE_KEY, kt);
         private.extend([
             Attribute::Private(true),
             Attribute::Sensitive(true),
@@ -749,13 +727,26 @@ impl Token {
             Attribute::Derive(false),
         ]);
         public.extend([Attribute::Private(false), Attribute::Verify(true)]);
+        // SoftHSM2 2.6 cannot unwrap an Ed25519 PKCS#8 (CKR_FUNCTION_FAILED): such a key is
+        // created from its value instead, still sensitive and not extractable.
+        let ed25519_value = match key_type {
+            KeyType::Ed25519 => {
+                Some(private_scalar(key_type, pkcs8).ok_or_else(|| bad("unreadable PKCS#8"))?)
+            }
+            _ => None,
+        };
         self.with_session("import key", |_, s| {
             let pubh = s.create_object(&public)?;
-            if let Err(e) = s.create_object(&private) {
-                let _ = s.destroy_object(pubh);
-                return Err(e);
+            let mut r = unwrap_onto_token(s, pkcs8, &private);
+            if let (Err(CkError::Pkcs11(RvError::FunctionFailed, _)), Some(value)) = (&r, &ed25519_value) {
+                let mut t = private.clone();
+                t.extend([Attribute::EcParams(OID_ED25519.to_vec()), Attribute::Value(value.clone())]);
+                r = s.create_object(&t).map(|_| ());
             }
-            Ok(())
+            if r.is_err() {
+                let _ = s.destroy_object(pubh);
+            }
+            r
         })?;
         // Verify: the token signs, and the signature checks with the public key it came with.
         let probe = b"pki hsm import: verification of the moved key";
@@ -771,6 +762,71 @@ impl Token {
             .map_err(|_| Error::Signing(handle.clone()))?;
         Ok(())
     }
+}
+
+/// Puts a PKCS#8 private key onto the token as an object of `template` without handing the token
+/// its plaintext: the token makes a P-256 transport key pair (session objects), an ECDH with a
+/// key made here gives both sides the same AES-256 key (`CKM_ECDH1_DERIVE`, no KDF: the shared
+/// x-coordinate), the PKCS#8 is wrapped here with it (AES-KWP, RFC 5649), and the token unwraps it
+/// (`CKM_AES_KEY_WRAP_PAD`) into the new object. The transport objects are destroyed.
+fn unwrap_onto_token(s: &Session, pkcs8: &[u8], template: &[Attribute]) -> Result<(), CkError> {
+    use aes_kw::KeyInit as _;
+    use ring::agreement;
+    let (tpub, tpriv) = s.generate_key_pair(
+        &Mechanism::EccKeyPairGen,
+        &[Attribute::Token(false), Attribute::EcParams(OID_P256.to_vec())],
+        &[
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Derive(true),
+        ],
+    )?;
+    let result = (|| {
+        let point = match s.get_attributes(tpub, &[AttributeType::EcPoint])?.first() {
+            Some(Attribute::EcPoint(q)) => match der::take(q, 0x04) {
+                Some((inner, [])) => inner.to_vec(),
+                _ => q.clone(),
+            },
+            _ => return Err(CkError::InvalidValue),
+        };
+        let rng = SystemRandom::new();
+        let mine = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+            .map_err(|_| CkError::InvalidValue)?;
+        let my_point = mine.compute_public_key().map_err(|_| CkError::InvalidValue)?.as_ref().to_vec();
+        let shared = agreement::agree_ephemeral(
+            mine,
+            &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, &point),
+            |x| x.to_vec(),
+        )
+        .map_err(|_| CkError::InvalidValue)?;
+        let kek = s.derive_key(
+            &Mechanism::Ecdh1Derive(Ecdh1DeriveParams::new(EcKdf::null(), &my_point)),
+            tpriv,
+            &[
+                Attribute::Token(false),
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(CkKeyType::AES),
+                Attribute::ValueLen(32.into()),
+                Attribute::Sensitive(true),
+                Attribute::Extractable(false),
+                Attribute::Unwrap(true),
+            ],
+        )?;
+        let wrapped =
+            aes_kw::KwpAes256::new_from_slice(&shared).map_err(|_| CkError::InvalidValue).and_then(|kwp| {
+                let mut buf = vec![0u8; pkcs8.len().div_ceil(8) * 8 + 8];
+                kwp.wrap_key(pkcs8, &mut buf).map(<[u8]>::to_vec).map_err(|_| CkError::InvalidValue)
+            });
+        let unwrapped =
+            wrapped.and_then(|blob| s.unwrap_key(&Mechanism::AesKeyWrapPad, kek, &blob, template));
+        let _ = s.destroy_object(kek);
+        unwrapped.map(|_| ())
+    })();
+    let _ = s.destroy_object(tpriv);
+    let _ = s.destroy_object(tpub);
+    result
 }
 
 /// The private scalar of an EC or Ed25519 PKCS#8 (RFC 5208 / RFC 5915 / RFC 8410).
