@@ -346,7 +346,7 @@ impl Token {
         if guard.live.as_ref().is_some_and(|c| Arc::ptr_eq(c, lost)) {
             guard.lost = guard.live.take();
             guard.reinit = true;
-            tracing::error!(token = %self.cfg.token_label, error = %reason, "lost the PKCS#11 token");
+            tracing::error!(token = %self.cfg.token_label, error = %short(reason), "lost the PKCS#11 token");
         }
     }
 
