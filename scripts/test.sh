@@ -12,6 +12,10 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 # ldap-directory: the LDAP tests drive OpenLDAP's ldapsearch and ldapdelete.
 command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
+# hsm-sim / pki-tests: the PKCS#11 backend runs on SoftHSM2 tokens made per test; pkcs11-tool
+# (OpenSC) lists their objects.
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -f /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
+command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -34,4 +38,15 @@ fi
 
 # The end-to-end tests drive the real binary.
 cargo build --bin pki
-cargo test --workspace --no-fail-fast
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+
+# The end-to-end suites of issuance and profiles, escrow and PKCS#12 recovery, revocation and
+# CRLs, OCSP, the TSA, the console's TLS and TOTP (sealed secrets), crash durability and the
+# key-material scan, once more with every CA key on a SoftHSM2 token (crates/pki-tests/src/lib.rs,
+# PKI_TESTS_HSM). About a minute in all.
+PKI_TESTS_HSM=pkcs11 cargo test -p pki-tests --no-fail-fast \
+  --test smime_profiles --test revocation --test ocsp --test tsa --test console_tls \
+  --test console_security --test crash_durability --test key_material \
+  || status=$?
+exit "$status"

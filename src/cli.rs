@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Key custody: move a soft key store onto a PKCS#11 token.
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
     /// List certificates.
     List {
         /// Only certificates of this address.
@@ -233,6 +238,14 @@ enum OcspCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum HsmCommand {
+    /// Move every key of the soft key store in the data directory onto the PKCS#11 token of
+    /// `[hsm]` (signing keys non-extractable, each verified by a signature on the token; escrowed
+    /// keys wrapped by the token). Refuses to overwrite a key on the token.
+    Import,
+}
+
+#[derive(Debug, Subcommand)]
 enum EscrowCommand {
     /// Recover an escrowed encryption key as a PKCS#12 (audited).
     Recover {
@@ -340,6 +353,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Init => Request::Init,
+        Command::Hsm { command: HsmCommand::Import } => {
+            print!("{}", crate::context::import_soft_store(&data, &settings)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::User { command } => match command {
             UserCommand::Add { name, role } => Request::UserAdd { name, role },
             UserCommand::List => Request::UserList,

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use ca_core::{Ca, InitOutcome, SystemClock};
 use cerdb::CertDb;
-use hsm_sim::HsmSim;
+use hsm_sim::{HsmSim, KeyCustody, Pkcs11Custody};
 
-use crate::settings::Settings;
+use crate::settings::{HsmBackend, Settings};
 
 /// Paths inside a data directory.
 pub fn db_path(data: &Path) -> PathBuf {
@@ -36,8 +36,10 @@ fn ensure_data_dir(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<HsmSim>)> {
+fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<dyn KeyCustody>)> {
     ensure_data_dir(data)?;
+    // The key custody first: a token that cannot be used says so before the database is locked.
+    let hsm = open_custody(data, settings)?;
     let db =
         CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20).map_err(|e| match e {
             cerdb::Error::Locked(_) => anyhow::anyhow!(
@@ -46,8 +48,57 @@ fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<H
         ),
             other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
         })?;
-    let hsm = HsmSim::open(keys_path(data), &settings.master_key_source()?)?;
-    Ok((db, Arc::new(hsm)))
+    let _ = CUSTODY.set(hsm.clone());
+    Ok((db, hsm))
+}
+
+/// The key custody of this process, for `/healthz`.
+static CUSTODY: std::sync::OnceLock<Arc<dyn KeyCustody>> = std::sync::OnceLock::new();
+
+/// Whether the key custody of this process can sign now (`Err` names the problem).
+pub fn custody_health() -> Result<(), String> {
+    match CUSTODY.get() {
+        Some(c) => c.health().map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
+/// The key custody the settings choose: the soft store in `keys/`, or a PKCS#11 token (its
+/// escrowed keys, wrapped by the token, in `keys/`).
+pub fn open_custody(data: &Path, settings: &Settings) -> anyhow::Result<Arc<dyn KeyCustody>> {
+    Ok(match settings.hsm.backend {
+        HsmBackend::Soft => Arc::new(HsmSim::open(keys_path(data), &settings.master_key_source()?)?),
+        HsmBackend::Pkcs11 => Arc::new(open_token(data, settings)?),
+    })
+}
+
+/// The PKCS#11 token of the settings.
+pub fn open_token(data: &Path, settings: &Settings) -> anyhow::Result<Pkcs11Custody> {
+    ensure_data_dir(data)?;
+    Ok(Pkcs11Custody::open(settings.hsm.pkcs11_config(keys_path(data))?)?)
+}
+
+/// `pki hsm import`: moves the soft store of `data` onto the configured token.
+pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        settings.hsm.backend == HsmBackend::Pkcs11,
+        "pki hsm import moves keys onto a token: set [hsm] backend = \"pkcs11\" with module and token_label"
+    );
+    let keys = keys_path(data);
+    anyhow::ensure!(
+        keys.join("master.key").exists() || keys.join("master.kdf.json").exists(),
+        "no soft key store in {}",
+        keys.display()
+    );
+    let soft = HsmSim::open(&keys, &settings.master_key_source()?)?;
+    let token = open_token(data, settings)?;
+    let moved = soft.move_to_token(&token)?;
+    let mut out = String::new();
+    for (handle, purpose) in &moved {
+        out.push_str(&format!("moved {handle} ({purpose})\n"));
+    }
+    out.push_str(&format!("{} keys moved onto the token {:?}\n", moved.len(), token.config().token_label));
+    Ok(out)
 }
 
 /// Opens the CA of an initialised data directory.

@@ -12,8 +12,18 @@ use crate::commands::init_message;
 use crate::context::{init_ca, socket_path};
 use crate::settings::Settings;
 
+/// `{"status":"ok"}`, or 503 `{"status":"degraded","hsm":"..."}` while the key custody cannot
+/// sign (a token removed); it answers ok again once the token is back.
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#)
+    match web::block(crate::context::custody_health).await {
+        Ok(Ok(())) => HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(serde_json::json!({"status": "degraded", "hsm": e}).to_string()),
+        Err(_) => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(r#"{"status":"degraded"}"#),
+    }
 }
 
 fn not_found(what: &str) -> HttpResponse {

@@ -97,9 +97,66 @@ pub struct TlsServerSettings {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HsmSettings {
+    /// Where the keys live: `soft` (the sealed file store, default) or `pkcs11` (a token).
+    pub backend: HsmBackend,
     /// A file holding the master passphrase (first line). Without it (and without the
     /// `PKI_HSM_PASSPHRASE` environment variable) a random master key file is used: development only.
     pub passphrase_file: Option<PathBuf>,
+    /// `pkcs11`: the PKCS#11 module (shared library).
+    pub module: Option<PathBuf>,
+    /// `pkcs11`: the label of the token.
+    pub token_label: Option<String>,
+    /// `pkcs11`: a file whose first line is the user PIN.
+    pub pin_file: Option<PathBuf>,
+    /// `pkcs11`: the environment variable holding the user PIN when there is no `pin_file`
+    /// (default `PKI_HSM_PIN`). The PIN is never taken from the command line.
+    pub pin_env: Option<String>,
+}
+
+/// The key custody backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HsmBackend {
+    /// The sealed file store in the data directory.
+    #[default]
+    Soft,
+    /// A PKCS#11 token.
+    Pkcs11,
+}
+
+/// The PIN variable when `pin_env` is not set.
+pub const DEFAULT_PIN_ENV: &str = "PKI_HSM_PIN";
+
+impl HsmSettings {
+    /// The token's settings, the PIN read; `escrow_dir` holds the token-wrapped escrowed keys.
+    pub fn pkcs11_config(&self, escrow_dir: PathBuf) -> anyhow::Result<hsm_sim::Pkcs11Config> {
+        let module = self.module.clone().ok_or_else(|| {
+            anyhow::anyhow!("[hsm] backend = \"pkcs11\" needs module (the PKCS#11 library)")
+        })?;
+        let token_label = self
+            .token_label
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("[hsm] backend = \"pkcs11\" needs token_label"))?;
+        let pin = match &self.pin_file {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read the token PIN file {}", f.display()))?;
+                let line = text.lines().next().unwrap_or("").to_string();
+                anyhow::ensure!(!line.is_empty(), "the token PIN file {} is empty", f.display());
+                line
+            }
+            None => {
+                let var = self.pin_env.as_deref().unwrap_or(DEFAULT_PIN_ENV);
+                match std::env::var(var) {
+                    Ok(p) if !p.is_empty() => p,
+                    _ => anyhow::bail!(
+                        "no PIN for the token {token_label:?}: set [hsm] pin_file, or the environment variable {var}"
+                    ),
+                }
+            }
+        };
+        Ok(hsm_sim::Pkcs11Config { module, token_label, pin, escrow_dir })
+    }
 }
 
 impl Settings {
@@ -144,6 +201,9 @@ impl Settings {
             );
         }
         s.ldap.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if s.hsm.backend == HsmBackend::Pkcs11 && (s.hsm.module.is_none() || s.hsm.token_label.is_none()) {
+            anyhow::bail!("{}: [hsm] backend = \"pkcs11\" needs module and token_label", path.display());
+        }
         if let Some(n) = s.server.workers {
             if !(1..=1024).contains(&n) {
                 anyhow::bail!("{}: [server] workers = {n}: expected 1 to 1024", path.display());
@@ -183,6 +243,31 @@ mod tests {
         assert_eq!(s.server.listen, ServerSettings::default().listen);
         assert!(s.hsm.passphrase_file.is_none());
         assert_eq!(s.ldap, ldap_directory::LdapConfig::default());
+        assert_eq!(s.hsm.backend, HsmBackend::Soft);
+    }
+
+    #[test]
+    fn a_pkcs11_backend_needs_module_and_token_and_takes_the_pin_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        std::fs::write(&p, "[hsm]\nbackend = \"pkcs11\"\nmodule = \"/x.so\"\n").expect("write");
+        let e = Settings::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("token_label"), "{e}");
+        std::fs::write(&p, "[hsm]\nbackend = \"hardware\"\n").expect("write");
+        assert!(Settings::load(Some(&p)).is_err());
+        let pin = dir.path().join("pin");
+        std::fs::write(&pin, "1234\n").expect("write");
+        std::fs::write(
+            &p,
+            "[hsm]\nbackend = \"pkcs11\"\nmodule = \"/x.so\"\ntoken_label = \"pki\"\npin_env = \"PKI_TEST_PIN_UNSET_VAR\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&p)).expect("loads");
+        let e = s.hsm.pkcs11_config(dir.path().into()).unwrap_err().to_string();
+        assert!(e.contains("PKI_TEST_PIN_UNSET_VAR") && e.contains("pin_file"), "{e}");
+        let mut h = s.hsm.clone();
+        h.pin_file = Some(pin);
+        assert_eq!(h.pkcs11_config(dir.path().into()).expect("pin").pin, "1234");
     }
 
     #[test]

@@ -69,16 +69,23 @@ pub(crate) struct LintingKey<'a> {
     key: &'a HsmKey,
     lint: Option<Lint<'a>>,
     failure: Mutex<Option<String>>,
+    key_store_failure: Mutex<Option<hsm_sim::Error>>,
 }
 
 impl<'a> LintingKey<'a> {
     pub(crate) fn new(key: &'a HsmKey, lint: Option<Lint<'a>>) -> Self {
-        LintingKey { key, lint, failure: Mutex::new(None) }
+        LintingKey { key, lint, failure: Mutex::new(None), key_store_failure: Mutex::new(None) }
     }
 
     /// The lint failure of the last `sign`, if that is why it failed.
     pub(crate) fn take_failure(&self) -> Option<String> {
         self.failure.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The key store's error of the last `sign`, if that is why it failed (a token removed):
+    /// rcgen's own error would only say "remote key error".
+    pub(crate) fn take_key_store_failure(&self) -> Option<hsm_sim::Error> {
+        self.key_store_failure.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -99,6 +106,9 @@ impl SigningKey for LintingKey<'_> {
                 return Err(rcgen::Error::RemoteKeyError);
             }
         }
-        self.key.sign(msg)
+        self.key.signer.sign(msg).map_err(|e| {
+            *self.key_store_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            rcgen::Error::RemoteKeyError
+        })
     }
 }

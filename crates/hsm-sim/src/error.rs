@@ -68,6 +68,25 @@ pub enum Error {
         /// Minimum length.
         min: usize,
     },
+    /// The PKCS#11 module, token or PIN is not usable; the text names which.
+    #[error("{0}")]
+    TokenUnavailable(String),
+    /// A PKCS#11 call failed.
+    #[error("the HSM refused to {op}: {reason}")]
+    Pkcs11 {
+        /// What was asked of the token.
+        op: &'static str,
+        /// The PKCS#11 return value.
+        reason: String,
+    },
+    /// The token does not offer what a key type needs.
+    #[error("the token {token:?} does not offer {what}: choose another key type (p256, p384 or rsa2048/3072/4096)")]
+    UnsupportedByToken {
+        /// The token's label.
+        token: String,
+        /// What is missing.
+        what: String,
+    },
     /// File system error.
     #[error("key store I/O error on {path}: {source}")]
     Io {

@@ -7,8 +7,11 @@
 //!
 //! **Must not:** hand out plaintext CA, OCSP or TSA private keys — there is no call that does.
 //!
-//! Callers hold a [`Signer`] (a handle plus a `sign` call), never key bytes; a PKCS#11 backend
-//! implements [`KeyCustody`] and [`Signer`] without touching them.
+//! Callers hold a [`Signer`] (a handle plus a `sign` call), never key bytes. Two backends
+//! implement [`KeyCustody`]: [`HsmSim`], the sealed file store, and [`Pkcs11Custody`], a hardware
+//! security module through PKCS#11 (keys generated on the token, never extractable; escrowed keys
+//! encrypted by the token; see `docs/hsm-pkcs11.md`). [`HsmSim::move_to_token`] moves a file
+//! store onto a token.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -17,6 +20,7 @@ mod escrow;
 mod fsutil;
 mod key;
 mod master;
+mod pkcs11;
 mod records;
 mod spki;
 
@@ -32,6 +36,7 @@ pub use error::Error;
 pub use escrow::MIN_PASSWORD_LEN as MIN_PKCS12_PASSWORD_LEN;
 pub use key::{KeyHandle, KeyPurpose, KeyType, SignatureScheme};
 pub use master::MasterKeySource;
+pub use pkcs11::{Pkcs11Config, Pkcs11Custody, WRAP_KEY_LABEL};
 pub use records::{FileRecords, SealedRecords};
 
 use fsutil::ensure_private_dir;
@@ -96,6 +101,11 @@ pub trait KeyCustody: Send + Sync {
     /// Opens what [`KeyCustody::seal_secret`] sealed under `context`; refused when the sealed
     /// bytes were altered, belong to another context, or were sealed under another master key.
     fn open_secret(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, Error>;
+    /// Whether the custody layer can sign now: `Err` names what is wrong (a removed token, a
+    /// sealed store). The soft store answers from memory; a token is asked.
+    fn health(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// The associated data of a sealed secret: a label and the context.
@@ -322,6 +332,55 @@ impl HsmSim {
         master
             .open(&nonce, &kf.aad(), &ct)
             .map_err(|_| corrupt("authentication failed (wrong master key or altered file)"))
+    }
+}
+
+impl HsmSim {
+    /// Moves every key of this store onto a PKCS#11 token (`pki hsm import`): signing keys are
+    /// created on the token as sensitive and non-extractable, each checked by a signature made
+    /// there and verified with its stored public key; escrowed keys are re-wrapped under the
+    /// token's wrapping key and read back. Then the moved key files are deleted. Refused, before anything is moved, when any handle exists there.
+    /// The plaintext never leaves this crate. The keys moved, with their purposes.
+    pub fn move_to_token(&self, token: &Pkcs11Custody) -> Result<Vec<(KeyHandle, KeyPurpose)>, Error> {
+        let mut files = Vec::new();
+        for handle in self.records.handles()? {
+            files.push(self.read_key_file(&handle)?);
+        }
+        files.sort_by(|a, b| a.handle.cmp(&b.handle));
+        for kf in &files {
+            if token.contains(&kf.handle)? {
+                return Err(Error::KeyExists(kf.handle.clone()));
+            }
+        }
+        let mut moved = Vec::new();
+        for kf in &files {
+            let pkcs8 = self.decrypt(kf)?;
+            let spki_der = hex::decode(&kf.spki).map_err(|_| Error::CorruptKeyFile {
+                path: self.place(&kf.handle),
+                reason: "bad public key".into(),
+            })?;
+            let (_, raw) = load_ring_key(kf.key_type, &pkcs8)
+                .map_err(|reason| Error::CorruptKeyFile { path: self.place(&kf.handle), reason })?;
+            if spki::encode(kf.key_type, &raw) != spki_der {
+                return Err(Error::CorruptKeyFile {
+                    path: self.place(&kf.handle),
+                    reason: "the private key does not match the stored public key".into(),
+                });
+            }
+            if kf.purpose.may_sign() {
+                token.import_signing_key(&kf.handle, kf.key_type, &pkcs8, &raw)?;
+            } else {
+                token.import_escrow_key(&kf.handle, kf.key_type, &pkcs8, &spki_der)?;
+            }
+            tracing::info!(handle = %kf.handle, purpose = %kf.purpose, "moved key onto the token");
+            moved.push((kf.handle.clone(), kf.purpose));
+        }
+        // Every key is on the token and checked there: the store keeps no copy.
+        for kf in &files {
+            self.records.remove(&kf.handle)?;
+        }
+        self.state.write().unwrap_or_else(|p| p.into_inner()).cache.clear();
+        Ok(moved)
     }
 }
 
@@ -623,6 +682,10 @@ mod tests {
         }
         fn handles(&self) -> Result<Vec<KeyHandle>, Error> {
             Ok(self.0.lock().expect("lock").keys().map(|k| k.parse().expect("handle")).collect())
+        }
+        fn remove(&self, handle: &KeyHandle) -> Result<(), Error> {
+            self.0.lock().expect("lock").remove(handle.as_str());
+            Ok(())
         }
         fn place(&self, handle: &KeyHandle) -> String {
             format!("memory:{handle}")

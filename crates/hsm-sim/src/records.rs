@@ -21,6 +21,8 @@ pub trait SealedRecords: Send + Sync + std::fmt::Debug {
     fn get(&self, handle: &KeyHandle) -> Result<Option<Vec<u8>>, Error>;
     /// Every handle that has a record.
     fn handles(&self) -> Result<Vec<KeyHandle>, Error>;
+    /// Deletes the record of `handle`, durably (once its key lives elsewhere: `pki hsm import`).
+    fn remove(&self, handle: &KeyHandle) -> Result<(), Error>;
     /// Where the record of `handle` is, for messages.
     fn place(&self, handle: &KeyHandle) -> String;
 }
@@ -78,6 +80,12 @@ impl SealedRecords for FileRecords {
         }
         out.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         Ok(out)
+    }
+
+    fn remove(&self, handle: &KeyHandle) -> Result<(), Error> {
+        let path = self.path_of(handle);
+        fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(&self.dir, e))
     }
 
     fn place(&self, handle: &KeyHandle) -> String {

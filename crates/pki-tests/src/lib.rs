@@ -13,7 +13,9 @@
 //!
 //! Environment knobs, all optional: `PKI_TESTS_BIN` (test that binary instead of building one),
 //! `PKI_TESTS_TRACE` (print how long the build, each command and each server start took),
-//! `PKI_TESTS_BUILD_LOG` (write cargo's stderr of the build there).
+//! `PKI_TESTS_BUILD_LOG` (write cargo's stderr of the build there), `PKI_TESTS_HSM` (`soft`, the
+//! default, or `pkcs11`: every [`Env`] then keeps its CA keys on a SoftHSM2 token of its own, made
+//! in its temporary directory; scripts/test.sh runs the end-to-end suites once more that way).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
@@ -38,7 +40,110 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Environment variables of `pki` that would make a run depend on the caller's shell.
-const PKI_ENV: [&str; 4] = ["PKI_DATA", "PKI_CONFIG", "PKI_HSM_PASSPHRASE", "RUST_LOG"];
+const PKI_ENV: [&str; 6] =
+    ["PKI_DATA", "PKI_CONFIG", "PKI_HSM_PASSPHRASE", "PKI_HSM_PIN", "SOFTHSM2_CONF", "RUST_LOG"];
+
+/// Debian's SoftHSM2 PKCS#11 module.
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// Where an [`Env`] keeps its CA keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HsmBackend {
+    /// The sealed file store in the data directory.
+    Soft,
+    /// A SoftHSM2 token through PKCS#11.
+    Pkcs11,
+}
+
+/// The backend `PKI_TESTS_HSM` chooses (`soft` when unset).
+pub fn hsm_backend() -> HsmBackend {
+    match std::env::var("PKI_TESTS_HSM").as_deref() {
+        Err(_) | Ok("") | Ok("soft") => HsmBackend::Soft,
+        Ok("pkcs11") => HsmBackend::Pkcs11,
+        Ok(other) => panic!("PKI_TESTS_HSM={other:?}: expected soft or pkcs11"),
+    }
+}
+
+/// A SoftHSM2 token of one test: its own configuration and token directory.
+#[derive(Debug, Clone)]
+pub struct SoftToken {
+    /// The `SOFTHSM2_CONF` file.
+    pub conf: PathBuf,
+    /// The token directory (move it away to "remove" the token).
+    pub tokens: PathBuf,
+    /// The token's label.
+    pub label: String,
+    /// The user PIN, also in `pin_file`.
+    pub pin: String,
+    /// A file whose first line is the PIN.
+    pub pin_file: PathBuf,
+}
+
+impl SoftToken {
+    /// Initialises a token labelled `label` in `dir` (created). Needs Debian's `softhsm2`.
+    pub fn create(dir: &Path, label: &str) -> SoftToken {
+        let util = require_tool("softhsm2-util", "apt-get install -y softhsm2");
+        assert!(
+            Path::new(SOFTHSM_MODULE).is_file(),
+            "the end-to-end tests need {SOFTHSM_MODULE}: install it with `apt-get install -y softhsm2`"
+        );
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        let pin = "pki-test-pin-0815".to_string();
+        run(Command::new(util).env("SOFTHSM2_CONF", &conf).args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--so-pin",
+            "so-pin-4711",
+            "--pin",
+            &pin,
+        ]))
+        .ok();
+        let pin_file = dir.join("token.pin");
+        std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
+        SoftToken { conf, tokens, label: label.into(), pin, pin_file }
+    }
+
+    /// The `[hsm]` table that uses this token.
+    pub fn hsm_table(&self) -> String {
+        format!(
+            "[hsm]\nbackend = \"pkcs11\"\nmodule = {:?}\ntoken_label = {:?}\npin_file = {:?}\n",
+            SOFTHSM_MODULE,
+            self.label,
+            self.pin_file.display().to_string()
+        )
+    }
+
+    /// `pkcs11-tool --list-objects --type privkey` on this token, logged in (OpenSC).
+    pub fn list_private_keys(&self) -> String {
+        let tool = require_tool("pkcs11-tool", "apt-get install -y opensc");
+        run(Command::new(tool).env("SOFTHSM2_CONF", &self.conf).args([
+            "--module",
+            SOFTHSM_MODULE,
+            "--token-label",
+            &self.label,
+            "--login",
+            "--pin",
+            &self.pin,
+            "--list-objects",
+            "--type",
+            "privkey",
+        ]))
+        .ok()
+        .stdout
+    }
+}
 
 /// Finds `tool` on `PATH`, or panics naming the command that installs it. Never skips.
 pub fn require_tool(tool: &str, install: &str) -> PathBuf {
@@ -352,6 +457,8 @@ pub fn pki_command() -> Command {
 /// (`data/`, created by `pki`) and the test's own files, and a loopback port of its own.
 pub struct Env {
     dir: tempfile::TempDir,
+    /// The SoftHSM2 token holding the CA keys, on the PKCS#11 backend.
+    pub token: Option<SoftToken>,
     /// The data directory (`--data`).
     pub data: PathBuf,
     /// The configuration file (`--config`).
@@ -375,18 +482,36 @@ impl Env {
     /// A fresh environment; `extra` is appended to `pki.toml` (top-level tables only, e.g.
     /// `[hsm]`).
     pub fn with_config(extra: &str) -> Env {
+        Env::with_backend(hsm_backend(), extra)
+    }
+
+    /// A fresh environment on the given key custody backend (see [`hsm_backend`]); on
+    /// [`HsmBackend::Pkcs11`] a SoftHSM2 token of its own in the temporary directory.
+    pub fn with_backend(backend: HsmBackend, extra: &str) -> Env {
         let dir = tempfile::Builder::new().prefix("pki-e2e-").tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("pki.toml");
+        let token = match backend {
+            HsmBackend::Soft => None,
+            HsmBackend::Pkcs11 => Some(SoftToken::create(&dir.path().join("softhsm"), "pki")),
+        };
+        let hsm = token.as_ref().map(SoftToken::hsm_table).unwrap_or_default();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{hsm}\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
-        Env { data: dir.path().join("data"), config, port, dir }
+        Env { data: dir.path().join("data"), config, port, dir, token }
     }
 
-    /// Appends `text` to `pki.toml` (top-level tables, e.g. `[hsm]`).
+    /// Appends `text` to `pki.toml` (top-level tables, e.g. `[hsm]`). On the PKCS#11 backend the
+    /// lines of an `[hsm]` table join the token's `[hsm]` table.
     pub fn append_config(&self, text: &str) {
+        if let (Some(_), Some(body)) = (&self.token, text.strip_prefix("[hsm]\n")) {
+            let current = std::fs::read_to_string(&self.config).unwrap();
+            let merged = current.replacen("[hsm]\n", &format!("[hsm]\n{body}\n"), 1);
+            std::fs::write(&self.config, merged).unwrap();
+            return;
+        }
         let mut f = std::fs::OpenOptions::new().append(true).open(&self.config).unwrap();
         writeln!(f, "\n{text}").unwrap();
     }
@@ -421,6 +546,9 @@ impl Env {
     {
         let mut c = pki_command();
         c.arg("--config").arg(&self.config).arg("--data").arg(&self.data).args(args).current_dir(self.dir());
+        if let Some(t) = &self.token {
+            c.env("SOFTHSM2_CONF", &t.conf);
+        }
         c
     }
 

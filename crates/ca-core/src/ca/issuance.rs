@@ -48,18 +48,21 @@ pub(super) fn make_cert(
         *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary);
         Ok(())
     };
-    let (result, failure) = match signing {
+    let (result, failure, key_store) = match signing {
         Signing::SelfSigned(key) => {
             let lk = LintingKey::new(key, Some(&lint));
             let r = params.self_signed(&lk);
-            (r, lk.take_failure())
+            (r, lk.take_failure(), lk.take_key_store_failure())
         }
         Signing::By(ca) => {
             let issuer = Issuer::from_params(&ca.params, LintingKey::new(&ca.key, Some(&lint)));
             let r = params.signed_by(subject, &issuer);
-            (r, issuer.key().take_failure())
+            (r, issuer.key().take_failure(), issuer.key().take_key_store_failure())
         }
     };
+    if let (Err(_), Some(e)) = (&result, key_store) {
+        return Err(Error::Hsm(e));
+    }
     match (result, failure) {
         (Ok(cert), _) => {
             let (subject, not_before, not_after) = seen
