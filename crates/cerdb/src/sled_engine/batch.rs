@@ -6,8 +6,11 @@
 //! inserts and compare-and-swaps take that lock shared, so a batch is written with them, and its
 //! atomicity comes from an intent record instead:
 //!
-//! 1. write the batch's intent to the tree `pending` (one insert): for each certificate its
-//!    serial and fingerprint, for each audit record its number and the SHA-256 of its bytes;
+//! 1. write the batch's intent to the tree `pending`: for each certificate its serial and
+//!    fingerprint, for each audit record its number and the SHA-256 of its bytes — in records of
+//!    at most [`INTENT_CHUNK`] of each, so that no record is large enough for sled to write it
+//!    as a blob file of its own (a 5,000-certificate intent in one value was 445 kB, a file
+//!    written and synced per batch);
 //! 2. for each certificate, compare-and-swap its record into `cert_meta` (refusing a serial
 //!    stored already), then insert its fingerprint, address and hashed-address entries;
 //! 3. compare-and-swap each audit record into `audit` (refusing a number in use);
@@ -24,7 +27,8 @@
 //! failed, once the failure is reported): a certificate is handed to nobody before its batch
 //! returns.
 //!
-//! The intent's format (tree `pending`, key: batch number, 8 bytes big-endian): `0x01`; the
+//! An intent record's format (tree `pending`, key: batch number, 8 bytes big-endian, then the
+//! record's number within the batch, 4 bytes big-endian): `0x01`; the
 //! number of certificates (4 bytes BE), each as the serial's length (1 byte), its magnitude and
 //! the fingerprint (32 bytes); the number of audit records (4 bytes BE), each as its number
 //! (8 bytes BE) and the SHA-256 of its bytes (32 bytes).
@@ -37,6 +41,9 @@ use crate::{AuditRecord, CertRecord, Error, Fingerprint, Serial};
 
 const INTENT_V1: u8 = 0x01;
 
+/// The most certificates (and audit records) one intent record lists: about 23 kB.
+pub(super) const INTENT_CHUNK: usize = 256;
+
 /// What a batch may have written.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Intent {
@@ -45,10 +52,20 @@ pub(super) struct Intent {
 }
 
 impl Intent {
-    fn of(certs: &[CertRecord], audit: &[AuditRecord]) -> Self {
-        Intent {
-            certs: certs.iter().map(|r| (r.serial.clone(), r.fingerprint)).collect(),
-            audit: audit.iter().map(|a| (a.seq, sha256(&a.bytes))).collect(),
+    /// The intent records of a batch: together they list every certificate and audit record.
+    fn of(certs: &[CertRecord], audit: &[AuditRecord]) -> Vec<Self> {
+        let mut certs = certs.chunks(INTENT_CHUNK);
+        let mut audit = audit.chunks(INTENT_CHUNK);
+        let mut out = Vec::new();
+        loop {
+            let (c, a) = (certs.next().unwrap_or_default(), audit.next().unwrap_or_default());
+            if c.is_empty() && a.is_empty() && !out.is_empty() {
+                return out;
+            }
+            out.push(Intent {
+                certs: c.iter().map(|r| (r.serial.clone(), r.fingerprint)).collect(),
+                audit: a.iter().map(|a| (a.seq, sha256(&a.bytes))).collect(),
+            });
         }
     }
 
@@ -102,6 +119,14 @@ impl Intent {
     }
 }
 
+/// The key of record `index` of batch `id`'s intent.
+fn intent_key(id: u64, index: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -124,17 +149,25 @@ impl SledEngine {
         encoded: &[Vec<u8>],
         audit: &[AuditRecord],
     ) -> Result<(), Error> {
-        let intent = Intent::of(certs, audit);
-        let id = self.next_batch.fetch_add(1, Ordering::SeqCst).to_be_bytes();
-        self.fault()?;
-        self.pending.insert(id, intent.encode())?;
-        match self.write_batch_entries(certs, encoded, audit) {
-            Ok(()) => match self.fault().and_then(|()| Ok(self.pending.remove(id).map(drop)?)) {
-                Ok(()) => Ok(()),
-                Err(e) => self.undo(&id, &intent, e),
-            },
-            Err(e) => self.undo(&id, &intent, e),
+        let intents = Intent::of(certs, audit);
+        let id = self.next_batch.fetch_add(1, Ordering::SeqCst);
+        let keys: Vec<[u8; 12]> = (0..intents.len() as u32).map(|i| intent_key(id, i)).collect();
+        for (key, intent) in keys.iter().zip(&intents) {
+            if let Err(e) =
+                self.fault().and_then(|()| Ok(self.pending.insert(key, intent.encode()).map(drop)?))
+            {
+                return self.undo(&keys, &intents, e);
+            }
         }
+        if let Err(e) = self.write_batch_entries(certs, encoded, audit) {
+            return self.undo(&keys, &intents, e);
+        }
+        for key in &keys {
+            if let Err(e) = self.fault().and_then(|()| Ok(self.pending.remove(key).map(drop)?)) {
+                return self.undo(&keys, &intents, e);
+            }
+        }
+        Ok(())
     }
 
     /// Steps 2 and 3.
@@ -174,12 +207,13 @@ impl SledEngine {
         Ok(())
     }
 
-    /// Removes what a failed batch wrote, then its intent; returns `cause`. When the removal
-    /// itself fails, the intent stays and the next open finishes it.
-    fn undo(&self, id: &[u8; 8], intent: &Intent, cause: Error) -> Result<(), Error> {
-        let removed = self.roll_back(intent).and_then(|()| {
+    /// Removes what a failed batch wrote, then its intent records; returns `cause`. When the
+    /// removal itself fails, the intent records stay and the next open finishes it.
+    fn undo(&self, keys: &[[u8; 12]], intents: &[Intent], cause: Error) -> Result<(), Error> {
+        let removed = keys.iter().zip(intents).try_for_each(|(key, intent)| {
+            self.roll_back(intent)?;
             self.fault()?;
-            Ok(self.pending.remove(id).map(drop)?)
+            Ok::<(), Error>(self.pending.remove(key).map(drop)?)
         });
         if let Err(e) = removed {
             tracing::error!(error = %e, "a refused batch could not be removed yet; it will be when the database is next opened");
@@ -223,13 +257,14 @@ impl SledEngine {
     /// then flushes; the number rolled back. Runs when the database is opened, before anything
     /// reads it.
     pub(super) fn roll_back_pending(&self) -> Result<usize, Error> {
-        let mut n = 0;
+        let mut batches = std::collections::BTreeSet::new();
         for r in self.pending.iter() {
             let (k, v) = r?;
             self.roll_back(&Intent::decode(&v)?)?;
-            self.pending.remove(k)?;
-            n += 1;
+            self.pending.remove(&k)?;
+            batches.insert(k.get(..8).map(<[u8]>::to_vec));
         }
+        let n = batches.len();
         if n > 0 {
             self.db.flush()?;
             tracing::warn!(
@@ -244,6 +279,38 @@ impl SledEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_intent_is_cut_into_records_that_list_everything_once() {
+        let der = |i: usize| format!("cert {i}").into_bytes();
+        let certs: Vec<CertRecord> = (0..600usize)
+            .map(|i| CertRecord {
+                serial: Serial::from_bytes(&(i as u64 + 1).to_be_bytes()).expect("serial"),
+                fingerprint: Fingerprint::of(&der(i)),
+                kind: crate::CertKind::Signing,
+                email: None,
+                subject: String::new(),
+                issuer: crate::CaId::Issuing,
+                not_before: chrono::DateTime::UNIX_EPOCH,
+                not_after: chrono::DateTime::UNIX_EPOCH,
+                issued_at: chrono::DateTime::UNIX_EPOCH,
+                key_type: String::new(),
+                escrow_key: None,
+                revocation: None,
+                der: der(i),
+            })
+            .collect();
+        let audit: Vec<AuditRecord> =
+            (1..=1000u64).map(|seq| AuditRecord { seq, bytes: seq.to_string().into_bytes() }).collect();
+        let intents = Intent::of(&certs, &audit);
+        assert_eq!(intents.len(), 4, "1,000 audit records in records of {INTENT_CHUNK}");
+        assert!(intents.iter().all(|i| i.encode().len() < 32 * 1024));
+        let listed: Vec<&Serial> = intents.iter().flat_map(|i| i.certs.iter().map(|(s, _)| s)).collect();
+        assert_eq!(listed, certs.iter().map(|c| &c.serial).collect::<Vec<_>>());
+        let seqs: Vec<u64> = intents.iter().flat_map(|i| i.audit.iter().map(|(s, _)| *s)).collect();
+        assert_eq!(seqs, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(Intent::of(&[], &[]).len(), 1, "an empty batch still has its (empty) record");
+    }
 
     #[test]
     fn intents_round_trip_and_damaged_ones_are_errors() {
