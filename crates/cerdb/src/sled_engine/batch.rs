@@ -8,9 +8,9 @@
 //!
 //! 1. write the batch's intent to the tree `pending`: for each certificate its serial and
 //!    fingerprint, for each audit record its number and the SHA-256 of its bytes — in records of
-//!    at most [`INTENT_CHUNK`] of each, so that no record is large enough for sled to write it
-//!    as a blob file of its own (a 5,000-certificate intent in one value was 445 kB, a file
-//!    written and synced per batch);
+//!    at most [`INTENT_CHUNK`] of each, so that neither a record nor a node of sled's (up to 16
+//!    records) is large enough for sled to write it as a blob file of its own (a
+//!    5,000-certificate intent in one value was 445 kB, a file written per batch);
 //! 2. for each certificate, compare-and-swap its record into `cert_meta` (refusing a serial
 //!    stored already), then insert its fingerprint, address and hashed-address entries;
 //! 3. compare-and-swap each audit record into `audit` (refusing a number in use);
@@ -41,8 +41,9 @@ use crate::{AuditRecord, CertRecord, Error, Fingerprint, Serial};
 
 const INTENT_V1: u8 = 0x01;
 
-/// The most certificates (and audit records) one intent record lists: about 23 kB.
-pub(super) const INTENT_CHUNK: usize = 256;
+/// The most certificates (and audit records) one intent record lists: about 6 kB, so that 16 of
+/// them (a leaf node of sled's) stay under its blob threshold (128 kB with 512 kB segments).
+pub(super) const INTENT_CHUNK: usize = 64;
 
 /// What a batch may have written.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -303,8 +304,8 @@ mod tests {
         let audit: Vec<AuditRecord> =
             (1..=1000u64).map(|seq| AuditRecord { seq, bytes: seq.to_string().into_bytes() }).collect();
         let intents = Intent::of(&certs, &audit);
-        assert_eq!(intents.len(), 4, "1,000 audit records in records of {INTENT_CHUNK}");
-        assert!(intents.iter().all(|i| i.encode().len() < 32 * 1024));
+        assert_eq!(intents.len(), 16, "1,000 audit records in records of {INTENT_CHUNK}");
+        assert!(intents.iter().all(|i| i.encode().len() < 8 * 1024));
         let listed: Vec<&Serial> = intents.iter().flat_map(|i| i.certs.iter().map(|(s, _)| s)).collect();
         assert_eq!(listed, certs.iter().map(|c| &c.serial).collect::<Vec<_>>());
         let seqs: Vec<u64> = intents.iter().flat_map(|i| i.audit.iter().map(|(s, _)| *s)).collect();
