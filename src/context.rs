@@ -1,4 +1,5 @@
-//! Opening one data directory: the sled database and the key store, wired into the CA.
+//! Opening one data directory: the storage (the embedded engine) and the key store, wired into
+//! the CA.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -6,9 +6,8 @@
 use super::*;
 
 /// A fresh serial: 128 bits from the CSPRNG, positive. That no certificate has it yet is checked
-/// when the certificate is stored ([`CertDb::store_issued`], in the same transaction that writes
-/// it), not here: reading the database while another batch's transaction holds sled's write lock
-/// would stall the signing threads.
+/// when the certificate is stored (`CertStore::store_issued`, in the same atomic write that stores
+/// it), not here: the signing threads never wait for the store.
 pub(super) fn new_serial(rng: &SystemRandom) -> Result<Serial, Error> {
     for _ in 0..8 {
         let mut bytes = [0u8; 16];
@@ -132,8 +131,8 @@ pub(super) const SIGNING_NICE_STEP: i32 = 10;
 
 /// Lowers this thread's scheduling priority by [`SIGNING_NICE_STEP`] nice levels (at most to 19).
 ///
-/// Batches are stored one at a time — sled's transaction holds a lock every other database access
-/// waits for — while the next batches are signed on every core. With equal priorities the storing
+/// Batches are stored one at a time (their audit entries are chained in order) while the next
+/// batches are signed on every core. With equal priorities the storing
 /// thread shared the cores evenly with the four to six signing threads of the batches in flight,
 /// and the store of a batch, not the CPU, set the pace; with signing threads that yield to it the
 /// million-certificate load went from 10,433 to 11,804 certificates/s. In `pki serve` the HTTP
@@ -244,10 +243,9 @@ impl Ca {
                 .append(AuditDraft::refused(actor, AuditAction::Issue, None, &e.to_string(), details), now)?;
             return Err(e);
         }
-        // Checked and encoded before the audit log's lock is taken, and flushed after it is
-        // released: another batch's transaction goes on meanwhile (sled's flush covers whatever
-        // was written before it, so this batch is durable when it returns, whichever thread's
-        // flush wrote it).
+        // Checked and encoded before the store's audit lock is taken, and flushed after it is
+        // released: another batch's write goes on meanwhile (a flush covers whatever was written
+        // before it, so this batch is durable when it returns, whichever thread's flush wrote it).
         let stored = self.db.check_issued(&records).map_err(Error::from).and_then(|checked| {
             self.audit.commit(drafts, now, |recs| Ok(self.db.store_checked_unflushed(&checked, recs)?))
         });
