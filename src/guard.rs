@@ -259,3 +259,78 @@ pub async fn tsa_quota<B: MessageBody + 'static>(
     }
     Ok(next.call(req).await?.map_into_left_body())
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test as web_test;
+    use actix_web::App;
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn echo(body: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok().body(body)
+    }
+
+    /// A request to the echo app whose body is `stream`.
+    async fn call(
+        stream: impl Stream<Item = Result<web::Bytes, PayloadError>> + 'static,
+    ) -> (u16, bool, Vec<u8>) {
+        let app = web_test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(protect))
+                .app_data(web::Data::new(Limits { body_timeout: Duration::from_millis(300) }))
+                .route("/", web::post().to(echo)),
+        )
+        .await;
+        let req = web_test::TestRequest::post().uri("/").to_request();
+        let boxed: Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>> = Box::pin(stream);
+        let (req, _) = req.replace_payload(Payload::Stream { payload: boxed });
+        let res = web_test::call_service(&app, req).await;
+        let status = res.status().as_u16();
+        let close = !res.response().head().keep_alive();
+        (status, close, web_test::read_body(res).await.to_vec())
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_does_not_arrive_in_time_gets_408_and_closes_the_connection() {
+        let start = Instant::now();
+        let (status, close, body) = call(futures_util::stream::pending()).await;
+        assert_eq!(status, 408);
+        assert!(close, "Connection: close");
+        assert!(String::from_utf8_lossy(&body).contains("did not arrive in time"));
+        assert!(start.elapsed() >= Duration::from_millis(300) && start.elapsed() < Duration::from_secs(5));
+
+        // Half a body, then nothing: the same.
+        let half = futures_util::stream::iter([Ok(web::Bytes::from_static(b"half"))])
+            .chain(futures_util::stream::pending());
+        assert_eq!(call(half).await.0, 408);
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_arrives_in_time_is_read_as_sent() {
+        let parts = [Ok(web::Bytes::from_static(b"one ")), Ok(web::Bytes::from_static(b"two"))];
+        let (status, close, body) = call(futures_util::stream::iter(parts)).await;
+        assert_eq!((status, close, body.as_slice()), (200, false, b"one two".as_slice()));
+    }
+
+    #[test]
+    fn connections_are_counted_per_address_and_released_when_dropped() {
+        let conns = Connections::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "2001:db8::1".parse().expect("ip");
+        let first = [conns.open(a), conns.open(a)];
+        assert!(first.iter().all(|s| !s.over));
+        let third = conns.open(a);
+        assert!(third.over, "above the cap");
+        // Another host of the same IPv6 /64 counts together; another address does not.
+        let v6 = [conns.open(b), conns.open("2001:db8::2".parse().expect("ip"))];
+        assert!(v6.iter().all(|s| !s.over));
+        assert!(conns.open("2001:db8::3".parse().expect("ip")).over);
+        drop(third);
+        drop(first);
+        assert!(!conns.open(a).over, "released when the connections end");
+        drop(v6);
+        assert!(conns.map().is_empty(), "no entry is left for addresses without connections");
+    }
+}

@@ -350,6 +350,27 @@ mod tests {
     }
 
     #[test]
+    fn server_limits_must_be_positive_and_the_per_address_cap_within_the_total() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        for (text, names) in [
+            ("body_timeout_secs = 0", "server.body_timeout_secs"),
+            ("request_head_timeout_secs = 0", "server.request_head_timeout_secs"),
+            ("max_connections = 10\nmax_connections_per_address = 11", "server.max_connections_per_address"),
+            ("tsa_anonymous_rate = -1.0", "server.tsa_anonymous_rate"),
+            ("tsa_anonymous_burst = nan", "server.tsa_anonymous_burst"),
+        ] {
+            std::fs::write(&p, format!("[server]\n{text}\n")).expect("write");
+            let e = Settings::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains("pki.toml") && e.contains(names), "{text}: {e}");
+        }
+        std::fs::write(&p, "[server]\nbody_timeout_secs = 5\nmax_connections_per_address = 4\n")
+            .expect("write");
+        let s = Settings::load(Some(&p)).expect("valid");
+        assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
+    }
+
+    #[test]
     fn workers_default_per_cpu_by_service_and_a_set_count_wins() {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let default = ServerSettings::default();
