@@ -2,7 +2,8 @@
 //!
 //! **Owns:** console accounts (argon2id passwords, one-time passwords, RFC 6238 TOTP with
 //! enrolment by QR code), roles and their permissions, server-side sessions (idle and absolute
-//! timeouts, lockout after failed logins), step-up for high-risk actions, CSRF tokens, the
+//! timeouts, failed logins throttled per client address ([`throttle`]) and an account lock that
+//! refuses new logins but keeps open sessions), step-up for high-risk actions, CSRF tokens, the
 //! security headers, and the HTML pages under `/admin` (templates compiled at build time with
 //! maud; no JavaScript, no external resources).
 //!
