@@ -356,5 +356,19 @@ fn anonymous_timestamps_over_the_quota_get_429_and_an_api_key_gets_its_own() {
     }
     let r = stamp(Some("pki_not-a-key"));
     assert_eq!(r.status, 401, "{}", r.text());
+    // A header value that is not text (bytes the HTTP client would not send).
+    let mut raw = b"POST /tsa HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+                    Content-Type: application/timestamp-query\r\nAuthorization: Bearer \xff\xfe\r\n"
+        .to_vec();
+    raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", query.len()).as_bytes());
+    raw.extend_from_slice(&query);
+    let r = pki_tests::raw_tcp::exchange_from(std::net::Ipv4Addr::LOCALHOST.into(), env.port, &raw).unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+    for garbage in ["Basic YWRtaW46YWRtaW4=", "Bearer", "Bearer pki_", &"Bearer x".repeat(2000)] {
+        let headers = [("Content-Type", "application/timestamp-query"), ("Authorization", garbage)];
+        let r = send(env.port, "POST", "/tsa", &headers, Some(&query), Duration::from_secs(10)).unwrap();
+        assert_eq!(r.status, 401, "{garbage:.20}: {}", r.text());
+        assert!(r.text().contains("\"error\""), "{}", r.text());
+    }
     assert_eq!(stamp(None).status, 429, "anonymous is still over its quota");
 }
