@@ -6,6 +6,8 @@ mod cli;
 mod commands;
 mod context;
 mod directory;
+mod guard;
+mod limits;
 mod serve;
 mod settings;
 mod timestamp;

@@ -181,6 +181,17 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         _ => None,
     };
     let ldap_tls = tls_conf.map(Arc::new);
+    // API keys of the directory buy more timestamps than the anonymous quota.
+    let tsa_quota = if services.contains(&Service::Tsa) {
+        let keys = match &directory {
+            Some(d) => d.clone(),
+            None => crate::directory::open_directory(&ca)?,
+        };
+        let s = &settings.server;
+        Some(web::Data::new(crate::guard::TsaQuota::new(keys, s.tsa_anonymous_rate, s.tsa_anonymous_burst)))
+    } else {
+        None
+    };
     let directory = directory.filter(|_| services.contains(&Service::Directory));
     if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) || ldap_on {
         let db = ca.db().clone();
@@ -204,6 +215,12 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let data_ca = web::Data::from(ca.clone());
     let services = services.to_vec();
     let workers = settings.server.worker_count(services.iter().all(|s| *s == Service::Tsa));
+    let limits = web::Data::new(crate::guard::Limits {
+        body_timeout: Duration::from_secs(settings.server.body_timeout_secs),
+    });
+    let connections = crate::guard::Connections::new(settings.server.max_connections_per_address);
+    let max_connections = crate::limits::fit_open_files(settings.server.max_connections);
+    let server_settings = settings.server.clone();
     let result = actix_web::rt::System::new().block_on(async move {
         // The LDAP listeners: actix-server services on this runtime, with as many workers.
         let ldap = match ldap {
@@ -219,7 +236,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             None => None,
         };
         let server = HttpServer::new(move || {
-            let mut app = App::new().app_data(data_ca.clone()).route("/healthz", web::get().to(healthz));
+            let mut app = App::new()
+                .wrap(actix_web::middleware::from_fn(crate::guard::protect))
+                .app_data(limits.clone())
+                .app_data(data_ca.clone())
+                .route("/healthz", web::get().to(healthz));
             if services.contains(&Service::Publication) {
                 app = app.configure(publication);
             }
@@ -228,7 +249,12 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             // Before any broader `/api/v1` scope: actix matches scopes in registration order.
             if services.contains(&Service::Tsa) {
-                app = app.service(tsa::scope(tsa.clone())).service(tsa::verify_scope(verifier.clone()));
+                let stamp =
+                    tsa::scope(tsa.clone()).wrap(actix_web::middleware::from_fn(crate::guard::tsa_quota));
+                app = app.service(stamp).service(tsa::verify_scope(verifier.clone()));
+                if let Some(q) = &tsa_quota {
+                    app = app.app_data(q.clone());
+                }
             }
             if let Some(console) = &console {
                 app = app.service(admin_web::scope(console.clone()));
@@ -238,6 +264,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             app
         })
+        .on_connect(move |conn, data| connections.on_connect(conn, data))
+        .client_request_timeout(Duration::from_secs(server_settings.request_head_timeout_secs))
+        .client_disconnect_timeout(Duration::from_secs(server_settings.disconnect_timeout_secs))
+        .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
+        .max_connections(max_connections.div_ceil(workers.max(1)))
         .bind(listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         let server = server.workers(workers);

@@ -50,6 +50,27 @@ pub struct ServerSettings {
     /// HTTP worker threads; by default [`ServerSettings::DEFAULT_WORKERS_PER_CPU`] per CPU, or
     /// [`ServerSettings::TSA_ONLY_WORKERS_PER_CPU`] when the timestamp authority is served alone.
     pub workers: Option<usize>,
+    /// A new connection must send its request head within this many seconds (default 10).
+    pub request_head_timeout_secs: u64,
+    /// A request must have sent its whole body this many seconds after its head was read, or it
+    /// gets 408 and the connection is closed (default 30).
+    pub body_timeout_secs: u64,
+    /// An idle keep-alive connection is closed after this many seconds (default 15).
+    pub keep_alive_secs: u64,
+    /// After a response that closes the connection, unread request data is drained for at most
+    /// this many seconds before the socket is closed (default 1).
+    pub disconnect_timeout_secs: u64,
+    /// Most open HTTP connections in all (default 4096; spread over the workers). The soft limit
+    /// on open files is raised to fit it when the hard limit allows, or the cap is lowered.
+    pub max_connections: usize,
+    /// Most open HTTP connections from one client address (an IPv6 /64 counts as one; default
+    /// 128): the connections above it get 503 and are closed.
+    pub max_connections_per_address: usize,
+    /// Anonymous timestamps (`/tsa` without an API key) per second per client address (default 10).
+    pub tsa_anonymous_rate: f64,
+    /// And the burst an anonymous client may use at once (default 200). An API key of the
+    /// directory (`Authorization: Bearer ...`) gets that key's rate and burst instead.
+    pub tsa_anonymous_burst: f64,
 }
 
 impl ServerSettings {
@@ -65,6 +86,35 @@ impl ServerSettings {
     /// in alternating runs (BENCHMARKS.md, issue 5).
     pub const TSA_ONLY_WORKERS_PER_CPU: usize = 1;
 
+    /// Checks the limits; the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let positive = [
+            ("request_head_timeout_secs", self.request_head_timeout_secs),
+            ("body_timeout_secs", self.body_timeout_secs),
+            ("keep_alive_secs", self.keep_alive_secs),
+            ("disconnect_timeout_secs", self.disconnect_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_address", self.max_connections_per_address as u64),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                anyhow::bail!("server.{name} must be positive");
+            }
+        }
+        if self.max_connections_per_address > self.max_connections {
+            anyhow::bail!("server.max_connections_per_address must be at most server.max_connections");
+        }
+        for (name, v) in [
+            ("tsa_anonymous_rate", self.tsa_anonymous_rate),
+            ("tsa_anonymous_burst", self.tsa_anonymous_burst),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                anyhow::bail!("server.{name} must be a positive number");
+            }
+        }
+        Ok(())
+    }
+
     /// The number of HTTP worker threads to run for a server of these services.
     pub fn worker_count(&self, tsa_only: bool) -> usize {
         self.workers.unwrap_or_else(|| {
@@ -76,7 +126,19 @@ impl ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings { listen: "127.0.0.1:8080".into(), tls: TlsServerSettings::default(), workers: None }
+        ServerSettings {
+            listen: "127.0.0.1:8080".into(),
+            tls: TlsServerSettings::default(),
+            workers: None,
+            request_head_timeout_secs: 10,
+            body_timeout_secs: 30,
+            keep_alive_secs: 15,
+            disconnect_timeout_secs: 1,
+            max_connections: 4096,
+            max_connections_per_address: 128,
+            tsa_anonymous_rate: 10.0,
+            tsa_anonymous_burst: 200.0,
+        }
     }
 }
 
@@ -190,6 +252,7 @@ impl Settings {
         })?;
         s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.server.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if s.server.tls.cert_file.is_some() != s.server.tls.key_file.is_some() {
             anyhow::bail!("{}: [server.tls] needs both cert_file and key_file, or neither", path.display());
         }
@@ -284,6 +347,27 @@ mod tests {
         assert!(Settings::load(Some(&p)).is_err());
         let e = Settings::load(Some(&dir.path().join("missing.toml"))).unwrap_err().to_string();
         assert!(e.contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn server_limits_must_be_positive_and_the_per_address_cap_within_the_total() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        for (text, names) in [
+            ("body_timeout_secs = 0", "server.body_timeout_secs"),
+            ("request_head_timeout_secs = 0", "server.request_head_timeout_secs"),
+            ("max_connections = 10\nmax_connections_per_address = 11", "server.max_connections_per_address"),
+            ("tsa_anonymous_rate = -1.0", "server.tsa_anonymous_rate"),
+            ("tsa_anonymous_burst = nan", "server.tsa_anonymous_burst"),
+        ] {
+            std::fs::write(&p, format!("[server]\n{text}\n")).expect("write");
+            let e = Settings::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains("pki.toml") && e.contains(names), "{text}: {e}");
+        }
+        std::fs::write(&p, "[server]\nbody_timeout_secs = 5\nmax_connections_per_address = 4\n")
+            .expect("write");
+        let s = Settings::load(Some(&p)).expect("valid");
+        assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
     }
 
     #[test]

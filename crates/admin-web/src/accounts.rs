@@ -137,9 +137,9 @@ impl<'a> Accounts<'a> {
         Ok(otp)
     }
 
-    /// Counts a failed login (wrong password or TOTP code); locks the account once
-    /// `cfg.max_failed_logins` failures follow each other, ending its sessions, with an audit
-    /// entry.
+    /// Counts a failed login (wrong password or TOTP code); locks the account against new
+    /// logins once `cfg.max_failed_logins` failures follow each other, with an audit entry. Its
+    /// open sessions are not ended.
     pub fn record_failure(
         &self,
         name: &UserName,
@@ -158,8 +158,9 @@ impl<'a> Accounts<'a> {
         else {
             return Ok(());
         };
+        // Open sessions go on: a lock stops new logins, it must not let a stranger throw the
+        // account holder out.
         if user.locked_until == Some(until) {
-            self.store.remove_sessions_of(name)?;
             tracing::warn!(user = %name, "console account locked after {max} failed logins");
             self.ca.audit_event(
                 "system",
@@ -214,12 +215,28 @@ impl<'a> Accounts<'a> {
         Ok(())
     }
 
-    /// Checks a TOTP code of an enrolled account and consumes its time step; a wrong code counts
-    /// as a failed login.
+    /// Checks a TOTP code of an enrolled account at login and consumes its time step; a wrong
+    /// code counts as a failed login. A locked account cannot complete a login.
     pub fn check_totp(&self, name: &UserName, code: &str, cfg: &ConsoleConfig) -> Result<(), Error> {
+        self.check_code(name, code, cfg, false)
+    }
+
+    /// The same for step-up in a session already open: the account's lock does not apply (the
+    /// lock stops new logins only), a wrong code still counts.
+    pub fn check_step_up_totp(&self, name: &UserName, code: &str, cfg: &ConsoleConfig) -> Result<(), Error> {
+        self.check_code(name, code, cfg, true)
+    }
+
+    fn check_code(
+        &self,
+        name: &UserName,
+        code: &str,
+        cfg: &ConsoleConfig,
+        in_session: bool,
+    ) -> Result<(), Error> {
         let now = self.ca.now();
         let user = self.get(name)?;
-        if user.disabled || user.locked_until.is_some_and(|t| now < t) {
+        if user.disabled || (!in_session && user.locked_until.is_some_and(|t| now < t)) {
             return Err(Error::NotLoggedIn { expired: false });
         }
         let secret = self.totp_secret(&user)?;

@@ -93,7 +93,7 @@ impl Ctx {
         let now = console.ca.now();
         let code = code.map(str::trim).filter(|c| !c.is_empty());
         if let Some(code) = code {
-            console.accounts().check_totp(&self.user.name, code, &console.cfg)?;
+            console.accounts().check_step_up_totp(&self.user.name, code, &console.cfg)?;
             self.session.step_up_at = Some(now);
             console.store.put_session(&self.id, &self.session)?;
             console.ca.audit_event(&self.actor(), AuditAction::ConsoleStepUp, true, "")?;
@@ -174,7 +174,10 @@ pub(crate) fn current(req: &HttpRequest, console: &Console) -> Result<Ctx, Error
         return Err(Error::NotLoggedIn { expired: true });
     }
     let user = match console.store.user(&session.user)? {
-        Some(u) if !u.disabled && u.locked_until.is_none_or(|t| now >= t) => u,
+        // A locked account keeps its open sessions (the lock refuses new logins only); a
+        // session still in a login step cannot finish it while the lock lasts (see
+        // `Accounts::check_totp`).
+        Some(u) if !u.disabled => u,
         _ => {
             console.store.remove_session(&id)?;
             return Err(Error::NotLoggedIn { expired: false });

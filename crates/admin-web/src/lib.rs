@@ -2,7 +2,8 @@
 //!
 //! **Owns:** console accounts (argon2id passwords, one-time passwords, RFC 6238 TOTP with
 //! enrolment by QR code), roles and their permissions, server-side sessions (idle and absolute
-//! timeouts, lockout after failed logins), step-up for high-risk actions, CSRF tokens, the
+//! timeouts, failed logins throttled per client address ([`throttle`]) and an account lock that
+//! refuses new logins but keeps open sessions), step-up for high-risk actions, CSRF tokens, the
 //! security headers, and the HTML pages under `/admin` (templates compiled at build time with
 //! maud; no JavaScript, no external resources).
 //!
@@ -31,6 +32,7 @@ mod live_views;
 mod pages;
 pub mod password;
 mod qr;
+pub mod throttle;
 pub mod totp;
 mod views;
 
@@ -58,8 +60,14 @@ pub struct ConsoleConfig {
     pub absolute_timeout_secs: u64,
     /// This many failed logins in a row lock the account (default 5).
     pub max_failed_logins: u32,
-    /// For this long (seconds; default 15 minutes).
+    /// For this long (seconds; default 15 minutes): new logins to the account are refused, its
+    /// open sessions go on.
     pub lockout_secs: u64,
+    /// Failed logins (any account, or none) one client address may make at once before it gets
+    /// `429` (default 10) ...
+    pub max_failed_logins_per_address: u32,
+    /// ... and it gets one attempt back every this many seconds (default 60).
+    pub address_refill_secs: u64,
     /// A TOTP code entered this recently allows high-risk actions (seconds; default 5 minutes).
     pub step_up_secs: u64,
     /// The issuer name shown in authenticator apps.
@@ -73,6 +81,8 @@ impl Default for ConsoleConfig {
             absolute_timeout_secs: 8 * 3600,
             max_failed_logins: 5,
             lockout_secs: 15 * 60,
+            max_failed_logins_per_address: 10,
+            address_refill_secs: 60,
             step_up_secs: 5 * 60,
             totp_issuer: "PKI Console".into(),
         }
@@ -90,6 +100,11 @@ impl ConsoleConfig {
         }
         if self.max_failed_logins == 0 {
             return bad("console.max_failed_logins must be positive");
+        }
+        if self.max_failed_logins_per_address == 0 || self.address_refill_secs == 0 {
+            return bad(
+                "console.max_failed_logins_per_address and console.address_refill_secs must be positive",
+            );
         }
         if self.lockout_secs == 0 || self.step_up_secs == 0 {
             return bad("console.lockout_secs and console.step_up_secs must be positive");
@@ -264,6 +279,7 @@ pub struct Console {
     verifier: tsa::Verifier,
     login_key: ring::hmac::Key,
     cache: live_views::Cache,
+    throttle: throttle::LoginThrottle,
 }
 
 impl std::fmt::Debug for Console {
@@ -284,6 +300,7 @@ impl Console {
             .map_err(|_| Error::Internal("no randomness".into()))?;
         let key = store.meta_get_or_init("login_csrf_key", &fresh)?;
         Ok(Console {
+            throttle: throttle::LoginThrottle::new(&cfg),
             login_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
             store,
             cfg,

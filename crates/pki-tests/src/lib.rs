@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 pub mod console_support;
 pub mod directory_support;
 pub mod http_client;
+pub mod raw_tcp;
 pub use x509_parser;
 
 /// Longest any one command may run before the test fails.

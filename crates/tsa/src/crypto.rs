@@ -73,7 +73,7 @@ impl HashAlg {
         self.ring().output_len()
     }
 
-    fn ring(self) -> &'static ring::digest::Algorithm {
+    pub(crate) fn ring(self) -> &'static ring::digest::Algorithm {
         match self {
             HashAlg::Sha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
             HashAlg::Sha256 => &ring::digest::SHA256,
@@ -84,6 +84,60 @@ impl HashAlg {
 
     pub(crate) fn digest(self, data: &[u8]) -> Vec<u8> {
         ring::digest::digest(self.ring(), data).as_ref().to_vec()
+    }
+}
+
+/// Every imprint algorithm at once, fed piece by piece: data streamed from a client is hashed
+/// as it arrives and never held whole (the hash the token names is picked afterwards).
+#[derive(Clone)]
+pub struct DataDigests {
+    contexts: [(HashAlg, ring::digest::Context); 4],
+    len: u64,
+}
+
+impl std::fmt::Debug for DataDigests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDigests").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
+impl Default for DataDigests {
+    fn default() -> Self {
+        let ctx = |h: HashAlg| (h, ring::digest::Context::new(h.ring()));
+        DataDigests {
+            contexts: [ctx(HashAlg::Sha1), ctx(HashAlg::Sha256), ctx(HashAlg::Sha384), ctx(HashAlg::Sha512)],
+            len: 0,
+        }
+    }
+}
+
+impl DataDigests {
+    /// Adds the next piece of the data.
+    pub fn update(&mut self, piece: &[u8]) {
+        for (_, c) in &mut self.contexts {
+            c.update(piece);
+        }
+        self.len += piece.len() as u64;
+    }
+
+    /// The number of bytes fed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest of everything fed, with `alg`.
+    pub(crate) fn digest(&self, alg: HashAlg) -> Vec<u8> {
+        self.contexts
+            .iter()
+            .find(|(h, _)| *h == alg)
+            .map(|(_, c)| c.clone().finish().as_ref().to_vec())
+            // Every HashAlg has its context above.
+            .unwrap_or_default()
     }
 }
 

@@ -7,6 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse, Scope};
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
+use crate::crypto::DataDigests;
 use crate::verify::{Timestamped, Verifier};
 use crate::{Error, TimestampAuthority};
 
@@ -35,7 +36,7 @@ pub fn scope(tsa: web::Data<TimestampAuthority>) -> Scope {
 
 /// Auditors' verification: `POST /api/v1/timestamps/verify`, `multipart/form-data` with a
 /// `token` part (DER TimeStampResp or TimeStampToken) and either a `data` part (at most
-/// [`MAX_VERIFY_DATA_BYTES`]) or a `digest` part (hex). Answers JSON: `200` with
+/// [`MAX_VERIFY_DATA_BYTES`], hashed as it arrives: never held in memory) or a `digest` part (hex). Answers JSON: `200` with
 /// `{"verified": true, "serial", "gen_time", "policy", "tsa", "hash_algorithm"}`, `422` with
 /// `{"verified": false, "failed_check", "error"}`, or `400`/`413`/`415` with `{"error"}`.
 pub fn verify_scope(verifier: web::Data<Verifier>) -> Scope {
@@ -117,12 +118,30 @@ async fn timestamp(
     HttpResponse::Ok().content_type(REPLY_TYPE).body(der)
 }
 
-/// The parts of a verification request.
+/// The parts of a verification request; the data part only as its digests (it is hashed as it
+/// arrives, never held).
 #[derive(Default)]
 struct VerifyForm {
     token: Option<Vec<u8>>,
-    data: Option<Vec<u8>>,
+    data: Option<DataDigests>,
     digest: Option<Vec<u8>>,
+}
+
+/// Feeds a part into the digests as it arrives, refusing more than `limit` bytes.
+async fn digest_limited<S, E>(mut stream: S, limit: usize) -> Result<DataDigests, Error>
+where
+    S: Stream<Item = Result<web::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut digests = DataDigests::default();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {e}")))?;
+        if digests.len().saturating_add(chunk.len() as u64) > limit as u64 {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        digests.update(&chunk);
+    }
+    Ok(digests)
 }
 
 async fn read_verify_form(req: &HttpRequest, payload: web::Payload) -> Result<VerifyForm, Error> {
@@ -134,9 +153,15 @@ async fn read_verify_form(req: &HttpRequest, payload: web::Payload) -> Result<Ve
     while let Some(field) = parts.next().await {
         let field = field.map_err(|e| Error::BadRequest(format!("multipart body: {e}")))?;
         let name = field.name().unwrap_or_default().to_string();
+        if name == "data" {
+            if form.data.is_some() {
+                return Err(Error::BadRequest(format!("part {name:?} given twice")));
+            }
+            form.data = Some(digest_limited(field, MAX_VERIFY_DATA_BYTES).await?);
+            continue;
+        }
         let (slot, limit) = match name.as_str() {
             "token" => (&mut form.token, MAX_TOKEN_BYTES),
-            "data" => (&mut form.data, MAX_VERIFY_DATA_BYTES),
             "digest" => (&mut form.digest, MAX_DIGEST_TEXT_BYTES),
             other => {
                 return Err(Error::BadRequest(format!(
@@ -176,7 +201,7 @@ async fn verify_timestamp(
     };
     let result = web::block(move || {
         let subject = match (&form.data, &digest) {
-            (Some(d), None) => Timestamped::Data(d),
+            (Some(d), None) => Timestamped::Streamed(d),
             (None, Some(d)) => Timestamped::Digest(d),
             _ => return Err(Error::BadRequest("give exactly one of the data and digest parts".into())),
         };

@@ -60,6 +60,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cerdb::tsa_store::{TokenLedger, TokenRecord, TsaSerial, TsaStore};
+pub use crypto::DataDigests;
 pub use der::oid::ObjectIdentifier;
 pub use gentime::GenTime;
 pub use http::{scope, verify_scope, MAX_QUERY_BYTES, MAX_VERIFY_DATA_BYTES};

@@ -17,7 +17,7 @@ use x509_cert::Certificate;
 use cerdb::tsa_store::{TokenLedger, TsaSerial};
 
 use crate::asn1::{u64_from_int, PkiStatus, SigningCertificateV2, TimeStampResp, TstInfo};
-use crate::crypto::{sha256, verify_signature, HashAlg};
+use crate::crypto::{sha256, verify_signature, DataDigests, HashAlg};
 use crate::{oids, Check, Error};
 
 /// Longest chain from the TSA certificate to the root that is followed.
@@ -171,6 +171,8 @@ pub enum Timestamped<'a> {
     Data(&'a [u8]),
     /// The digest of the data, computed with the token's hash algorithm.
     Digest(&'a [u8]),
+    /// The data as it was streamed in, hashed with every imprint algorithm (the token's is used).
+    Streamed(&'a DataDigests),
 }
 
 /// What a verified token says.
@@ -351,9 +353,10 @@ pub fn verify(
     let matches = match subject {
         Timestamped::Data(d) => hash.digest(d) == imprint.hashed_message.as_bytes(),
         Timestamped::Digest(d) => d == imprint.hashed_message.as_bytes(),
+        Timestamped::Streamed(d) => d.digest(hash) == imprint.hashed_message.as_bytes(),
     };
     if !matches {
-        let what = if matches!(subject, Timestamped::Data(_)) { "data" } else { "digest" };
+        let what = if matches!(subject, Timestamped::Digest(_)) { "digest" } else { "data" };
         return Err(fail(
             Check::Imprint,
             format!("the {what} does not match the {} message imprint", hash.name()),

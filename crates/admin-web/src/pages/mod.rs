@@ -6,6 +6,8 @@ mod certs;
 mod timestamps;
 mod users;
 
+use std::time::{Duration, Instant};
+
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
 use ca_core::AuditAction;
@@ -117,6 +119,21 @@ fn login_form(req: &HttpRequest, console: &Console, status: StatusCode, message:
     Ok(b.body(page("Log in", None, body).into_string()))
 }
 
+/// `429` with the login form: too many failed logins from the client's address.
+fn throttled(req: &HttpRequest, console: &Console, wait: Duration) -> Page {
+    let secs = wait.as_secs().max(1);
+    let minutes = secs.div_ceil(60);
+    let message = format!(
+        "Too many failed logins from your address: try again in {minutes} minute{}.",
+        if minutes == 1 { "" } else { "s" }
+    );
+    let mut resp = login_form(req, console, StatusCode::TOO_MANY_REQUESTS, Some(&message))?;
+    if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    Ok(resp)
+}
+
 async fn login_page(req: HttpRequest, console: web::Data<Console>, q: web::Query<LoginQuery>) -> Page {
     if let Ok(ctx) = auth::current(&req, &console) {
         return Ok(see_other(auth::stage_page(ctx.session.stage)));
@@ -127,6 +144,10 @@ async fn login_page(req: HttpRequest, console: web::Data<Console>, q: web::Query
 
 async fn login_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<LoginForm>) -> Page {
     auth::check_login_token(&req, &console, form.csrf_token.as_deref())?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    if let Some(wait) = peer.and_then(|ip| console.throttle.check(ip, Instant::now())) {
+        return throttled(&req, &console, wait);
+    }
     let LoginForm { username, password, .. } = form.into_inner();
     let c = console.clone();
     let result = web::block(move || c.accounts().check_password(&username, &password, &c.cfg)).await??;
@@ -134,6 +155,9 @@ async fn login_submit(req: HttpRequest, console: web::Data<Console>, form: web::
         Ok(u) => u,
         Err(why) => {
             tracing::info!(?why, "console login failed");
+            if let Some(ip) = peer {
+                console.throttle.record_failure(ip, Instant::now());
+            }
             return login_form(&req, &console, StatusCode::FORBIDDEN, Some(LOGIN_FAILED));
         }
     };
@@ -182,7 +206,16 @@ fn finish_login(req: &HttpRequest, console: &Console, ctx: &Ctx) -> Page {
 async fn totp_submit(req: HttpRequest, console: web::Data<Console>, form: web::Form<CodeForm>) -> Page {
     let ctx = auth::guard_stage(&req, &console, SessionStage::NeedTotp, false)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
-    console.accounts().check_totp(&ctx.user.name, &form.code, &console.cfg)?;
+    let peer = req.peer_addr().map(|a| a.ip());
+    if let Some(wait) = peer.and_then(|ip| console.throttle.check(ip, Instant::now())) {
+        return throttled(&req, &console, wait);
+    }
+    if let Err(e) = console.accounts().check_totp(&ctx.user.name, &form.code, &console.cfg) {
+        if let (Error::InvalidTotp, Some(ip)) = (&e, peer) {
+            console.throttle.record_failure(ip, Instant::now());
+        }
+        return Err(e);
+    }
     finish_login(&req, &console, &ctx)
 }
 

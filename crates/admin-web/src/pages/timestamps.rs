@@ -33,10 +33,12 @@ pub(crate) async fn timestamps_verify(
     payload: web::Payload,
 ) -> Page {
     let ctx = guard(&req, &console, Perm::Read)?;
-    let mut parts = forms::read(
+    // The file is hashed as it arrives, never held.
+    let (mut parts, data) = forms::read_hashing(
         &req,
         payload,
-        &[("csrf_token", 128), ("token", 64 * 1024), ("data", tsa::MAX_VERIFY_DATA_BYTES)],
+        &[("csrf_token", 128), ("token", 64 * 1024)],
+        Some(("data", tsa::MAX_VERIFY_DATA_BYTES)),
     )
     .await?;
     ctx.check_csrf(forms::text(&parts, "csrf_token").as_deref())?;
@@ -44,9 +46,9 @@ pub(crate) async fn timestamps_verify(
         .remove("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Error::BadRequest("upload the token".into()))?;
-    let data = parts.remove("data").unwrap_or_default();
+    let data = data.unwrap_or_default();
     let c = console.clone();
-    let result = web::block(move || c.verifier.verify(&token, tsa::Timestamped::Data(&data))).await?;
+    let result = web::block(move || c.verifier.verify(&token, tsa::Timestamped::Streamed(&data))).await?;
     let (status, outcome) = match &result {
         Ok(v) => (
             StatusCode::OK,

@@ -1,0 +1,336 @@
+//! The HTTP listeners against slow and greedy clients.
+//!
+//! * Connections are counted per client address (an IPv6 /64 counts as one) when they open
+//!   ([`Connections::on_connect`]); a connection above `[server] max_connections_per_address`
+//!   gets `503` with `Connection: close` at its first request, before anything reads its body.
+//!   Counting connections, not requests, also bounds the idle ones; a connection that never
+//!   sends a request head is closed by the head timeout. The overall cap is actix-web's
+//!   `max_connections` (per worker: the configured total is spread over the workers).
+//! * Every request body must have arrived `[server] body_timeout_secs` after the request head
+//!   ([`protect`]): the payload is wrapped in a stream that fails at the deadline, the request
+//!   gets `408` and the connection is closed. Bodies are read by extractors with limits
+//!   (`web::Bytes` with a `PayloadConfig`, forms with their limits, the TSA's own limited
+//!   readers), so a body is never buffered beyond its limit.
+//! * Anonymous timestamps are charged to a per-address token bucket ([`tsa_quota`]), the
+//!   directory's [`RateLimiter`]; a client with an API key of the directory is charged to its key
+//!   instead, at the key's rate. Over quota: `429` with `Retry-After`.
+
+use std::any::Any;
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Extensions, Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::middleware::Next;
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, HttpMessage, HttpResponse};
+use cerdb::directory::{ApiKeySecret, ClientId, Directory, RateLimiter};
+use futures_util::Stream;
+
+/// The open connections per client address.
+#[derive(Debug)]
+pub struct Connections {
+    per_address: Mutex<HashMap<ClientId, usize>>,
+    cap: usize,
+}
+
+/// One open connection, counted until it is dropped with the connection's data.
+#[derive(Debug)]
+pub struct ConnSlot {
+    conns: Arc<Connections>,
+    who: ClientId,
+    over: bool,
+}
+
+impl Connections {
+    /// No connection is open; at most `cap` per client address.
+    pub fn new(cap: usize) -> Arc<Connections> {
+        Arc::new(Connections { per_address: Mutex::new(HashMap::new()), cap })
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, usize>> {
+        self.per_address.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a connection from `ip`.
+    pub fn open(self: &Arc<Self>, ip: IpAddr) -> ConnSlot {
+        let who = ClientId::anonymous(ip);
+        let mut map = self.map();
+        let n = map.entry(who).or_insert(0);
+        *n += 1;
+        let over = *n > self.cap;
+        if over && *n == self.cap + 1 {
+            tracing::warn!(client = %ip, cap = self.cap, "too many connections from one address");
+        }
+        ConnSlot { conns: self.clone(), who, over }
+    }
+
+    /// actix-web's `on_connect` hook: counts the connection (plain TCP or rustls) in its data.
+    pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
+        let peer = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+            tcp.peer_addr().ok()
+        } else if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+        {
+            tls.get_ref().0.peer_addr().ok()
+        } else {
+            None
+        };
+        if let Some(peer) = peer {
+            data.insert(self.open(peer.ip()));
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut map = self.conns.map();
+        if let Some(n) = map.get_mut(&self.who) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.who);
+            }
+        }
+    }
+}
+
+/// The limits [`protect`] applies (in the application data).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The whole body must have arrived this long after the request head.
+    pub body_timeout: Duration,
+}
+
+/// A request body that fails once its deadline passes.
+struct Deadline {
+    inner: Payload,
+    sleep: Pin<Box<actix_web::rt::time::Sleep>>,
+    fired: Rc<Cell<bool>>,
+    done: bool,
+}
+
+impl Stream for Deadline {
+    type Item = Result<web::Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.done = true;
+                    this.fired.set(true);
+                    Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    )))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+fn json_error(mut b: actix_web::HttpResponseBuilder, message: &str) -> HttpResponse {
+    b.content_type("application/json").body(serde_json::json!({ "error": message }).to_string())
+}
+
+/// The middleware of every HTTP service: refuses connections over the per-address cap and puts
+/// the body deadline on every request.
+pub async fn protect<B: MessageBody + 'static>(
+    mut req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    if req.conn_data::<ConnSlot>().is_some_and(|s| s.over) {
+        let mut b = HttpResponse::ServiceUnavailable();
+        b.insert_header((header::RETRY_AFTER, "10")).force_close();
+        let res = json_error(b, "too many connections from your address");
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    let Some(limits) = req.app_data::<web::Data<Limits>>().map(|l| *l.get_ref()) else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let fired = Rc::new(Cell::new(false));
+    let inner = req.take_payload();
+    let sleep = Box::pin(actix_web::rt::time::sleep(limits.body_timeout));
+    let deadline = Deadline { inner, sleep, fired: fired.clone(), done: false };
+    req.set_payload(Payload::Stream { payload: Box::pin(deadline) });
+    let res = next.call(req).await?;
+    if fired.get() {
+        tracing::info!(
+            client = ?res.request().peer_addr().map(|a| a.ip()),
+            path = res.request().path(),
+            "request body timed out"
+        );
+        let mut b = HttpResponse::RequestTimeout();
+        b.force_close();
+        let timeout = json_error(b, "the request body did not arrive in time");
+        let (req, _) = res.into_parts();
+        return Ok(ServiceResponse::new(req, timeout).map_into_right_body());
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// The quota of `/tsa` (in the application data).
+pub struct TsaQuota {
+    limiter: RateLimiter,
+    /// The directory whose API keys buy more.
+    keys: Arc<Directory>,
+    rate: f64,
+    burst: f64,
+}
+
+impl std::fmt::Debug for TsaQuota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsaQuota")
+            .field("rate", &self.rate)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TsaQuota {
+    /// Anonymous clients get `rate` timestamps per second with a burst of `burst`; API keys of
+    /// `keys` their own quota.
+    pub fn new(keys: Arc<Directory>, rate: f64, burst: f64) -> TsaQuota {
+        TsaQuota { limiter: RateLimiter::new(), keys, rate, burst }
+    }
+
+    /// Who pays for this request, at which rate and burst; or why it is refused.
+    fn client(&self, req: &ServiceRequest) -> Result<(ClientId, f64, f64), &'static str> {
+        let Some(v) = req.headers().get(header::AUTHORIZATION) else {
+            let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            return Ok((ClientId::anonymous(ip), self.rate, self.burst));
+        };
+        let text = v.to_str().map_err(|_| "malformed Authorization header")?;
+        let (scheme, token) = text.trim().split_once(' ').unwrap_or((text, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err("the Authorization scheme must be Bearer");
+        }
+        let secret: ApiKeySecret = token.trim().parse().map_err(|_| "malformed API key")?;
+        match self.keys.keys().authenticate(&secret) {
+            Ok(Some((hash, rec))) => Ok((ClientId::Key(hash.0), rec.rate, rec.burst)),
+            Ok(None) => Err("unknown or revoked API key"),
+            Err(e) => {
+                tracing::error!(error = %e, "API key check failed");
+                Err("the API key cannot be checked now")
+            }
+        }
+    }
+}
+
+/// The middleware of `/tsa`: charges one timestamp to the client's quota.
+pub async fn tsa_quota<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let Some(quota) = req.app_data::<web::Data<TsaQuota>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let (who, rate, burst) = match quota.client(&req) {
+        Ok(c) => c,
+        Err(why) => {
+            let mut b = HttpResponse::Unauthorized();
+            b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            return Ok(req.into_response(json_error(b, why)).map_into_right_body());
+        }
+    };
+    let verdict = quota.limiter.admit(who, rate, burst, 1.0, Instant::now());
+    if let Some(secs) = verdict.retry_after_secs() {
+        let mut b = HttpResponse::TooManyRequests();
+        b.insert_header((header::RETRY_AFTER, secs.to_string()));
+        let res = json_error(b, "over the timestamp quota of this client; retry later, or use an API key");
+        return Ok(req.into_response(res).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test as web_test;
+    use actix_web::App;
+    use futures_util::StreamExt;
+
+    use super::*;
+
+    async fn echo(body: web::Bytes) -> HttpResponse {
+        HttpResponse::Ok().body(body)
+    }
+
+    /// A request to the echo app whose body is `stream`.
+    async fn call(
+        stream: impl Stream<Item = Result<web::Bytes, PayloadError>> + 'static,
+    ) -> (u16, bool, Vec<u8>) {
+        let app = web_test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(protect))
+                .app_data(web::Data::new(Limits { body_timeout: Duration::from_millis(300) }))
+                .route("/", web::post().to(echo)),
+        )
+        .await;
+        let req = web_test::TestRequest::post().uri("/").to_request();
+        let boxed: Pin<Box<dyn Stream<Item = Result<web::Bytes, PayloadError>>>> = Box::pin(stream);
+        let (req, _) = req.replace_payload(Payload::Stream { payload: boxed });
+        let res = web_test::call_service(&app, req).await;
+        let status = res.status().as_u16();
+        let close = !res.response().head().keep_alive();
+        (status, close, web_test::read_body(res).await.to_vec())
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_does_not_arrive_in_time_gets_408_and_closes_the_connection() {
+        let start = Instant::now();
+        let (status, close, body) = call(futures_util::stream::pending()).await;
+        assert_eq!(status, 408);
+        assert!(close, "Connection: close");
+        assert!(String::from_utf8_lossy(&body).contains("did not arrive in time"));
+        assert!(start.elapsed() >= Duration::from_millis(300) && start.elapsed() < Duration::from_secs(5));
+
+        // Half a body, then nothing: the same.
+        let half = futures_util::stream::iter([Ok(web::Bytes::from_static(b"half"))])
+            .chain(futures_util::stream::pending());
+        assert_eq!(call(half).await.0, 408);
+    }
+
+    #[actix_web::test]
+    async fn a_body_that_arrives_in_time_is_read_as_sent() {
+        let parts = [Ok(web::Bytes::from_static(b"one ")), Ok(web::Bytes::from_static(b"two"))];
+        let (status, close, body) = call(futures_util::stream::iter(parts)).await;
+        assert_eq!((status, close, body.as_slice()), (200, false, b"one two".as_slice()));
+    }
+
+    #[test]
+    fn connections_are_counted_per_address_and_released_when_dropped() {
+        let conns = Connections::new(2);
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "2001:db8::1".parse().expect("ip");
+        let first = [conns.open(a), conns.open(a)];
+        assert!(first.iter().all(|s| !s.over));
+        let third = conns.open(a);
+        assert!(third.over, "above the cap");
+        // Another host of the same IPv6 /64 counts together; another address does not.
+        let v6 = [conns.open(b), conns.open("2001:db8::2".parse().expect("ip"))];
+        assert!(v6.iter().all(|s| !s.over));
+        assert!(conns.open("2001:db8::3".parse().expect("ip")).over);
+        drop(third);
+        drop(first);
+        assert!(!conns.open(a).over, "released when the connections end");
+        drop(v6);
+        assert!(conns.map().is_empty(), "no entry is left for addresses without connections");
+    }
+}
