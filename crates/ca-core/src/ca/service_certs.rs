@@ -4,20 +4,28 @@
 use super::*;
 
 impl Ca {
-    /// The OCSP signer key.
+    /// The OCSP signer key. It refuses to sign once the OCSP signer or the issuing CA is
+    /// compromised ([`Ca::compromise`]).
     pub fn ocsp_signer(&self) -> Result<Arc<dyn Signer>, Error> {
-        Ok(self.hsm.signer(&handle(H_OCSP))?)
+        const WATCHED: &[OwnCert] = &[OwnCert::Ocsp, OwnCert::Issuing];
+        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_OCSP))?, self.compromised_certs.clone(), WATCHED))
     }
 
-    /// The TSA key.
+    /// The TSA key. It refuses to sign once the TSA certificate is compromised
+    /// ([`Ca::compromise`]).
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
-        Ok(self.hsm.signer(&handle(H_TSA))?)
+        const WATCHED: &[OwnCert] = &[OwnCert::Tsa];
+        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_TSA))?, self.compromised_certs.clone(), WATCHED))
     }
 
     /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the
     /// key store. Issued by the root on first use — at init, or for a data directory created
     /// before TLS existed — and reissued when fewer than 30 days of validity remain.
+    ///
+    /// Refused once the TLS certificate is compromised ([`Ca::compromise`]): its key is not
+    /// certified again.
     pub fn tls_server_certificate(&self) -> Result<ChainAndKey, Error> {
+        self.refuse_if_compromised(OwnCert::Tls)?;
         let _guard = self.tls_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
         let current = match self.db.meta_get("ca.tls.serial")? {
