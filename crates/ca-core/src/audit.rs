@@ -55,7 +55,7 @@ pub enum AuditAction {
     /// A console account was reset.
     ConsoleUserReset,
     /// One of the CA's own certificates was revoked by `pki ca compromise` (or it was refused).
-    CaCompromise,
+    OwnCertCompromise,
     /// An action this version does not know.
     Other(String),
 }
@@ -82,7 +82,7 @@ impl AuditAction {
         (AuditAction::ConsoleUserDisable, "console.user.disable"),
         (AuditAction::ConsoleUserEnable, "console.user.enable"),
         (AuditAction::ConsoleUserReset, "console.user.reset"),
-        (AuditAction::CaCompromise, "ca.compromise"),
+        (AuditAction::OwnCertCompromise, "own_cert.compromise"),
     ];
 
     /// The stored name.

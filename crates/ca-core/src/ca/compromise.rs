@@ -209,7 +209,7 @@ impl Ca {
         if confirmation.trim() != expected {
             let draft = AuditDraft::refused(
                 actor,
-                AuditAction::CaCompromise,
+                AuditAction::OwnCertCompromise,
                 None,
                 &format!("{which}: confirmation did not match"),
                 "",
@@ -234,7 +234,7 @@ impl Ca {
         let now = seconds(self.clock.now());
         let revocation = Revocation { at: now, reason };
         let details = format!("{which} {reason} {}", rec.kind);
-        let draft = AuditDraft::ok(actor, AuditAction::CaCompromise, Some(&serial), details);
+        let draft = AuditDraft::ok(actor, AuditAction::OwnCertCompromise, Some(&serial), details);
         let record = self.audit.commit(vec![draft], now, |chain| {
             Ok(self.db.revoke(&serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
