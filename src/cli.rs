@@ -306,7 +306,7 @@ pub fn run() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", escape_controls(&one_line(&e)));
             return ExitCode::from(2);
         }
     };
@@ -374,7 +374,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Init => Request::Init,
         Command::Hsm { command: HsmCommand::Import } => {
-            print!("{}", crate::context::import_soft_store(&data, &settings)?);
+            print!("{}", escape_controls(&crate::context::import_soft_store(&data, &settings)?));
             return Ok(ExitCode::SUCCESS);
         }
         Command::User { command } => match command {

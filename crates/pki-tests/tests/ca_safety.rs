@@ -287,8 +287,15 @@ fn an_administrator_revokes_the_tsa_in_the_console_with_step_up() {
     let show = env.pki(["show", "--serial", &tsa]).stdout;
     assert!(show.contains("(keyCompromise)"), "{show}");
     // The TSA signs no more; the issuing CA still issues.
-    let out = env.pki_try(["ts", "stamp", &p(&data), "--out", &p(&env.path("after.tsr"))]);
-    assert!(!out.status.success(), "{}{}", out.stdout, out.stderr);
+    env.pki_fails(
+        ["ts", "stamp", &p(&data), "--out", &p(&env.path("after.tsr"))],
+        &["the TSA refused", "its certificate is revoked"],
+    );
+    // Over HTTP too: a rejection, no token.
+    env.pki_fails(
+        ["ts", "stamp", &p(&data), "--server", &env.base_url(), "--out", &p(&env.path("http.tsr"))],
+        &["the TSA refused", "its certificate is revoked"],
+    );
     issue(&env, "gina@example.com");
     // The root's CRL lists the TSA.
     let crl = env.write("root.crl", env.pki(["crl", "--ca", "root"]).stdout);
