@@ -392,3 +392,51 @@ fn the_data_directory_is_forced_owner_only_on_every_open() {
         }
     }
 }
+
+#[test]
+fn compromise_of_the_tls_certificate_stops_handshakes_at_once_and_at_the_next_start() {
+    let env = Env::new();
+    env.init();
+    let tls_port = free_port();
+    let serve_tls = |env: &Env| {
+        let mut cmd = env.command([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", env.port),
+            "--tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+        ]);
+        Server::start(&mut cmd, env.port, env.dir())
+    };
+    let server = serve_tls(&env);
+    let ca = env.ca_files();
+    let curl = || {
+        run(std::process::Command::new(curl_bin())
+            .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca.root)
+            .arg(format!("https://localhost:{tls_port}/admin/login")))
+    };
+    assert_eq!(curl().ok().stdout, "200");
+    let tls = serial_of_kind(&env, "tls-server");
+    env.pki_fails(["revoke", "--serial", &tls, "--reason", "keyCompromise"], &["pki ca compromise --ca tls"]);
+    let out = env.pki(["ca", "compromise", "--ca", "tls", "--confirm", "compromise tls"]);
+    assert!(out.stdout.contains("(keyCompromise)"), "{}", out.stdout);
+    // The running server's key signs no handshake any more.
+    let out = curl();
+    assert!(!out.status.success(), "a handshake with the compromised key: {}", out.stdout);
+    // The root's CRL lists it.
+    let crl = env.write("root.crl", env.pki(["crl", "--ca", "root"]).stdout);
+    let text = openssl(["crl", "-in", &p(&crl), "-text", "-noout"]).stdout;
+    assert!(text.to_ascii_uppercase().contains(&format!("SERIAL NUMBER: {tls}")), "{text}");
+    server.stop();
+    // The next start refuses to serve HTTPS with it, saying why.
+    let out = env.pki_try([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", env.port),
+        "--tls-listen",
+        &format!("127.0.0.1:{tls_port}"),
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("tls certificate was revoked by `pki ca compromise`"), "{}", out.stderr);
+}

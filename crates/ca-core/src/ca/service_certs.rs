@@ -36,7 +36,7 @@ impl Ca {
         if let Some(rec) = current {
             let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
             if fresh && rec.der_matches_key(key.public_key_raw()) {
-                return Ok((vec![rec.der], key));
+                return Ok((vec![rec.der], self.guarded_tls_key(key)));
             }
         }
         let hsm_key = HsmKey::new(key.clone());
@@ -72,6 +72,13 @@ impl Ca {
             .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
         self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
         self.db.meta_put("ca.tls.serial", &rec.serial.to_string())?;
-        Ok((vec![rec.der], key))
+        Ok((vec![rec.der], self.guarded_tls_key(key)))
+    }
+
+    /// The TLS key as handed to the server: it refuses to sign (so handshakes fail) from the
+    /// moment the TLS certificate is compromised ([`Ca::compromise`]).
+    fn guarded_tls_key(&self, key: Arc<dyn Signer>) -> Arc<dyn Signer> {
+        const WATCHED: &[OwnCert] = &[OwnCert::Tls];
+        GuardedSigner::wrap(key, self.compromised_certs.clone(), WATCHED)
     }
 }
