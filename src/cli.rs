@@ -64,6 +64,11 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// The CA's own certificates: the procedure for a compromised key.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
     /// Key custody: move a soft key store onto a PKCS#11 token.
     Hsm {
         #[command(subcommand)]
@@ -155,6 +160,21 @@ enum Command {
     Cerdb {
         #[command(subcommand)]
         command: crate::directory::CerdbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Revoke one of the CA's own certificates because its key is compromised: the issuing CA
+    /// (cACompromise), the OCSP signer, the TSA or the console TLS certificate (keyCompromise).
+    /// Nothing is issued or signed under it afterwards. Audited; cannot be undone.
+    Compromise {
+        /// issuing, ocsp, tsa or tls.
+        #[arg(long)]
+        ca: String,
+        /// The typed confirmation: exactly "compromise CA" (e.g. "compromise issuing").
+        #[arg(long)]
+        confirm: String,
     },
 }
 
@@ -286,7 +306,7 @@ pub fn run() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", escape_controls(&one_line(&e)));
             return ExitCode::from(2);
         }
     };
@@ -309,7 +329,7 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
+            let msg = escape_controls(&format!("{e:#}").replace('\n', " "));
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
@@ -354,7 +374,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Init => Request::Init,
         Command::Hsm { command: HsmCommand::Import } => {
-            print!("{}", crate::context::import_soft_store(&data, &settings)?);
+            print!("{}", escape_controls(&crate::context::import_soft_store(&data, &settings)?));
             return Ok(ExitCode::SUCCESS);
         }
         Command::User { command } => match command {
@@ -380,6 +400,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Request::Issue { email, usage, csr, generate }
         }
         Command::Revoke { serial, reason } => Request::Revoke { serial, reason },
+        Command::Ca { command: CaCommand::Compromise { ca, confirm } } => {
+            Request::CaCompromise { which: ca, confirm }
+        }
         Command::List { email } => Request::List { email },
         Command::Show { serial } => Request::Show { serial },
         Command::Crl { ca } => Request::Crl { ca },
@@ -471,8 +494,46 @@ fn render(outcome: Outcome) -> anyhow::Result<ExitCode> {
         file.sync_all().map_err(|e| anyhow::anyhow!("cannot write {}: {e}", f.path))?;
     }
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(reply.stdout.as_bytes())?;
+    stdout.write_all(escape_controls(&reply.stdout).as_bytes())?;
     stdout.flush()?;
-    eprint!("{}", reply.stderr);
+    eprint!("{}", escape_controls(&reply.stderr));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the CLI prints, with the control characters of untrusted input (a CSR's subject, an
+/// address, a file name) escaped as Rust writes them (`\u{1b}`), so that no terminal escape
+/// sequence reaches the officer's terminal. Line feeds and tabs stay; bidirectional overrides
+/// are escaped too. Every message and reply goes through here; log lines are escaped by the
+/// tracing formatter.
+pub fn escape_controls(text: &str) -> String {
+    let needs = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(needs) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if needs(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape_controls("CN=\u{1b}[2J x"), "CN=\\u{1b}[2J x");
+        assert_eq!(escape_controls("a\rb\u{7f}\u{9b}c"), "a\\u{d}b\\u{7f}\\u{9b}c");
+        assert_eq!(escape_controls("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(escape_controls("line one\n\tline two\n"), "line one\n\tline two\n");
+        assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
+    }
 }

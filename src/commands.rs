@@ -31,6 +31,13 @@ pub enum Request {
         /// RFC 5280 reason name.
         reason: String,
     },
+    /// `pki ca compromise`.
+    CaCompromise {
+        /// issuing | ocsp | tsa | tls.
+        which: String,
+        /// The typed confirmation.
+        confirm: String,
+    },
     /// `pki list`.
     List {
         /// Only this address.
@@ -271,6 +278,16 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                 );
             }
             out(text)
+        }
+        Request::CaCompromise { which, confirm } => {
+            let which: ca_core::OwnCert = which.parse()?;
+            let done = ca.compromise(which, confirm, actor).map_err(e)?;
+            let at = done.record.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
+            out(format!(
+                "revoked the {which} certificate {} ({}) at {at}; nothing is issued or signed under it any more\n",
+                done.record.serial,
+                which.reason()
+            ))
         }
         Request::List { email } => {
             let email =

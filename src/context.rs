@@ -25,6 +25,9 @@ pub fn socket_path(data: &Path) -> PathBuf {
     data.join("admin.sock")
 }
 
+/// Creates the data directory (mode 0700) if missing, and forces owner-only modes on it and
+/// everything under it: directories 0700, files 0600 — whatever mode they were created with
+/// before (an existing 0755 directory, a database file from an older version, a copy).
 fn ensure_data_dir(data: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     if !data.exists() {
@@ -33,6 +36,40 @@ fn ensure_data_dir(data: &Path) -> anyhow::Result<()> {
             .mode(0o700)
             .create(data)
             .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", data.display()))?;
+    }
+    owner_only(data)
+}
+
+/// Directories 0700 and files 0600, from `dir` down; symbolic links are not followed.
+pub fn owner_only(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| anyhow::anyhow!("cannot make {} owner-only: {e}", path.display()))
+    };
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read data directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("the data directory {} is not a directory", dir.display());
+    }
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        set(&d, 0o700)?;
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| anyhow::anyhow!("cannot read directory {}: {e}", d.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| anyhow::anyhow!("cannot read directory {}: {e}", d.display()))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", entry.path().display()))?;
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file()
+                && entry.metadata().map(|m| m.permissions().mode() & 0o777 != 0o600).unwrap_or(true)
+            {
+                set(&entry.path(), 0o600)?;
+            }
+        }
     }
     Ok(())
 }
@@ -49,6 +86,8 @@ fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<d
         ),
             other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
         })?;
+    // The files the database engine created just now, too.
+    owner_only(data)?;
     let _ = CUSTODY.set(hsm.clone());
     Ok((db, hsm))
 }

@@ -328,7 +328,8 @@ pub fn lookup_remote(
             json["error"].as_str().unwrap_or("(no message)")
         ),
     };
-    print!("{}", render_lookup(addr.as_str(), usage, found));
+    // What a remote server sent is untrusted: its control characters are shown escaped.
+    print!("{}", crate::cli::escape_controls(&render_lookup(addr.as_str(), usage, found)));
     std::io::stdout().flush()?;
     Ok(ExitCode::SUCCESS)
 }

@@ -35,6 +35,7 @@ pub fn stamp_over_http(server: &str, query: &[u8], out: &Path) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("reading the reply from {url}: {e}"))?;
     let line = summary(&body).map_err(|e| anyhow::anyhow!(e))?;
     std::fs::write(out, &body).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
-    println!("{line}\ntimestamp reply written to {}", out.display());
+    let text = format!("{line}\ntimestamp reply written to {}", out.display());
+    println!("{}", crate::cli::escape_controls(&text));
     Ok(())
 }

@@ -31,6 +31,8 @@ pub(crate) enum Perm {
     ManageUsers,
     /// See the settings.
     Settings,
+    /// Revoke one of the CA's own certificates (`pki ca compromise`).
+    CompromiseCa,
 }
 
 impl Perm {
@@ -42,6 +44,7 @@ impl Perm {
             Perm::Recover => "recover escrowed keys",
             Perm::ManageUsers => "manage console users",
             Perm::Settings => "see the settings",
+            Perm::CompromiseCa => "revoke the CA's own certificates",
         }
     }
 }
@@ -52,7 +55,7 @@ pub(crate) fn allowed(role: ConsoleRole, perm: Perm) -> bool {
     match perm {
         Perm::Read => true,
         Perm::Issue | Perm::Revoke | Perm::Recover => role == ConsoleRole::Officer,
-        Perm::ManageUsers | Perm::Settings => role == ConsoleRole::Admin,
+        Perm::ManageUsers | Perm::Settings | Perm::CompromiseCa => role == ConsoleRole::Admin,
     }
 }
 

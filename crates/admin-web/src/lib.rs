@@ -18,9 +18,10 @@
 //! | `GET/POST /admin/login`, `/admin/login/totp`, `/admin/password`, `/admin/totp/enrol`, `POST /admin/logout` | anyone / the session's own user |
 //! | `GET /admin/`, `/admin/certificates[/{serial}[/pem]]`, `/admin/audit`, `GET/POST /admin/timestamps` | every role |
 //! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET/POST /admin/escrow` | officer |
-//! | `GET/POST /admin/users[/...]`, `GET /admin/settings` | admin |
+//! | `GET/POST /admin/users[/...]`, `GET /admin/settings`, `POST /admin/ca/compromise` | admin |
 //!
-//! Revocation, escrow recovery and adding or resetting an account need a TOTP code entered
+//! Revocation, escrow recovery, revoking one of the CA's own certificates for a compromised
+//! key, and adding or resetting an account need a TOTP code entered
 //! within [`ConsoleConfig::step_up_secs`] (step-up). Every POST carries the hidden `csrf_token`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -207,9 +208,13 @@ fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
         | E::CsrKeyCompromised { .. }
         | E::KeyUnsuitable { .. }
         | E::SigningKeyNotEscrowable
-        | E::Lint(_) => StatusCode::BAD_REQUEST,
+        | E::Lint(_)
+        | E::ReasonNotAllowed { .. }
+        | E::ConfirmationMismatch { .. } => StatusCode::BAD_REQUEST,
         E::UnknownSerial(_) => StatusCode::NOT_FOUND,
-        E::RootNotRevocable | E::NotEscrowed(_) => StatusCode::CONFLICT,
+        E::RootNotRevocable | E::NotEscrowed(_) | E::OwnCertNotRevocable { .. } | E::Compromised { .. } => {
+            StatusCode::CONFLICT
+        }
         E::Storage(s) => return storage_error_status(s),
         E::Hsm(hsm_sim::Error::WeakPkcs12Password { .. }) => StatusCode::BAD_REQUEST,
         _ => return None,

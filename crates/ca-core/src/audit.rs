@@ -54,13 +54,15 @@ pub enum AuditAction {
     ConsoleUserEnable,
     /// A console account was reset.
     ConsoleUserReset,
+    /// One of the CA's own certificates was revoked by `pki ca compromise` (or it was refused).
+    OwnCertCompromise,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 19] = [
+    const NAMED: [(AuditAction, &'static str); 20] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -80,6 +82,7 @@ impl AuditAction {
         (AuditAction::ConsoleUserDisable, "console.user.disable"),
         (AuditAction::ConsoleUserEnable, "console.user.enable"),
         (AuditAction::ConsoleUserReset, "console.user.reset"),
+        (AuditAction::OwnCertCompromise, "own_cert.compromise"),
     ];
 
     /// The stored name.

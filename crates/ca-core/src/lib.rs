@@ -22,11 +22,13 @@ pub mod oids;
 pub mod profiles;
 
 pub use audit::AuditAction;
-pub use ca::{to_pem, Ca, CaCert, ChainAndKey, InitOutcome, IssueRequest, Issued, OwnKeyRequest, Revoked};
+pub use ca::{
+    to_pem, Ca, CaCert, ChainAndKey, InitOutcome, IssueRequest, Issued, OwnCert, OwnKeyRequest, Revoked,
+};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::CaConfig;
 
-use cerdb::{Serial, Usage};
+use cerdb::{RevocationReason, Serial, Usage};
 
 /// Everything the CA can refuse or fail at. Each message is one line naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +108,44 @@ pub enum Error {
     /// The root is not revoked through this CA.
     #[error("the root CA certificate cannot be revoked; retire the hierarchy instead")]
     RootNotRevocable,
+    /// One of the CA's own certificates is not revoked like a subscriber's.
+    #[error(
+        "certificate {serial} is the CA's {which} certificate and is not revoked like a subscriber's: \
+         if its key is compromised, follow the procedure `pki ca compromise --ca {which}`"
+    )]
+    OwnCertNotRevocable {
+        /// The certificate.
+        serial: Serial,
+        /// Which one it is.
+        which: OwnCert,
+    },
+    /// A reason the S/MIME Baseline Requirements (§7.2.2) do not allow for a subscriber
+    /// certificate.
+    #[error(
+        "revocation reason {reason} is not allowed for a subscriber certificate (S/MIME BR 7.2.2); \
+         use keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn \
+         or unspecified"
+    )]
+    ReasonNotAllowed {
+        /// The reason refused.
+        reason: RevocationReason,
+    },
+    /// The certificate was revoked by `pki ca compromise`: nothing is issued or signed under it.
+    #[error(
+        "the {which} certificate was revoked by `pki ca compromise`: nothing is issued or signed under it any more"
+    )]
+    Compromised {
+        /// Which one.
+        which: OwnCert,
+    },
+    /// The typed confirmation of `pki ca compromise` did not match.
+    #[error("confirmation refused: type exactly {expected:?} to revoke the {which} certificate")]
+    ConfirmationMismatch {
+        /// Which certificate was asked for.
+        which: OwnCert,
+        /// What must be typed.
+        expected: String,
+    },
     /// The certificate's key is not escrowed here.
     #[error(
         "certificate {0} has no escrowed key (only encryption keys generated with --generate are escrowed)"

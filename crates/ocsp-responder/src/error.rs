@@ -62,6 +62,13 @@ pub enum Error {
         /// The CertID's hash algorithm OID, dotted.
         hash_algorithm: String,
     },
+    /// The OCSP signer's certificate, or the issuing CA's, is revoked: no response is signed
+    /// with that signer any more.
+    #[error("the {which} certificate is revoked; the responder no longer signs with its signer")]
+    SignerRevoked {
+        /// `OCSP signer` or `issuing CA`.
+        which: &'static str,
+    },
     /// The certificate store failed.
     #[error("certificate store: {0}")]
     Storage(#[from] cerdb::Error),
@@ -96,6 +103,9 @@ impl Error {
     ///
     /// * anything wrong with the request itself → `malformedRequest`;
     /// * an issuer (or CertID hash) not served here → `unauthorized` (RFC 5019 §2.2.3);
+    /// * a revoked signer or issuing CA → `unauthorized`: the responder can no longer answer
+    ///   authoritatively (RFC 6960 §2.3), and nothing changes by asking again, as `tryLater` would
+    ///   suggest;
     /// * a store that cannot be read or a sealed key store → `tryLater`, both pass;
     /// * every other failure of ours → `internalError`.
     pub fn response_status(&self) -> ResponseStatus {
@@ -104,7 +114,7 @@ impl Error {
             | Error::Malformed(_)
             | Error::NonceLength { .. }
             | Error::UnsupportedCriticalExtension { .. } => ResponseStatus::MalformedRequest,
-            Error::IssuerNotServed { .. } => ResponseStatus::Unauthorized,
+            Error::IssuerNotServed { .. } | Error::SignerRevoked { .. } => ResponseStatus::Unauthorized,
             Error::Storage(_) | Error::Signing(hsm_sim::Error::Sealed) => ResponseStatus::TryLater,
             Error::Certificate { .. }
             | Error::SignerKeyMismatch { .. }

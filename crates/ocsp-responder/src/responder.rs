@@ -160,6 +160,12 @@ pub struct OcspResponder {
     cache: ResponseCache,
     /// Where revocations made by any writer are learnt of, and how far it was read.
     feed: Option<(Arc<dyn ChangeFeed>, AtomicU64)>,
+    /// The serials of the signer certificate and of the issuing CA: once either is revoked, no
+    /// response is signed ([`Error::SignerRevoked`]).
+    signer_serial: Option<Serial>,
+    ca_serial: Option<Serial>,
+    /// Set once either was found revoked (revocation is final).
+    signer_revoked: std::sync::OnceLock<&'static str>,
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -230,6 +236,10 @@ impl OcspResponder {
             }
             other => return Err(Error::UnsupportedSignatureScheme { scheme: format!("{other:?}") }),
         };
+        let serial_of_cert =
+            |c: &Certificate| cerdb::Serial::from_bytes(c.tbs_certificate.serial_number.as_bytes()).ok();
+        let signer_serial = serial_of_cert(&signer_cert);
+        let ca_serial = serial_of_cert(&ca);
         let mut certs_der = Vec::with_capacity(signer_cert_der.len() + 8);
         push_header(&mut certs_der, 0xa0, tlv_len(signer_cert_der.len()));
         push_header(&mut certs_der, 0x30, signer_cert_der.len());
@@ -246,7 +256,37 @@ impl OcspResponder {
             config,
             clock,
             feed: None,
+            signer_serial,
+            ca_serial,
+            signer_revoked: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Refuses with [`Error::SignerRevoked`] once the signer certificate or the issuing CA is
+    /// revoked in the store. With a change feed, the store is read only when the feed reports
+    /// a revocation; without one, on every call.
+    fn check_signer(&self) -> Result<(), Error> {
+        if let Some(which) = self.signer_revoked.get() {
+            return Err(Error::SignerRevoked { which });
+        }
+        let look = match &self.feed {
+            Some(_) => self.follow_changes()?,
+            None => true,
+        };
+        if !look {
+            return Ok(());
+        }
+        for (which, serial) in [("OCSP signer", &self.signer_serial), ("issuing CA", &self.ca_serial)] {
+            let Some(serial) = serial else { continue };
+            if self.reader.state(serial)?.is_some_and(|s| s.revocation.is_some()) {
+                let _ = self.signer_revoked.set(which);
+                tracing::error!(
+                    "the {which} certificate {serial} is revoked: OCSP requests are answered unauthorized"
+                );
+                return Err(Error::SignerRevoked { which });
+            }
+        }
+        Ok(())
     }
 
     /// Follows `feed` from its current end: before answering from the cache, the responder
@@ -254,28 +294,37 @@ impl OcspResponder {
     /// process or any other writer of the same storage).
     pub fn with_change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Result<Self, Error> {
         let at = feed.last_change().map_err(Error::Storage)?;
+        // Revocations before the feed's current end are not reported by it: look once now.
+        self.feed = None;
+        if let Err(e @ Error::SignerRevoked { .. }) = self.check_signer() {
+            tracing::error!(error = %e, "OCSP responder started with a revoked signer");
+        }
         self.feed = Some((feed, AtomicU64::new(at)));
         Ok(self)
     }
 
     /// Reads the change feed (when one is followed) and drops the cached responses of the
-    /// certificates it reports revoked.
-    fn follow_changes(&self) -> Result<(), Error> {
-        let Some((feed, seen)) = &self.feed else { return Ok(()) };
+    /// certificates it reports revoked; whether the signer certificate or the issuing CA is
+    /// among them.
+    fn follow_changes(&self) -> Result<bool, Error> {
+        let Some((feed, seen)) = &self.feed else { return Ok(false) };
         let last = feed.last_change().map_err(Error::Storage)?;
         let from = seen.load(Ordering::Acquire);
         if last <= from {
-            return Ok(());
+            return Ok(false);
         }
         let mut newest = from;
+        let mut signer_revoked = false;
         for change in feed.changes_since(from).map_err(Error::Storage)? {
             if let ChangeKind::Revoked(serial) = &change.kind {
                 self.cache.invalidate(serial);
+                signer_revoked |=
+                    Some(serial) == self.signer_serial.as_ref() || Some(serial) == self.ca_serial.as_ref();
             }
             newest = newest.max(change.seq);
         }
         seen.fetch_max(newest, Ordering::AcqRel);
-        Ok(())
+        Ok(signer_revoked)
     }
 
     /// Answers `request_der` (a DER `OCSPRequest`) at `now`. Always a DER `OCSPResponse`:
@@ -317,6 +366,7 @@ impl OcspResponder {
 
     fn try_respond(&self, request_der: &[u8], now: DateTime<Utc>) -> Result<OcspReply, Error> {
         let req = request::parse(request_der, self.config.max_request_bytes)?;
+        self.check_signer()?;
         // One issuer not served makes the whole request unauthorized.
         for id in &req.cert_ids {
             self.issuer.match_cert_id(id)?;
@@ -347,11 +397,12 @@ impl OcspResponder {
     /// One CertID, no nonce: served from the cache while the status in cerdb is the one the
     /// cached response states and its nextUpdate is not near.
     ///
+    /// The change feed was followed just before ([`OcspResponder::check_signer`]).
+    ///
     /// 1. read the status from cerdb (metadata only);
     /// 2. a cached response for this CertID with that status, fresh at `now`, is returned;
     /// 3. otherwise a new one is signed and, unless `unknown`, cached.
     fn respond_cached(&self, id: &CertId, serial: Serial, now: DateTime<Utc>) -> Result<OcspReply, Error> {
-        self.follow_changes()?;
         let status = self.status_of(&serial)?;
         let id_der = id.to_der().map_err(Error::encoding)?;
         if let Some(hit) = self.cache.get(&serial, &id_der) {
@@ -407,6 +458,7 @@ impl OcspResponder {
         status: SingleStatus,
         now: DateTime<Utc>,
     ) -> Result<(Vec<u8>, Freshness), Error> {
+        self.check_signer()?;
         let id = self.issuer.cert_id(hash, serial)?;
         self.sign(vec![(id, status)], None, whole_seconds(now))
     }

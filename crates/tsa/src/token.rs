@@ -128,6 +128,11 @@ fn status_info(err: &Error) -> PkiStatusInfo {
         }
         Error::UnacceptedPolicy(_) => (FailureBit::UnacceptedPolicy, err.to_string()),
         Error::UnacceptedExtension(_) => (FailureBit::UnacceptedExtension, err.to_string()),
+        // The TSA certificate was revoked by `pki ca compromise`: its key signs nothing more.
+        Error::Signing(hsm_sim::Error::NotPermitted { .. }) => {
+            tracing::error!(error = %err, "TSA refused to sign");
+            (FailureBit::SystemFailure, "the TSA may not sign: its certificate is revoked".to_string())
+        }
         Error::TimeNotAvailable(_) => {
             tracing::error!(error = %err, "TSA time source failed");
             (FailureBit::TimeNotAvailable, "the time source is not available".to_string())

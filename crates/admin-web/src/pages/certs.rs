@@ -361,7 +361,9 @@ pub(crate) async fn detail(
     let rec = console.ca.show(&serial)?;
     let now = console.ca.now();
     let status = rec.status_at(now);
-    let may_revoke = ctx.can(Perm::Revoke) && rec.kind != CertKind::RootCa;
+    // The CA's own certificates are revoked only by the compromise procedure (settings page).
+    let own = rec.kind == CertKind::RootCa || ca_core::OwnCert::of_kind(rec.kind).is_some();
+    let may_revoke = ctx.can(Perm::Revoke) && !own;
     let revocable = may_revoke && rec.revocation.is_none();
     // Revoked for another reason, then found compromised: the reason becomes keyCompromise.
     let compromise_reportable =

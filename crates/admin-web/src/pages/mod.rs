@@ -54,6 +54,7 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/users/{name}/enable", web::post().to(users::enable))
         .route("/users/{name}/reset", web::post().to(users::reset))
         .route("/settings", web::get().to(users::settings))
+        .route("/ca/compromise", web::post().to(users::compromise))
         .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound("no such page".into())) }))
 }
 

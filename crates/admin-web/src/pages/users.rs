@@ -165,8 +165,46 @@ pub(crate) async fn reset(
     users_page(&ctx, &console, Some(otp_notice(&name, &otp, "Reset")))
 }
 
-pub(crate) async fn settings(req: HttpRequest, console: web::Data<Console>) -> Page {
+#[derive(Debug, Deserialize)]
+pub(crate) struct SettingsQuery {
+    compromised: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CompromiseForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    ca: String,
+    #[serde(default)]
+    confirm: String,
+    totp_code: Option<String>,
+}
+
+/// `POST /admin/ca/compromise`: [`ca_core::Ca::compromise`] for an administrator, with step-up
+/// and the typed confirmation.
+pub(crate) async fn compromise(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    form: web::Form<CompromiseForm>,
+) -> Page {
+    let mut ctx = guard(&req, &console, Perm::CompromiseCa)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let which: ca_core::OwnCert = form.ca.parse().map_err(Error::BadRequest)?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    let confirm = form.confirm.clone();
+    web::block(move || c.ca.compromise(which, &confirm, &actor)).await??;
+    Ok(see_other(&format!("/admin/settings?compromised={which}")))
+}
+
+pub(crate) async fn settings(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    query: web::Query<SettingsQuery>,
+) -> Page {
     let ctx = guard(&req, &console, Perm::Settings)?;
+    let done: Option<ca_core::OwnCert> = query.compromised.as_deref().and_then(|s| s.parse().ok());
     let cfg = &console.cfg;
     let ca = console.ca.config();
     let body = html! {
@@ -187,6 +225,24 @@ pub(crate) async fn settings(req: HttpRequest, console: web::Data<Console>) -> P
             tr { th { "minimum RSA size" } td { (ca.leaf.min_rsa_bits) " bits" } }
             tr { th { "generated key type" } td { (ca.leaf.default_generated_key_type) } }
             tr { th { "CRL validity" } td { (ca.crl.validity_hours) " h" } }
+        }
+        h2 { "The CA's own certificates" }
+        @if let Some(which) = done { p.notice #compromised { "The " (which) " certificate is revoked; nothing is issued or signed under it any more." } }
+        table #own-certificates {
+            @for which in ca_core::OwnCert::ALL {
+                tr { th { (which) } td { (if console.ca.is_compromised(which) { "revoked: key compromised" } else { "in use" }) } }
+            }
+        }
+        form.card #compromise method="post" action="/admin/ca/compromise" {
+            h2 { "Key compromised" }
+            p { "Revokes the certificate (issuing CA: cACompromise; OCSP signer, TSA, TLS: keyCompromise), at once and for good: nothing is issued or signed under it any more. The same as " code { "pki ca compromise" } "." }
+            (csrf(&ctx.session.csrf_token))
+            label { "Certificate" select name="ca" {
+                @for which in ca_core::OwnCert::ALL { option value=(which.name()) { (which) } }
+            } }
+            label { "Type " code { "compromise " i { "certificate" } } " to confirm" input type="text" name="confirm" autocomplete="off" required; }
+            (step_up_field(ctx.stepped_up(&console)))
+            button type="submit" { "Revoke for compromise" }
         }
     };
     Ok(html_response(StatusCode::OK, page("Settings", Some(&ctx), body)))

@@ -28,15 +28,21 @@ impl Ca {
         self.regenerate_crl(ca, "system")
     }
 
-    /// Regenerates every CRL that is due; for a periodic task.
+    /// Regenerates every CRL that is due; for a periodic task. A compromised issuing CA's CRL
+    /// is not signed any more.
     pub fn refresh_crls(&self) -> Result<(), Error> {
         self.crl(CaId::Root)?;
-        self.crl(CaId::Issuing)?;
+        if !self.is_compromised(OwnCert::Issuing) {
+            self.crl(CaId::Issuing)?;
+        }
         Ok(())
     }
 
     /// Signs a new full CRL for `ca` and stores it.
     pub fn regenerate_crl(&self, ca: CaId, actor: &str) -> Result<CrlRecord, Error> {
+        if ca == CaId::Issuing {
+            self.refuse_if_compromised(OwnCert::Issuing)?;
+        }
         let _guard = self.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
         let loaded = match ca {
             CaId::Root => &self.root,

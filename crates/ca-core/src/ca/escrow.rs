@@ -17,6 +17,7 @@ impl Ca {
         if usage == Usage::Signing {
             return Err(Error::SigningKeyNotEscrowable);
         }
+        self.refuse_if_compromised(OwnCert::Issuing)?;
         let kt = key_type.unwrap_or(self.cfg.leaf.default_generated_key_type);
         let kind = SubjectKeyKind::from_key_type(kt);
         check_key_for_usage(kind, usage)?;

@@ -274,6 +274,7 @@ impl Ca {
         let ocsp_der = cert_of("ca.ocsp.serial")?.der;
         let tsa_der = cert_of("ca.tsa.serial")?.der;
         let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
+        let compromised_certs = load_compromised(&db)?;
         Ok(Ca {
             audit: AuditLog::open(db.clone())?,
             db,
@@ -285,6 +286,7 @@ impl Ca {
             ocsp_der,
             tsa_der,
             compromised,
+            compromised_certs,
             crl_lock: Mutex::new(()),
             tls_lock: Mutex::new(()),
             rng: SystemRandom::new(),

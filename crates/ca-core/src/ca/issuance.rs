@@ -218,6 +218,7 @@ impl Ca {
         note: &str,
         prepare: impl Fn(&R, DateTime<Utc>) -> Result<CertRecord, Error> + Sync,
     ) -> Result<Vec<Issued>, Error> {
+        self.refuse_if_compromised(OwnCert::Issuing)?;
         let now = seconds(self.clock.now());
         let prepared = par_map(reqs, |req| prepare(req, now));
         let mut records = Vec::with_capacity(reqs.len());

@@ -2,6 +2,7 @@
 //! issuance (`issuance.rs`), escrow (`escrow.rs`), revocation (`revocation.rs`), CRLs
 //! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
 
+mod compromise;
 mod crl;
 mod escrow;
 mod hierarchy;
@@ -9,8 +10,11 @@ mod issuance;
 mod revocation;
 mod service_certs;
 
+use compromise::{load_compromised, CompromisedSet, GuardedSigner};
 use hierarchy::*;
 use issuance::*;
+
+pub use compromise::OwnCert;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -168,6 +172,8 @@ pub struct Ca {
     /// Checked here, not in the database, so that the signing threads never wait for another
     /// batch's transaction (only one process opens the database at a time).
     compromised: RwLock<HashMap<KeyDigest, Serial>>,
+    /// The own certificates revoked by [`Ca::compromise`] (`ca.compromised.*` in storage).
+    compromised_certs: CompromisedSet,
     crl_lock: Mutex<()>,
     tls_lock: Mutex<()>,
     rng: SystemRandom,

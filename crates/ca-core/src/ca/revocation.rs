@@ -2,6 +2,23 @@
 
 use super::*;
 
+/// The reasons the S/MIME Baseline Requirements (§4.9.1.1, §7.2.2) allow for a subscriber
+/// certificate: keyCompromise, affiliationChanged, superseded, cessationOfOperation,
+/// privilegeWithdrawn, and unspecified (the reasonCode then omitted). cACompromise is for CA
+/// certificates (`pki ca compromise`); certificateHold, removeFromCRL and aACompromise are not
+/// represented at all.
+pub(super) fn subscriber_reason_allowed(reason: RevocationReason) -> bool {
+    match reason {
+        RevocationReason::Unspecified
+        | RevocationReason::KeyCompromise
+        | RevocationReason::AffiliationChanged
+        | RevocationReason::Superseded
+        | RevocationReason::CessationOfOperation
+        | RevocationReason::PrivilegeWithdrawn => true,
+        RevocationReason::CaCompromise => false,
+    }
+}
+
 impl Ca {
     /// Revokes a certificate: status, change-feed entry and audit entry durably, then a new CRL.
     ///
@@ -18,6 +35,12 @@ impl Ca {
         let rec = self.db.get_meta(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
         if rec.kind == CertKind::RootCa {
             return Err(Error::RootNotRevocable);
+        }
+        if let Some(which) = OwnCert::of_kind(rec.kind) {
+            return Err(Error::OwnCertNotRevocable { serial: serial.clone(), which });
+        }
+        if !subscriber_reason_allowed(reason) {
+            return Err(Error::ReasonNotAllowed { reason });
         }
         let key = match reason {
             RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(serial)?.der)?),
@@ -38,7 +61,10 @@ impl Ca {
                 }
             }
         }
-        self.regenerate_crl(rec.issuer, actor)?;
+        // A compromised issuing CA signs no CRL any more; the revocation is stored and OCSP says so.
+        if !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
+            self.regenerate_crl(rec.issuer, actor)?;
+        }
         Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key })
     }
 

@@ -4,20 +4,28 @@
 use super::*;
 
 impl Ca {
-    /// The OCSP signer key.
+    /// The OCSP signer key. It refuses to sign once the OCSP signer or the issuing CA is
+    /// compromised ([`Ca::compromise`]).
     pub fn ocsp_signer(&self) -> Result<Arc<dyn Signer>, Error> {
-        Ok(self.hsm.signer(&handle(H_OCSP))?)
+        const WATCHED: &[OwnCert] = &[OwnCert::Ocsp, OwnCert::Issuing];
+        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_OCSP))?, self.compromised_certs.clone(), WATCHED))
     }
 
-    /// The TSA key.
+    /// The TSA key. It refuses to sign once the TSA certificate is compromised
+    /// ([`Ca::compromise`]).
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
-        Ok(self.hsm.signer(&handle(H_TSA))?)
+        const WATCHED: &[OwnCert] = &[OwnCert::Tsa];
+        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_TSA))?, self.compromised_certs.clone(), WATCHED))
     }
 
     /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the
     /// key store. Issued by the root on first use — at init, or for a data directory created
     /// before TLS existed — and reissued when fewer than 30 days of validity remain.
+    ///
+    /// Refused once the TLS certificate is compromised ([`Ca::compromise`]): its key is not
+    /// certified again.
     pub fn tls_server_certificate(&self) -> Result<ChainAndKey, Error> {
+        self.refuse_if_compromised(OwnCert::Tls)?;
         let _guard = self.tls_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
         let current = match self.db.meta_get("ca.tls.serial")? {
@@ -28,7 +36,7 @@ impl Ca {
         if let Some(rec) = current {
             let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
             if fresh && rec.der_matches_key(key.public_key_raw()) {
-                return Ok((vec![rec.der], key));
+                return Ok((vec![rec.der], self.guarded_tls_key(key)));
             }
         }
         let hsm_key = HsmKey::new(key.clone());
@@ -64,6 +72,13 @@ impl Ca {
             .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
         self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
         self.db.meta_put("ca.tls.serial", &rec.serial.to_string())?;
-        Ok((vec![rec.der], key))
+        Ok((vec![rec.der], self.guarded_tls_key(key)))
+    }
+
+    /// The TLS key as handed to the server: it refuses to sign (so handshakes fail) from the
+    /// moment the TLS certificate is compromised ([`Ca::compromise`]).
+    fn guarded_tls_key(&self, key: Arc<dyn Signer>) -> Arc<dyn Signer> {
+        const WATCHED: &[OwnCert] = &[OwnCert::Tls];
+        GuardedSigner::wrap(key, self.compromised_certs.clone(), WATCHED)
     }
 }

@@ -1,0 +1,253 @@
+//! The CA's own certificates — issuing CA, OCSP signer, TSA, console TLS — are not revoked like a
+//! subscriber's: [`Ca::compromise`] revokes one of them after a typed confirmation, records the
+//! compromise in storage, and from then on nothing is issued or signed under it.
+
+use std::collections::HashSet;
+
+use super::*;
+
+/// One of the CA's own certificates below the root (the root is never revoked here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OwnCert {
+    /// The S/MIME issuing CA.
+    Issuing,
+    /// The delegated OCSP signer.
+    Ocsp,
+    /// The timestamp authority.
+    Tsa,
+    /// The console's TLS server certificate.
+    Tls,
+}
+
+impl OwnCert {
+    /// Every one, in the order `pki ca compromise --ca` names them.
+    pub const ALL: [OwnCert; 4] = [OwnCert::Issuing, OwnCert::Ocsp, OwnCert::Tsa, OwnCert::Tls];
+
+    /// The name `pki ca compromise --ca` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            OwnCert::Issuing => "issuing",
+            OwnCert::Ocsp => "ocsp",
+            OwnCert::Tsa => "tsa",
+            OwnCert::Tls => "tls",
+        }
+    }
+
+    /// The certificate kind in storage.
+    pub fn kind(self) -> CertKind {
+        match self {
+            OwnCert::Issuing => CertKind::IssuingCa,
+            OwnCert::Ocsp => CertKind::OcspSigner,
+            OwnCert::Tsa => CertKind::Tsa,
+            OwnCert::Tls => CertKind::TlsServer,
+        }
+    }
+
+    /// The own certificate of a kind, if it is one.
+    pub fn of_kind(kind: CertKind) -> Option<OwnCert> {
+        OwnCert::ALL.into_iter().find(|c| c.kind() == kind)
+    }
+
+    /// The reason it is revoked with. cACompromise for the issuing CA: its key signs
+    /// certificates (RFC 5280 §5.3.1). keyCompromise for the others: they are end-entity
+    /// certificates of the CA's services, and cACompromise names the key of a CA, which they are
+    /// not; their keys are then refused for any new certificate, like a subscriber's.
+    pub fn reason(self) -> RevocationReason {
+        match self {
+            OwnCert::Issuing => RevocationReason::CaCompromise,
+            _ => RevocationReason::KeyCompromise,
+        }
+    }
+
+    /// The words an officer types to confirm: `compromise issuing`.
+    pub fn confirmation(self) -> String {
+        format!("compromise {}", self.name())
+    }
+
+    fn serial_key(self) -> &'static str {
+        match self {
+            OwnCert::Issuing => "ca.issuing.serial",
+            OwnCert::Ocsp => "ca.ocsp.serial",
+            OwnCert::Tsa => "ca.tsa.serial",
+            OwnCert::Tls => "ca.tls.serial",
+        }
+    }
+
+    /// The storage key recording the compromise (its value: serial and time).
+    fn meta_key(self) -> String {
+        format!("ca.compromised.{}", self.name())
+    }
+
+    /// The certificate that issued it.
+    fn issuer(self) -> CaId {
+        match self {
+            OwnCert::Ocsp => CaId::Issuing,
+            _ => CaId::Root,
+        }
+    }
+}
+
+impl std::fmt::Display for OwnCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OwnCert {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        OwnCert::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown CA certificate {s:?}: expected issuing, ocsp, tsa or tls"))
+    }
+}
+
+/// The own certificates revoked by [`Ca::compromise`], shared with the signers handed out.
+pub(super) type CompromisedSet = Arc<RwLock<HashSet<OwnCert>>>;
+
+/// Reads which own certificates are compromised: recorded under `ca.compromised.*`, or revoked
+/// in storage (a revocation stored before its record was written still counts).
+pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
+    let mut set = HashSet::new();
+    for which in OwnCert::ALL {
+        let revoked = match db.meta_get(which.serial_key())? {
+            Some(s) => db.get_meta(&s.parse()?)?.is_some_and(|r| r.revocation.is_some()),
+            None => false,
+        };
+        // The TLS certificate is reissued when revoked or near its end: only its record counts.
+        let counts_revoked = revoked && which != OwnCert::Tls;
+        if counts_revoked || db.meta_get(&which.meta_key())?.is_some() {
+            set.insert(which);
+        }
+    }
+    Ok(Arc::new(RwLock::new(set)))
+}
+
+/// A signer that refuses once one of `watched` is compromised: the OCSP and TSA keys handed to
+/// the services stop signing the moment [`Ca::compromise`] returns.
+#[derive(Debug)]
+pub(super) struct GuardedSigner {
+    inner: Arc<dyn Signer>,
+    compromised: CompromisedSet,
+    watched: &'static [OwnCert],
+}
+
+impl GuardedSigner {
+    pub(super) fn wrap(
+        inner: Arc<dyn Signer>,
+        compromised: CompromisedSet,
+        watched: &'static [OwnCert],
+    ) -> Arc<dyn Signer> {
+        Arc::new(GuardedSigner { inner, compromised, watched })
+    }
+}
+
+impl Signer for GuardedSigner {
+    fn handle(&self) -> &KeyHandle {
+        self.inner.handle()
+    }
+    fn key_type(&self) -> hsm_sim::KeyType {
+        self.inner.key_type()
+    }
+    fn public_key_spki(&self) -> &[u8] {
+        self.inner.public_key_spki()
+    }
+    fn public_key_raw(&self) -> &[u8] {
+        self.inner.public_key_raw()
+    }
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, hsm_sim::Error> {
+        let set = self.compromised.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(which) = self.watched.iter().find(|w| set.contains(w)) {
+            tracing::error!(
+                key = %self.inner.handle(),
+                "refusing to sign: the {which} certificate was revoked by `pki ca compromise`"
+            );
+            return Err(hsm_sim::Error::NotPermitted {
+                handle: self.inner.handle().clone(),
+                purpose: match which {
+                    OwnCert::Tsa => KeyPurpose::TsaSigning,
+                    OwnCert::Tls => KeyPurpose::TlsServer,
+                    OwnCert::Issuing => KeyPurpose::CaSigning,
+                    OwnCert::Ocsp => KeyPurpose::OcspSigning,
+                },
+                operation: "sign after `pki ca compromise` revoked its certificate",
+            });
+        }
+        drop(set);
+        self.inner.sign(msg)
+    }
+}
+
+impl Ca {
+    /// Whether `which` was revoked by [`Ca::compromise`].
+    pub fn is_compromised(&self, which: OwnCert) -> bool {
+        self.compromised_certs.read().unwrap_or_else(|p| p.into_inner()).contains(&which)
+    }
+
+    /// Refuses with [`Error::Compromised`] when `which` is compromised.
+    pub fn refuse_if_compromised(&self, which: OwnCert) -> Result<(), Error> {
+        if self.is_compromised(which) {
+            return Err(Error::Compromised { which });
+        }
+        Ok(())
+    }
+
+    /// The procedure for a compromised key of one of the CA's own certificates, where
+    /// [`Ca::revoke`] refuses them.
+    ///
+    /// 1. `confirmation` must be exactly [`OwnCert::confirmation`] (`compromise issuing`);
+    /// 2. the certificate is revoked with [`OwnCert::reason`] — its key recorded as compromised
+    ///    for keyCompromise — with one `ca.compromise` audit entry, in one transaction;
+    /// 3. the compromise is recorded under `ca.compromised.<name>`, so that it survives restarts,
+    ///    and from this moment issuance under the issuing CA, and signing with the OCSP or TSA key,
+    ///    are refused ([`Error::Compromised`]);
+    /// 4. the CRL of its issuer is signed again and lists it (not when the issuer is itself the
+    ///    compromised issuing CA, whose signatures are worthless).
+    pub fn compromise(&self, which: OwnCert, confirmation: &str, actor: &str) -> Result<Revoked, Error> {
+        let expected = which.confirmation();
+        if confirmation.trim() != expected {
+            let draft = AuditDraft::refused(
+                actor,
+                AuditAction::OwnCertCompromise,
+                None,
+                &format!("{which}: confirmation did not match"),
+                "",
+            );
+            self.audit.append(draft, self.clock.now())?;
+            return Err(Error::ConfirmationMismatch { which, expected });
+        }
+        if self.is_compromised(which) {
+            return Err(Error::Compromised { which });
+        }
+        let serial: Serial = self
+            .db
+            .meta_get(which.serial_key())?
+            .ok_or_else(|| cerdb::Error::Inconsistent(format!("{} missing", which.serial_key())))?
+            .parse()?;
+        let rec = self.db.get_meta(&serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        let reason = which.reason();
+        let key = match reason {
+            RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(&serial)?.der)?),
+            _ => None,
+        };
+        let now = seconds(self.clock.now());
+        let revocation = Revocation { at: now, reason };
+        let details = format!("{which} {reason} {}", rec.kind);
+        let draft = AuditDraft::ok(actor, AuditAction::OwnCertCompromise, Some(&serial), details);
+        let record = self.audit.commit(vec![draft], now, |chain| {
+            Ok(self.db.revoke(&serial, revocation.clone(), key.as_ref(), chain)?)
+        })?;
+        self.db.meta_put(&which.meta_key(), &format!("{serial} {}", now.to_rfc3339()))?;
+        self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).insert(which);
+        if let Some(key) = key {
+            let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
+            keys.entry(key).or_insert_with(|| serial.clone());
+        }
+        tracing::warn!(serial = %serial, "the {which} certificate was revoked for {reason} by {actor}");
+        if !(which.issuer() == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
+            self.regenerate_crl(which.issuer(), actor)?;
+        }
+        Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key: Vec::new() })
+    }
+}

@@ -1,0 +1,134 @@
+//! The CA's own certificates: refused by `revoke`, revoked by `compromise` after a typed
+//! confirmation, and nothing issued or signed under them afterwards, also after reopening.
+
+use std::sync::Arc;
+
+use ca_core::audit::{entries, AuditAction};
+use ca_core::{Ca, CaConfig, Error, FixedClock, IssueRequest, OwnCert};
+use cerdb::{CaId, CertDb, RevocationReason, Serial, Usage};
+use chrono::{TimeZone, Utc};
+use hsm_sim::{HsmSim, MasterKeySource};
+use x509_parser::prelude::*;
+
+fn open(path: &std::path::Path, init: bool) -> Ca {
+    let clock = Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap()));
+    let db = CertDb::open(path.join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(path.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    if init {
+        Ca::init(db, hsm, CaConfig::default(), clock, "test").expect("init").0
+    } else {
+        Ca::open(db, hsm, CaConfig::default(), clock).expect("open")
+    }
+}
+
+fn serial_of(ca: &Ca, key: &str) -> Serial {
+    ca.db().meta_get(key).expect("meta").expect("set").parse().expect("serial")
+}
+
+fn req(email: &str) -> IssueRequest {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, email);
+    let csr = params.serialize_request(&kp).expect("csr").der().to_vec();
+    IssueRequest { email: email.parse().expect("email"), usage: Usage::Signing, csr }
+}
+
+#[test]
+fn own_certificates_are_not_revoked_like_a_subscribers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = open(dir.path(), true);
+    ca.tls_server_certificate().expect("tls");
+    for (key, which) in [
+        ("ca.issuing.serial", OwnCert::Issuing),
+        ("ca.ocsp.serial", OwnCert::Ocsp),
+        ("ca.tsa.serial", OwnCert::Tsa),
+        ("ca.tls.serial", OwnCert::Tls),
+    ] {
+        let s = serial_of(&ca, key);
+        for reason in
+            [RevocationReason::KeyCompromise, RevocationReason::CaCompromise, RevocationReason::Superseded]
+        {
+            let err = ca.revoke(&s, reason, "t").expect_err("refused");
+            assert!(matches!(err, Error::OwnCertNotRevocable { which: w, .. } if w == which), "{err}");
+            assert!(err.to_string().contains(&format!("pki ca compromise --ca {which}")), "{err}");
+        }
+        assert!(ca.db().get_meta(&s).expect("get").expect("stored").revocation.is_none());
+    }
+    // A subscriber certificate: cACompromise is refused, the BR's reasons are accepted.
+    let leaf = ca.issue(&req("a@example.com"), "t").expect("issue");
+    let err = ca.revoke(&leaf.record.serial, RevocationReason::CaCompromise, "t").expect_err("refused");
+    assert!(matches!(err, Error::ReasonNotAllowed { reason: RevocationReason::CaCompromise }));
+    assert!(err.to_string().contains("S/MIME BR 7.2.2"), "{err}");
+    ca.revoke(&leaf.record.serial, RevocationReason::PrivilegeWithdrawn, "t").expect("allowed reason");
+}
+
+#[test]
+fn compromise_of_the_issuing_ca_stops_issuance_and_survives_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = open(dir.path(), true);
+    let ocsp = ca.ocsp_signer().expect("ocsp signer");
+    ocsp.sign(b"before").expect("signs before");
+    // The typed confirmation must match exactly; a refusal is audited and changes nothing.
+    for wrong in ["", "compromise", "compromise ocsp", "COMPROMISE ISSUING", "yes"] {
+        let err = ca.compromise(OwnCert::Issuing, wrong, "t").expect_err("refused");
+        assert!(matches!(err, Error::ConfirmationMismatch { which: OwnCert::Issuing, .. }), "{err}");
+    }
+    assert!(!ca.is_compromised(OwnCert::Issuing));
+    ca.issue(&req("b@example.com"), "t").expect("issues before");
+    let done = ca.compromise(OwnCert::Issuing, "compromise issuing", "officer").expect("compromise");
+    let rev = done.record.revocation.as_ref().expect("revoked");
+    assert_eq!(rev.reason, RevocationReason::CaCompromise);
+    // Issuance, the issuing CA's CRL and the OCSP key are refused at once.
+    let err = ca.issue(&req("c@example.com"), "t").expect_err("refused");
+    assert!(matches!(err, Error::Compromised { which: OwnCert::Issuing }), "{err}");
+    assert!(err.to_string().contains("pki ca compromise"), "{err}");
+    assert!(matches!(ca.regenerate_crl(CaId::Issuing, "t"), Err(Error::Compromised { .. })));
+    assert!(ocsp.sign(b"after").is_err(), "the OCSP key handed out before signs no more");
+    // The root's CRL lists the issuing CA with reason cACompromise.
+    let crl = ca.crl(CaId::Root).expect("root crl");
+    let (_, crl) = CertificateRevocationList::from_der(&crl.der).expect("parse");
+    let issuing = serial_of(&ca, "ca.issuing.serial");
+    let listed: Vec<_> = crl
+        .iter_revoked_certificates()
+        .map(|r| (r.raw_serial().to_vec(), r.reason_code().map(|(_, c)| c.0)))
+        .collect();
+    assert_eq!(listed, vec![(issuing.to_der_content(), Some(2))]);
+    // Audited; a second compromise is refused.
+    let audit = entries(ca.db()).expect("audit");
+    assert!(audit.iter().any(|e| e.action == AuditAction::OwnCertCompromise && e.outcome == "ok"));
+    assert!(audit.iter().filter(|e| e.action == AuditAction::OwnCertCompromise).count() >= 6);
+    assert!(matches!(
+        ca.compromise(OwnCert::Issuing, "compromise issuing", "t"),
+        Err(Error::Compromised { .. })
+    ));
+    drop(ca);
+    let again = open(dir.path(), false);
+    assert!(again.is_compromised(OwnCert::Issuing));
+    assert!(matches!(again.issue(&req("d@example.com"), "t"), Err(Error::Compromised { .. })));
+    assert!(again.ocsp_signer().expect("handle").sign(b"x").is_err());
+    again.refresh_crls().expect("the root's CRL is still refreshed");
+}
+
+#[test]
+fn compromise_of_a_service_certificate_uses_key_compromise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = open(dir.path(), true);
+    let tsa = ca.tsa_signer().expect("tsa");
+    let done = ca.compromise(OwnCert::Tsa, "compromise tsa", "t").expect("compromise");
+    assert_eq!(done.record.revocation.expect("revoked").reason, RevocationReason::KeyCompromise);
+    assert!(tsa.sign(b"x").is_err());
+    // Issuance under the issuing CA goes on; the OCSP signer too.
+    ca.issue(&req("e@example.com"), "t").expect("issue");
+    ca.ocsp_signer().expect("ocsp").sign(b"x").expect("ocsp signs");
+    ca.compromise(OwnCert::Ocsp, "compromise ocsp", "t").expect("ocsp compromise");
+    assert!(ca.ocsp_signer().expect("ocsp").sign(b"x").is_err());
+    // The issuing CA's CRL lists the OCSP signer.
+    let crl = ca.crl(CaId::Issuing).expect("crl");
+    let (_, crl) = CertificateRevocationList::from_der(&crl.der).expect("parse");
+    let ocsp = serial_of(&ca, "ca.ocsp.serial");
+    assert!(crl.iter_revoked_certificates().any(|r| r.raw_serial() == ocsp.to_der_content().as_slice()));
+    ca.tls_server_certificate().expect("tls issued");
+    ca.compromise(OwnCert::Tls, "compromise tls", "t").expect("tls compromise");
+    assert!(matches!(ca.tls_server_certificate(), Err(Error::Compromised { which: OwnCert::Tls })));
+}

@@ -1,0 +1,442 @@
+//! Issue 16, acceptance 1 and the last two parts of 7, against the real `pki` binary and
+//! `pki serve`: the CA's own certificates are refused by `pki revoke` (locally, through the
+//! admin socket, and in the console) naming `pki ca compromise`; subscriber revocations with
+//! cACompromise are refused; `pki ca compromise --ca issuing` stops issuance at once and after a
+//! restart, OpenSSL's OCSP client no longer gets a good answer from a revoked signer, and the
+//! root's CRL lists the issuing CA; CSR text with a terminal escape is shown escaped; the data
+//! directory is forced owner-only.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use pki_tests::console_support::*;
+use pki_tests::*;
+
+const PW: &str = "Correct-Horse-Battery-9";
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The serial of the (first) certificate of `kind` in `pki list`.
+fn serial_of_kind(env: &Env, kind: &str) -> String {
+    parse_list(&env.pki(["list"]).stdout)
+        .into_iter()
+        .find(|r| r.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} certificate in pki list"))
+        .serial
+}
+
+fn status_of(env: &Env, serial: &str) -> String {
+    let show = env.pki(["show", "--serial", serial]).stdout;
+    show.lines().find_map(|l| l.strip_prefix("status:")).unwrap().trim().to_string()
+}
+
+/// A signing CSR for `email`; its path.
+fn csr_for(env: &Env, email: &str) -> std::path::PathBuf {
+    let key = gen_key(env.dir(), &format!("{email}.key"), KeySpec::P256);
+    make_csr(&key, &env.path(&format!("{email}.csr")), &format!("/CN={email}"), &[])
+}
+
+fn issue(env: &Env, email: &str) -> (String, std::path::PathBuf) {
+    let csr = csr_for(env, email);
+    let pem = env.pki(["issue", "--email", email, "--usage", "signing", "--csr", &p(&csr)]).stdout;
+    let serial = cert_serial(&pem_der(&pem));
+    (serial, env.write(&format!("{email}.pem"), pem))
+}
+
+const OWN: [(&str, &str); 4] =
+    [("issuing-ca", "issuing"), ("ocsp-signer", "ocsp"), ("tsa", "tsa"), ("tls-server", "tls")];
+
+/// Every own certificate refused by `pki revoke` with every reason, naming the procedure; a
+/// subscriber's cACompromise refused naming the BR.
+fn revocations_refused(env: &Env, subscriber: &str) {
+    for (kind, name) in OWN {
+        let serial = serial_of_kind(env, kind);
+        for reason in ["keyCompromise", "cACompromise", "superseded"] {
+            env.pki_fails(
+                ["revoke", "--serial", &serial, "--reason", reason],
+                &[&serial, &format!("pki ca compromise --ca {name}")],
+            );
+        }
+        assert_eq!(status_of(env, &serial), "valid", "{kind} stays valid");
+    }
+    env.pki_fails(
+        ["revoke", "--serial", subscriber, "--reason", "cACompromise"],
+        &["cACompromise", "S/MIME BR 7.2.2", "keyCompromise"],
+    );
+    assert_eq!(status_of(env, subscriber), "valid");
+}
+
+#[test]
+fn own_certificates_are_refused_by_revoke_through_cli_socket_and_console() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let (leaf, _) = issue(&env, "carol@example.com");
+    // The CLI on the data directory itself,
+    revocations_refused(&env, &leaf);
+    // and through the running server's admin socket (the database is the server's now).
+    let server = env.serve();
+    revocations_refused(&env, &leaf);
+    let officer_otp =
+        one_time_password(&env.pki(["user", "add", "--name", "olivia", "--role", "officer"]).stdout);
+
+    // The console: no revoke form on an own certificate, and a direct POST is refused.
+    let mut officer = Client::new(env.port);
+    let mut auth = first_login(&mut officer, "olivia", &officer_otp, PW);
+    for (kind, name) in OWN {
+        let serial = serial_of_kind(&env, kind);
+        let page = officer.get(&format!("/admin/certificates/{serial}")).text();
+        assert!(!page.contains("id=\"revoke\"") && !page.contains("report-compromise"), "{kind}: {page}");
+        let token = form_value(&page, "csrf_token").unwrap();
+        let r = officer.post_form(
+            &format!("/admin/certificates/{serial}/revoke"),
+            &[("csrf_token", &token), ("reason", "keyCompromise"), ("totp_code", &auth.next_code())],
+        );
+        assert_eq!(r.status, 409, "{kind}: {}", r.text());
+        assert!(html_unescape(&r.text()).contains(&format!("pki ca compromise --ca {name}")), "{}", r.text());
+        assert_eq!(status_of(&env, &serial), "valid", "{kind} stays valid");
+    }
+    let root = serial_of_kind(&env, "root-ca");
+    let page = officer.get(&format!("/admin/certificates/{root}")).text();
+    assert!(!page.contains("id=\"revoke\""), "{page}");
+    let token = form_value(&page, "csrf_token").unwrap();
+    let r = officer.post_form(
+        &format!("/admin/certificates/{leaf}/revoke"),
+        &[("csrf_token", &token), ("reason", "cACompromise"), ("totp_code", &auth.next_code())],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("S/MIME BR 7.2.2"), "{}", r.text());
+    assert_eq!(status_of(&env, &leaf), "valid");
+    // Only an administrator may start the compromise procedure in the console.
+    let r = officer.post_form(
+        "/admin/ca/compromise",
+        &[
+            ("csrf_token", &token),
+            ("ca", "issuing"),
+            ("confirm", "compromise issuing"),
+            ("totp_code", &auth.next_code()),
+        ],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let mut admin = Client::new(env.port);
+    let mut admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
+    let page = admin.get("/admin/settings").text();
+    assert!(page.contains("id=\"compromise\""), "{page}");
+    let token = form_value(&page, "csrf_token").unwrap();
+    for wrong in ["", "yes", "compromise tsa", "compromise  issuing x"] {
+        let r = admin.post_form(
+            "/admin/ca/compromise",
+            &[
+                ("csrf_token", &token),
+                ("ca", "issuing"),
+                ("confirm", wrong),
+                ("totp_code", &admin_auth.next_code()),
+            ],
+        );
+        assert_eq!(r.status, 400, "confirmation {wrong:?}: {}", r.text());
+        assert!(html_unescape(&r.text()).contains("\"compromise issuing\""), "{}", r.text());
+    }
+    assert_eq!(status_of(&env, &serial_of_kind(&env, "issuing-ca")), "valid");
+    server.stop();
+}
+
+#[test]
+fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let server = env.serve();
+    let ca = env.ca_files();
+    let (leaf, leaf_pem) = issue(&env, "dora@example.com");
+    let ocsp = |env: &Env| {
+        let out = openssl_try([
+            "ocsp",
+            "-issuer",
+            &p(&ca.issuing),
+            "-cert",
+            &p(&leaf_pem),
+            "-url",
+            &format!("{}/ocsp", env.base_url()),
+            "-CAfile",
+            &p(&ca.root),
+        ]);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let before = ocsp(&env);
+    assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
+    let issuing = serial_of_kind(&env, "issuing-ca");
+
+    // A confirmation that is not exactly the typed words is refused; nothing changes.
+    for wrong in ["compromise ocsp", "yes", "compromise"] {
+        env.pki_fails(
+            ["ca", "compromise", "--ca", "issuing", "--confirm", wrong],
+            &["\"compromise issuing\""],
+        );
+    }
+    env.pki_fails(
+        ["ca", "compromise", "--ca", "root", "--confirm", "compromise root"],
+        &["issuing, ocsp, tsa or tls"],
+    );
+    assert_eq!(status_of(&env, &issuing), "valid");
+    issue(&env, "erin@example.com");
+
+    let out = env.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);
+    assert!(
+        out.stdout.contains(&format!("revoked the issuing certificate {issuing} (cACompromise)")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(status_of(&env, &issuing), "revoked");
+
+    // `pki issue` is refused at once (through the socket), and in the console.
+    let csr = csr_for(&env, "frank@example.com");
+    env.pki_fails(
+        ["issue", "--email", "frank@example.com", "--usage", "signing", "--csr", &p(&csr)],
+        &["issuing certificate was revoked by `pki ca compromise`"],
+    );
+    let officer_otp =
+        one_time_password(&env.pki(["user", "add", "--name", "olivia", "--role", "officer"]).stdout);
+    let mut officer = Client::new(env.port);
+    first_login(&mut officer, "olivia", &officer_otp, PW);
+    let token = officer.csrf("/admin/issue");
+    let r = officer.post_multipart(
+        "/admin/issue/csr",
+        &[
+            ("csrf_token", None, token.as_bytes()),
+            ("email", None, b"frank@example.com"),
+            ("usage", None, b"signing"),
+            ("csr", Some("req.csr"), &std::fs::read(&csr).unwrap()),
+        ],
+    );
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(html_unescape(&r.text()).contains("pki ca compromise"), "{}", r.text());
+
+    // OCSP: no good answer signed by the revoked CA's signer, but `unauthorized` (RFC 6960 §2.3).
+    let after = ocsp(&env);
+    assert!(!after.contains(": good") && after.contains("unauthorized"), "{after}");
+
+    // The root's CRL lists the issuing CA with reason cACompromise, and verifies.
+    let crl = env.write("root.crl", env.pki(["crl", "--ca", "root"]).stdout);
+    let text = openssl(["crl", "-in", &p(&crl), "-text", "-noout", "-CAfile", &p(&ca.root)]);
+    let listed = text.stdout.to_ascii_uppercase();
+    assert!(listed.contains(&format!("SERIAL NUMBER: {issuing}")), "{}", text.stdout);
+    assert!(text.stdout.contains("CA Compromise"), "{}", text.stdout);
+    assert!(
+        text.stderr.contains("verify OK") || text.stdout.contains("verify OK"),
+        "{}{}",
+        text.stdout,
+        text.stderr
+    );
+    env.pki(["audit", "verify"]);
+    drop(admin_otp);
+
+    // After a restart, still refused.
+    server.stop();
+    env.pki_fails(
+        ["issue", "--email", "frank@example.com", "--usage", "signing", "--csr", &p(&csr)],
+        &["pki ca compromise"],
+    );
+    let _server = env.serve();
+    let again = ocsp(&env);
+    assert!(!again.contains(": good") && again.contains("unauthorized"), "{again}");
+    env.pki_fails(
+        ["issue", "--email", "frank@example.com", "--usage", "signing", "--csr", &p(&csr)],
+        &["pki ca compromise"],
+    );
+    assert_eq!(status_of(&env, &leaf), "valid");
+}
+
+#[test]
+fn an_administrator_revokes_the_tsa_in_the_console_with_step_up() {
+    let env = Env::with_config("[console]\nstep_up_secs = 2\n");
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let data = env.write("data.txt", "to be stamped\n");
+    env.pki(["ts", "stamp", &p(&data)]);
+    let tsa = serial_of_kind(&env, "tsa");
+    let mut admin = Client::new(env.port);
+    let mut auth = first_login(&mut admin, "admin", &admin_otp, PW);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let token = admin.csrf("/admin/settings");
+    let fields = |code: &str| {
+        vec![
+            ("csrf_token".to_string(), token.clone()),
+            ("ca".to_string(), "tsa".to_string()),
+            ("confirm".to_string(), "compromise tsa".to_string()),
+            ("totp_code".to_string(), code.to_string()),
+        ]
+    };
+    let post = |admin: &mut Client, f: Vec<(String, String)>| {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        admin.post_form("/admin/ca/compromise", &f)
+    };
+    let r = post(&mut admin, fields(""));
+    assert_eq!(r.status, 403, "step-up is required: {}", r.text());
+    assert_eq!(status_of(&env, &tsa), "valid");
+    let r = post(&mut admin, fields(&auth.next_code()));
+    assert_eq!(
+        (r.status, r.location()),
+        (303, "/admin/settings?compromised=tsa".to_string()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(status_of(&env, &tsa), "revoked");
+    let page = admin.get("/admin/settings?compromised=tsa").text();
+    assert!(page.contains("revoked: key compromised"), "{page}");
+    let show = env.pki(["show", "--serial", &tsa]).stdout;
+    assert!(show.contains("(keyCompromise)"), "{show}");
+    // The TSA signs no more; the issuing CA still issues.
+    env.pki_fails(
+        ["ts", "stamp", &p(&data), "--out", &p(&env.path("after.tsr"))],
+        &["the TSA refused", "its certificate is revoked"],
+    );
+    // Over HTTP too: a rejection, no token.
+    env.pki_fails(
+        ["ts", "stamp", &p(&data), "--server", &env.base_url(), "--out", &p(&env.path("http.tsr"))],
+        &["the TSA refused", "its certificate is revoked"],
+    );
+    issue(&env, "gina@example.com");
+    // The root's CRL lists the TSA.
+    let crl = env.write("root.crl", env.pki(["crl", "--ca", "root"]).stdout);
+    let text = openssl(["crl", "-in", &p(&crl), "-text", "-noout"]).stdout;
+    assert!(text.to_ascii_uppercase().contains(&format!("SERIAL NUMBER: {tsa}")), "{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+}
+
+#[test]
+fn a_terminal_escape_in_a_csr_is_shown_escaped() {
+    let env = Env::new();
+    env.init();
+    let key = gen_key(env.dir(), "esc.key", KeySpec::P256);
+    let csr = make_csr(&key, &env.path("esc.csr"), "/CN=\x1b[2Jmallory@example.com", &[]);
+    let args = ["issue", "--email", "alice@example.com", "--usage", "signing", "--csr", &p(&csr)];
+    let check = |out: Out| {
+        let line = out.one_error_line();
+        assert!(line.contains("\\u{1b}[2Jmallory@example.com"), "{line}");
+        assert!(
+            !out.stderr.contains('\x1b') && !out.stdout.contains('\x1b'),
+            "a raw escape: {:?}",
+            out.stderr
+        );
+    };
+    check(env.pki_try(args));
+    let server = env.serve();
+    check(env.pki_try(args));
+    server.stop();
+}
+
+/// Every directory under `dir` 0700 and every file 0600 (sockets aside).
+fn assert_owner_only(dir: &Path) {
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    let mut files = 0;
+    for path in files_under(dir) {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_file() {
+            files += 1;
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+    assert!(files > 3, "the database and key store files were looked at");
+    for entry in walk_dirs(dir) {
+        assert_eq!(mode(&entry), 0o700, "{}", entry.display());
+    }
+}
+
+fn walk_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                pending.push(e.path());
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_data_directory_is_forced_owner_only_on_every_open() {
+    let env = Env::new();
+    std::fs::create_dir(&env.data).unwrap();
+    std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(env.data.join("notes.txt"), "left here before").unwrap();
+    std::fs::set_permissions(env.data.join("notes.txt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.init();
+    assert_owner_only(&env.data);
+    assert!(!walk_dirs(&env.data).is_empty(), "the database and key store have directories");
+    // Loosened again behind the CA's back: the next command that opens it tightens everything.
+    for d in walk_dirs(&env.data) {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for f in files_under(&env.data) {
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.pki(["list"]);
+    assert_owner_only(&env.data);
+    let server = env.serve();
+    server.stop();
+    for f in files_under(&env.data) {
+        if std::fs::symlink_metadata(&f).unwrap().is_file() {
+            assert_eq!(
+                std::fs::metadata(&f).unwrap().permissions().mode() & 0o077,
+                0,
+                "{} after pki serve",
+                f.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn compromise_of_the_tls_certificate_stops_handshakes_at_once_and_at_the_next_start() {
+    let env = Env::new();
+    env.init();
+    let tls_port = free_port();
+    let serve_tls = |env: &Env| {
+        let mut cmd = env.command([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{}", env.port),
+            "--tls-listen",
+            &format!("127.0.0.1:{tls_port}"),
+        ]);
+        Server::start(&mut cmd, env.port, env.dir())
+    };
+    let server = serve_tls(&env);
+    let ca = env.ca_files();
+    let curl = || {
+        run(std::process::Command::new(curl_bin())
+            .args(["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca.root)
+            .arg(format!("https://localhost:{tls_port}/admin/login")))
+    };
+    assert_eq!(curl().ok().stdout, "200");
+    let tls = serial_of_kind(&env, "tls-server");
+    env.pki_fails(["revoke", "--serial", &tls, "--reason", "keyCompromise"], &["pki ca compromise --ca tls"]);
+    let out = env.pki(["ca", "compromise", "--ca", "tls", "--confirm", "compromise tls"]);
+    assert!(out.stdout.contains("(keyCompromise)"), "{}", out.stdout);
+    // The running server's key signs no handshake any more.
+    let out = curl();
+    assert!(!out.status.success(), "a handshake with the compromised key: {}", out.stdout);
+    // The root's CRL lists it.
+    let crl = env.write("root.crl", env.pki(["crl", "--ca", "root"]).stdout);
+    let text = openssl(["crl", "-in", &p(&crl), "-text", "-noout"]).stdout;
+    assert!(text.to_ascii_uppercase().contains(&format!("SERIAL NUMBER: {tls}")), "{text}");
+    server.stop();
+    // The next start refuses to serve HTTPS with it, saying why.
+    let out = env.pki_try([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{}", env.port),
+        "--tls-listen",
+        &format!("127.0.0.1:{tls_port}"),
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("tls certificate was revoked by `pki ca compromise`"), "{}", out.stderr);
+}
