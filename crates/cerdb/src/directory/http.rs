@@ -155,7 +155,14 @@ fn address_params(req: &HttpRequest) -> Result<AddressParams, DirectoryError> {
             "email" => set_once(&mut email, "email", v)?,
             "email_sha256" => set_once(&mut hash, "email_sha256", v)?,
             "usage" => set_once(&mut usage, "usage", v)?,
-            _ => {}
+            // The OpenAPI document allows no other parameter (`additionalProperties: false`): a
+            // misspelt one (`emial=`) must not be answered as if it were absent.
+            other => {
+                return Err(invalid(
+                    "query string",
+                    format!("unknown parameter {other:?}: expected email or email_sha256, and usage"),
+                ))
+            }
         }
     }
     let usage = match usage {

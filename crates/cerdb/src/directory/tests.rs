@@ -483,6 +483,34 @@ async fn quotas_keys_and_anonymous_access() {
 }
 
 #[actix_web::test]
+async fn a_parameter_the_api_does_not_define_is_refused_not_ignored() {
+    let f = Fixture::new();
+    f.issue("dora@example.com", CertKind::Encryption);
+    let key = f.key("k", 1e6, 1e6);
+    let app = app!(f);
+    let auth = ("Authorization", format!("Bearer {key}"));
+    let hash = "dora@example.com".parse::<EmailAddress>().expect("e").lookup_hash();
+    for uri in [
+        "/api/v1/certificates/exists?emial=dora@example.com".to_string(),
+        "/api/v1/certificates/exists?email=dora@example.com&format=json".into(),
+        // What a fuzzer sent: a name of stray UTF-8 and brackets beside a valid hashed address.
+        format!("/api/v1/certificates/exists?email_sha256={hash}&%F3%B7%89%86%27G%C3%A5%5B%C3%BA%5D="),
+        "/api/v1/certificates?email=dora@example.com&usage=encryption&x=1".into(),
+    ] {
+        let (s, h, b) = call!(&app, get(&uri).insert_header(auth.clone()));
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(h.get("content-type").expect("ct"), "application/json", "{uri}");
+        let msg = json(&b)["error"].as_str().expect("error").to_string();
+        assert!(msg.contains("unknown parameter"), "{uri}: {msg}");
+    }
+    let (s, _, b) = call!(
+        &app,
+        get(&format!("/api/v1/certificates/exists?email_sha256={hash}&usage=encryption")).insert_header(auth)
+    );
+    assert_eq!((s, json(&b)["exists"].clone()), (StatusCode::OK, serde_json::Value::Bool(true)));
+}
+
+#[actix_web::test]
 async fn bad_input_gets_a_json_4xx_naming_the_problem() {
     let f = Fixture::new();
     let key = f.key("k", 1e6, 1e6);
