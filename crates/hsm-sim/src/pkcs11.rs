@@ -576,18 +576,8 @@ impl Token {
             (None, Some(p)) => public.push(Attribute::EcParams(p.to_vec())),
             (None, None) => {}
         }
-        let private = [
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-            Attribute::Label(label.clone()),
-            Attribute::Id(label),
-        ];
+        let mut private = vec![Attribute::Token(true), Attribute::Label(label.clone()), Attribute::Id(label)];
+        private.extend(signing_key_protection());
         self.with_session("generate key pair", |_, s| {
             s.generate_key_pair(&mech, &public, &private).map(|_| ())
         })
@@ -717,15 +707,7 @@ impl Token {
             }
         };
         let mut private = common(ObjectClass::PRIVATE_KEY, kt);
-        private.extend([
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Sign(true),
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
-        ]);
+        private.extend(signing_key_protection());
         public.extend([Attribute::Private(false), Attribute::Verify(true)]);
         // SoftHSM2 2.6 cannot unwrap an Ed25519 PKCS#8 (CKR_FUNCTION_FAILED): such a key is
         // created from its value instead, still sensitive and not extractable.
@@ -1062,6 +1044,21 @@ impl KeyCustody for Pkcs11Custody {
         // from the module's memory (SoftHSM2's are) and go on succeeding after it is gone.
         self.0.with_session("health check", |conn, _| conn.ctx.get_token_info(conn.slot).map(|_| ()))
     }
+}
+
+/// What every signing key on the token is, whether generated there or imported: private,
+/// sensitive and never extractable, for signing only (no decryption, unwrapping or derivation).
+/// One list, so that the two paths cannot drift apart.
+fn signing_key_protection() -> [Attribute; 7] {
+    [
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]
 }
 
 #[cfg(test)]
