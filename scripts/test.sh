@@ -16,6 +16,9 @@ command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
 # (OpenSC) lists their objects.
 { command -v softhsm2-util >/dev/null 2>&1 && [ -f /usr/lib/softhsm/libsofthsm2.so ]; } || need_apt+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
+# pki-tests: the CA-side certificates' renewal runs `pki serve` and OpenSSL months ahead with
+# libfaketime preloaded (crates/pki-tests/tests/ca_lifecycle.rs).
+[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -36,17 +39,24 @@ if ! python3 -c 'import ldap3, sys; sys.exit(ldap3.__version__ != "2.9.1")' >/de
   python3 -m pip install -q ldap3==2.9.1
 fi
 
+# ca-core: pkilint's CA profiles lint the default root and issuing CA
+# (crates/pki-tests/tests/ca_lifecycle.rs). Pinned.
+if ! python3 -c 'import pkilint, importlib.metadata as m, sys; sys.exit(m.version("pkilint") != "0.13.3")' >/dev/null 2>&1; then
+  echo "installing: pkilint==0.13.3"
+  python3 -m pip install -q pkilint==0.13.3
+fi
+
 # The end-to-end tests drive the real binary.
 cargo build --bin pki
 status=0
 cargo test --workspace --no-fail-fast || status=$?
 
 # The end-to-end suites of issuance and profiles, escrow and PKCS#12 recovery, revocation and
-# CRLs, OCSP, the TSA, the console's TLS and TOTP (sealed secrets), crash durability and the
-# key-material scan, once more with every CA key on a SoftHSM2 token (crates/pki-tests/src/lib.rs,
-# PKI_TESTS_HSM). About a minute in all.
+# CRLs, OCSP, the TSA, the console's TLS and TOTP (sealed secrets), crash durability, the
+# key-material scan and the OCSP signer's renewal, once more with every CA key on a SoftHSM2 token
+# (crates/pki-tests/src/lib.rs, PKI_TESTS_HSM). About a minute in all.
 PKI_TESTS_HSM=pkcs11 cargo test -p pki-tests --no-fail-fast \
   --test smime_profiles --test revocation --test ocsp --test tsa --test console_tls \
-  --test console_security --test crash_durability --test key_material \
+  --test console_security --test crash_durability --test key_material --test ca_lifecycle \
   || status=$?
 exit "$status"

@@ -97,6 +97,9 @@ enum Command {
         /// Which certificate.
         which: String,
     },
+    /// The CA-side certificates (root, issuing CA, OCSP signer, TSA, console TLS) with their
+    /// notAfter and days left; those within their warning window are marked
+    Status,
     /// Audit log commands.
     Audit {
         #[command(subcommand)]
@@ -407,6 +410,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Show { serial } => Request::Show { serial },
         Command::Crl { ca } => Request::Crl { ca },
         Command::CaCert { which } => Request::CaCert { which },
+        Command::Status => Request::Status,
         Command::Audit { command: AuditCommand::Verify } => Request::AuditVerify,
         Command::Ts { command: TsCommand::Stamp { file, server, out } } => {
             let data = read_file(&file, "file")?;

@@ -53,6 +53,8 @@ pub enum Request {
         /// root | issuing.
         ca: String,
     },
+    /// `pki status`.
+    Status,
     /// `pki ca-cert`.
     CaCert {
         /// root | issuing | ocsp | tsa.
@@ -341,8 +343,9 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         }
         Request::CaCert { which } => {
             let w: CaCert = which.parse()?;
-            out(ca_core::to_pem("CERTIFICATE", ca.ca_cert(w)))
+            out(ca_core::to_pem("CERTIFICATE", &ca.ca_cert(w)))
         }
+        Request::Status => out(status_report(ca).map_err(e)?),
         Request::AuditVerify => {
             let n = ca.audit_verify().map_err(e)?;
             out(format!("audit log verified: {n} entries, hash chain intact\n"))
@@ -424,8 +427,48 @@ pub fn init_message(ca: &Ca, outcome: InitOutcome) -> String {
         [("root", CaCert::Root), ("issuing", CaCert::Issuing), ("ocsp", CaCert::Ocsp), ("tsa", CaCert::Tsa)]
     {
         let der = ca.ca_cert(which);
-        let fp = cerdb::Fingerprint::of(der);
+        let fp = cerdb::Fingerprint::of(&der);
         let _ = writeln!(s, "{name:<8} sha256:{fp}");
     }
     s
+}
+
+/// What `pki status` prints: one line per CA-side certificate, then one per certificate that
+/// needs attention.
+pub fn status_report(ca: &Ca) -> Result<String, ca_core::Error> {
+    let certs = ca.own_certificates()?;
+    let mut s = format!(
+        "{:<8} {:<34} {:<20} {:>9} {:>7}  state\n",
+        "cert", "serial", "not after", "days left", "warn at"
+    );
+    for c in &certs {
+        let _ = writeln!(
+            s,
+            "{:<8} {:<34} {:<20} {:>9} {:>7}  {}",
+            c.name,
+            c.serial.to_string(),
+            c.not_after.format("%Y-%m-%d %H:%M:%SZ"),
+            c.days_left,
+            c.warning_days,
+            c.state.name()
+        );
+    }
+    for c in certs.iter().filter(|c| c.state.needs_attention()) {
+        let _ = writeln!(s, "attention: {}", attention(c));
+    }
+    Ok(s)
+}
+
+/// One line on a CA-side certificate that needs attention.
+pub fn attention(c: &ca_core::OwnCertStatus) -> String {
+    match c.state {
+        ca_core::ExpiryState::Revoked => format!("the {} certificate {} is revoked", c.name, c.serial),
+        ca_core::ExpiryState::Expired => {
+            format!("the {} certificate {} expired on {}", c.name, c.serial, c.not_after)
+        }
+        _ => format!(
+            "the {} certificate {} ends in {} days ({}), within its {}-day warning window",
+            c.name, c.serial, c.days_left, c.not_after, c.warning_days
+        ),
+    }
 }

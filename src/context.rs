@@ -149,19 +149,30 @@ pub fn open_ca(data: &Path, settings: &Settings) -> anyhow::Result<Ca> {
 
 /// Opens the CA, creating the hierarchy on first use.
 pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<(Ca, InitOutcome)> {
+    // What a new hierarchy needs is checked before anything is created for it.
+    if !db_path(data).exists() {
+        settings.ca.validate_for_init()?;
+    }
     let (db, hsm) = open_parts(data, settings)?;
     Ok(Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?)
 }
 
-/// The OCSP responder of a CA: the issuing CA's delegated signer, status read from cerdb.
+/// How the OCSP responder dates its answers: for [`ca_core::OCSP_RESPONSE_LIFETIME`], which the
+/// OCSP signer's renewal window covers.
+pub fn ocsp_config() -> ocsp_responder::OcspConfig {
+    ocsp_responder::OcspConfig::with_next_update(ca_core::OCSP_RESPONSE_LIFETIME)
+}
+
+/// The OCSP responder of a CA: the issuing CA's delegated signer in use, status read from cerdb.
 pub fn ocsp_responder(ca: &Ca) -> anyhow::Result<ocsp_responder::OcspResponder> {
     use ca_core::CaCert;
+    let (signer_der, signer) = ca.ocsp_signer_certified()?;
     Ok(ocsp_responder::OcspResponder::new(
         ca.db().reader(),
-        ca.ca_cert(CaCert::Issuing),
-        ca.ca_cert(CaCert::Ocsp),
-        ca.ocsp_signer()?,
-        ocsp_responder::OcspConfig::default(),
+        &ca.ca_cert(CaCert::Issuing),
+        &signer_der,
+        signer,
+        ocsp_config(),
         Arc::new(ocsp_responder::SystemClock),
     )?
     .with_change_feed(ca.db().feed())?)

@@ -12,18 +12,58 @@ use crate::commands::init_message;
 use crate::context::{init_ca, socket_path};
 use crate::settings::Settings;
 
-/// `{"status":"ok"}`, or 503 `{"status":"degraded","hsm":"..."}` while the key custody cannot
-/// sign (a token removed); it answers ok again once the token is back.
-async fn healthz() -> HttpResponse {
-    match web::block(crate::context::custody_health).await {
-        Ok(Ok(())) => HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(serde_json::json!({"status": "degraded", "hsm": e}).to_string()),
-        Err(_) => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(r#"{"status":"degraded"}"#),
+/// `{"status":"ok"}` while every service can work and nothing needs attention.
+///
+/// `{"status":"degraded", ...}` names what does: `"hsm"`, the key custody's problem, with 503
+/// (nothing can be signed: a token removed; ok again once it is back); `"certificates"`, the
+/// CA-side certificates within their warning window, expired or revoked ([`Ca::own_certificates`]),
+/// with 200 — every node shares them, and a 503 would take them all out of a load balancer at
+/// once while they still answer.
+async fn healthz(ca: web::Data<Ca>) -> HttpResponse {
+    let ca = ca.into_inner();
+    let checked = web::block(move || {
+        let hsm = crate::context::custody_health().err();
+        let certs = ca.own_certificates();
+        (hsm, certs)
+    })
+    .await;
+    let (hsm, certs) = match checked {
+        Ok(c) => c,
+        Err(_) => {
+            return HttpResponse::ServiceUnavailable()
+                .content_type("application/json")
+                .body(r#"{"status":"degraded"}"#)
+        }
+    };
+    let certificates: Vec<serde_json::Value> = match certs {
+        Ok(certs) => certs
+            .iter()
+            .filter(|c| c.state.needs_attention())
+            .map(|c| {
+                serde_json::json!({
+                    "certificate": c.name,
+                    "serial": c.serial.to_string(),
+                    "not_after": c.not_after.to_rfc3339(),
+                    "days_left": c.days_left,
+                    "state": c.state.name(),
+                    "reason": crate::commands::attention(c),
+                })
+            })
+            .collect(),
+        Err(e) => vec![serde_json::json!({"reason": format!("cannot read the CA-side certificates: {e}")})],
+    };
+    if hsm.is_none() && certificates.is_empty() {
+        return HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#);
     }
+    let mut body = serde_json::json!({"status": "degraded"});
+    if let Some(h) = &hsm {
+        body["hsm"] = serde_json::json!(h);
+    }
+    if !certificates.is_empty() {
+        body["certificates"] = serde_json::Value::Array(certificates);
+    }
+    let mut reply = if hsm.is_some() { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
+    reply.content_type("application/json").body(body.to_string())
 }
 
 fn not_found(what: &str) -> HttpResponse {
@@ -138,7 +178,25 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         }
     })?;
 
+    // The OCSP signer is re-issued before it is due, then checked every minute; the responder
+    // takes up each new one.
+    if let Err(e) = ca.renew_ocsp_signer_if_due("system") {
+        tracing::error!(error = %e, "OCSP signer renewal failed");
+    }
     let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
+    let (renewer, responder) = (ca.clone(), ocsp.clone());
+    std::thread::Builder::new().name("ocsp-renew".into()).spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(60));
+        if let Err(e) = renewer.renew_ocsp_signer_if_due("system") {
+            tracing::error!(error = %e, "OCSP signer renewal failed");
+        }
+        let Ok((der, key)) = renewer.ocsp_signer_certified() else { continue };
+        if responder.signer_certificate_der() != der {
+            if let Err(e) = responder.replace_signer(&der, key) {
+                tracing::error!(error = %e, "the responder cannot take up the new OCSP signer");
+            }
+        }
+    })?;
 
     let tsa = web::Data::from(crate::context::tsa(&ca)?);
     let verifier = web::Data::new(crate::context::tsa_verifier(&ca)?);

@@ -1,4 +1,5 @@
-//! The CA's settings, read from the optional `pki.toml`. Every field has a default.
+//! The CA's settings, read from the optional `pki.toml`. Every field has a default, field by
+//! field: a `[ca.root]` table that gives only `subject` keeps the default key type and validity.
 
 use hsm_sim::KeyType;
 use serde::{Deserialize, Serialize};
@@ -93,9 +94,40 @@ impl Default for CrlSettings {
     }
 }
 
-/// Everything the CA needs to know.
+/// When the CA-side certificates are renewed and warned about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct ExpirySettings {
+    /// The OCSP signer is re-issued, with a new key in custody, once fewer than this many days
+    /// remain before its notAfter (default 30). Never less than the lifetime of one OCSP
+    /// response, which the signer must outlive ([`ExpirySettings::ocsp_renewal_window`]).
+    pub ocsp_renew_before_days: u32,
+    /// `pki status`, `/healthz` and the console's dashboard warn about the root, the issuing CA
+    /// and the TSA certificate this many days before their notAfter (default 90). The OCSP signer
+    /// is warned about within its renewal window (its renewal is late then), the console's TLS
+    /// certificate within the 30 days before which it is re-issued.
+    pub warning_days: u32,
+}
+
+impl Default for ExpirySettings {
+    fn default() -> Self {
+        ExpirySettings { ocsp_renew_before_days: 30, warning_days: 90 }
+    }
+}
+
+impl ExpirySettings {
+    /// How long before its notAfter the OCSP signer is replaced: the configured days, and never
+    /// less than `response_lifetime` (nextUpdate - thisUpdate of a response) plus a day, so that
+    /// every response it signed ends before it does.
+    pub fn ocsp_renewal_window(&self, response_lifetime: chrono::Duration) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.ocsp_renew_before_days))
+            .max(response_lifetime + chrono::Duration::days(1))
+    }
+}
+
+/// Everything the CA needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "CaConfigFile")]
 pub struct CaConfig {
     /// Base URL under which `pki serve` is reachable by relying parties; the AIA (OCSP,
     /// caIssuers) and CRL distribution point URLs are built from it.
@@ -114,10 +146,72 @@ pub struct CaConfig {
     pub leaf: LeafSettings,
     /// CRLs.
     pub crl: CrlSettings,
+    /// Renewal and warnings before the CA-side certificates end.
+    pub expiry: ExpirySettings,
 }
 
+/// One CA-held key's table as the file may give it: any field left out keeps the default of
+/// that role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct KeySettingsFile {
+    subject: Option<SubjectName>,
+    key_type: Option<KeyType>,
+    validity_days: Option<u32>,
+}
+
+impl KeySettingsFile {
+    fn over(self, default: KeySettings) -> KeySettings {
+        KeySettings {
+            subject: self.subject.unwrap_or(default.subject),
+            key_type: self.key_type.unwrap_or(default.key_type),
+            validity_days: self.validity_days.unwrap_or(default.validity_days),
+        }
+    }
+}
+
+/// `[ca]` as the file may give it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CaConfigFile {
+    public_base_url: Option<String>,
+    root: KeySettingsFile,
+    issuing: KeySettingsFile,
+    ocsp_signer: KeySettingsFile,
+    tsa: KeySettingsFile,
+    tls: TlsSettings,
+    leaf: LeafSettings,
+    crl: CrlSettings,
+    expiry: ExpirySettings,
+}
+
+impl From<CaConfigFile> for CaConfig {
+    fn from(f: CaConfigFile) -> Self {
+        let d = CaConfig::default();
+        CaConfig {
+            public_base_url: f.public_base_url.unwrap_or(d.public_base_url),
+            root: f.root.over(d.root),
+            issuing: f.issuing.over(d.issuing),
+            ocsp_signer: f.ocsp_signer.over(d.ocsp_signer),
+            tsa: f.tsa.over(d.tsa),
+            tls: f.tls,
+            leaf: f.leaf,
+            crl: f.crl,
+            expiry: f.expiry,
+        }
+    }
+}
+
+/// The country of the default subjects: the Baseline Requirements (S/MIME 7.1.4.3) ask for a
+/// countryName in every CA certificate. An installation sets its own with the subjects.
+pub const DEFAULT_COUNTRY: &str = "US";
+
 fn org_name(cn: &str) -> SubjectName {
-    SubjectName { common_name: cn.into(), organization: Some("Example Bank".into()), country: None }
+    SubjectName {
+        common_name: cn.into(),
+        organization: Some("Example Bank".into()),
+        country: Some(DEFAULT_COUNTRY.into()),
+    }
 }
 
 impl Default for CaConfig {
@@ -147,6 +241,7 @@ impl Default for CaConfig {
             tls: TlsSettings::default(),
             leaf: LeafSettings::default(),
             crl: CrlSettings::default(),
+            expiry: ExpirySettings::default(),
         }
     }
 }
@@ -205,10 +300,40 @@ impl CaConfig {
                 "tls.key_type: Ed25519 server certificates are not accepted by common browsers".into()
             );
         }
+        if self.expiry.ocsp_renew_before_days >= self.ocsp_signer.validity_days {
+            return bad(format!(
+                "expiry.ocsp_renew_before_days ({}) must be below ocsp_signer.validity_days ({}), or every new \
+                 OCSP signer would be due for renewal at once",
+                self.expiry.ocsp_renew_before_days, self.ocsp_signer.validity_days
+            ));
+        }
         if self.crl.validity_hours == 0 || self.crl.refresh_before_hours >= self.crl.validity_hours {
             return bad(
                 "crl.refresh_before_hours must be below crl.validity_hours, which must be positive".into()
             );
+        }
+        Ok(())
+    }
+
+    /// [`CaConfig::validate`], and what only a new hierarchy needs: the subjects of the root and
+    /// the issuing CA name a country and an organization (S/MIME Baseline Requirements
+    /// 7.1.4.3; pkilint's CA profiles report their absence). An existing hierarchy keeps the
+    /// subjects it was created with, so opening one does not ask for them.
+    pub fn validate_for_init(&self) -> Result<(), Error> {
+        self.validate()?;
+        for (name, k) in [("root", &self.root), ("issuing", &self.issuing)] {
+            if k.subject.country.is_none() {
+                return Err(Error::Config(format!(
+                    "ca.{name}.subject.country is required: CA certificates name their country \
+                     (S/MIME Baseline Requirements 7.1.4.3), e.g. country = \"{DEFAULT_COUNTRY}\""
+                )));
+            }
+            if k.subject.organization.as_deref().is_none_or(|o| o.trim().is_empty()) {
+                return Err(Error::Config(format!(
+                    "ca.{name}.subject.organization is required: CA certificates name their organization \
+                     (S/MIME Baseline Requirements 7.1.4.3)"
+                )));
+            }
         }
         Ok(())
     }
@@ -250,5 +375,48 @@ mod tests {
         assert_eq!(parsed.leaf.validity_days, 30);
         assert_eq!(parsed.root, CaConfig::default().root);
         assert!(toml::from_str::<CaConfig>("bogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn every_table_is_optional_field_by_field() {
+        let parsed: CaConfig = toml::from_str(
+            "[root]\nsubject = { common_name = \"R\", organization = \"O\", country = \"DE\" }\n",
+        )
+        .expect("a root table with only its subject");
+        let d = CaConfig::default();
+        assert_eq!(parsed.root.subject.common_name, "R");
+        assert_eq!(parsed.root.key_type, d.root.key_type);
+        assert_eq!(parsed.root.validity_days, d.root.validity_days);
+        assert_eq!(parsed.issuing, d.issuing);
+        parsed.validate_for_init().expect("valid for a new hierarchy");
+        let parsed: CaConfig = toml::from_str("[ocsp_signer]\nvalidity_days = 90\n").expect("one field");
+        assert_eq!(parsed.ocsp_signer.subject, d.ocsp_signer.subject);
+        assert_eq!(parsed.ocsp_signer.validity_days, 90);
+        assert!(toml::from_str::<CaConfig>("[root]\nbogus = 1\n").is_err(), "unknown fields are refused");
+        assert!(toml::from_str::<CaConfig>("[expiry]\nbogus = 1\n").is_err());
+    }
+
+    #[test]
+    fn a_new_hierarchy_needs_country_and_organization_in_its_ca_subjects() {
+        CaConfig::default().validate_for_init().expect("the defaults name both");
+        let no_country: CaConfig =
+            toml::from_str("[issuing]\nsubject = { common_name = \"I\", organization = \"O\" }\n")
+                .expect("toml");
+        no_country.validate().expect("an existing hierarchy opens");
+        let e = no_country.validate_for_init().unwrap_err().to_string();
+        assert!(e.contains("ca.issuing.subject.country is required"), "{e}");
+        let no_org: CaConfig =
+            toml::from_str("[root]\nsubject = { common_name = \"R\", country = \"DE\" }\n").expect("toml");
+        assert!(no_org.validate_for_init().unwrap_err().to_string().contains("ca.root.subject.organization"));
+    }
+
+    #[test]
+    fn the_ocsp_renewal_window_outlives_a_response_and_fits_the_signer() {
+        let e = ExpirySettings::default();
+        assert_eq!(e.ocsp_renewal_window(chrono::Duration::hours(24)), chrono::Duration::days(30));
+        assert_eq!(e.ocsp_renewal_window(chrono::Duration::days(40)), chrono::Duration::days(41));
+        let mut c = CaConfig::default();
+        c.ocsp_signer.validity_days = 30;
+        assert!(c.validate().unwrap_err().to_string().contains("ocsp_renew_before_days"));
     }
 }

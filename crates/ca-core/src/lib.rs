@@ -23,10 +23,15 @@ pub mod profiles;
 
 pub use audit::AuditAction;
 pub use ca::{
-    to_pem, Ca, CaCert, ChainAndKey, InitOutcome, IssueRequest, Issued, OwnCert, OwnKeyRequest, Revoked,
+    to_pem, Ca, CaCert, ChainAndKey, ExpiryState, InitOutcome, IssueRequest, Issued, OwnCert, OwnCertStatus,
+    OwnKeyRequest, Revoked,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use config::CaConfig;
+pub use config::{CaConfig, ExpirySettings};
+
+/// nextUpdate - thisUpdate of the OCSP responder's answers: the OCSP signer is renewed at
+/// least this long (and a day) before its notAfter, so that it outlives every answer it signed.
+pub const OCSP_RESPONSE_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
 use cerdb::{RevocationReason, Serial, Usage};
 

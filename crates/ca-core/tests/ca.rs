@@ -170,7 +170,7 @@ fn own_keys_are_issued_by_the_same_rules_without_a_csr() {
         assert!(i.record.der_matches_key(kp.public_key_raw()));
         let (_, x) = X509Certificate::from_der(&i.record.der).expect("parses");
         let issuing = f.ca.ca_cert(CaCert::Issuing);
-        let (_, ca) = X509Certificate::from_der(issuing).expect("issuing");
+        let (_, ca) = X509Certificate::from_der(&issuing).expect("issuing");
         x.verify_signature(Some(ca.public_key())).expect("signed by the issuing CA");
     }
     let entries = ca_core::audit::entries(f.ca.db()).expect("entries");
@@ -287,7 +287,8 @@ fn crls_are_regenerated_on_revocation_and_before_next_update() {
     let after = f.ca.crl(CaId::Issuing).expect("crl");
     assert!(after.number > first.number);
     let (_, crl) = CertificateRevocationList::from_der(&after.der).expect("parse");
-    let (_, issuing) = X509Certificate::from_der(f.ca.ca_cert(CaCert::Issuing)).expect("parse");
+    let issuing_der = f.ca.ca_cert(CaCert::Issuing);
+    let (_, issuing) = X509Certificate::from_der(&issuing_der).expect("parse");
     crl.verify_signature(issuing.public_key()).expect("signed by the issuing CA");
     let listed: Vec<_> = crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
     assert_eq!(listed, vec![issued.record.serial.to_der_content()]);
@@ -398,7 +399,8 @@ fn the_tls_server_certificate_names_localhost_and_is_renewed_before_expiry() {
     let f = fixture();
     let (chain, key) = f.ca.tls_server_certificate().expect("tls");
     let (_, x) = X509Certificate::from_der(&chain[0]).expect("parse");
-    let (_, root) = X509Certificate::from_der(f.ca.ca_cert(CaCert::Root)).expect("root");
+    let root_der = f.ca.ca_cert(CaCert::Root);
+    let (_, root) = X509Certificate::from_der(&root_der).expect("root");
     x.verify_signature(Some(root.public_key())).expect("issued by the root");
     let san = x.subject_alternative_name().expect("san").expect("present");
     let names: Vec<String> = san.value.general_names.iter().map(|g| g.to_string()).collect();

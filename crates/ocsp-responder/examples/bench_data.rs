@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = CertDb::open(data.join("db"))?;
     let hsm = Arc::new(HsmSim::open(data.join("keys"), &MasterKeySource::KeyFile)?);
     let (ca, _) = Ca::init(db, hsm, CaConfig::default(), Arc::new(SystemClock), "bench")?;
-    std::fs::write(out.join("issuing.pem"), to_pem("CERTIFICATE", ca.ca_cert(CaCert::Issuing)))?;
+    std::fs::write(out.join("issuing.pem"), to_pem("CERTIFICATE", &ca.ca_cert(CaCert::Issuing)))?;
 
     let start = Instant::now();
     let mut serials = String::with_capacity(count * 36);

@@ -54,11 +54,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = CertDb::open(data.join("db"))?;
     let hsm = Arc::new(HsmSim::open(data.join("keys"), &MasterKeySource::KeyFile)?);
     let ca = Ca::open(db, hsm, CaConfig::default(), Arc::new(SystemClock))?;
-    let signer = ca.ocsp_signer()?;
+    let (signer_der, signer) = ca.ocsp_signer_certified()?;
     let responder = OcspResponder::new(
         Arc::new(ca.db().clone()),
-        ca.ca_cert(CaCert::Issuing),
-        ca.ca_cert(CaCert::Ocsp),
+        &ca.ca_cert(CaCert::Issuing),
+        &signer_der,
         signer.clone(),
         OcspConfig::default(),
         Arc::new(ocsp_responder::SystemClock),
@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|l| !l.is_empty())
         .map(hex::decode)
         .collect::<Result<_, _>>()?;
-    let ids: Vec<Vec<u8>> = serials.iter().map(|s| cert_id(ca.ca_cert(CaCert::Issuing), s)).collect();
+    let ids: Vec<Vec<u8>> = serials.iter().map(|s| cert_id(&ca.ca_cert(CaCert::Issuing), s)).collect();
     let plain: Vec<Vec<u8>> = ids.iter().map(|id| request(id, None)).collect();
     let now = chrono::Utc::now();
     let pick = |i: usize| (i.wrapping_mul(2_654_435_761)) % ids.len();

@@ -25,6 +25,9 @@ pub(crate) struct CachedResponse {
     pub(crate) next_update: DateTime<Utc>,
     /// The `OCSPResponse` DER.
     pub(crate) der: Arc<Vec<u8>>,
+    /// Which signer of the responder signed it ([`crate::OcspResponder::replace_signer`]
+    /// counts them): a response of an earlier signer is not served.
+    pub(crate) signer_generation: u64,
 }
 
 impl CachedResponse {
@@ -98,6 +101,13 @@ impl ResponseCache {
         }
     }
 
+    /// Forgets every response.
+    pub(crate) fn clear(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.by_serial.clear();
+        inner.len = 0;
+    }
+
     /// Number of cached responses.
     pub(crate) fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).len
@@ -115,6 +125,7 @@ mod tests {
             this_update,
             next_update: this_update + Duration::hours(24),
             der: Arc::new(vec![id, id]),
+            signer_generation: 0,
         }
     }
 

@@ -69,6 +69,15 @@ pub enum Error {
         /// `OCSP signer` or `issuing CA`.
         which: &'static str,
     },
+    /// Now is outside the OCSP signer certificate's validity (its renewal is late): no response
+    /// is signed with an expired or not yet valid signer.
+    #[error("the OCSP signer certificate is valid from {not_before} to {not_after} only")]
+    SignerNotValid {
+        /// Its notBefore.
+        not_before: chrono::DateTime<chrono::Utc>,
+        /// Its notAfter.
+        not_after: chrono::DateTime<chrono::Utc>,
+    },
     /// The certificate store failed.
     #[error("certificate store: {0}")]
     Storage(#[from] cerdb::Error),
@@ -115,7 +124,9 @@ impl Error {
             | Error::NonceLength { .. }
             | Error::UnsupportedCriticalExtension { .. } => ResponseStatus::MalformedRequest,
             Error::IssuerNotServed { .. } | Error::SignerRevoked { .. } => ResponseStatus::Unauthorized,
-            Error::Storage(_) | Error::Signing(hsm_sim::Error::Sealed) => ResponseStatus::TryLater,
+            Error::Storage(_) | Error::Signing(hsm_sim::Error::Sealed) | Error::SignerNotValid { .. } => {
+                ResponseStatus::TryLater
+            }
             Error::Certificate { .. }
             | Error::SignerKeyMismatch { .. }
             | Error::UnsupportedSignatureScheme { .. }

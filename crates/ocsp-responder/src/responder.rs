@@ -38,7 +38,7 @@
 //! the request's nonce echoed in responseExtensions; the CertID echoed as the client sent it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use cerdb::{CaId, CertReader, ChangeFeed, ChangeKind, RevocationReason, Serial};
 use chrono::{DateTime, Utc};
@@ -144,34 +144,48 @@ pub struct OcspReply {
     pub from_cache: bool,
 }
 
-/// The OCSP responder of the issuing CA.
-pub struct OcspResponder {
-    reader: Arc<dyn CertReader>,
-    issuer: ServedIssuer,
+/// The signer the responder signs with: its certificate and key, and what every response
+/// carries of them. Replaced whole by [`OcspResponder::replace_signer`].
+struct SignerState {
     signer: Arc<dyn Signer>,
-    signer_cert_der: Vec<u8>,
-    responder_key_hash: Vec<u8>,
+    cert_der: Vec<u8>,
+    key_hash: Vec<u8>,
     /// DER of the signatureAlgorithm of every response.
     signature_algorithm_der: Vec<u8>,
     /// DER of `certs [0] EXPLICIT SEQUENCE OF Certificate` holding the signer certificate.
     certs_der: Vec<u8>,
+    /// Its serial: once it is revoked, no response is signed ([`Error::SignerRevoked`]).
+    serial: Option<Serial>,
+    /// Its validity: outside it, no response is signed ([`Error::SignerNotValid`]).
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    /// Counts the signers of this responder: the first is 0.
+    generation: u64,
+}
+
+/// The OCSP responder of the issuing CA.
+pub struct OcspResponder {
+    reader: Arc<dyn CertReader>,
+    issuer: ServedIssuer,
+    /// The issuing CA's subject, which every signer certificate must name as its issuer.
+    issuer_name: x509_cert::name::Name,
+    signer: RwLock<Arc<SignerState>>,
     config: OcspConfig,
     clock: Arc<dyn Clock>,
     cache: ResponseCache,
     /// Where revocations made by any writer are learnt of, and how far it was read.
     feed: Option<(Arc<dyn ChangeFeed>, AtomicU64)>,
-    /// The serials of the signer certificate and of the issuing CA: once either is revoked, no
-    /// response is signed ([`Error::SignerRevoked`]).
-    signer_serial: Option<Serial>,
+    /// The serial of the issuing CA: once it is revoked, no response is signed.
     ca_serial: Option<Serial>,
-    /// Set once either was found revoked (revocation is final).
-    signer_revoked: std::sync::OnceLock<&'static str>,
+    /// Set once the signer in use or the issuing CA was found revoked, with which one and the
+    /// signer's serial (a new signer starts afresh; revocation of the CA is final).
+    signer_revoked: Mutex<Option<(&'static str, Option<Serial>)>>,
 }
 
 impl std::fmt::Debug for OcspResponder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OcspResponder")
-            .field("signer", &self.signer.handle())
+            .field("signer", &self.current_signer().signer.handle())
             .field("config", &self.config)
             .field("cached_responses", &self.cache.len())
             .finish_non_exhaustive()
@@ -201,92 +215,85 @@ impl OcspResponder {
     ) -> Result<Self, Error> {
         config.check()?;
         let ca_err = |reason: String| Error::Certificate { which: "issuing CA", reason };
-        let signer_err = |reason: String| Error::Certificate { which: "OCSP signer", reason };
         let ca = Certificate::from_der(issuing_ca_der).map_err(|e| ca_err(e.to_string()))?;
-        let signer_cert = Certificate::from_der(signer_cert_der).map_err(|e| signer_err(e.to_string()))?;
-        if signer_cert.to_der().map_err(|e| signer_err(e.to_string()))? != signer_cert_der {
-            return Err(signer_err("it is not in DER (it does not re-encode to the same octets)".into()));
-        }
-        let tbs = &signer_cert.tbs_certificate;
-        if tbs.issuer != ca.tbs_certificate.subject {
-            return Err(signer_err("it was not issued by the issuing CA (RFC 6960 §4.2.2.2)".into()));
-        }
-        let exts = tbs.extensions.as_deref().unwrap_or_default();
-        let has_ocsp_eku = exts
-            .iter()
-            .filter(|e| e.extn_id == OID_EXT_KEY_USAGE)
-            .filter_map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
-            .any(|eku| eku.0.contains(&OID_KP_OCSP_SIGNING));
-        if !has_ocsp_eku {
-            return Err(signer_err("it lacks the extended key usage id-kp-OCSPSigning".into()));
-        }
-        if !exts.iter().any(|e| e.extn_id == OID_OCSP_NOCHECK) {
-            tracing::warn!("the OCSP signer certificate has no id-pkix-ocsp-nocheck extension");
-        }
-        let cert_key = tbs.subject_public_key_info.subject_public_key.raw_bytes();
-        if cert_key != signer.public_key_raw() {
-            return Err(Error::SignerKeyMismatch { handle: signer.handle().to_string() });
-        }
-        let signature_algorithm = match signer.key_type().signature_scheme() {
-            SignatureScheme::RsaPkcs1Sha256 => {
-                AlgorithmIdentifierOwned { oid: OID_SHA256_WITH_RSA, parameters: Some(Any::from(Null)) }
-            }
-            SignatureScheme::EcdsaP256Sha256 => {
-                AlgorithmIdentifierOwned { oid: OID_ECDSA_WITH_SHA256, parameters: None }
-            }
-            other => return Err(Error::UnsupportedSignatureScheme { scheme: format!("{other:?}") }),
-        };
-        let serial_of_cert =
-            |c: &Certificate| cerdb::Serial::from_bytes(c.tbs_certificate.serial_number.as_bytes()).ok();
-        let signer_serial = serial_of_cert(&signer_cert);
-        let ca_serial = serial_of_cert(&ca);
-        let mut certs_der = Vec::with_capacity(signer_cert_der.len() + 8);
-        push_header(&mut certs_der, 0xa0, tlv_len(signer_cert_der.len()));
-        push_header(&mut certs_der, 0x30, signer_cert_der.len());
-        certs_der.extend_from_slice(signer_cert_der);
+        let issuer_name = ca.tbs_certificate.subject.clone();
+        let state = signer_state(&issuer_name, signer_cert_der, signer)?;
+        let ca_serial = cerdb::Serial::from_bytes(ca.tbs_certificate.serial_number.as_bytes()).ok();
         Ok(OcspResponder {
             reader,
             issuer: ServedIssuer::new(&ca)?,
-            responder_key_hash: CertIdHash::Sha1.digest(cert_key),
-            signer,
-            signer_cert_der: signer_cert_der.to_vec(),
-            signature_algorithm_der: signature_algorithm.to_der().map_err(Error::encoding)?,
-            certs_der,
+            issuer_name,
+            signer: RwLock::new(Arc::new(state)),
             cache: ResponseCache::new(config.max_cache_entries),
             config,
             clock,
             feed: None,
-            signer_serial,
             ca_serial,
-            signer_revoked: std::sync::OnceLock::new(),
+            signer_revoked: Mutex::new(None),
         })
     }
 
-    /// Refuses with [`Error::SignerRevoked`] once the signer certificate or the issuing CA is
-    /// revoked in the store. With a change feed, the store is read only when the feed reports
-    /// a revocation; without one, on every call.
-    fn check_signer(&self) -> Result<(), Error> {
-        if let Some(which) = self.signer_revoked.get() {
-            return Err(Error::SignerRevoked { which });
+    /// Signs with a new signer certificate and key from now on (the OCSP signer was re-issued):
+    /// checked as [`OcspResponder::new`] checks one; the cached responses, signed by the old
+    /// signer, are dropped.
+    pub fn replace_signer(&self, signer_cert_der: &[u8], signer: Arc<dyn Signer>) -> Result<(), Error> {
+        let mut state = signer_state(&self.issuer_name, signer_cert_der, signer)?;
+        let serial = state.serial.clone();
+        let mut current = self.signer.write().unwrap_or_else(|p| p.into_inner());
+        state.generation = current.generation + 1;
+        *current = Arc::new(state);
+        drop(current);
+        self.cache.clear();
+        let mut revoked = self.signer_revoked.lock().unwrap_or_else(|p| p.into_inner());
+        if revoked.as_ref().is_some_and(|(which, _)| *which == "OCSP signer") {
+            *revoked = None;
         }
-        let look = match &self.feed {
-            Some(_) => self.follow_changes()?,
-            None => true,
-        };
-        if !look {
-            return Ok(());
-        }
-        for (which, serial) in [("OCSP signer", &self.signer_serial), ("issuing CA", &self.ca_serial)] {
-            let Some(serial) = serial else { continue };
-            if self.reader.state(serial)?.is_some_and(|s| s.revocation.is_some()) {
-                let _ = self.signer_revoked.set(which);
-                tracing::error!(
-                    "the {which} certificate {serial} is revoked: OCSP requests are answered unauthorized"
-                );
+        drop(revoked);
+        tracing::info!(serial = ?serial.map(|s| s.to_string()), "OCSP responses are signed by a new signer certificate");
+        Ok(())
+    }
+
+    /// The serial of the signer certificate in use.
+    pub fn signer_serial(&self) -> Option<Serial> {
+        self.current_signer().serial.clone()
+    }
+
+    fn current_signer(&self) -> Arc<SignerState> {
+        self.signer.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The signer to sign with at `now`. Refuses with [`Error::SignerRevoked`] once its
+    /// certificate or the issuing CA is revoked in the store (with a change feed, the store is
+    /// read only when the feed reports a revocation; without one, on every call), and with
+    /// [`Error::SignerNotValid`] outside its certificate's validity.
+    fn check_signer(&self, now: DateTime<Utc>) -> Result<Arc<SignerState>, Error> {
+        let state = self.current_signer();
+        if let Some((which, serial)) = &*self.signer_revoked.lock().unwrap_or_else(|p| p.into_inner()) {
+            if *which == "issuing CA" || *serial == state.serial {
                 return Err(Error::SignerRevoked { which });
             }
         }
-        Ok(())
+        let look = match &self.feed {
+            Some(_) => self.follow_changes(&state)?,
+            None => true,
+        };
+        if look {
+            for (which, serial) in [("OCSP signer", &state.serial), ("issuing CA", &self.ca_serial)] {
+                let Some(serial) = serial else { continue };
+                if self.reader.state(serial)?.is_some_and(|s| s.revocation.is_some()) {
+                    *self.signer_revoked.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((which, state.serial.clone()));
+                    tracing::error!(
+                        "the {which} certificate {serial} is revoked: OCSP requests are answered unauthorized"
+                    );
+                    return Err(Error::SignerRevoked { which });
+                }
+            }
+        }
+        if now < state.not_before || now >= state.not_after {
+            return Err(Error::SignerNotValid { not_before: state.not_before, not_after: state.not_after });
+        }
+        Ok(state)
     }
 
     /// Follows `feed` from its current end: before answering from the cache, the responder
@@ -296,7 +303,8 @@ impl OcspResponder {
         let at = feed.last_change().map_err(Error::Storage)?;
         // Revocations before the feed's current end are not reported by it: look once now.
         self.feed = None;
-        if let Err(e @ Error::SignerRevoked { .. }) = self.check_signer() {
+        let state = self.current_signer();
+        if let Err(e @ Error::SignerRevoked { .. }) = self.check_signer(state.not_before) {
             tracing::error!(error = %e, "OCSP responder started with a revoked signer");
         }
         self.feed = Some((feed, AtomicU64::new(at)));
@@ -304,9 +312,9 @@ impl OcspResponder {
     }
 
     /// Reads the change feed (when one is followed) and drops the cached responses of the
-    /// certificates it reports revoked; whether the signer certificate or the issuing CA is
-    /// among them.
-    fn follow_changes(&self) -> Result<bool, Error> {
+    /// certificates it reports revoked; whether the signer certificate of `state` or the
+    /// issuing CA is among them.
+    fn follow_changes(&self, state: &SignerState) -> Result<bool, Error> {
         let Some((feed, seen)) = &self.feed else { return Ok(false) };
         let last = feed.last_change().map_err(Error::Storage)?;
         let from = seen.load(Ordering::Acquire);
@@ -319,7 +327,7 @@ impl OcspResponder {
             if let ChangeKind::Revoked(serial) = &change.kind {
                 self.cache.invalidate(serial);
                 signer_revoked |=
-                    Some(serial) == self.signer_serial.as_ref() || Some(serial) == self.ca_serial.as_ref();
+                    Some(serial) == state.serial.as_ref() || Some(serial) == self.ca_serial.as_ref();
             }
             newest = newest.max(change.seq);
         }
@@ -360,20 +368,20 @@ impl OcspResponder {
     }
 
     /// The OCSP signer certificate sent in every response (DER).
-    pub fn signer_certificate_der(&self) -> &[u8] {
-        &self.signer_cert_der
+    pub fn signer_certificate_der(&self) -> Vec<u8> {
+        self.current_signer().cert_der.clone()
     }
 
     fn try_respond(&self, request_der: &[u8], now: DateTime<Utc>) -> Result<OcspReply, Error> {
         let req = request::parse(request_der, self.config.max_request_bytes)?;
-        self.check_signer()?;
+        let signer = self.check_signer(now)?;
         // One issuer not served makes the whole request unauthorized.
         for id in &req.cert_ids {
             self.issuer.match_cert_id(id)?;
         }
         if let ([id], None) = (req.cert_ids.as_slice(), &req.nonce) {
             if let Some(serial) = serial_of(id) {
-                return self.respond_cached(id, serial, now);
+                return self.respond_cached(&signer, id, serial, now);
             }
         }
         let nonce = req.nonce.is_some();
@@ -385,7 +393,7 @@ impl OcspResponder {
             };
             singles.push((id, status));
         }
-        let (der, freshness) = self.sign(singles, req.nonce, now)?;
+        let (der, freshness) = self.sign(&signer, singles, req.nonce, now)?;
         Ok(OcspReply {
             der,
             status: ResponseStatus::Successful,
@@ -402,11 +410,18 @@ impl OcspResponder {
     /// 1. read the status from cerdb (metadata only);
     /// 2. a cached response for this CertID with that status, fresh at `now`, is returned;
     /// 3. otherwise a new one is signed and, unless `unknown`, cached.
-    fn respond_cached(&self, id: &CertId, serial: Serial, now: DateTime<Utc>) -> Result<OcspReply, Error> {
+    fn respond_cached(
+        &self,
+        signer: &SignerState,
+        id: &CertId,
+        serial: Serial,
+        now: DateTime<Utc>,
+    ) -> Result<OcspReply, Error> {
         let status = self.status_of(&serial)?;
         let id_der = id.to_der().map_err(Error::encoding)?;
         if let Some(hit) = self.cache.get(&serial, &id_der) {
-            if hit.status == status && hit.fresh_at(now, self.config.refresh_margin) {
+            let fresh = hit.fresh_at(now, self.config.refresh_margin);
+            if hit.status == status && hit.signer_generation == signer.generation && fresh {
                 return Ok(OcspReply {
                     der: hit.der.as_ref().clone(),
                     status: ResponseStatus::Successful,
@@ -419,7 +434,7 @@ impl OcspResponder {
                 });
             }
         }
-        let (der, freshness) = self.sign(vec![(id.clone(), status.clone())], None, now)?;
+        let (der, freshness) = self.sign(signer, vec![(id.clone(), status.clone())], None, now)?;
         if status != SingleStatus::Unknown {
             let entry = CachedResponse {
                 cert_id_der: id_der,
@@ -427,6 +442,7 @@ impl OcspResponder {
                 this_update: freshness.this_update,
                 next_update: freshness.next_update,
                 der: Arc::new(der.clone()),
+                signer_generation: signer.generation,
             };
             self.cache.insert(serial, entry, now, self.config.refresh_margin);
         }
@@ -458,9 +474,10 @@ impl OcspResponder {
         status: SingleStatus,
         now: DateTime<Utc>,
     ) -> Result<(Vec<u8>, Freshness), Error> {
-        self.check_signer()?;
+        let now = whole_seconds(now);
+        let signer = self.check_signer(now)?;
         let id = self.issuer.cert_id(hash, serial)?;
-        self.sign(vec![(id, status)], None, whole_seconds(now))
+        self.sign(&signer, vec![(id, status)], None, now)
     }
 
     /// The CertID an RFC 5019 client sends for `serial`.
@@ -468,14 +485,16 @@ impl OcspResponder {
         self.issuer.cert_id(hash, serial)
     }
 
-    /// Builds `ResponseData`, signs its DER with the OCSP key and wraps it up.
+    /// Builds `ResponseData`, signs its DER with the OCSP key of `signer` and wraps it up.
+    /// nextUpdate never passes the signer certificate's notAfter.
     fn sign(
         &self,
+        signer: &SignerState,
         singles: Vec<(CertId, SingleStatus)>,
         nonce: Option<Extension>,
         now: DateTime<Utc>,
     ) -> Result<(Vec<u8>, Freshness), Error> {
-        let next = now + self.config.next_update;
+        let next = (now + self.config.next_update).min(signer.not_after);
         let this_update = generalized_time(now)?;
         let next_update = generalized_time(next)?;
         let mut responses = Vec::with_capacity(singles.len());
@@ -486,16 +505,84 @@ impl OcspResponder {
         }
         let nonce = nonce.map(|n| n.to_der()).transpose().map_err(Error::encoding)?;
         let tbs = response_data(
-            &self.responder_key_hash,
+            &signer.key_hash,
             &this_update.to_der().map_err(Error::encoding)?,
             &responses,
             &next_update.to_der().map_err(Error::encoding)?,
             nonce.as_deref(),
         );
-        let signature = self.signer.sign(&tbs)?;
-        let der = wrap_basic(&tbs, &self.signature_algorithm_der, &signature, &self.certs_der);
+        let signature = signer.signer.sign(&tbs)?;
+        let der = wrap_basic(&tbs, &signer.signature_algorithm_der, &signature, &signer.certs_der);
         Ok((der, Freshness { produced_at: now, this_update: now, next_update: next }))
     }
+}
+
+/// Checks a signer certificate and its key for the issuing CA named `issuer`, and encodes once
+/// what every response carries of them.
+///
+/// Refused: a certificate that is not DER, not issued by the issuing CA, without the
+/// id-kp-OCSPSigning extended key usage (RFC 6960 §4.2.2.2), or whose key is not the signer's;
+/// a signer whose scheme is not SHA-256 based (RSA PKCS#1 v1.5 or ECDSA P-256).
+fn signer_state(
+    issuer: &x509_cert::name::Name,
+    signer_cert_der: &[u8],
+    signer: Arc<dyn Signer>,
+) -> Result<SignerState, Error> {
+    let signer_err = |reason: String| Error::Certificate { which: "OCSP signer", reason };
+    let signer_cert = Certificate::from_der(signer_cert_der).map_err(|e| signer_err(e.to_string()))?;
+    if signer_cert.to_der().map_err(|e| signer_err(e.to_string()))? != signer_cert_der {
+        return Err(signer_err("it is not in DER (it does not re-encode to the same octets)".into()));
+    }
+    let tbs = &signer_cert.tbs_certificate;
+    if tbs.issuer != *issuer {
+        return Err(signer_err("it was not issued by the issuing CA (RFC 6960 §4.2.2.2)".into()));
+    }
+    let exts = tbs.extensions.as_deref().unwrap_or_default();
+    let has_ocsp_eku = exts
+        .iter()
+        .filter(|e| e.extn_id == OID_EXT_KEY_USAGE)
+        .filter_map(|e| ExtendedKeyUsage::from_der(e.extn_value.as_bytes()).ok())
+        .any(|eku| eku.0.contains(&OID_KP_OCSP_SIGNING));
+    if !has_ocsp_eku {
+        return Err(signer_err("it lacks the extended key usage id-kp-OCSPSigning".into()));
+    }
+    if !exts.iter().any(|e| e.extn_id == OID_OCSP_NOCHECK) {
+        tracing::warn!("the OCSP signer certificate has no id-pkix-ocsp-nocheck extension");
+    }
+    let cert_key = tbs.subject_public_key_info.subject_public_key.raw_bytes();
+    if cert_key != signer.public_key_raw() {
+        return Err(Error::SignerKeyMismatch { handle: signer.handle().to_string() });
+    }
+    let signature_algorithm = match signer.key_type().signature_scheme() {
+        SignatureScheme::RsaPkcs1Sha256 => {
+            AlgorithmIdentifierOwned { oid: OID_SHA256_WITH_RSA, parameters: Some(Any::from(Null)) }
+        }
+        SignatureScheme::EcdsaP256Sha256 => {
+            AlgorithmIdentifierOwned { oid: OID_ECDSA_WITH_SHA256, parameters: None }
+        }
+        other => return Err(Error::UnsupportedSignatureScheme { scheme: format!("{other:?}") }),
+    };
+    let time = |t: &x509_cert::time::Time| {
+        DateTime::from_timestamp(t.to_unix_duration().as_secs() as i64, 0)
+            .ok_or_else(|| signer_err(format!("its validity time {t} is out of range")))
+    };
+    let not_before = time(&tbs.validity.not_before)?;
+    let not_after = time(&tbs.validity.not_after)?;
+    let mut certs_der = Vec::with_capacity(signer_cert_der.len() + 8);
+    push_header(&mut certs_der, 0xa0, tlv_len(signer_cert_der.len()));
+    push_header(&mut certs_der, 0x30, signer_cert_der.len());
+    certs_der.extend_from_slice(signer_cert_der);
+    Ok(SignerState {
+        key_hash: CertIdHash::Sha1.digest(cert_key),
+        serial: cerdb::Serial::from_bytes(tbs.serial_number.as_bytes()).ok(),
+        signer,
+        cert_der: signer_cert_der.to_vec(),
+        signature_algorithm_der: signature_algorithm.to_der().map_err(Error::encoding)?,
+        certs_der,
+        not_before,
+        not_after,
+        generation: 0,
+    })
 }
 
 /// `id-pkix-ocsp-basic` (RFC 6960 §4.2.1), DER-encoded with its tag and length.

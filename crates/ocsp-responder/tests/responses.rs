@@ -477,7 +477,80 @@ fn the_signer_certificate_is_the_one_given() {
     let pki = Pki::new();
     let r = pki.responder();
     assert_eq!(r.signer_certificate_der(), pki.signer_der.as_slice());
-    let cert = Certificate::from_der(r.signer_certificate_der()).expect("cert");
+    let cert = Certificate::from_der(&r.signer_certificate_der()).expect("cert");
     let issuing = Certificate::from_der(&pki.issuing_der).expect("cert");
     assert_eq!(cert.tbs_certificate.issuer, issuing.tbs_certificate.subject);
+}
+
+/// A signer certificate for the fixture's OCSP key valid from `from` to `to`, with `serial`.
+fn signer_valid(pki: &Pki, from: (i32, u8, u8), to: (i32, u8, u8), serial: &[u8]) -> Vec<u8> {
+    let mut params = signer_params(true, true);
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+    params.not_before = rcgen::date_time_ymd(from.0, from.1, from.2);
+    params.not_after = rcgen::date_time_ymd(to.0, to.1, to.2);
+    let spki = rcgen::SubjectPublicKeyInfo::from_der(pki.signer.public_key_spki()).expect("spki");
+    params.signed_by(&spki, &issuing_ca()).expect("sign signer").der().to_vec()
+}
+
+#[test]
+fn no_response_is_signed_outside_the_signer_certificates_validity() {
+    let pki = Pki::new();
+    // Valid during 2030 only (t0 is 2030-01-01).
+    let cert = signer_valid(&pki, (2030, 1, 1), (2030, 12, 31), &[0x51]);
+    let r = OcspResponder::new(
+        pki.reader(),
+        &pki.issuing_der,
+        &cert,
+        pki.signer.clone(),
+        OcspConfig::default(),
+        Arc::new(SystemClock),
+    )
+    .expect("responder");
+    let req = pki.request(&[GOOD], OID_SHA1, None);
+    assert_eq!(r.respond_detailed(&req, t0() + Duration::days(10)).status, ResponseStatus::Successful);
+    let end = Utc.with_ymd_and_hms(2030, 12, 31, 0, 0, 0).single().expect("time");
+    // The day before its end: signed, and nextUpdate does not pass its notAfter.
+    let last = r.respond_detailed(&pki.request(&[GOOD_2], OID_SHA1, None), end - Duration::hours(6));
+    let basic = basic_of(&last.der);
+    let next = basic.tbs_response_data.responses[0].next_update.as_ref().expect("nextUpdate");
+    assert_eq!(secs(next), end.timestamp(), "nextUpdate is cut at the signer's notAfter");
+    for at in [end, end + Duration::days(30), t0() - Duration::seconds(1)] {
+        let reply = r.respond_detailed(&req, at);
+        assert_eq!(reply.status, ResponseStatus::TryLater, "at {at}");
+        assert!(!reply.from_cache, "a cached response is not served at {at} either");
+        assert_eq!(decode(&reply.der).basic, None);
+    }
+}
+
+#[test]
+fn a_new_signer_replaces_the_old_one_and_its_cached_responses() {
+    let pki = Pki::new();
+    let r = pki.responder();
+    let req = pki.request(&[GOOD], OID_SHA1, None);
+    let first = r.respond_detailed(&req, t0());
+    assert!(r.respond_detailed(&req, t0()).from_cache);
+
+    // The same key certified again (a new key is the CA's business; the responder takes any
+    // signer that checks out).
+    let new_cert = signer_valid(&pki, (2029, 1, 1), (2031, 1, 1), &[0x52]);
+    r.replace_signer(&new_cert, pki.signer.clone()).expect("replace");
+    assert_eq!(r.signer_certificate_der(), new_cert);
+    assert_eq!(r.cached_responses(), 0, "the old signer's responses are dropped");
+    let after = r.respond_detailed(&req, t0());
+    assert!(!after.from_cache);
+    assert_ne!(after.der, first.der);
+    let basic = basic_of(&after.der);
+    assert_eq!(basic.certs.as_ref().expect("certs")[0].to_der().expect("der"), new_cert);
+
+    // A replacement that does not check out is refused and changes nothing.
+    let other = pki.hsm.signer(&"ocsp/signer".parse().expect("handle")).expect("signer");
+    let wrong_issuer = {
+        let mut params = signer_params(true, true);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x53]));
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("self-signed").der().to_vec()
+    };
+    assert!(r.replace_signer(&wrong_issuer, other).is_err());
+    assert!(r.replace_signer(b"garbage", pki.signer.clone()).is_err());
+    assert_eq!(r.signer_certificate_der(), new_cert);
 }

@@ -70,6 +70,8 @@ pub(crate) async fn dashboard(req: HttpRequest, console: web::Data<Console>) -> 
     let ctx = guard(&req, &console, Perm::Read)?;
     let c = console.clone();
     let certs = web::block(move || c.cache.certs(&c.ca)).await??;
+    let c = console.clone();
+    let own = web::block(move || c.ca.own_certificates()).await??;
     let now = console.ca.now();
     let today = now.date_naive();
     let first = today - Duration::days(CHART_DAYS - 1);
@@ -99,7 +101,23 @@ pub(crate) async fn dashboard(req: HttpRequest, console: web::Data<Console>) -> 
     }
     expiring.sort_by_key(|r| r.not_after);
     let total_expiring = expiring.len();
+    let attention = own.iter().filter(|c| c.state.needs_attention()).count();
     let body = html! {
+        section #own-certificates {
+            h2 { "CA certificates" }
+            @if attention > 0 {
+                p.error { (attention) " of the CA's own certificates need attention: renew or replace them before they end." }
+            }
+            table {
+                tr { th { "certificate" } th { "serial" } th { "not after" } th { "days left" } th { "warned at" } th { "state" } }
+                @for c in &own {
+                    tr.(if c.state.needs_attention() { "attention" } else { "" }) {
+                        td { (c.name) } td { (serial_link(&c.serial)) } td { (when(c.not_after)) }
+                        td.num { (c.days_left) } td.num { (c.warning_days) } td { (c.state.name()) }
+                    }
+                }
+            }
+        }
         section {
             h2 { "Certificates by usage and status" }
             table #counts {

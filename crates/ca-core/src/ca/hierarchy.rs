@@ -68,10 +68,10 @@ impl Ca {
         clock: Arc<dyn Clock>,
         actor: &str,
     ) -> Result<(Ca, InitOutcome), Error> {
-        cfg.validate()?;
         if db.meta_get(META_INIT)?.is_some() {
             return Ok((Ca::open(db, hsm, cfg, clock)?, InitOutcome::AlreadyInitialised));
         }
+        cfg.validate_for_init()?;
         let now = seconds(clock.now());
         let rng = SystemRandom::new();
 
@@ -271,7 +271,7 @@ impl Ca {
         };
         let root = load(CaId::Root, "ca.root.serial", "ca.root.subject", H_ROOT)?;
         let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
-        let ocsp_der = cert_of("ca.ocsp.serial")?.der;
+        let ocsp = RwLock::new(Arc::new(load_ocsp_signer(&db)?));
         let tsa_der = cert_of("ca.tsa.serial")?.der;
         let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
         let compromised_certs = load_compromised(&db)?;
@@ -283,12 +283,13 @@ impl Ca {
             clock,
             root,
             issuing,
-            ocsp_der,
+            ocsp,
             tsa_der,
             compromised,
             compromised_certs,
             crl_lock: Mutex::new(()),
             tls_lock: Mutex::new(()),
+            ocsp_renew_lock: Mutex::new(()),
             rng: SystemRandom::new(),
         })
     }

@@ -5,17 +5,21 @@
 mod compromise;
 mod crl;
 mod escrow;
+mod expiry;
 mod hierarchy;
 mod issuance;
 mod revocation;
 mod service_certs;
 
 use compromise::{load_compromised, CompromisedSet, GuardedSigner};
+use expiry::{load_ocsp_signer, OcspSignerCert};
 use hierarchy::*;
 use issuance::*;
 
 pub use compromise::OwnCert;
+pub use expiry::{ExpiryState, OwnCertStatus};
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -165,7 +169,8 @@ pub struct Ca {
     audit: AuditLog,
     root: LoadedCa,
     issuing: LoadedCa,
-    ocsp_der: Vec<u8>,
+    /// The OCSP signer in use: replaced by [`Ca::renew_ocsp_signer_if_due`].
+    ocsp: RwLock<Arc<OcspSignerCert>>,
     tsa_der: Vec<u8>,
     /// Keys reported compromised, with the certificate whose revocation reported each: the
     /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
@@ -176,6 +181,7 @@ pub struct Ca {
     compromised_certs: CompromisedSet,
     crl_lock: Mutex<()>,
     tls_lock: Mutex<()>,
+    ocsp_renew_lock: Mutex<()>,
     rng: SystemRandom,
 }
 
@@ -221,13 +227,13 @@ impl Ca {
         self.clock.now()
     }
 
-    /// A CA certificate, DER.
-    pub fn ca_cert(&self, which: CaCert) -> &[u8] {
+    /// A CA certificate, DER. For the OCSP signer, the one in use now.
+    pub fn ca_cert(&self, which: CaCert) -> Cow<'_, [u8]> {
         match which {
-            CaCert::Root => &self.root.der,
-            CaCert::Issuing => &self.issuing.der,
-            CaCert::Ocsp => &self.ocsp_der,
-            CaCert::Tsa => &self.tsa_der,
+            CaCert::Root => Cow::Borrowed(&self.root.der),
+            CaCert::Issuing => Cow::Borrowed(&self.issuing.der),
+            CaCert::Ocsp => Cow::Owned(self.ocsp.read().unwrap_or_else(|p| p.into_inner()).der.clone()),
+            CaCert::Tsa => Cow::Borrowed(&self.tsa_der),
         }
     }
 

@@ -4,13 +4,6 @@
 use super::*;
 
 impl Ca {
-    /// The OCSP signer key. It refuses to sign once the OCSP signer or the issuing CA is
-    /// compromised ([`Ca::compromise`]).
-    pub fn ocsp_signer(&self) -> Result<Arc<dyn Signer>, Error> {
-        const WATCHED: &[OwnCert] = &[OwnCert::Ocsp, OwnCert::Issuing];
-        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_OCSP))?, self.compromised_certs.clone(), WATCHED))
-    }
-
     /// The TSA key. It refuses to sign once the TSA certificate is compromised
     /// ([`Ca::compromise`]).
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {

@@ -1,0 +1,113 @@
+//! The OCSP signer's renewal before its window and the CA-side certificates' days left, with a
+//! fixed clock moved by hand.
+
+use std::sync::Arc;
+
+use ca_core::{Ca, CaCert, CaConfig, Error, ExpiryState, FixedClock, OwnCert};
+use cerdb::{CertDb, CertKind};
+use chrono::{Duration, TimeZone, Utc};
+use hsm_sim::{HsmSim, MasterKeySource};
+use x509_parser::prelude::*;
+
+fn t0() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).single().expect("time")
+}
+
+fn open(path: &std::path::Path, cfg: CaConfig, clock: Arc<FixedClock>, init: bool) -> Ca {
+    let db = CertDb::open(path.join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(path.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    if init {
+        Ca::init(db, hsm, cfg, clock, "test").expect("init").0
+    } else {
+        Ca::open(db, hsm, cfg, clock).expect("open")
+    }
+}
+
+fn state(ca: &Ca, name: &str) -> (ExpiryState, i64) {
+    let all = ca.own_certificates().expect("status");
+    let c = all.iter().find(|c| c.name == name).expect("listed");
+    (c.state, c.days_left)
+}
+
+#[test]
+fn the_ocsp_signer_is_reissued_with_a_new_key_once_in_its_window_and_kept_after_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FixedClock::new(t0()));
+    let ca = open(dir.path(), CaConfig::default(), clock.clone(), true);
+    let first = ca.ca_cert(CaCert::Ocsp).to_vec();
+    let first_key = ca.ocsp_signer().expect("signer").public_key_raw().to_vec();
+    assert!(ca.renew_ocsp_signer_if_due("test").expect("renew").is_none(), "not due at init");
+    assert_eq!(state(&ca, "ocsp"), (ExpiryState::Valid, 365));
+
+    // 334 days on, 31 days are left: not yet.
+    clock.set(t0() + Duration::days(334));
+    assert!(ca.renew_ocsp_signer_if_due("test").expect("renew").is_none());
+    // 336 days on, 29 are left: within the 30-day window.
+    clock.set(t0() + Duration::days(336));
+    assert_eq!(state(&ca, "ocsp"), (ExpiryState::Expiring, 29));
+    let renewed = ca.renew_ocsp_signer_if_due("test").expect("renew").expect("renewed");
+    assert_eq!(renewed.kind, CertKind::OcspSigner);
+    assert_eq!(renewed.not_after, t0() + Duration::days(336 + 365));
+    let (der, key) = ca.ocsp_signer_certified().expect("certified");
+    assert_eq!(der, renewed.der);
+    assert_ne!(der, first);
+    assert_ne!(key.public_key_raw(), first_key.as_slice(), "a new key in custody");
+    let (_, x) = X509Certificate::from_der(&der).expect("parse");
+    assert_eq!(x.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    key.sign(b"signs").expect("the new key signs");
+    assert_eq!(state(&ca, "ocsp"), (ExpiryState::Valid, 365));
+    assert!(ca.renew_ocsp_signer_if_due("test").expect("renew").is_none(), "once only");
+    ca.audit_verify().expect("the renewal is audited on an intact chain");
+    let entries = ca_core::audit::entries(ca.db()).expect("entries");
+    assert!(entries.iter().any(|e| e.details.contains("ocsp-signer renewal")));
+    drop(ca);
+
+    // Reopened: the new signer and its key are the ones in use.
+    let ca = open(dir.path(), CaConfig::default(), clock, false);
+    let (again, key) = ca.ocsp_signer_certified().expect("certified");
+    assert_eq!(again, der);
+    let (_, x) = X509Certificate::from_der(&again).expect("parse");
+    assert_eq!(x.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+}
+
+#[test]
+fn the_window_covers_a_response_and_a_compromised_signer_is_not_renewed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FixedClock::new(t0()));
+    let mut cfg = CaConfig::default();
+    cfg.expiry.ocsp_renew_before_days = 0;
+    let ca = open(dir.path(), cfg, clock.clone(), true);
+    // A window of 0 days is widened to one response's lifetime and a day.
+    clock.set(t0() + Duration::days(363) + Duration::hours(12));
+    assert!(ca.renew_ocsp_signer_if_due("test").expect("renew").is_some());
+
+    let ca2_dir = tempfile::tempdir().expect("tempdir");
+    let clock2 = Arc::new(FixedClock::new(t0()));
+    let ca2 = open(ca2_dir.path(), CaConfig::default(), clock2.clone(), true);
+    ca2.compromise(OwnCert::Ocsp, "compromise ocsp", "test").expect("compromise");
+    clock2.set(t0() + Duration::days(340));
+    let err = ca2.renew_ocsp_signer_if_due("test").expect_err("refused");
+    assert!(matches!(err, Error::Compromised { which: OwnCert::Ocsp }), "{err}");
+    assert_eq!(state(&ca2, "ocsp").0, ExpiryState::Revoked);
+}
+
+#[test]
+fn no_renewal_when_the_issuing_ca_ends_first_and_states_follow_the_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FixedClock::new(t0()));
+    let mut cfg = CaConfig::default();
+    cfg.issuing.validity_days = 40;
+    cfg.ocsp_signer.validity_days = 40;
+    let ca = open(dir.path(), cfg, clock.clone(), true);
+    let first = ca.ca_cert(CaCert::Ocsp).to_vec();
+    clock.set(t0() + Duration::days(20));
+    assert!(ca.renew_ocsp_signer_if_due("test").expect("renew").is_none());
+    assert_eq!(ca.ca_cert(CaCert::Ocsp).to_vec(), first);
+    assert_eq!(state(&ca, "ocsp"), (ExpiryState::Expiring, 20));
+    assert_eq!(state(&ca, "issuing"), (ExpiryState::Expiring, 20));
+    assert_eq!(state(&ca, "root").0, ExpiryState::Valid);
+    clock.set(t0() + Duration::days(41));
+    assert_eq!(state(&ca, "ocsp").0, ExpiryState::Expired);
+    let names: Vec<&str> = ca.own_certificates().expect("status").iter().map(|c| c.name).collect();
+    assert_eq!(names, ["root", "issuing", "ocsp", "tsa", "tls"]);
+}
