@@ -102,13 +102,21 @@ impl Ca {
     /// certificate is stored with an audit entry before it is put in use; the old key stays in
     /// custody. `Ok(None)` when nothing was due.
     ///
+    /// A signer renewed meanwhile by another process on the same storage is taken up first.
+    ///
     /// Not renewed: a compromised OCSP signer or issuing CA ([`Error::Compromised`]), and a
     /// signer that a new one would not outlive by a day because the issuing CA ends first (that
     /// is reported by [`Ca::own_certificates`] instead).
     pub fn renew_ocsp_signer_if_due(&self, actor: &str) -> Result<Option<CertRecord>, Error> {
         let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
-        let current = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).clone();
+        // Another process on the same storage may have renewed it: take that one up first.
+        let stored = self.db.meta_get("ca.ocsp.serial")?;
+        let mut current = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if stored.as_deref() != Some(current.serial.to_string().as_str()) {
+            current = Arc::new(load_ocsp_signer(&self.db)?);
+            *self.ocsp.write().unwrap_or_else(|p| p.into_inner()) = current.clone();
+        }
         let window = self.cfg.expiry.ocsp_renewal_window(crate::OCSP_RESPONSE_LIFETIME);
         if current.not_after - now > window {
             return Ok(None);
