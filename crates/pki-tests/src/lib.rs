@@ -30,6 +30,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod console_support;
+pub mod crash_loop;
 pub mod directory_support;
 pub mod http_client;
 pub mod raw_tcp;

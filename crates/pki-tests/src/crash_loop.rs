@@ -1,0 +1,375 @@
+//! The crash loop (`bench/crash-loop.sh`, and a few rounds in the test suite): `pki serve` on one
+//! data directory under mixed load, killed with SIGKILL at a random moment, restarted, and
+//! checked for everything its clients were told had happened.
+//!
+//! Each round runs, for a random 0.5–3 s, client threads that record every acknowledgement:
+//!
+//! - issuance from a CSR and escrowed issuance (`pki issue` through the admin socket): the serial
+//!   printed;
+//! - revocation of an acknowledged certificate (`pki revoke`, superseded or affiliationChanged);
+//! - timestamps (`POST /tsa`, granted): the token;
+//! - OCSP and directory lookups, for load.
+//!
+//! Then the server is killed, started again, and every acknowledgement is looked for: each
+//! certificate in `pki list`, never a serial twice; each revocation in `pki list`, the CRL and an
+//! `openssl ocsp` answer; each token accepted by `pki ts verify` (signature, chain and its record);
+//! `pki audit verify` passes.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::*;
+
+/// What a crash loop found.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Rounds run.
+    pub rounds: usize,
+    /// Acknowledgements received by the clients (certificates, revocations, tokens).
+    pub acknowledged: usize,
+    /// What was acknowledged and then not found, one line each.
+    pub lost: Vec<String>,
+}
+
+impl Report {
+    /// `rounds N, acknowledged A, lost L`.
+    pub fn summary(&self) -> String {
+        format!("rounds {}, acknowledged {}, lost {}", self.rounds, self.acknowledged, self.lost.len())
+    }
+}
+
+/// A small xorshift generator: the loop's randomness, reproducible from its printed seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded; a zero seed is moved off zero.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+/// Everything the clients were told, across rounds.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Serials of acknowledged certificates.
+    issued: Vec<String>,
+    /// Serials whose revocation was acknowledged.
+    revoked: Vec<String>,
+    /// Acknowledged tokens and the file they stamp.
+    tokens: Vec<(PathBuf, PathBuf)>,
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The world of one loop: the data directory, its CSRs and the files the clients write.
+struct World {
+    env: Env,
+    csrs: Vec<PathBuf>,
+    password: PathBuf,
+    document: PathBuf,
+    files: AtomicU64,
+}
+
+impl World {
+    fn file(&self, ext: &str) -> PathBuf {
+        self.env.path(&format!("f{}.{ext}", self.files.fetch_add(1, Ordering::Relaxed)))
+    }
+
+    /// One client's loop until `stop`: `step` returns the acknowledgement to record, if any.
+    fn client(&self, stop: &AtomicBool, mut step: impl FnMut(u64)) {
+        let mut i = 0;
+        while !stop.load(Ordering::Acquire) {
+            step(i);
+            i += 1;
+        }
+    }
+}
+
+/// The serial `pki issue` printed (the certificate PEM on stdout), if it succeeded.
+fn issued_serial(out: &Out) -> Option<String> {
+    if !out.status.success() || !out.stdout.contains("-----END CERTIFICATE-----") {
+        return None;
+    }
+    Some(cert_serial(&pem_der(&out.stdout)))
+}
+
+/// Runs one round's load against the server on `world.env`; returns when `stop` is set.
+fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
+    let env = &world.env;
+    std::thread::scope(|s| {
+        // Issuance from CSRs, through the admin socket.
+        s.spawn(|| {
+            world.client(stop, |i| {
+                let csr = &world.csrs[i as usize % world.csrs.len()];
+                let email = format!("user{}@bank.example", i % 7);
+                let out = env.pki_try(["issue", "--email", &email, "--usage", "signing", "--csr", &p(csr)]);
+                if let Some(serial) = issued_serial(&out) {
+                    ledger.lock().unwrap().issued.push(serial);
+                }
+            })
+        });
+        // Escrowed issuance.
+        s.spawn(|| {
+            world.client(stop, |i| {
+                let email = format!("escrow{}@bank.example", i % 5);
+                let p12 = world.file("p12");
+                let out = env.pki_try([
+                    "issue",
+                    "--email",
+                    &email,
+                    "--usage",
+                    "encryption",
+                    "--generate",
+                    "--key-type",
+                    "p256",
+                    "--p12",
+                    &p(&p12),
+                    "--p12-password-file",
+                    &p(&world.password),
+                ]);
+                if let Some(serial) = issued_serial(&out) {
+                    ledger.lock().unwrap().issued.push(serial);
+                }
+            })
+        });
+        // Revocations of acknowledged certificates.
+        s.spawn(|| {
+            let mut rng = Rng::new(seed ^ 0x5eed);
+            world.client(stop, |_| {
+                let pick = {
+                    let l = ledger.lock().unwrap();
+                    let open: Vec<&String> = l.issued.iter().filter(|s| !l.revoked.contains(s)).collect();
+                    (!open.is_empty()).then(|| open[rng.range(0, open.len() as u64) as usize].clone())
+                };
+                let Some(serial) = pick else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    return;
+                };
+                let reason =
+                    if rng.next_u64().is_multiple_of(2) { "superseded" } else { "affiliationChanged" };
+                let out = env.pki_try(["revoke", "--serial", &serial, "--reason", reason]);
+                if out.status.success() {
+                    ledger.lock().unwrap().revoked.push(serial);
+                }
+            })
+        });
+        // Timestamps over HTTP.
+        s.spawn(|| {
+            world.client(stop, |_| {
+                let query = world.file("tsq");
+                let made = run(std::process::Command::new(openssl_bin()).args([
+                    "ts",
+                    "-query",
+                    "-data",
+                    &p(&world.document),
+                    "-sha256",
+                    "-cert",
+                    "-out",
+                    &p(&query),
+                ]));
+                if !made.status.success() {
+                    return;
+                }
+                let body = std::fs::read(&query).unwrap_or_default();
+                let headers = [("Content-Type", "application/timestamp-query")];
+                let Ok(reply) = http_client::send(
+                    env.port,
+                    "POST",
+                    "/tsa",
+                    &headers,
+                    Some(&body),
+                    Duration::from_secs(5),
+                ) else {
+                    return;
+                };
+                // TimeStampResp: SEQUENCE { PKIStatusInfo SEQUENCE { INTEGER 0 (granted) ... } ... }
+                if reply.status == 200 && granted(&reply.body) {
+                    let token = world.file("tsr");
+                    std::fs::write(&token, &reply.body).unwrap();
+                    ledger.lock().unwrap().tokens.push((token, world.document.clone()));
+                }
+            })
+        });
+        // Lookups, for load.
+        s.spawn(|| {
+            world.client(stop, |i| {
+                let path = format!("/api/v1/certificates/exists?email=user{}%40bank.example", i % 7);
+                let _ = http_client::send(env.port, "GET", &path, &[], None, Duration::from_secs(5));
+            })
+        });
+    });
+}
+
+/// Whether a TimeStampResp's status is granted (0) or grantedWithMods (1).
+fn granted(der: &[u8]) -> bool {
+    let Ok(reply) = ::x509_parser::der_parser::parse_der(der) else { return false };
+    let status = reply
+        .1
+        .as_sequence()
+        .ok()
+        .and_then(|s| s.first())
+        .and_then(|info| info.as_sequence().ok())
+        .and_then(|info| info.first())
+        .and_then(|st| st.as_u32().ok());
+    matches!(status, Some(0 | 1))
+}
+
+/// How far the ledger was checked one by one (OCSP, `pki ts verify`): the counts of revocations
+/// and tokens already looked at. Presence in `pki list` and on the CRL is checked for everything,
+/// every round.
+#[derive(Debug, Default)]
+struct Checked {
+    revoked: usize,
+    tokens: usize,
+}
+
+/// Checks everything acknowledged so far against the restarted server; the losses, one line each.
+fn check(world: &World, ledger: &Ledger, checked: &mut Checked, ca: &CaFiles) -> Vec<String> {
+    let env = &world.env;
+    let mut lost = Vec::new();
+    let rows = parse_list(&env.pki(["list"]).stdout);
+    let listed: HashSet<&str> = rows.iter().map(|r| r.serial.as_str()).collect();
+    if listed.len() != rows.len() {
+        lost.push(format!("pki list shows a serial twice ({} rows, {} serials)", rows.len(), listed.len()));
+    }
+    for serial in &ledger.issued {
+        if !listed.contains(serial.as_str()) {
+            lost.push(format!("certificate {serial}: acknowledged, not in pki list"));
+        }
+    }
+    let unique: HashSet<&String> = ledger.issued.iter().collect();
+    if unique.len() != ledger.issued.len() {
+        lost.push(format!(
+            "{} acknowledged serials were handed out twice",
+            ledger.issued.len() - unique.len()
+        ));
+    }
+    let crl = env.write("crl.pem", env.pki(["crl"]).stdout);
+    let on_crl: HashSet<String> = crl_entries_openssl(&crl, "PEM").into_iter().map(|(s, _)| s).collect();
+    for serial in &ledger.revoked {
+        if !rows.iter().any(|r| &r.serial == serial && r.status == "revoked") {
+            lost.push(format!("revocation of {serial}: acknowledged, pki list does not show it revoked"));
+        }
+        if !on_crl.contains(serial) {
+            lost.push(format!("revocation of {serial}: acknowledged, not on the CRL"));
+        }
+    }
+    for serial in &ledger.revoked[checked.revoked..] {
+        let show = env.pki(["show", "--serial", serial]).stdout;
+        let Some(start) = show.find("-----BEGIN CERTIFICATE-----") else {
+            lost.push(format!("revocation of {serial}: pki show has no certificate"));
+            continue;
+        };
+        let cert = env.write("ocsp-leaf.pem", &show[start..]);
+        let out = openssl_try([
+            "ocsp",
+            "-issuer",
+            &p(&ca.issuing),
+            "-cert",
+            &p(&cert),
+            "-CAfile",
+            &p(&ca.root),
+            "-url",
+            &format!("{}/ocsp", env.base_url()),
+        ]);
+        if !out.stdout.contains(": revoked") {
+            lost.push(format!("revocation of {serial}: OCSP does not say revoked: {}", out.stdout.trim()));
+        }
+    }
+    checked.revoked = ledger.revoked.len();
+    for (token, data) in &ledger.tokens[checked.tokens..] {
+        let out = env.pki_try(["ts", "verify", "--token", &p(token), "--data", &p(data)]);
+        if !out.status.success() {
+            lost.push(format!("timestamp {}: acknowledged, pki ts verify: {}", p(token), out.stderr.trim()));
+        }
+    }
+    checked.tokens = ledger.tokens.len();
+    let audit = env.pki_try(["audit", "verify"]);
+    if !audit.status.success() {
+        lost.push(format!("pki audit verify failed: {}", audit.stderr.trim()));
+    }
+    lost
+}
+
+/// Runs `rounds` rounds on a fresh data directory (the configuration `extra` appended to its
+/// `pki.toml`), printing one line per round to `log`.
+pub fn run_loop(rounds: usize, seed: u64, extra: &str, log: &mut dyn Write) -> Report {
+    let env = Env::with_config(extra);
+    env.init();
+    let csrs = (0..4)
+        .map(|i| {
+            let key = gen_key(env.dir(), &format!("k{i}.key"), KeySpec::P256);
+            make_csr(&key, &env.path(&format!("k{i}.csr")), &format!("/CN=k{i}"), &[])
+        })
+        .collect();
+    let world = World {
+        password: env.write("p12-password", "crash-loop-password-1\n"),
+        document: env.write("document.txt", "a statement to be stamped\n"),
+        csrs,
+        files: AtomicU64::new(0),
+        env,
+    };
+    let ca = world.env.ca_files();
+    let mut rng = Rng::new(seed);
+    let mut report = Report::default();
+    let mut checked = Checked::default();
+    let ledger = Mutex::new(Ledger::default());
+    let serve = || world.env.serve();
+    let mut server = serve();
+    for round in 1..=rounds {
+        let stop = Arc::new(AtomicBool::new(false));
+        let run_for = Duration::from_millis(rng.range(500, 3000));
+        let started = Instant::now();
+        let round_seed = rng.next_u64();
+        std::thread::scope(|s| {
+            s.spawn(|| load(&world, &ledger, &stop, round_seed));
+            std::thread::sleep(run_for);
+            // SIGKILL while the clients are still at work, then let them notice.
+            server.sigkill();
+            stop.store(true, Ordering::Release);
+        });
+        server = serve();
+        let l = ledger.lock().unwrap();
+        let lost = check(&world, &l, &mut checked, &ca);
+        let acknowledged = l.issued.len() + l.revoked.len() + l.tokens.len();
+        let _ = writeln!(
+            log,
+            "round {round}: {:.1} s of load, killed; {} certificates, {} revocations, {} timestamps acknowledged so far; lost {}",
+            started.elapsed().as_secs_f64(),
+            l.issued.len(),
+            l.revoked.len(),
+            l.tokens.len(),
+            lost.len()
+        );
+        for line in &lost {
+            let _ = writeln!(log, "  lost: {line}");
+        }
+        report.rounds = round;
+        report.acknowledged = acknowledged;
+        report.lost.extend(lost);
+    }
+    server.stop();
+    report
+}
