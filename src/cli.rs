@@ -322,12 +322,16 @@ pub fn run() -> ExitCode {
     if let Ok(quiet) = "ldap3_proto=off".parse() {
         filter = filter.add_directive(quiet);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A configuration that does not load is reported by the command itself, in text.
+    let json =
+        Settings::load(cli.config.as_deref()).is_ok_and(|s| s.log.format == crate::settings::LogFormat::Json);
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
 
     match dispatch(cli) {
         Ok(code) => code,

@@ -150,9 +150,20 @@ fn json_error(mut b: actix_web::HttpResponseBuilder, message: &str) -> HttpRespo
     b.content_type("application/json").body(serde_json::json!({ "error": message }).to_string())
 }
 
-/// The middleware of every HTTP service: refuses connections over the per-address cap and puts
-/// the body deadline on every request.
+/// The middleware of every HTTP service: refuses connections over the per-address cap, puts the
+/// body deadline on every request, and counts every answer for `/metrics`.
 pub async fn protect<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let res = protected(req, next).await?;
+    crate::metrics::observe(res.request().path(), res.status().as_u16(), started.elapsed());
+    Ok(res)
+}
+
+/// [`protect`] without the metrics.
+async fn protected<B: MessageBody + 'static>(
     mut req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {

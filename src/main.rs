@@ -8,6 +8,7 @@ mod context;
 mod directory;
 mod guard;
 mod limits;
+mod metrics;
 mod serve;
 mod settings;
 mod timestamp;

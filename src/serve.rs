@@ -271,6 +271,13 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     }
 
     let data_ca = web::Data::from(ca.clone());
+    let sources = web::Data::new(crate::metrics::Sources {
+        ca: ca.clone(),
+        ocsp: services.contains(&Service::Ocsp).then(|| ocsp.clone()),
+        tsa: services.contains(&Service::Tsa).then(|| tsa.clone().into_inner()),
+        directory: directory.clone(),
+    });
+    let metrics_listen = settings.metrics.listen.clone();
     let services = services.to_vec();
     let workers = settings.server.worker_count(services.iter().all(|s| *s == Service::Tsa));
     let limits = web::Data::new(crate::guard::Limits {
@@ -279,6 +286,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let connections = crate::guard::Connections::new(settings.server.max_connections_per_address);
     let max_connections = crate::limits::fit_open_files(settings.server.max_connections);
     let server_settings = settings.server.clone();
+    let (settings_metrics_listen, metrics_sources) = (settings.metrics.listen.clone(), sources.clone());
     let result = actix_web::rt::System::new().block_on(async move {
         // The LDAP listeners: actix-server services on this runtime, with as many workers.
         let ldap = match ldap {
@@ -299,6 +307,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 .app_data(limits.clone())
                 .app_data(data_ca.clone())
                 .route("/healthz", web::get().to(healthz));
+            if metrics_listen.is_none() {
+                app = app
+                    .app_data(sources.clone())
+                    .route("/metrics", web::get().to(crate::metrics::loopback_only));
+            }
             if services.contains(&Service::Publication) {
                 app = app.configure(publication);
             }
@@ -339,7 +352,31 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         for (addr, scheme) in server.addrs_with_scheme() {
             println!("pki serve: listening on {scheme}://{addr}");
         }
+        let metrics_server = match &settings_metrics_listen {
+            Some(addr) => {
+                let sources = metrics_sources.clone();
+                let m = HttpServer::new(move || {
+                    App::new()
+                        .app_data(sources.clone())
+                        .route("/metrics", web::get().to(crate::metrics::scrape))
+                })
+                .workers(1)
+                .bind(addr)
+                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+                for a in m.addrs() {
+                    println!("pki serve: metrics on http://{a}/metrics");
+                }
+                let m = m.run();
+                let handle = m.handle();
+                actix_web::rt::spawn(m);
+                Some(handle)
+            }
+            None => None,
+        };
         let result = server.run().await.map_err(anyhow::Error::from);
+        if let Some(m) = metrics_server {
+            m.stop(true).await;
+        }
         if let Some(ldap) = ldap {
             ldap.stop(true).await;
         }

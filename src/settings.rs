@@ -22,6 +22,38 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// The directory over LDAP.
     pub ldap: ldap_directory::LdapConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[metrics]`: where `GET /metrics` is served.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A listener of its own for `/metrics` (a loopback or management address). Without it,
+    /// `/metrics` is served on the main listener to loopback clients only.
+    pub listen: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `text` (the default) or `json`: one JSON object per line, for a log collector.
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[database]`: the sled database of the data directory.

@@ -180,6 +180,9 @@ pub struct OcspResponder {
     /// Set once the signer in use or the issuing CA was found revoked, with which one and the
     /// signer's serial (a new signer starts afresh; revocation of the CA is final).
     signer_revoked: Mutex<Option<(&'static str, Option<Serial>)>>,
+    /// Answers since start by responseStatus code (index), and those served from the cache.
+    answers: [AtomicU64; 7],
+    cache_hits: AtomicU64,
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -230,6 +233,8 @@ impl OcspResponder {
             feed: None,
             ca_serial,
             signer_revoked: Mutex::new(None),
+            answers: Default::default(),
+            cache_hits: AtomicU64::new(0),
         })
     }
 
@@ -343,7 +348,30 @@ impl OcspResponder {
 
     /// [`OcspResponder::respond`], with the status and dates the HTTP layer needs.
     pub fn respond_detailed(&self, request_der: &[u8], now: DateTime<Utc>) -> OcspReply {
-        self.try_respond(request_der, whole_seconds(now)).unwrap_or_else(|e| error_reply(&e))
+        let reply = self.try_respond(request_der, whole_seconds(now)).unwrap_or_else(|e| error_reply(&e));
+        self.answers[usize::from(reply.status.code()).min(6)].fetch_add(1, Ordering::Relaxed);
+        if reply.from_cache {
+            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        reply
+    }
+
+    /// Answers given since this responder was made, by responseStatus (those never given
+    /// left out), and how many of them came from the cache.
+    pub fn answer_counts(&self) -> (Vec<(ResponseStatus, u64)>, u64) {
+        let by_status = [
+            ResponseStatus::Successful,
+            ResponseStatus::MalformedRequest,
+            ResponseStatus::InternalError,
+            ResponseStatus::TryLater,
+            ResponseStatus::SigRequired,
+            ResponseStatus::Unauthorized,
+        ]
+        .into_iter()
+        .map(|s| (s, self.answers[usize::from(s.code()).min(6)].load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        (by_status, self.cache_hits.load(Ordering::Relaxed))
     }
 
     /// Forgets the cached responses of `serial` ([`OcspResponder::with_change_feed`] does it for

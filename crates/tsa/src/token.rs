@@ -74,6 +74,9 @@ pub struct TimestampAuthority {
     /// The default policy in dotted form, for the record of every token (formatted once).
     default_policy_text: String,
     precision_digits: u32,
+    /// Tokens handed out and requests refused since start, for the operator's metrics.
+    granted: std::sync::atomic::AtomicU64,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for TimestampAuthority {
@@ -249,7 +252,23 @@ impl TimestampAuthority {
             config,
             default_policy_text,
             precision_digits,
+            granted: Default::default(),
+            refused: Default::default(),
         })
+    }
+
+    /// Tokens granted and requests refused since this authority was made.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.granted.load(Relaxed), self.refused.load(Relaxed))
+    }
+
+    fn count<T, E>(&self, result: &Result<T, E>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(_) => self.granted.fetch_add(1, Relaxed),
+            Err(_) => self.refused.fetch_add(1, Relaxed),
+        };
     }
 
     /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
@@ -273,6 +292,7 @@ impl TimestampAuthority {
             pending.wait()?;
             Ok(token)
         });
+        self.count(&result);
         Self::response_der(result)
     }
 
@@ -289,6 +309,7 @@ impl TimestampAuthority {
             Ok((token, pending)) => pending.await.map(|()| token).map_err(Error::from),
             Err(e) => Err(e),
         };
+        self.count(&result);
         Self::response_der(result)
     }
 

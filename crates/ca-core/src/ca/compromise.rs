@@ -238,6 +238,7 @@ impl Ca {
         let record = self.audit.commit(vec![draft], now, |chain| {
             Ok(self.db.revoke(&serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
+        self.counters.revoked(rec.kind);
         self.db.meta_put(&which.meta_key(), &format!("{serial} {}", now.to_rfc3339()))?;
         self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).insert(which);
         if let Some(key) = key {

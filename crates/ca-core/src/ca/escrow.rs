@@ -60,6 +60,7 @@ impl Ca {
             .audit
             .commit(drafts, now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
         self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+        self.counters.issued([&rec]);
         let p12 = self.export_p12(&rec, p12_password)?;
         Ok((Issued { record: rec }, p12))
     }

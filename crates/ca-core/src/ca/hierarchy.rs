@@ -290,6 +290,7 @@ impl Ca {
             crl_lock: Mutex::new(()),
             tls_lock: Mutex::new(()),
             ocsp_renew_lock: Mutex::new(()),
+            counters: Default::default(),
             rng: SystemRandom::new(),
         })
     }

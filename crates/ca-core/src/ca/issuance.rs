@@ -252,6 +252,7 @@ impl Ca {
         });
         self.retire_if_refused(&records, stored)?;
         self.db.flush()?;
+        self.counters.issued(&records);
         Ok(records.into_iter().map(|record| Issued { record }).collect())
     }
 

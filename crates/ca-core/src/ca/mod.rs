@@ -3,6 +3,7 @@
 //! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
 
 mod compromise;
+mod counters;
 mod crl;
 mod escrow;
 mod expiry;
@@ -182,6 +183,7 @@ pub struct Ca {
     crl_lock: Mutex<()>,
     tls_lock: Mutex<()>,
     ocsp_renew_lock: Mutex<()>,
+    counters: counters::Counters,
     rng: SystemRandom,
 }
 

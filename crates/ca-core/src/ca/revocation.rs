@@ -92,6 +92,7 @@ impl Ca {
         let updated = self.audit.commit(vec![draft], now, |chain| {
             Ok(self.db.revoke(&rec.serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
+        self.counters.revoked(rec.kind);
         if let Some(key) = key {
             let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
             keys.entry(key).or_insert_with(|| rec.serial.clone());

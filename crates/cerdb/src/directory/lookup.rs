@@ -125,13 +125,28 @@ impl Directory {
 
     /// Whether the address has a certificate of `usage` valid at `now`.
     pub fn exists(&self, q: &AddressQuery, usage: Usage, now: DateTime<Utc>) -> Result<bool, DirectoryError> {
-        let Some(email) = self.resolve(q)? else { return Ok(false) };
-        let kind = CertKind::from(usage);
-        Ok(self
-            .reader
-            .states_by_email(&email, kind)?
-            .iter()
-            .any(|(_, s)| s.status_at(now) == CertStatus::Valid))
+        let found = match self.resolve(q)? {
+            Some(email) => self
+                .reader
+                .states_by_email(&email, CertKind::from(usage))?
+                .iter()
+                .any(|(_, s)| s.status_at(now) == CertStatus::Valid),
+            None => false,
+        };
+        self.count_lookup(found);
+        Ok(found)
+    }
+
+    fn count_lookup(&self, found: bool) {
+        let counter = if found { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Lookups (exists and fetch) that found a valid certificate, and that did not, since this
+    /// directory was opened.
+    pub fn lookup_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
     /// The newest certificate of `usage` valid at `now` (newest notBefore), DER included.
@@ -141,8 +156,12 @@ impl Directory {
         usage: Usage,
         now: DateTime<Utc>,
     ) -> Result<Option<CertRecord>, DirectoryError> {
-        let Some(email) = self.resolve(q)? else { return Ok(None) };
-        Ok(self.reader.newest_valid(&email, usage.into(), now)?)
+        let found = match self.resolve(q)? {
+            Some(email) => self.reader.newest_valid(&email, usage.into(), now)?,
+            None => None,
+        };
+        self.count_lookup(found.is_some());
+        Ok(found)
     }
 
     /// Any certificate by fingerprint, whatever its status, DER included.

@@ -90,6 +90,9 @@ pub struct Directory {
     limiter: RateLimiter,
     issuers: Vec<(CaId, String)>,
     clock: Arc<dyn Clock>,
+    /// Lookups (exists and fetch) that found a valid certificate, and that did not, since start.
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Directory {
@@ -110,7 +113,16 @@ impl Directory {
     ) -> Result<Arc<Self>, DirectoryError> {
         let keys = ApiKeyStore::open(&db)?;
         let issuers = issuers.iter().map(|i| (i.ca, pem_certificate(&i.der))).collect();
-        Ok(Arc::new(Directory { reader: db.reader(), db, keys, limiter: RateLimiter::new(), issuers, clock }))
+        Ok(Arc::new(Directory {
+            reader: db.reader(),
+            db,
+            keys,
+            limiter: RateLimiter::new(),
+            issuers,
+            clock,
+            hits: Default::default(),
+            misses: Default::default(),
+        }))
     }
 
     /// The API keys.
