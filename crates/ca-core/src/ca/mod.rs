@@ -1,5 +1,6 @@
 //! The CA of one data directory, split by responsibility: the hierarchy (`hierarchy.rs`),
-//! issuance (`issuance.rs`), escrow (`escrow.rs`), revocation (`revocation.rs`), CRLs
+//! issuance (`issuance.rs`), escrow (`escrow.rs`), its recovery by two officers or more
+//! (`recovery.rs`), revocation (`revocation.rs`), CRLs
 //! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
 
 mod compromise;
@@ -7,6 +8,7 @@ mod crl;
 mod escrow;
 mod hierarchy;
 mod issuance;
+mod recovery;
 mod revocation;
 mod service_certs;
 
@@ -15,6 +17,7 @@ use hierarchy::*;
 use issuance::*;
 
 pub use compromise::OwnCert;
+pub use recovery::{console_actor, same_officer, RecoveryState, MAX_RECOVERY_REASON_CHARS};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -34,7 +37,7 @@ use x509_parser::prelude::*;
 
 use crate::audit::{self, AuditAction, AuditDraft, AuditLog};
 use crate::clock::Clock;
-use crate::config::{CaConfig, KeySettings, SubjectName};
+use crate::config::{CaConfig, EscrowConfig, KeySettings, SubjectName};
 use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
 use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
 use crate::profiles::{
@@ -161,6 +164,8 @@ pub struct Ca {
     db: CertDb,
     hsm: Arc<dyn KeyCustody>,
     cfg: CaConfig,
+    /// `[escrow]`: how many officers a recovery needs, how long a request stays open.
+    escrow: EscrowConfig,
     clock: Arc<dyn Clock>,
     audit: AuditLog,
     root: LoadedCa,
