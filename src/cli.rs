@@ -241,11 +241,21 @@ enum UserCommand {
         #[arg(long)]
         name: String,
     },
-    /// Reset an account: new one-time password, TOTP enrolled again, lockout lifted.
+    /// Reset an account: new one-time password (printed), TOTP enrolled again, lockout lifted; the
+    /// account takes no part in escrow recovery until a second administrator confirms the reset.
     Reset {
         /// Account name.
         #[arg(long)]
         name: String,
+    },
+    /// Confirm the reset of an account as a second administrator (not the one who reset it).
+    ConfirmReset {
+        /// Account name.
+        #[arg(long = "name", value_name = "NAME")]
+        name: Option<String>,
+        /// Account name, without --name.
+        #[arg(value_name = "NAME", conflicts_with = "name", required_unless_present = "name")]
+        account: Option<String>,
     },
 }
 
@@ -268,19 +278,39 @@ enum HsmCommand {
     Import,
 }
 
+/// Recovery of an escrowed key needs two officers or more (`[escrow] approvals`): one requests,
+/// others approve, the requester downloads. Every step is audited.
 #[derive(Debug, Subcommand)]
 enum EscrowCommand {
-    /// Recover an escrowed encryption key as a PKCS#12 (audited).
-    Recover {
+    /// Ask for the recovery of an escrowed encryption key; prints the request id.
+    Request {
         /// Serial of the encryption certificate.
         #[arg(long)]
         serial: String,
+        /// Why (at most 500 characters, one line).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Approve another officer's recovery request.
+    Approve {
+        /// The request id (`pki escrow list`).
+        id: String,
+    },
+    /// List the recovery requests.
+    List,
+    /// Download the key of your own approved request as a PKCS#12 (once).
+    Recover {
+        /// The request id.
+        id: Option<String>,
         /// Where to write the PKCS#12.
-        #[arg(long)]
-        p12: PathBuf,
+        #[arg(long, visible_alias = "p12")]
+        out: Option<PathBuf>,
         /// File whose first line is the PKCS#12 password.
         #[arg(long)]
-        p12_password_file: PathBuf,
+        p12_password_file: Option<PathBuf>,
+        /// Refused: recovery by one officer is gone.
+        #[arg(long, hide = true)]
+        serial: Option<String>,
     },
 }
 
@@ -390,6 +420,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             UserCommand::Disable { name } => Request::UserDisable { name },
             UserCommand::Enable { name } => Request::UserEnable { name },
             UserCommand::Reset { name } => Request::UserReset { name },
+            UserCommand::ConfirmReset { name, account } => {
+                Request::UserConfirmReset { name: name.or(account).unwrap_or_default() }
+            }
         },
         Command::Issue { email, usage, csr, generate, key_type, p12, p12_password_file } => {
             let csr = csr.map(|p| read_file(&p, "CSR file")).transpose()?;
@@ -447,13 +480,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("bad output directory {}: {e}", out.display()))?;
             Request::OcspPresign { out: out.display().to_string() }
         }
-        Command::Escrow { command: EscrowCommand::Recover { serial, p12, p12_password_file } } => {
-            Request::EscrowRecover {
-                serial,
-                p12_out: p12.display().to_string(),
-                password: read_password(&p12_password_file)?,
+        Command::Escrow { command } => match command {
+            EscrowCommand::Request { serial, reason } => Request::EscrowAsk { serial, reason },
+            EscrowCommand::Approve { id } => Request::EscrowApprove { id },
+            EscrowCommand::List => Request::EscrowList,
+            EscrowCommand::Recover { serial: Some(_), .. } => anyhow::bail!(crate::escrow::ONE_STEP_GONE),
+            EscrowCommand::Recover { id, out, p12_password_file, serial: None } => {
+                let (Some(id), Some(out), Some(pw)) = (id, out, p12_password_file) else {
+                    anyhow::bail!(
+                        "pki escrow recover needs the request id, --out FILE and --p12-password-file F \
+                         (`pki escrow recover ID --out FILE --p12-password-file F`)"
+                    );
+                };
+                Request::EscrowRecover {
+                    id,
+                    p12_out: out.display().to_string(),
+                    password: read_password(&pw)?,
+                }
             }
-        }
+        },
         Command::Apikey { command } => crate::directory::apikey_request(command),
         Command::Lookup { email, usage, server, api_key } => match server {
             Some(url) => return crate::directory::lookup_remote(&url, &email, &usage, api_key.as_deref()),

@@ -107,10 +107,29 @@ pub enum Request {
         /// Account name.
         name: String,
     },
-    /// `pki escrow recover`.
-    EscrowRecover {
-        /// Serial.
+    /// `pki user confirm-reset`.
+    UserConfirmReset {
+        /// Account name.
+        name: String,
+    },
+    /// `pki escrow request`.
+    EscrowAsk {
+        /// Serial of the encryption certificate.
         serial: String,
+        /// Why.
+        reason: String,
+    },
+    /// `pki escrow approve`.
+    EscrowApprove {
+        /// The request id.
+        id: String,
+    },
+    /// `pki escrow list`.
+    EscrowList,
+    /// `pki escrow recover`: the release of an approved request to its requester.
+    EscrowRecover {
+        /// The request id.
+        id: String,
         /// Where the client writes the PKCS#12.
         p12_out: String,
         /// The PKCS#12 password.
@@ -223,7 +242,12 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         | Request::UserList
         | Request::UserDisable { .. }
         | Request::UserEnable { .. }
-        | Request::UserReset { .. } => crate::users::execute(ca, actor, &env.request),
+        | Request::UserReset { .. }
+        | Request::UserConfirmReset { .. } => crate::users::execute(ca, actor, &env.request),
+        Request::EscrowAsk { .. }
+        | Request::EscrowApprove { .. }
+        | Request::EscrowList
+        | Request::EscrowRecover { .. } => crate::escrow::execute(ca, actor, &env.request),
         Request::Issue { email, usage, csr, generate } => {
             let email: EmailAddress = email.parse().map_err(|e: cerdb::Error| e.to_string())?;
             let usage: Usage = usage.parse().map_err(|e: cerdb::Error| e.to_string())?;
@@ -394,15 +418,6 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                 report.written.len(),
                 report.unchanged.len()
             ))
-        }
-        Request::EscrowRecover { serial: s, p12_out, password } => {
-            let s = serial(s)?;
-            let p12 = ca.escrow_recover(&s, password, actor).map_err(e)?;
-            Ok(Reply {
-                stdout: format!("escrowed key of {s} written to {p12_out}\n"),
-                stderr: String::new(),
-                files: vec![OutFile { path: p12_out.clone(), bytes: p12 }],
-            })
         }
         Request::ApiKeyCreate { name, rate, burst } => {
             crate::directory::apikey_create(ca, name, *rate, *burst, actor)

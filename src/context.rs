@@ -20,6 +20,18 @@ pub fn keys_path(data: &Path) -> PathBuf {
     data.join("keys")
 }
 
+/// Where a console reset leaves the account's one-time password ([`admin_web::otp_file`]).
+pub fn resets_path(data: &Path) -> PathBuf {
+    data.join(admin_web::otp_file::DIR_NAME)
+}
+
+/// [`resets_path`] of the data directory this process opened, for commands that run inside it.
+pub fn resets_dir() -> Option<PathBuf> {
+    RESETS.get().cloned()
+}
+
+static RESETS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// The admin socket.
 pub fn socket_path(data: &Path) -> PathBuf {
     data.join("admin.sock")
@@ -89,6 +101,7 @@ fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<d
     // The files the database engine created just now, too.
     owner_only(data)?;
     let _ = CUSTODY.set(hsm.clone());
+    let _ = RESETS.set(resets_path(data));
     Ok((db, hsm))
 }
 
@@ -144,7 +157,7 @@ pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<Str
 /// Opens the CA of an initialised data directory.
 pub fn open_ca(data: &Path, settings: &Settings) -> anyhow::Result<Ca> {
     let (db, hsm) = open_parts(data, settings)?;
-    Ok(Ca::open(db, hsm, settings.ca.clone(), Arc::new(SystemClock))?)
+    Ok(Ca::open(db, hsm, settings.ca.clone(), Arc::new(SystemClock))?.with_escrow(settings.escrow.clone())?)
 }
 
 /// Opens the CA, creating the hierarchy on first use.
@@ -154,7 +167,8 @@ pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<
         settings.ca.validate_for_init()?;
     }
     let (db, hsm) = open_parts(data, settings)?;
-    Ok(Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?)
+    let (ca, outcome) = Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?;
+    Ok((ca.with_escrow(settings.escrow.clone())?, outcome))
 }
 
 /// How the OCSP responder dates its answers: for [`ca_core::OCSP_RESPONSE_LIFETIME`], which the

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod context;
 mod directory;
+mod escrow;
 mod guard;
 mod limits;
 mod metrics;

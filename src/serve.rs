@@ -203,7 +203,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
 
     let console = if services.contains(&Service::Console) {
         let verifier = crate::context::tsa_verifier(&ca)?;
-        let c = admin_web::Console::new(ca.clone(), settings.console.clone(), verifier)?;
+        let c = admin_web::Console::new(ca.clone(), settings.console.clone(), verifier)?
+            .with_resets_dir(crate::context::resets_path(data));
         if !listens_on_loopback(listen) && settings.server.tls.listen.is_none() {
             tracing::warn!(
                 "the console answers only on loopback addresses over plain HTTP: set [server.tls] listen \

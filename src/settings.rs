@@ -26,6 +26,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Escrow recovery: how many officers, how long a request stays open.
+    pub escrow: ca_core::EscrowConfig,
 }
 
 /// `[metrics]`: where `GET /metrics` is served.
@@ -284,6 +286,7 @@ impl Settings {
         })?;
         s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.escrow.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.server.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if s.server.tls.cert_file.is_some() != s.server.tls.key_file.is_some() {
             anyhow::bail!("{}: [server.tls] needs both cert_file and key_file, or neither", path.display());
@@ -339,6 +342,22 @@ mod tests {
         assert!(s.hsm.passphrase_file.is_none());
         assert_eq!(s.ldap, ldap_directory::LdapConfig::default());
         assert_eq!(s.hsm.backend, HsmBackend::Soft);
+        assert_eq!(s.escrow, ca_core::EscrowConfig::default());
+    }
+
+    #[test]
+    fn one_officer_for_escrow_recovery_is_refused_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        std::fs::write(&p, "[escrow]\napprovals = 1\n").expect("write");
+        let e = Settings::load(Some(&p)).unwrap_err().to_string();
+        assert!(
+            e.contains("pki.toml") && e.contains("escrow.approvals = 1") && e.contains("at least 2"),
+            "{e}"
+        );
+        std::fs::write(&p, "[escrow]\napprovals = 3\nrequest_ttl_secs = 600\n").expect("write");
+        let s = Settings::load(Some(&p)).expect("valid");
+        assert_eq!((s.escrow.approvals, s.escrow.request_ttl_secs), (3, 600));
     }
 
     #[test]

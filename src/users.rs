@@ -36,8 +36,24 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request) -> Outcome {
             otp_lines(name.as_str(), role.name(), &otp, "added")
         }
         Request::UserReset { name } => {
+            // The operator of the server runs this and holds the data directory: the password is
+            // printed here, and an older one left for the operator by a console reset goes.
             let otp = accounts.reset(name, actor).map_err(e)?;
-            format!("reset console user {name}: it must choose a new password and enrol TOTP again\none-time password: {otp}\n")
+            if let (Some(dir), Ok(n)) = (crate::context::resets_dir(), name.parse()) {
+                admin_web::otp_file::remove(&dir, &n).map_err(e)?;
+            }
+            format!(
+                "reset console user {name}: it must choose a new password and enrol TOTP again; it takes no part \
+                 in escrow recovery until a second administrator confirms the reset (`pki user confirm-reset {name}`)\n\
+                 one-time password: {otp}\n"
+            )
+        }
+        Request::UserConfirmReset { name } => {
+            let u = accounts.confirm_reset(name, actor).map_err(e)?;
+            format!(
+                "confirmed the reset of console user {}: it may take part in escrow recovery again\n",
+                u.name
+            )
         }
         Request::UserDisable { name } => {
             let u = accounts.set_disabled(name, true, actor).map_err(e)?;
@@ -59,7 +75,9 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request) -> Outcome {
                 } else {
                     "active"
                 };
-                let notes = if u.must_change_password {
+                let notes = if u.recovery_hold.is_some() {
+                    "recovery-hold"
+                } else if u.must_change_password {
                     "one-time-password"
                 } else if !u.has_totp() {
                     "totp-not-enrolled"

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use ca_core::{AuditAction, Ca};
-use cerdb::console_store::{ConsoleRole, ConsoleStore, ConsoleUser, UserName};
+use cerdb::console_store::{ConsoleRole, ConsoleStore, ConsoleUser, RecoveryHold, UserName};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::{password, totp, ConsoleConfig, Error};
@@ -74,6 +74,7 @@ impl<'a> Accounts<'a> {
             locked_until: None,
             created_at: self.ca.now(),
             last_login: None,
+            recovery_hold: None,
         };
         if !self.store.insert_user(&user)? {
             return Err(Error::UserExists(name));
@@ -116,12 +117,15 @@ impl<'a> Accounts<'a> {
         Ok(user)
     }
 
-    /// Resets an account: a new one-time password (returned), TOTP to enrol again, the lockout
-    /// lifted, its sessions ended.
+    /// Resets an account: a new one-time password (returned, for the channel that hands it to the
+    /// account holder and never to `actor`), TOTP to enrol again, the lockout lifted, its sessions
+    /// ended, and a recovery hold: the account takes no part in escrow recovery until an
+    /// administrator other than `actor` confirms the reset ([`Accounts::confirm_reset`]).
     pub fn reset(&self, name: &str, actor: &str) -> Result<String, Error> {
         let name = Self::name(name)?;
         let otp = password::one_time()?;
         let hash = password::hash(&otp)?;
+        let hold = RecoveryHold { reset_by: actor.to_string(), at: self.ca.now() };
         self.store
             .update_user(&name, &|u| {
                 u.password_hash = hash.clone();
@@ -130,11 +134,73 @@ impl<'a> Accounts<'a> {
                 u.totp_secret = None;
                 u.failed_logins = 0;
                 u.locked_until = None;
+                u.recovery_hold = Some(hold.clone());
             })?
             .ok_or(Error::UnknownUser(name.clone()))?;
         self.store.remove_sessions_of(&name)?;
-        self.ca.audit_event(actor, AuditAction::ConsoleUserReset, true, name.as_str())?;
+        self.ca.audit_event(
+            actor,
+            AuditAction::ConsoleUserReset,
+            true,
+            &format!("{name}: recovery hold until a second administrator confirms"),
+        )?;
         Ok(otp)
+    }
+
+    /// Confirms the reset of `name` as a second administrator, lifting its recovery hold. Refused
+    /// (with an audit entry) to the administrator who made the reset, to the account itself, and
+    /// to an account whose own reset is unconfirmed.
+    pub fn confirm_reset(&self, name: &str, actor: &str) -> Result<ConsoleUser, Error> {
+        let name = Self::name(name)?;
+        let result = self.confirm_checked(&name, actor);
+        match &result {
+            Ok(_) => self.ca.audit_event(actor, AuditAction::ConsoleUserConfirmReset, true, name.as_str())?,
+            Err(e) => self.ca.audit_event(
+                actor,
+                AuditAction::ConsoleUserConfirmReset,
+                false,
+                &format!("{name}: {e}"),
+            )?,
+        }
+        result
+    }
+
+    fn confirm_checked(&self, name: &UserName, actor: &str) -> Result<ConsoleUser, Error> {
+        let user = self.get(name)?;
+        let hold = user.recovery_hold.clone().ok_or_else(|| Error::NothingToConfirm(name.clone()))?;
+        if ca_core::same_officer(actor, &hold.reset_by) {
+            return Err(Error::SecondAdminRequired(format!(
+                "{actor} reset {name} and cannot confirm that reset: an administrator other than the one \
+                 who reset an account confirms it"
+            )));
+        }
+        if ca_core::same_officer(actor, &self::actor(name)) {
+            return Err(Error::SecondAdminRequired(format!(
+                "{name} cannot confirm the reset of its own account: another administrator must"
+            )));
+        }
+        if let Some(me) = actor.strip_prefix("console:").and_then(|n| n.parse::<UserName>().ok()) {
+            if self.store.user(&me)?.is_some_and(|u| u.recovery_hold.is_some()) {
+                return Err(Error::SecondAdminRequired(format!(
+                    "the reset of your own account {me} is not confirmed yet: you cannot confirm another's"
+                )));
+            }
+        }
+        // Only the hold read is lifted: a new reset meanwhile needs its own confirmation.
+        let updated = self
+            .store
+            .update_user(name, &|u| {
+                if u.recovery_hold.as_ref() == Some(&hold) {
+                    u.recovery_hold = None;
+                }
+            })?
+            .ok_or(Error::UnknownUser(name.clone()))?;
+        if updated.recovery_hold.is_some() {
+            return Err(Error::SecondAdminRequired(format!(
+                "{name} was reset again meanwhile: confirm the new reset"
+            )));
+        }
+        Ok(updated)
     }
 
     /// Counts a failed login (wrong password or TOTP code); locks the account against new
@@ -322,7 +388,7 @@ impl Accounts<'_> {
 
 /// The audit actor of a console user.
 pub fn actor(name: &UserName) -> String {
-    format!("console:{name}")
+    ca_core::console_actor(name)
 }
 
 pub(crate) fn secs(s: u64) -> Duration {

@@ -17,12 +17,19 @@
 //! |---|---|
 //! | `GET/POST /admin/login`, `/admin/login/totp`, `/admin/password`, `/admin/totp/enrol`, `POST /admin/logout` | anyone / the session's own user |
 //! | `GET /admin/`, `/admin/certificates[/{serial}[/pem]]`, `/admin/audit`, `GET/POST /admin/timestamps` | every role |
-//! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET/POST /admin/escrow` | officer |
+//! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET /admin/escrow`, `POST /admin/escrow/request`, `/admin/escrow/{id}/approve`, `/admin/escrow/{id}/release` | officer |
 //! | `GET/POST /admin/users[/...]`, `GET /admin/settings`, `POST /admin/ca/compromise` | admin |
 //!
-//! Revocation, escrow recovery, revoking one of the CA's own certificates for a compromised
-//! key, and adding or resetting an account need a TOTP code entered
-//! within [`ConsoleConfig::step_up_secs`] (step-up). Every POST carries the hidden `csrf_token`.
+//! Revocation, every step of an escrow recovery (request, approval by a second officer, release
+//! to the requester: [`ca_core::Ca::request_recovery`]), revoking one of the CA's own certificates
+//! for a compromised key, and adding, resetting or confirming the reset of an account need a TOTP
+//! code entered within [`ConsoleConfig::step_up_secs`] (step-up). Every POST carries the hidden
+//! `csrf_token`.
+//!
+//! A reset never shows the account's one-time password to the administrator who made it: it is
+//! written to a file only the server's operator reads ([`otp_file`]), and the account takes no
+//! part in escrow recovery until a second administrator confirms the reset
+//! ([`Accounts::confirm_reset`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +37,7 @@ pub mod accounts;
 mod auth;
 mod forms;
 mod live_views;
+pub mod otp_file;
 mod pages;
 pub mod password;
 mod qr;
@@ -169,6 +177,12 @@ pub enum Error {
     /// The name is taken.
     #[error("console user {0} exists already")]
     UserExists(UserName),
+    /// A reset confirmed by the administrator who made it, or by the account itself.
+    #[error("{0}")]
+    SecondAdminRequired(String),
+    /// A confirmation for an account with no unconfirmed reset.
+    #[error("console user {0} has no reset waiting for confirmation")]
+    NothingToConfirm(UserName),
     /// The console is only served over HTTPS on this listener.
     #[error("the console is served over HTTPS only on this address")]
     HttpsRequired,
@@ -211,7 +225,16 @@ fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
         | E::Lint(_)
         | E::ReasonNotAllowed { .. }
         | E::ConfirmationMismatch { .. } => StatusCode::BAD_REQUEST,
-        E::UnknownSerial(_) => StatusCode::NOT_FOUND,
+        E::RecoveryReason(_) => StatusCode::BAD_REQUEST,
+        E::UnknownSerial(_) | E::UnknownRecovery(_) => StatusCode::NOT_FOUND,
+        E::RecoveryOwnRequest { .. } | E::RecoveryNotRequester { .. } | E::RecoveryHold { .. } => {
+            StatusCode::FORBIDDEN
+        }
+        E::RecoveryExpired { .. }
+        | E::RecoveryAlreadyApproved { .. }
+        | E::RecoveryFullyApproved { .. }
+        | E::RecoveryReleased { .. }
+        | E::RecoveryNotApproved { .. } => StatusCode::CONFLICT,
         E::RootNotRevocable | E::NotEscrowed(_) | E::OwnCertNotRevocable { .. } | E::Compromised { .. } => {
             StatusCode::CONFLICT
         }
@@ -228,7 +251,8 @@ fn storage_error_status(e: &cerdb::Error) -> Option<StatusCode> {
         | E::InvalidFingerprint(_)
         | E::InvalidEmail(_)
         | E::InvalidUsage(_)
-        | E::InvalidReason(_) => StatusCode::BAD_REQUEST,
+        | E::InvalidReason(_)
+        | E::InvalidRecoveryId(_) => StatusCode::BAD_REQUEST,
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::AlreadyRevoked { .. } => StatusCode::CONFLICT,
         _ => return None,
@@ -239,12 +263,14 @@ impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
             Error::NotLoggedIn { .. } | Error::LoginIncomplete { .. } => StatusCode::SEE_OTHER,
-            Error::Forbidden { .. } | Error::Csrf | Error::StepUpRequired | Error::HttpsRequired => {
-                StatusCode::FORBIDDEN
-            }
+            Error::Forbidden { .. }
+            | Error::Csrf
+            | Error::StepUpRequired
+            | Error::HttpsRequired
+            | Error::SecondAdminRequired(_) => StatusCode::FORBIDDEN,
             Error::InvalidTotp | Error::WeakPassword(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::NotFound(_) | Error::UnknownUser(_) => StatusCode::NOT_FOUND,
-            Error::UserExists(_) => StatusCode::CONFLICT,
+            Error::UserExists(_) | Error::NothingToConfirm(_) => StatusCode::CONFLICT,
             Error::Ca(e) => ca_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Error::Storage(e) => storage_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -285,6 +311,9 @@ pub struct Console {
     login_key: ring::hmac::Key,
     cache: live_views::Cache,
     throttle: throttle::LoginThrottle,
+    /// Where a console reset leaves the account's one-time password for the server's operator
+    /// ([`otp_file`]); without it the console refuses resets.
+    resets_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Console {
@@ -312,7 +341,15 @@ impl Console {
             verifier,
             ca,
             cache: live_views::Cache::default(),
+            resets_dir: None,
         })
+    }
+
+    /// Resets made in the console leave the one-time password in `dir` (`console-resets/` of the
+    /// data directory), never on a page ([`otp_file`]).
+    pub fn with_resets_dir(mut self, dir: std::path::PathBuf) -> Console {
+        self.resets_dir = Some(dir);
+        self
     }
 
     /// The accounts.

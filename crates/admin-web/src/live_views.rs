@@ -146,6 +146,8 @@ fn change_of(e: &AuditEntry) -> Change {
         AuditAction::Crl
         | AuditAction::EscrowExport
         | AuditAction::EscrowRecover
+        | AuditAction::EscrowRequest
+        | AuditAction::EscrowApprove
         | AuditAction::DirectoryAnonymous
         | AuditAction::ApiKeyCreate
         | AuditAction::ApiKeyRevoke => Change::None,

@@ -26,7 +26,8 @@ pub enum AuditAction {
     Crl,
     /// An escrowed key left in a PKCS#12 at issuance.
     EscrowExport,
-    /// An escrowed key was recovered by an officer.
+    /// An escrowed key was released to the officer who requested its recovery, once enough
+    /// officers had approved (or the release was refused).
     EscrowRecover,
     /// An API key of the directory was created.
     ApiKeyCreate,
@@ -56,13 +57,20 @@ pub enum AuditAction {
     ConsoleUserReset,
     /// One of the CA's own certificates was revoked by `pki ca compromise` (or it was refused).
     OwnCertCompromise,
+    /// An officer asked for the recovery of an escrowed key (or was refused).
+    EscrowRequest,
+    /// A second officer approved a recovery request (or was refused).
+    EscrowApprove,
+    /// An administrator other than the one who reset a console account confirmed the reset
+    /// (or was refused).
+    ConsoleUserConfirmReset,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 20] = [
+    const NAMED: [(AuditAction, &'static str); 23] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -83,6 +91,9 @@ impl AuditAction {
         (AuditAction::ConsoleUserEnable, "console.user.enable"),
         (AuditAction::ConsoleUserReset, "console.user.reset"),
         (AuditAction::OwnCertCompromise, "own_cert.compromise"),
+        (AuditAction::EscrowRequest, "escrow.request"),
+        (AuditAction::EscrowApprove, "escrow.approve"),
+        (AuditAction::ConsoleUserConfirmReset, "console.user.confirm_reset"),
     ];
 
     /// The stored name.

@@ -94,6 +94,56 @@ impl Default for CrlSettings {
     }
 }
 
+/// `[escrow]` in `pki.toml`: recovery of escrowed keys by more than one officer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EscrowConfig {
+    /// Distinct officers, the requester included, who must agree before an escrowed key is
+    /// released (default 2; at least 2: one officer alone never recovers a key).
+    pub approvals: u32,
+    /// A request not released this many seconds after it was made expires (default 24 hours).
+    pub request_ttl_secs: u64,
+}
+
+impl EscrowConfig {
+    /// The most officers a recovery can be made to wait for.
+    pub const MAX_APPROVALS: u32 = 16;
+    /// The longest a request may stay open: 30 days.
+    pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.approvals < 2 {
+            return Err(Error::Config(format!(
+                "escrow.approvals = {}: escrow recovery needs at least 2 officers (the requester and a \
+                 second officer who approves); one officer alone never recovers a key",
+                self.approvals
+            )));
+        }
+        if self.approvals > Self::MAX_APPROVALS {
+            return Err(Error::Config(format!(
+                "escrow.approvals = {}: at most {}",
+                self.approvals,
+                Self::MAX_APPROVALS
+            )));
+        }
+        if self.request_ttl_secs == 0 || self.request_ttl_secs > Self::MAX_TTL_SECS {
+            return Err(Error::Config(format!(
+                "escrow.request_ttl_secs = {}: expected 1 to {} (30 days)",
+                self.request_ttl_secs,
+                Self::MAX_TTL_SECS
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Default for EscrowConfig {
+    fn default() -> Self {
+        EscrowConfig { approvals: 2, request_ttl_secs: 24 * 3600 }
+    }
+}
+
 /// When the CA-side certificates are renewed and warned about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -23,16 +23,17 @@ pub mod profiles;
 
 pub use audit::AuditAction;
 pub use ca::{
-    to_pem, Ca, CaCert, ChainAndKey, ExpiryState, InitOutcome, IssueRequest, Issued, OwnCert, OwnCertStatus,
-    OwnKeyRequest, Revoked,
+    console_actor, same_officer, to_pem, Ca, CaCert, ChainAndKey, ExpiryState, InitOutcome, IssueRequest,
+    Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState, Revoked, MAX_RECOVERY_REASON_CHARS,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use config::{CaConfig, ExpirySettings};
+pub use config::{CaConfig, EscrowConfig, ExpirySettings};
 
 /// nextUpdate - thisUpdate of the OCSP responder's answers: the OCSP signer is renewed at
 /// least this long (and a day) before its notAfter, so that it outlives every answer it signed.
 pub const OCSP_RESPONSE_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
 
+use cerdb::recovery_store::RecoveryId;
 use cerdb::{RevocationReason, Serial, Usage};
 
 /// Everything the CA can refuse or fail at. Each message is one line naming the problem.
@@ -156,6 +157,82 @@ pub enum Error {
         "certificate {0} has no escrowed key (only encryption keys generated with --generate are escrowed)"
     )]
     NotEscrowed(Serial),
+    /// No escrow recovery request with this id.
+    #[error("no escrow recovery request {0} (`pki escrow list` shows them)")]
+    UnknownRecovery(RecoveryId),
+    /// The reason given for a recovery is not acceptable.
+    #[error("escrow recovery reason refused: {0}")]
+    RecoveryReason(String),
+    /// The request is past its expiry.
+    #[error("escrow recovery request {id} expired at {at}; it can be neither approved nor released: make a new request")]
+    RecoveryExpired {
+        /// The request.
+        id: RecoveryId,
+        /// When it expired (RFC 3339).
+        at: String,
+    },
+    /// The requester tried to approve their own request.
+    #[error("{actor} made escrow recovery request {id} and cannot approve it: a second officer must")]
+    RecoveryOwnRequest {
+        /// The request.
+        id: RecoveryId,
+        /// Who tried.
+        actor: String,
+    },
+    /// An officer tried to approve a second time.
+    #[error("{actor} approved escrow recovery request {id} already: another officer must approve it")]
+    RecoveryAlreadyApproved {
+        /// The request.
+        id: RecoveryId,
+        /// Who tried.
+        actor: String,
+    },
+    /// The request has every approval it needs.
+    #[error("escrow recovery request {id} has every approval it needs: its requester can download the key")]
+    RecoveryFullyApproved {
+        /// The request.
+        id: RecoveryId,
+    },
+    /// The key of the request was released already: a request is used once.
+    #[error("the key of escrow recovery request {id} was released at {at}; a request is used once: make a new one")]
+    RecoveryReleased {
+        /// The request.
+        id: RecoveryId,
+        /// When (RFC 3339).
+        at: String,
+    },
+    /// The request lacks approvals.
+    #[error(
+        "escrow recovery request {id} has {have} of the {need} officers it needs (the requester included): \
+         another officer must approve it first"
+    )]
+    RecoveryNotApproved {
+        /// The request.
+        id: RecoveryId,
+        /// Officers who agreed so far, the requester included.
+        have: u32,
+        /// Officers needed.
+        need: u32,
+    },
+    /// Someone other than the requester asked for the key.
+    #[error("only {requester}, who made escrow recovery request {id}, can download its key")]
+    RecoveryNotRequester {
+        /// The request.
+        id: RecoveryId,
+        /// Who made it.
+        requester: String,
+    },
+    /// The console account was reset and no second administrator has confirmed the reset.
+    #[error(
+        "the console account {account} was reset by {reset_by} and may not take part in escrow recovery \
+         until a second administrator confirms the reset (Users page, or `pki user confirm-reset`)"
+    )]
+    RecoveryHold {
+        /// The account.
+        account: String,
+        /// Who reset it.
+        reset_by: String,
+    },
     /// The audit chain is broken.
     #[error("audit log entry {seq} is invalid: {reason}")]
     AuditBroken {

@@ -334,15 +334,14 @@ fn escrow_refuses_signing_keys_and_weak_passwords_before_generating_anything() {
     assert!(!p12.is_empty());
     let handle = issued.record.escrow_key.clone().expect("escrowed").parse().expect("handle");
     assert!(f.hsm.contains(&handle).expect("contains"));
-    let again = f.ca.escrow_recover(&issued.record.serial, "another long one", "officer").expect("recover");
+    let request = f.ca.request_recovery(&issued.record.serial, "cli:olivia", "lost").expect("request");
+    f.ca.approve_recovery(&request.id, "cli:oscar").expect("approve");
+    let (_, again) = f.ca.release_recovery(&request.id, "cli:olivia", "another long one").expect("recover");
     assert!(!again.is_empty());
     let sig =
         f.ca.issue(&req("d@example.com", Usage::Signing, csr("d@example.com", &rcgen::PKCS_ED25519)), "t")
             .expect("issue");
-    assert!(matches!(
-        f.ca.escrow_recover(&sig.record.serial, "long password", "t"),
-        Err(Error::NotEscrowed(_))
-    ));
+    assert!(matches!(f.ca.request_recovery(&sig.record.serial, "t", ""), Err(Error::NotEscrowed(_))));
     let actions: Vec<String> = ca_core::audit::entries(f.ca.db())
         .expect("entries")
         .into_iter()

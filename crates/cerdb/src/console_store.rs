@@ -144,6 +144,20 @@ pub struct ConsoleUser {
     pub created_at: DateTime<Utc>,
     /// Last successful login.
     pub last_login: Option<DateTime<Utc>>,
+    /// Set by a reset: until an administrator other than the one who reset the account confirms
+    /// the reset, the account takes no part in escrow recovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_hold: Option<RecoveryHold>,
+}
+
+/// Why an account may not take part in escrow recovery yet: it was reset, and no second
+/// administrator has confirmed the reset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryHold {
+    /// The audit actor who reset the account.
+    pub reset_by: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 impl ConsoleUser {

@@ -3,7 +3,8 @@
 //! **Owns:** the storage contract — one trait per concern: certificates with their indexes,
 //! revocations, CRLs, retired serials, compromised keys, the audit log and the change feed
 //! ([`CertStore`], [`CertReader`], [`ChangeFeed`]), the console's accounts and sessions
-//! ([`console_store::ConsoleStore`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
+//! ([`console_store::ConsoleStore`]), escrow recovery requests
+//! ([`recovery_store::RecoveryRequests`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
 //! the TSA's ledger ([`tsa_store::TsaLedger`]) — and its engines: today the embedded sled engine
 //! ([`sled_engine`], the only module that names sled). [`CertDb`] is the handle every other crate
 //! holds. Every write that acknowledges something (an issuance, a revocation) is durable before it
@@ -19,6 +20,7 @@ pub mod console_store;
 pub mod directory;
 mod faults;
 mod record;
+pub mod recovery_store;
 pub mod scenarios;
 pub mod sled_engine;
 mod store;
@@ -34,7 +36,13 @@ pub use store::{
 
 /// A storage engine: one implementation of every trait of the contract.
 pub trait Engine:
-    CertStore + console_store::ConsoleStore + directory::ApiKeyRecords + tsa_store::TsaLedger + Send + Sync
+    CertStore
+    + console_store::ConsoleStore
+    + recovery_store::RecoveryRequests
+    + directory::ApiKeyRecords
+    + tsa_store::TsaLedger
+    + Send
+    + Sync
 {
     /// Where the database is (a directory, or a URL without its password), for messages.
     fn location(&self) -> String;
@@ -86,6 +94,9 @@ pub enum Error {
     /// An unknown or forbidden revocation reason.
     #[error("invalid revocation reason {0}")]
     InvalidReason(String),
+    /// A recovery request id that cannot be parsed.
+    #[error("invalid recovery request id {0:?}: an id is 32 hex digits, as `pki escrow list` shows it")]
+    InvalidRecoveryId(String),
     /// No certificate with this serial.
     #[error("no certificate with serial {0}")]
     NotFound(Serial),

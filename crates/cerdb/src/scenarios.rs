@@ -16,6 +16,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::console_store::{ConsoleRole, ConsoleSession, ConsoleUser, SessionId, SessionStage, UserName};
 use crate::directory::{ApiKeyName, ApiKeyStore, DirectoryError};
+use crate::recovery_store::{RecoveryId, RecoveryRequest, RecoveryStep};
 use crate::tsa_store::{TokenRecord, TsaSerial, TsaStore};
 use crate::{
     AuditChain, AuditRecord, CaId, CertDb, CertKind, CertRecord, ChangeKind, CrlRecord, EmailAddress, Error,
@@ -189,7 +190,26 @@ fn user(name: &str) -> ConsoleUser {
         locked_until: None,
         created_at: t0(),
         last_login: None,
+        recovery_hold: None,
     }
+}
+
+fn recovery(n: u8) -> RecoveryRequest {
+    RecoveryRequest {
+        id: RecoveryId::from_bytes([n; 16]),
+        serial: serial(u64::from(n)),
+        requester: "console:alice".into(),
+        reason: format!("mailbox {n} lost its key"),
+        required: 2,
+        created_at: t0() + Duration::seconds(i64::from(n)),
+        expires_at: t0() + Duration::hours(24),
+        approvals: vec![],
+        released: None,
+    }
+}
+
+fn step(actor: &str) -> RecoveryStep {
+    RecoveryStep { actor: actor.into(), at: t0() + Duration::minutes(5) }
 }
 
 fn session(name: &str, last_seen: DateTime<Utc>) -> ConsoleSession {
@@ -665,6 +685,51 @@ pub fn all() -> Vec<Scenario> {
             ],
         },
         Scenario {
+            name: "escrow recovery requests: an id once, each change only over the request read",
+            steps: vec![
+                ("request", |c| check(c.db().recoveries().insert_recovery(&recovery(2))?, || "new".into())),
+                ("an id once", |c| {
+                    check(!c.db().recoveries().insert_recovery(&recovery(2))?, || "taken".into())
+                }),
+                ("an earlier one", |c| {
+                    check(c.db().recoveries().insert_recovery(&recovery(1))?, || "new".into())
+                }),
+                ("approve", |c| {
+                    let store = c.db().recoveries();
+                    let old = store.recovery(&recovery(2).id)?.ok_or(Error::NotFound(serial(2)))?;
+                    let mut new = old.clone();
+                    new.approvals.push(step("console:bob"));
+                    check(store.replace_recovery(&old, &new)?, || "approved".into())
+                }),
+                ("a second change over the same read is refused", |c| {
+                    let store = c.db().recoveries();
+                    let stale = recovery(2);
+                    let mut new = stale.clone();
+                    new.approvals.push(step("console:carol"));
+                    check(!store.replace_recovery(&stale, &new)?, || "stale read replaced".into())?;
+                    let stored = store.recovery(&stale.id)?.ok_or(Error::NotFound(serial(2)))?;
+                    check(stored.approvals == vec![step("console:bob")], || format!("{stored:?}"))
+                }),
+                ("release, after a restart", |c| {
+                    c.reopen()?;
+                    let store = c.db().recoveries();
+                    let old = store.recovery(&recovery(2).id)?.ok_or(Error::NotFound(serial(2)))?;
+                    let mut new = old.clone();
+                    new.released = Some(step("console:alice"));
+                    check(store.replace_recovery(&old, &new)?, || "released".into())
+                }),
+                ("listed oldest first; an unknown id is none", |c| {
+                    let store = c.db().recoveries();
+                    let all = store.recoveries()?;
+                    check(all.len() == 2 && all[0].id == recovery(1).id, || format!("{all:?}"))?;
+                    check(all[1].released.is_some(), || "released kept".into())?;
+                    let missing = RecoveryId::from_bytes([9; 16]);
+                    check(store.recovery(&missing)?.is_none(), || "unknown".into())?;
+                    check(!store.replace_recovery(&recovery(9), &recovery(9))?, || "unknown replaced".into())
+                }),
+            ],
+        },
+        Scenario {
             name: "API keys: created once per name, revoked for good",
             steps: vec![
                 ("create one", |c| {
@@ -750,6 +815,9 @@ pub fn snapshot(db: &CertDb) -> Result<String, Error> {
         w(&mut s, format!("user {u:?}"));
     }
     w(&mut s, format!("sessions {}", console.session_count()?));
+    for r in db.recoveries().recoveries()? {
+        w(&mut s, format!("recovery {r:?}"));
+    }
     let keys = ApiKeyStore::open(db).map_err(dir_err)?;
     for k in keys.list().map_err(dir_err)? {
         w(&mut s, format!("key {} {} {:?}", k.name, k.rate, k.revoked_at));

@@ -254,6 +254,7 @@ pub trait CertStore: CertReader + ChangeFeed {
 pub struct CertDb {
     certs: Arc<dyn CertStore>,
     console: Arc<dyn crate::console_store::ConsoleStore>,
+    recoveries: Arc<dyn crate::recovery_store::RecoveryRequests>,
     api_keys: Arc<dyn crate::directory::ApiKeyRecords>,
     tsa: Arc<dyn crate::tsa_store::TsaLedger>,
     /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
@@ -304,6 +305,7 @@ impl CertDb {
             raw: engine.raw_trees().map(Arc::new),
             certs: engine.clone(),
             console: engine.clone(),
+            recoveries: engine.clone(),
             api_keys: engine.clone(),
             tsa: engine,
             tsa_cell: Default::default(),
@@ -323,6 +325,11 @@ impl CertDb {
     /// The console's accounts and sessions.
     pub fn console(&self) -> Arc<dyn crate::console_store::ConsoleStore> {
         self.console.clone()
+    }
+
+    /// The escrow recovery requests.
+    pub fn recoveries(&self) -> Arc<dyn crate::recovery_store::RecoveryRequests> {
+        self.recoveries.clone()
     }
 
     /// The directory's API keys and anonymous policy.

@@ -613,6 +613,41 @@ impl Env {
         line
     }
 
+    /// Runs `pki ARGS` as the operating-system user `user` (the CLI's audit actor is
+    /// `cli:<user>`), whatever its outcome.
+    pub fn pki_as_try<I, S>(&self, user: &str, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run(self.command(args).env("USER", user).env_remove("LOGNAME"))
+    }
+
+    /// Runs `pki ARGS` as `user`, which must succeed.
+    pub fn pki_as<I, S>(&self, user: &str, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.pki_as_try(user, args).ok()
+    }
+
+    /// Recovers the escrowed key of `serial` as two officers must: `olivia` requests it
+    /// (`pki escrow request`), `oscar` approves (`pki escrow approve`), and `olivia` downloads it
+    /// to `out` with the PKCS#12 password in `password_file` (`pki escrow recover`). The output of
+    /// the download, which must succeed.
+    pub fn escrow_recover(&self, serial: &str, out: &Path, password_file: &Path) -> Out {
+        let id = self.pki_as("olivia", ["escrow", "request", "--serial", serial]).stdout.trim().to_string();
+        self.pki_as("oscar", ["escrow", "approve", &id]);
+        let mut cmd = self.command(["escrow", "recover", &id, "--out"]);
+        cmd.arg(out)
+            .arg("--p12-password-file")
+            .arg(password_file)
+            .env("USER", "olivia")
+            .env_remove("LOGNAME");
+        run(&mut cmd).ok()
+    }
+
     /// `pki init`, which must report that it created the CA.
     pub fn init(&self) -> Out {
         let out = self.pki(["init"]);

@@ -40,16 +40,7 @@ fn real_log(env: &Env) -> u64 {
         &p(&pw),
     ]);
     let enc = cert_serial(&pem_der(&gen.stdout));
-    env.pki([
-        "escrow",
-        "recover",
-        "--serial",
-        &enc,
-        "--p12",
-        &p(&env.path("rec.p12")),
-        "--p12-password-file",
-        &p(&pw),
-    ]);
+    env.escrow_recover(&enc, &env.path("rec.p12"), &pw);
     env.pki(["revoke", "--serial", &serial, "--reason", "keyCompromise"]);
     let out = env.pki(["audit", "verify"]).stdout;
     server.stop();

@@ -96,15 +96,17 @@ fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_
                 ("p12_password_confirm", "long-enough-pw"),
             ],
         ),
+        ("/admin/escrow/request".into(), vec![("serial", &serial), ("reason", "lost"), ("totp_code", &code)]),
+        (format!("/admin/escrow/{}/approve", "0".repeat(32)), vec![("totp_code", &code)]),
         (
-            "/admin/escrow/recover".into(),
+            format!("/admin/escrow/{}/release", "0".repeat(32)),
             vec![
-                ("serial", &serial),
                 ("p12_password", "long-enough-pw"),
                 ("p12_password_confirm", "long-enough-pw"),
                 ("totp_code", &code),
             ],
         ),
+        ("/admin/users/olivia/confirm-reset".into(), vec![("totp_code", &code)]),
         ("/admin/users".into(), vec![("name", "mallory"), ("role", "admin"), ("totp_code", &code)]),
         ("/admin/users/olivia/disable".into(), vec![]),
         ("/admin/users/olivia/reset".into(), vec![("totp_code", &code)]),
@@ -201,11 +203,19 @@ fn roles_are_enforced_on_the_server_even_with_a_valid_csrf_token_and_revocation_
     assert!(dump.stdout.contains("PRIVATE KEY") && dump.stdout.contains("CERTIFICATE"));
     let dave = env.pki(["list", "--email", "dave@example.com"]).stdout;
     let dave_serial = parse_list(&dave)[0].serial.clone();
+    // Recovery needs a second officer: olivia requests in the console, oscar approves with the
+    // CLI, and olivia downloads.
     let r = officer.post_form(
-        "/admin/escrow/recover",
+        "/admin/escrow/request",
+        &[("csrf_token", &token), ("serial", &dave_serial), ("reason", "dave lost his laptop")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let id = r.location().rsplit('=').next().unwrap().to_string();
+    env.pki_as("oscar", ["escrow", "approve", &id]);
+    let r = officer.post_form(
+        &format!("/admin/escrow/{id}/release"),
         &[
             ("csrf_token", &token),
-            ("serial", &dave_serial),
             ("p12_password", "another-long-pw"),
             ("p12_password_confirm", "another-long-pw"),
         ],
@@ -442,12 +452,15 @@ fn every_route_answers_with_the_security_headers() {
         "/admin/certificates/01/revoke",
         "/admin/issue/csr",
         "/admin/issue/generate",
-        "/admin/escrow/recover",
+        "/admin/escrow/request",
+        "/admin/escrow/00000000000000000000000000000000/approve",
+        "/admin/escrow/00000000000000000000000000000000/release",
         "/admin/timestamps/verify",
         "/admin/users",
         "/admin/users/olivia/disable",
         "/admin/users/olivia/enable",
         "/admin/users/olivia/reset",
+        "/admin/users/olivia/confirm-reset",
     ];
     for p in gets {
         check(format!("anonymous GET {p}"), anon.get(p));

@@ -162,16 +162,7 @@ fn certificates_printed_before_sigkill_survive_and_serials_are_never_reused() {
     }
     // Escrowed keys of killed rounds are recoverable: the key store write was durable too.
     for serial in &escrowed {
-        let out = env.pki([
-            "escrow",
-            "recover",
-            "--serial",
-            serial,
-            "--p12",
-            &p(&env.path("r.p12")),
-            "--p12-password-file",
-            &p(&pw),
-        ]);
+        let out = env.escrow_recover(serial, &env.path("r.p12"), &pw);
         assert!(out.stdout.contains(serial.as_str()));
     }
     server.stop();

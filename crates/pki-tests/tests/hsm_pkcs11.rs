@@ -140,8 +140,10 @@ fn ca_keys_are_made_on_the_token_sensitive_and_never_extractable_and_escrow_reco
         .find(|r| r.email == "dave@example.com")
         .unwrap()
         .serial;
-    let mut cmd = env.command(["escrow", "recover", "--serial", &serial, "--p12", &p(&env.path("x.p12"))]);
-    cmd.arg("--p12-password-file").arg(&pw).env("SOFTHSM2_CONF", &other.conf);
+    let id = env.pki_as("olivia", ["escrow", "request", "--serial", &serial]).stdout.trim().to_string();
+    env.pki_as("oscar", ["escrow", "approve", &id]);
+    let mut cmd = env.command(["escrow", "recover", &id, "--out", &p(&env.path("x.p12"))]);
+    cmd.arg("--p12-password-file").arg(&pw).env("SOFTHSM2_CONF", &other.conf).env("USER", "olivia");
     let line = run(&mut cmd).one_error_line();
     assert!(!env.path("x.p12").exists(), "{line}");
 }
@@ -289,7 +291,7 @@ fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
         .unwrap()
         .serial;
     let rec = env.path("heidi-recovered.p12");
-    env.pki(["escrow", "recover", "--serial", &serial, "--p12", &p(&rec), "--p12-password-file", &p(&pw)]);
+    env.escrow_recover(&serial, &rec, &pw);
     let out =
         openssl(["pkcs12", "-in", &p(&rec), "-passin", &format!("file:{}", p(&pw)), "-nocerts", "-noenc"]);
     assert!(out.stdout.contains("BEGIN PRIVATE KEY"), "{}", out.stderr);

@@ -140,16 +140,7 @@ fn scenario(env: &Env) {
         ]);
         keys.push((format!("escrowed {kt}"), key, rsa));
         let rec = env.path(&format!("{kt}.recovered.p12"));
-        env.pki([
-            "escrow",
-            "recover",
-            "--serial",
-            &serial,
-            "--p12",
-            &p(&rec),
-            "--p12-password-file",
-            &p(&officer),
-        ]);
+        env.escrow_recover(&serial, &rec, &officer);
         let rkey = env.path(&format!("{kt}.recovered.key"));
         openssl([
             "pkcs12",

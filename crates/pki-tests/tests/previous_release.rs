@@ -265,16 +265,7 @@ fn the_previous_releases_data_directory_gives_the_same_answers() {
     // certificate bob's.
     let bob = serial_of("bob@example.com", "encryption");
     let password = fixture().join("p12-password.txt");
-    let recovered = env.pki([
-        "escrow",
-        "recover",
-        "--serial",
-        &bob,
-        "--p12",
-        "recovered.p12",
-        "--p12-password-file",
-        &p(&password),
-    ]);
+    let recovered = env.escrow_recover(&bob, std::path::Path::new("recovered.p12"), &password);
     same("pki escrow recover", "escrow-recover.txt", &recovered.stdout, &expected("escrow-recover.txt"));
     let p12 = env.path("recovered.p12");
     same(

@@ -317,16 +317,7 @@ fn escrowed_encryption_keys_decrypt_cms_with_the_pkcs12_key_and_the_recovered_ke
 
         // ... and with the key from `pki escrow recover` (serial spelt in lower case here).
         let rec = env.path(&format!("{tag}.recovered.p12"));
-        let out = env.pki([
-            "escrow",
-            "recover",
-            "--serial",
-            &serial.to_ascii_lowercase(),
-            "--p12",
-            &p(&rec),
-            "--p12-password-file",
-            &p(&officer_pw),
-        ]);
+        let out = env.escrow_recover(&serial.to_ascii_lowercase(), &rec, &officer_pw);
         assert!(out.stdout.contains(&serial), "escrow recover names the serial: {}", out.stdout);
         let rkey = env.path(&format!("{tag}.recovered.key"));
         openssl([

@@ -109,7 +109,9 @@ fn incremental_views_equal_a_rebuild_after_mixed_issuances_and_revocations() {
         )
         .expect("generated");
     assert_current(&cache, ca, "escrowed issuance (issue + escrow.export)");
-    ca.escrow_recover(&generated.record.serial, "another-long-password", "officer").expect("recover");
+    let r = ca.request_recovery(&generated.record.serial, "cli:olivia", "").expect("request");
+    ca.approve_recovery(&r.id, "cli:oscar").expect("approve");
+    ca.release_recovery(&r.id, "cli:olivia", "another-long-password").expect("recover");
     ca.audit_event("console:olivia", AuditAction::ConsoleLogin, true, "").expect("event");
     assert!(ca.issue(&request("dave@example.com", Usage::Signing), "test").is_ok());
     let mut bad = request("erin@example.com", Usage::Signing);

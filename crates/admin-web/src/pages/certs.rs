@@ -1,16 +1,17 @@
 //! Dashboard, certificate search and detail, PEM download, revocation, issuance, escrow
-//! recovery.
+//! recovery (request, approval by another officer, download by the requester).
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use ca_core::IssueRequest;
+use cerdb::recovery_store::RecoveryId;
 use cerdb::{CertKind, CertRecord, CertStatus, EmailAddress, Fingerprint, RevocationReason, Serial, Usage};
 use chrono::{Duration, NaiveDate};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{see_other, Page};
-use crate::auth::{guard, Ctx, Perm};
+use crate::auth::{guard, Perm};
 use crate::views::{csrf, html_response, page, step_up_field, url_escape, when};
 use crate::{forms, Console, Error};
 
@@ -588,30 +589,134 @@ pub(crate) async fn issue_generate(
     Ok(download(p12, "application/x-pkcs12", &format!("{email}-{}.p12", issued.record.serial)))
 }
 
-pub(crate) async fn escrow_page(req: HttpRequest, console: web::Data<Console>) -> Page {
+#[derive(Debug, Deserialize)]
+pub(crate) struct EscrowQuery {
+    requested: Option<String>,
+    approved: Option<String>,
+}
+
+/// `GET /admin/escrow`: the request form and the requests, with Approve for other officers and
+/// Download for the requester once enough officers agreed.
+pub(crate) async fn escrow_page(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    query: web::Query<EscrowQuery>,
+) -> Page {
     let ctx = guard(&req, &console, Perm::Recover)?;
-    let body = escrow_form(&ctx, &console);
+    let c = console.clone();
+    let mut requests = web::block(move || c.ca.recoveries()).await??;
+    requests.reverse();
+    let now = console.ca.now();
+    let me = ctx.actor();
+    let fresh = ctx.stepped_up(&console);
+    let need = console.ca.escrow_config().approvals;
+    let body = html! {
+        @if let Some(id) = &query.requested {
+            p.notice #requested { "Recovery requested: request " code { (id) } ". Another officer must approve it; then download the key here." }
+        }
+        @if let Some(id) = &query.approved { p.notice #approved { "You approved request " code { (id) } "." } }
+        form.card #escrow-request method="post" action="/admin/escrow/request" {
+            h2 { "Request the recovery of an escrowed key" }
+            p { "The escrowed private key of an encryption certificate is released as a PKCS#12 only to the officer who requests it, after "
+                (need - 1) " other officer" @if need > 2 { "s" } " approved. Every step is recorded in the audit log." }
+            (csrf(&ctx.session.csrf_token))
+            label { "Serial of the encryption certificate" input type="text" name="serial" required; }
+            label { "Reason (at most " (ca_core::MAX_RECOVERY_REASON_CHARS) " characters)"
+                input type="text" name="reason" maxlength=(ca_core::MAX_RECOVERY_REASON_CHARS); }
+            (step_up_field(fresh))
+            button type="submit" { "Request recovery" }
+        }
+        h2 { "Requests" }
+        table #recoveries {
+            tr { th { "request" } th { "certificate" } th { "requested by" } th { "reason" } th { "approved by" } th { "expires" } th { "state" } th { "actions" } }
+            @for r in &requests {
+                @let state = ca_core::RecoveryState::of(r, now);
+                @let approved_by_me = r.approvals.iter().any(|a| ca_core::same_officer(&me, &a.actor));
+                tr id=(format!("recovery-{}", r.id)) {
+                    td.mono { (r.id) } td { (serial_link(&r.serial)) } td { (r.requester) } td { (r.reason) }
+                    td { (r.approvals.iter().map(|a| a.actor.as_str()).collect::<Vec<_>>().join(", ")) }
+                    td { (when(r.expires_at)) } td.state { (state.label()) }
+                    td {
+                        @if matches!(state, ca_core::RecoveryState::Pending { .. }) && !ca_core::same_officer(&me, &r.requester) && !approved_by_me {
+                            form.inline.approve method="post" action=(format!("/admin/escrow/{}/approve", r.id)) {
+                                (csrf(&ctx.session.csrf_token))
+                                (step_up_field(fresh))
+                                button type="submit" { "Approve" }
+                            }
+                        }
+                        @if state == ca_core::RecoveryState::Approved && me == r.requester {
+                            form.release method="post" action=(format!("/admin/escrow/{}/release", r.id)) {
+                                (csrf(&ctx.session.csrf_token))
+                                (password_pair())
+                                (step_up_field(fresh))
+                                button type="submit" { "Download PKCS#12" }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
     Ok(html_response(StatusCode::OK, page("Escrow recovery", Some(&ctx), body)))
 }
 
-fn escrow_form(ctx: &Ctx, console: &Console) -> Markup {
-    html! {
-        form.card #escrow method="post" action="/admin/escrow/recover" {
-            p { "Recover the escrowed private key of an encryption certificate as a PKCS#12. The recovery is recorded in the audit log." }
-            (csrf(&ctx.session.csrf_token))
-            label { "Serial of the encryption certificate" input type="text" name="serial" required; }
-            (password_pair())
-            (step_up_field(ctx.stepped_up(console)))
-            button type="submit" { "Recover and download PKCS#12" }
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
-pub(crate) struct RecoverForm {
+pub(crate) struct RecoveryRequestForm {
     csrf_token: Option<String>,
     #[serde(default)]
     serial: String,
+    #[serde(default)]
+    reason: String,
+    totp_code: Option<String>,
+}
+
+/// `POST /admin/escrow/request`: step 1, by any officer.
+pub(crate) async fn escrow_request(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    form: web::Form<RecoveryRequestForm>,
+) -> Page {
+    let mut ctx = guard(&req, &console, Perm::Recover)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let form = form.into_inner();
+    let serial = parse_serial(&form.serial)?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    let r = web::block(move || c.ca.request_recovery(&serial, &actor, &form.reason)).await??;
+    Ok(see_other(&format!("/admin/escrow?requested={}", r.id)))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StepUpForm {
+    csrf_token: Option<String>,
+    totp_code: Option<String>,
+}
+
+fn recovery_id(text: &str) -> Result<RecoveryId, Error> {
+    Ok(text.parse::<RecoveryId>()?)
+}
+
+/// `POST /admin/escrow/{id}/approve`: step 2, by an officer other than the requester.
+pub(crate) async fn escrow_approve(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    form: web::Form<StepUpForm>,
+) -> Page {
+    let mut ctx = guard(&req, &console, Perm::Recover)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let id = recovery_id(&path)?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    web::block(move || c.ca.approve_recovery(&id, &actor)).await??;
+    Ok(see_other(&format!("/admin/escrow?approved={id}")))
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ReleaseForm {
+    csrf_token: Option<String>,
     #[serde(default)]
     p12_password: String,
     #[serde(default)]
@@ -619,22 +724,23 @@ pub(crate) struct RecoverForm {
     totp_code: Option<String>,
 }
 
-pub(crate) async fn escrow_recover(
+/// `POST /admin/escrow/{id}/release`: step 3, the requester downloads the key, once.
+pub(crate) async fn escrow_release(
     req: HttpRequest,
     console: web::Data<Console>,
-    form: web::Form<RecoverForm>,
+    path: web::Path<String>,
+    form: web::Form<ReleaseForm>,
 ) -> Page {
     let mut ctx = guard(&req, &console, Perm::Recover)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
     let form = form.into_inner();
-    let serial = parse_serial(&form.serial)?;
+    let id = recovery_id(&path)?;
     same_passwords(&form.p12_password, &form.p12_password_confirm)?;
     ctx.step_up(&console, form.totp_code.as_deref())?;
     let c = console.clone();
     let actor = ctx.actor();
-    let s = serial.clone();
-    let p12 = web::block(move || c.ca.escrow_recover(&s, &form.p12_password, &actor)).await??;
-    Ok(download(p12, "application/x-pkcs12", &format!("recovered-{serial}.p12")))
+    let (r, p12) = web::block(move || c.ca.release_recovery(&id, &actor, &form.p12_password)).await??;
+    Ok(download(p12, "application/x-pkcs12", &format!("recovered-{}.p12", r.serial)))
 }
 
 #[cfg(test)]

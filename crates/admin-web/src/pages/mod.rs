@@ -44,7 +44,9 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/issue/csr", web::post().to(certs::issue_csr))
         .route("/issue/generate", web::post().to(certs::issue_generate))
         .route("/escrow", web::get().to(certs::escrow_page))
-        .route("/escrow/recover", web::post().to(certs::escrow_recover))
+        .route("/escrow/request", web::post().to(certs::escrow_request))
+        .route("/escrow/{id}/approve", web::post().to(certs::escrow_approve))
+        .route("/escrow/{id}/release", web::post().to(certs::escrow_release))
         .route("/audit", web::get().to(audit::audit_log))
         .route("/timestamps", web::get().to(timestamps::timestamps_page))
         .route("/timestamps/verify", web::post().to(timestamps::timestamps_verify))
@@ -53,6 +55,7 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/users/{name}/disable", web::post().to(users::disable))
         .route("/users/{name}/enable", web::post().to(users::enable))
         .route("/users/{name}/reset", web::post().to(users::reset))
+        .route("/users/{name}/confirm-reset", web::post().to(users::confirm_reset))
         .route("/settings", web::get().to(users::settings))
         .route("/ca/compromise", web::post().to(users::compromise))
         .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound("no such page".into())) }))
@@ -162,6 +165,14 @@ async fn login_submit(req: HttpRequest, console: web::Data<Console>, form: web::
             return login_form(&req, &console, StatusCode::FORBIDDEN, Some(LOGIN_FAILED));
         }
     };
+    if user.must_change_password {
+        // The one-time password of a reset has served: its file on the server goes.
+        if let Some(dir) = &console.resets_dir {
+            if let Err(e) = crate::otp_file::remove(dir, &user.name) {
+                tracing::error!(error = %e, "cannot delete the one-time password file");
+            }
+        }
+    }
     if let Some(old) = auth::cookie(&req, SESSION_COOKIE).and_then(|v| v.parse().ok()) {
         console.store.remove_session(&old)?;
     }

@@ -22,7 +22,14 @@ fn user_state(u: &ConsoleUser, now: chrono::DateTime<chrono::Utc>) -> String {
     } else if !u.has_totp() {
         s.push("TOTP not enrolled");
     }
-    s.join(", ")
+    let mut s = s.join(", ");
+    if let Some(hold) = &u.recovery_hold {
+        s.push_str(&format!(
+            ", recovery hold: reset by {}, a second administrator must confirm",
+            hold.reset_by
+        ));
+    }
+    s
 }
 
 fn users_page(ctx: &Ctx, console: &Console, notice: Option<Markup>) -> Page {
@@ -48,6 +55,14 @@ fn users_page(ctx: &Ctx, console: &Console, notice: Option<Markup>) -> Page {
                                 (csrf(&ctx.session.csrf_token))
                                 input type="text" name="totp_code" inputmode="numeric" placeholder=(if fresh { "TOTP (optional)" } else { "TOTP code" }) aria-label="TOTP code for step-up" maxlength="7";
                                 button type="submit" { "Reset password and TOTP" }
+                            }
+                            @if u.recovery_hold.is_some() {
+                                " "
+                                form.inline.confirm-reset method="post" action=(format!("/admin/users/{}/confirm-reset", u.name)) {
+                                    (csrf(&ctx.session.csrf_token))
+                                    input type="text" name="totp_code" inputmode="numeric" placeholder=(if fresh { "TOTP (optional)" } else { "TOTP code" }) aria-label="TOTP code for step-up" maxlength="7";
+                                    button type="submit" { "Confirm reset" }
+                                }
                             }
                         }
                     }
@@ -146,6 +161,8 @@ pub(crate) async fn enable(
     set_disabled(req, console, path.into_inner(), form, false).await
 }
 
+/// `POST /admin/users/{name}/reset`: the one-time password goes to a file on the server
+/// ([`crate::otp_file`]), never to this administrator's page.
 pub(crate) async fn reset(
     req: HttpRequest,
     console: web::Data<Console>,
@@ -155,14 +172,50 @@ pub(crate) async fn reset(
     let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
     not_self(&ctx, &path)?;
+    let name: UserName = path.parse().map_err(Error::BadRequest)?;
+    let dir = console
+        .resets_dir
+        .clone()
+        .ok_or_else(|| Error::Internal("no directory for one-time passwords of resets".into()))?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    let n = name.clone();
+    web::block(move || -> Result<(), Error> {
+        let otp = c.accounts().reset(n.as_str(), &actor)?;
+        crate::otp_file::write(&dir, &n, &otp)?;
+        Ok(())
+    })
+    .await??;
+    let notice = html! {
+        div.notice #reset-done {
+            p { "Reset " strong { (name) } ". Its one-time password is not shown here: it was written on the server to "
+                code { (crate::otp_file::DIR_NAME) "/" (name) ".txt" } " in the data directory, for the server's operator to hand to the account holder." }
+            p { (name) " takes no part in escrow recovery until an administrator other than you confirms the reset (the Confirm reset button)." }
+        }
+    };
+    users_page(&ctx, &console, Some(notice))
+}
+
+/// `POST /admin/users/{name}/confirm-reset`: a second administrator lifts the recovery hold of a
+/// reset account.
+pub(crate) async fn confirm_reset(
+    req: HttpRequest,
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    form: web::Form<ActionForm>,
+) -> Page {
+    let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
     ctx.step_up(&console, form.totp_code.as_deref())?;
     let c = console.clone();
     let actor = ctx.actor();
     let name = path.into_inner();
-    let n = name.clone();
-    let otp = web::block(move || c.accounts().reset(&n, &actor)).await??;
-    let name: UserName = name.parse().map_err(Error::BadRequest)?;
-    users_page(&ctx, &console, Some(otp_notice(&name, &otp, "Reset")))
+    let user = web::block(move || c.accounts().confirm_reset(&name, &actor)).await??;
+    let notice = html! {
+        p.notice #reset-confirmed { "Confirmed the reset of " strong { (user.name) } ": it may take part in escrow recovery again." }
+    };
+    users_page(&ctx, &console, Some(notice))
 }
 
 #[derive(Debug, Deserialize)]

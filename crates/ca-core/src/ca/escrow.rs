@@ -1,5 +1,5 @@
-//! Escrow: encryption certificates whose key pair is generated in key custody, the PKCS#12 handed
-//! to the subscriber, and recovery by an officer.
+//! Escrow: encryption certificates whose key pair is generated in key custody, and the PKCS#12
+//! handed to the subscriber. Recovery by officers is `recovery.rs`.
 
 use super::*;
 
@@ -71,29 +71,5 @@ impl Ca {
         let chain = vec![rec.der.clone(), self.issuing.der.clone(), self.root.der.clone()];
         let name = rec.email.as_ref().map(|e| e.to_string()).unwrap_or_else(|| rec.serial.to_string());
         Ok(self.hsm.export_pkcs12(&h, &chain, password, &name)?)
-    }
-
-    /// Officer recovery of an escrowed key as a PKCS#12; an audit entry records it.
-    pub fn escrow_recover(&self, serial: &Serial, p12_password: &str, actor: &str) -> Result<Vec<u8>, Error> {
-        let rec = self.db.get(serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
-        if rec.escrow_key.is_none() {
-            return Err(Error::NotEscrowed(serial.clone()));
-        }
-        let now = self.clock.now();
-        let p12 = match self.export_p12(&rec, p12_password) {
-            Ok(p) => p,
-            Err(e) => {
-                self.audit.append(
-                    AuditDraft::refused(actor, AuditAction::EscrowRecover, Some(serial), &e.to_string(), ""),
-                    now,
-                )?;
-                return Err(e);
-            }
-        };
-        self.audit.append(
-            AuditDraft::ok(actor, AuditAction::EscrowRecover, Some(serial), "PKCS#12 to an officer"),
-            now,
-        )?;
-        Ok(p12)
     }
 }

@@ -280,6 +280,7 @@ impl Ca {
             db,
             hsm,
             cfg,
+            escrow: EscrowConfig::default(),
             clock,
             root,
             issuing,

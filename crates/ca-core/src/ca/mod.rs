@@ -1,5 +1,6 @@
 //! The CA of one data directory, split by responsibility: the hierarchy (`hierarchy.rs`),
-//! issuance (`issuance.rs`), escrow (`escrow.rs`), revocation (`revocation.rs`), CRLs
+//! issuance (`issuance.rs`), escrow (`escrow.rs`), its recovery by two officers or more
+//! (`recovery.rs`), revocation (`revocation.rs`), CRLs
 //! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
 
 mod compromise;
@@ -9,6 +10,7 @@ mod escrow;
 mod expiry;
 mod hierarchy;
 mod issuance;
+mod recovery;
 mod revocation;
 mod service_certs;
 
@@ -19,6 +21,7 @@ use issuance::*;
 
 pub use compromise::OwnCert;
 pub use expiry::{ExpiryState, OwnCertStatus};
+pub use recovery::{console_actor, same_officer, RecoveryState, MAX_RECOVERY_REASON_CHARS};
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -39,7 +42,7 @@ use x509_parser::prelude::*;
 
 use crate::audit::{self, AuditAction, AuditDraft, AuditLog};
 use crate::clock::Clock;
-use crate::config::{CaConfig, KeySettings, SubjectName};
+use crate::config::{CaConfig, EscrowConfig, KeySettings, SubjectName};
 use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
 use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
 use crate::profiles::{
@@ -166,6 +169,8 @@ pub struct Ca {
     db: CertDb,
     hsm: Arc<dyn KeyCustody>,
     cfg: CaConfig,
+    /// `[escrow]`: how many officers a recovery needs, how long a request stays open.
+    escrow: EscrowConfig,
     clock: Arc<dyn Clock>,
     audit: AuditLog,
     root: LoadedCa,

@@ -15,6 +15,7 @@
 //! | `cert_meta`, `cert_der`, `by_fp`, `by_email`, `dir_email_sha256`, `serials`, `revoked`, `compromised_keys`, `crls`, `audit`, `changes`, `meta` | `certs.rs` |
 //! | `pending` (intents of batches being stored) | `batch.rs` |
 //! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
+//! | `escrow_recoveries` | `recovery.rs` |
 //! | `dir_apikeys`, `dir_apikey_names`, `dir_settings` | `apikeys.rs` |
 //! | `tsa_meta` (and the ledger file `tsa-tokens.ledger`) | `tsa.rs` |
 
@@ -23,6 +24,7 @@ mod batch;
 mod certs;
 mod console;
 mod raw;
+mod recovery;
 mod tsa;
 
 pub use raw::{RawEntry, RawTrees};
@@ -77,6 +79,7 @@ pub struct SledEngine {
     console_users: Tree,
     console_sessions: Tree,
     console_meta: Tree,
+    recoveries: Tree,
     api_keys: Tree,
     api_key_names: Tree,
     dir_settings: Tree,
@@ -138,6 +141,7 @@ impl SledEngine {
             console_users: t("console_users")?,
             console_sessions: t("console_sessions")?,
             console_meta: t("console_meta")?,
+            recoveries: t("escrow_recoveries")?,
             api_keys: t("dir_apikeys")?,
             api_key_names: t("dir_apikey_names")?,
             dir_settings: t("dir_settings")?,
