@@ -108,6 +108,8 @@ pub struct CaConfig {
     pub ocsp_signer: KeySettings,
     /// The timestamp authority.
     pub tsa: KeySettings,
+    /// The audit log's checkpoint signer (issued by the issuing CA on first use).
+    pub audit_signer: KeySettings,
     /// The console's TLS server certificate.
     pub tls: TlsSettings,
     /// Subscriber certificates.
@@ -141,6 +143,11 @@ impl Default for CaConfig {
             },
             tsa: KeySettings {
                 subject: org_name("Example Bank Timestamp Authority"),
+                key_type: KeyType::P256,
+                validity_days: 1826,
+            },
+            audit_signer: KeySettings {
+                subject: org_name("Example Bank Audit Log Signer"),
                 key_type: KeyType::P256,
                 validity_days: 1826,
             },
@@ -178,6 +185,7 @@ impl CaConfig {
             ("issuing", &self.issuing),
             ("ocsp_signer", &self.ocsp_signer),
             ("tsa", &self.tsa),
+            ("audit_signer", &self.audit_signer),
         ] {
             if k.validity_days == 0 {
                 return bad(format!("{name}.validity_days must be positive"));
