@@ -3,6 +3,10 @@
 //! command on that directory sends its [`Envelope`] here and gets the [`Outcome`] back.
 //!
 //! Frame: 4-byte big-endian length, then JSON. Requests over 64 MiB are refused.
+//!
+//! The audit actor of a request is the peer's, from the kernel (SO_PEERCRED: its uid and that
+//! user's name, [`crate::actor::of_peer`]); the envelope's `actor` field is kept for
+//! compatibility but never trusted (a warning is logged when it differs).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -50,10 +54,20 @@ pub fn serve(path: &Path, ca: Arc<Ca>) -> anyhow::Result<()> {
             let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
                 let outcome: Outcome = match read_frame(&mut conn) {
                     Ok(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
-                        Ok(env) => {
-                            tracing::info!(actor = %env.actor, "admin request");
-                            execute(&ca, &env)
-                        }
+                        Ok(env) => match crate::actor::of_peer(&conn) {
+                            Ok(actor) => {
+                                if env.actor != actor {
+                                    tracing::warn!(
+                                        claimed = %env.actor,
+                                        peer = %actor,
+                                        "admin request names another actor than its peer's credentials; recorded as the peer"
+                                    );
+                                }
+                                tracing::info!(actor = %actor, "admin request");
+                                execute(&ca, &Envelope { actor, request: env.request })
+                            }
+                            Err(e) => Err(format!("cannot read the admin request's peer credentials: {e}")),
+                        },
                         Err(e) => Err(format!("malformed admin request: {e}")),
                     },
                     Err(e) => Err(format!("cannot read admin request: {e}")),

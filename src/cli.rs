@@ -172,7 +172,7 @@ enum CaCommand {
     /// (cACompromise), the OCSP signer, the TSA or the console TLS certificate (keyCompromise).
     /// Nothing is issued or signed under it afterwards. Audited; cannot be undone.
     Compromise {
-        /// issuing, ocsp, tsa or tls.
+        /// issuing, ocsp, tsa, tls or audit.
         #[arg(long)]
         ca: String,
         /// The typed confirmation: exactly "compromise CA" (e.g. "compromise issuing").
@@ -183,8 +183,20 @@ enum CaCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of the whole audit log.
-    Verify,
+    /// Check the whole audit log: hash chain and macs; with --checkpoint also that it was neither
+    /// truncated nor rewritten before that checkpoint.
+    Verify {
+        /// A checkpoint written by `pki audit checkpoint` or `pki serve` (DER or PEM): its
+        /// signature, certificate and timestamp are checked, then the log against its head.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Write a signed, timestamped checkpoint of the audit log's head (CMS SignedData, DER).
+    Checkpoint {
+        /// Where to write it (keep it outside the data directory).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,12 +398,6 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
     Ok(line)
 }
 
-fn actor() -> String {
-    let user =
-        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
-}
-
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     let data = cli.data.clone();
@@ -448,7 +454,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Crl { ca } => Request::Crl { ca },
         Command::CaCert { which } => Request::CaCert { which },
         Command::Status => Request::Status,
-        Command::Audit { command: AuditCommand::Verify } => Request::AuditVerify,
+        Command::Audit { command: AuditCommand::Verify { checkpoint: None } } => Request::AuditVerify,
+        Command::Audit { command: AuditCommand::Verify { checkpoint: Some(file) } } => {
+            Request::AuditVerifyCheckpoint { checkpoint: crate::audit_checkpoints::read(&file)? }
+        }
+        Command::Audit { command: AuditCommand::Checkpoint { out } } => {
+            Request::AuditCheckpoint { out: out.display().to_string() }
+        }
         Command::Ts { command: TsCommand::Stamp { file, server, out } } => {
             let data = read_file(&file, "file")?;
             let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &data)
@@ -505,13 +517,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             None => Request::Lookup { email, usage },
         },
         Command::Cerdb { command } => {
-            match crate::directory::cerdb_command(command, &data, &settings, &actor())? {
+            match crate::directory::cerdb_command(command, &data, &settings, &crate::actor::local())? {
                 Some(request) => request,
                 None => return Ok(ExitCode::SUCCESS),
             }
         }
     };
-    let env = Envelope { actor: actor(), request };
+    // A running server records the actor from this process's credentials, not from this field.
+    let env = Envelope { actor: crate::actor::local(), request };
     let outcome = match admin_socket::call(&socket_path(&data), &env)? {
         Some(outcome) => outcome,
         None => run_locally(&data, &settings, &env)?,
@@ -521,6 +534,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn run_locally(data: &Path, settings: &Settings, env: &Envelope) -> anyhow::Result<Outcome> {
     if let Request::Init = env.request {
+        settings.audit.checkpoint_dir(data)?;
         let (ca, outcome) = init_ca(data, settings, &env.actor)?;
         let admin = crate::users::first_admin(&ca, &env.actor).map_err(|e| anyhow::anyhow!(e))?;
         let stdout = format!("{}{admin}", init_message(&ca, outcome));

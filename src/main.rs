@@ -1,7 +1,9 @@
 //! The `pki` command: a thin shell over the library crates.
 #![forbid(unsafe_code)]
 
+mod actor;
 mod admin_socket;
+mod audit_checkpoints;
 mod cli;
 mod commands;
 mod context;

@@ -159,6 +159,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     if services.contains(&Service::Ldap) && !settings.ldap.enabled() && services.len() < Service::ALL.len() {
         anyhow::bail!("--only ldap: set [ldap] listen or tls_listen in the configuration");
     }
+    let checkpoint_dir = settings.audit.checkpoint_dir(data)?;
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -169,6 +170,10 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let ca = Arc::new(ca);
     let sock = socket_path(data);
     crate::admin_socket::serve(&sock, ca.clone())?;
+    if let Some(dir) = checkpoint_dir {
+        let interval = Duration::from_secs(settings.audit.checkpoint_interval_secs);
+        crate::audit_checkpoints::start_periodic(ca.clone(), dir, interval)?;
+    }
 
     let refresher = ca.clone();
     std::thread::Builder::new().name("crl-refresh".into()).spawn(move || loop {

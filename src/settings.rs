@@ -28,6 +28,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Escrow recovery: how many officers, how long a request stays open.
     pub escrow: ca_core::EscrowConfig,
+    /// The audit log's checkpoints.
+    pub audit: AuditSettings,
 }
 
 /// `[metrics]`: where `GET /metrics` is served.
@@ -56,6 +58,67 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `[audit]`: signed, timestamped checkpoints of the audit log's head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Where `pki serve` writes a checkpoint at start and then every `checkpoint_interval_secs`.
+    /// Must be outside the data directory (someone who can rewrite the database should not be
+    /// able to rewrite its checkpoints too): ideally another disk, host or write-once store.
+    /// Without it `pki serve` writes none (`pki audit checkpoint --out FILE` still does).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Seconds between periodic checkpoints (default 3600); 0 writes one at start only.
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings { checkpoint_dir: None, checkpoint_interval_secs: 3600 }
+    }
+}
+
+impl AuditSettings {
+    /// The checkpoint directory, created (mode 0700) if missing, as an absolute path; refused
+    /// when it is the data directory `data` or inside it.
+    pub fn checkpoint_dir(&self, data: &Path) -> anyhow::Result<Option<PathBuf>> {
+        let Some(dir) = &self.checkpoint_dir else { return Ok(None) };
+        let absolute = |p: &Path| -> anyhow::Result<PathBuf> {
+            // Resolves symbolic links where the path exists, so that a link into the data
+            // directory is seen for what it is.
+            match p.canonicalize() {
+                Ok(c) => Ok(c),
+                Err(_) => std::path::absolute(p).with_context(|| format!("bad path {}", p.display())),
+            }
+        };
+        let data_abs = absolute(data)?;
+        let inside = |d: &Path| d.starts_with(&data_abs);
+        let refuse = || {
+            anyhow::anyhow!(
+                "[audit] checkpoint_dir {} is inside the data directory {}: checkpoints must be kept \
+                 where whoever can rewrite the database cannot (another disk or host)",
+                dir.display(),
+                data.display()
+            )
+        };
+        if inside(&absolute(dir)?) {
+            return Err(refuse());
+        }
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create [audit] checkpoint_dir {}", dir.display()))?;
+        }
+        let resolved = absolute(dir)?;
+        if inside(&resolved) {
+            return Err(refuse());
+        }
+        Ok(Some(resolved))
+    }
 }
 
 /// `[database]`: the sled database of the data directory.

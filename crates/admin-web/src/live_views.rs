@@ -14,7 +14,7 @@
 //! - **audit log**: new entries are appended and the hash chain is checked on from the last
 //!   verified hash. The whole chain is checked when the view is built, after a break (every
 //!   change rebuilds the view then), and again in the background by
-//!   [`ca_core::audit::verify`] every [`FULL_CHECK_SECS`] seconds of the CA's clock while the
+//!   [`ca_core::Ca::audit_checker`] (hash chain and `mac`s) every [`FULL_CHECK_SECS`] seconds of the CA's clock while the
 //!   audit page is in use, so that an entry altered after it was checked is found too.
 //!
 //! Statuses are computed at each request from these rows, so expiry needs no update.
@@ -150,7 +150,8 @@ fn change_of(e: &AuditEntry) -> Change {
         | AuditAction::EscrowApprove
         | AuditAction::DirectoryAnonymous
         | AuditAction::ApiKeyCreate
-        | AuditAction::ApiKeyRevoke => Change::None,
+        | AuditAction::ApiKeyRevoke
+        | AuditAction::AuditCheckpoint => Change::None,
         a if a.is_console() => Change::None,
         // `init` stores the CA certificates under one entry without a serial; and whatever is
         // new.
@@ -365,10 +366,10 @@ impl Cache {
         let due = slot.check_due.map_or(after_last, |d| d.max(after_last));
         if slot.check.is_none() && view.verified.is_ok() && now >= due {
             slot.check_due = Some(now + Duration::seconds(FULL_CHECK_SECS));
-            let db = ca.db().clone();
+            let check = ca.audit_checker();
             let spawned = std::thread::Builder::new()
                 .name("audit-chain-check".into())
-                .spawn(move || ca_core::audit::verify(&db).map_err(|e| e.to_string()));
+                .spawn(move || check().map_err(|e| e.to_string()));
             match spawned {
                 Ok(handle) => slot.check = Some(RunningCheck { started: now, handle }),
                 Err(e) => tracing::warn!(error = %e, "could not start the audit chain check"),

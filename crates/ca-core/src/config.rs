@@ -190,6 +190,8 @@ pub struct CaConfig {
     pub ocsp_signer: KeySettings,
     /// The timestamp authority.
     pub tsa: KeySettings,
+    /// The audit log's checkpoint signer (issued by the issuing CA on first use).
+    pub audit_signer: KeySettings,
     /// The console's TLS server certificate.
     pub tls: TlsSettings,
     /// Subscriber certificates.
@@ -229,6 +231,7 @@ struct CaConfigFile {
     issuing: KeySettingsFile,
     ocsp_signer: KeySettingsFile,
     tsa: KeySettingsFile,
+    audit_signer: KeySettingsFile,
     tls: TlsSettings,
     leaf: LeafSettings,
     crl: CrlSettings,
@@ -244,6 +247,7 @@ impl From<CaConfigFile> for CaConfig {
             issuing: f.issuing.over(d.issuing),
             ocsp_signer: f.ocsp_signer.over(d.ocsp_signer),
             tsa: f.tsa.over(d.tsa),
+            audit_signer: f.audit_signer.over(d.audit_signer),
             tls: f.tls,
             leaf: f.leaf,
             crl: f.crl,
@@ -288,6 +292,11 @@ impl Default for CaConfig {
                 key_type: KeyType::P256,
                 validity_days: 1826,
             },
+            audit_signer: KeySettings {
+                subject: org_name("Example Bank Audit Log Signer"),
+                key_type: KeyType::P256,
+                validity_days: 1826,
+            },
             tls: TlsSettings::default(),
             leaf: LeafSettings::default(),
             crl: CrlSettings::default(),
@@ -323,6 +332,7 @@ impl CaConfig {
             ("issuing", &self.issuing),
             ("ocsp_signer", &self.ocsp_signer),
             ("tsa", &self.tsa),
+            ("audit_signer", &self.audit_signer),
         ] {
             if k.validity_days == 0 {
                 return bad(format!("{name}.validity_days must be positive"));

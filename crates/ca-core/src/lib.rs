@@ -4,7 +4,7 @@
 //! certificate), the certificate profiles (signing vs encryption, per the S/MIME Baseline
 //! Requirements, strict), CSR checks with proof of possession, serial numbers, issuance (lint the
 //! TBS, sign through hsm-sim, store durably with its audit entry), revocation, CRLs, escrow
-//! export, and the hash-chained audit log.
+//! export, and the hash-chained, keyed audit log with its signed checkpoints.
 //!
 //! **Must not:** speak HTTP, hold key bytes (it signs through [`hsm_sim::Signer`] handles), or
 //! open files other than through its [`cerdb::CertDb`] handle.
@@ -13,6 +13,7 @@
 
 pub mod audit;
 mod ca;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod csr;
@@ -23,8 +24,9 @@ pub mod profiles;
 
 pub use audit::AuditAction;
 pub use ca::{
-    console_actor, same_officer, to_pem, Ca, CaCert, ChainAndKey, ExpiryState, InitOutcome, IssueRequest,
-    Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState, Revoked, MAX_RECOVERY_REASON_CHARS,
+    console_actor, same_officer, to_pem, Ca, CaCert, ChainAndKey, CheckpointReport, ExpiryState, InitOutcome,
+    IssueRequest, Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState, Revoked,
+    MAX_RECOVERY_REASON_CHARS,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{CaConfig, EscrowConfig, ExpirySettings};
@@ -241,6 +243,12 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An audit checkpoint does not verify, or is not one.
+    #[error("the audit checkpoint does not verify: {0}")]
+    BadCheckpoint(String),
+    /// The timestamp of an audit checkpoint could not be made.
+    #[error("the audit checkpoint could not be timestamped: {0}")]
+    Timestamp(String),
     /// Storage failed or refused.
     #[error(transparent)]
     Storage(#[from] cerdb::Error),

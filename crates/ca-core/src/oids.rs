@@ -20,3 +20,8 @@ pub const KP_SERVER_AUTH: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 3, 1];
 pub const OCSP_NOCHECK: &[u64] = &[1, 3, 6, 1, 5, 5, 7, 48, 1, 5];
 /// pkcs-9 emailAddress.
 pub const EMAIL_ADDRESS: &[u64] = &[1, 2, 840, 113549, 1, 9, 1];
+/// The extended key usage of the audit log's checkpoint signer, `1.3.6.1.4.1.32473.2.1`: under
+/// the enterprise number RFC 5612 reserves for documentation, like the TSA's default policy (a
+/// deployment may use an OID under its own arc). No other purpose accepts the certificate, and it
+/// accepts no other purpose (no e-mail, no timestamps, no TLS).
+pub const KP_AUDIT_CHECKPOINT: &[u64] = &[1, 3, 6, 1, 4, 1, 32473, 2, 1];

@@ -390,6 +390,41 @@ impl Profile for TsaProfile {
     }
 }
 
+/// The audit log's checkpoint signer, issued by the issuing CA: keyUsage digitalSignature and
+/// nonRepudiation (critical), EKU [`oids::KP_AUDIT_CHECKPOINT`] only (not critical, so that
+/// relying software that does not know it still reads the certificate, and any purpose check that
+/// does know EKUs refuses it for mail, TLS and timestamps).
+#[derive(Debug, Clone)]
+pub struct AuditSignerProfile {
+    /// Its subject.
+    pub subject: SubjectName,
+}
+
+impl Profile for AuditSignerProfile {
+    fn kind(&self) -> CertKind {
+        CertKind::AuditSigner
+    }
+    fn params(&self, ctx: &ProfileContext) -> Result<CertificateParams, Error> {
+        let mut p = base_params(ctx)?;
+        p.distinguished_name = dn_of(&self.subject);
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
+        p.custom_extensions.push(CustomExtension::from_oid_content(
+            oids::CE_EXT_KEY_USAGE,
+            der::ext_key_usage(&[oids::KP_AUDIT_CHECKPOINT]),
+        ));
+        Ok(p)
+    }
+    fn lint(&self, tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), String> {
+        lint_common(tbs, ctx, true)?;
+        expect_not_ca(tbs)?;
+        expect_ku(tbs, KU_DIGITAL_SIGNATURE | KU_NON_REPUDIATION)?;
+        expect_eku(tbs, oids::KP_AUDIT_CHECKPOINT, false)?;
+        expect_aia(tbs, ctx)?;
+        Ok(())
+    }
+}
+
 /// The console's TLS server certificate (CA/B Forum TLS BR shape): EKU serverAuth, SAN names.
 #[derive(Debug, Clone)]
 pub struct TlsServerProfile {

@@ -337,6 +337,8 @@ pub enum CertKind {
     Tsa,
     /// The console's TLS server certificate.
     TlsServer,
+    /// The audit log's checkpoint signer.
+    AuditSigner,
 }
 
 impl CertKind {
@@ -350,6 +352,7 @@ impl CertKind {
             CertKind::OcspSigner => 5,
             CertKind::Tsa => 6,
             CertKind::TlsServer => 7,
+            CertKind::AuditSigner => 8,
         }
     }
 
@@ -363,6 +366,7 @@ impl CertKind {
             CertKind::OcspSigner => "ocsp-signer",
             CertKind::Tsa => "tsa",
             CertKind::TlsServer => "tls-server",
+            CertKind::AuditSigner => "audit-signer",
         }
     }
 }

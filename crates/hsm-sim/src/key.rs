@@ -121,6 +121,8 @@ pub enum KeyPurpose {
     TsaSigning,
     /// A TLS server key for the console. Never exported.
     TlsServer,
+    /// The audit log's checkpoint signer. Never exported.
+    AuditSigning,
     /// A subscriber's encryption key, generated here and escrowed. Leaves only wrapped (PKCS#12).
     Escrow,
 }
@@ -133,6 +135,7 @@ impl KeyPurpose {
             KeyPurpose::OcspSigning => "ocsp_signing",
             KeyPurpose::TsaSigning => "tsa_signing",
             KeyPurpose::TlsServer => "tls_server",
+            KeyPurpose::AuditSigning => "audit_signing",
             KeyPurpose::Escrow => "escrow",
         }
     }

@@ -404,6 +404,12 @@ pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Out {
     Out { status, stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(), stderr, stdout_bytes, what }
 }
 
+/// SHA-256 of `bytes` in hex, by `openssl dgst`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let out = run_with_input(Command::new(openssl_bin()).args(["dgst", "-sha256", "-r"]), Some(bytes)).ok();
+    out.stdout.split_whitespace().next().unwrap_or_default().to_string()
+}
+
 /// `openssl ARGS`, which must succeed.
 pub fn openssl<I, S>(args: I) -> Out
 where

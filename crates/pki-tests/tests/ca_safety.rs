@@ -46,8 +46,13 @@ fn issue(env: &Env, email: &str) -> (String, std::path::PathBuf) {
     (serial, env.write(&format!("{email}.pem"), pem))
 }
 
-const OWN: [(&str, &str); 4] =
-    [("issuing-ca", "issuing"), ("ocsp-signer", "ocsp"), ("tsa", "tsa"), ("tls-server", "tls")];
+const OWN: [(&str, &str); 5] = [
+    ("issuing-ca", "issuing"),
+    ("ocsp-signer", "ocsp"),
+    ("tsa", "tsa"),
+    ("tls-server", "tls"),
+    ("audit-signer", "audit"),
+];
 
 /// Every own certificate refused by `pki revoke` with every reason, naming the procedure; a
 /// subscriber's cACompromise refused naming the BR.
@@ -74,6 +79,8 @@ fn own_certificates_are_refused_by_revoke_through_cli_socket_and_console() {
     let env = Env::new();
     let admin_otp = one_time_password(&env.init().stdout);
     let (leaf, _) = issue(&env, "carol@example.com");
+    // The audit signer is issued with the first checkpoint.
+    env.pki(["audit", "checkpoint", "--out", &p(&env.path("checkpoint.cms"))]);
     // The CLI on the data directory itself,
     revocations_refused(&env, &leaf);
     // and through the running server's admin socket (the database is the server's now).
@@ -176,7 +183,7 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     }
     env.pki_fails(
         ["ca", "compromise", "--ca", "root", "--confirm", "compromise root"],
-        &["issuing, ocsp, tsa or tls"],
+        &["issuing, ocsp, tsa, tls or audit"],
     );
     assert_eq!(status_of(&env, &issuing), "valid");
     issue(&env, "erin@example.com");

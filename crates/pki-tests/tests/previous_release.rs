@@ -197,8 +197,11 @@ fn p12_public_key(p12: &Path, password_file: &Path) -> String {
 fn the_previous_releases_data_directory_gives_the_same_answers() {
     let env = open();
 
-    let audit = env.pki(["audit", "verify"]).stdout;
+    let audit_verified = env.pki(["audit", "verify"]);
+    let audit = audit_verified.stdout.clone();
     same("pki audit verify", "audit-verify.txt", &audit, &expected("audit-verify.txt"));
+    // Its entries were written before the log was keyed: legacy, said on standard error.
+    assert_eq!(audit_verified.stderr, "21 legacy unkeyed entries, covered only by the hash chain\n");
 
     same("pki list", "list.txt", &env.pki(["list"]).stdout, &as_of_now(&expected("list.txt")));
     let rows = recorded_rows();
@@ -299,8 +302,18 @@ fn the_previous_releases_data_directory_gives_the_same_answers() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("unexpected pki audit verify output: {s}"))
     };
-    let after = env.pki(["audit", "verify"]).stdout;
-    assert!(count(&after) > count(&audit), "the recovery is audited: {audit} then {after}");
+    let after = env.pki(["audit", "verify"]);
+    assert!(count(&after.stdout) > count(&audit), "the recovery is audited: {audit} then {}", after.stdout);
+    // The entries this binary appended are keyed; the previous release's stay legacy.
+    assert_eq!(after.stderr, audit_verified.stderr, "{}", after.stderr);
+    // A checkpoint of the mixed log verifies (its audit signer issued now, on first use).
+    let checkpoint = env.path("checkpoint.cms");
+    env.pki(["audit", "checkpoint", "--out", &p(&checkpoint)]);
+    let out = env.pki(["audit", "verify", "--checkpoint", &p(&checkpoint)]).stdout;
+    assert!(
+        out.contains("checkpoint verified: entry ") && out.contains("21 legacy unkeyed entries"),
+        "{out}"
+    );
 }
 
 /// GET or POST with curl (a real client); `HTTP CODE`, the body and a newline, as make.sh

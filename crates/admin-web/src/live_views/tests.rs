@@ -215,6 +215,7 @@ fn each_action_has_a_known_effect_on_the_certificates() {
         outcome: outcome.into(),
         details: String::new(),
         prev_hash: GENESIS_HASH.into(),
+        mac: None,
         hash: String::new(),
     };
     let s: Serial = "0A1B".parse().expect("serial");

@@ -17,11 +17,14 @@ pub enum OwnCert {
     Tsa,
     /// The console's TLS server certificate.
     Tls,
+    /// The audit log's checkpoint signer.
+    Audit,
 }
 
 impl OwnCert {
     /// Every one, in the order `pki ca compromise --ca` names them.
-    pub const ALL: [OwnCert; 4] = [OwnCert::Issuing, OwnCert::Ocsp, OwnCert::Tsa, OwnCert::Tls];
+    pub const ALL: [OwnCert; 5] =
+        [OwnCert::Issuing, OwnCert::Ocsp, OwnCert::Tsa, OwnCert::Tls, OwnCert::Audit];
 
     /// The name `pki ca compromise --ca` takes.
     pub fn name(self) -> &'static str {
@@ -30,6 +33,7 @@ impl OwnCert {
             OwnCert::Ocsp => "ocsp",
             OwnCert::Tsa => "tsa",
             OwnCert::Tls => "tls",
+            OwnCert::Audit => "audit",
         }
     }
 
@@ -40,6 +44,7 @@ impl OwnCert {
             OwnCert::Ocsp => CertKind::OcspSigner,
             OwnCert::Tsa => CertKind::Tsa,
             OwnCert::Tls => CertKind::TlsServer,
+            OwnCert::Audit => CertKind::AuditSigner,
         }
     }
 
@@ -64,12 +69,13 @@ impl OwnCert {
         format!("compromise {}", self.name())
     }
 
-    fn serial_key(self) -> &'static str {
+    pub(super) fn serial_key(self) -> &'static str {
         match self {
             OwnCert::Issuing => "ca.issuing.serial",
             OwnCert::Ocsp => "ca.ocsp.serial",
             OwnCert::Tsa => "ca.tsa.serial",
             OwnCert::Tls => "ca.tls.serial",
+            OwnCert::Audit => "ca.audit.serial",
         }
     }
 
@@ -81,7 +87,7 @@ impl OwnCert {
     /// The certificate that issued it.
     fn issuer(self) -> CaId {
         match self {
-            OwnCert::Ocsp => CaId::Issuing,
+            OwnCert::Ocsp | OwnCert::Audit => CaId::Issuing,
             _ => CaId::Root,
         }
     }
@@ -99,7 +105,7 @@ impl std::str::FromStr for OwnCert {
         OwnCert::ALL
             .into_iter()
             .find(|c| c.name() == s)
-            .ok_or_else(|| format!("unknown CA certificate {s:?}: expected issuing, ocsp, tsa or tls"))
+            .ok_or_else(|| format!("unknown CA certificate {s:?}: expected issuing, ocsp, tsa, tls or audit"))
     }
 }
 
@@ -170,6 +176,7 @@ impl Signer for GuardedSigner {
                     OwnCert::Tls => KeyPurpose::TlsServer,
                     OwnCert::Issuing => KeyPurpose::CaSigning,
                     OwnCert::Ocsp => KeyPurpose::OcspSigning,
+                    OwnCert::Audit => KeyPurpose::AuditSigning,
                 },
                 operation: "sign after `pki ca compromise` revoked its certificate",
             });

@@ -66,7 +66,7 @@ impl ExpiryState {
 /// One CA-side certificate with the time it has left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnCertStatus {
-    /// `root`, `issuing`, `ocsp`, `tsa` or `tls`.
+    /// `root`, `issuing`, `ocsp`, `tsa`, `tls` or `audit`.
     pub name: &'static str,
     /// Its serial.
     pub serial: Serial,
@@ -183,7 +183,7 @@ impl Ca {
     }
 
     /// The CA-side certificates — root, issuing CA, OCSP signer, TSA and (once issued) the
-    /// console's TLS certificate — with their days left and state now. The OCSP signer's
+    /// console's TLS certificate and the audit signer — with their days left and state now. The OCSP signer's
     /// warning window is its renewal window; the TLS certificate's
     /// the 30 days before which it is re-issued; the others' [`crate::ExpirySettings::warning_days`].
     pub fn own_certificates(&self) -> Result<Vec<OwnCertStatus>, Error> {
@@ -198,7 +198,9 @@ impl Ca {
             }
         }
         wanted.push(("ocsp", ocsp_serial, ocsp_days));
-        for (name, key, days) in [("tsa", "ca.tsa.serial", warn), ("tls", "ca.tls.serial", 30)] {
+        for (name, key, days) in
+            [("tsa", "ca.tsa.serial", warn), ("tls", "ca.tls.serial", 30), ("audit", "ca.audit.serial", warn)]
+        {
             if let Some(s) = self.db.meta_get(key)? {
                 wanted.push((name, s.parse()?, days));
             }

@@ -215,7 +215,7 @@ impl Ca {
             "root {} issuing {} ocsp {} tsa {}",
             records[0].serial, records[1].serial, records[2].serial, records[3].serial
         );
-        let audit = AuditLog::open(db.clone())?;
+        let audit = AuditLog::open(db.clone(), AuditKey::load_or_create(&db, &*hsm)?)?;
         audit.commit(vec![AuditDraft::ok(actor, AuditAction::Init, None, details)], now, |recs| {
             Ok(db.store_issued(&records, recs)?)
         })?;
@@ -276,7 +276,7 @@ impl Ca {
         let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
         let compromised_certs = load_compromised(&db)?;
         Ok(Ca {
-            audit: AuditLog::open(db.clone())?,
+            audit: AuditLog::open(db.clone(), AuditKey::load_or_create(&db, &*hsm)?)?,
             db,
             hsm,
             cfg,
@@ -292,6 +292,7 @@ impl Ca {
             tls_lock: Mutex::new(()),
             ocsp_renew_lock: Mutex::new(()),
             counters: Default::default(),
+            audit_signer_lock: Mutex::new(()),
             rng: SystemRandom::new(),
         })
     }

@@ -3,6 +3,7 @@
 //! (`recovery.rs`), revocation (`revocation.rs`), CRLs
 //! (`crl.rs`) and the CA's own service certificates (`service_certs.rs`).
 
+mod checkpoints;
 mod compromise;
 mod counters;
 mod crl;
@@ -19,6 +20,7 @@ use expiry::{load_ocsp_signer, OcspSignerCert};
 use hierarchy::*;
 use issuance::*;
 
+pub use checkpoints::CheckpointReport;
 pub use compromise::OwnCert;
 pub use expiry::{ExpiryState, OwnCertStatus};
 pub use recovery::{console_actor, same_officer, RecoveryState, MAX_RECOVERY_REASON_CHARS};
@@ -40,22 +42,23 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use x509_parser::prelude::*;
 
-use crate::audit::{self, AuditAction, AuditDraft, AuditLog};
+use crate::audit::{self, AuditAction, AuditDraft, AuditKey, AuditLog};
 use crate::clock::Clock;
 use crate::config::{CaConfig, EscrowConfig, KeySettings, SubjectName};
 use crate::csr::{check_csr, check_key_for_usage, CheckedCsr, SubjectKeyKind};
 use crate::keys::{alg_for, HsmKey, LintingKey, SubjectKey};
 use crate::profiles::{
-    dn_of, parse_tbs, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext, RootCaProfile,
-    SubscriberProfile, TlsServerProfile, TsaProfile,
+    dn_of, parse_tbs, AuditSignerProfile, IssuingCaProfile, OcspSignerProfile, Profile, ProfileContext,
+    RootCaProfile, SubscriberProfile, TlsServerProfile, TsaProfile,
 };
-use crate::Error;
+use crate::{oids, Error};
 
 const H_ROOT: &str = "ca/root";
 const H_ISSUING: &str = "ca/issuing";
 const H_OCSP: &str = "ocsp/signer";
 const H_TSA: &str = "tsa/signer";
 const H_TLS: &str = "tls/server";
+const H_AUDIT: &str = "audit/signer";
 const META_INIT: &str = "ca.initialised";
 /// Set once the keys of certificates revoked for keyCompromise are recorded as compromised
 /// ([`record_earlier_compromised_keys`]).
@@ -189,6 +192,7 @@ pub struct Ca {
     tls_lock: Mutex<()>,
     ocsp_renew_lock: Mutex<()>,
     counters: counters::Counters,
+    audit_signer_lock: Mutex<()>,
     rng: SystemRandom,
 }
 
@@ -254,9 +258,25 @@ impl Ca {
         Ok(self.db.list(email)?)
     }
 
-    /// Checks the audit chain; the number of entries.
+    /// Checks the audit log — hash chain and `mac`s ([`audit::verify_keyed`]); the number of
+    /// entries.
     pub fn audit_verify(&self) -> Result<u64, Error> {
-        audit::verify(&self.db)
+        Ok(self.audit_report(None)?.entries)
+    }
+
+    /// Checks the audit log, against a checkpoint's head when given ([`audit::verify_keyed`]).
+    pub fn audit_report(
+        &self,
+        checkpoint: Option<&audit::CheckpointHead>,
+    ) -> Result<audit::AuditReport, Error> {
+        audit::verify_keyed(&self.db, self.audit.key(), checkpoint)
+    }
+
+    /// A check of the audit log that runs without the CA (on another thread): the storage handle
+    /// and the audit key.
+    pub fn audit_checker(&self) -> impl Fn() -> Result<u64, Error> + Send + 'static {
+        let (db, key) = (self.db.clone(), self.audit.key().clone());
+        move || Ok(audit::verify_keyed(&db, &key, None)?.entries)
     }
 
     /// Appends one entry, durably, for an event outside the CA's own operations (the console's
