@@ -38,8 +38,22 @@ fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Binds the socket (replacing a stale one) and serves it on a thread.
-pub fn serve(path: &Path, ca: Arc<Ca>) -> anyhow::Result<()> {
+/// The group id of `[server] admin_group`: a group name, or a number.
+pub fn admin_gid(group: &str) -> anyhow::Result<nix::unistd::Gid> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(nix::unistd::Gid::from_raw(n));
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid),
+        Ok(None) => anyhow::bail!("[server] admin_group {group:?}: no such group"),
+        Err(e) => anyhow::bail!("[server] admin_group {group:?}: cannot look it up: {e}"),
+    }
+}
+
+/// Binds the socket (replacing a stale one) and serves it on a thread. Only the owner may use it
+/// (0600), or with `group` also that group's members: the socket 0660 and the data directory
+/// `data` 0710, both of that group.
+pub fn serve(path: &Path, data: &Path, group: Option<nix::unistd::Gid>, ca: Arc<Ca>) -> anyhow::Result<()> {
     if path.exists() {
         // Only one process can hold the database, and we hold it: the file is stale.
         std::fs::remove_file(path)?;
@@ -47,6 +61,16 @@ pub fn serve(path: &Path, ca: Arc<Ca>) -> anyhow::Result<()> {
     let listener = UnixListener::bind(path)
         .map_err(|e| anyhow::anyhow!("cannot bind the admin socket {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    if let Some(gid) = group {
+        let open_to_group = |p: &Path, mode: u32| -> anyhow::Result<()> {
+            std::os::unix::fs::chown(p, None, Some(gid.as_raw()))
+                .map_err(|e| anyhow::anyhow!("cannot give {} to group {gid}: {e}", p.display()))?;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))?;
+            Ok(())
+        };
+        open_to_group(path, 0o660)?;
+        open_to_group(data, 0o710)?;
+    }
     std::thread::Builder::new().name("admin-socket".into()).spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };

@@ -169,7 +169,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     }
     let ca = Arc::new(ca);
     let sock = socket_path(data);
-    crate::admin_socket::serve(&sock, ca.clone())?;
+    let group = settings.server.admin_group.as_deref().map(crate::admin_socket::admin_gid).transpose()?;
+    crate::admin_socket::serve(&sock, data, group, ca.clone())?;
     if let Some(dir) = checkpoint_dir {
         let interval = Duration::from_secs(settings.audit.checkpoint_interval_secs);
         crate::audit_checkpoints::start_periodic(ca.clone(), dir, interval)?;

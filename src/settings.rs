@@ -168,6 +168,12 @@ pub struct ServerSettings {
     /// And the burst an anonymous client may use at once (default 200). An API key of the
     /// directory (`Authorization: Bearer ...`) gets that key's rate and burst instead.
     pub tsa_anonymous_burst: f64,
+    /// An operating-system group (name or number) whose members may use the admin socket of
+    /// `pki serve` as themselves: the socket becomes group read-write and the data directory
+    /// group-searchable (0710; its files stay 0600). Each member's commands are recorded under
+    /// their own uid, so two officers on one host are two actors (escrow approvals). Without it
+    /// only the data directory's owner reaches the socket.
+    pub admin_group: Option<String>,
 }
 
 impl ServerSettings {
@@ -235,6 +241,7 @@ impl Default for ServerSettings {
             max_connections_per_address: 128,
             tsa_anonymous_rate: 10.0,
             tsa_anonymous_burst: 200.0,
+            admin_group: None,
         }
     }
 }

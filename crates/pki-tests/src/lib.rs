@@ -26,7 +26,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod console_support;
@@ -198,6 +198,53 @@ pub fn faketime(offset: &str, cmd: &Command) -> Command {
         c.current_dir(d);
     }
     c
+}
+
+/// The operating-system group whose members use the admin socket in the tests (`[server]
+/// admin_group` of every test configuration).
+pub const OFFICERS_GROUP: &str = "pki-test-officers";
+
+/// Runs `tool ARGS` (user administration), which must succeed or report that what it makes
+/// exists already (exit status 9).
+fn admin_tool(tool: &str, args: &[&str]) {
+    let sbin = Path::new("/usr/sbin").join(tool);
+    let bin = if sbin.is_file() { sbin } else { require_tool(tool, "apt-get install -y passwd") };
+    let mut out = run(Command::new(&bin).args(args));
+    // Another test process holds the lock on /etc/passwd or /etc/group (exit status 10).
+    for _ in 0..100 {
+        if out.status.code() != Some(10) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        out = run(Command::new(&bin).args(args));
+    }
+    assert!(
+        out.status.success() || out.status.code() == Some(9),
+        "`{tool} {}` failed (the end-to-end tests run as root: they make operating-system users for the officers): {}",
+        args.join(" "),
+        out.stderr
+    );
+}
+
+/// The group [`OFFICERS_GROUP`], made once per test process.
+pub fn officers_group() {
+    static MADE: OnceLock<()> = OnceLock::new();
+    MADE.get_or_init(|| admin_tool("groupadd", &["-f", OFFICERS_GROUP]));
+}
+
+/// The uid and gid of the operating-system user `name` in [`OFFICERS_GROUP`], made on first use
+/// (no home, no login shell).
+pub fn os_officer(name: &str) -> (u32, u32) {
+    officers_group();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _one = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let id = |flag: &str| run(Command::new("id").args([flag, name]));
+    if !id("-u").status.success() {
+        admin_tool("useradd", &["-M", "-N", "-g", OFFICERS_GROUP, "-s", "/usr/sbin/nologin", name]);
+    }
+    let (uid, gid) = (id("-u"), id("-g"));
+    assert!(uid.status.success() && gid.status.success(), "no user {name}: {}", uid.stderr);
+    (uid.stdout.trim().parse().unwrap(), gid.stdout.trim().parse().unwrap())
 }
 
 /// curl (checked once).
@@ -530,8 +577,9 @@ impl Env {
             HsmBackend::Pkcs11 => Some(SoftToken::create(&dir.path().join("softhsm"), "pki")),
         };
         let hsm = token.as_ref().map(SoftToken::hsm_table).unwrap_or_default();
+        officers_group();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{hsm}\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{hsm}\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
         Env { data: dir.path().join("data"), config, port, dir, token }
@@ -619,14 +667,27 @@ impl Env {
         line
     }
 
-    /// Runs `pki ARGS` as the operating-system user `user` (the CLI's audit actor is
-    /// `cli:<user>`), whatever its outcome.
+    /// Runs `pki ARGS` as the operating-system user `user` — created on first use in the group
+    /// [`OFFICERS_GROUP`], which may use the admin socket (`[server] admin_group`) — whatever its
+    /// outcome. The command's audit actor is then `uid:N(user)`; `root` runs as this process.
+    /// Reaches a running `pki serve` only: another user cannot open the data directory itself.
     pub fn pki_as_try<I, S>(&self, user: &str, args: I) -> Out
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        run(self.command(args).env("USER", user).env_remove("LOGNAME"))
+        let mut cmd = self.command(args);
+        if user != "root" {
+            use std::os::unix::fs::PermissionsExt;
+            use std::os::unix::process::CommandExt;
+            let (uid, gid) = os_officer(user);
+            // The officer reads the configuration and writes what it is given (PKCS#12 files)
+            // in this test's directory.
+            std::fs::set_permissions(self.dir(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+            std::fs::set_permissions(&self.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+            cmd.uid(uid).gid(gid);
+        }
+        run(&mut cmd)
     }
 
     /// Runs `pki ARGS` as `user`, which must succeed.
@@ -638,20 +699,38 @@ impl Env {
         self.pki_as_try(user, args).ok()
     }
 
-    /// Recovers the escrowed key of `serial` as two officers must: `olivia` requests it
-    /// (`pki escrow request`), `oscar` approves (`pki escrow approve`), and `olivia` downloads it
-    /// to `out` with the PKCS#12 password in `password_file` (`pki escrow recover`). The output of
-    /// the download, which must succeed.
+    /// Whether a `pki serve` answers on this environment's admin socket.
+    pub fn serving(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(self.data.join("admin.sock")).is_ok()
+    }
+
+    /// Recovers the escrowed key of `serial` as two officers must: the operating-system users
+    /// `olivia` requests it (`pki escrow request`), `oscar` approves (`pki escrow approve`), and
+    /// `olivia` downloads it to `out` with the PKCS#12 password in `password_file` (`pki escrow
+    /// recover`), all through the admin socket of `pki serve` (started for the while when none
+    /// runs). The output of the download, which must succeed.
     pub fn escrow_recover(&self, serial: &str, out: &Path, password_file: &Path) -> Out {
+        let server = (!self.serving()).then(|| self.serve());
         let id = self.pki_as("olivia", ["escrow", "request", "--serial", serial]).stdout.trim().to_string();
         self.pki_as("oscar", ["escrow", "approve", &id]);
-        let mut cmd = self.command(["escrow", "recover", &id, "--out"]);
-        cmd.arg(out)
-            .arg("--p12-password-file")
-            .arg(password_file)
-            .env("USER", "olivia")
-            .env_remove("LOGNAME");
-        run(&mut cmd).ok()
+        let staged = self.path(&format!("recovered-{id}.p12"));
+        let done = self.pki_as(
+            "olivia",
+            [
+                OsStr::new("escrow"),
+                OsStr::new("recover"),
+                OsStr::new(&id),
+                OsStr::new("--out"),
+                staged.as_os_str(),
+                OsStr::new("--p12-password-file"),
+                password_file.as_os_str(),
+            ],
+        );
+        std::fs::rename(&staged, out).unwrap();
+        if let Some(s) = server {
+            s.stop();
+        }
+        done
     }
 
     /// `pki init`, which must report that it created the CA.

@@ -328,7 +328,7 @@ fn an_admin_reset_never_shows_the_password_and_the_officer_waits_for_a_second_ad
     let out = env.pki_as("root", ["user", "reset", "--name", "oscar"]);
     assert_eq!(one_time_password(&out.stdout).len(), 20);
     let line = env.pki_as_try("root", ["user", "confirm-reset", "oscar"]).one_error_line();
-    assert!(line.contains("cli:root reset oscar") && line.contains("cannot confirm"), "{line}");
+    assert!(line.contains("uid:0(root) reset oscar") && line.contains("cannot confirm"), "{line}");
     env.pki_fails(["user", "confirm-reset", "nobody"], &["no console user nobody"]);
     let out = env.pki_as("ops2", ["user", "confirm-reset", "--name", "oscar"]);
     assert!(out.stdout.contains("confirmed the reset of console user oscar"), "{}", out.stdout);

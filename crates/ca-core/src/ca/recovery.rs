@@ -30,9 +30,14 @@ pub fn console_actor(name: &UserName) -> String {
     format!("console:{name}")
 }
 
-/// The officer behind an audit actor: the name after `console:` or `cli:`, in lower case.
+/// The officer behind an audit actor, in lower case: the name after `console:` or `cli:`, or
+/// the user name of an operating-system actor `uid:1000(alice)` (`uid:1000` when it has none).
 fn officer(actor: &str) -> String {
     let name = actor.strip_prefix("console:").or_else(|| actor.strip_prefix("cli:")).unwrap_or(actor);
+    let name = match name.strip_prefix("uid:").and_then(|rest| rest.split_once('(')) {
+        Some((_, user)) => user.strip_suffix(')').unwrap_or(user),
+        None => name,
+    };
     name.trim().to_ascii_lowercase()
 }
 
