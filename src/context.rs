@@ -145,10 +145,17 @@ pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<Str
     );
     let soft = HsmSim::open(&keys, &settings.master_key_source()?)?;
     let token = open_token(data, settings)?;
+    // The database holds the audit log's key, sealed by the soft store: opened first, so that a
+    // database in use stops the move before anything moved.
+    let db = CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20)
+        .map_err(|e| anyhow::anyhow!("cannot open the database in {}: {e}", data.display()))?;
     let moved = soft.move_to_token(&token)?;
     let mut out = String::new();
     for (handle, purpose) in &moved {
         out.push_str(&format!("moved {handle} ({purpose})\n"));
+    }
+    if ca_core::audit::AuditKey::reseal(&db, &soft, &token)? {
+        out.push_str("sealed the audit log's key by the token\n");
     }
     out.push_str(&format!("{} keys moved onto the token {:?}\n", moved.len(), token.config().token_label));
     Ok(out)

@@ -55,9 +55,23 @@ impl<'a> Accounts<'a> {
         self.store.user(name)?.ok_or_else(|| Error::UnknownUser(name.clone()))
     }
 
-    /// Adds an account with a one-time password (returned; it is shown once and must be changed
-    /// at first login, which also enrols TOTP).
+    /// Adds an account with a one-time password (returned; it must be changed at first login,
+    /// which also enrols TOTP).
     pub fn add(&self, name: &str, role: &str, actor: &str) -> Result<(UserName, String), Error> {
+        self.add_held(name, role, actor, false)
+    }
+
+    /// [`Accounts::add`] for an account made in the console: its one-time password goes to the
+    /// account holder through the reset channel, never to `actor`, and like a reset it starts with
+    /// a recovery hold that an administrator other than `actor` lifts ([`Accounts::confirm_reset`]):
+    /// an administrator alone never holds a new officer's first password and its escrow rights.
+    pub fn add_held(
+        &self,
+        name: &str,
+        role: &str,
+        actor: &str,
+        held: bool,
+    ) -> Result<(UserName, String), Error> {
         let name = Self::name(name)?;
         let role: ConsoleRole = role.parse().map_err(Error::BadRequest)?;
         let otp = password::one_time()?;
@@ -74,12 +88,13 @@ impl<'a> Accounts<'a> {
             locked_until: None,
             created_at: self.ca.now(),
             last_login: None,
-            recovery_hold: None,
+            recovery_hold: held.then(|| RecoveryHold { reset_by: actor.to_string(), at: self.ca.now() }),
         };
         if !self.store.insert_user(&user)? {
             return Err(Error::UserExists(name));
         }
-        self.ca.audit_event(actor, AuditAction::ConsoleUserAdd, true, &format!("{name} {role}"))?;
+        let note = if held { ": recovery hold until a second administrator confirms" } else { "" };
+        self.ca.audit_event(actor, AuditAction::ConsoleUserAdd, true, &format!("{name} {role}{note}"))?;
         Ok((name, otp))
     }
 

@@ -263,6 +263,23 @@ impl AuditKey {
         Ok(AuditKey::from_bytes(&bytes))
     }
 
+    /// Seals the audit key of `db`, sealed by `from` today, by `to` instead (`pki hsm import`
+    /// moving a soft key store onto a token). Whether there was a key to move.
+    pub fn reseal(
+        db: &CertDb,
+        from: &dyn hsm_sim::KeyCustody,
+        to: &dyn hsm_sim::KeyCustody,
+    ) -> Result<bool, Error> {
+        let Some(hexed) = db.meta_get(META_KEY)? else { return Ok(false) };
+        let sealed =
+            hex::decode(hexed.trim()).map_err(|_| cerdb::Error::Corrupt(format!("{META_KEY} is not hex")))?;
+        let bytes = from.open_secret(KEY_CONTEXT, &sealed)?;
+        let resealed = to.seal_secret(KEY_CONTEXT, &bytes)?;
+        to.open_secret(KEY_CONTEXT, &resealed)?;
+        db.meta_put(META_KEY, &hex::encode(&resealed))?;
+        Ok(true)
+    }
+
     fn mac(&self, entry: &AuditEntry) -> String {
         hex::encode(ring::hmac::sign(&self.0, &entry.mac_input()).as_ref())
     }

@@ -356,7 +356,8 @@ pub fn run_loop(rounds: usize, seed: u64, extra: &str, log: &mut dyn Write) -> R
         let acknowledged = l.issued.len() + l.revoked.len() + l.tokens.len();
         let _ = writeln!(
             log,
-            "round {round}: {:.1} s of load, killed; {} certificates, {} revocations, {} timestamps acknowledged so far; lost {}",
+            "round {round}: killed after {:.1} s of load (round {:.1} s); {} certificates, {} revocations, {} timestamps acknowledged so far; lost {}",
+            run_for.as_secs_f64(),
             started.elapsed().as_secs_f64(),
             l.issued.len(),
             l.revoked.len(),

@@ -713,7 +713,7 @@ impl Env {
         let server = (!self.serving()).then(|| self.serve());
         let id = self.pki_as("olivia", ["escrow", "request", "--serial", serial]).stdout.trim().to_string();
         self.pki_as("oscar", ["escrow", "approve", &id]);
-        let staged = self.path(&format!("recovered-{id}.p12"));
+        // `out` is written by olivia: in this test's directory (or relative to it).
         let done = self.pki_as(
             "olivia",
             [
@@ -721,12 +721,11 @@ impl Env {
                 OsStr::new("recover"),
                 OsStr::new(&id),
                 OsStr::new("--out"),
-                staged.as_os_str(),
+                out.as_os_str(),
                 OsStr::new("--p12-password-file"),
                 password_file.as_os_str(),
             ],
         );
-        std::fs::rename(&staged, out).unwrap();
         if let Some(s) = server {
             s.stop();
         }

@@ -140,10 +140,14 @@ fn ca_keys_are_made_on_the_token_sensitive_and_never_extractable_and_escrow_reco
         .find(|r| r.email == "dave@example.com")
         .unwrap()
         .serial;
-    let id = env.pki_as("olivia", ["escrow", "request", "--serial", &serial]).stdout.trim().to_string();
+    // The operator requests and a second officer approves through the running server; the
+    // operator then downloads with the data directory opened on the wrong token.
+    let server = env.serve();
+    let id = env.pki_as("root", ["escrow", "request", "--serial", &serial]).stdout.trim().to_string();
     env.pki_as("oscar", ["escrow", "approve", &id]);
+    server.stop();
     let mut cmd = env.command(["escrow", "recover", &id, "--out", &p(&env.path("x.p12"))]);
-    cmd.arg("--p12-password-file").arg(&pw).env("SOFTHSM2_CONF", &other.conf).env("USER", "olivia");
+    cmd.arg("--p12-password-file").arg(&pw).env("SOFTHSM2_CONF", &other.conf);
     let line = run(&mut cmd).one_error_line();
     assert!(!env.path("x.p12").exists(), "{line}");
 }
@@ -267,7 +271,11 @@ fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
         assert!(out.contains(&format!("moved {k} ")), "{out}");
     }
     assert!(out.contains("escrow"), "{out}");
+    assert!(out.contains("sealed the audit log's key by the token"), "{out}");
     assert_on_token_sensitive_not_extractable(&token, &CA_KEYS, false);
+    // The audit log's key opens on the token: every keyed entry still verifies.
+    let verified = env.pki(["audit", "verify"]);
+    assert!(verified.stdout.contains("intact"), "{}", verified.stdout);
     let left: Vec<_> = files_under(&env.data.join("keys"))
         .into_iter()
         .filter(|f| p(f).ends_with(".key") && !p(f).ends_with("master.key"))

@@ -115,7 +115,7 @@ fn open() -> Env {
     let env = Env::new();
     copy_tree(&fixture().join("pki-data"), &env.data);
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{}\"\n\n{}\n[hsm]\npassphrase_file = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n{}\n[hsm]\npassphrase_file = \"{}\"\n",
         env.port,
         fixture_text("pki.toml"),
         p(&fixture().join("passphrase.txt"))

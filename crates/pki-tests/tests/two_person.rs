@@ -333,3 +333,53 @@ fn an_admin_reset_never_shows_the_password_and_the_officer_waits_for_a_second_ad
     let out = env.pki_as("ops2", ["user", "confirm-reset", "--name", "oscar"]);
     assert!(out.stdout.contains("confirmed the reset of console user oscar"), "{}", out.stdout);
 }
+
+#[test]
+fn an_account_added_in_the_console_gets_its_password_by_file_and_waits_for_a_second_admin() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let adele_otp = add_user(&env, "adele", "admin");
+    let oscar_otp = add_user(&env, "oscar", "officer");
+    let mut admin = Client::new(env.port);
+    let mut admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
+    let mut adele = Client::new(env.port);
+    first_login(&mut adele, "adele", &adele_otp, PW);
+    let mut oscar = Client::new(env.port);
+    first_login(&mut oscar, "oscar", &oscar_otp, PW);
+    let serial = escrowed(&env, "carol@example.com");
+
+    let token = admin.csrf("/admin/users");
+    let r = admin.post_form(
+        "/admin/users",
+        &[
+            ("csrf_token", &token),
+            ("name", "nora"),
+            ("role", "officer"),
+            ("totp_code", &admin_auth.next_code()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(element_text(&r.text(), "otp").is_none(), "no one-time password element");
+    assert!(r.text().contains("console-resets/nora.txt"), "{}", r.text());
+    let file = reset_file(&env, "nora");
+    let otp = std::fs::read_to_string(&file).unwrap().lines().next().unwrap().to_string();
+    assert!(!r.text().contains(&otp), "the add page shows the password");
+    assert_eq!(mode(&file), 0o600);
+
+    // Nora logs in with it, but takes no part in escrow until a second administrator confirms.
+    let mut nora = Client::new(env.port);
+    first_login(&mut nora, "nora", &otp, "Third-Horse-Battery-5");
+    assert!(!file.exists());
+    refused(&request(&mut nora, &serial, "x"), 403, &["second administrator"], "request on hold");
+    let id = request_ok(&mut oscar, &serial);
+    refused(&approve(&mut nora, &id), 403, &["second administrator"], "approval on hold");
+    let token = admin.csrf("/admin/users");
+    let r = admin.post_form("/admin/users/nora/confirm-reset", &[("csrf_token", &token)]);
+    refused(&r, 403, &["console:admin", "cannot confirm"], "the adding administrator's confirmation");
+    let token = adele.csrf("/admin/users");
+    let r = adele.post_form("/admin/users/nora/confirm-reset", &[("csrf_token", &token)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = approve(&mut nora, &id);
+    assert_eq!(r.status, 303, "{}", r.text());
+}

@@ -96,24 +96,31 @@ pub(crate) struct AddForm {
     totp_code: Option<String>,
 }
 
-fn otp_notice(name: &UserName, otp: &str, what: &str) -> Markup {
-    html! {
-        div.notice #one-time-password {
-            p { (what) " " strong { (name) } ". One-time password (shown once; it must be changed at first login):" }
-            p { code.secret #otp { (otp) } }
-        }
-    }
-}
-
 pub(crate) async fn add(req: HttpRequest, console: web::Data<Console>, form: web::Form<AddForm>) -> Page {
     let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
     ctx.step_up(&console, form.totp_code.as_deref())?;
     let form = form.into_inner();
+    let dir = console
+        .resets_dir
+        .clone()
+        .ok_or_else(|| Error::Internal("no directory for one-time passwords".into()))?;
     let c = console.clone();
     let actor = ctx.actor();
-    let (name, otp) = web::block(move || c.accounts().add(&form.name, &form.role, &actor)).await??;
-    users_page(&ctx, &console, Some(otp_notice(&name, &otp, "Added")))
+    let name = web::block(move || -> Result<UserName, Error> {
+        let (name, otp) = c.accounts().add_held(&form.name, &form.role, &actor, true)?;
+        crate::otp_file::write(&dir, &name, &otp)?;
+        Ok(name)
+    })
+    .await??;
+    let notice = html! {
+        div.notice #added {
+            p { "Added " strong { (name) } ". Its one-time password is not shown here: it was written on the server to "
+                code { (crate::otp_file::DIR_NAME) "/" (name) ".txt" } " in the data directory, for the server's operator to hand to the account holder." }
+            p { (name) " takes no part in escrow recovery until an administrator other than you confirms the account (the Confirm reset button)." }
+        }
+    };
+    users_page(&ctx, &console, Some(notice))
 }
 
 #[derive(Debug, Deserialize)]
