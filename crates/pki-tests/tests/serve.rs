@@ -50,14 +50,37 @@ fn assert_alive(server: &mut Server, after: &str) {
 
 #[test]
 fn admin_socket_is_mode_0600_and_garbage_does_not_kill_the_server() {
+    // Without `[server] admin_group`: the owner alone.
+    let env = Env::new();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(&env.config, text.replace(&format!("admin_group = \"{OFFICERS_GROUP}\"\n"), "")).unwrap();
+    let server = env.serve();
+    let sock = env.data.join("admin.sock");
+    assert_eq!(mode(&sock), 0o600, "the admin socket is mode 0600");
+    assert_eq!(mode(&env.data), 0o700, "the data directory is mode 0700");
+    server.stop();
+
+    // With it (every test configuration has it): that group's members, and nobody else.
     let env = Env::new();
     let mut server = env.serve();
     let sock = env.data.join("admin.sock");
     let meta = std::fs::metadata(&sock).unwrap();
     assert!(meta.file_type().is_socket(), "admin.sock is a socket");
-    assert_eq!(mode(&sock), 0o600, "the admin socket is mode 0600");
-    assert_eq!(mode(&env.data), 0o700, "the data directory is mode 0700");
+    let group = os_officer("oscar").1;
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((mode(&sock), meta.gid()), (0o660, group), "the admin socket is the officers' group's, 0660");
+    let data = std::fs::metadata(&env.data).unwrap();
+    assert_eq!(
+        (mode(&env.data), data.gid()),
+        (0o710, group),
+        "the data directory is searchable by that group"
+    );
     assert_eq!(mode(&env.data.join("keys")), 0o700, "the key store is mode 0700");
+    for f in files_under(&env.data) {
+        if f != sock {
+            assert_eq!(mode(&f), 0o600, "{} stays owner-only", f.display());
+        }
+    }
 
     // An idle client that never sends anything must not block anyone else.
     let idle = UnixStream::connect(&sock).unwrap();
@@ -122,7 +145,7 @@ fn admin_socket_is_mode_0600_and_garbage_does_not_kill_the_server() {
     assert!(!server.stderr().contains("panicked"), "the server panicked:\n{}", server.stderr());
     assert_alive(&mut server, "the final commands");
     drop(idle);
-    assert_eq!(mode(&sock), 0o600, "still mode 0600");
+    assert_eq!(mode(&sock), 0o660, "still mode 0660");
     server.stop();
     assert!(!sock.exists(), "a stopped server removes its socket");
 }
