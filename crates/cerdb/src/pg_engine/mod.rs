@@ -54,8 +54,20 @@ pub(crate) fn db_error(e: postgres::Error) -> Error {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
             None => format!("{}: {}", db.severity(), db.message()),
         }),
-        None => Error::Db(e.to_string()),
+        None => Error::Db(with_causes(&e)),
     }
+}
+
+/// An error and its causes on one line (the client's errors name their cause only as a source:
+/// "error connecting to server" and then "Connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text.replace('\n', " ")
 }
 
 impl From<postgres::Error> for Error {
@@ -94,7 +106,8 @@ impl PgEngine {
     /// ([`Error::SchemaTooNew`]); a malformed URL or an unreachable server is [`Error::Db`] with
     /// one line naming it (never the password).
     pub fn open(url: &str, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
-        let mut config: Config = url.parse().map_err(|e| Error::Db(format!("invalid database URL: {e}")))?;
+        let mut config: Config =
+            url.parse().map_err(|e| Error::Db(format!("invalid database URL: {}", with_causes(&e))))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
