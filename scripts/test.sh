@@ -19,6 +19,8 @@ command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 # pki-tests: the CA-side certificates' renewal runs `pki serve` and OpenSSL months ahead with
 # libfaketime preloaded (crates/pki-tests/tests/ca_lifecycle.rs).
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
+# cerdb: the PostgreSQL engine's tests run on a private server (started below).
+compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -45,6 +47,10 @@ if ! python3 -c 'import pkilint, importlib.metadata as m, sys; sys.exit(m.versio
   echo "installing: pkilint==0.13.3"
   python3 -m pip install -q pkilint==0.13.3
 fi
+
+# cerdb: a private PostgreSQL for the PostgreSQL engine's tests, in a temporary directory, stopped
+# and removed when this script exits; PKI_TEST_DATABASE_URL names it (scripts/with-postgres.sh).
+source scripts/with-postgres.sh
 
 # The end-to-end tests drive the real binary.
 cargo build --bin pki

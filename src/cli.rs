@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: HsmCommand,
     },
+    /// The PostgreSQL database of `[database] url` (or PKI_DATABASE_URL).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// List certificates.
     List {
         /// Only certificates of this address.
@@ -293,6 +298,14 @@ enum HsmCommand {
 /// Recovery of an escrowed key needs two officers or more (`[escrow] approvals`): one requests,
 /// others approve, the requester downloads. Every step is audited.
 #[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Bring the database's schema to this version of pki (as every other command does when it
+    /// opens the database) and print the schema version. A database of a later version is
+    /// refused.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
 enum EscrowCommand {
     /// Ask for the recovery of an escrowed encryption key; prints the request id.
     Request {
@@ -413,6 +426,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => serve::Service::ALL.to_vec(),
             };
             serve::run(&data, &settings, &listen, &services)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Db { command: DbCommand::Migrate } => {
+            print!("{}", escape_controls(&crate::context::migrate_database(&settings)?));
             return Ok(ExitCode::SUCCESS);
         }
         Command::Init => Request::Init,
@@ -540,7 +557,7 @@ fn run_locally(data: &Path, settings: &Settings, env: &Envelope) -> anyhow::Resu
         let stdout = format!("{}{admin}", init_message(&ca, outcome));
         return Ok(Ok(crate::commands::Reply { stdout, ..Default::default() }));
     }
-    if !data.join("db").exists() {
+    if !crate::context::database_may_exist(data, settings) {
         anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());
     }
     let ca = open_ca(data, settings)?;

@@ -1,5 +1,6 @@
-//! Opening one data directory: the storage (the embedded engine) and the key store, wired into
-//! the CA.
+//! Opening one data directory: the storage (the embedded engine, or the PostgreSQL database of
+//! the settings) and the key store, wired into the CA. With PostgreSQL the key store stays in
+//! the data directory.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -90,19 +91,48 @@ fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<d
     ensure_data_dir(data)?;
     // The key custody first: a token that cannot be used says so before the database is locked.
     let hsm = open_custody(data, settings)?;
-    let db =
-        CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20).map_err(|e| match e {
-            cerdb::Error::Locked(_) => anyhow::anyhow!(
-            "the data directory {} is in use by another pki process, and its admin socket does not answer",
-            data.display()
-        ),
-            other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
-        })?;
+    let db = open_db(data, settings)?;
     // The files the database engine created just now, too.
     owner_only(data)?;
     let _ = CUSTODY.set(hsm.clone());
     let _ = RESETS.set(resets_path(data));
     Ok((db, hsm))
+}
+
+/// The database the settings choose: PostgreSQL at `[database] url` (or `PKI_DATABASE_URL`),
+/// its schema migrated to this version, else the sled database of the data directory.
+fn open_db(data: &Path, settings: &Settings) -> anyhow::Result<CertDb> {
+    if let Some(url) = &settings.database.url {
+        return CertDb::open_postgres(url)
+            .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {e}"));
+    }
+    CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20).map_err(|e| match e {
+        cerdb::Error::Locked(_) => anyhow::anyhow!(
+            "the data directory {} is in use by another pki process, and its admin socket does not answer",
+            data.display()
+        ),
+        other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
+    })
+}
+
+/// Whether the settings' database may hold a CA: a PostgreSQL database is asked when opened;
+/// the sled database exists once created.
+pub fn database_may_exist(data: &Path, settings: &Settings) -> bool {
+    settings.database.url.is_some() || db_path(data).exists()
+}
+
+/// `pki db migrate`: brings the PostgreSQL database's schema to this version; what it has then.
+pub fn migrate_database(settings: &Settings) -> anyhow::Result<String> {
+    let Some(url) = &settings.database.url else {
+        anyhow::bail!(
+            "pki db migrate needs a PostgreSQL database: set [database] url in pki.toml or {}; the embedded database has no schema to migrate",
+            crate::settings::DATABASE_URL_ENV
+        );
+    };
+    let db = CertDb::open_postgres(url)
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {e}"))?;
+    let version = db.schema_version().unwrap_or_default();
+    Ok(format!("{}: schema version {version}\n", db.location()))
 }
 
 /// The key custody of this process, for `/healthz`.
@@ -170,10 +200,13 @@ pub fn open_ca(data: &Path, settings: &Settings) -> anyhow::Result<Ca> {
 /// Opens the CA, creating the hierarchy on first use.
 pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<(Ca, InitOutcome)> {
     // What a new hierarchy needs is checked before anything is created for it.
-    if !db_path(data).exists() {
+    if !database_may_exist(data, settings) {
         settings.ca.validate_for_init()?;
     }
     let (db, hsm) = open_parts(data, settings)?;
+    if settings.database.url.is_some() && db.count()? == 0 {
+        settings.ca.validate_for_init()?;
+    }
     let (ca, outcome) = Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?;
     Ok((ca.with_escrow(settings.escrow.clone())?, outcome))
 }

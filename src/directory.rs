@@ -488,7 +488,7 @@ fn load_test_data(
         let outcome = match crate::admin_socket::call(&socket, &env)? {
             Some(o) => o,
             None => {
-                if !data.join("db").exists() {
+                if !crate::context::database_may_exist(data, settings) {
                     anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());
                 }
                 let ca = crate::context::open_ca(data, settings)?;

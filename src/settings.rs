@@ -121,18 +121,35 @@ impl AuditSettings {
     }
 }
 
-/// `[database]`: the sled database of the data directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `[database]`: the sled database of the data directory, or a PostgreSQL database.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseSettings {
     /// Most memory for sled's page cache, MiB. A directory serving a database larger than this
     /// decodes pages from disk on lookups (BENCHMARKS.md, issue 3).
     pub cache_mib: u64,
+    /// A PostgreSQL database (`postgres://user:password@host:port/dbname`) instead of the sled
+    /// database of the data directory; the environment variable `PKI_DATABASE_URL` wins over it.
+    /// The key store stays in the data directory.
+    pub url: Option<String>,
 }
+
+/// The environment variable that names a PostgreSQL database, over `[database] url`.
+pub const DATABASE_URL_ENV: &str = "PKI_DATABASE_URL";
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        DatabaseSettings { cache_mib: cerdb::CertDb::DEFAULT_CACHE_BYTES >> 20 }
+        DatabaseSettings { cache_mib: cerdb::CertDb::DEFAULT_CACHE_BYTES >> 20, url: None }
+    }
+}
+
+/// The URL may hold a password: shown only as set or not.
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("cache_mib", &self.cache_mib)
+            .field("url", &self.url.as_ref().map(|_| "(set)"))
+            .finish()
     }
 }
 
@@ -326,8 +343,19 @@ impl HsmSettings {
 }
 
 impl Settings {
-    /// Reads `path` if given, else `./pki.toml` if present, else the defaults.
+    /// Reads `path` if given, else `./pki.toml` if present, else the defaults; then
+    /// `PKI_DATABASE_URL`, when set, chooses the database.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Settings> {
+        let mut s = Self::load_file(path)?;
+        if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+            if !url.is_empty() {
+                s.database.url = Some(url);
+            }
+        }
+        Ok(s)
+    }
+
+    fn load_file(path: Option<&Path>) -> anyhow::Result<Settings> {
         let (path, required) = match path {
             Some(p) => (p.to_path_buf(), true),
             None => (PathBuf::from("pki.toml"), false),
@@ -489,6 +517,17 @@ mod tests {
             .expect("write");
         let s = Settings::load(Some(&p)).expect("valid");
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
+    }
+
+    #[test]
+    fn a_database_url_is_read_and_never_shown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        std::fs::write(&p, "[database]\nurl = \"postgres://pki:s3cret@db.example/ca\"\n").expect("write");
+        let s = Settings::load_file(Some(&p)).expect("loads");
+        assert_eq!(s.database.url.as_deref(), Some("postgres://pki:s3cret@db.example/ca"));
+        assert!(!format!("{s:?}").contains("s3cret"));
+        assert_eq!(Settings::default().database.url, None);
     }
 
     #[test]

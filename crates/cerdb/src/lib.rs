@@ -5,8 +5,9 @@
 //! ([`CertStore`], [`CertReader`], [`ChangeFeed`]), the console's accounts and sessions
 //! ([`console_store::ConsoleStore`]), escrow recovery requests
 //! ([`recovery_store::RecoveryRequests`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
-//! the TSA's ledger ([`tsa_store::TsaLedger`]) — and its engines: today the embedded sled engine
-//! ([`sled_engine`], the only module that names sled). [`CertDb`] is the handle every other crate
+//! the TSA's ledger ([`tsa_store::TsaLedger`]) — and its engines: the embedded sled engine
+//! ([`sled_engine`], the only module that names sled) and the PostgreSQL engine ([`pg_engine`],
+//! the only one that names PostgreSQL's client). [`CertDb`] is the handle every other crate
 //! holds. Every write that acknowledges something (an issuance, a revocation) is durable before it
 //! returns. One scenario suite ([`scenarios`]) checks every engine against the contract.
 //!
@@ -19,6 +20,7 @@ mod clock;
 pub mod console_store;
 pub mod directory;
 mod faults;
+pub mod pg_engine;
 mod record;
 pub mod recovery_store;
 pub mod scenarios;
@@ -50,6 +52,12 @@ pub trait Engine:
     /// Raw access to the embedded engine's trees, for tests that act as someone with access to
     /// the files; `None` for engines without such trees.
     fn raw_trees(&self) -> Option<sled_engine::RawTrees> {
+        None
+    }
+
+    /// The version of the database's schema, for engines that migrate one (`None`: the
+    /// embedded engine, whose layout is brought up to date on open without a version).
+    fn schema_version(&self) -> Option<u32> {
         None
     }
 }
@@ -125,4 +133,13 @@ pub enum Error {
     /// The database failed.
     #[error("database error: {0}")]
     Db(String),
+    /// The database's schema is newer than this program knows: it was migrated by a later
+    /// version.
+    #[error("the database's schema is version {database}, newer than this program's {engine}: use a release of pki that knows schema version {database}")]
+    SchemaTooNew {
+        /// The database's schema version.
+        database: u32,
+        /// The newest schema version this program knows.
+        engine: u32,
+    },
 }

@@ -29,6 +29,8 @@ pub trait Backend {
     fn name(&self) -> &str;
     /// Opens (creating) the store kept in `dir`, with `faults` injected when given.
     fn open(&self, dir: &Path, faults: Option<Arc<Faults>>) -> Result<CertDb, Error>;
+    /// The store kept in `dir` is no longer needed (every handle on it is dropped).
+    fn discard(&self, _dir: &Path) {}
 }
 
 /// The embedded engine.
@@ -42,6 +44,155 @@ impl Backend for SledBackend {
     fn open(&self, dir: &Path, faults: Option<Arc<Faults>>) -> Result<CertDb, Error> {
         let engine = crate::sled_engine::SledEngine::open(&dir.join("db"), 64 << 20, faults)?;
         Ok(CertDb::from_engine(Arc::new(engine)))
+    }
+}
+
+/// The PostgreSQL engine: each store directory of the suite is a database of its own on the
+/// server at the maintenance URL (`pki_scn_`, a random name of this backend, a number), so tests
+/// may run in parallel on one server. A discarded store's database is emptied (its schema
+/// dropped) and given to the next store — `DROP DATABASE` waits for a checkpoint, 0.7 s each on
+/// the test machine, longer than the suite's work on it — and the backend's databases are
+/// dropped with it.
+pub struct PgBackend {
+    /// The URL of a database to run `CREATE DATABASE` from.
+    url: String,
+    /// The prefix of this backend's database names.
+    prefix: String,
+    admin: std::sync::Mutex<postgres::Client>,
+    /// The number of the next database.
+    next: std::sync::atomic::AtomicUsize,
+    /// Store directory → database name.
+    dbs: std::sync::Mutex<Vec<(std::path::PathBuf, String)>>,
+    /// Databases emptied for the next store.
+    free: std::sync::Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBackend").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl PgBackend {
+    /// Connects to the server of `url` (a user that may create databases).
+    pub fn connect(url: &str) -> Result<Self, Error> {
+        let config: postgres::Config =
+            url.parse().map_err(|e| Error::Db(format!("invalid database URL: {e}")))?;
+        let admin = config.connect(postgres::NoTls)?;
+        use ring::rand::SecureRandom as _;
+        let mut r = [0u8; 5];
+        ring::rand::SystemRandom::new().fill(&mut r).map_err(|_| Error::Db("no randomness".into()))?;
+        Ok(PgBackend {
+            url: url.to_string(),
+            prefix: format!("pki_scn_{}", hex::encode(r)),
+            admin: std::sync::Mutex::new(admin),
+            next: std::sync::atomic::AtomicUsize::new(1),
+            dbs: Default::default(),
+            free: Default::default(),
+        })
+    }
+
+    fn admin(&self) -> std::sync::MutexGuard<'_, postgres::Client> {
+        self.admin.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection string of the database of the store `dir`, created on first use (for
+    /// tests that reach past the engine).
+    pub fn database_url(&self, dir: &Path) -> Result<String, Error> {
+        let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+        let name = match dbs.iter().find(|(d, _)| d == dir) {
+            Some((_, name)) => name.clone(),
+            None => {
+                let reused = self.free.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let name = match reused {
+                    Some(name) => name,
+                    None => {
+                        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let name = format!("{}_{n}", self.prefix);
+                        self.admin().batch_execute(&format!("CREATE DATABASE {name}"))?;
+                        name
+                    }
+                };
+                dbs.push((dir.to_path_buf(), name.clone()));
+                name
+            }
+        };
+        Ok(self.url_of_db(&name))
+    }
+
+    /// The key=value connection string of database `name` on the server (`postgres::Config`
+    /// has no URL form), values quoted.
+    fn url_of_db(&self, name: &str) -> String {
+        let config: postgres::Config = self.url.parse().unwrap_or_default();
+        // `postgres::Config` has no URL form: the key=value form of libpq, values quoted.
+        let mut url = format!("dbname='{name}'");
+        if let Some(user) = config.get_user() {
+            url.push_str(&format!(" user='{user}'"));
+        }
+        if let Some(pw) = config.get_password() {
+            url.push_str(&format!(
+                " password='{}'",
+                String::from_utf8_lossy(pw).replace('\\', "\\\\").replace('\'', "\\'")
+            ));
+        }
+        match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => url.push_str(&format!(" host='{h}'")),
+            Some(postgres::config::Host::Unix(p)) => url.push_str(&format!(" host='{}'", p.display())),
+            None => {}
+        }
+        if let Some(port) = config.get_ports().first() {
+            url.push_str(&format!(" port={port}"));
+        }
+        url
+    }
+
+    /// Empties database `name` for the next store; dropped instead when that fails.
+    fn empty_db(&self, name: &str) {
+        let emptied = postgres::Client::connect(&self.url_of_db(name), postgres::NoTls)
+            .and_then(|mut c| c.batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public"));
+        match emptied {
+            Ok(()) => self.free.lock().unwrap_or_else(|p| p.into_inner()).push(name.to_string()),
+            Err(e) => {
+                eprintln!("cannot empty the scenario database {name} ({e}): dropping it");
+                self.drop_db(name);
+            }
+        }
+    }
+
+    fn drop_db(&self, name: &str) {
+        if let Err(e) = self.admin().batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")) {
+            eprintln!("cannot drop the scenario database {name}: {e}");
+        }
+    }
+}
+
+impl Backend for PgBackend {
+    fn name(&self) -> &str {
+        "postgresql"
+    }
+    fn open(&self, dir: &Path, faults: Option<Arc<Faults>>) -> Result<CertDb, Error> {
+        let engine = crate::pg_engine::PgEngine::open(&self.database_url(dir)?, faults)?;
+        Ok(CertDb::from_engine(Arc::new(engine)))
+    }
+    fn discard(&self, dir: &Path) {
+        let found = {
+            let mut dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+            dbs.iter().position(|(d, _)| d == dir).map(|i| dbs.swap_remove(i).1)
+        };
+        if let Some(name) = found {
+            self.empty_db(&name);
+        }
+    }
+}
+
+impl Drop for PgBackend {
+    fn drop(&mut self) {
+        let mut names: Vec<String> =
+            self.dbs.lock().unwrap_or_else(|p| p.into_inner()).drain(..).map(|(_, n)| n).collect();
+        names.append(&mut self.free.lock().unwrap_or_else(|p| p.into_inner()));
+        for name in names {
+            self.drop_db(&name);
+        }
     }
 }
 
@@ -853,7 +1004,9 @@ pub fn run(backend: &dyn Backend, root: &Path) -> Result<usize, String> {
     let scenarios = all();
     for (i, sc) in scenarios.iter().enumerate() {
         let dir = root.join(format!("plain-{i}"));
-        play(backend, &dir, sc).map_err(|e| format!("{} / {}: {e}", backend.name(), sc.name))?;
+        let played = play(backend, &dir, sc);
+        backend.discard(&dir);
+        played.map_err(|e| format!("{} / {}: {e}", backend.name(), sc.name))?;
     }
     Ok(scenarios.len())
 }
@@ -872,58 +1025,76 @@ pub fn run_with_faults(backend: &dyn Backend, root: &Path) -> Result<u64, String
 fn run_with_plan(backend: &dyn Backend, root: &Path, crash: bool) -> Result<u64, String> {
     let mut injected = 0;
     for (i, sc) in all().iter().enumerate() {
-        let (snaps, writes) = play(backend, &root.join(format!("count-{crash}-{i}")), sc)
-            .map_err(|e| format!("{} / {}: {e}", backend.name(), sc.name))?;
+        let counted = root.join(format!("count-{crash}-{i}"));
+        let played = play(backend, &counted, sc);
+        backend.discard(&counted);
+        let (snaps, writes) = played.map_err(|e| format!("{} / {}: {e}", backend.name(), sc.name))?;
         for n in 1..=writes {
             let dir = root.join(format!("fault-{crash}-{i}-{n}"));
-            let faults = Arc::new(if crash { Faults::crash_at(n) } else { Faults::fail_write(n) });
-            let what = if crash { "crash" } else { "fault" };
-            let fail = |e: String| format!("{} / {} / {what} at write {n}: {e}", backend.name(), sc.name);
-            let db = match backend.open(&dir, Some(faults.clone())) {
-                Ok(db) => Some(db),
-                Err(e) if faults.fired() => {
-                    drop(e);
-                    None
-                }
-                Err(e) => return Err(fail(format!("open: {e}"))),
-            };
-            let mut stopped_at = 0;
-            if let Some(db) = db {
-                let mut ctx = Ctx { backend, dir: &dir, faults: Some(faults.clone()), db: Some(db) };
-                for (k, (name, step)) in sc.steps.iter().enumerate() {
-                    match step(&mut ctx) {
-                        Ok(()) => stopped_at = k + 1,
-                        Err(_) if faults.fired() => break,
-                        Err(e) => return Err(fail(format!("step {name:?} failed without the fault: {e}"))),
-                    }
-                }
-            }
-            if !faults.fired() {
-                return Err(fail(format!("the scenario made fewer writes than {n}")));
-            }
+            let replayed = replay_with_fault(backend, &dir, sc, &snaps, n, crash);
+            backend.discard(&dir);
+            replayed?;
             injected += 1;
-            // A restart without faults: consistent, and exactly before or after the failed step.
-            drop(faults);
-            let db = backend.open(&dir, None).map_err(|e| fail(format!("reopen: {e}")))?;
-            db.check_consistency().map_err(|e| fail(format!("inconsistent after the fault: {e}")))?;
-            let now = snapshot(&db).map_err(|e| fail(format!("snapshot: {e}")))?;
-            let before = &snaps[stopped_at];
-            let after = snaps.get(stopped_at + 1);
-            if &now != before && Some(&now) != after {
-                let differs = |other: &str| {
-                    now.lines()
-                        .zip(other.lines())
-                        .find(|(a, b)| a != b)
-                        .map(|(a, b)| format!("{a}\n  instead of\n{b}"))
-                };
-                return Err(fail(format!(
-                    "half-written: the store holds neither the state before step {} nor after it; first difference from before: {:?}; from after: {:?}",
-                    stopped_at + 1,
-                    differs(before),
-                    after.map(|a| differs(a))
-                )));
-            }
         }
     }
     Ok(injected)
+}
+
+/// One replay of [`run_with_plan`]: `sc` in a fresh store in `dir` whose `n`-th write fails
+/// (with every one after it, for a `crash`), then the checks after a restart.
+fn replay_with_fault(
+    backend: &dyn Backend,
+    dir: &Path,
+    sc: &Scenario,
+    snaps: &[String],
+    n: u64,
+    crash: bool,
+) -> Result<(), String> {
+    let faults = Arc::new(if crash { Faults::crash_at(n) } else { Faults::fail_write(n) });
+    let what = if crash { "crash" } else { "fault" };
+    let fail = |e: String| format!("{} / {} / {what} at write {n}: {e}", backend.name(), sc.name);
+    let db = match backend.open(dir, Some(faults.clone())) {
+        Ok(db) => Some(db),
+        Err(e) if faults.fired() => {
+            drop(e);
+            None
+        }
+        Err(e) => return Err(fail(format!("open: {e}"))),
+    };
+    let mut stopped_at = 0;
+    if let Some(db) = db {
+        let mut ctx = Ctx { backend, dir, faults: Some(faults.clone()), db: Some(db) };
+        for (k, (name, step)) in sc.steps.iter().enumerate() {
+            match step(&mut ctx) {
+                Ok(()) => stopped_at = k + 1,
+                Err(_) if faults.fired() => break,
+                Err(e) => return Err(fail(format!("step {name:?} failed without the fault: {e}"))),
+            }
+        }
+    }
+    if !faults.fired() {
+        return Err(fail(format!("the scenario made fewer writes than {n}")));
+    }
+    // A restart without faults: consistent, and exactly before or after the failed step.
+    drop(faults);
+    let db = backend.open(dir, None).map_err(|e| fail(format!("reopen: {e}")))?;
+    db.check_consistency().map_err(|e| fail(format!("inconsistent after the fault: {e}")))?;
+    let now = snapshot(&db).map_err(|e| fail(format!("snapshot: {e}")))?;
+    let before = &snaps[stopped_at];
+    let after = snaps.get(stopped_at + 1);
+    if &now != before && Some(&now) != after {
+        let differs = |other: &str| {
+            now.lines()
+                .zip(other.lines())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("{a}\n  instead of\n{b}"))
+        };
+        return Err(fail(format!(
+            "half-written: the store holds neither the state before step {} nor after it; first difference from before: {:?}; from after: {:?}",
+            stopped_at + 1,
+            differs(before),
+            after.map(|a| differs(a))
+        )));
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The storage contract for certificates, the audit log and the change feed, and [`CertDb`], the
 //! handle every other crate holds.
 //!
-//! An engine (today [`crate::sled_engine`]) implements [`CertReader`], [`CertStore`] and
+//! An engine ([`crate::sled_engine`], [`crate::pg_engine`]) implements [`CertReader`], [`CertStore`] and
 //! [`ChangeFeed`] here, [`crate::console_store::ConsoleStore`],
 //! [`crate::directory::ApiKeyRecords`] and [`crate::tsa_store::TsaLedger`]. What each promises —
 //! atomicity, ordering, durability on return — is written on the trait and in
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     AuditRecord, CaId, CertKind, CertRecord, CertState, CrlRecord, EmailAddress, Error, Fingerprint,
-    KeyDigest, Revocation, Serial,
+    KeyDigest, Revocation, RevocationReason, Serial,
 };
 
 /// The read-only view used by the OCSP responder and the directory (Boulder's
@@ -80,6 +80,58 @@ pub trait CertReader: Send + Sync {
 pub trait AuditChain {
     /// The records that follow `last`.
     fn records_after(&self, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error>;
+}
+
+/// The records `chain` appends after `last`, checked to continue it: numbered from
+/// `last.seq + 1` on without gaps.
+pub(crate) fn chained(chain: &dyn AuditChain, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
+    let records = chain.records_after(last)?;
+    let first = last.map(|r| r.seq).unwrap_or(0) + 1;
+    for (expected, r) in (first..).zip(&records) {
+        if r.seq != expected {
+            return Err(Error::Inconsistent(format!(
+                "audit entry {} does not follow the log's last entry {}",
+                r.seq,
+                expected - 1
+            )));
+        }
+    }
+    Ok(records)
+}
+
+/// Refuses a key digest without keyCompromise, or keyCompromise without one
+/// ([`CertStore::revoke`]).
+pub(crate) fn check_compromised_arg(
+    revocation: &Revocation,
+    compromised: Option<&KeyDigest>,
+) -> Result<(), Error> {
+    if compromised.is_some() != (revocation.reason == RevocationReason::KeyCompromise) {
+        return Err(Error::Inconsistent(format!(
+            "revocation for {}: a key digest is given exactly when the reason is keyCompromise",
+            revocation.reason
+        )));
+    }
+    Ok(())
+}
+
+/// The revocation a certificate has after `new` is recorded on it, given the one it has
+/// (`current`): `new` when it had none; keyCompromise at the earlier time when it was revoked for
+/// another reason and `new` is keyCompromise; else [`Error::AlreadyRevoked`].
+pub(crate) fn revised(
+    serial: &Serial,
+    current: Option<&Revocation>,
+    new: &Revocation,
+) -> Result<Revocation, Error> {
+    match current {
+        None => Ok(new.clone()),
+        Some(r)
+            if r.reason != RevocationReason::KeyCompromise
+                && new.reason == RevocationReason::KeyCompromise =>
+        {
+            Ok(Revocation { at: r.at, reason: RevocationReason::KeyCompromise })
+        }
+        Some(r) => Err(Error::AlreadyRevoked { serial: serial.clone(), reason: r.reason, at: r.at }),
+    }
 }
 
 /// Certificates checked and encoded for storing ([`CertStore::check_issued`]), not stored yet.
@@ -263,6 +315,8 @@ pub struct CertDb {
     location: Arc<str>,
     /// Raw access to the embedded engine's trees (tests only).
     raw: Option<Arc<crate::sled_engine::RawTrees>>,
+    /// The database's schema version, for engines that have one.
+    schema_version: Option<u32>,
 }
 
 impl std::fmt::Debug for CertDb {
@@ -298,11 +352,19 @@ impl CertDb {
         Ok(Self::from_engine(Arc::new(engine)))
     }
 
+    /// Connects to the PostgreSQL database at `url` and migrates its schema to this program's
+    /// version ([`crate::pg_engine::PgEngine::open`]).
+    pub fn open_postgres(url: &str) -> Result<Self, Error> {
+        let engine = crate::pg_engine::PgEngine::open(url, None)?;
+        Ok(Self::from_engine(Arc::new(engine)))
+    }
+
     /// A handle on an engine that implements every trait of the contract.
     pub fn from_engine<E: crate::Engine + 'static>(engine: Arc<E>) -> Self {
         CertDb {
             location: engine.location().into(),
             raw: engine.raw_trees().map(Arc::new),
+            schema_version: engine.schema_version(),
             certs: engine.clone(),
             console: engine.clone(),
             recoveries: engine.clone(),
@@ -356,6 +418,11 @@ impl CertDb {
     /// Where the database is (a directory, or a URL without its password).
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The version of the database's schema (PostgreSQL); `None` for the embedded engine.
+    pub fn schema_version(&self) -> Option<u32> {
+        self.schema_version
     }
 }
 

@@ -34,7 +34,9 @@ use sled::transaction::{abort, ConflictableTransactionError, Transactional};
 use sled::{IVec, Tree};
 
 use super::{tx_error, SledEngine};
-use crate::store::{AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats};
+use crate::store::{
+    chained, check_compromised_arg, revised, AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats,
+};
 use crate::{
     AuditRecord, CaId, CertKind, CertReader, CertRecord, CertState, CertStore, CrlRecord, EmailAddress,
     Error, Fingerprint, KeyDigest, Revocation, RevocationReason, Serial,
@@ -159,23 +161,6 @@ pub(super) fn last_audit_of(audit: &Tree) -> Result<Option<AuditRecord>, Error> 
 /// The last position of the `changes` tree (0 when empty).
 pub(super) fn last_change_of(changes: &Tree) -> Result<u64, Error> {
     Ok(changes.last()?.map(|(k, _)| seq_of(&k)).unwrap_or(0))
-}
-
-/// The records `chain` appends after `last`, checked to continue it: numbered from
-/// `last.seq + 1` on without gaps.
-fn chained(chain: &dyn AuditChain, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error> {
-    let records = chain.records_after(last)?;
-    let first = last.map(|r| r.seq).unwrap_or(0) + 1;
-    for (expected, r) in (first..).zip(&records) {
-        if r.seq != expected {
-            return Err(Error::Inconsistent(format!(
-                "audit entry {} does not follow the log's last entry {}",
-                r.seq,
-                expected - 1
-            )));
-        }
-    }
-    Ok(records)
 }
 
 /// An audit record appended inside a transaction: refused if its number is taken.
@@ -412,12 +397,7 @@ impl CertStore for SledEngine {
         compromised: Option<&KeyDigest>,
         audit: &dyn AuditChain,
     ) -> Result<CertRecord, Error> {
-        if compromised.is_some() != (revocation.reason == RevocationReason::KeyCompromise) {
-            return Err(Error::Inconsistent(format!(
-                "revocation for {}: a key digest is given exactly when the reason is keyCompromise",
-                revocation.reason
-            )));
-        }
+        check_compromised_arg(&revocation, compromised)?;
         let mut head = self.lock_audit();
         let records = chained(audit, head.as_ref())?;
         let change = self.last_change.load(Ordering::SeqCst) + 1;
@@ -428,22 +408,10 @@ impl CertStore for SledEngine {
                     return abort(Error::NotFound(serial.clone()));
                 };
                 let mut rec = decode_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
-                rec.revocation = match &rec.revocation {
-                    None => Some(revocation.clone()),
-                    Some(r)
-                        if r.reason != RevocationReason::KeyCompromise
-                            && revocation.reason == RevocationReason::KeyCompromise =>
-                    {
-                        Some(Revocation { at: r.at, reason: RevocationReason::KeyCompromise })
-                    }
-                    Some(r) => {
-                        return abort(Error::AlreadyRevoked {
-                            serial: serial.clone(),
-                            reason: r.reason,
-                            at: r.at,
-                        })
-                    }
-                };
+                rec.revocation = Some(
+                    revised(serial, rec.revocation.as_ref(), &revocation)
+                        .map_err(ConflictableTransactionError::Abort)?,
+                );
                 // The same format as before: the DER stays where it was.
                 let (_, der) = split_meta(&bytes).map_err(ConflictableTransactionError::Abort)?;
                 let enc = encode_value(&rec, der).map_err(ConflictableTransactionError::Abort)?;

@@ -1,0 +1,233 @@
+//! The PostgreSQL engine: every trait of the storage contract on one PostgreSQL database, which
+//! any number of processes on any machines may share. Every `postgres` name of the workspace is
+//! in this module.
+//!
+//! The storage traits are synchronous and called from blocking threads, so the engine uses the
+//! synchronous client (`postgres`, on tokio-postgres; no runtime of ours) over a small pool of
+//! connections ([`pool`]). What the contract calls atomic is one transaction. Nothing is kept
+//! in memory between calls: the audit log's last record and the change feed's position are read
+//! inside the write that appends to them, under the lock of the one-row table `chain_head`
+//! (`SELECT ... FOR UPDATE`), so that writers in many processes append to one linear chain and
+//! number changes without gaps.
+//!
+//! Commits are synchronous (PostgreSQL's default, `synchronous_commit = on`): a write is durable
+//! when its commit returns, so [`crate::CertStore::flush`] has nothing left to do.
+//!
+//! Tables (the layout of each concern is documented in its file; the schema in
+//! `migrations/`, applied by [`migrate`]):
+//!
+//! | table | file |
+//! |---|---|
+//! | `certs`, `email_hashes`, `retired_serials`, `compromised_keys`, `crls`, `audit`, `changes`, `chain_head`, `ca_settings` | `certs.rs` |
+//! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
+//! | `api_keys`, `directory_settings` | `apikeys.rs` |
+//! | `tsa_serials`, `tsa_tokens` | `tsa.rs` |
+//! | `schema_version` | `migrate.rs` |
+
+mod apikeys;
+mod certs;
+mod console;
+mod migrate;
+mod pool;
+mod recovery;
+mod tsa;
+
+pub use migrate::SCHEMA_VERSION;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use postgres::config::Host;
+use postgres::Config;
+
+use crate::{Error, Faults};
+
+/// How many connections one engine opens at most.
+pub const POOL_SIZE: usize = 16;
+
+/// How long opening a connection may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A PostgreSQL error as one line: the server's message (and its detail), or the client's.
+pub(crate) fn db_error(e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) => Error::Db(match db.detail() {
+            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+            None => format!("{}: {}", db.severity(), db.message()),
+        }),
+        None => Error::Db(with_causes(&e)),
+    }
+}
+
+/// An error and its causes on one line (the client's errors name their cause only as a source:
+/// "error connecting to server" and then "Connection refused").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text.replace('\n', " ")
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        db_error(e)
+    }
+}
+
+impl From<postgres::Error> for crate::directory::DirectoryError {
+    fn from(e: postgres::Error) -> Self {
+        crate::directory::DirectoryError::Storage(e.into())
+    }
+}
+
+/// The engine of one PostgreSQL database.
+pub struct PgEngine {
+    pool: pool::Pool,
+    /// The URL without its password.
+    location: String,
+    /// The schema version the database has (this engine's, once opened).
+    schema_version: u32,
+    /// Fault injection for the scenario suite: the N-th write fails.
+    faults: Option<Arc<Faults>>,
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgEngine").field("location", &self.location).finish_non_exhaustive()
+    }
+}
+
+impl PgEngine {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or
+    /// libpq's `key=value` form) and brings its schema to this engine's version
+    /// ([`SCHEMA_VERSION`]). A database whose schema is newer than this engine's is refused
+    /// ([`Error::SchemaTooNew`]); a malformed URL or an unreachable server is [`Error::Db`] with
+    /// one line naming it (never the password).
+    pub fn open(url: &str, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
+        let mut config: Config =
+            url.parse().map_err(|e| Error::Db(format!("invalid database URL: {}", with_causes(&e))))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("pki");
+        }
+        let location = location_of(&config);
+        let engine =
+            PgEngine { pool: pool::Pool::new(config, POOL_SIZE), location, schema_version: 0, faults };
+        let mut conn = engine.pool.get().map_err(|e| match e {
+            Error::Db(m) => Error::Db(format!("cannot connect to {}: {m}", engine.location)),
+            other => other,
+        })?;
+        let version = migrate::apply(&mut conn, &|| engine.fault())?;
+        drop(conn);
+        Ok(PgEngine { schema_version: version, ..engine })
+    }
+
+    /// The schema version of the database (after [`PgEngine::open`], this engine's).
+    pub fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+
+    /// A connection of the pool.
+    fn conn(&self) -> Result<pool::Conn<'_>, Error> {
+        self.pool.get()
+    }
+
+    /// One write of the fault plan: an error once the planned write is reached. Asked before
+    /// every statement that writes, and by [`PgEngine::flushed`].
+    fn fault(&self) -> Result<(), Error> {
+        match &self.faults {
+            Some(f) => f.write(),
+            None => Ok(()),
+        }
+    }
+
+    /// Where the embedded engine flushes after a write: here the commit was synchronous and the
+    /// write is durable already, but the fault plan counts this point as the embedded engine
+    /// does, standing for an acknowledgement lost after the commit — so the fault scenarios mean
+    /// the same on both engines (a write that happened, reported as failed).
+    fn flushed(&self) -> Result<(), Error> {
+        self.fault()
+    }
+}
+
+/// `postgres://user@host:port/dbname` (Unix-socket hosts as their directory), for messages:
+/// never the password.
+fn location_of(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = config.get_ports().get(i).or(config.get_ports().first()).copied().unwrap_or(5432);
+            match h {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}:{port}", dir.display()),
+            }
+        })
+        .collect();
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{}/{db}", hosts.join(","))
+}
+
+/// A `u64` of the contract (an audit number, a TSA serial) as PostgreSQL's `bigint`.
+fn to_i64(v: u64, what: &str) -> Result<i64, Error> {
+    i64::try_from(v).map_err(|_| Error::Inconsistent(format!("{what} {v} is beyond the database's range")))
+}
+
+/// A `bigint` read back as the contract's `u64`.
+fn to_u64(v: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(v).map_err(|_| Error::Corrupt(format!("{what} {v} is negative")))
+}
+
+impl crate::Engine for PgEngine {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn schema_version(&self) -> Option<u32> {
+        Some(self.schema_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_location_never_shows_the_password() {
+        for (url, want) in [
+            ("postgres://pki:s3cret@db.example:5433/ca", "postgres://pki@db.example:5433/ca"),
+            ("postgresql://pki:s3cret@127.0.0.1/ca?sslmode=disable", "postgres://pki@127.0.0.1:5432/ca"),
+            ("host=/run/pg user=pki password=s3cret dbname=ca", "postgres://pki@/run/pg:5432/ca"),
+        ] {
+            let config: Config = url.parse().expect("parses");
+            assert_eq!(location_of(&config), want);
+        }
+    }
+
+    #[test]
+    fn a_malformed_url_and_an_unreachable_server_are_one_line_errors() {
+        let e = PgEngine::open("postgres://pki:s3cret@host:notaport/db", None).expect_err("bad port");
+        let m = e.to_string();
+        assert!(m.contains("invalid database URL") && !m.contains("s3cret") && !m.contains('\n'), "{m}");
+        // A port nobody listens on (bound, never listening).
+        let sock = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = sock.local_addr().expect("addr").port();
+        drop(sock);
+        let e =
+            PgEngine::open(&format!("postgres://pki:s3cret@127.0.0.1:{port}/db"), None).expect_err("refused");
+        let m = e.to_string();
+        assert!(
+            m.contains(&format!("cannot connect to postgres://pki@127.0.0.1:{port}/db"))
+                && !m.contains("s3cret")
+                && !m.contains('\n'),
+            "{m}"
+        );
+    }
+}
