@@ -103,6 +103,29 @@ impl std::fmt::Debug for SledEngine {
     }
 }
 
+/// Runs `open` on the database at `path` until it is not locked by another handle, for at most
+/// [`crate::CertDb::LOCK_WAIT`]; then [`Error::Locked`].
+pub(crate) fn open_waiting(
+    path: &Path,
+    open: impl Fn() -> sled::Result<sled::Db>,
+) -> Result<sled::Db, Error> {
+    let deadline = std::time::Instant::now() + crate::CertDb::LOCK_WAIT;
+    loop {
+        match open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io))
+                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+            {
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Locked(path.display().to_string()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+}
+
 impl SledEngine {
     /// Opens (creating) the database at `path` with a page cache of at most `cache_bytes`, and
     /// brings databases written by earlier versions up to the current layout (see
@@ -110,21 +133,7 @@ impl SledEngine {
     /// [`crate::CertDb::LOCK_WAIT`] before [`Error::Locked`]: sled releases its file lock only when
     /// its last background task has ended, a moment after the handle that held it was dropped.
     pub fn open(path: &Path, cache_bytes: u64, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
-        let deadline = std::time::Instant::now() + crate::CertDb::LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(ref io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-                {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(Error::Locked(path.display().to_string()));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(other) => return Err(other.into()),
-            }
-        };
+        let db = open_waiting(path, || sled::Config::new().path(path).cache_capacity(cache_bytes).open())?;
         let t = |name: &str| db.open_tree(name);
         let tsa = tsa::TsaParts::open(&db, path)?;
         let engine = SledEngine {

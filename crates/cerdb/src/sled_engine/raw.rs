@@ -28,17 +28,10 @@ impl RawTrees {
     }
 
     /// Opens the database at `path` (the `db` directory of a data directory); [`Error::Locked`]
-    /// at once while another handle or process holds it.
+    /// while another handle or process holds it after [`crate::CertDb::LOCK_WAIT`] (sled releases
+    /// its file lock a moment after the last handle of this process was dropped).
     pub fn open(path: &Path) -> Result<Self, Error> {
-        match sled::open(path) {
-            Ok(db) => Ok(RawTrees { db }),
-            Err(sled::Error::Io(ref io))
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-            {
-                Err(Error::Locked(path.display().to_string()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(RawTrees { db: super::open_waiting(path, || sled::open(path))? })
     }
 
     /// Every (key, value) of tree `tree`, in key order.
