@@ -121,3 +121,16 @@ pub fn call(path: &Path, env: &Envelope) -> anyhow::Result<Option<Outcome>> {
         .map_err(|e| anyhow::anyhow!("the running server did not answer on {}: {e}", path.display()))?;
     Ok(Some(serde_json::from_slice(&bytes)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_group_is_a_name_or_a_number_and_an_unknown_one_is_refused() {
+        assert_eq!(admin_gid("4242").expect("number").as_raw(), 4242);
+        assert_eq!(admin_gid("root").expect("a group every system has").as_raw(), 0);
+        let e = admin_gid("no-such-group-for-pki").unwrap_err().to_string();
+        assert!(e.contains("admin_group") && e.contains("no such group"), "{e}");
+    }
+}

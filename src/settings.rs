@@ -444,6 +444,27 @@ mod tests {
     }
 
     #[test]
+    fn metrics_log_and_expiry_settings_are_read_and_bad_values_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        std::fs::write(&p, "[metrics]\nlisten = \"127.0.0.1:9464\"\n\n[log]\nformat = \"json\"\n")
+            .expect("write");
+        let s = Settings::load(Some(&p)).expect("valid");
+        assert_eq!((s.metrics.listen.as_deref(), s.log.format), (Some("127.0.0.1:9464"), LogFormat::Json));
+        for bad in [
+            "[log]\nformat = \"xml\"\n",
+            "[metrics]\nport = 9464\n",
+            "[ca.expiry]\nwarning_days = -1\n",
+            "[ca.expiry]\nocsp_renew_before_days = 400\n",
+            "[server]\nadmin_group = 7\n",
+        ] {
+            std::fs::write(&p, bad).expect("write");
+            let e = Settings::load(Some(&p)).expect_err(bad).to_string();
+            assert!(e.contains("pki.toml") && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn one_officer_for_escrow_recovery_is_refused_at_load() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pki.toml");
