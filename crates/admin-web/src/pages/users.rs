@@ -96,15 +96,29 @@ pub(crate) struct AddForm {
     totp_code: Option<String>,
 }
 
+/// Where one-time passwords are written for the server's operator ([`crate::otp_file`]).
+fn otp_dir(console: &Console) -> Result<std::path::PathBuf, Error> {
+    console.resets_dir.clone().ok_or_else(|| Error::Internal("no directory for one-time passwords".into()))
+}
+
+/// The notice of an account added or reset (`done`): its one-time password went to a file on the
+/// server, and the account is on hold until another administrator confirms its `what`.
+fn password_written(id: &str, done: &str, name: &UserName, what: &str) -> Markup {
+    html! {
+        div.notice id=(id) {
+            p { (done) " " strong { (name) } ". Its one-time password is not shown here: it was written on the server to "
+                code { (crate::otp_file::DIR_NAME) "/" (name) ".txt" } " in the data directory, for the server's operator to hand to the account holder." }
+            p { (name) " takes no part in escrow recovery until an administrator other than you confirms the " (what) " (the Confirm reset button)." }
+        }
+    }
+}
+
 pub(crate) async fn add(req: HttpRequest, console: web::Data<Console>, form: web::Form<AddForm>) -> Page {
     let mut ctx = guard(&req, &console, Perm::ManageUsers)?;
     ctx.check_csrf(form.csrf_token.as_deref())?;
     ctx.step_up(&console, form.totp_code.as_deref())?;
     let form = form.into_inner();
-    let dir = console
-        .resets_dir
-        .clone()
-        .ok_or_else(|| Error::Internal("no directory for one-time passwords".into()))?;
+    let dir = otp_dir(&console)?;
     let c = console.clone();
     let actor = ctx.actor();
     let name = web::block(move || -> Result<UserName, Error> {
@@ -113,14 +127,7 @@ pub(crate) async fn add(req: HttpRequest, console: web::Data<Console>, form: web
         Ok(name)
     })
     .await??;
-    let notice = html! {
-        div.notice #added {
-            p { "Added " strong { (name) } ". Its one-time password is not shown here: it was written on the server to "
-                code { (crate::otp_file::DIR_NAME) "/" (name) ".txt" } " in the data directory, for the server's operator to hand to the account holder." }
-            p { (name) " takes no part in escrow recovery until an administrator other than you confirms the account (the Confirm reset button)." }
-        }
-    };
-    users_page(&ctx, &console, Some(notice))
+    users_page(&ctx, &console, Some(password_written("added", "Added", &name, "account")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,10 +187,7 @@ pub(crate) async fn reset(
     ctx.check_csrf(form.csrf_token.as_deref())?;
     not_self(&ctx, &path)?;
     let name: UserName = path.parse().map_err(Error::BadRequest)?;
-    let dir = console
-        .resets_dir
-        .clone()
-        .ok_or_else(|| Error::Internal("no directory for one-time passwords of resets".into()))?;
+    let dir = otp_dir(&console)?;
     ctx.step_up(&console, form.totp_code.as_deref())?;
     let c = console.clone();
     let actor = ctx.actor();
@@ -194,14 +198,7 @@ pub(crate) async fn reset(
         Ok(())
     })
     .await??;
-    let notice = html! {
-        div.notice #reset-done {
-            p { "Reset " strong { (name) } ". Its one-time password is not shown here: it was written on the server to "
-                code { (crate::otp_file::DIR_NAME) "/" (name) ".txt" } " in the data directory, for the server's operator to hand to the account holder." }
-            p { (name) " takes no part in escrow recovery until an administrator other than you confirms the reset (the Confirm reset button)." }
-        }
-    };
-    users_page(&ctx, &console, Some(notice))
+    users_page(&ctx, &console, Some(password_written("reset-done", "Reset", &name, "reset")))
 }
 
 /// `POST /admin/users/{name}/confirm-reset`: a second administrator lifts the recovery hold of a
