@@ -377,6 +377,10 @@ pub fn run() -> ExitCode {
     if let Ok(quiet) = "ldap3_proto=off".parse() {
         filter = filter.add_directive(quiet);
     }
+    // The PostgreSQL client logs every statement's parameters (addresses, hashes) at debug.
+    if let Ok(quiet) = "tokio_postgres=warn".parse() {
+        filter = filter.add_directive(quiet);
+    }
     // A configuration that does not load is reported by the command itself, in text.
     let json =
         Settings::load(cli.config.as_deref()).is_ok_and(|s| s.log.format == crate::settings::LogFormat::Json);

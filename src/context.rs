@@ -1,6 +1,8 @@
 //! Opening one data directory: the storage (the embedded engine, or the PostgreSQL database of
-//! the settings) and the key store, wired into the CA. With PostgreSQL the key store stays in
-//! the data directory.
+//! the settings) and the key store, wired into the CA. With PostgreSQL the soft key store's
+//! sealed records (and its master key's parameters) are in the database, so that every node
+//! that knows the master passphrase signs with the same keys ([`crate::custody_db`]); a
+//! PKCS#11 token is each node's own configuration.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,9 +91,17 @@ pub fn owner_only(dir: &Path) -> anyhow::Result<()> {
 
 fn open_parts(data: &Path, settings: &Settings) -> anyhow::Result<(CertDb, Arc<dyn KeyCustody>)> {
     ensure_data_dir(data)?;
-    // The key custody first: a token that cannot be used says so before the database is locked.
-    let hsm = open_custody(data, settings)?;
-    let db = open_db(data, settings)?;
+    let (db, hsm) = if settings.database.url.is_some() {
+        // The database first: it keeps the soft store's records.
+        let db = open_db(data, settings)?;
+        let hsm = open_custody_in(data, settings, Some(&db))?;
+        (db, hsm)
+    } else {
+        // The key custody first: a token that cannot be used says so before the database is
+        // locked.
+        let hsm = open_custody(data, settings)?;
+        (open_db(data, settings)?, hsm)
+    };
     // The files the database engine created just now, too.
     owner_only(data)?;
     let _ = CUSTODY.set(hsm.clone());
@@ -149,8 +159,25 @@ pub fn custody_health() -> Result<(), String> {
 /// The key custody the settings choose: the soft store in `keys/`, or a PKCS#11 token (its
 /// escrowed keys, wrapped by the token, in `keys/`).
 pub fn open_custody(data: &Path, settings: &Settings) -> anyhow::Result<Arc<dyn KeyCustody>> {
+    open_custody_in(data, settings, None)
+}
+
+/// [`open_custody`], the soft store's records kept by `db` when it keeps them for every node.
+fn open_custody_in(
+    data: &Path,
+    settings: &Settings,
+    db: Option<&CertDb>,
+) -> anyhow::Result<Arc<dyn KeyCustody>> {
+    let shared = db.and_then(|db| Some((db.custody_records()?, db.location())));
     Ok(match settings.hsm.backend {
-        HsmBackend::Soft => Arc::new(HsmSim::open(keys_path(data), &settings.master_key_source()?)?),
+        HsmBackend::Soft => match shared {
+            Some((records, location)) => Arc::new(HsmSim::with_records(
+                keys_path(data),
+                Arc::new(crate::custody_db::DbRecords::new(records, location)),
+                &settings.master_key_source()?,
+            )?),
+            None => Arc::new(HsmSim::open(keys_path(data), &settings.master_key_source()?)?),
+        },
         HsmBackend::Pkcs11 => Arc::new(open_token(data, settings)?),
     })
 }

@@ -7,6 +7,7 @@ mod audit_checkpoints;
 mod cli;
 mod commands;
 mod context;
+mod custody_db;
 mod directory;
 mod escrow;
 mod guard;

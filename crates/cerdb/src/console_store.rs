@@ -269,7 +269,7 @@ pub trait ConsoleStore: Send + Sync {
     fn update_user(
         &self,
         name: &UserName,
-        change: &dyn Fn(&mut ConsoleUser),
+        change: &(dyn Fn(&mut ConsoleUser) + Sync),
     ) -> Result<Option<ConsoleUser>, Error>;
 
     /// One session.
@@ -283,7 +283,10 @@ pub trait ConsoleStore: Send + Sync {
 
     /// Deletes every session for which `expired` holds (such as those past their timeouts), and
     /// every session that cannot be decoded, durably; how many.
-    fn remove_sessions_where(&self, expired: &dyn Fn(&ConsoleSession) -> bool) -> Result<usize, Error>;
+    fn remove_sessions_where(
+        &self,
+        expired: &(dyn Fn(&ConsoleSession) -> bool + Sync),
+    ) -> Result<usize, Error>;
 
     /// Number of stored sessions.
     fn session_count(&self) -> Result<usize, Error>;

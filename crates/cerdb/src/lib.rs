@@ -18,6 +18,7 @@
 
 mod clock;
 pub mod console_store;
+pub mod custody_store;
 pub mod directory;
 mod faults;
 pub mod pg_engine;

@@ -77,7 +77,7 @@ pub trait CertReader: Send + Sync {
 /// that same write. So the chain head is read and advanced by the store, never kept by a
 /// process, and two writers can never fork the chain. It may be called more than once for one
 /// write (an engine may retry a transaction); it must not have effects.
-pub trait AuditChain {
+pub trait AuditChain: Sync {
     /// The records that follow `last`.
     fn records_after(&self, last: Option<&AuditRecord>) -> Result<Vec<AuditRecord>, Error>;
 }
@@ -317,6 +317,8 @@ pub struct CertDb {
     raw: Option<Arc<crate::sled_engine::RawTrees>>,
     /// The database's schema version, for engines that have one.
     schema_version: Option<u32>,
+    /// Key custody's sealed records, on engines that share them between nodes.
+    custody: Option<Arc<dyn crate::custody_store::CustodyRecords>>,
 }
 
 impl std::fmt::Debug for CertDb {
@@ -355,8 +357,8 @@ impl CertDb {
     /// Connects to the PostgreSQL database at `url` and migrates its schema to this program's
     /// version ([`crate::pg_engine::PgEngine::open`]).
     pub fn open_postgres(url: &str) -> Result<Self, Error> {
-        let engine = crate::pg_engine::PgEngine::open(url, None)?;
-        Ok(Self::from_engine(Arc::new(engine)))
+        let engine = Arc::new(crate::pg_engine::PgEngine::open(url, None)?);
+        Ok(CertDb { custody: Some(engine.clone()), ..Self::from_engine(engine) })
     }
 
     /// A handle on an engine that implements every trait of the contract.
@@ -371,7 +373,14 @@ impl CertDb {
             api_keys: engine.clone(),
             tsa: engine,
             tsa_cell: Default::default(),
+            custody: None,
         }
+    }
+
+    /// Key custody's sealed records when this database keeps them for every node (PostgreSQL);
+    /// `None` on the embedded engine, whose key store keeps them in files.
+    pub fn custody_records(&self) -> Option<Arc<dyn crate::custody_store::CustodyRecords>> {
+        self.custody.clone()
     }
 
     /// The read-only view, for the OCSP responder and the directory.

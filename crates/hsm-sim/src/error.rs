@@ -87,6 +87,9 @@ pub enum Error {
         /// What is missing.
         what: String,
     },
+    /// The database that keeps the sealed records failed (its message, one line).
+    #[error("key store database: {0}")]
+    Storage(String),
     /// File system error.
     #[error("key store I/O error on {path}: {source}")]
     Io {

@@ -273,7 +273,7 @@ impl HsmSim {
     ) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         ensure_private_dir(&dir)?;
-        let master = MasterKey::load(&dir, source)?;
+        let master = MasterKey::load(&dir, source, &*records)?;
         Ok(HsmSim { dir, records, state: RwLock::new(State { master: Some(master), cache: HashMap::new() }) })
     }
 
@@ -292,7 +292,7 @@ impl HsmSim {
 
     /// Loads the master key again.
     pub fn unseal(&self, source: &MasterKeySource) -> Result<(), Error> {
-        let master = MasterKey::load(&self.dir, source)?;
+        let master = MasterKey::load(&self.dir, source, &*self.records)?;
         self.state.write().unwrap_or_else(|p| p.into_inner()).master = Some(master);
         Ok(())
     }
@@ -666,11 +666,15 @@ mod tests {
 
     /// Records kept in memory: the soft store works over any [`SealedRecords`].
     #[derive(Debug, Default)]
-    struct MemoryRecords(std::sync::Mutex<HashMap<String, Vec<u8>>>);
+    struct MemoryRecords {
+        keys: std::sync::Mutex<HashMap<String, Vec<u8>>>,
+        params: std::sync::Mutex<Option<Vec<u8>>>,
+        shared: bool,
+    }
 
     impl SealedRecords for MemoryRecords {
         fn put_new(&self, handle: &KeyHandle, record: &[u8]) -> Result<(), Error> {
-            let mut m = self.0.lock().expect("lock");
+            let mut m = self.keys.lock().expect("lock");
             if m.contains_key(handle.as_str()) {
                 return Err(Error::KeyExists(handle.clone()));
             }
@@ -678,18 +682,60 @@ mod tests {
             Ok(())
         }
         fn get(&self, handle: &KeyHandle) -> Result<Option<Vec<u8>>, Error> {
-            Ok(self.0.lock().expect("lock").get(handle.as_str()).cloned())
+            Ok(self.keys.lock().expect("lock").get(handle.as_str()).cloned())
         }
         fn handles(&self) -> Result<Vec<KeyHandle>, Error> {
-            Ok(self.0.lock().expect("lock").keys().map(|k| k.parse().expect("handle")).collect())
+            Ok(self.keys.lock().expect("lock").keys().map(|k| k.parse().expect("handle")).collect())
         }
         fn remove(&self, handle: &KeyHandle) -> Result<(), Error> {
-            self.0.lock().expect("lock").remove(handle.as_str());
+            self.keys.lock().expect("lock").remove(handle.as_str());
             Ok(())
         }
         fn place(&self, handle: &KeyHandle) -> String {
             format!("memory:{handle}")
         }
+        fn master_params(&self) -> Result<Option<Vec<u8>>, Error> {
+            Ok(self.params.lock().expect("lock").clone())
+        }
+        fn put_master_params_new(&self, params: &[u8]) -> Result<bool, Error> {
+            let mut p = self.params.lock().expect("lock");
+            Ok(p.is_none() && p.replace(params.to_vec()).is_none())
+        }
+        fn master_params_place(&self) -> String {
+            "memory:master".into()
+        }
+        fn allows_master_key_file(&self) -> bool {
+            !self.shared
+        }
+    }
+
+    #[test]
+    fn nodes_sharing_the_records_sign_with_one_passphrase_and_never_with_a_key_file() {
+        let records = Arc::new(MemoryRecords { shared: true, ..Default::default() });
+        let (a, b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+        let e = HsmSim::with_records(a.path().join("keys"), records.clone(), &MasterKeySource::KeyFile)
+            .expect_err("a key file of one node's own");
+        assert!(e.to_string().contains("master passphrase"), "{e}");
+        let pass = MasterKeySource::Passphrase("one passphrase for every node".into());
+        let first = HsmSim::with_records(a.path().join("keys"), records.clone(), &pass).expect("first node");
+        let h: KeyHandle = "ca/shared".parse().expect("handle");
+        first.generate(&h, KeyType::P256, KeyPurpose::CaSigning).expect("gen");
+        // The second node has nothing of its own but the passphrase: it signs with the same key.
+        let second =
+            HsmSim::with_records(b.path().join("keys"), records.clone(), &pass).expect("second node");
+        let sig = second.signer(&h).expect("signer").sign(b"message").expect("sign");
+        let spki = first.public_key(&h).expect("public").raw;
+        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &spki)
+            .verify(b"message", &sig)
+            .expect("the second node's signature verifies with the first node's key");
+        let wrong = MasterKeySource::Passphrase("another passphrase".into());
+        let e = HsmSim::with_records(b.path().join("keys"), records, &wrong).expect_err("wrong passphrase");
+        assert!(matches!(e, Error::WrongPassphrase(_)), "{e}");
+        assert_eq!(
+            fs::read_dir(b.path().join("keys")).expect("dir").count(),
+            0,
+            "nothing on the second node's disk"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::{write_private_atomic, write_private_new};
+use crate::fsutil::write_private_new;
+use crate::records::SealedRecords;
 use crate::Error;
 
 pub(crate) const KEY_FILE: &str = "master.key";
@@ -60,14 +61,25 @@ impl MasterKey {
         Ok(MasterKey { key: LessSafeKey::new(unbound) })
     }
 
-    /// Opens (or on first use creates) the master key for the key directory `dir`.
-    pub(crate) fn load(dir: &Path, source: &MasterKeySource) -> Result<Self, Error> {
+    /// Opens (or on first use creates) the master key of the store whose key directory is `dir`
+    /// and whose sealed records (and, with a passphrase, the master key's derivation
+    /// parameters) `records` keeps.
+    pub(crate) fn load(
+        dir: &Path,
+        source: &MasterKeySource,
+        records: &dyn SealedRecords,
+    ) -> Result<Self, Error> {
         let key_file = dir.join(KEY_FILE);
-        let kdf_file = dir.join(KDF_FILE);
         let rng = SystemRandom::new();
         match source {
             MasterKeySource::KeyFile => {
-                if kdf_file.exists() {
+                if !records.allows_master_key_file() {
+                    return Err(Error::MasterKeyMismatch(format!(
+                        "the keys are kept in {}, shared by every node: a random master key file would be this node's alone; configure the master passphrase (hsm.passphrase_file or PKI_HSM_PASSPHRASE)",
+                        records.master_params_place()
+                    )));
+                }
+                if records.master_params()?.is_some() {
                     return Err(Error::MasterKeyMismatch(format!(
                         "the key store in {} is protected by a passphrase; configure hsm.passphrase_file or PKI_HSM_PASSPHRASE",
                         dir.display()
@@ -92,47 +104,53 @@ impl MasterKey {
                         dir.display()
                     )));
                 }
-                if kdf_file.exists() {
-                    let text = fs::read_to_string(&kdf_file).map_err(|e| Error::io(&kdf_file, e))?;
-                    let kdf: KdfFile = serde_json::from_str(&text).map_err(|e| Error::CorruptKeyFile {
-                        path: kdf_file.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                    let corrupt = |reason: &str| Error::CorruptKeyFile {
-                        path: kdf_file.display().to_string(),
-                        reason: reason.into(),
-                    };
-                    let salt = hex::decode(&kdf.salt).map_err(|_| corrupt("bad salt"))?;
-                    let key = derive(pass, &salt, kdf.m_cost_kib, kdf.t_cost, kdf.p_cost)?;
-                    let master = Self::from_bytes(&key)?;
-                    let nonce = hex::decode(&kdf.check_nonce).map_err(|_| corrupt("bad nonce"))?;
-                    let check = hex::decode(&kdf.check).map_err(|_| corrupt("bad check value"))?;
-                    match master.open(&nonce, b"check", &check) {
-                        Ok(p) if p == CHECK_PLAINTEXT => Ok(master),
-                        _ => Err(Error::WrongPassphrase(dir.display().to_string())),
-                    }
-                } else {
-                    let mut salt = [0u8; 16];
-                    rng.fill(&mut salt).map_err(|_| Error::KeyGeneration("no randomness".into()))?;
-                    let (m, t, p) = (65_536, 3, 1);
-                    let key = derive(pass, &salt, m, t, p)?;
-                    let master = Self::from_bytes(&key)?;
-                    let (nonce, check) = master.seal(b"check", CHECK_PLAINTEXT)?;
-                    let kdf = KdfFile {
-                        alg: "argon2id".into(),
-                        m_cost_kib: m,
-                        t_cost: t,
-                        p_cost: p,
-                        salt: hex::encode(salt),
-                        check_nonce: hex::encode(nonce),
-                        check: hex::encode(check),
-                    };
-                    let text =
-                        serde_json::to_vec_pretty(&kdf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
-                    write_private_atomic(&kdf_file, &text)?;
-                    Ok(master)
+                if let Some(params) = records.master_params()? {
+                    return Self::from_params(pass, &params, records);
                 }
+                let mut salt = [0u8; 16];
+                rng.fill(&mut salt).map_err(|_| Error::KeyGeneration("no randomness".into()))?;
+                let (m, t, p) = (65_536, 3, 1);
+                let key = derive(pass, &salt, m, t, p)?;
+                let master = Self::from_bytes(&key)?;
+                let (nonce, check) = master.seal(b"check", CHECK_PLAINTEXT)?;
+                let kdf = KdfFile {
+                    alg: "argon2id".into(),
+                    m_cost_kib: m,
+                    t_cost: t,
+                    p_cost: p,
+                    salt: hex::encode(salt),
+                    check_nonce: hex::encode(nonce),
+                    check: hex::encode(check),
+                };
+                let text =
+                    serde_json::to_vec_pretty(&kdf).map_err(|e| Error::KeyGeneration(e.to_string()))?;
+                if records.put_master_params_new(&text)? {
+                    return Ok(master);
+                }
+                // Another node created the store at the same moment: its parameters count.
+                let params = records.master_params()?.ok_or_else(|| Error::CorruptKeyFile {
+                    path: records.master_params_place(),
+                    reason: "the master key's parameters were stored and are gone".into(),
+                })?;
+                Self::from_params(pass, &params, records)
             }
+        }
+    }
+
+    /// The master key `pass` gives with the stored derivation parameters `params`, checked
+    /// against their check value ([`Error::WrongPassphrase`] when it does not open it).
+    fn from_params(pass: &str, params: &[u8], records: &dyn SealedRecords) -> Result<Self, Error> {
+        let place = records.master_params_place();
+        let corrupt = |reason: &str| Error::CorruptKeyFile { path: place.clone(), reason: reason.into() };
+        let kdf: KdfFile = serde_json::from_slice(params).map_err(|e| corrupt(&e.to_string()))?;
+        let salt = hex::decode(&kdf.salt).map_err(|_| corrupt("bad salt"))?;
+        let key = derive(pass, &salt, kdf.m_cost_kib, kdf.t_cost, kdf.p_cost)?;
+        let master = Self::from_bytes(&key)?;
+        let nonce = hex::decode(&kdf.check_nonce).map_err(|_| corrupt("bad nonce"))?;
+        let check = hex::decode(&kdf.check).map_err(|_| corrupt("bad check value"))?;
+        match master.open(&nonce, b"check", &check) {
+            Ok(p) if p == CHECK_PLAINTEXT => Ok(master),
+            _ => Err(Error::WrongPassphrase(place)),
         }
     }
 

@@ -25,6 +25,20 @@ pub trait SealedRecords: Send + Sync + std::fmt::Debug {
     fn remove(&self, handle: &KeyHandle) -> Result<(), Error>;
     /// Where the record of `handle` is, for messages.
     fn place(&self, handle: &KeyHandle) -> String;
+    /// The master key's derivation parameters (salt and check value; nothing secret), if a
+    /// passphrase protects this store.
+    fn master_params(&self) -> Result<Option<Vec<u8>>, Error>;
+    /// Stores the master key's derivation parameters once, durably; `false` (nothing written)
+    /// when some are stored already — another node opened the store first.
+    fn put_master_params_new(&self, params: &[u8]) -> Result<bool, Error>;
+    /// Where the master key's parameters are, for messages.
+    fn master_params_place(&self) -> String;
+    /// Whether the records live beside a random master key file of the key directory (the
+    /// development default). `false` for records shared between nodes: each node's key
+    /// directory is its own, so only a passphrase gives every node the same master key.
+    fn allows_master_key_file(&self) -> bool {
+        true
+    }
 }
 
 /// One file per key, `hex(handle).key`, mode 0600, in a directory of mode 0700.
@@ -39,6 +53,10 @@ impl FileRecords {
         let dir = dir.into();
         ensure_private_dir(&dir)?;
         Ok(FileRecords { dir })
+    }
+
+    fn params_path(&self) -> PathBuf {
+        self.dir.join(crate::master::KDF_FILE)
     }
 
     fn path_of(&self, handle: &KeyHandle) -> PathBuf {
@@ -90,5 +108,26 @@ impl SealedRecords for FileRecords {
 
     fn place(&self, handle: &KeyHandle) -> String {
         self.path_of(handle).display().to_string()
+    }
+
+    fn master_params(&self) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.params_path();
+        match fs::read(&path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn put_master_params_new(&self, params: &[u8]) -> Result<bool, Error> {
+        match write_private_new(&self.params_path(), params) {
+            Ok(()) => Ok(true),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn master_params_place(&self) -> String {
+        self.params_path().display().to_string()
     }
 }

@@ -15,7 +15,11 @@
 //! `PKI_TESTS_TRACE` (print how long the build, each command and each server start took),
 //! `PKI_TESTS_BUILD_LOG` (write cargo's stderr of the build there), `PKI_TESTS_HSM` (`soft`, the
 //! default, or `pkcs11`: every [`Env`] then keeps its CA keys on a SoftHSM2 token of its own, made
-//! in its temporary directory; scripts/test.sh runs the end-to-end suites once more that way).
+//! in its temporary directory; scripts/test.sh runs the end-to-end suites once more that way),
+//! `PKI_TESTS_BACKEND` (`sled`, the default, or `postgres`: every [`Env`] then keeps its CA in a
+//! database of its own on the PostgreSQL server at `PKI_TEST_DATABASE_URL`, created with `psql`,
+//! its keys sealed under a master passphrase; scripts/test.sh runs the end-to-end suites once
+//! more that way, on the private server of scripts/with-postgres.sh).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![allow(clippy::unwrap_used)] // test harness: a failed unwrap is a failed test
@@ -64,6 +68,60 @@ pub fn hsm_backend() -> HsmBackend {
         Ok("pkcs11") => HsmBackend::Pkcs11,
         Ok(other) => panic!("PKI_TESTS_HSM={other:?}: expected soft or pkcs11"),
     }
+}
+
+/// Where an [`Env`] keeps its CA's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageBackend {
+    /// The embedded database of the data directory.
+    Sled,
+    /// A PostgreSQL database of its own on the server at `PKI_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// The backend `PKI_TESTS_BACKEND` chooses (`sled` when unset).
+pub fn storage_backend() -> StorageBackend {
+    match std::env::var("PKI_TESTS_BACKEND").as_deref() {
+        Err(_) | Ok("") | Ok("sled") => StorageBackend::Sled,
+        Ok("postgres") => StorageBackend::Postgres,
+        Ok(other) => panic!("PKI_TESTS_BACKEND={other:?}: expected sled or postgres"),
+    }
+}
+
+/// The master passphrase of every [`Env`] on PostgreSQL (its keys are in the database, sealed
+/// under it; a key file of one node's own is refused there).
+pub const PG_MASTER_PASSPHRASE: &str = "master passphrase of the e2e tests";
+
+/// A fresh, empty database on the test server (`PKI_TEST_DATABASE_URL`, started by
+/// scripts/with-postgres.sh), created with `psql`; its URL. Fails naming what is missing.
+pub fn create_test_database() -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let server = std::env::var("PKI_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!("PKI_TEST_DATABASE_URL is not set: run the tests on PostgreSQL with `bash scripts/with-postgres.sh cargo test ...` (scripts/test.sh does)")
+    });
+    let psql = require_tool("psql", "apt-get install postgresql-client");
+    let name = format!("e2e_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let out = Command::new(psql)
+        .arg(&server)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("run psql");
+    assert!(out.status.success(), "psql CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr));
+    let (base, _) = server.rsplit_once('/').expect("PKI_TEST_DATABASE_URL ends in /DBNAME");
+    format!("{base}/{name}")
+}
+
+/// Drops a database [`create_test_database`] made (best effort: the server is temporary).
+pub fn drop_test_database(url: &str) {
+    let (Ok(server), Some((_, name))) = (std::env::var("PKI_TEST_DATABASE_URL"), url.rsplit_once('/')) else {
+        return;
+    };
+    let _ = Command::new("psql")
+        .arg(&server)
+        .args(["-q", "-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A SoftHSM2 token of one test: its own configuration and token directory.
@@ -546,6 +604,16 @@ pub struct Env {
     pub config: PathBuf,
     /// The port `pki serve` listens on; `public_base_url` points at it.
     pub port: u16,
+    /// The PostgreSQL database holding the CA, on that backend ([`storage_backend`]).
+    pub database_url: Option<String>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(url) = &self.database_url {
+            drop_test_database(url);
+        }
+    }
 }
 
 impl Default for Env {
@@ -578,11 +646,14 @@ impl Env {
         };
         let hsm = token.as_ref().map(SoftToken::hsm_table).unwrap_or_default();
         officers_group();
+        let database_url = (storage_backend() == StorageBackend::Postgres).then(create_test_database);
+        let database =
+            database_url.as_ref().map(|u| format!("[database]\nurl = {u:?}\n")).unwrap_or_default();
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{hsm}\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{database}\n{hsm}\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
-        Env { data: dir.path().join("data"), config, port, dir, token }
+        Env { data: dir.path().join("data"), config, port, dir, token, database_url }
     }
 
     /// Appends `text` to `pki.toml` (top-level tables, e.g. `[hsm]`). On the PKCS#11 backend the
@@ -628,6 +699,9 @@ impl Env {
     {
         let mut c = pki_command();
         c.arg("--config").arg(&self.config).arg("--data").arg(&self.data).args(args).current_dir(self.dir());
+        if self.database_url.is_some() && self.token.is_none() {
+            c.env("PKI_HSM_PASSPHRASE", PG_MASTER_PASSPHRASE);
+        }
         if let Some(t) = &self.token {
             c.env("SOFTHSM2_CONF", &t.conf);
         }

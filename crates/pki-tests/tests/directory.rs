@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pki_tests::directory_support::*;
@@ -188,34 +187,26 @@ fn exists_fetch_case_hash_then_revocation_is_seen_at_once() {
 /// by-fingerprint shows them with their status.
 #[test]
 fn expired_and_not_yet_valid_certificates_are_never_returned() {
-    use ca_core::{Ca, CaConfig, FixedClock, IssueRequest};
-    use chrono::{Duration as D, Utc};
-
+    // The CA and two certificates made by the real binary at other times (libfaketime): one
+    // issued 500 days ago, valid for 365 days (expired 135 days ago), one issued "in three days"
+    // (not yet valid).
     let env = Env::new();
-    let now = Utc::now();
-    let clock = Arc::new(FixedClock::new(now - D::days(500)));
+    run(&mut faketime("-500d", &env.command(["init"]))).ok();
     let mut fps = Vec::new();
-    {
-        std::fs::create_dir_all(&env.data).unwrap();
-        let db = cerdb::CertDb::open(env.data.join("db")).unwrap();
-        let hsm = hsm_sim::HsmSim::open(env.data.join("keys"), &hsm_sim::MasterKeySource::KeyFile).unwrap();
-        let cfg = CaConfig { public_base_url: env.base_url(), ..CaConfig::default() };
-        let (ca, _) = Ca::init(db, Arc::new(hsm), cfg, clock.clone(), "test").unwrap();
-        let req = |email: &str| {
-            let key = gen_key(env.dir(), &format!("{email}.key"), KeySpec::P256);
-            let csr = make_csr(&key, &env.path(&format!("{email}.csr")), &format!("/CN={email}"), &[]);
-            IssueRequest {
-                email: email.parse().unwrap(),
-                usage: cerdb::Usage::Encryption,
-                csr: std::fs::read(csr).unwrap(),
-            }
-        };
-        // 500 days ago, valid for 365 days: expired 135 days ago.
-        fps.push(ca.issue(&req("old@example.com"), "test").unwrap().record.fingerprint.to_string());
-        // Issued "in three days": not yet valid.
-        clock.advance(D::days(503));
-        fps.push(ca.issue(&req("future@example.com"), "test").unwrap().record.fingerprint.to_string());
-        ca.db().flush().unwrap();
+    for (offset, email) in [("-500d", "old@example.com"), ("+3d", "future@example.com")] {
+        let key = gen_key(env.dir(), &format!("{email}.key"), KeySpec::P256);
+        let csr = make_csr(&key, &env.path(&format!("{email}.csr")), &format!("/CN={email}"), &[]);
+        let issue = env.command([
+            "issue",
+            "--email",
+            email,
+            "--usage",
+            "encryption",
+            "--csr",
+            &csr.display().to_string(),
+        ]);
+        let pem = run(&mut faketime(offset, &issue)).ok().stdout;
+        fps.push(sha256_hex(&pem_der(&pem)));
     }
     let server = env.serve();
     let port = server.port;

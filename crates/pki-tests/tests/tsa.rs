@@ -306,7 +306,14 @@ fn pki_ts_verify_passes_real_tokens_and_names_the_failed_check_otherwise() {
     let r2 = t.stamp(&q, "r2.tsr");
     let serial = serial_of(&t.reply_text(&r2)) as u64;
     t.stop();
-    {
+    if let Some(url) = &t.env.database_url {
+        // PostgreSQL: the record's row goes, as a database administrator could remove it.
+        let psql = require_tool("psql", "apt-get install postgresql-client");
+        let sql = format!("DELETE FROM tsa_tokens WHERE serial = {serial}");
+        let out =
+            run(std::process::Command::new(psql).args([url.as_str(), "-v", "ON_ERROR_STOP=1", "-c", &sql]));
+        assert!(out.ok().stdout.contains("DELETE 1"), "r2's record removed");
+    } else {
         // The ledger holds one 256-byte record per token, in serial order: r2's is the last.
         let ledger = t.env.data.join("db").join("tsa-tokens.ledger");
         let bytes = std::fs::read(&ledger).unwrap();

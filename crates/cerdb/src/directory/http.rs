@@ -66,7 +66,10 @@ fn not_allowed(allow: &'static str) -> HttpResponse {
 }
 
 fn respond(r: Result<HttpResponse, DirectoryError>) -> HttpResponse {
-    r.unwrap_or_else(|e| e.http_response())
+    let res = r.unwrap_or_else(|e| e.http_response());
+    // The status only: what was asked never reaches the logs.
+    tracing::debug!(status = res.status().as_u16(), "directory answer");
+    res
 }
 
 // ---------------------------------------------------------------------------------------------

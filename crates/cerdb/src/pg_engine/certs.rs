@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::Transaction;
 
-use super::{to_i64, to_u64, PgEngine};
+use super::{off_runtime, to_i64, to_u64, PgEngine};
 use crate::store::{
     chained, check_compromised_arg, revised, AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats,
 };
@@ -149,41 +149,47 @@ impl PgEngine {
 
 impl ChangeFeed for PgEngine {
     fn last_change(&self) -> Result<u64, Error> {
-        let n: i64 = self.conn()?.query_one("SELECT last_change FROM chain_head", &[])?.get(0);
-        to_u64(n, "change")
+        off_runtime(|| {
+            let n: i64 = self.conn()?.query_one("SELECT last_change FROM chain_head", &[])?.get(0);
+            to_u64(n, "change")
+        })
     }
 
     fn changes_since(&self, seq: u64) -> Result<Vec<Change>, Error> {
-        let after = i64::try_from(seq).unwrap_or(i64::MAX);
-        self.conn()?
-            .query("SELECT seq, kind, serial FROM changes WHERE seq > $1 ORDER BY seq", &[&after])?
-            .into_iter()
-            .map(|row| {
-                let seq = to_u64(row.get(0), "change")?;
-                match row.get::<_, i16>(1) {
-                    CHANGE_REVOKED => Ok(Change {
-                        seq,
-                        kind: crate::store::ChangeKind::Revoked(serial_of(row.get(2), "change serial")?),
-                    }),
-                    k => Err(Error::Corrupt(format!("change {seq}: unknown kind {k}"))),
-                }
-            })
-            .collect()
+        off_runtime(|| {
+            let after = i64::try_from(seq).unwrap_or(i64::MAX);
+            self.conn()?
+                .query("SELECT seq, kind, serial FROM changes WHERE seq > $1 ORDER BY seq", &[&after])?
+                .into_iter()
+                .map(|row| {
+                    let seq = to_u64(row.get(0), "change")?;
+                    match row.get::<_, i16>(1) {
+                        CHANGE_REVOKED => Ok(Change {
+                            seq,
+                            kind: crate::store::ChangeKind::Revoked(serial_of(row.get(2), "change serial")?),
+                        }),
+                        k => Err(Error::Corrupt(format!("change {seq}: unknown kind {k}"))),
+                    }
+                })
+                .collect()
+        })
     }
 }
 
 impl CertStore for PgEngine {
     fn check_issued<'a>(&self, certs: &'a [CertRecord]) -> Result<CheckedIssue<'a>, Error> {
-        let serials: Vec<&[u8]> = certs.iter().map(|r| r.serial.as_bytes()).collect();
-        let retired = self
-            .conn()?
-            .query("SELECT serial FROM retired_serials WHERE serial = ANY($1) LIMIT 1", &[&serials])?;
-        if let Some(row) = retired.first() {
-            return Err(Error::SerialInUse(serial_of(row.get(0), "retired serial")?));
-        }
-        let encoded =
-            certs.iter().map(|r| encode_meta(r).map(String::into_bytes)).collect::<Result<_, _>>()?;
-        Ok(CheckedIssue { certs, encoded })
+        off_runtime(|| {
+            let serials: Vec<&[u8]> = certs.iter().map(|r| r.serial.as_bytes()).collect();
+            let retired = self
+                .conn()?
+                .query("SELECT serial FROM retired_serials WHERE serial = ANY($1) LIMIT 1", &[&serials])?;
+            if let Some(row) = retired.first() {
+                return Err(Error::SerialInUse(serial_of(row.get(0), "retired serial")?));
+            }
+            let encoded =
+                certs.iter().map(|r| encode_meta(r).map(String::into_bytes)).collect::<Result<_, _>>()?;
+            Ok(CheckedIssue { certs, encoded })
+        })
     }
 
     /// One transaction under the chain head's lock: the certificates (a serial stored already,
@@ -194,96 +200,104 @@ impl CertStore for PgEngine {
         checked: &CheckedIssue<'_>,
         audit: &dyn AuditChain,
     ) -> Result<(), Error> {
-        let certs = checked.certs;
-        let mut seen = HashSet::new();
-        if let Some(twice) = certs.iter().find(|r| !seen.insert(&r.serial)) {
-            return Err(Error::SerialInUse(twice.serial.clone()));
-        }
-        let serials: Vec<&[u8]> = certs.iter().map(|r| r.serial.as_bytes()).collect();
-        let fps: Vec<&[u8]> = certs.iter().map(|r| &r.fingerprint.0[..]).collect();
-        let keys: Vec<Option<String>> =
-            certs.iter().map(|r| r.email.as_ref().map(EmailAddress::lookup_key)).collect();
-        let kinds: Vec<i16> = certs.iter().map(|r| i16::from(r.kind.code())).collect();
-        let not_before: Vec<DateTime<Utc>> = certs.iter().map(|r| r.not_before).collect();
-        let issuers: Vec<&str> = certs.iter().map(|r| r.issuer.name()).collect();
-        let revoked: Vec<bool> = certs.iter().map(|r| r.revocation.is_some()).collect();
-        let metas = checked
-            .encoded
-            .iter()
-            .map(|m| std::str::from_utf8(m).map_err(|e| corrupt("encoded metadata", e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ders: Vec<&[u8]> = certs.iter().map(|r| r.der.as_slice()).collect();
-        let mut hashed: Vec<(Vec<u8>, &str)> = Vec::new();
-        for k in keys.iter().flatten() {
-            if !hashed.iter().any(|(_, seen)| *seen == k) {
-                hashed.push((sha256(k.as_bytes()), k));
+        off_runtime(|| {
+            let certs = checked.certs;
+            let mut seen = HashSet::new();
+            if let Some(twice) = certs.iter().find(|r| !seen.insert(&r.serial)) {
+                return Err(Error::SerialInUse(twice.serial.clone()));
             }
-        }
-        self.chained_write(audit, |tx, _| {
-            let retired = tx.query("SELECT serial FROM retired_serials WHERE serial = ANY($1) LIMIT 1", &[&serials])?;
-            if let Some(row) = retired.first() {
-                return Err(Error::SerialInUse(serial_of(row.get(0), "retired serial")?));
+            let serials: Vec<&[u8]> = certs.iter().map(|r| r.serial.as_bytes()).collect();
+            let fps: Vec<&[u8]> = certs.iter().map(|r| &r.fingerprint.0[..]).collect();
+            let keys: Vec<Option<String>> =
+                certs.iter().map(|r| r.email.as_ref().map(EmailAddress::lookup_key)).collect();
+            let kinds: Vec<i16> = certs.iter().map(|r| i16::from(r.kind.code())).collect();
+            let not_before: Vec<DateTime<Utc>> = certs.iter().map(|r| r.not_before).collect();
+            let issuers: Vec<&str> = certs.iter().map(|r| r.issuer.name()).collect();
+            let revoked: Vec<bool> = certs.iter().map(|r| r.revocation.is_some()).collect();
+            let metas = checked
+                .encoded
+                .iter()
+                .map(|m| std::str::from_utf8(m).map_err(|e| corrupt("encoded metadata", e)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ders: Vec<&[u8]> = certs.iter().map(|r| r.der.as_slice()).collect();
+            let mut hashed: Vec<(Vec<u8>, &str)> = Vec::new();
+            for k in keys.iter().flatten() {
+                if !hashed.iter().any(|(_, seen)| *seen == k) {
+                    hashed.push((sha256(k.as_bytes()), k));
+                }
             }
-            self.fault()?;
-            let stored = tx.query(
-                "INSERT INTO certs (serial, fingerprint, email_key, kind, not_before, issuer, revoked, meta, der)
-                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::smallint[],
-                                      $5::timestamptz[], $6::text[], $7::boolean[], $8::text[], $9::bytea[])
-                 ON CONFLICT (serial) DO NOTHING RETURNING serial",
-                &[&serials, &fps, &keys, &kinds, &not_before, &issuers, &revoked, &metas, &ders],
-            )?;
-            if stored.len() != certs.len() {
-                let stored: HashSet<Vec<u8>> = stored.iter().map(|r| r.get(0)).collect();
-                let taken = certs.iter().find(|r| !stored.contains(r.serial.as_bytes())).unwrap_or(&certs[0]);
-                return Err(Error::SerialInUse(taken.serial.clone()));
-            }
-            if !hashed.is_empty() {
-                let (hashes, addrs): (Vec<&[u8]>, Vec<&str>) = hashed.iter().map(|(h, a)| (h.as_slice(), *a)).unzip();
+            self.chained_write(audit, |tx, _| {
+                let retired = tx.query("SELECT serial FROM retired_serials WHERE serial = ANY($1) LIMIT 1", &[&serials])?;
+                if let Some(row) = retired.first() {
+                    return Err(Error::SerialInUse(serial_of(row.get(0), "retired serial")?));
+                }
                 self.fault()?;
-                tx.execute(
-                    "INSERT INTO email_hashes (hash, email_key) SELECT * FROM unnest($1::bytea[], $2::text[])
-                     ON CONFLICT (hash) DO NOTHING",
-                    &[&hashes, &addrs],
+                let stored = tx.query(
+                    "INSERT INTO certs (serial, fingerprint, email_key, kind, not_before, issuer, revoked, meta, der)
+                     SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::text[], $4::smallint[],
+                                          $5::timestamptz[], $6::text[], $7::boolean[], $8::text[], $9::bytea[])
+                     ON CONFLICT (serial) DO NOTHING RETURNING serial",
+                    &[&serials, &fps, &keys, &kinds, &not_before, &issuers, &revoked, &metas, &ders],
                 )?;
-            }
-            Ok(())
+                if stored.len() != certs.len() {
+                    let stored: HashSet<Vec<u8>> = stored.iter().map(|r| r.get(0)).collect();
+                    let taken = certs.iter().find(|r| !stored.contains(r.serial.as_bytes())).unwrap_or(&certs[0]);
+                    return Err(Error::SerialInUse(taken.serial.clone()));
+                }
+                if !hashed.is_empty() {
+                    let (hashes, addrs): (Vec<&[u8]>, Vec<&str>) = hashed.iter().map(|(h, a)| (h.as_slice(), *a)).unzip();
+                    self.fault()?;
+                    tx.execute(
+                        "INSERT INTO email_hashes (hash, email_key) SELECT * FROM unnest($1::bytea[], $2::text[])
+                         ON CONFLICT (hash) DO NOTHING",
+                        &[&hashes, &addrs],
+                    )?;
+                }
+                Ok(())
+            })
         })
     }
 
     /// Nothing to do: every write committed synchronously. The fault plan still counts the point.
     fn flush(&self) -> Result<(), Error> {
-        self.flushed()
+        off_runtime(|| self.flushed())
     }
 
     fn retire_serials(&self, serials: &[Serial]) -> Result<(), Error> {
-        if !serials.is_empty() {
-            let s: Vec<&[u8]> = serials.iter().map(Serial::as_bytes).collect();
-            self.fault()?;
-            self.conn()?.execute(
-                "INSERT INTO retired_serials (serial) SELECT * FROM unnest($1::bytea[]) ON CONFLICT DO NOTHING",
-                &[&s],
-            )?;
-        }
-        self.flushed()
+        off_runtime(|| {
+            if !serials.is_empty() {
+                let s: Vec<&[u8]> = serials.iter().map(Serial::as_bytes).collect();
+                self.fault()?;
+                self.conn()?.execute(
+                    "INSERT INTO retired_serials (serial) SELECT * FROM unnest($1::bytea[]) ON CONFLICT DO NOTHING",
+                    &[&s],
+                )?;
+            }
+            self.flushed()
+        })
     }
 
     fn serial_used(&self, serial: &Serial) -> Result<bool, Error> {
-        Ok(self
-            .conn()?
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM certs WHERE serial = $1)
-                     OR EXISTS (SELECT 1 FROM retired_serials WHERE serial = $1)",
-                &[&serial.as_bytes()],
-            )?
-            .get(0))
+        off_runtime(|| {
+            Ok(self
+                .conn()?
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM certs WHERE serial = $1)
+                         OR EXISTS (SELECT 1 FROM retired_serials WHERE serial = $1)",
+                    &[&serial.as_bytes()],
+                )?
+                .get(0))
+        })
     }
 
     fn retired_serials(&self) -> Result<Vec<Serial>, Error> {
-        self.conn()?
-            .query("SELECT serial FROM retired_serials", &[])?
-            .into_iter()
-            .map(|row| serial_of(row.get(0), "retired serial"))
-            .collect()
+        off_runtime(|| {
+            self.conn()?
+                .query("SELECT serial FROM retired_serials", &[])?
+                .into_iter()
+                .map(|row| serial_of(row.get(0), "retired serial"))
+                .collect()
+        })
     }
 
     fn revoke(
@@ -293,114 +307,128 @@ impl CertStore for PgEngine {
         compromised: Option<&KeyDigest>,
         audit: &dyn AuditChain,
     ) -> Result<CertRecord, Error> {
-        check_compromised_arg(&revocation, compromised)?;
-        let key = serial.as_bytes();
-        let rec = self.chained_write(audit, |tx, last_change| {
-            let row = tx
-                .query_opt("SELECT meta FROM certs WHERE serial = $1 FOR UPDATE", &[&key])?
-                .ok_or_else(|| Error::NotFound(serial.clone()))?;
-            let mut rec = decode_meta(row.get(0))?;
-            rec.revocation = Some(revised(serial, rec.revocation.as_ref(), &revocation)?);
-            self.fault()?;
-            tx.execute("UPDATE certs SET meta = $2, revoked = true WHERE serial = $1", &[&key, &encode_meta(&rec)?])?;
-            if let Some(digest) = compromised {
+        off_runtime(|| {
+            check_compromised_arg(&revocation, compromised)?;
+            let key = serial.as_bytes();
+            let rec = self.chained_write(audit, |tx, last_change| {
+                let row = tx
+                    .query_opt("SELECT meta FROM certs WHERE serial = $1 FOR UPDATE", &[&key])?
+                    .ok_or_else(|| Error::NotFound(serial.clone()))?;
+                let mut rec = decode_meta(row.get(0))?;
+                rec.revocation = Some(revised(serial, rec.revocation.as_ref(), &revocation)?);
+                self.fault()?;
+                tx.execute("UPDATE certs SET meta = $2, revoked = true WHERE serial = $1", &[&key, &encode_meta(&rec)?])?;
+                if let Some(digest) = compromised {
+                    self.fault()?;
+                    tx.execute(
+                        "INSERT INTO compromised_keys (key_digest, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&&digest.0[..], &key],
+                    )?;
+                }
                 self.fault()?;
                 tx.execute(
-                    "INSERT INTO compromised_keys (key_digest, serial) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    &[&&digest.0[..], &key],
+                    "WITH c AS (INSERT INTO changes (seq, kind, serial) VALUES ($1, $2, $3))
+                     UPDATE chain_head SET last_change = $1",
+                    &[&(last_change + 1), &CHANGE_REVOKED, &key],
                 )?;
-            }
-            self.fault()?;
-            tx.execute(
-                "WITH c AS (INSERT INTO changes (seq, kind, serial) VALUES ($1, $2, $3))
-                 UPDATE chain_head SET last_change = $1",
-                &[&(last_change + 1), &CHANGE_REVOKED, &key],
-            )?;
+                Ok(rec)
+            })?;
+            self.flushed()?;
             Ok(rec)
-        })?;
-        self.flushed()?;
-        Ok(rec)
+        })
     }
 
     fn compromised_keys(&self) -> Result<Vec<(KeyDigest, Serial)>, Error> {
-        self.conn()?
-            .query("SELECT key_digest, serial FROM compromised_keys", &[])?
-            .into_iter()
-            .map(|row| {
-                let k: &[u8] = row.get(0);
-                let digest = <[u8; 32]>::try_from(k)
-                    .map_err(|_| Error::Corrupt(format!("compromised key of {} bytes", k.len())))?;
-                let serial = serial_of(row.get(1), &format!("compromised key {}", hex::encode(digest)))?;
-                Ok((KeyDigest(digest), serial))
-            })
-            .collect()
+        off_runtime(|| {
+            self.conn()?
+                .query("SELECT key_digest, serial FROM compromised_keys", &[])?
+                .into_iter()
+                .map(|row| {
+                    let k: &[u8] = row.get(0);
+                    let digest = <[u8; 32]>::try_from(k)
+                        .map_err(|_| Error::Corrupt(format!("compromised key of {} bytes", k.len())))?;
+                    let serial = serial_of(row.get(1), &format!("compromised key {}", hex::encode(digest)))?;
+                    Ok((KeyDigest(digest), serial))
+                })
+                .collect()
+        })
     }
 
     fn record_compromised(&self, keys: &[(KeyDigest, Serial)]) -> Result<(), Error> {
-        if !keys.is_empty() {
-            let digests: Vec<&[u8]> = keys.iter().map(|(k, _)| &k.0[..]).collect();
-            let serials: Vec<&[u8]> = keys.iter().map(|(_, s)| s.as_bytes()).collect();
-            self.fault()?;
-            self.conn()?.execute(
-                "INSERT INTO compromised_keys (key_digest, serial)
-                 SELECT DISTINCT ON (k) k, s FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS t(k, s, i)
-                 ORDER BY k, i
-                 ON CONFLICT DO NOTHING",
-                &[&digests, &serials],
-            )?;
-        }
-        self.flushed()
+        off_runtime(|| {
+            if !keys.is_empty() {
+                let digests: Vec<&[u8]> = keys.iter().map(|(k, _)| &k.0[..]).collect();
+                let serials: Vec<&[u8]> = keys.iter().map(|(_, s)| s.as_bytes()).collect();
+                self.fault()?;
+                self.conn()?.execute(
+                    "INSERT INTO compromised_keys (key_digest, serial)
+                     SELECT DISTINCT ON (k) k, s FROM unnest($1::bytea[], $2::bytea[]) WITH ORDINALITY AS t(k, s, i)
+                     ORDER BY k, i
+                     ON CONFLICT DO NOTHING",
+                    &[&digests, &serials],
+                )?;
+            }
+            self.flushed()
+        })
     }
 
     fn put_crl(&self, crl: &CrlRecord, audit: &dyn AuditChain) -> Result<(), Error> {
-        let enc = serde_json::to_string(crl).map_err(|e| Error::Corrupt(e.to_string()))?;
-        self.chained_write(audit, |tx, _| {
-            if let Some(row) = tx.query_opt("SELECT record FROM crls WHERE ca = $1 FOR UPDATE", &[&crl.ca.name()])? {
-                let prev: CrlRecord = serde_json::from_str(row.get(0)).map_err(|e| corrupt("CRL record", e))?;
-                if prev.number >= crl.number {
-                    return Err(Error::Inconsistent(format!(
-                        "CRL number {} of {} is not above the stored {}",
-                        crl.number, crl.ca, prev.number
-                    )));
+        off_runtime(|| {
+            let enc = serde_json::to_string(crl).map_err(|e| Error::Corrupt(e.to_string()))?;
+            self.chained_write(audit, |tx, _| {
+                if let Some(row) = tx.query_opt("SELECT record FROM crls WHERE ca = $1 FOR UPDATE", &[&crl.ca.name()])? {
+                    let prev: CrlRecord = serde_json::from_str(row.get(0)).map_err(|e| corrupt("CRL record", e))?;
+                    if prev.number >= crl.number {
+                        return Err(Error::Inconsistent(format!(
+                            "CRL number {} of {} is not above the stored {}",
+                            crl.number, crl.ca, prev.number
+                        )));
+                    }
                 }
-            }
-            self.fault()?;
-            tx.execute(
-                "INSERT INTO crls (ca, record) VALUES ($1, $2) ON CONFLICT (ca) DO UPDATE SET record = EXCLUDED.record",
-                &[&crl.ca.name(), &enc],
-            )?;
-            Ok(())
-        })?;
-        self.flushed()
+                self.fault()?;
+                tx.execute(
+                    "INSERT INTO crls (ca, record) VALUES ($1, $2) ON CONFLICT (ca) DO UPDATE SET record = EXCLUDED.record",
+                    &[&crl.ca.name(), &enc],
+                )?;
+                Ok(())
+            })?;
+            self.flushed()
+        })
     }
 
     fn append_audit(&self, audit: &dyn AuditChain) -> Result<(), Error> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let (last, _) = lock_head(&mut tx)?;
-        let records = chained(audit, last.as_ref())?;
-        if records.is_empty() {
-            return Ok(());
-        }
-        self.put_audit(&mut tx, &records)?;
-        tx.commit()?;
-        self.flushed()
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction()?;
+            let (last, _) = lock_head(&mut tx)?;
+            let records = chained(audit, last.as_ref())?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            self.put_audit(&mut tx, &records)?;
+            tx.commit()?;
+            self.flushed()
+        })
     }
 
     fn last_audit(&self) -> Result<Option<AuditRecord>, Error> {
-        match self.conn()?.query_opt("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
-            Some(row) => Ok(Some(audit_record(row.get(0), row.get(1))?)),
-            None => Ok(None),
-        }
+        off_runtime(|| {
+            match self.conn()?.query_opt("SELECT seq, entry FROM audit ORDER BY seq DESC LIMIT 1", &[])? {
+                Some(row) => Ok(Some(audit_record(row.get(0), row.get(1))?)),
+                None => Ok(None),
+            }
+        })
     }
 
     fn audit_records_from(&self, first: u64) -> Result<Vec<AuditRecord>, Error> {
-        let first = i64::try_from(first).unwrap_or(i64::MAX);
-        self.conn()?
-            .query("SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq", &[&first])?
-            .into_iter()
-            .map(|row| audit_record(row.get(0), row.get(1)))
-            .collect()
+        off_runtime(|| {
+            let first = i64::try_from(first).unwrap_or(i64::MAX);
+            self.conn()?
+                .query("SELECT seq, entry FROM audit WHERE seq >= $1 ORDER BY seq", &[&first])?
+                .into_iter()
+                .map(|row| audit_record(row.get(0), row.get(1)))
+                .collect()
+        })
     }
 
     /// Read in pages of [`AUDIT_PAGE`] records, each page its own query.
@@ -443,190 +471,224 @@ impl CertStore for PgEngine {
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<String>, Error> {
-        Ok(self.conn()?.query_opt("SELECT value FROM ca_settings WHERE key = $1", &[&key])?.map(|r| r.get(0)))
+        off_runtime(|| {
+            Ok(self
+                .conn()?
+                .query_opt("SELECT value FROM ca_settings WHERE key = $1", &[&key])?
+                .map(|r| r.get(0)))
+        })
     }
 
     fn meta_put(&self, key: &str, value: &str) -> Result<(), Error> {
-        self.fault()?;
-        self.conn()?.execute(
-            "INSERT INTO ca_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            &[&key, &value],
-        )?;
-        self.flushed()
+        off_runtime(|| {
+            self.fault()?;
+            self.conn()?.execute(
+                "INSERT INTO ca_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )?;
+            self.flushed()
+        })
     }
 
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
-        let mut out = match email {
-            Some(e) => self.by_email(e, None)?,
-            None => self.records("SELECT meta FROM certs", &[], false)?,
-        };
-        out.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.serial.cmp(&b.serial)));
-        Ok(out)
+        off_runtime(|| {
+            let mut out = match email {
+                Some(e) => self.by_email(e, None)?,
+                None => self.records("SELECT meta FROM certs", &[], false)?,
+            };
+            out.sort_by(|a, b| a.issued_at.cmp(&b.issued_at).then(a.serial.cmp(&b.serial)));
+            Ok(out)
+        })
     }
 
     fn revoked_by(&self, ca: CaId) -> Result<Vec<CertRecord>, Error> {
-        self.records(
-            "SELECT meta FROM certs WHERE revoked AND issuer = $1 ORDER BY serial",
-            &[&ca.name()],
-            false,
-        )
+        off_runtime(|| {
+            self.records(
+                "SELECT meta FROM certs WHERE revoked AND issuer = $1 ORDER BY serial",
+                &[&ca.name()],
+                false,
+            )
+        })
     }
 
     fn count(&self) -> Result<u64, Error> {
-        let n: i64 = self.conn()?.query_one("SELECT count(*) FROM certs", &[])?.get(0);
-        to_u64(n, "certificate count")
+        off_runtime(|| {
+            let n: i64 = self.conn()?.query_one("SELECT count(*) FROM certs", &[])?.get(0);
+            to_u64(n, "certificate count")
+        })
     }
 
     /// Nothing to warm: the server keeps its own cache.
     fn warm_cache(&self) -> Result<WarmStats, Error> {
-        Ok(WarmStats { entries: 0, bytes: 0, complete: true })
+        off_runtime(|| Ok(WarmStats { entries: 0, bytes: 0, complete: true }))
     }
 
     fn check_consistency(&self) -> Result<(), Error> {
-        let mut conn = self.conn()?;
-        // One snapshot for every check.
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let inconsistent = |m: String| Err(Error::Inconsistent(m));
-        let mut revoked = HashSet::new();
-        let hashes: HashSet<(Vec<u8>, String)> = tx
-            .query("SELECT hash, email_key FROM email_hashes", &[])?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        for row in tx.query(
-            "SELECT serial, fingerprint, email_key, kind, issuer, revoked, meta, der FROM certs",
-            &[],
-        )? {
-            let rec = decode_meta(row.get(6))?;
-            let der: &[u8] = row.get(7);
-            if rec.serial.as_bytes() != row.get::<_, &[u8]>(0) {
-                return inconsistent(format!("certificate {} is stored under another serial", rec.serial));
-            }
-            if Fingerprint::of(der) != rec.fingerprint || row.get::<_, &[u8]>(1) != &rec.fingerprint.0[..] {
-                return inconsistent(format!("fingerprint of {} does not match its DER", rec.serial));
-            }
-            let key = rec.email.as_ref().map(EmailAddress::lookup_key);
-            if row.get::<_, Option<String>>(2) != key
-                || row.get::<_, i16>(3) != i16::from(rec.kind.code())
-                || row.get::<_, &str>(4) != rec.issuer.name()
-            {
-                return inconsistent(format!("the index columns of {} differ from its metadata", rec.serial));
-            }
-            if row.get::<_, bool>(5) != rec.revocation.is_some() {
-                return inconsistent(format!("revoked index disagrees about {}", rec.serial));
-            }
-            if rec.revocation.is_some() {
-                revoked.insert(rec.serial.clone());
-            }
-            if let Some(k) = key {
-                if !hashes.contains(&(sha256(k.as_bytes()), k)) {
-                    return inconsistent(format!("hashed-address index misses {}", rec.serial));
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            // One snapshot for every check.
+            let mut tx = conn
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let inconsistent = |m: String| Err(Error::Inconsistent(m));
+            let mut revoked = HashSet::new();
+            let hashes: HashSet<(Vec<u8>, String)> = tx
+                .query("SELECT hash, email_key FROM email_hashes", &[])?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for row in tx.query(
+                "SELECT serial, fingerprint, email_key, kind, issuer, revoked, meta, der FROM certs",
+                &[],
+            )? {
+                let rec = decode_meta(row.get(6))?;
+                let der: &[u8] = row.get(7);
+                if rec.serial.as_bytes() != row.get::<_, &[u8]>(0) {
+                    return inconsistent(format!(
+                        "certificate {} is stored under another serial",
+                        rec.serial
+                    ));
+                }
+                if Fingerprint::of(der) != rec.fingerprint || row.get::<_, &[u8]>(1) != &rec.fingerprint.0[..]
+                {
+                    return inconsistent(format!("fingerprint of {} does not match its DER", rec.serial));
+                }
+                let key = rec.email.as_ref().map(EmailAddress::lookup_key);
+                if row.get::<_, Option<String>>(2) != key
+                    || row.get::<_, i16>(3) != i16::from(rec.kind.code())
+                    || row.get::<_, &str>(4) != rec.issuer.name()
+                {
+                    return inconsistent(format!(
+                        "the index columns of {} differ from its metadata",
+                        rec.serial
+                    ));
+                }
+                if row.get::<_, bool>(5) != rec.revocation.is_some() {
+                    return inconsistent(format!("revoked index disagrees about {}", rec.serial));
+                }
+                if rec.revocation.is_some() {
+                    revoked.insert(rec.serial.clone());
+                }
+                if let Some(k) = key {
+                    if !hashes.contains(&(sha256(k.as_bytes()), k)) {
+                        return inconsistent(format!("hashed-address index misses {}", rec.serial));
+                    }
                 }
             }
-        }
-        for row in tx.query("SELECT key_digest, serial FROM compromised_keys", &[])? {
-            let serial = serial_of(row.get(1), "compromised key")?;
-            let reason = tx
-                .query_opt("SELECT meta FROM certs WHERE serial = $1", &[&serial.as_bytes()])?
-                .map(|r| decode_meta(r.get(0)))
-                .transpose()?
-                .and_then(|r| r.revocation)
-                .map(|r| r.reason);
-            if reason != Some(RevocationReason::KeyCompromise) {
-                return inconsistent(format!(
-                    "compromised key {} names {serial}, which is not revoked for keyCompromise",
-                    hex::encode(row.get::<_, &[u8]>(0))
-                ));
+            for row in tx.query("SELECT key_digest, serial FROM compromised_keys", &[])? {
+                let serial = serial_of(row.get(1), "compromised key")?;
+                let reason = tx
+                    .query_opt("SELECT meta FROM certs WHERE serial = $1", &[&serial.as_bytes()])?
+                    .map(|r| decode_meta(r.get(0)))
+                    .transpose()?
+                    .and_then(|r| r.revocation)
+                    .map(|r| r.reason);
+                if reason != Some(RevocationReason::KeyCompromise) {
+                    return inconsistent(format!(
+                        "compromised key {} names {serial}, which is not revoked for keyCompromise",
+                        hex::encode(row.get::<_, &[u8]>(0))
+                    ));
+                }
             }
-        }
-        let gaps = |tx: &mut Transaction<'_>, table: &str| -> Result<(i64, i64), Error> {
-            let row = tx.query_one(&format!("SELECT count(*), COALESCE(max(seq), 0) FROM {table}"), &[])?;
-            Ok((row.get(0), row.get(1)))
-        };
-        let (n, max) = gaps(&mut tx, "audit")?;
-        if n != max {
-            return inconsistent(format!("audit log has a gap: {n} entries up to entry {max}"));
-        }
-        let (n, max) = gaps(&mut tx, "changes")?;
-        if n != max {
-            return inconsistent(format!("change feed has a gap: {n} changes up to change {max}"));
-        }
-        let head: i64 = tx.query_one("SELECT last_change FROM chain_head", &[])?.get(0);
-        if head != max {
-            return inconsistent("the change feed's position differs from its length".into());
-        }
-        let mut changed = HashSet::new();
-        for row in tx.query("SELECT seq, kind, serial FROM changes ORDER BY seq", &[])? {
-            let seq: i64 = row.get(0);
-            if row.get::<_, i16>(1) != CHANGE_REVOKED {
-                return Err(Error::Corrupt(format!("change {seq}: unknown kind")));
+            let gaps = |tx: &mut Transaction<'_>, table: &str| -> Result<(i64, i64), Error> {
+                let row =
+                    tx.query_one(&format!("SELECT count(*), COALESCE(max(seq), 0) FROM {table}"), &[])?;
+                Ok((row.get(0), row.get(1)))
+            };
+            let (n, max) = gaps(&mut tx, "audit")?;
+            if n != max {
+                return inconsistent(format!("audit log has a gap: {n} entries up to entry {max}"));
             }
-            let serial = serial_of(row.get(2), "change serial")?;
-            if !revoked.contains(&serial) {
-                return inconsistent(format!("change {seq} reports {serial}, which is not revoked"));
+            let (n, max) = gaps(&mut tx, "changes")?;
+            if n != max {
+                return inconsistent(format!("change feed has a gap: {n} changes up to change {max}"));
             }
-            changed.insert(serial);
-        }
-        if let Some(missing) = revoked.difference(&changed).next() {
-            return inconsistent(format!("the revocation of {missing} has no change"));
-        }
-        tx.commit()?;
-        Ok(())
+            let head: i64 = tx.query_one("SELECT last_change FROM chain_head", &[])?.get(0);
+            if head != max {
+                return inconsistent("the change feed's position differs from its length".into());
+            }
+            let mut changed = HashSet::new();
+            for row in tx.query("SELECT seq, kind, serial FROM changes ORDER BY seq", &[])? {
+                let seq: i64 = row.get(0);
+                if row.get::<_, i16>(1) != CHANGE_REVOKED {
+                    return Err(Error::Corrupt(format!("change {seq}: unknown kind")));
+                }
+                let serial = serial_of(row.get(2), "change serial")?;
+                if !revoked.contains(&serial) {
+                    return inconsistent(format!("change {seq} reports {serial}, which is not revoked"));
+                }
+                changed.insert(serial);
+            }
+            if let Some(missing) = revoked.difference(&changed).next() {
+                return inconsistent(format!("the revocation of {missing} has no change"));
+            }
+            tx.commit()?;
+            Ok(())
+        })
     }
 }
 
 impl CertReader for PgEngine {
     fn get(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
-        self.one_record("SELECT meta, der FROM certs WHERE serial = $1", serial.as_bytes(), true)
+        off_runtime(|| {
+            self.one_record("SELECT meta, der FROM certs WHERE serial = $1", serial.as_bytes(), true)
+        })
     }
 
     fn get_meta(&self, serial: &Serial) -> Result<Option<CertRecord>, Error> {
-        self.one_record("SELECT meta FROM certs WHERE serial = $1", serial.as_bytes(), false)
+        off_runtime(|| self.one_record("SELECT meta FROM certs WHERE serial = $1", serial.as_bytes(), false))
     }
 
     fn by_fingerprint(&self, fp: &Fingerprint) -> Result<Option<CertRecord>, Error> {
-        self.one_record("SELECT meta, der FROM certs WHERE fingerprint = $1", &fp.0, true)
+        off_runtime(|| self.one_record("SELECT meta, der FROM certs WHERE fingerprint = $1", &fp.0, true))
     }
 
     /// Newest notBefore first; among equal ones, the higher kind code, then the higher serial
     /// (the embedded engine's index order).
     fn by_email(&self, email: &EmailAddress, kind: Option<CertKind>) -> Result<Vec<CertRecord>, Error> {
-        let key = email.lookup_key();
-        let code = kind.map(|k| i16::from(k.code()));
-        self.records(
-            "SELECT meta FROM certs WHERE email_key = $1 AND ($2::smallint IS NULL OR kind = $2)
-             ORDER BY not_before DESC, kind DESC, serial DESC",
-            &[&key, &code],
-            false,
-        )
+        off_runtime(|| {
+            let key = email.lookup_key();
+            let code = kind.map(|k| i16::from(k.code()));
+            self.records(
+                "SELECT meta FROM certs WHERE email_key = $1 AND ($2::smallint IS NULL OR kind = $2)
+                 ORDER BY not_before DESC, kind DESC, serial DESC",
+                &[&key, &code],
+                false,
+            )
+        })
     }
 
     fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
-        let Some(row) =
-            self.conn()?.query_opt("SELECT email_key FROM email_hashes WHERE hash = $1", &[&&hash[..]])?
-        else {
-            return Ok(None);
-        };
-        let text: &str = row.get(0);
-        Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
+        off_runtime(|| {
+            let Some(row) = self
+                .conn()?
+                .query_opt("SELECT email_key FROM email_hashes WHERE hash = $1", &[&&hash[..]])?
+            else {
+                return Ok(None);
+            };
+            let text: &str = row.get(0);
+            Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
+        })
     }
 
     fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error> {
-        self.conn()?
-            .query_opt("SELECT record FROM crls WHERE ca = $1", &[&ca.name()])?
-            .map(|row| serde_json::from_str(row.get(0)).map_err(|e| corrupt("CRL record", e)))
-            .transpose()
+        off_runtime(|| {
+            self.conn()?
+                .query_opt("SELECT record FROM crls WHERE ca = $1", &[&ca.name()])?
+                .map(|row| serde_json::from_str(row.get(0)).map_err(|e| corrupt("CRL record", e)))
+                .transpose()
+        })
     }
 
     fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
-        self.conn()?
-            .query_opt("SELECT meta FROM certs WHERE serial = $1", &[&serial.as_bytes()])?
-            .map(|row| decode_state(row.get(0)))
-            .transpose()
+        off_runtime(|| {
+            self.conn()?
+                .query_opt("SELECT meta FROM certs WHERE serial = $1", &[&serial.as_bytes()])?
+                .map(|row| decode_state(row.get(0)))
+                .transpose()
+        })
     }
 
     fn states_by_email(
@@ -634,14 +696,16 @@ impl CertReader for PgEngine {
         email: &EmailAddress,
         kind: CertKind,
     ) -> Result<Vec<(Serial, CertState)>, Error> {
-        self.conn()?
-            .query(
-                "SELECT serial, meta FROM certs WHERE email_key = $1 AND kind = $2
-                 ORDER BY not_before DESC, serial DESC",
-                &[&email.lookup_key(), &i16::from(kind.code())],
-            )?
-            .into_iter()
-            .map(|row| Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?)))
-            .collect()
+        off_runtime(|| {
+            self.conn()?
+                .query(
+                    "SELECT serial, meta FROM certs WHERE email_key = $1 AND kind = $2
+                     ORDER BY not_before DESC, serial DESC",
+                    &[&email.lookup_key(), &i16::from(kind.code())],
+                )?
+                .into_iter()
+                .map(|row| Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?)))
+                .collect()
+        })
     }
 }

@@ -22,11 +22,13 @@
 //! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
 //! | `api_keys`, `directory_settings` | `apikeys.rs` |
 //! | `tsa_serials`, `tsa_tokens` | `tsa.rs` |
+//! | `custody_records` | `custody.rs` |
 //! | `schema_version` | `migrate.rs` |
 
 mod apikeys;
 mod certs;
 mod console;
+mod custody;
 mod migrate;
 mod pool;
 mod recovery;
@@ -173,6 +175,18 @@ fn location_of(config: &Config) -> String {
     let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
     let db = config.get_dbname().unwrap_or("");
     format!("postgres://{user}{}/{db}", hosts.join(","))
+}
+
+/// Runs `f`, a call of the synchronous client, where it may block. The client drives its
+/// connection with a runtime of its own, which cannot run on a thread that already drives one:
+/// the HTTP and LDAP workers call the storage traits from async handlers, so there `f` runs on a
+/// scoped thread this one waits for (as the embedded engine blocks the worker on its disk).
+/// Elsewhere (the CLI, the admin socket's threads, the TSA's committer) it runs right here.
+pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// A `u64` of the contract (an audit number, a TSA serial) as PostgreSQL's `bigint`.

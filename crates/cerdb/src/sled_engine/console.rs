@@ -49,7 +49,7 @@ impl ConsoleStore for SledEngine {
     fn update_user(
         &self,
         name: &UserName,
-        change: &dyn Fn(&mut ConsoleUser),
+        change: &(dyn Fn(&mut ConsoleUser) + Sync),
     ) -> Result<Option<ConsoleUser>, Error> {
         loop {
             let Some(old) = self.console_users.get(name.as_str())? else { return Ok(None) };
@@ -80,7 +80,10 @@ impl ConsoleStore for SledEngine {
         self.flush_db()
     }
 
-    fn remove_sessions_where(&self, expired: &dyn Fn(&ConsoleSession) -> bool) -> Result<usize, Error> {
+    fn remove_sessions_where(
+        &self,
+        expired: &(dyn Fn(&ConsoleSession) -> bool + Sync),
+    ) -> Result<usize, Error> {
         // One batch: a failure removes none.
         let mut n = 0;
         let mut batch = sled::Batch::default();
