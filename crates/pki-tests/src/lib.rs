@@ -606,11 +606,13 @@ pub struct Env {
     pub port: u16,
     /// The PostgreSQL database holding the CA, on that backend ([`storage_backend`]).
     pub database_url: Option<String>,
+    /// Whether the database goes with this environment (not with another node's).
+    owns_database: bool,
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        if let Some(url) = &self.database_url {
+        if let (Some(url), true) = (&self.database_url, self.owns_database) {
             drop_test_database(url);
         }
     }
@@ -637,6 +639,25 @@ impl Env {
     /// A fresh environment on the given key custody backend (see [`hsm_backend`]); on
     /// [`HsmBackend::Pkcs11`] a SoftHSM2 token of its own in the temporary directory.
     pub fn with_backend(backend: HsmBackend, extra: &str) -> Env {
+        let database_url = (storage_backend() == StorageBackend::Postgres).then(create_test_database);
+        Env::build(backend, database_url, true, extra)
+    }
+
+    /// A fresh environment whose CA is in a new database of its own on the PostgreSQL test server,
+    /// whatever `PKI_TESTS_BACKEND` says: for what only PostgreSQL offers (many nodes).
+    pub fn on_postgres(extra: &str) -> Env {
+        Env::build(HsmBackend::Soft, Some(create_test_database()), true, extra)
+    }
+
+    /// Another node of this environment's installation: a temporary directory, data directory
+    /// and port of its own, the same PostgreSQL database and master passphrase. Panics on the
+    /// embedded backend, which one process holds.
+    pub fn node(&self, extra: &str) -> Env {
+        let url = self.database_url.clone().expect("another node needs the PostgreSQL backend");
+        Env::build(HsmBackend::Soft, Some(url), false, extra)
+    }
+
+    fn build(backend: HsmBackend, database_url: Option<String>, owns_database: bool, extra: &str) -> Env {
         let dir = tempfile::Builder::new().prefix("pki-e2e-").tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("pki.toml");
@@ -646,14 +667,13 @@ impl Env {
         };
         let hsm = token.as_ref().map(SoftToken::hsm_table).unwrap_or_default();
         officers_group();
-        let database_url = (storage_backend() == StorageBackend::Postgres).then(create_test_database);
         let database =
             database_url.as_ref().map(|u| format!("[database]\nurl = {u:?}\n")).unwrap_or_default();
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{database}\n{hsm}\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
-        Env { data: dir.path().join("data"), config, port, dir, token, database_url }
+        Env { data: dir.path().join("data"), config, port, dir, token, database_url, owns_database }
     }
 
     /// Appends `text` to `pki.toml` (top-level tables, e.g. `[hsm]`). On the PKCS#11 backend the
