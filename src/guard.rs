@@ -222,24 +222,25 @@ impl TsaQuota {
         TsaQuota { limiter: RateLimiter::new(), keys, rate, burst }
     }
 
-    /// Who pays for this request, at which rate and burst; or why it is refused.
-    fn client(&self, req: &ServiceRequest) -> Result<(ClientId, f64, f64), &'static str> {
+    /// Who pays for this request, at which rate and burst; or why it is refused (`true`: the
+    /// key could not be checked now, a 503 — not the client's fault).
+    fn client(&self, req: &ServiceRequest) -> Result<(ClientId, f64, f64), (&'static str, bool)> {
         let Some(v) = req.headers().get(header::AUTHORIZATION) else {
             let ip = req.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
             return Ok((ClientId::anonymous(ip), self.rate, self.burst));
         };
-        let text = v.to_str().map_err(|_| "malformed Authorization header")?;
+        let text = v.to_str().map_err(|_| ("malformed Authorization header", false))?;
         let (scheme, token) = text.trim().split_once(' ').unwrap_or((text, ""));
         if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err("the Authorization scheme must be Bearer");
+            return Err(("the Authorization scheme must be Bearer", false));
         }
-        let secret: ApiKeySecret = token.trim().parse().map_err(|_| "malformed API key")?;
+        let secret: ApiKeySecret = token.trim().parse().map_err(|_| ("malformed API key", false))?;
         match self.keys.keys().authenticate(&secret) {
             Ok(Some((hash, rec))) => Ok((ClientId::Key(hash.0), rec.rate, rec.burst)),
-            Ok(None) => Err("unknown or revoked API key"),
+            Ok(None) => Err(("unknown or revoked API key", false)),
             Err(e) => {
-                tracing::error!(error = %e, "API key check failed");
-                Err("the API key cannot be checked now")
+                tracing::warn!(error = %e, "API key check failed");
+                Err(("the API key cannot be checked now; retry later", true))
             }
         }
     }
@@ -255,9 +256,17 @@ pub async fn tsa_quota<B: MessageBody + 'static>(
     };
     let (who, rate, burst) = match quota.client(&req) {
         Ok(c) => c,
-        Err(why) => {
+        Err((why, false)) => {
             let mut b = HttpResponse::Unauthorized();
             b.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            return Ok(req.into_response(json_error(b, why)).map_into_right_body());
+        }
+        Err((why, true)) => {
+            let mut b = HttpResponse::ServiceUnavailable();
+            b.insert_header((
+                header::RETRY_AFTER,
+                cerdb::directory::UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+            ));
             return Ok(req.into_response(json_error(b, why)).map_into_right_body());
         }
     };

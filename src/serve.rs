@@ -18,16 +18,19 @@ use crate::settings::Settings;
 /// (nothing can be signed: a token removed; ok again once it is back); `"certificates"`, the
 /// CA-side certificates within their warning window, expired or revoked ([`Ca::own_certificates`]),
 /// with 200 — every node shares them, and a 503 would take them all out of a load balancer at
-/// once while they still answer.
+/// once while they still answer; `"database"`, the database cannot be reached (PostgreSQL down),
+/// with 503 — ok again by itself once it is back.
 async fn healthz(ca: web::Data<Ca>) -> HttpResponse {
     let ca = ca.into_inner();
     let checked = web::block(move || {
         let hsm = crate::context::custody_health().err();
-        let certs = ca.own_certificates();
-        (hsm, certs)
+        let database = ca.db().feed().last_change().err().map(|e| e.to_string());
+        // The CA-side certificates are read from the database: not asked while it is away.
+        let certs = if database.is_none() { ca.own_certificates() } else { Ok(Vec::new()) };
+        (hsm, database, certs)
     })
     .await;
-    let (hsm, certs) = match checked {
+    let (hsm, database, certs) = match checked {
         Ok(c) => c,
         Err(_) => {
             return HttpResponse::ServiceUnavailable()
@@ -52,17 +55,27 @@ async fn healthz(ca: web::Data<Ca>) -> HttpResponse {
             .collect(),
         Err(e) => vec![serde_json::json!({"reason": format!("cannot read the CA-side certificates: {e}")})],
     };
-    if hsm.is_none() && certificates.is_empty() {
+    if hsm.is_none() && database.is_none() && certificates.is_empty() {
         return HttpResponse::Ok().content_type("application/json").body(r#"{"status":"ok"}"#);
     }
     let mut body = serde_json::json!({"status": "degraded"});
     if let Some(h) = &hsm {
         body["hsm"] = serde_json::json!(h);
     }
+    if let Some(d) = &database {
+        body["database"] = serde_json::json!(d);
+    }
     if !certificates.is_empty() {
         body["certificates"] = serde_json::Value::Array(certificates);
     }
-    let mut reply = if hsm.is_some() { HttpResponse::ServiceUnavailable() } else { HttpResponse::Ok() };
+    let mut reply = if hsm.is_some() || database.is_some() {
+        HttpResponse::ServiceUnavailable()
+    } else {
+        HttpResponse::Ok()
+    };
+    if database.is_some() {
+        reply.insert_header(("Retry-After", cerdb::directory::UNAVAILABLE_RETRY_AFTER_SECS.to_string()));
+    }
     reply.content_type("application/json").body(body.to_string())
 }
 

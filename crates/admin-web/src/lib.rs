@@ -255,6 +255,7 @@ fn storage_error_status(e: &cerdb::Error) -> Option<StatusCode> {
         | E::InvalidRecoveryId(_) => StatusCode::BAD_REQUEST,
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::AlreadyRevoked { .. } => StatusCode::CONFLICT,
+        E::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => return None,
     })
 }
@@ -290,15 +291,24 @@ impl ResponseError for Error {
             }
             _ => {}
         }
-        let message = if status.is_server_error() {
+        let unavailable = status == StatusCode::SERVICE_UNAVAILABLE;
+        let message = if unavailable {
+            tracing::warn!(error = %self, "console request: the database is unavailable");
+            "The CA's database cannot be reached just now: nothing was changed. The console works again by itself once the database is back; try again in a few seconds.".to_string()
+        } else if status.is_server_error() {
             tracing::error!(error = %self, "console request failed");
             "Something went wrong on the server; the details are in its log.".to_string()
         } else {
             self.to_string()
         };
-        HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .body(views::error_page(status, &message).into_string())
+        let mut res = HttpResponse::build(status);
+        if unavailable {
+            res.insert_header((
+                header::RETRY_AFTER,
+                cerdb::directory::UNAVAILABLE_RETRY_AFTER_SECS.to_string(),
+            ));
+        }
+        res.content_type("text/html; charset=utf-8").body(views::error_page(status, &message).into_string())
     }
 }
 

@@ -134,6 +134,10 @@ pub enum Error {
     /// The database failed.
     #[error("database error: {0}")]
     Db(String),
+    /// The database cannot be reached now (refused, closed, shutting down, starting): nothing
+    /// was done, and the same call may succeed later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The database's schema is newer than this program knows: it was migrated by a later
     /// version.
     #[error("the database's schema is version {database}, newer than this program's {engine}: use a release of pki that knows schema version {database}")]

@@ -37,6 +37,7 @@ pub mod console_support;
 pub mod crash_loop;
 pub mod directory_support;
 pub mod http_client;
+pub mod pg_cluster;
 pub mod raw_tcp;
 pub use x509_parser;
 
@@ -647,6 +648,11 @@ impl Env {
     /// whatever `PKI_TESTS_BACKEND` says: for what only PostgreSQL offers (many nodes).
     pub fn on_postgres(extra: &str) -> Env {
         Env::build(HsmBackend::Soft, Some(create_test_database()), true, extra)
+    }
+
+    /// A fresh environment whose CA is in the PostgreSQL database at `url` (which outlives it).
+    pub fn on_database(url: &str, extra: &str) -> Env {
+        Env::build(HsmBackend::Soft, Some(url.to_string()), false, extra)
     }
 
     /// Another node of this environment's installation: a temporary directory, data directory

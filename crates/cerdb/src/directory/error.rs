@@ -92,6 +92,10 @@ pub enum DirectoryError {
     Storage(#[from] crate::Error),
 }
 
+/// `Retry-After` of a 503 while the database is unavailable: a connection is tried again on the
+/// next request, so a few seconds.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
 impl DirectoryError {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {
@@ -114,6 +118,7 @@ impl DirectoryError {
             DirectoryError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             DirectoryError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             DirectoryError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            DirectoryError::Storage(crate::Error::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
             DirectoryError::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,6 +129,10 @@ impl DirectoryError {
     pub fn http_response(&self) -> HttpResponse {
         let status = self.status();
         let message = match self {
+            DirectoryError::Storage(e @ crate::Error::Unavailable(_)) => {
+                tracing::warn!(error = %e, "directory: the database is unavailable");
+                "the database is unavailable; retry later".to_string()
+            }
             DirectoryError::Storage(e) => {
                 tracing::error!(error = %e, "directory storage failure");
                 "internal error".to_string()
@@ -144,6 +153,9 @@ impl DirectoryError {
             }
             DirectoryError::MethodNotAllowed { allow } => {
                 res.insert_header((header::ALLOW, *allow));
+            }
+            DirectoryError::Storage(crate::Error::Unavailable(_)) => {
+                res.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS.to_string()));
             }
             _ => {}
         }

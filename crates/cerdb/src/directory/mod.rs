@@ -56,7 +56,7 @@ use chrono::{DateTime, Utc};
 pub use apikeys::{
     AnonymousPolicy, ApiKeyHash, ApiKeyName, ApiKeyRecord, ApiKeyRecords, ApiKeySecret, ApiKeyStore,
 };
-pub use error::DirectoryError;
+pub use error::{DirectoryError, UNAVAILABLE_RETRY_AFTER_SECS};
 pub use http::configure;
 pub use lookup::{parse_address, AddressQuery, EMAIL_MAX_LEN, EMAIL_PATTERN};
 pub use openapi::openapi_document;

@@ -51,14 +51,40 @@ pub const POOL_SIZE: usize = 16;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A PostgreSQL error as one line: the server's message (and its detail), or the client's.
+/// What says the server cannot be reached or is going away — the client's own failures
+/// (refused, closed, timed out), connection exceptions (SQLSTATE class 08), an operator's
+/// shutdown, a server starting or in recovery (57P01–57P03) — is [`Error::Unavailable`].
 pub(crate) fn db_error(e: postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(db) => Error::Db(match db.detail() {
-            Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
-            None => format!("{}: {}", db.severity(), db.message()),
-        }),
+        Some(db) => {
+            let text = match db.detail() {
+                Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
+                None => format!("{}: {}", db.severity(), db.message()),
+            };
+            let code = db.code().code();
+            if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03") {
+                Error::Unavailable(text)
+            } else {
+                Error::Db(text)
+            }
+        }
+        None if e.is_closed() || e.to_string().starts_with("error connecting") || io_cause(&e) => {
+            Error::Unavailable(with_causes(&e))
+        }
         None => Error::Db(with_causes(&e)),
     }
+}
+
+/// Whether an I/O error (a reset, a refused connection, a timeout) is among the causes.
+fn io_cause(e: &postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// An error and its causes on one line (the client's errors name their cause only as a source:
@@ -122,6 +148,7 @@ impl PgEngine {
             PgEngine { pool: pool::Pool::new(config, POOL_SIZE), location, schema_version: 0, faults };
         let mut conn = engine.pool.get().map_err(|e| match e {
             Error::Db(m) => Error::Db(format!("cannot connect to {}: {m}", engine.location)),
+            Error::Unavailable(m) => Error::Unavailable(format!("cannot connect to {}: {m}", engine.location)),
             other => other,
         })?;
         let version = migrate::apply(&mut conn, &|| engine.fault())?;

@@ -82,7 +82,7 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::Db(format!(
+                return Err(Error::Unavailable(format!(
                     "no free database connection after {} s ({} in use)",
                     CHECKOUT_WAIT.as_secs(),
                     self.max

@@ -12,7 +12,10 @@
 //!
 //! A failed write or sync stops the ledger: its records and every later one fail, and no token
 //! is issued until a restart (after a failed `fsync` the kernel may have dropped the data, so
-//! nothing written since can be trusted to be on disk).
+//! nothing written since can be trusted to be on disk). A database that could not be reached
+//! ([`Error::Unavailable`]: PostgreSQL down or restarting) is not that: the batch's tokens fail
+//! (they are never returned; their serials are not used again) and the next batch is tried,
+//! so the TSA serves again by itself once the database is back.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -63,11 +66,21 @@ struct CommitState {
     blocked: usize,
     /// The store is gone: write what is pending and stop.
     shutdown: bool,
+    /// Batches whose write failed while the database was unavailable: (first slot, slot after
+    /// the last, why), the most recent [`LOST_BATCHES_KEPT`].
+    lost: VecDeque<(u64, u64, String)>,
 }
+
+/// How many failed batches [`CommitState::lost`] remembers: their waiters are woken at once, so
+/// only the latest few can still be asking.
+const LOST_BATCHES_KEPT: usize = 64;
 
 impl CommitState {
     /// The outcome for slot `seq`, once there is one.
     fn outcome(&self, seq: u64) -> Option<Result<(), Error>> {
+        if let Some((_, _, why)) = self.lost.iter().find(|(from, to, _)| (*from..*to).contains(&seq)) {
+            return Some(Err(Error::Unavailable(why.clone())));
+        }
         if self.durable > seq {
             Some(Ok(()))
         } else {
@@ -189,6 +202,14 @@ impl CommitShared {
                         Ok(()) => {
                             st.stats.records += records;
                             st.stats.flushes += 1;
+                        }
+                        Err(Error::Unavailable(why)) => {
+                            tracing::warn!(error = %why, records, "the database is unavailable: these TSA tokens are not issued");
+                            let from = st.durable;
+                            st.lost.push_back((from, target, why));
+                            if st.lost.len() > LOST_BATCHES_KEPT {
+                                st.lost.pop_front();
+                            }
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "writing TSA token records failed; no more tokens until a restart");
