@@ -877,6 +877,22 @@ pub struct CaFiles {
     pub issuing_der: Vec<u8>,
 }
 
+/// `openssl ocsp` for `cert` (issued by `ca`'s issuing CA) against the responder at
+/// `http://127.0.0.1:port/ocsp`, the answer verified against the root: its stdout and stderr
+/// (`...: good`, `...: revoked`, `Responder Error: trylater (3)`).
+pub fn openssl_ocsp(ca: &CaFiles, cert: &Path, port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/ocsp");
+    let args = [OsStr::new("ocsp"), OsStr::new("-issuer"), ca.issuing.as_os_str(), OsStr::new("-cert")];
+    let out = openssl_try(args.into_iter().chain([
+        cert.as_os_str(),
+        OsStr::new("-url"),
+        OsStr::new(&url),
+        OsStr::new("-CAfile"),
+        ca.root.as_os_str(),
+    ]));
+    format!("{}{}", out.stdout, out.stderr)
+}
+
 /// One row of `pki list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListRow {

@@ -22,21 +22,6 @@ fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Opt
     http_client::send(port, method, path, headers, body, Duration::from_secs(20)).ok()
 }
 
-fn ocsp(ca: &CaFiles, cert: &Path, port: u16) -> String {
-    let out = openssl_try([
-        "ocsp",
-        "-issuer",
-        &p(&ca.issuing),
-        "-cert",
-        &p(cert),
-        "-url",
-        &format!("http://127.0.0.1:{port}/ocsp"),
-        "-CAfile",
-        &p(&ca.root),
-    ]);
-    format!("{}{}", out.stdout, out.stderr)
-}
-
 /// The TSA's answer to `query`, as `openssl ts -reply -text` reads it.
 fn stamp(env: &Env, port: u16, query: &[u8], name: &str, bearer: &str) -> (Vec<u8>, String) {
     let mut headers = vec![("Content-Type", "application/timestamp-query")];
@@ -65,7 +50,7 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
     let issue =
         |email: &str| env.pki_try(["issue", "--email", email, "--usage", "encryption", "--csr", &p(&csr)]);
     let leaf = env.write("leaf.pem", issue("leaf@bank.example").ok().stdout);
-    assert!(ocsp(&ca, &leaf, port).contains(": good"));
+    assert!(openssl_ocsp(&ca, &leaf, port).contains(": good"));
     let doc = env.write("doc.txt", "statement\n");
     let tsq = env.path("q.tsq");
     openssl(["ts", "-query", "-data", &p(&doc), "-sha256", "-cert", "-out", &p(&tsq)]);
@@ -124,7 +109,7 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
 
         cluster.stop();
         down.store(true, Ordering::Release);
-        let text = ocsp(&ca, &leaf, port);
+        let text = openssl_ocsp(&ca, &leaf, port);
         assert!(text.contains("trylater"), "OCSP while the database is down: {text}");
         // An anonymous client gets the TSA's own answer; a client with an API key a JSON 503,
         // as its key cannot be checked.
@@ -171,7 +156,7 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
         stop.store(true, Ordering::Release);
     });
     assert!(server.is_running() && server.pid() == pid, "the same pki serve, never restarted");
-    assert!(ocsp(&ca, &leaf, port).contains(": good"), "OCSP after the outage");
+    assert!(openssl_ocsp(&ca, &leaf, port).contains(": good"), "OCSP after the outage");
     let (_, text) = stamp(&env, port, &query, "after.tsr", &bearer);
     assert!(text.contains("Status: Granted"), "TSA after the outage: {text}");
     assert!(issue("after@bank.example").status.success(), "issuance after the outage");

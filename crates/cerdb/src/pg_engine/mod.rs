@@ -148,7 +148,9 @@ impl PgEngine {
             PgEngine { pool: pool::Pool::new(config, POOL_SIZE), location, schema_version: 0, faults };
         let mut conn = engine.pool.get().map_err(|e| match e {
             Error::Db(m) => Error::Db(format!("cannot connect to {}: {m}", engine.location)),
-            Error::Unavailable(m) => Error::Unavailable(format!("cannot connect to {}: {m}", engine.location)),
+            Error::Unavailable(m) => {
+                Error::Unavailable(format!("cannot connect to {}: {m}", engine.location))
+            }
             other => other,
         })?;
         let version = migrate::apply(&mut conn, &|| engine.fault())?;
