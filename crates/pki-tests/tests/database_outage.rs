@@ -29,7 +29,7 @@ fn stamp(env: &Env, port: u16, query: &[u8], name: &str, bearer: &str) -> (Vec<u
         headers.push(("Authorization", bearer));
     }
     let r = send(port, "POST", "/tsa", &headers, Some(query)).expect("the TSA answers");
-    assert_eq!(r.status, 200, "RFC 3161 answers over HTTP 200 whatever the status: {}", r.text());
+    assert_eq!(r.status, 200, "{name}: RFC 3161 answers over HTTP 200 whatever the status: {}", r.text());
     let file = env.write(name, &r.body);
     let text = openssl(["ts", "-reply", "-in", &p(&file), "-text"]).stdout;
     (r.body, text)
