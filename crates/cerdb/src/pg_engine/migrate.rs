@@ -22,6 +22,7 @@ use crate::Error;
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "escrow recoveries", include_str!("migrations/0002_escrow_recoveries.sql")),
+    (3, "acme records", include_str!("migrations/0003_acme_records.sql")),
 ];
 
 /// The schema version this engine writes and reads.

@@ -22,8 +22,10 @@
 //! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
 //! | `api_keys`, `directory_settings` | `apikeys.rs` |
 //! | `tsa_serials`, `tsa_tokens` | `tsa.rs` |
+//! | `acme_records` | `acme.rs` |
 //! | `schema_version` | `migrate.rs` |
 
+mod acme;
 mod apikeys;
 mod certs;
 mod console;
