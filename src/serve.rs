@@ -121,17 +121,20 @@ pub enum Service {
     Directory,
     /// The directory over LDAP, on the listeners of `[ldap]` (none configured: not served).
     Ldap,
+    /// The ACME server (`/acme/...`): enrolment of mail clients and device agents.
+    Acme,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Publication,
         Service::Ocsp,
         Service::Tsa,
         Service::Console,
         Service::Directory,
         Service::Ldap,
+        Service::Acme,
     ];
 
     /// Parses `--only` values: a comma-separated list.
@@ -144,9 +147,10 @@ impl Service {
                 "console" | "admin" => Ok(Service::Console),
                 "directory" | "cerdb" => Ok(Service::Directory),
                 "ldap" => Ok(Service::Ldap),
+                "acme" => Ok(Service::Acme),
                 other => {
                     anyhow::bail!(
-                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console, directory or ldap"
+                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console, directory, ldap or acme"
                     )
                 }
             })
@@ -277,6 +281,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         })?;
     }
 
+    let acme = if services.contains(&Service::Acme) {
+        Some(web::Data::new(acme::Acme::new(ca.clone(), settings.acme.clone()).map_err(anyhow::Error::msg)?))
+    } else {
+        None
+    };
     let data_ca = web::Data::from(ca.clone());
     let sources = web::Data::new(crate::metrics::Sources {
         ca: ca.clone(),
@@ -339,6 +348,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             if let Some(directory) = &directory {
                 app = app.configure(cerdb::directory::configure(directory.clone()));
+            }
+            if let Some(acme) = &acme {
+                app = app.service(acme::scope(acme.clone()));
             }
             app
         })

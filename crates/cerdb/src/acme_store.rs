@@ -29,11 +29,13 @@ pub enum AcmeKind {
     Validation,
     /// A pending e-mailed validation code (id: the normalised address).
     ValidationCode,
+    /// The ACME account a certificate was issued to (id: the serial).
+    IssuedCert,
 }
 
 impl AcmeKind {
     /// Every kind.
-    pub const ALL: [AcmeKind; 7] = [
+    pub const ALL: [AcmeKind; 8] = [
         AcmeKind::Account,
         AcmeKind::AccountKey,
         AcmeKind::Order,
@@ -41,6 +43,7 @@ impl AcmeKind {
         AcmeKind::EabKey,
         AcmeKind::Validation,
         AcmeKind::ValidationCode,
+        AcmeKind::IssuedCert,
     ];
 
     /// The name stored with the record.
@@ -53,6 +56,7 @@ impl AcmeKind {
             AcmeKind::EabKey => "eab",
             AcmeKind::Validation => "validation",
             AcmeKind::ValidationCode => "validation-code",
+            AcmeKind::IssuedCert => "issued-cert",
         }
     }
 
@@ -66,6 +70,7 @@ impl AcmeKind {
             AcmeKind::EabKey => 5,
             AcmeKind::Validation => 6,
             AcmeKind::ValidationCode => 7,
+            AcmeKind::IssuedCert => 8,
         }
     }
 }

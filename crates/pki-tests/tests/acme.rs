@@ -1,0 +1,261 @@
+//! ACME enrolment (issue 17), driven by certbot's `acme` library from PyPI against the real
+//! `pki serve`, and mailbox validation on `pki issue`.
+//!
+//! What runs here: an account with External Account Binding, orders for an `email` identifier,
+//! finalization with a signing and an encryption CSR, the certificates downloaded and checked by
+//! `openssl verify -purpose smimesign`, the encryption certificate found by the directory at once;
+//! the refusals, each with its ACME problem type; garbage, truncated and oversized bodies, wrong
+//! content types and unknown URLs answered with problem documents while the server keeps serving.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use pki_tests::*;
+
+/// certbot's ACME library, pinned by scripts/test.sh.
+fn acme_client(args: &[&str]) -> serde_json::Value {
+    let py = require_tool("python3", "apt-get install -y python3");
+    let check =
+        run(Command::new(&py).args(["-c", "import importlib.metadata as m; print(m.version('acme'))"]));
+    assert!(
+        check.status.success() && check.stdout.trim() == "5.9.0",
+        "the ACME tests need certbot's acme library 5.9.0: install it with `python3 -m pip install acme==5.9.0` (found {:?})\n{}",
+        check.stdout.trim(),
+        check.stderr
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/acme/client.py");
+    let out = run(Command::new(&py).arg(script).args(args));
+    assert!(out.status.success(), "client.py {}: {}\n{}", args.join(" "), out.stdout, out.stderr);
+    let last = out.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py printed {last:?}: {e}\n{}", out.stderr))
+}
+
+/// `pki acme eab create`: (key id, HMAC key).
+fn eab(env: &Env, name: &str) -> (String, String) {
+    let out = env.pki(["acme", "eab", "create", "--name", name]);
+    let field = |label: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label} in {}", out.stdout))
+    };
+    (field("key id:"), field("hmac key:"))
+}
+
+fn csr(env: &Env, name: &str, spec: KeySpec, email: &str, key_usage: &str) -> String {
+    let key = gen_key(env.dir(), name, spec);
+    let san = format!("subjectAltName=email:{email}");
+    let ku = format!("keyUsage=critical,{key_usage}");
+    make_csr(
+        &key,
+        &env.path(&format!("{name}.csr")),
+        &format!("/CN={email}"),
+        &["-addext", &san, "-addext", &ku],
+    )
+    .display()
+    .to_string()
+}
+
+const ACME_CONFIG: &str =
+    "[acme]\nenterprise_preauthorized = true\nchallenge_from = \"acme-challenge@example.com\"\n";
+
+#[test]
+fn an_independent_client_enrols_a_mailbox_for_signing_and_encryption() {
+    let env = Env::with_config(ACME_CONFIG);
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "device agent of alice");
+    let sign = csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
+    let enc = csr(&env, "enc", KeySpec::Rsa(2048), "alice@example.com", "keyEncipherment");
+    let out = env.dir().display().to_string();
+    let result =
+        acme_client(&["enrol", &server.url(""), &kid, &hmac, "alice@example.com", &sign, &enc, &out]);
+    assert_eq!(result["signing"], "valid", "{result}");
+    assert_eq!(result["encryption"], "valid", "{result}");
+    assert_eq!(result["signing_authz"], serde_json::json!(["valid"]), "{result}");
+
+    // Both certificates chain to the root; the signing one is fit for S/MIME signing.
+    let files = env.ca_files();
+    for usage in ["signing", "encryption"] {
+        let chain = std::fs::read_to_string(env.path(&format!("{usage}.pem"))).unwrap();
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2, "leaf and issuing CA: {chain}");
+    }
+    for (usage, purpose) in [("signing", "smimesign"), ("encryption", "smimeencrypt")] {
+        let v = openssl_try([
+            "verify".to_string(),
+            "-purpose".into(),
+            purpose.into(),
+            "-CAfile".into(),
+            files.root.display().to_string(),
+            "-untrusted".into(),
+            files.issuing.display().to_string(),
+            env.path(&format!("{usage}.pem")).display().to_string(),
+        ]);
+        assert!(v.status.success() && v.stdout.contains(": OK"), "{usage}: {} {}", v.stdout, v.stderr);
+    }
+
+    // The directory finds the encryption certificate at once.
+    let (status, body) =
+        http_get(env.port, "/api/v1/certificates?email=alice%40example.com&usage=encryption")
+            .expect("directory answers");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let enc_pem = std::fs::read_to_string(env.path("encryption.pem")).unwrap();
+    let leaf = pem_der(&enc_pem);
+    assert!(
+        contains_bytes(&body, &leaf) || String::from_utf8_lossy(&body).contains(&enc_pem[..200]),
+        "the directory's answer is the certificate downloaded"
+    );
+
+    // The EAB key is used up by the account it bound.
+    let list = env.pki(["acme", "eab", "list"]).stdout;
+    assert!(
+        list.contains(&kid) && list.contains("bound account") && list.contains("device agent of alice"),
+        "{list}"
+    );
+    server.stop();
+}
+
+#[test]
+fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
+    let env = Env::with_config(ACME_CONFIG);
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "refusals");
+    let other = csr(&env, "other", KeySpec::P256, "mallory@example.com", "digitalSignature");
+    let both = csr(&env, "both", KeySpec::Rsa(2048), "bob@example.com", "digitalSignature,keyEncipherment");
+    let before = env.list_serials().len();
+    let r = acme_client(&[
+        "refusals",
+        &server.url(""),
+        &kid,
+        &hmac,
+        "bob@example.com",
+        &other,
+        &both,
+        "carol@customer.test",
+    ]);
+    assert_eq!(r["no eab"], "externalAccountRequired", "{r}");
+    assert_eq!(r["eab reused"], "unauthorized", "{r}");
+    assert_eq!(r["first use of a nonce"], 201, "{r}");
+    assert_eq!(r["reused nonce"], "badNonce", "{r}");
+    assert_eq!(r["bad signature"], "malformed", "{r}");
+    assert_eq!(r["bad signature status"], 400, "{r}");
+    assert_eq!(r["csr for another address"], "badCSR", "{r}");
+    assert_eq!(r["csr with both usages"], "badCSR", "{r}");
+    assert_eq!(r["outside authz"], serde_json::json!(["pending"]), "{r}");
+    assert_eq!(r["outside challenges"], serde_json::json!(["email-reply-00"]), "{r}");
+    assert_eq!(r["outside finalize"], "orderNotReady", "{r}");
+    assert_eq!(r["dns identifier"], "unsupportedIdentifier", "{r}");
+    for (case, status) in [
+        ("garbage", 400),
+        ("truncated", 400),
+        ("oversized", 413),
+        ("wrong content type", 415),
+        ("unknown url", 404),
+    ] {
+        assert_eq!(r[case]["status"], status, "{case}: {r}");
+        assert_eq!(r[case]["content_type"], "application/problem+json", "{case}: {r}");
+        assert!(!r[case]["type"].as_str().unwrap_or_default().is_empty(), "{case}: {r}");
+    }
+    assert_eq!(r["get on a POST resource"]["status"], 405, "{r}");
+    assert_eq!(r["still serving"], 200, "{r}");
+    // Nothing was issued.
+    assert_eq!(env.list_serials().len(), before, "no certificate issued by a refused request");
+    server.stop();
+}
+
+#[test]
+fn a_revoked_eab_key_binds_no_account() {
+    let env = Env::with_config(ACME_CONFIG);
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "lost laptop");
+    env.pki(["acme", "eab", "revoke", "--kid", &kid]);
+    let list = env.pki(["acme", "eab", "list"]).stdout;
+    assert!(list.contains(&kid) && list.contains("revoked"), "{list}");
+    let sign = csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
+    let py = require_tool("python3", "apt-get install -y python3");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/acme/client.py");
+    let dir = env.dir().display().to_string();
+    let out = run(Command::new(py).arg(script).args([
+        "enrol",
+        &server.url(""),
+        &kid,
+        &hmac,
+        "alice@example.com",
+        &sign,
+        &sign,
+        &dir,
+    ]));
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(out.stderr.contains("unauthorized") && out.stderr.contains("revoked"), "{}", out.stderr);
+    server.stop();
+}
+
+#[test]
+fn pki_issue_needs_a_validated_mailbox_outside_the_enterprise_domains() {
+    let env = Env::with_config("[validation]\nenterprise_domains = [\"example.com\"]\n");
+    env.init();
+    let key = gen_key(env.dir(), "k", KeySpec::P256);
+    let outside = make_csr(&key, &env.path("out.csr"), "/CN=carol@customer.test", &[]);
+    let line = env.pki_fails(
+        [
+            "issue",
+            "--email",
+            "carol@customer.test",
+            "--usage",
+            "signing",
+            "--csr",
+            &outside.display().to_string(),
+        ],
+        &["carol@customer.test", "not validated", "pki validate send"],
+    );
+    assert!(line.contains("never validated"), "{line}");
+    // A wrong value is refused and validates nothing.
+    let bad = env.pki_fails(
+        [
+            "validate",
+            "confirm",
+            "--email",
+            "carol@customer.test",
+            "--code",
+            "00000000000000000000000000000000",
+        ],
+        &["no value is pending"],
+    );
+    assert!(bad.contains("pki validate send"), "{bad}");
+    // Without a relay, sending says what to configure.
+    env.pki_fails(["validate", "send", "--email", "carol@customer.test"], &["[mail.relay] host"]);
+    // Inside the enterprise domain: issued, and the audit entry names the rule.
+    let inside = make_csr(&key, &env.path("in.csr"), "/CN=alice@example.com", &[]);
+    env.pki([
+        "issue",
+        "--email",
+        "alice@example.com",
+        "--usage",
+        "signing",
+        "--csr",
+        &inside.display().to_string(),
+    ]);
+    let list = env.pki(["validations", "list"]).stdout;
+    assert!(list.contains("*@example.com  enterprise-domain"), "{list}");
+    let db = cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the database");
+    let entries: Vec<String> = db
+        .entries("audit")
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    drop(db);
+    assert!(
+        entries.iter().any(|e| e.contains("alice@example.com signing")
+            && e.contains("mailbox: enterprise domain example.com (S/MIME BR 3.2.2.1)")),
+        "{entries:#?}"
+    );
+    assert!(
+        entries.iter().any(|e| e.contains("carol@customer.test signing") && e.contains("refused")),
+        "the refusal is in the audit log: {entries:#?}"
+    );
+}
