@@ -116,8 +116,8 @@ pub struct Acme {
     /// `<public_base_url>/acme`.
     base: String,
     nonces: nonce::Nonces,
-    /// Per account: the minute and how many orders and finalizations in it.
-    limits: Mutex<HashMap<String, (i64, u32)>>,
+    /// Per account: a token bucket of orders and finalizations (tokens, when last refilled).
+    limits: Mutex<HashMap<String, (f64, DateTime<Utc>)>>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -506,27 +506,30 @@ impl Acme {
         Ok(Reply::json(200, self.account_json(&next)).at(self.url(&format!("account/{}", acct.id))))
     }
 
+    /// The per-account rate limit: a bucket of `orders_per_minute` tokens, refilled continuously
+    /// at that rate; each new order and each finalization takes one.
     fn rate(&self, account: &str) -> Result<(), Problem> {
-        let minute = self.now().timestamp() / 60;
+        let now = self.now();
+        let per_minute = f64::from(self.cfg.orders_per_minute);
         let mut g = self.limits.lock().unwrap_or_else(|p| p.into_inner());
         if g.len() > 100_000 {
-            g.retain(|_, (m, _)| *m == minute);
+            g.retain(|_, (_, at)| now - *at < Duration::minutes(1));
         }
-        let e = g.entry(account.to_string()).or_insert((minute, 0));
-        if e.0 != minute {
-            *e = (minute, 0);
-        }
-        if e.1 >= self.cfg.orders_per_minute {
-            let wait = 60 - (self.now().timestamp() % 60);
+        let (tokens, at) = g.entry(account.to_string()).or_insert((per_minute, now));
+        let elapsed = (now - *at).num_milliseconds().max(0) as f64 / 60_000.0;
+        *tokens = (*tokens + elapsed * per_minute).min(per_minute);
+        *at = now;
+        if *tokens < 1.0 {
+            let wait = ((1.0 - *tokens) * 60.0 / per_minute).ceil().max(1.0) as u64;
             return Err(Problem::rate_limited(
                 format!(
                     "at most {} orders and finalizations per minute for an account",
                     self.cfg.orders_per_minute
                 ),
-                wait.max(1) as u64,
+                wait,
             ));
         }
-        e.1 += 1;
+        *tokens -= 1.0;
         Ok(())
     }
 

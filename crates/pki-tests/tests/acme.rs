@@ -259,3 +259,54 @@ fn pki_issue_needs_a_validated_mailbox_outside_the_enterprise_domains() {
         "the refusal is in the audit log: {entries:#?}"
     );
 }
+
+#[test]
+fn revocation_rollover_deactivation_and_the_rate_limit() {
+    let env = Env::with_config(&format!("{ACME_CONFIG}orders_per_minute = 6\n"));
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "lifecycle");
+    let sign = csr(&env, "sign", KeySpec::P256, "dave@example.com", "digitalSignature");
+    let key = env.path("sign").display().to_string();
+    let r = acme_client(&["lifecycle", &server.url(""), &kid, &hmac, "dave@example.com", &sign, &key]);
+    assert_eq!(r["revoke by account"], "no error", "{r}");
+    assert_eq!(r["revoke twice"], "alreadyRevoked", "{r}");
+    assert_eq!(r["revoke by another key"], "unauthorized", "{r}");
+    assert_eq!(r["revoke by the certificate key"], "no error", "{r}");
+    assert_eq!(r["bad reason"], "badRevocationReason", "{r}");
+    assert_eq!(r["key change"], 200, "{r}");
+    assert_eq!(r["old key after rollover"], "malformed", "{r}");
+    assert_eq!(r["new key after rollover"], 200, "{r}");
+    assert_eq!(r["rate limit"], "rateLimited", "{r}");
+    // Two orders and two finalizations before: six a minute, refilled as the seconds pass.
+    let before = r["orders before the limit"].as_u64().unwrap();
+    assert!((2..=3).contains(&before), "{r}");
+    assert_eq!(r["after deactivation"], "unauthorized", "{r}");
+    // Both certificates are revoked, as `pki list` shows.
+    let list = env.pki(["list", "--email", "dave@example.com"]).stdout;
+    assert_eq!(list.matches("revoked").count(), 2, "{list}");
+    server.stop();
+}
+
+#[test]
+fn an_authorization_left_pending_expires_after_24_hours() {
+    let env = Env::with_config(ACME_CONFIG);
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "slow replier");
+    let keyfile = env.path("account.json").display().to_string();
+    let start = acme_client(&["expiry-start", &server.url(""), &kid, &hmac, "erin@customer.test", &keyfile]);
+    assert_eq!(start["authz"], serde_json::json!(["pending"]), "{start}");
+    let order = start["order"].as_str().unwrap().to_string();
+    server.stop();
+    // The same server a day and an hour later.
+    let later = faketime("+25h", &env.command(["serve"]));
+    let server = Server::start(&mut { later }, env.port, env.dir());
+    let csr_path = csr(&env, "late", KeySpec::P256, "erin@customer.test", "digitalSignature");
+    let r = acme_client(&["expiry-check", &server.url(""), &keyfile, &order, &csr_path]);
+    assert_eq!(r["order"], "invalid", "{r}");
+    assert_eq!(r["authz"], "expired", "{r}");
+    assert_eq!(r["challenge"], serde_json::json!(["invalid"]), "{r}");
+    assert_eq!(r["finalize"], "orderNotReady", "{r}");
+    server.stop();
+}

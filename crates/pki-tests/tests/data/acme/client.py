@@ -147,12 +147,88 @@ def refusals(base, kid, hmac, email, other_csr, both_csr, outside):
     return out
 
 
+def lifecycle(base, kid, hmac, email, csr_path, key_path):
+    """Revocation by the account and by the certificate's key, key rollover, deactivation, the
+    per-account rate limit."""
+    from acme import jws as acme_jws
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    out = {}
+    acme, regr, old_key = account(base, kid, hmac)
+    csr = open(csr_path, "rb").read()
+    first = finalize(acme, order(acme, email, csr))
+    cert = x509.load_pem_x509_certificate(first.fullchain_pem.encode())
+    out["revoke by account"] = problem(lambda: acme.revoke(cert, 4))
+    out["revoke twice"] = problem(lambda: acme.revoke(cert, 4))
+    second = finalize(acme, order(acme, email, csr))
+    cert2 = x509.load_pem_x509_certificate(second.fullchain_pem.encode())
+    cert_key = jose.JWKEC(key=load_pem_private_key(open(key_path, "rb").read(), None))
+    by_key = client.ClientV2(acme.directory, network(cert_key, jose.ES256))
+    stranger = client.ClientV2(acme.directory, network(jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1())), jose.ES256))
+    out["revoke by another key"] = problem(lambda: stranger.revoke(cert2, 1))
+    out["revoke by the certificate key"] = problem(lambda: by_key.revoke(cert2, 1))
+    out["bad reason"] = problem(lambda: acme.revoke(cert2, 7))
+    # Key rollover: the inner JWS by the new key over the account URL and the old key.
+    new_key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    url = acme.directory["keyChange"]
+    inner_payload = json.dumps({"account": regr.uri, "oldKey": old_key.public_key().to_partial_json()}).encode()
+    inner = acme_jws.JWS.sign(inner_payload, new_key, jose.ES256, None, url=url)
+    out["key change"] = acme.net.post(url, inner).status_code
+    out["old key after rollover"] = problem(lambda: acme._post_as_get(regr.uri))
+    acme.net.key = new_key
+    out["new key after rollover"] = acme._post_as_get(regr.uri).status_code
+    # The per-account rate limit ([acme] orders_per_minute).
+    limited = "no error"
+    for n in range(20):
+        limited = problem(lambda: order(acme, email, csr))
+        if limited != "no error":
+            out["orders before the limit"] = n
+            break
+    out["rate limit"] = limited
+    # Deactivation: the account can do nothing afterwards.
+    acme.deactivate_registration(regr)
+    out["after deactivation"] = problem(lambda: order(acme, email, csr))
+    return out
+
+
+def expiry_start(base, kid, hmac, email, key_file):
+    acme, regr, key = account(base, kid, hmac)
+    open(key_file, "w").write(json.dumps(key.to_json()))
+    o = order(acme, email, b"")
+    return {"order": o.uri, "account": regr.uri, "authz": [a.body.status.name for a in o.authorizations]}
+
+
+def expiry_check(base, key_file, order_url, csr_path):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = messages.Order.from_json(acme._post_as_get(order_url).json())
+    authz = acme._post_as_get(body.authorizations[0]).json()
+    out = {"order": body.status.name, "authz": authz["status"]}
+    out["challenge"] = [c["status"] for c in authz["challenges"]]
+    orderr = messages.OrderResource(body=body, uri=order_url, csr_pem=open(csr_path, "rb").read())
+    out["finalize"] = problem(lambda: acme.begin_finalization(orderr))
+    return out
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "enrol":
         result = enrol(*args)
     elif cmd == "refusals":
         result = refusals(*args)
+    elif cmd == "lifecycle":
+        result = lifecycle(*args)
+    elif cmd == "expiry-start":
+        result = expiry_start(*args)
+    elif cmd == "expiry-check":
+        result = expiry_check(*args)
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))
