@@ -310,3 +310,39 @@ fn an_authorization_left_pending_expires_after_24_hours() {
     assert_eq!(r["finalize"], "orderNotReady", "{r}");
     server.stop();
 }
+
+#[test]
+fn the_console_refuses_an_unvalidated_mailbox_naming_the_command() {
+    use pki_tests::console_support::*;
+    let env = Env::with_config("[validation]\nenterprise_domains = [\"example.com\"]\n");
+    env.init();
+    let otp = one_time_password(&env.pki(["user", "add", "--name", "olivia", "--role", "officer"]).stdout);
+    let server = env.serve();
+    let mut officer = Client::new(env.port);
+    let _auth = first_login(&mut officer, "olivia", &otp, "Correct-Horse-Battery-9");
+    let key = gen_key(env.dir(), "k", KeySpec::P256);
+    let issue = |officer: &mut Client, email: &str| {
+        let csr = std::fs::read(make_csr(&key, &env.path("c.csr"), &format!("/CN={email}"), &[])).unwrap();
+        let token = officer.csrf("/admin/issue");
+        officer.post_multipart(
+            "/admin/issue/csr",
+            &[
+                ("csrf_token", None, token.as_bytes()),
+                ("email", None, email.as_bytes()),
+                ("usage", None, b"signing"),
+                ("csr", Some("req.csr"), &csr),
+            ],
+        )
+    };
+    // The officer's request for an address of another organisation: refused, saying how to validate.
+    let r = issue(&mut officer, "ceo@some-other-bank.example");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let text = html_unescape(&r.text());
+    assert!(text.contains("not validated") && text.contains("pki validate send"), "{text}");
+    // An address of the enterprise domain is issued.
+    let r = issue(&mut officer, "alice@example.com");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let list = env.pki(["list"]).stdout;
+    assert!(!list.contains("some-other-bank") && list.contains("alice@example.com"), "{list}");
+    server.stop();
+}
