@@ -136,10 +136,13 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request, relay: &crate::mail_relay::R
                  (pki validate confirm --email {addr} --code {value})\n\n\
                  It is valid for {hours} hours and can be used once. If you did not ask, ignore this mail.\n"
             );
+            let to = addr.to_string();
             let mail = crate::mail_relay::Outgoing {
-                to: &addr.to_string(),
+                to: &to,
                 subject: "Confirm your mailbox for a certificate",
                 body,
+                auto_submitted: "auto-generated",
+                from: None,
             };
             relay.send(&mail).map_err(|err| format!("{err:#}"))?;
             Ok(Reply {

@@ -64,6 +64,10 @@ pub struct Outgoing<'a> {
     pub subject: &'a str,
     /// Plain-text body.
     pub body: String,
+    /// `Auto-Submitted` (RFC 3834): `auto-generated`, with `; type=acme` for ACME challenges.
+    pub auto_submitted: &'a str,
+    /// The sender, when not `[mail.relay] from`.
+    pub from: Option<&'a str>,
 }
 
 impl RelaySettings {
@@ -76,14 +80,14 @@ impl RelaySettings {
             anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
         };
         let mut msg = lettre::Message::builder()
-            .from(self.from.parse().map_err(|e| anyhow::anyhow!("[mail.relay] from: {e}"))?)
+            .from(mail.from.unwrap_or(&self.from).parse().map_err(|e| anyhow::anyhow!("the sender: {e}"))?)
             .to(mail.to.parse().map_err(|e| anyhow::anyhow!("the recipient: {e}"))?)
             .subject(mail.subject)
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body.clone())?;
         msg.headers_mut().insert_raw(HeaderValue::new(
             HeaderName::new_from_ascii_str("Auto-Submitted"),
-            "auto-generated".into(),
+            mail.auto_submitted.into(),
         ));
         let mut t = match self.tls {
             RelayTls::None => SmtpTransport::builder_dangerous(host),
@@ -119,4 +123,18 @@ pub fn configure(relay: &RelaySettings) {
 /// The relay of this process (the default, which sends nothing, before [`configure`]).
 pub fn configured() -> RelaySettings {
     RELAY.get().cloned().unwrap_or_default()
+}
+
+/// The relay sends ACME's challenge mails.
+impl acme::reply::ChallengeMailer for RelaySettings {
+    fn send_challenge(&self, to: &str, from: &str, subject: &str, body: &str) -> Result<(), String> {
+        let mail = Outgoing {
+            to,
+            subject,
+            body: body.to_string(),
+            auto_submitted: "auto-generated; type=acme",
+            from: Some(from),
+        };
+        self.send(&mail).map_err(|e| format!("{e:#}"))
+    }
 }

@@ -282,7 +282,16 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     }
 
     let acme = if services.contains(&Service::Acme) {
-        Some(web::Data::new(acme::Acme::new(ca.clone(), settings.acme.clone()).map_err(anyhow::Error::msg)?))
+        let mut service = acme::Acme::new(ca.clone(), settings.acme.clone()).map_err(anyhow::Error::msg)?;
+        if settings.mail.relay.host.is_some() {
+            let relay: Arc<dyn acme::reply::ChallengeMailer> = Arc::new(settings.mail.relay.clone());
+            service = service.with_mailer(relay);
+        }
+        let service = Arc::new(service);
+        if let Some(addr) = service.start_smtp().map_err(anyhow::Error::msg)? {
+            println!("pki serve: ACME challenge replies on smtp://{addr}");
+        }
+        Some(web::Data::from(service))
     } else {
         None
     };

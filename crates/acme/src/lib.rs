@@ -23,6 +23,8 @@ pub mod jws;
 pub mod model;
 pub mod nonce;
 pub mod problem;
+pub mod reply;
+pub mod smtp;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -61,8 +63,20 @@ pub struct AcmeConfig {
     pub authorization_lifetime_hours: u32,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// The address challenge mails come from (`from` of the challenge object).
+    /// The address challenge mails come from (`from` of the challenge object), where replies go.
     pub challenge_from: Option<String>,
+    /// The DNS server DKIM keys are looked up at (`host:port`).
+    pub dns_resolver: Option<String>,
+    /// `[acme.smtp]`: the listener for challenge replies.
+    pub smtp: SmtpSettings,
+}
+
+/// `[acme.smtp]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSettings {
+    /// Where to listen for challenge replies (unset: no listener).
+    pub listen: Option<String>,
 }
 
 impl Default for AcmeConfig {
@@ -75,6 +89,8 @@ impl Default for AcmeConfig {
             authorization_lifetime_hours: 24,
             max_body_bytes: 64 * 1024,
             challenge_from: None,
+            dns_resolver: None,
+            smtp: SmtpSettings::default(),
         }
     }
 }
@@ -100,6 +116,16 @@ impl AcmeConfig {
         if !(4096..=1 << 20).contains(&self.max_body_bytes) {
             return Err(format!("[acme] max_body_bytes = {}: expected 4096 to 1048576", self.max_body_bytes));
         }
+        if self.smtp.listen.is_some() && (self.dns_resolver.is_none() || self.challenge_from.is_none()) {
+            return Err("[acme.smtp] listen needs [acme] challenge_from (where replies go) and dns_resolver (where DKIM keys are looked up)".into());
+        }
+        if let Some(d) = &self.dns_resolver {
+            if d.parse::<std::net::SocketAddr>().is_err() {
+                return Err(format!(
+                    "[acme] dns_resolver = {d:?}: expected an IP address and port, such as \"127.0.0.1:53\""
+                ));
+            }
+        }
         if let Some(from) = &self.challenge_from {
             if from.parse::<EmailAddress>().is_err() {
                 return Err(format!("[acme] challenge_from = {from:?} is not an address"));
@@ -119,6 +145,8 @@ pub struct Acme {
     /// Per account: a token bucket of orders and finalizations (tokens, when last refilled).
     limits: Mutex<HashMap<String, (f64, DateTime<Utc>)>>,
     rng: ring::rand::SystemRandom,
+    /// Sends the challenge mails.
+    mailer: Option<Arc<dyn reply::ChallengeMailer>>,
 }
 
 impl std::fmt::Debug for Acme {
@@ -200,7 +228,28 @@ impl Acme {
             nonces: nonce::Nonces::default(),
             limits: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
+            mailer: None,
         })
+    }
+
+    /// Mails challenges through `mailer`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn reply::ChallengeMailer>) -> Acme {
+        self.mailer = Some(mailer);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &AcmeConfig {
+        &self.cfg
+    }
+
+    /// Starts `[acme.smtp]`'s listener, when configured; the address it listens on.
+    pub fn start_smtp(self: &Arc<Self>) -> Result<Option<std::net::SocketAddr>, String> {
+        let (Some(listen), Some(dns)) = (&self.cfg.smtp.listen, &self.cfg.dns_resolver) else {
+            return Ok(None);
+        };
+        let dns = dns.parse().map_err(|_| format!("[acme] dns_resolver = {dns:?}"))?;
+        smtp::spawn(self.clone(), listen, dns).map(Some)
     }
 
     fn url(&self, path: &str) -> String {
@@ -563,7 +612,8 @@ impl Acme {
         }
         self.rate(&acct.id)?;
         let now = self.now();
-        let authz = self.new_authz(&acct, &email, now)?;
+        let mut authz = self.new_authz(&acct, &email, now)?;
+        self.send_challenge(&mut authz)?;
         let store = self.ca.db().acme_records();
         let st = Store(&*store);
         let order_id = self.random_id()?;

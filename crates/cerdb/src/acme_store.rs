@@ -31,11 +31,13 @@ pub enum AcmeKind {
     ValidationCode,
     /// The ACME account a certificate was issued to (id: the serial).
     IssuedCert,
+    /// The authorization an `email-reply-00` challenge mail belongs to (id: its token-part1).
+    ChallengeToken,
 }
 
 impl AcmeKind {
     /// Every kind.
-    pub const ALL: [AcmeKind; 8] = [
+    pub const ALL: [AcmeKind; 9] = [
         AcmeKind::Account,
         AcmeKind::AccountKey,
         AcmeKind::Order,
@@ -44,6 +46,7 @@ impl AcmeKind {
         AcmeKind::Validation,
         AcmeKind::ValidationCode,
         AcmeKind::IssuedCert,
+        AcmeKind::ChallengeToken,
     ];
 
     /// The name stored with the record.
@@ -57,6 +60,7 @@ impl AcmeKind {
             AcmeKind::Validation => "validation",
             AcmeKind::ValidationCode => "validation-code",
             AcmeKind::IssuedCert => "issued-cert",
+            AcmeKind::ChallengeToken => "challenge-token",
         }
     }
 
@@ -71,6 +75,7 @@ impl AcmeKind {
             AcmeKind::Validation => 6,
             AcmeKind::ValidationCode => 7,
             AcmeKind::IssuedCert => 8,
+            AcmeKind::ChallengeToken => 9,
         }
     }
 }
