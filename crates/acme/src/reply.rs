@@ -4,7 +4,7 @@
 //! A reply validates the authorization only if, in this order:
 //! 1. it is at most [`MAX_REPLY_BYTES`] and parses as a message, and its subject carries the
 //!    token-part1 of a pending challenge (else it is dropped and logged, the address hashed);
-//! 2. the challenge mail left at most 24 hours ago (else `incorrectResponse`);
+//! 2. the challenge is at most 24 hours old, counted from its mail (else `incorrectResponse`);
 //! 3. its `From` is the address being validated (else `unauthorized`);
 //! 4. it carries a DKIM signature that verifies, with the resolver the CA is configured with, for
 //!    the domain of that address (`d=` equal to it) (else `unauthorized`);
@@ -213,9 +213,11 @@ impl Acme {
     ) -> Result<(), (String, String)> {
         let incorrect = |d: &str| ("incorrectResponse".to_string(), d.to_string());
         let unauthorized = |d: &str| ("unauthorized".to_string(), d.to_string());
-        match ch.sent_at {
-            Some(t) if now - t <= Duration::hours(CHALLENGE_LIFETIME_HOURS) && now >= t => {}
-            _ => return Err(incorrect("the reply came more than 24 hours after the challenge mail")),
+        // The authorization lives at most 24 hours ([acme] authorization_lifetime_hours), the
+        // challenge at most 24 hours from its mail.
+        let mail_too_old = ch.sent_at.is_some_and(|t| now - t > Duration::hours(CHALLENGE_LIFETIME_HOURS));
+        if now >= a.expires || mail_too_old {
+            return Err(incorrect("the reply came more than 24 hours after the challenge"));
         }
         if !msg.from().eq_ignore_ascii_case(&a.email) {
             return Err(unauthorized("the reply is not from the address being validated"));

@@ -105,6 +105,21 @@ fn path_of(arg: &str) -> String {
 
 async fn session(sock: TcpStream, acme: &Acme, dkim: &MessageAuthenticator) -> std::io::Result<()> {
     let (rd, mut wr) = sock.into_split();
+    let result = converse(rd, &mut wr, acme, dkim).await;
+    if let Err(e) = &result {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            let _ = wr.write_all(b"500 line too long\r\n").await;
+        }
+    }
+    result
+}
+
+async fn converse(
+    rd: tokio::net::tcp::OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    acme: &Acme,
+    dkim: &MessageAuthenticator,
+) -> std::io::Result<()> {
     let mut rd = BufReader::new(rd);
     let challenge_to = acme.cfg.challenge_from.clone().unwrap_or_default().to_ascii_lowercase();
     wr.write_all(b"220 pki ESMTP ACME challenge replies\r\n").await?;

@@ -346,3 +346,150 @@ fn the_console_refuses_an_unvalidated_mailbox_naming_the_command() {
     assert!(!list.contains("some-other-bank") && list.contains("alice@example.com"), "{list}");
     server.stop();
 }
+
+/// The private DNS server of scripts/with-dns.sh and its DKIM keys.
+fn test_dns() -> (String, std::path::PathBuf) {
+    let dns = std::env::var("PKI_TEST_DNS").unwrap_or_else(|_| {
+        panic!(
+            "PKI_TEST_DNS is not set: run `bash scripts/test.sh`, or `bash scripts/with-dns.sh cargo test -p pki-tests --test acme` \
+             (a private dnsmasq serving the test domains' DKIM keys)"
+        )
+    });
+    let dir = std::path::PathBuf::from(
+        std::env::var("PKI_TEST_DKIM_DIR").expect("PKI_TEST_DKIM_DIR with PKI_TEST_DNS"),
+    );
+    (dns, dir)
+}
+
+/// Challenges of the database (server stopped): address -> (token-part1, expected response).
+/// The challenge mail itself needs an MTA's mailbox, which these tests read the token instead of.
+fn challenges(env: &Env) -> std::collections::HashMap<String, (String, String)> {
+    use base64::Engine as _;
+    let db =
+        cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the database (server stopped)");
+    let records: Vec<serde_json::Value> = db
+        .entries("acme")
+        .unwrap()
+        .into_iter()
+        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+        .collect();
+    drop(db);
+    let thumb = |account: &str| {
+        records
+            .iter()
+            .find(|r| r["id"] == account && r.get("thumbprint").is_some())
+            .and_then(|r| r["thumbprint"].as_str())
+            .unwrap()
+            .to_string()
+    };
+    records
+        .iter()
+        .filter(|r| r.get("challenge").is_some_and(|c| !c.is_null()))
+        .map(|r| {
+            let c = &r["challenge"];
+            let (t1, t2) = (c["token_part1"].as_str().unwrap(), c["token_part2"].as_str().unwrap());
+            let key_authz = format!("{t1}{t2}.{}", thumb(r["account"].as_str().unwrap()));
+            let digest = ring::digest::digest(&ring::digest::SHA256, key_authz.as_bytes());
+            let response = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+            (r["email"].as_str().unwrap().to_string(), (t1.to_string(), response))
+        })
+        .collect()
+}
+
+#[test]
+fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
+    let (dns, dkim) = test_dns();
+    let smtp_port = free_port();
+    let smtp = format!("127.0.0.1:{smtp_port}");
+    let env = Env::with_config(&format!(
+        "[acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"{dns}\"\n\n[acme.smtp]\nlisten = \"{smtp}\"\n"
+    ));
+    env.init();
+    let server = env.serve();
+    assert!(
+        server.stdout().contains(&format!("ACME challenge replies on smtp://{smtp}")),
+        "{}",
+        server.stdout()
+    );
+    let (kid, hmac) = eab(&env, "replies");
+    let keyfile = env.path("account.json").display().to_string();
+    let cases = ["valid", "digest", "other", "unsigned", "badkey", "late"];
+    let emails: Vec<String> = cases.iter().map(|c| format!("{c}@customer.test")).collect();
+    let base = server.url("");
+    let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
+    args.extend(emails.iter().map(String::as_str));
+    let orders = acme_client(&args);
+    server.stop();
+    let ch = challenges(&env);
+    assert_eq!(ch.len(), cases.len(), "{ch:?}");
+    let server = env.serve();
+    let key = |d: &str| dkim.join(d).display().to_string();
+    let send = |from: &str, case: &str, response: &str, keyfile: &str| {
+        let (t1, _) = &ch[&format!("{case}@customer.test")];
+        acme_client(&[
+            "reply",
+            &smtp,
+            from,
+            "acme-challenge@example.com",
+            t1,
+            response,
+            keyfile,
+            "customer.test",
+        ]);
+    };
+    let right = |case: &str| ch[&format!("{case}@customer.test")].1.clone();
+    send("valid@customer.test", "valid", &right("valid"), &key("customer.test.key"));
+    send("digest@customer.test", "digest", &right("valid"), &key("customer.test.key"));
+    send("mallory@customer.test", "other", &right("other"), &key("customer.test.key"));
+    send("unsigned@customer.test", "unsigned", &right("unsigned"), "none");
+    send("badkey@customer.test", "badkey", &right("badkey"), &key("unpublished.key"));
+    // Garbage, a mail without a token, a huge one: dropped; the listener goes on.
+    let garbage = acme_client(&[
+        "raw-smtp",
+        &smtp,
+        "acme-challenge@example.com",
+        &hex::encode(b"\x00\xff\xfe garbage\r\n"),
+    ]);
+    assert_eq!(garbage["code"], 250, "{garbage}");
+    let huge = acme_client(&["raw-smtp", &smtp, "acme-challenge@example.com", "huge"]);
+    assert_eq!(huge["code"], 552, "{huge}");
+    let status = |case: &str| {
+        let url = orders[&format!("{case}@customer.test")].as_str().unwrap().to_string();
+        acme_client(&["status", &base, &keyfile, &url])
+    };
+    let v = status("valid");
+    assert_eq!(
+        (v["authz"].as_str(), v["challenge"].as_str(), v["order"].as_str()),
+        (Some("valid"), Some("valid"), Some("ready")),
+        "{v}"
+    );
+    for (case, error) in [
+        ("digest", "incorrectResponse"),
+        ("other", "unauthorized"),
+        ("unsigned", "unauthorized"),
+        ("badkey", "unauthorized"),
+    ] {
+        let s = status(case);
+        assert_eq!((s["authz"].as_str(), s["error"].as_str()), (Some("invalid"), Some(error)), "{case}: {s}");
+    }
+    // The valid one finalizes; the validation is on record for the account.
+    let sign = csr(&env, "sign", KeySpec::P256, "valid@customer.test", "digitalSignature");
+    let url = orders["valid@customer.test"].as_str().unwrap().to_string();
+    let out = env.path("valid.pem").display().to_string();
+    let fin = acme_client(&["finalize-existing", &server.url(""), &keyfile, &url, &sign, &out]);
+    assert_eq!(fin["order"], "valid", "{fin}");
+    let list = env.pki(["validations", "list"]).stdout;
+    assert!(list.contains("valid@customer.test  acme-email-reply-00"), "{list}");
+    assert!(!list.contains("digest@customer.test"), "{list}");
+    // No address in clear in the log of the dropped mails.
+    assert!(!server.stderr().contains("customer.test"), "{}", server.stderr());
+    server.stop();
+
+    // A reply a day and an hour after the challenge.
+    let later = faketime("+25h", &env.command(["serve"]));
+    let server = Server::start(&mut { later }, env.port, env.dir());
+    send("late@customer.test", "late", &right("late"), &key("customer.test.key"));
+    let s = status("late");
+    assert_eq!(s["error"], "incorrectResponse", "{s}");
+    server.stop();
+}

@@ -217,6 +217,86 @@ def expiry_check(base, key_file, order_url, csr_path):
     return out
 
 
+def reply(smtp, sender, to, token1, response, key_file, domain):
+    """Sends a reply to a challenge mail, DKIM-signed by key_file for domain (selector pki-test)
+    unless key_file is `none`, through SMTP to smtp (host:port); prints the server's answer."""
+    import smtplib
+    import dkim
+
+    msg = (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: Re: ACME: {token1}\r\n"
+        f"Message-ID: <{token1[:8]}.reply@{domain}>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"-----BEGIN ACME RESPONSE-----\r\n{response}\r\n-----END ACME RESPONSE-----\r\n"
+    ).encode()
+    if key_file != "none":
+        sig = dkim.sign(msg, b"pki-test", domain.encode(), open(key_file, "rb").read(),
+                        include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
+        msg = sig + msg
+    host, port = smtp.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as s:
+        code, text = s.ehlo()
+        s.sendmail(sender, [to], msg)
+    return {"sent": True}
+
+
+def raw_smtp(smtp, to, data_hex):
+    """Sends arbitrary bytes as a message; the server's answer to the end of DATA."""
+    import smtplib
+    host, port = smtp.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as s:
+        s.ehlo()
+        s.mail("someone@example.net")
+        s.rcpt(to)
+        try:
+            code, text = s.data(bytes.fromhex(data_hex) if data_hex != "huge" else (b"x" * 78 + b"\r\n") * 4000)
+        except smtplib.SMTPDataError as e:
+            code = e.smtp_code
+    return {"code": code}
+
+
+def status(base, key_file, order_url):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = acme._post_as_get(order_url).json()
+    authz = acme._post_as_get(body["authorizations"][0]).json()
+    ch = authz["challenges"][0] if authz["challenges"] else {}
+    return {
+        "order": body["status"],
+        "authz": authz["status"],
+        "challenge": ch.get("status"),
+        "error": ch.get("error", {}).get("type", "").rsplit(":", 1)[-1],
+    }
+
+
+def orders(base, kid, hmac, key_file, *emails):
+    acme, regr, key = account(base, kid, hmac)
+    open(key_file, "w").write(json.dumps(key.to_json()))
+    return {e: order(acme, e, b"").uri for e in emails}
+
+
+def finalize_existing(base, key_file, order_url, csr_path, out):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = messages.Order.from_json(acme._post_as_get(order_url).json())
+    orderr = messages.OrderResource(body=body, uri=order_url, csr_pem=open(csr_path, "rb").read())
+    done = finalize(acme, orderr)
+    open(out, "w").write(done.fullchain_pem)
+    return {"order": done.body.status.name}
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "enrol":
@@ -229,6 +309,16 @@ def main():
         result = expiry_start(*args)
     elif cmd == "expiry-check":
         result = expiry_check(*args)
+    elif cmd == "reply":
+        result = reply(*args)
+    elif cmd == "raw-smtp":
+        result = raw_smtp(*args)
+    elif cmd == "status":
+        result = status(*args)
+    elif cmd == "orders":
+        result = orders(*args)
+    elif cmd == "finalize-existing":
+        result = finalize_existing(*args)
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))
