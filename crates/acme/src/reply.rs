@@ -99,14 +99,14 @@ impl Acme {
     /// Mails the challenge of a new authorization and records its token (when a mailer and
     /// `challenge_from` are configured).
     pub(crate) fn send_challenge(&self, authz: &mut Authz) -> Result<(), Problem> {
-        let (Some(mailer), Some(from)) = (&self.mailer, &self.cfg.challenge_from) else {
-            tracing::warn!("an email-reply-00 challenge was made with no [mail.relay] or [acme] challenge_from: it cannot be answered");
-            return Ok(());
-        };
         let Some(ch) = authz.challenge.as_mut() else { return Ok(()) };
         let store = self.ca.db().acme_records();
         let now = self.now();
         Store(&*store).insert(AcmeKind::ChallengeToken, &ch.token_part1, now, &json!({"authz": authz.id}))?;
+        let (Some(mailer), Some(from)) = (&self.mailer, &self.cfg.challenge_from) else {
+            tracing::warn!("an email-reply-00 challenge was made with no [mail.relay] host or [acme] challenge_from: its mail is not sent");
+            return Ok(());
+        };
         let body = format!(
             "This is an automatically generated ACME challenge for the email address \"{}\".\r\n\
              If you have not asked for an S/MIME certificate for this address, ignore this message.\r\n\

@@ -349,6 +349,12 @@ fn the_console_refuses_an_unvalidated_mailbox_naming_the_command() {
 
 /// The private DNS server of scripts/with-dns.sh and its DKIM keys.
 fn test_dns() -> (String, std::path::PathBuf) {
+    let py = require_tool("python3", "apt-get install -y python3");
+    let check = run(Command::new(&py).args(["-c", "import dkim"]));
+    assert!(
+        check.status.success(),
+        "the ACME reply tests sign with dkimpy: install it with `python3 -m pip install dkimpy==1.1.8`"
+    );
     let dns = std::env::var("PKI_TEST_DNS").unwrap_or_else(|_| {
         panic!(
             "PKI_TEST_DNS is not set: run `bash scripts/test.sh`, or `bash scripts/with-dns.sh cargo test -p pki-tests --test acme` \
