@@ -23,7 +23,17 @@ dns_test_start() {
   PKI_TEST_DNS_DIR=$(mktemp -d "${TMPDIR:-/tmp}/pki-test-dns.XXXXXX")
   chmod 700 "$PKI_TEST_DNS_DIR"
   local port conf d p
-  port=$(python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # A port free for UDP and for TCP (dnsmasq answers on both).
+  port=$(python3 -c '
+import socket
+while True:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0)); p = u.getsockname()[1]
+    t = socket.socket()
+    try:
+        t.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+')
   conf=$PKI_TEST_DNS_DIR/dnsmasq.conf
   printf 'port=%s\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\nno-hosts\nno-poll\nuser=root\nlog-facility=%s/dnsmasq.log\n' \
     "$port" "$PKI_TEST_DNS_DIR" >"$conf"
