@@ -48,6 +48,23 @@ if ! python3 -c 'import pkilint, importlib.metadata as m, sys; sys.exit(m.versio
   python3 -m pip install -q pkilint==0.13.3
 fi
 
+# acme: the ACME tests drive the server with certbot's `acme` library, an independent RFC 8555
+# client (crates/pki-tests/tests/acme.rs). Pinned.
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("acme") != "5.9.0")' >/dev/null 2>&1; then
+  echo "installing: acme==5.9.0"
+  python3 -m pip install -q acme==5.9.0
+fi
+
+# acme: the DKIM-signed challenge replies are signed by dkimpy (crates/pki-tests/tests/acme.rs). Pinned.
+if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("dkimpy") != "1.1.8")' >/dev/null 2>&1; then
+  echo "installing: dkimpy==1.1.8"
+  python3 -m pip install -q dkimpy==1.1.8
+fi
+
+# acme: a private DNS server (dnsmasq) serving the test domains' DKIM keys, stopped and removed
+# when this script exits; PKI_TEST_DNS names it (scripts/with-dns.sh).
+source scripts/with-dns.sh
+
 # cerdb: a private PostgreSQL for the PostgreSQL engine's tests, in a temporary directory, stopped
 # and removed when this script exits; PKI_TEST_DATABASE_URL names it (scripts/with-postgres.sh).
 source scripts/with-postgres.sh

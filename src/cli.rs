@@ -144,6 +144,21 @@ enum Command {
         #[arg(long)]
         tls_listen: Option<String>,
     },
+    /// ACME enrolment: External Account Binding keys (`pki acme eab create|list|revoke`).
+    Acme {
+        #[command(subcommand)]
+        command: crate::enrolment::AcmeCommand,
+    },
+    /// Mailbox validation by an e-mailed value (`pki validate send|confirm`).
+    Validate {
+        #[command(subcommand)]
+        command: crate::enrolment::ValidateCommand,
+    },
+    /// The mailbox validations on record (`pki validations list`).
+    Validations {
+        #[command(subcommand)]
+        command: crate::enrolment::ValidationsCommand,
+    },
     /// API keys of client applications of the certificate directory.
     Apikey {
         #[command(subcommand)]
@@ -417,6 +432,7 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
+    crate::mail_relay::configure(&settings.mail.relay);
     let data = cli.data.clone();
     let request = match cli.command {
         Command::Serve { listen, only, tls_listen } => {
@@ -532,6 +548,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         },
+        Command::Acme { command } => crate::enrolment::acme_request(command),
+        Command::Validate { command } => crate::enrolment::validate_request(command),
+        Command::Validations { command: crate::enrolment::ValidationsCommand::List } => {
+            Request::ValidationsList
+        }
         Command::Apikey { command } => crate::directory::apikey_request(command),
         Command::Lookup { email, usage, server, api_key } => match server {
             Some(url) => return crate::directory::lookup_remote(&url, &email, &usage, api_key.as_deref()),

@@ -145,6 +145,32 @@ pub enum Request {
         /// The PKCS#12 password.
         password: String,
     },
+    /// `pki acme eab create`.
+    AcmeEabCreate {
+        /// Who the key is for.
+        name: String,
+    },
+    /// `pki acme eab list`.
+    AcmeEabList,
+    /// `pki acme eab revoke`.
+    AcmeEabRevoke {
+        /// The key id.
+        kid: String,
+    },
+    /// `pki validate send`.
+    ValidateSend {
+        /// The address.
+        email: String,
+    },
+    /// `pki validate confirm`.
+    ValidateConfirm {
+        /// The address.
+        email: String,
+        /// The mailed value.
+        code: String,
+    },
+    /// `pki validations list`.
+    ValidationsList,
     /// `pki apikey create`.
     ApiKeyCreate {
         /// The client's name.
@@ -258,6 +284,14 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         | Request::EscrowApprove { .. }
         | Request::EscrowList
         | Request::EscrowRecover { .. } => crate::escrow::execute(ca, actor, &env.request),
+        Request::AcmeEabCreate { .. }
+        | Request::AcmeEabList
+        | Request::AcmeEabRevoke { .. }
+        | Request::ValidateSend { .. }
+        | Request::ValidateConfirm { .. }
+        | Request::ValidationsList => {
+            crate::enrolment::execute(ca, actor, &env.request, &crate::mail_relay::configured())
+        }
         Request::Issue { email, usage, csr, generate } => {
             let email: EmailAddress = email.parse().map_err(|e: cerdb::Error| e.to_string())?;
             let usage: Usage = usage.parse().map_err(|e: cerdb::Error| e.to_string())?;

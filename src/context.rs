@@ -221,7 +221,9 @@ pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<Str
 /// Opens the CA of an initialised data directory.
 pub fn open_ca(data: &Path, settings: &Settings) -> anyhow::Result<Ca> {
     let (db, hsm) = open_parts(data, settings)?;
-    Ok(Ca::open(db, hsm, settings.ca.clone(), Arc::new(SystemClock))?.with_escrow(settings.escrow.clone())?)
+    Ok(Ca::open(db, hsm, settings.ca.clone(), Arc::new(SystemClock))?
+        .with_escrow(settings.escrow.clone())?
+        .with_mailbox_validation(settings.validation.clone())?)
 }
 
 /// Opens the CA, creating the hierarchy on first use.
@@ -235,7 +237,10 @@ pub fn init_ca(data: &Path, settings: &Settings, actor: &str) -> anyhow::Result<
         settings.ca.validate_for_init()?;
     }
     let (ca, outcome) = Ca::init(db, hsm, settings.ca.clone(), Arc::new(SystemClock), actor)?;
-    Ok((ca.with_escrow(settings.escrow.clone())?, outcome))
+    Ok((
+        ca.with_escrow(settings.escrow.clone())?.with_mailbox_validation(settings.validation.clone())?,
+        outcome,
+    ))
 }
 
 /// How the OCSP responder dates its answers: for [`ca_core::OCSP_RESPONSE_LIFETIME`], which the

@@ -134,17 +134,20 @@ pub enum Service {
     Directory,
     /// The directory over LDAP, on the listeners of `[ldap]` (none configured: not served).
     Ldap,
+    /// The ACME server (`/acme/...`): enrolment of mail clients and device agents.
+    Acme,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Publication,
         Service::Ocsp,
         Service::Tsa,
         Service::Console,
         Service::Directory,
         Service::Ldap,
+        Service::Acme,
     ];
 
     /// Parses `--only` values: a comma-separated list.
@@ -157,9 +160,10 @@ impl Service {
                 "console" | "admin" => Ok(Service::Console),
                 "directory" | "cerdb" => Ok(Service::Directory),
                 "ldap" => Ok(Service::Ldap),
+                "acme" => Ok(Service::Acme),
                 other => {
                     anyhow::bail!(
-                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console, directory or ldap"
+                        "unknown service {other:?} for --only: expected publication, ocsp, tsa, console, directory, ldap or acme"
                     )
                 }
             })
@@ -290,6 +294,20 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         })?;
     }
 
+    let acme = if services.contains(&Service::Acme) {
+        let mut service = acme::Acme::new(ca.clone(), settings.acme.clone()).map_err(anyhow::Error::msg)?;
+        if settings.mail.relay.host.is_some() {
+            let relay: Arc<dyn acme::reply::ChallengeMailer> = Arc::new(settings.mail.relay.clone());
+            service = service.with_mailer(relay);
+        }
+        let service = Arc::new(service);
+        if let Some(addr) = service.start_smtp().map_err(anyhow::Error::msg)? {
+            println!("pki serve: ACME challenge replies on smtp://{addr}");
+        }
+        Some(web::Data::from(service))
+    } else {
+        None
+    };
     let data_ca = web::Data::from(ca.clone());
     let sources = web::Data::new(crate::metrics::Sources {
         ca: ca.clone(),
@@ -352,6 +370,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             if let Some(directory) = &directory {
                 app = app.configure(cerdb::directory::configure(directory.clone()));
+            }
+            if let Some(acme) = &acme {
+                app = app.service(acme::scope(acme.clone()));
             }
             app
         })

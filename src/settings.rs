@@ -30,6 +30,12 @@ pub struct Settings {
     pub escrow: ca_core::EscrowConfig,
     /// The audit log's checkpoints.
     pub audit: AuditSettings,
+    /// Mailbox validation before issuance: enterprise domains, reuse period.
+    pub validation: ca_core::ValidationConfig,
+    /// The ACME server at `/acme/`.
+    pub acme: acme::AcmeConfig,
+    /// Outgoing mail: the SMTP relay.
+    pub mail: crate::mail_relay::MailSettings,
 }
 
 /// `[metrics]`: where `GET /metrics` is served.
@@ -385,6 +391,8 @@ impl Settings {
         s.ca.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.console.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.escrow.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.validation.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        s.acme.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         s.server.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         if s.server.tls.cert_file.is_some() != s.server.tls.key_file.is_some() {
             anyhow::bail!("{}: [server.tls] needs both cert_file and key_file, or neither", path.display());

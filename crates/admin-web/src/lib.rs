@@ -212,16 +212,9 @@ impl From<actix_web::error::BlockingError> for Error {
 fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
     use ca_core::Error as E;
     Some(match e {
-        E::CsrParse(_)
-        | E::CsrWeakSignature { .. }
-        | E::CsrSignatureInvalid(_)
-        | E::CsrKeyTooSmall { .. }
-        | E::CsrRsaKey(_)
-        | E::CsrUnsupportedKey(_)
-        | E::CsrEmailMismatch { .. }
-        | E::CsrKeyCompromised { .. }
-        | E::KeyUnsuitable { .. }
-        | E::SigningKeyNotEscrowable
+        e if e.is_csr_refusal() => StatusCode::BAD_REQUEST,
+        E::MailboxNotValidated { .. } | E::ValidationValue(_) => StatusCode::FORBIDDEN,
+        E::SigningKeyNotEscrowable
         | E::Lint(_)
         | E::ReasonNotAllowed { .. }
         | E::ConfirmationMismatch { .. } => StatusCode::BAD_REQUEST,

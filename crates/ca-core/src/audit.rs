@@ -78,13 +78,18 @@ pub enum AuditAction {
     ConsoleUserConfirmReset,
     /// A signed, timestamped checkpoint of the log's head was made.
     AuditCheckpoint,
+    /// A mailbox validation: a value sent, a value confirmed, an ACME challenge answered (or
+    /// refused).
+    MailboxValidation,
+    /// An ACME account or External Account Binding key was created, changed or revoked.
+    Acme,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 24] = [
+    const NAMED: [(AuditAction, &'static str); 26] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -109,6 +114,8 @@ impl AuditAction {
         (AuditAction::EscrowApprove, "escrow.approve"),
         (AuditAction::ConsoleUserConfirmReset, "console.user.confirm_reset"),
         (AuditAction::AuditCheckpoint, "audit.checkpoint"),
+        (AuditAction::MailboxValidation, "mailbox.validation"),
+        (AuditAction::Acme, "acme"),
     ];
 
     /// The stored name.

@@ -23,6 +23,7 @@ pub mod oids;
 pub mod profiles;
 
 pub use audit::AuditAction;
+pub use ca::validation::{MailboxEvidence, MailboxValidation, ValidationConfig, ValidationMethod};
 pub use ca::{
     console_actor, same_officer, to_pem, Ca, CaCert, ChainAndKey, CheckpointReport, ExpiryState, InitOutcome,
     IssueRequest, Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState, Revoked,
@@ -34,6 +35,24 @@ pub use config::{CaConfig, EscrowConfig, ExpirySettings};
 /// nextUpdate - thisUpdate of the OCSP responder's answers: the OCSP signer is renewed at
 /// least this long (and a day) before its notAfter, so that it outlives every answer it signed.
 pub const OCSP_RESPONSE_LIFETIME: chrono::Duration = chrono::Duration::hours(24);
+
+impl Error {
+    /// Whether the CSR (or its key) is what was refused: the requester's to fix with another CSR.
+    pub fn is_csr_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::CsrParse(_)
+                | Error::CsrWeakSignature { .. }
+                | Error::CsrSignatureInvalid(_)
+                | Error::CsrKeyTooSmall { .. }
+                | Error::CsrRsaKey(_)
+                | Error::CsrUnsupportedKey(_)
+                | Error::CsrEmailMismatch { .. }
+                | Error::CsrKeyCompromised { .. }
+                | Error::KeyUnsuitable { .. }
+        )
+    }
+}
 
 use cerdb::recovery_store::RecoveryId;
 use cerdb::{RevocationReason, Serial, Usage};
@@ -249,6 +268,17 @@ pub enum Error {
     /// The timestamp of an audit checkpoint could not be made.
     #[error("the audit checkpoint could not be timestamped: {0}")]
     Timestamp(String),
+    /// The address's control was not shown (S/MIME BR 3.2.2).
+    #[error("the mailbox {email} is not validated ({why}): validate it with `pki validate send --email {email}` and `pki validate confirm`, or add its domain to [validation] enterprise_domains if the organisation controls it")]
+    MailboxNotValidated {
+        /// The address.
+        email: cerdb::EmailAddress,
+        /// Why not.
+        why: String,
+    },
+    /// A mailed validation value was refused.
+    #[error("mailbox validation refused: {0}")]
+    ValidationValue(String),
     /// Storage failed or refused.
     #[error(transparent)]
     Storage(#[from] cerdb::Error),

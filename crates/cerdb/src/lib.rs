@@ -4,7 +4,8 @@
 //! revocations, CRLs, retired serials, compromised keys, the audit log and the change feed
 //! ([`CertStore`], [`CertReader`], [`ChangeFeed`]), the console's accounts and sessions
 //! ([`console_store::ConsoleStore`]), escrow recovery requests
-//! ([`recovery_store::RecoveryRequests`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
+//! ([`recovery_store::RecoveryRequests`]), enrolment records (ACME and mailbox validations,
+//! [`acme_store::AcmeRecords`]), the directory's API keys ([`directory::ApiKeyRecords`]) and
 //! the TSA's ledger ([`tsa_store::TsaLedger`]) — and its engines: the embedded sled engine
 //! ([`sled_engine`], the only module that names sled) and the PostgreSQL engine ([`pg_engine`],
 //! the only one that names PostgreSQL's client). [`CertDb`] is the handle every other crate
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod acme_store;
 mod clock;
 pub mod console_store;
 pub mod custody_store;
@@ -42,6 +44,7 @@ pub trait Engine:
     CertStore
     + console_store::ConsoleStore
     + recovery_store::RecoveryRequests
+    + acme_store::AcmeRecords
     + directory::ApiKeyRecords
     + tsa_store::TsaLedger
     + Send

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
+use crate::acme_store::AcmeKind;
 use crate::console_store::{ConsoleRole, ConsoleSession, ConsoleUser, SessionId, SessionStage, UserName};
 use crate::directory::{ApiKeyName, ApiKeyStore, DirectoryError};
 use crate::recovery_store::{RecoveryId, RecoveryRequest, RecoveryStep};
@@ -877,6 +878,51 @@ pub fn all() -> Vec<Scenario> {
                     let missing = RecoveryId::from_bytes([9; 16]);
                     check(store.recovery(&missing)?.is_none(), || "unknown".into())?;
                     check(!store.replace_recovery(&recovery(9), &recovery(9))?, || "unknown replaced".into())
+                }),
+            ],
+        },
+        Scenario {
+            name: "enrolment records: an id once per kind, each change only over the record read",
+            steps: vec![
+                ("insert", |c| {
+                    let acme = c.db().acme_records();
+                    check(
+                        acme.insert_acme(AcmeKind::Order, "o2", t0() + Duration::seconds(2), b"pending")?,
+                        || "new".into(),
+                    )?;
+                    check(acme.insert_acme(AcmeKind::Order, "o1", t0(), b"ready")?, || "new".into())?;
+                    check(!acme.insert_acme(AcmeKind::Order, "o1", t0(), b"other")?, || "taken".into())?;
+                    // The same id in another kind is another record.
+                    check(acme.insert_acme(AcmeKind::Account, "o1", t0(), b"account")?, || "kind".into())
+                }),
+                ("replace over the read, after a restart", |c| {
+                    c.reopen()?;
+                    let acme = c.db().acme_records();
+                    check(acme.replace_acme(AcmeKind::Order, "o2", b"pending", b"valid")?, || {
+                        "swapped".into()
+                    })?;
+                    check(!acme.replace_acme(AcmeKind::Order, "o2", b"pending", b"invalid")?, || {
+                        "stale read replaced".into()
+                    })?;
+                    check(!acme.replace_acme(AcmeKind::Order, "o9", b"x", b"y")?, || {
+                        "unknown replaced".into()
+                    })?;
+                    let got = acme.acme(AcmeKind::Order, "o2")?;
+                    check(got.as_deref() == Some(&b"valid"[..]), || format!("{got:?}"))
+                }),
+                ("put, list oldest first, remove", |c| {
+                    let acme = c.db().acme_records();
+                    acme.put_acme(AcmeKind::Validation, "bob@example.net", t0(), b"v1")?;
+                    acme.put_acme(AcmeKind::Validation, "bob@example.net", t0(), b"v2")?;
+                    let all = acme.acme_records(AcmeKind::Order)?;
+                    let ids: Vec<&str> = all.iter().map(|(id, _)| id.as_str()).collect();
+                    check(ids == ["o1", "o2"], || format!("{ids:?}"))?;
+                    let v = acme.acme_records(AcmeKind::Validation)?;
+                    check(v == vec![("bob@example.net".to_string(), b"v2".to_vec())], || format!("{v:?}"))?;
+                    check(acme.remove_acme(AcmeKind::Order, "o1")?, || "removed".into())?;
+                    check(!acme.remove_acme(AcmeKind::Order, "o1")?, || "removed twice".into())?;
+                    check(acme.acme(AcmeKind::Order, "o1")?.is_none(), || "gone".into())?;
+                    check(acme.insert_acme(AcmeKind::Order, "", t0(), b"x").is_err(), || "empty id".into())
                 }),
             ],
         },

@@ -307,6 +307,7 @@ pub struct CertDb {
     certs: Arc<dyn CertStore>,
     console: Arc<dyn crate::console_store::ConsoleStore>,
     recoveries: Arc<dyn crate::recovery_store::RecoveryRequests>,
+    acme: Arc<dyn crate::acme_store::AcmeRecords>,
     api_keys: Arc<dyn crate::directory::ApiKeyRecords>,
     tsa: Arc<dyn crate::tsa_store::TsaLedger>,
     /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
@@ -370,6 +371,7 @@ impl CertDb {
             certs: engine.clone(),
             console: engine.clone(),
             recoveries: engine.clone(),
+            acme: engine.clone(),
             api_keys: engine.clone(),
             tsa: engine,
             tsa_cell: Default::default(),
@@ -401,6 +403,11 @@ impl CertDb {
     /// The escrow recovery requests.
     pub fn recoveries(&self) -> Arc<dyn crate::recovery_store::RecoveryRequests> {
         self.recoveries.clone()
+    }
+
+    /// The enrolment records: ACME state and mailbox validations.
+    pub fn acme_records(&self) -> Arc<dyn crate::acme_store::AcmeRecords> {
+        self.acme.clone()
     }
 
     /// The directory's API keys and anonymous policy.

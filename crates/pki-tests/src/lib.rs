@@ -593,6 +593,11 @@ pub fn pki_command() -> Command {
     c
 }
 
+/// The `[validation]` table of every test configuration that has none of its own: the domains of
+/// the tests' addresses count as the organisation's own.
+pub const TEST_ENTERPRISE_DOMAINS: &str =
+    "[validation]\nenterprise_domains = [\"example.com\", \"example.org\", \"x.example\", \"loadtest.example\"]\n";
+
 /// One test's world: a private temporary directory holding `pki.toml`, the data directory
 /// (`data/`, created by `pki`) and the test's own files, and a loopback port of its own.
 pub struct Env {
@@ -675,8 +680,11 @@ impl Env {
         officers_group();
         let database =
             database_url.as_ref().map(|u| format!("[database]\nurl = {u:?}\n")).unwrap_or_default();
+        // The addresses of the tests are in domains the test organisation controls (S/MIME BR
+        // 3.2.2.1), unless a test configures mailbox validation itself.
+        let validation = if extra.contains("[validation]") { "" } else { TEST_ENTERPRISE_DOMAINS };
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{database}\n{hsm}\n{extra}"
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n[ca]\npublic_base_url = \"http://127.0.0.1:{port}\"\n\n{database}\n{hsm}\n{validation}\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
         Env { data: dir.path().join("data"), config, port, dir, token, database_url, owns_database }

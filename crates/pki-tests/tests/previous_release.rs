@@ -114,8 +114,10 @@ fn open() -> Env {
     }
     let env = Env::new();
     copy_tree(&fixture().join("pki-data"), &env.data);
+    // Since mailbox validation (issue 17) an upgraded installation names the organisation's
+    // domains in [validation]: without it, every address needs a recorded validation.
     let config = format!(
-        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n{}\n[hsm]\npassphrase_file = \"{}\"\n",
+        "[server]\nlisten = \"127.0.0.1:{}\"\nadmin_group = \"{OFFICERS_GROUP}\"\n\n{}\n[hsm]\npassphrase_file = \"{}\"\n\n{TEST_ENTERPRISE_DOMAINS}",
         env.port,
         fixture_text("pki.toml"),
         p(&fixture().join("passphrase.txt"))

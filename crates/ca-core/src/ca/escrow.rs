@@ -18,6 +18,8 @@ impl Ca {
             return Err(Error::SigningKeyNotEscrowable);
         }
         self.refuse_if_compromised(OwnCert::Issuing)?;
+        let mut notes = self.evidence_for(std::iter::once((email, usage)), actor)?;
+        let note = notes.pop().unwrap_or_default();
         let kt = key_type.unwrap_or(self.cfg.leaf.default_generated_key_type);
         let kind = SubjectKeyKind::from_key_type(kt);
         check_key_for_usage(kind, usage)?;
@@ -47,7 +49,7 @@ impl Ca {
                 actor,
                 AuditAction::Issue,
                 Some(&rec.serial),
-                format!("{email} {usage} {kt} escrowed sha256:{}", rec.fingerprint),
+                format!("{email} {usage} {kt} escrowed sha256:{};{note}", rec.fingerprint),
             ),
             AuditDraft::ok(
                 actor,

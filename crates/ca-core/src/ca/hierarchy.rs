@@ -281,6 +281,7 @@ impl Ca {
             hsm,
             cfg,
             escrow: EscrowConfig::default(),
+            validation: None,
             clock,
             root,
             issuing,

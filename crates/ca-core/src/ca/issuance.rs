@@ -178,11 +178,12 @@ impl Ca {
     /// the batch). Checking and signing run on every core for larger batches. If any request is
     /// refused, nothing is stored and the refusal is in the audit log.
     pub fn issue_many(&self, reqs: &[IssueRequest], actor: &str) -> Result<Vec<Issued>, Error> {
+        let notes = self.evidence_for(reqs.iter().map(|r| (&r.email, r.usage)), actor)?;
         self.issue_batch(
             reqs,
             actor,
             |r| (&r.email, r.usage),
-            "",
+            &notes,
             |req, now| {
                 let checked = check_csr(&req.csr, &req.email, req.usage, self.cfg.leaf.min_rsa_bits)?;
                 self.prepare(&req.email, req.usage, checked, now)
@@ -201,7 +202,7 @@ impl Ca {
             reqs,
             actor,
             |r| (&r.email, r.usage),
-            " own key",
+            &vec![" own key, no mailbox validation".to_string(); reqs.len()],
             |req, now| {
                 let checked = crate::csr::check_own_key(&req.spki, req.usage, self.cfg.leaf.min_rsa_bits)?;
                 self.prepare(&req.email, req.usage, checked, now)
@@ -215,7 +216,7 @@ impl Ca {
         reqs: &[R],
         actor: &str,
         names: impl Fn(&R) -> (&EmailAddress, Usage),
-        note: &str,
+        notes: &[String],
         prepare: impl Fn(&R, DateTime<Utc>) -> Result<CertRecord, Error> + Sync,
     ) -> Result<Vec<Issued>, Error> {
         self.refuse_if_compromised(OwnCert::Issuing)?;
@@ -224,12 +225,12 @@ impl Ca {
         let mut records = Vec::with_capacity(reqs.len());
         let mut drafts = Vec::with_capacity(reqs.len());
         let mut refused = None;
-        for (req, result) in reqs.iter().zip(prepared) {
+        for ((req, result), note) in reqs.iter().zip(prepared).zip(notes) {
             let (email, usage) = names(req);
             match result {
                 Ok(rec) => {
                     let details =
-                        format!("{email} {usage} {}{note} sha256:{}", rec.key_type, rec.fingerprint);
+                        format!("{email} {usage} {} sha256:{};{note}", rec.key_type, rec.fingerprint);
                     drafts.push(AuditDraft::ok(actor, AuditAction::Issue, Some(&rec.serial), details));
                     records.push(rec);
                 }

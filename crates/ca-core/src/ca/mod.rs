@@ -14,6 +14,7 @@ mod issuance;
 mod recovery;
 mod revocation;
 mod service_certs;
+pub mod validation;
 
 use compromise::{load_compromised, CompromisedSet, GuardedSigner};
 use expiry::{load_ocsp_signer, OcspSignerCert};
@@ -174,6 +175,8 @@ pub struct Ca {
     cfg: CaConfig,
     /// `[escrow]`: how many officers a recovery needs, how long a request stays open.
     escrow: EscrowConfig,
+    /// `[validation]`: mailbox control before issuance (`None`: not checked, library tests only).
+    validation: Option<validation::ValidationConfig>,
     clock: Arc<dyn Clock>,
     audit: AuditLog,
     root: LoadedCa,

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "initial", include_str!("migrations/0001_initial.sql")),
     (2, "escrow recoveries", include_str!("migrations/0002_escrow_recoveries.sql")),
     (3, "custody records", include_str!("migrations/0003_custody_records.sql")),
+    (4, "acme records", include_str!("migrations/0004_acme_records.sql")),
 ];
 
 /// The schema version this engine writes and reads.

@@ -23,8 +23,10 @@
 //! | `api_keys`, `directory_settings` | `apikeys.rs` |
 //! | `tsa_serials`, `tsa_tokens` | `tsa.rs` |
 //! | `custody_records` | `custody.rs` |
+//! | `acme_records` | `acme.rs` |
 //! | `schema_version` | `migrate.rs` |
 
+mod acme;
 mod apikeys;
 mod certs;
 mod console;

@@ -17,8 +17,10 @@
 //! | `console_users`, `console_sessions`, `console_meta` | `console.rs` |
 //! | `escrow_recoveries` | `recovery.rs` |
 //! | `dir_apikeys`, `dir_apikey_names`, `dir_settings` | `apikeys.rs` |
+//! | `acme`, `acme_ids` | `acme.rs` |
 //! | `tsa_meta` (and the ledger file `tsa-tokens.ledger`) | `tsa.rs` |
 
+mod acme;
 mod apikeys;
 mod batch;
 mod certs;
@@ -80,6 +82,8 @@ pub struct SledEngine {
     console_sessions: Tree,
     console_meta: Tree,
     recoveries: Tree,
+    acme: Tree,
+    acme_ids: Tree,
     api_keys: Tree,
     api_key_names: Tree,
     dir_settings: Tree,
@@ -151,6 +155,8 @@ impl SledEngine {
             console_sessions: t("console_sessions")?,
             console_meta: t("console_meta")?,
             recoveries: t("escrow_recoveries")?,
+            acme: t("acme")?,
+            acme_ids: t("acme_ids")?,
             api_keys: t("dir_apikeys")?,
             api_key_names: t("dir_apikey_names")?,
             dir_settings: t("dir_settings")?,

@@ -1,0 +1,328 @@
+"""ACME client of the end-to-end tests (crates/pki-tests/tests/acme.rs), on certbot's `acme`
+library from PyPI: an independent implementation of RFC 8555 talking to `pki serve`.
+
+    client.py enrol BASE KID HMAC EMAIL SIGN_CSR ENC_CSR OUTDIR
+        account with External Account Binding (ES256 key), two orders for EMAIL finalized with the
+        signing and the encryption CSR, both certificates downloaded to OUTDIR/{signing,encryption}.pem
+    client.py refusals BASE KID HMAC EMAIL OTHER_CSR BOTH_CSR OUTSIDE_EMAIL
+        every refusal the server must give, as one JSON object: case -> problem type
+    client.py order-only BASE KID HMAC EMAIL
+        account and one order; prints the order's and its authorization's status
+
+Each command prints one JSON object on its last line.
+"""
+import datetime
+import json
+import sys
+
+import josepy as jose
+import requests
+from acme import client, errors, messages
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+EMAIL = messages.IdentifierType("email")
+
+
+def network(key, alg):
+    return client.ClientNetwork(key, alg=alg, user_agent="pki-tests-acme", verify_ssl=False)
+
+
+def account(base, kid, hmac, key=None, alg=jose.ES256, eab=True):
+    key = key or jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    net = network(key, alg)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    binding = (
+        messages.ExternalAccountBinding.from_data(
+            account_public_key=key.public_key(), kid=kid, hmac_key=hmac, directory=directory
+        )
+        if eab
+        else None
+    )
+    reg = messages.NewRegistration.from_data(
+        email="agent@example.com", terms_of_service_agreed=True, external_account_binding=binding
+    )
+    regr = acme.new_account(reg)
+    return acme, regr, key
+
+
+def order(acme, email, csr_pem):
+    new = messages.NewOrder(identifiers=[messages.Identifier(typ=EMAIL, value=email)])
+    resp = acme._post(acme.directory["newOrder"], new)
+    body = messages.Order.from_json(resp.json())
+    authzs = [acme._authzr_from_response(acme._post_as_get(u), uri=u) for u in body.authorizations]
+    return messages.OrderResource(
+        body=body, uri=resp.headers.get("Location"), authorizations=authzs, csr_pem=csr_pem
+    )
+
+
+def finalize(acme, orderr):
+    deadline = datetime.datetime.now() + datetime.timedelta(seconds=60)
+    return acme.finalize_order(orderr, deadline)
+
+
+def problem(fn):
+    """The ACME problem type a call fails with (or 'no error')."""
+    try:
+        fn()
+    except messages.Error as e:
+        return e.typ.rsplit(":", 1)[-1]
+    except errors.Error as e:
+        return "client error: " + str(e)
+    return "no error"
+
+
+def raw_post(url, body, ctype="application/jose+json"):
+    r = requests.post(url, data=body, headers={"Content-Type": ctype}, timeout=30)
+    kind = r.headers.get("Content-Type", "")
+    try:
+        typ = r.json().get("type", "").rsplit(":", 1)[-1]
+    except ValueError:
+        typ = "not json"
+    return {"status": r.status_code, "content_type": kind, "type": typ}
+
+
+def enrol(base, kid, hmac, email, sign_csr, enc_csr, outdir):
+    acme, regr, _ = account(base, kid, hmac)
+    out = {"account": regr.uri}
+    for usage, path in (("signing", sign_csr), ("encryption", enc_csr)):
+        csr = open(path, "rb").read()
+        o = order(acme, email, csr)
+        out[usage + "_authz"] = [a.body.status.name for a in o.authorizations]
+        done = finalize(acme, o)
+        with open(f"{outdir}/{usage}.pem", "w") as f:
+            f.write(done.fullchain_pem)
+        out[usage] = done.body.status.name
+    return out
+
+
+def refusals(base, kid, hmac, email, other_csr, both_csr, outside):
+    out = {}
+    # No External Account Binding.
+    out["no eab"] = problem(lambda: account(base, kid, hmac, eab=False))
+    acme, regr, key = account(base, kid, hmac)
+    # The same EAB key a second time, for another account key.
+    out["eab reused"] = problem(lambda: account(base, kid, hmac))
+    # A reused nonce: one nonce, two requests.
+    net = acme.net
+    nonce = net._get_nonce(acme.directory["newOrder"], acme.directory["newNonce"])
+    new = messages.NewOrder(identifiers=[messages.Identifier(typ=EMAIL, value=email)])
+    first = raw_post(acme.directory["newOrder"], net._wrap_in_jws(new, nonce, acme.directory["newOrder"]))
+    out["first use of a nonce"] = first["status"]
+    out["reused nonce"] = raw_post(
+        acme.directory["newOrder"], net._wrap_in_jws(new, nonce, acme.directory["newOrder"])
+    )["type"]
+    # A bad signature: the last bytes of the signature changed.
+    nonce = net._get_nonce(acme.directory["newOrder"], acme.directory["newNonce"])
+    jws = json.loads(net._wrap_in_jws(new, nonce, acme.directory["newOrder"]))
+    sig = jose.b64.b64decode(jws["signature"])
+    jws["signature"] = jose.b64.b64encode(sig[:-1] + bytes([sig[-1] ^ 1])).decode()
+    bad = raw_post(acme.directory["newOrder"], json.dumps(jws))
+    out["bad signature"] = bad["type"]
+    out["bad signature status"] = bad["status"]
+    # A CSR for another address, a CSR asking for both usages.
+    out["csr for another address"] = problem(lambda: finalize(acme, order(acme, email, open(other_csr, "rb").read())))
+    out["csr with both usages"] = problem(lambda: finalize(acme, order(acme, email, open(both_csr, "rb").read())))
+    # An address outside the enterprise domains has no valid authorization yet: not ready.
+    o = order(acme, outside, open(other_csr, "rb").read())
+    out["outside authz"] = [a.body.status.name for a in o.authorizations]
+    out["outside challenges"] = [
+        c["type"] for a in o.authorizations for c in acme._post_as_get(a.uri).json()["challenges"]
+    ]
+    out["outside finalize"] = problem(lambda: acme.begin_finalization(o))
+    # Another identifier type.
+    dns = messages.NewOrder(identifiers=[messages.Identifier(typ=messages.IDENTIFIER_FQDN, value="example.com")])
+    out["dns identifier"] = problem(lambda: acme._post(acme.directory["newOrder"], dns))
+    # Garbage, truncated and oversized bodies, wrong content types, unknown URLs.
+    url = acme.directory["newOrder"]
+    out["garbage"] = raw_post(url, b"\x00\xff garbage")
+    out["truncated"] = raw_post(url, net._wrap_in_jws(new, b"\x00" * 16, url)[:40])
+    out["oversized"] = raw_post(url, b"{" + b" " * (2 << 20) + b"}")
+    out["wrong content type"] = raw_post(url, b"{}", ctype="application/json")
+    out["unknown url"] = raw_post(base + "/acme/no-such-thing", b"{}")
+    r = requests.get(base + "/acme/new-order", timeout=30)
+    out["get on a POST resource"] = {"status": r.status_code, "content_type": r.headers.get("Content-Type", "")}
+    # Still serving: a new nonce and the directory.
+    out["still serving"] = requests.head(acme.directory["newNonce"], timeout=30).status_code
+    return out
+
+
+def lifecycle(base, kid, hmac, email, csr_path, key_path):
+    """Revocation by the account and by the certificate's key, key rollover, deactivation, the
+    per-account rate limit."""
+    from acme import jws as acme_jws
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    out = {}
+    acme, regr, old_key = account(base, kid, hmac)
+    csr = open(csr_path, "rb").read()
+    first = finalize(acme, order(acme, email, csr))
+    cert = x509.load_pem_x509_certificate(first.fullchain_pem.encode())
+    out["revoke by account"] = problem(lambda: acme.revoke(cert, 4))
+    out["revoke twice"] = problem(lambda: acme.revoke(cert, 4))
+    second = finalize(acme, order(acme, email, csr))
+    cert2 = x509.load_pem_x509_certificate(second.fullchain_pem.encode())
+    cert_key = jose.JWKEC(key=load_pem_private_key(open(key_path, "rb").read(), None))
+    by_key = client.ClientV2(acme.directory, network(cert_key, jose.ES256))
+    stranger = client.ClientV2(acme.directory, network(jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1())), jose.ES256))
+    out["revoke by another key"] = problem(lambda: stranger.revoke(cert2, 1))
+    out["revoke by the certificate key"] = problem(lambda: by_key.revoke(cert2, 1))
+    out["bad reason"] = problem(lambda: acme.revoke(cert2, 7))
+    # Key rollover: the inner JWS by the new key over the account URL and the old key.
+    new_key = jose.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+    url = acme.directory["keyChange"]
+    inner_payload = json.dumps({"account": regr.uri, "oldKey": old_key.public_key().to_partial_json()}).encode()
+    inner = acme_jws.JWS.sign(inner_payload, new_key, jose.ES256, None, url=url)
+    out["key change"] = acme.net.post(url, inner).status_code
+    out["old key after rollover"] = problem(lambda: acme._post_as_get(regr.uri))
+    acme.net.key = new_key
+    out["new key after rollover"] = acme._post_as_get(regr.uri).status_code
+    # The per-account rate limit ([acme] orders_per_minute).
+    limited = "no error"
+    for n in range(20):
+        limited = problem(lambda: order(acme, email, csr))
+        if limited != "no error":
+            out["orders before the limit"] = n
+            break
+    out["rate limit"] = limited
+    # Deactivation: the account can do nothing afterwards.
+    acme.deactivate_registration(regr)
+    out["after deactivation"] = problem(lambda: order(acme, email, csr))
+    return out
+
+
+def expiry_start(base, kid, hmac, email, key_file):
+    acme, regr, key = account(base, kid, hmac)
+    open(key_file, "w").write(json.dumps(key.to_json()))
+    o = order(acme, email, b"")
+    return {"order": o.uri, "account": regr.uri, "authz": [a.body.status.name for a in o.authorizations]}
+
+
+def expiry_check(base, key_file, order_url, csr_path):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = messages.Order.from_json(acme._post_as_get(order_url).json())
+    authz = acme._post_as_get(body.authorizations[0]).json()
+    out = {"order": body.status.name, "authz": authz["status"]}
+    out["challenge"] = [c["status"] for c in authz["challenges"]]
+    orderr = messages.OrderResource(body=body, uri=order_url, csr_pem=open(csr_path, "rb").read())
+    out["finalize"] = problem(lambda: acme.begin_finalization(orderr))
+    return out
+
+
+def reply(smtp, sender, to, token1, response, key_file, domain):
+    """Sends a reply to a challenge mail, DKIM-signed by key_file for domain (selector pki-test)
+    unless key_file is `none`, through SMTP to smtp (host:port); prints the server's answer."""
+    import smtplib
+    import dkim
+
+    msg = (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: Re: ACME: {token1}\r\n"
+        f"Message-ID: <{token1[:8]}.reply@{domain}>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"-----BEGIN ACME RESPONSE-----\r\n{response}\r\n-----END ACME RESPONSE-----\r\n"
+    ).encode()
+    if key_file != "none":
+        sig = dkim.sign(msg, b"pki-test", domain.encode(), open(key_file, "rb").read(),
+                        include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
+        msg = sig + msg
+    host, port = smtp.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as s:
+        code, text = s.ehlo()
+        s.sendmail(sender, [to], msg)
+    return {"sent": True}
+
+
+def raw_smtp(smtp, to, data_hex):
+    """Sends arbitrary bytes as a message; the server's answer to the end of DATA."""
+    import smtplib
+    host, port = smtp.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as s:
+        s.ehlo()
+        s.mail("someone@example.net")
+        s.rcpt(to)
+        try:
+            code, text = s.data(bytes.fromhex(data_hex) if data_hex != "huge" else (b"x" * 78 + b"\r\n") * 4000)
+        except smtplib.SMTPDataError as e:
+            code = e.smtp_code
+    return {"code": code}
+
+
+def status(base, key_file, order_url):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = acme._post_as_get(order_url).json()
+    authz = acme._post_as_get(body["authorizations"][0]).json()
+    ch = authz["challenges"][0] if authz["challenges"] else {}
+    return {
+        "order": body["status"],
+        "authz": authz["status"],
+        "challenge": ch.get("status"),
+        "error": ch.get("error", {}).get("type", "").rsplit(":", 1)[-1],
+    }
+
+
+def orders(base, kid, hmac, key_file, *emails):
+    acme, regr, key = account(base, kid, hmac)
+    open(key_file, "w").write(json.dumps(key.to_json()))
+    return {e: order(acme, e, b"").uri for e in emails}
+
+
+def finalize_existing(base, key_file, order_url, csr_path, out):
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    body = messages.Order.from_json(acme._post_as_get(order_url).json())
+    orderr = messages.OrderResource(body=body, uri=order_url, csr_pem=open(csr_path, "rb").read())
+    done = finalize(acme, orderr)
+    open(out, "w").write(done.fullchain_pem)
+    return {"order": done.body.status.name}
+
+
+def main():
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "enrol":
+        result = enrol(*args)
+    elif cmd == "refusals":
+        result = refusals(*args)
+    elif cmd == "lifecycle":
+        result = lifecycle(*args)
+    elif cmd == "expiry-start":
+        result = expiry_start(*args)
+    elif cmd == "expiry-check":
+        result = expiry_check(*args)
+    elif cmd == "reply":
+        result = reply(*args)
+    elif cmd == "raw-smtp":
+        result = raw_smtp(*args)
+    elif cmd == "status":
+        result = status(*args)
+    elif cmd == "orders":
+        result = orders(*args)
+    elif cmd == "finalize-existing":
+        result = finalize_existing(*args)
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
