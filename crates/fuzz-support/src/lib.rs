@@ -223,11 +223,11 @@ impl Fuzz {
             }
             outcome
         });
+        let elapsed = start.elapsed();
         watch.done.store(true, Ordering::SeqCst);
         if let Some(w) = watchdog {
             let _ = w.join();
         }
-        let elapsed = start.elapsed();
         match result {
             Ok(()) => {
                 let rate = f64::from(self.cases) / elapsed.as_secs_f64().max(1e-9);
