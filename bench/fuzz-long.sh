@@ -41,7 +41,8 @@ for round in $(seq 1 "$rounds"); do
       echo "FAILED in round $round: ${g%%|*}"
       exit 1
     fi
-    grep -E '^fuzz [a-z-]+: [0-9]+ cases passed' "$log.out" | sed "s/^/round $round: /" | tee -a "$log"
+    # (cargo's -q progress dots may stand before a line: only the line from "fuzz" on is kept)
+    grep -oE 'fuzz [a-z-]+: [0-9]+ cases passed.*' "$log.out" | sed "s/^/round $round: /" | tee -a "$log"
   done
 done
 rm -f "$log.out"

@@ -81,7 +81,7 @@ fn admin_frames_never_panic() {
         1 => Just(Framing::Bare),
     ];
     let strategy = (text::json_inputs(valid), framing);
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "admin-frames", 3000).run(strategy, |(body, how)| {
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "admin-frames", 5000).run(strategy, |(body, how)| {
         let bytes = frame(&body, &how);
         if let Ok(read) = read_frame(&mut Cursor::new(bytes)) {
             let _ = serde_json::from_slice::<Envelope>(&read);

@@ -20,7 +20,7 @@ fn config_files_never_panic() {
         std::fs::write(&path, valid).expect("write");
         Settings::load(Some(&path)).expect("the valid files load");
     }
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "config-file", 1500).run(
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "config-file", 2000).run(
         text::toml_inputs(vec![example, small]),
         |input| {
             std::fs::write(&path, &input).expect("write");

@@ -58,7 +58,7 @@ fn check_any_csr(input: &[u8], email: &EmailAddress) {
 #[test]
 fn csr_checks_never_panic() {
     let email: EmailAddress = EMAIL.parse().unwrap();
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "csr", 1500).run(csr_inputs(), |input| {
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "csr", 5000).run(csr_inputs(), |input| {
         check_any_csr(&input, &email);
         Ok(())
     });
@@ -93,7 +93,7 @@ fn ca_config_parsing_never_panics() {
         .to_string();
     let parsed: CaConfig = toml::from_str(&default).expect("the default configuration reads back");
     parsed.validate().expect("and is valid");
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ca-config", 3000).run(
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ca-config", 5000).run(
         text::toml_inputs(vec![default, example]),
         |input| {
             if let Ok(s) = std::str::from_utf8(&input) {

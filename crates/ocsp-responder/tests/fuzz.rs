@@ -140,7 +140,7 @@ fn property_any_request_gets_a_decodable_response() {
     let pki = Pki::new();
     let r = pki.responder();
     let strategy = fuzz_support::der::inputs(valid_requests(&pki));
-    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-request", 3000).run(strategy, |input| {
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-request", 20000).run(strategy, |input| {
         check(&r, &input, "fuzzed request");
         Ok(())
     });
@@ -170,7 +170,7 @@ fn property_http_never_answers_5xx() {
     let sys = actix_web::rt::System::new();
     let app = sys.block_on(test::init_service(App::new().service(ocsp_responder::scope(pki.responder()))));
     let strategy = (fuzz_support::der::inputs(valid_requests(&pki)), 0u8..4);
-    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-http", 1500).run(strategy, |(input, how)| {
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-http", 5000).run(strategy, |(input, how)| {
         let (get_b64, get_raw) = (get_uri(&input, false), get_uri(&input, true));
         // A URI over http's limit (64 KiB) never reaches a service: the HTTP layer refuses it.
         let fits = |u: &str| u.parse::<actix_web::http::Uri>().is_ok();

@@ -146,7 +146,7 @@ fn property_any_query_gets_a_decodable_response() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::create(dir.path(), KeyType::P256, false);
     let (_db, tsa) = fx.tsa(TsaConfig::default());
-    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-query", 2000).run(
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-query", 10000).run(
         fuzz_support::der::inputs(valid_queries()),
         |input| {
             check_response(&tsa.respond(&input), &input);
@@ -169,7 +169,7 @@ fn property_any_token_is_verified_or_refused_by_check() {
     let token = token_der(&decode_resp(&resp));
     let bare = token_der(&decode_resp(&stamp(&tsa, data, false)));
     let valid = vec![resp, token, bare];
-    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-verify", 2000).run(
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-verify", 5000).run(
         fuzz_support::der::inputs(valid.clone()),
         |input| {
             match verifier.verify(&input, Timestamped::Data(data)) {
@@ -233,7 +233,7 @@ fn property_http_never_answers_5xx() {
         0u8..4,
         fuzz_support::text::damaged(well_formed),
     );
-    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-http", 1000).run(
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "tsa-http", 5000).run(
         strategy,
         |(input, how, damaged)| {
             let req = match how {

@@ -124,7 +124,7 @@ fn property_console_forms_never_get_a_5xx() {
     let statuses = std::cell::RefCell::new(std::collections::BTreeMap::<u16, u32>::new());
     let sys = actix_web::rt::System::new();
     let app = sys.block_on(test::init_service(App::new().service(crate::scope(web::Data::new(console)))));
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "console-forms", 600).run(strategy, |case| {
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "console-forms", 10000).run(strategy, |case| {
         let (path, body, content_type) = match &case {
             Case::Multipart(p, b, bd) => (*p, b.clone(), format!("multipart/form-data; boundary={bd}")),
             Case::Form(p, b) => (*p, b.clone(), "application/x-www-form-urlencoded".to_string()),

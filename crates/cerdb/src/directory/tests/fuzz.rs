@@ -82,7 +82,7 @@ fn property_directory_inputs_never_get_a_5xx() {
 
     let sys = actix_web::rt::System::new();
     let app = sys.block_on(init_service(App::new().configure(configure(f.dir.clone()))));
-    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "directory-http", 1500).run(strategy, |case| {
+    Fuzz::new(env!("CARGO_MANIFEST_DIR"), "directory-http", 10000).run(strategy, |case| {
         // What the HTTP layer refuses (a URI over 64 KiB, a header value with control characters)
         // never reaches the routes.
         let accept = |r: TestRequest, a: &str| match actix_web::http::header::HeaderValue::from_str(a) {
