@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The soak (issue 19): a release `pki serve` under mixed traffic — issuance from CSRs and escrowed
 # issuance through the admin socket, revocations, timestamps, OCSP, directory lookups — held at
-# 80 % of the capacity measured first (30 s, closed loop, same clients) for MINUTES. Prints per
-# minute the operations, errors, p50 and p99 per endpoint and the server's RSS; exits non-zero on
-# any error or when the RSS grows over the last half of the run (crates/pki-tests/src/soak.rs).
+# 80 % of the capacity measured first (30 s, closed loop, same clients) for MINUTES, with a 64 MiB
+# database cache (full within the warm-up). Prints per minute the operations, errors, p50 and p99
+# per endpoint and the server's RSS; exits non-zero on any error or when the RSS grows over the
+# last half of the run (crates/pki-tests/src/soak.rs).
 #
 # Usage: bash bench/soak.sh MINUTES [CALIBRATE_SECS] [FRACTION]   (honours CARGO_TARGET_DIR)
 set -euo pipefail
