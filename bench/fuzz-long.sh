@@ -24,6 +24,7 @@ groups=(
   "-p tsa --test fuzz|property_"
   "-p cerdb --lib|directory::tests::fuzz::"
   "-p admin-web --lib|forms::fuzz::"
+  "-p ldap-directory --test fuzz|ldap_messages_never_panic dns_never_panic"
   "-p pki --bin pki|admin_socket::fuzz:: settings::fuzz::"
 )
 for g in "${groups[@]}"; do
@@ -52,8 +53,8 @@ lane() {
 }
 # Two lanes: the configuration file's reader (slowest per case: a file written and read each
 # time) beside all the others, so that it does not hold them up.
-lane a 0 1 2 3 4 & a=$!
-lane b 5 & b=$!
+lane a 0 1 2 3 4 5 & a=$!
+lane b 6 & b=$!
 status=0
 wait "$a" || status=1
 wait "$b" || status=1

@@ -6,7 +6,8 @@
 # per endpoint and the server's RSS; exits non-zero on any error or when the RSS grows over the
 # last half of the run (crates/pki-tests/src/soak.rs).
 #
-# Usage: bash bench/soak.sh MINUTES [CALIBRATE_SECS] [FRACTION]   (honours CARGO_TARGET_DIR)
+# Usage: bash bench/soak.sh MINUTES [CALIBRATE_SECS] [FRACTION]   (honours CARGO_TARGET_DIR;
+# SOAK_CLASSES=ocsp,directory runs only those clients: issue, revoke, tsa, ocsp, directory)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:?usage: bash bench/soak.sh MINUTES [CALIBRATE_SECS] [FRACTION]}
