@@ -67,6 +67,18 @@ impl Class {
     }
 }
 
+/// Whether `class` runs: all of them, or those named in `SOAK_CLASSES` by the first word of their
+/// name (comma-separated: issue, revoke, tsa, ocsp, directory; `ocsp,directory` is a soak without
+/// writes).
+fn selected(class: Class) -> bool {
+    match std::env::var("SOAK_CLASSES") {
+        Ok(list) if !list.trim().is_empty() => {
+            list.split(',').any(|n| n.trim() == class.name().split(' ').next().unwrap_or_default())
+        }
+        _ => true,
+    }
+}
+
 /// What one class did in one period.
 #[derive(Debug, Default)]
 struct Tally {
@@ -177,7 +189,7 @@ impl World {
     /// closed loop).
     fn clients(&self, stop: &AtomicBool, interval: &(dyn Fn(Class) -> Option<Duration> + Sync)) {
         std::thread::scope(|s| {
-            for class in Class::ALL {
+            for class in Class::ALL.into_iter().filter(|c| selected(*c)) {
                 for t in 0..class.threads() {
                     s.spawn(move || {
                         let every = interval(class);
