@@ -69,9 +69,14 @@ source scripts/with-dns.sh
 # and removed when this script exits; PKI_TEST_DATABASE_URL names it (scripts/with-postgres.sh).
 source scripts/with-postgres.sh
 
+# Code and supply-chain gates (issue 19): rustfmt, clippy with warnings as errors, cargo-deny's
+# bans, licences and sources, and the advisories check (scripts/gates.sh). A failed gate fails the
+# run; the tests below still run.
+status=0
+bash scripts/gates.sh all || status=$?
+
 # The end-to-end tests drive the real binary.
 cargo build --bin pki
-status=0
 cargo test --workspace --no-fail-fast || status=$?
 
 # The end-to-end suites of issuance and profiles, escrow and PKCS#12 recovery, revocation and

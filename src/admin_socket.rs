@@ -26,7 +26,7 @@ fn write_frame(s: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
     s.flush()
 }
 
-fn read_frame(s: &mut UnixStream) -> std::io::Result<Vec<u8>> {
+fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     s.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
@@ -134,3 +134,6 @@ mod tests {
         assert!(e.contains("admin_group") && e.contains("no such group"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -569,3 +569,6 @@ mod tests {
         assert_eq!((set.worker_count(false), set.worker_count(true)), (3, 3));
     }
 }
+
+#[cfg(test)]
+mod fuzz;

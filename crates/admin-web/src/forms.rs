@@ -68,3 +68,6 @@ pub(crate) async fn read_hashing(
 pub(crate) fn text(parts: &HashMap<String, Vec<u8>>, name: &str) -> Option<String> {
     parts.get(name).map(|v| String::from_utf8_lossy(v).trim().to_string()).filter(|s| !s.is_empty())
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -120,3 +120,76 @@ fn random_truncated_mutated_and_oversized_requests() {
     padded.resize(2 * 1024 * 1024, 0);
     assert_eq!(check(&r, &padded, "2 MiB padded request"), ResponseStatus::MalformedRequest);
 }
+
+/// Valid requests: the vectors on disk and three made here (one with a 128-octet nonce).
+fn valid_requests(pki: &Pki) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = ["req-sha1-1001.der", "req-sha256-nonce-1001.der", "req-sha1-three.der"]
+        .iter()
+        .map(|n| std::fs::read(data(n)).expect("vector"))
+        .collect();
+    v.push(pki.request(&[GOOD, REVOKED, NEVER_ISSUED], OID_SHA256, Some(&[0xee; 128])));
+    v.push(pki.request(&[REVOKED], OID_SHA1, Some(&[1])));
+    v
+}
+
+/// Property-based: requests mutated element by element (structure-aware), truncated, with lying
+/// lengths, oversized, and random bytes, with a fresh seed per run; every answer a decodable
+/// OCSPResponse of the status it claims (see `check`).
+#[test]
+fn property_any_request_gets_a_decodable_response() {
+    let pki = Pki::new();
+    let r = pki.responder();
+    let strategy = fuzz_support::der::inputs(valid_requests(&pki));
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-request", 20000).run(strategy, |input| {
+        check(&r, &input, "fuzzed request");
+        Ok(())
+    });
+}
+
+/// A GET path for `der` (base64, percent-encoded as clients do), or raw text when `raw`.
+fn get_uri(der: &[u8], raw: bool) -> String {
+    use base64::Engine as _;
+    let text = if raw {
+        String::from_utf8_lossy(der).into_owned()
+    } else {
+        base64::engine::general_purpose::STANDARD.encode(der)
+    };
+    let escaped: String = text
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect();
+    format!("/ocsp/{escaped}")
+}
+
+/// The HTTP scope in process: the same inputs by POST (with and without the content type) and by
+/// GET (base64 and raw): never a 5xx.
+#[test]
+fn property_http_never_answers_5xx() {
+    use actix_web::{http::header, test, App};
+    let pki = Pki::new();
+    let sys = actix_web::rt::System::new();
+    let app = sys.block_on(test::init_service(App::new().service(ocsp_responder::scope(pki.responder()))));
+    let strategy = (fuzz_support::der::inputs(valid_requests(&pki)), 0u8..4);
+    fuzz_support::Fuzz::new(env!("CARGO_MANIFEST_DIR"), "ocsp-http", 5000).run(strategy, |(input, how)| {
+        let (get_b64, get_raw) = (get_uri(&input, false), get_uri(&input, true));
+        // A URI over http's limit (64 KiB) never reaches a service: the HTTP layer refuses it.
+        let fits = |u: &str| u.parse::<actix_web::http::Uri>().is_ok();
+        let req = match how {
+            0 => test::TestRequest::post()
+                .uri("/ocsp")
+                .insert_header((header::CONTENT_TYPE, "application/ocsp-request"))
+                .set_payload(input.clone()),
+            1 => test::TestRequest::post().uri("/ocsp/").set_payload(input.clone()),
+            2 if fits(&get_b64) => test::TestRequest::get().uri(&get_b64),
+            3 if fits(&get_raw) => test::TestRequest::get().uri(&get_raw),
+            _ => return Ok(()),
+        };
+        let status = sys.block_on(async { test::call_service(&app, req.to_request()).await.status() });
+        fuzz_support::proptest::prop_assert!(
+            !status.is_server_error(),
+            "{status} for {}",
+            hex::encode(&input)
+        );
+        Ok(())
+    });
+}

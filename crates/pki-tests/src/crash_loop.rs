@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::mixed_load;
 use crate::*;
 
 /// What a crash loop found.
@@ -107,14 +108,6 @@ impl World {
     }
 }
 
-/// The serial `pki issue` printed (the certificate PEM on stdout), if it succeeded.
-fn issued_serial(out: &Out) -> Option<String> {
-    if !out.status.success() || !out.stdout.contains("-----END CERTIFICATE-----") {
-        return None;
-    }
-    Some(cert_serial(&pem_der(&out.stdout)))
-}
-
 /// Runs one round's load against the server on `world.env`; returns when `stop` is set.
 fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
     let env = &world.env;
@@ -124,8 +117,7 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
             world.client(stop, |i| {
                 let csr = &world.csrs[i as usize % world.csrs.len()];
                 let email = format!("user{}@bank.example", i % 7);
-                let out = env.pki_try(["issue", "--email", &email, "--usage", "signing", "--csr", &p(csr)]);
-                if let Some(serial) = issued_serial(&out) {
+                if let Ok(serial) = mixed_load::issue_from_csr(env, csr, &email) {
                     ledger.lock().unwrap().issued.push(serial);
                 }
             })
@@ -135,21 +127,7 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
             world.client(stop, |i| {
                 let email = format!("escrow{}@bank.example", i % 5);
                 let p12 = world.file("p12");
-                let out = env.pki_try([
-                    "issue",
-                    "--email",
-                    &email,
-                    "--usage",
-                    "encryption",
-                    "--generate",
-                    "--key-type",
-                    "p256",
-                    "--p12",
-                    &p(&p12),
-                    "--p12-password-file",
-                    &p(&world.password),
-                ]);
-                if let Some(serial) = issued_serial(&out) {
+                if let Ok(serial) = mixed_load::issue_escrowed(env, &email, &p12, &world.password) {
                     ledger.lock().unwrap().issued.push(serial);
                 }
             })
@@ -169,8 +147,7 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
                 };
                 let reason =
                     if rng.next_u64().is_multiple_of(2) { "superseded" } else { "affiliationChanged" };
-                let out = env.pki_try(["revoke", "--serial", &serial, "--reason", reason]);
-                if out.status.success() {
+                if mixed_load::revoke(env, &serial, reason).is_ok() {
                     ledger.lock().unwrap().revoked.push(serial);
                 }
             })
@@ -193,21 +170,9 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
                     return;
                 }
                 let body = std::fs::read(&query).unwrap_or_default();
-                let headers = [("Content-Type", "application/timestamp-query")];
-                let Ok(reply) = http_client::send(
-                    env.port,
-                    "POST",
-                    "/tsa",
-                    &headers,
-                    Some(&body),
-                    Duration::from_secs(5),
-                ) else {
-                    return;
-                };
-                // TimeStampResp: SEQUENCE { PKIStatusInfo SEQUENCE { INTEGER 0 (granted) ... } ... }
-                if reply.status == 200 && granted(&reply.body) {
+                if let Ok(reply) = mixed_load::timestamp(env, &body, &[]) {
                     let token = world.file("tsr");
-                    std::fs::write(&token, &reply.body).unwrap();
+                    std::fs::write(&token, &reply).unwrap();
                     ledger.lock().unwrap().tokens.push((token, world.document.clone()));
                 }
             })
@@ -215,25 +180,10 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
         // Lookups, for load.
         s.spawn(|| {
             world.client(stop, |i| {
-                let path = format!("/api/v1/certificates/exists?email=user{}%40bank.example", i % 7);
-                let _ = http_client::send(env.port, "GET", &path, &[], None, Duration::from_secs(5));
+                let _ = mixed_load::exists(env, &format!("user{}@bank.example", i % 7), &[]);
             })
         });
     });
-}
-
-/// Whether a TimeStampResp's status is granted (0) or grantedWithMods (1).
-fn granted(der: &[u8]) -> bool {
-    let Ok(reply) = ::x509_parser::der_parser::parse_der(der) else { return false };
-    let status = reply
-        .1
-        .as_sequence()
-        .ok()
-        .and_then(|s| s.first())
-        .and_then(|info| info.as_sequence().ok())
-        .and_then(|info| info.first())
-        .and_then(|st| st.as_u32().ok());
-    matches!(status, Some(0 | 1))
 }
 
 /// How far the ledger was checked one by one (OCSP, `pki ts verify`): the counts of revocations

@@ -37,8 +37,10 @@ pub mod console_support;
 pub mod crash_loop;
 pub mod directory_support;
 pub mod http_client;
+pub mod mixed_load;
 pub mod pg_cluster;
 pub mod raw_tcp;
+pub mod soak;
 pub use x509_parser;
 
 /// Longest any one command may run before the test fails.

@@ -679,3 +679,6 @@ async fn random_and_truncated_input_never_gets_a_server_error() {
         }
     }
 }
+
+/// Property-based fuzzing of the same routes (tests/fuzz.rs).
+mod fuzz;
