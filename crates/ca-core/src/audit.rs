@@ -78,13 +78,22 @@ pub enum AuditAction {
     ConsoleUserConfirmReset,
     /// A signed, timestamped checkpoint of the log's head was made.
     AuditCheckpoint,
+    /// A sender identity of sealed mail was added (its signing certificate issued).
+    MailSenderAdd,
+    /// A sender identity of sealed mail was removed.
+    MailSenderRemove,
+    /// An API key was allowed to send as a sender identity.
+    MailSenderAllow,
+    /// A message was sealed (signed and encrypted) or a signed invitation made: sender,
+    /// recipient hash, certificate serial, message id and timestamp serial, never the body.
+    MailSeal,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 24] = [
+    const NAMED: [(AuditAction, &'static str); 28] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -109,6 +118,10 @@ impl AuditAction {
         (AuditAction::EscrowApprove, "escrow.approve"),
         (AuditAction::ConsoleUserConfirmReset, "console.user.confirm_reset"),
         (AuditAction::AuditCheckpoint, "audit.checkpoint"),
+        (AuditAction::MailSenderAdd, "mail.sender.add"),
+        (AuditAction::MailSenderRemove, "mail.sender.remove"),
+        (AuditAction::MailSenderAllow, "mail.sender.allow"),
+        (AuditAction::MailSeal, "mail.seal"),
     ];
 
     /// The stored name.

@@ -11,6 +11,7 @@ mod escrow;
 mod expiry;
 mod hierarchy;
 mod issuance;
+mod mail_senders;
 mod recovery;
 mod revocation;
 mod service_certs;
