@@ -30,6 +30,8 @@ pub struct Settings {
     pub escrow: ca_core::EscrowConfig,
     /// The audit log's checkpoints.
     pub audit: AuditSettings,
+    /// Sealed mail and the SMTP relay.
+    pub mail: crate::mail_settings::MailSettings,
 }
 
 /// `[metrics]`: where `GET /metrics` is served.
