@@ -186,8 +186,13 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
         }
         SenderRequest::Remove { name } => {
             let gone = senders.remove(&sender_name(name)?).map_err(s)?;
-            ca.audit_event(actor, AuditAction::MailSenderRemove, true, &format!("{} {}", gone.name, gone.email))
-                .map_err(|e| e.to_string())?;
+            ca.audit_event(
+                actor,
+                AuditAction::MailSenderRemove,
+                true,
+                &format!("{} {}", gone.name, gone.email),
+            )
+            .map_err(|e| e.to_string())?;
             Ok(Reply {
                 stdout: format!("removed sender {}\n", gone.name),
                 stderr: format!(
@@ -215,9 +220,17 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
         SenderRequest::Disallow { name, key } => {
             let key = key_name(key)?;
             let x = senders.disallow(&sender_name(name)?, &key).map_err(s)?;
-            ca.audit_event(actor, AuditAction::MailSenderAllow, true, &format!("{} key {key} withdrawn", x.name))
-                .map_err(|e| e.to_string())?;
-            Ok(Reply { stdout: format!("API key {key} may no longer send as {}\n", x.name), ..Reply::default() })
+            ca.audit_event(
+                actor,
+                AuditAction::MailSenderAllow,
+                true,
+                &format!("{} key {key} withdrawn", x.name),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Reply {
+                stdout: format!("API key {key} may no longer send as {}\n", x.name),
+                ..Reply::default()
+            })
         }
     }
 }
@@ -228,7 +241,8 @@ struct CaSenderKeys(Arc<Ca>);
 impl SenderKeys for CaSenderKeys {
     fn sender_key(&self, sender: &MailSender) -> Result<SenderKey, sealed_mail::Error> {
         let internal = |e: String| sealed_mail::Error::Internal(e);
-        let handle: hsm_sim::KeyHandle = sender.key_handle.parse().map_err(|e: hsm_sim::Error| internal(e.to_string()))?;
+        let handle: hsm_sim::KeyHandle =
+            sender.key_handle.parse().map_err(|e: hsm_sim::Error| internal(e.to_string()))?;
         let signer = self.0.mail_signer(&handle).map_err(|e| internal(e.to_string()))?;
         let rec = self
             .0
@@ -272,8 +286,9 @@ pub fn open_mail_service(
     let m = &settings.mail;
     let archive = match &m.archive_certificate {
         Some(path) => {
-            let bytes = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("cannot read [mail] archive_certificate {}: {e}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read [mail] archive_certificate {}: {e}", path.display())
+            })?;
             Some(match pem::parse(&bytes) {
                 Ok(p) => p.into_contents(),
                 Err(_) => bytes,
@@ -287,7 +302,8 @@ pub fn open_mail_service(
         text: m.invitation_text.clone(),
     };
     let reader: Arc<dyn CertReader> = Arc::new(ca.db().clone());
-    let tsa: Arc<dyn sealed_mail::Timestamper> = Arc::new(sealed_mail::InProcessTsa(crate::context::tsa(ca)?));
+    let tsa: Arc<dyn sealed_mail::Timestamper> =
+        Arc::new(sealed_mail::InProcessTsa(crate::context::tsa(ca)?));
     let sealer = sealed_mail::Sealer::new(sealed_mail::SealerParts {
         reader,
         senders: MailSenders::open(ca.db()),

@@ -154,7 +154,8 @@ mod tests {
 
     #[test]
     fn relay_settings_read_from_toml() {
-        let s: RelaySettings = toml::from_str("host = \"127.0.0.1\"\nport = 2525\ntls = \"none\"").expect("toml");
+        let s: RelaySettings =
+            toml::from_str("host = \"127.0.0.1\"\nport = 2525\ntls = \"none\"").expect("toml");
         assert_eq!((s.port(), s.tls), (2525, RelayTls::None));
         let s: RelaySettings = toml::from_str("host = \"smtp.example\"\ntls = \"tls\"").expect("toml");
         assert_eq!(s.port(), 465);
