@@ -577,3 +577,91 @@ fn bulk_answers_every_message_in_order() {
     openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
     assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
 }
+
+/// The private Postfix of `scripts/with-mail.sh`: its SMTP address and Maildir.
+fn test_mta() -> (String, PathBuf) {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run `bash scripts/test.sh`, or `bash scripts/with-mail.sh cargo test -p pki-tests \
+                 --test sealed_mail` (a private Postfix on loopback; installs Debian's postfix when missing)"
+            )
+        })
+    };
+    (get("PKI_TEST_SMTP"), PathBuf::from(get("PKI_TEST_MAILDIR")))
+}
+
+/// The delivered message carrying `message_id`, waited for.
+fn delivered(maildir: &Path, message_id: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let needle = format!("Message-ID: <{message_id}>");
+    loop {
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(maildir.join(sub)).into_iter().flatten().flatten() {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                if String::from_utf8_lossy(&bytes).contains(&needle) {
+                    return bytes;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no message {message_id} in {}", maildir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Delivery: `"deliver": true` hands the message to the configured relay (the real Postfix of
+/// the tests) and answers with its queue id; the message arrives in the mailbox unchanged (after
+/// the trace headers Postfix puts on top, with the line ends of a Maildir file), still opens
+/// and verifies; the bulk endpoint delivers each message.
+#[test]
+fn delivered_through_the_relay_into_the_mailbox_unchanged() {
+    let (smtp, maildir) = test_mta();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let f = fixture(&format!("[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n"));
+    let (text, pdf) = statement();
+    let mut req = request("alice@example.com", &text, &pdf, true);
+    req["deliver"] = serde_json::json!(true);
+    let r =
+        f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), req.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let queue_id = j["queue_id"].as_str().unwrap();
+    assert!(!queue_id.is_empty() && queue_id.chars().all(|c| c.is_ascii_alphanumeric()), "{j}");
+    let sent = B64.decode(j["message_base64"].as_str().unwrap()).unwrap();
+    let got = delivered(&maildir, j["message_id"].as_str().unwrap());
+    let got_crlf = String::from_utf8(got).unwrap().replace('\n', "\r\n");
+    let sent_text = std::str::from_utf8(&sent).unwrap();
+    assert!(
+        got_crlf.ends_with(sent_text),
+        "the delivered message differs from the sealed one:\n--- delivered\n{}\n--- sealed\n{}",
+        &got_crlf[..got_crlf.len().min(1500)],
+        &sent_text[..sent_text.len().min(1000)]
+    );
+    let head = &got_crlf[..got_crlf.len() - sent.len()];
+    assert!(head.contains("Delivered-To: alice@example.com"), "{head}");
+    assert!(head.contains(&format!("with ESMTP id {queue_id}")), "{head}");
+
+    let m = f.env.write("delivered.eml", got_crlf.as_bytes());
+    let signed = f.env.path("delivered.signed");
+    openssl(["smime", "-decrypt", "-in", &p(&m), "-inkey", &p(&f.alice_key), "-out", &p(&signed)]);
+    let inner = f.env.path("delivered.inner");
+    openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+    assert_eq!(part(&python_parts(&inner), "application/pdf"), pdf);
+
+    let mut a = request("alice@example.com", "bulk one", b"%PDF-b1", false);
+    a["deliver"] = serde_json::json!(true);
+    let mut b = request("bob@example.com", "bulk two", b"%PDF-b2", false);
+    b["deliver"] = serde_json::json!(true);
+    let r = f.post(
+        "/api/v1/mail/seal/bulk",
+        Some(&f.mailer),
+        None,
+        serde_json::json!({"messages": [a, b]}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for res in r.json()["results"].as_array().unwrap() {
+        assert_eq!(res["status"], 200, "{res}");
+        assert!(res["queue_id"].is_string(), "{res}");
+        delivered(&maildir, res["message_id"].as_str().unwrap());
+    }
+}
