@@ -136,7 +136,10 @@ impl sealed_mail::Delivery for RelayDelivery {
             vec![to.as_str().parse().map_err(|e: lettre::address::AddressError| bad(e.to_string()))?],
         )
         .map_err(|e| bad(e.to_string()))?;
-        let response = self.transport.send_raw(&envelope, message).map_err(|e| bad(e.to_string()))?;
+        // lettre ends the data with CRLF "." CRLF whatever the message ends with: the message's own
+        // last line end is that first CRLF, or the relay would store one empty line more.
+        let data = message.strip_suffix(b"\r\n").unwrap_or(message);
+        let response = self.transport.send_raw(&envelope, data).map_err(|e| bad(e.to_string()))?;
         let lines: Vec<&str> = response.message().collect();
         Ok(queue_id(&lines))
     }
