@@ -6,14 +6,21 @@
 # without a timestamp.
 #
 # Usage: bash bench/seal.sh [MESSAGES]      (default 400 per case; OpenSSL gets MESSAGES/8)
-# Honours CARGO_TARGET_DIR. Needs openssl, curl and python3.
+# Honours CARGO_TARGET_DIR. Needs openssl, curl and python3. PKI_BENCH_PROFILE=dev measures the
+# dev build instead of the release build (dependencies at opt-level 2, the workspace unoptimised):
+# for a quick look only, and say so beside its numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-400}
 NO=$(( N / 8 > 10 ? N / 8 : 10 ))
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build -q --release --bin pki
-PKI="$TARGET/release/pki"
+if [ "${PKI_BENCH_PROFILE:-release}" = dev ]; then
+  cargo build -q --bin pki
+  PKI="$TARGET/debug/pki"
+else
+  cargo build -q --release --bin pki
+  PKI="$TARGET/release/pki"
+fi
 [ "${PKI#/}" != "$PKI" ] || PKI="$PWD/$PKI"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pki-bench-seal.XXXXXX")
@@ -37,7 +44,7 @@ export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data
 echo "## machine"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), cores: $(nproc), memory: $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "openssl: $(openssl version)"
-echo "command: bash bench/seal.sh $N"
+echo "command: bash bench/seal.sh $N (profile ${PKI_BENCH_PROFILE:-release})"
 echo
 "$PKI" init >/dev/null
 "$PKI" mail sender add --name statements --email statements@bank.example >/dev/null

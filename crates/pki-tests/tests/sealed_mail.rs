@@ -499,6 +499,24 @@ fn fallback_revocation_permissions_and_bad_input() {
         &["otp@elsewhere.example", "enterprise domains"],
     );
 
+    // Quotas per API key: one message per 100 s, one at once; then 429 with Retry-After.
+    let slow = f
+        .env
+        .pki(["apikey", "create", "--name", "slow", "--permission", "mail", "--rate", "0.01", "--burst", "1"])
+        .stdout
+        .trim()
+        .to_string();
+    f.env.pki(["mail", "sender", "allow", "--name", "statements", "--key", "slow"]);
+    let one = request("alice@example.com", "t", b"x", false).to_string();
+    assert_eq!(f.post("/api/v1/mail/seal", Some(&slow), None, one.as_bytes()).status, 200);
+    let r = f.post("/api/v1/mail/seal", Some(&slow), None, one.as_bytes());
+    r.expect_error(429, "over quota", "the second message of a key with a burst of 1");
+    assert!(r.header("retry-after").is_some());
+    // Delivery asked for without [mail.relay]: 503, nothing sent.
+    let mut deliver = request("alice@example.com", "t", b"x", false);
+    deliver["deliver"] = serde_json::json!(true);
+    f.seal(&deliver).expect_error(503, "[mail.relay]", "deliver without a relay");
+
     // Bad input: JSON 4xx, never a panic or a 5xx.
     let bad = |body: &[u8], status: u16, needle: &str| {
         let r = f.post("/api/v1/mail/seal", Some(&f.mailer), None, body);
