@@ -259,20 +259,35 @@ impl SenderKeys for CaSenderKeys {
 /// Each message's audit entry, in the CA's audit log.
 struct CaMailAudit(Arc<Ca>);
 
+fn audit_details(r: &SealRecord) -> String {
+    format!(
+        "{} key {} sender {} to sha256:{} cert {} message-id <{}> timestamp {}",
+        r.kind.name(),
+        r.api_key,
+        r.sender,
+        r.recipient_hash,
+        r.certificate_serial.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        r.message_id,
+        r.timestamp_serial.as_deref().unwrap_or("-"),
+    )
+}
+
 impl MailAudit for CaMailAudit {
     fn record(&self, r: &SealRecord) -> Result<(), sealed_mail::Error> {
-        let details = format!(
-            "{} key {} sender {} to sha256:{} cert {} message-id <{}> timestamp {}",
-            r.kind.name(),
-            r.api_key,
-            r.sender,
-            r.recipient_hash,
-            r.certificate_serial.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            r.message_id,
-            r.timestamp_serial.as_deref().unwrap_or("-"),
-        );
         self.0
-            .audit_event(&format!("apikey:{}", r.api_key), AuditAction::MailSeal, true, &details)
+            .audit_event(&format!("apikey:{}", r.api_key), AuditAction::MailSeal, true, &audit_details(r))
+            .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
+    }
+
+    /// One durable write for the messages of a bulk request (all of one API key).
+    fn record_all(&self, recs: &[SealRecord]) -> Result<(), sealed_mail::Error> {
+        let Some(first) = recs.first() else { return Ok(()) };
+        if recs.iter().any(|r| r.api_key != first.api_key) {
+            return recs.iter().try_for_each(|r| self.record(r));
+        }
+        let details: Vec<String> = recs.iter().map(audit_details).collect();
+        self.0
+            .audit_events_ok(&format!("apikey:{}", first.api_key), AuditAction::MailSeal, &details)
             .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
     }
 }

@@ -378,16 +378,34 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
         return error_response(&e);
     }
     let result = web::block(move || {
-        let results: Vec<serde_json::Value> = bulk
+        let parsed: Vec<Result<(SealRequest, bool), Error>> = bulk
             .messages
             .into_iter()
             .map(|m| {
-                let one = serde_json::from_value::<SealJson>(m)
+                serde_json::from_value::<SealJson>(m)
                     .map_err(|e| Error::BadJson(e.to_string()))
                     .and_then(checked)
-                    .and_then(|(r, deliver)| {
-                        make(&svc, &rec.name, &r, deliver).map(|(s, q)| describe(&r, &s, q.as_deref()))
-                    });
+            })
+            .collect();
+        let valid: Vec<SealRequest> =
+            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone())).collect();
+        let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
+        let results: Vec<serde_json::Value> = parsed
+            .into_iter()
+            .map(|p| {
+                let one = p.and_then(|(r, deliver)| {
+                    let s = sealed
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
+                    let queue_id = match deliver {
+                        true => {
+                            let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
+                            Some(d.deliver(&s.from, &r.to, &s.message)?)
+                        }
+                        false => None,
+                    };
+                    Ok(describe(&r, &s, queue_id.as_deref()))
+                });
                 match one {
                     Ok(mut v) => {
                         v["status"] = serde_json::json!(200);

@@ -46,6 +46,11 @@ pub struct SealRecord {
 pub trait MailAudit: Send + Sync {
     /// Records one message.
     fn record(&self, rec: &SealRecord) -> Result<(), Error>;
+
+    /// Records several messages; an implementation may write them at once.
+    fn record_all(&self, recs: &[SealRecord]) -> Result<(), Error> {
+        recs.iter().try_for_each(|r| self.record(r))
+    }
 }
 
 /// What was made.
@@ -203,6 +208,40 @@ impl Sealer {
     /// 4. encrypted to the recipient (and the archive certificate) and framed;
     /// 5. recorded in the audit log before it is returned.
     pub fn seal(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Sealed, Error> {
+        let (sealed, record) = self.make(key, req)?;
+        self.audit.record(&record)?;
+        Ok(sealed)
+    }
+
+    /// Seals every request of a bulk run (on every core), then records all that were made in the
+    /// audit log at once before any is returned; the answers in order.
+    pub fn seal_many(&self, key: &ApiKeyName, reqs: &[SealRequest]) -> Vec<Result<Sealed, Error>> {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+        let chunk = reqs.len().div_ceil(threads).max(1);
+        let made: Vec<Result<(Sealed, SealRecord), Error>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = reqs
+                .chunks(chunk)
+                .map(|c| scope.spawn(move || c.iter().map(|r| self.make(key, r)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let records: Vec<SealRecord> =
+            made.iter().filter_map(|m| m.as_ref().ok().map(|(_, r)| r.clone())).collect();
+        let recorded = self.audit.record_all(&records);
+        made.into_iter()
+            .map(|m| match (&recorded, m) {
+                (Ok(()), m) => m.map(|(s, _)| s),
+                (Err(_), Ok(_)) => Err(Error::Internal("the audit log refused the bulk's entries".into())),
+                (Err(_), Err(e)) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Makes the message of `req` and its audit record (steps 1 to 4 of [`Sealer::seal`]).
+    fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<(Sealed, SealRecord), Error> {
         let sender = self.sender_for(key, &req.sender)?;
         let now = self.clock.now();
         let cert = self.reader.newest_valid(&req.to, CertKind::from(Usage::Encryption), now)?;
@@ -235,7 +274,7 @@ impl Sealer {
             None => return Err(Error::NoCertificate),
         };
         let timestamp_serial = stamp.map(|s: SignatureTimestamp| s.serial);
-        self.audit.record(&SealRecord {
+        let record = SealRecord {
             api_key: key.to_string(),
             sender: sender.name.to_string(),
             recipient_hash: req.to.lookup_hash(),
@@ -243,15 +282,16 @@ impl Sealer {
             message_id: message_id.clone(),
             timestamp_serial: timestamp_serial.clone(),
             kind,
-        })?;
-        Ok(Sealed {
+        };
+        let sealed = Sealed {
             message,
             message_id,
             kind,
             certificate_serial: serial,
             timestamp_serial,
             from: sender.email,
-        })
+        };
+        Ok((sealed, record))
     }
 
     fn tsa(&self) -> Result<&dyn Timestamper, Error> {
