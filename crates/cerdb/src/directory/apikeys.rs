@@ -359,3 +359,24 @@ impl ApiKeyStore {
         self.records.set_anonymous_policy(policy)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records of keys made before permissions existed read as keys without any; a key's
+    /// permissions survive the round trip; unknown permission names are refused.
+    #[test]
+    fn permissions_default_to_none_and_round_trip() {
+        let old = r#"{"name":"mailer","prefix":"cdk_abcd","rate":10.0,"burst":10.0,"created_at":"2026-01-01T00:00:00Z","revoked_at":null}"#;
+        let rec: ApiKeyRecord = serde_json::from_str(old).expect("old record");
+        assert!(rec.permissions.is_empty() && !rec.may(ApiPermission::Mail));
+        assert_eq!(serde_json::to_string(&rec).expect("json"), old);
+        let with = ApiKeyRecord { permissions: vec![ApiPermission::Mail], ..rec };
+        let back: ApiKeyRecord =
+            serde_json::from_str(&serde_json::to_string(&with).expect("json")).expect("read");
+        assert!(back.may(ApiPermission::Mail));
+        assert_eq!("mail".parse::<ApiPermission>().expect("mail"), ApiPermission::Mail);
+        assert!("root".parse::<ApiPermission>().is_err());
+    }
+}
