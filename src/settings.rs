@@ -443,6 +443,16 @@ mod tests {
         assert_eq!(s.ldap, ldap_directory::LdapConfig::default());
         assert_eq!(s.hsm.backend, HsmBackend::Soft);
         assert_eq!(s.escrow, ca_core::EscrowConfig::default());
+        let mail = crate::mail_settings::MailSettings::default();
+        assert_eq!(
+            (&s.mail.enterprise_domains, &s.mail.invitation_subject, &s.mail.invitation_text),
+            (&mail.enterprise_domains, &mail.invitation_subject, &mail.invitation_text)
+        );
+        assert_eq!(
+            (s.mail.max_body_mib, s.mail.max_bulk_body_mib),
+            (mail.max_body_mib, mail.max_bulk_body_mib)
+        );
+        assert!(s.mail.relay.is_none());
     }
 
     #[test]
