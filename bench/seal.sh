@@ -103,15 +103,23 @@ def post(conn, path, body):
     return data
 if mode == "single":
     clients, per = 4, n // 4
+    finished, failures = [], []
     def work():
         c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=300)
-        for _ in range(per):
-            post(c, "/api/v1/mail/seal", one)
+        try:
+            for _ in range(per):
+                post(c, "/api/v1/mail/seal", one)
+                finished.append(1)
+        except Exception as e:
+            failures.append(repr(e)[:200])
     threads = [threading.Thread(target=work) for _ in range(clients)]
     t = time.time()
     [th.start() for th in threads]
     [th.join() for th in threads]
-    done = clients * per
+    done = len(finished)
+    if failures:
+        print(f"FAILED after {done} messages: {failures[0]}")
+        sys.exit(1)
 else:
     batch = 100
     body = ('{"messages": [' + ",".join([one.decode()] * batch) + "]}").encode()
