@@ -21,6 +21,8 @@ command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1 ] || need_apt+=(faketime)
 # cerdb: the PostgreSQL engine's tests run on a private server (started below).
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
+# sealed mail: NSS's cmsutil decrypts and verifies sealed messages (crates/pki-tests/tests/sealed_mail.rs).
+command -v cmsutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -68,6 +70,10 @@ source scripts/with-dns.sh
 # cerdb: a private PostgreSQL for the PostgreSQL engine's tests, in a temporary directory, stopped
 # and removed when this script exits; PKI_TEST_DATABASE_URL names it (scripts/with-postgres.sh).
 source scripts/with-postgres.sh
+
+# sealed mail: a private Postfix on loopback that delivers the test domains to a Maildir;
+# PKI_TEST_SMTP and PKI_TEST_MAILDIR name it (scripts/with-mail.sh). Installs postfix when missing.
+source scripts/with-mail.sh
 
 # Code and supply-chain gates (issue 19): rustfmt, clippy with warnings as errors, cargo-deny's
 # bans, licences and sources, and the advisories check (scripts/gates.sh). A failed gate fails the

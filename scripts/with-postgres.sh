@@ -50,7 +50,12 @@ pg_test_start() {
     start || { cat "$PKI_TEST_PG_DIR/server.log" >&2; return 1; }
   PKI_TEST_PG_CTL=("${as_pg[@]}" "$bin/pg_ctl")
   export PKI_TEST_DATABASE_URL="postgres://pki:$password@127.0.0.1:$port/postgres"
-  trap pg_test_stop EXIT
+  # Runs before whatever the shell runs at exit already (say, the DNS server of with-dns.sh).
+  local previous=""
+  eval "set -- $(trap -p EXIT)"
+  [ $# -ge 3 ] && previous=$3
+  # shellcheck disable=SC2064
+  trap "pg_test_stop${previous:+; $previous}" EXIT
   echo "test PostgreSQL ($("$bin/postgres" --version | awk '{print $3}')) on 127.0.0.1:$port, in $PKI_TEST_PG_DIR"
 }
 

@@ -184,6 +184,11 @@ enum Command {
         #[command(subcommand)]
         command: crate::directory::CerdbCommand,
     },
+    /// Sealed mail: sender identities.
+    Mail {
+        #[command(subcommand)]
+        command: crate::mail::MailCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -554,6 +559,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Request::ValidationsList
         }
         Command::Apikey { command } => crate::directory::apikey_request(command),
+        Command::Mail { command } => crate::mail::mail_request(command, &settings),
         Command::Lookup { email, usage, server, api_key } => match server {
             Some(url) => return crate::directory::lookup_remote(&url, &email, &usage, api_key.as_deref()),
             None => Request::Lookup { email, usage },

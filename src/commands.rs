@@ -175,6 +175,9 @@ pub enum Request {
     ApiKeyCreate {
         /// The client's name.
         name: String,
+        /// Permissions beyond lookups (`mail`).
+        #[serde(default)]
+        permissions: Vec<String>,
         /// Lookups per second.
         rate: Option<f64>,
         /// Bucket capacity.
@@ -203,6 +206,8 @@ pub enum Request {
         /// signing | encryption.
         usage: String,
     },
+    /// `pki mail sender ...`.
+    MailSender(crate::mail::SenderRequest),
     /// One batch of `pki cerdb load-test-data`: (address, SubjectPublicKeyInfo DER) pairs, keys
     /// the loader generated.
     LoadTestBatch {
@@ -483,9 +488,10 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                 report.unchanged.len()
             ))
         }
-        Request::ApiKeyCreate { name, rate, burst } => {
-            crate::directory::apikey_create(ca, name, *rate, *burst, actor)
+        Request::ApiKeyCreate { name, rate, burst, permissions } => {
+            crate::directory::apikey_create(ca, name, *rate, *burst, permissions, actor)
         }
+        Request::MailSender(r) => crate::mail::execute(ca, r, actor),
         Request::ApiKeyList => crate::directory::apikey_list(ca),
         Request::ApiKeyRevoke { name } => crate::directory::apikey_revoke(ca, name, actor),
         Request::DirectoryAnonymous { enabled, rate, burst } => {

@@ -35,6 +35,10 @@ pub enum ApikeyCommand {
         /// How many lookups may come at once; default: the rate.
         #[arg(long)]
         burst: Option<f64>,
+        /// A permission beyond lookups: `mail` (sealed mail, as the senders it is allowed with
+        /// `pki mail sender allow`). Repeatable.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
     },
     /// List the keys (names, prefixes, quotas, status; never the keys).
     List,
@@ -87,7 +91,9 @@ pub enum CerdbCommand {
 /// The requests of `pki apikey`.
 pub fn apikey_request(cmd: ApikeyCommand) -> Request {
     match cmd {
-        ApikeyCommand::Create { name, rate, burst } => Request::ApiKeyCreate { name, rate, burst },
+        ApikeyCommand::Create { name, rate, burst, permissions } => {
+            Request::ApiKeyCreate { name, rate, burst, permissions }
+        }
         ApikeyCommand::List => Request::ApiKeyList,
         ApikeyCommand::Revoke { name } => Request::ApiKeyRevoke { name },
     }
@@ -148,10 +154,25 @@ fn quota(v: f64) -> String {
 }
 
 /// `pki apikey create`: the key alone on stdout, the note on stderr.
-pub fn apikey_create(ca: &Ca, n: &str, rate: Option<f64>, burst: Option<f64>, actor: &str) -> Outcome {
-    let (secret, rec) = keys(ca)?.create(&name(n)?, rate, burst, ca.now()).map_err(|e| e.to_string())?;
+pub fn apikey_create(
+    ca: &Ca,
+    n: &str,
+    rate: Option<f64>,
+    burst: Option<f64>,
+    permissions: &[String],
+    actor: &str,
+) -> Outcome {
+    let permissions = permissions
+        .iter()
+        .map(|p| p.parse::<cerdb::directory::ApiPermission>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (secret, rec) =
+        keys(ca)?.create_with(&name(n)?, rate, burst, &permissions, ca.now()).map_err(|e| e.to_string())?;
     tracing::info!(%actor, key = %rec.name, rate = rec.rate, burst = rec.burst, "directory API key created");
-    let details = format!("{} rate {} burst {}", rec.name.as_str(), quota(rec.rate), quota(rec.burst));
+    let mut details = format!("{} rate {} burst {}", rec.name.as_str(), quota(rec.rate), quota(rec.burst));
+    for p in &rec.permissions {
+        details.push_str(&format!(" permission {}", p.name()));
+    }
     ca.audit_event(actor, AuditAction::ApiKeyCreate, true, &details).map_err(|e| e.to_string())?;
     Ok(Reply {
         stdout: format!("{}\n", secret.expose()),

@@ -1,16 +1,8 @@
 //! `[mail.relay]`: the SMTP relay mail leaves through (mailbox validation values, ACME
-//! challenges), with lettre: plain SMTP on a trusted network, STARTTLS, or implicit TLS, and
-//! optional authentication.
+//! challenges, sealed mail's `"deliver": true`), with lettre: plain SMTP on a trusted network,
+//! STARTTLS, or implicit TLS, and optional authentication.
 
 use serde::{Deserialize, Serialize};
-
-/// `[mail]`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MailSettings {
-    /// The relay.
-    pub relay: RelaySettings,
-}
 
 /// How to reach the relay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +13,8 @@ pub enum RelayTls {
     None,
     /// STARTTLS, required.
     Starttls,
-    /// TLS from the first byte (submissions port 465).
+    /// TLS from the first byte (submissions port 465); `tls` says the same.
+    #[serde(alias = "tls")]
     Implicit,
 }
 
@@ -71,24 +64,14 @@ pub struct Outgoing<'a> {
 }
 
 impl RelaySettings {
-    /// Sends one message through the relay, marked `Auto-Submitted: auto-generated`.
-    pub fn send(&self, mail: &Outgoing<'_>) -> anyhow::Result<()> {
-        use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+    /// The SMTP transport to the relay (lettre's synchronous one: callers run on blocking
+    /// threads), with its credentials.
+    fn transport(&self) -> anyhow::Result<lettre::SmtpTransport> {
         use lettre::transport::smtp::authentication::Credentials;
-        use lettre::{SmtpTransport, Transport};
+        use lettre::SmtpTransport;
         let Some(host) = &self.host else {
             anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
         };
-        let mut msg = lettre::Message::builder()
-            .from(mail.from.unwrap_or(&self.from).parse().map_err(|e| anyhow::anyhow!("the sender: {e}"))?)
-            .to(mail.to.parse().map_err(|e| anyhow::anyhow!("the recipient: {e}"))?)
-            .subject(mail.subject)
-            .header(ContentType::TEXT_PLAIN)
-            .body(mail.body.clone())?;
-        msg.headers_mut().insert_raw(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Auto-Submitted"),
-            mail.auto_submitted.into(),
-        ));
         let mut t = match self.tls {
             RelayTls::None => SmtpTransport::builder_dangerous(host),
             RelayTls::Starttls => SmtpTransport::starttls_relay(host)?,
@@ -106,10 +89,71 @@ impl RelaySettings {
             let password = text.lines().next().unwrap_or("").to_string();
             t = t.credentials(Credentials::new(user.clone(), password));
         }
-        t.build()
+        Ok(t.build())
+    }
+
+    /// Sends one message through the relay, marked `Auto-Submitted: auto-generated`.
+    pub fn send(&self, mail: &Outgoing<'_>) -> anyhow::Result<()> {
+        use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+        use lettre::Transport;
+        let transport = self.transport()?;
+        let mut msg = lettre::Message::builder()
+            .from(mail.from.unwrap_or(&self.from).parse().map_err(|e| anyhow::anyhow!("the sender: {e}"))?)
+            .to(mail.to.parse().map_err(|e| anyhow::anyhow!("the recipient: {e}"))?)
+            .subject(mail.subject)
+            .header(ContentType::TEXT_PLAIN)
+            .body(mail.body.clone())?;
+        msg.headers_mut().insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            mail.auto_submitted.into(),
+        ));
+        let host = self.host.as_deref().unwrap_or_default();
+        transport
             .send(&msg)
             .map_err(|e| anyhow::anyhow!("the mail relay {host}:{} refused or failed: {e}", self.port))?;
         Ok(())
+    }
+}
+
+/// Messages handed to the relay as they are (sealed mail).
+struct RelayDelivery {
+    transport: lettre::SmtpTransport,
+}
+
+/// The delivery of `[mail.relay]`, for sealed mail.
+pub fn delivery(s: &RelaySettings) -> anyhow::Result<std::sync::Arc<dyn sealed_mail::Delivery>> {
+    Ok(std::sync::Arc::new(RelayDelivery { transport: s.transport()? }))
+}
+
+/// The queue id in a relay's final answer (`250 2.0.0 Ok: queued as 4Xyz`), or the whole answer.
+fn queue_id(lines: &[&str]) -> String {
+    let text = lines.join(" ");
+    match text.split_once("queued as ") {
+        Some((_, rest)) => rest.split_whitespace().next().unwrap_or(rest).to_string(),
+        None => text,
+    }
+}
+
+impl sealed_mail::Delivery for RelayDelivery {
+    fn deliver(
+        &self,
+        from: &cerdb::EmailAddress,
+        to: &cerdb::EmailAddress,
+        message: &[u8],
+    ) -> Result<String, sealed_mail::Error> {
+        use lettre::Transport as _;
+        let bad = |e: String| sealed_mail::Error::Delivery(e);
+        let envelope = lettre::address::Envelope::new(
+            Some(from.as_str().parse().map_err(|e: lettre::address::AddressError| bad(e.to_string()))?),
+            vec![to.as_str().parse().map_err(|e: lettre::address::AddressError| bad(e.to_string()))?],
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        // lettre ends the data with CRLF "." CRLF whatever the message ends with: the message's own
+        // last line end is that first CRLF, or the relay would store one empty line more.
+        let data = message.strip_suffix(b"\r\n").unwrap_or(message);
+        let response = self.transport.send_raw(&envelope, data).map_err(|e| bad(e.to_string()))?;
+        let lines: Vec<&str> = response.message().collect();
+        Ok(queue_id(&lines))
     }
 }
 
@@ -136,5 +180,27 @@ impl acme::reply::ChallengeMailer for RelaySettings {
             from: Some(from),
         };
         self.send(&mail).map_err(|e| format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_ids_are_read_from_postfix_answers() {
+        assert_eq!(queue_id(&["2.0.0 Ok: queued as 4XyzAbC"]), "4XyzAbC");
+        assert_eq!(queue_id(&["Ok"]), "Ok");
+    }
+
+    #[test]
+    fn relay_settings_read_from_toml() {
+        let s: RelaySettings =
+            toml::from_str("host = \"127.0.0.1\"\nport = 2525\ntls = \"none\"").expect("toml");
+        assert_eq!((s.port, s.tls), (2525, RelayTls::None));
+        let s: RelaySettings = toml::from_str("host = \"smtp.example\"\ntls = \"tls\"").expect("toml");
+        assert_eq!(s.tls, RelayTls::Implicit);
+        assert!(toml::from_str::<RelaySettings>("host = \"x\"\ntls = \"ssl\"").is_err());
+        assert!(toml::from_str::<RelaySettings>("host = \"x\"\nextra = 1").is_err());
     }
 }

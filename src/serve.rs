@@ -275,6 +275,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         None
     };
     let directory = directory.filter(|_| services.contains(&Service::Directory));
+    // Sealed mail rides on the directory: its API keys, its certificates.
+    let mail = match &directory {
+        Some(d) => Some(crate::mail::open_mail_service(&ca, settings, d.clone())?),
+        None => None,
+    };
     if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) || ldap_on {
         let db = ca.db().clone();
         std::thread::Builder::new().name("cache-warm".into()).spawn(move || {
@@ -373,6 +378,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             }
             if let Some(acme) = &acme {
                 app = app.service(acme::scope(acme.clone()));
+            }
+            if let Some(mail) = &mail {
+                app = app.configure(sealed_mail::configure(mail.clone()));
             }
             app
         })

@@ -34,8 +34,8 @@ pub struct Settings {
     pub validation: ca_core::ValidationConfig,
     /// The ACME server at `/acme/`.
     pub acme: acme::AcmeConfig,
-    /// Outgoing mail: the SMTP relay.
-    pub mail: crate::mail_relay::MailSettings,
+    /// Sealed mail and the SMTP relay (`[mail.relay]`) every outgoing mail leaves through.
+    pub mail: crate::mail_settings::MailSettings,
 }
 
 /// `[metrics]`: where `GET /metrics` is served.
@@ -449,6 +449,16 @@ mod tests {
         assert_eq!(s.ldap, ldap_directory::LdapConfig::default());
         assert_eq!(s.hsm.backend, HsmBackend::Soft);
         assert_eq!(s.escrow, ca_core::EscrowConfig::default());
+        let mail = crate::mail_settings::MailSettings::default();
+        assert_eq!(
+            (&s.mail.enterprise_domains, &s.mail.invitation_subject, &s.mail.invitation_text),
+            (&mail.enterprise_domains, &mail.invitation_subject, &mail.invitation_text)
+        );
+        assert_eq!(
+            (s.mail.max_body_mib, s.mail.max_bulk_body_mib),
+            (mail.max_body_mib, mail.max_bulk_body_mib)
+        );
+        assert!(s.mail.relay.host.is_none());
     }
 
     #[test]

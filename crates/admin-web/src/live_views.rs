@@ -151,7 +151,11 @@ fn change_of(e: &AuditEntry) -> Change {
         | AuditAction::DirectoryAnonymous
         | AuditAction::ApiKeyCreate
         | AuditAction::ApiKeyRevoke
-        | AuditAction::AuditCheckpoint => Change::None,
+        | AuditAction::AuditCheckpoint
+        | AuditAction::MailSenderAdd
+        | AuditAction::MailSenderRemove
+        | AuditAction::MailSenderAllow
+        | AuditAction::MailSeal => Change::None,
         a if a.is_console() => Change::None,
         // `init` stores the CA certificates under one entry without a serial; and whatever is
         // new.

@@ -83,13 +83,22 @@ pub enum AuditAction {
     MailboxValidation,
     /// An ACME account or External Account Binding key was created, changed or revoked.
     Acme,
+    /// A sender identity of sealed mail was added (its signing certificate issued).
+    MailSenderAdd,
+    /// A sender identity of sealed mail was removed.
+    MailSenderRemove,
+    /// An API key was allowed to send as a sender identity.
+    MailSenderAllow,
+    /// A message was sealed (signed and encrypted) or a signed invitation made: sender,
+    /// recipient hash, certificate serial, message id and timestamp serial, never the body.
+    MailSeal,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 26] = [
+    const NAMED: [(AuditAction, &'static str); 30] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -116,6 +125,10 @@ impl AuditAction {
         (AuditAction::AuditCheckpoint, "audit.checkpoint"),
         (AuditAction::MailboxValidation, "mailbox.validation"),
         (AuditAction::Acme, "acme"),
+        (AuditAction::MailSenderAdd, "mail.sender.add"),
+        (AuditAction::MailSenderRemove, "mail.sender.remove"),
+        (AuditAction::MailSenderAllow, "mail.sender.allow"),
+        (AuditAction::MailSeal, "mail.seal"),
     ];
 
     /// The stored name.

@@ -23,6 +23,7 @@ pub mod console_store;
 pub mod custody_store;
 pub mod directory;
 mod faults;
+pub mod mail_senders;
 pub mod pg_engine;
 mod record;
 pub mod recovery_store;
@@ -109,6 +110,15 @@ pub enum Error {
     /// A recovery request id that cannot be parsed.
     #[error("invalid recovery request id {0:?}: an id is 32 hex digits, as `pki escrow list` shows it")]
     InvalidRecoveryId(String),
+    /// A mail sender name that cannot be parsed.
+    #[error("invalid sender name {0:?}: use 1 to 64 lower-case letters, digits, '.', '_' and '-', starting with a letter or digit")]
+    InvalidSenderName(String),
+    /// A mail sender of this name exists.
+    #[error("a mail sender named {0:?} exists already")]
+    SenderExists(String),
+    /// No mail sender of this name.
+    #[error("no mail sender named {0:?}")]
+    UnknownSender(String),
     /// No certificate with this serial.
     #[error("no certificate with serial {0}")]
     NotFound(Serial),

@@ -125,6 +125,9 @@ pub enum KeyPurpose {
     AuditSigning,
     /// A subscriber's encryption key, generated here and escrowed. Leaves only wrapped (PKCS#12).
     Escrow,
+    /// A sender identity of sealed mail (`pki mail sender add`): signs S/MIME messages for the
+    /// bank's own addresses. Never exported.
+    MailSigning,
 }
 
 impl KeyPurpose {
@@ -137,6 +140,7 @@ impl KeyPurpose {
             KeyPurpose::TlsServer => "tls_server",
             KeyPurpose::AuditSigning => "audit_signing",
             KeyPurpose::Escrow => "escrow",
+            KeyPurpose::MailSigning => "mail_signing",
         }
     }
 

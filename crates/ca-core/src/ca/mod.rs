@@ -11,6 +11,7 @@ mod escrow;
 mod expiry;
 mod hierarchy;
 mod issuance;
+mod mail_senders;
 mod recovery;
 mod revocation;
 mod service_certs;
@@ -298,5 +299,16 @@ impl Ca {
             AuditDraft::refused(actor, action, None, details, "")
         };
         self.audit.append(draft, self.clock.now())
+    }
+
+    /// Records one successful `action` of `actor` per element of `details`, in one durable
+    /// write (a bulk of sealed messages: one write instead of one per message).
+    pub fn audit_events_ok(&self, actor: &str, action: AuditAction, details: &[String]) -> Result<(), Error> {
+        if details.is_empty() {
+            return Ok(());
+        }
+        let drafts =
+            details.iter().map(|d| AuditDraft::ok(actor, action.clone(), None, d.as_str())).collect();
+        self.audit.commit(drafts, self.clock.now(), |chain| Ok(self.db.append_audit(chain)?))
     }
 }

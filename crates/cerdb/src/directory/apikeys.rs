@@ -147,6 +147,37 @@ impl fmt::Display for ApiKeyHash {
     }
 }
 
+/// What a key may do beyond lookups (which every live key may do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiPermission {
+    /// Sealed mail (`/api/v1/mail/...`): sign and encrypt messages as the senders the key is
+    /// allowed ([`crate::mail_senders::MailSender::allowed_keys`]).
+    Mail,
+}
+
+impl ApiPermission {
+    /// The name used on the command line and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiPermission::Mail => "mail",
+        }
+    }
+}
+
+impl FromStr for ApiPermission {
+    type Err = DirectoryError;
+    fn from_str(s: &str) -> Result<Self, DirectoryError> {
+        match s {
+            "mail" => Ok(ApiPermission::Mail),
+            other => Err(DirectoryError::InvalidParameter {
+                name: "permission".into(),
+                reason: format!("{other:?} is not a permission: expected mail"),
+            }),
+        }
+    }
+}
+
 /// What is stored about a key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
@@ -162,6 +193,16 @@ pub struct ApiKeyRecord {
     pub created_at: DateTime<Utc>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// What it may do beyond lookups; absent in records of keys made before permissions existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<ApiPermission>,
+}
+
+impl ApiKeyRecord {
+    /// Whether the key has `p`.
+    pub fn may(&self, p: ApiPermission) -> bool {
+        self.permissions.contains(&p)
+    }
 }
 
 /// The quota of clients without a key, per IP address (per /64 for IPv6).
@@ -251,6 +292,21 @@ impl ApiKeyStore {
         burst: Option<f64>,
         now: DateTime<Utc>,
     ) -> Result<(ApiKeySecret, ApiKeyRecord), DirectoryError> {
+        self.create_with(name, rate, burst, &[], now)
+    }
+
+    /// [`ApiKeyStore::create`] with `permissions` beyond lookups.
+    pub fn create_with(
+        &self,
+        name: &ApiKeyName,
+        rate: Option<f64>,
+        burst: Option<f64>,
+        permissions: &[ApiPermission],
+        now: DateTime<Utc>,
+    ) -> Result<(ApiKeySecret, ApiKeyRecord), DirectoryError> {
+        let mut permissions = permissions.to_vec();
+        permissions.sort();
+        permissions.dedup();
         let rate = rate.unwrap_or(DEFAULT_KEY_RATE);
         let burst = burst.unwrap_or(rate.max(1.0));
         check_quota(rate, burst)?;
@@ -262,6 +318,7 @@ impl ApiKeyStore {
             burst,
             created_at: now,
             revoked_at: None,
+            permissions,
         };
         self.records.insert_key(&secret.hash(), &rec)?;
         Ok((secret, rec))
@@ -300,5 +357,26 @@ impl ApiKeyStore {
     pub fn set_anonymous(&self, policy: &AnonymousPolicy) -> Result<(), DirectoryError> {
         check_quota(policy.rate, policy.burst)?;
         self.records.set_anonymous_policy(policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records of keys made before permissions existed read as keys without any; a key's
+    /// permissions survive the round trip; unknown permission names are refused.
+    #[test]
+    fn permissions_default_to_none_and_round_trip() {
+        let old = r#"{"name":"mailer","prefix":"cdk_abcd","rate":10.0,"burst":10.0,"created_at":"2026-01-01T00:00:00Z","revoked_at":null}"#;
+        let rec: ApiKeyRecord = serde_json::from_str(old).expect("old record");
+        assert!(rec.permissions.is_empty() && !rec.may(ApiPermission::Mail));
+        assert_eq!(serde_json::to_string(&rec).expect("json"), old);
+        let with = ApiKeyRecord { permissions: vec![ApiPermission::Mail], ..rec };
+        let back: ApiKeyRecord =
+            serde_json::from_str(&serde_json::to_string(&with).expect("json")).expect("read");
+        assert!(back.may(ApiPermission::Mail));
+        assert_eq!("mail".parse::<ApiPermission>().expect("mail"), ApiPermission::Mail);
+        assert!("root".parse::<ApiPermission>().is_err());
     }
 }

@@ -55,6 +55,7 @@ use chrono::{DateTime, Utc};
 
 pub use apikeys::{
     AnonymousPolicy, ApiKeyHash, ApiKeyName, ApiKeyRecord, ApiKeyRecords, ApiKeySecret, ApiKeyStore,
+    ApiPermission,
 };
 pub use error::{DirectoryError, UNAVAILABLE_RETRY_AFTER_SECS};
 pub use http::configure;

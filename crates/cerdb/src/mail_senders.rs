@@ -1,0 +1,220 @@
+//! Sender identities of sealed mail: which names exist, their address, the handle of their key in
+//! key custody, the serial of their signing certificate, and which API keys may send as them.
+//!
+//! Kept through the certificate store's metadata primitives ([`crate::CertStore::meta_get`] and
+//! [`crate::CertStore::meta_put`]) under one key, [`META_KEY`], as a JSON document: every engine
+//! has them, so senders live wherever the certificates live (sled or PostgreSQL) with no schema
+//! change. Senders are few (one per kind of mail a bank sends) and change only by an officer's
+//! command, which runs in the one process that holds the database or over its admin socket.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::directory::ApiKeyName;
+use crate::{CertDb, EmailAddress, Error, Serial};
+
+/// The metadata key under which the senders are kept.
+pub const META_KEY: &str = "mail.senders";
+
+/// The name of a sender identity (`statements`, `otp`): 1 to 64 characters of lower-case
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SenderName(String);
+
+impl SenderName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SenderName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let ok = !s.is_empty()
+            && s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(SenderName(s.to_string()))
+        } else {
+            Err(Error::InvalidSenderName(s.chars().take(80).collect()))
+        }
+    }
+}
+
+impl fmt::Display for SenderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for SenderName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        s.parse()
+    }
+}
+
+impl From<SenderName> for String {
+    fn from(n: SenderName) -> String {
+        n.0
+    }
+}
+
+/// One sender identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSender {
+    /// Its name, as API clients give it.
+    pub name: SenderName,
+    /// The address it sends from (the subject of its certificate).
+    pub email: EmailAddress,
+    /// The handle of its signing key in key custody.
+    pub key_handle: String,
+    /// The serial of its signing certificate.
+    pub serial: Serial,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// The API keys that may send as it.
+    #[serde(default)]
+    pub allowed_keys: Vec<ApiKeyName>,
+}
+
+impl MailSender {
+    /// Whether the API key named `key` may send as this sender.
+    pub fn allows(&self, key: &ApiKeyName) -> bool {
+        self.allowed_keys.iter().any(|k| k == key)
+    }
+}
+
+/// The sender identities of one installation.
+#[derive(Clone, Debug)]
+pub struct MailSenders {
+    db: CertDb,
+}
+
+impl MailSenders {
+    /// The senders kept in `db`.
+    pub fn open(db: &CertDb) -> Self {
+        MailSenders { db: db.clone() }
+    }
+
+    fn load(&self) -> Result<BTreeMap<SenderName, MailSender>, Error> {
+        match self.db.meta_get(META_KEY)? {
+            None => Ok(BTreeMap::new()),
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))
+            }
+        }
+    }
+
+    fn save(&self, all: &BTreeMap<SenderName, MailSender>) -> Result<(), Error> {
+        let text = serde_json::to_string(all).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))?;
+        self.db.meta_put(META_KEY, &text)
+    }
+
+    /// Every sender, by name.
+    pub fn list(&self) -> Result<Vec<MailSender>, Error> {
+        Ok(self.load()?.into_values().collect())
+    }
+
+    /// The sender named `name`.
+    pub fn get(&self, name: &SenderName) -> Result<Option<MailSender>, Error> {
+        Ok(self.load()?.remove(name))
+    }
+
+    /// Whether a sender named `name` exists.
+    pub fn contains(&self, name: &SenderName) -> Result<bool, Error> {
+        Ok(self.load()?.contains_key(name))
+    }
+
+    /// Adds `sender`, durably; [`Error::SenderExists`] if its name is taken (nothing written).
+    pub fn insert(&self, sender: MailSender) -> Result<(), Error> {
+        let mut all = self.load()?;
+        if all.contains_key(&sender.name) {
+            return Err(Error::SenderExists(sender.name.to_string()));
+        }
+        all.insert(sender.name.clone(), sender);
+        self.save(&all)
+    }
+
+    /// Removes the sender named `name` and returns it; [`Error::UnknownSender`] if there is none.
+    pub fn remove(&self, name: &SenderName) -> Result<MailSender, Error> {
+        let mut all = self.load()?;
+        let gone = all.remove(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
+        self.save(&all)?;
+        Ok(gone)
+    }
+
+    /// Allows the API key named `key` to send as `name` (nothing changes if it already may).
+    pub fn allow(&self, name: &SenderName, key: &ApiKeyName) -> Result<MailSender, Error> {
+        let mut all = self.load()?;
+        let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
+        if !s.allows(key) {
+            s.allowed_keys.push(key.clone());
+            s.allowed_keys.sort();
+        }
+        let out = s.clone();
+        self.save(&all)?;
+        Ok(out)
+    }
+
+    /// Withdraws the API key named `key` from `name`.
+    pub fn disallow(&self, name: &SenderName, key: &ApiKeyName) -> Result<MailSender, Error> {
+        let mut all = self.load()?;
+        let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
+        s.allowed_keys.retain(|k| k != key);
+        let out = s.clone();
+        self.save(&all)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sender_names_are_checked() {
+        for ok in ["statements", "otp", "a", "x.y_z-1"] {
+            assert!(ok.parse::<SenderName>().is_ok(), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in ["", "Statements", "-x", "a b", "a/b", "é", long.as_str(), "x\0"] {
+            assert!(bad.parse::<SenderName>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn senders_are_added_allowed_and_removed_on_the_sled_engine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = CertDb::open(dir.path()).expect("open");
+        let senders = MailSenders::open(&db);
+        let name: SenderName = "statements".parse().expect("name");
+        let s = MailSender {
+            name: name.clone(),
+            email: "statements@bank.example".parse().expect("email"),
+            key_handle: "mail/sender/01".into(),
+            serial: "01".parse().expect("serial"),
+            created_at: Utc::now(),
+            allowed_keys: vec![],
+        };
+        senders.insert(s.clone()).expect("insert");
+        assert!(matches!(senders.insert(s.clone()), Err(Error::SenderExists(_))));
+        let key: ApiKeyName = "mailer".parse().expect("key");
+        assert!(senders.allow(&name, &key).expect("allow").allows(&key));
+        drop(senders);
+        let again = MailSenders::open(&db);
+        assert!(again.get(&name).expect("get").expect("present").allows(&key));
+        assert!(!again.disallow(&name, &key).expect("disallow").allows(&key));
+        assert_eq!(again.remove(&name).expect("remove").email.as_str(), "statements@bank.example");
+        assert!(matches!(again.remove(&name), Err(Error::UnknownSender(_))));
+        assert!(again.list().expect("list").is_empty());
+    }
+}

@@ -1,0 +1,685 @@
+//! Issue 21 — sealed mail: `POST /api/v1/mail/seal` on a running `pki serve`, its messages read
+//! by clients we did not write (OpenSSL, NSS's cmsutil, Python's `email`). Each test names the
+//! acceptance item it proves.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use der::{Decode, Encode};
+use pki_tests::http_client::{send, Reply};
+use pki_tests::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+const P12_PASSWORD: &str = "recipient-pass-2026";
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// A CA with the sender `statements`, the API key `mailer` (mail permission, allowed to send as
+/// `statements`) and `lookups` (no mail permission), and two recipients: alice@example.com
+/// (RSA-2048, key generated and escrowed, delivered as PKCS#12) and bob@example.com (P-256, from a
+/// CSR whose key the test holds).
+struct Fixture {
+    env: Env,
+    server: Option<Server>,
+    ca: CaFiles,
+    mailer: String,
+    lookups: String,
+    alice_p12: PathBuf,
+    alice_key: PathBuf,
+    alice_cert: PathBuf,
+    alice_serial: String,
+    bob_key: PathBuf,
+    bob_cert: PathBuf,
+}
+
+fn fixture(extra: &str) -> Fixture {
+    let env = Env::with_config(&format!("[mail]\nenterprise_domains = [\"bank.example\"]\n{extra}"));
+    env.init();
+    let ca = env.ca_files();
+    let out =
+        env.pki(["mail", "sender", "add", "--name", "statements", "--email", "statements@bank.example"]);
+    assert!(out.stdout.contains("added sender statements"), "{}", out.stdout);
+    let mailer =
+        env.pki(["apikey", "create", "--name", "mailer", "--permission", "mail"]).stdout.trim().to_string();
+    let lookups = env.pki(["apikey", "create", "--name", "lookups"]).stdout.trim().to_string();
+    env.pki(["mail", "sender", "allow", "--name", "statements", "--key", "mailer"]);
+
+    let pw = env.write("p12.pw", format!("{P12_PASSWORD}\n"));
+    let alice_p12 = env.path("alice.p12");
+    let out = env.pki([
+        "issue",
+        "--email",
+        "alice@example.com",
+        "--usage",
+        "encryption",
+        "--generate",
+        "--key-type",
+        "rsa2048",
+        "--p12",
+        &p(&alice_p12),
+        "--p12-password-file",
+        &p(&pw),
+    ]);
+    let alice_serial = cert_serial(&pem_der(&out.stdout));
+    // The key and the certificate out of the PKCS#12, as a recipient's mail client would.
+    let from_p12 = |name: &str, what: [&str; 2]| {
+        let out = env.path(name);
+        let pass = format!("pass:{P12_PASSWORD}");
+        let (a, b) = (what[0], what[1]);
+        openssl(["pkcs12", "-in", &p(&alice_p12), "-passin", &pass, a, b, "-out", &p(&out)]);
+        out
+    };
+    let alice_key = from_p12("alice.key", ["-nodes", "-nocerts"]);
+    let alice_cert = from_p12("alice.crt", ["-nokeys", "-clcerts"]);
+
+    let bob_key = gen_key(env.dir(), "bob.key", KeySpec::P256);
+    let csr = make_csr(&bob_key, &env.path("bob.csr"), "/CN=bob@example.com", &[]);
+    let bob = env.pki(["issue", "--email", "bob@example.com", "--usage", "encryption", "--csr", &p(&csr)]);
+    let bob_cert = env.write("bob.crt", &bob.stdout);
+    let server = Some(env.serve());
+    Fixture {
+        env,
+        server,
+        ca,
+        mailer,
+        lookups,
+        alice_p12,
+        alice_key,
+        alice_cert,
+        alice_serial,
+        bob_key,
+        bob_cert,
+    }
+}
+
+impl Fixture {
+    fn post(&self, path: &str, key: Option<&str>, accept: Option<&str>, body: &[u8]) -> Reply {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        if let Some(a) = accept {
+            headers.push(("Accept", a));
+        }
+        send(self.env.port, "POST", path, &headers, Some(body), Duration::from_secs(120)).unwrap()
+    }
+
+    fn seal(&self, req: &serde_json::Value) -> Reply {
+        self.post("/api/v1/mail/seal", Some(&self.mailer), None, req.to_string().as_bytes())
+    }
+
+    fn stop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
+}
+
+/// A 2 KB statement text and a 100 KB "PDF" (a PDF header before random bytes).
+fn statement() -> (String, Vec<u8>) {
+    let text = "Dear customer,\r\nyour statement for März is attached.\r\n".repeat(40);
+    let mut pdf = b"%PDF-1.7\n".to_vec();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    while pdf.len() < 100 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        pdf.push(x as u8);
+    }
+    (text, pdf)
+}
+
+fn request(to: &str, text: &str, pdf: &[u8], timestamp: bool) -> serde_json::Value {
+    serde_json::json!({
+        "to": to,
+        "sender": "statements",
+        "subject": "Ihr Kontoauszug für März",
+        "text": text,
+        "attachments": [{"filename": "statement.pdf", "content_type": "application/pdf", "base64": B64.encode(pdf)}],
+        "timestamp": timestamp,
+    })
+}
+
+/// Python's `email` parser on a message: its headers, and the decoded text and attachment.
+fn python_parts(message: &Path) -> serde_json::Value {
+    let script = r#"
+import email, email.policy, json, sys, base64
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=email.policy.default)
+out = {"headers": {k: str(v) for k, v in m.items()}, "defects": [str(d) for d in m.defects], "parts": []}
+for part in m.walk():
+    if part.is_multipart():
+        continue
+    payload = part.get_payload(decode=True)
+    out["parts"].append({"type": part.get_content_type(), "filename": part.get_filename(),
+                         "base64": base64.b64encode(payload).decode()})
+print(json.dumps(out))
+"#;
+    let python = require_tool("python3", "apt-get install -y python3");
+    let out = run(Command::new(python).arg("-c").arg(script).arg(message)).ok();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn part<'a>(parts: &'a serde_json::Value, content_type: &str) -> Vec<u8> {
+    let found: Vec<&'a serde_json::Value> =
+        parts["parts"].as_array().unwrap().iter().filter(|p| p["type"] == content_type).collect();
+    assert_eq!(found.len(), 1, "one {content_type} part in {parts}");
+    B64.decode(found[0]["base64"].as_str().unwrap()).unwrap()
+}
+
+/// The signature value and the `id-aa-signatureTimeStampToken` of the one signer of a
+/// `SignedData` (DER).
+fn signature_and_token(signed_der: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let ci = cms::content_info::ContentInfo::from_der(signed_der).unwrap();
+    let sd: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+    assert_eq!(sd.signer_infos.0.len(), 1);
+    let si = sd.signer_infos.0.get(0).unwrap();
+    let token = si.unsigned_attrs.as_ref().and_then(|attrs| {
+        attrs
+            .iter()
+            .find(|a| a.oid.to_string() == "1.2.840.113549.1.9.16.2.14")
+            .map(|a| a.values.get(0).unwrap().to_der().unwrap())
+    });
+    (si.signature.as_bytes().to_vec(), token)
+}
+
+/// The DER of the CMS object in an S/MIME entity, per OpenSSL.
+fn cms_der(env: &Env, entity: &Path, name: &str) -> Vec<u8> {
+    let out = env.path(name);
+    openssl(["cms", "-cmsout", "-in", &p(entity), "-inform", "SMIME", "-outform", "DER", "-out", &p(&out)]);
+    std::fs::read(out).unwrap()
+}
+
+/// Acceptance 1 and 3: OpenSSL decrypts (RSA from the escrowed PKCS#12 with `smime -decrypt`,
+/// P-256 from a CSR with `cms -decrypt`: OpenSSL's `smime` command is PKCS#7 and has no key
+/// agreement), `smime -verify -CAfile root.pem` accepts the signed entity, its signer is the
+/// sender identity, text and PDF equal what was sent, the timestamp verifies with `openssl ts
+/// -verify` against the signature value; Python's `email` parser reads the message's headers.
+#[test]
+fn openssl_decrypts_and_verifies_rsa_and_p256_messages_with_their_timestamp() {
+    let mut f = fixture("");
+    let (text, pdf) = statement();
+    for (who, key, cert) in [
+        ("alice@example.com", f.alice_key.clone(), f.alice_cert.clone()),
+        ("bob@example.com", f.bob_key.clone(), f.bob_cert.clone()),
+    ] {
+        let reply = f.seal(&request(who, &text, &pdf, true));
+        assert_eq!(reply.status, 200, "{who}: {}", reply.text());
+        assert_eq!(reply.header("content-type"), Some("message/rfc822"));
+        assert_eq!(reply.header("pki-mail-kind"), Some("sealed"));
+        let tag = who.split('@').next().unwrap();
+        let message = f.env.write(&format!("{tag}.eml"), &reply.body);
+
+        let outer = python_parts(&message);
+        assert_eq!(outer["defects"], serde_json::json!([]), "{outer}");
+        let h = &outer["headers"];
+        assert_eq!(h["From"], "statements <statements@bank.example>");
+        assert_eq!(h["To"], who);
+        assert_eq!(h["Subject"], "Ihr Kontoauszug für März");
+        assert_eq!(h["MIME-Version"], "1.0");
+        assert!(h["Message-ID"].as_str().unwrap().ends_with("@bank.example>"), "{h}");
+        assert!(h["Date"].as_str().unwrap().ends_with("+0000"), "{h}");
+        let ct = h["Content-Type"].as_str().unwrap().replace('"', "");
+        assert_eq!(ct, "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m");
+
+        let signed = f.env.path(&format!("{tag}.signed"));
+        let decrypt = if who.starts_with("alice") { "smime" } else { "cms" };
+        openssl([
+            decrypt,
+            "-decrypt",
+            "-in",
+            &p(&message),
+            "-recip",
+            &p(&cert),
+            "-inkey",
+            &p(&key),
+            "-out",
+            &p(&signed),
+        ]);
+        // Someone else's key does not open it.
+        let (other_key, other_cert) =
+            if who.starts_with("alice") { (&f.bob_key, &f.bob_cert) } else { (&f.alice_key, &f.alice_cert) };
+        let wrong = openssl_try([
+            "cms",
+            "-decrypt",
+            "-in",
+            &p(&message),
+            "-recip",
+            &p(other_cert),
+            "-inkey",
+            &p(other_key),
+        ]);
+        assert!(!wrong.status.success(), "{who}'s message opened with another key");
+
+        let inner = f.env.path(&format!("{tag}.inner"));
+        let signer = f.env.path(&format!("{tag}.signer.pem"));
+        let v = openssl_try([
+            "smime",
+            "-verify",
+            "-in",
+            &p(&signed),
+            "-CAfile",
+            &p(&f.ca.root),
+            "-out",
+            &p(&inner),
+            "-signer",
+            &p(&signer),
+        ]);
+        assert!(v.status.success() && v.stderr.contains("Verification successful"), "{}", v.stderr);
+        let subject =
+            openssl(["x509", "-in", &p(&signer), "-noout", "-ext", "subjectAltName,extendedKeyUsage"]).stdout;
+        assert!(subject.contains("email:statements@bank.example"), "{subject}");
+        assert!(subject.contains("E-mail Protection"), "{subject}");
+
+        let parts = python_parts(&inner);
+        assert_eq!(String::from_utf8(part(&parts, "text/plain")).unwrap(), text);
+        assert_eq!(part(&parts, "application/pdf"), pdf);
+        assert!(parts["parts"].to_string().contains("statement.pdf"));
+
+        let (signature, token) = signature_and_token(&cms_der(&f.env, &signed, &format!("{tag}.p7m")));
+        let token = f.env.write(&format!("{tag}.tst"), token.expect("a signature timestamp token"));
+        let ts_verify = |data: &[u8]| {
+            let digest = sha256_hex(data);
+            openssl_try([
+                "ts",
+                "-verify",
+                "-in",
+                &p(&token),
+                "-token_in",
+                "-digest",
+                &digest,
+                "-CAfile",
+                &p(&f.ca.root),
+            ])
+        };
+        let ok = ts_verify(&signature);
+        assert!(ok.stdout.contains("Verification: OK"), "{}{}", ok.stdout, ok.stderr);
+        assert!(!ts_verify(b"another signature").status.success());
+    }
+
+    // Without "timestamp": no token; JSON answer on request.
+    let reply = f.post(
+        "/api/v1/mail/seal",
+        Some(&f.mailer),
+        Some("application/json"),
+        request("alice@example.com", "short", b"%PDF-1.7", false).to_string().as_bytes(),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let j = reply.json();
+    assert_eq!(j["kind"], "sealed");
+    assert_eq!(j["certificate_serial"], f.alice_serial.as_str());
+    assert!(j.get("timestamp_serial").is_none(), "{j}");
+    let message = f.env.write("plain.eml", B64.decode(j["message_base64"].as_str().unwrap()).unwrap());
+    let signed = f.env.path("plain.signed");
+    openssl(["smime", "-decrypt", "-in", &p(&message), "-inkey", &p(&f.alice_key), "-out", &p(&signed)]);
+    assert!(signature_and_token(&cms_der(&f.env, &signed, "plain.p7m")).1.is_none());
+
+    // The audit log names each message — sender, recipient hash, certificate serial, message id,
+    // timestamp serial — and nothing of its body.
+    f.stop();
+    f.env.pki(["audit", "verify"]);
+    let db = cerdb::CertDb::open(f.env.data.join("db")).unwrap();
+    let entries = ca_core::audit::entries(&db).unwrap();
+    let sealed: Vec<_> = entries.iter().filter(|e| e.action.name() == "mail.seal").collect();
+    assert_eq!(sealed.len(), 3, "{sealed:?}");
+    let alice_hash = sha256_hex(b"alice@example.com");
+    let first = &sealed[0].details;
+    assert!(first.contains("sender statements") && first.contains(&alice_hash), "{first}");
+    assert!(first.contains(&format!("cert {}", f.alice_serial)), "{first}");
+    assert!(first.contains("message-id <") && !first.contains("timestamp -"), "{first}");
+    assert!(sealed[2].details.contains("timestamp -"), "{}", sealed[2].details);
+    for e in &entries {
+        assert!(!e.details.contains("Dear customer") && !e.details.contains("März"), "{e:?}");
+    }
+    for e in &sealed {
+        assert!(!e.details.contains("@example.com"), "{e:?}");
+    }
+}
+
+/// Acceptance 2: NSS's `cmsutil -D`, with the recipient's PKCS#12 imported, decrypts the RSA
+/// message and reports a good signature by the sender; altered content is not reported good.
+#[test]
+fn nss_cmsutil_decrypts_the_rsa_message_and_reports_a_good_signature() {
+    let f = fixture("");
+    let cmsutil = require_tool("cmsutil", "apt-get install -y libnss3-tools");
+    let certutil = require_tool("certutil", "apt-get install -y libnss3-tools");
+    let pk12util = require_tool("pk12util", "apt-get install -y libnss3-tools");
+    let (text, pdf) = statement();
+    let reply = f.seal(&request("alice@example.com", &text, &pdf, true));
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let message = f.env.write("nss.eml", &reply.body);
+
+    let db = f.env.path("nssdb");
+    std::fs::create_dir(&db).unwrap();
+    let dbarg = format!("sql:{}", p(&db));
+    run(Command::new(&certutil).args(["-N", "-d", &dbarg, "--empty-password"])).ok();
+    run(Command::new(&pk12util).args(["-i", &p(&f.alice_p12), "-d", &dbarg, "-W", P12_PASSWORD])).ok();
+    run(Command::new(&certutil).args([
+        "-A",
+        "-d",
+        &dbarg,
+        "-n",
+        "root",
+        "-t",
+        "C,C,C",
+        "-i",
+        &p(&f.ca.root),
+    ]))
+    .ok();
+
+    let enveloped = f.env.write("nss.env.der", cms_der(&f.env, &message, "nss.env.der"));
+    let decrypted = f.env.path("nss.signed");
+    // `-h 1` writes the structure as header lines before the content: once to see it, once for
+    // the content alone.
+    let out =
+        run(Command::new(&cmsutil).args(["-D", "-i", &p(&enveloped), "-d", &dbarg, "-h", "1", "-n"])).ok();
+    assert!(out.stdout.contains("type=envelopedData"), "{}", out.stdout);
+    run(Command::new(&cmsutil).args(["-D", "-i", &p(&enveloped), "-d", &dbarg, "-o", &p(&decrypted)])).ok();
+
+    let signed_der = cms_der(&f.env, &decrypted, "nss.sd.der");
+    let signed = f.env.write("nss.sd.der", &signed_der);
+    let inner = f.env.path("nss.inner");
+    let out = run(Command::new(&cmsutil).args(["-D", "-i", &p(&signed), "-d", &dbarg, "-h", "1", "-n"])).ok();
+    assert!(
+        out.stdout.contains("signer0.id=\"statements@bank.example\"; signer0.status=GoodSignature;"),
+        "{}",
+        out.stdout
+    );
+    run(Command::new(&cmsutil).args(["-D", "-i", &p(&signed), "-d", &dbarg, "-o", &p(&inner)])).ok();
+    let parts = python_parts(&inner);
+    assert_eq!(part(&parts, "application/pdf"), pdf);
+
+    // One bit of the signed content changed: NSS does not call it good.
+    let mut bad = signed_der.clone();
+    let at = bad.windows(8).position(|w| w == b"%PDF-1.7").map(|i| i + 4).unwrap_or(400);
+    bad[at] ^= 1;
+    let tampered = f.env.write("nss.bad.der", &bad);
+    let out = run(Command::new(&cmsutil).args(["-D", "-i", &p(&tampered), "-d", &dbarg, "-h", "1", "-n"]));
+    assert!(!out.stdout.contains("GoodSignature"), "{}", out.stdout);
+}
+
+/// Acceptance 4: no certificate → 404 `{"exists": false}`, and with the fallback a signed,
+/// unencrypted invitation that OpenSSL verifies; a revoked encryption certificate is never used;
+/// a key without the mail permission → 403, without a key → 401, a sender the key may not use →
+/// 403; bad JSON, bad base64, truncated, garbage and oversized bodies → 4xx JSON.
+#[test]
+fn fallback_revocation_permissions_and_bad_input() {
+    let f = fixture("max_body_mib = 1\n");
+    let (text, pdf) = statement();
+
+    // No certificate.
+    let nobody = request("nobody@example.com", &text, &pdf, false);
+    let r = f.seal(&nobody);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json(), serde_json::json!({"exists": false}));
+    let mut with_fallback = nobody.clone();
+    with_fallback["fallback"] = serde_json::json!("invitation");
+    with_fallback["timestamp"] = serde_json::json!(true);
+    let r = f.seal(&with_fallback);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("pki-mail-kind"), Some("invitation"));
+    let invitation = f.env.write("invitation.eml", &r.body);
+    let headers = python_parts(&invitation);
+    assert!(
+        headers["headers"]["Content-Type"].as_str().unwrap().starts_with("multipart/signed"),
+        "{headers}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&r.body).contains("statement for"),
+        "the statement must not go out in clear"
+    );
+    let inner = f.env.path("invitation.inner");
+    let v = openssl_try([
+        "smime",
+        "-verify",
+        "-in",
+        &p(&invitation),
+        "-CAfile",
+        &p(&f.ca.root),
+        "-out",
+        &p(&inner),
+    ]);
+    assert!(v.status.success(), "{}", v.stderr);
+    let parts = python_parts(&inner);
+    assert!(String::from_utf8(part(&parts, "text/plain")).unwrap().contains("certificate"));
+
+    // A revoked certificate is never used: carol's newer one revoked, the older one is taken;
+    // both revoked, there is none.
+    let mut carol = Vec::new();
+    for i in 0..2 {
+        let key = gen_key(f.env.dir(), &format!("carol{i}.key"), KeySpec::P256);
+        let csr = make_csr(&key, &f.env.path(&format!("carol{i}.csr")), "/CN=carol@example.com", &[]);
+        let out =
+            f.env.pki(["issue", "--email", "carol@example.com", "--usage", "encryption", "--csr", &p(&csr)]);
+        let cert = f.env.write(&format!("carol{i}.crt"), &out.stdout);
+        carol.push((key, cert, cert_serial(&pem_der(&out.stdout))));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    f.env.pki(["revoke", "--serial", &carol[1].2, "--reason", "keyCompromise"]);
+    let r = f.post(
+        "/api/v1/mail/seal",
+        Some(&f.mailer),
+        Some("application/json"),
+        request("carol@example.com", "t", b"x", false).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["certificate_serial"], carol[0].2.as_str());
+    let m = f.env.write("carol.eml", B64.decode(r.json()["message_base64"].as_str().unwrap()).unwrap());
+    let revoked_key =
+        openssl_try(["cms", "-decrypt", "-in", &p(&m), "-recip", &p(&carol[1].1), "-inkey", &p(&carol[1].0)]);
+    assert!(!revoked_key.status.success(), "a message was encrypted to a revoked certificate");
+    openssl(["cms", "-decrypt", "-in", &p(&m), "-recip", &p(&carol[0].1), "-inkey", &p(&carol[0].0)]);
+    f.env.pki(["revoke", "--serial", &carol[0].2, "--reason", "superseded"]);
+    let r = f.seal(&request("carol@example.com", "t", b"x", false));
+    assert_eq!((r.status, r.json()), (404, serde_json::json!({"exists": false})));
+
+    // Who may send.
+    let body = request("alice@example.com", "t", b"x", false).to_string();
+    let r = f.post("/api/v1/mail/seal", Some(&f.lookups), None, body.as_bytes());
+    r.expect_error(403, "mail permission", "a key without the mail permission");
+    let r = f.post("/api/v1/mail/seal", None, None, body.as_bytes());
+    r.expect_error(401, "API key", "no key");
+    let r = f.post(
+        "/api/v1/mail/seal",
+        Some("cdk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        None,
+        body.as_bytes(),
+    );
+    r.expect_error(401, "unknown", "an unknown key");
+    let mut other_sender = request("alice@example.com", "t", b"x", false);
+    other_sender["sender"] = serde_json::json!("otp");
+    f.seal(&other_sender).expect_error(403, "may not send as", "a sender the key is not allowed");
+    f.env.pki_fails(
+        ["mail", "sender", "add", "--name", "otp", "--email", "otp@elsewhere.example"],
+        &["otp@elsewhere.example", "enterprise domains"],
+    );
+
+    // Quotas per API key: one message per 100 s, one at once; then 429 with Retry-After.
+    let slow = f
+        .env
+        .pki(["apikey", "create", "--name", "slow", "--permission", "mail", "--rate", "0.01", "--burst", "1"])
+        .stdout
+        .trim()
+        .to_string();
+    f.env.pki(["mail", "sender", "allow", "--name", "statements", "--key", "slow"]);
+    let one = request("alice@example.com", "t", b"x", false).to_string();
+    assert_eq!(f.post("/api/v1/mail/seal", Some(&slow), None, one.as_bytes()).status, 200);
+    let r = f.post("/api/v1/mail/seal", Some(&slow), None, one.as_bytes());
+    r.expect_error(429, "over quota", "the second message of a key with a burst of 1");
+    assert!(r.header("retry-after").is_some());
+    // Delivery asked for without [mail.relay]: 503, nothing sent.
+    let mut deliver = request("alice@example.com", "t", b"x", false);
+    deliver["deliver"] = serde_json::json!(true);
+    f.seal(&deliver).expect_error(503, "[mail.relay]", "deliver without a relay");
+
+    // Bad input: JSON 4xx, never a panic or a 5xx.
+    let bad = |body: &[u8], status: u16, needle: &str| {
+        let r = f.post("/api/v1/mail/seal", Some(&f.mailer), None, body);
+        r.expect_error(status, needle, &String::from_utf8_lossy(&body[..body.len().min(60)]));
+    };
+    bad(b"{not json", 400, "not a valid request");
+    bad(b"", 400, "not a valid request");
+    bad(&body.as_bytes()[..body.len() / 2], 400, "not a valid request");
+    let mut bad_b64 = request("alice@example.com", "t", b"x", false);
+    bad_b64["attachments"][0]["base64"] = serde_json::json!("%%%not-base64%%%");
+    bad(bad_b64.to_string().as_bytes(), 400, "not base64");
+    let mut injected = request("alice@example.com", "t", b"x", false);
+    injected["subject"] = serde_json::json!("Hi\r\nBcc: everyone@example.com");
+    bad(injected.to_string().as_bytes(), 400, "subject");
+    let mut garbage = vec![0u8; 5000];
+    let mut x = 7u64;
+    for b in garbage.iter_mut() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *b = (x >> 56) as u8;
+    }
+    bad(&garbage, 400, "not a valid request");
+    // Over [mail] max_body_mib = 1: refused while reading.
+    let big = request("alice@example.com", "t", &vec![0u8; 1 << 20], false).to_string();
+    bad(big.as_bytes(), 413, "larger than");
+    // Bulk: not an array, empty, and over 1000 messages.
+    let bulk = |body: String| f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, body.as_bytes());
+    bulk("{\"messages\": 3}".into()).expect_error(400, "not a valid request", "bulk of a number");
+    bulk("{\"messages\": []}".into()).expect_error(400, "1 to 1000", "empty bulk");
+    let many: Vec<serde_json::Value> = (0..1001).map(|_| serde_json::json!({})).collect();
+    bulk(serde_json::json!({"messages": many}).to_string()).expect_error(400, "1 to 1000", "bulk of 1001");
+    // GET is not a seal.
+    let r = send(f.env.port, "GET", "/api/v1/mail/seal", &[], None, Duration::from_secs(10)).unwrap();
+    r.expect_error(405, "POST", "GET");
+}
+
+/// The bulk endpoint answers per message, in order: sealed, 404, 400, invitation.
+#[test]
+fn bulk_answers_every_message_in_order() {
+    let f = fixture("");
+    let mut fallback = request("nobody@example.com", "t", b"x", false);
+    fallback["fallback"] = serde_json::json!("invitation");
+    let mut bad = request("alice@example.com", "t", b"x", false);
+    bad["to"] = serde_json::json!("not an address");
+    let body = serde_json::json!({"messages": [
+        request("alice@example.com", "one", b"%PDF-1", true),
+        request("nobody@example.com", "two", b"x", false),
+        bad,
+        fallback,
+        request("bob@example.com", "five", b"%PDF-5", false),
+    ]});
+    let r = f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let statuses: Vec<u64> = results.iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 404, 400, 200, 200]);
+    assert_eq!(results[0]["kind"], "sealed");
+    assert!(results[0]["timestamp_serial"].is_string());
+    assert_eq!(results[1]["exists"], false);
+    assert!(results[2]["error"].as_str().unwrap().contains("to"));
+    assert_eq!(results[3]["kind"], "invitation");
+    let m = f.env.write("bulk5.eml", B64.decode(results[4]["message_base64"].as_str().unwrap()).unwrap());
+    let signed = f.env.path("bulk5.signed");
+    openssl([
+        "cms",
+        "-decrypt",
+        "-in",
+        &p(&m),
+        "-recip",
+        &p(&f.bob_cert),
+        "-inkey",
+        &p(&f.bob_key),
+        "-out",
+        &p(&signed),
+    ]);
+    let inner = f.env.path("bulk5.inner");
+    openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+    assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
+}
+
+/// The private Postfix of `scripts/with-mail.sh`: its SMTP address and Maildir.
+fn test_mta() -> (String, PathBuf) {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run `bash scripts/test.sh`, or `bash scripts/with-mail.sh cargo test -p pki-tests \
+                 --test sealed_mail` (a private Postfix on loopback; installs Debian's postfix when missing)"
+            )
+        })
+    };
+    (get("PKI_TEST_SMTP"), PathBuf::from(get("PKI_TEST_MAILDIR")))
+}
+
+/// The delivered message carrying `message_id`, waited for.
+fn delivered(maildir: &Path, message_id: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let needle = format!("Message-ID: <{message_id}>");
+    loop {
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(maildir.join(sub)).into_iter().flatten().flatten() {
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                if String::from_utf8_lossy(&bytes).contains(&needle) {
+                    return bytes;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no message {message_id} in {}", maildir.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Delivery: `"deliver": true` hands the message to the configured relay (the real Postfix of
+/// the tests) and answers with its queue id; the message arrives in the mailbox unchanged (after
+/// the trace headers Postfix puts on top, with the line ends of a Maildir file), still opens
+/// and verifies; the bulk endpoint delivers each message.
+#[test]
+fn delivered_through_the_relay_into_the_mailbox_unchanged() {
+    let (smtp, maildir) = test_mta();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let f = fixture(&format!("[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n"));
+    let (text, pdf) = statement();
+    let mut req = request("alice@example.com", &text, &pdf, true);
+    req["deliver"] = serde_json::json!(true);
+    let r =
+        f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), req.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let queue_id = j["queue_id"].as_str().unwrap();
+    assert!(!queue_id.is_empty() && queue_id.chars().all(|c| c.is_ascii_alphanumeric()), "{j}");
+    let sent = B64.decode(j["message_base64"].as_str().unwrap()).unwrap();
+    let got = delivered(&maildir, j["message_id"].as_str().unwrap());
+    let got_crlf = String::from_utf8(got).unwrap().replace('\n', "\r\n");
+    let sent_text = std::str::from_utf8(&sent).unwrap();
+    assert!(
+        got_crlf.ends_with(sent_text),
+        "the delivered message differs from the sealed one:\n--- delivered ends\n{:?}\n--- sealed ends\n{:?}",
+        &got_crlf[got_crlf.len().saturating_sub(300)..],
+        &sent_text[sent_text.len().saturating_sub(300)..]
+    );
+    let head = &got_crlf[..got_crlf.len() - sent.len()];
+    assert!(head.contains("Delivered-To: alice@example.com"), "{head}");
+    assert!(head.contains(&format!("with ESMTP id {queue_id}")), "{head}");
+
+    let m = f.env.write("delivered.eml", got_crlf.as_bytes());
+    let signed = f.env.path("delivered.signed");
+    openssl(["smime", "-decrypt", "-in", &p(&m), "-inkey", &p(&f.alice_key), "-out", &p(&signed)]);
+    let inner = f.env.path("delivered.inner");
+    openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+    assert_eq!(part(&python_parts(&inner), "application/pdf"), pdf);
+
+    let mut a = request("alice@example.com", "bulk one", b"%PDF-b1", false);
+    a["deliver"] = serde_json::json!(true);
+    let mut b = request("bob@example.com", "bulk two", b"%PDF-b2", false);
+    b["deliver"] = serde_json::json!(true);
+    let r = f.post(
+        "/api/v1/mail/seal/bulk",
+        Some(&f.mailer),
+        None,
+        serde_json::json!({"messages": [a, b]}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    for res in r.json()["results"].as_array().unwrap() {
+        assert_eq!(res["status"], 200, "{res}");
+        assert!(res["queue_id"].is_string(), "{res}");
+        delivered(&maildir, res["message_id"].as_str().unwrap());
+    }
+}

@@ -1,0 +1,507 @@
+//! The HTTP scope `/api/v1/mail`: `POST /seal` and `POST /seal/bulk`.
+//!
+//! Order of checks: who is asking (401) and may they send mail (403), the body read up to its
+//! limit (413, counted while reading, so an oversized body is never held whole), the JSON and
+//! every field (400), the quota (429, one unit per message), then sealing. Errors become answers
+//! only through [`Error::status`] and [`Error::body`]; nothing of a body is logged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine as _;
+use cerdb::directory::{ApiKeyRecord, ApiKeySecret, ApiPermission, ClientId, Directory, RateLimiter};
+use cerdb::EmailAddress;
+use futures_util::StreamExt as _;
+use serde::Deserialize;
+
+use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
+use crate::seal::{SealRequest, Sealed, Sealer};
+use crate::Error;
+
+/// The most messages one bulk request may carry.
+pub const MAX_BULK: usize = 1_000;
+
+/// Size limits of requests.
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    /// The largest body of `POST /seal`, bytes.
+    pub max_body: usize,
+    /// The largest body of `POST /seal/bulk`, bytes.
+    pub max_bulk_body: usize,
+}
+
+impl Default for MailLimits {
+    /// 16 MiB for one message (a statement with its PDF, base64-encoded), 256 MiB for a bulk run.
+    fn default() -> Self {
+        MailLimits { max_body: 16 << 20, max_bulk_body: 256 << 20 }
+    }
+}
+
+/// Sends a message through the configured relay.
+pub trait Delivery: Send + Sync {
+    /// Hands `message` to the relay for `to`, enveloped from `from`; the relay's queue id.
+    fn deliver(&self, from: &EmailAddress, to: &EmailAddress, message: &[u8]) -> Result<String, Error>;
+}
+
+/// The state behind the routes.
+pub struct MailService {
+    sealer: Sealer,
+    directory: Arc<Directory>,
+    limiter: RateLimiter,
+    limits: MailLimits,
+    delivery: Option<Arc<dyn Delivery>>,
+}
+
+impl std::fmt::Debug for MailService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailService").finish_non_exhaustive()
+    }
+}
+
+impl MailService {
+    /// The service: `sealer` makes the messages, `directory` knows the API keys, `delivery`
+    /// sends when asked.
+    pub fn new(
+        sealer: Sealer,
+        directory: Arc<Directory>,
+        limits: MailLimits,
+        delivery: Option<Arc<dyn Delivery>>,
+    ) -> Self {
+        MailService { sealer, directory, limiter: RateLimiter::new(), limits, delivery }
+    }
+}
+
+/// Mounts `/api/v1/mail/seal` and `/api/v1/mail/seal/bulk`.
+pub fn configure(svc: Arc<MailService>) -> impl Fn(&mut web::ServiceConfig) + Clone {
+    move |cfg: &mut web::ServiceConfig| {
+        cfg.service(
+            web::scope("/api/v1/mail")
+                .app_data(web::Data::from(svc.clone()))
+                // The body is read here, within the service's own limits.
+                .app_data(web::PayloadConfig::new(usize::MAX))
+                .service(
+                    web::resource("/seal")
+                        .route(web::post().to(seal_one))
+                        .default_service(web::to(|| async { not_allowed() })),
+                )
+                .service(
+                    web::resource("/seal/bulk")
+                        .route(web::post().to(seal_bulk))
+                        .default_service(web::to(|| async { not_allowed() })),
+                )
+                .default_service(web::to(|| async {
+                    json(404, serde_json::json!({"error": "no such endpoint"}))
+                })),
+        );
+    }
+}
+
+fn json(status: u16, body: serde_json::Value) -> HttpResponse {
+    let code = actix_web::http::StatusCode::from_u16(status)
+        .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+    HttpResponse::build(code).content_type("application/json").body(body.to_string())
+}
+
+fn not_allowed() -> HttpResponse {
+    let mut r = json(405, serde_json::json!({"error": "method not allowed: use POST"}));
+    r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+    r
+}
+
+fn error_response(e: &Error) -> HttpResponse {
+    if e.status() >= 500 {
+        tracing::error!(error = %e, "sealed mail failed");
+    }
+    let mut r = json(e.status(), e.body());
+    if let Error::RateLimited { retry_after_secs } = e {
+        if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+/// The live API key of the request, with the mail permission.
+fn authorize(
+    req: &HttpRequest,
+    svc: &MailService,
+) -> Result<(cerdb::directory::ApiKeyHash, ApiKeyRecord), Error> {
+    let v = req.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthorized("an API key is required"))?;
+    let text = v.to_str().map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
+    let (scheme, token) = text.trim().split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Error::Unauthorized("the Authorization scheme must be Bearer"));
+    }
+    let secret: ApiKeySecret = token.trim().parse().map_err(|_| Error::Unauthorized("malformed API key"))?;
+    let (hash, rec) = svc
+        .directory
+        .keys()
+        .authenticate(&secret)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .ok_or(Error::Unauthorized("unknown or revoked API key"))?;
+    if !rec.may(ApiPermission::Mail) {
+        return Err(Error::NoMailPermission);
+    }
+    Ok((hash, rec))
+}
+
+/// Reads the body, refusing it as soon as it passes `limit` bytes.
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, Error> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Error::TooLarge { limit });
+    }
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::BadJson(format!("the body could not be read: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// One message as the client sends it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SealJson {
+    to: String,
+    sender: String,
+    subject: String,
+    text: String,
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    attachments: Vec<AttachmentJson>,
+    #[serde(default)]
+    timestamp: bool,
+    #[serde(default)]
+    fallback: Option<String>,
+    #[serde(default)]
+    deliver: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttachmentJson {
+    filename: String,
+    content_type: String,
+    base64: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkJson {
+    messages: Vec<serde_json::Value>,
+}
+
+/// The most attachments one message may carry.
+const MAX_ATTACHMENTS: usize = 100;
+
+fn checked(j: SealJson) -> Result<(SealRequest, bool), Error> {
+    let bad = |field: &'static str, reason: String| Error::BadInput { field, reason };
+    let to: EmailAddress = j.to.parse().map_err(|e: cerdb::Error| bad("to", e.to_string()))?;
+    let sender = j.sender.parse().map_err(|e: cerdb::Error| bad("sender", e.to_string()))?;
+    let subject = HeaderText::parse("subject", &j.subject, MAX_SUBJECT_CHARS)?;
+    let fallback_invitation = match j.fallback.as_deref() {
+        None => false,
+        Some("invitation") => true,
+        Some(other) => {
+            return Err(bad("fallback", format!("{other:?} is not a fallback: expected invitation")))
+        }
+    };
+    if j.attachments.len() > MAX_ATTACHMENTS {
+        return Err(bad("attachments", format!("more than {MAX_ATTACHMENTS}")));
+    }
+    let mut attachments = Vec::with_capacity(j.attachments.len());
+    for (i, a) in j.attachments.into_iter().enumerate() {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(a.base64.as_bytes())
+            .map_err(|e| bad("attachments", format!("[{i}].base64 is not base64: {e}")))?;
+        attachments.push(Attachment {
+            filename: HeaderText::parse("filename", &a.filename, MAX_FILENAME_CHARS)?,
+            content_type: MediaType::parse(&a.content_type)?,
+            data,
+        });
+    }
+    Ok((
+        SealRequest {
+            to,
+            sender,
+            subject,
+            content: Content { text: j.text, html: j.html, attachments },
+            timestamp: j.timestamp,
+            fallback_invitation,
+        },
+        j.deliver,
+    ))
+}
+
+fn parse_one(bytes: &[u8]) -> Result<(SealRequest, bool), Error> {
+    let j: SealJson = serde_json::from_slice(bytes).map_err(|e| Error::BadJson(e.to_string()))?;
+    checked(j)
+}
+
+fn charge(
+    svc: &MailService,
+    hash: &cerdb::directory::ApiKeyHash,
+    rec: &ApiKeyRecord,
+    cost: usize,
+) -> Result<(), Error> {
+    let verdict =
+        svc.limiter.admit(ClientId::Key(hash.0), rec.rate, rec.burst, cost.max(1) as f64, Instant::now());
+    match verdict.retry_after_secs() {
+        None => Ok(()),
+        Some(retry_after_secs) => Err(Error::RateLimited { retry_after_secs }),
+    }
+}
+
+fn wants_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// Seals (and delivers when asked) one checked request.
+fn make(
+    svc: &MailService,
+    key: &cerdb::directory::ApiKeyName,
+    req: &SealRequest,
+    deliver: bool,
+) -> Result<(Sealed, Option<String>), Error> {
+    let delivery =
+        if deliver { Some(svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?) } else { None };
+    let sealed = svc.sealer.seal(key, req)?;
+    let queue_id = match delivery {
+        Some(d) => Some(d.deliver(&sealed.from, &req.to, &sealed.message)?),
+        None => None,
+    };
+    Ok((sealed, queue_id))
+}
+
+fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "kind": s.kind.name(),
+        "message_id": s.message_id,
+        "from": s.from.as_str(),
+        "to": req.to.as_str(),
+        "content_type": "message/rfc822",
+        "message_base64": base64::engine::general_purpose::STANDARD.encode(&s.message),
+    });
+    if let Some(serial) = &s.certificate_serial {
+        v["certificate_serial"] = serde_json::json!(serial.to_string());
+    }
+    if let Some(t) = &s.timestamp_serial {
+        v["timestamp_serial"] = serde_json::json!(t);
+    }
+    if let Some(q) = queue_id {
+        v["queue_id"] = serde_json::json!(q);
+    }
+    v
+}
+
+async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
+    let svc = svc.into_inner();
+    let (hash, rec) = match authorize(&req, &svc) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e),
+    };
+    let body = match read_body(&req, payload, svc.limits.max_body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let (request, deliver) = match parse_one(&body) {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    drop(body);
+    if let Err(e) = charge(&svc, &hash, &rec, 1) {
+        return error_response(&e);
+    }
+    let as_json = wants_json(&req);
+    let result = web::block(move || {
+        let made = make(&svc, &rec.name, &request, deliver);
+        (request, made)
+    })
+    .await;
+    match result {
+        Ok((request, Ok((s, q)))) => describe_or_raw(&request, s, q, as_json),
+        Ok((_, Err(e))) => error_response(&e),
+        Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
+    }
+}
+
+fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_json: bool) -> HttpResponse {
+    if as_json {
+        return json(200, describe(req, &s, queue_id.as_deref()));
+    }
+    let mut r = HttpResponse::Ok();
+    r.content_type("message/rfc822")
+        .insert_header(("Pki-Mail-Kind", s.kind.name()))
+        .insert_header(("Pki-Message-Id", s.message_id.clone()));
+    if let Some(q) = queue_id {
+        r.insert_header(("Pki-Queue-Id", q));
+    }
+    r.body(s.message)
+}
+
+async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
+    let svc = svc.into_inner();
+    let (hash, rec) = match authorize(&req, &svc) {
+        Ok(k) => k,
+        Err(e) => return error_response(&e),
+    };
+    let body = match read_body(&req, payload, svc.limits.max_bulk_body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    let bulk: BulkJson = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error_response(&Error::BadJson(e.to_string())),
+    };
+    drop(body);
+    if bulk.messages.is_empty() || bulk.messages.len() > MAX_BULK {
+        return error_response(&Error::BadInput {
+            field: "messages",
+            reason: format!("must hold 1 to {MAX_BULK} messages"),
+        });
+    }
+    if let Err(e) = charge(&svc, &hash, &rec, bulk.messages.len()) {
+        return error_response(&e);
+    }
+    let result = web::block(move || {
+        let parsed: Vec<Result<(SealRequest, bool), Error>> = bulk
+            .messages
+            .into_iter()
+            .map(|m| {
+                serde_json::from_value::<SealJson>(m)
+                    .map_err(|e| Error::BadJson(e.to_string()))
+                    .and_then(checked)
+            })
+            .collect();
+        let valid: Vec<SealRequest> =
+            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone())).collect();
+        let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
+        let results: Vec<serde_json::Value> = parsed
+            .into_iter()
+            .map(|p| {
+                let one = p.and_then(|(r, deliver)| {
+                    let s = sealed
+                        .next()
+                        .unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
+                    let queue_id = match deliver {
+                        true => {
+                            let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
+                            Some(d.deliver(&s.from, &r.to, &s.message)?)
+                        }
+                        false => None,
+                    };
+                    Ok(describe(&r, &s, queue_id.as_deref()))
+                });
+                match one {
+                    Ok(mut v) => {
+                        v["status"] = serde_json::json!(200);
+                        v
+                    }
+                    Err(e) => {
+                        if e.status() >= 500 {
+                            tracing::error!(error = %e, "sealed mail failed");
+                        }
+                        let mut v = e.body();
+                        v["status"] = serde_json::json!(e.status());
+                        v
+                    }
+                }
+            })
+            .collect();
+        serde_json::json!({ "results": results })
+    })
+    .await;
+    match result {
+        Ok(v) => json(200, v),
+        Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"to": "a@example.com", "sender": "statements", "subject": "S", "text": "T"})
+    }
+
+    #[test]
+    fn requests_are_checked_field_by_field() {
+        assert!(parse_one(base().to_string().as_bytes()).is_ok());
+        let cases: Vec<(serde_json::Value, &str)> = vec![
+            (serde_json::json!({"to": "x"}), "missing"),
+            (serde_json::json!({"to": "not an address", "sender": "s", "subject": "S", "text": "T"}), "to"),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "Bad Name", "subject": "S", "text": "T"}),
+                "sender",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S\r\nBcc: x@y", "text": "T"}),
+                "subject",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "fallback": "sms"}),
+                "fallback",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "extra": 1}),
+                "unknown",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T",
+                "attachments": [{"filename": "a.pdf", "content_type": "application/pdf", "base64": "!!!"}]}),
+                "base64",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T",
+                "attachments": [{"filename": "a\n.pdf", "content_type": "application/pdf", "base64": ""}]}),
+                "filename",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T",
+                "attachments": [{"filename": "a.pdf", "content_type": "pdf", "base64": ""}]}),
+                "content_type",
+            ),
+        ];
+        for (v, what) in cases {
+            let e = parse_one(v.to_string().as_bytes()).expect_err(what);
+            assert_eq!(e.status(), 400, "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncated_bodies_are_400_never_a_panic() {
+        let full = base().to_string();
+        for cut in 0..full.len() {
+            if let Err(e) = parse_one(&full.as_bytes()[..cut]) {
+                assert_eq!(e.status(), 400);
+            }
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in [1usize, 7, 100, 4096] {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            assert_eq!(parse_one(&bytes).expect_err("garbage").status(), 400);
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! # sealed-mail — signed, timestamped, encrypted S/MIME messages in one API call
+//!
+//! **Owns:** turning a statement or a one-time code into a complete S/MIME message: the
+//! recipient's newest valid encryption certificate from CerDB (status checked at that moment),
+//! the MIME entity ([`mime`]), its CMS `SignedData` by a sender identity's key in custody with
+//! signing time, S/MIME capabilities and the sender's chain, an RFC 3161 timestamp of the
+//! signature from the installation's own TSA ([`signed`]), the `EnvelopedData` to the recipient
+//! and an optional archive certificate — RSA key transport, or ECDH on P-256 ([`ecdh`], RFC 5753)
+//! — with AES-256-CBC ([`envelope`]); the signed plain invitation for addresses without a
+//! certificate ([`seal`]); and the HTTP scope `/api/v1/mail` ([`configure`]).
+//!
+//! **Must not:** hold private key bytes (senders sign through [`hsm_sim::Signer`]); issue
+//! certificates (sender identities are issued by `ca-core`, kept by `cerdb::mail_senders`); log or
+//! store anything of a message body — the audit record ([`SealRecord`]) names the sender, the
+//! recipient's address hash, the certificate serial, the Message-ID and the timestamp serial.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ecdh;
+pub mod envelope;
+mod http;
+pub mod mime;
+pub mod oids;
+pub mod seal;
+pub mod signed;
+
+pub use http::{configure, Delivery, MailLimits, MailService, MAX_BULK};
+pub use seal::{
+    InProcessTsa, Invitation, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer, SealerParts,
+    SenderKeys,
+};
+pub use signed::{SenderKey, SignatureTimestamp, Timestamper};
+
+/// Everything that can go wrong; [`Error::status`] and [`Error::body`] are the one place where an
+/// error becomes an HTTP answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A field of the request is not acceptable.
+    #[error("{field} {reason}")]
+    BadInput {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The body is not the JSON expected.
+    #[error("the body is not a valid request: {0}")]
+    BadJson(String),
+    /// The body is larger than allowed.
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// No valid API key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The API key lacks the mail permission.
+    #[error("this API key has no mail permission")]
+    NoMailPermission,
+    /// The API key may not send as this sender (or it does not exist).
+    #[error("this API key may not send as {0:?}")]
+    SenderNotAllowed(String),
+    /// The recipient has no valid encryption certificate.
+    #[error("the recipient has no valid encryption certificate")]
+    NoCertificate,
+    /// The client is over its quota.
+    #[error("over quota: retry in {retry_after_secs} s")]
+    RateLimited {
+        /// When to retry.
+        retry_after_secs: u64,
+    },
+    /// The recipient's certificate holds a key this crate cannot encrypt to.
+    #[error("the recipient's certificate holds a key that cannot be encrypted to: {0}")]
+    RecipientKey(String),
+    /// A timestamp was asked for and no TSA is configured.
+    #[error("timestamps are not available on this server")]
+    TimestampUnavailable,
+    /// Delivery was asked for and no relay is configured.
+    #[error("delivery is not configured on this server ([mail.relay])")]
+    DeliveryUnavailable,
+    /// The relay refused or failed.
+    #[error("the mail relay failed: {0}")]
+    Delivery(String),
+    /// The TSA failed.
+    #[error("timestamp: {0}")]
+    Timestamp(String),
+    /// Signing failed in custody.
+    #[error("signing: {0}")]
+    Signing(String),
+    /// A CMS builder failed.
+    #[error("CMS: {0}")]
+    Cms(String),
+    /// DER encoding or decoding failed.
+    #[error("encoding: {0}")]
+    Encoding(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] cerdb::Error),
+    /// Anything else that is not the client's fault.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn encoding(e: impl std::fmt::Display) -> Self {
+        Error::Encoding(e.to_string())
+    }
+
+    pub(crate) fn cms(e: impl std::fmt::Display) -> Self {
+        Error::Cms(e.to_string())
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadInput { .. } | Error::BadJson(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::NoMailPermission | Error::SenderNotAllowed(_) => 403,
+            Error::NoCertificate => 404,
+            Error::TooLarge { .. } => 413,
+            Error::RecipientKey(_) => 422,
+            Error::RateLimited { .. } => 429,
+            Error::Delivery(_) => 502,
+            Error::TimestampUnavailable | Error::DeliveryUnavailable => 503,
+            _ => 500,
+        }
+    }
+
+    /// The JSON body of the answer: `{"exists": false}` for a recipient without certificate,
+    /// `{"error": ...}` otherwise — for server-side failures without their internal detail.
+    pub fn body(&self) -> serde_json::Value {
+        match self {
+            Error::NoCertificate => serde_json::json!({"exists": false}),
+            e if e.status() >= 500
+                && !matches!(e, Error::TimestampUnavailable | Error::DeliveryUnavailable) =>
+            {
+                serde_json::json!({"error": "internal error"})
+            }
+            e => serde_json::json!({"error": e.to_string()}),
+        }
+    }
+}

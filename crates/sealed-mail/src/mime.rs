@@ -1,0 +1,316 @@
+//! MIME framing (RFC 2045/2046/2047/2231, RFC 5322, RFC 8551 §3): the entity that is signed, the
+//! S/MIME wrappers around CMS objects, and the complete message. No well-kept crate builds
+//! `application/pkcs7-mime` and `multipart/signed` entities around bytes made elsewhere, so the
+//! framing is written here, in this one module.
+//!
+//! Every line ends in CRLF (the canonical form S/MIME signs, RFC 8551 §3.1.1); every body is
+//! base64 in lines of 76 characters, so the entity survives any 7-bit transport unchanged. Header
+//! values from callers are checked ([`HeaderText`]): no control characters reach a header, so no
+//! header can be injected.
+
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+
+use crate::Error;
+
+/// The longest subject accepted, in characters.
+pub const MAX_SUBJECT_CHARS: usize = 998;
+/// The longest attachment file name accepted, in characters.
+pub const MAX_FILENAME_CHARS: usize = 255;
+
+/// A header value from a caller: no control characters (CR and LF above all), at most `max`
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderText(String);
+
+impl HeaderText {
+    /// Checks `s` for the header field `field`.
+    pub fn parse(field: &'static str, s: &str, max: usize) -> Result<Self, Error> {
+        if s.chars().count() > max {
+            return Err(Error::BadInput { field, reason: format!("longer than {max} characters") });
+        }
+        if s.chars().any(char::is_control) {
+            return Err(Error::BadInput { field, reason: "contains control characters".into() });
+        }
+        Ok(HeaderText(s.to_string()))
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value as it goes into a header: as is when printable ASCII, else RFC 2047 encoded
+    /// words (UTF-8, base64), each at most 75 characters, never splitting a character.
+    pub fn encoded(&self) -> String {
+        if self.0.bytes().all(|b| (0x20..0x7f).contains(&b)) && !self.0.contains("=?") {
+            return self.0.clone();
+        }
+        let mut words = Vec::new();
+        let mut chunk = String::new();
+        for c in self.0.chars() {
+            // 45 bytes of UTF-8 make 60 characters of base64: with "=?utf-8?B?" and "?=", 72.
+            if chunk.len() + c.len_utf8() > 45 {
+                words.push(encoded_word(&chunk));
+                chunk.clear();
+            }
+            chunk.push(c);
+        }
+        if !chunk.is_empty() || words.is_empty() {
+            words.push(encoded_word(&chunk));
+        }
+        words.join("\r\n ")
+    }
+}
+
+fn encoded_word(s: &str) -> String {
+    format!("=?utf-8?B?{}?=", base64::engine::general_purpose::STANDARD.encode(s.as_bytes()))
+}
+
+/// A MIME media type given by a caller (`application/pdf`): `type/subtype` of RFC 2045 tokens,
+/// without parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType(String);
+
+impl MediaType {
+    /// Checks `s`.
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.len() <= 127
+                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        match s.split_once('/') {
+            Some((a, b)) if token(a) && token(b) => Ok(MediaType(s.to_ascii_lowercase())),
+            _ => Err(Error::BadInput {
+                field: "content_type",
+                reason: "is not a media type such as application/pdf (type/subtype, no parameters)".into(),
+            }),
+        }
+    }
+}
+
+/// One attachment of a message.
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The file name shown to the reader.
+    pub filename: HeaderText,
+    /// Its media type.
+    pub content_type: MediaType,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// What the reader sees: text, optionally HTML, and attachments.
+#[derive(Debug, Clone)]
+pub struct Content {
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body, shown instead of the text by clients that can.
+    pub html: Option<String>,
+    /// Attachments.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Base64 in lines of 76 characters, each ending in CRLF.
+pub fn base64_lines(data: &[u8], out: &mut String) {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+    for chunk in b64.as_bytes().chunks(76) {
+        // Base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push_str("\r\n");
+    }
+}
+
+fn boundary(tag: &str, random: &[u8; 16]) -> String {
+    // Base64 text never contains "=_", so a boundary starting with it never occurs in a body.
+    format!("=_{tag}_{}", hex::encode(random))
+}
+
+fn text_part(subtype: &str, text: &str, out: &mut String) {
+    let _ = write!(
+        out,
+        "Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    );
+    base64_lines(text.as_bytes(), out);
+}
+
+/// A `filename` parameter: quoted when it is printable ASCII without quotes or backslashes,
+/// else RFC 2231 percent-encoded UTF-8.
+fn filename_param(name: &HeaderText) -> String {
+    let s = name.as_str();
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+        return format!("filename=\"{s}\"");
+    }
+    let mut enc = String::from("filename*=utf-8''");
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            enc.push(b as char);
+        } else {
+            let _ = write!(enc, "%{b:02X}");
+        }
+    }
+    enc
+}
+
+/// The MIME entity that is signed: text alone, text and HTML as `multipart/alternative`, and
+/// with attachments inside `multipart/mixed`. `random` makes the boundaries.
+pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
+    let mut body = String::new();
+    let alternative = content.html.as_ref().map(|html| {
+        let b = boundary("alt", random);
+        let mut s = format!("Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n");
+        let _ = write!(s, "--{b}\r\n");
+        text_part("plain", &content.text, &mut s);
+        let _ = write!(s, "--{b}\r\n");
+        text_part("html", html, &mut s);
+        let _ = write!(s, "--{b}--\r\n");
+        s
+    });
+    let first = alternative.unwrap_or_else(|| {
+        let mut s = String::new();
+        text_part("plain", &content.text, &mut s);
+        s
+    });
+    if content.attachments.is_empty() {
+        return first.into_bytes();
+    }
+    let b = boundary("mixed", random);
+    let _ = write!(body, "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n");
+    let _ = write!(body, "--{b}\r\n{first}");
+    for a in &content.attachments {
+        let _ = write!(
+            body,
+            "--{b}\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+            a.content_type.0,
+            filename_param(&a.filename)
+        );
+        base64_lines(&a.data, &mut body);
+    }
+    let _ = write!(body, "--{b}--\r\n");
+    body.into_bytes()
+}
+
+/// `application/pkcs7-mime` around a CMS object (DER): `smime-type` is `signed-data` or
+/// `enveloped-data` (RFC 8551 §3.2).
+pub fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
+    let mut s = format!(
+        "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\
+         Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n"
+    );
+    base64_lines(der, &mut s);
+    s.into_bytes()
+}
+
+/// `multipart/signed` (RFC 8551 §3.5.3): the entity as signed, then its detached signature.
+pub fn multipart_signed(entity: &[u8], signature_der: &[u8], random: &[u8; 16]) -> Vec<u8> {
+    let b = boundary("signed", random);
+    let mut out = format!(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n\
+         This is an S/MIME signed message.\r\n\r\n--{b}\r\n"
+    )
+    .into_bytes();
+    out.extend_from_slice(entity);
+    let mut tail = format!(
+        "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+         Content-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    );
+    base64_lines(signature_der, &mut tail);
+    let _ = write!(tail, "--{b}--\r\n");
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+/// The header of a message: who, to whom, what, when, which.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    /// The sender's display name.
+    pub from_name: &'a str,
+    /// The sender's address.
+    pub from: &'a str,
+    /// The recipient's address.
+    pub to: &'a str,
+    /// The subject.
+    pub subject: &'a HeaderText,
+    /// RFC 5322 date.
+    pub date: chrono::DateTime<chrono::Utc>,
+    /// The Message-ID without angle brackets.
+    pub message_id: &'a str,
+}
+
+/// The complete message (RFC 5322): the header, `MIME-Version`, then `entity` (which starts with
+/// its own `Content-*` fields).
+pub fn message(env: &Envelope<'_>, entity: &[u8]) -> Vec<u8> {
+    let mut s = String::new();
+    let _ = write!(s, "From: {} <{}>\r\n", display_name(env.from_name), env.from);
+    let _ = write!(s, "To: <{}>\r\n", env.to);
+    let _ = write!(s, "Subject: {}\r\n", env.subject.encoded());
+    let _ = write!(s, "Date: {}\r\n", env.date.format("%a, %d %b %Y %H:%M:%S +0000"));
+    let _ = write!(s, "Message-ID: <{}>\r\n", env.message_id);
+    s.push_str("MIME-Version: 1.0\r\n");
+    let mut out = s.into_bytes();
+    out.extend_from_slice(entity);
+    out
+}
+
+/// A display name as a quoted string (sender names are letters, digits, `.`, `_`, `-`).
+fn display_name(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| c.is_ascii_alphanumeric() || "._- ".contains(*c)).collect();
+    format!("\"{clean}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_text_refuses_line_breaks_and_encodes_non_ascii() {
+        assert!(HeaderText::parse("subject", "a\r\nBcc: x@y", 100).is_err());
+        assert!(HeaderText::parse("subject", "a\nb", 100).is_err());
+        assert!(HeaderText::parse("subject", &"x".repeat(101), 100).is_err());
+        assert_eq!(HeaderText::parse("subject", "Statement", 100).expect("ok").encoded(), "Statement");
+        let e = HeaderText::parse("subject", &"Kontoauszug für März ".repeat(8), 998).expect("ok").encoded();
+        assert!(e.lines().all(|l| l.trim_end().len() <= 76), "{e}");
+        assert!(e.starts_with("=?utf-8?B?"));
+        let decoded: String = e
+            .split("\r\n ")
+            .map(|w| {
+                let b64 = w.trim_start_matches("=?utf-8?B?").trim_end_matches("?=");
+                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("b64"))
+                    .expect("utf8")
+            })
+            .collect();
+        assert_eq!(decoded, "Kontoauszug für März ".repeat(8));
+    }
+
+    #[test]
+    fn media_types_are_tokens() {
+        assert!(MediaType::parse("application/pdf").is_ok());
+        for bad in ["", "pdf", "application/", "/pdf", "text/plain; charset=x", "a/b\r\nX: y", "a/b/c"] {
+            assert!(MediaType::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn entities_use_crlf_and_76_character_lines() {
+        let content = Content {
+            text: "Hello\nworld".into(),
+            html: Some("<p>Hello</p>".into()),
+            attachments: vec![Attachment {
+                filename: HeaderText::parse("filename", "Auszug März.pdf", 255).expect("name"),
+                content_type: MediaType::parse("application/pdf").expect("type"),
+                data: vec![7u8; 1000],
+            }],
+        };
+        let e = content_entity(&content, &[1; 16]);
+        let text = String::from_utf8(e).expect("ascii");
+        assert!(text.is_ascii());
+        assert!(!text.replace("\r\n", "").contains('\n'));
+        assert!(text.split("\r\n").all(|l| l.len() <= 998));
+        assert!(text.contains("filename*=utf-8''Auszug%20M%C3%A4rz.pdf"));
+        assert!(text.contains("multipart/alternative"));
+        assert!(text.ends_with("--\r\n"));
+    }
+}

@@ -1,0 +1,256 @@
+//! CMS `SignedData` (RFC 5652 §5) of a MIME entity, signed in key custody, built with RustCrypto's
+//! `cms` builders: `SignerInfoBuilder` makes the signer info (message digest and content type
+//! attributes, the signature over the signed attributes), `SignedDataBuilder` the `SignedData`
+//! with the sender's chain. Added here: the signing-time and S/MIME capabilities attributes
+//! (RFC 8551 §2.5) and, when asked, an RFC 3161 timestamp of the signature value as the unsigned
+//! attribute `id-aa-signatureTimeStampToken` (RFC 3161 appendix A) — which needs the signature,
+//! so the signer info is built first and put into the `SignedData` after.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cms::builder::{SignedDataBuilder, SignerInfoBuilder};
+use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::ContentInfo;
+use cms::signed_data::{EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos};
+use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
+use der::{Any, Decode, Encode};
+use hsm_sim::{SignatureScheme, Signer};
+use x509_cert::attr::Attribute;
+use x509_cert::builder::Builder as _;
+use x509_cert::spki::{
+    AlgorithmIdentifierOwned, DynSignatureAlgorithmIdentifier, SignatureBitStringEncoding,
+};
+use x509_cert::Certificate;
+
+use crate::{oids, Error};
+
+/// A timestamp of a signature value: the TSA's token and its serial.
+#[derive(Debug, Clone)]
+pub struct SignatureTimestamp {
+    /// The `TimeStampToken` (a CMS `ContentInfo`), DER.
+    pub token: Vec<u8>,
+    /// Its serial number, as the TSA records it.
+    pub serial: String,
+}
+
+/// Who stamps signature values: the TSA in process, or anything else that answers with a token
+/// over the SHA-256 of the bytes it is given.
+pub trait Timestamper: Send + Sync {
+    /// A token whose message imprint is the SHA-256 of `signature_value`.
+    fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error>;
+}
+
+/// A sender's key in custody and its certificate chain (leaf first, then the issuing CA).
+#[derive(Clone)]
+pub struct SenderKey {
+    /// The key.
+    pub signer: Arc<dyn Signer>,
+    /// The leaf, parsed.
+    pub leaf: Certificate,
+    /// The chain as it goes into the message, DER, leaf first.
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SenderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SenderKey").field("handle", self.signer.handle()).finish_non_exhaustive()
+    }
+}
+
+impl SenderKey {
+    /// The key and its chain (DER, leaf first); refused when the leaf does not parse or does not
+    /// hold the key's public half.
+    pub fn new(signer: Arc<dyn Signer>, chain: Vec<Vec<u8>>) -> Result<Self, Error> {
+        let leaf_der =
+            chain.first().ok_or_else(|| Error::Internal("a sender without a certificate".into()))?;
+        let leaf = Certificate::from_der(leaf_der)
+            .map_err(|e| Error::Internal(format!("the sender certificate does not parse: {e}")))?;
+        if leaf.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes()
+            != signer.public_key_raw()
+        {
+            return Err(Error::Internal("the sender certificate does not hold the sender's key".into()));
+        }
+        Ok(SenderKey { signer, leaf, chain })
+    }
+}
+
+/// A signature made in custody, as the builders take it.
+struct CustodySignature(Vec<u8>);
+
+impl SignatureBitStringEncoding for CustodySignature {
+    fn to_bitstring(&self) -> der::Result<der::asn1::BitString> {
+        der::asn1::BitString::from_bytes(&self.0)
+    }
+}
+
+/// The custody key seen by the builders: `signature::Signer` over the key's [`Signer`].
+struct CustodyKey<'a> {
+    signer: &'a dyn Signer,
+}
+
+impl signature::Keypair for CustodyKey<'_> {
+    type VerifyingKey = Vec<u8>;
+    fn verifying_key(&self) -> Vec<u8> {
+        self.signer.public_key_spki().to_vec()
+    }
+}
+
+impl DynSignatureAlgorithmIdentifier for CustodyKey<'_> {
+    fn signature_algorithm_identifier(&self) -> x509_cert::spki::Result<AlgorithmIdentifierOwned> {
+        Ok(signature_algorithm(self.signer.key_type().signature_scheme()).1)
+    }
+}
+
+impl signature::Signer<CustodySignature> for CustodyKey<'_> {
+    fn try_sign(&self, msg: &[u8]) -> Result<CustodySignature, signature::Error> {
+        self.signer.sign(msg).map(CustodySignature).map_err(signature::Error::from_source)
+    }
+}
+
+/// The digest and signature algorithms of a scheme.
+fn signature_algorithm(scheme: SignatureScheme) -> (AlgorithmIdentifierOwned, AlgorithmIdentifierOwned) {
+    let (digest, sig, null) = match scheme {
+        SignatureScheme::RsaPkcs1Sha256 => (oids::SHA256, oids::SHA256_WITH_RSA, true),
+        SignatureScheme::EcdsaP256Sha256 => (oids::SHA256, oids::ECDSA_WITH_SHA256, false),
+        SignatureScheme::EcdsaP384Sha384 => (oids::SHA384, oids::ECDSA_WITH_SHA384, false),
+        SignatureScheme::Ed25519 => (oids::SHA512, oids::ED25519, false),
+    };
+    (
+        AlgorithmIdentifierOwned { oid: digest, parameters: None },
+        AlgorithmIdentifierOwned { oid: sig, parameters: null.then(Any::null) },
+    )
+}
+
+fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, Error> {
+    let mut values = SetOfVec::new();
+    values.insert(value).map_err(Error::encoding)?;
+    Ok(Attribute { oid, values })
+}
+
+/// `signingTime` (RFC 5652 §11.3): UTCTime until 2049, GeneralizedTime after.
+fn signing_time(at: DateTime<Utc>) -> Result<Attribute, Error> {
+    let secs =
+        u64::try_from(at.timestamp()).map_err(|_| Error::Internal("a signing time before 1970".into()))?;
+    let dt =
+        der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)).map_err(Error::encoding)?;
+    let time = if dt.year() < 2050 {
+        x509_cert::time::Time::UtcTime(der::asn1::UtcTime::from_date_time(dt).map_err(Error::encoding)?)
+    } else {
+        x509_cert::time::Time::GeneralTime(der::asn1::GeneralizedTime::from_date_time(dt))
+    };
+    let value = Any::from_der(&time.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+    attribute(oids::SIGNING_TIME, value)
+}
+
+/// `SMIMECapabilities` (RFC 8551 §2.5.2): what this sender can decrypt, strongest first — the
+/// AES-CBC ciphers the widest range of clients uses.
+///
+/// ```text
+/// SMIMECapabilities ::= SEQUENCE OF SMIMECapability
+/// SMIMECapability ::= SEQUENCE { capabilityID OBJECT IDENTIFIER, parameters ANY OPTIONAL }
+/// ```
+fn smime_capabilities() -> Result<Attribute, Error> {
+    let caps: Vec<AlgorithmIdentifierOwned> = [oids::AES256_CBC, oids::AES192_CBC, oids::AES128_CBC]
+        .into_iter()
+        .map(|oid| AlgorithmIdentifierOwned { oid, parameters: None })
+        .collect();
+    let value = Any::from_der(&caps.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+    attribute(oids::SMIME_CAPABILITIES, value)
+}
+
+/// How the content travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encapsulation {
+    /// Inside the `SignedData` (`application/pkcs7-mime; smime-type=signed-data`).
+    Opaque,
+    /// Beside it (`multipart/signed`): the `SignedData` carries no content.
+    Detached,
+}
+
+/// A `SignedData` made: its DER (a `ContentInfo`) and its timestamp, if one was asked for.
+#[derive(Debug, Clone)]
+pub struct Signed {
+    /// The `ContentInfo` of the `SignedData`, DER.
+    pub der: Vec<u8>,
+    /// The timestamp of the signature value.
+    pub timestamp: Option<SignatureTimestamp>,
+}
+
+/// Signs `entity` (a canonical MIME entity) with `key` at `now`; with `tsa`, timestamps the
+/// signature value.
+///
+/// 1. the encapsulated content: `id-data` with the entity (opaque) or without it (detached, the
+///    entity's SHA-256 given to the builder instead);
+/// 2. the signer info from `SignerInfoBuilder` with signing time and S/MIME capabilities;
+/// 3. when asked, the token over the signature value as an unsigned attribute;
+/// 4. the `SignedData` from `SignedDataBuilder` with the chain, and the signer info put in.
+pub fn sign(
+    entity: &[u8],
+    key: &SenderKey,
+    now: DateTime<Utc>,
+    encapsulation: Encapsulation,
+    tsa: Option<&dyn Timestamper>,
+) -> Result<Signed, Error> {
+    let (digest_alg, _) = signature_algorithm(key.signer.key_type().signature_scheme());
+    let econtent = match encapsulation {
+        Encapsulation::Opaque => {
+            let octets = OctetString::new(entity).map_err(Error::encoding)?;
+            Some(Any::from_der(&octets.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?)
+        }
+        Encapsulation::Detached => None,
+    };
+    let eci = EncapsulatedContentInfo { econtent_type: oids::DATA, econtent };
+    let external = match encapsulation {
+        Encapsulation::Opaque => None,
+        Encapsulation::Detached => Some(digest(digest_alg.oid, entity)?),
+    };
+    let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
+        issuer: key.leaf.tbs_certificate.issuer.clone(),
+        serial_number: key.leaf.tbs_certificate.serial_number.clone(),
+    });
+    let custody = CustodyKey { signer: &*key.signer };
+    let mut sib = SignerInfoBuilder::new(&custody, sid, digest_alg.clone(), &eci, external.as_deref())
+        .map_err(Error::cms)?;
+    sib.add_signed_attribute(signing_time(now)?).map_err(Error::cms)?;
+    sib.add_signed_attribute(smime_capabilities()?).map_err(Error::cms)?;
+    let mut signer_info: SignerInfo =
+        sib.build::<CustodySignature>().map_err(|e| Error::Signing(e.to_string()))?;
+
+    let timestamp = match tsa {
+        Some(tsa) => {
+            let stamp = tsa.stamp(signer_info.signature.as_bytes())?;
+            let token = Any::from_der(&stamp.token).map_err(Error::encoding)?;
+            let mut attrs = SetOfVec::new();
+            attrs.insert(attribute(oids::SIGNATURE_TIME_STAMP_TOKEN, token)?).map_err(Error::encoding)?;
+            signer_info.unsigned_attrs = Some(attrs);
+            Some(stamp)
+        }
+        None => None,
+    };
+
+    let mut sdb = SignedDataBuilder::new(&eci);
+    sdb.add_digest_algorithm(digest_alg).map_err(Error::cms)?;
+    for der in &key.chain {
+        let cert = Certificate::from_der(der).map_err(Error::encoding)?;
+        sdb.add_certificate(CertificateChoices::Certificate(cert)).map_err(Error::cms)?;
+    }
+    let skeleton: ContentInfo = sdb.build().map_err(Error::cms)?;
+    let mut sd: SignedData = skeleton.content.decode_as().map_err(Error::encoding)?;
+    let mut infos = SetOfVec::new();
+    infos.insert(signer_info).map_err(Error::encoding)?;
+    sd.signer_infos = SignerInfos(infos);
+    let content = Any::from_der(&sd.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+    let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
+    Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp })
+}
+
+fn digest(alg: ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, Error> {
+    let a = match alg {
+        oids::SHA256 => &ring::digest::SHA256,
+        oids::SHA384 => &ring::digest::SHA384,
+        oids::SHA512 => &ring::digest::SHA512,
+        other => return Err(Error::Internal(format!("no digest {other}"))),
+    };
+    Ok(ring::digest::digest(a, data).as_ref().to_vec())
+}

@@ -1,0 +1,339 @@
+//! CLI-side glue of sealed mail (`sealed-mail`): `pki mail sender ...`, and the mail service
+//! `pki serve` mounts beside the directory (`/api/v1/mail/...`): the senders' keys from the CA,
+//! the audit entry of every message, the TSA in process, the relay.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use ca_core::{AuditAction, Ca, CaCert};
+use cerdb::directory::{ApiKeyName, Directory};
+use cerdb::mail_senders::{MailSender, MailSenders, SenderName};
+use cerdb::{CertReader, EmailAddress, SystemClock};
+use clap::Subcommand;
+use sealed_mail::{MailAudit, SealRecord, SenderKey, SenderKeys};
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{Outcome, Reply, Request};
+use crate::settings::Settings;
+
+/// `pki mail ...`
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// Sender identities of sealed mail.
+    Sender {
+        #[command(subcommand)]
+        command: SenderCommand,
+    },
+}
+
+/// `pki mail sender ...`
+#[derive(Debug, Subcommand)]
+pub enum SenderCommand {
+    /// Add a sender identity: a signing certificate for an address of the enterprise domains
+    /// (`[mail] enterprise_domains`), its key generated in the key store and never exported.
+    Add {
+        /// The name API clients use (`statements`).
+        #[arg(long)]
+        name: String,
+        /// Its address.
+        #[arg(long)]
+        email: String,
+        /// Key type: rsa2048 (default from [ca.leaf]), rsa3072, rsa4096, p256, p384.
+        #[arg(long)]
+        key_type: Option<String>,
+    },
+    /// List the sender identities.
+    List,
+    /// Remove a sender identity (its certificate stays valid until revoked: `pki revoke`).
+    Remove {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Allow an API key (made with `pki apikey create --permission mail`) to send as a sender.
+    Allow {
+        /// The sender's name.
+        #[arg(long)]
+        name: String,
+        /// The API key's name.
+        #[arg(long)]
+        key: String,
+    },
+    /// Withdraw an API key from a sender.
+    Disallow {
+        /// The sender's name.
+        #[arg(long)]
+        name: String,
+        /// The API key's name.
+        #[arg(long)]
+        key: String,
+    },
+}
+
+/// The requests of `pki mail sender`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SenderRequest {
+    /// Add; the enterprise domains travel with the request from the officer's configuration.
+    Add {
+        /// Name.
+        name: String,
+        /// Address.
+        email: String,
+        /// Key type.
+        key_type: Option<String>,
+        /// `[mail] enterprise_domains`.
+        enterprise_domains: Vec<String>,
+    },
+    /// List.
+    List,
+    /// Remove.
+    Remove {
+        /// Name.
+        name: String,
+    },
+    /// Allow a key.
+    Allow {
+        /// Sender.
+        name: String,
+        /// Key.
+        key: String,
+    },
+    /// Disallow a key.
+    Disallow {
+        /// Sender.
+        name: String,
+        /// Key.
+        key: String,
+    },
+}
+
+/// The request of `pki mail ...`.
+pub fn mail_request(cmd: MailCommand, settings: &Settings) -> Request {
+    let MailCommand::Sender { command } = cmd;
+    Request::MailSender(match command {
+        SenderCommand::Add { name, email, key_type } => SenderRequest::Add {
+            name,
+            email,
+            key_type,
+            enterprise_domains: settings.mail.enterprise_domains(),
+        },
+        SenderCommand::List => SenderRequest::List,
+        SenderCommand::Remove { name } => SenderRequest::Remove { name },
+        SenderCommand::Allow { name, key } => SenderRequest::Allow { name, key },
+        SenderCommand::Disallow { name, key } => SenderRequest::Disallow { name, key },
+    })
+}
+
+fn sender_name(s: &str) -> Result<SenderName, String> {
+    s.parse().map_err(|e: cerdb::Error| e.to_string())
+}
+
+fn key_name(s: &str) -> Result<ApiKeyName, String> {
+    s.parse().map_err(|e: cerdb::directory::DirectoryError| e.to_string())
+}
+
+/// Runs `pki mail sender ...` against the CA.
+pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
+    let senders = MailSenders::open(ca.db());
+    let s = |e: cerdb::Error| e.to_string();
+    match req {
+        SenderRequest::Add { name, email, key_type, enterprise_domains } => {
+            let name = sender_name(name)?;
+            let email: EmailAddress = email.parse().map_err(s)?;
+            if !crate::mail_settings::in_enterprise_domains(&email, enterprise_domains) {
+                return Err(format!(
+                    "{email} is not in the enterprise domains ([mail] enterprise_domains = {enterprise_domains:?}): \
+                     sender identities use the organisation's own addresses"
+                ));
+            }
+            if senders.contains(&name).map_err(s)? {
+                return Err(cerdb::Error::SenderExists(name.to_string()).to_string());
+            }
+            let kt = key_type
+                .as_deref()
+                .map(|k| k.parse::<hsm_sim::KeyType>().map_err(|e| e.to_string()))
+                .transpose()?;
+            let (rec, handle) = ca.issue_mail_sender(&email, kt, actor).map_err(|e| e.to_string())?;
+            let sender = MailSender {
+                name: name.clone(),
+                email: email.clone(),
+                key_handle: handle.as_str().to_string(),
+                serial: rec.serial.clone(),
+                created_at: ca.now(),
+                allowed_keys: vec![],
+            };
+            senders.insert(sender).map_err(s)?;
+            let details = format!("{name} {email} serial {}", rec.serial);
+            ca.audit_event(actor, AuditAction::MailSenderAdd, true, &details).map_err(|e| e.to_string())?;
+            let mut out = format!("added sender {name} <{email}>, certificate serial {}\n", rec.serial);
+            out.push_str(&ca_core::to_pem("CERTIFICATE", &rec.der));
+            Ok(Reply { stdout: out, ..Reply::default() })
+        }
+        SenderRequest::List => {
+            let mut out = format!("{:<20} {:<36} {:<34} {}\n", "NAME", "EMAIL", "SERIAL", "API KEYS");
+            for x in senders.list().map_err(s)? {
+                let keys: Vec<&str> = x.allowed_keys.iter().map(|k| k.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "{:<20} {:<36} {:<34} {}",
+                    x.name.as_str(),
+                    x.email.as_str(),
+                    x.serial.to_string(),
+                    keys.join(",")
+                );
+            }
+            Ok(Reply { stdout: out, ..Reply::default() })
+        }
+        SenderRequest::Remove { name } => {
+            let gone = senders.remove(&sender_name(name)?).map_err(s)?;
+            ca.audit_event(
+                actor,
+                AuditAction::MailSenderRemove,
+                true,
+                &format!("{} {}", gone.name, gone.email),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Reply {
+                stdout: format!("removed sender {}\n", gone.name),
+                stderr: format!(
+                    "its certificate {} stays valid until it expires or is revoked (pki revoke --serial {} --reason cessationOfOperation)\n",
+                    gone.serial, gone.serial
+                ),
+                files: vec![],
+            })
+        }
+        SenderRequest::Allow { name, key } => {
+            let key = key_name(key)?;
+            let known = cerdb::directory::ApiKeyStore::open(ca.db())
+                .and_then(|k| k.list())
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .any(|r| r.name == key && r.revoked_at.is_none());
+            if !known {
+                return Err(format!("no live API key named {key:?}"));
+            }
+            let x = senders.allow(&sender_name(name)?, &key).map_err(s)?;
+            ca.audit_event(actor, AuditAction::MailSenderAllow, true, &format!("{} key {key}", x.name))
+                .map_err(|e| e.to_string())?;
+            Ok(Reply { stdout: format!("API key {key} may send as {}\n", x.name), ..Reply::default() })
+        }
+        SenderRequest::Disallow { name, key } => {
+            let key = key_name(key)?;
+            let x = senders.disallow(&sender_name(name)?, &key).map_err(s)?;
+            ca.audit_event(
+                actor,
+                AuditAction::MailSenderAllow,
+                true,
+                &format!("{} key {key} withdrawn", x.name),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(Reply {
+                stdout: format!("API key {key} may no longer send as {}\n", x.name),
+                ..Reply::default()
+            })
+        }
+    }
+}
+
+/// The senders' keys: from the CA's key custody, with their certificate and the issuing CA.
+struct CaSenderKeys(Arc<Ca>);
+
+impl SenderKeys for CaSenderKeys {
+    fn sender_key(&self, sender: &MailSender) -> Result<SenderKey, sealed_mail::Error> {
+        let internal = |e: String| sealed_mail::Error::Internal(e);
+        let handle: hsm_sim::KeyHandle =
+            sender.key_handle.parse().map_err(|e: hsm_sim::Error| internal(e.to_string()))?;
+        let signer = self.0.mail_signer(&handle).map_err(|e| internal(e.to_string()))?;
+        let rec = self
+            .0
+            .db()
+            .get(&sender.serial)?
+            .ok_or_else(|| internal(format!("the certificate of sender {} is missing", sender.name)))?;
+        if rec.revocation.is_some() {
+            return Err(internal(format!("the certificate of sender {} is revoked", sender.name)));
+        }
+        SenderKey::new(signer, vec![rec.der, self.0.ca_cert(CaCert::Issuing).to_vec()])
+    }
+}
+
+/// Each message's audit entry, in the CA's audit log.
+struct CaMailAudit(Arc<Ca>);
+
+fn audit_details(r: &SealRecord) -> String {
+    format!(
+        "{} key {} sender {} to sha256:{} cert {} message-id <{}> timestamp {}",
+        r.kind.name(),
+        r.api_key,
+        r.sender,
+        r.recipient_hash,
+        r.certificate_serial.as_ref().map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+        r.message_id,
+        r.timestamp_serial.as_deref().unwrap_or("-"),
+    )
+}
+
+impl MailAudit for CaMailAudit {
+    fn record(&self, r: &SealRecord) -> Result<(), sealed_mail::Error> {
+        self.0
+            .audit_event(&format!("apikey:{}", r.api_key), AuditAction::MailSeal, true, &audit_details(r))
+            .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
+    }
+
+    /// One durable write for the messages of a bulk request (all of one API key).
+    fn record_all(&self, recs: &[SealRecord]) -> Result<(), sealed_mail::Error> {
+        let Some(first) = recs.first() else { return Ok(()) };
+        if recs.iter().any(|r| r.api_key != first.api_key) {
+            return recs.iter().try_for_each(|r| self.record(r));
+        }
+        let details: Vec<String> = recs.iter().map(audit_details).collect();
+        self.0
+            .audit_events_ok(&format!("apikey:{}", first.api_key), AuditAction::MailSeal, &details)
+            .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
+    }
+}
+
+/// The mail service `pki serve` mounts.
+pub fn open_mail_service(
+    ca: &Arc<Ca>,
+    settings: &Settings,
+    directory: Arc<Directory>,
+) -> anyhow::Result<Arc<sealed_mail::MailService>> {
+    let m = &settings.mail;
+    let archive = match &m.archive_certificate {
+        Some(path) => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read [mail] archive_certificate {}: {e}", path.display())
+            })?;
+            Some(match pem::parse(&bytes) {
+                Ok(p) => p.into_contents(),
+                Err(_) => bytes,
+            })
+        }
+        None => None,
+    };
+    let invitation = sealed_mail::Invitation {
+        subject: sealed_mail::mime::HeaderText::parse("invitation_subject", &m.invitation_subject, 998)
+            .map_err(|e| anyhow::anyhow!("[mail] {e}"))?,
+        text: m.invitation_text.clone(),
+    };
+    let reader: Arc<dyn CertReader> = Arc::new(ca.db().clone());
+    let tsa: Arc<dyn sealed_mail::Timestamper> =
+        Arc::new(sealed_mail::InProcessTsa(crate::context::tsa(ca)?));
+    let sealer = sealed_mail::Sealer::new(sealed_mail::SealerParts {
+        reader,
+        senders: MailSenders::open(ca.db()),
+        keys: Arc::new(CaSenderKeys(ca.clone())),
+        tsa: Some(tsa),
+        archive,
+        invitation,
+        clock: Arc::new(SystemClock),
+        audit: Arc::new(CaMailAudit(ca.clone())),
+    })
+    .map_err(|e| anyhow::anyhow!("[mail] archive_certificate: {e}"))?;
+    let limits = sealed_mail::MailLimits {
+        max_body: m.max_body_mib.saturating_mul(1 << 20),
+        max_bulk_body: m.max_bulk_body_mib.saturating_mul(1 << 20),
+    };
+    let delivery = m.relay.host.is_some().then(|| crate::mail_relay::delivery(&m.relay)).transpose()?;
+    Ok(Arc::new(sealed_mail::MailService::new(sealer, directory, limits, delivery)))
+}
