@@ -598,7 +598,7 @@ pub fn pki_command() -> Command {
 /// The `[validation]` table of every test configuration that has none of its own: the domains of
 /// the tests' addresses count as the organisation's own.
 pub const TEST_ENTERPRISE_DOMAINS: &str =
-    "[validation]\nenterprise_domains = [\"example.com\", \"example.org\", \"x.example\", \"loadtest.example\"]\n";
+    "[validation]\nenterprise_domains = [\"example.com\", \"example.org\", \"x.example\", \"loadtest.example\", \"bank.example\"]\n";
 
 /// One test's world: a private temporary directory holding `pki.toml`, the data directory
 /// (`data/`, created by `pki`) and the test's own files, and a loopback port of its own.
