@@ -66,14 +66,15 @@ struct CommitState {
     blocked: usize,
     /// The store is gone: write what is pending and stop.
     shutdown: bool,
-    /// Batches whose write failed while the database was unavailable: (first slot, slot after
-    /// the last, why), the most recent [`LOST_BATCHES_KEPT`].
+    /// Runs of slots whose write failed while the database was unavailable: (first slot, slot
+    /// after the last, why). The batches of one outage follow each other and make one run; the
+    /// most recent [`LOST_RUNS_KEPT`] runs are kept.
     lost: VecDeque<(u64, u64, String)>,
 }
 
-/// How many failed batches [`CommitState::lost`] remembers: their waiters are woken at once, so
-/// only the latest few can still be asking.
-const LOST_BATCHES_KEPT: usize = 64;
+/// How many runs of failed slots [`CommitState::lost`] remembers (a run per outage): their
+/// waiters are woken at once, so only the latest can still be asking.
+const LOST_RUNS_KEPT: usize = 1024;
 
 impl CommitState {
     /// The outcome for slot `seq`, once there is one.
@@ -206,8 +207,11 @@ impl CommitShared {
                         Err(Error::Unavailable(why)) => {
                             tracing::warn!(error = %why, records, "the database is unavailable: these TSA tokens are not issued");
                             let from = st.durable;
-                            st.lost.push_back((from, target, why));
-                            if st.lost.len() > LOST_BATCHES_KEPT {
+                            match st.lost.back_mut() {
+                                Some(run) if run.1 == from => run.1 = target,
+                                _ => st.lost.push_back((from, target, why)),
+                            }
+                            if st.lost.len() > LOST_RUNS_KEPT {
                                 st.lost.pop_front();
                             }
                         }
