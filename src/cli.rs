@@ -323,6 +323,21 @@ enum DbCommand {
     /// opens the database) and print the schema version. A database of a later version is
     /// refused.
     Migrate,
+    /// Copy an installation into an empty one on another engine — a data directory (sled) into
+    /// a PostgreSQL database, or back — with its sealed key records, then verify the copy:
+    /// every count, a random sample of records byte for byte, the audit log's hash chain. Stop
+    /// every process using the source first.
+    Copy {
+        /// The installation to copy: a data directory, or a postgres:// URL.
+        #[arg(long)]
+        from: String,
+        /// The empty installation to fill: a postgres:// URL, or a data directory.
+        #[arg(long)]
+        to: String,
+        /// Certificates, audit entries and timestamp records compared byte for byte.
+        #[arg(long, default_value_t = 1000)]
+        sample: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -455,6 +470,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Db { command: DbCommand::Migrate } => {
             print!("{}", escape_controls(&crate::context::migrate_database(&settings)?));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Db { command: DbCommand::Copy { from, to, sample } } => {
+            print!("{}", escape_controls(&crate::db_copy::run(&from, &to, sample, &settings)?));
             return Ok(ExitCode::SUCCESS);
         }
         Command::Init => Request::Init,

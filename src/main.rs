@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod context;
 mod custody_db;
+mod db_copy;
 mod directory;
 mod enrolment;
 mod escrow;

@@ -20,6 +20,7 @@
 pub mod acme_store;
 mod clock;
 pub mod console_store;
+pub mod copy;
 pub mod custody_store;
 pub mod directory;
 mod faults;
@@ -48,6 +49,7 @@ pub trait Engine:
     + acme_store::AcmeRecords
     + directory::ApiKeyRecords
     + tsa_store::TsaLedger
+    + copy::Transfer
     + Send
     + Sync
 {

@@ -310,6 +310,8 @@ pub struct CertDb {
     acme: Arc<dyn crate::acme_store::AcmeRecords>,
     api_keys: Arc<dyn crate::directory::ApiKeyRecords>,
     tsa: Arc<dyn crate::tsa_store::TsaLedger>,
+    /// What a copy between engines needs beyond the contract.
+    transfer: Arc<dyn crate::copy::Transfer>,
     /// The TSA store while anyone holds it ([`crate::tsa_store::TsaStore::open`]).
     tsa_cell: crate::tsa_store::StoreCell,
     /// What `pki` shows as the database's place.
@@ -373,6 +375,7 @@ impl CertDb {
             recoveries: engine.clone(),
             acme: engine.clone(),
             api_keys: engine.clone(),
+            transfer: engine.clone(),
             tsa: engine,
             tsa_cell: Default::default(),
             custody: None,
@@ -413,6 +416,11 @@ impl CertDb {
     /// The directory's API keys and anonymous policy.
     pub fn api_key_records(&self) -> Arc<dyn crate::directory::ApiKeyRecords> {
         self.api_keys.clone()
+    }
+
+    /// What a copy between engines reads and writes beyond the contract ([`crate::copy`]).
+    pub fn transfer(&self) -> Arc<dyn crate::copy::Transfer> {
+        self.transfer.clone()
     }
 
     /// The TSA's serials and token records.

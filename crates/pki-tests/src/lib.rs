@@ -657,6 +657,12 @@ impl Env {
         Env::build(HsmBackend::Soft, Some(create_test_database()), true, extra)
     }
 
+    /// A fresh environment on the embedded database and the soft key store, whatever
+    /// `PKI_TESTS_BACKEND` says: for what moves between the engines.
+    pub fn on_sled(extra: &str) -> Env {
+        Env::build(HsmBackend::Soft, None, true, extra)
+    }
+
     /// A fresh environment whose CA is in the PostgreSQL database at `url` (which outlives it).
     pub fn on_database(url: &str, extra: &str) -> Env {
         Env::build(HsmBackend::Soft, Some(url.to_string()), false, extra)

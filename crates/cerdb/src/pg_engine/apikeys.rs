@@ -19,7 +19,7 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> DirectoryError {
     DirectoryError::Storage(crate::Error::Corrupt(format!("{what}: {e}")))
 }
 
-fn decode(text: &str) -> Result<ApiKeyRecord, DirectoryError> {
+pub(super) fn decode(text: &str) -> Result<ApiKeyRecord, DirectoryError> {
     serde_json::from_str(text).map_err(|e| corrupt("API key record", e))
 }
 

@@ -33,7 +33,7 @@ use crate::{
 };
 
 /// The `changes.kind` of a revocation.
-const CHANGE_REVOKED: i16 = 1;
+pub(super) const CHANGE_REVOKED: i16 = 1;
 
 /// How many audit records [`CertStore::audit_records`] reads per query.
 const AUDIT_PAGE: i64 = 1000;

@@ -34,6 +34,7 @@ mod custody;
 mod migrate;
 mod pool;
 mod recovery;
+mod transfer;
 mod tsa;
 
 pub use migrate::SCHEMA_VERSION;

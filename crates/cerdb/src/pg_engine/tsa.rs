@@ -15,7 +15,7 @@ use crate::tsa_store::ledger::{decode, RawRecord, RECORD_LEN};
 use crate::tsa_store::{SerialBlock, TokenRecord, TsaLedger, TsaSerial};
 use crate::Error;
 
-fn record_of(bytes: &[u8]) -> Result<TokenRecord, Error> {
+pub(super) fn record_of(bytes: &[u8]) -> Result<TokenRecord, Error> {
     let raw: &RawRecord =
         bytes.try_into().map_err(|_| Error::Corrupt(format!("TSA token record of {} bytes", bytes.len())))?;
     decode(raw)

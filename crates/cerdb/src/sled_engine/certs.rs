@@ -139,7 +139,7 @@ fn decode_state(bytes: &[u8]) -> Result<CertState, Error> {
     serde_json::from_slice(json).map_err(|e| Error::Corrupt(format!("certificate metadata: {e}")))
 }
 
-fn revoked_key(ca: CaId, serial: &Serial) -> Vec<u8> {
+pub(super) fn revoked_key(ca: CaId, serial: &Serial) -> Vec<u8> {
     let mut k = ca.name().as_bytes().to_vec();
     k.push(0);
     k.extend_from_slice(serial.as_bytes());
@@ -298,7 +298,7 @@ impl SledEngine {
     }
 }
 
-fn change_value(serial: &Serial) -> Vec<u8> {
+pub(super) fn change_value(serial: &Serial) -> Vec<u8> {
     let mut v = vec![CHANGE_REVOKED];
     v.extend_from_slice(serial.as_bytes());
     v

@@ -27,6 +27,7 @@ mod certs;
 mod console;
 mod raw;
 mod recovery;
+mod transfer;
 mod tsa;
 
 pub use raw::{RawEntry, RawTrees};
