@@ -244,13 +244,15 @@ impl SenderKeys for CaSenderKeys {
         let handle: hsm_sim::KeyHandle =
             sender.key_handle.parse().map_err(|e: hsm_sim::Error| internal(e.to_string()))?;
         let signer = self.0.mail_signer(&handle).map_err(|e| internal(e.to_string()))?;
-        let rec = self
-            .0
-            .db()
-            .get(&sender.serial)?
-            .ok_or_else(|| internal(format!("the certificate of sender {} is missing", sender.name)))?;
+        let rec = self.0.db().get(&sender.serial)?.ok_or_else(|| sealed_mail::Error::SenderUnusable {
+            sender: sender.name.to_string(),
+            reason: format!("its certificate {} is not in the store", sender.serial),
+        })?;
         if rec.revocation.is_some() {
-            return Err(internal(format!("the certificate of sender {} is revoked", sender.name)));
+            return Err(sealed_mail::Error::SenderUnusable {
+                sender: sender.name.to_string(),
+                reason: format!("its certificate {} is revoked", sender.serial),
+            });
         }
         SenderKey::new(signer, vec![rec.der, self.0.ca_cert(CaCert::Issuing).to_vec()])
     }
