@@ -30,7 +30,7 @@ pub enum MailCommand {
 #[derive(Debug, Subcommand)]
 pub enum SenderCommand {
     /// Add a sender identity: a signing certificate for an address of the enterprise domains
-    /// (`[mail] enterprise_domains`), its key generated in the key store and never exported.
+    /// (`[validation] enterprise_domains`), its key generated in the key store and never exported.
     Add {
         /// The name API clients use (`statements`).
         #[arg(long)]
@@ -81,7 +81,7 @@ pub enum SenderRequest {
         email: String,
         /// Key type.
         key_type: Option<String>,
-        /// `[mail] enterprise_domains`.
+        /// `[validation] enterprise_domains` (and the deprecated `[mail]` list).
         enterprise_domains: Vec<String>,
     },
     /// List.
@@ -111,12 +111,17 @@ pub enum SenderRequest {
 pub fn mail_request(cmd: MailCommand, settings: &Settings) -> Request {
     let MailCommand::Sender { command } = cmd;
     Request::MailSender(match command {
-        SenderCommand::Add { name, email, key_type } => SenderRequest::Add {
-            name,
-            email,
-            key_type,
-            enterprise_domains: settings.mail.enterprise_domains(),
-        },
+        SenderCommand::Add { name, email, key_type } => {
+            if let Some(w) = settings.mail.deprecation_warning() {
+                eprintln!("{w}");
+            }
+            SenderRequest::Add {
+                name,
+                email,
+                key_type,
+                enterprise_domains: settings.mail.enterprise_domains(&settings.validation),
+            }
+        }
         SenderCommand::List => SenderRequest::List,
         SenderCommand::Remove { name } => SenderRequest::Remove { name },
         SenderCommand::Allow { name, key } => SenderRequest::Allow { name, key },
@@ -142,7 +147,7 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
             let email: EmailAddress = email.parse().map_err(s)?;
             if !crate::mail_settings::in_enterprise_domains(&email, enterprise_domains) {
                 return Err(format!(
-                    "{email} is not in the enterprise domains ([mail] enterprise_domains = {enterprise_domains:?}): \
+                    "{email} is not in the enterprise domains ([validation] enterprise_domains = {enterprise_domains:?}): \
                      sender identities use the organisation's own addresses"
                 ));
             }

@@ -38,7 +38,9 @@ struct Fixture {
 }
 
 fn fixture(extra: &str) -> Fixture {
-    let env = Env::with_config(&format!("[mail]\nenterprise_domains = [\"bank.example\"]\n{extra}"));
+    // bank.example is among the test configuration's [validation] enterprise_domains, which
+    // sender identities use.
+    let env = Env::with_config(&format!("[mail]\n{extra}"));
     env.init();
     let ca = env.ca_files();
     let out =

@@ -202,6 +202,12 @@ struct BulkJson {
     messages: Vec<serde_json::Value>,
 }
 
+/// One message of a bulk request, checked, and whether to deliver it.
+type Parsed = Result<(SealRequest, bool), Error>;
+
+/// One message sealed, with the relay's queue id when delivered.
+type Answered = (SealRequest, Sealed, Option<String>);
+
 /// The most attachments one message may carry.
 const MAX_ATTACHMENTS: usize = 100;
 
@@ -388,7 +394,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
         let valid: Vec<SealRequest> =
             parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone())).collect();
         let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
-        let answers: Vec<(Result<(SealRequest, bool), Error>, Option<Result<Sealed, Error>>)> = parsed
+        let answers: Vec<(Parsed, Option<Result<Sealed, Error>>)> = parsed
             .into_iter()
             .map(|p| {
                 let s = p.is_ok().then(|| {
@@ -398,7 +404,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
             })
             .collect();
         // Delivery, when asked, one message after the other through the relay's connection.
-        let delivered: Vec<Result<(SealRequest, Sealed, Option<String>), Error>> = answers
+        let delivered: Vec<Result<Answered, Error>> = answers
             .into_iter()
             .map(|(p, s)| {
                 let (r, deliver) = p?;

@@ -260,7 +260,7 @@ impl Sealer {
             _ => Vec::new(),
         }
         .into_iter();
-        let paired: Vec<(Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error>>)> = prepared
+        let paired: Vec<Stamped> = prepared
             .into_iter()
             .map(|p| {
                 let stamp = match &p {
@@ -313,7 +313,7 @@ impl Sealer {
                 let recipient = Recipient::from_der(&rec.der)?;
                 let entity = mime::content_entity(&req.content, &random);
                 let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Opaque)?;
-                (Target::Sealed { recipient, serial: rec.serial }, unstamped)
+                (Target::Sealed { recipient: Box::new(recipient), serial: rec.serial }, unstamped)
             }
             None if req.fallback_invitation => {
                 let content = Content { text: self.invitation.text.clone(), html: None, attachments: vec![] };
@@ -351,7 +351,7 @@ impl Sealer {
             Target::Sealed { recipient, serial } => {
                 let inner = mime::pkcs7_mime("signed-data", &signed.der);
                 drop(signed.der);
-                let mut recipients = vec![recipient];
+                let mut recipients = vec![*recipient];
                 recipients.extend(self.archive.iter().cloned());
                 let enveloped = envelop(&inner, &recipients)?;
                 drop(inner);
@@ -427,10 +427,13 @@ struct Prepared {
     unstamped: Unstamped,
 }
 
+/// A prepared message and its timestamp, when it asked for one.
+type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error>>);
+
 /// What a signed entity becomes.
 enum Target {
     /// Encrypted to the recipient's certificate.
-    Sealed { recipient: Recipient, serial: Serial },
+    Sealed { recipient: Box<Recipient>, serial: Serial },
     /// The invitation, `multipart/signed` around its entity.
     Invitation { entity: Vec<u8> },
 }
