@@ -37,7 +37,7 @@ cat >pki.toml <<EOF
 listen = "127.0.0.1:$port"
 [ca]
 public_base_url = "http://127.0.0.1:$port"
-[mail]
+[validation]
 enterprise_domains = ["bank.example"]
 EOF
 export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data

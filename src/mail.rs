@@ -30,7 +30,7 @@ pub enum MailCommand {
 #[derive(Debug, Subcommand)]
 pub enum SenderCommand {
     /// Add a sender identity: a signing certificate for an address of the enterprise domains
-    /// (`[mail] enterprise_domains`), its key generated in the key store and never exported.
+    /// (`[validation] enterprise_domains`), its key generated in the key store and never exported.
     Add {
         /// The name API clients use (`statements`).
         #[arg(long)]
@@ -81,7 +81,7 @@ pub enum SenderRequest {
         email: String,
         /// Key type.
         key_type: Option<String>,
-        /// `[mail] enterprise_domains`.
+        /// `[validation] enterprise_domains` (and the deprecated `[mail]` list).
         enterprise_domains: Vec<String>,
     },
     /// List.
@@ -111,12 +111,17 @@ pub enum SenderRequest {
 pub fn mail_request(cmd: MailCommand, settings: &Settings) -> Request {
     let MailCommand::Sender { command } = cmd;
     Request::MailSender(match command {
-        SenderCommand::Add { name, email, key_type } => SenderRequest::Add {
-            name,
-            email,
-            key_type,
-            enterprise_domains: settings.mail.enterprise_domains(),
-        },
+        SenderCommand::Add { name, email, key_type } => {
+            if let Some(w) = settings.mail.deprecation_warning() {
+                eprintln!("{w}");
+            }
+            SenderRequest::Add {
+                name,
+                email,
+                key_type,
+                enterprise_domains: settings.mail.enterprise_domains(&settings.validation),
+            }
+        }
         SenderCommand::List => SenderRequest::List,
         SenderCommand::Remove { name } => SenderRequest::Remove { name },
         SenderCommand::Allow { name, key } => SenderRequest::Allow { name, key },
@@ -142,7 +147,7 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
             let email: EmailAddress = email.parse().map_err(s)?;
             if !crate::mail_settings::in_enterprise_domains(&email, enterprise_domains) {
                 return Err(format!(
-                    "{email} is not in the enterprise domains ([mail] enterprise_domains = {enterprise_domains:?}): \
+                    "{email} is not in the enterprise domains ([validation] enterprise_domains = {enterprise_domains:?}): \
                      sender identities use the organisation's own addresses"
                 ));
             }
@@ -244,13 +249,15 @@ impl SenderKeys for CaSenderKeys {
         let handle: hsm_sim::KeyHandle =
             sender.key_handle.parse().map_err(|e: hsm_sim::Error| internal(e.to_string()))?;
         let signer = self.0.mail_signer(&handle).map_err(|e| internal(e.to_string()))?;
-        let rec = self
-            .0
-            .db()
-            .get(&sender.serial)?
-            .ok_or_else(|| internal(format!("the certificate of sender {} is missing", sender.name)))?;
+        let rec = self.0.db().get(&sender.serial)?.ok_or_else(|| sealed_mail::Error::SenderUnusable {
+            sender: sender.name.to_string(),
+            reason: format!("its certificate {} is not in the store", sender.serial),
+        })?;
         if rec.revocation.is_some() {
-            return Err(internal(format!("the certificate of sender {} is revoked", sender.name)));
+            return Err(sealed_mail::Error::SenderUnusable {
+                sender: sender.name.to_string(),
+                reason: format!("its certificate {} is revoked", sender.serial),
+            });
         }
         SenderKey::new(signer, vec![rec.der, self.0.ca_cert(CaCert::Issuing).to_vec()])
     }

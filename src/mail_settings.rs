@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailSettings {
-    /// The organisation's own mail domains (`bank.example`): sender identities must have an
-    /// address in one of them (or a subdomain). Empty: no sender identity can be added.
+    /// Deprecated: the organisation's own mail domains are `[validation] enterprise_domains`,
+    /// which sender identities use too. Still read (added to that list) with a warning.
     pub enterprise_domains: Vec<String>,
     /// The subject of the invitation sent instead of a sealed message (`"fallback": "invitation"`).
     pub invitation_subject: String,
@@ -45,10 +45,28 @@ impl Default for MailSettings {
 }
 
 impl MailSettings {
-    /// The enterprise domains, lower-cased. The one accessor every user of the setting goes
-    /// through, so that the setting can move (say, under `[validation]`) in one place.
-    pub fn enterprise_domains(&self) -> Vec<String> {
-        self.enterprise_domains.iter().map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase()).collect()
+    /// The enterprise domains sender identities may use, lower-cased: `[validation]
+    /// enterprise_domains` (the one list of the organisation's own domains), with those of the
+    /// deprecated `[mail] enterprise_domains` added.
+    pub fn enterprise_domains(&self, validation: &ca_core::ValidationConfig) -> Vec<String> {
+        let mut all: Vec<String> = validation
+            .enterprise_domains
+            .iter()
+            .chain(&self.enterprise_domains)
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    /// The warning for the deprecated `[mail] enterprise_domains`, when it is set.
+    pub fn deprecation_warning(&self) -> Option<String> {
+        (!self.enterprise_domains.is_empty()).then(|| {
+            "warning: [mail] enterprise_domains is deprecated: list the organisation's domains once, in \
+             [validation] enterprise_domains, which sender identities use too"
+                .to_string()
+        })
     }
 }
 
@@ -62,6 +80,20 @@ pub fn in_enterprise_domains(email: &cerdb::EmailAddress, domains: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sender_domains_are_the_validation_list_with_the_deprecated_mail_list_added() {
+        let validation = ca_core::ValidationConfig {
+            enterprise_domains: vec!["Bank.Example".into()],
+            ..ca_core::ValidationConfig::default()
+        };
+        let mut mail = MailSettings::default();
+        assert_eq!(mail.enterprise_domains(&validation), ["bank.example"]);
+        assert!(mail.deprecation_warning().is_none());
+        mail.enterprise_domains = vec!["bank.example.".into(), "otp.example".into()];
+        assert_eq!(mail.enterprise_domains(&validation), ["bank.example", "otp.example"]);
+        assert!(mail.deprecation_warning().is_some_and(|w| w.contains("[validation] enterprise_domains")));
+    }
 
     #[test]
     fn enterprise_domains_match_whole_labels() {

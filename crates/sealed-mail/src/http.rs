@@ -202,6 +202,12 @@ struct BulkJson {
     messages: Vec<serde_json::Value>,
 }
 
+/// One message of a bulk request, checked, and whether to deliver it.
+type Parsed = Result<(SealRequest, bool), Error>;
+
+/// One message sealed, with the relay's queue id when delivered.
+type Answered = (SealRequest, Sealed, Option<String>);
+
 /// The most attachments one message may carry.
 const MAX_ATTACHMENTS: usize = 100;
 
@@ -378,55 +384,74 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
         return error_response(&e);
     }
     let result = web::block(move || {
-        let parsed: Vec<Result<(SealRequest, bool), Error>> = bulk
-            .messages
-            .into_iter()
-            .map(|m| {
+        // Each message's fields checked and its attachments decoded on every core.
+        let parsed: Vec<Result<(SealRequest, bool), Error>> =
+            crate::seal::on_every_core(bulk.messages, |m| {
                 serde_json::from_value::<SealJson>(m)
                     .map_err(|e| Error::BadJson(e.to_string()))
                     .and_then(checked)
-            })
-            .collect();
+            });
         let valid: Vec<SealRequest> =
             parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone())).collect();
         let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
-        let results: Vec<serde_json::Value> = parsed
+        let answers: Vec<(Parsed, Option<Result<Sealed, Error>>)> = parsed
             .into_iter()
             .map(|p| {
-                let one = p.and_then(|(r, deliver)| {
-                    let s = sealed
-                        .next()
-                        .unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
-                    let queue_id = match deliver {
-                        true => {
-                            let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
-                            Some(d.deliver(&s.from, &r.to, &s.message)?)
-                        }
-                        false => None,
-                    };
-                    Ok(describe(&r, &s, queue_id.as_deref()))
+                let s = p.is_ok().then(|| {
+                    sealed.next().unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))
                 });
-                match one {
-                    Ok(mut v) => {
-                        v["status"] = serde_json::json!(200);
-                        v
-                    }
-                    Err(e) => {
-                        if e.status() >= 500 {
-                            tracing::error!(error = %e, "sealed mail failed");
-                        }
-                        let mut v = e.body();
-                        v["status"] = serde_json::json!(e.status());
-                        v
-                    }
-                }
+                (p, s)
             })
             .collect();
-        serde_json::json!({ "results": results })
+        // Delivery, when asked, one message after the other through the relay's connection.
+        let delivered: Vec<Result<Answered, Error>> = answers
+            .into_iter()
+            .map(|(p, s)| {
+                let (r, deliver) = p?;
+                let s = s.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
+                let queue_id = match deliver {
+                    true => {
+                        let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
+                        Some(d.deliver(&s.from, &r.to, &s.message)?)
+                    }
+                    false => None,
+                };
+                Ok((r, s, queue_id))
+            })
+            .collect();
+        // Each answer described (its message base64-encoded) on every core, then joined.
+        let results: Vec<String> = crate::seal::on_every_core(delivered, |one| {
+            let v = match one {
+                Ok((r, s, queue_id)) => {
+                    let mut v = describe(&r, &s, queue_id.as_deref());
+                    v["status"] = serde_json::json!(200);
+                    v
+                }
+                Err(e) => {
+                    if e.status() >= 500 {
+                        tracing::error!(error = %e, "sealed mail failed");
+                    }
+                    let mut v = e.body();
+                    v["status"] = serde_json::json!(e.status());
+                    v
+                }
+            };
+            v.to_string()
+        });
+        let mut out = String::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
+        out.push_str("{\"results\":[");
+        for (i, r) in results.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(r);
+        }
+        out.push_str("]}");
+        out
     })
     .await;
     match result {
-        Ok(v) => json(200, v),
+        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }
 }

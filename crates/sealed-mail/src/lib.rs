@@ -60,8 +60,19 @@ pub enum Error {
     #[error("this API key has no mail permission")]
     NoMailPermission,
     /// The API key may not send as this sender (or it does not exist).
-    #[error("this API key may not send as {0:?}")]
+    #[error(
+        "this API key may not send as {0:?}: there is no such sender, or the key is not allowed to use it"
+    )]
     SenderNotAllowed(String),
+    /// The sender identity exists and the key may use it, but its certificate cannot sign now:
+    /// revoked, expired, not yet valid, or gone from the store.
+    #[error("sender {sender} cannot sign: {reason}")]
+    SenderUnusable {
+        /// The sender's name.
+        sender: String,
+        /// Why, for the operator: the certificate's serial and its status.
+        reason: String,
+    },
     /// The recipient has no valid encryption certificate.
     #[error("the recipient has no valid encryption certificate")]
     NoCertificate,
@@ -120,6 +131,7 @@ impl Error {
             Error::NoMailPermission | Error::SenderNotAllowed(_) => 403,
             Error::NoCertificate => 404,
             Error::TooLarge { .. } => 413,
+            Error::SenderUnusable { .. } => 409,
             Error::RecipientKey(_) => 422,
             Error::RateLimited { .. } => 429,
             Error::Delivery(_) => 502,

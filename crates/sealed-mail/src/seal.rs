@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use cerdb::directory::ApiKeyName;
 use cerdb::mail_senders::{MailSender, MailSenders, SenderName};
-use cerdb::{CertKind, CertReader, Clock, EmailAddress, Serial, Usage};
+use cerdb::{CertKind, CertReader, CertStatus, Clock, EmailAddress, Serial, Usage};
 use chrono::{DateTime, Utc};
 use der::{Decode, Encode};
 use ring::rand::SecureRandom as _;
 
 use crate::envelope::{envelop, Recipient};
 use crate::mime::{self, Content, HeaderText};
-use crate::signed::{sign, Encapsulation, SenderKey, SignatureTimestamp, Timestamper};
+use crate::signed::{sign_unstamped, Encapsulation, SenderKey, SignatureTimestamp, Timestamper, Unstamped};
 use crate::Error;
 
 /// Where the keys of senders come from: the CA holds them in custody and knows their chains.
@@ -188,6 +188,37 @@ impl Sealer {
         }
     }
 
+    /// Refuses a sender whose certificate cannot sign at `now` (revoked, expired, not yet valid
+    /// or gone), naming the sender, the certificate and why; read from the store on every call,
+    /// so a revocation takes effect at once even while the key is cached.
+    pub fn check_sender(&self, sender: &MailSender, now: DateTime<Utc>) -> Result<(), Error> {
+        let unusable = |reason: String| Error::SenderUnusable { sender: sender.name.to_string(), reason };
+        let state = self
+            .reader
+            .state(&sender.serial)?
+            .ok_or_else(|| unusable(format!("its certificate {} is not in the store", sender.serial)))?;
+        match state.status_at(now) {
+            CertStatus::Valid => Ok(()),
+            CertStatus::Revoked => {
+                let how = state
+                    .revocation
+                    .map(|r| format!(" at {} ({})", r.at.format("%Y-%m-%dT%H:%M:%SZ"), r.reason))
+                    .unwrap_or_default();
+                Err(unusable(format!("its certificate {} was revoked{how}", sender.serial)))
+            }
+            CertStatus::Expired => Err(unusable(format!(
+                "its certificate {} expired at {}",
+                sender.serial,
+                state.not_after.format("%Y-%m-%dT%H:%M:%SZ")
+            ))),
+            CertStatus::NotYetValid => Err(unusable(format!(
+                "its certificate {} is not valid before {}",
+                sender.serial,
+                state.not_before.format("%Y-%m-%dT%H:%M:%SZ")
+            ))),
+        }
+    }
+
     fn sender_key(&self, sender: &MailSender) -> Result<SenderKey, Error> {
         let id = (sender.name.clone(), sender.serial.clone());
         if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
@@ -213,21 +244,35 @@ impl Sealer {
         Ok(sealed)
     }
 
-    /// Seals every request of a bulk run (on every core), then records all that were made in the
-    /// audit log at once before any is returned; the answers in order.
+    /// Seals every request of a bulk run, on every core: each message is signed, then all
+    /// signature values that want a timestamp are stamped in one batch (one wait for the TSA's
+    /// durable records instead of one each), then each message is finished and encrypted; then
+    /// all that were made are recorded in the audit log at once before any is returned. The
+    /// answers in order.
     pub fn seal_many(&self, key: &ApiKeyName, reqs: &[SealRequest]) -> Vec<Result<Sealed, Error>> {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
-        let chunk = reqs.len().div_ceil(threads).max(1);
-        let made: Vec<Result<(Sealed, SealRecord), Error>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = reqs
-                .chunks(chunk)
-                .map(|c| scope.spawn(move || c.iter().map(|r| self.make(key, r)).collect::<Vec<_>>()))
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let prepared = on_every_core(reqs.iter().collect(), |r| self.prepare(key, r));
+        let values: Vec<&[u8]> = prepared
+            .iter()
+            .filter_map(|p| p.as_ref().ok().filter(|p| p.timestamp).map(|p| p.unstamped.signature_value()))
+            .collect();
+        let mut stamps = match (values.is_empty(), self.tsa.as_deref()) {
+            (false, Some(tsa)) => tsa.stamp_many(&values),
+            _ => Vec::new(),
+        }
+        .into_iter();
+        let paired: Vec<Stamped> = prepared
+            .into_iter()
+            .map(|p| {
+                let stamp = match &p {
+                    Ok(p) if p.timestamp => Some(stamps.next().unwrap_or_else(|| {
+                        Err(Error::Internal("a timestamp of the batch is missing".into()))
+                    })),
+                    _ => None,
+                };
+                (p, stamp)
+            })
+            .collect();
+        let made = on_every_core(paired, |(p, stamp)| self.complete(key, p?, stamp.transpose()?));
         let records: Vec<SealRecord> =
             made.iter().filter_map(|m| m.as_ref().ok().map(|(_, r)| r.clone())).collect();
         let recorded = self.audit.record_all(&records);
@@ -242,42 +287,89 @@ impl Sealer {
 
     /// Makes the message of `req` and its audit record (steps 1 to 4 of [`Sealer::seal`]).
     fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<(Sealed, SealRecord), Error> {
+        let p = self.prepare(key, req)?;
+        let stamp = match p.timestamp {
+            true => Some(self.tsa()?.stamp(p.unstamped.signature_value())?),
+            false => None,
+        };
+        self.complete(key, p, stamp)
+    }
+
+    /// Steps 1 to 3 of [`Sealer::seal`] up to the signature: the sender and its state, the
+    /// recipient's certificate, the entity signed; the timestamp is left to the caller.
+    fn prepare(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Prepared, Error> {
         let sender = self.sender_for(key, &req.sender)?;
         let now = self.clock.now();
+        self.check_sender(&sender, now)?;
+        if req.timestamp {
+            self.tsa()?;
+        }
         let cert = self.reader.newest_valid(&req.to, CertKind::from(Usage::Encryption), now)?;
         let sender_key = self.sender_key(&sender)?;
         let random = self.random16()?;
         let message_id = format!("{}@{}", hex::encode(random), domain_of(&sender.email));
-        let (message, kind, serial, stamp) = match cert {
+        let (target, unstamped) = match cert {
             Some(rec) => {
                 let recipient = Recipient::from_der(&rec.der)?;
                 let entity = mime::content_entity(&req.content, &random);
-                let tsa = if req.timestamp { Some(self.tsa()?) } else { None };
-                let signed = sign(&entity, &sender_key, now, Encapsulation::Opaque, tsa)?;
-                let inner = mime::pkcs7_mime("signed-data", &signed.der);
-                let mut recipients = vec![recipient];
-                recipients.extend(self.archive.iter().cloned());
-                let enveloped = envelop(&inner, &recipients)?;
-                let outer = mime::pkcs7_mime("enveloped-data", &enveloped);
-                let msg = self.frame(&sender, &req.to, &req.subject, now, &message_id, &outer);
-                (msg, MessageKind::Sealed, Some(rec.serial), signed.timestamp)
+                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Opaque)?;
+                (Target::Sealed { recipient: Box::new(recipient), serial: rec.serial }, unstamped)
             }
             None if req.fallback_invitation => {
                 let content = Content { text: self.invitation.text.clone(), html: None, attachments: vec![] };
                 let entity = mime::content_entity(&content, &random);
-                let tsa = if req.timestamp { Some(self.tsa()?) } else { None };
-                let signed = sign(&entity, &sender_key, now, Encapsulation::Detached, tsa)?;
-                let body = mime::multipart_signed(&entity, &signed.der, &random);
-                let msg = self.frame(&sender, &req.to, &self.invitation.subject, now, &message_id, &body);
-                (msg, MessageKind::Invitation, None, signed.timestamp)
+                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Detached)?;
+                (Target::Invitation { entity }, unstamped)
             }
             None => return Err(Error::NoCertificate),
         };
-        let timestamp_serial = stamp.map(|s: SignatureTimestamp| s.serial);
+        Ok(Prepared {
+            sender,
+            sender_key,
+            now,
+            random,
+            message_id,
+            to: req.to.clone(),
+            subject: req.subject.clone(),
+            timestamp: req.timestamp,
+            target,
+            unstamped,
+        })
+    }
+
+    /// Step 4 of [`Sealer::seal`]: the signature's timestamp put in, the `SignedData` finished,
+    /// encrypted to the recipient (and the archive certificate) and framed; the audit record.
+    fn complete(
+        &self,
+        key: &ApiKeyName,
+        p: Prepared,
+        stamp: Option<SignatureTimestamp>,
+    ) -> Result<(Sealed, SealRecord), Error> {
+        let Prepared { sender, sender_key, now, random, message_id, to, subject, target, unstamped, .. } = p;
+        let signed = unstamped.finish(&sender_key, stamp)?;
+        let (message, kind, serial) = match target {
+            Target::Sealed { recipient, serial } => {
+                let inner = mime::pkcs7_mime("signed-data", &signed.der);
+                drop(signed.der);
+                let mut recipients = vec![*recipient];
+                recipients.extend(self.archive.iter().cloned());
+                let enveloped = envelop(&inner, &recipients)?;
+                drop(inner);
+                let outer = mime::pkcs7_mime("enveloped-data", &enveloped);
+                let msg = self.frame(&sender, &to, &subject, now, &message_id, &outer);
+                (msg, MessageKind::Sealed, Some(serial))
+            }
+            Target::Invitation { entity } => {
+                let body = mime::multipart_signed(&entity, &signed.der, &random);
+                let msg = self.frame(&sender, &to, &self.invitation.subject, now, &message_id, &body);
+                (msg, MessageKind::Invitation, None)
+            }
+        };
+        let timestamp_serial = signed.timestamp.map(|s: SignatureTimestamp| s.serial);
         let record = SealRecord {
             api_key: key.to_string(),
             sender: sender.name.to_string(),
-            recipient_hash: req.to.lookup_hash(),
+            recipient_hash: to.lookup_hash(),
             certificate_serial: serial.clone(),
             message_id: message_id.clone(),
             timestamp_serial: timestamp_serial.clone(),
@@ -321,6 +413,58 @@ impl Sealer {
     }
 }
 
+/// A message signed, waiting for its timestamp.
+struct Prepared {
+    sender: MailSender,
+    sender_key: SenderKey,
+    now: DateTime<Utc>,
+    random: [u8; 16],
+    message_id: String,
+    to: EmailAddress,
+    subject: HeaderText,
+    timestamp: bool,
+    target: Target,
+    unstamped: Unstamped,
+}
+
+/// A prepared message and its timestamp, when it asked for one.
+type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error>>);
+
+/// What a signed entity becomes.
+enum Target {
+    /// Encrypted to the recipient's certificate.
+    Sealed { recipient: Box<Recipient>, serial: Serial },
+    /// The invitation, `multipart/signed` around its entity.
+    Invitation { entity: Vec<u8> },
+}
+
+/// `f` over `items` on every core (scoped threads, one contiguous share each); the results in
+/// order.
+pub(crate) fn on_every_core<T: Send, U: Send>(items: Vec<T>, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(1);
+    if threads == 1 || items.len() < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let share = items.len().div_ceil(threads);
+    let mut shares: Vec<Vec<T>> = Vec::with_capacity(threads);
+    let mut rest = items.into_iter();
+    loop {
+        let s: Vec<T> = rest.by_ref().take(share).collect();
+        if s.is_empty() {
+            break;
+        }
+        shares.push(s);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|s| scope.spawn(move || s.into_iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
+
 fn domain_of(e: &EmailAddress) -> &str {
     e.as_str().rsplit_once('@').map(|(_, d)| d).unwrap_or("localhost")
 }
@@ -328,8 +472,9 @@ fn domain_of(e: &EmailAddress) -> &str {
 /// The TSA of this installation, in process: a token over the SHA-256 of the signature value.
 pub struct InProcessTsa(pub Arc<tsa::TimestampAuthority>);
 
-impl Timestamper for InProcessTsa {
-    fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error> {
+impl InProcessTsa {
+    /// The query for the SHA-256 of `signature_value`, with a fresh nonce.
+    fn query(signature_value: &[u8]) -> Result<Vec<u8>, Error> {
         let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, signature_value)
             .as_ref()
             .try_into()
@@ -338,9 +483,12 @@ impl Timestamper for InProcessTsa {
         ring::rand::SystemRandom::new()
             .fill(&mut nonce)
             .map_err(|_| Error::Internal("no randomness".into()))?;
-        let query = tsa::sha256_query(&digest, &nonce).map_err(|e| Error::Timestamp(e.to_string()))?;
-        let reply = self.0.respond(&query);
-        let resp = tsa::asn1::TimeStampResp::from_der(&reply).map_err(|e| Error::Timestamp(e.to_string()))?;
+        tsa::sha256_query(&digest, &nonce).map_err(|e| Error::Timestamp(e.to_string()))
+    }
+
+    /// The token and its serial out of the TSA's reply.
+    fn token(reply: &[u8]) -> Result<SignatureTimestamp, Error> {
+        let resp = tsa::asn1::TimeStampResp::from_der(reply).map_err(|e| Error::Timestamp(e.to_string()))?;
         let token = resp
             .time_stamp_token
             .ok_or_else(|| Error::Timestamp(format!("the TSA refused: {:?}", resp.status.status)))?;
@@ -357,5 +505,27 @@ impl Timestamper for InProcessTsa {
             tsa::asn1::TstInfo::from_der(tst.as_bytes()).map_err(|e| Error::Timestamp(e.to_string()))?;
         let serial = hex::encode_upper(info.serial_number.as_bytes());
         Ok(SignatureTimestamp { token: token.to_der().map_err(Error::encoding)?, serial })
+    }
+}
+
+impl Timestamper for InProcessTsa {
+    fn stamp_many(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
+        let queries: Vec<Result<Vec<u8>, Error>> = signature_values.iter().map(|v| Self::query(v)).collect();
+        let good: Vec<Vec<u8>> = queries.iter().filter_map(|q| q.as_ref().ok().cloned()).collect();
+        let mut replies = self.0.respond_many(&good).into_iter();
+        queries
+            .into_iter()
+            .map(|q| {
+                q?;
+                let reply = replies
+                    .next()
+                    .ok_or_else(|| Error::Internal("a reply of the TSA's batch is missing".into()))?;
+                Self::token(&reply)
+            })
+            .collect()
+    }
+
+    fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error> {
+        Self::token(&self.0.respond(&Self::query(signature_value)?))
     }
 }

@@ -39,6 +39,12 @@ pub struct SignatureTimestamp {
 pub trait Timestamper: Send + Sync {
     /// A token whose message imprint is the SHA-256 of `signature_value`.
     fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error>;
+
+    /// Tokens for many signature values, in order; an implementation may make them in one
+    /// batch.
+    fn stamp_many(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
+        signature_values.iter().map(|v| self.stamp(v)).collect()
+    }
 }
 
 /// A sender's key in custody and its certificate chain (leaf first, then the issuing CA).
@@ -50,6 +56,8 @@ pub struct SenderKey {
     pub leaf: Certificate,
     /// The chain as it goes into the message, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
+    /// The same chain parsed once, for every message's `SignedData`.
+    chain_parsed: Vec<Certificate>,
 }
 
 impl std::fmt::Debug for SenderKey {
@@ -71,7 +79,12 @@ impl SenderKey {
         {
             return Err(Error::Internal("the sender certificate does not hold the sender's key".into()));
         }
-        Ok(SenderKey { signer, leaf, chain })
+        let chain_parsed = chain
+            .iter()
+            .map(|der| Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Internal(format!("the sender's chain does not parse: {e}")))?;
+        Ok(SenderKey { signer, leaf, chain, chain_parsed })
     }
 }
 
@@ -178,13 +191,7 @@ pub struct Signed {
 }
 
 /// Signs `entity` (a canonical MIME entity) with `key` at `now`; with `tsa`, timestamps the
-/// signature value.
-///
-/// 1. the encapsulated content: `id-data` with the entity (opaque) or without it (detached, the
-///    entity's SHA-256 given to the builder instead);
-/// 2. the signer info from `SignerInfoBuilder` with signing time and S/MIME capabilities;
-/// 3. when asked, the token over the signature value as an unsigned attribute;
-/// 4. the `SignedData` from `SignedDataBuilder` with the chain, and the signer info put in.
+/// signature value: [`sign_unstamped`], the token, then [`Unstamped::finish`].
 pub fn sign(
     entity: &[u8],
     key: &SenderKey,
@@ -192,6 +199,32 @@ pub fn sign(
     encapsulation: Encapsulation,
     tsa: Option<&dyn Timestamper>,
 ) -> Result<Signed, Error> {
+    let unstamped = sign_unstamped(entity, key, now, encapsulation)?;
+    let stamp = tsa.map(|t| t.stamp(unstamped.signature_value())).transpose()?;
+    unstamped.finish(key, stamp)
+}
+
+/// A signer info made, waiting for the timestamp of its signature value (or none) before it
+/// goes into its `SignedData`: a bulk run signs every message first, then has all signature
+/// values stamped in one batch.
+#[derive(Debug, Clone)]
+pub struct Unstamped {
+    eci: EncapsulatedContentInfo,
+    digest_alg: AlgorithmIdentifierOwned,
+    signer_info: SignerInfo,
+}
+
+/// The signer info of `entity` signed with `key` at `now`.
+///
+/// 1. the encapsulated content: `id-data` with the entity (opaque) or without it (detached, the
+///    entity's SHA-256 given to the builder instead);
+/// 2. the signer info from `SignerInfoBuilder` with signing time and S/MIME capabilities.
+pub fn sign_unstamped(
+    entity: &[u8],
+    key: &SenderKey,
+    now: DateTime<Utc>,
+    encapsulation: Encapsulation,
+) -> Result<Unstamped, Error> {
     let (digest_alg, _) = signature_algorithm(key.signer.key_type().signature_scheme());
     let econtent = match encapsulation {
         Encapsulation::Opaque => {
@@ -214,35 +247,42 @@ pub fn sign(
         .map_err(Error::cms)?;
     sib.add_signed_attribute(signing_time(now)?).map_err(Error::cms)?;
     sib.add_signed_attribute(smime_capabilities()?).map_err(Error::cms)?;
-    let mut signer_info: SignerInfo =
+    let signer_info: SignerInfo =
         sib.build::<CustodySignature>().map_err(|e| Error::Signing(e.to_string()))?;
+    Ok(Unstamped { eci, digest_alg, signer_info })
+}
 
-    let timestamp = match tsa {
-        Some(tsa) => {
-            let stamp = tsa.stamp(signer_info.signature.as_bytes())?;
+impl Unstamped {
+    /// The signature value, which a timestamp covers.
+    pub fn signature_value(&self) -> &[u8] {
+        self.signer_info.signature.as_bytes()
+    }
+
+    /// The `SignedData`: the token (if any) as the unsigned attribute
+    /// `id-aa-signatureTimeStampToken`, then `SignedDataBuilder` with `key`'s chain and the
+    /// signer info put in.
+    pub fn finish(self, key: &SenderKey, stamp: Option<SignatureTimestamp>) -> Result<Signed, Error> {
+        let Unstamped { eci, digest_alg, mut signer_info } = self;
+        if let Some(stamp) = &stamp {
             let token = Any::from_der(&stamp.token).map_err(Error::encoding)?;
             let mut attrs = SetOfVec::new();
             attrs.insert(attribute(oids::SIGNATURE_TIME_STAMP_TOKEN, token)?).map_err(Error::encoding)?;
             signer_info.unsigned_attrs = Some(attrs);
-            Some(stamp)
         }
-        None => None,
-    };
-
-    let mut sdb = SignedDataBuilder::new(&eci);
-    sdb.add_digest_algorithm(digest_alg).map_err(Error::cms)?;
-    for der in &key.chain {
-        let cert = Certificate::from_der(der).map_err(Error::encoding)?;
-        sdb.add_certificate(CertificateChoices::Certificate(cert)).map_err(Error::cms)?;
+        let mut sdb = SignedDataBuilder::new(&eci);
+        sdb.add_digest_algorithm(digest_alg).map_err(Error::cms)?;
+        for cert in &key.chain_parsed {
+            sdb.add_certificate(CertificateChoices::Certificate(cert.clone())).map_err(Error::cms)?;
+        }
+        let skeleton: ContentInfo = sdb.build().map_err(Error::cms)?;
+        let mut sd: SignedData = skeleton.content.decode_as().map_err(Error::encoding)?;
+        let mut infos = SetOfVec::new();
+        infos.insert(signer_info).map_err(Error::encoding)?;
+        sd.signer_infos = SignerInfos(infos);
+        let content = Any::from_der(&sd.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+        let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
+        Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp: stamp })
     }
-    let skeleton: ContentInfo = sdb.build().map_err(Error::cms)?;
-    let mut sd: SignedData = skeleton.content.decode_as().map_err(Error::encoding)?;
-    let mut infos = SetOfVec::new();
-    infos.insert(signer_info).map_err(Error::encoding)?;
-    sd.signer_infos = SignerInfos(infos);
-    let content = Any::from_der(&sd.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
-    let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
-    Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp })
 }
 
 fn digest(alg: ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, Error> {
