@@ -86,11 +86,15 @@ pub struct CrlSettings {
     pub validity_hours: u32,
     /// A CRL is regenerated once fewer than this many hours remain before its nextUpdate.
     pub refresh_before_hours: u32,
+    /// Under `pki serve`, revocations reach the CRL at most this many seconds later (or at the
+    /// next read of the CRL, whichever comes first): one CRL signed for all the revocations of
+    /// that time instead of one per revocation. 1 to 3600.
+    pub publish_interval_secs: u32,
 }
 
 impl Default for CrlSettings {
     fn default() -> Self {
-        CrlSettings { validity_hours: 168, refresh_before_hours: 84 }
+        CrlSettings { validity_hours: 168, refresh_before_hours: 84, publish_interval_secs: 5 }
     }
 }
 
@@ -371,6 +375,12 @@ impl CaConfig {
             return bad(
                 "crl.refresh_before_hours must be below crl.validity_hours, which must be positive".into()
             );
+        }
+        if !(1..=3600).contains(&self.crl.publish_interval_secs) {
+            return bad(format!(
+                "crl.publish_interval_secs ({}) must be between 1 and 3600",
+                self.crl.publish_interval_secs
+            ));
         }
         Ok(())
     }
