@@ -445,6 +445,17 @@ mod tests {
         assert_eq!(parsed.leaf.validity_days, 30);
         assert_eq!(parsed.root, CaConfig::default().root);
         assert!(toml::from_str::<CaConfig>("bogus = 1\n").is_err());
+        // [crl] publish_interval_secs: 1 to 3600, named in the error.
+        for bad in [0, 3601] {
+            let mut c = CaConfig::default();
+            c.crl.publish_interval_secs = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("crl.publish_interval_secs") && e.contains("3600"), "{e}");
+        }
+        let parsed: CaConfig = toml::from_str("[crl]\npublish_interval_secs = 60\n").expect("toml");
+        assert_eq!(parsed.crl.publish_interval_secs, 60);
+        assert_eq!(parsed.crl.validity_hours, CrlSettings::default().validity_hours);
+        parsed.validate().expect("valid");
     }
 
     #[test]
