@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The crash loop (issue 19): ROUNDS times, `pki serve` on one data directory under mixed load —
-# issuance from CSRs and escrowed issuance through the admin socket, revocations, timestamps over
-# HTTP, directory lookups — for a random 0.5–3 s, killed with SIGKILL, restarted and checked:
+# issuance from CSRs and escrowed issuance through the admin socket, issuance from CSRs in the
+# console (an officer's session), revocations, timestamps over HTTP, directory lookups — for a
+# random 0.5–3 s, killed with SIGKILL, restarted and checked:
 # every acknowledged certificate in `pki list` (no serial twice), every acknowledged revocation in
 # `pki list`, the CRL and an `openssl ocsp` answer, every acknowledged token accepted by
 # `pki ts verify`, and `pki audit verify`. Prints `rounds N, acknowledged A, lost L` and exits

@@ -7,6 +7,8 @@
 # is printed and kept in the crate's proptest-regressions/).
 #
 # Usage: bash bench/fuzz-long.sh [CASES] [CHUNK]   (honours CARGO_TARGET_DIR)
+#        FUZZ_ONLY="pki ca-core" bash bench/fuzz-long.sh ...   only the groups of those packages
+#        (pki: the admin socket's frames and the configuration file), in one lane
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CASES=${1:-1000000}
@@ -27,6 +29,17 @@ groups=(
   "-p ldap-directory --test fuzz|ldap_messages_never_panic dns_never_panic"
   "-p pki --bin pki|admin_socket::fuzz:: settings::fuzz::"
 )
+if [ -n "${FUZZ_ONLY:-}" ]; then
+  selected=()
+  for g in "${groups[@]}"; do
+    for pkg in $FUZZ_ONLY; do
+      case "${g%%|*} " in "-p $pkg "*) selected+=("$g") ;; esac
+    done
+  done
+  [ "${#selected[@]}" -gt 0 ] || { echo "FUZZ_ONLY=$FUZZ_ONLY selects no group" >&2; exit 2; }
+  groups=("${selected[@]}")
+  echo "only: $(for g in "${groups[@]}"; do printf '%s; ' "${g%%|*}"; done)"
+fi
 for g in "${groups[@]}"; do
   # shellcheck disable=SC2086
   cargo test -q --release --no-run ${g%%|*}
@@ -53,11 +66,15 @@ lane() {
 }
 # Two lanes: the configuration file's reader (slowest per case: a file written and read each
 # time) beside all the others, so that it does not hold them up.
-lane a 0 1 2 3 4 5 & a=$!
-lane b 6 & b=$!
 status=0
-wait "$a" || status=1
-wait "$b" || status=1
+if [ -n "${FUZZ_ONLY:-}" ]; then
+  lane a $(seq 0 $(( ${#groups[@]} - 1 ))) || status=1
+else
+  lane a 0 1 2 3 4 5 & a=$!
+  lane b 6 & b=$!
+  wait "$a" || status=1
+  wait "$b" || status=1
+fi
 [ "$status" -eq 0 ] || exit 1
 
 echo "finished $(date -u +%FT%TZ); summary (cases, seconds, cases/s):"

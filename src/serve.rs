@@ -184,6 +184,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             print!("{}", crate::users::first_admin(&ca, "system").map_err(|e| anyhow::anyhow!(e))?);
         }
     }
+    // Revocations mark the CRL due and the crl-refresh thread below signs it ([crl]
+    // publish_interval_secs): set before the admin socket takes requests.
+    ca.defer_crls();
     let ca = Arc::new(ca);
     let sock = socket_path(data);
     let group = settings.server.admin_group.as_deref().map(crate::admin_socket::admin_gid).transpose()?;
@@ -193,11 +196,24 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         crate::audit_checkpoints::start_periodic(ca.clone(), dir, interval)?;
     }
 
+    // Revocations mark the CRL due; this thread signs it every `[crl] publish_interval_secs`
+    // when due (first at once: a CRL left due by an unclean stop), and refreshes CRLs before
+    // their nextUpdate every minute.
     let refresher = ca.clone();
-    std::thread::Builder::new().name("crl-refresh".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(60));
-        if let Err(e) = refresher.refresh_crls() {
-            tracing::error!(error = %e, "CRL refresh failed");
+    let publish_every = Duration::from_secs(u64::from(ca.config().crl.publish_interval_secs));
+    std::thread::Builder::new().name("crl-refresh".into()).spawn(move || {
+        let mut last_refresh = Instant::now();
+        loop {
+            if let Err(e) = refresher.publish_crls() {
+                tracing::error!(error = %e, "CRL publication failed");
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(60) {
+                last_refresh = Instant::now();
+                if let Err(e) = refresher.refresh_crls() {
+                    tracing::error!(error = %e, "CRL refresh failed");
+                }
+            }
+            std::thread::sleep(publish_every);
         }
     })?;
 

@@ -86,11 +86,15 @@ pub struct CrlSettings {
     pub validity_hours: u32,
     /// A CRL is regenerated once fewer than this many hours remain before its nextUpdate.
     pub refresh_before_hours: u32,
+    /// Under `pki serve`, revocations reach the CRL at most this many seconds later (or at the
+    /// next read of the CRL, whichever comes first): one CRL signed for all the revocations of
+    /// that time instead of one per revocation. 1 to 3600.
+    pub publish_interval_secs: u32,
 }
 
 impl Default for CrlSettings {
     fn default() -> Self {
-        CrlSettings { validity_hours: 168, refresh_before_hours: 84 }
+        CrlSettings { validity_hours: 168, refresh_before_hours: 84, publish_interval_secs: 5 }
     }
 }
 
@@ -372,6 +376,12 @@ impl CaConfig {
                 "crl.refresh_before_hours must be below crl.validity_hours, which must be positive".into()
             );
         }
+        if !(1..=3600).contains(&self.crl.publish_interval_secs) {
+            return bad(format!(
+                "crl.publish_interval_secs ({}) must be between 1 and 3600",
+                self.crl.publish_interval_secs
+            ));
+        }
         Ok(())
     }
 
@@ -435,6 +445,17 @@ mod tests {
         assert_eq!(parsed.leaf.validity_days, 30);
         assert_eq!(parsed.root, CaConfig::default().root);
         assert!(toml::from_str::<CaConfig>("bogus = 1\n").is_err());
+        // [crl] publish_interval_secs: 1 to 3600, named in the error.
+        for bad in [0, 3601] {
+            let mut c = CaConfig::default();
+            c.crl.publish_interval_secs = bad;
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("crl.publish_interval_secs") && e.contains("3600"), "{e}");
+        }
+        let parsed: CaConfig = toml::from_str("[crl]\npublish_interval_secs = 60\n").expect("toml");
+        assert_eq!(parsed.crl.publish_interval_secs, 60);
+        assert_eq!(parsed.crl.validity_hours, CrlSettings::default().validity_hours);
+        parsed.validate().expect("valid");
     }
 
     #[test]

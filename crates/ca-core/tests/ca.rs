@@ -534,3 +534,80 @@ fn a_key_compromise_revokes_the_address_s_certificates_with_that_key_and_changes
     f.ca.audit_verify().expect("audit chain");
     f.ca.db().check_consistency().expect("consistent");
 }
+
+/// The number of the stored CRL of the issuing CA and its serials (content octets, sorted), read
+/// from storage without regenerating it.
+fn stored_crl(ca: &Ca) -> (u64, Vec<Vec<u8>>) {
+    let crl = ca.db().crl(CaId::Issuing).expect("read").expect("stored");
+    let (_, parsed) = CertificateRevocationList::from_der(&crl.der).expect("parse");
+    let mut listed: Vec<_> = parsed.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
+    listed.sort();
+    (crl.number, listed)
+}
+
+fn sorted(v: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut v = v.to_vec();
+    v.sort();
+    v
+}
+
+#[test]
+fn deferred_crls_are_signed_once_for_many_revocations_and_survive_a_crash() {
+    let f = fixture();
+    f.ca.defer_crls();
+    let before = stored_crl(&f.ca);
+    let mut serials = Vec::new();
+    for i in 0..5 {
+        let email = format!("d{i}@example.com");
+        let issued =
+            f.ca.issue(&req(&email, Usage::Signing, csr(&email, &rcgen::PKCS_ECDSA_P256_SHA256)), "t")
+                .expect("issue");
+        f.ca.revoke(&issued.record.serial, RevocationReason::Superseded, "t").expect("revoke");
+        serials.push(issued.record.serial.to_der_content());
+    }
+    // No CRL signed per revocation: the stored one is unchanged, and marked due.
+    assert_eq!(stored_crl(&f.ca), before);
+    assert_eq!(f.ca.db().meta_get("crl.issuing.pending").expect("meta").as_deref(), Some("1"));
+    // One publication signs one CRL listing all five, and clears the mark; a second has nothing to do.
+    assert_eq!(f.ca.publish_crls().expect("publish"), 1);
+    let (number, listed) = stored_crl(&f.ca);
+    assert_eq!(number, before.0 + 1);
+    assert_eq!(listed, sorted(&serials));
+    assert_eq!(f.ca.db().meta_get("crl.issuing.pending").expect("meta").as_deref(), Some("0"));
+    assert_eq!(f.ca.publish_crls().expect("publish"), 0);
+    assert_eq!(f.ca.crl(CaId::Issuing).expect("crl").number, number);
+
+    // A read of the CRL between publications signs it first: an acknowledged revocation is on
+    // every CRL read after it.
+    let issued =
+        f.ca.issue(
+            &req("e@example.com", Usage::Signing, csr("e@example.com", &rcgen::PKCS_ECDSA_P256_SHA256)),
+            "t",
+        )
+        .expect("issue");
+    f.ca.revoke(&issued.record.serial, RevocationReason::KeyCompromise, "t").expect("revoke");
+    serials.push(issued.record.serial.to_der_content());
+    let read = f.ca.crl(CaId::Issuing).expect("crl");
+    assert_eq!(read.number, number + 1);
+    assert_eq!(stored_crl(&f.ca).1, sorted(&serials));
+
+    // A revocation stored but not yet published when the process dies: the CA opened next (here
+    // one that does not defer, as a one-shot command) finds the mark and signs the CRL first.
+    let issued =
+        f.ca.issue(
+            &req("g@example.com", Usage::Signing, csr("g@example.com", &rcgen::PKCS_ECDSA_P256_SHA256)),
+            "t",
+        )
+        .expect("issue");
+    f.ca.revoke(&issued.record.serial, RevocationReason::Superseded, "t").expect("revoke");
+    serials.push(issued.record.serial.to_der_content());
+    let Fixture { ca, dir, _dir, clock, hsm } = f;
+    drop(ca);
+    let db = CertDb::open(dir.join("db")).expect("db");
+    let ca = Ca::open(db, hsm, CaConfig::default(), clock).expect("open");
+    assert_eq!(stored_crl(&ca).0, number + 1, "not published before the crash");
+    let crl = ca.crl(CaId::Issuing).expect("crl");
+    assert_eq!(crl.number, number + 2);
+    assert_eq!(stored_crl(&ca).1, sorted(&serials));
+    assert_eq!(ca.db().meta_get("crl.issuing.pending").expect("meta").as_deref(), Some("0"));
+}

@@ -28,6 +28,20 @@ impl Client {
 
     /// Sends one request (with the jar's cookies) and updates the jar from `Set-Cookie`.
     pub fn request(&mut self, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> Resp {
+        self.try_request(method, path, content_type, body, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{method} {path} on pki serve: no HTTP answer: {e}"))
+    }
+
+    /// [`Client::request`] for a server that may be gone (the crash loop): no answer within
+    /// `timeout` is an error, not a panic.
+    pub fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Resp, String> {
         let jar = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
         let mut headers = Vec::new();
         if !jar.is_empty() {
@@ -37,8 +51,8 @@ impl Client {
             headers.push(("Content-Type", ct));
         }
         let body = (method != "GET").then_some(body);
-        let resp = http_client::send(self.port, method, path, &headers, body, Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{method} {path} on pki serve: no HTTP answer: {e}"));
+        let resp = http_client::send(self.port, method, path, &headers, body, timeout)
+            .map_err(|e| format!("{method} {path}: no HTTP answer: {e}"))?;
         for (k, v) in &resp.headers {
             if k != "set-cookie" {
                 continue;
@@ -52,7 +66,7 @@ impl Client {
                 }
             }
         }
-        resp
+        Ok(resp)
     }
 
     /// GET.
@@ -72,22 +86,8 @@ impl Client {
 
     /// POST a multipart form: (name, filename if a file, bytes).
     pub fn post_multipart(&mut self, path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> Resp {
-        let boundary = "----pki-tests-boundary-7d1f";
-        let mut body = Vec::new();
-        for (name, filename, bytes) in parts {
-            body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            match filename {
-                Some(f) => body.extend_from_slice(
-                    format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
-                        .as_bytes(),
-                ),
-                None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
-            }
-            body.extend_from_slice(bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        self.request("POST", path, Some(&format!("multipart/form-data; boundary={boundary}")), &body)
+        let (content_type, body) = multipart(parts);
+        self.request("POST", path, Some(&content_type), &body)
     }
 
     /// GETs `page` and returns the CSRF token of its first form.
@@ -96,6 +96,26 @@ impl Client {
         assert_eq!(r.status, 200, "GET {page}: {}", r.text());
         form_value(&r.text(), "csrf_token").unwrap_or_else(|| panic!("no csrf_token on {page}"))
     }
+}
+
+/// A multipart/form-data body of (name, filename if a file, bytes), and its content type.
+pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "----pki-tests-boundary-7d1f";
+    let mut body = Vec::new();
+    for (name, filename, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                    .as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
 /// `application/x-www-form-urlencoded` encoding.
@@ -275,6 +295,15 @@ pub fn first_login(client: &mut Client, name: &str, otp: &str, new_password: &st
     let r = client.post_form("/admin/totp/enrol", &[("csrf_token", &token), ("code", &auth.next_code())]);
     assert_eq!((r.status, r.location()), (303, "/admin/".to_string()), "TOTP enrolment: {}", r.text());
     auth
+}
+
+/// A console user of `role` made with `pki user add` and logged in for the first time (new
+/// `password`, TOTP enrolled): the client holding the session, and the authenticator.
+pub fn console_user(env: &crate::Env, name: &str, role: &str, password: &str) -> (Client, Authenticator) {
+    let otp = one_time_password(&env.pki(["user", "add", "--name", name, "--role", role]).stdout);
+    let mut client = Client::new(env.port);
+    let auth = first_login(&mut client, name, &otp, password);
+    (client, auth)
 }
 
 /// A full login (password, then TOTP); `client` ends up logged in.

@@ -6,6 +6,8 @@
 //!
 //! - issuance from a CSR and escrowed issuance (`pki issue` through the admin socket): the serial
 //!   printed;
+//! - issuance from a CSR in the console (an officer's session, made before the first round and
+//!   kept by the server across restarts): the serial of the redirect to the new certificate;
 //! - revocation of an acknowledged certificate (`pki revoke`, superseded or affiliationChanged);
 //! - timestamps (`POST /tsa`, granted): the token;
 //! - OCSP and directory lookups, for load.
@@ -72,8 +74,10 @@ impl Rng {
 /// Everything the clients were told, across rounds.
 #[derive(Debug, Default)]
 struct Ledger {
-    /// Serials of acknowledged certificates.
+    /// Serials of acknowledged certificates (all ways of issuance).
     issued: Vec<String>,
+    /// How many of them the console acknowledged.
+    console: usize,
     /// Serials whose revocation was acknowledged.
     revoked: Vec<String>,
     /// Acknowledged tokens and the file they stamp.
@@ -88,6 +92,8 @@ fn p(path: &Path) -> String {
 struct World {
     env: Env,
     csrs: Vec<PathBuf>,
+    /// The officer's console session.
+    officer: Mutex<console_support::Client>,
     password: PathBuf,
     document: PathBuf,
     files: AtomicU64,
@@ -119,6 +125,30 @@ fn load(world: &World, ledger: &Mutex<Ledger>, stop: &AtomicBool, seed: u64) {
                 let email = format!("user{}@bank.example", i % 7);
                 if let Ok(serial) = mixed_load::issue_from_csr(env, csr, &email) {
                     ledger.lock().unwrap().issued.push(serial);
+                }
+            })
+        });
+        // Issuance from CSRs in the console, with the officer's session.
+        s.spawn(|| {
+            let mut officer = world.officer.lock().unwrap();
+            let mut csrf = None;
+            world.client(stop, |i| {
+                if csrf.is_none() {
+                    csrf = mixed_load::console_csrf(&mut officer).ok();
+                }
+                let Some(token) = &csrf else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    return;
+                };
+                let csr = std::fs::read(&world.csrs[i as usize % world.csrs.len()]).unwrap_or_default();
+                let email = format!("console{}@bank.example", i % 7);
+                match mixed_load::issue_in_console(&mut officer, token, &csr, &email) {
+                    Ok(serial) => {
+                        let mut l = ledger.lock().unwrap();
+                        l.issued.push(serial);
+                        l.console += 1;
+                    }
+                    Err(_) => csrf = None,
                 }
             })
         });
@@ -274,8 +304,12 @@ pub fn run_loop(rounds: usize, seed: u64, extra: &str, log: &mut dyn Write) -> R
             make_csr(&key, &env.path(&format!("k{i}.csr")), &format!("/CN=k{i}"), &[])
         })
         .collect();
+    // The server runs from here on; the officer logs in once, before the first round.
+    let mut server = env.serve();
+    let officer = mixed_load::console_officer(&env, "olivia");
     let world = World {
         password: env.write("p12-password", "crash-loop-password-1\n"),
+        officer: Mutex::new(officer),
         document: env.write("document.txt", "a statement to be stamped\n"),
         csrs,
         files: AtomicU64::new(0),
@@ -287,7 +321,6 @@ pub fn run_loop(rounds: usize, seed: u64, extra: &str, log: &mut dyn Write) -> R
     let mut checked = Checked::default();
     let ledger = Mutex::new(Ledger::default());
     let serve = || world.env.serve();
-    let mut server = serve();
     for round in 1..=rounds {
         let stop = Arc::new(AtomicBool::new(false));
         let run_for = Duration::from_millis(rng.range(500, 3000));
@@ -306,10 +339,11 @@ pub fn run_loop(rounds: usize, seed: u64, extra: &str, log: &mut dyn Write) -> R
         let acknowledged = l.issued.len() + l.revoked.len() + l.tokens.len();
         let _ = writeln!(
             log,
-            "round {round}: killed after {:.1} s of load (round {:.1} s); {} certificates, {} revocations, {} timestamps acknowledged so far; lost {}",
+            "round {round}: killed after {:.1} s of load (round {:.1} s); {} certificates ({} in the console), {} revocations, {} timestamps acknowledged so far; lost {}",
             run_for.as_secs_f64(),
             started.elapsed().as_secs_f64(),
             l.issued.len(),
+            l.console,
             l.revoked.len(),
             l.tokens.len(),
             lost.len()

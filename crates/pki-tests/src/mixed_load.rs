@@ -1,12 +1,13 @@
 //! The operations of the mixed load that the crash loop ([`crate::crash_loop`]) and the soak
 //! ([`crate::soak`]) drive against a running `pki serve`, each as its real client does it:
 //! issuance from a CSR and escrowed issuance with `pki issue` (through the admin socket),
-//! revocation with `pki revoke`, timestamps by `POST /tsa`, OCSP by `POST /ocsp`, directory
+//! issuance from a CSR in the console (an officer's session, `POST /admin/issue/csr`), revocation with `pki revoke`, timestamps by `POST /tsa`, OCSP by `POST /ocsp`, directory
 //! lookups by `GET /api/v1/certificates/exists`. Each returns what was acknowledged, or why not.
 
 use std::path::Path;
 use std::time::Duration;
 
+use crate::console_support::{form_value, multipart, Client};
 use crate::*;
 
 fn p(path: &Path) -> String {
@@ -51,6 +52,50 @@ pub fn issue_escrowed(env: &Env, email: &str, p12: &Path, password_file: &Path) 
         "--p12-password-file",
         &p(password_file),
     ]))
+}
+
+/// The password of the console officer of [`console_officer`].
+pub const OFFICER_PASSWORD: &str = "Mixed-Load-Officer-7";
+
+/// An officer of the console (`pki user add`, first login): the client holding its session,
+/// which the server keeps across restarts.
+pub fn console_officer(env: &Env, name: &str) -> Client {
+    console_support::console_user(env, name, "officer", OFFICER_PASSWORD).0
+}
+
+/// The CSRF token of `client`'s session, from the console's issuance page.
+pub fn console_csrf(client: &mut Client) -> Result<String, String> {
+    let page = client.try_request("GET", "/admin/issue", None, b"", Duration::from_secs(10))?;
+    if page.status != 200 {
+        return Err(format!("GET /admin/issue: HTTP {}", page.status));
+    }
+    form_value(&page.text(), "csrf_token").ok_or_else(|| "no csrf_token on /admin/issue".into())
+}
+
+/// Issuance of a signing certificate from the DER or PEM CSR `csr` for `email` in the console
+/// (`POST /admin/issue/csr` with the session of `client` and its CSRF token): the acknowledged
+/// serial, from the redirect to the new certificate's page.
+pub fn issue_in_console(client: &mut Client, csrf: &str, csr: &[u8], email: &str) -> Result<String, String> {
+    let (content_type, body) = multipart(&[
+        ("csrf_token", None, csrf.as_bytes()),
+        ("email", None, email.as_bytes()),
+        ("usage", None, b"signing"),
+        ("csr", Some("req.csr"), csr),
+    ]);
+    let r = client.try_request(
+        "POST",
+        "/admin/issue/csr",
+        Some(&content_type),
+        &body,
+        Duration::from_secs(10),
+    )?;
+    let location = r.header("location").unwrap_or_default();
+    let serial = location.strip_prefix("/admin/certificates/").and_then(|l| l.strip_suffix("?issued=1"));
+    match serial.map(hex::decode) {
+        // The form of `pki list` and of the other clients: no leading zero bytes.
+        Some(Ok(bytes)) if r.status == 303 && !bytes.is_empty() => Ok(serial_text(&bytes)),
+        _ => Err(format!("HTTP {} to {location:?}", r.status)),
+    }
 }
 
 /// `pki revoke --serial SERIAL --reason REASON`.

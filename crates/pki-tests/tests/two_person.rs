@@ -18,10 +18,6 @@ use pki_tests::*;
 const PW: &str = "Correct-Horse-Battery-9";
 const P12_PW: &str = "recovered-key-pw";
 
-fn add_user(env: &Env, name: &str, role: &str) -> String {
-    one_time_password(&env.pki(["user", "add", "--name", name, "--role", role]).stdout)
-}
-
 fn p(path: &Path) -> String {
     path.display().to_string()
 }
@@ -107,12 +103,8 @@ fn one_officer_stays_pending_a_second_releases_the_key_to_the_requester_once() {
     let env = Env::new();
     env.init();
     let _server = env.serve();
-    let olivia_otp = add_user(&env, "olivia", "officer");
-    let oscar_otp = add_user(&env, "oscar", "officer");
-    let mut olivia = Client::new(env.port);
-    first_login(&mut olivia, "olivia", &olivia_otp, PW);
-    let mut oscar = Client::new(env.port);
-    first_login(&mut oscar, "oscar", &oscar_otp, PW);
+    let (mut olivia, _) = console_user(&env, "olivia", "officer", PW);
+    let (mut oscar, _) = console_user(&env, "oscar", "officer", PW);
     let serial = escrowed(&env, "bob@example.com");
 
     // Olivia asks; alone, the request stays pending.
@@ -246,17 +238,12 @@ fn an_admin_reset_never_shows_the_password_and_the_officer_waits_for_a_second_ad
     let env = Env::new();
     let admin_otp = one_time_password(&env.init().stdout);
     let _server = env.serve();
-    let adele_otp = add_user(&env, "adele", "admin");
-    let olivia_otp = add_user(&env, "olivia", "officer");
-    let oscar_otp = add_user(&env, "oscar", "officer");
     let mut admin = Client::new(env.port);
     let mut admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
-    let mut adele = Client::new(env.port);
-    let mut adele_auth = first_login(&mut adele, "adele", &adele_otp, PW);
-    let mut oscar = Client::new(env.port);
-    first_login(&mut oscar, "oscar", &oscar_otp, PW);
-    let mut olivia = Client::new(env.port);
-    first_login(&mut olivia, "olivia", &olivia_otp, PW);
+    let (mut adele, mut adele_auth) = console_user(&env, "adele", "admin", PW);
+    let (mut oscar, _) = console_user(&env, "oscar", "officer", PW);
+    // Olivia's first login, before the reset below.
+    let (_olivia, _) = console_user(&env, "olivia", "officer", PW);
     let serial = escrowed(&env, "bob@example.com");
 
     // The administrator resets olivia: the page does not show the new password...
@@ -339,14 +326,10 @@ fn an_account_added_in_the_console_gets_its_password_by_file_and_waits_for_a_sec
     let env = Env::new();
     let admin_otp = one_time_password(&env.init().stdout);
     let _server = env.serve();
-    let adele_otp = add_user(&env, "adele", "admin");
-    let oscar_otp = add_user(&env, "oscar", "officer");
     let mut admin = Client::new(env.port);
     let mut admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
-    let mut adele = Client::new(env.port);
-    first_login(&mut adele, "adele", &adele_otp, PW);
-    let mut oscar = Client::new(env.port);
-    first_login(&mut oscar, "oscar", &oscar_otp, PW);
+    let (mut adele, _) = console_user(&env, "adele", "admin", PW);
+    let (mut oscar, _) = console_user(&env, "oscar", "officer", PW);
     let serial = escrowed(&env, "carol@example.com");
 
     let token = admin.csrf("/admin/users");

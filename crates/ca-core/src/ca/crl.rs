@@ -1,6 +1,99 @@
-//! CRLs: the current CRL of each CA, regenerated on revocation and before nextUpdate.
+//! CRLs: the current CRL of each CA, regenerated on revocation (or, deferred, at the next
+//! publication or read) and before nextUpdate.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLockReadGuard;
 
 use super::*;
+
+/// The storage setting that marks a CA's CRL as due: `"1"` from before a deferred revocation is
+/// stored until a CRL that lists it is stored, so that a CA opened after a crash signs one first.
+fn pending_key(ca: CaId) -> String {
+    format!("crl.{}.pending", ca.name())
+}
+
+fn index(ca: CaId) -> usize {
+    match ca {
+        CaId::Root => 0,
+        CaId::Issuing => 1,
+    }
+}
+
+/// When revocations reach the CRLs.
+///
+/// Immediate (the default, one-shot commands): each revocation signs a new CRL, whose cost grows
+/// with the number of revoked certificates. Deferred ([`Ca::defer_crls`], `pki serve`): a
+/// revocation marks its CA's CRL due, durably, and the CRL is signed by the next
+/// [`Ca::publish_crls`] or the next [`Ca::crl`], whichever comes first — so every acknowledged
+/// revocation is on every CRL read after it, and many revocations share one signature.
+pub(super) struct Publication {
+    deferred: AtomicBool,
+    /// Per CA (root, issuing): a revocation not yet on the stored CRL, or may not be.
+    pending: [AtomicBool; 2],
+    /// Held shared by each deferred revocation from its mark to its storage, and exclusively by a
+    /// publication when it takes or clears the mark: a mark is never cleared under a revocation
+    /// in flight.
+    gate: RwLock<()>,
+}
+
+impl Publication {
+    /// The state left in storage: a CRL marked due stays due.
+    pub(super) fn load(db: &CertDb) -> Result<Self, Error> {
+        let due = |ca| -> Result<bool, Error> { Ok(db.meta_get(&pending_key(ca))?.as_deref() == Some("1")) };
+        Ok(Publication {
+            deferred: AtomicBool::new(false),
+            pending: [AtomicBool::new(due(CaId::Root)?), AtomicBool::new(due(CaId::Issuing)?)],
+            gate: RwLock::new(()),
+        })
+    }
+
+    pub(super) fn is_deferred(&self) -> bool {
+        self.deferred.load(Ordering::SeqCst)
+    }
+
+    /// Before a deferred revocation by `ca` is stored: marks its CRL due (the durable mark written
+    /// only when it is not set already) and returns the guard to hold until the revocation is
+    /// stored. `None` when publication is immediate.
+    pub(super) fn revoking(&self, db: &CertDb, ca: CaId) -> Result<Option<RwLockReadGuard<'_, ()>>, Error> {
+        if !self.is_deferred() {
+            return Ok(None);
+        }
+        let guard = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let pending = &self.pending[index(ca)];
+        if !pending.load(Ordering::SeqCst) {
+            db.meta_put(&pending_key(ca), "1")?;
+            pending.store(true, Ordering::SeqCst);
+        }
+        Ok(Some(guard))
+    }
+
+    fn is_pending(&self, ca: CaId) -> bool {
+        self.pending[index(ca)].load(Ordering::SeqCst)
+    }
+
+    /// Takes the mark before the revoked certificates are read: what a revocation stores after
+    /// this sets it again.
+    fn take(&self, ca: CaId) -> bool {
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        self.pending[index(ca)].swap(false, Ordering::SeqCst)
+    }
+
+    /// After a CRL is stored: clears the durable mark unless a revocation marked it again.
+    fn settle(&self, db: &CertDb, ca: CaId, was_marked: bool) -> Result<(), Error> {
+        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        if was_marked && !self.pending[index(ca)].load(Ordering::SeqCst) {
+            db.meta_put(&pending_key(ca), "0")?;
+        }
+        Ok(())
+    }
+
+    /// A publication failed: the CRL stays due.
+    fn restore(&self, ca: CaId, was_marked: bool) {
+        if was_marked {
+            self.pending[index(ca)].store(true, Ordering::SeqCst);
+        }
+    }
+}
 
 pub(super) fn rcgen_reason(r: RevocationReason) -> Option<rcgen::RevocationReason> {
     use rcgen::RevocationReason as R;
@@ -17,8 +110,38 @@ pub(super) fn rcgen_reason(r: RevocationReason) -> Option<rcgen::RevocationReaso
 }
 
 impl Ca {
-    /// The current CRL of a CA, regenerated first if it is due.
+    /// From now on, revocations mark the CRL due instead of signing one each
+    /// ([`Publication`]); [`Ca::publish_crls`] and [`Ca::crl`] sign it. For a long-running
+    /// server, which calls [`Ca::publish_crls`] periodically.
+    pub fn defer_crls(&self) {
+        self.crl_publication.deferred.store(true, Ordering::SeqCst);
+    }
+
+    /// Signs the CRL of each CA that has revocations not on it yet (none when publication is
+    /// immediate, or after a crash before a deferred publication: those are signed here);
+    /// the number of CRLs signed.
+    pub fn publish_crls(&self) -> Result<usize, Error> {
+        let mut signed = 0;
+        for ca in [CaId::Root, CaId::Issuing] {
+            if self.crl_publication.is_pending(ca) && self.crl_signable(ca) {
+                self.regenerate_crl(ca, "system")?;
+                signed += 1;
+            }
+        }
+        Ok(signed)
+    }
+
+    /// A compromised issuing CA signs no CRL any more.
+    fn crl_signable(&self, ca: CaId) -> bool {
+        !(ca == CaId::Issuing && self.is_compromised(OwnCert::Issuing))
+    }
+
+    /// The current CRL of a CA, regenerated first if it is due (revocations not on it yet, or
+    /// nextUpdate near).
     pub fn crl(&self, ca: CaId) -> Result<CrlRecord, Error> {
+        if self.crl_publication.is_pending(ca) && self.crl_signable(ca) {
+            return self.regenerate_crl(ca, "system");
+        }
         if let Some(c) = self.db.crl(ca)? {
             let margin = Duration::hours(i64::from(self.cfg.crl.refresh_before_hours));
             if self.clock.now() < c.next_update - margin {
@@ -44,6 +167,21 @@ impl Ca {
             self.refuse_if_compromised(OwnCert::Issuing)?;
         }
         let _guard = self.crl_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let marked = self.crl_publication.take(ca);
+        match self.sign_crl(ca, actor) {
+            Ok(record) => {
+                self.crl_publication.settle(&self.db, ca, marked)?;
+                Ok(record)
+            }
+            Err(e) => {
+                self.crl_publication.restore(ca, marked);
+                Err(e)
+            }
+        }
+    }
+
+    /// Signs and stores a full CRL of `ca` (under `crl_lock`).
+    fn sign_crl(&self, ca: CaId, actor: &str) -> Result<CrlRecord, Error> {
         let loaded = match ca {
             CaId::Root => &self.root,
             CaId::Issuing => &self.issuing,

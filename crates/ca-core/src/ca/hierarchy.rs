@@ -275,6 +275,7 @@ impl Ca {
         let tsa_der = cert_of("ca.tsa.serial")?.der;
         let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
         let compromised_certs = load_compromised(&db)?;
+        let crl_publication = crl::Publication::load(&db)?;
         Ok(Ca {
             audit: AuditLog::open(db.clone(), AuditKey::load_or_create(&db, &*hsm)?)?,
             db,
@@ -290,6 +291,7 @@ impl Ca {
             compromised,
             compromised_certs,
             crl_lock: Mutex::new(()),
+            crl_publication,
             tls_lock: Mutex::new(()),
             ocsp_renew_lock: Mutex::new(()),
             counters: Default::default(),

@@ -193,6 +193,8 @@ pub struct Ca {
     /// The own certificates revoked by [`Ca::compromise`] (`ca.compromised.*` in storage).
     compromised_certs: CompromisedSet,
     crl_lock: Mutex<()>,
+    /// When revocations reach the CRL: at once, or at the next publication ([`Ca::defer_crls`]).
+    crl_publication: crl::Publication,
     tls_lock: Mutex<()>,
     ocsp_renew_lock: Mutex<()>,
     counters: counters::Counters,

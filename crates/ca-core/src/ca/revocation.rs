@@ -20,7 +20,9 @@ pub(super) fn subscriber_reason_allowed(reason: RevocationReason) -> bool {
 }
 
 impl Ca {
-    /// Revokes a certificate: status, change-feed entry and audit entry durably, then a new CRL.
+    /// Revokes a certificate: status, change-feed entry and audit entry durably, then a new CRL
+    /// (or, once [`Ca::defer_crls`] was called, the CRL marked due: the cost of a revocation then
+    /// does not grow with the number of revoked certificates).
     ///
     /// For keyCompromise, also:
     /// - the key is recorded as compromised in the same transaction: no certificate is issued for
@@ -46,6 +48,9 @@ impl Ca {
             RevocationReason::KeyCompromise => Some(key_digest_of(&self.show(serial)?.der)?),
             _ => None,
         };
+        // Deferred publication: the CRL is marked due (durably, before the revocation is
+        // stored) and the revocation held open against the publisher until it is stored.
+        let publishing = self.crl_publication.revoking(&self.db, rec.issuer)?;
         let record = self.revoke_one(&rec, reason, key, None, actor)?;
         let mut same_key = Vec::new();
         if let (Some(key), Some(email)) = (key, &rec.email) {
@@ -62,9 +67,11 @@ impl Ca {
             }
         }
         // A compromised issuing CA signs no CRL any more; the revocation is stored and OCSP says so.
-        if !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
+        // Deferred: the next publication or the next read of the CRL signs it.
+        if publishing.is_none() && !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
             self.regenerate_crl(rec.issuer, actor)?;
         }
+        drop(publishing);
         Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key })
     }
 
