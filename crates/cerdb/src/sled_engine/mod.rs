@@ -21,6 +21,7 @@
 //! | `tsa_meta` (and the ledger file `tsa-tokens.ledger`) | `tsa.rs` |
 
 mod acme;
+mod group_flush;
 mod apikeys;
 mod batch;
 mod certs;
@@ -99,6 +100,8 @@ pub struct SledEngine {
     cache_bytes: u64,
     /// Fault injection for the scenario suite: the N-th write fails.
     faults: Option<Arc<Faults>>,
+    /// Concurrent writers share flushes (`group_flush.rs`).
+    flushes: group_flush::GroupFlush,
 }
 
 impl std::fmt::Debug for SledEngine {
@@ -171,6 +174,7 @@ impl SledEngine {
             path: path.to_path_buf(),
             cache_bytes,
             faults,
+            flushes: group_flush::GroupFlush::default(),
         };
         // Before anything reads: batches a crash interrupted go, then the heads are read.
         engine.roll_back_pending()?;
@@ -208,8 +212,7 @@ impl SledEngine {
 
     fn flush_db(&self) -> Result<(), Error> {
         self.fault()?;
-        self.db.flush()?;
-        Ok(())
+        self.flushes.flush(|| self.db.flush().map(drop).map_err(Error::from))
     }
 
     fn lock_audit(&self) -> std::sync::MutexGuard<'_, Option<AuditRecord>> {
