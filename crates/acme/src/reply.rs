@@ -300,7 +300,8 @@ impl Acme {
         let signed = relayed_pass || {
             let outputs = dkim.verify_dkim(msg).await;
             outputs.iter().any(|o| {
-                *o.result() == DkimResult::Pass && o.signature().is_some_and(|s| s.d.eq_ignore_ascii_case(domain))
+                *o.result() == DkimResult::Pass
+                    && o.signature().is_some_and(|s| s.d.eq_ignore_ascii_case(domain))
             })
         };
         if !signed {
@@ -360,8 +361,16 @@ mod tests {
         ));
         // Another domain, another result, another relay, no header at all.
         assert!(!trusted_dkim_pass(&ar(&[pass]), &mx, "example.net"));
-        assert!(!trusted_dkim_pass(&ar(&["mx.bank.example; dkim=fail header.d=customer.test"]), &mx, "customer.test"));
-        assert!(!trusted_dkim_pass(&ar(&["mx.other.example; dkim=pass header.d=customer.test"]), &mx, "customer.test"));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.bank.example; dkim=fail header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.other.example; dkim=pass header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
         assert!(!trusted_dkim_pass(&ar(&[pass]), &[], "customer.test"));
         assert!(!trusted_dkim_pass(&[], &mx, "customer.test"));
         // A pass below the relay's own fail came with the message: not believed.
@@ -373,7 +382,11 @@ mod tests {
             &mx,
             "customer.test"
         ));
-        assert!(!trusted_dkim_pass(&ar(&["mx.bank.example; spf=pass header.d=customer.test"]), &mx, "customer.test"));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.bank.example; spf=pass header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
         // Garbage does not panic.
         for g in ["", ";", "(((", "mx.bank.example;;;=", "mx.bank.example; dkim=pass header.d", "\\(x"] {
             assert!(!trusted_dkim_pass(&ar(&[g]), &mx, "customer.test"), "{g:?}");

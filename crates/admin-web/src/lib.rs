@@ -325,8 +325,7 @@ pub struct Console {
 }
 
 /// Sends a validation value to an address: `(address, value, hours valid)`.
-pub type ValidationMailer =
-    Arc<dyn Fn(&cerdb::EmailAddress, &str, u32) -> Result<(), String> + Send + Sync>;
+pub type ValidationMailer = Arc<dyn Fn(&cerdb::EmailAddress, &str, u32) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -98,7 +98,9 @@ pub(crate) async fn send(req: HttpRequest, console: web::Data<Console>, form: we
         return render(&console, &ctx, StatusCode::OK, Some(n));
     }
     let Some(mailer) = console.validation_mailer.clone() else {
-        return Err(Error::BadRequest("no mail relay: set [mail.relay] host (and port, tls) in pki.toml".into()));
+        return Err(Error::BadRequest(
+            "no mail relay: set [mail.relay] host (and port, tls) in pki.toml".into(),
+        ));
     };
     let c = console.clone();
     let actor = ctx.actor();

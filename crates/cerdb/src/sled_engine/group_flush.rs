@@ -81,7 +81,8 @@ mod tests {
         let flushes = Arc::new(AtomicU64::new(0));
         let threads: Vec<_> = (0..8)
             .map(|_| {
-                let (g, written, stable, flushes) = (g.clone(), written.clone(), stable.clone(), flushes.clone());
+                let (g, written, stable, flushes) =
+                    (g.clone(), written.clone(), stable.clone(), flushes.clone());
                 std::thread::spawn(move || {
                     for _ in 0..200 {
                         let mine = written.fetch_add(1, Ordering::SeqCst) + 1;

@@ -21,11 +21,11 @@
 //! | `tsa_meta` (and the ledger file `tsa-tokens.ledger`) | `tsa.rs` |
 
 mod acme;
-mod group_flush;
 mod apikeys;
 mod batch;
 mod certs;
 mod console;
+mod group_flush;
 mod raw;
 mod recovery;
 mod tsa;
