@@ -98,6 +98,12 @@ pub fn expected_response(part1: &str, part2: &str, thumbprint: &str) -> String {
     jws::b64e(ring::digest::digest(&ring::digest::SHA256, key_authz.as_bytes()).as_ref())
 }
 
+/// Runs a storage call on a thread of its own: the SMTP listener drives a runtime, inside which
+/// an engine with a synchronous client (PostgreSQL) must not block.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Removes RFC 5322 comments (`(...)`, nested) from a header value.
 fn without_comments(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
@@ -211,12 +217,12 @@ impl Acme {
         };
         let store = self.ca.db().acme_records();
         let st = Store(&*store);
-        let authz_id = match st.get::<Value>(AcmeKind::ChallengeToken, &token) {
+        let authz_id = match off_runtime(|| st.get::<Value>(AcmeKind::ChallengeToken, &token)) {
             Ok(Some(r)) => r.value.get("authz").and_then(Value::as_str).unwrap_or_default().to_string(),
             Ok(None) => return ReplyOutcome::Dropped("an unknown token".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
         };
-        let read: Read<Authz> = match st.get(AcmeKind::Authorization, &authz_id) {
+        let read: Read<Authz> = match off_runtime(|| st.get(AcmeKind::Authorization, &authz_id)) {
             Ok(Some(r)) => r,
             Ok(None) => return ReplyOutcome::Dropped("the token's authorization is gone".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
@@ -252,19 +258,18 @@ impl Acme {
             }
         }
         next.challenge = Some(c);
-        match st.replace(AcmeKind::Authorization, &authz_id, &read, &next) {
+        match off_runtime(|| st.replace(AcmeKind::Authorization, &authz_id, &read, &next)) {
             Ok(true) => {}
             Ok(false) => return ReplyOutcome::Dropped("the authorization changed meanwhile".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
         }
-        let _ = store.remove_acme(AcmeKind::ChallengeToken, &token);
+        let _ = off_runtime(|| store.remove_acme(AcmeKind::ChallengeToken, &token));
         match verdict {
             Ok(()) => {
                 let email: Result<EmailAddress, _> = a.email.parse();
-                match email
-                    .map_err(|e| e.to_string())
-                    .and_then(|e| self.ca.record_acme_validation(&e, &a.account).map_err(|e| e.to_string()))
-                {
+                match email.map_err(|e| e.to_string()).and_then(|e| {
+                    off_runtime(|| self.ca.record_acme_validation(&e, &a.account)).map_err(|e| e.to_string())
+                }) {
                     Ok(_) => ReplyOutcome::Valid,
                     Err(e) => {
                         tracing::error!(error = %e, "the validation could not be recorded");
@@ -312,8 +317,8 @@ impl Acme {
             return Err(incorrect("the reply has no ACME RESPONSE block"));
         };
         let store = self.ca.db().acme_records();
-        let acct: Option<Read<Account>> =
-            Store(&*store).get(AcmeKind::Account, &a.account).map_err(|p| incorrect(&p.detail))?;
+        let acct: Option<Read<Account>> = off_runtime(|| Store(&*store).get(AcmeKind::Account, &a.account))
+            .map_err(|p| incorrect(&p.detail))?;
         let Some(acct) = acct else { return Err(unauthorized("the account is gone")) };
         if given != expected_response(&ch.token_part1, &ch.token_part2, &acct.value.thumbprint) {
             return Err(incorrect("the ACME RESPONSE digest is wrong"));

@@ -30,11 +30,18 @@ pub(crate) struct ConfirmForm {
 }
 
 /// The page, with `notice` above it (what the last action did).
-fn render(console: &Console, ctx: &Ctx, status: StatusCode, notice: Option<maud::Markup>) -> Page {
+async fn render(
+    console: &web::Data<Console>,
+    ctx: &Ctx,
+    status: StatusCode,
+    notice: Option<maud::Markup>,
+) -> Page {
     let cfg = console.ca.validation_config().cloned().unwrap_or_default();
     let now = console.ca.now();
-    let mut rows = console.ca.mailbox_validations()?;
-    rows.sort_by(|a, b| a.email.to_string().cmp(&b.email.to_string()));
+    // Read on a blocking thread: the storage engine may block (PostgreSQL).
+    let c = console.clone();
+    let mut rows = web::block(move || c.ca.mailbox_validations()).await??;
+    rows.sort_by_key(|a| a.email.to_string());
     let body = html! {
         @if let Some(n) = notice { (n) }
         section.card #enterprise-domains {
@@ -85,7 +92,7 @@ fn render(console: &Console, ctx: &Ctx, status: StatusCode, notice: Option<maud:
 
 pub(crate) async fn page_of_evidence(req: HttpRequest, console: web::Data<Console>) -> Page {
     let ctx = guard(&req, &console, Perm::Read)?;
-    render(&console, &ctx, StatusCode::OK, None)
+    render(&console, &ctx, StatusCode::OK, None).await
 }
 
 pub(crate) async fn send(req: HttpRequest, console: web::Data<Console>, form: web::Form<SendForm>) -> Page {
@@ -95,7 +102,7 @@ pub(crate) async fn send(req: HttpRequest, console: web::Data<Console>, form: we
     let cfg = console.ca.validation_config().cloned().unwrap_or_default();
     if let Some(d) = cfg.enterprise_domain_of(&email) {
         let n = html! { p.notice #outcome { (email) " is in the enterprise domain " (d) ": it needs no mailed value." } };
-        return render(&console, &ctx, StatusCode::OK, Some(n));
+        return render(&console, &ctx, StatusCode::OK, Some(n)).await;
     }
     let Some(mailer) = console.validation_mailer.clone() else {
         return Err(Error::BadRequest(
@@ -115,7 +122,7 @@ pub(crate) async fn send(req: HttpRequest, console: web::Data<Console>, form: we
     })
     .await??;
     let n = html! { p.notice #outcome { "Mailed a validation value to " (email) "; enter it below when its holder gives it back." } };
-    render(&console, &ctx, StatusCode::OK, Some(n))
+    render(&console, &ctx, StatusCode::OK, Some(n)).await
 }
 
 pub(crate) async fn confirm(
@@ -134,5 +141,5 @@ pub(crate) async fn confirm(
     let actor = ctx.actor();
     let v = web::block(move || c.ca.confirm_mailbox_validation(&email, &form.code, &actor)).await??;
     let n = html! { p.notice #outcome { (v.email) " validated at " (when(v.validated_at)) "." } };
-    render(&console, &ctx, StatusCode::OK, Some(n))
+    render(&console, &ctx, StatusCode::OK, Some(n)).await
 }
