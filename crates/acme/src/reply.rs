@@ -258,6 +258,17 @@ impl Acme {
             }
         }
         next.challenge = Some(c);
+        // The validation is on record before the authorization says valid: a client that sees
+        // the order ready and finalizes at once finds the mailbox validated.
+        if verdict.is_ok() {
+            let email: Result<EmailAddress, _> = a.email.parse();
+            if let Err(e) = email.map_err(|e| e.to_string()).and_then(|e| {
+                off_runtime(|| self.ca.record_acme_validation(&e, &a.account)).map_err(|e| e.to_string())
+            }) {
+                tracing::error!(error = %e, "the validation could not be recorded");
+                return ReplyOutcome::Dropped("the validation could not be recorded".into());
+            }
+        }
         match off_runtime(|| st.replace(AcmeKind::Authorization, &authz_id, &read, &next)) {
             Ok(true) => {}
             Ok(false) => return ReplyOutcome::Dropped("the authorization changed meanwhile".into()),
@@ -265,18 +276,7 @@ impl Acme {
         }
         let _ = off_runtime(|| store.remove_acme(AcmeKind::ChallengeToken, &token));
         match verdict {
-            Ok(()) => {
-                let email: Result<EmailAddress, _> = a.email.parse();
-                match email.map_err(|e| e.to_string()).and_then(|e| {
-                    off_runtime(|| self.ca.record_acme_validation(&e, &a.account)).map_err(|e| e.to_string())
-                }) {
-                    Ok(_) => ReplyOutcome::Valid,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the validation could not be recorded");
-                        ReplyOutcome::Dropped("the validation could not be recorded".into())
-                    }
-                }
-            }
+            Ok(()) => ReplyOutcome::Valid,
             Err((kind, detail)) => ReplyOutcome::Invalid(kind, detail),
         }
     }
