@@ -102,4 +102,8 @@ PKI_TESTS_BACKEND=postgres cargo test -p pki-tests --no-fail-fast \
   --test smime_profiles --test revocation --test ocsp --test tsa --test directory \
   --test console_security --test crash_loop \
   || status=$?
+
+# ACME and mailbox validation on PostgreSQL: enrolment records, validations and the audit entries
+# in the test's database, the challenge mails through the private Postfix (issue 17).
+PKI_TESTS_BACKEND=postgres cargo test -p pki-tests --no-fail-fast --test acme || status=$?
 exit "$status"

@@ -2,7 +2,7 @@
 # A private Postfix for the tests that send mail: its own config_directory, queue_directory and
 # data_directory in a temporary directory, listening on 127.0.0.1 at a free port only, delivering
 # every address of the test domains (PKI_TEST_MAIL_DOMAINS, default "example.com example.org
-# bank.example") into one Maildir (virtual(8) maps allow no per-address substitution; tests find
+# bank.example customer.test") into one Maildir (virtual(8) maps allow no per-address substitution; tests find
 # their messages by Message-ID or by the Delivered-To header Postfix adds); stopped and removed when the shell exits. No
 # mail leaves the machine: there is no relay and no other destination (anything else bounces).
 #
@@ -13,6 +13,11 @@
 #   PKI_TEST_SMTP      127.0.0.1:PORT of its SMTP listener (no TLS, no authentication)
 #   PKI_TEST_MAILDIR   the Maildir every message goes to: $PKI_TEST_MAILDIR/{new,cur,tmp}
 #   PKI_TEST_MAIL_DIR  the instance's directory (etc/, spool/, data/, mail/, postfix.log)
+#   PKI_TEST_ACME_SMTP   127.0.0.1:PORT where Postfix relays mail for PKI_TEST_ACME_DOMAIN: the
+#                        CA's `[acme.smtp] listen` of the ACME test that receives challenge replies
+#                        through the MTA (nothing listens there until that test's `pki serve` does)
+#   PKI_TEST_ACME_DOMAIN the domain of the CA's challenge address (acme-replies.test), the one
+#                        domain Postfix relays, to PKI_TEST_ACME_SMTP only
 #
 # Extending it (for other suites, e.g. ACME's e-mail challenge):
 #   PKI_TEST_MAIL_DOMAINS="a.example b.example"   before sourcing: the domains delivered locally;
@@ -55,12 +60,15 @@ mail_test_start() {
   fi
   [ "$(id -u)" = 0 ] || { echo "scripts/with-mail.sh: Postfix's master must start as root" >&2; return 1; }
   mail_test_install || return 1
-  local dir port domains uid gid
+  local dir port domains uid gid acme_port acme_domain
   dir=$(mktemp -d "${TMPDIR:-/tmp}/pki-test-mail.XXXXXX")
   chmod 755 "$dir"
   mkdir -p "$dir/etc" "$dir/spool" "$dir/data" "$dir/mail"
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  domains=${PKI_TEST_MAIL_DOMAINS:-example.com example.org bank.example}
+  domains=${PKI_TEST_MAIL_DOMAINS:-example.com example.org bank.example customer.test}
+  # The ACME challenge address's domain is relayed to the CA's own SMTP listener, on loopback.
+  acme_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  acme_domain=acme-replies.test
   # Mailboxes belong to `nobody`; the tests run as root and read them.
   uid=$(id -u nobody)
   gid=$(id -g nobody)
@@ -84,7 +92,12 @@ mail_test_start() {
     echo "mydestination ="
     echo "mynetworks = 127.0.0.0/8"
     echo "relayhost ="
-    echo "relay_domains ="
+    echo "relay_domains = $acme_domain"
+    echo "transport_maps = inline:{$acme_domain=smtp:[127.0.0.1]:$acme_port}"
+    # A reply the CA's listener is not up for yet is tried again within seconds, not minutes.
+    echo "queue_run_delay = 1s"
+    echo "minimal_backoff_time = 1s"
+    echo "maximal_backoff_time = 5s"
     echo "default_transport = error:this test instance delivers only to its test domains"
     echo "virtual_mailbox_domains = ${domains// /, }"
     echo "virtual_mailbox_base = $dir/mail"
@@ -121,6 +134,8 @@ mail_test_start() {
   export PKI_TEST_MAIL_DIR=$dir
   export PKI_TEST_SMTP="127.0.0.1:$port"
   export PKI_TEST_MAILDIR="$dir/mail/all"
+  export PKI_TEST_ACME_SMTP="127.0.0.1:$acme_port"
+  export PKI_TEST_ACME_DOMAIN=$acme_domain
   # Runs after whatever the shell runs at exit already (say, the PostgreSQL of with-postgres.sh).
   local previous=""
   eval "set -- $(trap -p EXIT)"

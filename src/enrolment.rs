@@ -91,6 +91,31 @@ fn email(text: &str) -> Result<EmailAddress, String> {
     text.parse().map_err(|e: cerdb::Error| e.to_string())
 }
 
+/// Mails a validation value to `addr` through the relay (`pki validate send` and the console's
+/// button).
+pub fn send_validation_value(
+    relay: &crate::mail_relay::RelaySettings,
+    addr: &EmailAddress,
+    value: &str,
+    hours: u32,
+) -> Result<(), String> {
+    let body = format!(
+        "The certificate authority was asked to issue a certificate for this address.\n\n\
+         If you asked for it, give this value to the PKI officer, or enter it yourself:\n\n    {value}\n\n\
+         (pki validate confirm --email {addr} --code {value})\n\n\
+         It is valid for {hours} hours and can be used once. If you did not ask, ignore this mail.\n"
+    );
+    let to = addr.to_string();
+    let mail = crate::mail_relay::Outgoing {
+        to: &to,
+        subject: "Confirm your mailbox for a certificate",
+        body,
+        auto_submitted: "auto-generated",
+        from: None,
+    };
+    relay.send(&mail).map_err(|err| format!("{err:#}"))
+}
+
 /// Runs an enrolment request; `relay` sends the validation mail.
 pub fn execute(ca: &Ca, actor: &str, req: &Request, relay: &crate::mail_relay::RelaySettings) -> Outcome {
     let e = |err: ca_core::Error| err.to_string();
@@ -130,21 +155,7 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request, relay: &crate::mail_relay::R
             }
             let value = ca.start_mailbox_validation(&addr, actor).map_err(e)?;
             let hours = ca.validation_config().map(|c| c.code_ttl_hours).unwrap_or(24);
-            let body = format!(
-                "The certificate authority was asked to issue a certificate for this address.\n\n\
-                 If you asked for it, give this value to the PKI officer, or enter it yourself:\n\n    {value}\n\n\
-                 (pki validate confirm --email {addr} --code {value})\n\n\
-                 It is valid for {hours} hours and can be used once. If you did not ask, ignore this mail.\n"
-            );
-            let to = addr.to_string();
-            let mail = crate::mail_relay::Outgoing {
-                to: &to,
-                subject: "Confirm your mailbox for a certificate",
-                body,
-                auto_submitted: "auto-generated",
-                from: None,
-            };
-            relay.send(&mail).map_err(|err| format!("{err:#}"))?;
+            send_validation_value(relay, &addr, &value, hours)?;
             Ok(Reply {
                 stderr: format!(
                     "mailed a validation value to {addr}; confirm it with `pki validate confirm --email {addr} --code VALUE` within {hours} hours\n"

@@ -244,6 +244,15 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         let verifier = crate::context::tsa_verifier(&ca)?;
         let c = admin_web::Console::new(ca.clone(), settings.console.clone(), verifier)?
             .with_resets_dir(crate::context::resets_path(data));
+        // The console's validation button mails through [mail.relay], as `pki validate send` does.
+        let c = if settings.mail.relay.host.is_some() {
+            let relay = settings.mail.relay.clone();
+            c.with_validation_mailer(Arc::new(move |addr: &cerdb::EmailAddress, value: &str, hours: u32| {
+                crate::enrolment::send_validation_value(&relay, addr, value, hours)
+            }))
+        } else {
+            c
+        };
         if !listens_on_loopback(listen) && settings.server.tls.listen.is_none() {
             tracing::warn!(
                 "the console answers only on loopback addresses over plain HTTP: set [server.tls] listen \

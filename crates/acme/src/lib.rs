@@ -69,6 +69,22 @@ pub struct AcmeConfig {
     pub dns_resolver: Option<String>,
     /// `[acme.smtp]`: the listener for challenge replies.
     pub smtp: SmtpSettings,
+    /// `[[acme.trusted_relays]]`: MTAs whose `Authentication-Results` (RFC 8601) the CA takes as
+    /// the DKIM verdict of a reply they deliver, besides its own DKIM check.
+    pub trusted_relays: Vec<TrustedRelay>,
+}
+
+/// `[[acme.trusted_relays]]`: one MTA that verifies DKIM and says so in an
+/// `Authentication-Results` header. Its header counts only on a message it delivered itself (the
+/// SMTP client's address is one of `addresses`), and only its topmost header (the one it added
+/// last; anything below may have come with the message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedRelay {
+    /// The authserv-id the relay writes first in its headers (e.g. `mx1.bank.example`).
+    pub authserv_id: String,
+    /// The addresses the relay connects to the CA's listener from.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 /// `[acme.smtp]`.
@@ -91,6 +107,7 @@ impl Default for AcmeConfig {
             challenge_from: None,
             dns_resolver: None,
             smtp: SmtpSettings::default(),
+            trusted_relays: Vec::new(),
         }
     }
 }
@@ -123,6 +140,21 @@ impl AcmeConfig {
             if d.parse::<std::net::SocketAddr>().is_err() {
                 return Err(format!(
                     "[acme] dns_resolver = {d:?}: expected an IP address and port, such as \"127.0.0.1:53\""
+                ));
+            }
+        }
+        for r in &self.trusted_relays {
+            let id = r.authserv_id.trim();
+            if id.is_empty() || id.len() > 255 || id.contains([';', ' ', '(', ')']) || id != r.authserv_id {
+                return Err(format!(
+                    "[[acme.trusted_relays]] authserv_id = {:?}: expected the relay's host name as it writes it in Authentication-Results",
+                    r.authserv_id
+                ));
+            }
+            if r.addresses.is_empty() {
+                return Err(format!(
+                    "[[acme.trusted_relays]] {}: addresses is empty: name the addresses the relay connects from",
+                    r.authserv_id
                 ));
             }
         }

@@ -7,7 +7,10 @@
 //! 2. the challenge is at most 24 hours old, counted from its mail (else `incorrectResponse`);
 //! 3. its `From` is the address being validated (else `unauthorized`);
 //! 4. it carries a DKIM signature that verifies, with the resolver the CA is configured with, for
-//!    the domain of that address (`d=` equal to it) (else `unauthorized`);
+//!    the domain of that address (`d=` equal to it), or it was delivered by a configured trusted
+//!    relay (`[[acme.trusted_relays]]`: from one of its addresses) whose topmost
+//!    `Authentication-Results` header (RFC 8601) says `dkim=pass header.d=<that domain>` (else
+//!    `unauthorized`);
 //! 5. its `ACME RESPONSE` block is base64url(SHA-256(token-part1 || token-part2 || "." ||
 //!    thumbprint of the account key)) (else `incorrectResponse`).
 //!
@@ -95,6 +98,62 @@ pub fn expected_response(part1: &str, part2: &str, thumbprint: &str) -> String {
     jws::b64e(ring::digest::digest(&ring::digest::SHA256, key_authz.as_bytes()).as_ref())
 }
 
+/// Runs a storage call on a thread of its own: the SMTP listener drives a runtime, inside which
+/// an engine with a synchronous client (PostgreSQL) must not block.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// Removes RFC 5322 comments (`(...)`, nested) from a header value.
+fn without_comments(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let mut depth = 0usize;
+    let mut escaped = false;
+    for c in v.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if depth > 0 => escaped = true,
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Whether the topmost `Authentication-Results` header whose authserv-id is in `trusted` says
+/// that a DKIM signature of `domain` passed. `headers` are in message order (top first); a header
+/// of the same relay further down is never consulted (it may have come with the message).
+pub fn trusted_dkim_pass(headers: &[(String, String)], trusted: &[&str], domain: &str) -> bool {
+    for (name, value) in headers {
+        if name != "authentication-results" {
+            continue;
+        }
+        let v = without_comments(value);
+        let (id_part, results) = v.split_once(';').unwrap_or((v.as_str(), ""));
+        let Some(id) = id_part.split_whitespace().next() else { continue };
+        if !trusted.iter().any(|t| t.eq_ignore_ascii_case(id)) {
+            continue;
+        }
+        // The relay's own (topmost) header: its verdict is final.
+        return results.split(';').any(|resinfo| {
+            let mut r = resinfo.trim().to_string();
+            while r.contains(" =") || r.contains("= ") {
+                r = r.replace(" =", "=").replace("= ", "=");
+            }
+            let mut words = r.split_whitespace();
+            words.next().is_some_and(|w| w.eq_ignore_ascii_case("dkim=pass"))
+                && words.any(|w| {
+                    w.split_once('=').is_some_and(|(k, d)| {
+                        k.eq_ignore_ascii_case("header.d") && d.trim_matches('"').eq_ignore_ascii_case(domain)
+                    })
+                })
+        });
+    }
+    false
+}
+
 impl Acme {
     /// Mails the challenge of a new authorization and records its token (when a mailer and
     /// `challenge_from` are configured).
@@ -121,8 +180,14 @@ impl Acme {
     }
 
     /// Steps 1–5 of the module documentation for one received mail.
-    pub async fn process_reply(&self, raw: &[u8], dkim: &MessageAuthenticator) -> ReplyOutcome {
-        let outcome = self.check_reply(raw, dkim).await;
+    /// `peer` is the address of the SMTP client that delivered it.
+    pub async fn process_reply(
+        &self,
+        raw: &[u8],
+        peer: std::net::IpAddr,
+        dkim: &MessageAuthenticator,
+    ) -> ReplyOutcome {
+        let outcome = self.check_reply(raw, peer, dkim).await;
         match &outcome {
             ReplyOutcome::Dropped(why) => tracing::info!(reason = %why, "ACME reply dropped"),
             ReplyOutcome::Valid => tracing::info!("ACME email-reply-00 challenge valid"),
@@ -133,7 +198,12 @@ impl Acme {
         outcome
     }
 
-    async fn check_reply(&self, raw: &[u8], dkim: &MessageAuthenticator) -> ReplyOutcome {
+    async fn check_reply(
+        &self,
+        raw: &[u8],
+        peer: std::net::IpAddr,
+        dkim: &MessageAuthenticator,
+    ) -> ReplyOutcome {
         if raw.len() > MAX_REPLY_BYTES {
             return ReplyOutcome::Dropped(format!("{} bytes, more than {MAX_REPLY_BYTES}", raw.len()));
         }
@@ -147,12 +217,12 @@ impl Acme {
         };
         let store = self.ca.db().acme_records();
         let st = Store(&*store);
-        let authz_id = match st.get::<Value>(AcmeKind::ChallengeToken, &token) {
+        let authz_id = match off_runtime(|| st.get::<Value>(AcmeKind::ChallengeToken, &token)) {
             Ok(Some(r)) => r.value.get("authz").and_then(Value::as_str).unwrap_or_default().to_string(),
             Ok(None) => return ReplyOutcome::Dropped("an unknown token".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
         };
-        let read: Read<Authz> = match st.get(AcmeKind::Authorization, &authz_id) {
+        let read: Read<Authz> = match off_runtime(|| st.get(AcmeKind::Authorization, &authz_id)) {
             Ok(Some(r)) => r,
             Ok(None) => return ReplyOutcome::Dropped("the token's authorization is gone".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
@@ -163,7 +233,16 @@ impl Acme {
             return ReplyOutcome::Dropped("the challenge was answered already".into());
         }
         let now = self.now();
-        let verdict = self.verdict(&msg, a, &ch, dkim, now).await;
+        let trusted: Vec<&str> = self
+            .cfg
+            .trusted_relays
+            .iter()
+            .filter(|r| r.addresses.contains(&peer))
+            .map(|r| r.authserv_id.as_str())
+            .collect();
+        let domain = a.email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        let relayed_pass = trusted_dkim_pass(&hs, &trusted, domain);
+        let verdict = self.verdict(&msg, a, &ch, relayed_pass, dkim, now).await;
         let mut next = a.clone();
         let mut c = ch.clone();
         match &verdict {
@@ -179,26 +258,25 @@ impl Acme {
             }
         }
         next.challenge = Some(c);
-        match st.replace(AcmeKind::Authorization, &authz_id, &read, &next) {
+        // The validation is on record before the authorization says valid: a client that sees
+        // the order ready and finalizes at once finds the mailbox validated.
+        if verdict.is_ok() {
+            let email: Result<EmailAddress, _> = a.email.parse();
+            if let Err(e) = email.map_err(|e| e.to_string()).and_then(|e| {
+                off_runtime(|| self.ca.record_acme_validation(&e, &a.account)).map_err(|e| e.to_string())
+            }) {
+                tracing::error!(error = %e, "the validation could not be recorded");
+                return ReplyOutcome::Dropped("the validation could not be recorded".into());
+            }
+        }
+        match off_runtime(|| st.replace(AcmeKind::Authorization, &authz_id, &read, &next)) {
             Ok(true) => {}
             Ok(false) => return ReplyOutcome::Dropped("the authorization changed meanwhile".into()),
             Err(p) => return ReplyOutcome::Dropped(p.detail),
         }
-        let _ = store.remove_acme(AcmeKind::ChallengeToken, &token);
+        let _ = off_runtime(|| store.remove_acme(AcmeKind::ChallengeToken, &token));
         match verdict {
-            Ok(()) => {
-                let email: Result<EmailAddress, _> = a.email.parse();
-                match email
-                    .map_err(|e| e.to_string())
-                    .and_then(|e| self.ca.record_acme_validation(&e, &a.account).map_err(|e| e.to_string()))
-                {
-                    Ok(_) => ReplyOutcome::Valid,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the validation could not be recorded");
-                        ReplyOutcome::Dropped("the validation could not be recorded".into())
-                    }
-                }
-            }
+            Ok(()) => ReplyOutcome::Valid,
             Err((kind, detail)) => ReplyOutcome::Invalid(kind, detail),
         }
     }
@@ -208,6 +286,7 @@ impl Acme {
         msg: &AuthenticatedMessage<'_>,
         a: &Authz,
         ch: &crate::model::Challenge,
+        relayed_pass: bool,
         dkim: &MessageAuthenticator,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), (String, String)> {
@@ -223,10 +302,13 @@ impl Acme {
             return Err(unauthorized("the reply is not from the address being validated"));
         }
         let domain = a.email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        let outputs = dkim.verify_dkim(msg).await;
-        let signed = outputs.iter().any(|o| {
-            *o.result() == DkimResult::Pass && o.signature().is_some_and(|s| s.d.eq_ignore_ascii_case(domain))
-        });
+        let signed = relayed_pass || {
+            let outputs = dkim.verify_dkim(msg).await;
+            outputs.iter().any(|o| {
+                *o.result() == DkimResult::Pass
+                    && o.signature().is_some_and(|s| s.d.eq_ignore_ascii_case(domain))
+            })
+        };
         if !signed {
             return Err(unauthorized("the reply has no valid DKIM signature of the address's domain"));
         }
@@ -235,8 +317,8 @@ impl Acme {
             return Err(incorrect("the reply has no ACME RESPONSE block"));
         };
         let store = self.ca.db().acme_records();
-        let acct: Option<Read<Account>> =
-            Store(&*store).get(AcmeKind::Account, &a.account).map_err(|p| incorrect(&p.detail))?;
+        let acct: Option<Read<Account>> = off_runtime(|| Store(&*store).get(AcmeKind::Account, &a.account))
+            .map_err(|p| incorrect(&p.detail))?;
         let Some(acct) = acct else { return Err(unauthorized("the account is gone")) };
         if given != expected_response(&ch.token_part1, &ch.token_part2, &acct.value.thumbprint) {
             return Err(incorrect("the ACME RESPONSE digest is wrong"));
@@ -264,5 +346,55 @@ mod tests {
         assert_eq!(e.len(), 43);
         let hs = headers(b"Subject: Re:\r\n ACME: tok\r\nFrom: x@y.z\r\n\r\nbody");
         assert_eq!(hs[0], ("subject".to_string(), "Re: ACME: tok".to_string()));
+    }
+
+    fn ar(values: &[&str]) -> Vec<(String, String)> {
+        values.iter().map(|v| ("authentication-results".to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn only_the_topmost_header_of_a_trusted_relay_counts() {
+        let mx = ["mx.bank.example"];
+        let pass = "mx.bank.example; dkim=pass (2048-bit key) header.d=customer.test header.s=sel";
+        assert!(trusted_dkim_pass(&ar(&[pass]), &mx, "customer.test"));
+        assert!(trusted_dkim_pass(&ar(&[pass]), &mx, "CUSTOMER.test"));
+        // Folded and spaced as RFC 8601 allows, with a version and comments.
+        assert!(trusted_dkim_pass(
+            &ar(&["MX.bank.example 1 (relay); spf=none; dkim = pass (ok) header.d=\"customer.test\""]),
+            &mx,
+            "customer.test"
+        ));
+        // Another domain, another result, another relay, no header at all.
+        assert!(!trusted_dkim_pass(&ar(&[pass]), &mx, "example.net"));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.bank.example; dkim=fail header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.other.example; dkim=pass header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
+        assert!(!trusted_dkim_pass(&ar(&[pass]), &[], "customer.test"));
+        assert!(!trusted_dkim_pass(&[], &mx, "customer.test"));
+        // A pass below the relay's own fail came with the message: not believed.
+        let forged = ar(&["mx.bank.example; dkim=fail header.d=customer.test", pass]);
+        assert!(!trusted_dkim_pass(&forged, &mx, "customer.test"));
+        // A pass in a comment, or as another property, is not a pass.
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.bank.example; dkim=none (dkim=pass header.d=customer.test)"]),
+            &mx,
+            "customer.test"
+        ));
+        assert!(!trusted_dkim_pass(
+            &ar(&["mx.bank.example; spf=pass header.d=customer.test"]),
+            &mx,
+            "customer.test"
+        ));
+        // Garbage does not panic.
+        for g in ["", ";", "(((", "mx.bank.example;;;=", "mx.bank.example; dkim=pass header.d", "\\(x"] {
+            assert!(!trusted_dkim_pass(&ar(&[g]), &mx, "customer.test"), "{g:?}");
+        }
     }
 }

@@ -6,7 +6,8 @@
 //! of SMTP (RFC 5321) only: EHLO/HELO, MAIL, RCPT (the challenge address only), DATA (at most
 //! [`crate::reply::MAX_REPLY_BYTES`]), RSET, NOOP, QUIT; lines of at most 1,000 bytes; one
 //! minute per command. Every message accepted is checked by [`Acme::process_reply`]; a message
-//! that is garbage or too large is dropped and logged, never bounced.
+//! that is garbage or too large is dropped and logged, never bounced. The client's address goes
+//! with the message: only a configured trusted relay's own `Authentication-Results` count.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,10 +61,10 @@ pub fn spawn(acme: Arc<Acme>, listen: &str, dns: SocketAddr) -> Result<SocketAdd
                 };
                 let Ok(listener) = TcpListener::from_std(std_listener) else { return };
                 loop {
-                    let Ok((sock, _)) = listener.accept().await else { continue };
+                    let Ok((sock, peer)) = listener.accept().await else { continue };
                     let (acme, dkim) = (acme.clone(), dkim.clone());
                     tokio::task::spawn_local(async move {
-                        if let Err(e) = session(sock, &acme, &dkim).await {
+                        if let Err(e) = session(sock, peer.ip(), &acme, &dkim).await {
                             tracing::debug!(error = %e, "ACME SMTP session ended");
                         }
                     });
@@ -103,9 +104,14 @@ fn path_of(arg: &str) -> String {
     a.split('>').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
-async fn session(sock: TcpStream, acme: &Acme, dkim: &MessageAuthenticator) -> std::io::Result<()> {
+async fn session(
+    sock: TcpStream,
+    peer: std::net::IpAddr,
+    acme: &Acme,
+    dkim: &MessageAuthenticator,
+) -> std::io::Result<()> {
     let (rd, mut wr) = sock.into_split();
-    let result = converse(rd, &mut wr, acme, dkim).await;
+    let result = converse(rd, &mut wr, peer, acme, dkim).await;
     if let Err(e) = &result {
         if e.kind() == std::io::ErrorKind::InvalidData {
             let _ = wr.write_all(b"500 line too long\r\n").await;
@@ -117,6 +123,7 @@ async fn session(sock: TcpStream, acme: &Acme, dkim: &MessageAuthenticator) -> s
 async fn converse(
     rd: tokio::net::tcp::OwnedReadHalf,
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    peer: std::net::IpAddr,
     acme: &Acme,
     dkim: &MessageAuthenticator,
 ) -> std::io::Result<()> {
@@ -169,7 +176,7 @@ async fn converse(
                     tracing::info!(reason = "more than the size limit", "ACME reply dropped");
                     b"552 message too large\r\n"
                 } else {
-                    acme.process_reply(&msg, dkim).await;
+                    acme.process_reply(&msg, peer, dkim).await;
                     b"250 accepted\r\n"
                 }
             }

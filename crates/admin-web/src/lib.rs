@@ -17,6 +17,8 @@
 //! |---|---|
 //! | `GET/POST /admin/login`, `/admin/login/totp`, `/admin/password`, `/admin/totp/enrol`, `POST /admin/logout` | anyone / the session's own user |
 //! | `GET /admin/`, `/admin/certificates[/{serial}[/pem]]`, `/admin/audit`, `GET/POST /admin/timestamps` | every role |
+//! | `GET /admin/validations` (each address's mailbox evidence) | every role |
+//! | `POST /admin/validations/send`, `/admin/validations/confirm` (mail a value, enter it back) | officer |
 //! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET /admin/escrow`, `POST /admin/escrow/request`, `/admin/escrow/{id}/approve`, `/admin/escrow/{id}/release` | officer |
 //! | `GET/POST /admin/users[/...]`, `GET /admin/settings`, `POST /admin/ca/compromise` | admin |
 //!
@@ -317,7 +319,13 @@ pub struct Console {
     /// Where a console reset leaves the account's one-time password for the server's operator
     /// ([`otp_file`]); without it the console refuses resets.
     resets_dir: Option<std::path::PathBuf>,
+    /// Mails a mailbox validation value (the `[mail.relay]` of the server); without it the
+    /// console's validation button says what to configure.
+    validation_mailer: Option<ValidationMailer>,
 }
+
+/// Sends a validation value to an address: `(address, value, hours valid)`.
+pub type ValidationMailer = Arc<dyn Fn(&cerdb::EmailAddress, &str, u32) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for Console {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -345,6 +353,7 @@ impl Console {
             ca,
             cache: live_views::Cache::default(),
             resets_dir: None,
+            validation_mailer: None,
         })
     }
 
@@ -352,6 +361,12 @@ impl Console {
     /// data directory), never on a page ([`otp_file`]).
     pub fn with_resets_dir(mut self, dir: std::path::PathBuf) -> Console {
         self.resets_dir = Some(dir);
+        self
+    }
+
+    /// The console's "send a validation value" button mails through `mailer`.
+    pub fn with_validation_mailer(mut self, mailer: ValidationMailer) -> Console {
+        self.validation_mailer = Some(mailer);
         self
     }
 

@@ -29,6 +29,7 @@ pub(crate) fn page(title: &str, ctx: Option<&Ctx>, body: Markup) -> Markup {
                             a href="/admin/certificates" { "Certificates" }
                             @if ctx.can(Perm::Issue) { a href="/admin/issue" { "Issue" } }
                             @if ctx.can(Perm::Recover) { a href="/admin/escrow" { "Escrow recovery" } }
+                            a href="/admin/validations" { "Mailbox validations" }
                             a href="/admin/audit" { "Audit log" }
                             a href="/admin/timestamps" { "Timestamps" }
                             @if ctx.can(Perm::ManageUsers) { a href="/admin/users" { "Users" } }

@@ -241,14 +241,7 @@ fn pki_issue_needs_a_validated_mailbox_outside_the_enterprise_domains() {
     ]);
     let list = env.pki(["validations", "list"]).stdout;
     assert!(list.contains("*@example.com  enterprise-domain"), "{list}");
-    let db = cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the database");
-    let entries: Vec<String> = db
-        .entries("audit")
-        .unwrap()
-        .into_iter()
-        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
-        .collect();
-    drop(db);
+    let entries = audit_entries(&env);
     assert!(
         entries.iter().any(|e| e.contains("alice@example.com signing")
             && e.contains("mailbox: enterprise domain example.com (S/MIME BR 3.2.2.1)")),
@@ -367,48 +360,46 @@ fn test_dns() -> (String, std::path::PathBuf) {
     (dns, dir)
 }
 
-/// Challenges of the database (server stopped): address -> (token-part1, expected response).
-/// The challenge mail itself needs an MTA's mailbox, which these tests read the token instead of.
-fn challenges(env: &Env) -> std::collections::HashMap<String, (String, String)> {
-    use base64::Engine as _;
-    let db =
-        cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the database (server stopped)");
-    let records: Vec<serde_json::Value> = db
-        .entries("acme")
-        .unwrap()
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-        .collect();
-    drop(db);
-    let thumb = |account: &str| {
-        records
-            .iter()
-            .find(|r| r["id"] == account && r.get("thumbprint").is_some())
-            .and_then(|r| r["thumbprint"].as_str())
-            .unwrap()
-            .to_string()
-    };
-    records
-        .iter()
-        .filter(|r| r.get("challenge").is_some_and(|c| !c.is_null()))
-        .map(|r| {
-            let c = &r["challenge"];
-            let (t1, t2) = (c["token_part1"].as_str().unwrap(), c["token_part2"].as_str().unwrap());
-            let key_authz = format!("{t1}{t2}.{}", thumb(r["account"].as_str().unwrap()));
-            let digest = ring::digest::digest(&ring::digest::SHA256, key_authz.as_bytes());
-            let response = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
-            (r["email"].as_str().unwrap().to_string(), (t1.to_string(), response))
-        })
-        .collect()
+/// The audit log's entries as text, on either backend (sled: the server stopped).
+fn audit_entries(env: &Env) -> Vec<String> {
+    match &env.database_url {
+        None => {
+            let db = cerdb::sled_engine::RawTrees::open(&env.data.join("db")).expect("open the database");
+            db.entries("audit")
+                .unwrap()
+                .into_iter()
+                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+                .collect()
+        }
+        Some(url) => {
+            let psql = require_tool("psql", "apt-get install -y postgresql-client");
+            let out = run(Command::new(psql).args([
+                url.as_str(),
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "SELECT encode(entry, 'hex') FROM audit ORDER BY seq",
+            ]));
+            assert!(out.status.success(), "psql: {}", out.stderr);
+            out.stdout
+                .lines()
+                .map(|l| String::from_utf8_lossy(&hex::decode(l.trim()).unwrap()).into_owned())
+                .collect()
+        }
+    }
 }
 
 #[test]
 fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
     let (dns, dkim) = test_dns();
+    let (mta, maildir, _, _) = test_mta();
+    let (host, port) = mta.rsplit_once(':').unwrap();
     let smtp_port = free_port();
     let smtp = format!("127.0.0.1:{smtp_port}");
     let env = Env::with_config(&format!(
-        "[acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"{dns}\"\n\n[acme.smtp]\nlisten = \"{smtp}\"\n"
+        "[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n\n\
+         [acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"{dns}\"\n\n[acme.smtp]\nlisten = \"{smtp}\"\n"
     ));
     env.init();
     let server = env.serve();
@@ -420,18 +411,32 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
     let (kid, hmac) = eab(&env, "replies");
     let keyfile = env.path("account.json").display().to_string();
     let cases = ["valid", "digest", "other", "unsigned", "badkey", "late"];
-    let emails: Vec<String> = cases.iter().map(|c| format!("{c}@customer.test")).collect();
+    // Addresses of this run only: the Maildir is shared by the tests of the run.
+    let addr = |case: &str| format!("{case}.{}@customer.test", env.port);
+    let emails: Vec<String> = cases.iter().map(|c| addr(c)).collect();
     let base = server.url("");
     let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
     args.extend(emails.iter().map(String::as_str));
     let orders = acme_client(&args);
-    server.stop();
-    let ch = challenges(&env);
+    // The challenge mails, read from the mailbox Postfix delivered them to.
+    let responses = acme_client(&[
+        "mail-responses",
+        &base,
+        &keyfile,
+        &maildir.display().to_string(),
+        &orders.to_string(),
+    ]);
+    let ch: std::collections::HashMap<String, (String, String)> = emails
+        .iter()
+        .map(|e| {
+            let r = &responses[e];
+            (e.clone(), (r[0].as_str().unwrap().to_string(), r[1].as_str().unwrap().to_string()))
+        })
+        .collect();
     assert_eq!(ch.len(), cases.len(), "{ch:?}");
-    let server = env.serve();
     let key = |d: &str| dkim.join(d).display().to_string();
     let send = |from: &str, case: &str, response: &str, keyfile: &str| {
-        let (t1, _) = &ch[&format!("{case}@customer.test")];
+        let (t1, _) = &ch[&addr(case)];
         acme_client(&[
             "reply",
             &smtp,
@@ -443,12 +448,12 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
             "customer.test",
         ]);
     };
-    let right = |case: &str| ch[&format!("{case}@customer.test")].1.clone();
-    send("valid@customer.test", "valid", &right("valid"), &key("customer.test.key"));
-    send("digest@customer.test", "digest", &right("valid"), &key("customer.test.key"));
-    send("mallory@customer.test", "other", &right("other"), &key("customer.test.key"));
-    send("unsigned@customer.test", "unsigned", &right("unsigned"), "none");
-    send("badkey@customer.test", "badkey", &right("badkey"), &key("unpublished.key"));
+    let right = |case: &str| ch[&addr(case)].1.clone();
+    send(&addr("valid"), "valid", &right("valid"), &key("customer.test.key"));
+    send(&addr("digest"), "digest", &right("valid"), &key("customer.test.key"));
+    send(&addr("mallory"), "other", &right("other"), &key("customer.test.key"));
+    send(&addr("unsigned"), "unsigned", &right("unsigned"), "none");
+    send(&addr("badkey"), "badkey", &right("badkey"), &key("unpublished.key"));
     // Garbage, a mail without a token, a huge one: dropped; the listener goes on.
     let garbage = acme_client(&[
         "raw-smtp",
@@ -460,7 +465,7 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
     let huge = acme_client(&["raw-smtp", &smtp, "acme-challenge@example.com", "huge"]);
     assert_eq!(huge["code"], 552, "{huge}");
     let status = |case: &str| {
-        let url = orders[&format!("{case}@customer.test")].as_str().unwrap().to_string();
+        let url = orders[&addr(case)].as_str().unwrap().to_string();
         acme_client(&["status", &base, &keyfile, &url])
     };
     let v = status("valid");
@@ -479,14 +484,14 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
         assert_eq!((s["authz"].as_str(), s["error"].as_str()), (Some("invalid"), Some(error)), "{case}: {s}");
     }
     // The valid one finalizes; the validation is on record for the account.
-    let sign = csr(&env, "sign", KeySpec::P256, "valid@customer.test", "digitalSignature");
-    let url = orders["valid@customer.test"].as_str().unwrap().to_string();
+    let sign = csr(&env, "sign", KeySpec::P256, &addr("valid"), "digitalSignature");
+    let url = orders[&addr("valid")].as_str().unwrap().to_string();
     let out = env.path("valid.pem").display().to_string();
     let fin = acme_client(&["finalize-existing", &server.url(""), &keyfile, &url, &sign, &out]);
     assert_eq!(fin["order"], "valid", "{fin}");
     let list = env.pki(["validations", "list"]).stdout;
-    assert!(list.contains("valid@customer.test  acme-email-reply-00"), "{list}");
-    assert!(!list.contains("digest@customer.test"), "{list}");
+    assert!(list.contains(&format!("{}  acme-email-reply-00", addr("valid"))), "{list}");
+    assert!(!list.contains(&addr("digest")), "{list}");
     // No address in clear in the log of the dropped mails.
     assert!(!server.stderr().contains("customer.test"), "{}", server.stderr());
     server.stop();
@@ -494,8 +499,397 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
     // A reply a day and an hour after the challenge.
     let later = faketime("+25h", &env.command(["serve"]));
     let server = Server::start(&mut { later }, env.port, env.dir());
-    send("late@customer.test", "late", &right("late"), &key("customer.test.key"));
+    send(&addr("late"), "late", &right("late"), &key("customer.test.key"));
     let s = status("late");
     assert_eq!(s["error"], "incorrectResponse", "{s}");
     server.stop();
+}
+
+/// The private Postfix of scripts/with-mail.sh: its SMTP address, its Maildir, and the loopback
+/// address it relays the challenge address's domain to (the CA's `[acme.smtp] listen`).
+fn test_mta() -> (String, std::path::PathBuf, String, String) {
+    let get = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run `bash scripts/test.sh`, or `bash scripts/with-mail.sh cargo test -p pki-tests \
+                 --test acme` (a private Postfix on loopback; installs Debian's postfix when missing)"
+            )
+        })
+    };
+    (
+        get("PKI_TEST_SMTP"),
+        std::path::PathBuf::from(get("PKI_TEST_MAILDIR")),
+        get("PKI_TEST_ACME_SMTP"),
+        get("PKI_TEST_ACME_DOMAIN"),
+    )
+}
+
+/// Acceptance 1 through the real MTA: the challenge mail goes from the CA through Postfix into
+/// the mailbox, the client reads it there, and its DKIM-signed reply goes through Postfix to the
+/// CA's own SMTP listener; signing and encryption certificates for an address outside the
+/// enterprise domains. Prints the time from the order (whose request hands the challenge mail
+/// to the MTA) to the order being ready and valid (BENCHMARKS.md, ACME).
+#[test]
+fn an_independent_client_enrols_an_outside_address_through_the_real_mta() {
+    let (dns, dkim) = test_dns();
+    let (smtp, maildir, acme_listen, acme_domain) = test_mta();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let env = Env::with_config(&format!(
+        "[validation]\nenterprise_domains = [\"example.com\"]\n\n\
+         [mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n\n\
+         [acme]\nchallenge_from = \"acme-challenge@{acme_domain}\"\ndns_resolver = \"{dns}\"\n\n\
+         [acme.smtp]\nlisten = \"{acme_listen}\"\n"
+    ));
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "device agent of frank");
+    // A fresh address per run: the Maildir is shared by the tests of the run.
+    let address = format!("frank.{}@customer.test", env.port);
+    let sign = csr(&env, "sign", KeySpec::P256, &address, "digitalSignature");
+    let enc = csr(&env, "enc", KeySpec::Rsa(2048), &address, "keyEncipherment");
+    let out = env.dir().display().to_string();
+    let key = dkim.join("customer.test.key").display().to_string();
+    let r = acme_client(&[
+        "mta-enrol",
+        &server.url(""),
+        &kid,
+        &hmac,
+        &address,
+        &smtp,
+        &maildir.display().to_string(),
+        &key,
+        &sign,
+        &enc,
+        &out,
+    ]);
+    assert_eq!(r["authz before"], "pending", "outside the enterprise domains: a challenge first: {r}");
+    let from = format!("acme-challenge@{acme_domain}");
+    assert_eq!(r["challenge mail"]["from"], from, "{r}");
+    assert_eq!(r["challenge mail"]["challenge from"], from, "{r}");
+    assert!(r["challenge mail"]["auto-submitted"].as_str().unwrap().starts_with("auto-generated"), "{r}");
+    assert_eq!(r["authz after reply"], "valid", "{r}\n{}", server.stderr());
+    assert_eq!(r["order after reply"], "ready", "{r}");
+    assert_eq!(r["signing"], "valid", "{r}");
+    assert_eq!(r["encryption authz"], serde_json::json!(["valid"]), "{r}");
+    assert_eq!(r["encryption"], "valid", "{r}");
+
+    // The reply came through Postfix: its log shows the relay to the CA's listener.
+    let log =
+        std::fs::read_to_string(Path::new(&std::env::var("PKI_TEST_MAIL_DIR").unwrap()).join("postfix.log"))
+            .unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains(&format!("to=<{from}>"))
+            && l.contains(&format!(
+                "relay=127.0.0.1[127.0.0.1]:{}",
+                acme_listen.rsplit_once(':').unwrap().1
+            ))
+            && l.contains("status=sent")),
+        "no relay of the reply to the CA in the Postfix log"
+    );
+
+    let files = env.ca_files();
+    let v = openssl_try([
+        "verify".to_string(),
+        "-purpose".into(),
+        "smimesign".into(),
+        "-CAfile".into(),
+        files.root.display().to_string(),
+        "-untrusted".into(),
+        files.issuing.display().to_string(),
+        env.path("signing.pem").display().to_string(),
+    ]);
+    assert!(v.status.success() && v.stdout.contains(": OK"), "{} {}", v.stdout, v.stderr);
+    let (status, body) = http_get(
+        env.port,
+        &format!("/api/v1/certificates?email={}&usage=encryption", address.replace('@', "%40")),
+    )
+    .expect("directory answers");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let enc_pem = std::fs::read_to_string(env.path("encryption.pem")).unwrap();
+    assert!(
+        contains_bytes(&body, &pem_der(&enc_pem)) || String::from_utf8_lossy(&body).contains(&enc_pem[..200]),
+        "the directory's answer is the certificate downloaded"
+    );
+    let list = env.pki(["validations", "list"]).stdout;
+    assert!(list.contains(&format!("{address}  acme-email-reply-00")), "{list}");
+    println!("ACME through the MTA, seconds: {}", r["seconds"]);
+    server.stop();
+}
+
+/// The validation value of a mail of `pki validate send` (its body quoted-printable: soft line
+/// breaks undone).
+fn mailed_value(mail: &str) -> String {
+    let body = mail.replace("=\r\n", "").replace("=\n", "");
+    body.split("--code ")
+        .nth(1)
+        .map(|rest| rest.chars().take_while(char::is_ascii_hexdigit).collect::<String>())
+        .unwrap_or_else(|| panic!("no value in the mail: {mail}"))
+}
+
+/// The message delivered to `to` whose subject starts with `subject`, waited for in the Maildir.
+fn mail_to(maildir: &Path, to: &str, subject: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        for sub in ["new", "cur"] {
+            for e in std::fs::read_dir(maildir.join(sub)).into_iter().flatten().flatten() {
+                let text = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap_or_default()).into_owned();
+                let head = text.split("\n\n").next().unwrap_or_default();
+                if head.lines().any(|l| l.eq_ignore_ascii_case(&format!("Delivered-To: {to}")))
+                    && head.lines().any(|l| l.starts_with(&format!("Subject: {subject}")))
+                {
+                    return text;
+                }
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no mail to {to} in {}", maildir.display());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Acceptance 3 on `pki issue`: an address outside the enterprise domains is refused naming `pki
+/// validate send`; the value `pki validate send` mails through the real Postfix is read from the
+/// mailbox and confirmed; the address is issued; a second confirmation with the same value is
+/// refused (single use); 31 days later (libfaketime) the validation is no longer reused.
+#[test]
+fn a_mailed_value_validates_an_outside_address_until_the_reuse_period_ends() {
+    let (smtp, maildir, _, _) = test_mta();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let env = Env::with_config(&format!(
+        "[validation]\nenterprise_domains = [\"example.com\"]\n\n[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\nfrom = \"pki@example.com\"\n"
+    ));
+    env.init();
+    let address = format!("carol.{}@customer.test", env.port);
+    let key = gen_key(env.dir(), "k", KeySpec::P256);
+    let csr = make_csr(&key, &env.path("c.csr"), &format!("/CN={address}"), &[]).display().to_string();
+    let issue = ["issue", "--email", &address, "--usage", "signing", "--csr", &csr];
+    env.pki_fails(issue, &[&address, "not validated", "pki validate send"]);
+
+    let sent = env.pki(["validate", "send", "--email", &address]);
+    assert!(sent.stderr.contains("mailed a validation value"), "{}", sent.stderr);
+    let mail = mail_to(&maildir, &address, "Confirm your mailbox");
+    assert!(mail.contains("Auto-Submitted: auto-generated"), "{mail}");
+    let value = mailed_value(&mail);
+    assert_eq!(value.len(), 32, "128 bits in hex: {mail}");
+    // The value is in the mail only: the database holds its digest.
+    env.pki(["validate", "confirm", "--email", &address, "--code", &value]);
+    env.pki_fails(["validate", "confirm", "--email", &address, "--code", &value], &["no value is pending"]);
+    let issued = env.pki(issue);
+    assert!(issued.status.success());
+    let list = env.pki(["validations", "list"]).stdout;
+    assert!(list.contains(&format!("{address}  emailed-value")) && list.contains("current"), "{list}");
+
+    // Past the reuse period of 30 days: refused again, naming the command.
+    let mut later = faketime("+31d", &env.command(issue));
+    let out = run(&mut later);
+    assert!(!out.status.success(), "issued 31 days after the validation: {}", out.stdout);
+    assert!(
+        out.stderr.contains("not validated")
+            && out.stderr.contains("older than 30 days")
+            && out.stderr.contains("pki validate send"),
+        "{}",
+        out.stderr
+    );
+    let mut later = faketime("+31d", &env.command(["validations", "list"]));
+    let list = run(&mut later).stdout;
+    assert!(list.contains(&format!("{address}  emailed-value")) && list.contains("expired"), "{list}");
+}
+
+/// Acceptance 3 in the console: the officer's issuance for an outside address is refused naming
+/// `pki validate send`; the console's button mails the value through the real Postfix; the value
+/// read from the mailbox is entered back in the console; the address is issued and the evidence
+/// page shows it. An auditor sees the evidence but has no button; a form without the CSRF token
+/// is refused; a wrong value validates nothing.
+#[test]
+fn the_console_validates_a_mailbox_with_a_mailed_value_and_shows_the_evidence() {
+    use pki_tests::console_support::*;
+    let (smtp, maildir, _, _) = test_mta();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let env = Env::with_config(&format!(
+        "[validation]\nenterprise_domains = [\"example.com\"]\n\n[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\nfrom = \"pki@example.com\"\n"
+    ));
+    env.init();
+    let otp = one_time_password(&env.pki(["user", "add", "--name", "olivia", "--role", "officer"]).stdout);
+    let audit_otp =
+        one_time_password(&env.pki(["user", "add", "--name", "arthur", "--role", "auditor"]).stdout);
+    let server = env.serve();
+    let mut officer = Client::new(env.port);
+    let _auth = first_login(&mut officer, "olivia", &otp, "Correct-Horse-Battery-9");
+    let address = format!("dora.{}@customer.test", env.port);
+    let key = gen_key(env.dir(), "k", KeySpec::P256);
+    let issue = |officer: &mut Client, email: &str| {
+        let csr = std::fs::read(make_csr(&key, &env.path("c.csr"), &format!("/CN={email}"), &[])).unwrap();
+        let token = officer.csrf("/admin/issue");
+        officer.post_multipart(
+            "/admin/issue/csr",
+            &[
+                ("csrf_token", None, token.as_bytes()),
+                ("email", None, email.as_bytes()),
+                ("usage", None, b"signing"),
+                ("csr", Some("req.csr"), &csr),
+            ],
+        )
+    };
+    let r = issue(&mut officer, &address);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(html_unescape(&r.text()).contains("pki validate send"), "{}", r.text());
+
+    // The page: enterprise domains, no validation yet, both forms for an officer.
+    let r = officer.get("/admin/validations");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let page = r.text();
+    assert!(
+        page.contains("*@example.com") && page.contains("validate-send") && !page.contains(&address),
+        "{page}"
+    );
+    // Without the CSRF token: refused, nothing mailed.
+    let r = officer.post_form("/admin/validations/send", &[("email", &address)]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    let token = officer.csrf("/admin/validations");
+    let r = officer.post_form("/admin/validations/send", &[("csrf_token", &token), ("email", &address)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        element_text(&r.text(), "outcome").unwrap_or_default().contains("Mailed a validation value"),
+        "{}",
+        r.text()
+    );
+    let mail = mail_to(&maildir, &address, "Confirm your mailbox");
+    let value = mailed_value(&mail);
+    assert_eq!(value.len(), 32, "{mail}");
+    // A wrong value: refused, the address stays unvalidated.
+    let wrong = "0".repeat(32);
+    let r = officer.post_form(
+        "/admin/validations/confirm",
+        &[("csrf_token", &token), ("email", &address), ("code", &wrong)],
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(html_unescape(&r.text()).contains("does not match"), "{}", r.text());
+    let r = officer.post_form(
+        "/admin/validations/confirm",
+        &[("csrf_token", &token), ("email", &address), ("code", &value)],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(element_text(&r.text(), "outcome").unwrap_or_default().contains("validated at"), "{}", r.text());
+
+    // Now issued; the evidence page shows the address, its method and who asked.
+    let r = issue(&mut officer, &address);
+    assert_eq!(r.status, 303, "{}", r.text());
+    let page = html_unescape(&officer.get("/admin/validations").text());
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(&address))
+        .unwrap_or_else(|| panic!("no row for {address}: {page}"));
+    assert!(row.contains("emailed-value") && row.contains("current") && row.contains("olivia"), "{row}");
+
+    // An auditor reads the evidence, but may not send or confirm.
+    let mut auditor = Client::new(env.port);
+    let _a = first_login(&mut auditor, "arthur", &audit_otp, "Correct-Horse-Battery-8");
+    let r = auditor.get("/admin/validations");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains(&address) && !r.text().contains("validate-send"), "{}", r.text());
+    let t = auditor.csrf("/admin/validations");
+    let r = auditor.post_form("/admin/validations/send", &[("csrf_token", &t), ("email", &address)]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Garbage in the form: a clear 400, the console goes on.
+    let r =
+        officer.post_form("/admin/validations/send", &[("csrf_token", &token), ("email", "not an address")]);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = officer.post_form(
+        "/admin/validations/confirm",
+        &[("csrf_token", &token), ("email", &address), ("code", &"x".repeat(10_000))],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(officer.get("/admin/validations").status, 200);
+    server.stop();
+}
+
+/// `[[acme.trusted_relays]]`: a reply without a DKIM signature the CA could verify is accepted on
+/// the `Authentication-Results` of a configured relay, delivered from the relay's address and
+/// only on the relay's topmost header; the same header from an address that is not the relay's,
+/// a pass under the relay's own fail, or a header of a relay not configured validates nothing.
+#[test]
+fn a_trusted_relays_authentication_results_stand_for_dkim_only_from_that_relay() {
+    let (dns, _) = test_dns();
+    let (mta, maildir, _, _) = test_mta();
+    let (host, port) = mta.rsplit_once(':').unwrap();
+    let smtp = format!("127.0.0.1:{}", free_port());
+    let env = Env::with_config(&format!(
+        "[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n\n\
+         [acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"{dns}\"\n\n\
+         [acme.smtp]\nlisten = \"{smtp}\"\n\n\
+         [[acme.trusted_relays]]\nauthserv_id = \"mx1.bank.example\"\naddresses = [\"127.0.0.1\"]\n\n\
+         [[acme.trusted_relays]]\nauthserv_id = \"mx2.bank.example\"\naddresses = [\"192.0.2.25\"]\n"
+    ));
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = eab(&env, "relayed replies");
+    let keyfile = env.path("account.json").display().to_string();
+    let cases = ["relayed", "elsewhere", "under", "unknown"];
+    let addr = |case: &str| format!("{case}.{}@customer.test", env.port);
+    let emails: Vec<String> = cases.iter().map(|c| addr(c)).collect();
+    let base = server.url("");
+    let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
+    args.extend(emails.iter().map(String::as_str));
+    let orders = acme_client(&args);
+    let responses = acme_client(&[
+        "mail-responses",
+        &base,
+        &keyfile,
+        &maildir.display().to_string(),
+        &orders.to_string(),
+    ]);
+    let send = |case: &str, headers: &str| {
+        let r = &responses[&addr(case)];
+        acme_client(&[
+            "reply",
+            &smtp,
+            &addr(case),
+            "acme-challenge@example.com",
+            r[0].as_str().unwrap(),
+            r[1].as_str().unwrap(),
+            "none",
+            "customer.test",
+            headers,
+        ]);
+    };
+    let pass = |relay: &str| {
+        format!("Authentication-Results: {relay}; dkim=pass header.d=customer.test header.s=pki-test")
+    };
+    send("relayed", &pass("mx1.bank.example"));
+    // mx2's header, but the message comes from 127.0.0.1, which is mx1's address only.
+    send("elsewhere", &pass("mx2.bank.example"));
+    // mx1's own (topmost) header says fail; the pass below it came with the message.
+    send(
+        "under",
+        &format!(
+            "Authentication-Results: mx1.bank.example; dkim=fail header.d=customer.test\n{}",
+            pass("mx1.bank.example")
+        ),
+    );
+    send("unknown", &pass("mx.elsewhere.example"));
+    let status = |case: &str| {
+        let url = orders[&addr(case)].as_str().unwrap().to_string();
+        acme_client(&["status", &base, &keyfile, &url])
+    };
+    let s = status("relayed");
+    assert_eq!(
+        (s["authz"].as_str(), s["order"].as_str()),
+        (Some("valid"), Some("ready")),
+        "{s}\n{}",
+        server.stderr()
+    );
+    for case in ["elsewhere", "under", "unknown"] {
+        let s = status(case);
+        assert_eq!(
+            (s["authz"].as_str(), s["error"].as_str()),
+            (Some("invalid"), Some("unauthorized")),
+            "{case}: {s}"
+        );
+    }
+    server.stop();
+
+    // A relay without addresses, or with a name that is not one, is a configuration error.
+    let bad = Env::with_config(
+        "[acme]\n\n[[acme.trusted_relays]]\nauthserv_id = \"mx1.bank.example\"\naddresses = []\n",
+    );
+    bad.pki_fails(["init"], &["trusted_relays", "addresses"]);
 }

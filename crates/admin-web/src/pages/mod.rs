@@ -5,6 +5,7 @@ mod audit;
 mod certs;
 mod timestamps;
 mod users;
+mod validations;
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/escrow/request", web::post().to(certs::escrow_request))
         .route("/escrow/{id}/approve", web::post().to(certs::escrow_approve))
         .route("/escrow/{id}/release", web::post().to(certs::escrow_release))
+        .route("/validations", web::get().to(validations::page_of_evidence))
+        .route("/validations/send", web::post().to(validations::send))
+        .route("/validations/confirm", web::post().to(validations::confirm))
         .route("/audit", web::get().to(audit::audit_log))
         .route("/timestamps", web::get().to(timestamps::timestamps_page))
         .route("/timestamps/verify", web::post().to(timestamps::timestamps_verify))

@@ -25,6 +25,7 @@ mod apikeys;
 mod batch;
 mod certs;
 mod console;
+mod group_flush;
 mod raw;
 mod recovery;
 mod transfer;
@@ -100,6 +101,8 @@ pub struct SledEngine {
     cache_bytes: u64,
     /// Fault injection for the scenario suite: the N-th write fails.
     faults: Option<Arc<Faults>>,
+    /// Concurrent writers share flushes (`group_flush.rs`).
+    flushes: group_flush::GroupFlush,
 }
 
 impl std::fmt::Debug for SledEngine {
@@ -172,6 +175,7 @@ impl SledEngine {
             path: path.to_path_buf(),
             cache_bytes,
             faults,
+            flushes: group_flush::GroupFlush::default(),
         };
         // Before anything reads: batches a crash interrupted go, then the heads are read.
         engine.roll_back_pending()?;
@@ -209,8 +213,7 @@ impl SledEngine {
 
     fn flush_db(&self) -> Result<(), Error> {
         self.fault()?;
-        self.db.flush()?;
-        Ok(())
+        self.flushes.flush(|| self.db.flush().map(drop).map_err(Error::from))
     }
 
     fn lock_audit(&self) -> std::sync::MutexGuard<'_, Option<AuditRecord>> {

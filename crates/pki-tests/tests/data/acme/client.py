@@ -7,6 +7,12 @@ library from PyPI: an independent implementation of RFC 8555 talking to `pki ser
     client.py refusals BASE KID HMAC EMAIL OTHER_CSR BOTH_CSR OUTSIDE_EMAIL
         every refusal the server must give, as one JSON object: case -> problem type
     client.py order-only BASE KID HMAC EMAIL
+    client.py mta-enrol BASE KID HMAC EMAIL MTA MAILDIR DKIM_KEY SIGN_CSR ENC_CSR OUTDIR
+        RFC 8823 through a real MTA: account with EAB, an order for EMAIL, the challenge mail read
+        from the Maildir MAILDIR, the reply built from it and the challenge object, DKIM-signed with
+        DKIM_KEY for EMAIL's domain (selector pki-test) and sent through the MTA (host:port), the
+        order polled until ready, finalized with the signing CSR; a second order, for encryption,
+        on the validation just made; both chains in OUTDIR; the times taken (seconds)
         account and one order; prints the order's and its authorization's status
 
 Each command prints one JSON object on its last line.
@@ -217,9 +223,10 @@ def expiry_check(base, key_file, order_url, csr_path):
     return out
 
 
-def reply(smtp, sender, to, token1, response, key_file, domain):
+def reply(smtp, sender, to, token1, response, key_file, domain, top_headers=""):
     """Sends a reply to a challenge mail, DKIM-signed by key_file for domain (selector pki-test)
-    unless key_file is `none`, through SMTP to smtp (host:port); prints the server's answer."""
+    unless key_file is `none`, through SMTP to smtp (host:port), with top_headers (lines separated
+    by newlines, say Authentication-Results) above everything; prints the server's answer."""
     import smtplib
     import dkim
 
@@ -233,11 +240,163 @@ def reply(smtp, sender, to, token1, response, key_file, domain):
         sig = dkim.sign(msg, b"pki-test", domain.encode(), open(key_file, "rb").read(),
                         include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
         msg = sig + msg
+    if top_headers:
+        msg = "".join(h + "\r\n" for h in top_headers.split("\n")).encode() + msg
     host, port = smtp.rsplit(":", 1)
     with smtplib.SMTP(host, int(port), timeout=30) as s:
         code, text = s.ehlo()
         s.sendmail(sender, [to], msg)
     return {"sent": True}
+
+
+class EmptyObject:
+    """The payload `{}` (RFC 8555 §7.5.1: the client says it is ready for the challenge)."""
+
+    def json_dumps(self, **_kwargs):
+        return "{}"
+
+    def __bool__(self):
+        return True
+
+
+def challenge_mail(maildir, address, seen, deadline):
+    """The first message in the Maildir delivered to `address` whose subject is `ACME: ...`."""
+    import email.parser
+    import email.policy
+    import os
+    import time
+
+    while time.monotonic() < deadline:
+        for sub in ("new", "cur"):
+            d = os.path.join(maildir, sub)
+            for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+                path = os.path.join(d, name)
+                if path in seen:
+                    continue
+                with open(path, "rb") as f:
+                    m = email.parser.BytesParser(policy=email.policy.default).parse(f)
+                if m.get("Delivered-To", "").lower() == address.lower() and str(m.get("Subject", "")).startswith("ACME: "):
+                    seen.add(path)
+                    return m
+        time.sleep(0.02)
+    raise SystemExit(f"no challenge mail for {address} in {maildir}")
+
+
+def signed_reply(challenge, address, response, key_file):
+    """The RFC 8823 §3.2 reply to the challenge mail, DKIM-signed for the domain of `address`."""
+    import email.utils
+    import dkim
+
+    domain = address.rsplit("@", 1)[1]
+    subject = str(challenge["Subject"])
+    msg = (
+        f"From: {address}\r\nTo: {challenge['From']}\r\nSubject: Re: {subject}\r\n"
+        f"In-Reply-To: {challenge['Message-ID']}\r\nReferences: {challenge['Message-ID']}\r\n"
+        f"Message-ID: {email.utils.make_msgid(domain=domain)}\r\nDate: {email.utils.formatdate()}\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        f"-----BEGIN ACME RESPONSE-----\r\n{response}\r\n-----END ACME RESPONSE-----\r\n"
+    ).encode()
+    sig = dkim.sign(msg, b"pki-test", domain.encode(), open(key_file, "rb").read(),
+                    include_headers=[b"from", b"to", b"subject", b"message-id", b"date", b"in-reply-to"])
+    return sig + msg
+
+
+def mta_enrol(base, kid, hmac, address, mta, maildir, key_file, sign_csr, enc_csr, outdir):
+    import hashlib
+    import smtplib
+    import time
+
+    acme, regr, key = account(base, kid, hmac)
+    out = {}
+    seen = set()
+    # Before the order: the CA mails the challenge while it makes the order.
+    t_order = time.monotonic()
+    o = order(acme, address, open(sign_csr, "rb").read())
+    t_created = time.monotonic()
+    authz = o.authorizations[0]
+    out["authz before"] = authz.body.status.name
+    challenge = acme._post_as_get(authz.uri).json()["challenges"][0]
+    m = challenge_mail(maildir, address, seen, time.monotonic() + 60)
+    t_arrived = time.monotonic()
+    token1 = str(m["Subject"])[len("ACME: "):].strip()
+    out["challenge mail"] = {
+        "from": str(m["From"]),
+        "auto-submitted": str(m.get("Auto-Submitted", "")),
+        "challenge from": challenge.get("from"),
+    }
+    # RFC 8823 §3.1: the key authorization of token-part1 || token-part2, its SHA-256 in base64url.
+    thumb = jose.b64.b64encode(key.thumbprint()).decode()
+    key_authz = f"{token1}{challenge['token']}.{thumb}"
+    response = jose.b64.b64encode(hashlib.sha256(key_authz.encode()).digest()).decode()
+    reply_to = str(m.get("Reply-To") or m["From"])
+    host, port = mta.rsplit(":", 1)
+    with smtplib.SMTP(host, int(port), timeout=30) as s:
+        s.sendmail(address, [reply_to], signed_reply(m, address, response, key_file))
+    t_replied = time.monotonic()
+    # The client says it replied (RFC 8823 §3: a POST of {} to the challenge).
+    acme._post(challenge["url"], EmptyObject())
+    deadline = time.monotonic() + 60
+    while True:
+        body = acme._post_as_get(o.uri).json()
+        if body["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    t_ready = time.monotonic()
+    out["order after reply"] = body["status"]
+    out["authz after reply"] = acme._post_as_get(authz.uri).json()["status"]
+    o = messages.OrderResource(body=messages.Order.from_json(body), uri=o.uri, csr_pem=o.csr_pem)
+    done = finalize(acme, o)
+    t_valid = time.monotonic()
+    with open(f"{outdir}/signing.pem", "w") as f:
+        f.write(done.fullchain_pem)
+    out["signing"] = done.body.status.name
+    # The encryption certificate: a new order, its authorization valid on the validation just made.
+    o2 = order(acme, address, open(enc_csr, "rb").read())
+    out["encryption authz"] = [a.body.status.name for a in o2.authorizations]
+    done2 = finalize(acme, o2)
+    with open(f"{outdir}/encryption.pem", "w") as f:
+        f.write(done2.fullchain_pem)
+    out["encryption"] = done2.body.status.name
+    out["seconds"] = {
+        "order request to order created (mail handed to the MTA)": round(t_created - t_order, 4),
+        "order request to challenge in the mailbox": round(t_arrived - t_order, 4),
+        "reply sent to order ready": round(t_ready - t_replied, 4),
+        "order request to order ready": round(t_ready - t_order, 4),
+        "order request to order valid": round(t_valid - t_order, 4),
+    }
+    return out
+
+
+def existing(base, key_file):
+    """The client of the account whose key is in key_file."""
+    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
+    net = network(key, jose.ES256)
+    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
+    acme = client.ClientV2(directory, net)
+    try:
+        acme.new_account(messages.NewRegistration(only_return_existing=True))
+    except errors.ConflictError as e:
+        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    return acme, key
+
+
+def mail_responses(base, key_file, maildir, orders_json):
+    """For each address -> order URL of orders_json: the challenge mail read from the Maildir and
+    the challenge object; prints address -> [token-part1, the RFC 8823 response]."""
+    import hashlib
+    import time
+
+    acme, key = existing(base, key_file)
+    thumb = jose.b64.b64encode(key.thumbprint()).decode()
+    out, seen = {}, set()
+    for address, url in json.loads(orders_json).items():
+        body = acme._post_as_get(url).json()
+        challenge = acme._post_as_get(body["authorizations"][0]).json()["challenges"][0]
+        m = challenge_mail(maildir, address, seen, time.monotonic() + 60)
+        token1 = str(m["Subject"])[len("ACME: "):].strip()
+        key_authz = f"{token1}{challenge['token']}.{thumb}"
+        out[address] = [token1, jose.b64.b64encode(hashlib.sha256(key_authz.encode()).digest()).decode()]
+    return out
 
 
 def raw_smtp(smtp, to, data_hex):
@@ -311,6 +470,10 @@ def main():
         result = expiry_check(*args)
     elif cmd == "reply":
         result = reply(*args)
+    elif cmd == "mail-responses":
+        result = mail_responses(*args)
+    elif cmd == "mta-enrol":
+        result = mta_enrol(*args)
     elif cmd == "raw-smtp":
         result = raw_smtp(*args)
     elif cmd == "status":
