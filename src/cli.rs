@@ -334,7 +334,7 @@ enum DbCommand {
         /// The empty installation to fill: a postgres:// URL, or a data directory.
         #[arg(long)]
         to: String,
-        /// Certificates, audit entries and timestamp records compared byte for byte.
+        /// Certificates compared byte for byte (every other record is compared whole).
         #[arg(long, default_value_t = 1000)]
         sample: u64,
     },

@@ -6,9 +6,9 @@
 //! 2. everything the database holds is copied ([`cerdb::copy::copy`]) with a progress bar, and the
 //!    soft key store's sealed records with their master key's parameters (files in `keys/` for a
 //!    data directory, the `custody_records` table for PostgreSQL) — still sealed, never opened;
-//! 3. verified: the counts of every kind, a random sample of records byte for byte
-//!    ([`cerdb::copy::verify`]), every key record, and the audit log's hash chain on the copy
-//!    (the check of `pki audit verify`, run with the copy's own keys).
+//! 3. verified: the counts of every kind, a random sample of certificates and every other record
+//!    byte for byte ([`cerdb::copy::verify`]), every key record, and the audit log's hash chain on
+//!    the copy (the check of `pki audit verify`, run with the copy's own keys).
 //!
 //! Every process using the source must be stopped first: a sled directory is locked by its
 //! server, and a change during the copy is found by the counts.
@@ -195,7 +195,7 @@ pub fn run(from: &str, to: &str, sample: u64, settings: &Settings) -> anyhow::Re
     }
     out.push_str(&format!("  {:<20} {keys}\n", "sealed keys"));
     out.push_str(&format!(
-        "verified: every count equal; {} certificates, {} audit entries and {} timestamp records drawn at random equal byte for byte; {} other records equal; every key record equal; audit log {} entries, hash chain intact\n",
+        "verified: every count equal; {} certificates drawn at random, all {} audit entries and {} timestamp records, {} other records and every key record equal byte for byte; audit log {} entries, hash chain intact\n",
         verified.certificates_compared,
         verified.audit_compared,
         verified.timestamps_compared,
