@@ -52,7 +52,8 @@ PASS="$DIR/passphrase"
 # config FILE PORT [DATABASE_URL]
 config() {
   {
-    printf '[server]\nlisten = "127.0.0.1:%s"\n[ca]\npublic_base_url = "http://127.0.0.1:%s"\n' "$2" "$2"
+    printf '[server]\nlisten = "127.0.0.1:%s"\ntsa_anonymous_rate = 1e12\ntsa_anonymous_burst = 1e12\n' "$2"
+    printf '[ca]\npublic_base_url = "http://127.0.0.1:%s"\n' "$2"
     printf '[database]\ncache_mib = 6144\n'
     [ -n "${3:-}" ] && printf 'url = "%s"\n' "$3"
     printf '[hsm]\npassphrase_file = "%s"\n' "$PASS"
@@ -160,6 +161,14 @@ for op in exists fetch; do
   echo "both: $(cat "$DIR/r1.txt" "$DIR/r2.txt" | awk '/Requests\/sec/{s += $2} END{printf "%.0f", s}') requests/s"
 done
 stop "$R2"
+echo "### the ceiling: pgbench running exists' two queries (the API key, the address's certificates), prepared, 16 clients, no HTTP"
+PGBENCH=$(ls /usr/lib/postgresql/*/bin/pgbench | tail -1)
+{
+  echo "\\set i random(0, $((COUNT - 1)))"
+  echo "SELECT record FROM api_keys WHERE hash = '\\x$(printf '%064d' 0)'::bytea;"
+  echo "SELECT serial, meta FROM certs WHERE email_key = 'load-' || :i || '@loadtest.example' AND kind = 2 ORDER BY not_before DESC, serial DESC;"
+} >"$DIR/exists.pgbench"
+"$PGBENCH" -n -M prepared -c 16 -j 2 -T "$DURATION" -f "$DIR/exists.pgbench" "$URL" 2>&1 | grep -E "^tps|latency average"
 echo
 
 echo "## 3. OCSP and TSA, wrk -t1 -c$CONNECTIONS -d${DURATION}s"

@@ -38,7 +38,7 @@ listen = "127.0.0.1:$port"
 [ca]
 public_base_url = "http://127.0.0.1:$port"
 [validation]
-enterprise_domains = ["bank.example"]
+enterprise_domains = ["bank.example", "example.com"]
 EOF
 export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data
 echo "## machine"

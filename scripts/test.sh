@@ -85,25 +85,54 @@ bash scripts/gates.sh all || status=$?
 cargo build --bin pki
 cargo test --workspace --no-fail-fast || status=$?
 
-# The end-to-end suites of issuance and profiles, escrow and PKCS#12 recovery, revocation and
-# CRLs, OCSP, the TSA, the console's TLS and TOTP (sealed secrets), crash durability, the
-# key-material scan and the OCSP signer's renewal, once more with every CA key on a SoftHSM2 token
-# (crates/pki-tests/src/lib.rs, PKI_TESTS_HSM). About a minute in all.
-PKI_TESTS_HSM=pkcs11 cargo test -p pki-tests --no-fail-fast \
-  --test smime_profiles --test revocation --test ocsp --test tsa --test console_tls \
-  --test console_security --test crash_durability --test key_material --test ca_lifecycle \
-  || status=$?
-
-# The end-to-end suites of issuance and profiles, revocation and CRLs, OCSP, the TSA, the
-# directory, console login and the crash loop, once more on PostgreSQL: every test's CA in a
-# database of its own on the private server started above, its keys sealed in that database
-# (crates/pki-tests/src/lib.rs, PKI_TESTS_BACKEND).
-PKI_TESTS_BACKEND=postgres cargo test -p pki-tests --no-fail-fast \
-  --test smime_profiles --test revocation --test ocsp --test tsa --test directory \
-  --test console_security --test crash_loop \
-  || status=$?
-
-# ACME and mailbox validation on PostgreSQL: enrolment records, validations and the audit entries
-# in the test's database, the challenge mails through the private Postfix (issue 17).
-PKI_TESTS_BACKEND=postgres cargo test -p pki-tests --no-fail-fast --test acme || status=$?
+# Two reruns of end-to-end suites, side by side (each waits mostly on the processes it drives):
+# the test binaries built by the run above, run directly, each lane's output shown when it ends.
+#
+# Lane 1: issuance and profiles, escrow and PKCS#12 recovery, revocation and CRLs, OCSP, the TSA,
+# the console's TLS and TOTP (sealed secrets), crash durability, the key-material scan and the
+# OCSP signer's renewal, once more with every CA key on a SoftHSM2 token (PKI_TESTS_HSM).
+# Lane 2: issuance and profiles, revocation and CRLs, OCSP, the TSA, the directory, console login,
+# the crash loop, and ACME with mailbox validation (challenge mails through the private Postfix),
+# once more on PostgreSQL: every test's CA in a database of its own on the private server started
+# above, its keys sealed in that database (PKI_TESTS_BACKEND).
+declare -A TEST_BIN
+while IFS=$'\t' read -r name exe; do TEST_BIN[$name]=$exe; done < <(
+  cargo test -p pki-tests --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
+        print(m["target"]["name"] + "\t" + m["executable"])
+')
+PKI_BIN_BUILT="${CARGO_TARGET_DIR:-$PWD/target}/debug/pki"
+# lane LOG SETTING TEST...: the named test binaries, one after the other, with SETTING (VAR=value).
+lane() {
+  local log=$1 setting=$2 rc=0 t
+  shift 2
+  for t in "$@"; do
+    if [ -z "${TEST_BIN[$t]:-}" ]; then
+      echo "no test binary named $t (cargo test -p pki-tests --no-run)" >>"$log"
+      rc=1
+      continue
+    fi
+    echo "     Running $t with $setting" >>"$log"
+    (cd crates/pki-tests && env "$setting" PKI_TESTS_BIN="$PKI_BIN_BUILT" "${TEST_BIN[$t]}") >>"$log" 2>&1 || rc=1
+  done
+  return $rc
+}
+LANES=$(mktemp -d /tmp/pki-test-lanes.XXXXXX)
+lane "$LANES/pkcs11.log" PKI_TESTS_HSM=pkcs11 smime_profiles revocation ocsp tsa console_tls \
+  console_security crash_durability key_material ca_lifecycle &
+lane1=$!
+lane "$LANES/postgres.log" PKI_TESTS_BACKEND=postgres smime_profiles revocation ocsp tsa directory \
+  console_security crash_loop acme &
+lane2=$!
+wait "$lane1" || status=1
+cat "$LANES/pkcs11.log"
+wait "$lane2" || status=1
+cat "$LANES/postgres.log"
+rm -rf "$LANES"
 exit "$status"

@@ -1,8 +1,8 @@
 //! The PostgreSQL database stopped and started again under load (issue 15, acceptance 6): while
 //! it is down every service answers in its protocol's error form — OCSP `tryLater`, the TSA
-//! `systemFailure`, the directory JSON 503 with `Retry-After`, `/healthz` 503 naming the
-//! database, the CLI one line — and once it is back the same `pki serve` process serves fully
-//! again, without a restart, and nothing acknowledged is lost. On a cluster of the test's own
+//! `systemFailure`, the directory JSON 503 with `Retry-After`, the console a 503 page,
+//! `/healthz` 503 naming the database, the CLI one line — and once it is back the same
+//! `pki serve` process serves fully again, without a restart, and nothing acknowledged is lost. On a cluster of the test's own
 //! ([`pki_tests::pg_cluster`]): stopping the shared test server would disturb other tests.
 
 use std::path::Path;
@@ -58,6 +58,10 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
     // The load's client: an API key beyond the anonymous quota.
     let key = env.pki(["apikey", "create", "--name", "load", "--rate", "100000"]).stdout.trim().to_string();
     let bearer = format!("Bearer {key}");
+    // An officer signed in to the console before the outage.
+    let (mut officer, _totp) =
+        pki_tests::console_support::console_user(&env, "olga", "officer", "Correct-Horse-Battery-9");
+    assert_eq!(officer.get("/admin/").status, 200);
 
     // Load through the whole outage: issuance through the admin socket and timestamps; every
     // acknowledgement is recorded.
@@ -140,6 +144,15 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
             &["database"],
         );
         assert!(cli.contains("unavailable"), "{cli}");
+        // The console: a page saying so, 503, the session kept for when the database is back.
+        let page = officer.get("/admin/");
+        assert_eq!(page.status, 503, "console while the database is down: {}", page.text());
+        assert!(
+            page.header("content-type").unwrap_or_default().starts_with("text/html")
+                && page.text().contains("database cannot be reached"),
+            "a page naming the database: {}",
+            page.text()
+        );
         std::thread::sleep(Duration::from_millis(500));
 
         cluster.restart();
@@ -158,6 +171,7 @@ fn services_answer_in_protocol_form_while_the_database_is_down_and_recover_witho
     let (_, text) = stamp(&env, port, &query, "after.tsr", &bearer);
     assert!(text.contains("Status: Granted"), "TSA after the outage: {text}");
     assert!(issue("after@bank.example").status.success(), "issuance after the outage");
+    assert_eq!(officer.get("/admin/").status, 200, "the console after the outage, the same session");
 
     // Nothing acknowledged is lost.
     let listed = env.list_serials();

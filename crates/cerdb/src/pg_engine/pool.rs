@@ -9,11 +9,17 @@
 //!
 //! Our own rather than `r2d2`: that crate adds a reaper thread and two dependencies for what is
 //! a mutex, a condition variable and a counter here.
+//!
+//! Each connection keeps the statements it prepared ([`Conn::query`] and its siblings), so a
+//! query is parsed and planned by the server once per connection instead of once per call, and a
+//! call is one round trip instead of two.
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, NoTls};
+use postgres::types::ToSql;
+use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::db_error;
 use crate::Error;
@@ -29,8 +35,15 @@ pub(super) struct Pool {
     freed: Condvar,
 }
 
+/// The statements a connection prepared, by their text.
+type Prepared = HashMap<String, Statement>;
+
+/// Statements kept per connection at most; past it the cache starts again (the queries of the
+/// engine are a few dozen texts, so this is never reached in use).
+const MAX_PREPARED: usize = 256;
+
 struct State {
-    idle: Vec<Client>,
+    idle: Vec<(Client, Prepared)>,
     /// Connections open, idle or handed out.
     open: usize,
 }
@@ -39,6 +52,7 @@ struct State {
 pub(super) struct Conn<'a> {
     pool: &'a Pool,
     client: Option<Client>,
+    prepared: Prepared,
 }
 
 impl Pool {
@@ -62,9 +76,9 @@ impl Pool {
         let deadline = Instant::now() + CHECKOUT_WAIT;
         let mut state = self.lock();
         loop {
-            while let Some(client) = state.idle.pop() {
+            while let Some((client, prepared)) = state.idle.pop() {
                 if !client.is_closed() {
-                    return Ok(Conn { pool: self, client: Some(client) });
+                    return Ok(Conn { pool: self, client: Some(client), prepared });
                 }
                 state.open -= 1;
             }
@@ -72,7 +86,7 @@ impl Pool {
                 state.open += 1;
                 drop(state);
                 return match self.config.connect(NoTls) {
-                    Ok(client) => Ok(Conn { pool: self, client: Some(client) }),
+                    Ok(client) => Ok(Conn { pool: self, client: Some(client), prepared: Prepared::new() }),
                     Err(e) => {
                         self.lock().open -= 1;
                         self.freed.notify_one();
@@ -90,6 +104,56 @@ impl Pool {
             }
             state = self.freed.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
+    }
+}
+
+impl Conn<'_> {
+    /// `sql` prepared on this connection: the kept statement, or a new one, kept.
+    fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client_mut().prepare(sql)?;
+        if self.prepared.len() >= MAX_PREPARED {
+            self.prepared.clear();
+        }
+        self.prepared.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    fn client_mut(&mut self) -> &mut Client {
+        // Present from construction until drop.
+        self.client.as_mut().expect("a pooled connection holds its client")
+    }
+
+    /// [`Client::query`] with the statement kept on this connection.
+    pub(super) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        let st = self.statement(sql)?;
+        self.client_mut().query(&st, params)
+    }
+
+    /// [`Client::query_opt`] with the statement kept on this connection.
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        let st = self.statement(sql)?;
+        self.client_mut().query_opt(&st, params)
+    }
+
+    /// [`Client::query_one`] with the statement kept on this connection.
+    pub(super) fn query_one(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        let st = self.statement(sql)?;
+        self.client_mut().query_one(&st, params)
     }
 }
 
@@ -111,7 +175,9 @@ impl Drop for Conn<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
         match self.client.take() {
-            Some(client) if !client.is_closed() => state.idle.push(client),
+            Some(client) if !client.is_closed() => {
+                state.idle.push((client, std::mem::take(&mut self.prepared)))
+            }
             _ => state.open -= 1,
         }
         drop(state);
