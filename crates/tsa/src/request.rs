@@ -63,8 +63,15 @@ pub fn sha256_query(digest: &[u8; 32], nonce: &[u8]) -> Result<Vec<u8>, Error> {
     use der::asn1::OctetString;
     use der::Encode;
     use x509_cert::spki::AlgorithmIdentifierOwned;
-    let mut nonce = nonce.to_vec();
-    if nonce.first().is_some_and(|b| b & 0x80 != 0) {
+    // The nonce read as an unsigned number, in DER's minimal form: no leading zero octets (one
+    // octet for zero), and a zero octet in front when the first has its high bit set. Random
+    // octets starting with 0x00 were sent as they were — not DER, and refused by the TSA.
+    let first = nonce.iter().position(|b| *b != 0).unwrap_or(nonce.len().saturating_sub(1));
+    let mut nonce = nonce.get(first..).unwrap_or_default().to_vec();
+    if nonce.is_empty() {
+        nonce.push(0);
+    }
+    if nonce[0] & 0x80 != 0 {
         nonce.insert(0, 0);
     }
     let req = TimeStampReq {
@@ -85,6 +92,20 @@ pub fn sha256_query(digest: &[u8; 32], nonce: &[u8]) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod client_tests {
     use super::*;
+
+    #[test]
+    fn nonces_with_leading_zero_octets_or_zero_make_der_queries() {
+        for nonce in [
+            vec![0, 0x12, 3, 4, 5, 6, 7, 8],
+            vec![0, 0, 0x80, 1, 2, 3, 4, 5],
+            vec![0; 8],
+            vec![0x80],
+            vec![0x7f, 0, 0, 0],
+        ] {
+            let q = sha256_query(&[7u8; 32], &nonce).expect("query");
+            check(&q, &TsaConfig::default()).unwrap_or_else(|e| panic!("nonce {nonce:02x?}: {e}"));
+        }
+    }
 
     #[test]
     fn the_client_query_passes_the_server_checks() {
