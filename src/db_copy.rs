@@ -173,7 +173,10 @@ pub fn run(from: &str, to: &str, sample: u64, settings: &Settings) -> anyhow::Re
     }
     let src = open(&from_place, settings, false)?;
     let dst = open(&to_place, settings, true)?;
-    cerdb::copy::refuse_non_empty(&dst.db)?;
+    cerdb::copy::refuse_non_empty(&dst.db).map_err(|e| match e {
+        cerdb::Error::Inconsistent(why) => anyhow::anyhow!(why),
+        other => other.into(),
+    })?;
     let started = std::time::Instant::now();
     let keys = copy_keys(&src, &dst, matches!(to_place, Place::Postgres(_)))?;
     let mut bar = Bar { tty: std::io::stderr().is_terminal(), last_kind: None };

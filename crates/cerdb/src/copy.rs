@@ -160,8 +160,9 @@ fn dir(e: DirectoryError) -> Error {
 pub fn refuse_non_empty(db: &CertDb) -> Result<(), Error> {
     let t = db.transfer();
     let mut held = Vec::new();
-    if db.count()? > 0 {
-        held.push(format!("{} certificates", db.count()?));
+    let certificates = db.count()?;
+    if certificates > 0 {
+        held.push(format!("{certificates} certificates"));
     }
     if let Some(last) = db.last_audit()? {
         held.push(format!("{} audit entries", last.seq));
