@@ -32,6 +32,51 @@ fn acme_client(args: &[&str]) -> serde_json::Value {
 }
 
 /// `pki acme eab create`: (key id, HMAC key).
+/// The address of `case` in this test: of this run only, as the Maildir is shared by the tests
+/// of the run.
+fn case_address(env: &Env, case: &str) -> String {
+    format!("{case}.{}@customer.test", env.port)
+}
+
+/// Orders made by one account for the addresses of some cases, and their challenges as read from
+/// the mailbox Postfix delivered the challenge mails to.
+struct MailedOrders {
+    /// The account's key file.
+    keyfile: String,
+    /// The server's base URL.
+    base: String,
+    /// Order URL by address.
+    orders: serde_json::Value,
+    /// Token part 1 and the expected response by address, from the challenge mails.
+    responses: serde_json::Value,
+}
+
+/// A new account (External Account Binding key `label`) orders [`case_address`] of each case;
+/// the challenge mails are read from `maildir`.
+fn order_and_read_challenges(
+    env: &Env,
+    server: &Server,
+    maildir: &std::path::Path,
+    label: &str,
+    cases: &[&str],
+) -> MailedOrders {
+    let (kid, hmac) = eab(env, label);
+    let keyfile = env.path("account.json").display().to_string();
+    let emails: Vec<String> = cases.iter().map(|c| case_address(env, c)).collect();
+    let base = server.url("");
+    let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
+    args.extend(emails.iter().map(String::as_str));
+    let orders = acme_client(&args);
+    let responses = acme_client(&[
+        "mail-responses",
+        &base,
+        &keyfile,
+        &maildir.display().to_string(),
+        &orders.to_string(),
+    ]);
+    MailedOrders { keyfile, base, orders, responses }
+}
+
 fn eab(env: &Env, name: &str) -> (String, String) {
     let out = env.pki(["acme", "eab", "create", "--name", name]);
     let field = |label: &str| {
@@ -408,24 +453,11 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
         "{}",
         server.stdout()
     );
-    let (kid, hmac) = eab(&env, "replies");
-    let keyfile = env.path("account.json").display().to_string();
     let cases = ["valid", "digest", "other", "unsigned", "badkey", "late"];
-    // Addresses of this run only: the Maildir is shared by the tests of the run.
-    let addr = |case: &str| format!("{case}.{}@customer.test", env.port);
+    let MailedOrders { keyfile, base, orders, responses } =
+        order_and_read_challenges(&env, &server, &maildir, "replies", &cases);
+    let addr = |case: &str| case_address(&env, case);
     let emails: Vec<String> = cases.iter().map(|c| addr(c)).collect();
-    let base = server.url("");
-    let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
-    args.extend(emails.iter().map(String::as_str));
-    let orders = acme_client(&args);
-    // The challenge mails, read from the mailbox Postfix delivered them to.
-    let responses = acme_client(&[
-        "mail-responses",
-        &base,
-        &keyfile,
-        &maildir.display().to_string(),
-        &orders.to_string(),
-    ]);
     let ch: std::collections::HashMap<String, (String, String)> = emails
         .iter()
         .map(|e| {
@@ -821,22 +853,10 @@ fn a_trusted_relays_authentication_results_stand_for_dkim_only_from_that_relay()
     ));
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "relayed replies");
-    let keyfile = env.path("account.json").display().to_string();
     let cases = ["relayed", "elsewhere", "under", "unknown"];
-    let addr = |case: &str| format!("{case}.{}@customer.test", env.port);
-    let emails: Vec<String> = cases.iter().map(|c| addr(c)).collect();
-    let base = server.url("");
-    let mut args = vec!["orders", base.as_str(), kid.as_str(), hmac.as_str(), keyfile.as_str()];
-    args.extend(emails.iter().map(String::as_str));
-    let orders = acme_client(&args);
-    let responses = acme_client(&[
-        "mail-responses",
-        &base,
-        &keyfile,
-        &maildir.display().to_string(),
-        &orders.to_string(),
-    ]);
+    let MailedOrders { keyfile, base, orders, responses } =
+        order_and_read_challenges(&env, &server, &maildir, "relayed replies", &cases);
+    let addr = |case: &str| case_address(&env, case);
     let send = |case: &str, headers: &str| {
         let r = &responses[&addr(case)];
         acme_client(&[
