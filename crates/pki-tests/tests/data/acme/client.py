@@ -206,14 +206,7 @@ def expiry_start(base, kid, hmac, email, key_file):
 
 
 def expiry_check(base, key_file, order_url, csr_path):
-    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
-    net = network(key, jose.ES256)
-    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
-    acme = client.ClientV2(directory, net)
-    try:
-        acme.new_account(messages.NewRegistration(only_return_existing=True))
-    except errors.ConflictError as e:
-        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    acme, key = existing(base, key_file)
     body = messages.Order.from_json(acme._post_as_get(order_url).json())
     authz = acme._post_as_get(body.authorizations[0]).json()
     out = {"order": body.status.name, "authz": authz["status"]}
@@ -415,14 +408,7 @@ def raw_smtp(smtp, to, data_hex):
 
 
 def status(base, key_file, order_url):
-    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
-    net = network(key, jose.ES256)
-    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
-    acme = client.ClientV2(directory, net)
-    try:
-        acme.new_account(messages.NewRegistration(only_return_existing=True))
-    except errors.ConflictError as e:
-        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    acme, key = existing(base, key_file)
     body = acme._post_as_get(order_url).json()
     authz = acme._post_as_get(body["authorizations"][0]).json()
     ch = authz["challenges"][0] if authz["challenges"] else {}
@@ -441,14 +427,7 @@ def orders(base, kid, hmac, key_file, *emails):
 
 
 def finalize_existing(base, key_file, order_url, csr_path, out):
-    key = jose.JWKEC.from_json(json.loads(open(key_file).read()))
-    net = network(key, jose.ES256)
-    directory = client.ClientV2.get_directory(base + "/acme/directory", net)
-    acme = client.ClientV2(directory, net)
-    try:
-        acme.new_account(messages.NewRegistration(only_return_existing=True))
-    except errors.ConflictError as e:
-        net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
+    acme, key = existing(base, key_file)
     body = messages.Order.from_json(acme._post_as_get(order_url).json())
     orderr = messages.OrderResource(body=body, uri=order_url, csr_pem=open(csr_path, "rb").read())
     done = finalize(acme, orderr)
