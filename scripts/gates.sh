@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The code and supply-chain gates of the test command (issue 19), each failing the run:
 #   fmt     cargo fmt --all --check
-#   clippy  cargo clippy --workspace --all-targets -- -D warnings
+#   clippy  cargo clippy --workspace --all-targets -- -D warnings (and cerdb with planted-loss)
 #   deny    cargo deny check bans licenses sources (deny.toml; cargo-deny installed when missing)
 # and the advisories check (cargo deny check advisories, offline, against a local copy of the
 # RustSec database): run and gating when the copy is there; when it is not, it FAILS LOUDLY naming
@@ -34,7 +34,11 @@ for gate in "${which[@]}"; do
   echo "gate: $gate"
   case "$gate" in
     fmt) cargo fmt --all --check || fail "cargo fmt --all --check (run cargo fmt --all)" ;;
-    clippy) cargo clippy -q --workspace --all-targets -- -D warnings || fail "cargo clippy --workspace --all-targets -- -D warnings" ;;
+    clippy)
+      cargo clippy -q --workspace --all-targets -- -D warnings || fail "cargo clippy --workspace --all-targets -- -D warnings"
+      # The crash loop's planted loss is code of a test build only: linted too.
+      cargo clippy -q -p cerdb --features planted-loss -- -D warnings || fail "cargo clippy -p cerdb --features planted-loss -- -D warnings"
+      ;;
     deny)
       if ! cargo deny --version 2>/dev/null | grep -q " $DENY_VERSION\$"; then
         echo "installing: cargo-deny $DENY_VERSION (from crates.io; about 3 minutes on 2 cores)"

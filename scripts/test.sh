@@ -84,6 +84,9 @@ bash scripts/gates.sh all || status=$?
 # The end-to-end tests drive the real binary.
 cargo build --bin pki
 cargo test --workspace --no-fail-fast || status=$?
+# tests/planted_loss.rs builds a planted pki and then the usual one again; built once more here, so
+# that the reruns below never get the planted one, even after that test failed halfway.
+cargo build --bin pki
 
 # Two reruns of end-to-end suites, side by side (each waits mostly on the processes it drives):
 # the test binaries built by the run above, run directly, each lane's output shown when it ends.

@@ -324,10 +324,11 @@ pub fn pki_bin() -> &'static Path {
         if let Some(bin) = std::env::var_os("PKI_TESTS_BIN") {
             let bin = PathBuf::from(bin);
             assert!(bin.is_file(), "PKI_TESTS_BIN={} is not a file", bin.display());
-            return bin;
+            // Commands run in the environments' directories: a relative path would not be found.
+            return bin.canonicalize().unwrap_or_else(|e| panic!("PKI_TESTS_BIN={}: {e}", bin.display()));
         }
         let start = Instant::now();
-        let bin = build_pki();
+        let bin = build_pki(&[]);
         if std::env::var_os("PKI_TESTS_TRACE").is_some() {
             eprintln!("[{:>7.3}s] cargo build --bin pki", start.elapsed().as_secs_f64());
         }
@@ -340,7 +341,22 @@ fn workspace_root() -> PathBuf {
     here.join("..").join("..").canonicalize().expect("workspace root")
 }
 
-fn build_pki() -> PathBuf {
+/// A `pki` built with the `planted-loss` feature (its sled engine acknowledges the first revocation
+/// after each start without writing it), copied to `pki-planted-loss` beside the `pki` of the
+/// target directory, which is then built again as usual: the crash loop's planted loss
+/// (tests/planted_loss.rs). Run it where no other test is using the target directory's `pki`.
+pub fn planted_loss_pki() -> PathBuf {
+    let built = build_pki(&["planted-loss"]);
+    let planted = built.with_file_name("pki-planted-loss");
+    std::fs::copy(&built, &planted)
+        .unwrap_or_else(|e| panic!("copy {} to {}: {e}", built.display(), planted.display()));
+    let again = build_pki(&[]);
+    assert_eq!(again, built, "the usual build of pki is where the planted one was");
+    planted
+}
+
+/// `cargo build --bin pki` with `features`: the executable.
+fn build_pki(features: &[&str]) -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
     let mut cmd = Command::new(&cargo);
@@ -368,6 +384,7 @@ fn build_pki() -> PathBuf {
     let out = cmd
         .args(["build", "--bin", "pki", "--message-format=json-render-diagnostics", "--manifest-path"])
         .arg(root.join("Cargo.toml"))
+        .args(features.iter().flat_map(|f| ["--features", f]))
         .current_dir(&root)
         .stdin(Stdio::null())
         .output()
@@ -378,7 +395,7 @@ fn build_pki() -> PathBuf {
     }
     assert!(
         out.status.success(),
-        "`cargo build --bin pki` failed:\n{}\n{stdout}",
+        "`cargo build --bin pki` (features {features:?}) failed:\n{}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
     // The artifact message names the executable wherever the target directory is

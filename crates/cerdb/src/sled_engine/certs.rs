@@ -223,6 +223,19 @@ impl SledEngine {
 
     /// Adds every address of `by_email` missing from `dir_email_sha256`, once per database
     /// (databases written before the hashed index was part of the issuance transaction).
+    /// The planted loss of a test build (cerdb's `planted-loss` feature): the revocation is
+    /// answered as if it had been recorded — the record it would have written — but nothing is
+    /// written, so nothing reaches the disk: what an acknowledgement before a skipped flush leaves
+    /// after a crash. The crash loop must report it as lost.
+    #[cfg(feature = "planted-loss")]
+    fn planted_loss(&self, serial: &Serial, revocation: &Revocation) -> Result<CertRecord, Error> {
+        let bytes = self.cert_meta.get(serial.as_bytes())?.ok_or_else(|| Error::NotFound(serial.clone()))?;
+        let mut rec = decode_meta(&bytes)?;
+        rec.revocation = Some(revised(serial, rec.revocation.as_ref(), revocation)?);
+        tracing::warn!(serial = %serial, "planted loss: this revocation is acknowledged and not written");
+        Ok(rec)
+    }
+
     pub(super) fn catch_up_email_hashes(&self) -> Result<(), Error> {
         if self.meta.get(META_HASH_INDEX)?.is_some() {
             return Ok(());
@@ -398,6 +411,10 @@ impl CertStore for SledEngine {
         audit: &dyn AuditChain,
     ) -> Result<CertRecord, Error> {
         check_compromised_arg(&revocation, compromised)?;
+        #[cfg(feature = "planted-loss")]
+        if self.planted.swap(false, Ordering::SeqCst) {
+            return self.planted_loss(serial, &revocation);
+        }
         let mut head = self.lock_audit();
         let records = chained(audit, head.as_ref())?;
         let change = self.last_change.load(Ordering::SeqCst) + 1;

@@ -103,6 +103,10 @@ pub struct SledEngine {
     faults: Option<Arc<Faults>>,
     /// Concurrent writers share flushes (`group_flush.rs`).
     flushes: group_flush::GroupFlush,
+    /// The planted loss of a test build: set until the first revocation, which is then
+    /// acknowledged without being written (`certs.rs`).
+    #[cfg(feature = "planted-loss")]
+    planted: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SledEngine {
@@ -176,6 +180,8 @@ impl SledEngine {
             cache_bytes,
             faults,
             flushes: group_flush::GroupFlush::default(),
+            #[cfg(feature = "planted-loss")]
+            planted: std::sync::atomic::AtomicBool::new(true),
         };
         // Before anything reads: batches a crash interrupted go, then the heads are read.
         engine.roll_back_pending()?;
