@@ -4,6 +4,17 @@
 //! |---|---|---|
 //! | `api_keys` | SHA-256 of the API key | its name (unique: taken once, ever) and JSON [`ApiKeyRecord`] |
 //! | `directory_settings` | `anonymous` | JSON [`AnonymousPolicy`] |
+//!
+//! A key's record, once read, is kept by the process for [`KEY_CACHE_TTL`] ([`KeyCache`]): every
+//! directory request authenticates its key, and the lookup it makes is otherwise one query, so
+//! the key's would double the database's work. A revocation through this process takes effect
+//! here at once, one through another process within that second (as a certificate's revocation
+//! reaches every process's OCSP answers within a second). A key not found is never kept, so a
+//! key just created works everywhere at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
@@ -14,6 +25,44 @@ use crate::directory::{
 };
 
 const ANONYMOUS: &str = "anonymous";
+
+/// How long a key's record read from the database is used before it is read again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Records kept at most; past it the cache starts again (a bank has a few hundred keys; only keys
+/// found are kept, so unknown keys sent by anyone cannot fill it).
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// API key records read lately, by the key's hash, with when they were read.
+#[derive(Default)]
+pub(super) struct KeyCache(Mutex<HashMap<[u8; 32], (Instant, ApiKeyRecord)>>);
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Instant, ApiKeyRecord)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, hash: &ApiKeyHash, now: Instant) -> Option<ApiKeyRecord> {
+        match self.lock().get(&hash.0) {
+            Some((read, rec)) if now.duration_since(*read) < KEY_CACHE_TTL => Some(rec.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, hash: &ApiKeyHash, rec: &ApiKeyRecord, read: Instant) {
+        let mut map = self.lock();
+        if map.len() >= KEY_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(hash.0, (read, rec.clone()));
+    }
+
+    fn forget(&self, hash: &[u8]) {
+        if let Ok(hash) = <[u8; 32]>::try_from(hash) {
+            self.lock().remove(&hash);
+        }
+    }
+}
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> DirectoryError {
     DirectoryError::Storage(crate::Error::Corrupt(format!("{what}: {e}")))
@@ -58,12 +107,21 @@ impl ApiKeyRecords for PgEngine {
     }
 
     fn key_by_hash(&self, hash: &ApiKeyHash) -> Result<Option<ApiKeyRecord>, DirectoryError> {
-        off_runtime(|| {
+        // Read before the query: the record kept is never newer than its timestamp says.
+        let now = Instant::now();
+        if let Some(rec) = self.keys.get(hash, now) {
+            return Ok(Some(rec));
+        }
+        let found = off_runtime(|| {
             self.conn()?
                 .query_opt("SELECT record FROM api_keys WHERE hash = $1", &[&&hash.0[..]])?
                 .map(|r| decode(r.get(0)))
                 .transpose()
-        })
+        })?;
+        if let Some(rec) = &found {
+            self.keys.put(hash, rec, now);
+        }
+        Ok(found)
     }
 
     fn revoke_key(&self, name: &ApiKeyName, now: DateTime<Utc>) -> Result<ApiKeyRecord, DirectoryError> {
@@ -86,6 +144,7 @@ impl ApiKeyRecords for PgEngine {
             self.fault()?;
             tx.execute("UPDATE api_keys SET record = $2 WHERE hash = $1", &[&hash, &encode(&rec)?])?;
             tx.commit()?;
+            self.keys.forget(&hash);
             self.flushed()?;
             Ok(rec)
         })

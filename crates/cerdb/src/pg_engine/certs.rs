@@ -708,4 +708,24 @@ impl CertReader for PgEngine {
                 .collect()
         })
     }
+
+    /// One query instead of the contract's default two (the states, then the chosen record):
+    /// the address's certificates of `kind` with their DER, in the order of
+    /// [`CertReader::states_by_email`], the first valid at `now` taken. An address has a few.
+    fn newest_valid(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertRecord>, Error> {
+        off_runtime(|| {
+            let rows = self.records(
+                "SELECT meta, der FROM certs WHERE email_key = $1 AND kind = $2
+                 ORDER BY not_before DESC, serial DESC",
+                &[&email.lookup_key(), &i16::from(kind.code())],
+                true,
+            )?;
+            Ok(rows.into_iter().find(|rec| rec.status_at(now) == crate::CertStatus::Valid))
+        })
+    }
 }

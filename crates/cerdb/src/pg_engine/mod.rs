@@ -123,6 +123,8 @@ pub struct PgEngine {
     schema_version: u32,
     /// Fault injection for the scenario suite: the N-th write fails.
     faults: Option<Arc<Faults>>,
+    /// API key records read lately (`apikeys.rs`).
+    keys: apikeys::KeyCache,
 }
 
 impl std::fmt::Debug for PgEngine {
@@ -147,8 +149,13 @@ impl PgEngine {
             config.application_name("pki");
         }
         let location = location_of(&config);
-        let engine =
-            PgEngine { pool: pool::Pool::new(config, POOL_SIZE), location, schema_version: 0, faults };
+        let engine = PgEngine {
+            pool: pool::Pool::new(config, POOL_SIZE),
+            location,
+            schema_version: 0,
+            faults,
+            keys: apikeys::KeyCache::default(),
+        };
         let mut conn = engine.pool.get().map_err(|e| match e {
             Error::Db(m) => Error::Db(format!("cannot connect to {}: {m}", engine.location)),
             Error::Unavailable(m) => {
@@ -211,14 +218,39 @@ fn location_of(config: &Config) -> String {
 
 /// Runs `f`, a call of the synchronous client, where it may block. The client drives its
 /// connection with a runtime of its own, which cannot run on a thread that already drives one:
-/// the HTTP and LDAP workers call the storage traits from async handlers, so there `f` runs on a
-/// scoped thread this one waits for (as the embedded engine blocks the worker on its disk).
-/// Elsewhere (the CLI, the admin socket's threads, the TSA's committer) it runs right here.
+/// the HTTP and LDAP workers call the storage traits from async handlers, so there `f` runs on
+/// one of a few threads kept for it ([`client_threads`]) while the worker waits (as the embedded engine
+/// blocks the worker on its disk). Elsewhere (the CLI, the admin socket's threads, the TSA's
+/// committer) it runs right here.
+///
+/// Kept threads, not one started per call: a thread's start and end (its stack mapped and
+/// unmapped, the other core's TLB flushed, the allocator's heap set up) cost more CPU than the
+/// query, and took most of a directory replica's time (BENCHMARKS.md, "PostgreSQL beside sled").
 pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }
-    std::thread::scope(|s| s.spawn(f).join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    client_threads().install(f)
+}
+
+/// Threads for [`off_runtime`]: two per CPU. A caller waits for a free one; the threads spend
+/// most of a call waiting on the database, so a few more than the CPUs keep them busy, while
+/// every thread more adds the pool's idle spinning and switches to the CPUs it shares with the
+/// HTTP workers and the database. Measured on 2 CPUs (a replica's exists, 20,000 certificates,
+/// 64 connections): 22,500/s at 2 threads (p99 5.2 ms), 21,800/s at 4 (p99 7.8 ms), 23,800/s
+/// at 8 (p99 11.9 ms), 22,400/s at 16 (p99 24 ms).
+fn client_threads() -> &'static rayon_core::ThreadPool {
+    static THREADS: std::sync::OnceLock<rayon_core::ThreadPool> = std::sync::OnceLock::new();
+    THREADS.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon_core::ThreadPoolBuilder::new()
+            .num_threads(2 * cpus)
+            .thread_name(|i| format!("pg-client-{i}"))
+            .build()
+            // Starting a few threads fails only when the process cannot start threads at all,
+            // which nothing of a server survives either.
+            .expect("start the PostgreSQL client threads")
+    })
 }
 
 /// A `u64` of the contract (an audit number, a TSA serial) as PostgreSQL's `bigint`.
