@@ -36,8 +36,11 @@ for gate in "${which[@]}"; do
     fmt) cargo fmt --all --check || fail "cargo fmt --all --check (run cargo fmt --all)" ;;
     clippy)
       cargo clippy -q --workspace --all-targets -- -D warnings || fail "cargo clippy --workspace --all-targets -- -D warnings"
-      # The crash loop's planted loss is code of a test build only: linted too.
-      cargo clippy -q -p cerdb --features planted-loss -- -D warnings || fail "cargo clippy -p cerdb --features planted-loss -- -D warnings"
+      # The crash loop's planted loss is code of a test build only: linted too (in this
+      # workspace; the gates' own test runs them on a scratch crate).
+      if grep -qs '^planted-loss' crates/cerdb/Cargo.toml; then
+        cargo clippy -q -p cerdb --features planted-loss -- -D warnings || fail "cargo clippy -p cerdb --features planted-loss -- -D warnings"
+      fi
       ;;
     deny)
       if ! cargo deny --version 2>/dev/null | grep -q " $DENY_VERSION\$"; then

@@ -37,6 +37,7 @@ mod recovery;
 mod transfer;
 mod tsa;
 
+pub use apikeys::KEY_CACHE_TTL;
 pub use migrate::SCHEMA_VERSION;
 
 use std::sync::Arc;
