@@ -293,14 +293,17 @@ fn make(
     Ok((sealed, queue_id))
 }
 
-fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>) -> serde_json::Value {
+/// The JSON description of a made message, `status` added when given (the bulk answer's). The
+/// message's base64 is written straight into the text: it is the bulk of the answer (hundreds of
+/// kilobytes a message), and base64 needs no JSON escaping, so it is neither copied into a JSON
+/// value nor scanned again by the serialiser.
+fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>, status: Option<u16>) -> String {
     let mut v = serde_json::json!({
         "kind": s.kind.name(),
         "message_id": s.message_id,
         "from": s.from.as_str(),
         "to": req.to.as_str(),
         "content_type": "message/rfc822",
-        "message_base64": base64::engine::general_purpose::STANDARD.encode(&s.message),
     });
     if let Some(serial) = &s.certificate_serial {
         v["certificate_serial"] = serde_json::json!(serial.to_string());
@@ -311,7 +314,17 @@ fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>) -> serde_json
     if let Some(q) = queue_id {
         v["queue_id"] = serde_json::json!(q);
     }
-    v
+    if let Some(code) = status {
+        v["status"] = serde_json::json!(code);
+    }
+    let fields = v.to_string();
+    let mut out = String::with_capacity(fields.len() + s.message.len().div_ceil(3) * 4 + 24);
+    // `fields` is an object: its closing brace is replaced by the message and a new one.
+    out.push_str(&fields[..fields.len() - 1]);
+    out.push_str(",\"message_base64\":\"");
+    base64::engine::general_purpose::STANDARD.encode_string(&s.message, &mut out);
+    out.push_str("\"}");
+    out
 }
 
 async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
@@ -347,7 +360,12 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
 
 fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_json: bool) -> HttpResponse {
     if as_json {
-        return json(200, describe(req, &s, queue_id.as_deref()));
+        return HttpResponse::Ok().content_type("application/json").body(describe(
+            req,
+            &s,
+            queue_id.as_deref(),
+            None,
+        ));
     }
     let mut r = HttpResponse::Ok();
     r.content_type("message/rfc822")
@@ -420,23 +438,16 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
             })
             .collect();
         // Each answer described (its message base64-encoded) on every core, then joined.
-        let results: Vec<String> = crate::seal::on_every_core(delivered, |one| {
-            let v = match one {
-                Ok((r, s, queue_id)) => {
-                    let mut v = describe(&r, &s, queue_id.as_deref());
-                    v["status"] = serde_json::json!(200);
-                    v
+        let results: Vec<String> = crate::seal::on_every_core(delivered, |one| match one {
+            Ok((r, s, queue_id)) => describe(&r, &s, queue_id.as_deref(), Some(200)),
+            Err(e) => {
+                if e.status() >= 500 {
+                    tracing::error!(error = %e, "sealed mail failed");
                 }
-                Err(e) => {
-                    if e.status() >= 500 {
-                        tracing::error!(error = %e, "sealed mail failed");
-                    }
-                    let mut v = e.body();
-                    v["status"] = serde_json::json!(e.status());
-                    v
-                }
-            };
-            v.to_string()
+                let mut v = e.body();
+                v["status"] = serde_json::json!(e.status());
+                v.to_string()
+            }
         });
         let mut out = String::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
         out.push_str("{\"results\":[");

@@ -115,11 +115,22 @@ pub struct Content {
 
 /// Base64 in lines of 76 characters, each ending in CRLF.
 pub fn base64_lines(data: &[u8], out: &mut String) {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-    for chunk in b64.as_bytes().chunks(76) {
-        // Base64 output is ASCII, so every chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push_str("\r\n");
+    use base64::Engine as _;
+    // 57 bytes make one line; 64 lines are encoded at a time into a small buffer that stays in
+    // the cache, then cut into lines (slicing ASCII text needs no UTF-8 check).
+    const LINE: usize = 57;
+    out.reserve(data.len().div_ceil(LINE) * 78);
+    let mut block = String::with_capacity(64 * 76);
+    for chunk in data.chunks(64 * LINE) {
+        block.clear();
+        base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut block);
+        let mut rest = block.as_str();
+        while !rest.is_empty() {
+            let (line, tail) = rest.split_at(rest.len().min(76));
+            out.push_str(line);
+            out.push_str("\r\n");
+            rest = tail;
+        }
     }
 }
 
@@ -312,5 +323,28 @@ mod tests {
         assert!(text.contains("filename*=utf-8''Auszug%20M%C3%A4rz.pdf"));
         assert!(text.contains("multipart/alternative"));
         assert!(text.ends_with("--\r\n"));
+    }
+
+    #[test]
+    fn base64_lines_are_76_characters_and_decode_to_the_data() {
+        use base64::Engine as _;
+        let engine = base64::engine::general_purpose::STANDARD;
+        // Around the line (57 bytes) and the block (64 lines) and their multiples.
+        for len in [0, 1, 2, 3, 56, 57, 58, 114, 3647, 3648, 3649, 7296, 10_000, 102_400] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            let mut out = String::new();
+            base64_lines(&data, &mut out);
+            let lines: Vec<&str> = out.split_terminator("\r\n").collect();
+            assert_eq!(
+                out.len(),
+                lines.iter().map(|l| l.len() + 2).sum::<usize>(),
+                "every line ends in CRLF"
+            );
+            if let Some((last, full)) = lines.split_last() {
+                assert!(full.iter().all(|l| l.len() == 76), "{len}: full lines of 76");
+                assert!(!last.is_empty() && last.len() <= 76, "{len}");
+            }
+            assert_eq!(engine.decode(lines.concat()).expect("base64"), data, "{len}");
+        }
     }
 }
