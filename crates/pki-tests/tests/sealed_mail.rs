@@ -803,3 +803,108 @@ fn a_revoked_expired_or_removed_sender_is_a_clear_4xx_naming_it() {
     f.env.pki(["mail", "sender", "remove", "--name", "statements"]);
     f.seal(&one).expect_error(403, "may not send as \"statements\"", "a removed sender");
 }
+
+/// Build item 2's options: `"encryption": "aes-256-gcm"` makes an `AuthEnvelopedData` with
+/// AES-256-GCM (`smime-type=authEnveloped-data`) that `openssl cms -decrypt` opens for the RSA
+/// and the P-256 recipient, and that refuses a changed byte; with `[mail] archive_certificate`
+/// every message (GCM or the default CBC) also opens with the bank's archive key, to the same
+/// signed entity, which `openssl smime -verify` accepts with the text and PDF sent. An unknown
+/// cipher is a 400 naming the field.
+#[test]
+fn gcm_messages_and_the_archive_copy_open_with_openssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive_key = dir.path().join("archive.key");
+    let archive_cert = dir.path().join("archive.crt");
+    openssl([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        &p(&archive_key),
+        "-out",
+        &p(&archive_cert),
+        "-subj",
+        "/CN=Bank mail archive",
+        "-days",
+        "30",
+    ]);
+    let f = fixture(&format!("archive_certificate = \"{}\"\n", p(&archive_cert)));
+    let (text, pdf) = statement();
+    for (who, key, cert, cipher) in [
+        ("alice@example.com", &f.alice_key, &f.alice_cert, "aes-256-gcm"),
+        ("bob@example.com", &f.bob_key, &f.bob_cert, "aes-256-gcm"),
+        ("alice@example.com", &f.alice_key, &f.alice_cert, "aes-256-cbc"),
+    ] {
+        let mut req = request(who, &text, &pdf, false);
+        req["encryption"] = serde_json::json!(cipher);
+        let reply = f.seal(&req);
+        assert_eq!(reply.status, 200, "{who} {cipher}: {}", reply.text());
+        let tag = format!("{}-{cipher}", who.split('@').next().unwrap());
+        let message = f.env.write(&format!("{tag}.eml"), &reply.body);
+        let outer = python_parts(&message);
+        assert_eq!(outer["defects"], serde_json::json!([]), "{outer}");
+        let smime_type = if cipher == "aes-256-gcm" { "authEnveloped-data" } else { "enveloped-data" };
+        let ct = outer["headers"]["Content-Type"].as_str().unwrap().replace('"', "");
+        assert_eq!(ct, format!("application/pkcs7-mime; smime-type={smime_type}; name=smime.p7m"));
+        let der = cms_der(&f.env, &message, &format!("{tag}.der"));
+        let ci = cms::content_info::ContentInfo::from_der(&der).unwrap();
+        let content_type =
+            if cipher == "aes-256-gcm" { "1.2.840.113549.1.9.16.1.23" } else { "1.2.840.113549.1.7.3" };
+        assert_eq!(ci.content_type.to_string(), content_type, "{tag}");
+
+        let mut opened = Vec::new();
+        for (i, (k, c)) in
+            [(key.as_path(), cert.as_path()), (&archive_key, &archive_cert)].into_iter().enumerate()
+        {
+            let out = f.env.path(&format!("{tag}-{i}.signed"));
+            openssl([
+                "cms",
+                "-decrypt",
+                "-in",
+                &p(&message),
+                "-recip",
+                &p(c),
+                "-inkey",
+                &p(k),
+                "-out",
+                &p(&out),
+            ]);
+            opened.push(std::fs::read(&out).unwrap());
+        }
+        assert_eq!(opened[0], opened[1], "{tag}: the archive key opens the same signed entity");
+        let signed = f.env.write(&format!("{tag}.signed"), &opened[0]);
+        let inner = f.env.path(&format!("{tag}.inner"));
+        openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+        let parts = python_parts(&inner);
+        assert_eq!(String::from_utf8(part(&parts, "text/plain")).unwrap(), text);
+        assert_eq!(part(&parts, "application/pdf"), pdf);
+
+        if cipher == "aes-256-gcm" {
+            // One byte of the ciphertext changed (the tag is the last 16 bytes): refused.
+            let mut bad = der.clone();
+            let at = bad.len() - 40;
+            bad[at] ^= 1;
+            let bad = f.env.write(&format!("{tag}.changed.der"), &bad);
+            let out = openssl_try([
+                "cms",
+                "-decrypt",
+                "-inform",
+                "DER",
+                "-in",
+                &p(&bad),
+                "-recip",
+                &p(cert),
+                "-inkey",
+                &p(key),
+            ]);
+            assert!(!out.status.success(), "{tag}: a changed GCM message must not open");
+        }
+    }
+    let mut req = request("alice@example.com", &text, &pdf, false);
+    req["encryption"] = serde_json::json!("des-cbc");
+    let reply = f.seal(&req);
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("encryption") && reply.text().contains("des-cbc"), "{}", reply.text());
+}

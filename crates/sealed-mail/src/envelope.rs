@@ -1,15 +1,23 @@
 //! CMS `EnvelopedData` (RFC 5652 §6) with RustCrypto's `EnvelopedDataBuilder`: AES-256-CBC
 //! content encryption, one recipient info per certificate — RSA key transport (the builder's
 //! `KeyTransRecipientInfoBuilder`) or ECDH on P-256 ([`crate::ecdh`]).
+//!
+//! Or, when asked, `AuthEnvelopedData` (RFC 5083) with AES-256-GCM (RFC 5084): the same
+//! recipient infos from the same builders, the content sealed by ring's AES-GCM. The `cms` crate
+//! has no type for it, so its four fields are declared here with `der`'s derive.
 
 use cms::builder::{
     ContentEncryptionAlgorithm, EnvelopedDataBuilder, KeyEncryptionInfo, KeyTransRecipientInfoBuilder,
+    RecipientInfoBuilder,
 };
 use cms::cert::IssuerAndSerialNumber;
-use cms::content_info::ContentInfo;
-use cms::enveloped_data::RecipientIdentifier;
-use der::{Any, Decode, Encode};
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::enveloped_data::{EncryptedContentInfo, RecipientIdentifier, RecipientInfo, RecipientInfos};
+use der::asn1::OctetString;
+use der::{Any, Decode, Encode, Sequence};
+use ring::rand::SecureRandom as _;
 use rsa::pkcs8::DecodePublicKey as _;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
 use crate::ecdh::EcdhRecipient;
@@ -66,8 +74,69 @@ impl Recipient {
     }
 }
 
+/// How the content is encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentCipher {
+    /// `EnvelopedData` with AES-256-CBC: what every S/MIME client reads.
+    #[default]
+    Aes256Cbc,
+    /// `AuthEnvelopedData` with AES-256-GCM: authenticated (a changed byte is refused, not
+    /// decrypted to garbage); read by OpenSSL 3, Thunderbird and recent Outlook.
+    Aes256Gcm,
+}
+
+impl ContentCipher {
+    /// `aes-256-cbc` or `aes-256-gcm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentCipher::Aes256Cbc => "aes-256-cbc",
+            ContentCipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// The cipher of a name ([`ContentCipher::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ContentCipher::Aes256Cbc, ContentCipher::Aes256Gcm].into_iter().find(|c| c.name() == name)
+    }
+
+    /// The `smime-type` of a message encrypted so (RFC 8551 §3.2.2).
+    pub fn smime_type(self) -> &'static str {
+        match self {
+            ContentCipher::Aes256Cbc => "enveloped-data",
+            ContentCipher::Aes256Gcm => "authEnveloped-data",
+        }
+    }
+}
+
 /// Encrypts `content` to every recipient with a fresh AES-256 key; the `ContentInfo` DER.
-pub fn envelop(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
+pub fn envelop(content: &[u8], recipients: &[Recipient], cipher: ContentCipher) -> Result<Vec<u8>, Error> {
+    match cipher {
+        ContentCipher::Aes256Cbc => envelop_cbc(content, recipients),
+        ContentCipher::Aes256Gcm => envelop_gcm(content, recipients),
+    }
+}
+
+/// The recipient info of `r` for the content-encryption key `cek`.
+fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, Error> {
+    match &r.kind {
+        RecipientKey::Rsa(key) => {
+            let mut rng = rand_core::OsRng;
+            KeyTransRecipientInfoBuilder::new(
+                RecipientIdentifier::IssuerAndSerialNumber(r.issuer_and_serial()),
+                KeyEncryptionInfo::Rsa(key.clone()),
+                &mut rng,
+            )
+            .map_err(Error::cms)?
+            .build(cek)
+            .map_err(Error::cms)
+        }
+        RecipientKey::P256(point) => {
+            EcdhRecipient::new(r.issuer_and_serial(), point.clone()).build(cek).map_err(Error::cms)
+        }
+    }
+}
+
+fn envelop_cbc(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
     let mut rng = rand_core::OsRng;
     // The builder borrows an RNG from each key transport recipient until it is built: one
     // handle of the OS's generator each.
@@ -97,4 +166,62 @@ pub fn envelop(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Erro
     let ed = builder.build_with_rng(&mut rng).map_err(Error::cms)?;
     let content = Any::from_der(&ed.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
     ContentInfo { content_type: oids::ENVELOPED_DATA, content }.to_der().map_err(Error::encoding)
+}
+
+/// `AuthEnvelopedData` (RFC 5083 §2.1), without the optional fields this module never writes
+/// (originator info, authenticated and unauthenticated attributes).
+#[derive(Debug, Sequence)]
+struct AuthEnvelopedData {
+    version: CmsVersion,
+    recipient_infos: RecipientInfos,
+    auth_encrypted_content_info: EncryptedContentInfo,
+    mac: OctetString,
+}
+
+/// `GCMParameters` (RFC 5084 §3.2): the nonce and the length of the tag.
+#[derive(Debug, Sequence)]
+struct GcmParameters {
+    nonce: OctetString,
+    icv_len: u8,
+}
+
+fn envelop_gcm(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+    let rng = ring::rand::SystemRandom::new();
+    let no_randomness = |_| Error::Internal("no randomness".into());
+    let mut cek = [0u8; 32];
+    rng.fill(&mut cek).map_err(no_randomness)?;
+    // A fresh key each message, so a random nonce is never reused under it.
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce).map_err(no_randomness)?;
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &cek).map_err(|_| Error::Internal("AES-256-GCM key".into()))?,
+    );
+    let mut sealed = content.to_vec();
+    let tag = key
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
+        .map_err(|_| Error::Internal("AES-256-GCM encryption".into()))?;
+    let mut infos = Vec::with_capacity(recipients.len());
+    for r in recipients {
+        infos.push(recipient_info(r, &cek)?);
+    }
+    let params = GcmParameters {
+        nonce: OctetString::new(nonce.to_vec()).map_err(Error::encoding)?,
+        icv_len: tag.as_ref().len() as u8,
+    };
+    let aed = AuthEnvelopedData {
+        version: CmsVersion::V0,
+        recipient_infos: RecipientInfos::try_from(infos).map_err(Error::encoding)?,
+        auth_encrypted_content_info: EncryptedContentInfo {
+            content_type: oids::DATA,
+            content_enc_alg: AlgorithmIdentifierOwned {
+                oid: oids::AES256_GCM,
+                parameters: Some(Any::encode_from(&params).map_err(Error::encoding)?),
+            },
+            encrypted_content: Some(OctetString::new(sealed).map_err(Error::encoding)?),
+        },
+        mac: OctetString::new(tag.as_ref().to_vec()).map_err(Error::encoding)?,
+    };
+    let content = Any::encode_from(&aed).map_err(Error::encoding)?;
+    ContentInfo { content_type: oids::AUTH_ENVELOPED_DATA, content }.to_der().map_err(Error::encoding)
 }

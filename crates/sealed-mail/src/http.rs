@@ -16,6 +16,7 @@ use cerdb::EmailAddress;
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 
+use crate::envelope::ContentCipher;
 use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
 use crate::seal::{SealRequest, Sealed, Sealer};
 use crate::Error;
@@ -186,6 +187,8 @@ struct SealJson {
     fallback: Option<String>,
     #[serde(default)]
     deliver: bool,
+    #[serde(default)]
+    encryption: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +226,12 @@ fn checked(j: SealJson) -> Result<(SealRequest, bool), Error> {
             return Err(bad("fallback", format!("{other:?} is not a fallback: expected invitation")))
         }
     };
+    let cipher = match j.encryption.as_deref() {
+        None => ContentCipher::default(),
+        Some(name) => ContentCipher::from_name(name).ok_or_else(|| {
+            bad("encryption", format!("{name:?} is not offered: expected aes-256-cbc or aes-256-gcm"))
+        })?,
+    };
     if j.attachments.len() > MAX_ATTACHMENTS {
         return Err(bad("attachments", format!("more than {MAX_ATTACHMENTS}")));
     }
@@ -245,6 +254,7 @@ fn checked(j: SealJson) -> Result<(SealRequest, bool), Error> {
             content: Content { text: j.text, html: j.html, attachments },
             timestamp: j.timestamp,
             fallback_invitation,
+            cipher,
         },
         j.deliver,
     ))
@@ -492,6 +502,14 @@ mod tests {
             (
                 serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "fallback": "sms"}),
                 "fallback",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "encryption": "des-cbc"}),
+                "encryption",
+            ),
+            (
+                serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "encryption": 256}),
+                "invalid type",
             ),
             (
                 serde_json::json!({"to": "a@example.com", "sender": "s", "subject": "S", "text": "T", "extra": 1}),

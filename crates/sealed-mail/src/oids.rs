@@ -8,6 +8,10 @@ pub const DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.1");
 pub const SIGNED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.2");
 /// id-envelopedData (RFC 5652 §6.1).
 pub const ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.3");
+/// id-ct-authEnvelopedData (RFC 5083 §2.1).
+pub const AUTH_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.1.23");
+/// id-aes256-GCM (RFC 5084 §3.2).
+pub const AES256_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.46");
 /// id-signingTime (RFC 5652 §11.3).
 pub const SIGNING_TIME: Oid = Oid::new_unwrap("1.2.840.113549.1.9.5");
 /// smimeCapabilities (RFC 8551 §2.5.2).

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use der::{Decode, Encode};
 use ring::rand::SecureRandom as _;
 
-use crate::envelope::{envelop, Recipient};
+use crate::envelope::{envelop, ContentCipher, Recipient};
 use crate::mime::{self, Content, HeaderText};
 use crate::signed::{sign_unstamped, Encapsulation, SenderKey, SignatureTimestamp, Timestamper, Unstamped};
 use crate::Error;
@@ -87,6 +87,8 @@ pub struct SealRequest {
     pub timestamp: bool,
     /// Whether to answer with the invitation when the recipient has no certificate.
     pub fallback_invitation: bool,
+    /// How the content is encrypted.
+    pub cipher: ContentCipher,
 }
 
 /// A message made.
@@ -313,7 +315,9 @@ impl Sealer {
                 let recipient = Recipient::from_der(&rec.der)?;
                 let entity = mime::content_entity(&req.content, &random);
                 let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Opaque)?;
-                (Target::Sealed { recipient: Box::new(recipient), serial: rec.serial }, unstamped)
+                let target =
+                    Target::Sealed { recipient: Box::new(recipient), serial: rec.serial, cipher: req.cipher };
+                (target, unstamped)
             }
             None if req.fallback_invitation => {
                 let content = Content { text: self.invitation.text.clone(), html: None, attachments: vec![] };
@@ -348,14 +352,14 @@ impl Sealer {
         let Prepared { sender, sender_key, now, random, message_id, to, subject, target, unstamped, .. } = p;
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
-            Target::Sealed { recipient, serial } => {
+            Target::Sealed { recipient, serial, cipher } => {
                 let inner = mime::pkcs7_mime("signed-data", &signed.der);
                 drop(signed.der);
                 let mut recipients = vec![*recipient];
                 recipients.extend(self.archive.iter().cloned());
-                let enveloped = envelop(&inner, &recipients)?;
+                let enveloped = envelop(&inner, &recipients, cipher)?;
                 drop(inner);
-                let outer = mime::pkcs7_mime("enveloped-data", &enveloped);
+                let outer = mime::pkcs7_mime(cipher.smime_type(), &enveloped);
                 let msg = self.frame(&sender, &to, &subject, now, &message_id, &outer);
                 (msg, MessageKind::Sealed, Some(serial))
             }
@@ -433,7 +437,7 @@ type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error
 /// What a signed entity becomes.
 enum Target {
     /// Encrypted to the recipient's certificate.
-    Sealed { recipient: Box<Recipient>, serial: Serial },
+    Sealed { recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
     /// The invitation, `multipart/signed` around its entity.
     Invitation { entity: Vec<u8> },
 }
