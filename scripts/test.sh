@@ -23,10 +23,21 @@ command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 # sealed mail: NSS's cmsutil decrypts and verifies sealed messages (crates/pki-tests/tests/sealed_mail.rs).
 command -v cmsutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
+# jq reads the JSON log lines of tests/metrics.rs.
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+# promtool checks /metrics in tests/metrics.rs. Debian ships it only in the prometheus package:
+# installed without its recommends (no node exporter), and the server the package may have started
+# is stopped again — the tests need the checker, not a monitoring server on 0.0.0.0:9090.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "installing: prometheus (for promtool)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  service prometheus stop >/dev/null 2>&1 || true
 fi
 
 # directory (cerdb): the OpenAPI test runs schemathesis and openapi-spec-validator against the

@@ -1,11 +1,13 @@
 //! `GET /metrics` of `pki serve` in the Prometheus text format, read after real traffic (issuance
 //! and revocation through the CLI, OpenSSL's OCSP client, a timestamp, directory lookups that hit,
-//! miss and exceed the anonymous quota): the counts match what was done, no e-mail address is in
-//! any label, the separate `[metrics] listen` listener, and `[log] format = "json"` log lines that
-//! name no address either.
+//! miss and exceed the anonymous quota): the counts match what was done, Prometheus' `promtool
+//! check metrics` accepts the page, no e-mail address is in any label, the separate `[metrics]
+//! listen` listener, and `[log] format = "json"` log lines that `jq` reads and that name no address
+//! either.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use pki_tests::http_client::send;
@@ -95,6 +97,10 @@ fn metrics_count_what_was_done_and_name_no_address() {
         );
     }
     assert!(!text.contains('@'), "no e-mail address in any metric:\n{text}");
+    // Prometheus' own checker (its exposition parser and lints) accepts the page as served.
+    let promtool = require_tool("promtool", "apt-get install -y prometheus");
+    let out = run_with_input(Command::new(promtool).args(["check", "metrics"]), Some(&r.body));
+    assert!(out.status.success(), "promtool check metrics: {}{}\n{text}", out.stdout, out.stderr);
     let logs = server.stderr();
     assert!(!logs.contains(EMAIL), "no e-mail address in the server's log:\n{logs}");
     server.stop();
@@ -127,5 +133,13 @@ fn a_metrics_listener_of_its_own_and_json_logs() {
             serde_json::from_str(l).unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}"));
         assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
     }
+    // And jq reads every line, each an object with its level and time.
+    let jq = require_tool("jq", "apt-get install -y jq");
+    let out = run_with_input(
+        Command::new(jq).args(["-e", "-r", r#"if (.level|type) == "string" and (.timestamp|type) == "string" then .level else error("no level or timestamp") end"#]),
+        Some(lines.join("\n").as_bytes()),
+    );
+    assert!(out.status.success(), "jq: {}{}", out.stdout, out.stderr);
+    assert_eq!(out.stdout.lines().count(), lines.len(), "one level per line: {}", out.stdout);
     assert!(!logs.contains(EMAIL));
 }
