@@ -517,7 +517,19 @@ pub fn run_with_input(cmd: &mut Command, input: Option<&[u8]>) -> Out {
         if start.elapsed() > COMMAND_TIMEOUT {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("`{what}` did not finish within {COMMAND_TIMEOUT:?}");
+            // What it printed before it was stopped says where it was.
+            let tail = |v: Vec<u8>| {
+                let text = String::from_utf8_lossy(&v).into_owned();
+                let mut cut = text.len().saturating_sub(4000);
+                while !text.is_char_boundary(cut) {
+                    cut += 1;
+                }
+                text[cut..].to_string()
+            };
+            let (stdout, stderr) = (tail(t_out.join().unwrap()), tail(t_err.join().unwrap()));
+            panic!(
+                "`{what}` did not finish within {COMMAND_TIMEOUT:?}; its output so far:\n{stdout}\n{stderr}"
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     };

@@ -302,6 +302,12 @@ def mta_enrol(base, kid, hmac, address, mta, maildir, key_file, sign_csr, enc_cs
     acme, regr, key = account(base, kid, hmac)
     out = {}
     seen = set()
+    started = time.monotonic()
+
+    def step(what):
+        # On stderr, so that a run stopped by the test's timeout shows how far it got.
+        print(f"[{time.monotonic() - started:7.2f} s] {what}", file=sys.stderr, flush=True)
+
     # Before the order: the CA mails the challenge while it makes the order.
     t_order = time.monotonic()
     o = order(acme, address, open(sign_csr, "rb").read())
@@ -311,6 +317,7 @@ def mta_enrol(base, kid, hmac, address, mta, maildir, key_file, sign_csr, enc_cs
     challenge = acme._post_as_get(authz.uri).json()["challenges"][0]
     m = challenge_mail(maildir, address, seen, time.monotonic() + 60)
     t_arrived = time.monotonic()
+    step("challenge mail in the mailbox")
     token1 = str(m["Subject"])[len("ACME: "):].strip()
     out["challenge mail"] = {
         "from": str(m["From"]),
@@ -326,6 +333,7 @@ def mta_enrol(base, kid, hmac, address, mta, maildir, key_file, sign_csr, enc_cs
     with smtplib.SMTP(host, int(port), timeout=30) as s:
         s.sendmail(address, [reply_to], signed_reply(m, address, response, key_file))
     t_replied = time.monotonic()
+    step("reply handed to the MTA")
     # The client says it replied (RFC 8823 §3: a POST of {} to the challenge).
     acme._post(challenge["url"], EmptyObject())
     deadline = time.monotonic() + 60
@@ -337,9 +345,11 @@ def mta_enrol(base, kid, hmac, address, mta, maildir, key_file, sign_csr, enc_cs
     t_ready = time.monotonic()
     out["order after reply"] = body["status"]
     out["authz after reply"] = acme._post_as_get(authz.uri).json()["status"]
+    step(f"order {body['status']}, authorization {out['authz after reply']}")
     o = messages.OrderResource(body=messages.Order.from_json(body), uri=o.uri, csr_pem=o.csr_pem)
     done = finalize(acme, o)
     t_valid = time.monotonic()
+    step("signing certificate issued")
     with open(f"{outdir}/signing.pem", "w") as f:
         f.write(done.fullchain_pem)
     out["signing"] = done.body.status.name
