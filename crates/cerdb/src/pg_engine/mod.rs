@@ -220,9 +220,9 @@ fn location_of(config: &Config) -> String {
 /// Runs `f`, a call of the synchronous client, where it may block. The client drives its
 /// connection with a runtime of its own, which cannot run on a thread that already drives one:
 /// the HTTP and LDAP workers call the storage traits from async handlers, so there `f` runs on
-/// one of a few threads kept for it ([`client_threads`]) while the worker waits (as the embedded engine
-/// blocks the worker on its disk). Elsewhere (the CLI, the admin socket's threads, the TSA's
-/// committer) it runs right here.
+/// one of a few threads kept for it ([`client_threads`]) while the worker waits (as the embedded
+/// engine blocks the worker on its disk). Elsewhere (the CLI, the admin socket's threads, the
+/// TSA's committer) it runs right here.
 ///
 /// Kept threads, not one started per call: a thread's start and end (its stack mapped and
 /// unmapped, the other core's TLB flushed, the allocator's heap set up) cost more CPU than the

@@ -221,8 +221,6 @@ impl SledEngine {
         }
     }
 
-    /// Adds every address of `by_email` missing from `dir_email_sha256`, once per database
-    /// (databases written before the hashed index was part of the issuance transaction).
     /// The planted loss of a test build (cerdb's `planted-loss` feature): the revocation is
     /// answered as if it had been recorded — the record it would have written — but nothing is
     /// written, so nothing reaches the disk: what an acknowledgement before a skipped flush leaves
@@ -236,6 +234,8 @@ impl SledEngine {
         Ok(rec)
     }
 
+    /// Adds every address of `by_email` missing from `dir_email_sha256`, once per database
+    /// (databases written before the hashed index was part of the issuance transaction).
     pub(super) fn catch_up_email_hashes(&self) -> Result<(), Error> {
         if self.meta.get(META_HASH_INDEX)?.is_some() {
             return Ok(());
