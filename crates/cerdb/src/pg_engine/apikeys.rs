@@ -33,33 +33,49 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// found are kept, so unknown keys sent by anyone cannot fill it).
 const KEY_CACHE_MAX: usize = 10_000;
 
-/// API key records read lately, by the key's hash, with when they were read.
+/// API key records read lately, by the key's hash, with when they were read; and how many
+/// revocations this process has made, so that a record read before one of them is never kept
+/// after it.
 #[derive(Default)]
-pub(super) struct KeyCache(Mutex<HashMap<[u8; 32], (Instant, ApiKeyRecord)>>);
+pub(super) struct KeyCache(Mutex<Kept>);
+
+/// The records by hash with when they were read, and the count of revocations.
+type Kept = (HashMap<[u8; 32], (Instant, ApiKeyRecord)>, u64);
 
 impl KeyCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Instant, ApiKeyRecord)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, hash: &ApiKeyHash, now: Instant) -> Option<ApiKeyRecord> {
-        match self.lock().get(&hash.0) {
-            Some((read, rec)) if now.duration_since(*read) < KEY_CACHE_TTL => Some(rec.clone()),
-            _ => None,
+    /// The record of `hash` if read less than [`KEY_CACHE_TTL`] before `now`; else the count of
+    /// revocations, to hand to [`KeyCache::put`] with what the database says.
+    fn get(&self, hash: &ApiKeyHash, now: Instant) -> Result<ApiKeyRecord, u64> {
+        let kept = self.lock();
+        match kept.0.get(&hash.0) {
+            Some((read, rec)) if now.duration_since(*read) < KEY_CACHE_TTL => Ok(rec.clone()),
+            _ => Err(kept.1),
         }
     }
 
-    fn put(&self, hash: &ApiKeyHash, rec: &ApiKeyRecord, read: Instant) {
-        let mut map = self.lock();
-        if map.len() >= KEY_CACHE_MAX {
-            map.clear();
+    /// Keeps `rec`, read at `read`, unless this process revoked a key since `revocations` was
+    /// counted: the record may then predate that revocation.
+    fn put(&self, hash: &ApiKeyHash, rec: &ApiKeyRecord, read: Instant, revocations: u64) {
+        let mut kept = self.lock();
+        if kept.1 != revocations {
+            return;
         }
-        map.insert(hash.0, (read, rec.clone()));
+        if kept.0.len() >= KEY_CACHE_MAX {
+            kept.0.clear();
+        }
+        kept.0.insert(hash.0, (read, rec.clone()));
     }
 
+    /// A key was revoked through this process: its record goes, and no read begun before goes in.
     fn forget(&self, hash: &[u8]) {
+        let mut kept = self.lock();
+        kept.1 += 1;
         if let Ok(hash) = <[u8; 32]>::try_from(hash) {
-            self.lock().remove(&hash);
+            kept.0.remove(&hash);
         }
     }
 }
@@ -109,9 +125,10 @@ impl ApiKeyRecords for PgEngine {
     fn key_by_hash(&self, hash: &ApiKeyHash) -> Result<Option<ApiKeyRecord>, DirectoryError> {
         // Read before the query: the record kept is never newer than its timestamp says.
         let now = Instant::now();
-        if let Some(rec) = self.keys.get(hash, now) {
-            return Ok(Some(rec));
-        }
+        let revocations = match self.keys.get(hash, now) {
+            Ok(rec) => return Ok(Some(rec)),
+            Err(revocations) => revocations,
+        };
         let found = off_runtime(|| {
             self.conn()?
                 .query_opt("SELECT record FROM api_keys WHERE hash = $1", &[&&hash.0[..]])?
@@ -119,7 +136,7 @@ impl ApiKeyRecords for PgEngine {
                 .transpose()
         })?;
         if let Some(rec) = &found {
-            self.keys.put(hash, rec, now);
+            self.keys.put(hash, rec, now, revocations);
         }
         Ok(found)
     }
@@ -170,5 +187,44 @@ impl ApiKeyRecords for PgEngine {
             )?;
             Ok(self.flushed()?)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, revoked: bool) -> ApiKeyRecord {
+        ApiKeyRecord {
+            name: name.to_string().try_into().expect("name"),
+            prefix: "cdk_test".into(),
+            rate: 10.0,
+            burst: 10.0,
+            created_at: Utc::now(),
+            revoked_at: revoked.then(Utc::now),
+            permissions: vec![],
+        }
+    }
+
+    #[test]
+    fn a_record_is_kept_for_a_second_and_never_past_a_revocation() {
+        let cache = KeyCache::default();
+        let hash = ApiKeyHash([7; 32]);
+        let t0 = Instant::now();
+        let count = cache.get(&hash, t0).expect_err("nothing kept yet");
+        cache.put(&hash, &record("mailer", false), t0, count);
+        assert!(cache.get(&hash, t0 + Duration::from_millis(900)).is_ok(), "kept within the second");
+        assert!(cache.get(&hash, t0 + KEY_CACHE_TTL).is_err(), "read again after it");
+
+        // A lookup that began before a revocation through this process puts nothing back.
+        let count = cache.get(&hash, t0 + KEY_CACHE_TTL).expect_err("expired");
+        cache.forget(&hash.0);
+        cache.put(&hash, &record("mailer", false), t0 + KEY_CACHE_TTL, count);
+        assert!(cache.get(&hash, t0 + KEY_CACHE_TTL).is_err(), "the stale record was not kept");
+        // One that began after it does.
+        let count = cache.get(&hash, t0 + KEY_CACHE_TTL).expect_err("not kept");
+        let now = t0 + KEY_CACHE_TTL;
+        cache.put(&hash, &record("mailer", true), now, count);
+        assert!(cache.get(&hash, now).expect("kept").revoked_at.is_some());
     }
 }
