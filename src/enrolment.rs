@@ -153,9 +153,11 @@ pub fn execute(ca: &Ca, actor: &str, req: &Request, relay: &crate::mail_relay::R
                     ..Default::default()
                 });
             }
-            let value = ca.start_mailbox_validation(&addr, actor).map_err(e)?;
             let hours = ca.validation_config().map(|c| c.code_ttl_hours).unwrap_or(24);
-            send_validation_value(relay, &addr, &value, hours)?;
+            ca.start_mailbox_validation(&addr, actor, |value| {
+                send_validation_value(relay, &addr, value, hours)
+            })
+            .map_err(e)?;
             Ok(Reply {
                 stderr: format!(
                     "mailed a validation value to {addr}; confirm it with `pki validate confirm --email {addr} --code VALUE` within {hours} hours\n"

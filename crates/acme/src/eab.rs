@@ -40,7 +40,7 @@ pub fn create(ca: &Ca, name: &str, actor: &str) -> Result<(String, String), Stri
         account: None,
     };
     let store = ca.db().acme_records();
-    if !Store(&*store).insert(AcmeKind::EabKey, &kid, now, &rec).map_err(|p| p.detail)? {
+    if !Store::new(&*store).insert(AcmeKind::EabKey, &kid, now, &rec).map_err(|p| p.detail)? {
         return Err("a key id was drawn twice; try again".into());
     }
     ca.audit_event(actor, AuditAction::Acme, true, &format!("EAB key {kid} created for {name}"))
@@ -51,13 +51,13 @@ pub fn create(ca: &Ca, name: &str, actor: &str) -> Result<(String, String), Stri
 /// Every key, oldest first.
 pub fn list(ca: &Ca) -> Result<Vec<EabKey>, String> {
     let store = ca.db().acme_records();
-    Store(&*store).all(AcmeKind::EabKey).map_err(|p| p.detail)
+    Store::new(&*store).all(AcmeKind::EabKey).map_err(|p| p.detail)
 }
 
 /// Revokes a key: it binds no account from now on. Audited.
 pub fn revoke(ca: &Ca, kid: &str, actor: &str) -> Result<EabKey, String> {
     let store = ca.db().acme_records();
-    let st = Store(&*store);
+    let st = Store::new(&*store);
     for _ in 0..5 {
         let read: Read<EabKey> = st
             .get(AcmeKind::EabKey, kid)
@@ -109,7 +109,7 @@ pub(crate) fn bind(
         return Err(bad("it binds another key than the account's"));
     }
     let store = ca.db().acme_records();
-    let st = Store(&*store);
+    let st = Store::new(&*store);
     let read: Read<EabKey> = st.get(AcmeKind::EabKey, &kid)?.ok_or_else(|| bad("unknown key id"))?;
     if read.value.revoked_at.is_some() {
         return Err(bad("the key is revoked"));

@@ -359,7 +359,7 @@ impl Acme {
                     )));
                 };
                 let store = self.ca.db().acme_records();
-                let acct: Read<Account> = Store(&*store)
+                let acct: Read<Account> = Store::new(&*store)
                     .get(AcmeKind::Account, id)?
                     .ok_or_else(|| Problem::account_does_not_exist("no such account".into()))?;
                 if acct.value.status != AccountStatus::Valid {
@@ -423,7 +423,7 @@ impl Acme {
     fn new_account(&self, ctx: Ctx) -> Result<Reply, Problem> {
         let p = ctx.json()?;
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::new(&*store);
         let thumb = ctx.jwk.thumbprint();
         if let Some(idx) = st.get::<Value>(AcmeKind::AccountKey, &thumb)? {
             let id = idx.value.get("account").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -501,7 +501,7 @@ impl Acme {
         if next != current {
             let store = self.ca.db().acme_records();
             let read = ctx.account.as_ref().ok_or_else(|| Problem::internal("account missing"))?;
-            if !Store(&*store).replace(AcmeKind::Account, id, read, &next)? {
+            if !Store::new(&*store).replace(AcmeKind::Account, id, read, &next)? {
                 return Err(
                     Problem::malformed("the account changed meanwhile: ask again".into()).with_status(409)
                 );
@@ -551,7 +551,7 @@ impl Acme {
             return Err(Problem::unauthorized("oldKey is not the account's key".into()));
         }
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::new(&*store);
         let thumb = new_key.thumbprint();
         let now = self.now();
         if let Some(idx) = st.get::<Value>(AcmeKind::AccountKey, &thumb)? {
@@ -647,7 +647,8 @@ impl Acme {
         let mut authz = self.new_authz(&acct, &email, now)?;
         self.send_challenge(&mut authz)?;
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        // Both records are acknowledged by the reply: one write to disk for the two.
+        let st = Store::deferring(&*store);
         let order_id = self.random_id()?;
         let status =
             if authz.status == AuthzStatus::Valid { OrderStatus::Ready } else { OrderStatus::Pending };
@@ -663,6 +664,7 @@ impl Acme {
         };
         st.insert(AcmeKind::Authorization, &authz.id, now, &authz)?;
         st.insert(AcmeKind::Order, &order_id, now, &order)?;
+        st.sync()?;
         Ok(Reply::json(201, self.order_json(&order)).at(self.url(&format!("order/{order_id}"))))
     }
 
@@ -728,7 +730,7 @@ impl Acme {
     fn load_order(&self, ctx: &Ctx, id: &str) -> Result<Read<Order>, Problem> {
         let acct = ctx.account()?;
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::new(&*store);
         let read: Read<Order> = st.get(AcmeKind::Order, id)?.ok_or_else(|| Problem::not_found("order"))?;
         if read.value.account != acct.id {
             return Err(Problem::unauthorized("the order belongs to another account".into()));
@@ -761,7 +763,7 @@ impl Acme {
 
     fn load_authz_raw(&self, id: &str) -> Result<Read<Authz>, Problem> {
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::new(&*store);
         let read: Read<Authz> =
             st.get(AcmeKind::Authorization, id)?.ok_or_else(|| Problem::not_found("authorization"))?;
         let now = self.now();
@@ -791,7 +793,7 @@ impl Acme {
     fn orders(&self, ctx: Ctx, id: &str) -> Result<Reply, Problem> {
         let acct = self.own_account(&ctx, id)?;
         let store = self.ca.db().acme_records();
-        let all: Vec<Order> = Store(&*store).all(AcmeKind::Order)?;
+        let all: Vec<Order> = Store::new(&*store).all(AcmeKind::Order)?;
         let mine: Vec<String> = all
             .iter()
             .filter(|o| {
@@ -850,7 +852,7 @@ impl Acme {
                 if matches!(a.status, AuthzStatus::Pending | AuthzStatus::Valid) {
                     a.status = AuthzStatus::Deactivated;
                     let store = self.ca.db().acme_records();
-                    if !Store(&*store).replace(AcmeKind::Authorization, id, &read, &a)? {
+                    if !Store::new(&*store).replace(AcmeKind::Authorization, id, &read, &a)? {
                         return Err(Problem::malformed(
                             "the authorization changed meanwhile: ask again".into(),
                         )
@@ -883,7 +885,7 @@ impl Acme {
             next.challenge = Some(shown.clone());
             next.status = AuthzStatus::Pending;
             let store = self.ca.db().acme_records();
-            let _ = Store(&*store).replace(
+            let _ = Store::new(&*store).replace(
                 AcmeKind::Authorization,
                 id,
                 &Read { raw: read.raw, value: a.clone() },
@@ -911,9 +913,12 @@ impl Acme {
         let usage = csr::requested_usage(&der)?;
         self.rate(&acct.id)?;
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::deferring(&*store);
         let mut processing = order.clone();
         processing.status = OrderStatus::Processing;
+        // The marker that keeps a second finalize out need not reach the disk by itself: if the
+        // process dies before the certificate is stored, the order is ready again; the
+        // certificate's own durable write carries the marker with it.
         if !st.replace(AcmeKind::Order, id, &read, &processing)? {
             return Err(Problem::order_not_ready("the order is being finalized by another request".into()));
         }
@@ -933,14 +938,17 @@ impl Acme {
                     &processing_read,
                     &Order { status: back, ..order.clone() },
                 );
+                let _ = st.sync();
                 return Err(problem);
             }
         };
         let serial = issued.record.serial.to_string();
         let now = self.now();
+        // The issued-to record and the valid order are acknowledged by the reply: one write to disk.
         st.insert(AcmeKind::IssuedCert, &serial, now, &IssuedTo { account: acct.id.clone() })?;
         let done = Order { status: OrderStatus::Valid, certificate: Some(serial), ..order };
         st.replace(AcmeKind::Order, id, &processing_read, &done)?;
+        st.sync()?;
         Ok(Reply::json(200, self.order_json(&done)).at(self.url(&format!("order/{id}"))))
     }
 
@@ -948,7 +956,7 @@ impl Acme {
         let acct = ctx.account()?;
         let serial: Serial = id.parse().map_err(|_| Problem::not_found("certificate"))?;
         let store = self.ca.db().acme_records();
-        let to: Read<IssuedTo> = Store(&*store)
+        let to: Read<IssuedTo> = Store::new(&*store)
             .get(AcmeKind::IssuedCert, &serial.to_string())?
             .ok_or_else(|| Problem::not_found("certificate"))?;
         if to.value.account != acct.id {
@@ -980,7 +988,7 @@ impl Acme {
             Some(a) => {
                 let store = self.ca.db().acme_records();
                 let to: Option<Read<IssuedTo>> =
-                    Store(&*store).get(AcmeKind::IssuedCert, &serial.to_string())?;
+                    Store::new(&*store).get(AcmeKind::IssuedCert, &serial.to_string())?;
                 if to.map(|t| t.value.account) != Some(a.value.id.clone()) {
                     return Err(Problem::unauthorized(
                         "the certificate was not issued to this account".into(),

@@ -162,15 +162,29 @@ pub struct Read<T> {
 }
 
 /// Typed access to the enrolment records.
-pub struct Store<'a>(pub &'a dyn AcmeRecords);
+pub struct Store<'a> {
+    records: &'a dyn AcmeRecords,
+    deferred: bool,
+}
 
-impl Store<'_> {
+impl<'a> Store<'a> {
+    /// Every write durable when it returns.
+    pub fn new(records: &'a dyn AcmeRecords) -> Store<'a> {
+        Store { records, deferred: false }
+    }
+
+    /// Writes acknowledged together: each durable at the next [`sync`](Self::sync) (or the next
+    /// durable write of the database), visible at once.
+    pub fn deferring(records: &'a dyn AcmeRecords) -> Store<'a> {
+        Store { records, deferred: true }
+    }
+
     /// One record.
     pub fn get<T: DeserializeOwned>(&self, kind: AcmeKind, id: &str) -> Result<Option<Read<T>>, Problem> {
         if id.is_empty() || id.len() > cerdb::acme_store::MAX_ACME_ID_BYTES {
             return Ok(None);
         }
-        let Some(raw) = self.0.acme(kind, id).map_err(Problem::internal)? else { return Ok(None) };
+        let Some(raw) = self.records.acme(kind, id).map_err(Problem::internal)? else { return Ok(None) };
         let value = serde_json::from_slice(&raw)
             .map_err(|e| Problem::internal(format!("stored {}: {e}", kind.name())))?;
         Ok(Some(Read { value, raw }))
@@ -185,7 +199,12 @@ impl Store<'_> {
         v: &T,
     ) -> Result<bool, Problem> {
         let enc = serde_json::to_vec(v).map_err(Problem::internal)?;
-        self.0.insert_acme(kind, id, at, &enc).map_err(Problem::internal)
+        let r = if self.deferred {
+            self.records.insert_acme_deferred(kind, id, at, &enc)
+        } else {
+            self.records.insert_acme(kind, id, at, &enc)
+        };
+        r.map_err(Problem::internal)
     }
 
     /// Replaces what was read; `false` when it changed meanwhile.
@@ -200,7 +219,17 @@ impl Store<'_> {
         if enc == old.raw {
             return Ok(true);
         }
-        self.0.replace_acme(kind, id, &old.raw, &enc).map_err(Problem::internal)
+        let r = if self.deferred {
+            self.records.replace_acme_deferred(kind, id, &old.raw, &enc)
+        } else {
+            self.records.replace_acme(kind, id, &old.raw, &enc)
+        };
+        r.map_err(Problem::internal)
+    }
+
+    /// Makes the deferred writes before it durable.
+    pub fn sync(&self) -> Result<(), Problem> {
+        self.records.sync_acme().map_err(Problem::internal)
     }
 
     /// Brings a record read up to date: `next` is written over `read` when it differs, and what
@@ -224,7 +253,7 @@ impl Store<'_> {
 
     /// Every record of a kind.
     pub fn all<T: DeserializeOwned>(&self, kind: AcmeKind) -> Result<Vec<T>, Problem> {
-        self.0
+        self.records
             .acme_records(kind)
             .map_err(Problem::internal)?
             .iter()

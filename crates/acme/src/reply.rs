@@ -161,7 +161,12 @@ impl Acme {
         let Some(ch) = authz.challenge.as_mut() else { return Ok(()) };
         let store = self.ca.db().acme_records();
         let now = self.now();
-        Store(&*store).insert(AcmeKind::ChallengeToken, &ch.token_part1, now, &json!({"authz": authz.id}))?;
+        Store::new(&*store).insert(
+            AcmeKind::ChallengeToken,
+            &ch.token_part1,
+            now,
+            &json!({"authz": authz.id}),
+        )?;
         let (Some(mailer), Some(from)) = (&self.mailer, &self.cfg.challenge_from) else {
             tracing::warn!("an email-reply-00 challenge was made with no [mail.relay] host or [acme] challenge_from: its mail is not sent");
             return Ok(());
@@ -216,7 +221,7 @@ impl Acme {
             return ReplyOutcome::Dropped("no ACME token in the subject".into());
         };
         let store = self.ca.db().acme_records();
-        let st = Store(&*store);
+        let st = Store::new(&*store);
         let authz_id = match off_runtime(|| st.get::<Value>(AcmeKind::ChallengeToken, &token)) {
             Ok(Some(r)) => r.value.get("authz").and_then(Value::as_str).unwrap_or_default().to_string(),
             Ok(None) => return ReplyOutcome::Dropped("an unknown token".into()),
@@ -317,8 +322,9 @@ impl Acme {
             return Err(incorrect("the reply has no ACME RESPONSE block"));
         };
         let store = self.ca.db().acme_records();
-        let acct: Option<Read<Account>> = off_runtime(|| Store(&*store).get(AcmeKind::Account, &a.account))
-            .map_err(|p| incorrect(&p.detail))?;
+        let acct: Option<Read<Account>> =
+            off_runtime(|| Store::new(&*store).get(AcmeKind::Account, &a.account))
+                .map_err(|p| incorrect(&p.detail))?;
         let Some(acct) = acct else { return Err(unauthorized("the account is gone")) };
         if given != expected_response(&ch.token_part1, &ch.token_part2, &acct.value.thumbprint) {
             return Err(incorrect("the ACME RESPONSE digest is wrong"));

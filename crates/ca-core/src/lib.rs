@@ -276,6 +276,14 @@ pub enum Error {
         /// Why not.
         why: String,
     },
+    /// The validation value could not be mailed (nothing of it is kept).
+    #[error("the validation value could not be mailed to {email}: {why}")]
+    ValidationMail {
+        /// The address.
+        email: cerdb::EmailAddress,
+        /// What the relay said.
+        why: String,
+    },
     /// A mailed validation value was refused.
     #[error("mailbox validation refused: {0}")]
     ValidationValue(String),

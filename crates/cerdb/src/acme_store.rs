@@ -124,4 +124,29 @@ pub trait AcmeRecords: Send + Sync {
 
     /// Every record of a kind with its id, oldest first.
     fn acme_records(&self, kind: AcmeKind) -> Result<Vec<(String, Vec<u8>)>, Error>;
+
+    /// [`insert_acme`](Self::insert_acme) whose durability may wait for the next
+    /// [`sync_acme`](Self::sync_acme): for records acknowledged together, made durable by one
+    /// write to disk. Visible to readers at once. Engines whose every write commits on its own
+    /// keep this default.
+    fn insert_acme_deferred(
+        &self,
+        kind: AcmeKind,
+        id: &str,
+        created_at: DateTime<Utc>,
+        record: &[u8],
+    ) -> Result<bool, Error> {
+        self.insert_acme(kind, id, created_at, record)
+    }
+
+    /// [`replace_acme`](Self::replace_acme) whose durability may wait for the next
+    /// [`sync_acme`](Self::sync_acme).
+    fn replace_acme_deferred(&self, kind: AcmeKind, id: &str, old: &[u8], new: &[u8]) -> Result<bool, Error> {
+        self.replace_acme(kind, id, old, new)
+    }
+
+    /// Makes every deferred write before it durable.
+    fn sync_acme(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }

@@ -910,6 +910,25 @@ pub fn all() -> Vec<Scenario> {
                     let got = acme.acme(AcmeKind::Order, "o2")?;
                     check(got.as_deref() == Some(&b"valid"[..]), || format!("{got:?}"))
                 }),
+                ("deferred writes are seen at once and kept after a sync", |c| {
+                    let acme = c.db().acme_records();
+                    let at = t0() + Duration::seconds(5);
+                    check(acme.insert_acme_deferred(AcmeKind::Order, "o3", at, b"ready")?, || "new".into())?;
+                    check(!acme.insert_acme_deferred(AcmeKind::Order, "o3", at, b"x")?, || "taken".into())?;
+                    check(
+                        acme.replace_acme_deferred(AcmeKind::Order, "o3", b"ready", b"processing")?,
+                        || "swapped".into(),
+                    )?;
+                    check(!acme.replace_acme_deferred(AcmeKind::Order, "o3", b"ready", b"valid")?, || {
+                        "stale read replaced".into()
+                    })?;
+                    acme.sync_acme()?;
+                    drop(acme);
+                    c.reopen()?;
+                    let got = c.db().acme_records().acme(AcmeKind::Order, "o3")?;
+                    check(got.as_deref() == Some(&b"processing"[..]), || format!("{got:?}"))?;
+                    check(c.db().acme_records().remove_acme(AcmeKind::Order, "o3")?, || "removed".into())
+                }),
                 ("put, list oldest first, remove", |c| {
                     let acme = c.db().acme_records();
                     acme.put_acme(AcmeKind::Validation, "bob@example.net", t0(), b"v1")?;

@@ -298,6 +298,42 @@ fn pki_issue_needs_a_validated_mailbox_outside_the_enterprise_domains() {
     );
 }
 
+/// A relay that does not take the mail: `pki validate send` fails in one line naming the address,
+/// no value stays pending (nothing undelivered could be confirmed), and the audit entry says the
+/// value was not sent.
+#[test]
+fn a_value_the_relay_does_not_take_is_withdrawn_and_audited_as_not_sent() {
+    // A loopback port with nothing listening: the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let env = Env::with_config(&format!(
+        "[validation]\nenterprise_domains = [\"example.com\"]\n\n\
+         [mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"pki@example.com\"\n"
+    ));
+    env.init();
+    let line = env.pki_fails(
+        ["validate", "send", "--email", "dave@customer.test"],
+        &["could not be mailed to dave@customer.test"],
+    );
+    assert_eq!(line.lines().count(), 1, "{line}");
+    env.pki_fails(
+        [
+            "validate",
+            "confirm",
+            "--email",
+            "dave@customer.test",
+            "--code",
+            "00000000000000000000000000000000",
+        ],
+        &["no value is pending"],
+    );
+    let entries = audit_entries(&env);
+    assert!(
+        entries.iter().any(|e| e.contains("dave@customer.test value not sent") && e.contains("refused")),
+        "{entries:#?}"
+    );
+    assert!(!entries.iter().any(|e| e.contains("dave@customer.test value sent")), "{entries:#?}");
+}
+
 #[test]
 fn revocation_rollover_deactivation_and_the_rate_limit() {
     let env = Env::with_config(&format!("{ACME_CONFIG}orders_per_minute = 6\n"));

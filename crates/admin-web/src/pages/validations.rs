@@ -114,11 +114,14 @@ pub(crate) async fn send(req: HttpRequest, console: web::Data<Console>, form: we
     let to = email.clone();
     // The value is made, stored as its digest and mailed on a blocking thread (the relay is SMTP).
     web::block(move || -> Result<(), Error> {
-        let value = c.ca.start_mailbox_validation(&to, &actor)?;
-        mailer(&to, &value, cfg.code_ttl_hours.min(24)).map_err(|e| {
-            tracing::error!(error = %e, "the validation value could not be mailed");
-            Error::Internal("the validation mail could not be sent".into())
-        })
+        c.ca.start_mailbox_validation(&to, &actor, |value| mailer(&to, value, cfg.code_ttl_hours.min(24)))
+            .map_err(|e| match e {
+                ca_core::Error::ValidationMail { why, .. } => {
+                    tracing::error!(error = %why, "the validation value could not be mailed");
+                    Error::Internal("the validation mail could not be sent".into())
+                }
+                other => other.into(),
+            })
     })
     .await??;
     let n = html! { p.notice #outcome { "Mailed a validation value to " (email) "; enter it below when its holder gives it back." } };

@@ -216,10 +216,17 @@ impl Ca {
         }
     }
 
-    /// Starts an e-mailed validation: a fresh 128-bit value (32 hex digits) for `email`, which the
-    /// caller mails to the address. Only its SHA-256 is stored; a new value replaces an earlier
-    /// one. Audited.
-    pub fn start_mailbox_validation(&self, email: &EmailAddress, actor: &str) -> Result<String, Error> {
+    /// Starts an e-mailed validation: a fresh 128-bit value (32 hex digits) for `email`, stored as
+    /// its SHA-256 (a new value replaces an earlier one), then handed to `mail`, which sends it to
+    /// the address. The value is stored before it leaves, so that a holder who answers at once is
+    /// not refused; if `mail` fails, the stored value is withdrawn and the audit entry says it was
+    /// not sent. Audited either way.
+    pub fn start_mailbox_validation(
+        &self,
+        email: &EmailAddress,
+        actor: &str,
+        mail: impl FnOnce(&str) -> Result<(), String>,
+    ) -> Result<(), Error> {
         let cfg = self.validation.clone().unwrap_or_default();
         let mut bytes = [0u8; 16];
         self.rng
@@ -234,12 +241,31 @@ impl Ca {
             actor: actor.to_string(),
         };
         let enc = serde_json::to_vec(&pending).map_err(|e| Error::Certificate(e.to_string()))?;
-        self.db.acme_records().put_acme(AcmeKind::ValidationCode, &email.lookup_key(), now, &enc)?;
+        let store = self.db.acme_records();
+        let key = email.lookup_key();
+        store.put_acme(AcmeKind::ValidationCode, &key, now, &enc)?;
+        if let Err(why) = mail(&value) {
+            // Only this value is withdrawn, not one that a later request stored meanwhile.
+            if store.acme(AcmeKind::ValidationCode, &key)?.as_deref() == Some(&enc[..]) {
+                store.remove_acme(AcmeKind::ValidationCode, &key)?;
+            }
+            self.audit.append(
+                AuditDraft::refused(
+                    actor,
+                    AuditAction::MailboxValidation,
+                    None,
+                    "the mail relay did not take the value",
+                    format!("{email} value not sent"),
+                ),
+                now,
+            )?;
+            return Err(Error::ValidationMail { email: email.clone(), why });
+        }
         self.audit.append(
             AuditDraft::ok(actor, AuditAction::MailboxValidation, None, format!("{email} value sent")),
             now,
         )?;
-        Ok(value)
+        Ok(())
     }
 
     /// Completes an e-mailed validation with the value the holder entered back: it must match,

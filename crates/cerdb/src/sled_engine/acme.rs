@@ -8,8 +8,6 @@
 //! The creation time in the key lists each kind oldest first without reading the records.
 
 use chrono::{DateTime, Utc};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 
 use super::SledEngine;
 use crate::acme_store::{check_id, AcmeKind, AcmeRecords};
@@ -30,11 +28,12 @@ fn record_key(kind: AcmeKind, id: &str, at: DateTime<Utc>) -> Vec<u8> {
     k
 }
 
-fn abort(e: TransactionError<Error>) -> Error {
-    super::tx_error(e)
-}
-
 impl SledEngine {
+    /// Writes a record without a cross-tree transaction (a sled transaction takes the whole
+    /// database's lock, which stalls every other request): the id's index entry first, by
+    /// compare-and-swap so that two writers of one new id agree on its record key, then the
+    /// record. A crash between the two leaves an index entry without a record: the id reads as
+    /// absent and is not listed, and a later `put_acme` of the id fills it in.
     fn acme_write(
         &self,
         kind: AcmeKind,
@@ -42,29 +41,29 @@ impl SledEngine {
         at: DateTime<Utc>,
         record: &[u8],
         only_new: bool,
+        flush: bool,
     ) -> Result<bool, Error> {
         check_id(id)?;
         self.fault()?;
         let ik = id_key(kind, id);
-        let done = (&self.acme, &self.acme_ids)
-            .transaction(|(recs, ids)| {
-                let key = match ids.get(&ik)? {
-                    Some(_) if only_new => return Ok(false),
-                    Some(existing) => existing.to_vec(),
-                    None => {
-                        let k = record_key(kind, id, at);
-                        ids.insert(ik.as_slice(), k.as_slice())?;
-                        k
-                    }
-                };
-                recs.insert(key.as_slice(), record)?;
-                Ok::<_, ConflictableTransactionError<Error>>(true)
-            })
-            .map_err(abort)?;
-        if done {
+        let key = loop {
+            if let Some(existing) = self.acme_ids.get(&ik)? {
+                if only_new {
+                    return Ok(false);
+                }
+                break existing.to_vec();
+            }
+            let k = record_key(kind, id, at);
+            let none: Option<&[u8]> = None;
+            if self.acme_ids.compare_and_swap(ik.as_slice(), none, Some(k.as_slice()))?.is_ok() {
+                break k;
+            }
+        };
+        self.acme.insert(key, record)?;
+        if flush {
             self.flush_db()?;
         }
-        Ok(done)
+        Ok(true)
     }
 }
 
@@ -76,7 +75,7 @@ impl AcmeRecords for SledEngine {
         created_at: DateTime<Utc>,
         record: &[u8],
     ) -> Result<bool, Error> {
-        self.acme_write(kind, id, created_at, record, true)
+        self.acme_write(kind, id, created_at, record, true, true)
     }
 
     fn put_acme(
@@ -86,7 +85,7 @@ impl AcmeRecords for SledEngine {
         created_at: DateTime<Utc>,
         record: &[u8],
     ) -> Result<(), Error> {
-        self.acme_write(kind, id, created_at, record, false).map(drop)
+        self.acme_write(kind, id, created_at, record, false, true).map(drop)
     }
 
     fn acme(&self, kind: AcmeKind, id: &str) -> Result<Option<Vec<u8>>, Error> {
@@ -95,29 +94,44 @@ impl AcmeRecords for SledEngine {
     }
 
     fn replace_acme(&self, kind: AcmeKind, id: &str, old: &[u8], new: &[u8]) -> Result<bool, Error> {
-        let Some(key) = self.acme_ids.get(id_key(kind, id))? else { return Ok(false) };
-        self.fault()?;
-        let done = self.acme.compare_and_swap(key, Some(old), Some(new))?.is_ok();
+        let done = self.replace_acme_deferred(kind, id, old, new)?;
         if done {
             self.flush_db()?;
         }
         Ok(done)
     }
 
+    fn insert_acme_deferred(
+        &self,
+        kind: AcmeKind,
+        id: &str,
+        created_at: DateTime<Utc>,
+        record: &[u8],
+    ) -> Result<bool, Error> {
+        self.acme_write(kind, id, created_at, record, true, false)
+    }
+
+    fn replace_acme_deferred(&self, kind: AcmeKind, id: &str, old: &[u8], new: &[u8]) -> Result<bool, Error> {
+        let Some(key) = self.acme_ids.get(id_key(kind, id))? else { return Ok(false) };
+        self.fault()?;
+        Ok(self.acme.compare_and_swap(key, Some(old), Some(new))?.is_ok())
+    }
+
+    fn sync_acme(&self) -> Result<(), Error> {
+        self.flush_db()
+    }
+
+    /// The record first, then its index entry: a crash between leaves an index entry without a
+    /// record, which reads as absent. Of two removals at once, one is told the record was there.
     fn remove_acme(&self, kind: AcmeKind, id: &str) -> Result<bool, Error> {
         let ik = id_key(kind, id);
         self.fault()?;
-        let done = (&self.acme, &self.acme_ids)
-            .transaction(|(recs, ids)| {
-                let Some(key) = ids.remove(ik.as_slice())? else { return Ok(false) };
-                recs.remove(key)?;
-                Ok::<_, ConflictableTransactionError<Error>>(true)
-            })
-            .map_err(abort)?;
-        if done {
-            self.flush_db()?;
-        }
-        Ok(done)
+        let Some(key) = self.acme_ids.get(&ik)? else { return Ok(false) };
+        let had = self.acme.remove(&key)?.is_some();
+        let none: Option<&[u8]> = None;
+        let _ = self.acme_ids.compare_and_swap(ik.as_slice(), Some(&key), none)?;
+        self.flush_db()?;
+        Ok(had)
     }
 
     fn acme_records(&self, kind: AcmeKind) -> Result<Vec<(String, Vec<u8>)>, Error> {
