@@ -1138,6 +1138,13 @@ async fn dispatch(req: HttpRequest, mut payload: web::Payload, acme: web::Data<A
             Err(_) => return respond(&acme, Err(Problem::malformed("the body could not be read".into()))),
         }
     }
+    // A certificate download only reads (the account, the issued-to record, the certificate),
+    // all kept in memory by the store: answered on this thread, without the hand-over to a
+    // blocking thread and back that requests which write to disk need.
+    if path.starts_with("cert/") {
+        let result = acme.post(&path, &body);
+        return respond(&acme, result);
+    }
     let a = acme.clone();
     let result = web::block(move || a.post(&path, &body)).await.unwrap_or_else(|e| Err(Problem::internal(e)));
     respond(&acme, result)
