@@ -106,8 +106,8 @@ cargo build --bin pki
 # the console's TLS and TOTP (sealed secrets), crash durability, the key-material scan and the
 # OCSP signer's renewal, once more with every CA key on a SoftHSM2 token (PKI_TESTS_HSM).
 # Lane 2: issuance and profiles, revocation and CRLs, OCSP, the TSA, the directory, console login,
-# the crash loop, and ACME with mailbox validation (challenge mails through the private Postfix),
-# once more on PostgreSQL: every test's CA in a database of its own on the private server started
+# the crash loop, ACME with mailbox validation (challenge mails through the private Postfix), and
+# sealed mail, once more on PostgreSQL: every test's CA in a database of its own on the private server started
 # above, its keys sealed in that database (PKI_TESTS_BACKEND).
 declare -A TEST_BIN
 while IFS=$'\t' read -r name exe; do TEST_BIN[$name]=$exe; done < <(
@@ -142,7 +142,7 @@ lane "$LANES/pkcs11.log" PKI_TESTS_HSM=pkcs11 smime_profiles revocation ocsp tsa
   console_security crash_durability key_material ca_lifecycle &
 lane1=$!
 lane "$LANES/postgres.log" PKI_TESTS_BACKEND=postgres smime_profiles revocation ocsp tsa directory \
-  console_security crash_loop acme &
+  console_security crash_loop acme sealed_mail &
 lane2=$!
 wait "$lane1" || status=1
 cat "$LANES/pkcs11.log"

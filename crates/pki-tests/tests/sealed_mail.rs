@@ -325,7 +325,10 @@ fn openssl_decrypts_and_verifies_rsa_and_p256_messages_with_their_timestamp() {
     // timestamp serial — and nothing of its body.
     f.stop();
     f.env.pki(["audit", "verify"]);
-    let db = cerdb::CertDb::open(f.env.data.join("db")).unwrap();
+    let db = match &f.env.database_url {
+        Some(url) => cerdb::CertDb::open_postgres(url).unwrap(),
+        None => cerdb::CertDb::open(f.env.data.join("db")).unwrap(),
+    };
     let entries = ca_core::audit::entries(&db).unwrap();
     let sealed: Vec<_> = entries.iter().filter(|e| e.action.name() == "mail.seal").collect();
     assert_eq!(sealed.len(), 3, "{sealed:?}");
