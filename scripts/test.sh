@@ -106,9 +106,10 @@ cargo build --bin pki
 # the console's TLS and TOTP (sealed secrets), crash durability, the key-material scan and the
 # OCSP signer's renewal, once more with every CA key on a SoftHSM2 token (PKI_TESTS_HSM).
 # Lane 2: issuance and profiles, revocation and CRLs, OCSP, the TSA, the directory, console login,
-# the crash loop, ACME with mailbox validation (challenge mails through the private Postfix), and
-# sealed mail, once more on PostgreSQL: every test's CA in a database of its own on the private server started
-# above, its keys sealed in that database (PKI_TESTS_BACKEND).
+# the crash loop, ACME with mailbox validation (challenge mails through the private Postfix),
+# sealed mail, and the PKCS#11 suite with its move of a soft key store onto a token, once more on
+# PostgreSQL: every test's CA in a database of its own on the private server started above, its
+# keys sealed in that database (PKI_TESTS_BACKEND).
 declare -A TEST_BIN
 while IFS=$'\t' read -r name exe; do TEST_BIN[$name]=$exe; done < <(
   cargo test -p pki-tests --no-run --message-format=json 2>/dev/null | python3 -c '
@@ -142,7 +143,7 @@ lane "$LANES/pkcs11.log" PKI_TESTS_HSM=pkcs11 smime_profiles revocation ocsp tsa
   console_security crash_durability key_material ca_lifecycle &
 lane1=$!
 lane "$LANES/postgres.log" PKI_TESTS_BACKEND=postgres smime_profiles revocation ocsp tsa directory \
-  console_security crash_loop acme sealed_mail &
+  console_security crash_loop acme sealed_mail hsm_pkcs11 &
 lane2=$!
 wait "$lane1" || status=1
 cat "$LANES/pkcs11.log"

@@ -188,24 +188,33 @@ pub fn open_token(data: &Path, settings: &Settings) -> anyhow::Result<Pkcs11Cust
     Ok(Pkcs11Custody::open(settings.hsm.pkcs11_config(keys_path(data))?)?)
 }
 
-/// `pki hsm import`: moves the soft store of `data` onto the configured token.
+/// `pki hsm import`: moves the soft store onto the configured token — the key files of `data`
+/// with sled, the sealed key records in the database with PostgreSQL.
 pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<String> {
     anyhow::ensure!(
         settings.hsm.backend == HsmBackend::Pkcs11,
         "pki hsm import moves keys onto a token: set [hsm] backend = \"pkcs11\" with module and token_label"
     );
     let keys = keys_path(data);
+    let shared = settings.database.url.is_some();
     anyhow::ensure!(
-        keys.join("master.key").exists() || keys.join("master.kdf.json").exists(),
+        shared || keys.join("master.key").exists() || keys.join("master.kdf.json").exists(),
         "no soft key store in {}",
         keys.display()
     );
-    let soft = HsmSim::open(&keys, &settings.master_key_source()?)?;
+    // The database holds the audit log's key, sealed by the soft store (and, with PostgreSQL, the
+    // soft store's records): opened first, so that a database in use stops the move before
+    // anything moved.
+    let db = open_db(data, settings)?;
+    let soft = match db.custody_records() {
+        Some(records) => HsmSim::with_records(
+            &keys,
+            Arc::new(crate::custody_db::DbRecords::new(records, db.location())),
+            &settings.master_key_source()?,
+        )?,
+        None => HsmSim::open(&keys, &settings.master_key_source()?)?,
+    };
     let token = open_token(data, settings)?;
-    // The database holds the audit log's key, sealed by the soft store: opened first, so that a
-    // database in use stops the move before anything moved.
-    let db = CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20)
-        .map_err(|e| anyhow::anyhow!("cannot open the database in {}: {e}", data.display()))?;
     let moved = soft.move_to_token(&token)?;
     let mut out = String::new();
     for (handle, purpose) in &moved {

@@ -770,7 +770,9 @@ impl Env {
     {
         let mut c = pki_command();
         c.arg("--config").arg(&self.config).arg("--data").arg(&self.data).args(args).current_dir(self.dir());
-        if self.database_url.is_some() && self.token.is_none() {
+        // The soft store's passphrase on PostgreSQL, where its records are shared; given with a
+        // token too, for `pki hsm import`, which opens the soft store to move it.
+        if self.database_url.is_some() {
             c.env("PKI_HSM_PASSPHRASE", PG_MASTER_PASSPHRASE);
         }
         if let Some(t) = &self.token {
