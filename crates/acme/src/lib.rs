@@ -1139,9 +1139,10 @@ async fn dispatch(req: HttpRequest, mut payload: web::Payload, acme: web::Data<A
         }
     }
     // A certificate download only reads (the account, the issued-to record, the certificate),
-    // all kept in memory by the store: answered on this thread, without the hand-over to a
-    // blocking thread and back that requests which write to disk need.
-    if path.starts_with("cert/") {
+    // which the embedded store serves from memory: answered on this thread, without the
+    // hand-over to a blocking thread and back that requests which write to disk need. A network
+    // database's client blocks, so there it goes to a blocking thread like the rest.
+    if path.starts_with("cert/") && acme.ca.db().is_embedded() {
         let result = acme.post(&path, &body);
         return respond(&acme, result);
     }

@@ -439,6 +439,13 @@ impl CertDb {
         self.raw.as_deref()
     }
 
+    /// Whether this is the embedded engine: its reads are served from this process's memory and
+    /// may run on an async worker thread. A network database's client blocks its thread, so its
+    /// calls belong on a blocking thread.
+    pub fn is_embedded(&self) -> bool {
+        self.raw.is_some()
+    }
+
     /// Where the database is (a directory, or a URL without its password).
     pub fn location(&self) -> &str {
         &self.location

@@ -114,6 +114,15 @@ pub fn create_test_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The rows of `sql` on the PostgreSQL database at `url`, one line each (`psql -At`); the query
+/// must succeed.
+pub fn psql_rows(url: &str, sql: &str) -> Vec<String> {
+    let psql = require_tool("psql", "apt-get install -y postgresql-client");
+    let out = run(Command::new(psql).args([url, "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]));
+    assert!(out.status.success(), "psql {sql:?}: {}", out.stderr);
+    out.stdout.lines().map(str::to_string).collect()
+}
+
 /// Drops a database [`create_test_database`] made (best effort: the server is temporary).
 pub fn drop_test_database(url: &str) {
     let (Ok(server), Some((_, name))) = (std::env::var("PKI_TEST_DATABASE_URL"), url.rsplit_once('/')) else {

@@ -452,22 +452,10 @@ fn audit_entries(env: &Env) -> Vec<String> {
                 .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
                 .collect()
         }
-        Some(url) => {
-            let psql = require_tool("psql", "apt-get install -y postgresql-client");
-            let out = run(Command::new(psql).args([
-                url.as_str(),
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                "SELECT encode(entry, 'hex') FROM audit ORDER BY seq",
-            ]));
-            assert!(out.status.success(), "psql: {}", out.stderr);
-            out.stdout
-                .lines()
-                .map(|l| String::from_utf8_lossy(&hex::decode(l.trim()).unwrap()).into_owned())
-                .collect()
-        }
+        Some(url) => psql_rows(url, "SELECT encode(entry, 'hex') FROM audit ORDER BY seq")
+            .iter()
+            .map(|l| String::from_utf8_lossy(&hex::decode(l.trim()).unwrap()).into_owned())
+            .collect(),
     }
 }
 

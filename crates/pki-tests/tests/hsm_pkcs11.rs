@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pki_tests::*;
@@ -285,17 +284,7 @@ fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
     if let Some(url) = &env.database_url {
         // On PostgreSQL the soft store's sealed keys were records of the database: none is left,
         // only the master key's derivation parameters.
-        let psql = require_tool("psql", "apt-get install -y postgresql-client");
-        let out = run(Command::new(psql).args([
-            url.as_str(),
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "SELECT name FROM custody_records ORDER BY name",
-        ]));
-        assert!(out.status.success(), "psql: {}", out.stderr);
-        let names: Vec<&str> = out.stdout.lines().collect();
+        let names = psql_rows(url, "SELECT name FROM custody_records ORDER BY name");
         assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("master")), "{names:?}");
     }
 
