@@ -34,6 +34,7 @@ mod custody;
 mod migrate;
 mod pool;
 mod recovery;
+mod tls;
 mod transfer;
 mod tsa;
 
@@ -141,6 +142,7 @@ impl PgEngine {
     /// ([`Error::SchemaTooNew`]); a malformed URL or an unreachable server is [`Error::Db`] with
     /// one line naming it (never the password).
     pub fn open(url: &str, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
+        let tls::Split { url, tls } = tls::split(url)?;
         let mut config: Config =
             url.parse().map_err(|e| Error::Db(format!("invalid database URL: {}", with_causes(&e))))?;
         if config.get_connect_timeout().is_none() {
@@ -151,7 +153,7 @@ impl PgEngine {
         }
         let location = location_of(&config);
         let engine = PgEngine {
-            pool: pool::Pool::new(config, POOL_SIZE),
+            pool: pool::Pool::new(config, tls, POOL_SIZE),
             location,
             schema_version: 0,
             faults,

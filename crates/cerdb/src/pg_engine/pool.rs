@@ -30,6 +30,8 @@ pub(super) const CHECKOUT_WAIT: Duration = Duration::from_secs(30);
 /// The pool.
 pub(super) struct Pool {
     config: Config,
+    /// TLS to the server, when the URL requires it (`tls.rs`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     max: usize,
     state: Mutex<State>,
     freed: Condvar,
@@ -56,10 +58,15 @@ pub(super) struct Conn<'a> {
 }
 
 impl Pool {
-    /// A pool of at most `max` connections to `config` (none opened yet).
-    pub(super) fn new(config: Config, max: usize) -> Self {
+    /// A pool of at most `max` connections to `config`, over `tls` when given (none opened yet).
+    pub(super) fn new(
+        config: Config,
+        tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+        max: usize,
+    ) -> Self {
         Pool {
             config,
+            tls,
             max: max.max(1),
             state: Mutex::new(State { idle: Vec::new(), open: 0 }),
             freed: Condvar::new(),
@@ -85,7 +92,11 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match self.config.connect(NoTls) {
+                let connected = match &self.tls {
+                    Some(tls) => self.config.connect(tls.clone()),
+                    None => self.config.connect(NoTls),
+                };
+                return match connected {
                     Ok(client) => Ok(Conn { pool: self, client: Some(client), prepared: Prepared::new() }),
                     Err(e) => {
                         self.lock().open -= 1;

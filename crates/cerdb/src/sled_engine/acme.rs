@@ -32,8 +32,9 @@ impl SledEngine {
     /// Writes a record without a cross-tree transaction (a sled transaction takes the whole
     /// database's lock, which stalls every other request): the id's index entry first, by
     /// compare-and-swap so that two writers of one new id agree on its record key, then the
-    /// record. A crash between the two leaves an index entry without a record: the id reads as
-    /// absent and is not listed, and a later `put_acme` of the id fills it in.
+    /// record — for a new record by compare-and-swap too, so that of two inserts of one id
+    /// exactly one is told it stored it. A crash between the two leaves an index entry without a
+    /// record: the id reads as absent, is not listed, and the next write of the id fills it in.
     fn acme_write(
         &self,
         kind: AcmeKind,
@@ -46,20 +47,23 @@ impl SledEngine {
         check_id(id)?;
         self.fault()?;
         let ik = id_key(kind, id);
+        let none: Option<&[u8]> = None;
         let key = loop {
             if let Some(existing) = self.acme_ids.get(&ik)? {
-                if only_new {
-                    return Ok(false);
-                }
                 break existing.to_vec();
             }
             let k = record_key(kind, id, at);
-            let none: Option<&[u8]> = None;
             if self.acme_ids.compare_and_swap(ik.as_slice(), none, Some(k.as_slice()))?.is_ok() {
                 break k;
             }
         };
-        self.acme.insert(key, record)?;
+        if only_new {
+            if self.acme.compare_and_swap(key.as_slice(), none, Some(record))?.is_err() {
+                return Ok(false);
+            }
+        } else {
+            self.acme.insert(key, record)?;
+        }
         if flush {
             self.flush_db()?;
         }
@@ -144,5 +148,59 @@ impl AcmeRecords for SledEngine {
                 Ok((id.to_string(), v.to_vec()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn engine(dir: &std::path::Path) -> SledEngine {
+        SledEngine::open(&dir.join("db"), 8 << 20, None).expect("open")
+    }
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("a time")
+    }
+
+    /// A crash between the index entry and the record leaves the entry alone: the id reads as
+    /// absent and is not listed, and the next insert of the id stores its record.
+    #[test]
+    fn an_index_entry_without_its_record_reads_as_absent_and_is_filled_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path());
+        let ik = id_key(AcmeKind::AccountKey, "thumb");
+        e.acme_ids.insert(ik, record_key(AcmeKind::AccountKey, "thumb", at())).expect("index");
+        assert_eq!(e.acme(AcmeKind::AccountKey, "thumb").expect("read"), None);
+        assert!(e.acme_records(AcmeKind::AccountKey).expect("list").is_empty());
+        assert!(e.insert_acme(AcmeKind::AccountKey, "thumb", at(), b"acct").expect("insert"));
+        assert_eq!(e.acme(AcmeKind::AccountKey, "thumb").expect("read").as_deref(), Some(&b"acct"[..]));
+        assert!(!e.insert_acme(AcmeKind::AccountKey, "thumb", at(), b"other").expect("insert"));
+    }
+
+    /// Of many inserts of one id at once, exactly one stores its record.
+    #[test]
+    fn of_concurrent_inserts_of_one_id_exactly_one_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = Arc::new(engine(dir.path()));
+        for round in 0..20 {
+            let id = format!("id-{round}");
+            let wins: Vec<bool> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..4u8)
+                    .map(|i| {
+                        let (e, id) = (e.clone(), id.clone());
+                        s.spawn(move || {
+                            e.insert_acme_deferred(AcmeKind::Order, &id, at(), &[i]).expect("insert")
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().expect("thread")).collect()
+            });
+            assert_eq!(wins.iter().filter(|w| **w).count(), 1, "round {round}: {wins:?}");
+            let winner = wins.iter().position(|w| *w).expect("a winner") as u8;
+            assert_eq!(e.acme(AcmeKind::Order, &id).expect("read"), Some(vec![winner]));
+        }
     }
 }
