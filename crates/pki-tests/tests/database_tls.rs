@@ -4,6 +4,7 @@
 //! server's certificate, a URL naming no CA, and the modes that do not check the server
 //! (`require`, `verify-ca`) are each refused in one line naming the fix.
 
+use pki_tests::directory_support::get;
 use pki_tests::*;
 
 /// The CA of the test cluster's server certificate (scripts/with-postgres.sh makes both).
