@@ -33,8 +33,16 @@ fn read_frame(s: &mut impl Read) -> std::io::Result<Vec<u8>> {
     if len > MAX_FRAME {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "admin frame too large"));
     }
-    let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf)?;
+    // Grown as the bytes arrive, not allocated at the declared length: a peer that declares 64 MiB
+    // and sends three bytes costs three bytes.
+    let mut buf = Vec::new();
+    s.take(len as u64).read_to_end(&mut buf)?;
+    if buf.len() != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("admin frame cut short: {} of {len} bytes", buf.len()),
+        ));
+    }
     Ok(buf)
 }
 
@@ -132,6 +140,21 @@ mod tests {
         assert_eq!(admin_gid("root").expect("a group every system has").as_raw(), 0);
         let e = admin_gid("no-such-group-for-pki").unwrap_err().to_string();
         assert!(e.contains("admin_group") && e.contains("no such group"), "{e}");
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_an_error_and_a_whole_one_reads_back() {
+        let mut cut = (MAX_FRAME as u32).to_be_bytes().to_vec();
+        cut.extend_from_slice(b"abc");
+        let e = read_frame(&mut std::io::Cursor::new(cut)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("3 of 67108864 bytes"), "{e}");
+        let mut whole = 3u32.to_be_bytes().to_vec();
+        whole.extend_from_slice(b"abcdef");
+        assert_eq!(read_frame(&mut std::io::Cursor::new(whole)).expect("a frame"), b"abc");
+        let too_big = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
+        let e = read_frame(&mut std::io::Cursor::new(too_big)).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 }
 
