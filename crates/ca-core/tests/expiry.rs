@@ -111,3 +111,50 @@ fn no_renewal_when_the_issuing_ca_ends_first_and_states_follow_the_clock() {
     let names: Vec<&str> = ca.own_certificates().expect("status").iter().map(|c| c.name).collect();
     assert_eq!(names, ["root", "issuing", "ocsp", "tsa", "tls"]);
 }
+
+/// Two processes on one storage whose OCSP signer falls due at the same moment: two `Ca`s on one
+/// database and key store, renewing on two threads released together, round after round. Each
+/// round, whichever renewal's certificate was put in use is the one both use afterwards, and a
+/// renewal that lost the race has an audit entry saying its certificate is not used.
+#[test]
+fn of_two_renewals_at_once_both_processes_use_the_one_put_in_use() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FixedClock::new(t0()));
+    let db = CertDb::open(dir.path().join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    let a = Ca::init(db.clone(), hsm.clone(), CaConfig::default(), clock.clone(), "test").expect("init").0;
+    let b = Ca::open(db, hsm, CaConfig::default(), clock.clone()).expect("open");
+    let serial_of = |der: &[u8]| X509Certificate::from_der(der).expect("parse").1.raw_serial_as_string();
+    let mut renewals = 0;
+    for round in 1..=5i64 {
+        clock.set(t0() + Duration::days(336 * round));
+        let barrier = std::sync::Barrier::new(2);
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| {
+                barrier.wait();
+                a.renew_ocsp_signer_if_due("node-a").expect("renew")
+            });
+            let hb = s.spawn(|| {
+                barrier.wait();
+                b.renew_ocsp_signer_if_due("node-b").expect("renew")
+            });
+            (ha.join().expect("a"), hb.join().expect("b"))
+        });
+        let put_in_use: Vec<_> = [ra, rb].into_iter().flatten().collect();
+        assert_eq!(put_in_use.len(), 1, "round {round}: one renewal put in use");
+        renewals += 1;
+        let in_use = serial_of(&put_in_use[0].der);
+        for (name, ca) in [("a", &a), ("b", &b)] {
+            let (der, key) = ca.ocsp_signer_certified().expect("certified");
+            assert_eq!(serial_of(&der), in_use, "round {round}: {name} uses another signer");
+            let (_, x) = X509Certificate::from_der(&der).expect("parse");
+            assert_eq!(x.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+        }
+    }
+    a.audit_verify().expect("one intact chain");
+    let entries = ca_core::audit::entries(a.db()).expect("entries");
+    let issued = entries.iter().filter(|e| e.details.contains("ocsp-signer renewal")).count();
+    let unused = entries.iter().filter(|e| e.details.contains("not put in use")).count();
+    assert_eq!(issued, renewals + unused, "every renewal certificate is in use or said unused");
+    eprintln!("{renewals} rounds: {issued} renewal certificates issued, {unused} lost the race");
+}

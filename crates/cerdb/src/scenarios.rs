@@ -946,6 +946,30 @@ pub fn all() -> Vec<Scenario> {
             ],
         },
         Scenario {
+            name: "CA settings: set, and replaced only over the value read",
+            steps: vec![
+                ("set", |c| c.db().meta_put("ca.scenario.serial", "01")),
+                ("replaced over the value read, after a restart", |c| {
+                    c.reopen()?;
+                    check(c.db().meta_replace("ca.scenario.serial", "01", "02")?, || "swapped".into())?;
+                    check(!c.db().meta_replace("ca.scenario.serial", "01", "03")?, || {
+                        "a stale read replaced".into()
+                    })?;
+                    check(!c.db().meta_replace("ca.scenario.none", "01", "02")?, || {
+                        "a missing key set".into()
+                    })?;
+                    let got = c.db().meta_get("ca.scenario.serial")?;
+                    check(got.as_deref() == Some("02"), || format!("{got:?}"))
+                }),
+                ("kept after a restart", |c| {
+                    c.reopen()?;
+                    let got = c.db().meta_get("ca.scenario.serial")?;
+                    check(got.as_deref() == Some("02"), || format!("{got:?}"))?;
+                    check(c.db().meta_get("ca.scenario.none")?.is_none(), || "a missing key appeared".into())
+                }),
+            ],
+        },
+        Scenario {
             name: "API keys: created once per name, revoked for good",
             steps: vec![
                 ("create one", |c| {

@@ -279,6 +279,10 @@ pub trait CertStore: CertReader + ChangeFeed {
     /// Sets a setting of the CA, durably.
     fn meta_put(&self, key: &str, value: &str) -> Result<(), Error>;
 
+    /// Sets a setting of the CA to `new` if it is still `old`, durably; `false` (nothing written)
+    /// when it changed or is gone: for a setting that two processes may change at once.
+    fn meta_replace(&self, key: &str, old: &str, new: &str) -> Result<bool, Error>;
+
     /// Metadata of every certificate (or of one address), oldest issuance first.
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error>;
 

@@ -102,7 +102,10 @@ impl Ca {
     /// certificate is stored with an audit entry before it is put in use; the old key stays in
     /// custody. `Ok(None)` when nothing was due.
     ///
-    /// A signer renewed meanwhile by another process on the same storage is taken up first.
+    /// A signer renewed meanwhile by another process on the same storage is taken up first. If
+    /// another process renews it while this one does, the other's is kept: `ca.ocsp.serial` is
+    /// replaced only over the signer this renewal replaces, and otherwise this renewal's
+    /// certificate, issued and audited, is not put in use (an audit entry says so; `Ok(None)`).
     ///
     /// Not renewed: a compromised OCSP signer or issuing CA ([`Error::Compromised`]), and a
     /// signer that a new one would not outlive by a day because the issuing CA ends first (that
@@ -171,7 +174,24 @@ impl Ca {
         // The key's handle first: until `ca.ocsp.serial` names the new certificate, the old one
         // stays in use, so a crash between the two writes leaves a consistent pair.
         self.db.meta_put(&ocsp_key_meta(&serial), key_handle.as_str())?;
-        self.db.meta_put("ca.ocsp.serial", &serial.to_string())?;
+        // Only over the signer this renewal replaces: another process on the same storage may
+        // have renewed it since the check above, and then its signer stays the one in use.
+        if !self.db.meta_replace("ca.ocsp.serial", &current.serial.to_string(), &serial.to_string())? {
+            let theirs = Arc::new(load_ocsp_signer(&self.db)?);
+            self.audit.append(
+                AuditDraft::refused(
+                    actor,
+                    AuditAction::Issue,
+                    Some(&serial),
+                    "another process renewed the OCSP signer first",
+                    format!("ocsp-signer {serial} not put in use; {} is", theirs.serial),
+                ),
+                now,
+            )?;
+            tracing::warn!(%serial, in_use = %theirs.serial, "another process renewed the OCSP signer first: this renewal's certificate is not used");
+            *self.ocsp.write().unwrap_or_else(|p| p.into_inner()) = theirs;
+            return Ok(None);
+        }
         *self.ocsp.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(OcspSignerCert {
             der: rec.der.clone(),
             serial: serial.clone(),

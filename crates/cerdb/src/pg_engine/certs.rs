@@ -490,6 +490,20 @@ impl CertStore for PgEngine {
         })
     }
 
+    fn meta_replace(&self, key: &str, old: &str, new: &str) -> Result<bool, Error> {
+        off_runtime(|| {
+            self.fault()?;
+            let n = self.conn()?.execute(
+                "UPDATE ca_settings SET value = $3 WHERE key = $1 AND value = $2",
+                &[&key, &old, &new],
+            )?;
+            if n == 1 {
+                self.flushed()?;
+            }
+            Ok(n == 1)
+        })
+    }
+
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
         off_runtime(|| {
             let mut out = match email {

@@ -564,6 +564,15 @@ impl CertStore for SledEngine {
         self.flush_db()
     }
 
+    fn meta_replace(&self, key: &str, old: &str, new: &str) -> Result<bool, Error> {
+        self.fault()?;
+        let done = self.meta.compare_and_swap(key, Some(old.as_bytes()), Some(new.as_bytes()))?.is_ok();
+        if done {
+            self.flush_db()?;
+        }
+        Ok(done)
+    }
+
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
         let mut out = match email {
             Some(e) => self.by_email(e, None)?,
