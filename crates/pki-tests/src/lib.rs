@@ -556,6 +556,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     out.stdout.split_whitespace().next().unwrap_or_default().to_string()
 }
 
+/// A self-signed P-256 certificate for `subject`, valid 2 days, with its key (`openssl req
+/// -x509`); `extra` adds arguments (say `-addext subjectAltName=...`).
+pub fn self_signed_p256(key: &Path, cert: &Path, subject: &str, extra: &[&str]) {
+    let (key, cert) = (key.display().to_string(), cert.display().to_string());
+    let mut args = vec!["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    args.extend(["-days", "2", "-subj", subject]);
+    args.extend_from_slice(extra);
+    args.extend(["-keyout", &key, "-out", &cert]);
+    openssl(args);
+}
+
 /// `openssl ARGS`, which must succeed.
 pub fn openssl<I, S>(args: I) -> Out
 where

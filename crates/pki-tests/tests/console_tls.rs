@@ -69,25 +69,7 @@ fn https_with_a_configured_certificate_and_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("tls.key");
     let cert = dir.path().join("tls.pem");
-    openssl([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=DNS:localhost",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
+    self_signed_p256(&key, &cert, "/CN=localhost", &["-addext", "subjectAltName=DNS:localhost"]);
     let env = Env::with_config(&format!(
         "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
         cert.display(),

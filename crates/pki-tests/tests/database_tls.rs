@@ -51,23 +51,7 @@ fn a_verified_tls_connection_serves_and_weaker_or_wrong_settings_are_refused() {
     // A CA that did not issue the server's certificate: refused, nothing written.
     let other = env.path("other-ca.pem");
     let other_key = env.path("other-ca.key");
-    openssl([
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=another CA",
-        "-keyout",
-        &p(&other_key),
-        "-out",
-        &p(&other),
-    ]);
+    self_signed_p256(&other_key, &other, "/CN=another CA", &[]);
     let wrong = Env::on_database(&format!("{url}?sslmode=verify-full&sslrootcert={}", p(&other)), "");
     let line = wrong.pki_fails(["list"], &["cannot connect"]);
     assert!(line.to_lowercase().contains("certificate"), "{line}");

@@ -129,20 +129,7 @@ fn add_param(url: &str, key: &str, value: &str) -> String {
 
 /// `%XX` escapes of a URL query value decoded (a path with spaces or `&`); malformed escapes kept.
 fn percent_decoded(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() {
-            let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-            out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]
