@@ -5,15 +5,18 @@
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
 # without a timestamp.
 #
-# Usage: bash bench/seal.sh [MESSAGES]      (default 400 per case; OpenSSL gets MESSAGES/8)
+# Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 50 OpenSSL pipelines a recipient)
+# Env: DURATION seconds per wrk run of pki (default 10).
 # Honours CARGO_TARGET_DIR; PKI_BIN=/path/to/pki measures that binary instead of building one.
-# Needs openssl, curl and python3. PKI_BENCH_PROFILE=dev measures the
+# Needs openssl, curl, python3 and wrk (installed when missing). PKI_BENCH_PROFILE=dev measures the
 # dev build instead of the release build (dependencies at opt-level 2, the workspace unoptimised):
 # for a quick look only, and say so beside its numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-400}
-NO=$(( N / 8 > 10 ? N / 8 : 10 ))
+repo=$PWD
+NO=${1:-50}
+DURATION=${DURATION:-10}
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 TARGET=${CARGO_TARGET_DIR:-target}
 if [ -n "${PKI_BIN:-}" ]; then
   PKI=$PKI_BIN
@@ -47,7 +50,7 @@ export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data
 echo "## machine"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), cores: $(nproc), memory: $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "openssl: $(openssl version)"
-echo "command: bash bench/seal.sh $N (profile ${PKI_BENCH_PROFILE:-release})"
+echo "command: DURATION=$DURATION bash bench/seal.sh $NO (profile ${PKI_BENCH_PROFILE:-release}); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo
 "$PKI" init >/dev/null
 "$PKI" mail sender add --name statements --email statements@bank.example >/dev/null
@@ -91,56 +94,47 @@ for to in ("rsa", "p256"):
         open(f"req-{to}-{int(ts)}.json", "w").write(json.dumps(req))
 EOF
 
-# pki: single requests from 4 keep-alive clients, and bulk requests of 100 messages.
+# pki: wrk (bench/mail/seal.lua) posting one fixed request for DURATION seconds: single requests
+# on 4 keep-alive connections, and bulk requests of 100 messages on 1 and on 2 connections (a
+# statement run sent as one stream, and as two at once). Every answer is checked by the script
+# (HTTP 200, and every message of a bulk answered 200); any failure fails the run. Before the
+# clock, one answer of each kind is parsed in full.
+for to in rsa p256; do
+  for ts in 0 1; do
+    python3 - "req-$to-$ts.json" "bulk-$to-$ts.json" <<'EOF'
+import sys
+one = open(sys.argv[1]).read()
+open(sys.argv[2], "w").write('{"messages": [' + ",".join([one] * 100) + "]}")
+EOF
+  done
+done
+check_answers() {
+  curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" -H "Accept: application/json" \
+    --data-binary "@$1" "http://127.0.0.1:$port$2" >answer.json
+  python3 - "$3" <<'EOF'
+import json, sys
+a = json.load(open("answer.json"))
+results = a["results"] if "results" in a else [a]
+assert len(results) == int(sys.argv[1]), len(results)
+assert all(r.get("status", 200) == 200 and r["kind"] == "sealed" and r["message_base64"] for r in results), results[0]
+EOF
+}
 driver() {
-  python3 - "$port" "$key" "$@" <<'EOF'
-import http.client, json, sys, threading, time
-port, key, mode, req_file, n = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
-one = open(req_file, "rb").read()
-headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-def post(conn, path, body):
-    conn.request("POST", path, body=body, headers=headers)
-    r = conn.getresponse()
-    data = r.read()
-    assert r.status == 200, (r.status, data[:200])
-    return data
-if mode == "single":
-    clients, per = 4, n // 4
-    finished, failures = [], []
-    def work():
-        c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=300)
-        try:
-            for _ in range(per):
-                post(c, "/api/v1/mail/seal", one)
-                finished.append(1)
-        except Exception as e:
-            failures.append(repr(e)[:200])
-    threads = [threading.Thread(target=work) for _ in range(clients)]
-    t = time.time()
-    [th.start() for th in threads]
-    [th.join() for th in threads]
-    done = len(finished)
-    if failures:
-        print(f"FAILED after {done} messages: {failures[0]}")
-        sys.exit(1)
-else:
-    batch = 100
-    body = ('{"messages": [' + ",".join([one.decode()] * batch) + "]}").encode()
-    c = http.client.HTTPConnection("127.0.0.1", int(port), timeout=600)
-    res = json.loads(post(c, "/api/v1/mail/seal/bulk", body))["results"]
-    assert len(res) == batch and all(x["status"] == 200 and x["message_base64"] for x in res), res[:1]
-    t = time.time()
-    done = 0
-    while done < n:
-        data = post(c, "/api/v1/mail/seal/bulk", body)
-        # Every answer says 200 (counted in the bytes: parsing 37 MB of JSON in Python would
-        # cost this client more than the server's work; base64 never holds a quote). The first
-        # answer is parsed in full before the clock starts, below.
-        statuses, ok = data.count(b'"status":'), data.count(b'"status":200')
-        assert statuses == batch and ok == batch, (statuses, ok, data[:200])
-        done += batch
-elapsed = time.time() - t
-print(f"{done / elapsed:9.1f} messages/s  ({done} in {elapsed:.2f} s)")
+  local mode=$1 req=$2 conns=$3 path=/api/v1/mail/seal expect=1 body=$2 out
+  if [ "$mode" = bulk ]; then path=/api/v1/mail/seal/bulk expect=100 body=${req/req-/bulk-}; fi
+  check_answers "$body" "$path" "$expect"
+  out=$(SEAL_BODY=$body SEAL_PATH=$path SEAL_KEY=$key SEAL_EXPECT=$expect \
+    wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 60s -s "$repo/bench/mail/seal.lua" "http://127.0.0.1:$port" |
+    grep '^WRK_RESULT')
+  python3 - "$out" "$expect" <<'EOF'
+import sys
+f = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
+bad = sum(int(f[k]) for k in ("bad", "connect_err", "read_err", "write_err", "status_err", "timeout"))
+if bad:
+    print(f"FAILED: {sys.argv[1]}")
+    sys.exit(1)
+n, secs = int(f["requests"]) * int(sys.argv[2]), int(f["duration_us"]) / 1e6
+print(f"{n / secs:9.1f} messages/s  ({n} in {secs:.2f} s; p50 {int(f['p50_us']) / 1000:.0f} ms, p99 {int(f['p99_us']) / 1000:.0f} ms a request)")
 EOF
 }
 
@@ -161,8 +155,9 @@ echo "## sealed messages per second (2 KB text + 100 KB PDF)"
 for to in rsa p256; do
   for ts in 0 1; do
     label="$to, timestamp $([ "$ts" = 1 ] && echo yes || echo no)"
-    echo "pki single ($label): $(driver single "req-$to-$ts.json" "$N")"
-    echo "pki bulk   ($label): $(driver bulk "req-$to-$ts.json" "$N")"
+    echo "pki single, 4 connections ($label): $(driver single "req-$to-$ts.json" 4)"
+    echo "pki bulk, 1 connection    ($label): $(driver bulk "req-$to-$ts.json" 1)"
+    echo "pki bulk, 2 connections   ($label): $(driver bulk "req-$to-$ts.json" 2)"
   done
   echo "openssl smime -sign | $([ "$to" = rsa ] && echo smime || echo cms) -encrypt ($to, no timestamp): $(openssl_pipeline "$to" "$NO")"
 done

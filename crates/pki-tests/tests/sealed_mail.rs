@@ -386,26 +386,54 @@ fn nss_cmsutil_decrypts_the_rsa_message_and_reports_a_good_signature() {
     assert!(out.stdout.contains("type=envelopedData"), "{}", out.stdout);
     run(Command::new(&cmsutil).args(["-D", "-i", &p(&enveloped), "-d", &dbarg, "-o", &p(&decrypted)])).ok();
 
-    let signed_der = cms_der(&f.env, &decrypted, "nss.sd.der");
-    let signed = f.env.write("nss.sd.der", &signed_der);
-    let inner = f.env.path("nss.inner");
-    let out = run(Command::new(&cmsutil).args(["-D", "-i", &p(&signed), "-d", &dbarg, "-h", "1", "-n"])).ok();
+    // Inside: `multipart/signed`, its detached signature checked by NSS against the signed part.
+    let entity = std::fs::read(&decrypted).unwrap();
+    let content = signed_part(&entity);
+    let signed = f.env.write("nss.sd.der", cms_der(&f.env, &decrypted, "nss.sd.der"));
+    let content_file = f.env.write("nss.content", &content);
+    let verify = |content: &Path| {
+        run(Command::new(&cmsutil).args([
+            "-D",
+            "-i",
+            &p(&signed),
+            "-c",
+            &p(content),
+            "-d",
+            &dbarg,
+            "-h",
+            "1",
+            "-n",
+        ]))
+    };
+    let out = verify(&content_file).ok();
     assert!(
         out.stdout.contains("signer0.id=\"statements@bank.example\"; signer0.status=GoodSignature;"),
         "{}",
         out.stdout
     );
-    run(Command::new(&cmsutil).args(["-D", "-i", &p(&signed), "-d", &dbarg, "-o", &p(&inner)])).ok();
-    let parts = python_parts(&inner);
+    let parts = python_parts(&content_file);
     assert_eq!(part(&parts, "application/pdf"), pdf);
 
     // One bit of the signed content changed: NSS does not call it good.
-    let mut bad = signed_der.clone();
-    let at = bad.windows(8).position(|w| w == b"%PDF-1.7").map(|i| i + 4).unwrap_or(400);
+    let mut bad = content.clone();
+    let at = bad.len() / 2;
     bad[at] ^= 1;
-    let tampered = f.env.write("nss.bad.der", &bad);
-    let out = run(Command::new(&cmsutil).args(["-D", "-i", &p(&tampered), "-d", &dbarg, "-h", "1", "-n"]));
+    let tampered = f.env.write("nss.bad.content", &bad);
+    let out = verify(&tampered);
     assert!(!out.stdout.contains("GoodSignature"), "{}", out.stdout);
+}
+
+/// The first body part of a `multipart/signed` entity, exactly as signed: from after the first
+/// delimiter line to the CRLF before the next (RFC 1847: that CRLF belongs to the delimiter).
+fn signed_part(entity: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(entity);
+    let head = text.split("\r\n\r\n").next().unwrap();
+    assert!(head.contains("multipart/signed"), "{head}");
+    let boundary = head.split("boundary=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+    let open = format!("--{boundary}\r\n");
+    let start = text.find(&open).unwrap() + open.len();
+    let end = start + text[start..].find(&format!("\r\n--{boundary}")).unwrap();
+    entity[start..end].to_vec()
 }
 
 /// Acceptance 4: no certificate → 404 `{"exists": false}`, and with the fallback a signed,

@@ -115,7 +115,6 @@ pub struct Content {
 
 /// Base64 in lines of 76 characters, each ending in CRLF.
 pub fn base64_lines(data: &[u8], out: &mut String) {
-    use base64::Engine as _;
     // 57 bytes make one line; 64 lines are encoded at a time into a small buffer that stays in
     // the cache, then cut into lines (slicing ASCII text needs no UTF-8 check).
     const LINE: usize = 57;
@@ -123,7 +122,7 @@ pub fn base64_lines(data: &[u8], out: &mut String) {
     let mut block = String::with_capacity(64 * 76);
     for chunk in data.chunks(64 * LINE) {
         block.clear();
-        base64::engine::general_purpose::STANDARD.encode_string(chunk, &mut block);
+        base64_simd::STANDARD.encode_append(chunk, &mut block);
         let mut rest = block.as_str();
         while !rest.is_empty() {
             let (line, tail) = rest.split_at(rest.len().min(76));
@@ -203,8 +202,8 @@ pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
     body.into_bytes()
 }
 
-/// `application/pkcs7-mime` around a CMS object (DER): `smime-type` is `signed-data` or
-/// `enveloped-data` (RFC 8551 §3.2).
+/// `application/pkcs7-mime` around a CMS object (DER) of the given `smime-type`
+/// (`enveloped-data`, `authEnveloped-data`; RFC 8551 §3.2).
 pub fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
     let mut s = format!(
         "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\

@@ -237,7 +237,9 @@ impl Sealer {
     /// 2. the recipient's newest encryption certificate valid now — revoked, expired and
     ///    not-yet-valid ones are never used; none: the invitation if asked for, else
     ///    [`Error::NoCertificate`];
-    /// 3. the entity signed (opaque), its signature timestamped when asked;
+    /// 3. the entity signed (`multipart/signed`, RFC 8551 3.5.3: a detached `SignedData`, so
+    ///    the entity is carried once, not again inside the signature), its signature timestamped
+    ///    when asked;
     /// 4. encrypted to the recipient (and the archive certificate) and framed;
     /// 5. recorded in the audit log before it is returned.
     pub fn seal(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Sealed, Error> {
@@ -314,9 +316,13 @@ impl Sealer {
             Some(rec) => {
                 let recipient = Recipient::from_der(&rec.der)?;
                 let entity = mime::content_entity(&req.content, &random);
-                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Opaque)?;
-                let target =
-                    Target::Sealed { recipient: Box::new(recipient), serial: rec.serial, cipher: req.cipher };
+                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Detached)?;
+                let target = Target::Sealed {
+                    entity,
+                    recipient: Box::new(recipient),
+                    serial: rec.serial,
+                    cipher: req.cipher,
+                };
                 (target, unstamped)
             }
             None if req.fallback_invitation => {
@@ -352,9 +358,9 @@ impl Sealer {
         let Prepared { sender, sender_key, now, random, message_id, to, subject, target, unstamped, .. } = p;
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
-            Target::Sealed { recipient, serial, cipher } => {
-                let inner = mime::pkcs7_mime("signed-data", &signed.der);
-                drop(signed.der);
+            Target::Sealed { entity, recipient, serial, cipher } => {
+                let inner = mime::multipart_signed(&entity, &signed.der, &random);
+                drop(entity);
                 let mut recipients = vec![*recipient];
                 recipients.extend(self.archive.iter().cloned());
                 let enveloped = envelop(&inner, &recipients, cipher)?;
@@ -436,8 +442,8 @@ type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error
 
 /// What a signed entity becomes.
 enum Target {
-    /// Encrypted to the recipient's certificate.
-    Sealed { recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
+    /// `multipart/signed` around its entity, encrypted to the recipient's certificate.
+    Sealed { entity: Vec<u8>, recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
     /// The invitation, `multipart/signed` around its entity.
     Invitation { entity: Vec<u8> },
 }
