@@ -6,17 +6,15 @@
 # without a timestamp.
 #
 # Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 50 OpenSSL pipelines a recipient)
-# Env: DURATION seconds per wrk run of pki (default 10).
+# Env: DURATION seconds per run of pki's cases (default 10).
 # Honours CARGO_TARGET_DIR; PKI_BIN=/path/to/pki measures that binary instead of building one.
-# Needs openssl, curl, python3 and wrk (installed when missing). PKI_BENCH_PROFILE=dev measures the
+# Needs openssl, curl and python3. PKI_BENCH_PROFILE=dev measures the
 # dev build instead of the release build (dependencies at opt-level 2, the workspace unoptimised):
 # for a quick look only, and say so beside its numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-repo=$PWD
 NO=${1:-50}
 DURATION=${DURATION:-10}
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 TARGET=${CARGO_TARGET_DIR:-target}
 if [ -n "${PKI_BIN:-}" ]; then
   PKI=$PKI_BIN
@@ -28,6 +26,10 @@ else
   PKI="$TARGET/release/pki"
 fi
 [ "${PKI#/}" != "$PKI" ] || PKI="$PWD/$PKI"
+# The client, always optimised: it shares the cores with the server.
+cargo build -q --release -p pki-tests --bin seal-bench
+SEAL_BENCH="$TARGET/release/seal-bench"
+[ "${SEAL_BENCH#/}" != "$SEAL_BENCH" ] || SEAL_BENCH="$PWD/$SEAL_BENCH"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pki-bench-seal.XXXXXX")
 server=""
@@ -50,7 +52,7 @@ export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data
 echo "## machine"
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), cores: $(nproc), memory: $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "openssl: $(openssl version)"
-echo "command: DURATION=$DURATION bash bench/seal.sh $NO (profile ${PKI_BENCH_PROFILE:-release}); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "command: DURATION=$DURATION bash bench/seal.sh $NO (profile ${PKI_BENCH_PROFILE:-release})"
 echo
 "$PKI" init >/dev/null
 "$PKI" mail sender add --name statements --email statements@bank.example >/dev/null
@@ -94,11 +96,11 @@ for to in ("rsa", "p256"):
         open(f"req-{to}-{int(ts)}.json", "w").write(json.dumps(req))
 EOF
 
-# pki: wrk (bench/mail/seal.lua) posting one fixed request for DURATION seconds: single requests
-# on 4 keep-alive connections, and bulk requests of 100 messages on 1 and on 2 connections (a
-# statement run sent as one stream, and as two at once). Every answer is checked by the script
-# (HTTP 200, and every message of a bulk answered 200); any failure fails the run. Before the
-# clock, one answer of each kind is parsed in full.
+# pki: seal-bench (crates/pki-tests/src/bin/seal-bench.rs) posting one fixed request for DURATION
+# seconds: single requests on 4 keep-alive connections, and bulk requests of 100 messages on 1 and
+# on 2 connections (a statement run sent as one stream, and as two at once). It checks every
+# answer (HTTP 200, and every message of a bulk answered 200) and fails the run on any failure.
+# Before the clock, one answer of each kind is parsed in full here.
 for to in rsa p256; do
   for ts in 0 1; do
     python3 - "req-$to-$ts.json" "bulk-$to-$ts.json" <<'EOF'
@@ -123,14 +125,11 @@ driver() {
   local mode=$1 req=$2 conns=$3 path=/api/v1/mail/seal expect=1 body=$2 out
   if [ "$mode" = bulk ]; then path=/api/v1/mail/seal/bulk expect=100 body=${req/req-/bulk-}; fi
   check_answers "$body" "$path" "$expect"
-  out=$(SEAL_BODY=$body SEAL_PATH=$path SEAL_KEY=$key SEAL_EXPECT=$expect \
-    wrk -t1 -c"$conns" -d"${DURATION}s" --timeout 60s -s "$repo/bench/mail/seal.lua" "http://127.0.0.1:$port" |
-    grep '^WRK_RESULT')
+  out=$("$SEAL_BENCH" "http://127.0.0.1:$port$path" "$key" "$body" "$expect" "$conns" "$DURATION" | grep '^SEAL_RESULT')
   python3 - "$out" "$expect" <<'EOF'
 import sys
 f = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
-bad = sum(int(f[k]) for k in ("bad", "connect_err", "read_err", "write_err", "status_err", "timeout"))
-if bad:
+if int(f["bad"]):
     print(f"FAILED: {sys.argv[1]}")
     sys.exit(1)
 n, secs = int(f["requests"]) * int(sys.argv[2]), int(f["duration_us"]) / 1e6
