@@ -8,12 +8,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_web::body::SizedStream;
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use cerdb::directory::{ApiKeyRecord, ApiKeySecret, ApiPermission, ClientId, Directory, RateLimiter};
 use cerdb::EmailAddress;
-use futures_util::StreamExt as _;
+use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 
 use crate::envelope::ContentCipher;
@@ -395,6 +397,28 @@ fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_js
     r.body(s.message)
 }
 
+/// `{"results":[...]}` from the messages' JSON texts, written out one after the other instead of
+/// joined into one text first: a bulk answer is tens of megabytes, and joining would copy it all
+/// once more into a buffer of its own. Its length is known, so it goes with `Content-Length`.
+fn bulk_answer(
+    results: Vec<String>,
+) -> SizedStream<impl Stream<Item = Result<Bytes, std::convert::Infallible>>> {
+    const OPEN: &str = "{\"results\":[";
+    const CLOSE: &str = "]}";
+    let len = OPEN.len()
+        + CLOSE.len()
+        + results.iter().map(String::len).sum::<usize>()
+        + results.len().saturating_sub(1);
+    let parts = results.into_iter().enumerate().flat_map(|(i, r)| {
+        let comma = (i > 0).then(|| Bytes::from_static(b","));
+        comma.into_iter().chain(std::iter::once(Bytes::from(r)))
+    });
+    let all = std::iter::once(Bytes::from_static(OPEN.as_bytes()))
+        .chain(parts)
+        .chain(std::iter::once(Bytes::from_static(CLOSE.as_bytes())));
+    SizedStream::new(len as u64, futures_util::stream::iter(all.map(Ok)))
+}
+
 async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
     let svc = svc.into_inner();
     let (hash, rec) = match authorize(&req, &svc) {
@@ -467,20 +491,11 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 v.to_string()
             }
         });
-        let mut out = String::with_capacity(results.iter().map(|r| r.len() + 1).sum::<usize>() + 16);
-        out.push_str("{\"results\":[");
-        for (i, r) in results.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(r);
-        }
-        out.push_str("]}");
-        out
+        results
     })
     .await;
     match result {
-        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
+        Ok(results) => HttpResponse::Ok().content_type("application/json").body(bulk_answer(results)),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }
 }

@@ -113,12 +113,17 @@ pub struct Content {
     pub attachments: Vec<Attachment>,
 }
 
+/// The length of [`base64_lines`] of `n` bytes.
+fn base64_lines_len(n: usize) -> usize {
+    n.div_ceil(57) * 2 + n.div_ceil(3) * 4
+}
+
 /// Base64 in lines of 76 characters, each ending in CRLF.
 pub fn base64_lines(data: &[u8], out: &mut String) {
     // 57 bytes make one line; 64 lines are encoded at a time into a small buffer that stays in
     // the cache, then cut into lines (slicing ASCII text needs no UTF-8 check).
     const LINE: usize = 57;
-    out.reserve(data.len().div_ceil(LINE) * 78);
+    out.reserve(base64_lines_len(data.len()));
     let mut block = String::with_capacity(64 * 76);
     for chunk in data.chunks(64 * LINE) {
         block.clear();
@@ -167,7 +172,11 @@ fn filename_param(name: &HeaderText) -> String {
 /// The MIME entity that is signed: text alone, text and HTML as `multipart/alternative`, and
 /// with attachments inside `multipart/mixed`. `random` makes the boundaries.
 pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
-    let mut body = String::new();
+    let mut body = String::with_capacity(
+        content.attachments.iter().map(|a| base64_lines_len(a.data.len()) + 512).sum::<usize>()
+            + base64_lines_len(content.text.len())
+            + 1024,
+    );
     let alternative = content.html.as_ref().map(|html| {
         let b = boundary("alt", random);
         let mut s = format!("Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n");
@@ -217,11 +226,12 @@ pub fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
 /// `multipart/signed` (RFC 8551 §3.5.3): the entity as signed, then its detached signature.
 pub fn multipart_signed(entity: &[u8], signature_der: &[u8], random: &[u8; 16]) -> Vec<u8> {
     let b = boundary("signed", random);
-    let mut out = format!(
+    let head = format!(
         "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n\
          This is an S/MIME signed message.\r\n\r\n--{b}\r\n"
-    )
-    .into_bytes();
+    );
+    let mut out = Vec::with_capacity(head.len() + entity.len() + base64_lines_len(signature_der.len()) + 512);
+    out.extend_from_slice(head.as_bytes());
     out.extend_from_slice(entity);
     let mut tail = format!(
         "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
@@ -260,7 +270,8 @@ pub fn message(env: &Envelope<'_>, entity: &[u8]) -> Vec<u8> {
     let _ = write!(s, "Date: {}\r\n", env.date.format("%a, %d %b %Y %H:%M:%S +0000"));
     let _ = write!(s, "Message-ID: <{}>\r\n", env.message_id);
     s.push_str("MIME-Version: 1.0\r\n");
-    let mut out = s.into_bytes();
+    let mut out = Vec::with_capacity(s.len() + entity.len());
+    out.extend_from_slice(s.as_bytes());
     out.extend_from_slice(entity);
     out
 }
@@ -333,6 +344,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
             let mut out = String::new();
             base64_lines(&data, &mut out);
+            assert_eq!(out.len(), base64_lines_len(len), "{len}: the length reserved is the length");
             let lines: Vec<&str> = out.split_terminator("\r\n").collect();
             assert_eq!(
                 out.len(),
