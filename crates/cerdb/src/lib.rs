@@ -67,6 +67,13 @@ pub trait Engine:
     fn schema_version(&self) -> Option<u32> {
         None
     }
+
+    /// The directory's lookups for callers on an async runtime, where the engine has them
+    /// (PostgreSQL: [`pg_engine::PipelinedReads`]); `None` where the synchronous reads serve
+    /// async callers as well (the embedded engine reads from memory).
+    fn pipelined_reads(&self) -> Option<std::sync::Arc<pg_engine::PipelinedReads>> {
+        None
+    }
 }
 
 /// Audit records already numbered: appended as they are (the store checks that they continue

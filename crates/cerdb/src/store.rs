@@ -326,6 +326,8 @@ pub struct CertDb {
     schema_version: Option<u32>,
     /// Key custody's sealed records, on engines that share them between nodes.
     custody: Option<Arc<dyn crate::custody_store::CustodyRecords>>,
+    /// The directory's lookups for async callers, on engines that have them.
+    pipelined: Option<Arc<crate::pg_engine::PipelinedReads>>,
 }
 
 impl std::fmt::Debug for CertDb {
@@ -374,6 +376,7 @@ impl CertDb {
             location: engine.location().into(),
             raw: engine.raw_trees().map(Arc::new),
             schema_version: engine.schema_version(),
+            pipelined: engine.pipelined_reads(),
             certs: engine.clone(),
             console: engine.clone(),
             recoveries: engine.clone(),
@@ -395,6 +398,12 @@ impl CertDb {
     /// The read-only view, for the OCSP responder and the directory.
     pub fn reader(&self) -> Arc<dyn CertReader> {
         self.certs.clone()
+    }
+
+    /// The directory's lookups for callers on an async runtime, on engines that have them
+    /// ([`crate::Engine::pipelined_reads`]).
+    pub fn pipelined_reads(&self) -> Option<Arc<crate::pg_engine::PipelinedReads>> {
+        self.pipelined.clone()
     }
 
     /// The change feed.

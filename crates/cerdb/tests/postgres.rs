@@ -127,3 +127,143 @@ fn a_database_with_a_newer_schema_is_refused_naming_both_versions() {
     drop(client);
     backend.discard(dir);
 }
+
+/// Terminates every other session on the database of `url`; how many there were.
+fn terminate_sessions(url: &str) -> i64 {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .expect("terminate")
+        .get(0)
+}
+
+/// The awaited lookups run on an actix-web worker's runtime, as in `pki serve`; the synchronous
+/// client (opening an engine, the admin session) outside it.
+#[test]
+fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connections() {
+    use actix_web::{test, App};
+    use cerdb::directory::{configure, parse_address, AddressQuery, Directory, FixedClock};
+    use cerdb::{EmailAddress, Usage};
+
+    let backend = backend();
+    let dir = Path::new("pipelined");
+    let url = backend.database_url(dir).expect("database");
+    let db = CertDb::from_engine(Arc::new(PgEngine::open(&url, None).expect("open")));
+    assert!(db.pipelined_reads().is_some(), "the PostgreSQL engine has pipelined reads");
+    // Addresses u0..u6 (serial % 7): most with a valid certificate, u1 with a revoked one
+    // beside it, u3 with revoked ones only.
+    for serial in 1..=12u64 {
+        db.store_issued(&[cert(serial)], &Linked("issue")).expect("store");
+    }
+    let revoked = Revocation {
+        at: Utc.with_ymd_and_hms(2026, 6, 2, 0, 0, 0).single().expect("time"),
+        reason: RevocationReason::Superseded,
+    };
+    for serial in [1u64, 3, 10] {
+        db.revoke(&cert(serial).serial, revoked.clone(), None, &Linked("revoke")).expect("revoke");
+    }
+    let now = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).single().expect("time");
+    let directory = Directory::open(db.clone(), &[], Arc::new(FixedClock::new(now))).expect("directory");
+    let (secret, _) =
+        directory.keys().create(&"pipelined".parse().expect("name"), Some(1e6), Some(1e6), now).expect("key");
+    let bearer = format!("Bearer {}", secret.expose());
+    let get = |uri: &str| {
+        test::TestRequest::get().uri(uri).insert_header(("Authorization", bearer.clone())).to_request()
+    };
+    let u2: AddressQuery = parse_address("u2@example.com").expect("address");
+    let u4 = parse_address("u4@example.com").expect("address");
+    let worker = actix_web::rt::System::new();
+
+    worker.block_on(async {
+        // Every way of naming an address, both usages, an address without certificates, a
+        // hash nobody has: the awaited answers are the synchronous ones, and count alike.
+        let mut queries = Vec::new();
+        for i in 0..8 {
+            let email: EmailAddress = format!("u{i}@example.com").parse().expect("email");
+            let hash: [u8; 32] = hex::decode(email.lookup_hash()).expect("hex").try_into().expect("32 bytes");
+            queries.push(parse_address(&format!("U{i}@Example.com")).expect("address"));
+            queries.push(AddressQuery::Sha256(hash));
+        }
+        queries.push(AddressQuery::Sha256([7; 32]));
+        let mut found = 0;
+        for q in &queries {
+            for usage in [Usage::Signing, Usage::Encryption] {
+                let before = directory.lookup_counts();
+                let sync = directory.exists(q, usage, now).expect("exists");
+                let after_sync = directory.lookup_counts();
+                assert_eq!(
+                    directory.exists_awaited(q, usage, now).await.expect("exists awaited"),
+                    sync,
+                    "{q:?}"
+                );
+                let after_awaited = directory.lookup_counts();
+                assert_eq!(
+                    (after_awaited.0 - after_sync.0, after_awaited.1 - after_sync.1),
+                    (after_sync.0 - before.0, after_sync.1 - before.1),
+                    "{q:?}"
+                );
+                let newest = directory.newest_valid(q, usage, now).expect("newest");
+                let awaited = directory.newest_valid_awaited(q, usage, now).await.expect("newest awaited");
+                assert_eq!(
+                    awaited.as_ref().map(|r| (&r.serial, &r.der)),
+                    newest.as_ref().map(|r| (&r.serial, &r.der))
+                );
+                assert_eq!(newest.is_some(), sync);
+                found += usize::from(sync);
+            }
+        }
+        // u0, u1, u2, u4, u5, u6 for signing (u3's certificates, serials 3 and 10, are revoked;
+        // u7 has none; nobody has one for encryption), each named in clear and hashed.
+        assert_eq!(found, 2 * 6, "the fixture's valid addresses");
+
+        // Over HTTP: the handlers' answers.
+        let app = test::init_service(App::new().configure(configure(directory.clone()))).await;
+        let res =
+            test::call_service(&app, get("/api/v1/certificates/exists?email=u2@example.com&usage=signing"))
+                .await;
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = serde_json::from_slice(&test::read_body(res).await).expect("json");
+        assert_eq!(body["exists"], true);
+        let res =
+            test::call_service(&app, get("/api/v1/certificates?email=u3@example.com&usage=signing")).await;
+        assert_eq!(res.status(), 404);
+        assert!(directory.exists_awaited(&u2, Usage::Signing, now).await.expect("exists"));
+    });
+
+    // A revocation written through another engine (another process) is seen by the next lookup.
+    let other = CertDb::from_engine(Arc::new(PgEngine::open(&url, None).expect("open other")));
+    for serial in [2u64, 9] {
+        other.revoke(&cert(serial).serial, revoked.clone(), None, &Linked("revoke")).expect("revoke");
+    }
+    drop(other);
+    worker.block_on(async {
+        assert!(!directory.exists_awaited(&u2, Usage::Signing, now).await.expect("exists"));
+    });
+
+    // The server ends every session (as a restart does): the next lookups open new connections.
+    assert!(terminate_sessions(&url) >= 2, "the pipelined reads' connections were open");
+    worker.block_on(async {
+        for _ in 0..4 {
+            assert!(directory
+                .exists_awaited(&u4, Usage::Signing, now)
+                .await
+                .expect("exists after termination"));
+            assert!(directory
+                .newest_valid_awaited(&u4, Usage::Signing, now)
+                .await
+                .expect("newest")
+                .is_some());
+        }
+        let app = test::init_service(App::new().configure(configure(directory.clone()))).await;
+        let res =
+            test::call_service(&app, get("/api/v1/certificates/exists?email=u4@example.com&usage=signing"))
+                .await;
+        assert_eq!(res.status(), 200);
+    });
+    drop((directory, db));
+    backend.discard(dir);
+}

@@ -391,14 +391,14 @@ fn certificate_response(
 // Handlers.
 
 async fn exists(req: HttpRequest, dir: web::Data<Directory>) -> HttpResponse {
-    respond(exists_inner(&req, &dir))
+    respond(exists_inner(&req, &dir).await)
 }
 
-fn exists_inner(req: &HttpRequest, dir: &Directory) -> Result<HttpResponse, DirectoryError> {
+async fn exists_inner(req: &HttpRequest, dir: &Directory) -> Result<HttpResponse, DirectoryError> {
     let client = identify(req, dir)?;
     let p = address_params(req)?;
     charge(dir, &client, 1)?;
-    let found = dir.exists(&p.query, p.usage, dir.now())?;
+    let found = dir.exists_awaited(&p.query, p.usage, dir.now()).await?;
     let body = match &p.named {
         Named::Email(e) => {
             ExistsBody { email: Some(e), email_sha256: None, usage: p.usage.name(), exists: found }
@@ -414,16 +414,16 @@ fn exists_inner(req: &HttpRequest, dir: &Directory) -> Result<HttpResponse, Dire
 }
 
 async fn fetch(req: HttpRequest, dir: web::Data<Directory>) -> HttpResponse {
-    respond(fetch_inner(&req, &dir))
+    respond(fetch_inner(&req, &dir).await)
 }
 
-fn fetch_inner(req: &HttpRequest, dir: &Directory) -> Result<HttpResponse, DirectoryError> {
+async fn fetch_inner(req: &HttpRequest, dir: &Directory) -> Result<HttpResponse, DirectoryError> {
     let client = identify(req, dir)?;
     let p = address_params(req)?;
     let format = negotiate(req, Format::Pem)?;
     charge(dir, &client, 1)?;
     let now = dir.now();
-    let rec = dir.newest_valid(&p.query, p.usage, now)?.ok_or_else(|| {
+    let rec = dir.newest_valid_awaited(&p.query, p.usage, now).await?.ok_or_else(|| {
         DirectoryError::NotFound(format!("no valid {} certificate for this address", p.usage))
     })?;
     certificate_response(req, dir, &rec, format, now)

@@ -137,6 +137,52 @@ impl Directory {
         Ok(found)
     }
 
+    /// [`Directory::resolve`], awaited on the pipelined reads where the engine has them.
+    async fn resolve_awaited(&self, q: &AddressQuery) -> Result<Option<EmailAddress>, DirectoryError> {
+        match (q, &self.pipelined) {
+            (AddressQuery::Sha256(h), Some(reads)) => Ok(reads.email_by_hash(h).await?),
+            _ => self.resolve(q),
+        }
+    }
+
+    /// [`Directory::exists`] for async callers: awaited on the engine's pipelined reads where it
+    /// has them (PostgreSQL), [`Directory::exists`] itself elsewhere. Same answer, same counters.
+    pub async fn exists_awaited(
+        &self,
+        q: &AddressQuery,
+        usage: Usage,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DirectoryError> {
+        let Some(reads) = &self.pipelined else { return self.exists(q, usage, now) };
+        let found = match self.resolve_awaited(q).await? {
+            Some(email) => reads
+                .states_by_email(&email, CertKind::from(usage))
+                .await?
+                .iter()
+                .any(|(_, s)| s.status_at(now) == CertStatus::Valid),
+            None => false,
+        };
+        self.count_lookup(found);
+        Ok(found)
+    }
+
+    /// [`Directory::newest_valid`] for async callers, as [`Directory::exists_awaited`] is
+    /// [`Directory::exists`].
+    pub async fn newest_valid_awaited(
+        &self,
+        q: &AddressQuery,
+        usage: Usage,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertRecord>, DirectoryError> {
+        let Some(reads) = &self.pipelined else { return self.newest_valid(q, usage, now) };
+        let found = match self.resolve_awaited(q).await? {
+            Some(email) => reads.newest_valid(&email, usage.into(), now).await?,
+            None => None,
+        };
+        self.count_lookup(found.is_some());
+        Ok(found)
+    }
+
     fn count_lookup(&self, found: bool) {
         let counter = if found { &self.hits } else { &self.misses };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

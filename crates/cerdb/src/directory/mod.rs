@@ -34,6 +34,9 @@
 //! Through the storage contract: certificates and the hashed-address index through
 //! [`CertReader`] (the index is written with each certificate, so a stored certificate is found
 //! by `email_sha256` at once), API keys and the anonymous policy through [`ApiKeyRecords`].
+//! On PostgreSQL, `exists` and fetch await the engine's pipelined reads
+//! ([`crate::pg_engine::PipelinedReads`]) instead of blocking their worker on the synchronous
+//! client: the same queries, so the same answers.
 //!
 //! ## Privacy
 //!
@@ -87,6 +90,8 @@ pub struct IssuerCert {
 pub struct Directory {
     db: CertDb,
     reader: Arc<dyn CertReader>,
+    /// The engine's lookups for async callers, where it has them (PostgreSQL).
+    pipelined: Option<Arc<crate::pg_engine::PipelinedReads>>,
     keys: ApiKeyStore,
     limiter: RateLimiter,
     issuers: Vec<(CaId, String)>,
@@ -105,7 +110,8 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// Opens the directory over `db`.
     ///
-    /// 1. take the reader and the API keys of `db`;
+    /// 1. take the reader (and the pipelined reads, where the engine has them) and the API keys
+    ///    of `db`;
     /// 2. keep the PEM of each issuer for the chains.
     pub fn open(
         db: CertDb,
@@ -116,6 +122,7 @@ impl Directory {
         let issuers = issuers.iter().map(|i| (i.ca, pem_certificate(&i.der))).collect();
         Ok(Arc::new(Directory {
             reader: db.reader(),
+            pipelined: db.pipelined_reads(),
             db,
             keys,
             limiter: RateLimiter::new(),

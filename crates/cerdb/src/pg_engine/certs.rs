@@ -21,9 +21,10 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
-use postgres::Transaction;
+use postgres::{Row, Transaction};
 
-use super::{off_runtime, to_i64, to_u64, PgEngine};
+use super::reads::Query;
+use super::{off_runtime, to_i64, to_u64, PgEngine, PipelinedReads};
 use crate::store::{
     chained, check_compromised_arg, revised, AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats,
 };
@@ -675,16 +676,7 @@ impl CertReader for PgEngine {
     }
 
     fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
-        off_runtime(|| {
-            let Some(row) = self
-                .conn()?
-                .query_opt("SELECT email_key FROM email_hashes WHERE hash = $1", &[&&hash[..]])?
-            else {
-                return Ok(None);
-            };
-            let text: &str = row.get(0);
-            Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
-        })
+        off_runtime(|| email_of(self.conn()?.query_opt(EMAIL_BY_HASH, &[&&hash[..]])?.as_ref()))
     }
 
     fn crl(&self, ca: CaId) -> Result<Option<CrlRecord>, Error> {
@@ -712,13 +704,9 @@ impl CertReader for PgEngine {
     ) -> Result<Vec<(Serial, CertState)>, Error> {
         off_runtime(|| {
             self.conn()?
-                .query(
-                    "SELECT serial, meta FROM certs WHERE email_key = $1 AND kind = $2
-                     ORDER BY not_before DESC, serial DESC",
-                    &[&email.lookup_key(), &i16::from(kind.code())],
-                )?
-                .into_iter()
-                .map(|row| Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?)))
+                .query(STATES_BY_EMAIL, &[&email.lookup_key(), &i16::from(kind.code())])?
+                .iter()
+                .map(state_of)
                 .collect()
         })
     }
@@ -733,13 +721,76 @@ impl CertReader for PgEngine {
         now: DateTime<Utc>,
     ) -> Result<Option<CertRecord>, Error> {
         off_runtime(|| {
-            let rows = self.records(
-                "SELECT meta, der FROM certs WHERE email_key = $1 AND kind = $2
-                 ORDER BY not_before DESC, serial DESC",
-                &[&email.lookup_key(), &i16::from(kind.code())],
-                true,
-            )?;
-            Ok(rows.into_iter().find(|rec| rec.status_at(now) == crate::CertStatus::Valid))
+            first_valid(
+                &self.conn()?.query(RECORDS_BY_EMAIL, &[&email.lookup_key(), &i16::from(kind.code())])?,
+                now,
+            )
         })
+    }
+}
+
+/// An address's certificates of a kind as (serial, `meta`), in the order of
+/// [`CertReader::states_by_email`] (`$1`: lookup key, `$2`: kind code).
+pub(super) const STATES_BY_EMAIL: &str = "SELECT serial, meta FROM certs WHERE email_key = $1 AND kind = $2
+     ORDER BY not_before DESC, serial DESC";
+
+/// [`STATES_BY_EMAIL`] as (`meta`, DER).
+pub(super) const RECORDS_BY_EMAIL: &str = "SELECT meta, der FROM certs WHERE email_key = $1 AND kind = $2
+     ORDER BY not_before DESC, serial DESC";
+
+/// The lookup key of a hashed address (`$1`: the hash).
+pub(super) const EMAIL_BY_HASH: &str = "SELECT email_key FROM email_hashes WHERE hash = $1";
+
+/// A row of [`STATES_BY_EMAIL`].
+fn state_of(row: &Row) -> Result<(Serial, CertState), Error> {
+    Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?))
+}
+
+/// The first certificate valid at `now` among rows of [`RECORDS_BY_EMAIL`].
+fn first_valid(rows: &[Row], now: DateTime<Utc>) -> Result<Option<CertRecord>, Error> {
+    for row in rows {
+        let mut rec = decode_meta(row.get(0))?;
+        if rec.status_at(now) == crate::CertStatus::Valid {
+            rec.der = row.get(1);
+            return Ok(Some(rec));
+        }
+    }
+    Ok(None)
+}
+
+/// The address of a row of [`EMAIL_BY_HASH`].
+fn email_of(row: Option<&Row>) -> Result<Option<EmailAddress>, Error> {
+    let Some(row) = row else { return Ok(None) };
+    let text: &str = row.get(0);
+    Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
+}
+
+/// The directory's lookups of [`CertReader`] for async callers: the same queries and answers,
+/// awaited on the pipelined connections.
+impl PipelinedReads {
+    /// [`CertReader::email_by_hash`].
+    pub async fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
+        email_of(self.query(Query::EmailByHash, &[&&hash[..]]).await?.first())
+    }
+
+    /// [`CertReader::states_by_email`].
+    pub async fn states_by_email(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+    ) -> Result<Vec<(Serial, CertState)>, Error> {
+        let rows = self.query(Query::StatesByEmail, &[&email.lookup_key(), &i16::from(kind.code())]).await?;
+        rows.iter().map(state_of).collect()
+    }
+
+    /// [`CertReader::newest_valid`].
+    pub async fn newest_valid(
+        &self,
+        email: &EmailAddress,
+        kind: CertKind,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CertRecord>, Error> {
+        let rows = self.query(Query::RecordsByEmail, &[&email.lookup_key(), &i16::from(kind.code())]).await?;
+        first_valid(&rows, now)
     }
 }

@@ -10,6 +10,9 @@
 //! (`SELECT ... FOR UPDATE`), so that writers in many processes append to one linear chain and
 //! number changes without gaps.
 //!
+//! The directory's hot lookups have an asynchronous path beside it ([`reads`]): a few
+//! connections of the asynchronous client, on which the HTTP workers' lookups are pipelined.
+//!
 //! Commits are synchronous (PostgreSQL's default, `synchronous_commit = on`): a write is durable
 //! when its commit returns, so [`crate::CertStore::flush`] has nothing left to do.
 //!
@@ -33,6 +36,7 @@ mod console;
 mod custody;
 mod migrate;
 mod pool;
+mod reads;
 mod recovery;
 mod tls;
 mod transfer;
@@ -40,6 +44,7 @@ mod tsa;
 
 pub use apikeys::KEY_CACHE_TTL;
 pub use migrate::SCHEMA_VERSION;
+pub use reads::{PipelinedReads, READ_CONNECTIONS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +132,8 @@ pub struct PgEngine {
     faults: Option<Arc<Faults>>,
     /// API key records read lately (`apikeys.rs`).
     keys: apikeys::KeyCache,
+    /// The directory's lookups for async callers (`reads.rs`).
+    reads: Arc<PipelinedReads>,
 }
 
 impl std::fmt::Debug for PgEngine {
@@ -143,7 +150,7 @@ impl PgEngine {
     /// one line naming it (never the password).
     pub fn open(url: &str, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
         let tls::Split { url, tls } = tls::split(url)?;
-        let mut config: Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| Error::Db(format!("invalid database URL: {}", with_causes(&e))))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -151,6 +158,8 @@ impl PgEngine {
         if config.get_application_name().is_none() {
             config.application_name("pki");
         }
+        let reads = Arc::new(PipelinedReads::new(config.clone(), tls.clone(), READ_CONNECTIONS));
+        let config = Config::from(config);
         let location = location_of(&config);
         let engine = PgEngine {
             pool: pool::Pool::new(config, tls, POOL_SIZE),
@@ -158,6 +167,7 @@ impl PgEngine {
             schema_version: 0,
             faults,
             keys: apikeys::KeyCache::default(),
+            reads,
         };
         let mut conn = engine.pool.get().map_err(|e| match e {
             Error::Db(m) => Error::Db(format!("cannot connect to {}: {m}", engine.location)),
@@ -273,6 +283,10 @@ impl crate::Engine for PgEngine {
 
     fn schema_version(&self) -> Option<u32> {
         Some(self.schema_version)
+    }
+
+    fn pipelined_reads(&self) -> Option<Arc<PipelinedReads>> {
+        Some(self.reads.clone())
     }
 }
 
