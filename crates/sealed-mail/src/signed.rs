@@ -1,7 +1,8 @@
-//! CMS `SignedData` (RFC 5652 §5) of a MIME entity, signed in key custody, built with RustCrypto's
-//! `cms` builders: `SignerInfoBuilder` makes the signer info (message digest and content type
-//! attributes, the signature over the signed attributes), `SignedDataBuilder` the `SignedData`
-//! with the sender's chain. Added here: the signing-time and S/MIME capabilities attributes
+//! CMS `SignedData` (RFC 5652 §5) of a MIME entity, signed in key custody, with RustCrypto's
+//! `cms`: its `SignerInfoBuilder` makes the signer info (message digest and content type
+//! attributes, the signature over the signed attributes); the `SignedData` around it, with the
+//! sender's chain, is the crate's structure filled in here (its `SignedDataBuilder` would encode
+//! and decode it once more for every message). Added here: the signing-time and S/MIME capabilities attributes
 //! (RFC 8551 §2.5) and, when asked, an RFC 3161 timestamp of the signature value as the unsigned
 //! attribute `id-aa-signatureTimeStampToken` (RFC 3161 appendix A) — which needs the signature,
 //! so the signer info is built first and put into the `SignedData` after.
@@ -9,10 +10,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cms::builder::{SignedDataBuilder, SignerInfoBuilder};
+use cms::builder::SignerInfoBuilder;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
+use cms::content_info::CmsVersion;
 use cms::content_info::ContentInfo;
-use cms::signed_data::{EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
 use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
 use der::{Any, Decode, Encode};
 use hsm_sim::{SignatureScheme, Signer};
@@ -56,8 +60,9 @@ pub struct SenderKey {
     pub leaf: Certificate,
     /// The chain as it goes into the message, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
-    /// The same chain parsed once, for every message's `SignedData`.
-    chain_parsed: Vec<Certificate>,
+    /// The same chain as the `certificates` of every message's `SignedData`, made once: a set's
+    /// members are sorted by their DER, which would encode every certificate again each time.
+    certificates: CertificateSet,
 }
 
 impl std::fmt::Debug for SenderKey {
@@ -79,12 +84,13 @@ impl SenderKey {
         {
             return Err(Error::Internal("the sender certificate does not hold the sender's key".into()));
         }
-        let chain_parsed = chain
+        let parsed = chain
             .iter()
-            .map(|der| Certificate::from_der(der))
+            .map(|der| Certificate::from_der(der).map(CertificateChoices::Certificate))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(format!("the sender's chain does not parse: {e}")))?;
-        Ok(SenderKey { signer, leaf, chain, chain_parsed })
+        let certificates = CertificateSet(SetOfVec::try_from(parsed).map_err(Error::encoding)?);
+        Ok(SenderKey { signer, leaf, chain, certificates })
     }
 }
 
@@ -259,8 +265,7 @@ impl Unstamped {
     }
 
     /// The `SignedData`: the token (if any) as the unsigned attribute
-    /// `id-aa-signatureTimeStampToken`, then `SignedDataBuilder` with `key`'s chain and the
-    /// signer info put in.
+    /// `id-aa-signatureTimeStampToken`, `key`'s chain and the signer info put in.
     pub fn finish(self, key: &SenderKey, stamp: Option<SignatureTimestamp>) -> Result<Signed, Error> {
         let Unstamped { eci, digest_alg, mut signer_info } = self;
         if let Some(stamp) = &stamp {
@@ -269,17 +274,21 @@ impl Unstamped {
             attrs.insert(attribute(oids::SIGNATURE_TIME_STAMP_TOKEN, token)?).map_err(Error::encoding)?;
             signer_info.unsigned_attrs = Some(attrs);
         }
-        let mut sdb = SignedDataBuilder::new(&eci);
-        sdb.add_digest_algorithm(digest_alg).map_err(Error::cms)?;
-        for cert in &key.chain_parsed {
-            sdb.add_certificate(CertificateChoices::Certificate(cert.clone())).map_err(Error::cms)?;
-        }
-        let skeleton: ContentInfo = sdb.build().map_err(Error::cms)?;
-        let mut sd: SignedData = skeleton.content.decode_as().map_err(Error::encoding)?;
+        let mut digest_algorithms = SetOfVec::new();
+        digest_algorithms.insert(digest_alg).map_err(Error::encoding)?;
         let mut infos = SetOfVec::new();
         infos.insert(signer_info).map_err(Error::encoding)?;
-        sd.signer_infos = SignerInfos(infos);
-        let content = Any::from_der(&sd.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+        let sd = SignedData {
+            // RFC 5652 §5.1: version 1, as the content is id-data, the one signer info is of
+            // version 1 (issuer and serial number) and the certificates are X.509 ones.
+            version: CmsVersion::V1,
+            digest_algorithms,
+            encap_content_info: eci,
+            certificates: Some(key.certificates.clone()),
+            crls: None,
+            signer_infos: SignerInfos(infos),
+        };
+        let content = Any::encode_from(&sd).map_err(Error::encoding)?;
         let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
         Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp: stamp })
     }
