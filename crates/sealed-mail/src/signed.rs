@@ -2,18 +2,18 @@
 //! `cms`: its `SignerInfoBuilder` makes the signer info (message digest and content type
 //! attributes, the signature over the signed attributes); the `SignedData` around it, with the
 //! sender's chain, is the crate's structure filled in here (its `SignedDataBuilder` would encode
-//! and decode it once more for every message). Added here: the signing-time and S/MIME capabilities attributes
-//! (RFC 8551 §2.5) and, when asked, an RFC 3161 timestamp of the signature value as the unsigned
-//! attribute `id-aa-signatureTimeStampToken` (RFC 3161 appendix A) — which needs the signature,
-//! so the signer info is built first and put into the `SignedData` after.
+//! and decode it once more for every message). Added here: the signing-time and S/MIME
+//! capabilities attributes (RFC 8551 §2.5) and, when asked, an RFC 3161 timestamp of the
+//! signature value as the unsigned attribute `id-aa-signatureTimeStampToken` (RFC 3161 appendix
+//! A) — which needs the signature, so the signer info is built first and put into the
+//! `SignedData` after.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use cms::builder::SignerInfoBuilder;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
-use cms::content_info::CmsVersion;
-use cms::content_info::ContentInfo;
+use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{
     CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
