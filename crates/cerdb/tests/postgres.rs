@@ -190,6 +190,7 @@ fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connec
         }
         queries.push(AddressQuery::Sha256([7; 32]));
         let mut found = 0;
+        let mut expected = Vec::new();
         for q in &queries {
             for usage in [Usage::Signing, Usage::Encryption] {
                 let before = directory.lookup_counts();
@@ -214,11 +215,39 @@ fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connec
                 );
                 assert_eq!(newest.is_some(), sync);
                 found += usize::from(sync);
+                expected.push((q.clone(), usage, sync, newest.map(|r| (r.serial, r.der))));
             }
         }
         // u0, u1, u2, u4, u5, u6 for signing (u3's certificates, serials 3 and 10, are revoked;
         // u7 has none; nobody has one for encryption), each named in clear and hashed.
         assert_eq!(found, 2 * 6, "the fixture's valid addresses");
+
+        // All of them at once, several times over: lookups that arrive together are asked for
+        // in one statement, and each still gets its own answer.
+        let reads = db.pipelined_reads().expect("pipelined reads");
+        let (statements_before, lookups_before) = reads.statement_counts();
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            for (q, usage, exists, newest) in expected.iter().cloned() {
+                let directory = directory.clone();
+                tasks.push(actix_web::rt::spawn(async move {
+                    let got = directory.exists_awaited(&q, usage, now).await.expect("exists at once");
+                    assert_eq!(got, exists, "{q:?} {usage:?}");
+                    let got = directory.newest_valid_awaited(&q, usage, now).await.expect("newest at once");
+                    assert_eq!(got.map(|r| (r.serial, r.der)), newest, "{q:?} {usage:?}");
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("a lookup's task");
+        }
+        let (statements, lookups) = reads.statement_counts();
+        let (statements, lookups) = (statements - statements_before, lookups - lookups_before);
+        // Exists and fetch of each query, per usage: 8 addresses named in clear, 1 lookup each;
+        // 7 hashes of addresses with certificates, 2 each (the hash resolved first); 2 hashes
+        // of none, 1 each.
+        assert_eq!(lookups, 10 * 2 * 2 * (8 + 7 * 2 + 2), "every lookup asked the database");
+        assert!(statements < lookups / 2, "{lookups} lookups arriving together took {statements} statements");
 
         // Over HTTP: the handlers' answers.
         let app = test::init_service(App::new().configure(configure(directory.clone()))).await;
@@ -264,6 +293,81 @@ fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connec
                 .await;
         assert_eq!(res.status(), 200);
     });
+    drop((directory, db));
+    backend.discard(dir);
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the server processes of the sessions of `url`'s database
+/// (but the one asking).
+fn signal_sessions(url: &str, signal: &str) -> Vec<i32> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).expect("connect");
+    let pids: Vec<i32> = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .expect("sessions")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+    for pid in &pids {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+    pids
+}
+
+/// A server that stops answering (its processes stopped, their connections open): a lookup
+/// waiting on it fails as unavailable after the read timeout instead of hanging its request, and
+/// the next lookup opens a new connection.
+#[test]
+fn a_lookup_the_database_does_not_answer_fails_after_the_timeout_and_the_next_one_reconnects() {
+    use cerdb::directory::{parse_address, Directory, FixedClock};
+    use cerdb::pg_engine::ReadSettings;
+    use cerdb::Usage;
+    use std::time::{Duration, Instant};
+
+    let backend = backend();
+    let dir = Path::new("read-timeout");
+    let url = backend.database_url(dir).expect("database");
+    let settings = ReadSettings { connections: 1, timeout: Duration::from_secs(2) };
+    let db = CertDb::from_engine(Arc::new(PgEngine::open_with(&url, None, settings).expect("open")));
+    db.store_issued(&[cert(1)], &Linked("issue")).expect("store");
+    let now = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).single().expect("time");
+    let directory = Directory::open(db.clone(), &[], Arc::new(FixedClock::new(now))).expect("directory");
+    let u1 = parse_address("u1@example.com").expect("address");
+    let worker = actix_web::rt::System::new();
+    assert!(worker.block_on(directory.exists_awaited(&u1, Usage::Signing, now)).expect("exists"));
+
+    /// Lets the stopped processes go on, whatever the test's end.
+    struct Resume<'a>(&'a str);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            signal_sessions(self.0, "CONT");
+        }
+    }
+    let resume = Resume(&url);
+    assert!(!signal_sessions(&url, "STOP").is_empty(), "the engine's sessions");
+    let started = Instant::now();
+    let err = worker
+        .block_on(directory.exists_awaited(&u1, Usage::Signing, now))
+        .expect_err("a lookup nobody answers");
+    let waited = started.elapsed();
+    assert!(
+        err.to_string().contains("did not answer a lookup within 2 s"),
+        "the error names the timeout: {err}"
+    );
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(8), "waited {waited:?}");
+    // The stopped processes are still stopped: the next lookup is answered on a new connection.
+    assert!(worker
+        .block_on(directory.newest_valid_awaited(&u1, Usage::Signing, now))
+        .expect("a lookup on a new connection")
+        .is_some());
+    drop(resume);
     drop((directory, db));
     backend.discard(dir);
 }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
 use postgres::{Row, Transaction};
 
-use super::reads::Query;
+use super::reads::{Key, Query};
 use super::{off_runtime, to_i64, to_u64, PgEngine, PipelinedReads};
 use crate::store::{
     chained, check_compromised_arg, revised, AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats,
@@ -741,6 +741,25 @@ pub(super) const RECORDS_BY_EMAIL: &str = "SELECT meta, der FROM certs WHERE ema
 /// The lookup key of a hashed address (`$1`: the hash).
 pub(super) const EMAIL_BY_HASH: &str = "SELECT email_key FROM email_hashes WHERE hash = $1";
 
+/// [`STATES_BY_EMAIL`] for many lookups in one statement (`$1`: lookup keys, `$2`: kind codes,
+/// one of each per lookup): the rows of each lookup in the order of [`STATES_BY_EMAIL`], its place
+/// in the arrays (from 1) in their last column.
+pub(super) const STATES_BY_EMAILS: &str = "SELECT c.serial, c.meta, k.i
+     FROM unnest($1::text[], $2::int2[]) WITH ORDINALITY AS k(email_key, kind, i)
+     JOIN certs c ON c.email_key = k.email_key AND c.kind = k.kind
+     ORDER BY k.i, c.not_before DESC, c.serial DESC";
+
+/// [`RECORDS_BY_EMAIL`] for many lookups, as [`STATES_BY_EMAILS`] is [`STATES_BY_EMAIL`].
+pub(super) const RECORDS_BY_EMAILS: &str = "SELECT c.meta, c.der, k.i
+     FROM unnest($1::text[], $2::int2[]) WITH ORDINALITY AS k(email_key, kind, i)
+     JOIN certs c ON c.email_key = k.email_key AND c.kind = k.kind
+     ORDER BY k.i, c.not_before DESC, c.serial DESC";
+
+/// [`EMAIL_BY_HASH`] for many hashes (`$1`), each row with the place of its hash (from 1) last.
+pub(super) const EMAILS_BY_HASHES: &str = "SELECT e.email_key, k.i
+     FROM unnest($1::bytea[]) WITH ORDINALITY AS k(hash, i)
+     JOIN email_hashes e ON e.hash = k.hash";
+
 /// A row of [`STATES_BY_EMAIL`].
 fn state_of(row: &Row) -> Result<(Serial, CertState), Error> {
     Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?))
@@ -765,12 +784,12 @@ fn email_of(row: Option<&Row>) -> Result<Option<EmailAddress>, Error> {
     Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
 }
 
-/// The directory's lookups of [`CertReader`] for async callers: the same queries and answers,
-/// awaited on the pipelined connections.
+/// The directory's lookups of [`CertReader`] for async callers: the same answers, awaited on the
+/// pipelined connections (in a batch with other lookups when they arrive together).
 impl PipelinedReads {
     /// [`CertReader::email_by_hash`].
     pub async fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
-        email_of(self.query(Query::EmailByHash, &[&&hash[..]]).await?.first())
+        email_of(self.query(Query::EmailByHash, Key::Hash(*hash)).await?.first())
     }
 
     /// [`CertReader::states_by_email`].
@@ -779,7 +798,7 @@ impl PipelinedReads {
         email: &EmailAddress,
         kind: CertKind,
     ) -> Result<Vec<(Serial, CertState)>, Error> {
-        let rows = self.query(Query::StatesByEmail, &[&email.lookup_key(), &i16::from(kind.code())]).await?;
+        let rows = self.query(Query::StatesByEmail, email_key(email, kind)).await?;
         rows.iter().map(state_of).collect()
     }
 
@@ -790,7 +809,12 @@ impl PipelinedReads {
         kind: CertKind,
         now: DateTime<Utc>,
     ) -> Result<Option<CertRecord>, Error> {
-        let rows = self.query(Query::RecordsByEmail, &[&email.lookup_key(), &i16::from(kind.code())]).await?;
+        let rows = self.query(Query::RecordsByEmail, email_key(email, kind)).await?;
         first_valid(&rows, now)
     }
+}
+
+/// The key of a lookup by address.
+fn email_key(email: &EmailAddress, kind: CertKind) -> Key {
+    Key::Email(email.lookup_key(), i16::from(kind.code()))
 }

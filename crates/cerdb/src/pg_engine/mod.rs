@@ -11,7 +11,8 @@
 //! number changes without gaps.
 //!
 //! The directory's hot lookups have an asynchronous path beside it ([`reads`]): a few
-//! connections of the asynchronous client, on which the HTTP workers' lookups are pipelined.
+//! connections of the asynchronous client, on which the HTTP workers' lookups are pipelined,
+//! and gathered into one statement when they arrive together.
 //!
 //! Commits are synchronous (PostgreSQL's default, `synchronous_commit = on`): a write is durable
 //! when its commit returns, so [`crate::CertStore::flush`] has nothing left to do.
@@ -44,7 +45,7 @@ mod tsa;
 
 pub use apikeys::KEY_CACHE_TTL;
 pub use migrate::SCHEMA_VERSION;
-pub use reads::{PipelinedReads, READ_CONNECTIONS};
+pub use reads::{PipelinedReads, MAX_BATCH, QUERY_TIMEOUT, READ_CONNECTIONS};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,6 +122,21 @@ impl From<postgres::Error> for crate::directory::DirectoryError {
     }
 }
 
+/// How the pipelined reads of an engine are set up.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    /// Connections at most ([`READ_CONNECTIONS`] by default).
+    pub connections: usize,
+    /// How long a statement may wait for its answer ([`QUERY_TIMEOUT`] by default).
+    pub timeout: Duration,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings { connections: READ_CONNECTIONS, timeout: QUERY_TIMEOUT }
+    }
+}
+
 /// The engine of one PostgreSQL database.
 pub struct PgEngine {
     pool: pool::Pool,
@@ -149,6 +165,11 @@ impl PgEngine {
     /// ([`Error::SchemaTooNew`]); a malformed URL or an unreachable server is [`Error::Db`] with
     /// one line naming it (never the password).
     pub fn open(url: &str, faults: Option<Arc<Faults>>) -> Result<Self, Error> {
+        Self::open_with(url, faults, ReadSettings::default())
+    }
+
+    /// [`PgEngine::open`] with the pipelined reads set up as `reads` says.
+    pub fn open_with(url: &str, faults: Option<Arc<Faults>>, reads: ReadSettings) -> Result<Self, Error> {
         let tls::Split { url, tls } = tls::split(url)?;
         let mut config: tokio_postgres::Config =
             url.parse().map_err(|e| Error::Db(format!("invalid database URL: {}", with_causes(&e))))?;
@@ -158,7 +179,8 @@ impl PgEngine {
         if config.get_application_name().is_none() {
             config.application_name("pki");
         }
-        let reads = Arc::new(PipelinedReads::new(config.clone(), tls.clone(), READ_CONNECTIONS));
+        let reads =
+            Arc::new(PipelinedReads::new(config.clone(), tls.clone(), reads.connections, reads.timeout));
         let config = Config::from(config);
         let location = location_of(&config);
         let engine = PgEngine {
