@@ -1,18 +1,15 @@
 //! CMS `EnvelopedData` (RFC 5652 §6) with RustCrypto's `EnvelopedDataBuilder`: AES-256-CBC
-//! content encryption, one recipient info per certificate — RSA key transport (the builder's
-//! `KeyTransRecipientInfoBuilder`) or ECDH on P-256 ([`crate::ecdh`]).
+//! content encryption, one recipient info per certificate — RSA key transport
+//! ([`crate::keytrans`]) or ECDH on P-256 ([`crate::ecdh`]).
 //!
 //! Or, when asked, `AuthEnvelopedData` (RFC 5083) with AES-256-GCM (RFC 5084): the same
 //! recipient infos from the same builders, the content sealed by ring's AES-GCM. The `cms` crate
 //! has no type for it, so its four fields are declared here with `der`'s derive.
 
-use cms::builder::{
-    ContentEncryptionAlgorithm, EnvelopedDataBuilder, KeyEncryptionInfo, KeyTransRecipientInfoBuilder,
-    RecipientInfoBuilder,
-};
+use cms::builder::{ContentEncryptionAlgorithm, EnvelopedDataBuilder, RecipientInfoBuilder};
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::{CmsVersion, ContentInfo};
-use cms::enveloped_data::{EncryptedContentInfo, RecipientIdentifier, RecipientInfo, RecipientInfos};
+use cms::enveloped_data::{EncryptedContentInfo, RecipientInfo, RecipientInfos};
 use der::asn1::OctetString;
 use der::{Any, Decode, Encode, Sequence};
 use ring::rand::SecureRandom as _;
@@ -21,6 +18,7 @@ use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
 use crate::ecdh::EcdhRecipient;
+use crate::keytrans::{KeyTransRecipient, RsaTransportKey};
 use crate::{oids, Error};
 
 /// A certificate to encrypt to, checked for a key this module can encrypt to.
@@ -32,7 +30,7 @@ pub struct Recipient {
 
 #[derive(Debug, Clone)]
 enum RecipientKey {
-    Rsa(rsa::RsaPublicKey),
+    Rsa(RsaTransportKey),
     P256(Vec<u8>),
 }
 
@@ -45,10 +43,10 @@ impl Recipient {
         let kind = match spki.algorithm.oid {
             oids::RSA_ENCRYPTION => {
                 let spki_der = spki.to_der().map_err(Error::encoding)?;
-                RecipientKey::Rsa(
-                    rsa::RsaPublicKey::from_public_key_der(&spki_der)
+                RecipientKey::Rsa(RsaTransportKey::new(
+                    &rsa::RsaPublicKey::from_public_key_der(&spki_der)
                         .map_err(|e| Error::RecipientKey(format!("RSA key: {e}")))?,
-                )
+                ))
             }
             oids::EC_PUBLIC_KEY => {
                 let curve = spki
@@ -120,15 +118,7 @@ pub fn envelop(content: &[u8], recipients: &[Recipient], cipher: ContentCipher) 
 fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, Error> {
     match &r.kind {
         RecipientKey::Rsa(key) => {
-            let mut rng = rand_core::OsRng;
-            KeyTransRecipientInfoBuilder::new(
-                RecipientIdentifier::IssuerAndSerialNumber(r.issuer_and_serial()),
-                KeyEncryptionInfo::Rsa(key.clone()),
-                &mut rng,
-            )
-            .map_err(Error::cms)?
-            .build(cek)
-            .map_err(Error::cms)
+            KeyTransRecipient::new(r.issuer_and_serial(), key).build(cek).map_err(Error::cms)
         }
         RecipientKey::P256(point) => {
             EcdhRecipient::new(r.issuer_and_serial(), point.clone()).build(cek).map_err(Error::cms)
@@ -138,23 +128,14 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, Error> {
 
 fn envelop_cbc(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
     let mut rng = rand_core::OsRng;
-    // The builder borrows an RNG from each key transport recipient until it is built: one
-    // handle of the OS's generator each.
-    let mut kt_rngs: Vec<rand_core::OsRng> = recipients.iter().map(|_| rand_core::OsRng).collect();
-    let mut kt_rngs = kt_rngs.iter_mut();
     let mut builder = EnvelopedDataBuilder::new(None, content, ContentEncryptionAlgorithm::Aes256Cbc, None)
         .map_err(Error::cms)?;
     for r in recipients {
         match &r.kind {
             RecipientKey::Rsa(key) => {
-                let rng = kt_rngs.next().ok_or_else(|| Error::Internal("one RNG per recipient".into()))?;
-                let ktri = KeyTransRecipientInfoBuilder::new(
-                    RecipientIdentifier::IssuerAndSerialNumber(r.issuer_and_serial()),
-                    KeyEncryptionInfo::Rsa(key.clone()),
-                    rng,
-                )
-                .map_err(Error::cms)?;
-                builder.add_recipient_info(ktri).map_err(Error::cms)?;
+                builder
+                    .add_recipient_info(KeyTransRecipient::new(r.issuer_and_serial(), key))
+                    .map_err(Error::cms)?;
             }
             RecipientKey::P256(point) => {
                 builder

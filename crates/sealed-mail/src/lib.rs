@@ -19,6 +19,7 @@
 pub mod ecdh;
 pub mod envelope;
 mod http;
+pub mod keytrans;
 pub mod mime;
 pub mod oids;
 pub mod seal;
