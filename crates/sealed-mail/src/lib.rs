@@ -5,8 +5,8 @@
 //! the MIME entity ([`mime`]), its CMS `SignedData` by a sender identity's key in custody with
 //! signing time, S/MIME capabilities and the sender's chain, an RFC 3161 timestamp of the
 //! signature from the installation's own TSA ([`signed`]), the `EnvelopedData` to the recipient
-//! and an optional archive certificate — RSA key transport, or ECDH on P-256 ([`ecdh`], RFC 5753)
-//! — with AES-256-CBC ([`envelope`]); the signed plain invitation for addresses without a
+//! and an optional archive certificate — RSA key transport ([`keytrans`]), or ECDH on P-256
+//! ([`ecdh`], RFC 5753) — with AES-256-CBC ([`envelope`]); the signed plain invitation for addresses without a
 //! certificate ([`seal`]); and the HTTP scope `/api/v1/mail` ([`configure`]).
 //!
 //! **Must not:** hold private key bytes (senders sign through [`hsm_sim::Signer`]); issue
