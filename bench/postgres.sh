@@ -18,6 +18,8 @@
 #        BENCH_DIR    work directory (default /tmp/pki-bench-pg-COUNT); the sled source is kept
 #                     and reused when loaded
 #        PKI_BIN      the pki binary (default: a release build, in CARGO_TARGET_DIR)
+#        SHARED_BUFFERS PostgreSQL's shared_buffers (default 3GB: the database of 1,000,000
+#                     certificates is 2.6 GB, and the sled side has a cache of 6 GiB)
 # A private PostgreSQL cluster is started by scripts/with-postgres.sh (loopback only) and
 # stopped at the end. The numbers mean something only on an otherwise idle machine.
 set -euo pipefail
@@ -41,6 +43,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
 # Set before with-postgres.sh, which chains its own stop of the cluster after it.
 trap cleanup EXIT
+export PKI_TEST_PG_SETTINGS="-c shared_buffers=${SHARED_BUFFERS:-3GB}"
 # shellcheck source=scripts/with-postgres.sh
 source scripts/with-postgres.sh
 : "${PKI_TEST_DATABASE_URL:?scripts/with-postgres.sh did not start PostgreSQL}"

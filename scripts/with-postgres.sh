@@ -8,6 +8,9 @@
 #   bash scripts/with-postgres.sh cargo test -p cerdb   # runs the command with the cluster
 #   source scripts/with-postgres.sh                     # in scripts/test.sh: for the rest of it
 #
+# PKI_TEST_PG_SETTINGS adds server settings (`-c name=value ...`; the benchmarks give the server
+# the memory the embedded engine gets).
+#
 # Installs Debian's postgresql when no server binaries are in /usr/lib/postgresql/*/bin. As root,
 # the cluster runs as the user `postgres` (which the package creates); otherwise as the caller.
 
@@ -62,7 +65,7 @@ pg_test_start() {
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   # Every scenario of the suite opens a few connections: room for the tests running in parallel.
   "${as_pg[@]}" "$bin/pg_ctl" -D "$PKI_TEST_PG_DIR/data" -l "$PKI_TEST_PG_DIR/server.log" -w -s \
-    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PKI_TEST_PG_DIR -c fsync=on -c max_connections=300 -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PKI_TEST_PG_DIR -c fsync=on -c max_connections=300 -c ssl=on -c ssl_cert_file=$tls/server.pem -c ssl_key_file=$tls/server.key ${PKI_TEST_PG_SETTINGS:-}" \
     start || { cat "$PKI_TEST_PG_DIR/server.log" >&2; return 1; }
   PKI_TEST_PG_CTL=("${as_pg[@]}" "$bin/pg_ctl")
   export PKI_TEST_DATABASE_URL="postgres://pki:$password@127.0.0.1:$port/postgres"
