@@ -20,7 +20,7 @@
 //! that finds it closed; a batch that failed because its connection went away is tried once more
 //! on a new one (reads, so trying them again changes nothing). A batch the server does not
 //! answer within [`QUERY_TIMEOUT`] fails as unavailable, and its connection is given up (what was
-//! sent after it would wait behind it).
+//! sent after it would wait behind it); so does one whose new connection is not ready by then.
 //!
 //! Nothing is kept but the connections: every lookup asks the database in a statement sent after
 //! the lookup arrived, so a revocation written by another process is seen by the next lookup.
@@ -282,7 +282,17 @@ impl Connections {
         let slot = &self.slots[slot];
         let mut retried = false;
         loop {
-            let session = self.session(slot).await?;
+            // Opening a connection has the same time (its TCP connect has `connect_timeout`, but a
+            // server can accept and then not answer the start-up or the statements' preparation).
+            let session = match tokio::time::timeout(self.timeout, self.session(slot)).await {
+                Ok(session) => session?,
+                Err(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "the database did not answer a new connection within {} s",
+                        self.timeout.as_secs_f64()
+                    )))
+                }
+            };
             let sent = tokio::time::timeout(self.timeout, send(&session, query, keys)).await;
             match sent {
                 Ok(Ok(rows)) => {
@@ -427,4 +437,47 @@ fn driver() -> &'static tokio::runtime::Handle {
             .expect("start the PostgreSQL read thread");
         handle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that takes the connection and then says nothing: the lookup fails as unavailable
+    /// when the read timeout is up, not when the connect timeout is.
+    #[test]
+    fn a_server_that_never_answers_a_new_connection_fails_the_lookup_at_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let silent = std::thread::spawn(move || {
+            let (socket, _) = listener.accept().expect("accept");
+            std::thread::sleep(Duration::from_secs(2));
+            drop(socket);
+        });
+        let mut config = Config::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user("pki")
+            .dbname("pki")
+            .connect_timeout(Duration::from_secs(30));
+        let connections = Connections {
+            config,
+            tls: None,
+            slots: vec![Slot::default()],
+            timeout: Duration::from_millis(300),
+            statements: AtomicU64::new(0),
+            lookups: AtomicU64::new(0),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let started = std::time::Instant::now();
+        let key = Key::Email("a@example.com".into(), 1);
+        let e = runtime.block_on(connections.ask(Query::StatesByEmail, 0, &[&key])).expect_err("no answer");
+        assert!(
+            matches!(&e, Error::Unavailable(m) if m.contains("did not answer a new connection within 0.3 s")),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2), "waited {:?}", started.elapsed());
+        silent.join().expect("the silent server");
+    }
 }
