@@ -62,7 +62,8 @@ impl EcdhRecipient {
     }
 }
 
-fn failed(what: &str) -> cms::builder::Error {
+/// A builder's failure, named (the recipient-info builders of this crate: here and `keytrans.rs`).
+pub(crate) fn failed(what: &str) -> cms::builder::Error {
     cms::builder::Error::Builder(what.to_string())
 }
 

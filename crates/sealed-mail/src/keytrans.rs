@@ -22,6 +22,7 @@ use ring::rand::SecureRandom as _;
 use rsa::traits::PublicKeyParts as _;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 
+use crate::ecdh::failed;
 use crate::oids;
 
 /// A recipient's RSA public key, ready for key transport.
@@ -149,10 +150,6 @@ fn nonzero_random(out: &mut [u8]) -> Result<(), cms::builder::Error> {
         }
     }
     Ok(())
-}
-
-fn failed(what: &str) -> cms::builder::Error {
-    cms::builder::Error::Builder(what.to_string())
 }
 
 /// An RSA recipient of an enveloped message: its certificate's issuer and serial, and its key.
