@@ -627,6 +627,54 @@ fn bulk_answers_every_message_in_order() {
     let inner = f.env.path("bulk5.inner");
     openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
     assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
+
+    // Several timestamped messages: the timestamps of a bulk are made in shares on every core,
+    // and each message still carries the token over its own signature.
+    let messages: Vec<serde_json::Value> =
+        (0..5).map(|i| request("alice@example.com", &format!("statement {i}"), b"%PDF-t", true)).collect();
+    let body = serde_json::json!({ "messages": messages });
+    let r = f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, body.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 5);
+    for (i, one) in results.iter().enumerate() {
+        assert_eq!(one["status"], 200, "{one}");
+        let m = f
+            .env
+            .write(&format!("stamped{i}.eml"), B64.decode(one["message_base64"].as_str().unwrap()).unwrap());
+        let signed = f.env.path(&format!("stamped{i}.signed"));
+        openssl([
+            "smime",
+            "-decrypt",
+            "-in",
+            &p(&m),
+            "-recip",
+            &p(&f.alice_cert),
+            "-inkey",
+            &p(&f.alice_key),
+            "-out",
+            &p(&signed),
+        ]);
+        let inner = f.env.path(&format!("stamped{i}.inner"));
+        openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+        let text = String::from_utf8(part(&python_parts(&inner), "text/plain")).unwrap();
+        assert_eq!(text, format!("statement {i}"), "the answers in the messages' order");
+        let (signature, token) = signature_and_token(&cms_der(&f.env, &signed, &format!("stamped{i}.p7m")));
+        let token = f.env.write(&format!("stamped{i}.tst"), token.expect("a signature timestamp token"));
+        let digest = sha256_hex(&signature);
+        let ok = openssl_try([
+            "ts",
+            "-verify",
+            "-in",
+            &p(&token),
+            "-token_in",
+            "-digest",
+            &digest,
+            "-CAfile",
+            &p(&f.ca.root),
+        ]);
+        assert!(ok.stdout.contains("Verification: OK"), "message {i}: {}{}", ok.stdout, ok.stderr);
+    }
 }
 
 /// The private Postfix of `scripts/with-mail.sh`: its SMTP address and Maildir.

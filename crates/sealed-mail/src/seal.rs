@@ -518,8 +518,9 @@ impl InProcessTsa {
     }
 }
 
-impl Timestamper for InProcessTsa {
-    fn stamp_many(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
+impl InProcessTsa {
+    /// [`Timestamper::stamp_many`] on this thread: one batch of the TSA.
+    fn stamp_batch(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
         let queries: Vec<Result<Vec<u8>, Error>> = signature_values.iter().map(|v| Self::query(v)).collect();
         let good: Vec<Vec<u8>> = queries.iter().filter_map(|q| q.as_ref().ok().cloned()).collect();
         let mut replies = self.0.respond_many(&good).into_iter();
@@ -533,6 +534,17 @@ impl Timestamper for InProcessTsa {
                 Self::token(&reply)
             })
             .collect()
+    }
+}
+
+impl Timestamper for InProcessTsa {
+    /// A share of the values on every core, each share one batch of the TSA (signed on its core,
+    /// its records written together), the answers in the values' order.
+    fn stamp_many(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let shares: Vec<&[&[u8]]> =
+            signature_values.chunks(signature_values.len().div_ceil(cores).max(1)).collect();
+        on_every_core(shares, |share| self.stamp_batch(share)).into_iter().flatten().collect()
     }
 
     fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error> {
