@@ -191,6 +191,13 @@ fn signature_and_token(signed_der: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 }
 
 /// The DER of the CMS object in an S/MIME entity, per OpenSSL.
+/// `openssl ts -verify` of the timestamp token in the file `token` over the SHA-256 of `data`,
+/// chained to `root`.
+fn ts_verify(token: &Path, data: &[u8], root: &Path) -> Out {
+    let digest = sha256_hex(data);
+    openssl_try(["ts", "-verify", "-in", &p(token), "-token_in", "-digest", &digest, "-CAfile", &p(root)])
+}
+
 fn cms_der(env: &Env, entity: &Path, name: &str) -> Vec<u8> {
     let out = env.path(name);
     openssl(["cms", "-cmsout", "-in", &p(entity), "-inform", "SMIME", "-outform", "DER", "-out", &p(&out)]);
@@ -285,23 +292,9 @@ fn openssl_decrypts_and_verifies_rsa_and_p256_messages_with_their_timestamp() {
 
         let (signature, token) = signature_and_token(&cms_der(&f.env, &signed, &format!("{tag}.p7m")));
         let token = f.env.write(&format!("{tag}.tst"), token.expect("a signature timestamp token"));
-        let ts_verify = |data: &[u8]| {
-            let digest = sha256_hex(data);
-            openssl_try([
-                "ts",
-                "-verify",
-                "-in",
-                &p(&token),
-                "-token_in",
-                "-digest",
-                &digest,
-                "-CAfile",
-                &p(&f.ca.root),
-            ])
-        };
-        let ok = ts_verify(&signature);
+        let ok = ts_verify(&token, &signature, &f.ca.root);
         assert!(ok.stdout.contains("Verification: OK"), "{}{}", ok.stdout, ok.stderr);
-        assert!(!ts_verify(b"another signature").status.success());
+        assert!(!ts_verify(&token, b"another signature", &f.ca.root).status.success());
     }
 
     // Without "timestamp": no token; JSON answer on request.
@@ -661,18 +654,7 @@ fn bulk_answers_every_message_in_order() {
         assert_eq!(text, format!("statement {i}"), "the answers in the messages' order");
         let (signature, token) = signature_and_token(&cms_der(&f.env, &signed, &format!("stamped{i}.p7m")));
         let token = f.env.write(&format!("stamped{i}.tst"), token.expect("a signature timestamp token"));
-        let digest = sha256_hex(&signature);
-        let ok = openssl_try([
-            "ts",
-            "-verify",
-            "-in",
-            &p(&token),
-            "-token_in",
-            "-digest",
-            &digest,
-            "-CAfile",
-            &p(&f.ca.root),
-        ]);
+        let ok = ts_verify(&token, &signature, &f.ca.root);
         assert!(ok.stdout.contains("Verification: OK"), "message {i}: {}{}", ok.stdout, ok.stderr);
     }
 }
