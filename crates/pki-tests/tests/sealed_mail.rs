@@ -191,6 +191,36 @@ fn signature_and_token(signed_der: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
 }
 
 /// The DER of the CMS object in an S/MIME entity, per OpenSSL.
+/// The message of a JSON answer (`message_base64`) written to `TAG.eml` and decrypted with
+/// `openssl COMMAND -decrypt` (`smime` or `cms`) by `cert` and `key` into `TAG.signed`; that path.
+fn decrypt_answer(
+    env: &Env,
+    tag: &str,
+    answer: &serde_json::Value,
+    command: &str,
+    cert: &Path,
+    key: &Path,
+) -> PathBuf {
+    let message = env.write(
+        &format!("{tag}.eml"),
+        B64.decode(answer["message_base64"].as_str().expect("message_base64")).expect("base64"),
+    );
+    let signed = env.path(&format!("{tag}.signed"));
+    openssl([
+        command,
+        "-decrypt",
+        "-in",
+        &p(&message),
+        "-recip",
+        &p(cert),
+        "-inkey",
+        &p(key),
+        "-out",
+        &p(&signed),
+    ]);
+    signed
+}
+
 /// `openssl ts -verify` of the timestamp token in the file `token` over the SHA-256 of `data`,
 /// chained to `root`.
 fn ts_verify(token: &Path, data: &[u8], root: &Path) -> Out {
@@ -603,20 +633,7 @@ fn bulk_answers_every_message_in_order() {
     assert_eq!(results[1]["exists"], false);
     assert!(results[2]["error"].as_str().unwrap().contains("to"));
     assert_eq!(results[3]["kind"], "invitation");
-    let m = f.env.write("bulk5.eml", B64.decode(results[4]["message_base64"].as_str().unwrap()).unwrap());
-    let signed = f.env.path("bulk5.signed");
-    openssl([
-        "cms",
-        "-decrypt",
-        "-in",
-        &p(&m),
-        "-recip",
-        &p(&f.bob_cert),
-        "-inkey",
-        &p(&f.bob_key),
-        "-out",
-        &p(&signed),
-    ]);
+    let signed = decrypt_answer(&f.env, "bulk5", &results[4], "cms", &f.bob_cert, &f.bob_key);
     let inner = f.env.path("bulk5.inner");
     openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
     assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
@@ -632,22 +649,8 @@ fn bulk_answers_every_message_in_order() {
     assert_eq!(results.len(), 5);
     for (i, one) in results.iter().enumerate() {
         assert_eq!(one["status"], 200, "{one}");
-        let m = f
-            .env
-            .write(&format!("stamped{i}.eml"), B64.decode(one["message_base64"].as_str().unwrap()).unwrap());
-        let signed = f.env.path(&format!("stamped{i}.signed"));
-        openssl([
-            "smime",
-            "-decrypt",
-            "-in",
-            &p(&m),
-            "-recip",
-            &p(&f.alice_cert),
-            "-inkey",
-            &p(&f.alice_key),
-            "-out",
-            &p(&signed),
-        ]);
+        let signed =
+            decrypt_answer(&f.env, &format!("stamped{i}"), one, "smime", &f.alice_cert, &f.alice_key);
         let inner = f.env.path(&format!("stamped{i}.inner"));
         openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
         let text = String::from_utf8(part(&python_parts(&inner), "text/plain")).unwrap();
@@ -789,22 +792,7 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
             }
             let (key, cert) = if rsa { (&f.alice_key, &f.alice_cert) } else { (&f.bob_key, &f.bob_cert) };
             let tag = format!("c{round}-{i}");
-            let m = f
-                .env
-                .write(&format!("{tag}.eml"), B64.decode(j["message_base64"].as_str().unwrap()).unwrap());
-            let signed = f.env.path(&format!("{tag}.signed"));
-            openssl([
-                "cms",
-                "-decrypt",
-                "-in",
-                &p(&m),
-                "-recip",
-                &p(cert),
-                "-inkey",
-                &p(key),
-                "-out",
-                &p(&signed),
-            ]);
+            let signed = decrypt_answer(&f.env, &tag, &j, "cms", cert, key);
             let inner = f.env.path(&format!("{tag}.inner"));
             openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
             assert_eq!(part(&python_parts(&inner), "application/pdf"), pdf);
