@@ -5,6 +5,7 @@
 //! every field (400), the quota (429, one unit per message), then sealing. Errors become answers
 //! only through [`Error::status`] and [`Error::body`]; nothing of a body is logged.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use cerdb::directory::{ApiKeyRecord, ApiKeySecret, ApiPermission, ClientId, Dire
 use cerdb::EmailAddress;
 use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::envelope::ContentCipher;
 use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
@@ -171,18 +173,20 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     Ok(body)
 }
 
-/// One message as the client sends it.
+/// One message as the client sends it, its attachments' base64 borrowed from the body (base64
+/// holds nothing JSON escapes, so the hundreds of kilobytes of a statement are not copied before
+/// they are decoded).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SealJson {
+struct SealJson<'a> {
     to: String,
     sender: String,
     subject: String,
     text: String,
     #[serde(default)]
     html: Option<String>,
-    #[serde(default)]
-    attachments: Vec<AttachmentJson>,
+    #[serde(default, borrow)]
+    attachments: Vec<AttachmentJson<'a>>,
     #[serde(default)]
     timestamp: bool,
     #[serde(default)]
@@ -195,16 +199,20 @@ struct SealJson {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AttachmentJson {
+struct AttachmentJson<'a> {
     filename: String,
     content_type: String,
-    base64: String,
+    #[serde(borrow)]
+    base64: Cow<'a, str>,
 }
 
+/// A bulk request: each message kept as its raw JSON text, so the one pass over the whole body
+/// only finds where each message begins and ends, and the messages are then read on every core.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BulkJson {
-    messages: Vec<serde_json::Value>,
+struct BulkJson<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
 }
 
 /// One message of a bulk request, checked, and whether to deliver it.
@@ -216,7 +224,7 @@ type Answered = (SealRequest, Sealed, Option<String>);
 /// The most attachments one message may carry.
 const MAX_ATTACHMENTS: usize = 100;
 
-fn checked(j: SealJson) -> Result<(SealRequest, bool), Error> {
+fn checked(j: SealJson<'_>) -> Result<(SealRequest, bool), Error> {
     let bad = |field: &'static str, reason: String| Error::BadInput { field, reason };
     let to: EmailAddress = j.to.parse().map_err(|e: cerdb::Error| bad("to", e.to_string()))?;
     let sender = j.sender.parse().map_err(|e: cerdb::Error| bad("sender", e.to_string()))?;
@@ -271,8 +279,22 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 }
 
 fn parse_one(bytes: &[u8]) -> Result<(SealRequest, bool), Error> {
-    let j: SealJson = serde_json::from_slice(bytes).map_err(|e| Error::BadJson(e.to_string()))?;
+    let j: SealJson<'_> = serde_json::from_slice(bytes).map_err(|e| Error::BadJson(e.to_string()))?;
     checked(j)
+}
+
+/// A bulk request's messages, each checked on its own (a bad one is answered in its place), on
+/// every core; the whole request refused when it is not `{"messages": [...]}` with 1 to
+/// [`MAX_BULK`] messages.
+fn parse_bulk(bytes: &[u8]) -> Result<Vec<Parsed>, Error> {
+    let bulk: BulkJson<'_> = serde_json::from_slice(bytes).map_err(|e| Error::BadJson(e.to_string()))?;
+    if bulk.messages.is_empty() || bulk.messages.len() > MAX_BULK {
+        return Err(Error::BadInput {
+            field: "messages",
+            reason: format!("must hold 1 to {MAX_BULK} messages"),
+        });
+    }
+    Ok(crate::seal::on_every_core(bulk.messages, |m| parse_one(m.get().as_bytes())))
 }
 
 fn charge(
@@ -357,23 +379,19 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let (request, deliver) = match parse_one(&body) {
-        Ok(r) => r,
-        Err(e) => return error_response(&e),
-    };
-    drop(body);
-    if let Err(e) = charge(&svc, &hash, &rec, 1) {
-        return error_response(&e);
-    }
     let as_json = wants_json(&req);
+    // The body read (and its 140 KB of JSON and base64 for a statement) off the event loop.
     let result = web::block(move || {
+        let (request, deliver) = parse_one(&body)?;
+        drop(body);
+        charge(&svc, &hash, &rec, 1)?;
         let made = make(&svc, &rec.name, &request, deliver);
-        (request, made)
+        Ok((request, made))
     })
     .await;
     match result {
-        Ok((request, Ok((s, q)))) => describe_or_raw(&request, s, q, as_json),
-        Ok((_, Err(e))) => error_response(&e),
+        Ok(Ok((request, Ok((s, q))))) => describe_or_raw(&request, s, q, as_json),
+        Ok(Ok((_, Err(e))) | Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }
 }
@@ -429,30 +447,12 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
-    let bulk: BulkJson = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return error_response(&Error::BadJson(e.to_string())),
-    };
-    drop(body);
-    if bulk.messages.is_empty() || bulk.messages.len() > MAX_BULK {
-        return error_response(&Error::BadInput {
-            field: "messages",
-            reason: format!("must hold 1 to {MAX_BULK} messages"),
-        });
-    }
-    if let Err(e) = charge(&svc, &hash, &rec, bulk.messages.len()) {
-        return error_response(&e);
-    }
     let result = web::block(move || {
-        // Each message's fields checked and its attachments decoded on every core.
-        let parsed: Vec<Result<(SealRequest, bool), Error>> =
-            crate::seal::on_every_core(bulk.messages, |m| {
-                serde_json::from_value::<SealJson>(m)
-                    .map_err(|e| Error::BadJson(e.to_string()))
-                    .and_then(checked)
-            });
-        let valid: Vec<SealRequest> =
-            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r.clone())).collect();
+        let parsed = parse_bulk(&body)?;
+        drop(body);
+        charge(&svc, &hash, &rec, parsed.len())?;
+        let valid: Vec<&SealRequest> =
+            parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r)).collect();
         let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
         let answers: Vec<(Parsed, Option<Result<Sealed, Error>>)> = parsed
             .into_iter()
@@ -491,11 +491,12 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 v.to_string()
             }
         });
-        results
+        Ok(results)
     })
     .await;
     match result {
-        Ok(results) => HttpResponse::Ok().content_type("application/json").body(bulk_answer(results)),
+        Ok(Ok(results)) => HttpResponse::Ok().content_type("application/json").body(bulk_answer(results)),
+        Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }
 }
@@ -557,6 +558,52 @@ mod tests {
         for (v, what) in cases {
             let e = parse_one(v.to_string().as_bytes()).expect_err(what);
             assert_eq!(e.status(), 400, "{what}: {e}");
+        }
+    }
+
+    /// Base64 is read from the body without a copy when it holds no escape, and still read
+    /// right when a client escapes its slashes (`\/`, as some JSON encoders do).
+    #[test]
+    fn attachments_read_alike_with_and_without_escaped_slashes() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+        assert!(b64.contains('/'), "the fixture must hold slashes");
+        let mut v = base();
+        v["attachments"] =
+            serde_json::json!([{"filename": "a.bin", "content_type": "application/pdf", "base64": b64}]);
+        let plain = v.to_string();
+        let escaped = plain.replace('/', "\\/");
+        assert_ne!(plain, escaped);
+        for body in [plain, escaped] {
+            let (r, _) = parse_one(body.as_bytes()).expect("a valid request");
+            assert_eq!(r.content.attachments[0].data, data);
+        }
+    }
+
+    /// A bulk request: its messages read one by one, a bad one answered in its place; the whole
+    /// request refused with 400 when it is not `{"messages": [...]}` of 1 to 1,000 messages.
+    #[test]
+    fn bulk_requests_are_read_message_by_message() {
+        let mut bad = base();
+        bad["to"] = serde_json::json!("not an address");
+        let body = serde_json::json!({"messages": [base(), bad, 7, base()]}).to_string();
+        let parsed = parse_bulk(body.as_bytes()).expect("a bulk request");
+        let status: Vec<u16> =
+            parsed.iter().map(|p| p.as_ref().map_or_else(|e| e.status(), |_| 200)).collect();
+        assert_eq!(status, [200, 400, 400, 200]);
+        assert!(parsed[1].as_ref().unwrap_err().to_string().contains("to"), "{:?}", parsed[1]);
+        let many = format!("{{\"messages\": [{}]}}", vec!["{}"; MAX_BULK + 1].join(","));
+        for (body, want) in [
+            ("{\"messages\": []}".to_string(), "1 to 1000"),
+            (many, "1 to 1000"),
+            ("{\"messages\": 3}".to_string(), "invalid type"),
+            ("{\"messages\": [], \"extra\": 1}".to_string(), "unknown field"),
+            ("[1, 2]".to_string(), "invalid type"),
+            ("{\"messages\": [{\"to\": ".to_string(), "EOF"),
+        ] {
+            let e = parse_bulk(body.as_bytes()).expect_err(&body);
+            assert_eq!(e.status(), 400, "{body}: {e}");
+            assert!(e.to_string().contains(want), "{body}: {e}");
         }
     }
 

@@ -253,8 +253,8 @@ impl Sealer {
     /// durable records instead of one each), then each message is finished and encrypted; then
     /// all that were made are recorded in the audit log at once before any is returned. The
     /// answers in order.
-    pub fn seal_many(&self, key: &ApiKeyName, reqs: &[SealRequest]) -> Vec<Result<Sealed, Error>> {
-        let prepared = on_every_core(reqs.iter().collect(), |r| self.prepare(key, r));
+    pub fn seal_many(&self, key: &ApiKeyName, reqs: &[&SealRequest]) -> Vec<Result<Sealed, Error>> {
+        let prepared = on_every_core(reqs.to_vec(), |r| self.prepare(key, r));
         let values: Vec<&[u8]> = prepared
             .iter()
             .filter_map(|p| p.as_ref().ok().filter(|p| p.timestamp).map(|p| p.unstamped.signature_value()))
