@@ -4,7 +4,9 @@
 # cms -encrypt` for P-256 recipients: `smime` has no key agreement) on the same messages, in the
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
 # without a timestamp, from the default RSA-2048 sender identity and, with timestamps, from a
-# P-256 one; then the ceiling set by OpenSSL's own primitives on this machine (`openssl speed`).
+# P-256 one; then two ceilings on this machine: OpenSSL's own primitives (`openssl speed`), and
+# pki's own sealing core alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
+# with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline.
 #
 # Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 50 OpenSSL pipelines a recipient)
 # Env: DURATION seconds per run of pki's cases (default 10).
@@ -31,6 +33,10 @@ fi
 cargo build -q --release -p pki-tests --bin seal-bench
 SEAL_BENCH="$TARGET/release/seal-bench"
 [ "${SEAL_BENCH#/}" != "$SEAL_BENCH" ] || SEAL_BENCH="$PWD/$SEAL_BENCH"
+# The sealing core alone (sign with a custody key, encrypt), built as pki is: optimised.
+cargo build -q --release -p sealed-mail --example seal_core_rate
+SEAL_CORE="$TARGET/release/examples/seal_core_rate"
+[ "${SEAL_CORE#/}" != "$SEAL_CORE" ] || SEAL_CORE="$PWD/$SEAL_CORE"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pki-bench-seal.XXXXXX")
 server=""
@@ -167,7 +173,9 @@ for to in rsa p256; do
   done
   echo "pki single, 4 connections ($to, timestamp yes, P-256 sender): $(driver single "req-$to-1-ec.json" 4)"
   echo "pki bulk, 2 connections   ($to, timestamp yes, P-256 sender): $(driver bulk "req-$to-1-ec.json" 2)"
-  echo "openssl smime -sign | $([ "$to" = rsa ] && echo smime || echo cms) -encrypt ($to, no timestamp): $(openssl_pipeline "$to" "$NO")"
+  rate=$(openssl_pipeline "$to" "$NO")
+  echo "openssl smime -sign | $([ "$to" = rsa ] && echo smime || echo cms) -encrypt ($to, no timestamp): $rate"
+  printf -v "openssl_$to" '%s' "$(echo "$rate" | awk '{print $1}')"
 done
 
 # What a message cannot do without, at OpenSSL's speed on this machine (its RSA uses AVX-512 where
@@ -186,4 +194,23 @@ sign_us, aes_us, sha_us = 2e6 / rsa, 145e3 / aes * 1e6, 145e3 / sha * 1e6
 print(f"RSA-2048 signatures on both cores: {rsa:,.0f}/s ({sign_us:.0f} us of CPU each)")
 print(f"AES-256-CBC: {aes / 1e6:,.0f} MB/s a core ({aes_us:.0f} us for 145 KB); SHA-256: {sha / 1e6:,.0f} MB/s ({sha_us:.0f} us)")
 print(f"ceiling: {2e6 / (sign_us + aes_us + sha_us):,.0f} messages/s on both cores")
+EOF
+
+# pki's own sealing core, what every message needs before HTTP, JSON, base64, timestamp, audit and
+# the client: the entity signed with a key of the custody (SHA-256 and the signature) and
+# encrypted (AES-256-CBC and the key transport or agreement), on one thread; its rate on all cores.
+echo
+echo "## the ceiling: pki's sealing core (crates/sealed-mail/examples/seal_core_rate.rs)"
+core=$("$SEAL_CORE" 4 | grep '^SEAL_CORE')
+python3 - "$core" "$(nproc)" "$openssl_rsa" "$openssl_p256" <<'EOF'
+import sys
+f = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split()[1:])}
+cores, peer = int(sys.argv[2]), {"rsa": float(sys.argv[3]), "p256": float(sys.argv[4])}
+print(f"sign the {f['entity_bytes'] / 1000:.0f} KB entity: {f['sign_rsa_us']} us with the custody's RSA-2048 key, {f['sign_p256_us']} us with its P-256 key")
+print(f"encrypt it: {f['encrypt_rsa_us']} us to RSA-2048, {f['encrypt_p256_us']} us to P-256")
+for sender in ("rsa", "p256"):
+    for to in ("rsa", "p256"):
+        us = f[f"sign_{sender}_us"] + f[f"encrypt_{to}_us"]
+        name = "RSA-2048" if sender == "rsa" else "P-256"
+        print(f"{name} sender to {to}: at most {cores * 1e6 / us:,.0f} messages/s on {cores} cores; 20x OpenSSL's pipeline is {20 * peer[to]:,.0f}/s")
 EOF
