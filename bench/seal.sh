@@ -8,7 +8,8 @@
 # pki's own sealing core alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
 # with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline.
 #
-# Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 50 OpenSSL pipelines a recipient)
+# Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 200 OpenSSL pipelines a recipient: 50
+# took half a second, and their rate varied by a third between runs)
 # Env: DURATION seconds per run of pki's cases (default 10).
 # Honours CARGO_TARGET_DIR; PKI_BIN=/path/to/pki measures that binary instead of building one.
 # Needs openssl, curl and python3. PKI_BENCH_PROFILE=dev measures the
@@ -16,7 +17,7 @@
 # for a quick look only, and say so beside its numbers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-NO=${1:-50}
+NO=${1:-200}
 DURATION=${DURATION:-10}
 TARGET=${CARGO_TARGET_DIR:-target}
 if [ -n "${PKI_BIN:-}" ]; then
