@@ -258,7 +258,8 @@ pub fn ocsp_config() -> ocsp_responder::OcspConfig {
     ocsp_responder::OcspConfig::with_next_update(ca_core::OCSP_RESPONSE_LIFETIME)
 }
 
-/// The OCSP responder of a CA: the issuing CA's delegated signer in use, status read from cerdb.
+/// The OCSP responder of a CA: the issuing CA's delegated signer in use, status read from cerdb
+/// (on PostgreSQL, the HTTP answers' reads pipelined and gathered as the directory's are).
 pub fn ocsp_responder(ca: &Ca) -> anyhow::Result<ocsp_responder::OcspResponder> {
     use ca_core::CaCert;
     let (signer_der, signer) = ca.ocsp_signer_certified()?;
@@ -270,7 +271,8 @@ pub fn ocsp_responder(ca: &Ca) -> anyhow::Result<ocsp_responder::OcspResponder> 
         ocsp_config(),
         Arc::new(ocsp_responder::SystemClock),
     )?
-    .with_change_feed(ca.db().feed())?)
+    .with_change_feed(ca.db().feed())?
+    .with_pipelined_reads(ca.db().pipelined_reads()))
 }
 
 /// The timestamp authority of this process's CA. One per process, shared by the HTTP service

@@ -151,21 +151,10 @@ fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connec
 
     let backend = backend();
     let dir = Path::new("pipelined");
-    let url = backend.database_url(dir).expect("database");
-    let db = CertDb::from_engine(Arc::new(PgEngine::open(&url, None).expect("open")));
-    assert!(db.pipelined_reads().is_some(), "the PostgreSQL engine has pipelined reads");
     // Addresses u0..u6 (serial % 7): most with a valid certificate, u1 with a revoked one
     // beside it, u3 with revoked ones only.
-    for serial in 1..=12u64 {
-        db.store_issued(&[cert(serial)], &Linked("issue")).expect("store");
-    }
-    let revoked = Revocation {
-        at: Utc.with_ymd_and_hms(2026, 6, 2, 0, 0, 0).single().expect("time"),
-        reason: RevocationReason::Superseded,
-    };
-    for serial in [1u64, 3, 10] {
-        db.revoke(&cert(serial).serial, revoked.clone(), None, &Linked("revoke")).expect("revoke");
-    }
+    let (url, db, revoked) = twelve_certificates(&backend, dir, RevocationReason::Superseded);
+    assert!(db.pipelined_reads().is_some(), "the PostgreSQL engine has pipelined reads");
     let now = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).single().expect("time");
     let directory = Directory::open(db.clone(), &[], Arc::new(FixedClock::new(now))).expect("directory");
     let (secret, _) =
@@ -294,6 +283,84 @@ fn the_pipelined_lookups_answer_as_the_synchronous_ones_and_outlive_their_connec
         assert_eq!(res.status(), 200);
     });
     drop((directory, db));
+    backend.discard(dir);
+}
+
+/// A new database of `backend` at `dir` with the certificates of serials 1 to 12, those of 1, 3
+/// and 10 revoked for `reason`: its URL, the store, and the revocation.
+fn twelve_certificates(
+    backend: &PgBackend,
+    dir: &Path,
+    reason: RevocationReason,
+) -> (String, CertDb, Revocation) {
+    let url = backend.database_url(dir).expect("database");
+    let db = CertDb::from_engine(Arc::new(PgEngine::open(&url, None).expect("open")));
+    for serial in 1..=12u64 {
+        db.store_issued(&[cert(serial)], &Linked("issue")).expect("store");
+    }
+    let revoked =
+        Revocation { at: Utc.with_ymd_and_hms(2026, 6, 2, 0, 0, 0).single().expect("time"), reason };
+    for serial in [1u64, 3, 10] {
+        db.revoke(&cert(serial).serial, revoked.clone(), None, &Linked("revoke")).expect("revoke");
+    }
+    (url, db, revoked)
+}
+
+/// The OCSP responder's reads, pipelined: a certificate's state by serial and the change feed's
+/// newest entry answer as the synchronous reads do, alone and when many arrive together (then in
+/// fewer statements), and see a revocation written through another engine at once.
+#[test]
+fn the_pipelined_states_and_feed_end_answer_as_the_synchronous_ones() {
+    let backend = backend();
+    let dir = Path::new("pipelined-states");
+    let (url, db, revoked) = twelve_certificates(&backend, dir, RevocationReason::CessationOfOperation);
+    let (reader, feed) = (db.reader(), db.feed());
+    let reads = db.pipelined_reads().expect("pipelined reads");
+    // Serials 1..=12 stored, 13 and 14 never issued.
+    let serials: Vec<Serial> = (1..=14u64).map(|n| cert(n).serial).collect();
+    let expected: Vec<_> = serials.iter().map(|s| reader.state(s).expect("state")).collect();
+    assert_eq!(expected.iter().filter(|s| s.as_ref().is_some_and(|s| s.revocation.is_some())).count(), 3);
+    assert!(expected[12].is_none() && expected[13].is_none());
+    let last = feed.last_change().expect("last change");
+    assert!(last >= 3, "three revocations in the feed: {last}");
+    let worker = actix_web::rt::System::new();
+    worker.block_on(async {
+        for (serial, want) in serials.iter().zip(&expected) {
+            assert_eq!(&reads.state(serial).await.expect("state awaited"), want, "{serial}");
+        }
+        assert_eq!(reads.last_change().await.expect("last change awaited"), last);
+
+        // Many at once: each its own answer, in fewer statements than lookups.
+        let (statements_before, lookups_before) = reads.statement_counts();
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            for (serial, want) in serials.iter().cloned().zip(expected.iter().cloned()) {
+                let reads = reads.clone();
+                tasks.push(actix_web::rt::spawn(async move {
+                    assert_eq!(reads.state(&serial).await.expect("state at once"), want, "{serial}");
+                    assert_eq!(reads.last_change().await.expect("last change at once"), last);
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.expect("a lookup's task");
+        }
+        let (statements, lookups) = reads.statement_counts();
+        let (statements, lookups) = (statements - statements_before, lookups - lookups_before);
+        assert_eq!(lookups, 10 * 14 * 2, "every lookup asked the database");
+        assert!(statements < lookups / 2, "{lookups} lookups arriving together took {statements} statements");
+    });
+
+    // A revocation through another engine (another process): the next reads see it.
+    let other = CertDb::from_engine(Arc::new(PgEngine::open(&url, None).expect("open other")));
+    other.revoke(&serials[1], revoked.clone(), None, &Linked("revoke")).expect("revoke");
+    drop(other);
+    worker.block_on(async {
+        assert!(reads.last_change().await.expect("last change") > last);
+        let state = reads.state(&serials[1]).await.expect("state").expect("stored");
+        assert_eq!(state.revocation.map(|r| r.reason), Some(RevocationReason::CessationOfOperation));
+    });
+    drop((reads, reader, feed, db));
     backend.discard(dir);
 }
 

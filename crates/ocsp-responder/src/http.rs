@@ -38,7 +38,7 @@ pub fn scope(responder: Arc<OcspResponder>) -> Scope {
 }
 
 async fn post(responder: web::Data<OcspResponder>, body: web::Bytes) -> HttpResponse {
-    let reply = responder.respond_detailed(&body, responder.clock().now());
+    let reply = responder.respond_async(&body, responder.clock().now()).await;
     let mut res = HttpResponse::Ok();
     res.content_type(OCSP_RESPONSE);
     if reply.freshness.is_none() {
@@ -50,7 +50,7 @@ async fn post(responder: web::Data<OcspResponder>, body: web::Bytes) -> HttpResp
 async fn get(req: HttpRequest, responder: web::Data<OcspResponder>) -> HttpResponse {
     let now = responder.clock().now();
     let reply = match decode_get_segment(req.match_info().query("request")) {
-        Ok(der) => responder.respond_detailed(&der, now),
+        Ok(der) => responder.respond_async(&der, now).await,
         Err(e) => error_reply(&e),
     };
     get_response(&req, reply, now)

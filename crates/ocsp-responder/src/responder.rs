@@ -40,7 +40,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cerdb::{CaId, CertReader, ChangeFeed, ChangeKind, RevocationReason, Serial};
+use cerdb::pg_engine::PipelinedReads;
+use cerdb::{CaId, CertReader, CertState, ChangeFeed, ChangeKind, RevocationReason, Serial};
 use chrono::{DateTime, Utc};
 use der::asn1::{GeneralizedTime, Null, ObjectIdentifier};
 use der::{Any, Decode, Encode};
@@ -183,6 +184,25 @@ pub struct OcspResponder {
     /// Answers since start by responseStatus code (index), and those served from the cache.
     answers: [AtomicU64; 7],
     cache_hits: AtomicU64,
+    /// The store's lookups for asynchronous callers, when it has them (PostgreSQL): the HTTP
+    /// workers await an answer's reads instead of blocking on them, and reads that arrive
+    /// together go to the database in one statement.
+    pipelined: Option<Arc<PipelinedReads>>,
+}
+
+/// What one answer reads from the store, read before it is made ([`OcspResponder::respond_async`]):
+/// the change feed's newest entry and the states of the request's serials. Whatever is not here
+/// is read from the store when needed.
+#[derive(Debug, Default)]
+pub(crate) struct Prefetched {
+    last_change: Option<u64>,
+    states: Vec<(Serial, Option<CertState>)>,
+}
+
+impl Prefetched {
+    fn state(&self, serial: &Serial) -> Option<&Option<CertState>> {
+        self.states.iter().find(|(s, _)| s == serial).map(|(_, state)| state)
+    }
 }
 
 impl std::fmt::Debug for OcspResponder {
@@ -235,7 +255,15 @@ impl OcspResponder {
             signer_revoked: Mutex::new(None),
             answers: Default::default(),
             cache_hits: AtomicU64::new(0),
+            pipelined: None,
         })
+    }
+
+    /// Reads each answer's status and the change feed's end through `reads` in
+    /// [`OcspResponder::respond_async`] (the store's pipelined reads, when it has them).
+    pub fn with_pipelined_reads(mut self, reads: Option<Arc<PipelinedReads>>) -> Self {
+        self.pipelined = reads;
+        self
     }
 
     /// Signs with a new signer certificate and key from now on (the OCSP signer was re-issued):
@@ -271,7 +299,7 @@ impl OcspResponder {
     /// certificate or the issuing CA is revoked in the store (with a change feed, the store is
     /// read only when the feed reports a revocation; without one, on every call), and with
     /// [`Error::SignerNotValid`] outside its certificate's validity.
-    fn check_signer(&self, now: DateTime<Utc>) -> Result<Arc<SignerState>, Error> {
+    fn check_signer(&self, now: DateTime<Utc>, pre: Option<&Prefetched>) -> Result<Arc<SignerState>, Error> {
         let state = self.current_signer();
         if let Some((which, serial)) = &*self.signer_revoked.lock().unwrap_or_else(|p| p.into_inner()) {
             if *which == "issuing CA" || *serial == state.serial {
@@ -279,7 +307,7 @@ impl OcspResponder {
             }
         }
         let look = match &self.feed {
-            Some(_) => self.follow_changes(&state)?,
+            Some(_) => self.follow_changes(&state, pre)?,
             None => true,
         };
         if look {
@@ -309,7 +337,7 @@ impl OcspResponder {
         // Revocations before the feed's current end are not reported by it: look once now.
         self.feed = None;
         let state = self.current_signer();
-        if let Err(e @ Error::SignerRevoked { .. }) = self.check_signer(state.not_before) {
+        if let Err(e @ Error::SignerRevoked { .. }) = self.check_signer(state.not_before, None) {
             tracing::error!(error = %e, "OCSP responder started with a revoked signer");
         }
         self.feed = Some((feed, AtomicU64::new(at)));
@@ -319,9 +347,12 @@ impl OcspResponder {
     /// Reads the change feed (when one is followed) and drops the cached responses of the
     /// certificates it reports revoked; whether the signer certificate of `state` or the
     /// issuing CA is among them.
-    fn follow_changes(&self, state: &SignerState) -> Result<bool, Error> {
+    fn follow_changes(&self, state: &SignerState, pre: Option<&Prefetched>) -> Result<bool, Error> {
         let Some((feed, seen)) = &self.feed else { return Ok(false) };
-        let last = feed.last_change().map_err(Error::Storage)?;
+        let last = match pre.and_then(|p| p.last_change) {
+            Some(last) => last,
+            None => feed.last_change().map_err(Error::Storage)?,
+        };
         let from = seen.load(Ordering::Acquire);
         if last <= from {
             return Ok(false);
@@ -348,7 +379,54 @@ impl OcspResponder {
 
     /// [`OcspResponder::respond`], with the status and dates the HTTP layer needs.
     pub fn respond_detailed(&self, request_der: &[u8], now: DateTime<Utc>) -> OcspReply {
-        let reply = self.try_respond(request_der, whole_seconds(now)).unwrap_or_else(|e| error_reply(&e));
+        self.respond_with(request_der, now, None)
+    }
+
+    /// [`OcspResponder::respond_detailed`] for the HTTP workers: with pipelined reads
+    /// ([`OcspResponder::with_pipelined_reads`]), the change feed's end and the status of each
+    /// serial asked for are awaited from the store, all at once, before the answer is made from
+    /// them, so the worker is not blocked on the database. Every read is sent after the request
+    /// arrived, so a revocation by any process is seen as by `respond_detailed`. A read that fails
+    /// is answered as `respond_detailed` answers a failed read (`tryLater`). Without pipelined
+    /// reads, or for a request that does not parse, it is `respond_detailed`.
+    pub async fn respond_async(&self, request_der: &[u8], now: DateTime<Utc>) -> OcspReply {
+        let Some(reads) = &self.pipelined else { return self.respond_detailed(request_der, now) };
+        let Ok(req) = request::parse(request_der, self.config.max_request_bytes) else {
+            return self.respond_detailed(request_der, now);
+        };
+        let serials: Vec<Serial> = req.cert_ids.iter().filter_map(serial_of).collect();
+        let last_change = async {
+            match self.feed {
+                Some(_) => reads.last_change().await.map(Some),
+                None => Ok(None),
+            }
+        };
+        let states = futures_util::future::join_all(serials.iter().map(|s| reads.state(s)));
+        let (last_change, states) = futures_util::future::join(last_change, states).await;
+        let states: Result<Vec<Option<CertState>>, _> = states.into_iter().collect();
+        match last_change.and_then(|last_change| Ok((last_change, states?))) {
+            Ok((last_change, states)) => {
+                let pre = Prefetched { last_change, states: serials.into_iter().zip(states).collect() };
+                self.respond_with(request_der, now, Some(&pre))
+            }
+            Err(e) => self.counted(error_reply(&Error::Storage(e))),
+        }
+    }
+
+    /// [`OcspResponder::respond_detailed`], with what was read from the store before.
+    pub(crate) fn respond_with(
+        &self,
+        request_der: &[u8],
+        now: DateTime<Utc>,
+        pre: Option<&Prefetched>,
+    ) -> OcspReply {
+        self.counted(
+            self.try_respond(request_der, whole_seconds(now), pre).unwrap_or_else(|e| error_reply(&e)),
+        )
+    }
+
+    /// `reply`, counted among the answers given.
+    fn counted(&self, reply: OcspReply) -> OcspReply {
         self.answers[usize::from(reply.status.code()).min(6)].fetch_add(1, Ordering::Relaxed);
         if reply.from_cache {
             self.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -400,23 +478,28 @@ impl OcspResponder {
         self.current_signer().cert_der.clone()
     }
 
-    fn try_respond(&self, request_der: &[u8], now: DateTime<Utc>) -> Result<OcspReply, Error> {
+    fn try_respond(
+        &self,
+        request_der: &[u8],
+        now: DateTime<Utc>,
+        pre: Option<&Prefetched>,
+    ) -> Result<OcspReply, Error> {
         let req = request::parse(request_der, self.config.max_request_bytes)?;
-        let signer = self.check_signer(now)?;
+        let signer = self.check_signer(now, pre)?;
         // One issuer not served makes the whole request unauthorized.
         for id in &req.cert_ids {
             self.issuer.match_cert_id(id)?;
         }
         if let ([id], None) = (req.cert_ids.as_slice(), &req.nonce) {
             if let Some(serial) = serial_of(id) {
-                return self.respond_cached(&signer, id, serial, now);
+                return self.respond_cached(&signer, id, serial, now, pre);
             }
         }
         let nonce = req.nonce.is_some();
         let mut singles = Vec::with_capacity(req.cert_ids.len());
         for id in req.cert_ids {
             let status = match serial_of(&id) {
-                Some(s) => self.status_of(&s)?,
+                Some(s) => self.status_from(&s, pre)?,
                 None => SingleStatus::Unknown,
             };
             singles.push((id, status));
@@ -444,8 +527,9 @@ impl OcspResponder {
         id: &CertId,
         serial: Serial,
         now: DateTime<Utc>,
+        pre: Option<&Prefetched>,
     ) -> Result<OcspReply, Error> {
-        let status = self.status_of(&serial)?;
+        let status = self.status_from(&serial, pre)?;
         let id_der = id.to_der().map_err(Error::encoding)?;
         if let Some(hit) = self.cache.get(&serial, &id_der) {
             let fresh = hit.fresh_at(now, self.config.refresh_margin);
@@ -484,7 +568,16 @@ impl OcspResponder {
 
     /// The status of `serial` in cerdb: `unknown` unless the issuing CA issued it.
     pub(crate) fn status_of(&self, serial: &Serial) -> Result<SingleStatus, Error> {
-        Ok(match self.reader.state(serial)? {
+        self.status_from(serial, None)
+    }
+
+    /// [`OcspResponder::status_of`], from the state in `pre` when it holds `serial`'s.
+    fn status_from(&self, serial: &Serial, pre: Option<&Prefetched>) -> Result<SingleStatus, Error> {
+        let state = match pre.and_then(|p| p.state(serial)) {
+            Some(state) => state.clone(),
+            None => self.reader.state(serial)?,
+        };
+        Ok(match state {
             Some(state) if state.issuer == CaId::Issuing => match state.revocation {
                 Some(r) => SingleStatus::Revoked { at: r.at, reason: r.reason },
                 None => SingleStatus::Good,
@@ -503,7 +596,7 @@ impl OcspResponder {
         now: DateTime<Utc>,
     ) -> Result<(Vec<u8>, Freshness), Error> {
         let now = whole_seconds(now);
-        let signer = self.check_signer(now)?;
+        let signer = self.check_signer(now, None)?;
         let id = self.issuer.cert_id(hash, serial)?;
         self.sign(&signer, vec![(id, status)], None, now)
     }

@@ -150,10 +150,7 @@ impl PgEngine {
 
 impl ChangeFeed for PgEngine {
     fn last_change(&self) -> Result<u64, Error> {
-        off_runtime(|| {
-            let n: i64 = self.conn()?.query_one("SELECT last_change FROM chain_head", &[])?.get(0);
-            to_u64(n, "change")
-        })
+        off_runtime(|| last_change_of(&self.conn()?.query_one(LAST_CHANGE, &[])?))
     }
 
     fn changes_since(&self, seq: u64) -> Result<Vec<Change>, Error> {
@@ -691,7 +688,7 @@ impl CertReader for PgEngine {
     fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
         off_runtime(|| {
             self.conn()?
-                .query_opt("SELECT meta FROM certs WHERE serial = $1", &[&serial.as_bytes()])?
+                .query_opt(STATE_BY_SERIAL, &[&serial.as_bytes()])?
                 .map(|row| decode_state(row.get(0)))
                 .transpose()
         })
@@ -760,6 +757,18 @@ pub(super) const EMAILS_BY_HASHES: &str = "SELECT e.email_key, k.i
      FROM unnest($1::bytea[]) WITH ORDINALITY AS k(hash, i)
      JOIN email_hashes e ON e.hash = k.hash";
 
+/// A certificate's `meta` (`$1`: its serial).
+pub(super) const STATE_BY_SERIAL: &str = "SELECT meta FROM certs WHERE serial = $1";
+
+/// [`STATE_BY_SERIAL`] for many serials (`$1`), each row with the place of its serial (from 1)
+/// last.
+pub(super) const STATES_BY_SERIALS: &str = "SELECT c.meta, k.i
+     FROM unnest($1::bytea[]) WITH ORDINALITY AS k(serial, i)
+     JOIN certs c ON c.serial = k.serial";
+
+/// The newest entry of the change feed.
+pub(super) const LAST_CHANGE: &str = "SELECT last_change FROM chain_head";
+
 /// A row of [`STATES_BY_EMAIL`].
 fn state_of(row: &Row) -> Result<(Serial, CertState), Error> {
     Ok((serial_of(row.get(0), "certificate serial")?, decode_state(row.get(1))?))
@@ -802,6 +811,18 @@ impl PipelinedReads {
         rows.iter().map(state_of).collect()
     }
 
+    /// [`CertReader::state`].
+    pub async fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
+        let rows = self.query(Query::StateBySerial, Key::Serial(serial.as_bytes().to_vec())).await?;
+        rows.first().map(|row| decode_state(row.get(0))).transpose()
+    }
+
+    /// [`ChangeFeed::last_change`].
+    pub async fn last_change(&self) -> Result<u64, Error> {
+        let rows = self.query(Query::LastChange, Key::None).await?;
+        last_change_of(rows.first().ok_or_else(|| Error::Corrupt("chain_head has no row".into()))?)
+    }
+
     /// [`CertReader::newest_valid`].
     pub async fn newest_valid(
         &self,
@@ -812,6 +833,11 @@ impl PipelinedReads {
         let rows = self.query(Query::RecordsByEmail, email_key(email, kind)).await?;
         first_valid(&rows, now)
     }
+}
+
+/// The feed's newest entry out of a row of [`LAST_CHANGE`].
+fn last_change_of(row: &Row) -> Result<u64, Error> {
+    to_u64(row.get(0), "change")
 }
 
 /// The key of a lookup by address.

@@ -60,16 +60,29 @@ pub(super) enum Query {
     RecordsByEmail,
     /// [`super::certs::EMAIL_BY_HASH`], [`super::certs::EMAILS_BY_HASHES`].
     EmailByHash,
+    /// [`super::certs::STATE_BY_SERIAL`], [`super::certs::STATES_BY_SERIALS`].
+    StateBySerial,
+    /// [`super::certs::LAST_CHANGE`], for one lookup and for many: it has no key, so one
+    /// statement answers every lookup waiting when it is sent.
+    LastChange,
 }
 
 impl Query {
-    const ALL: [Query; 3] = [Query::StatesByEmail, Query::RecordsByEmail, Query::EmailByHash];
+    const ALL: [Query; 5] = [
+        Query::StatesByEmail,
+        Query::RecordsByEmail,
+        Query::EmailByHash,
+        Query::StateBySerial,
+        Query::LastChange,
+    ];
 
     fn one(self) -> &'static str {
         match self {
             Query::StatesByEmail => super::certs::STATES_BY_EMAIL,
             Query::RecordsByEmail => super::certs::RECORDS_BY_EMAIL,
             Query::EmailByHash => super::certs::EMAIL_BY_HASH,
+            Query::StateBySerial => super::certs::STATE_BY_SERIAL,
+            Query::LastChange => super::certs::LAST_CHANGE,
         }
     }
 
@@ -78,6 +91,8 @@ impl Query {
             Query::StatesByEmail => super::certs::STATES_BY_EMAILS,
             Query::RecordsByEmail => super::certs::RECORDS_BY_EMAILS,
             Query::EmailByHash => super::certs::EMAILS_BY_HASHES,
+            Query::StateBySerial => super::certs::STATES_BY_SERIALS,
+            Query::LastChange => super::certs::LAST_CHANGE,
         }
     }
 }
@@ -90,6 +105,22 @@ pub(super) enum Key {
     Email(String, i16),
     /// An address's hash ([`Query::EmailByHash`]).
     Hash([u8; 32]),
+    /// A certificate's serial ([`Query::StateBySerial`]).
+    Serial(Vec<u8>),
+    /// Nothing ([`Query::LastChange`]).
+    None,
+}
+
+impl Key {
+    /// A hash's or a serial's bytes; none for the other keys, which the queues of the queries
+    /// that take bytes never hold.
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Key::Hash(hash) => hash,
+            Key::Serial(serial) => serial,
+            Key::Email(..) | Key::None => &[],
+        }
+    }
 }
 
 /// A lookup waiting in its queue, and where its rows go.
@@ -361,11 +392,12 @@ async fn send(
     keys: &[&Key],
 ) -> Result<Vec<Vec<Row>>, tokio_postgres::Error> {
     if let [key] = keys {
+        let one = session.statement(query, false);
         let rows = match key {
-            Key::Email(email, kind) => {
-                session.client.query(session.statement(query, false), &[email, kind]).await?
-            }
-            Key::Hash(hash) => session.client.query(session.statement(query, false), &[&&hash[..]]).await?,
+            Key::Email(email, kind) => session.client.query(one, &[email, kind]).await?,
+            Key::Hash(hash) => session.client.query(one, &[&&hash[..]]).await?,
+            Key::Serial(serial) => session.client.query(one, &[serial]).await?,
+            Key::None => session.client.query(one, &[]).await?,
         };
         return Ok(vec![rows]);
     }
@@ -376,20 +408,19 @@ async fn send(
                 .map(|k| match k {
                     Key::Email(email, kind) => (email.as_str(), *kind),
                     // Each query's queue holds its own kind of key.
-                    Key::Hash(_) => ("", -1),
+                    Key::Hash(_) | Key::Serial(_) | Key::None => ("", -1),
                 })
                 .unzip();
             session.client.query(session.statement(query, true), &[&emails, &kinds]).await?
         }
-        Query::EmailByHash => {
-            let hashes: Vec<&[u8]> = keys
-                .iter()
-                .map(|k| match k {
-                    Key::Hash(hash) => &hash[..],
-                    Key::Email(..) => &[],
-                })
-                .collect();
-            session.client.query(session.statement(query, true), &[&hashes]).await?
+        Query::EmailByHash | Query::StateBySerial => {
+            let keys: Vec<&[u8]> = keys.iter().map(|k| k.bytes()).collect();
+            session.client.query(session.statement(query, true), &[&keys]).await?
+        }
+        // No key: the one answer is every lookup's.
+        Query::LastChange => {
+            let rows = session.client.query(session.statement(query, true), &[]).await?;
+            return Ok(vec![rows; keys.len()]);
         }
     };
     let mut each = vec![Vec::new(); keys.len()];
