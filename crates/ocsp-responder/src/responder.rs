@@ -193,8 +193,8 @@ pub struct OcspResponder {
 /// What one answer reads from the store, read before it is made ([`OcspResponder::respond_async`]):
 /// the change feed's newest entry and the states of the request's serials. Whatever is not here
 /// is read from the store when needed.
-#[derive(Debug, Default)]
-pub(crate) struct Prefetched {
+#[derive(Debug)]
+struct Prefetched {
     last_change: Option<u64>,
     states: Vec<(Serial, Option<CertState>)>,
 }
@@ -379,7 +379,9 @@ impl OcspResponder {
 
     /// [`OcspResponder::respond`], with the status and dates the HTTP layer needs.
     pub fn respond_detailed(&self, request_der: &[u8], now: DateTime<Utc>) -> OcspReply {
-        self.respond_with(request_der, now, None)
+        let answer = request::parse(request_der, self.config.max_request_bytes)
+            .and_then(|req| self.try_respond(req, whole_seconds(now), None));
+        self.counted(answer.unwrap_or_else(|e| error_reply(&e)))
     }
 
     /// [`OcspResponder::respond_detailed`] for the HTTP workers: with pipelined reads
@@ -407,22 +409,11 @@ impl OcspResponder {
         match last_change.and_then(|last_change| Ok((last_change, states?))) {
             Ok((last_change, states)) => {
                 let pre = Prefetched { last_change, states: serials.into_iter().zip(states).collect() };
-                self.respond_with(request_der, now, Some(&pre))
+                let answer = self.try_respond(req, whole_seconds(now), Some(&pre));
+                self.counted(answer.unwrap_or_else(|e| error_reply(&e)))
             }
             Err(e) => self.counted(error_reply(&Error::Storage(e))),
         }
-    }
-
-    /// [`OcspResponder::respond_detailed`], with what was read from the store before.
-    pub(crate) fn respond_with(
-        &self,
-        request_der: &[u8],
-        now: DateTime<Utc>,
-        pre: Option<&Prefetched>,
-    ) -> OcspReply {
-        self.counted(
-            self.try_respond(request_der, whole_seconds(now), pre).unwrap_or_else(|e| error_reply(&e)),
-        )
     }
 
     /// `reply`, counted among the answers given.
@@ -478,13 +469,13 @@ impl OcspResponder {
         self.current_signer().cert_der.clone()
     }
 
+    /// The answer to the parsed request `req`, with what was read from the store before.
     fn try_respond(
         &self,
-        request_der: &[u8],
+        req: request::ParsedRequest,
         now: DateTime<Utc>,
         pre: Option<&Prefetched>,
     ) -> Result<OcspReply, Error> {
-        let req = request::parse(request_der, self.config.max_request_bytes)?;
         let signer = self.check_signer(now, pre)?;
         // One issuer not served makes the whole request unauthorized.
         for id in &req.cert_ids {
