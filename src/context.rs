@@ -223,6 +223,27 @@ pub fn import_soft_store(data: &Path, settings: &Settings) -> anyhow::Result<Str
     if ca_core::audit::AuditKey::reseal(&db, &soft, &token)? {
         out.push_str("sealed the audit log's key by the token\n");
     }
+    // The other secrets sealed by the soft store: without them the console's officers could not
+    // pass their TOTP step and no EAB key could bind an ACME account.
+    let (seeds, lost_seeds) = admin_web::accounts::reseal_totp_seeds(&*db.console(), &soft, &token)?;
+    if seeds > 0 {
+        out.push_str(&format!("sealed {seeds} console TOTP seed(s) by the token\n"));
+    }
+    for name in lost_seeds {
+        out.push_str(&format!(
+            "the TOTP seed of console user {name} opens with neither key store: reset it with `pki user reset --name {name}`\n"
+        ));
+    }
+    let (eab_keys, lost_eab) =
+        acme::eab::reseal(&*db.acme_records(), &soft, &token).map_err(anyhow::Error::msg)?;
+    if eab_keys > 0 {
+        out.push_str(&format!("sealed {eab_keys} ACME EAB key(s) by the token\n"));
+    }
+    for kid in lost_eab {
+        out.push_str(&format!(
+            "the HMAC key of EAB key {kid} opens with neither key store: revoke it with `pki acme eab revoke --kid {kid}`\n"
+        ));
+    }
     out.push_str(&format!("{} keys moved onto the token {:?}\n", moved.len(), token.config().token_label));
     Ok(out)
 }

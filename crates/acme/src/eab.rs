@@ -54,6 +54,42 @@ pub fn list(ca: &Ca) -> Result<Vec<EabKey>, String> {
     Store::new(&*store).all(AcmeKind::EabKey).map_err(|p| p.detail)
 }
 
+/// Seals every key's HMAC key, sealed by `from` today, by `to` instead (`pki hsm import` moving a
+/// soft key store onto a token); keys `to` opens already are left as they are, so a second run
+/// finishes what an interrupted one began. Returns the number moved now and the key ids whose
+/// HMAC key neither opens (revoke them and make new ones).
+pub fn reseal(
+    records: &dyn cerdb::acme_store::AcmeRecords,
+    from: &dyn hsm_sim::KeyCustody,
+    to: &dyn hsm_sim::KeyCustody,
+) -> Result<(usize, Vec<String>), String> {
+    let st = Store::new(records);
+    let (mut moved, mut unopened) = (0, Vec::new());
+    for key in st.all::<EabKey>(AcmeKind::EabKey).map_err(|p| p.detail)? {
+        // Read again for the replace below, which refuses when the record changed meanwhile.
+        let Some(read) = st.get::<EabKey>(AcmeKind::EabKey, &key.kid).map_err(|p| p.detail)? else {
+            continue;
+        };
+        let sealed = jws::b64d(&read.value.sealed_key, "sealed key")
+            .map_err(|_| format!("EAB key {}: its sealed HMAC key is not base64url", key.kid))?;
+        let resealed = match hsm_sim::reseal_secret(from, to, &seal_context(&key.kid), &sealed) {
+            Ok(Some(resealed)) => resealed,
+            Ok(None) => continue,
+            Err(hsm_sim::Error::SealedSecret(_)) => {
+                unopened.push(key.kid);
+                continue;
+            }
+            Err(e) => return Err(format!("EAB key {}: {e}", key.kid)),
+        };
+        let next = EabKey { sealed_key: jws::b64e(&resealed), ..read.value.clone() };
+        if !st.replace(AcmeKind::EabKey, &key.kid, &read, &next).map_err(|p| p.detail)? {
+            return Err(format!("EAB key {} changed while it was moved: run pki hsm import again", key.kid));
+        }
+        moved += 1;
+    }
+    Ok((moved, unopened))
+}
+
 /// Revokes a key: it binds no account from now on. Audited.
 pub fn revoke(ca: &Ca, kid: &str, actor: &str) -> Result<EabKey, String> {
     let store = ca.db().acme_records();

@@ -368,6 +368,40 @@ fn totp_context(name: &UserName) -> String {
     format!("console-totp:{name}")
 }
 
+/// Seals every account's TOTP seed, sealed by `from` today, by `to` instead (`pki hsm import`
+/// moving a soft key store onto a token); seeds `to` opens already are left as they are, so a
+/// second run finishes what an interrupted one began. Returns the number of seeds moved now and
+/// the accounts whose seed neither opens (they need `pki user reset`). An account still holding
+/// a seed in clear (enrolled before seeds were sealed) is sealed by `to` at its next login; a
+/// secret shown during an enrolment not yet confirmed is not moved: that enrolment starts again.
+pub fn reseal_totp_seeds(
+    store: &dyn ConsoleStore,
+    from: &dyn hsm_sim::KeyCustody,
+    to: &dyn hsm_sim::KeyCustody,
+) -> Result<(usize, Vec<UserName>), Error> {
+    let (mut moved, mut unopened) = (0, Vec::new());
+    for user in store.users()? {
+        let Some(sealed) = &user.totp_sealed else { continue };
+        let resealed = match hsm_sim::reseal_secret(from, to, &totp_context(&user.name), sealed) {
+            Ok(Some(resealed)) => resealed,
+            Ok(None) => continue,
+            Err(hsm_sim::Error::SealedSecret(_)) => {
+                unopened.push(user.name.clone());
+                continue;
+            }
+            Err(e) => return Err(ca_core::Error::from(e).into()),
+        };
+        // Only over the seed read: a seed enrolled meanwhile was sealed by the custody in use.
+        store.update_user(&user.name, &|u| {
+            if u.totp_sealed.as_ref() == Some(sealed) {
+                u.totp_sealed = Some(resealed.clone());
+            }
+        })?;
+        moved += 1;
+    }
+    Ok((moved, unopened))
+}
+
 /// The context of a secret shown during enrolment and not yet confirmed.
 fn enrolment_context(name: &UserName) -> String {
     format!("console-totp-enrolment:{name}")

@@ -284,7 +284,8 @@ impl AuditKey {
     }
 
     /// Seals the audit key of `db`, sealed by `from` today, by `to` instead (`pki hsm import`
-    /// moving a soft key store onto a token). Whether there was a key to move.
+    /// moving a soft key store onto a token). Whether it was moved now: `false` when there is no
+    /// key, or `to` seals it already (an earlier run moved it).
     pub fn reseal(
         db: &CertDb,
         from: &dyn hsm_sim::KeyCustody,
@@ -293,9 +294,9 @@ impl AuditKey {
         let Some(hexed) = db.meta_get(META_KEY)? else { return Ok(false) };
         let sealed =
             hex::decode(hexed.trim()).map_err(|_| cerdb::Error::Corrupt(format!("{META_KEY} is not hex")))?;
-        let bytes = from.open_secret(KEY_CONTEXT, &sealed)?;
-        let resealed = to.seal_secret(KEY_CONTEXT, &bytes)?;
-        to.open_secret(KEY_CONTEXT, &resealed)?;
+        let Some(resealed) = hsm_sim::reseal_secret(from, to, KEY_CONTEXT, &sealed)? else {
+            return Ok(false);
+        };
         db.meta_put(META_KEY, &hex::encode(&resealed))?;
         Ok(true)
     }

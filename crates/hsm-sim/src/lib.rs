@@ -108,6 +108,26 @@ pub trait KeyCustody: Send + Sync {
     }
 }
 
+/// Moves one secret sealed by `from` under `context` to `to` (`pki hsm import` moving a soft store
+/// onto a token): `None` when `to` opens it already (an earlier run moved it), else the secret
+/// sealed by `to`, opened there once before it is returned. Refused when neither opens it.
+pub fn reseal_secret(
+    from: &dyn KeyCustody,
+    to: &dyn KeyCustody,
+    context: &str,
+    sealed: &[u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    match to.open_secret(context, sealed) {
+        Ok(_) => return Ok(None),
+        Err(Error::SealedSecret(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let secret = from.open_secret(context, sealed)?;
+    let resealed = to.seal_secret(context, &secret)?;
+    to.open_secret(context, &resealed)?;
+    Ok(Some(resealed))
+}
+
 /// The associated data of a sealed secret: a label and the context.
 fn secret_aad(context: &str) -> Vec<u8> {
     let mut aad = b"pki sealed secret v1\0".to_vec();
@@ -566,6 +586,30 @@ mod tests {
             assert_eq!(hsm.public_key(&h).expect("pub").raw, info.raw);
             let sig = signer.sign(b"message").expect("sign");
             UnparsedPublicKey::new(verify_alg(t), &info.raw).verify(b"message", &sig).expect("verifies");
+        }
+    }
+
+    #[test]
+    fn a_secret_resealed_opens_under_the_new_custody_once_and_a_second_run_leaves_it() {
+        let ((_d1, from), (_d2, to)) = (store(), store());
+        let secret = b"twenty bytes of totp";
+        let sealed = from.seal_secret("console-totp:alice", secret).expect("seal");
+        let moved = reseal_secret(&from, &to, "console-totp:alice", &sealed).expect("reseal").expect("moved");
+        assert_eq!(to.open_secret("console-totp:alice", &moved).expect("open"), secret);
+        assert!(matches!(from.open_secret("console-totp:alice", &moved), Err(Error::SealedSecret(_))));
+        // Moved already: nothing to do.
+        assert!(reseal_secret(&from, &to, "console-totp:alice", &moved).expect("again").is_none());
+        // Neither opens it: in another context, or altered.
+        for (context, bytes) in [
+            ("console-totp:bob", sealed.clone()),
+            ("console-totp:alice", {
+                let mut b = sealed.clone();
+                *b.last_mut().expect("bytes") ^= 1;
+                b
+            }),
+        ] {
+            let e = reseal_secret(&from, &to, context, &bytes).expect_err("refused");
+            assert!(matches!(&e, Error::SealedSecret(c) if c == context), "{e}");
         }
     }
 

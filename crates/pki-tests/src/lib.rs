@@ -1511,3 +1511,50 @@ pub fn crl_entries_der(crl_der: &[u8], issuer_der: &[u8]) -> (Vec<(String, Optio
         .collect();
     (entries, number)
 }
+
+/// certbot's ACME library, pinned by scripts/test.sh.
+pub fn acme_client(args: &[&str]) -> serde_json::Value {
+    let py = require_tool("python3", "apt-get install -y python3");
+    let check =
+        run(Command::new(&py).args(["-c", "import importlib.metadata as m; print(m.version('acme'))"]));
+    assert!(
+        check.status.success() && check.stdout.trim() == "5.9.0",
+        "the ACME tests need certbot's acme library 5.9.0: install it with `python3 -m pip install acme==5.9.0` (found {:?})\n{}",
+        check.stdout.trim(),
+        check.stderr
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/acme/client.py");
+    let out = run(Command::new(&py).arg(script).args(args));
+    assert!(out.status.success(), "client.py {}: {}\n{}", args.join(" "), out.stdout, out.stderr);
+    let last = out.stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py printed {last:?}: {e}\n{}", out.stderr))
+}
+
+/// `pki acme eab create --name NAME`: (key id, HMAC key).
+pub fn acme_eab(env: &Env, name: &str) -> (String, String) {
+    let out = env.pki(["acme", "eab", "create", "--name", name]);
+    let field = |label: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {label} in {}", out.stdout))
+    };
+    (field("key id:"), field("hmac key:"))
+}
+
+/// A new key `NAME.key` and its CSR `NAME.csr` for `email` (subject CN and an rfc822Name), with a
+/// critical keyUsage `key_usage`; the CSR's path.
+pub fn mailbox_csr(env: &Env, name: &str, spec: KeySpec, email: &str, key_usage: &str) -> String {
+    let key = gen_key(env.dir(), name, spec);
+    let san = format!("subjectAltName=email:{email}");
+    let ku = format!("keyUsage=critical,{key_usage}");
+    make_csr(
+        &key,
+        &env.path(&format!("{name}.csr")),
+        &format!("/CN={email}"),
+        &["-addext", &san, "-addext", &ku],
+    )
+    .display()
+    .to_string()
+}

@@ -13,25 +13,6 @@ use std::process::Command;
 
 use pki_tests::*;
 
-/// certbot's ACME library, pinned by scripts/test.sh.
-fn acme_client(args: &[&str]) -> serde_json::Value {
-    let py = require_tool("python3", "apt-get install -y python3");
-    let check =
-        run(Command::new(&py).args(["-c", "import importlib.metadata as m; print(m.version('acme'))"]));
-    assert!(
-        check.status.success() && check.stdout.trim() == "5.9.0",
-        "the ACME tests need certbot's acme library 5.9.0: install it with `python3 -m pip install acme==5.9.0` (found {:?})\n{}",
-        check.stdout.trim(),
-        check.stderr
-    );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/acme/client.py");
-    let out = run(Command::new(&py).arg(script).args(args));
-    assert!(out.status.success(), "client.py {}: {}\n{}", args.join(" "), out.stdout, out.stderr);
-    let last = out.stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py printed {last:?}: {e}\n{}", out.stderr))
-}
-
-/// `pki acme eab create`: (key id, HMAC key).
 /// The address of `case` in this test: of this run only, as the Maildir is shared by the tests
 /// of the run.
 fn case_address(env: &Env, case: &str) -> String {
@@ -60,7 +41,7 @@ fn order_and_read_challenges(
     label: &str,
     cases: &[&str],
 ) -> MailedOrders {
-    let (kid, hmac) = eab(env, label);
+    let (kid, hmac) = acme_eab(env, label);
     let keyfile = env.path("account.json").display().to_string();
     let emails: Vec<String> = cases.iter().map(|c| case_address(env, c)).collect();
     let base = server.url("");
@@ -77,32 +58,6 @@ fn order_and_read_challenges(
     MailedOrders { keyfile, base, orders, responses }
 }
 
-fn eab(env: &Env, name: &str) -> (String, String) {
-    let out = env.pki(["acme", "eab", "create", "--name", name]);
-    let field = |label: &str| {
-        out.stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(label))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no {label} in {}", out.stdout))
-    };
-    (field("key id:"), field("hmac key:"))
-}
-
-fn csr(env: &Env, name: &str, spec: KeySpec, email: &str, key_usage: &str) -> String {
-    let key = gen_key(env.dir(), name, spec);
-    let san = format!("subjectAltName=email:{email}");
-    let ku = format!("keyUsage=critical,{key_usage}");
-    make_csr(
-        &key,
-        &env.path(&format!("{name}.csr")),
-        &format!("/CN={email}"),
-        &["-addext", &san, "-addext", &ku],
-    )
-    .display()
-    .to_string()
-}
-
 const ACME_CONFIG: &str =
     "[acme]\nenterprise_preauthorized = true\nchallenge_from = \"acme-challenge@example.com\"\n";
 
@@ -111,9 +66,9 @@ fn an_independent_client_enrols_a_mailbox_for_signing_and_encryption() {
     let env = Env::with_config(ACME_CONFIG);
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "device agent of alice");
-    let sign = csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
-    let enc = csr(&env, "enc", KeySpec::Rsa(2048), "alice@example.com", "keyEncipherment");
+    let (kid, hmac) = acme_eab(&env, "device agent of alice");
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
+    let enc = mailbox_csr(&env, "enc", KeySpec::Rsa(2048), "alice@example.com", "keyEncipherment");
     let out = env.dir().display().to_string();
     let result =
         acme_client(&["enrol", &server.url(""), &kid, &hmac, "alice@example.com", &sign, &enc, &out]);
@@ -167,9 +122,10 @@ fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
     let env = Env::with_config(ACME_CONFIG);
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "refusals");
-    let other = csr(&env, "other", KeySpec::P256, "mallory@example.com", "digitalSignature");
-    let both = csr(&env, "both", KeySpec::Rsa(2048), "bob@example.com", "digitalSignature,keyEncipherment");
+    let (kid, hmac) = acme_eab(&env, "refusals");
+    let other = mailbox_csr(&env, "other", KeySpec::P256, "mallory@example.com", "digitalSignature");
+    let both =
+        mailbox_csr(&env, "both", KeySpec::Rsa(2048), "bob@example.com", "digitalSignature,keyEncipherment");
     let before = env.list_serials().len();
     let r = acme_client(&[
         "refusals",
@@ -216,11 +172,11 @@ fn a_revoked_eab_key_binds_no_account() {
     let env = Env::with_config(ACME_CONFIG);
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "lost laptop");
+    let (kid, hmac) = acme_eab(&env, "lost laptop");
     env.pki(["acme", "eab", "revoke", "--kid", &kid]);
     let list = env.pki(["acme", "eab", "list"]).stdout;
     assert!(list.contains(&kid) && list.contains("revoked"), "{list}");
-    let sign = csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, "alice@example.com", "digitalSignature");
     let py = require_tool("python3", "apt-get install -y python3");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/acme/client.py");
     let dir = env.dir().display().to_string();
@@ -339,8 +295,8 @@ fn revocation_rollover_deactivation_and_the_rate_limit() {
     let env = Env::with_config(&format!("{ACME_CONFIG}orders_per_minute = 6\n"));
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "lifecycle");
-    let sign = csr(&env, "sign", KeySpec::P256, "dave@example.com", "digitalSignature");
+    let (kid, hmac) = acme_eab(&env, "lifecycle");
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, "dave@example.com", "digitalSignature");
     let key = env.path("sign").display().to_string();
     let r = acme_client(&["lifecycle", &server.url(""), &kid, &hmac, "dave@example.com", &sign, &key]);
     assert_eq!(r["revoke by account"], "no error", "{r}");
@@ -367,7 +323,7 @@ fn an_authorization_left_pending_expires_after_24_hours() {
     let env = Env::with_config(ACME_CONFIG);
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "slow replier");
+    let (kid, hmac) = acme_eab(&env, "slow replier");
     let keyfile = env.path("account.json").display().to_string();
     let start = acme_client(&["expiry-start", &server.url(""), &kid, &hmac, "erin@customer.test", &keyfile]);
     assert_eq!(start["authz"], serde_json::json!(["pending"]), "{start}");
@@ -376,7 +332,7 @@ fn an_authorization_left_pending_expires_after_24_hours() {
     // The same server a day and an hour later.
     let later = faketime("+25h", &env.command(["serve"]));
     let server = Server::start(&mut { later }, env.port, env.dir());
-    let csr_path = csr(&env, "late", KeySpec::P256, "erin@customer.test", "digitalSignature");
+    let csr_path = mailbox_csr(&env, "late", KeySpec::P256, "erin@customer.test", "digitalSignature");
     let r = acme_client(&["expiry-check", &server.url(""), &keyfile, &order, &csr_path]);
     assert_eq!(r["order"], "invalid", "{r}");
     assert_eq!(r["authz"], "expired", "{r}");
@@ -540,7 +496,7 @@ fn email_reply_challenges_need_the_address_dkim_and_the_digest() {
         assert_eq!((s["authz"].as_str(), s["error"].as_str()), (Some("invalid"), Some(error)), "{case}: {s}");
     }
     // The valid one finalizes; the validation is on record for the account.
-    let sign = csr(&env, "sign", KeySpec::P256, &addr("valid"), "digitalSignature");
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, &addr("valid"), "digitalSignature");
     let url = orders[&addr("valid")].as_str().unwrap().to_string();
     let out = env.path("valid.pem").display().to_string();
     let fin = acme_client(&["finalize-existing", &server.url(""), &keyfile, &url, &sign, &out]);
@@ -598,11 +554,11 @@ fn an_independent_client_enrols_an_outside_address_through_the_real_mta() {
     ));
     env.init();
     let server = env.serve();
-    let (kid, hmac) = eab(&env, "device agent of frank");
+    let (kid, hmac) = acme_eab(&env, "device agent of frank");
     // A fresh address per run: the Maildir is shared by the tests of the run.
     let address = format!("frank.{}@customer.test", env.port);
-    let sign = csr(&env, "sign", KeySpec::P256, &address, "digitalSignature");
-    let enc = csr(&env, "enc", KeySpec::Rsa(2048), &address, "keyEncipherment");
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, &address, "digitalSignature");
+    let enc = mailbox_csr(&env, "enc", KeySpec::Rsa(2048), &address, "keyEncipherment");
     let out = env.dir().display().to_string();
     let key = dkim.join("customer.test.key").display().to_string();
     let r = acme_client(&[

@@ -3,7 +3,9 @@
 //! PIN, a missing module and a missing token each give one `error:` line; a running server
 //! reports degraded while its token is away and recovers when it returns; `pki hsm import` moves a
 //! soft store onto a token, after which certificates, OCSP and timestamps verify with the same
-//! CA certificates. (The other end-to-end suites run on this backend with `PKI_TESTS_HSM=pkcs11`.)
+//! CA certificates, an officer passes the TOTP step with the seed enrolled before the move and an
+//! EAB key made before it binds an ACME account. (The other end-to-end suites run on this backend
+//! with `PKI_TESTS_HSM=pkcs11`.)
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -240,8 +242,16 @@ fn the_server_reports_degraded_while_the_token_is_away_and_recovers_when_it_retu
 
 #[test]
 fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
-    let mut env = Env::with_backend(HsmBackend::Soft, "");
+    let mut env = Env::with_backend(
+        HsmBackend::Soft,
+        "[acme]\nenterprise_preauthorized = true\nchallenge_from = \"acme-challenge@example.com\"\n",
+    );
     env.init();
+    // Secrets the soft store sealed: an officer's TOTP seed and an EAB key's HMAC key.
+    let server = env.serve();
+    let (_, mut officer) = console_support::console_user(&env, "olga", "officer", "Correct-Horse-Battery-9");
+    let (kid, hmac) = acme_eab(&env, "device agent of judy");
+    server.stop();
     let ca = env.ca_files();
     let root_before = env.pki(["ca-cert", "root"]).stdout;
     let issuing_before = env.pki(["ca-cert", "issuing"]).stdout;
@@ -272,6 +282,8 @@ fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
     }
     assert!(out.contains("escrow"), "{out}");
     assert!(out.contains("sealed the audit log's key by the token"), "{out}");
+    assert!(out.contains("sealed 1 console TOTP seed(s) by the token"), "{out}");
+    assert!(out.contains("sealed 1 ACME EAB key(s) by the token"), "{out}");
     assert_on_token_sensitive_not_extractable(&token, &CA_KEYS, false);
     // The audit log's key opens on the token: every keyed entry still verifies.
     let verified = env.pki(["audit", "verify"]);
@@ -288,8 +300,26 @@ fn a_soft_store_moved_onto_a_token_answers_with_the_same_ca_certificates() {
         assert!(!names.is_empty() && names.iter().all(|n| n.starts_with("master")), "{names:?}");
     }
 
+    // A second run finds nothing left to move and changes nothing.
+    let again = env.pki(["hsm", "import"]).stdout;
+    assert_eq!(again.trim(), "0 keys moved onto the token \"pki\"", "{again}");
+
     // The same CA certificates; new answers verify with them.
     let server = env.serve();
+    // The officer passes the TOTP step with the seed enrolled before the move, and the EAB key
+    // binds an ACME account whose orders are issued.
+    let mut client = console_support::Client::new(env.port);
+    console_support::login(&mut client, "olga", "Correct-Horse-Battery-9", &mut officer);
+    let sign = mailbox_csr(&env, "sign", KeySpec::P256, "judy@example.com", "digitalSignature");
+    let enc = mailbox_csr(&env, "enc", KeySpec::Rsa(2048), "judy@example.com", "keyEncipherment");
+    let dir = env.dir().display().to_string();
+    let enrolled =
+        acme_client(&["enrol", &server.url(""), &kid, &hmac, "judy@example.com", &sign, &enc, &dir]);
+    assert_eq!(
+        (&enrolled["signing"], &enrolled["encryption"]),
+        (&"valid".into(), &"valid".into()),
+        "{enrolled}"
+    );
     assert_eq!(env.pki(["ca-cert", "root"]).stdout, root_before);
     assert_eq!(env.pki(["ca-cert", "issuing"]).stdout, issuing_before);
     let new_leaf = issue_signing(&env, "ivan");
