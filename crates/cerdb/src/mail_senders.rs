@@ -5,7 +5,9 @@
 //! [`crate::CertStore::meta_put`]) under one key, [`META_KEY`], as a JSON document: every engine
 //! has them, so senders live wherever the certificates live (sled or PostgreSQL) with no schema
 //! change. Senders are few (one per kind of mail a bank sends) and change only by an officer's
-//! command, which runs in the one process that holds the database or over its admin socket.
+//! command; each change is written only over the document it read ([`crate::CertStore::meta_insert`],
+//! [`crate::CertStore::meta_replace`]), so commands at once on several nodes or over the admin
+//! socket lose none of each other's changes.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -106,17 +108,41 @@ impl MailSenders {
     }
 
     fn load(&self) -> Result<BTreeMap<SenderName, MailSender>, Error> {
-        match self.db.meta_get(META_KEY)? {
+        Self::parse(self.db.meta_get(META_KEY)?.as_deref())
+    }
+
+    fn parse(text: Option<&str>) -> Result<BTreeMap<SenderName, MailSender>, Error> {
+        match text {
             None => Ok(BTreeMap::new()),
             Some(text) => {
-                serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))
+                serde_json::from_str(text).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))
             }
         }
     }
 
-    fn save(&self, all: &BTreeMap<SenderName, MailSender>) -> Result<(), Error> {
-        let text = serde_json::to_string(all).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))?;
-        self.db.meta_put(META_KEY, &text)
+    /// Applies `change` to the senders and writes them, durably, only over the document it read:
+    /// when another process (an officer's command on another node, or over the admin socket)
+    /// wrote meanwhile, it reads again and applies `change` to that. Nothing is written when
+    /// `change` fails.
+    fn update<T>(
+        &self,
+        change: impl Fn(&mut BTreeMap<SenderName, MailSender>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        loop {
+            let read = self.db.meta_get(META_KEY)?;
+            let mut all = Self::parse(read.as_deref())?;
+            let out = change(&mut all)?;
+            let text =
+                serde_json::to_string(&all).map_err(|e| Error::Corrupt(format!("mail senders: {e}")))?;
+            let written = match &read {
+                Some(old) if *old == text => true,
+                Some(old) => self.db.meta_replace(META_KEY, old, &text)?,
+                None => self.db.meta_insert(META_KEY, &text)?,
+            };
+            if written {
+                return Ok(out);
+            }
+        }
     }
 
     /// Every sender, by name.
@@ -136,43 +162,39 @@ impl MailSenders {
 
     /// Adds `sender`, durably; [`Error::SenderExists`] if its name is taken (nothing written).
     pub fn insert(&self, sender: MailSender) -> Result<(), Error> {
-        let mut all = self.load()?;
-        if all.contains_key(&sender.name) {
-            return Err(Error::SenderExists(sender.name.to_string()));
-        }
-        all.insert(sender.name.clone(), sender);
-        self.save(&all)
+        self.update(|all| {
+            if all.contains_key(&sender.name) {
+                return Err(Error::SenderExists(sender.name.to_string()));
+            }
+            all.insert(sender.name.clone(), sender.clone());
+            Ok(())
+        })
     }
 
     /// Removes the sender named `name` and returns it; [`Error::UnknownSender`] if there is none.
     pub fn remove(&self, name: &SenderName) -> Result<MailSender, Error> {
-        let mut all = self.load()?;
-        let gone = all.remove(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
-        self.save(&all)?;
-        Ok(gone)
+        self.update(|all| all.remove(name).ok_or_else(|| Error::UnknownSender(name.to_string())))
     }
 
     /// Allows the API key named `key` to send as `name` (nothing changes if it already may).
     pub fn allow(&self, name: &SenderName, key: &ApiKeyName) -> Result<MailSender, Error> {
-        let mut all = self.load()?;
-        let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
-        if !s.allows(key) {
-            s.allowed_keys.push(key.clone());
-            s.allowed_keys.sort();
-        }
-        let out = s.clone();
-        self.save(&all)?;
-        Ok(out)
+        self.update(|all| {
+            let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
+            if !s.allows(key) {
+                s.allowed_keys.push(key.clone());
+                s.allowed_keys.sort();
+            }
+            Ok(s.clone())
+        })
     }
 
     /// Withdraws the API key named `key` from `name`.
     pub fn disallow(&self, name: &SenderName, key: &ApiKeyName) -> Result<MailSender, Error> {
-        let mut all = self.load()?;
-        let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
-        s.allowed_keys.retain(|k| k != key);
-        let out = s.clone();
-        self.save(&all)?;
-        Ok(out)
+        self.update(|all| {
+            let s = all.get_mut(name).ok_or_else(|| Error::UnknownSender(name.to_string()))?;
+            s.allowed_keys.retain(|k| k != key);
+            Ok(s.clone())
+        })
     }
 }
 

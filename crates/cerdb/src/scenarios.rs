@@ -946,7 +946,7 @@ pub fn all() -> Vec<Scenario> {
             ],
         },
         Scenario {
-            name: "CA settings: set, and replaced only over the value read",
+            name: "CA settings: set, created once, and replaced only over the value read",
             steps: vec![
                 ("set", |c| c.db().meta_put("ca.scenario.serial", "01")),
                 ("replaced over the value read, after a restart", |c| {
@@ -958,6 +958,13 @@ pub fn all() -> Vec<Scenario> {
                     check(!c.db().meta_replace("ca.scenario.none", "01", "02")?, || {
                         "a missing key set".into()
                     })?;
+                    check(!c.db().meta_insert("ca.scenario.serial", "04")?, || {
+                        "a set key inserted over".into()
+                    })?;
+                    check(c.db().meta_insert("ca.scenario.new", "01")?, || "a new key not inserted".into())?;
+                    check(!c.db().meta_insert("ca.scenario.new", "02")?, || "inserted twice".into())?;
+                    let new = c.db().meta_get("ca.scenario.new")?;
+                    check(new.as_deref() == Some("01"), || format!("{new:?}"))?;
                     let got = c.db().meta_get("ca.scenario.serial")?;
                     check(got.as_deref() == Some("02"), || format!("{got:?}"))
                 }),
@@ -965,6 +972,8 @@ pub fn all() -> Vec<Scenario> {
                     c.reopen()?;
                     let got = c.db().meta_get("ca.scenario.serial")?;
                     check(got.as_deref() == Some("02"), || format!("{got:?}"))?;
+                    let new = c.db().meta_get("ca.scenario.new")?;
+                    check(new.as_deref() == Some("01"), || format!("{new:?}"))?;
                     check(c.db().meta_get("ca.scenario.none")?.is_none(), || "a missing key appeared".into())
                 }),
             ],

@@ -283,6 +283,10 @@ pub trait CertStore: CertReader + ChangeFeed {
     /// when it changed or is gone: for a setting that two processes may change at once.
     fn meta_replace(&self, key: &str, old: &str, new: &str) -> Result<bool, Error>;
 
+    /// Sets a setting of the CA that is not set yet, durably; `false` (nothing written) when it
+    /// is: with [`CertStore::meta_replace`], a setting two processes may create or change at once.
+    fn meta_insert(&self, key: &str, value: &str) -> Result<bool, Error>;
+
     /// Metadata of every certificate (or of one address), oldest issuance first.
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error>;
 

@@ -502,6 +502,20 @@ impl CertStore for PgEngine {
         })
     }
 
+    fn meta_insert(&self, key: &str, value: &str) -> Result<bool, Error> {
+        off_runtime(|| {
+            self.fault()?;
+            let n = self.conn()?.execute(
+                "INSERT INTO ca_settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )?;
+            if n == 1 {
+                self.flushed()?;
+            }
+            Ok(n == 1)
+        })
+    }
+
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
         off_runtime(|| {
             let mut out = match email {

@@ -573,6 +573,15 @@ impl CertStore for SledEngine {
         Ok(done)
     }
 
+    fn meta_insert(&self, key: &str, value: &str) -> Result<bool, Error> {
+        self.fault()?;
+        let done = self.meta.compare_and_swap(key, None as Option<&[u8]>, Some(value.as_bytes()))?.is_ok();
+        if done {
+            self.flush_db()?;
+        }
+        Ok(done)
+    }
+
     fn list(&self, email: Option<&EmailAddress>) -> Result<Vec<CertRecord>, Error> {
         let mut out = match email {
             Some(e) => self.by_email(e, None)?,
