@@ -204,6 +204,13 @@ enum CaCommand {
         #[arg(long)]
         confirm: String,
     },
+    /// Replace the OCSP signer at once with a new key in custody and a new certificate from the
+    /// issuing CA: after `pki ca compromise --ca ocsp`, OCSP answers again. Audited.
+    Rekey {
+        /// ocsp (the only one replaced here).
+        #[arg(long)]
+        ca: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -510,6 +517,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ca { command: CaCommand::Compromise { ca, confirm } } => {
             Request::CaCompromise { which: ca, confirm }
         }
+        Command::Ca { command: CaCommand::Rekey { ca } } => Request::CaRekey { which: ca },
         Command::List { email } => Request::List { email },
         Command::Show { serial } => Request::Show { serial },
         Command::Crl { ca } => Request::Crl { ca },

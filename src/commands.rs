@@ -31,6 +31,11 @@ pub enum Request {
         /// RFC 5280 reason name.
         reason: String,
     },
+    /// `pki ca rekey`.
+    CaRekey {
+        /// ocsp.
+        which: String,
+    },
     /// `pki ca compromise`.
     CaCompromise {
         /// issuing | ocsp | tsa | tls.
@@ -354,12 +359,28 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             }
             out(text)
         }
+        Request::CaRekey { which } => {
+            let which: ca_core::OwnCert = which.parse()?;
+            if which != ca_core::OwnCert::Ocsp {
+                return Err(ca_core::Error::NotReKeyable { which }.to_string());
+            }
+            let rec = ca.rekey_ocsp_signer(actor).map_err(e)?;
+            out(format!(
+                "the OCSP signer is now certificate {} (notAfter {}), with a new key in custody; the responder signs with it from now on\n",
+                rec.serial,
+                rec.not_after.to_rfc3339()
+            ))
+        }
         Request::CaCompromise { which, confirm } => {
             let which: ca_core::OwnCert = which.parse()?;
             let done = ca.compromise(which, confirm, actor).map_err(e)?;
             let at = done.record.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
+            let next = match which {
+                ca_core::OwnCert::Ocsp => "; `pki ca rekey --ca ocsp` puts a new OCSP signer in use",
+                _ => "",
+            };
             out(format!(
-                "revoked the {which} certificate {} ({}) at {at}; nothing is issued or signed under it any more\n",
+                "revoked the {which} certificate {} ({}) at {at}; nothing is issued or signed under it any more{next}\n",
                 done.record.serial,
                 which.reason()
             ))

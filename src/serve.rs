@@ -218,19 +218,27 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     })?;
 
     // The OCSP signer is re-issued before it is due, then checked every minute; the responder
-    // takes up each new one.
+    // takes up each new one within a second (a re-key, `pki ca rekey --ca ocsp`, over the admin
+    // socket of this process).
     if let Err(e) = ca.renew_ocsp_signer_if_due("system") {
         tracing::error!(error = %e, "OCSP signer renewal failed");
     }
     let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
     let (renewer, responder) = (ca.clone(), ocsp.clone());
-    std::thread::Builder::new().name("ocsp-renew".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_secs(60));
-        if let Err(e) = renewer.renew_ocsp_signer_if_due("system") {
-            tracing::error!(error = %e, "OCSP signer renewal failed");
-        }
-        let Ok((der, key)) = renewer.ocsp_signer_certified() else { continue };
-        if responder.signer_certificate_der() != der {
+    std::thread::Builder::new().name("ocsp-renew".into()).spawn(move || {
+        let mut last_check = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if last_check.elapsed() >= Duration::from_secs(60) {
+                last_check = Instant::now();
+                if let Err(e) = renewer.renew_ocsp_signer_if_due("system") {
+                    tracing::error!(error = %e, "OCSP signer renewal failed");
+                }
+            }
+            if responder.signer_certificate_der() == renewer.ocsp_signer_der() {
+                continue;
+            }
+            let Ok((der, key)) = renewer.ocsp_signer_certified() else { continue };
             if let Err(e) = responder.replace_signer(&der, key) {
                 tracing::error!(error = %e, "the responder cannot take up the new OCSP signer");
             }

@@ -30,6 +30,7 @@ fn envelopes() -> Vec<serde_json::Value> {
             }),
         },
         Request::Revoke { serial: "0A:1B".into(), reason: "keyCompromise".into() },
+        Request::CaRekey { which: "ocsp".into() },
         Request::List { email: Some("alice@example.com".into()) },
         Request::Show { serial: "0a1b".into() },
         Request::TsStamp { query: vec![0x30, 0x00], out: "reply.tsr".into() },

@@ -165,6 +165,20 @@ pub enum Error {
         /// Which one.
         which: OwnCert,
     },
+    /// `pki ca rekey` for a certificate it does not replace.
+    #[error("the {which} certificate cannot be re-keyed here: `pki ca rekey` replaces the OCSP signer only")]
+    NotReKeyable {
+        /// Which one.
+        which: OwnCert,
+    },
+    /// Another process on the same storage replaced the certificate while this one did.
+    #[error("another process replaced the {which} certificate meanwhile: {serial} is in use; nothing else changed")]
+    ReplacedMeanwhile {
+        /// Which one.
+        which: OwnCert,
+        /// The one in use.
+        serial: Serial,
+    },
     /// The typed confirmation of `pki ca compromise` did not match.
     #[error("confirmation refused: type exactly {expected:?} to revoke the {which} certificate")]
     ConfirmationMismatch {

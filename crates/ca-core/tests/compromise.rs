@@ -132,3 +132,49 @@ fn compromise_of_a_service_certificate_uses_key_compromise() {
     ca.compromise(OwnCert::Tls, "compromise tls", "t").expect("tls compromise");
     assert!(matches!(ca.tls_server_certificate(), Err(Error::Compromised { which: OwnCert::Tls })));
 }
+
+#[test]
+fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = open(dir.path(), true);
+    let first = serial_of(&ca, "ca.ocsp.serial");
+    let old = ca.ocsp_signer().expect("ocsp");
+    ca.compromise(OwnCert::Ocsp, "compromise ocsp", "t").expect("ocsp compromise");
+    assert!(matches!(
+        ca.renew_ocsp_signer_if_due("t"),
+        Ok(None) | Err(Error::Compromised { which: OwnCert::Ocsp })
+    ));
+
+    let rec = ca.rekey_ocsp_signer("officer").expect("rekey");
+    assert_ne!(rec.serial, first);
+    assert_eq!(serial_of(&ca, "ca.ocsp.serial"), rec.serial);
+    assert!(!ca.is_compromised(OwnCert::Ocsp));
+    let (der, new) = ca.ocsp_signer_certified().expect("certified");
+    assert_eq!(der, rec.der);
+    new.sign(b"after").expect("the new key signs");
+    assert_ne!(new.public_key_raw(), old.public_key_raw(), "a new key");
+    // The key handed out before the compromise stays refused, though the role is no longer.
+    assert!(old.sign(b"after").is_err(), "the compromised key signed after the rekey");
+    // The new certificate is the issuing CA's, for OCSP signing.
+    let (_, x) = X509Certificate::from_der(&rec.der).expect("parse");
+    let issuing = ca.ca_cert(ca_core::CaCert::Issuing);
+    let (_, issuer) = X509Certificate::from_der(&issuing).expect("issuing");
+    x.verify_signature(Some(issuer.public_key())).expect("signed by the issuing CA");
+    assert!(x.extended_key_usage().expect("eku").expect("present").value.ocsp_signing);
+    let audit = entries(ca.db()).expect("audit");
+    assert!(audit.iter().any(|e| e.action == AuditAction::Issue
+        && e.actor == "officer"
+        && e.details.contains(&format!("re-key after its compromise, replacing {first}"))));
+    drop(ca);
+
+    // After reopening: the new signer is in use and signs; the old key still refuses.
+    let again = open(dir.path(), false);
+    assert!(!again.is_compromised(OwnCert::Ocsp));
+    assert_eq!(again.ocsp_signer_certified().expect("certified").0, rec.der);
+    again.ocsp_signer().expect("ocsp").sign(b"reopened").expect("signs");
+    assert!(old.sign(b"x").is_err());
+
+    // Only the OCSP signer is re-keyed here; with the issuing CA compromised, it is not.
+    again.compromise(OwnCert::Issuing, "compromise issuing", "t").expect("issuing compromise");
+    assert!(matches!(again.rekey_ocsp_signer("t"), Err(Error::Compromised { which: OwnCert::Issuing })));
+}

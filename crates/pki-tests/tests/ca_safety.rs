@@ -156,20 +156,7 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     let server = env.serve();
     let ca = env.ca_files();
     let (leaf, leaf_pem) = issue(&env, "dora@example.com");
-    let ocsp = |env: &Env| {
-        let out = openssl_try([
-            "ocsp",
-            "-issuer",
-            &p(&ca.issuing),
-            "-cert",
-            &p(&leaf_pem),
-            "-url",
-            &format!("{}/ocsp", env.base_url()),
-            "-CAfile",
-            &p(&ca.root),
-        ]);
-        format!("{}{}", out.stdout, out.stderr)
-    };
+    let ocsp = |env: &Env| openssl_ocsp(&ca, &leaf_pem, env.port);
     let before = ocsp(&env);
     assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
     let issuing = serial_of_kind(&env, "issuing-ca");
@@ -252,6 +239,57 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
         &["pki ca compromise"],
     );
     assert_eq!(status_of(&env, &leaf), "valid");
+}
+
+#[test]
+fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_answers_verify_again() {
+    let env = Env::new();
+    env.init();
+    let server = env.serve();
+    let ca = env.ca_files();
+    let (_, leaf_pem) = issue(&env, "ruth@example.com");
+    let before = openssl_ocsp(&ca, &leaf_pem, env.port);
+    assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
+    let old = serial_of_kind(&env, "ocsp-signer");
+
+    // Only the OCSP signer is re-keyed here: one line naming what is.
+    for other in ["issuing", "tsa", "tls", "audit"] {
+        env.pki_fails(["ca", "rekey", "--ca", other], &["replaces the OCSP signer only"]);
+    }
+    env.pki_fails(["ca", "rekey", "--ca", "root"], &["issuing, ocsp, tsa, tls or audit"]);
+
+    let out = env.pki(["ca", "compromise", "--ca", "ocsp", "--confirm", "compromise ocsp"]).stdout;
+    assert!(out.contains("(keyCompromise)") && out.contains("pki ca rekey --ca ocsp"), "{out}");
+    let during = openssl_ocsp(&ca, &leaf_pem, env.port);
+    assert!(!during.contains(": good"), "a good answer from the compromised signer: {during}");
+
+    // Through the running server's admin socket: its responder takes the new signer up at once.
+    let out = env.pki(["ca", "rekey", "--ca", "ocsp"]).stdout;
+    let new = out
+        .strip_prefix("the OCSP signer is now certificate ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    assert_ne!(new, old);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let after = loop {
+        let answer = openssl_ocsp(&ca, &leaf_pem, env.port);
+        if answer.contains(": good") || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(after.contains(": good") && after.contains("Response verify OK"), "{after}");
+    assert_eq!(status_of(&env, &old), "revoked");
+    assert_eq!(status_of(&env, &new), "valid");
+
+    // After a restart the new signer answers, the old one stays revoked, the log verifies.
+    server.stop();
+    let _server = env.serve();
+    let restarted = openssl_ocsp(&ca, &leaf_pem, env.port);
+    assert!(restarted.contains(": good") && restarted.contains("Response verify OK"), "{restarted}");
+    let audit = env.pki(["audit", "verify"]).stdout;
+    assert!(audit.contains("intact"), "{audit}");
 }
 
 #[test]

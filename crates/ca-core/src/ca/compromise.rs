@@ -37,6 +37,17 @@ impl OwnCert {
         }
     }
 
+    /// The purpose of its key in custody.
+    fn purpose(self) -> KeyPurpose {
+        match self {
+            OwnCert::Tsa => KeyPurpose::TsaSigning,
+            OwnCert::Tls => KeyPurpose::TlsServer,
+            OwnCert::Issuing => KeyPurpose::CaSigning,
+            OwnCert::Ocsp => KeyPurpose::OcspSigning,
+            OwnCert::Audit => KeyPurpose::AuditSigning,
+        }
+    }
+
     /// The certificate kind in storage.
     pub fn kind(self) -> CertKind {
         match self {
@@ -112,41 +123,46 @@ impl std::str::FromStr for OwnCert {
 /// The own certificates revoked by [`Ca::compromise`], shared with the signers handed out.
 pub(super) type CompromisedSet = Arc<RwLock<HashSet<OwnCert>>>;
 
-/// Reads which own certificates are compromised: recorded under `ca.compromised.*`, or revoked
-/// in storage (a revocation stored before its record was written still counts).
+/// The keys reported compromised, with the certificate whose revocation reported each.
+pub(super) type CompromisedKeys = Arc<RwLock<HashMap<KeyDigest, Serial>>>;
+
+/// Reads which own certificates are compromised: the one in use (`ca.<name>.serial`) is the one
+/// recorded under `ca.compromised.*`, or is revoked in storage (a revocation stored before its
+/// record was written still counts). One replaced since ([`Ca::rekey_ocsp_signer`]) is not.
 pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
     let mut set = HashSet::new();
     for which in OwnCert::ALL {
-        let revoked = match db.meta_get(which.serial_key())? {
+        let in_use = db.meta_get(which.serial_key())?;
+        let revoked = match &in_use {
             Some(s) => db.get_meta(&s.parse()?)?.is_some_and(|r| r.revocation.is_some()),
             None => false,
         };
         // The TLS certificate is reissued when revoked or near its end: only its record counts.
         let counts_revoked = revoked && which != OwnCert::Tls;
-        if counts_revoked || db.meta_get(&which.meta_key())?.is_some() {
+        // The record: the serial compromised, then when.
+        let recorded = db.meta_get(&which.meta_key())?;
+        let recorded_in_use = match (recorded.as_deref().and_then(|r| r.split(' ').next()), &in_use) {
+            (Some(r), Some(u)) => r.parse::<Serial>()? == u.parse::<Serial>()?,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if counts_revoked || recorded_in_use {
             set.insert(which);
         }
     }
     Ok(Arc::new(RwLock::new(set)))
 }
 
-/// A signer that refuses once one of `watched` is compromised: the OCSP and TSA keys handed to
-/// the services stop signing the moment [`Ca::compromise`] returns.
+/// A signer that refuses once one of `watched` is compromised, or its own key is reported
+/// compromised: the OCSP and TSA keys handed to the services stop signing the moment
+/// [`Ca::compromise`] returns, and a key replaced after a compromise never signs again.
 #[derive(Debug)]
 pub(super) struct GuardedSigner {
     inner: Arc<dyn Signer>,
     compromised: CompromisedSet,
+    keys: CompromisedKeys,
+    digest: KeyDigest,
     watched: &'static [OwnCert],
-}
-
-impl GuardedSigner {
-    pub(super) fn wrap(
-        inner: Arc<dyn Signer>,
-        compromised: CompromisedSet,
-        watched: &'static [OwnCert],
-    ) -> Arc<dyn Signer> {
-        Arc::new(GuardedSigner { inner, compromised, watched })
-    }
 }
 
 impl Signer for GuardedSigner {
@@ -163,6 +179,18 @@ impl Signer for GuardedSigner {
         self.inner.public_key_raw()
     }
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, hsm_sim::Error> {
+        if let Some(serial) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(&self.digest) {
+            tracing::error!(
+                key = %self.inner.handle(),
+                %serial,
+                "refusing to sign: the key was reported compromised"
+            );
+            return Err(hsm_sim::Error::NotPermitted {
+                handle: self.inner.handle().clone(),
+                purpose: self.watched.first().map_or(KeyPurpose::CaSigning, |w| w.purpose()),
+                operation: "sign with a key reported compromised",
+            });
+        }
         let set = self.compromised.read().unwrap_or_else(|p| p.into_inner());
         if let Some(which) = self.watched.iter().find(|w| set.contains(w)) {
             tracing::error!(
@@ -171,13 +199,7 @@ impl Signer for GuardedSigner {
             );
             return Err(hsm_sim::Error::NotPermitted {
                 handle: self.inner.handle().clone(),
-                purpose: match which {
-                    OwnCert::Tsa => KeyPurpose::TsaSigning,
-                    OwnCert::Tls => KeyPurpose::TlsServer,
-                    OwnCert::Issuing => KeyPurpose::CaSigning,
-                    OwnCert::Ocsp => KeyPurpose::OcspSigning,
-                    OwnCert::Audit => KeyPurpose::AuditSigning,
-                },
+                purpose: which.purpose(),
                 operation: "sign after `pki ca compromise` revoked its certificate",
             });
         }
@@ -187,7 +209,20 @@ impl Signer for GuardedSigner {
 }
 
 impl Ca {
-    /// Whether `which` was revoked by [`Ca::compromise`].
+    /// `key` as handed out: it refuses to sign once one of `watched` is compromised or its own
+    /// key is reported compromised.
+    pub(super) fn guarded(&self, key: Arc<dyn Signer>, watched: &'static [OwnCert]) -> Arc<dyn Signer> {
+        let digest = KeyDigest::of(key.public_key_raw());
+        Arc::new(GuardedSigner {
+            inner: key,
+            compromised: self.compromised_certs.clone(),
+            keys: self.compromised.clone(),
+            digest,
+            watched,
+        })
+    }
+
+    /// Whether the `which` certificate in use was revoked by [`Ca::compromise`].
     pub fn is_compromised(&self, which: OwnCert) -> bool {
         self.compromised_certs.read().unwrap_or_else(|p| p.into_inner()).contains(&which)
     }

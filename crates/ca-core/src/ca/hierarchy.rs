@@ -273,7 +273,7 @@ impl Ca {
         let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
         let ocsp = RwLock::new(Arc::new(load_ocsp_signer(&db)?));
         let tsa_der = cert_of("ca.tsa.serial")?.der;
-        let compromised = RwLock::new(db.compromised_keys()?.into_iter().collect());
+        let compromised = Arc::new(RwLock::new(db.compromised_keys()?.into_iter().collect()));
         let compromised_certs = load_compromised(&db)?;
         let crl_publication = crl::Publication::load(&db)?;
         Ok(Ca {

@@ -64,6 +64,6 @@ impl Ca {
         if !handle.as_str().starts_with("mail/sender/") {
             return Err(Error::Certificate(format!("{} is not the key of a mail sender", handle.as_str())));
         }
-        Ok(GuardedSigner::wrap(self.hsm.signer(handle)?, self.compromised_certs.clone(), WATCHED))
+        Ok(self.guarded(self.hsm.signer(handle)?, WATCHED))
     }
 }

@@ -17,7 +17,7 @@ mod revocation;
 mod service_certs;
 pub mod validation;
 
-use compromise::{load_compromised, CompromisedSet, GuardedSigner};
+use compromise::{load_compromised, CompromisedKeys, CompromisedSet};
 use expiry::{load_ocsp_signer, OcspSignerCert};
 use hierarchy::*;
 use issuance::*;
@@ -189,8 +189,10 @@ pub struct Ca {
     /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
     /// Checked here, not in the database, so that the signing threads never wait for another
     /// batch's transaction (only one process opens the database at a time).
-    compromised: RwLock<HashMap<KeyDigest, Serial>>,
-    /// The own certificates revoked by [`Ca::compromise`] (`ca.compromised.*` in storage).
+    /// Shared with the signers handed out, which refuse to sign with a key in it.
+    compromised: CompromisedKeys,
+    /// The own certificates whose one in use was revoked by [`Ca::compromise`]
+    /// (`ca.compromised.*` in storage).
     compromised_certs: CompromisedSet,
     crl_lock: Mutex<()>,
     /// When revocations reach the CRL: at once, or at the next publication ([`Ca::defer_crls`]).

@@ -33,7 +33,7 @@ impl Ca {
     /// ([`Ca::compromise`]).
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
         const WATCHED: &[OwnCert] = &[OwnCert::Tsa];
-        Ok(GuardedSigner::wrap(self.hsm.signer(&handle(H_TSA))?, self.compromised_certs.clone(), WATCHED))
+        Ok(self.guarded(self.hsm.signer(&handle(H_TSA))?, WATCHED))
     }
 
     /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the
@@ -139,6 +139,6 @@ impl Ca {
         const TLS: &[OwnCert] = &[OwnCert::Tls];
         const AUDIT: &[OwnCert] = &[OwnCert::Audit, OwnCert::Issuing];
         let watched = if which == OwnCert::Audit { AUDIT } else { TLS };
-        GuardedSigner::wrap(key, self.compromised_certs.clone(), watched)
+        self.guarded(key, watched)
     }
 }
