@@ -218,17 +218,30 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     })?;
 
     // The OCSP signer is re-issued before it is due, then checked every minute; the responder
-    // takes up each new one within a second (a re-key, `pki ca rekey --ca ocsp`, over the admin
-    // socket of this process).
+    // takes up each new one within a second (a re-key, `pki ca rekey --ca ocsp`, here or on
+    // another node), and so do the keys of a compromise on another node.
     if let Err(e) = ca.renew_ocsp_signer_if_due("system") {
         tracing::error!(error = %e, "OCSP signer renewal failed");
     }
     let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
     let (renewer, responder) = (ca.clone(), ocsp.clone());
     std::thread::Builder::new().name("ocsp-renew".into()).spawn(move || {
-        let mut last_check = Instant::now();
+        let (mut last_check, mut sync_failing) = (Instant::now(), false);
         loop {
             std::thread::sleep(Duration::from_secs(1));
+            // Compromises, re-keys and renewals of other nodes on the same database: one line when
+            // it starts failing (a database outage) and one when it works again.
+            match renewer.sync_with_storage() {
+                Err(e) if !sync_failing => {
+                    sync_failing = true;
+                    tracing::error!(error = %e, "reading other nodes' compromises and OCSP signer failed");
+                }
+                Ok(()) if sync_failing => {
+                    sync_failing = false;
+                    tracing::info!("reading other nodes' compromises and OCSP signer works again");
+                }
+                _ => {}
+            }
             if last_check.elapsed() >= Duration::from_secs(60) {
                 last_check = Instant::now();
                 if let Err(e) = renewer.renew_ocsp_signer_if_due("system") {

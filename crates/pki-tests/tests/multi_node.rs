@@ -184,3 +184,91 @@ fn two_writers_issue_a_thousand_each_at_once_on_one_chain() {
     sa.stop();
     sb.stop();
 }
+
+/// Waits up to `within` for `done`; its last value.
+fn within(within: Duration, mut done: impl FnMut() -> Option<String>) -> Result<String, String> {
+    let start = Instant::now();
+    loop {
+        match done() {
+            Some(v) => return Ok(v),
+            None if start.elapsed() > within => return Err(format!("not within {} ms", within.as_millis())),
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// A compromise is the CA's, not one node's: a subscriber's key revoked for keyCompromise and
+/// `pki ca compromise` through one node bind the other at once for issuance, and within a second
+/// for its OCSP and TSA keys; an OCSP signer re-keyed through one node answers from the other.
+#[test]
+fn a_compromise_through_one_node_binds_the_other() {
+    let a = Env::on_postgres("");
+    a.init();
+    let b = a.node("");
+    let (sa, sb) = (a.serve(), b.serve());
+    let ca = a.ca_files();
+    let issue_on = |env: &Env, who: &str| {
+        let key = gen_key(env.dir(), &format!("{who}.key"), KeySpec::P256);
+        let csr = make_csr(&key, &env.path(&format!("{who}.csr")), &format!("/CN={who}"), &[]);
+        let email = format!("{who}@bank.example");
+        let out = env.pki_try(["issue", "--email", &email, "--usage", "signing", "--csr", &p(&csr)]);
+        (csr, out)
+    };
+
+    // A subscriber's key revoked for keyCompromise through a: b refuses a CSR of that key.
+    let (csr, out) = issue_on(&a, "kim");
+    assert!(out.status.success(), "{}", out.stderr);
+    a.pki(["revoke", "--serial", &cert_serial(&pem_der(&out.stdout)), "--reason", "keyCompromise"]);
+    let csr_b = b.write("kim-again.csr", std::fs::read(&csr).unwrap());
+    b.pki_fails(
+        ["issue", "--email", "kim@bank.example", "--usage", "signing", "--csr", &p(&csr_b)],
+        &["its key was reported compromised"],
+    );
+
+    // The OCSP signer compromised through a: b answers nothing good with it; re-keyed through a:
+    // b answers with the new signer, verified against the root.
+    let (_, out) = issue_on(&a, "lee");
+    let lee = a.write("lee.pem", &out.stdout);
+    assert_eq!(ocsp_status(&ca, &lee, sb.port), "good");
+    a.pki(["ca", "compromise", "--ca", "ocsp", "--confirm", "compromise ocsp"]);
+    within(Duration::from_secs(2), || {
+        let s = ocsp_status(&ca, &lee, sb.port);
+        (s != "good").then_some(s)
+    })
+    .expect("b stops answering good with the compromised OCSP signer");
+    a.pki(["ca", "rekey", "--ca", "ocsp"]);
+    within(Duration::from_secs(3), || {
+        let text = openssl_ocsp(&ca, &lee, sb.port);
+        (text.contains(": good") && text.contains("Response verify OK")).then_some(text)
+    })
+    .expect("b answers with the new OCSP signer");
+
+    // The TSA compromised through a: b's TSA signs nothing more.
+    let data = b.write("statement.txt", "statement of account\n");
+    let stamp = |n: usize| {
+        let out = p(&b.path(&format!("stamp-{n}.tsr")));
+        b.pki_try(["ts", "stamp", &p(&data), "--server", &b.base_url(), "--out", &out])
+    };
+    assert!(stamp(0).status.success(), "b's TSA stamps before the compromise");
+    a.pki(["ca", "compromise", "--ca", "tsa", "--confirm", "compromise tsa"]);
+    let mut n = 0;
+    let refused = within(Duration::from_secs(3), || {
+        n += 1;
+        let out = stamp(n);
+        (!out.status.success()).then_some(out.stderr)
+    })
+    .expect("b's TSA refuses after the compromise");
+    assert!(refused.contains("the TSA refused"), "{refused}");
+
+    // The issuing CA compromised through a: b issues nothing more, at once.
+    a.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);
+    let (_, out) = issue_on(&b, "max");
+    assert!(
+        !out.status.success() && out.stderr.contains("pki ca compromise"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    sa.stop();
+    sb.stop();
+}

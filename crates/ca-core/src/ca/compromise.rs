@@ -130,6 +130,10 @@ pub(super) type CompromisedKeys = Arc<RwLock<HashMap<KeyDigest, Serial>>>;
 /// recorded under `ca.compromised.*`, or is revoked in storage (a revocation stored before its
 /// record was written still counts). One replaced since ([`Ca::rekey_ocsp_signer`]) is not.
 pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
+    Ok(Arc::new(RwLock::new(compromised_own_certs(db)?)))
+}
+
+fn compromised_own_certs(db: &CertDb) -> Result<HashSet<OwnCert>, Error> {
     let mut set = HashSet::new();
     for which in OwnCert::ALL {
         let in_use = db.meta_get(which.serial_key())?;
@@ -150,7 +154,7 @@ pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
             set.insert(which);
         }
     }
-    Ok(Arc::new(RwLock::new(set)))
+    Ok(set)
 }
 
 /// A signer that refuses once one of `watched` is compromised, or its own key is reported
@@ -227,11 +231,59 @@ impl Ca {
         self.compromised_certs.read().unwrap_or_else(|p| p.into_inner()).contains(&which)
     }
 
-    /// Refuses with [`Error::Compromised`] when `which` is compromised.
+    /// Refuses with [`Error::Compromised`] when `which` is compromised, here or by another process
+    /// on the same storage (read again first when the change feed moved).
     pub fn refuse_if_compromised(&self, which: OwnCert) -> Result<(), Error> {
+        self.sync_compromises(false)?;
         if self.is_compromised(which) {
             return Err(Error::Compromised { which });
         }
+        Ok(())
+    }
+
+    /// Takes up what other processes on the same storage (the other nodes on PostgreSQL) changed:
+    /// keys reported compromised and own certificates revoked by [`Ca::compromise`] there, and an
+    /// OCSP signer replaced there ([`Ca::rekey_ocsp_signer`], a renewal). `pki serve` calls it
+    /// every second, so that this node's TSA, OCSP and mail keys stop signing, and its responder
+    /// takes up a new signer, within a second of another node's command; issuance and every
+    /// other check of a compromise look at the change feed themselves first. Nothing to do on
+    /// the embedded engine, which one process holds.
+    pub fn sync_with_storage(&self) -> Result<(), Error> {
+        if self.db.is_embedded() {
+            return Ok(());
+        }
+        let before = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).serial.clone();
+        let after = {
+            let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.ocsp_signer_stored()?.serial.clone()
+        };
+        // A signer replaced elsewhere leaves no change in the feed: the own certificates are
+        // read again then too.
+        self.sync_compromises(before != after)
+    }
+
+    /// Reads the compromised keys and own certificates again when the change feed moved since
+    /// the last look (or `force`), on engines several processes share.
+    fn sync_compromises(&self, force: bool) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.db.is_embedded() {
+            return Ok(());
+        }
+        let last = self.db.feed().last_change()?;
+        if !force && self.seen_change.load(Ordering::Acquire) >= last {
+            return Ok(());
+        }
+        let _guard = self.compromise_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let keys = self.db.compromised_keys()?;
+        let own = compromised_own_certs(&self.db)?;
+        self.compromised.write().unwrap_or_else(|p| p.into_inner()).extend(keys);
+        let mut set = self.compromised_certs.write().unwrap_or_else(|p| p.into_inner());
+        for which in own.difference(&set).copied().collect::<Vec<_>>() {
+            tracing::warn!("the {which} certificate was revoked by `pki ca compromise` on another node");
+        }
+        *set = own;
+        drop(set);
+        self.seen_change.fetch_max(last, Ordering::AcqRel);
         Ok(())
     }
 
@@ -277,6 +329,8 @@ impl Ca {
         let revocation = Revocation { at: now, reason };
         let details = format!("{which} {reason} {}", rec.kind);
         let draft = AuditDraft::ok(actor, AuditAction::OwnCertCompromise, Some(&serial), details);
+        // A reload from storage does not run between the revocation and the sets' update.
+        let guard = self.compromise_lock.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.audit.commit(vec![draft], now, |chain| {
             Ok(self.db.revoke(&serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
@@ -287,6 +341,7 @@ impl Ca {
             let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
             keys.entry(key).or_insert_with(|| serial.clone());
         }
+        drop(guard);
         tracing::warn!(serial = %serial, "the {which} certificate was revoked for {reason} by {actor}");
         if !(which.issuer() == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
             self.regenerate_crl(which.issuer(), actor)?;

@@ -160,6 +160,7 @@ impl Ca {
             .put_new_ocsp_signer(actor, &current, now, details)?
             .map_err(|serial| Error::ReplacedMeanwhile { which: OwnCert::Ocsp, serial })?;
         if compromised {
+            let _guard = self.compromise_lock.lock().unwrap_or_else(|p| p.into_inner());
             self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).remove(&OwnCert::Ocsp);
         }
         Ok(rec)
@@ -167,7 +168,7 @@ impl Ca {
 
     /// The OCSP signer in storage, taken up first when another process on the same storage
     /// replaced it.
-    fn ocsp_signer_stored(&self) -> Result<Arc<OcspSignerCert>, Error> {
+    pub(super) fn ocsp_signer_stored(&self) -> Result<Arc<OcspSignerCert>, Error> {
         let stored = self.db.meta_get("ca.ocsp.serial")?;
         let current = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).clone();
         if stored.as_deref() == Some(current.serial.to_string().as_str()) {

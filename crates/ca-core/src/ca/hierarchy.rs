@@ -273,6 +273,8 @@ impl Ca {
         let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
         let ocsp = RwLock::new(Arc::new(load_ocsp_signer(&db)?));
         let tsa_der = cert_of("ca.tsa.serial")?.der;
+        // The feed's end first: what is revoked after it is read again at the next look.
+        let seen_change = std::sync::atomic::AtomicU64::new(db.feed().last_change()?);
         let compromised = Arc::new(RwLock::new(db.compromised_keys()?.into_iter().collect()));
         let compromised_certs = load_compromised(&db)?;
         let crl_publication = crl::Publication::load(&db)?;
@@ -290,6 +292,8 @@ impl Ca {
             tsa_der,
             compromised,
             compromised_certs,
+            seen_change,
+            compromise_lock: Mutex::new(()),
             crl_lock: Mutex::new(()),
             crl_publication,
             tls_lock: Mutex::new(()),

@@ -186,14 +186,19 @@ pub struct Ca {
     ocsp: RwLock<Arc<OcspSignerCert>>,
     tsa_der: Vec<u8>,
     /// Keys reported compromised, with the certificate whose revocation reported each: the
-    /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`].
-    /// Checked here, not in the database, so that the signing threads never wait for another
-    /// batch's transaction (only one process opens the database at a time).
+    /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`]
+    /// and, for other processes' revocations, by [`Ca::sync_with_storage`]. Checked here, not in
+    /// the database, so that the signing threads never wait for another batch's transaction.
     /// Shared with the signers handed out, which refuse to sign with a key in it.
     compromised: CompromisedKeys,
     /// The own certificates whose one in use was revoked by [`Ca::compromise`]
     /// (`ca.compromised.*` in storage).
     compromised_certs: CompromisedSet,
+    /// The change feed's end when the two above were last read from storage: other processes on
+    /// the same storage (PostgreSQL nodes) revoke too ([`Ca::sync_with_storage`]).
+    seen_change: std::sync::atomic::AtomicU64,
+    /// Held while the two above change together: a compromise, a re-key, a reload.
+    compromise_lock: Mutex<()>,
     crl_lock: Mutex<()>,
     /// When revocations reach the CRL: at once, or at the next publication ([`Ca::defer_crls`]).
     crl_publication: crl::Publication,
