@@ -204,10 +204,11 @@ enum CaCommand {
         #[arg(long)]
         confirm: String,
     },
-    /// Replace the OCSP signer at once with a new key in custody and a new certificate from the
-    /// issuing CA: after `pki ca compromise --ca ocsp`, OCSP answers again. Audited.
+    /// Replace the OCSP signer (certified by the issuing CA) or the TSA (by the root) at once with
+    /// a new key in custody and a new certificate: after `pki ca compromise`, OCSP answers and
+    /// timestamps are given again. Audited.
     Rekey {
-        /// ocsp (the only one replaced here).
+        /// ocsp or tsa.
         #[arg(long)]
         ca: String,
     },

@@ -33,7 +33,7 @@ pub enum Request {
     },
     /// `pki ca rekey`.
     CaRekey {
-        /// ocsp.
+        /// ocsp | tsa.
         which: String,
     },
     /// `pki ca compromise`.
@@ -361,12 +361,13 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
         }
         Request::CaRekey { which } => {
             let which: ca_core::OwnCert = which.parse()?;
-            if which != ca_core::OwnCert::Ocsp {
-                return Err(ca_core::Error::NotReKeyable { which }.to_string());
-            }
-            let rec = ca.rekey_ocsp_signer(actor).map_err(e)?;
+            let rec = ca.rekey(which, actor).map_err(e)?;
+            let (name, from_now) = match which {
+                ca_core::OwnCert::Tsa => ("TSA", "timestamps are signed with it"),
+                _ => ("OCSP signer", "the responder signs with it"),
+            };
             out(format!(
-                "the OCSP signer is now certificate {} (notAfter {}), with a new key in custody; the responder signs with it from now on\n",
+                "the {name} is now certificate {} (notAfter {}), with a new key in custody; {from_now} from now on\n",
                 rec.serial,
                 rec.not_after.to_rfc3339()
             ))
@@ -377,6 +378,7 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let at = done.record.revocation.as_ref().map(|r| r.at.to_rfc3339()).unwrap_or_default();
             let next = match which {
                 ca_core::OwnCert::Ocsp => "; `pki ca rekey --ca ocsp` puts a new OCSP signer in use",
+                ca_core::OwnCert::Tsa => "; `pki ca rekey --ca tsa` puts a new TSA in use",
                 _ => "",
             };
             out(format!(

@@ -303,16 +303,10 @@ pub fn tsa(ca: &Ca) -> anyhow::Result<Arc<tsa::TimestampAuthority>> {
     if let Some(t) = TSA.get() {
         return Ok(t.clone());
     }
-    use ca_core::CaCert;
     let store = tsa::TsaStore::open(ca.db())?;
     // The TSA certificate is issued by the root: its chain below the root is just itself.
-    let authority = tsa::TimestampAuthority::new(
-        ca.tsa_signer()?,
-        ca.ca_cert(CaCert::Tsa).to_vec(),
-        Vec::new(),
-        store,
-        tsa::TsaConfig::default(),
-    )?;
+    let (cert, key) = ca.tsa_signer_certified()?;
+    let authority = tsa::TimestampAuthority::new(key, cert, Vec::new(), store, tsa::TsaConfig::default())?;
     Ok(TSA.get_or_init(|| Arc::new(authority)).clone())
 }
 
@@ -320,9 +314,9 @@ pub fn tsa(ca: &Ca) -> anyhow::Result<Arc<tsa::TimestampAuthority>> {
 pub fn tsa_verifier(ca: &Ca) -> anyhow::Result<tsa::Verifier> {
     use ca_core::CaCert;
     let store = tsa::TsaStore::open(ca.db())?;
-    Ok(tsa::Verifier::new(
-        ca.ca_cert(CaCert::Root).to_vec(),
-        vec![ca.ca_cert(CaCert::Tsa).to_vec()],
-        Arc::new(store),
-    )?)
+    // Every TSA certificate, read at each verification: a re-key (`pki ca rekey --ca tsa`, here
+    // or on another node) adds one while the verifier lives, and older tokens keep theirs.
+    let db = ca.db().clone();
+    Ok(tsa::Verifier::new(ca.ca_cert(CaCert::Root).to_vec(), Vec::new(), Arc::new(store))?
+        .with_more_certificates(Arc::new(move || ca_core::tsa_certificates(&db).map_err(|e| e.to_string()))))
 }

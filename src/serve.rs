@@ -248,12 +248,23 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                     tracing::error!(error = %e, "OCSP signer renewal failed");
                 }
             }
-            if responder.signer_certificate_der() == renewer.ocsp_signer_der() {
-                continue;
+            if responder.signer_certificate_der() != renewer.ocsp_signer_der() {
+                if let Ok((der, key)) = renewer.ocsp_signer_certified() {
+                    if let Err(e) = responder.replace_signer(&der, key) {
+                        tracing::error!(error = %e, "the responder cannot take up the new OCSP signer");
+                    }
+                }
             }
-            let Ok((der, key)) = renewer.ocsp_signer_certified() else { continue };
-            if let Err(e) = responder.replace_signer(&der, key) {
-                tracing::error!(error = %e, "the responder cannot take up the new OCSP signer");
+            // A re-keyed TSA, the same way (one authority per process: HTTP and the admin socket).
+            let Ok(tsa) = crate::context::tsa(&renewer) else { continue };
+            if tsa.certificates().first().map(Vec::as_slice) != Some(&*renewer.ca_cert(ca_core::CaCert::Tsa))
+            {
+                if let Ok((der, key)) = renewer.tsa_signer_certified() {
+                    match tsa.replace_signer(key, der, Vec::new()) {
+                        Ok(()) => tracing::info!("the TSA signs with its new key from now on"),
+                        Err(e) => tracing::error!(error = %e, "the TSA cannot take up its new certificate"),
+                    }
+                }
             }
         }
     })?;

@@ -25,9 +25,9 @@ pub mod profiles;
 pub use audit::AuditAction;
 pub use ca::validation::{MailboxEvidence, MailboxValidation, ValidationConfig, ValidationMethod};
 pub use ca::{
-    console_actor, same_officer, to_pem, Ca, CaCert, ChainAndKey, CheckpointReport, ExpiryState, InitOutcome,
-    IssueRequest, Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState, Revoked,
-    MAX_RECOVERY_REASON_CHARS,
+    console_actor, same_officer, to_pem, tsa_certificates, Ca, CaCert, ChainAndKey, CheckpointReport,
+    ExpiryState, InitOutcome, IssueRequest, Issued, OwnCert, OwnCertStatus, OwnKeyRequest, RecoveryState,
+    Revoked, MAX_RECOVERY_REASON_CHARS,
 };
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{CaConfig, EscrowConfig, ExpirySettings};
@@ -166,7 +166,9 @@ pub enum Error {
         which: OwnCert,
     },
     /// `pki ca rekey` for a certificate it does not replace.
-    #[error("the {which} certificate cannot be re-keyed here: `pki ca rekey` replaces the OCSP signer only")]
+    #[error(
+        "the {which} certificate cannot be re-keyed here: `pki ca rekey` replaces the OCSP signer and the TSA only"
+    )]
     NotReKeyable {
         /// Which one.
         which: OwnCert,

@@ -145,7 +145,7 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_
         Ok(None) | Err(Error::Compromised { which: OwnCert::Ocsp })
     ));
 
-    let rec = ca.rekey_ocsp_signer("officer").expect("rekey");
+    let rec = ca.rekey(OwnCert::Ocsp, "officer").expect("rekey");
     assert_ne!(rec.serial, first);
     assert_eq!(serial_of(&ca, "ca.ocsp.serial"), rec.serial);
     assert!(!ca.is_compromised(OwnCert::Ocsp));
@@ -164,7 +164,7 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_
     let audit = entries(ca.db()).expect("audit");
     assert!(audit.iter().any(|e| e.action == AuditAction::Issue
         && e.actor == "officer"
-        && e.details.contains(&format!("re-key after its compromise, replacing {first}"))));
+        && e.details.contains(&format!("ocsp-signer re-key after its compromise, replacing {first}"))));
     drop(ca);
 
     // After reopening: the new signer is in use and signs; the old key still refuses.
@@ -176,5 +176,38 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_
 
     // Only the OCSP signer is re-keyed here; with the issuing CA compromised, it is not.
     again.compromise(OwnCert::Issuing, "compromise issuing", "t").expect("issuing compromise");
-    assert!(matches!(again.rekey_ocsp_signer("t"), Err(Error::Compromised { which: OwnCert::Issuing })));
+    assert!(matches!(again.rekey(OwnCert::Ocsp, "t"), Err(Error::Compromised { which: OwnCert::Issuing })));
+    for which in [OwnCert::Issuing, OwnCert::Tls, OwnCert::Audit] {
+        assert!(matches!(again.rekey(which, "t"), Err(Error::NotReKeyable { .. })), "{which}");
+    }
+}
+
+#[test]
+fn a_compromised_tsa_is_replaced_by_a_rekey_certified_by_the_root() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = open(dir.path(), true);
+    let first = serial_of(&ca, "ca.tsa.serial");
+    let old = ca.tsa_signer().expect("tsa");
+    ca.compromise(OwnCert::Tsa, "compromise tsa", "t").expect("tsa compromise");
+    assert!(old.sign(b"x").is_err());
+
+    let rec = ca.rekey(OwnCert::Tsa, "officer").expect("rekey");
+    assert_ne!(rec.serial, first);
+    assert_eq!(serial_of(&ca, "ca.tsa.serial"), rec.serial);
+    assert!(!ca.is_compromised(OwnCert::Tsa));
+    let (der, new) = ca.tsa_signer_certified().expect("certified");
+    assert_eq!(der, rec.der);
+    assert_eq!(ca.ca_cert(ca_core::CaCert::Tsa).as_ref(), rec.der.as_slice());
+    new.sign(b"after").expect("the new key signs");
+    assert!(old.sign(b"after").is_err(), "the compromised key signed after the rekey");
+    // Certified by the root, for timestamping only.
+    let (_, x) = X509Certificate::from_der(&rec.der).expect("parse");
+    let root = ca.ca_cert(ca_core::CaCert::Root);
+    let (_, root) = X509Certificate::from_der(&root).expect("root");
+    x.verify_signature(Some(root.public_key())).expect("signed by the root");
+    assert!(x.extended_key_usage().expect("eku").expect("present").value.time_stamping);
+    drop(ca);
+    let again = open(dir.path(), false);
+    assert_eq!(again.tsa_signer_certified().expect("certified").0, rec.der);
+    again.tsa_signer().expect("tsa").sign(b"reopened").expect("signs");
 }

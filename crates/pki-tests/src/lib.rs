@@ -1558,3 +1558,50 @@ pub fn mailbox_csr(env: &Env, name: &str, spec: KeySpec, email: &str, key_usage:
     .display()
     .to_string()
 }
+
+/// A timestamp of a new document asked of the TSA at `http://127.0.0.1:port/tsa` by OpenSSL's
+/// query (with the TSA certificate), and `openssl ts -verify` of the reply against `root`: its
+/// output (`Verification: OK`), or the HTTP status when the TSA did not answer 200.
+pub fn openssl_ts_verify(env: &Env, port: u16, root: &Path) -> String {
+    let doc = env.write("doc.txt", "statement of account, December 2026\n");
+    let q = env.path("q.tsq");
+    openssl([
+        "ts",
+        "-query",
+        "-data",
+        &doc.display().to_string(),
+        "-sha256",
+        "-cert",
+        "-out",
+        &q.display().to_string(),
+    ]);
+    let (code, _, body) =
+        curl_post(&format!("http://127.0.0.1:{port}/tsa"), "application/timestamp-query", &q);
+    if code != 200 {
+        return format!("HTTP {code}");
+    }
+    let r = env.write("r.tsr", body);
+    let out = openssl_try([
+        "ts",
+        "-verify",
+        "-in",
+        &r.display().to_string(),
+        "-data",
+        &doc.display().to_string(),
+        "-CAfile",
+        &root.display().to_string(),
+    ]);
+    format!("{}{}", out.stdout, out.stderr)
+}
+
+/// A `multipart/form-data` POST by curl (`-F` each of `fields`): the status and the body.
+pub fn curl_post_form(url: &str, fields: &[String]) -> (u16, String) {
+    let mut c = Command::new(curl_bin());
+    c.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
+    for f in fields {
+        c.arg("-F").arg(f);
+    }
+    let out = run(c.arg(url)).ok();
+    let (body, code) = out.stdout.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}

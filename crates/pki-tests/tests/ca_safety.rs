@@ -33,6 +33,17 @@ fn status_of(env: &Env, serial: &str) -> String {
     show.lines().find_map(|l| l.strip_prefix("status:")).unwrap().trim().to_string()
 }
 
+/// A timestamp of a new document `NAME.txt` from the running server's TSA, asked without the TSA
+/// certificate in the token: (the reply, the document).
+fn stamp_without_certificate(env: &Env, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let doc = env.write(&format!("{name}.txt"), format!("statement {name}\n"));
+    let q = env.path(&format!("{name}.tsq"));
+    openssl(["ts", "-query", "-data", &p(&doc), "-sha256", "-out", &p(&q)]);
+    let (code, _, body) = curl_post(&format!("{}/tsa", env.base_url()), "application/timestamp-query", &q);
+    assert_eq!(code, 200);
+    (env.write(&format!("{name}.tsr"), body), doc)
+}
+
 /// A signing CSR for `email`; its path.
 fn csr_for(env: &Env, email: &str) -> std::path::PathBuf {
     let key = gen_key(env.dir(), &format!("{email}.key"), KeySpec::P256);
@@ -242,7 +253,7 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
 }
 
 #[test]
-fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_answers_verify_again() {
+fn a_compromised_ocsp_signer_and_tsa_are_replaced_by_a_rekey_and_verify_again() {
     let env = Env::new();
     env.init();
     let server = env.serve();
@@ -252,9 +263,9 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_answers_verify_again() {
     assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
     let old = serial_of_kind(&env, "ocsp-signer");
 
-    // Only the OCSP signer is re-keyed here: one line naming what is.
-    for other in ["issuing", "tsa", "tls", "audit"] {
-        env.pki_fails(["ca", "rekey", "--ca", other], &["replaces the OCSP signer only"]);
+    // Only the OCSP signer and the TSA are re-keyed here: one line naming them.
+    for other in ["issuing", "tls", "audit"] {
+        env.pki_fails(["ca", "rekey", "--ca", other], &["replaces the OCSP signer and the TSA only"]);
     }
     env.pki_fails(["ca", "rekey", "--ca", "root"], &["issuing, ocsp, tsa, tls or audit"]);
 
@@ -283,11 +294,51 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_answers_verify_again() {
     assert_eq!(status_of(&env, &old), "revoked");
     assert_eq!(status_of(&env, &new), "valid");
 
-    // After a restart the new signer answers, the old one stays revoked, the log verifies.
+    // The TSA the same way: compromised, it gives no timestamp; re-keyed (a new key, certified
+    // by the root), its timestamps verify with OpenSSL again.
+    assert!(openssl_ts_verify(&env, env.port, &ca.root).contains("Verification: OK"));
+    let before = stamp_without_certificate(&env, "before");
+    let old_tsa = serial_of_kind(&env, "tsa");
+    let out = env.pki(["ca", "compromise", "--ca", "tsa", "--confirm", "compromise tsa"]).stdout;
+    assert!(out.contains("pki ca rekey --ca tsa"), "{out}");
+    let during = openssl_ts_verify(&env, env.port, &ca.root);
+    assert!(!during.contains("Verification: OK"), "a timestamp from the compromised TSA: {during}");
+    let out = env.pki(["ca", "rekey", "--ca", "tsa"]).stdout;
+    assert!(out.starts_with("the TSA is now certificate "), "{out}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stamped = loop {
+        let verified = openssl_ts_verify(&env, env.port, &ca.root);
+        if verified.contains("Verification: OK") || std::time::Instant::now() > deadline {
+            break verified;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(stamped.contains("Verification: OK"), "{stamped}");
+    assert_eq!(status_of(&env, &old_tsa), "revoked");
+    // Tokens that carry no certificate, from before the compromise and after the re-key, verify
+    // through the verify endpoint of the server that ran through both: it knows both TSA
+    // certificates.
+    let after = stamp_without_certificate(&env, "after");
+    for (token, doc) in [&before, &after] {
+        let (code, body) = curl_post_form(
+            &format!("{}/api/v1/timestamps/verify", env.base_url()),
+            &[format!("token=@{}", p(token)), format!("data=@{}", p(doc))],
+        );
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"verified\":true"), "{body}");
+    }
+    // `pki ca-cert tsa` gives the new certificate.
+    let tsa_now = cert_serial(&pem_der(&env.pki(["ca-cert", "tsa"]).stdout));
+    assert_ne!(tsa_now, old_tsa);
+    assert_eq!(status_of(&env, &tsa_now), "valid");
+
+    // After a restart the new signers answer, the old ones stay revoked, the log verifies.
     server.stop();
     let _server = env.serve();
     let restarted = openssl_ocsp(&ca, &leaf_pem, env.port);
     assert!(restarted.contains(": good") && restarted.contains("Response verify OK"), "{restarted}");
+    let restarted = openssl_ts_verify(&env, env.port, &ca.root);
+    assert!(restarted.contains("Verification: OK"), "{restarted}");
     let audit = env.pki(["audit", "verify"]).stdout;
     assert!(audit.contains("intact"), "{audit}");
 }

@@ -83,14 +83,8 @@ fn ocsp_good(server: &Server, ca: &CaFiles, leaf: &Path) {
 }
 
 fn tsa_verifies(env: &Env, server: &Server, root: &Path) {
-    let doc = env.write("doc.txt", "statement of account, December 2026\n");
-    let q = env.path("q.tsq");
-    openssl(["ts", "-query", "-data", &p(&doc), "-sha256", "-cert", "-out", &p(&q)]);
-    let (code, _, body) = curl_post(&server.url("/tsa"), "application/timestamp-query", &q);
-    assert_eq!(code, 200);
-    let r = env.write("r.tsr", body);
-    let out = openssl(["ts", "-verify", "-in", &p(&r), "-data", &p(&doc), "-CAfile", &p(root)]);
-    assert!(out.stdout.contains("Verification: OK"), "{}{}", out.stdout, out.stderr);
+    let out = openssl_ts_verify(env, server.port, root);
+    assert!(out.contains("Verification: OK"), "{out}");
 }
 
 #[test]

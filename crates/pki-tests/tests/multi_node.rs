@@ -199,7 +199,7 @@ fn within(within: Duration, mut done: impl FnMut() -> Option<String>) -> Result<
 
 /// A compromise is the CA's, not one node's: a subscriber's key revoked for keyCompromise and
 /// `pki ca compromise` through one node bind the other at once for issuance, and within a second
-/// for its OCSP and TSA keys; an OCSP signer re-keyed through one node answers from the other.
+/// for its OCSP and TSA keys; an OCSP signer and a TSA re-keyed through one node sign on the other.
 #[test]
 fn a_compromise_through_one_node_binds_the_other() {
     let a = Env::on_postgres("");
@@ -259,6 +259,13 @@ fn a_compromise_through_one_node_binds_the_other() {
     })
     .expect("b's TSA refuses after the compromise");
     assert!(refused.contains("the TSA refused"), "{refused}");
+    // Re-keyed through a: b's TSA signs with the new key, verified against the root.
+    a.pki(["ca", "rekey", "--ca", "tsa"]);
+    within(Duration::from_secs(3), || {
+        let out = openssl_ts_verify(&b, sb.port, &ca.root);
+        out.contains("Verification: OK").then_some(out)
+    })
+    .expect("b's TSA signs with the re-keyed certificate");
 
     // The issuing CA compromised through a: b issues nothing more, at once.
     a.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);

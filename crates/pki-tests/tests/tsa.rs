@@ -327,17 +327,6 @@ fn pki_ts_verify_passes_real_tokens_and_names_the_failed_check_otherwise() {
 }
 
 /// `curl -F` form post; (status, body as text).
-fn post_form(url: &str, fields: &[String]) -> (u16, String) {
-    let mut c = Command::new(curl_bin());
-    c.args(["-sS", "--max-time", "60", "-w", "\n%{http_code}"]);
-    for f in fields {
-        c.arg("-F").arg(f);
-    }
-    let out = run(c.arg(url)).ok();
-    let (body, code) = out.stdout.rsplit_once('\n').unwrap();
-    (code.trim().parse().unwrap(), body.to_string())
-}
-
 #[test]
 fn the_verify_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
     let t = start();
@@ -351,7 +340,7 @@ fn the_verify_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
     let bytes = std::fs::read(&r).unwrap();
     let truncated = t.env.write("truncated.tsr", &bytes[..bytes.len() / 2]);
     for tok in [&garbage, &truncated] {
-        let (code, body) = post_form(&url, &[format!("token=@{}", p(tok)), doc.clone()]);
+        let (code, body) = curl_post_form(&url, &[format!("token=@{}", p(tok)), doc.clone()]);
         assert_eq!(code, 422, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["verified"], false);
@@ -365,7 +354,7 @@ fn the_verify_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
         (vec![token.clone(), doc.clone(), "digest=00".to_string()], "exactly one"),
         (vec![token.clone(), token.clone(), doc.clone()], "twice"),
     ] {
-        let (code, body) = post_form(&url, &fields);
+        let (code, body) = curl_post_form(&url, &fields);
         assert_eq!(code, 400, "{fields:?}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(v["error"].as_str().unwrap().contains(names), "{body}");
@@ -383,10 +372,10 @@ fn the_verify_endpoint_answers_bad_input_with_a_json_4xx_and_keeps_serving() {
     }
     // Data over the 16 MiB limit: 413.
     let big = t.env.write("big.bin", vec![b'a'; (16 << 20) + 1]);
-    let (code, body) = post_form(&url, &[token.clone(), format!("data=@{}", p(&big))]);
+    let (code, body) = curl_post_form(&url, &[token.clone(), format!("data=@{}", p(&big))]);
     assert_eq!(code, 413, "{body}");
     // Still serving, and a good request still verifies.
-    let (code, body) = post_form(&url, &[token, doc]);
+    let (code, body) = curl_post_form(&url, &[token, doc]);
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"verified\":true"), "{body}");
 }

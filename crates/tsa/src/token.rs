@@ -64,11 +64,9 @@ impl SignerProfile {
 /// Shared by every HTTP worker (`respond` takes `&self`); serials come from the store's durably
 /// reserved block, taken with the clock's reading, so they strictly increase in genTime order.
 pub struct TimestampAuthority {
-    signer: Arc<dyn Signer>,
-    /// The parts of every token that do not change, encoded once.
-    frame: TokenFrame,
-    tsa_cert: ParsedCert,
-    chain: Vec<ParsedCert>,
+    /// The key and certificates signing tokens now: replaced whole by
+    /// [`TimestampAuthority::replace_signer`], so each token takes one consistent set.
+    identity: std::sync::RwLock<Arc<Identity>>,
     store: TsaStore,
     config: TsaConfig,
     /// The default policy in dotted form, for the record of every token (formatted once).
@@ -79,11 +77,22 @@ pub struct TimestampAuthority {
     refused: std::sync::atomic::AtomicU64,
 }
 
+/// The signing key of the TSA, its certificate and the chain above it, with what of every token
+/// follows from them, encoded once.
+struct Identity {
+    signer: Arc<dyn Signer>,
+    /// The parts of every token that do not change, encoded once.
+    frame: TokenFrame,
+    tsa_cert: ParsedCert,
+    chain: Vec<ParsedCert>,
+}
+
 impl std::fmt::Debug for TimestampAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = self.current();
         f.debug_struct("TimestampAuthority")
-            .field("key", self.signer.handle())
-            .field("tsa", &self.tsa_cert.subject_string())
+            .field("key", id.signer.handle())
+            .field("tsa", &id.tsa_cert.subject_string())
             .field("policy", &self.config.default_policy)
             .finish_non_exhaustive()
     }
@@ -169,8 +178,7 @@ impl TimestampAuthority {
         store: TsaStore,
         config: TsaConfig,
     ) -> Result<Self, Error> {
-        let profile = SignerProfile::of(signer.key_type().signature_scheme())?;
-        let (accuracy, precision_digits) = accuracy_of(config.accuracy)?;
+        let (_, precision_digits) = accuracy_of(config.accuracy)?;
         if config.serial_block == 0 {
             return Err(Error::Config("serial_block must be at least 1".into()));
         }
@@ -184,6 +192,47 @@ impl TimestampAuthority {
                 "policy {p} is longer than the {MAX_POLICY_TEXT} characters a token record holds"
             )));
         }
+        let identity = Self::identity(signer, tsa_cert_der, chain_der, &config)?;
+        let default_policy_text = config.default_policy.to_string();
+        Ok(TimestampAuthority {
+            identity: std::sync::RwLock::new(Arc::new(identity)),
+            store,
+            config,
+            default_policy_text,
+            precision_digits,
+            granted: Default::default(),
+            refused: Default::default(),
+        })
+    }
+
+    /// Signs with a new key and certificate from now on (the TSA was re-keyed), checked as
+    /// [`TimestampAuthority::new`] checks them; tokens being made finish with the old ones.
+    pub fn replace_signer(
+        &self,
+        signer: Arc<dyn Signer>,
+        tsa_cert_der: Vec<u8>,
+        chain_der: Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let identity = Self::identity(signer, tsa_cert_der, chain_der, &self.config)?;
+        *self.identity.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(identity);
+        Ok(())
+    }
+
+    /// The key and certificates signing tokens now.
+    fn current(&self) -> Arc<Identity> {
+        self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Checks a signer, its TSA certificate and the chain above it, and encodes what of every
+    /// token follows from them.
+    fn identity(
+        signer: Arc<dyn Signer>,
+        tsa_cert_der: Vec<u8>,
+        chain_der: Vec<Vec<u8>>,
+        config: &TsaConfig,
+    ) -> Result<Identity, Error> {
+        let profile = SignerProfile::of(signer.key_type().signature_scheme())?;
+        let (accuracy, _) = accuracy_of(config.accuracy)?;
         let tsa_cert = ParsedCert::from_der(&tsa_cert_der).map_err(Error::TsaCertificate)?;
         check_tsa_certificate(&tsa_cert).map_err(Error::TsaCertificate)?;
         let spki = &tsa_cert.cert.tbs_certificate.subject_public_key_info;
@@ -242,19 +291,7 @@ impl TimestampAuthority {
             accuracy,
             tsa_name: GeneralName::DirectoryName(tbs.subject.clone()),
         })?;
-        let default_policy_text = config.default_policy.to_string();
-        Ok(TimestampAuthority {
-            signer,
-            frame,
-            tsa_cert,
-            chain,
-            store,
-            config,
-            default_policy_text,
-            precision_digits,
-            granted: Default::default(),
-            refused: Default::default(),
-        })
+        Ok(Identity { signer, frame, tsa_cert, chain })
     }
 
     /// Tokens granted and requests refused since this authority was made.
@@ -274,7 +311,8 @@ impl TimestampAuthority {
     /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
     /// what a verifier needs besides the root when a token carries no certificates.
     pub fn certificates(&self) -> Vec<Vec<u8>> {
-        std::iter::once(&self.tsa_cert).chain(&self.chain).map(|c| c.der.clone()).collect()
+        let id = self.current();
+        std::iter::once(&id.tsa_cert).chain(&id.chain).map(|c| c.der.clone()).collect()
     }
 
     /// The configuration.
@@ -374,19 +412,20 @@ impl TimestampAuthority {
     ///    pending record is durable.
     fn issue(&self, query_der: &[u8]) -> Result<(Vec<u8>, PendingToken), Error> {
         let req = request::check(query_der, &self.config)?;
+        let id = self.current();
         // The clock is read while no other serial can be taken: serial order is genTime order.
         let (slot, now) = self.store.begin_token(self.config.serial_block, |_| self.config.clock.now())?;
         let serial = slot.serial();
         let gen_time = GenTime::new(truncate(now, self.precision_digits))?;
         // A token that no relying party could validate is not issued.
         if let Some(c) =
-            std::iter::once(&self.tsa_cert).chain(&self.chain).find(|c| !c.valid_at(gen_time.to_datetime()))
+            std::iter::once(&id.tsa_cert).chain(&id.chain).find(|c| !c.valid_at(gen_time.to_datetime()))
         {
             return Err(Error::TsaCertificate(format!("{} is not valid at {gen_time}", c.subject_string())));
         }
         let tst =
-            self.frame.tst_info(&req.policy, &req.imprint, serial.value(), gen_time, req.nonce.as_ref())?;
-        let token_der = self.sign(&tst, req.cert_req)?;
+            id.frame.tst_info(&req.policy, &req.imprint, serial.value(), gen_time, req.nonce.as_ref())?;
+        let token_der = Self::sign(&id, &tst, req.cert_req)?;
         let pending = slot.fill(&TokenRecord {
             serial,
             gen_time: gen_time.to_datetime(),
@@ -407,9 +446,8 @@ impl TimestampAuthority {
     /// id-ct-TSTInfo, one SignerInfo (version 1, issuerAndSerialNumber) with signed attributes
     /// content-type, message-digest and signing-certificate-v2; the certificates when asked for.
     /// Returns the token's DER (a `ContentInfo`), framed by [`TokenFrame::content_info`].
-    fn sign(&self, tst_der: &[u8], cert_req: bool) -> Result<Vec<u8>, Error> {
-        self.frame
-            .content_info(tst_der, cert_req, |signed_attributes| Ok(self.signer.sign(signed_attributes)?))
+    fn sign(id: &Identity, tst_der: &[u8], cert_req: bool) -> Result<Vec<u8>, Error> {
+        id.frame.content_info(tst_der, cert_req, |signed_attributes| Ok(id.signer.sign(signed_attributes)?))
     }
 }
 

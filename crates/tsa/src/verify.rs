@@ -389,8 +389,14 @@ pub fn verify(
 pub struct Verifier {
     root: Vec<u8>,
     untrusted: Vec<Vec<u8>>,
+    /// Where more certificates come from at each verification (a TSA re-keyed while this
+    /// verifier lives: its new certificate, and the old ones for older tokens).
+    more: Option<MoreCertificates>,
     ledger: Arc<dyn TokenLedger>,
 }
+
+/// Certificates read at each verification, beside a [`Verifier`]'s own.
+pub type MoreCertificates = Arc<dyn Fn() -> Result<Vec<Vec<u8>>, String> + Send + Sync>;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -410,11 +416,27 @@ impl Verifier {
         for der in &untrusted {
             ParsedCert::from_der(der).map_err(Error::Certificate)?;
         }
-        Ok(Verifier { root: root_der, untrusted, ledger })
+        Ok(Verifier { root: root_der, untrusted, more: None, ledger })
+    }
+
+    /// This verifier, also looking among the certificates `more` gives at each verification
+    /// (read then, so that one made before a TSA was re-keyed knows its new certificate).
+    pub fn with_more_certificates(mut self, more: MoreCertificates) -> Self {
+        self.more = Some(more);
+        self
     }
 
     /// [`verify`] with this verifier's root, certificates and record.
     pub fn verify(&self, token: &[u8], subject: Timestamped<'_>) -> Result<VerifiedToken, Error> {
-        verify(token, subject, &self.root, &self.untrusted, self.ledger.as_ref())
+        let Some(more) = &self.more else {
+            return verify(token, subject, &self.root, &self.untrusted, self.ledger.as_ref());
+        };
+        let mut untrusted = self.untrusted.clone();
+        for der in more().map_err(|e| Error::Certificate(format!("the TSA's certificates: {e}")))? {
+            if !untrusted.contains(&der) {
+                untrusted.push(der);
+            }
+        }
+        verify(token, subject, &self.root, &untrusted, self.ledger.as_ref())
     }
 }

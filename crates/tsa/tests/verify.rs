@@ -269,3 +269,28 @@ fn verifier_refuses_unusable_roots() {
     let store = Arc::new(TsaStore::open(&db).unwrap());
     assert!(matches!(tsa::Verifier::new(b"not a cert".to_vec(), vec![], store), Err(Error::Certificate(_))));
 }
+
+#[test]
+fn a_replaced_signer_signs_the_next_tokens_and_a_mismatched_one_is_refused() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (fx, next) =
+        (Fixture::create(d1.path(), KeyType::P256, false), Fixture::create(d2.path(), KeyType::P256, false));
+    let (_db, tsa) = fx.tsa(TsaConfig::default());
+    let ess_hash = |tsa: &tsa::TimestampAuthority, data: &[u8]| {
+        let token = decode_resp(&stamp(tsa, data, true)).time_stamp_token.unwrap();
+        let sd: SignedData = token.content.decode_as().unwrap();
+        let attrs = sd.signer_infos.0.as_slice()[0].signed_attrs.clone().unwrap();
+        let attr = attrs.iter().find(|a| a.oid.to_string() == "1.2.840.113549.1.9.16.2.47").unwrap();
+        let scv2: SigningCertificateV2 = attr.values.get(0).unwrap().decode_as().unwrap();
+        scv2.certs[0].cert_hash.as_bytes().to_vec()
+    };
+    assert_eq!(ess_hash(&tsa, b"before"), sha256(&fx.tsa_der).to_vec());
+    // A certificate that is not for the key: refused, and the TSA signs as before.
+    let e = tsa.replace_signer(fx.signer.clone(), next.tsa_der.clone(), vec![]).unwrap_err();
+    assert!(e.to_string().contains("public key differs"), "{e}");
+    assert_eq!(ess_hash(&tsa, b"still"), sha256(&fx.tsa_der).to_vec());
+    // The new key with its certificate: every token from now on.
+    tsa.replace_signer(next.signer.clone(), next.tsa_der.clone(), next.chain_der.clone()).unwrap();
+    assert_eq!(tsa.certificates(), vec![next.tsa_der.clone()]);
+    assert_eq!(ess_hash(&tsa, b"after"), sha256(&next.tsa_der).to_vec());
+}

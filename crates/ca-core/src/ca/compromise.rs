@@ -128,7 +128,7 @@ pub(super) type CompromisedKeys = Arc<RwLock<HashMap<KeyDigest, Serial>>>;
 
 /// Reads which own certificates are compromised: the one in use (`ca.<name>.serial`) is the one
 /// recorded under `ca.compromised.*`, or is revoked in storage (a revocation stored before its
-/// record was written still counts). One replaced since ([`Ca::rekey_ocsp_signer`]) is not.
+/// record was written still counts). One replaced since ([`Ca::rekey`]) is not.
 pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
     Ok(Arc::new(RwLock::new(compromised_own_certs(db)?)))
 }
@@ -243,7 +243,7 @@ impl Ca {
 
     /// Takes up what other processes on the same storage (the other nodes on PostgreSQL) changed:
     /// keys reported compromised and own certificates revoked by [`Ca::compromise`] there, and an
-    /// OCSP signer replaced there ([`Ca::rekey_ocsp_signer`], a renewal). `pki serve` calls it
+    /// OCSP signer or TSA replaced there ([`Ca::rekey`], a renewal). `pki serve` calls it
     /// every second, so that this node's TSA, OCSP and mail keys stop signing, and its responder
     /// takes up a new signer, within a second of another node's command; issuance and every
     /// other check of a compromise look at the change feed themselves first. Nothing to do on
@@ -252,19 +252,20 @@ impl Ca {
         if self.db.is_embedded() {
             return Ok(());
         }
-        let before = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).serial.clone();
-        let after = {
+        let mut replaced = false;
+        for which in [OwnCert::Ocsp, OwnCert::Tsa] {
+            let before = self.signer_in_use(which).serial.clone();
             let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.ocsp_signer_stored()?.serial.clone()
-        };
+            replaced |= self.signer_stored(which)?.serial != before;
+        }
         // A signer replaced elsewhere leaves no change in the feed: the own certificates are
         // read again then too.
-        self.sync_compromises(before != after)
+        self.sync_compromises(replaced)
     }
 
     /// Reads the compromised keys and own certificates again when the change feed moved since
     /// the last look (or `force`), on engines several processes share.
-    fn sync_compromises(&self, force: bool) -> Result<(), Error> {
+    pub(super) fn sync_compromises(&self, force: bool) -> Result<(), Error> {
         use std::sync::atomic::Ordering;
         if self.db.is_embedded() {
             return Ok(());

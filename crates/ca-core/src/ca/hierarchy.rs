@@ -271,8 +271,8 @@ impl Ca {
         };
         let root = load(CaId::Root, "ca.root.serial", "ca.root.subject", H_ROOT)?;
         let issuing = load(CaId::Issuing, "ca.issuing.serial", "ca.issuing.subject", H_ISSUING)?;
-        let ocsp = RwLock::new(Arc::new(load_ocsp_signer(&db)?));
-        let tsa_der = cert_of("ca.tsa.serial")?.der;
+        let ocsp = RwLock::new(Arc::new(load_signer(&db, OwnCert::Ocsp)?));
+        let tsa = RwLock::new(Arc::new(load_signer(&db, OwnCert::Tsa)?));
         // The feed's end first: what is revoked after it is read again at the next look.
         let seen_change = std::sync::atomic::AtomicU64::new(db.feed().last_change()?);
         let compromised = Arc::new(RwLock::new(db.compromised_keys()?.into_iter().collect()));
@@ -289,7 +289,7 @@ impl Ca {
             root,
             issuing,
             ocsp,
-            tsa_der,
+            tsa,
             compromised,
             compromised_certs,
             seen_change,

@@ -13,19 +13,21 @@ mod hierarchy;
 mod issuance;
 mod mail_senders;
 mod recovery;
+mod rekey;
 mod revocation;
 mod service_certs;
 pub mod validation;
 
 use compromise::{load_compromised, CompromisedKeys, CompromisedSet};
-use expiry::{load_ocsp_signer, OcspSignerCert};
 use hierarchy::*;
 use issuance::*;
+use rekey::{load_signer, SignerCert};
 
 pub use checkpoints::CheckpointReport;
 pub use compromise::OwnCert;
 pub use expiry::{ExpiryState, OwnCertStatus};
 pub use recovery::{console_actor, same_officer, RecoveryState, MAX_RECOVERY_REASON_CHARS};
+pub use rekey::tsa_certificates;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -182,9 +184,10 @@ pub struct Ca {
     audit: AuditLog,
     root: LoadedCa,
     issuing: LoadedCa,
-    /// The OCSP signer in use: replaced by [`Ca::renew_ocsp_signer_if_due`].
-    ocsp: RwLock<Arc<OcspSignerCert>>,
-    tsa_der: Vec<u8>,
+    /// The OCSP signer in use: replaced by [`Ca::renew_ocsp_signer_if_due`] and [`Ca::rekey`].
+    ocsp: RwLock<Arc<SignerCert>>,
+    /// The TSA in use: replaced by [`Ca::rekey`].
+    tsa: RwLock<Arc<SignerCert>>,
     /// Keys reported compromised, with the certificate whose revocation reported each: the
     /// `compromised_keys` tree, read when the CA is opened and kept up to date by [`Ca::revoke`]
     /// and, for other processes' revocations, by [`Ca::sync_with_storage`]. Checked here, not in
@@ -251,13 +254,13 @@ impl Ca {
         self.clock.now()
     }
 
-    /// A CA certificate, DER. For the OCSP signer, the one in use now.
+    /// A CA certificate, DER. For the OCSP signer and the TSA, the one in use now.
     pub fn ca_cert(&self, which: CaCert) -> Cow<'_, [u8]> {
         match which {
             CaCert::Root => Cow::Borrowed(&self.root.der),
             CaCert::Issuing => Cow::Borrowed(&self.issuing.der),
             CaCert::Ocsp => Cow::Owned(self.ocsp.read().unwrap_or_else(|p| p.into_inner()).der.clone()),
-            CaCert::Tsa => Cow::Borrowed(&self.tsa_der),
+            CaCert::Tsa => Cow::Owned(self.tsa.read().unwrap_or_else(|p| p.into_inner()).der.clone()),
         }
     }
 

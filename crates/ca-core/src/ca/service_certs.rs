@@ -29,11 +29,18 @@ struct ServiceCert<'a> {
 }
 
 impl Ca {
-    /// The TSA key. It refuses to sign once the TSA certificate is compromised
+    /// The TSA key in use. It refuses to sign once the TSA certificate is compromised
     /// ([`Ca::compromise`]).
     pub fn tsa_signer(&self) -> Result<Arc<dyn Signer>, Error> {
+        Ok(self.tsa_signer_certified()?.1)
+    }
+
+    /// The TSA certificate in use (DER) with its key, as one consistent pair; replaced by
+    /// [`Ca::rekey`].
+    pub fn tsa_signer_certified(&self) -> Result<(Vec<u8>, Arc<dyn Signer>), Error> {
         const WATCHED: &[OwnCert] = &[OwnCert::Tsa];
-        Ok(self.guarded(self.hsm.signer(&handle(H_TSA))?, WATCHED))
+        let current = self.signer_in_use(OwnCert::Tsa);
+        Ok((current.der.clone(), self.guarded(self.hsm.signer(&current.handle)?, WATCHED)))
     }
 
     /// The console's TLS server certificate chain (leaf first, root excluded) and its key in the

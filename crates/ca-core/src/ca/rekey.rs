@@ -1,0 +1,252 @@
+//! The CA's service signers that can be replaced while the CA runs — the delegated OCSP signer and
+//! the TSA: which certificate and key are in use, and their replacement by a new key in custody
+//! with a new certificate (`pki ca rekey`, and the OCSP signer's renewal).
+
+use super::*;
+
+/// A service signer in use: its certificate and the handle of its key in custody.
+#[derive(Debug, Clone)]
+pub(super) struct SignerCert {
+    pub(super) der: Vec<u8>,
+    pub(super) serial: Serial,
+    pub(super) handle: KeyHandle,
+    pub(super) not_after: DateTime<Utc>,
+}
+
+/// Where the handle of a signer's key is recorded, by its certificate's serial. The key made at
+/// init has no record: it is the signer's first handle ([`H_OCSP`], [`H_TSA`]).
+fn key_meta(which: OwnCert, serial: &Serial) -> String {
+    format!("ca.{}.key.{serial}", which.name())
+}
+
+/// The handle of the key made at init.
+fn first_handle(which: OwnCert) -> &'static str {
+    match which {
+        OwnCert::Tsa => H_TSA,
+        _ => H_OCSP,
+    }
+}
+
+/// Loads the signer in use (`ca.<name>.serial`) and the handle of its key.
+pub(super) fn load_signer(db: &CertDb, which: OwnCert) -> Result<SignerCert, Error> {
+    let key = which.serial_key();
+    let serial: Serial =
+        db.meta_get(key)?.ok_or_else(|| cerdb::Error::Inconsistent(format!("{key} missing")))?.parse()?;
+    let rec = db.get(&serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+    let handle = match db.meta_get(&key_meta(which, &serial))? {
+        Some(h) => h.parse()?,
+        None => handle(first_handle(which)),
+    };
+    Ok(SignerCert { der: rec.der, serial, handle, not_after: rec.not_after })
+}
+
+/// The serials of the TSA certificates replaced by [`Ca::rekey`], oldest first, space-separated.
+const TSA_REPLACED: &str = "ca.tsa.replaced";
+
+/// Every TSA certificate of the CA (DER), the one in use first, then those [`Ca::rekey`]
+/// replaced, newest first: what a verifier needs besides the root for tokens that carry none,
+/// also those signed before a re-key. Read from storage, so it includes a re-key made by another
+/// process.
+pub fn tsa_certificates(db: &CertDb) -> Result<Vec<Vec<u8>>, Error> {
+    let in_use = load_signer(db, OwnCert::Tsa)?;
+    let mut out = vec![in_use.der];
+    let replaced = db.meta_get(TSA_REPLACED)?.unwrap_or_default();
+    for serial in replaced.split_whitespace().rev() {
+        let serial: Serial = serial.parse()?;
+        let rec = db.get(&serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
+        out.push(rec.der);
+    }
+    Ok(out)
+}
+
+/// Adds `serial` to the replaced TSA certificates, written only over the list read.
+fn record_replaced_tsa(db: &CertDb, serial: &Serial) -> Result<(), Error> {
+    loop {
+        let read = db.meta_get(TSA_REPLACED)?;
+        let next = match &read {
+            Some(list) if list.split_whitespace().any(|s| s == serial.to_string()) => return Ok(()),
+            Some(list) => format!("{list} {serial}"),
+            None => serial.to_string(),
+        };
+        let written = match &read {
+            Some(old) => db.meta_replace(TSA_REPLACED, old, &next)?,
+            None => db.meta_insert(TSA_REPLACED, &next)?,
+        };
+        if written {
+            return Ok(());
+        }
+    }
+}
+
+/// What differs between the signers that can be replaced.
+pub(super) struct Replaceable<'a> {
+    settings: &'a KeySettings,
+    issuer: &'a LoadedCa,
+    profile: Box<dyn Profile>,
+    purpose: KeyPurpose,
+}
+
+impl Replaceable<'_> {
+    /// The notAfter of one issued at `now`: its validity, cut at its issuer's end.
+    pub(super) fn not_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        (now + Duration::days(i64::from(self.settings.validity_days))).min(self.issuer.not_after)
+    }
+}
+
+impl Ca {
+    /// The description of `which` for its replacement; [`Error::NotReKeyable`] for the others.
+    pub(super) fn replaceable(&self, which: OwnCert) -> Result<Replaceable<'_>, Error> {
+        Ok(match which {
+            OwnCert::Ocsp => Replaceable {
+                settings: &self.cfg.ocsp_signer,
+                issuer: &self.issuing,
+                profile: Box::new(OcspSignerProfile { subject: self.cfg.ocsp_signer.subject.clone() }),
+                purpose: KeyPurpose::OcspSigning,
+            },
+            // Issued by the root, never by the S/MIME issuing CA.
+            OwnCert::Tsa => Replaceable {
+                settings: &self.cfg.tsa,
+                issuer: &self.root,
+                profile: Box::new(TsaProfile { subject: self.cfg.tsa.subject.clone() }),
+                purpose: KeyPurpose::TsaSigning,
+            },
+            _ => return Err(Error::NotReKeyable { which }),
+        })
+    }
+
+    /// Where the signer of `which` in use is kept in memory.
+    fn signer_slot(&self, which: OwnCert) -> &RwLock<Arc<SignerCert>> {
+        match which {
+            OwnCert::Tsa => &self.tsa,
+            _ => &self.ocsp,
+        }
+    }
+
+    /// The signer of `which` in use, as kept in memory.
+    pub(super) fn signer_in_use(&self, which: OwnCert) -> Arc<SignerCert> {
+        self.signer_slot(which).read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The signer of `which` in storage, taken up first when another process on the same storage
+    /// replaced it.
+    pub(super) fn signer_stored(&self, which: OwnCert) -> Result<Arc<SignerCert>, Error> {
+        let stored = self.db.meta_get(which.serial_key())?;
+        let current = self.signer_in_use(which);
+        if stored.as_deref() == Some(current.serial.to_string().as_str()) {
+            return Ok(current);
+        }
+        let taken = Arc::new(load_signer(&self.db, which)?);
+        *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = taken.clone();
+        Ok(taken)
+    }
+
+    /// Replaces the OCSP signer or the TSA at once, with a new key generated in custody and a
+    /// new certificate from its issuer — the issuing CA for the OCSP signer, the root for the TSA
+    /// (`pki ca rekey`): after `pki ca compromise`, so that OCSP answers and timestamps are given
+    /// again, or whenever the officers want a new key. The new certificate is stored with an
+    /// audit entry before it is put in use, a running server takes it up within a second, and a
+    /// compromised key never signs again (its key stays recorded as compromised).
+    ///
+    /// Refused for the other own certificates ([`Error::NotReKeyable`]), for the OCSP signer
+    /// while the issuing CA is compromised, and when another process on the same storage
+    /// replaces the signer meanwhile ([`Error::ReplacedMeanwhile`]: theirs is kept).
+    pub fn rekey(&self, which: OwnCert, actor: &str) -> Result<CertRecord, Error> {
+        self.replaceable(which)?;
+        let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let now = seconds(self.clock.now());
+        let current = self.signer_stored(which)?;
+        if which == OwnCert::Ocsp {
+            self.refuse_if_compromised(OwnCert::Issuing)?;
+        } else {
+            self.sync_compromises(false)?;
+        }
+        let compromised = self.is_compromised(which);
+        let why = if compromised { "after its compromise" } else { "on request" };
+        let details = format!("{} re-key {why}, replacing {}", which.kind(), current.serial);
+        let rec = self
+            .put_new_signer(which, actor, &current, now, details)?
+            .map_err(|serial| Error::ReplacedMeanwhile { which, serial })?;
+        if compromised {
+            let _guard = self.compromise_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).remove(&which);
+        }
+        Ok(rec)
+    }
+
+    /// Issues a signer of `which` with a new key to replace `current` and puts it in use: the
+    /// new certificate, or the serial of the one in use when another process replaced `current`
+    /// first (then this one, issued and audited, is not put in use; an audit entry says so).
+    pub(super) fn put_new_signer(
+        &self,
+        which: OwnCert,
+        actor: &str,
+        current: &SignerCert,
+        now: DateTime<Utc>,
+        details: String,
+    ) -> Result<Result<CertRecord, Serial>, Error> {
+        let r = self.replaceable(which)?;
+        let serial = new_serial(&self.rng)?;
+        let key_handle: KeyHandle =
+            format!("{}-{}", first_handle(which), serial.to_string().to_ascii_lowercase()).parse()?;
+        let key = HsmKey::new(get_or_generate(&*self.hsm, &key_handle, r.settings.key_type, r.purpose)?);
+        let ctx = ProfileContext {
+            serial: serial.clone(),
+            not_before: now,
+            not_after: r.not_after(now),
+            key: SubjectKeyKind::from_key_type(key.signer.key_type()),
+            ocsp_url: None,
+            ca_issuers_url: Some(self.cfg.ca_cert_url(r.issuer.id)),
+            crl_url: Some(self.cfg.crl_url(r.issuer.id)),
+        };
+        let signed = make_cert(&*r.profile, &ctx, &key, Signing::By(r.issuer))?;
+        let rec = record_of(
+            signed,
+            serial.clone(),
+            which.kind(),
+            None,
+            r.issuer.id,
+            key.signer.key_type().to_string(),
+            None,
+            now,
+        )?;
+        let draft = AuditDraft::ok(actor, AuditAction::Issue, Some(&serial), details);
+        let stored = self
+            .audit
+            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
+        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+        // The key's handle first: until `ca.<name>.serial` names the new certificate, the old one
+        // stays in use, so a crash between the two writes leaves a consistent pair.
+        self.db.meta_put(&key_meta(which, &serial), key_handle.as_str())?;
+        // Only over the signer this one replaces: another process on the same storage may have
+        // replaced it since it was read, and then its signer stays the one in use.
+        if !self.db.meta_replace(which.serial_key(), &current.serial.to_string(), &serial.to_string())? {
+            let theirs = Arc::new(load_signer(&self.db, which)?);
+            self.audit.append(
+                AuditDraft::refused(
+                    actor,
+                    AuditAction::Issue,
+                    Some(&serial),
+                    &format!("another process replaced the {which} certificate first"),
+                    format!("{} {serial} not put in use; {} is", which.kind(), theirs.serial),
+                ),
+                now,
+            )?;
+            tracing::warn!(%serial, in_use = %theirs.serial, "another process replaced the {which} certificate first: this one is not used");
+            let in_use = theirs.serial.clone();
+            *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = theirs;
+            return Ok(Err(in_use));
+        }
+        if which == OwnCert::Tsa {
+            // Tokens it signed are still verified: its certificate stays known.
+            record_replaced_tsa(&self.db, &current.serial)?;
+        }
+        *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = Arc::new(SignerCert {
+            der: rec.der.clone(),
+            serial: serial.clone(),
+            handle: key_handle,
+            not_after: rec.not_after,
+        });
+        tracing::info!(%serial, old = %current.serial, not_after = %rec.not_after, "a new {which} certificate is in use");
+        Ok(Ok(rec))
+    }
+}
