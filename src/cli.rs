@@ -204,11 +204,12 @@ enum CaCommand {
         #[arg(long)]
         confirm: String,
     },
-    /// Replace the OCSP signer (certified by the issuing CA) or the TSA (by the root) at once with
-    /// a new key in custody and a new certificate: after `pki ca compromise`, OCSP answers and
-    /// timestamps are given again. Audited.
+    /// Replace the OCSP signer or the audit signer (certified by the issuing CA), the TSA or the
+    /// console TLS certificate (by the root) at once with a new key in custody and a new
+    /// certificate: after `pki ca compromise`, OCSP answers, timestamps, HTTPS and audit
+    /// checkpoints are given again. Audited.
     Rekey {
-        /// ocsp or tsa.
+        /// ocsp, tsa, tls or audit.
         #[arg(long)]
         ca: String,
     },

@@ -364,6 +364,8 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let rec = ca.rekey(which, actor).map_err(e)?;
             let (name, from_now) = match which {
                 ca_core::OwnCert::Tsa => ("TSA", "timestamps are signed with it"),
+                ca_core::OwnCert::Tls => ("TLS certificate", "HTTPS is served with it"),
+                ca_core::OwnCert::Audit => ("audit signer", "audit checkpoints are signed with it"),
                 _ => ("OCSP signer", "the responder signs with it"),
             };
             out(format!(
@@ -379,7 +381,9 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let next = match which {
                 ca_core::OwnCert::Ocsp => "; `pki ca rekey --ca ocsp` puts a new OCSP signer in use",
                 ca_core::OwnCert::Tsa => "; `pki ca rekey --ca tsa` puts a new TSA in use",
-                _ => "",
+                ca_core::OwnCert::Tls => "; `pki ca rekey --ca tls` puts a new TLS certificate in use",
+                ca_core::OwnCert::Audit => "; `pki ca rekey --ca audit` puts a new audit signer in use",
+                ca_core::OwnCert::Issuing => "",
             };
             out(format!(
                 "revoked the {which} certificate {} ({}) at {at}; nothing is issued or signed under it any more{next}\n",

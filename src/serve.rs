@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use ca_core::{Ca, CaCert, InitOutcome};
+use ca_core::{Ca, CaCert, InitOutcome, OwnCert};
 use cerdb::CaId;
 
 use crate::commands::init_message;
@@ -505,7 +505,8 @@ fn listens_on_loopback(listen: &str) -> bool {
 }
 
 /// The HTTPS configuration: the files of `[server.tls]`, or the console certificate issued by
-/// the root CA (its key in the key store), checked twice a day for renewal.
+/// the root CA (its key in the key store), checked twice a day for renewal, and taken up within
+/// a second when `pki ca rekey --ca tls` replaced it (here or on another node).
 fn tls_config(ca: &Arc<Ca>, settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
     let tls = &settings.server.tls;
     let resolver = match (&tls.cert_file, &tls.key_file) {
@@ -514,11 +515,41 @@ fn tls_config(ca: &Arc<Ca>, settings: &Settings) -> anyhow::Result<rustls::Serve
             let (chain, key) = ca.tls_server_certificate()?;
             let resolver = crate::tls::Resolver::new(crate::tls::hsm_certified_key(chain, key));
             let (ca, r) = (ca.clone(), resolver.clone());
-            std::thread::Builder::new().name("tls-renew".into()).spawn(move || loop {
-                std::thread::sleep(Duration::from_secs(12 * 3600));
-                match ca.tls_server_certificate() {
-                    Ok((chain, key)) => r.replace(crate::tls::hsm_certified_key(chain, key)),
-                    Err(e) => tracing::error!(error = %e, "TLS server certificate renewal failed"),
+            let mut serving = ca.own_serial_in_use(OwnCert::Tls)?;
+            std::thread::Builder::new().name("tls-renew".into()).spawn(move || {
+                let mut checked = std::time::Instant::now();
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let stored = match ca.own_serial_in_use(OwnCert::Tls) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            if !std::mem::replace(&mut failing, true) {
+                                tracing::error!(error = %e, "the TLS certificate in use cannot be read");
+                            }
+                            continue;
+                        }
+                    };
+                    failing = false;
+                    if stored == serving && checked.elapsed() < Duration::from_secs(12 * 3600) {
+                        continue;
+                    }
+                    checked = std::time::Instant::now();
+                    match ca.tls_server_certificate() {
+                        Ok((chain, key)) => {
+                            r.replace(crate::tls::hsm_certified_key(chain, key));
+                            let now_serving = ca.own_serial_in_use(OwnCert::Tls).ok().flatten();
+                            if now_serving != serving {
+                                tracing::info!(serial = ?now_serving, "HTTPS is served with a new TLS certificate");
+                            }
+                            serving = now_serving;
+                        }
+                        Err(e) => {
+                            // Tried again at the next change or in 12 hours, not every second.
+                            serving = stored;
+                            tracing::error!(error = %e, "TLS server certificate renewal failed");
+                        }
+                    }
                 }
             })?;
             resolver

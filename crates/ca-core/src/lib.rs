@@ -167,9 +167,15 @@ pub enum Error {
     },
     /// `pki ca rekey` for a certificate it does not replace.
     #[error(
-        "the {which} certificate cannot be re-keyed here: `pki ca rekey` replaces the OCSP signer and the TSA only"
+        "the {which} certificate cannot be re-keyed here: `pki ca rekey` replaces the OCSP signer, the TSA, the TLS certificate and the audit signer; a new issuing CA is a new hierarchy"
     )]
     NotReKeyable {
+        /// Which one.
+        which: OwnCert,
+    },
+    /// `pki ca rekey` for a certificate not issued yet.
+    #[error("there is no {which} certificate in use yet: nothing to re-key (it is issued on first use)")]
+    NothingToReKey {
         /// Which one.
         which: OwnCert,
     },

@@ -174,12 +174,105 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_
     again.ocsp_signer().expect("ocsp").sign(b"reopened").expect("signs");
     assert!(old.sign(b"x").is_err());
 
-    // Only the OCSP signer is re-keyed here; with the issuing CA compromised, it is not.
+    // With the issuing CA compromised, neither the OCSP nor the audit signer (both certified by
+    // it) is re-keyed; the issuing CA itself never is.
     again.compromise(OwnCert::Issuing, "compromise issuing", "t").expect("issuing compromise");
-    assert!(matches!(again.rekey(OwnCert::Ocsp, "t"), Err(Error::Compromised { which: OwnCert::Issuing })));
-    for which in [OwnCert::Issuing, OwnCert::Tls, OwnCert::Audit] {
-        assert!(matches!(again.rekey(which, "t"), Err(Error::NotReKeyable { .. })), "{which}");
+    for which in [OwnCert::Ocsp, OwnCert::Audit] {
+        let r = again.rekey(which, "t");
+        assert!(matches!(r, Err(Error::Compromised { which: OwnCert::Issuing })), "{which}: {r:?}");
     }
+    assert!(matches!(again.rekey(OwnCert::Issuing, "t"), Err(Error::NotReKeyable { .. })));
+}
+
+#[test]
+fn a_compromised_tls_certificate_and_audit_signer_are_replaced_by_a_rekey_and_renewed_on_the_new_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap()));
+    let db = CertDb::open(dir.path().join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    let ca = Ca::init(db, hsm, CaConfig::default(), clock.clone(), "test").expect("init").0;
+    let root = ca.ca_cert(ca_core::CaCert::Root);
+    let (_, root) = X509Certificate::from_der(&root).expect("root");
+    let issuing = ca.ca_cert(ca_core::CaCert::Issuing);
+    let (_, issuing) = X509Certificate::from_der(&issuing).expect("issuing");
+
+    // No audit signer before the first checkpoint: nothing to re-key, said so.
+    let r = ca.rekey(OwnCert::Audit, "t");
+    assert!(matches!(r, Err(Error::NothingToReKey { which: OwnCert::Audit })), "{r:?}");
+
+    // The TLS certificate: compromised, its key refuses and nothing certifies it again.
+    let (old_chain, old_tls) = ca.tls_server_certificate().expect("tls");
+    let first_tls = serial_of(&ca, "ca.tls.serial");
+    ca.compromise(OwnCert::Tls, "compromise tls", "t").expect("tls compromise");
+    assert!(old_tls.sign(b"x").is_err());
+    assert!(matches!(ca.tls_server_certificate(), Err(Error::Compromised { which: OwnCert::Tls })));
+    let rec = ca.rekey(OwnCert::Tls, "officer").expect("tls rekey");
+    assert_ne!(rec.serial, first_tls);
+    assert!(!ca.is_compromised(OwnCert::Tls));
+    let (chain, tls) = ca.tls_server_certificate().expect("tls after the rekey");
+    assert_eq!(chain, vec![rec.der.clone()]);
+    assert_ne!(chain, old_chain);
+    assert_ne!(tls.public_key_raw(), old_tls.public_key_raw(), "a new key");
+    tls.sign(b"handshake").expect("the new key signs");
+    assert!(old_tls.sign(b"x").is_err(), "the compromised key signed after the rekey");
+    let (_, x) = X509Certificate::from_der(&rec.der).expect("parse");
+    x.verify_signature(Some(root.public_key())).expect("certified by the root");
+    assert!(x.extended_key_usage().expect("eku").expect("present").value.server_auth);
+    assert_eq!(x.public_key().subject_public_key.data.as_ref(), tls.public_key_raw());
+
+    // The audit signer the same way, certified by the issuing CA.
+    let (_, old_audit) = ca.audit_signer().expect("audit signer");
+    let first_audit = serial_of(&ca, "ca.audit.serial");
+    ca.compromise(OwnCert::Audit, "compromise audit", "t").expect("audit compromise");
+    assert!(old_audit.sign(b"x").is_err());
+    assert!(matches!(ca.audit_signer(), Err(Error::Compromised { which: OwnCert::Audit })));
+    let audit_rec = ca.rekey(OwnCert::Audit, "officer").expect("audit rekey");
+    assert_ne!(audit_rec.serial, first_audit);
+    let (audit_chain, audit) = ca.audit_signer().expect("audit signer after the rekey");
+    assert_eq!(audit_chain[0], audit_rec.der);
+    assert_ne!(audit.public_key_raw(), old_audit.public_key_raw(), "a new key");
+    audit.sign(b"checkpoint").expect("the new key signs");
+    let (_, x) = X509Certificate::from_der(&audit_rec.der).expect("parse");
+    x.verify_signature(Some(issuing.public_key())).expect("certified by the issuing CA");
+    let log = entries(ca.db()).expect("audit");
+    for (kind, first) in [("tls-server", &first_tls), ("audit-signer", &first_audit)] {
+        let said = format!("{kind} re-key after its compromise, replacing {first}");
+        assert!(log.iter().any(|e| e.actor == "officer" && e.details.contains(&said)), "{said}");
+    }
+    drop((ca, tls, audit));
+
+    // Reopened near their end: renewed on the re-keyed keys, which the next reopening finds.
+    clock.advance(chrono::Duration::days(370));
+    let open_at = |clock: Arc<FixedClock>| {
+        let db = CertDb::open(dir.path().join("db")).expect("db");
+        let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+        Ca::open(db, hsm, CaConfig::default(), clock).expect("open")
+    };
+    let again = open_at(clock.clone());
+    assert!(!again.is_compromised(OwnCert::Tls) && !again.is_compromised(OwnCert::Audit));
+    let (renewed, key) = again.tls_server_certificate().expect("renewed");
+    assert_ne!(renewed[0], rec.der, "not renewed");
+    let (_, x) = X509Certificate::from_der(&renewed[0]).expect("parse");
+    assert_eq!(x.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    let (_, re_keyed) = X509Certificate::from_der(&rec.der).expect("parse");
+    assert_eq!(x.public_key().raw, re_keyed.public_key().raw, "renewed on another key");
+    // The audit signer lives as long as the issuing CA allows: renewed in its last 30 days.
+    let (_, ends) = X509Certificate::from_der(&audit_rec.der).expect("parse");
+    let end = Utc.timestamp_opt(ends.validity().not_after.timestamp(), 0).unwrap();
+    clock.advance(
+        end - Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap() - chrono::Duration::days(370 + 20),
+    );
+    let (audit_renewed, _) = again.audit_signer().expect("audit renewed");
+    let (_, y) = X509Certificate::from_der(&audit_renewed[0]).expect("parse");
+    let (_, audit_keyed) = X509Certificate::from_der(&audit_rec.der).expect("parse");
+    assert_ne!(audit_renewed[0], audit_rec.der, "not renewed");
+    assert_eq!(y.public_key().raw, audit_keyed.public_key().raw, "renewed on another key");
+    drop(again);
+    let third = open_at(clock);
+    assert_eq!(third.audit_signer().expect("audit").0[0], audit_renewed[0], "reissued again on reopening");
+    let (tls_later, _) = third.tls_server_certificate().expect("tls");
+    let (_, z) = X509Certificate::from_der(&tls_later[0]).expect("parse");
+    assert_eq!(z.public_key().raw, re_keyed.public_key().raw, "renewed on another key");
 }
 
 #[test]
@@ -210,4 +303,31 @@ fn a_compromised_tsa_is_replaced_by_a_rekey_certified_by_the_root() {
     let again = open(dir.path(), false);
     assert_eq!(again.tsa_signer_certified().expect("certified").0, rec.der);
     again.tsa_signer().expect("tsa").sign(b"reopened").expect("signs");
+}
+
+#[test]
+fn a_checkpoint_timestamped_after_its_signer_was_revoked_does_not_verify_whatever_time_it_states() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
+    let clock = Arc::new(FixedClock::new(t0));
+    let db = CertDb::open(dir.path().join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    let ca = Ca::init(db, hsm, CaConfig::default(), clock.clone(), "test").expect("init").0;
+    // The token's contents are the timestamp check's business: here it states the time each
+    // case asks for.
+    let stamp = |_: &[u8]| -> Result<Vec<u8>, String> { Ok(vec![0x05, 0x00]) };
+    clock.set(t0 + chrono::Duration::seconds(30));
+    let (der, cp) = ca.audit_checkpoint("t", "test", &stamp).expect("checkpoint");
+    assert_eq!(cp.time, t0 + chrono::Duration::seconds(30));
+    clock.set(t0 + chrono::Duration::seconds(60));
+    ca.compromise(OwnCert::Audit, "compromise audit", "t").expect("audit compromise");
+
+    // Timestamped before the revocation: it existed then, and verifies.
+    let at = |secs: i64| move |_: &[u8], _: &[u8]| Ok(t0 + chrono::Duration::seconds(secs));
+    let report = ca.verify_audit_checkpoint(&der, &at(40)).expect("timestamped before the revocation");
+    assert_eq!(report.checkpoint.seq, cp.seq);
+    // The same signature timestamped after it: the key could have made it then, with any time in
+    // the checkpoint — refused, naming the revocation.
+    let err = ca.verify_audit_checkpoint(&der, &at(90)).expect_err("timestamped after the revocation");
+    assert!(matches!(err, Error::BadCheckpoint(ref m) if m.contains("was revoked at")), "{err}");
 }

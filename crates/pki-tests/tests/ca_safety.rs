@@ -263,10 +263,8 @@ fn a_compromised_ocsp_signer_and_tsa_are_replaced_by_a_rekey_and_verify_again() 
     assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
     let old = serial_of_kind(&env, "ocsp-signer");
 
-    // Only the OCSP signer and the TSA are re-keyed here: one line naming them.
-    for other in ["issuing", "tls", "audit"] {
-        env.pki_fails(["ca", "rekey", "--ca", other], &["replaces the OCSP signer and the TSA only"]);
-    }
+    // The issuing CA is not re-keyed here: one line saying what is.
+    env.pki_fails(["ca", "rekey", "--ca", "issuing"], &["replaces the OCSP signer, the TSA, the TLS"]);
     env.pki_fails(["ca", "rekey", "--ca", "root"], &["issuing, ocsp, tsa, tls or audit"]);
 
     let out = env.pki(["ca", "compromise", "--ca", "ocsp", "--confirm", "compromise ocsp"]).stdout;
@@ -490,20 +488,20 @@ fn the_data_directory_is_forced_owner_only_on_every_open() {
 }
 
 #[test]
-fn compromise_of_the_tls_certificate_stops_handshakes_at_once_and_at_the_next_start() {
+fn compromised_tls_and_audit_signers_stop_at_once_and_a_rekey_brings_https_and_checkpoints_back() {
     let env = Env::new();
     env.init();
     let tls_port = free_port();
-    let serve_tls = |env: &Env| {
-        let mut cmd = env.command([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{}", env.port),
-            "--tls-listen",
-            &format!("127.0.0.1:{tls_port}"),
-        ]);
-        Server::start(&mut cmd, env.port, env.dir())
+    let tls_args = |env: &Env| {
+        vec![
+            "serve".to_string(),
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", env.port),
+            "--tls-listen".to_string(),
+            format!("127.0.0.1:{tls_port}"),
+        ]
     };
+    let serve_tls = |env: &Env| Server::start(&mut env.command(tls_args(env)), env.port, env.dir());
     let server = serve_tls(&env);
     let ca = env.ca_files();
     let curl = || {
@@ -512,11 +510,22 @@ fn compromise_of_the_tls_certificate_stops_handshakes_at_once_and_at_the_next_st
             .arg(&ca.root)
             .arg(format!("https://localhost:{tls_port}/admin/login")))
     };
+    let served_within_seconds = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = curl();
+            if out.status.success() || std::time::Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
     assert_eq!(curl().ok().stdout, "200");
     let tls = serial_of_kind(&env, "tls-server");
     env.pki_fails(["revoke", "--serial", &tls, "--reason", "keyCompromise"], &["pki ca compromise --ca tls"]);
     let out = env.pki(["ca", "compromise", "--ca", "tls", "--confirm", "compromise tls"]);
     assert!(out.stdout.contains("(keyCompromise)"), "{}", out.stdout);
+    assert!(out.stdout.contains("pki ca rekey --ca tls"), "{}", out.stdout);
     // The running server's key signs no handshake any more.
     let out = curl();
     assert!(!out.status.success(), "a handshake with the compromised key: {}", out.stdout);
@@ -526,13 +535,62 @@ fn compromise_of_the_tls_certificate_stops_handshakes_at_once_and_at_the_next_st
     assert!(text.to_ascii_uppercase().contains(&format!("SERIAL NUMBER: {tls}")), "{text}");
     server.stop();
     // The next start refuses to serve HTTPS with it, saying why.
-    let out = env.pki_try([
-        "serve",
-        "--listen",
-        &format!("127.0.0.1:{}", env.port),
-        "--tls-listen",
-        &format!("127.0.0.1:{tls_port}"),
-    ]);
+    let out = env.pki_try(tls_args(&env));
     assert!(!out.status.success());
     assert!(out.stderr.contains("tls certificate was revoked by `pki ca compromise`"), "{}", out.stderr);
+
+    // `pki ca rekey --ca tls` with no server running: a new key, certified by the root; the next
+    // start serves HTTPS with it, and curl trusts it through the root.
+    let out = env.pki(["ca", "rekey", "--ca", "tls"]).stdout;
+    assert!(out.starts_with("the TLS certificate is now certificate "), "{out}");
+    let server = serve_tls(&env);
+    assert_eq!(served_within_seconds().ok().stdout, "200");
+    assert_eq!(status_of(&env, &tls), "revoked");
+
+    // Compromised again while the server runs, and re-keyed through its admin socket: the running
+    // server serves the new certificate within seconds, without a restart.
+    let list = parse_list(&env.pki(["list"]).stdout);
+    let second = list.iter().find(|r| r.kind == "tls-server" && r.status == "valid").unwrap().serial.clone();
+    env.pki(["ca", "compromise", "--ca", "tls", "--confirm", "compromise tls"]);
+    assert!(!curl().status.success(), "a handshake with the compromised key");
+    env.pki(["ca", "rekey", "--ca", "tls"]);
+    assert_eq!(served_within_seconds().ok().stdout, "200");
+    assert_eq!(status_of(&env, &second), "revoked");
+
+    // The audit signer: a checkpoint before; compromised, no checkpoint is signed; re-keyed (a new
+    // key, certified by the issuing CA), checkpoints are signed and verify again, the one from
+    // before the compromise too.
+    let before = env.path("before.cms");
+    env.pki(["audit", "checkpoint", "--out", &p(&before)]);
+    let audit = serial_of_kind(&env, "audit-signer");
+    // Revocation times are whole seconds: one in the second of the checkpoint's timestamp would
+    // (rightly) count as before it.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env.pki(["ca", "compromise", "--ca", "audit", "--confirm", "compromise audit"]).stdout;
+    assert!(out.contains("pki ca rekey --ca audit"), "{out}");
+    let refused = env.path("refused.cms");
+    env.pki_fails(["audit", "checkpoint", "--out", &p(&refused)], &["audit certificate was revoked"]);
+    let out = env.pki(["ca", "rekey", "--ca", "audit"]).stdout;
+    assert!(out.starts_with("the audit signer is now certificate "), "{out}");
+    let after = env.path("after.cms");
+    env.pki(["audit", "checkpoint", "--out", &p(&after)]);
+    for file in [&before, &after] {
+        let ok = env.pki(["audit", "verify", "--checkpoint", &p(file)]).stdout;
+        assert!(ok.starts_with("audit log verified: "), "{ok}");
+    }
+    assert_eq!(status_of(&env, &audit), "revoked");
+    let signers: Vec<_> = parse_list(&env.pki(["list"]).stdout)
+        .into_iter()
+        .filter(|r| r.kind == "audit-signer" && r.status == "valid")
+        .collect();
+    assert_eq!(signers.len(), 1, "{signers:?}");
+
+    // After a restart, both answer with the re-keyed certificates.
+    server.stop();
+    let _server = serve_tls(&env);
+    assert_eq!(served_within_seconds().ok().stdout, "200");
+    let again = env.path("again.cms");
+    env.pki(["audit", "checkpoint", "--out", &p(&again)]);
+    let ok = env.pki(["audit", "verify", "--checkpoint", &p(&again)]).stdout;
+    assert!(ok.starts_with("audit log verified: "), "{ok}");
 }

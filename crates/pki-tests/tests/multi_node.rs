@@ -199,7 +199,8 @@ fn within(within: Duration, mut done: impl FnMut() -> Option<String>) -> Result<
 
 /// A compromise is the CA's, not one node's: a subscriber's key revoked for keyCompromise and
 /// `pki ca compromise` through one node bind the other at once for issuance, and within a second
-/// for its OCSP and TSA keys; an OCSP signer and a TSA re-keyed through one node sign on the other.
+/// for its OCSP, TSA and audit keys; an OCSP signer, a TSA and an audit signer re-keyed through one
+/// node sign on the other.
 #[test]
 fn a_compromise_through_one_node_binds_the_other() {
     let a = Env::on_postgres("");
@@ -266,6 +267,31 @@ fn a_compromise_through_one_node_binds_the_other() {
         out.contains("Verification: OK").then_some(out)
     })
     .expect("b's TSA signs with the re-keyed certificate");
+
+    // The audit signer compromised through a: b signs no checkpoint; re-keyed through a: b signs
+    // checkpoints with the new key, and they verify.
+    let checkpoint = |n: usize| {
+        let out = p(&b.path(&format!("checkpoint-{n}.cms")));
+        (b.pki_try(["audit", "checkpoint", "--out", &out]), out)
+    };
+    assert!(checkpoint(0).0.status.success(), "b signs a checkpoint before the compromise");
+    a.pki(["ca", "compromise", "--ca", "audit", "--confirm", "compromise audit"]);
+    let (refused, _) = checkpoint(1);
+    assert!(
+        !refused.status.success() && refused.stderr.contains("audit certificate was revoked"),
+        "{}",
+        refused.stderr
+    );
+    a.pki(["ca", "rekey", "--ca", "audit"]);
+    let mut n = 1;
+    let made = within(Duration::from_secs(3), || {
+        n += 1;
+        let (out, file) = checkpoint(n);
+        out.status.success().then_some(file)
+    })
+    .expect("b signs checkpoints with the re-keyed audit signer");
+    let verified = b.pki(["audit", "verify", "--checkpoint", &made]).stdout;
+    assert!(verified.starts_with("audit log verified: "), "{verified}");
 
     // The issuing CA compromised through a: b issues nothing more, at once.
     a.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);

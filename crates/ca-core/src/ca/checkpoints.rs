@@ -66,11 +66,13 @@ impl Ca {
     ///
     /// 1. the CMS signature by the certificate it carries ([`checkpoint::open`]);
     /// 2. that certificate is an audit signer this CA's issuing CA issued (its signature, its
-    ///    extended key usage), stored here, not revoked before the checkpoint's time and valid
-    ///    then; the issuing CA is this CA's, under its root;
+    ///    extended key usage), stored here and valid at the checkpoint's time; the issuing CA is
+    ///    this CA's, under its root;
     /// 3. the checkpoint names this CA;
     /// 4. `check_timestamp` verifies the token over the signature value; its genTime is within
-    ///    10 minutes of the checkpoint's time;
+    ///    10 minutes of the checkpoint's time, and the signer was not revoked by then (nor by the
+    ///    checkpoint's own time): a checkpoint signed with a compromised key after its
+    ///    revocation does not verify, whatever time it states;
     /// 5. the log: chain, `mac`s, and the checkpoint's head ([`audit::verify_keyed`]).
     pub fn verify_audit_checkpoint(
         &self,
@@ -113,13 +115,6 @@ impl Ca {
         if stored.kind != CertKind::AuditSigner {
             return Err(bad(format!("its signer {serial} is a {} certificate", stored.kind)));
         }
-        if let Some(r) = stored.revocation.as_ref().filter(|r| r.at <= cp.time) {
-            return Err(bad(format!(
-                "its signer {serial} was revoked at {} ({})",
-                r.at.to_rfc3339(),
-                r.reason
-            )));
-        }
         if cp.time < stored.not_before || cp.time > stored.not_after {
             return Err(bad(format!("its signer {serial} was not valid at {}", cp.time.to_rfc3339())));
         }
@@ -133,6 +128,18 @@ impl Ca {
                 "its timestamp ({}) is more than {TIMESTAMP_SLACK_MINUTES} minutes from its time ({})",
                 timestamped.to_rfc3339(),
                 cp.time.to_rfc3339()
+            )));
+        }
+        // Revoked before it was signed: the time it states is the signer's word, which a
+        // compromised key can set as it likes; the timestamp proves when the signature existed.
+        // The later of the two counts.
+        let signed_by = cp.time.max(timestamped);
+        if let Some(r) = stored.revocation.as_ref().filter(|r| r.at <= signed_by) {
+            return Err(bad(format!(
+                "its signer {serial} was revoked at {} ({}), before the checkpoint was timestamped at {}",
+                r.at.to_rfc3339(),
+                r.reason,
+                timestamped.to_rfc3339()
             )));
         }
         let head = CheckpointHead { seq: cp.seq, head_hash: cp.head_hash.clone() };

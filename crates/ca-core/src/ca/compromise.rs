@@ -96,7 +96,7 @@ impl OwnCert {
     }
 
     /// The certificate that issued it.
-    fn issuer(self) -> CaId {
+    pub(super) fn issuer(self) -> CaId {
         match self {
             OwnCert::Ocsp | OwnCert::Audit => CaId::Issuing,
             _ => CaId::Root,
@@ -243,7 +243,8 @@ impl Ca {
 
     /// Takes up what other processes on the same storage (the other nodes on PostgreSQL) changed:
     /// keys reported compromised and own certificates revoked by [`Ca::compromise`] there, and an
-    /// OCSP signer or TSA replaced there ([`Ca::rekey`], a renewal). `pki serve` calls it
+    /// OCSP signer, TSA, TLS certificate or audit signer replaced there ([`Ca::rekey`], a
+    /// renewal). `pki serve` calls it
     /// every second, so that this node's TSA, OCSP and mail keys stop signing, and its responder
     /// takes up a new signer, within a second of another node's command; issuance and every
     /// other check of a compromise look at the change feed themselves first. Nothing to do on
@@ -257,6 +258,15 @@ impl Ca {
             let before = self.signer_in_use(which).serial.clone();
             let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
             replaced |= self.signer_stored(which)?.serial != before;
+        }
+        // A TLS certificate or audit signer compromised and then re-keyed elsewhere: in use is no
+        // longer the one recorded as compromised.
+        for which in [OwnCert::Tls, OwnCert::Audit] {
+            if self.is_compromised(which) {
+                let recorded = self.db.meta_get(&which.meta_key())?;
+                let recorded = recorded.as_deref().and_then(|r| r.split(' ').next()).map(str::to_owned);
+                replaced |= recorded != self.db.meta_get(which.serial_key())?;
+            }
         }
         // A signer replaced elsewhere leaves no change in the feed: the own certificates are
         // read again then too.

@@ -21,7 +21,7 @@ pub mod validation;
 use compromise::{load_compromised, CompromisedKeys, CompromisedSet};
 use hierarchy::*;
 use issuance::*;
-use rekey::{load_signer, SignerCert};
+use rekey::{first_handle, key_handle_of, key_meta, load_signer, SignerCert};
 
 pub use checkpoints::CheckpointReport;
 pub use compromise::OwnCert;

@@ -1,6 +1,7 @@
-//! The CA's service signers that can be replaced while the CA runs — the delegated OCSP signer and
-//! the TSA: which certificate and key are in use, and their replacement by a new key in custody
-//! with a new certificate (`pki ca rekey`, and the OCSP signer's renewal).
+//! The CA's service keys that can be replaced while the CA runs — the delegated OCSP signer, the
+//! TSA, the console's TLS server certificate and the audit log's checkpoint signer: which
+//! certificate and key are in use, and their replacement by a new key in custody with a new
+//! certificate (`pki ca rekey`, and the OCSP signer's renewal).
 
 use super::*;
 
@@ -13,18 +14,29 @@ pub(super) struct SignerCert {
     pub(super) not_after: DateTime<Utc>,
 }
 
-/// Where the handle of a signer's key is recorded, by its certificate's serial. The key made at
-/// init has no record: it is the signer's first handle ([`H_OCSP`], [`H_TSA`]).
-fn key_meta(which: OwnCert, serial: &Serial) -> String {
+/// Where the handle of a signer's key is recorded, by its certificate's serial. The key made
+/// first has no record: it is the signer's first handle ([`H_OCSP`], [`H_TSA`], [`H_TLS`],
+/// [`H_AUDIT`]).
+pub(super) fn key_meta(which: OwnCert, serial: &Serial) -> String {
     format!("ca.{}.key.{serial}", which.name())
 }
 
-/// The handle of the key made at init.
-fn first_handle(which: OwnCert) -> &'static str {
+/// The handle of the key made first.
+pub(super) fn first_handle(which: OwnCert) -> &'static str {
     match which {
         OwnCert::Tsa => H_TSA,
-        _ => H_OCSP,
+        OwnCert::Tls => H_TLS,
+        OwnCert::Audit => H_AUDIT,
+        OwnCert::Ocsp | OwnCert::Issuing => H_OCSP,
     }
+}
+
+/// The handle of the key certified by `serial`, a certificate of `which`.
+pub(super) fn key_handle_of(db: &CertDb, which: OwnCert, serial: &Serial) -> Result<KeyHandle, Error> {
+    Ok(match db.meta_get(&key_meta(which, serial))? {
+        Some(h) => h.parse()?,
+        None => handle(first_handle(which)),
+    })
 }
 
 /// Loads the signer in use (`ca.<name>.serial`) and the handle of its key.
@@ -33,10 +45,7 @@ pub(super) fn load_signer(db: &CertDb, which: OwnCert) -> Result<SignerCert, Err
     let serial: Serial =
         db.meta_get(key)?.ok_or_else(|| cerdb::Error::Inconsistent(format!("{key} missing")))?.parse()?;
     let rec = db.get(&serial)?.ok_or_else(|| Error::UnknownSerial(serial.clone()))?;
-    let handle = match db.meta_get(&key_meta(which, &serial))? {
-        Some(h) => h.parse()?,
-        None => handle(first_handle(which)),
-    };
+    let handle = key_handle_of(db, which, &serial)?;
     Ok(SignerCert { der: rec.der, serial, handle, not_after: rec.not_after })
 }
 
@@ -78,88 +87,142 @@ fn record_replaced_tsa(db: &CertDb, serial: &Serial) -> Result<(), Error> {
     }
 }
 
-/// What differs between the signers that can be replaced.
+/// What differs between the service keys that can be replaced.
 pub(super) struct Replaceable<'a> {
-    settings: &'a KeySettings,
-    issuer: &'a LoadedCa,
-    profile: Box<dyn Profile>,
-    purpose: KeyPurpose,
+    pub(super) key_type: KeyType,
+    validity_days: u32,
+    pub(super) issuer: &'a LoadedCa,
+    pub(super) profile: Box<dyn Profile>,
+    pub(super) purpose: KeyPurpose,
+    /// Its OCSP URL, if its issuer's responder answers for it.
+    pub(super) ocsp_url: Option<String>,
+    /// Held while it is checked, renewed or replaced.
+    pub(super) lock: &'a Mutex<()>,
 }
 
 impl Replaceable<'_> {
     /// The notAfter of one issued at `now`: its validity, cut at its issuer's end.
     pub(super) fn not_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        (now + Duration::days(i64::from(self.settings.validity_days))).min(self.issuer.not_after)
+        (now + Duration::days(i64::from(self.validity_days))).min(self.issuer.not_after)
     }
 }
 
 impl Ca {
-    /// The description of `which` for its replacement; [`Error::NotReKeyable`] for the others.
+    /// The description of `which` for its replacement; [`Error::NotReKeyable`] for the issuing CA.
     pub(super) fn replaceable(&self, which: OwnCert) -> Result<Replaceable<'_>, Error> {
-        Ok(match which {
-            OwnCert::Ocsp => Replaceable {
-                settings: &self.cfg.ocsp_signer,
-                issuer: &self.issuing,
-                profile: Box::new(OcspSignerProfile { subject: self.cfg.ocsp_signer.subject.clone() }),
-                purpose: KeyPurpose::OcspSigning,
-            },
+        let keyed = |s: &KeySettings| (s.key_type, s.validity_days);
+        let ((key_type, validity_days), issuer, profile, purpose, ocsp_url, lock): (
+            _,
+            _,
+            Box<dyn Profile>,
+            _,
+            _,
+            _,
+        ) = match which {
+            OwnCert::Ocsp => (
+                keyed(&self.cfg.ocsp_signer),
+                &self.issuing,
+                Box::new(OcspSignerProfile { subject: self.cfg.ocsp_signer.subject.clone() }),
+                KeyPurpose::OcspSigning,
+                None,
+                &self.ocsp_renew_lock,
+            ),
             // Issued by the root, never by the S/MIME issuing CA.
-            OwnCert::Tsa => Replaceable {
-                settings: &self.cfg.tsa,
-                issuer: &self.root,
-                profile: Box::new(TsaProfile { subject: self.cfg.tsa.subject.clone() }),
-                purpose: KeyPurpose::TsaSigning,
-            },
-            _ => return Err(Error::NotReKeyable { which }),
-        })
+            OwnCert::Tsa => (
+                keyed(&self.cfg.tsa),
+                &self.root,
+                Box::new(TsaProfile { subject: self.cfg.tsa.subject.clone() }),
+                KeyPurpose::TsaSigning,
+                None,
+                &self.ocsp_renew_lock,
+            ),
+            OwnCert::Tls => (
+                (self.cfg.tls.key_type, self.cfg.tls.validity_days),
+                &self.root,
+                Box::new(TlsServerProfile {
+                    dns_names: self.cfg.tls.dns_names.clone(),
+                    ip_addresses: self.cfg.tls.ip_addresses.clone(),
+                }),
+                KeyPurpose::TlsServer,
+                None,
+                &self.tls_lock,
+            ),
+            OwnCert::Audit => (
+                keyed(&self.cfg.audit_signer),
+                &self.issuing,
+                Box::new(AuditSignerProfile { subject: self.cfg.audit_signer.subject.clone() }),
+                KeyPurpose::AuditSigning,
+                Some(self.cfg.ocsp_url()),
+                &self.audit_signer_lock,
+            ),
+            OwnCert::Issuing => return Err(Error::NotReKeyable { which }),
+        };
+        Ok(Replaceable { key_type, validity_days, issuer, profile, purpose, ocsp_url, lock })
     }
 
-    /// Where the signer of `which` in use is kept in memory.
-    fn signer_slot(&self, which: OwnCert) -> &RwLock<Arc<SignerCert>> {
+    /// Where the signer of `which` in use is kept in memory: the OCSP signer and the TSA, whose
+    /// keys sign for every request. The TLS and audit certificates are read from storage when
+    /// they are used.
+    fn signer_slot(&self, which: OwnCert) -> Option<&RwLock<Arc<SignerCert>>> {
         match which {
-            OwnCert::Tsa => &self.tsa,
-            _ => &self.ocsp,
+            OwnCert::Tsa => Some(&self.tsa),
+            OwnCert::Ocsp => Some(&self.ocsp),
+            _ => None,
         }
     }
 
-    /// The signer of `which` in use, as kept in memory.
+    /// The signer of the OCSP responder or the TSA in use, as kept in memory.
     pub(super) fn signer_in_use(&self, which: OwnCert) -> Arc<SignerCert> {
-        self.signer_slot(which).read().unwrap_or_else(|p| p.into_inner()).clone()
+        let slot = self.signer_slot(which).unwrap_or(&self.ocsp);
+        slot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The signer of `which` in storage, taken up first when another process on the same storage
-    /// replaced it.
+    /// replaced it. [`Error::NothingToReKey`] while `which` has no certificate yet.
     pub(super) fn signer_stored(&self, which: OwnCert) -> Result<Arc<SignerCert>, Error> {
-        let stored = self.db.meta_get(which.serial_key())?;
-        let current = self.signer_in_use(which);
-        if stored.as_deref() == Some(current.serial.to_string().as_str()) {
+        let Some(stored) = self.db.meta_get(which.serial_key())? else {
+            return Err(Error::NothingToReKey { which });
+        };
+        let Some(slot) = self.signer_slot(which) else {
+            return Ok(Arc::new(load_signer(&self.db, which)?));
+        };
+        let current = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if stored == current.serial.to_string() {
             return Ok(current);
         }
         let taken = Arc::new(load_signer(&self.db, which)?);
-        *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = taken.clone();
+        *slot.write().unwrap_or_else(|p| p.into_inner()) = taken.clone();
         Ok(taken)
     }
 
-    /// Replaces the OCSP signer or the TSA at once, with a new key generated in custody and a
-    /// new certificate from its issuer — the issuing CA for the OCSP signer, the root for the TSA
-    /// (`pki ca rekey`): after `pki ca compromise`, so that OCSP answers and timestamps are given
-    /// again, or whenever the officers want a new key. The new certificate is stored with an
-    /// audit entry before it is put in use, a running server takes it up within a second, and a
-    /// compromised key never signs again (its key stays recorded as compromised).
+    /// The serial of the `which` certificate in use, as stored (`ca.<name>.serial`): `pki serve`
+    /// looks at the TLS certificate's every second, so that it serves a re-keyed one at once.
+    pub fn own_serial_in_use(&self, which: OwnCert) -> Result<Option<Serial>, Error> {
+        Ok(self.db.meta_get(which.serial_key())?.map(|s| s.parse()).transpose()?)
+    }
+
+    /// Replaces the OCSP signer, the TSA, the console's TLS certificate or the audit signer at
+    /// once, with a new key generated in custody and a new certificate from its issuer — the
+    /// issuing CA for the OCSP and audit signers, the root for the TSA and TLS (`pki ca rekey`):
+    /// after `pki ca compromise`, so that OCSP answers, timestamps, HTTPS and audit checkpoints
+    /// are given again, or whenever the officers want a new key. The new certificate is stored
+    /// with an audit entry before it is put in use, a running server takes it up within a second,
+    /// and a compromised key never signs again (its key stays recorded as compromised).
     ///
-    /// Refused for the other own certificates ([`Error::NotReKeyable`]), for the OCSP signer
-    /// while the issuing CA is compromised, and when another process on the same storage
-    /// replaces the signer meanwhile ([`Error::ReplacedMeanwhile`]: theirs is kept).
+    /// Refused for the issuing CA ([`Error::NotReKeyable`]), for the OCSP and audit signers
+    /// while the issuing CA is compromised, for a certificate not issued yet
+    /// ([`Error::NothingToReKey`]), and when another process on the same storage replaces it
+    /// meanwhile ([`Error::ReplacedMeanwhile`]: theirs is kept).
     pub fn rekey(&self, which: OwnCert, actor: &str) -> Result<CertRecord, Error> {
-        self.replaceable(which)?;
-        let _guard = self.ocsp_renew_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.replaceable(which)?;
+        let _guard = r.lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
-        let current = self.signer_stored(which)?;
-        if which == OwnCert::Ocsp {
+        if which.issuer() == CaId::Issuing {
             self.refuse_if_compromised(OwnCert::Issuing)?;
         } else {
             self.sync_compromises(false)?;
         }
+        let current = self.signer_stored(which)?;
         let compromised = self.is_compromised(which);
         let why = if compromised { "after its compromise" } else { "on request" };
         let details = format!("{} re-key {why}, replacing {}", which.kind(), current.serial);
@@ -188,13 +251,13 @@ impl Ca {
         let serial = new_serial(&self.rng)?;
         let key_handle: KeyHandle =
             format!("{}-{}", first_handle(which), serial.to_string().to_ascii_lowercase()).parse()?;
-        let key = HsmKey::new(get_or_generate(&*self.hsm, &key_handle, r.settings.key_type, r.purpose)?);
+        let key = HsmKey::new(get_or_generate(&*self.hsm, &key_handle, r.key_type, r.purpose)?);
         let ctx = ProfileContext {
             serial: serial.clone(),
             not_before: now,
             not_after: r.not_after(now),
             key: SubjectKeyKind::from_key_type(key.signer.key_type()),
-            ocsp_url: None,
+            ocsp_url: r.ocsp_url.clone(),
             ca_issuers_url: Some(self.cfg.ca_cert_url(r.issuer.id)),
             crl_url: Some(self.cfg.crl_url(r.issuer.id)),
         };
@@ -233,19 +296,23 @@ impl Ca {
             )?;
             tracing::warn!(%serial, in_use = %theirs.serial, "another process replaced the {which} certificate first: this one is not used");
             let in_use = theirs.serial.clone();
-            *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = theirs;
+            if let Some(slot) = self.signer_slot(which) {
+                *slot.write().unwrap_or_else(|p| p.into_inner()) = theirs;
+            }
             return Ok(Err(in_use));
         }
         if which == OwnCert::Tsa {
             // Tokens it signed are still verified: its certificate stays known.
             record_replaced_tsa(&self.db, &current.serial)?;
         }
-        *self.signer_slot(which).write().unwrap_or_else(|p| p.into_inner()) = Arc::new(SignerCert {
-            der: rec.der.clone(),
-            serial: serial.clone(),
-            handle: key_handle,
-            not_after: rec.not_after,
-        });
+        if let Some(slot) = self.signer_slot(which) {
+            *slot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(SignerCert {
+                der: rec.der.clone(),
+                serial: serial.clone(),
+                handle: key_handle,
+                not_after: rec.not_after,
+            });
+        }
         tracing::info!(%serial, old = %current.serial, not_after = %rec.not_after, "a new {which} certificate is in use");
         Ok(Ok(rec))
     }

@@ -1,32 +1,8 @@
 //! The CA's own service certificates and keys: the OCSP signer, the TSA, the console's TLS
-//! server certificate and the audit log's checkpoint signer.
+//! server certificate and the audit log's checkpoint signer (their replacement by a new key is
+//! in `rekey.rs`).
 
 use super::*;
-
-/// One service certificate issued on first use and again when it nears its end: what differs
-/// between them.
-struct ServiceCert<'a> {
-    /// Which own certificate it is (for compromise).
-    which: OwnCert,
-    /// Its key's handle.
-    handle: &'static str,
-    /// Its key's type.
-    key_type: KeyType,
-    /// Its key's purpose.
-    purpose: KeyPurpose,
-    /// Its validity, days (cut at its issuer's end).
-    validity_days: u32,
-    /// Who issues it.
-    issuer: &'a LoadedCa,
-    /// Its OCSP URL, if its issuer's responder answers for it.
-    ocsp_url: Option<String>,
-    /// Its profile.
-    profile: &'a dyn Profile,
-    /// The details of its issuance's audit entry.
-    details: String,
-    /// Held while it is checked and issued.
-    lock: &'a Mutex<()>,
-}
 
 impl Ca {
     /// The TSA key in use. It refuses to sign once the TSA certificate is compromised
@@ -48,79 +24,64 @@ impl Ca {
     /// before TLS existed — and reissued when fewer than 30 days of validity remain.
     ///
     /// Refused once the TLS certificate is compromised ([`Ca::compromise`]): its key is not
-    /// certified again.
+    /// certified again; [`Ca::rekey`] puts a new key in use.
     pub fn tls_server_certificate(&self) -> Result<ChainAndKey, Error> {
         let names = format!("{:?} {:?}", self.cfg.tls.dns_names, self.cfg.tls.ip_addresses);
-        let profile = TlsServerProfile {
-            dns_names: self.cfg.tls.dns_names.clone(),
-            ip_addresses: self.cfg.tls.ip_addresses.clone(),
-        };
-        let (der, key) = self.service_certificate(&ServiceCert {
-            which: OwnCert::Tls,
-            handle: H_TLS,
-            key_type: self.cfg.tls.key_type,
-            purpose: KeyPurpose::TlsServer,
-            validity_days: self.cfg.tls.validity_days,
-            issuer: &self.root,
-            ocsp_url: None,
-            profile: &profile,
-            details: format!("tls-server {names}"),
-            lock: &self.tls_lock,
-        })?;
+        let (der, key) = self.service_certificate(OwnCert::Tls, format!("tls-server {names}"))?;
         Ok((vec![der], key))
     }
 
     /// The audit log's checkpoint signer: its certificate chain (leaf, then the issuing CA) and
     /// its key in the key store. Issued by the issuing CA on first use — the first checkpoint,
     /// also of a data directory of an earlier release — and reissued when fewer than 30 days of
-    /// validity remain. Refused once it or the issuing CA is compromised ([`Ca::compromise`]).
+    /// validity remain. Refused once it or the issuing CA is compromised ([`Ca::compromise`]);
+    /// [`Ca::rekey`] puts a new key in use.
     pub fn audit_signer(&self) -> Result<ChainAndKey, Error> {
         self.refuse_if_compromised(OwnCert::Issuing)?;
-        let s = &self.cfg.audit_signer;
-        let (der, key) = self.service_certificate(&ServiceCert {
-            which: OwnCert::Audit,
-            handle: H_AUDIT,
-            key_type: s.key_type,
-            purpose: KeyPurpose::AuditSigning,
-            validity_days: s.validity_days,
-            issuer: &self.issuing,
-            ocsp_url: Some(self.cfg.ocsp_url()),
-            profile: &AuditSignerProfile { subject: s.subject.clone() },
-            details: format!("audit-signer {}", s.subject.common_name),
-            lock: &self.audit_signer_lock,
-        })?;
+        let details = format!("audit-signer {}", self.cfg.audit_signer.subject.common_name);
+        let (der, key) = self.service_certificate(OwnCert::Audit, details)?;
         Ok((vec![der, self.issuing.der.clone()], key))
     }
 
-    /// The certificate (DER) and guarded key of a service: the stored one while it is valid for
-    /// 30 more days, not revoked and of the key in custody; otherwise a new one, stored with its
+    /// The certificate (DER) and guarded key of the TLS or audit service: the stored one while it
+    /// is valid for 30 more days, not revoked and of the key in custody; otherwise a new one for
+    /// the same key (the first one's handle, or the one [`Ca::rekey`] recorded), stored with its
     /// audit entry, its serial under the own certificate's setting.
-    fn service_certificate(&self, s: &ServiceCert<'_>) -> Result<(Vec<u8>, Arc<dyn Signer>), Error> {
-        self.refuse_if_compromised(s.which)?;
+    fn service_certificate(
+        &self,
+        which: OwnCert,
+        details: String,
+    ) -> Result<(Vec<u8>, Arc<dyn Signer>), Error> {
+        self.refuse_if_compromised(which)?;
+        let s = self.replaceable(which)?;
         let _guard = s.lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
-        let current = match self.db.meta_get(s.which.serial_key())? {
-            Some(serial) => self.db.get(&serial.parse()?)?,
+        let current = match self.own_serial_in_use(which)? {
+            Some(serial) => self.db.get(&serial)?,
             None => None,
         };
-        let key = get_or_generate(&*self.hsm, &handle(s.handle), s.key_type, s.purpose)?;
+        let key_handle = match &current {
+            Some(rec) => key_handle_of(&self.db, which, &rec.serial)?,
+            None => handle(first_handle(which)),
+        };
+        let key = get_or_generate(&*self.hsm, &key_handle, s.key_type, s.purpose)?;
         if let Some(rec) = current {
             let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
             if fresh && rec.der_matches_key(key.public_key_raw()) {
-                return Ok((rec.der, self.guarded_service_key(s.which, key)));
+                return Ok((rec.der, self.guarded_service_key(which, key)));
             }
         }
         let hsm_key = HsmKey::new(key.clone());
         let ctx = ProfileContext {
             serial: new_serial(&self.rng)?,
             not_before: now,
-            not_after: (now + Duration::days(i64::from(s.validity_days))).min(s.issuer.not_after),
+            not_after: s.not_after(now),
             key: SubjectKeyKind::from_key_type(key.key_type()),
             ocsp_url: s.ocsp_url.clone(),
             ca_issuers_url: Some(self.cfg.ca_cert_url(s.issuer.id)),
             crl_url: Some(self.cfg.crl_url(s.issuer.id)),
         };
-        let der = make_cert(s.profile, &ctx, &hsm_key, Signing::By(s.issuer))?;
+        let der = make_cert(&*s.profile, &ctx, &hsm_key, Signing::By(s.issuer))?;
         let rec = record_of(
             der,
             ctx.serial.clone(),
@@ -131,13 +92,18 @@ impl Ca {
             None,
             now,
         )?;
-        let draft = AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), s.details.clone());
+        let draft = AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), details);
         let stored = self
             .audit
             .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
         self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
-        self.db.meta_put(s.which.serial_key(), &rec.serial.to_string())?;
-        Ok((rec.der, self.guarded_service_key(s.which, key)))
+        // A re-keyed key keeps its handle on the renewed certificate; recorded before the serial,
+        // as [`Ca::rekey`] does.
+        if key_handle.as_str() != first_handle(which) {
+            self.db.meta_put(&key_meta(which, &rec.serial), key_handle.as_str())?;
+        }
+        self.db.meta_put(which.serial_key(), &rec.serial.to_string())?;
+        Ok((rec.der, self.guarded_service_key(which, key)))
     }
 
     /// A service key as handed out: it refuses to sign from the moment its certificate (or, for
