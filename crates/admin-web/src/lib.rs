@@ -20,11 +20,11 @@
 //! | `GET /admin/validations` (each address's mailbox evidence) | every role |
 //! | `POST /admin/validations/send`, `/admin/validations/confirm` (mail a value, enter it back) | officer |
 //! | `GET/POST /admin/issue[/csr,/generate]`, `POST /admin/certificates/{serial}/revoke`, `GET /admin/escrow`, `POST /admin/escrow/request`, `/admin/escrow/{id}/approve`, `/admin/escrow/{id}/release` | officer |
-//! | `GET/POST /admin/users[/...]`, `GET /admin/settings`, `POST /admin/ca/compromise` | admin |
+//! | `GET/POST /admin/users[/...]`, `GET /admin/settings`, `POST /admin/ca/compromise`, `POST /admin/ca/rekey` | admin |
 //!
 //! Revocation, every step of an escrow recovery (request, approval by a second officer, release
 //! to the requester: [`ca_core::Ca::request_recovery`]), revoking one of the CA's own certificates
-//! for a compromised key, and adding, resetting or confirming the reset of an account need a TOTP
+//! for a compromised key or putting a new key in use for one, and adding, resetting or confirming the reset of an account need a TOTP
 //! code entered within [`ConsoleConfig::step_up_secs`] (step-up). Every POST carries the hidden
 //! `csrf_token`.
 //!
@@ -230,9 +230,13 @@ fn ca_error_status(e: &ca_core::Error) -> Option<StatusCode> {
         | E::RecoveryFullyApproved { .. }
         | E::RecoveryReleased { .. }
         | E::RecoveryNotApproved { .. } => StatusCode::CONFLICT,
-        E::RootNotRevocable | E::NotEscrowed(_) | E::OwnCertNotRevocable { .. } | E::Compromised { .. } => {
-            StatusCode::CONFLICT
-        }
+        E::RootNotRevocable
+        | E::NotEscrowed(_)
+        | E::OwnCertNotRevocable { .. }
+        | E::Compromised { .. }
+        | E::NotReKeyable { .. }
+        | E::NothingToReKey { .. }
+        | E::ReplacedMeanwhile { .. } => StatusCode::CONFLICT,
         E::Storage(s) => return storage_error_status(s),
         E::Hsm(hsm_sim::Error::WeakPkcs12Password { .. }) => StatusCode::BAD_REQUEST,
         _ => return None,

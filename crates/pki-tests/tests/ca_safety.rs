@@ -396,6 +396,48 @@ fn an_administrator_revokes_the_tsa_in_the_console_with_step_up() {
     let text = openssl(["crl", "-in", &p(&crl), "-text", "-noout"]).stdout;
     assert!(text.to_ascii_uppercase().contains(&format!("SERIAL NUMBER: {tsa}")), "{text}");
     assert!(text.contains("Key Compromise"), "{text}");
+
+    // A new key for the TSA from the console, with step-up too: timestamps are given again.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let token = admin.csrf("/admin/settings");
+    let rekey = |admin: &mut Client, ca: &str, code: &str| {
+        admin.post_form("/admin/ca/rekey", &[("csrf_token", token.as_str()), ("ca", ca), ("totp_code", code)])
+    };
+    let r = rekey(&mut admin, "root", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = rekey(&mut admin, "tsa", "");
+    assert_eq!(r.status, 403, "step-up is required: {}", r.text());
+    let r = rekey(&mut admin, "tsa", &auth.next_code());
+    assert_eq!(r.status, 303, "{}", r.text());
+    let location = r.location();
+    let new_tsa =
+        location.strip_prefix("/admin/settings?rekeyed=tsa:").unwrap_or_else(|| panic!("{location}"));
+    assert_eq!(status_of(&env, new_tsa), "valid");
+    assert_eq!(status_of(&env, &tsa), "revoked");
+    // Within the step-up window: the issuing CA is not re-keyed here, said as a conflict.
+    let r = rekey(&mut admin, "issuing", "");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("cannot be re-keyed here"), "{}", r.text());
+    let page = admin.get(&location).text();
+    assert!(page.contains("id=\"rekeyed\"") && page.contains(new_tsa), "{page}");
+    // The running TSA takes the new key up within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let stamped = loop {
+        let out = env.pki_try([
+            "ts",
+            "stamp",
+            &p(&data),
+            "--server",
+            &env.base_url(),
+            "--out",
+            &p(&env.path("new.tsr")),
+        ]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(stamped.status.success(), "{}", stamped.stderr);
 }
 
 #[test]

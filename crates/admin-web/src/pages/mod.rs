@@ -62,6 +62,7 @@ pub(crate) fn routes(scope: Scope) -> Scope {
         .route("/users/{name}/confirm-reset", web::post().to(users::confirm_reset))
         .route("/settings", web::get().to(users::settings))
         .route("/ca/compromise", web::post().to(users::compromise))
+        .route("/ca/rekey", web::post().to(users::rekey))
         .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound("no such page".into())) }))
 }
 

@@ -225,6 +225,7 @@ pub(crate) async fn confirm_reset(
 #[derive(Debug, Deserialize)]
 pub(crate) struct SettingsQuery {
     compromised: Option<String>,
+    rekeyed: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -255,6 +256,27 @@ pub(crate) async fn compromise(
     Ok(see_other(&format!("/admin/settings?compromised={which}")))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct RekeyForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    ca: String,
+    totp_code: Option<String>,
+}
+
+/// `POST /admin/ca/rekey`: [`ca_core::Ca::rekey`] for an administrator, with step-up: a new key in
+/// custody and a new certificate for a service of the CA.
+pub(crate) async fn rekey(req: HttpRequest, console: web::Data<Console>, form: web::Form<RekeyForm>) -> Page {
+    let mut ctx = guard(&req, &console, Perm::CompromiseCa)?;
+    ctx.check_csrf(form.csrf_token.as_deref())?;
+    let which: ca_core::OwnCert = form.ca.parse().map_err(Error::BadRequest)?;
+    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let c = console.clone();
+    let actor = ctx.actor();
+    let rec = web::block(move || c.ca.rekey(which, &actor)).await??;
+    Ok(see_other(&format!("/admin/settings?rekeyed={which}:{}", rec.serial)))
+}
+
 pub(crate) async fn settings(
     req: HttpRequest,
     console: web::Data<Console>,
@@ -262,6 +284,10 @@ pub(crate) async fn settings(
 ) -> Page {
     let ctx = guard(&req, &console, Perm::Settings)?;
     let done: Option<ca_core::OwnCert> = query.compromised.as_deref().and_then(|s| s.parse().ok());
+    let rekeyed = query.rekeyed.as_deref().and_then(|s| {
+        let (which, serial) = s.split_once(':')?;
+        Some((which.parse::<ca_core::OwnCert>().ok()?, serial.parse::<cerdb::Serial>().ok()?))
+    });
     let cfg = &console.cfg;
     let ca = console.ca.config();
     let body = html! {
@@ -285,6 +311,7 @@ pub(crate) async fn settings(
         }
         h2 { "The CA's own certificates" }
         @if let Some(which) = done { p.notice #compromised { "The " (which) " certificate is revoked; nothing is issued or signed under it any more." } }
+        @if let Some((which, serial)) = rekeyed { p.notice #rekeyed { "The " (which) " certificate is now " code { (serial) } ", with a new key in custody." } }
         table #own-certificates {
             @for which in ca_core::OwnCert::ALL {
                 tr { th { (which) } td { (if console.ca.is_compromised(which) { "revoked: key compromised" } else { "in use" }) } }
@@ -300,6 +327,16 @@ pub(crate) async fn settings(
             label { "Type " code { "compromise " i { "certificate" } } " to confirm" input type="text" name="confirm" autocomplete="off" required; }
             (step_up_field(ctx.stepped_up(&console)))
             button type="submit" { "Revoke for compromise" }
+        }
+        form.card #rekey method="post" action="/admin/ca/rekey" {
+            h2 { "New key" }
+            p { "Puts a new key, generated in custody, with a new certificate in use at once: after a compromise, so that OCSP answers, timestamps, HTTPS and audit checkpoints are signed again, or whenever a new key is wanted. The OCSP and audit signers are certified by the issuing CA, the TSA and TLS certificates by the root. The same as " code { "pki ca rekey" } "." }
+            (csrf(&ctx.session.csrf_token))
+            label { "Certificate" select name="ca" {
+                @for which in ca_core::OwnCert::ALL.into_iter().filter(|w| *w != ca_core::OwnCert::Issuing) { option value=(which.name()) { (which) } }
+            } }
+            (step_up_field(ctx.stepped_up(&console)))
+            button type="submit" { "Put a new key in use" }
         }
     };
     Ok(html_response(StatusCode::OK, page("Settings", Some(&ctx), body)))
