@@ -238,6 +238,22 @@ pub(crate) struct CompromiseForm {
     totp_code: Option<String>,
 }
 
+/// The checks before an action on one of the CA's own certificates: an administrator, the form's
+/// CSRF token, the certificate's name, then step-up; the certificate and the audit actor.
+fn own_cert_action(
+    req: &HttpRequest,
+    console: &Console,
+    csrf_token: &Option<String>,
+    ca: &str,
+    totp_code: &Option<String>,
+) -> Result<(ca_core::OwnCert, String), Error> {
+    let mut ctx = guard(req, console, Perm::CompromiseCa)?;
+    ctx.check_csrf(csrf_token.as_deref())?;
+    let which: ca_core::OwnCert = ca.parse().map_err(Error::BadRequest)?;
+    ctx.step_up(console, totp_code.as_deref())?;
+    Ok((which, ctx.actor()))
+}
+
 /// `POST /admin/ca/compromise`: [`ca_core::Ca::compromise`] for an administrator, with step-up
 /// and the typed confirmation.
 pub(crate) async fn compromise(
@@ -245,12 +261,8 @@ pub(crate) async fn compromise(
     console: web::Data<Console>,
     form: web::Form<CompromiseForm>,
 ) -> Page {
-    let mut ctx = guard(&req, &console, Perm::CompromiseCa)?;
-    ctx.check_csrf(form.csrf_token.as_deref())?;
-    let which: ca_core::OwnCert = form.ca.parse().map_err(Error::BadRequest)?;
-    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let (which, actor) = own_cert_action(&req, &console, &form.csrf_token, &form.ca, &form.totp_code)?;
     let c = console.clone();
-    let actor = ctx.actor();
     let confirm = form.confirm.clone();
     web::block(move || c.ca.compromise(which, &confirm, &actor)).await??;
     Ok(see_other(&format!("/admin/settings?compromised={which}")))
@@ -267,12 +279,8 @@ pub(crate) struct RekeyForm {
 /// `POST /admin/ca/rekey`: [`ca_core::Ca::rekey`] for an administrator, with step-up: a new key in
 /// custody and a new certificate for a service of the CA.
 pub(crate) async fn rekey(req: HttpRequest, console: web::Data<Console>, form: web::Form<RekeyForm>) -> Page {
-    let mut ctx = guard(&req, &console, Perm::CompromiseCa)?;
-    ctx.check_csrf(form.csrf_token.as_deref())?;
-    let which: ca_core::OwnCert = form.ca.parse().map_err(Error::BadRequest)?;
-    ctx.step_up(&console, form.totp_code.as_deref())?;
+    let (which, actor) = own_cert_action(&req, &console, &form.csrf_token, &form.ca, &form.totp_code)?;
     let c = console.clone();
-    let actor = ctx.actor();
     let rec = web::block(move || c.ca.rekey(which, &actor)).await??;
     Ok(see_other(&format!("/admin/settings?rekeyed={which}:{}", rec.serial)))
 }
