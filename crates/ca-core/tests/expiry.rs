@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ca_core::{Ca, CaCert, CaConfig, Error, ExpiryState, FixedClock, OwnCert};
-use cerdb::{CertDb, CertKind};
+use cerdb::{CaId, CertDb, CertKind};
 use chrono::{Duration, TimeZone, Utc};
 use hsm_sim::{HsmSim, MasterKeySource};
 use x509_parser::prelude::*;
@@ -156,5 +156,18 @@ fn of_two_renewals_at_once_both_processes_use_the_one_put_in_use() {
     let issued = entries.iter().filter(|e| e.details.contains("ocsp-signer renewal")).count();
     let unused = entries.iter().filter(|e| e.details.contains("not put in use")).count();
     assert_eq!(issued, renewals + unused, "every renewal certificate is in use or said unused");
+    // Each one not put in use is revoked (superseded), and the issuing CA's CRL lists it.
+    let crl = a.crl(CaId::Issuing).expect("crl");
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(&crl.der).expect("crl");
+    for e in entries.iter().filter(|e| e.details.contains("not put in use")) {
+        let serial: cerdb::Serial =
+            e.serial.as_ref().expect("the entry names its certificate").parse().expect("serial");
+        let rec = a.db().get_meta(&serial).expect("get").expect("stored");
+        let r = rec.revocation.unwrap_or_else(|| panic!("{serial} is unused and not revoked"));
+        assert_eq!(r.reason, cerdb::RevocationReason::Superseded);
+        assert!(crl
+            .iter_revoked_certificates()
+            .any(|c| c.raw_serial() == serial.to_der_content().as_slice()));
+    }
     eprintln!("{renewals} rounds: {issued} renewal certificates issued, {unused} lost the race");
 }

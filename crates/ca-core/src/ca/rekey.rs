@@ -238,7 +238,8 @@ impl Ca {
 
     /// Issues a signer of `which` with a new key to replace `current` and puts it in use: the
     /// new certificate, or the serial of the one in use when another process replaced `current`
-    /// first (then this one, issued and audited, is not put in use; an audit entry says so).
+    /// first (then this one, issued and audited, is not put in use: an audit entry says so, and
+    /// it is revoked as superseded).
     pub(super) fn put_new_signer(
         &self,
         which: OwnCert,
@@ -295,6 +296,15 @@ impl Ca {
                 now,
             )?;
             tracing::warn!(%serial, in_use = %theirs.serial, "another process replaced the {which} certificate first: this one is not used");
+            // Revoked (superseded), so that no valid certificate of the service is left that
+            // nothing uses; its issuer's CRL lists it.
+            let publishing = self.crl_publication.revoking(&self.db, rec.issuer)?;
+            self.revoke_one(&rec, RevocationReason::Superseded, None, None, actor)?;
+            if publishing.is_none() && !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing))
+            {
+                self.regenerate_crl(rec.issuer, actor)?;
+            }
+            drop(publishing);
             let in_use = theirs.serial.clone();
             if let Some(slot) = self.signer_slot(which) {
                 *slot.write().unwrap_or_else(|p| p.into_inner()) = theirs;
