@@ -17,7 +17,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod csr;
-mod der;
+mod ext_values;
 mod keys;
 pub mod oids;
 pub mod profiles;

@@ -14,7 +14,7 @@ use x509_parser::prelude::*;
 
 use crate::config::{SubjectName, MAX_LEAF_VALIDITY_DAYS};
 use crate::csr::SubjectKeyKind;
-use crate::{der, oids, Error};
+use crate::{ext_values, oids, Error};
 
 /// What every profile needs to know about one certificate.
 #[derive(Debug, Clone)]
@@ -81,17 +81,17 @@ fn base_params(ctx: &ProfileContext) -> Result<CertificateParams, Error> {
     if ctx.ocsp_url.is_some() || ctx.ca_issuers_url.is_some() {
         p.custom_extensions.push(CustomExtension::from_oid_content(
             oids::PE_AIA,
-            der::authority_info_access(ctx.ocsp_url.as_deref(), ctx.ca_issuers_url.as_deref()),
+            ext_values::authority_info_access(ctx.ocsp_url.as_deref(), ctx.ca_issuers_url.as_deref())?,
         ));
     }
     Ok(p)
 }
 
-fn policies_ext() -> CustomExtension {
-    CustomExtension::from_oid_content(
+fn policies_ext() -> Result<CustomExtension, Error> {
+    Ok(CustomExtension::from_oid_content(
         oids::CE_CERTIFICATE_POLICIES,
-        der::certificate_policies(&[oids::SMIME_MAILBOX_STRICT]),
-    )
+        ext_values::certificate_policies(&[oids::SMIME_MAILBOX_STRICT])?,
+    ))
 }
 
 /// The to-be-signed certificate rcgen hands to the signer, parsed.
@@ -313,7 +313,7 @@ impl Profile for IssuingCaProfile {
         p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-        p.custom_extensions.push(policies_ext());
+        p.custom_extensions.push(policies_ext()?);
         Ok(p)
     }
     fn lint(&self, tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), String> {
@@ -344,7 +344,7 @@ impl Profile for OcspSignerProfile {
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::OcspSigning];
-        p.custom_extensions.push(CustomExtension::from_oid_content(oids::OCSP_NOCHECK, der::null()));
+        p.custom_extensions.push(CustomExtension::from_oid_content(oids::OCSP_NOCHECK, ext_values::null()?));
         Ok(p)
     }
     fn lint(&self, tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), String> {
@@ -375,7 +375,7 @@ impl Profile for TsaProfile {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
         let mut eku = CustomExtension::from_oid_content(
             oids::CE_EXT_KEY_USAGE,
-            der::ext_key_usage(&[oids::KP_TIME_STAMPING]),
+            ext_values::ext_key_usage(&[oids::KP_TIME_STAMPING])?,
         );
         eku.set_criticality(true);
         p.custom_extensions.push(eku);
@@ -411,7 +411,7 @@ impl Profile for AuditSignerProfile {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
         p.custom_extensions.push(CustomExtension::from_oid_content(
             oids::CE_EXT_KEY_USAGE,
-            der::ext_key_usage(&[oids::KP_AUDIT_CHECKPOINT]),
+            ext_values::ext_key_usage(&[oids::KP_AUDIT_CHECKPOINT])?,
         ));
         Ok(p)
     }
@@ -519,7 +519,7 @@ impl Profile for SubscriberProfile {
             (Usage::Encryption, false) => vec![KeyUsagePurpose::KeyAgreement],
         };
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::EmailProtection];
-        p.custom_extensions.push(policies_ext());
+        p.custom_extensions.push(policies_ext()?);
         Ok(p)
     }
     fn lint(&self, tbs: &TbsCertificate<'_>, ctx: &ProfileContext) -> Result<(), String> {

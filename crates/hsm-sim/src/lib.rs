@@ -381,7 +381,9 @@ impl HsmSim {
             })?;
             let (_, raw) = load_ring_key(kf.key_type, &pkcs8)
                 .map_err(|reason| Error::CorruptKeyFile { path: self.place(&kf.handle), reason })?;
-            if spki::encode(kf.key_type, &raw) != spki_der {
+            let encoded = spki::encode(kf.key_type, &raw)
+                .map_err(|reason| Error::CorruptKeyFile { path: self.place(&kf.handle), reason })?;
+            if encoded != spki_der {
                 return Err(Error::CorruptKeyFile {
                     path: self.place(&kf.handle),
                     reason: "the private key does not match the stored public key".into(),
@@ -419,7 +421,7 @@ impl KeyCustody for HsmSim {
         }
         let pkcs8 = generate_pkcs8(key_type)?;
         let (_, raw) = load_ring_key(key_type, &pkcs8).map_err(Error::KeyGeneration)?;
-        let spki = spki::encode(key_type, &raw);
+        let spki = spki::encode(key_type, &raw).map_err(Error::KeyGeneration)?;
         let mut kf = KeyFile {
             version: 1,
             handle: handle.clone(),
@@ -479,10 +481,12 @@ impl KeyCustody for HsmSim {
         let pkcs8 = self.decrypt(&kf)?;
         let (key, raw) = load_ring_key(kf.key_type, &pkcs8)
             .map_err(|reason| Error::CorruptKeyFile { path: self.place(handle), reason })?;
+        let spki = spki::encode(kf.key_type, &raw)
+            .map_err(|reason| Error::CorruptKeyFile { path: self.place(handle), reason })?;
         let loaded = Arc::new(LoadedKey {
             handle: handle.clone(),
             key_type: kf.key_type,
-            spki: spki::encode(kf.key_type, &raw),
+            spki,
             raw,
             key,
             rng: SystemRandom::new(),

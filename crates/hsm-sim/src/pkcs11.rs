@@ -628,7 +628,8 @@ impl Token {
             }
             _ => return Err(corrupt("missing attributes")),
         };
-        Ok(Some(PublicKeyInfo { handle: handle.clone(), key_type, spki: spki::encode(key_type, &raw), raw }))
+        let spki = spki::encode(key_type, &raw).map_err(|reason| corrupt(&reason))?;
+        Ok(Some(PublicKeyInfo { handle: handle.clone(), key_type, spki, raw }))
     }
 
     fn sign_with(&self, handle: &KeyHandle, key_type: KeyType, msg: &[u8]) -> Result<Vec<u8>, Error> {
@@ -954,7 +955,7 @@ impl KeyCustody for Pkcs11Custody {
         if purpose == KeyPurpose::Escrow {
             let pkcs8 = crate::generate_pkcs8(key_type)?;
             let (_, raw) = crate::load_ring_key(key_type, &pkcs8).map_err(Error::KeyGeneration)?;
-            let spki_der = spki::encode(key_type, &raw);
+            let spki_der = spki::encode(key_type, &raw).map_err(Error::KeyGeneration)?;
             c.store_escrow(handle, key_type, &pkcs8, &spki_der)?;
             tracing::info!(handle = %handle, key_type = %key_type, "generated escrow key, wrapped on the token");
             return Ok(PublicKeyInfo { handle: handle.clone(), key_type, spki: spki_der, raw });

@@ -1,5 +1,5 @@
-//! SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) encoding for the key types ring hands back as raw
-//! public keys. Hand-written DER, kept to this one module.
+//! SubjectPublicKeyInfo (RFC 5280 §4.1.2.7) of the key types ring hands back as raw public keys,
+//! encoded through the `spki` crate.
 //!
 //! ```text
 //! SubjectPublicKeyInfo ::= SEQUENCE {
@@ -7,58 +7,32 @@
 //!     subjectPublicKey  BIT STRING }
 //! ```
 
+use der::asn1::{AnyRef, BitStringRef, ObjectIdentifier};
+use der::Encode;
+use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
+
 use crate::KeyType;
 
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 
-fn push_len(out: &mut Vec<u8>, len: usize) {
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(content.len() + 6);
-    out.push(tag);
-    push_len(&mut out, content.len());
-    out.extend_from_slice(content);
-    out
-}
-
-/// Builds the SPKI DER for `raw`, the subjectPublicKey contents (an RSAPublicKey for RSA, the
-/// uncompressed point for EC, the 32 bytes for Ed25519).
-pub(crate) fn encode(key_type: KeyType, raw: &[u8]) -> Vec<u8> {
-    let mut alg = Vec::new();
-    match key_type {
-        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-            alg.extend(tlv(0x06, OID_RSA_ENCRYPTION));
-            alg.extend([0x05, 0x00]);
-        }
-        KeyType::P256 => {
-            alg.extend(tlv(0x06, OID_EC_PUBLIC_KEY));
-            alg.extend(tlv(0x06, OID_P256));
-        }
-        KeyType::P384 => {
-            alg.extend(tlv(0x06, OID_EC_PUBLIC_KEY));
-            alg.extend(tlv(0x06, OID_P384));
-        }
-        KeyType::Ed25519 => alg.extend(tlv(0x06, OID_ED25519)),
-    }
-    let mut bits = Vec::with_capacity(raw.len() + 1);
-    bits.push(0);
-    bits.extend_from_slice(raw);
-    let mut body = tlv(0x30, &alg);
-    body.extend(tlv(0x03, &bits));
-    tlv(0x30, &body)
+/// The SPKI DER for `raw`, the subjectPublicKey contents (an RSAPublicKey for RSA, the
+/// uncompressed point for EC, the 32 bytes for Ed25519); why not, when it cannot be encoded.
+pub(crate) fn encode(key_type: KeyType, raw: &[u8]) -> Result<Vec<u8>, String> {
+    let (oid, parameters) = match key_type {
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => (RSA_ENCRYPTION, Some(AnyRef::NULL)),
+        KeyType::P256 => (EC_PUBLIC_KEY, Some(AnyRef::from(&P256))),
+        KeyType::P384 => (EC_PUBLIC_KEY, Some(AnyRef::from(&P384))),
+        KeyType::Ed25519 => (ED25519, None),
+    };
+    let spki = SubjectPublicKeyInfoRef {
+        algorithm: AlgorithmIdentifierRef { oid, parameters },
+        subject_public_key: BitStringRef::from_bytes(raw).map_err(|e| format!("public key: {e}"))?,
+    };
+    spki.to_der().map_err(|e| format!("public key: {e}"))
 }
 
 #[cfg(test)]
@@ -68,9 +42,25 @@ mod tests {
     #[test]
     fn long_lengths_are_encoded_in_long_form() {
         let raw = vec![7u8; 300];
-        let der = encode(KeyType::Rsa2048, &raw);
+        let der = encode(KeyType::Rsa2048, &raw).unwrap();
         // AlgorithmIdentifier: 2 + 11 + 2 = 15 octets; BIT STRING: 4 + 301 = 305 octets.
         assert_eq!(&der[..4], &[0x30, 0x82, 0x01, 0x40]);
         assert_eq!(der.len(), 4 + 0x140);
+    }
+
+    /// The same octets as ring's own SPKI-less keys get from OpenSSL: an Ed25519 key and a P-256
+    /// key's algorithm identifier, as RFC 8410 and RFC 5480 lay them out.
+    #[test]
+    fn known_encodings() {
+        let ed = encode(KeyType::Ed25519, &[0x11; 32]).unwrap();
+        assert_eq!(&ed[..12], &[0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]);
+        let p256 = encode(KeyType::P256, &[0x04; 65]).unwrap();
+        assert_eq!(
+            &p256[..27],
+            &[
+                0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+                0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04
+            ]
+        );
     }
 }
