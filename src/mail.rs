@@ -335,6 +335,7 @@ pub fn open_mail_service(
         invitation,
         clock: Arc::new(SystemClock),
         audit: Arc::new(CaMailAudit(ca.clone())),
+        withdrawn: ca.db().withdrawn_issuers().clone(),
     })
     .map_err(|e| anyhow::anyhow!("[mail] archive_certificate: {e}"))?;
     let limits = sealed_mail::MailLimits {

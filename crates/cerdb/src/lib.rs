@@ -33,6 +33,7 @@ pub mod sled_engine;
 mod store;
 pub mod tsa_store;
 mod types;
+mod withdrawn;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use faults::Faults;
@@ -96,6 +97,7 @@ impl AuditChain for AuditRecord {
     }
 }
 pub use types::{CaId, CertKind, EmailAddress, Fingerprint, KeyDigest, RevocationReason, Serial, Usage};
+pub use withdrawn::WithdrawnIssuers;
 
 /// Errors of storage and of the identifier types.
 #[derive(Debug, PartialEq, thiserror::Error)]

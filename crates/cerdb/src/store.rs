@@ -332,6 +332,8 @@ pub struct CertDb {
     custody: Option<Arc<dyn crate::custody_store::CustodyRecords>>,
     /// The directory's lookups for async callers, on engines that have them.
     pipelined: Option<Arc<crate::pg_engine::PipelinedReads>>,
+    /// The issuers withdrawn from use, as this process's CA last read them.
+    withdrawn: Arc<crate::WithdrawnIssuers>,
 }
 
 impl std::fmt::Debug for CertDb {
@@ -390,7 +392,14 @@ impl CertDb {
             tsa: engine,
             tsa_cell: Default::default(),
             custody: None,
+            withdrawn: Default::default(),
         }
+    }
+
+    /// The issuers withdrawn from use ([`crate::WithdrawnIssuers`]), shared by every clone of
+    /// this handle: set by the CA, read by the directory, LDAP and sealed mail.
+    pub fn withdrawn_issuers(&self) -> &Arc<crate::WithdrawnIssuers> {
+        &self.withdrawn
     }
 
     /// Key custody's sealed records when this database keeps them for every node (PostgreSQL);

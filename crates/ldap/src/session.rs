@@ -339,13 +339,18 @@ impl Session {
     }
 }
 
-/// The valid serials of an address, encryption first, each kind newest first.
+/// The valid serials of an address, encryption first, each kind newest first; none while the
+/// issuing CA is withdrawn.
 fn valid_serials(
     st: &LdapDirectory,
     email: &EmailAddress,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Vec<Serial>, Refusal> {
     let mut out = Vec::new();
+    // Every address certificate is the issuing CA's: none is valid while it is withdrawn.
+    if st.dir.issuer_withdrawn(cerdb::CaId::Issuing) {
+        return Ok(out);
+    }
     for kind in [CertKind::Encryption, CertKind::Signing] {
         for (serial, state) in st.reader.states_by_email(email, kind)? {
             if state.status_at(now) == CertStatus::Valid {
@@ -376,7 +381,7 @@ fn lookup(
     for serial in &serials {
         // Revoked between the two reads: left out, as the next search would.
         if let Some(rec) = st.reader.get(serial)? {
-            if rec.status_at(now) == CertStatus::Valid {
+            if rec.status_at(now) == CertStatus::Valid && !st.dir.issuer_withdrawn(rec.issuer) {
                 ders.push(rec.der);
             }
         }

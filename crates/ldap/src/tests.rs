@@ -70,6 +70,7 @@ impl CertReader for MemReader {
 }
 
 struct World {
+    db: CertDb,
     st: Arc<LdapDirectory>,
     dir: Arc<Directory>,
     reader: Arc<MemReader>,
@@ -87,10 +88,10 @@ impl World {
     fn new(config: LdapConfig) -> World {
         let tmp = tempfile::tempdir().unwrap();
         let db = CertDb::open(tmp.path().join("db")).unwrap();
-        let dir = Directory::open(db, &[], Arc::new(FixedClock::new(now()))).unwrap();
+        let dir = Directory::open(db.clone(), &[], Arc::new(FixedClock::new(now()))).unwrap();
         let reader = Arc::new(MemReader::default());
         let st = LdapDirectory::new(dir.clone(), reader.clone(), &config).unwrap();
-        World { st, dir, reader, _tmp: tmp, next_serial: 1 }
+        World { db, st, dir, reader, _tmp: tmp, next_serial: 1 }
     }
 
     fn add(&mut self, email: &str, kind: CertKind, age_days: i64, valid_days: i64) -> Vec<u8> {
@@ -254,6 +255,24 @@ fn an_address_entry_holds_every_valid_certificate_encryption_first() {
     let (entries, res) = run(&w, &mut s, sub("(mail=alice@example.com)", &[]));
     assert!(entries.is_empty(), "no valid certificate, no entry");
     assert_eq!(res.code, LdapResultCode::Success);
+}
+
+/// After `pki ca compromise --ca issuing` the CA marks the issuing CA withdrawn: its
+/// certificates are served no more (no entry), and again once it is not.
+#[test]
+fn no_certificate_of_a_withdrawn_issuing_ca_is_served() {
+    let mut w = World::new(LdapConfig::default());
+    let enc = w.add("alice@example.com", CertKind::Encryption, 1, 365);
+    let mut s = w.session();
+    let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &["userCertificate;binary"]));
+    assert_eq!(attr(&entries[0], "userCertificate;binary"), [&enc[..]]);
+    w.db.withdrawn_issuers().set(CaId::Issuing, true);
+    let (entries, res) = run(&w, &mut s, sub("(mail=alice@example.com)", &[]));
+    assert!(entries.is_empty(), "an entry under a withdrawn issuing CA: {entries:?}");
+    assert_eq!(res.code, LdapResultCode::Success);
+    w.db.withdrawn_issuers().set(CaId::Issuing, false);
+    let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &[]));
+    assert_eq!(entries.len(), 1);
 }
 
 #[test]

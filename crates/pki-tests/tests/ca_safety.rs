@@ -174,6 +174,36 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     let before = ocsp(&env);
     assert!(before.contains(": good") && before.contains("Response verify OK"), "{before}");
     let issuing = serial_of_kind(&env, "issuing-ca");
+    // An encryption certificate in the directory, and a sender identity sealing mail to it.
+    let csr = csr_for(&env, "dora.enc@example.com");
+    env.pki(["issue", "--email", "dora.enc@example.com", "--usage", "encryption", "--csr", &p(&csr)]);
+    env.pki(["mail", "sender", "add", "--name", "statements", "--email", "statements@example.com"]);
+    let mailer = env.pki(["apikey", "create", "--name", "mailer", "--permission", "mail"]).stdout;
+    let mailer = mailer.trim();
+    env.pki(["mail", "sender", "allow", "--name", "statements", "--key", "mailer"]);
+    let seal = || {
+        let body = serde_json::json!({"to": "dora.enc@example.com", "sender": "statements",
+            "subject": "Your statement", "text": "Dear customer", "fallback": "invitation"});
+        let auth = format!("Bearer {mailer}");
+        directory_support::http(
+            env.port,
+            "POST",
+            "/api/v1/mail/seal",
+            &[("Content-Type", "application/json"), ("Accept", "application/json"), ("Authorization", &auth)],
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let fetch = || {
+        directory_support::get(
+            env.port,
+            "/api/v1/certificates?email=dora.enc%40example.com&usage=encryption",
+            Some(mailer),
+        )
+    };
+    assert!(directory_support::exists(env.port, "dora.enc@example.com", "encryption", Some(mailer)));
+    assert_eq!(fetch().status, 200);
+    let sealed = seal();
+    assert_eq!(sealed.status, 200, "{}", sealed.text());
 
     // A confirmation that is not exactly the typed words is refused; nothing changes.
     for wrong in ["compromise ocsp", "yes", "compromise"] {
@@ -220,6 +250,16 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(html_unescape(&r.text()).contains("pki ca compromise"), "{}", r.text());
 
+    // The directory hands out no certificate of the revoked issuing CA: the address has none
+    // valid (no client gets a chain its relying parties refuse); sealed mail neither encrypts to
+    // one nor signs with a sender identity it issued, and says why.
+    assert!(!directory_support::exists(env.port, "dora.enc@example.com", "encryption", Some(mailer)));
+    let r = fetch();
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = seal();
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("the issuing CA, which `pki ca compromise` revoked"), "{}", r.text());
+
     // OCSP: no good answer signed by the revoked CA's signer, but `unauthorized` (RFC 6960 §2.3).
     let after = ocsp(&env);
     assert!(!after.contains(": good") && after.contains("unauthorized"), "{after}");
@@ -248,6 +288,8 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     let _server = env.serve();
     let again = ocsp(&env);
     assert!(!again.contains(": good") && again.contains("unauthorized"), "{again}");
+    assert!(!directory_support::exists(env.port, "dora.enc@example.com", "encryption", Some(mailer)));
+    assert_eq!(seal().status, 409);
     env.pki_fails(
         ["issue", "--email", "frank@example.com", "--usage", "signing", "--csr", &p(&csr)],
         &["pki ca compromise"],

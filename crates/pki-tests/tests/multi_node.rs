@@ -199,8 +199,8 @@ fn within(within: Duration, mut done: impl FnMut() -> Option<String>) -> Result<
 
 /// A compromise is the CA's, not one node's: a subscriber's key revoked for keyCompromise and
 /// `pki ca compromise` through one node bind the other at once for issuance, and within a second
-/// for its OCSP, TSA and audit keys; an OCSP signer, a TSA and an audit signer re-keyed through one
-/// node sign on the other.
+/// for its OCSP, TSA and audit keys and its directory; an OCSP signer, a TSA and an audit signer
+/// re-keyed through one node sign on the other.
 #[test]
 fn a_compromise_through_one_node_binds_the_other() {
     let a = Env::on_postgres("");
@@ -293,8 +293,15 @@ fn a_compromise_through_one_node_binds_the_other() {
     let verified = b.pki(["audit", "verify", "--checkpoint", &made]).stdout;
     assert!(verified.starts_with("audit log verified: "), "{verified}");
 
-    // The issuing CA compromised through a: b issues nothing more, at once.
+    // The issuing CA compromised through a: b issues nothing more, at once, and its directory
+    // hands out none of that CA's certificates within a second.
+    let lookups = a.pki(["apikey", "create", "--name", "lookups"]).stdout;
+    let b_finds_lee =
+        || directory_support::exists(sb.port, "lee@bank.example", "signing", Some(lookups.trim()));
+    assert!(b_finds_lee(), "b's directory has lee's certificate before the compromise");
     a.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);
+    within(Duration::from_secs(3), || (!b_finds_lee()).then_some(String::new()))
+        .expect("b's directory withdraws the revoked issuing CA's certificates");
     let (_, out) = issue_on(&b, "max");
     assert!(
         !out.status.success() && out.stderr.contains("pki ca compromise"),

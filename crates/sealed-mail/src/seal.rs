@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use cerdb::directory::ApiKeyName;
 use cerdb::mail_senders::{MailSender, MailSenders, SenderName};
-use cerdb::{CertKind, CertReader, CertStatus, Clock, EmailAddress, Serial, Usage};
+use cerdb::{CaId, CertKind, CertReader, CertStatus, Clock, EmailAddress, Serial, Usage, WithdrawnIssuers};
 use chrono::{DateTime, Utc};
 use der::{Decode, Encode};
 use ring::rand::SecureRandom as _;
@@ -127,6 +127,7 @@ pub struct Sealer {
     invitation: Invitation,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
+    withdrawn: Arc<WithdrawnIssuers>,
     cache: Mutex<HashMap<(SenderName, Serial), SenderKey>>,
     rng: ring::rand::SystemRandom,
 }
@@ -155,6 +156,8 @@ pub struct SealerParts {
     pub clock: Arc<dyn Clock>,
     /// The audit log.
     pub audit: Arc<dyn MailAudit>,
+    /// The issuers withdrawn from use: their certificates neither sign nor are encrypted to.
+    pub withdrawn: Arc<WithdrawnIssuers>,
 }
 
 impl Sealer {
@@ -170,6 +173,7 @@ impl Sealer {
             invitation: p.invitation,
             clock: p.clock,
             audit: p.audit,
+            withdrawn: p.withdrawn,
             cache: Mutex::new(HashMap::new()),
             rng: ring::rand::SystemRandom::new(),
         })
@@ -199,6 +203,13 @@ impl Sealer {
             .reader
             .state(&sender.serial)?
             .ok_or_else(|| unusable(format!("its certificate {} is not in the store", sender.serial)))?;
+        if self.withdrawn.is_withdrawn(CaId::Issuing) {
+            // Sender certificates are the issuing CA's.
+            return Err(unusable(format!(
+                "its certificate {} was issued by the issuing CA, which `pki ca compromise` revoked",
+                sender.serial
+            )));
+        }
         match state.status_at(now) {
             CertStatus::Valid => Ok(()),
             CertStatus::Revoked => {
@@ -308,7 +319,10 @@ impl Sealer {
         if req.timestamp {
             self.tsa()?;
         }
-        let cert = self.reader.newest_valid(&req.to, CertKind::from(Usage::Encryption), now)?;
+        let cert = self
+            .reader
+            .newest_valid(&req.to, CertKind::from(Usage::Encryption), now)?
+            .filter(|rec| !self.withdrawn.is_withdrawn(rec.issuer));
         let sender_key = self.sender_key(&sender)?;
         let random = self.random16()?;
         let message_id = format!("{}@{}", hex::encode(random), domain_of(&sender.email));

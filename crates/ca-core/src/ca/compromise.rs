@@ -133,6 +133,14 @@ pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
     Ok(Arc::new(RwLock::new(compromised_own_certs(db)?)))
 }
 
+/// Tells the directory, LDAP and sealed mail, through the storage handle they share with the CA
+/// ([`cerdb::WithdrawnIssuers`]), whether the issuing CA is compromised: then no certificate it
+/// issued is handed out, encrypted to or signed with.
+pub(super) fn publish_withdrawn(db: &CertDb, set: &CompromisedSet) {
+    let issuing = set.read().unwrap_or_else(|p| p.into_inner()).contains(&OwnCert::Issuing);
+    db.withdrawn_issuers().set(CaId::Issuing, issuing);
+}
+
 fn compromised_own_certs(db: &CertDb) -> Result<HashSet<OwnCert>, Error> {
     let mut set = HashSet::new();
     for which in OwnCert::ALL {
@@ -294,6 +302,7 @@ impl Ca {
         }
         *set = own;
         drop(set);
+        publish_withdrawn(&self.db, &self.compromised_certs);
         self.seen_change.fetch_max(last, Ordering::AcqRel);
         Ok(())
     }
@@ -348,6 +357,7 @@ impl Ca {
         self.counters.revoked(rec.kind);
         self.db.meta_put(&which.meta_key(), &format!("{serial} {}", now.to_rfc3339()))?;
         self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).insert(which);
+        publish_withdrawn(&self.db, &self.compromised_certs);
         if let Some(key) = key {
             let mut keys = self.compromised.write().unwrap_or_else(|p| p.into_inner());
             keys.entry(key).or_insert_with(|| serial.clone());

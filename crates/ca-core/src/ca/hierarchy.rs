@@ -278,6 +278,7 @@ impl Ca {
         let compromised = Arc::new(RwLock::new(db.compromised_keys()?.into_iter().collect()));
         let compromised_certs = load_compromised(&db)?;
         let crl_publication = crl::Publication::load(&db)?;
+        publish_withdrawn(&db, &compromised_certs);
         Ok(Ca {
             audit: AuditLog::open(db.clone(), AuditKey::load_or_create(&db, &*hsm)?)?,
             db,

@@ -18,7 +18,7 @@ mod revocation;
 mod service_certs;
 pub mod validation;
 
-use compromise::{load_compromised, CompromisedKeys, CompromisedSet};
+use compromise::{load_compromised, publish_withdrawn, CompromisedKeys, CompromisedSet};
 use hierarchy::*;
 use issuance::*;
 use rekey::{first_handle, key_handle_of, key_meta, load_signer, SignerCert};

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Directory, DirectoryError};
-use crate::{CertKind, CertRecord, CertStatus, EmailAddress, Fingerprint, Serial, Usage};
+use crate::{CaId, CertKind, CertRecord, CertStatus, EmailAddress, Fingerprint, Serial, Usage};
 
 /// What a lookup names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,9 +123,17 @@ impl Directory {
         }
     }
 
+    /// Whether certificates `ca` issued count as not valid: the issuing CA after `pki ca
+    /// compromise --ca issuing` ([`crate::WithdrawnIssuers`]). Every address certificate is the
+    /// issuing CA's, so then no lookup finds one.
+    pub fn issuer_withdrawn(&self, ca: CaId) -> bool {
+        self.db.withdrawn_issuers().is_withdrawn(ca)
+    }
+
     /// Whether the address has a certificate of `usage` valid at `now`.
     pub fn exists(&self, q: &AddressQuery, usage: Usage, now: DateTime<Utc>) -> Result<bool, DirectoryError> {
         let found = match self.resolve(q)? {
+            _ if self.issuer_withdrawn(CaId::Issuing) => false,
             Some(email) => self
                 .reader
                 .states_by_email(&email, CertKind::from(usage))?
@@ -155,6 +163,7 @@ impl Directory {
     ) -> Result<bool, DirectoryError> {
         let Some(reads) = &self.pipelined else { return self.exists(q, usage, now) };
         let found = match self.resolve_awaited(q).await? {
+            _ if self.issuer_withdrawn(CaId::Issuing) => false,
             Some(email) => reads
                 .states_by_email(&email, CertKind::from(usage))
                 .await?
@@ -178,7 +187,8 @@ impl Directory {
         let found = match self.resolve_awaited(q).await? {
             Some(email) => reads.newest_valid(&email, usage.into(), now).await?,
             None => None,
-        };
+        }
+        .filter(|r| !self.issuer_withdrawn(r.issuer));
         self.count_lookup(found.is_some());
         Ok(found)
     }
@@ -195,7 +205,8 @@ impl Directory {
         (self.hits.load(Relaxed), self.misses.load(Relaxed))
     }
 
-    /// The newest certificate of `usage` valid at `now` (newest notBefore), DER included.
+    /// The newest certificate of `usage` valid at `now` (newest notBefore), DER included; none
+    /// while its issuer is withdrawn.
     pub fn newest_valid(
         &self,
         q: &AddressQuery,
@@ -205,7 +216,8 @@ impl Directory {
         let found = match self.resolve(q)? {
             Some(email) => self.reader.newest_valid(&email, usage.into(), now)?,
             None => None,
-        };
+        }
+        .filter(|r| !self.issuer_withdrawn(r.issuer));
         self.count_lookup(found.is_some());
         Ok(found)
     }
