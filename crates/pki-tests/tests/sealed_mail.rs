@@ -805,6 +805,31 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
 /// never a 500, on the single and the bulk endpoint: expired (the server 400 days on), revoked
 /// while the server runs with its key already in use, and removed (403, as for any sender the key
 /// may not use).
+/// With the TSA compromised, a message that asks for a timestamp is a 503 naming the TSA's
+/// refusal, one without is sealed; after `pki ca rekey --ca tsa` both are sealed again.
+#[test]
+fn a_compromised_tsa_is_a_clear_503_until_it_is_re_keyed() {
+    let f = fixture("");
+    let stamped = request("alice@example.com", "t", b"%PDF-1", true);
+    let plain = request("alice@example.com", "t", b"%PDF-1", false);
+    assert_eq!(f.seal(&stamped).status, 200);
+    f.env.pki(["ca", "compromise", "--ca", "tsa", "--confirm", "compromise tsa"]);
+    let r = f.seal(&stamped);
+    r.expect_error(503, "the timestamp authority refused to stamp", "a compromised TSA");
+    r.expect_error(503, "its certificate is revoked", "a compromised TSA");
+    assert_eq!(f.seal(&plain).status, 200, "no timestamp asked for");
+    f.env.pki(["ca", "rekey", "--ca", "tsa"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let again = loop {
+        let r = f.seal(&stamped);
+        if r.status == 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(again.status, 200, "{}", again.text());
+}
+
 #[test]
 fn a_revoked_expired_or_removed_sender_is_a_clear_4xx_naming_it() {
     let mut f = fixture("");

@@ -95,6 +95,10 @@ pub enum Error {
     /// The relay refused or failed.
     #[error("the mail relay failed: {0}")]
     Delivery(String),
+    /// The TSA refused to stamp (its PKIStatusInfo's text): it is not usable now, say after
+    /// `pki ca compromise --ca tsa`.
+    #[error("the timestamp authority refused to stamp: {0}")]
+    TimestampRefused(String),
     /// The TSA failed.
     #[error("timestamp: {0}")]
     Timestamp(String),
@@ -136,7 +140,7 @@ impl Error {
             Error::RecipientKey(_) => 422,
             Error::RateLimited { .. } => 429,
             Error::Delivery(_) => 502,
-            Error::TimestampUnavailable | Error::DeliveryUnavailable => 503,
+            Error::TimestampUnavailable | Error::TimestampRefused(_) | Error::DeliveryUnavailable => 503,
             _ => 500,
         }
     }
@@ -147,7 +151,10 @@ impl Error {
         match self {
             Error::NoCertificate => serde_json::json!({"exists": false}),
             e if e.status() >= 500
-                && !matches!(e, Error::TimestampUnavailable | Error::DeliveryUnavailable) =>
+                && !matches!(
+                    e,
+                    Error::TimestampUnavailable | Error::TimestampRefused(_) | Error::DeliveryUnavailable
+                ) =>
             {
                 serde_json::json!({"error": "internal error"})
             }

@@ -513,9 +513,10 @@ impl InProcessTsa {
     /// The token and its serial out of the TSA's reply.
     fn token(reply: &[u8]) -> Result<SignatureTimestamp, Error> {
         let resp = tsa::asn1::TimeStampResp::from_der(reply).map_err(|e| Error::Timestamp(e.to_string()))?;
-        let token = resp
-            .time_stamp_token
-            .ok_or_else(|| Error::Timestamp(format!("the TSA refused: {:?}", resp.status.status)))?;
+        let token = resp.time_stamp_token.ok_or_else(|| {
+            let why = resp.status.status_string.as_ref().map(|v| v.join("; ")).unwrap_or_default();
+            Error::TimestampRefused(format!("{:?}: {why}", resp.status.status))
+        })?;
         let sd: cms::signed_data::SignedData =
             token.content.decode_as().map_err(|e| Error::Timestamp(e.to_string()))?;
         let tst = sd
