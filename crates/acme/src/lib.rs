@@ -616,6 +616,13 @@ impl Acme {
 
     fn new_order(&self, ctx: Ctx) -> Result<Reply, Problem> {
         let acct = ctx.account()?.clone();
+        // No order the CA cannot finish: none while its issuing CA is compromised.
+        if let Err(e) = self.ca.refuse_if_compromised(ca_core::OwnCert::Issuing) {
+            return Err(match e {
+                ca_core::Error::Compromised { .. } => Problem::unavailable(e.to_string()),
+                other => Problem::internal(other),
+            });
+        }
         let p = ctx.json()?;
         let ids = p
             .get("identifiers")
@@ -1044,6 +1051,7 @@ fn issue_problem(e: ca_core::Error) -> (Problem, OrderStatus) {
     match e {
         e if e.is_csr_refusal() => (Problem::bad_csr(e.to_string()), OrderStatus::Ready),
         E::MailboxNotValidated { .. } => (Problem::unauthorized(e.to_string()), OrderStatus::Invalid),
+        E::Compromised { .. } => (Problem::unavailable(e.to_string()), OrderStatus::Invalid),
         other => (Problem::internal(other), OrderStatus::Invalid),
     }
 }

@@ -136,6 +136,12 @@ impl Problem {
         self
     }
 
+    /// The CA cannot do this now, for a reason the client may read (503, `serverInternal`): its
+    /// issuing CA revoked by `pki ca compromise`, say.
+    pub fn unavailable(detail: String) -> Problem {
+        Problem { kind: ProblemType::ServerInternal, detail, status: Some(503), retry_after: None }
+    }
+
     /// Not found (404, `malformed`).
     pub fn not_found(what: &str) -> Problem {
         Problem::malformed(format!("no such {what}")).with_status(404)

@@ -167,6 +167,25 @@ fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
     server.stop();
 }
 
+/// With the issuing CA compromised, the ACME server takes no new order (it could not finish it):
+/// `serverInternal` with status 503 and a detail naming the compromise, not a bare internal error.
+#[test]
+fn a_compromised_issuing_ca_takes_no_new_order() {
+    let env = Env::with_config(ACME_CONFIG);
+    env.init();
+    let server = env.serve();
+    let (kid, hmac) = acme_eab(&env, "orders");
+    let keyfile = env.path("account.json").display().to_string();
+    let base = server.url("");
+    let orders = acme_client(&["orders", &base, &kid, &hmac, &keyfile, "ann@example.com"]);
+    assert!(orders["ann@example.com"].is_string(), "{orders}");
+    env.pki(["ca", "compromise", "--ca", "issuing", "--confirm", "compromise issuing"]);
+    let r = acme_client(&["order-refused", &base, &keyfile, "ann@example.com"]);
+    assert_eq!(r["type"], "serverInternal", "{r}");
+    assert!(r["detail"].as_str().unwrap_or_default().contains("pki ca compromise"), "{r}");
+    server.stop();
+}
+
 #[test]
 fn a_revoked_eab_key_binds_no_account() {
     let env = Env::with_config(ACME_CONFIG);

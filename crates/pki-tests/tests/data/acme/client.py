@@ -436,6 +436,17 @@ def orders(base, kid, hmac, key_file, *emails):
     return {e: order(acme, e, b"").uri for e in emails}
 
 
+def order_refused(base, key_file, email):
+    """A new order for email on the account whose key is in key_file: its problem's type and
+    detail (or 'no error')."""
+    acme, key = existing(base, key_file)
+    try:
+        order(acme, email, b"")
+    except messages.Error as e:
+        return {"type": e.typ.rsplit(":", 1)[-1], "detail": e.detail}
+    return {"type": "no error"}
+
+
 def finalize_existing(base, key_file, order_url, csr_path, out):
     acme, key = existing(base, key_file)
     body = messages.Order.from_json(acme._post_as_get(order_url).json())
@@ -471,6 +482,8 @@ def main():
         result = orders(*args)
     elif cmd == "finalize-existing":
         result = finalize_existing(*args)
+    elif cmd == "order-refused":
+        result = order_refused(*args)
     else:
         raise SystemExit(f"unknown command {cmd}")
     print(json.dumps(result))
