@@ -21,6 +21,13 @@ fn open(path: &std::path::Path, init: bool) -> Ca {
     }
 }
 
+/// A new CA in `path` on `clock`.
+fn init_with(path: &std::path::Path, clock: Arc<FixedClock>) -> Ca {
+    let db = CertDb::open(path.join("db")).expect("db");
+    let hsm = Arc::new(HsmSim::open(path.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+    Ca::init(db, hsm, CaConfig::default(), clock, "test").expect("init").0
+}
+
 fn serial_of(ca: &Ca, key: &str) -> Serial {
     ca.db().meta_get(key).expect("meta").expect("set").parse().expect("serial")
 }
@@ -174,23 +181,63 @@ fn a_compromised_ocsp_signer_is_replaced_by_a_rekey_and_its_old_key_never_signs_
     again.ocsp_signer().expect("ocsp").sign(b"reopened").expect("signs");
     assert!(old.sign(b"x").is_err());
 
-    // With the issuing CA compromised, neither the OCSP nor the audit signer (both certified by
-    // it) is re-keyed; the issuing CA itself never is.
+    // With the issuing CA compromised the OCSP signer (certified by it) is not re-keyed; the
+    // issuing CA itself never is.
     again.compromise(OwnCert::Issuing, "compromise issuing", "t").expect("issuing compromise");
-    for which in [OwnCert::Ocsp, OwnCert::Audit] {
-        let r = again.rekey(which, "t");
-        assert!(matches!(r, Err(Error::Compromised { which: OwnCert::Issuing })), "{which}: {r:?}");
-    }
+    let r = again.rekey(OwnCert::Ocsp, "t");
+    assert!(matches!(r, Err(Error::Compromised { which: OwnCert::Issuing })), "{r:?}");
     assert!(matches!(again.rekey(OwnCert::Issuing, "t"), Err(Error::NotReKeyable { .. })));
+}
+
+/// After `pki ca compromise --ca issuing` the audit log is still anchored: the audit signer's key
+/// (not compromised) is certified by the root, checkpoints are signed and verify, those from
+/// before too; a re-key and a compromise of the audit signer then go through the root.
+#[test]
+fn after_an_issuing_ca_compromise_the_root_certifies_the_audit_signer_and_checkpoints_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
+    let clock = Arc::new(FixedClock::new(t0));
+    let ca = init_with(dir.path(), clock.clone());
+    let root_der = ca.ca_cert(ca_core::CaCert::Root);
+    let (_, root) = X509Certificate::from_der(&root_der).expect("root");
+    let stamp = |_: &[u8]| -> Result<Vec<u8>, String> { Ok(vec![0x05, 0x00]) };
+    let at = |secs: i64| move |_: &[u8], _: &[u8]| Ok(t0 + chrono::Duration::seconds(secs));
+
+    let (before_chain, before_key) = ca.audit_signer().expect("audit signer");
+    assert_eq!(before_chain.len(), 2, "leaf and issuing CA");
+    let (before, _) = ca.audit_checkpoint("t", "before", &stamp).expect("checkpoint");
+    clock.set(t0 + chrono::Duration::seconds(60));
+    ca.compromise(OwnCert::Issuing, "compromise issuing", "t").expect("issuing compromise");
+    assert!(before_key.sign(b"x").is_err(), "the certificate of the compromised CA is not signed with");
+
+    clock.set(t0 + chrono::Duration::seconds(120));
+    let (chain, key) = ca.audit_signer().expect("audit signer after the compromise");
+    assert_eq!(chain.len(), 1, "the root's: no issuing CA in the chain");
+    let (_, x) = X509Certificate::from_der(&chain[0]).expect("parse");
+    x.verify_signature(Some(root.public_key())).expect("certified by the root");
+    assert_eq!(key.public_key_raw(), before_key.public_key_raw(), "the same key, certified again");
+    key.sign(b"checkpoint").expect("signs");
+    let (after, _) = ca.audit_checkpoint("t", "after", &stamp).expect("a checkpoint after the compromise");
+    ca.verify_audit_checkpoint(&after, &at(120)).expect("the root's audit signer verifies");
+    ca.verify_audit_checkpoint(&before, &at(0)).expect("the checkpoint from before still verifies");
+
+    // A re-key, and then a compromise of the audit signer, go through the root.
+    let rec = ca.rekey(OwnCert::Audit, "officer").expect("audit re-key by the root");
+    assert_eq!(rec.issuer, CaId::Root);
+    ca.compromise(OwnCert::Audit, "compromise audit", "t").expect("audit compromise");
+    let crl = ca.crl(CaId::Root).expect("root crl");
+    let (_, crl) = CertificateRevocationList::from_der(&crl.der).expect("parse");
+    assert!(crl
+        .iter_revoked_certificates()
+        .any(|r| r.raw_serial() == rec.serial.to_der_content().as_slice()));
+    assert!(matches!(ca.audit_signer(), Err(Error::Compromised { which: OwnCert::Audit })));
 }
 
 #[test]
 fn a_compromised_tls_certificate_and_audit_signer_are_replaced_by_a_rekey_and_renewed_on_the_new_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap()));
-    let db = CertDb::open(dir.path().join("db")).expect("db");
-    let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
-    let ca = Ca::init(db, hsm, CaConfig::default(), clock.clone(), "test").expect("init").0;
+    let ca = init_with(dir.path(), clock.clone());
     let root = ca.ca_cert(ca_core::CaCert::Root);
     let (_, root) = X509Certificate::from_der(&root).expect("root");
     let issuing = ca.ca_cert(ca_core::CaCert::Issuing);
@@ -310,9 +357,7 @@ fn a_checkpoint_timestamped_after_its_signer_was_revoked_does_not_verify_whateve
     let dir = tempfile::tempdir().expect("tempdir");
     let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 9, 0, 0).unwrap();
     let clock = Arc::new(FixedClock::new(t0));
-    let db = CertDb::open(dir.path().join("db")).expect("db");
-    let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
-    let ca = Ca::init(db, hsm, CaConfig::default(), clock.clone(), "test").expect("init").0;
+    let ca = init_with(dir.path(), clock.clone());
     // The token's contents are the timestamp check's business: here it states the time each
     // case asks for.
     let stamp = |_: &[u8]| -> Result<Vec<u8>, String> { Ok(vec![0x05, 0x00]) };

@@ -277,6 +277,12 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
         text.stderr
     );
     env.pki(["audit", "verify"]);
+    // The audit log is still anchored: the root certifies the audit signer, and its checkpoints
+    // verify.
+    let checkpoint = env.path("after-compromise.cms");
+    env.pki(["audit", "checkpoint", "--out", &p(&checkpoint)]);
+    let verified = env.pki(["audit", "verify", "--checkpoint", &p(&checkpoint)]).stdout;
+    assert!(verified.starts_with("audit log verified: "), "{verified}");
     drop(admin_otp);
 
     // After a restart, still refused.

@@ -65,9 +65,9 @@ impl Ca {
     /// Checks a checkpoint (DER or PEM) and the log against it.
     ///
     /// 1. the CMS signature by the certificate it carries ([`checkpoint::open`]);
-    /// 2. that certificate is an audit signer this CA's issuing CA issued (its signature, its
-    ///    extended key usage), stored here and valid at the checkpoint's time; the issuing CA is
-    ///    this CA's, under its root;
+    /// 2. that certificate is an audit signer this CA's issuing CA (or, after the issuing CA's
+    ///    compromise, its root) issued (its signature, its extended key usage), stored here and
+    ///    valid at the checkpoint's time; the issuing CA is this CA's, under its root;
     /// 3. the checkpoint names this CA;
     /// 4. `check_timestamp` verifies the token over the signature value; its genTime is within
     ///    10 minutes of the checkpoint's time, and the signer was not revoked by then (nor by the
@@ -89,10 +89,13 @@ impl Ca {
         let (_, root) =
             X509Certificate::from_der(&self.root.der).map_err(|e| Error::Certificate(e.to_string()))?;
         let subject = signer.subject().to_string();
-        if signer.issuer() != issuing.subject()
-            || signer.verify_signature(Some(issuing.public_key())).is_err()
-        {
-            return Err(bad(format!("its signer {subject} was not issued by this CA's issuing CA")));
+        // Issued by the issuing CA, or by the root (the audit signer after an issuing CA
+        // compromise).
+        let by = |ca: &X509Certificate<'_>| {
+            signer.issuer() == ca.subject() && signer.verify_signature(Some(ca.public_key())).is_ok()
+        };
+        if !by(&issuing) && !by(&root) {
+            return Err(bad(format!("its signer {subject} was not issued by this CA's issuing CA or root")));
         }
         if issuing.verify_signature(Some(root.public_key())).is_err() {
             return Err(Error::Certificate("the issuing CA is not signed by the root".into()));

@@ -94,14 +94,6 @@ impl OwnCert {
     fn meta_key(self) -> String {
         format!("ca.compromised.{}", self.name())
     }
-
-    /// The certificate that issued it.
-    pub(super) fn issuer(self) -> CaId {
-        match self {
-            OwnCert::Ocsp | OwnCert::Audit => CaId::Issuing,
-            _ => CaId::Root,
-        }
-    }
 }
 
 impl std::fmt::Display for OwnCert {
@@ -364,8 +356,10 @@ impl Ca {
         }
         drop(guard);
         tracing::warn!(serial = %serial, "the {which} certificate was revoked for {reason} by {actor}");
-        if !(which.issuer() == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
-            self.regenerate_crl(which.issuer(), actor)?;
+        // The CRL of the CA that issued it (the audit signer's is the root's after an issuing CA
+        // compromise).
+        if !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
+            self.regenerate_crl(rec.issuer, actor)?;
         }
         Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key: Vec::new() })
     }

@@ -147,14 +147,19 @@ impl Ca {
                 None,
                 &self.tls_lock,
             ),
-            OwnCert::Audit => (
-                keyed(&self.cfg.audit_signer),
-                &self.issuing,
-                Box::new(AuditSignerProfile { subject: self.cfg.audit_signer.subject.clone() }),
-                KeyPurpose::AuditSigning,
-                Some(self.cfg.ocsp_url()),
-                &self.audit_signer_lock,
-            ),
+            // The issuing CA's; the root's once the issuing CA is compromised, so that the audit
+            // log is still anchored by checkpoints through the incident.
+            OwnCert::Audit => {
+                let by_root = self.is_compromised(OwnCert::Issuing);
+                (
+                    keyed(&self.cfg.audit_signer),
+                    if by_root { &self.root } else { &self.issuing },
+                    Box::new(AuditSignerProfile { subject: self.cfg.audit_signer.subject.clone() }),
+                    KeyPurpose::AuditSigning,
+                    (!by_root).then(|| self.cfg.ocsp_url()),
+                    &self.audit_signer_lock,
+                )
+            }
             OwnCert::Issuing => return Err(Error::NotReKeyable { which }),
         };
         Ok(Replaceable { key_type, validity_days, issuer, profile, purpose, ocsp_url, lock })
@@ -217,11 +222,14 @@ impl Ca {
         let r = self.replaceable(which)?;
         let _guard = r.lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
-        if which.issuer() == CaId::Issuing {
+        self.sync_compromises(false)?;
+        // Issued by the issuing CA: not while it is compromised (the audit signer is then the
+        // root's, the OCSP signer refused).
+        let r = self.replaceable(which)?;
+        if r.issuer.id == CaId::Issuing {
             self.refuse_if_compromised(OwnCert::Issuing)?;
-        } else {
-            self.sync_compromises(false)?;
         }
+        drop(r);
         let current = self.signer_stored(which)?;
         let compromised = self.is_compromised(which);
         let why = if compromised { "after its compromise" } else { "on request" };

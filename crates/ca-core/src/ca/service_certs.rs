@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// A service's certificate (DER), the CA that issued it, and its key as handed out.
+struct ServiceCert {
+    der: Vec<u8>,
+    issuer: CaId,
+    key: Arc<dyn Signer>,
+}
+
 impl Ca {
     /// The TSA key in use. It refuses to sign once the TSA certificate is compromised
     /// ([`Ca::compromise`]).
@@ -27,7 +34,8 @@ impl Ca {
     /// certified again; [`Ca::rekey`] puts a new key in use.
     pub fn tls_server_certificate(&self) -> Result<ChainAndKey, Error> {
         let names = format!("{:?} {:?}", self.cfg.tls.dns_names, self.cfg.tls.ip_addresses);
-        let (der, key) = self.service_certificate(OwnCert::Tls, format!("tls-server {names}"))?;
+        let ServiceCert { der, key, .. } =
+            self.service_certificate(OwnCert::Tls, format!("tls-server {names}"))?;
         Ok((vec![der], key))
     }
 
@@ -37,21 +45,21 @@ impl Ca {
     /// validity remain. Refused once it or the issuing CA is compromised ([`Ca::compromise`]);
     /// [`Ca::rekey`] puts a new key in use.
     pub fn audit_signer(&self) -> Result<ChainAndKey, Error> {
-        self.refuse_if_compromised(OwnCert::Issuing)?;
         let details = format!("audit-signer {}", self.cfg.audit_signer.subject.common_name);
-        let (der, key) = self.service_certificate(OwnCert::Audit, details)?;
-        Ok((vec![der, self.issuing.der.clone()], key))
+        let ServiceCert { der, issuer, key } = self.service_certificate(OwnCert::Audit, details)?;
+        let mut chain = vec![der];
+        if issuer == CaId::Issuing {
+            chain.push(self.issuing.der.clone());
+        }
+        Ok((chain, key))
     }
 
-    /// The certificate (DER) and guarded key of the TLS or audit service: the stored one while it
-    /// is valid for 30 more days, not revoked and of the key in custody; otherwise a new one for
-    /// the same key (the first one's handle, or the one [`Ca::rekey`] recorded), stored with its
-    /// audit entry, its serial under the own certificate's setting.
-    fn service_certificate(
-        &self,
-        which: OwnCert,
-        details: String,
-    ) -> Result<(Vec<u8>, Arc<dyn Signer>), Error> {
+    /// The certificate (DER), its issuer and the guarded key of the TLS or audit service: the
+    /// stored one while it is valid for 30 more days, not revoked, of the key in custody and not
+    /// issued by a compromised issuing CA; otherwise a new one for the same key (the first one's
+    /// handle, or the one [`Ca::rekey`] recorded) from the issuer [`Ca::replaceable`] names,
+    /// stored with its audit entry, its serial under the own certificate's setting.
+    fn service_certificate(&self, which: OwnCert, details: String) -> Result<ServiceCert, Error> {
         self.refuse_if_compromised(which)?;
         let s = self.replaceable(which)?;
         let _guard = s.lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -67,8 +75,10 @@ impl Ca {
         let key = get_or_generate(&*self.hsm, &key_handle, s.key_type, s.purpose)?;
         if let Some(rec) = current {
             let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
-            if fresh && rec.der_matches_key(key.public_key_raw()) {
-                return Ok((rec.der, self.guarded_service_key(which, key)));
+            let issuer_usable = !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing));
+            if fresh && issuer_usable && rec.der_matches_key(key.public_key_raw()) {
+                let key = self.guarded_service_key(which, rec.issuer, key);
+                return Ok(ServiceCert { der: rec.der, issuer: rec.issuer, key });
             }
         }
         let hsm_key = HsmKey::new(key.clone());
@@ -103,15 +113,21 @@ impl Ca {
             self.db.meta_put(&key_meta(which, &rec.serial), key_handle.as_str())?;
         }
         self.db.meta_put(which.serial_key(), &rec.serial.to_string())?;
-        Ok((rec.der, self.guarded_service_key(which, key)))
+        let key = self.guarded_service_key(which, rec.issuer, key);
+        Ok(ServiceCert { der: rec.der, issuer: rec.issuer, key })
     }
 
-    /// A service key as handed out: it refuses to sign from the moment its certificate (or, for
-    /// the audit signer, the issuing CA) is compromised ([`Ca::compromise`]).
-    fn guarded_service_key(&self, which: OwnCert, key: Arc<dyn Signer>) -> Arc<dyn Signer> {
+    /// A service key as handed out: it refuses to sign from the moment its certificate (or the
+    /// issuing CA that issued it) is compromised ([`Ca::compromise`]).
+    fn guarded_service_key(&self, which: OwnCert, issuer: CaId, key: Arc<dyn Signer>) -> Arc<dyn Signer> {
         const TLS: &[OwnCert] = &[OwnCert::Tls];
-        const AUDIT: &[OwnCert] = &[OwnCert::Audit, OwnCert::Issuing];
-        let watched = if which == OwnCert::Audit { AUDIT } else { TLS };
+        const AUDIT: &[OwnCert] = &[OwnCert::Audit];
+        const AUDIT_BY_ISSUING: &[OwnCert] = &[OwnCert::Audit, OwnCert::Issuing];
+        let watched = match (which, issuer) {
+            (OwnCert::Audit, CaId::Issuing) => AUDIT_BY_ISSUING,
+            (OwnCert::Audit, CaId::Root) => AUDIT,
+            _ => TLS,
+        };
         self.guarded(key, watched)
     }
 }
