@@ -208,28 +208,28 @@ impl Ca {
 
     /// Replaces the OCSP signer, the TSA, the console's TLS certificate or the audit signer at
     /// once, with a new key generated in custody and a new certificate from its issuer — the
-    /// issuing CA for the OCSP and audit signers, the root for the TSA and TLS (`pki ca rekey`):
+    /// issuing CA for the OCSP and audit signers (the root for the audit signer once the issuing CA
+    /// is compromised), the root for the TSA and TLS (`pki ca rekey`):
     /// after `pki ca compromise`, so that OCSP answers, timestamps, HTTPS and audit checkpoints
     /// are given again, or whenever the officers want a new key. The new certificate is stored
     /// with an audit entry before it is put in use, a running server takes it up within a second,
     /// and a compromised key never signs again (its key stays recorded as compromised).
     ///
-    /// Refused for the issuing CA ([`Error::NotReKeyable`]), for the OCSP and audit signers
-    /// while the issuing CA is compromised, for a certificate not issued yet
+    /// Refused for the issuing CA ([`Error::NotReKeyable`]), for the OCSP signer while the
+    /// issuing CA is compromised (the audit signer is then certified by the root), for a
+    /// certificate not issued yet
     /// ([`Error::NothingToReKey`]), and when another process on the same storage replaces it
     /// meanwhile ([`Error::ReplacedMeanwhile`]: theirs is kept).
     pub fn rekey(&self, which: OwnCert, actor: &str) -> Result<CertRecord, Error> {
-        let r = self.replaceable(which)?;
-        let _guard = r.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = self.replaceable(which)?.lock;
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
         let now = seconds(self.clock.now());
         self.sync_compromises(false)?;
-        // Issued by the issuing CA: not while it is compromised (the audit signer is then the
-        // root's, the OCSP signer refused).
-        let r = self.replaceable(which)?;
-        if r.issuer.id == CaId::Issuing {
+        // Certified by the issuing CA: not while it is compromised (the OCSP signer; the audit
+        // signer is then the root's).
+        if self.replaceable(which)?.issuer.id == CaId::Issuing {
             self.refuse_if_compromised(OwnCert::Issuing)?;
         }
-        drop(r);
         let current = self.signer_stored(which)?;
         let compromised = self.is_compromised(which);
         let why = if compromised { "after its compromise" } else { "on request" };
