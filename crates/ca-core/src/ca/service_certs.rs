@@ -39,11 +39,12 @@ impl Ca {
         Ok((vec![der], key))
     }
 
-    /// The audit log's checkpoint signer: its certificate chain (leaf, then the issuing CA) and
-    /// its key in the key store. Issued by the issuing CA on first use — the first checkpoint,
-    /// also of a data directory of an earlier release — and reissued when fewer than 30 days of
-    /// validity remain. Refused once it or the issuing CA is compromised ([`Ca::compromise`]);
-    /// [`Ca::rekey`] puts a new key in use.
+    /// The audit log's checkpoint signer: its certificate chain (leaf, then the issuing CA when
+    /// that issued it) and its key in the key store. Issued by the issuing CA on first use — the
+    /// first checkpoint, also of a data directory of an earlier release — and reissued when fewer
+    /// than 30 days of validity remain. Once the issuing CA is compromised its key is certified
+    /// by the root instead. Refused once it is compromised ([`Ca::compromise`]); [`Ca::rekey`]
+    /// puts a new key in use.
     pub fn audit_signer(&self) -> Result<ChainAndKey, Error> {
         let details = format!("audit-signer {}", self.cfg.audit_signer.subject.common_name);
         let ServiceCert { der, issuer, key } = self.service_certificate(OwnCert::Audit, details)?;
