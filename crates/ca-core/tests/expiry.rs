@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ca_core::{Ca, CaCert, CaConfig, Error, ExpiryState, FixedClock, OwnCert};
-use cerdb::{CaId, CertDb, CertKind};
+use cerdb::{CaId, CertDb, CertKind, Clock};
 use chrono::{Duration, TimeZone, Utc};
 use hsm_sim::{HsmSim, MasterKeySource};
 use x509_parser::prelude::*;
@@ -112,18 +112,25 @@ fn no_renewal_when_the_issuing_ca_ends_first_and_states_follow_the_clock() {
     assert_eq!(names, ["root", "issuing", "ocsp", "tsa", "tls"]);
 }
 
-/// Two processes on one storage whose OCSP signer falls due at the same moment: two `Ca`s on one
-/// database and key store, renewing on two threads released together, round after round. Each
-/// round, whichever renewal's certificate was put in use is the one both use afterwards, and a
-/// renewal that lost the race has an audit entry saying its certificate is not used.
-#[test]
-fn of_two_renewals_at_once_both_processes_use_the_one_put_in_use() {
+/// Two `Ca`s on one database and key store, as two processes on one storage would be, on one
+/// clock at [`t0`].
+fn two_processes() -> (tempfile::TempDir, Arc<FixedClock>, Ca, Ca) {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = Arc::new(FixedClock::new(t0()));
     let db = CertDb::open(dir.path().join("db")).expect("db");
     let hsm = Arc::new(HsmSim::open(dir.path().join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
     let a = Ca::init(db.clone(), hsm.clone(), CaConfig::default(), clock.clone(), "test").expect("init").0;
     let b = Ca::open(db, hsm, CaConfig::default(), clock.clone()).expect("open");
+    (dir, clock, a, b)
+}
+
+/// Two processes on one storage whose OCSP signer falls due at the same moment: two `Ca`s on one
+/// database and key store, renewing on two threads released together, round after round. Each
+/// round, whichever renewal's certificate was put in use is the one both use afterwards, and a
+/// renewal that lost the race has an audit entry saying its certificate is not used.
+#[test]
+fn of_two_renewals_at_once_both_processes_use_the_one_put_in_use() {
+    let (_dir, clock, a, b) = two_processes();
     let serial_of = |der: &[u8]| X509Certificate::from_der(der).expect("parse").1.raw_serial_as_string();
     let mut renewals = 0;
     for round in 1..=5i64 {
@@ -170,4 +177,53 @@ fn of_two_renewals_at_once_both_processes_use_the_one_put_in_use() {
             .any(|c| c.raw_serial() == serial.to_der_content().as_slice()));
     }
     eprintln!("{renewals} rounds: {issued} renewal certificates issued, {unused} lost the race");
+}
+
+/// The TLS certificate and the audit signer renewed by two processes at once (two `Ca`s on one
+/// database and key store, released together): both use the certificate put in use, and a
+/// renewal that lost the race is revoked (superseded), not left valid and unused.
+#[test]
+fn of_two_tls_and_audit_renewals_at_once_one_is_used_and_the_other_revoked() {
+    let (_dir, clock, a, b) = two_processes();
+    a.audit_signer().expect("the first audit signer");
+    for round in 1..=3i64 {
+        // Past the TLS certificate's and the audit signer's renewal windows.
+        clock.set(t0() + Duration::days(370 * round));
+        for (kind, get) in [
+            ("tls-server", (|ca: &Ca| ca.tls_server_certificate()) as fn(&Ca) -> Result<_, Error>),
+            ("audit-signer", |ca: &Ca| ca.audit_signer()),
+        ] {
+            let barrier = std::sync::Barrier::new(2);
+            let (ca_, cb) = std::thread::scope(|s| {
+                let ha = s.spawn(|| {
+                    barrier.wait();
+                    get(&a).expect("a renews")
+                });
+                let hb = s.spawn(|| {
+                    barrier.wait();
+                    get(&b).expect("b renews")
+                });
+                (ha.join().expect("a"), hb.join().expect("b"))
+            });
+            assert_eq!(ca_.0[0], cb.0[0], "round {round}: {kind}: both use the one put in use");
+            let valid: Vec<_> = a
+                .db()
+                .list(None)
+                .expect("list")
+                .into_iter()
+                .filter(|r| r.kind.name() == kind && r.revocation.is_none() && r.not_after > clock.now())
+                .collect();
+            let in_use = cerdb::Serial::from_bytes(
+                X509Certificate::from_der(&ca_.0[0]).expect("parse").1.raw_serial(),
+            )
+            .expect("serial");
+            let valid_serials: Vec<String> = valid.iter().map(|r| r.serial.to_string()).collect();
+            // Besides the one in use, only the one it renewed (in its last 30 days) is valid.
+            assert!(
+                valid.iter().all(|r| r.serial == in_use || r.not_after - clock.now() <= Duration::days(30)),
+                "round {round}: {kind}: another valid certificate besides {in_use}: {valid_serials:?}"
+            );
+        }
+    }
+    a.audit_verify().expect("one intact chain");
 }

@@ -293,26 +293,7 @@ impl Ca {
         // replaced it since it was read, and then its signer stays the one in use.
         if !self.db.meta_replace(which.serial_key(), &current.serial.to_string(), &serial.to_string())? {
             let theirs = Arc::new(load_signer(&self.db, which)?);
-            self.audit.append(
-                AuditDraft::refused(
-                    actor,
-                    AuditAction::Issue,
-                    Some(&serial),
-                    &format!("another process replaced the {which} certificate first"),
-                    format!("{} {serial} not put in use; {} is", which.kind(), theirs.serial),
-                ),
-                now,
-            )?;
-            tracing::warn!(%serial, in_use = %theirs.serial, "another process replaced the {which} certificate first: this one is not used");
-            // Revoked (superseded), so that no valid certificate of the service is left that
-            // nothing uses; its issuer's CRL lists it.
-            let publishing = self.crl_publication.revoking(&self.db, rec.issuer)?;
-            self.revoke_one(&rec, RevocationReason::Superseded, None, None, actor)?;
-            if publishing.is_none() && !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing))
-            {
-                self.regenerate_crl(rec.issuer, actor)?;
-            }
-            drop(publishing);
+            self.revoke_unused(which, &rec, actor, &theirs.serial)?;
             let in_use = theirs.serial.clone();
             if let Some(slot) = self.signer_slot(which) {
                 *slot.write().unwrap_or_else(|p| p.into_inner()) = theirs;
@@ -333,5 +314,36 @@ impl Ca {
         }
         tracing::info!(%serial, old = %current.serial, not_after = %rec.not_after, "a new {which} certificate is in use");
         Ok(Ok(rec))
+    }
+
+    /// A certificate of `which` issued to replace the one in use, when another process put its
+    /// own in use first (`in_use`): audited as not used, and revoked (superseded), so that no
+    /// valid certificate of the service is left that nothing uses; its issuer's CRL lists it.
+    pub(super) fn revoke_unused(
+        &self,
+        which: OwnCert,
+        rec: &CertRecord,
+        actor: &str,
+        in_use: &Serial,
+    ) -> Result<(), Error> {
+        let serial = &rec.serial;
+        self.audit.append(
+            AuditDraft::refused(
+                actor,
+                AuditAction::Issue,
+                Some(serial),
+                &format!("another process replaced the {which} certificate first"),
+                format!("{} {serial} not put in use; {in_use} is", which.kind()),
+            ),
+            self.clock.now(),
+        )?;
+        tracing::warn!(%serial, %in_use, "another process replaced the {which} certificate first: this one is not used");
+        let publishing = self.crl_publication.revoking(&self.db, rec.issuer)?;
+        self.revoke_one(rec, RevocationReason::Superseded, None, None, actor)?;
+        if publishing.is_none() && !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing)) {
+            self.regenerate_crl(rec.issuer, actor)?;
+        }
+        drop(publishing);
+        Ok(())
     }
 }

@@ -64,58 +64,81 @@ impl Ca {
         self.refuse_if_compromised(which)?;
         let s = self.replaceable(which)?;
         let _guard = s.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let now = seconds(self.clock.now());
-        let current = match self.own_serial_in_use(which)? {
-            Some(serial) => self.db.get(&serial)?,
-            None => None,
-        };
-        let key_handle = match &current {
-            Some(rec) => key_handle_of(&self.db, which, &rec.serial)?,
-            None => handle(first_handle(which)),
-        };
-        let key = get_or_generate(&*self.hsm, &key_handle, s.key_type, s.purpose)?;
-        if let Some(rec) = current {
-            let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
-            let issuer_usable = !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing));
-            if fresh && issuer_usable && rec.der_matches_key(key.public_key_raw()) {
+        // Another process on the same storage (a PostgreSQL node) may put its own renewal in use
+        // meanwhile: then that one is taken, read again.
+        for _ in 0..3 {
+            let in_use = self.own_serial_in_use(which)?;
+            let current = match &in_use {
+                Some(serial) => self.db.get(serial)?,
+                None => None,
+            };
+            let key_handle = match &current {
+                Some(rec) => key_handle_of(&self.db, which, &rec.serial)?,
+                None => handle(first_handle(which)),
+            };
+            let key = get_or_generate(&*self.hsm, &key_handle, s.key_type, s.purpose)?;
+            let now = seconds(self.clock.now());
+            if let Some(rec) = current {
+                let fresh = rec.revocation.is_none() && rec.not_after - now > Duration::days(30);
+                let issuer_usable = !(rec.issuer == CaId::Issuing && self.is_compromised(OwnCert::Issuing));
+                if fresh && issuer_usable && rec.der_matches_key(key.public_key_raw()) {
+                    let key = self.guarded_service_key(which, rec.issuer, key);
+                    return Ok(ServiceCert { der: rec.der, issuer: rec.issuer, key });
+                }
+            }
+            let hsm_key = HsmKey::new(key.clone());
+            let ctx = ProfileContext {
+                serial: new_serial(&self.rng)?,
+                not_before: now,
+                not_after: s.not_after(now),
+                key: SubjectKeyKind::from_key_type(key.key_type()),
+                ocsp_url: s.ocsp_url.clone(),
+                ca_issuers_url: Some(self.cfg.ca_cert_url(s.issuer.id)),
+                crl_url: Some(self.cfg.crl_url(s.issuer.id)),
+            };
+            let der = make_cert(&*s.profile, &ctx, &hsm_key, Signing::By(s.issuer))?;
+            let rec = record_of(
+                der,
+                ctx.serial.clone(),
+                s.profile.kind(),
+                None,
+                s.issuer.id,
+                key.key_type().to_string(),
+                None,
+                now,
+            )?;
+            let draft = AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), details.clone());
+            let stored = self.audit.commit(vec![draft], now, |recs| {
+                Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?)
+            });
+            self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+            // A re-keyed key keeps its handle on the renewed certificate; recorded before the
+            // serial, as [`Ca::rekey`] does.
+            if key_handle.as_str() != first_handle(which) {
+                self.db.meta_put(&key_meta(which, &rec.serial), key_handle.as_str())?;
+            }
+            // Only over the certificate read: another process's renewal put in use meanwhile wins.
+            let new = rec.serial.to_string();
+            let put = match &in_use {
+                Some(old) => self.db.meta_replace(which.serial_key(), &old.to_string(), &new)?,
+                None => self.db.meta_insert(which.serial_key(), &new)?,
+            };
+            if put {
                 let key = self.guarded_service_key(which, rec.issuer, key);
                 return Ok(ServiceCert { der: rec.der, issuer: rec.issuer, key });
             }
+            match self.own_serial_in_use(which)? {
+                Some(theirs) => self.revoke_unused(which, &rec, "system", &theirs)?,
+                None => {
+                    return Err(cerdb::Error::Inconsistent(format!("{} missing", which.serial_key())).into())
+                }
+            }
         }
-        let hsm_key = HsmKey::new(key.clone());
-        let ctx = ProfileContext {
-            serial: new_serial(&self.rng)?,
-            not_before: now,
-            not_after: s.not_after(now),
-            key: SubjectKeyKind::from_key_type(key.key_type()),
-            ocsp_url: s.ocsp_url.clone(),
-            ca_issuers_url: Some(self.cfg.ca_cert_url(s.issuer.id)),
-            crl_url: Some(self.cfg.crl_url(s.issuer.id)),
-        };
-        let der = make_cert(&*s.profile, &ctx, &hsm_key, Signing::By(s.issuer))?;
-        let rec = record_of(
-            der,
-            ctx.serial.clone(),
-            s.profile.kind(),
-            None,
-            s.issuer.id,
-            key.key_type().to_string(),
-            None,
-            now,
-        )?;
-        let draft = AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), details);
-        let stored = self
-            .audit
-            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
-        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
-        // A re-keyed key keeps its handle on the renewed certificate; recorded before the serial,
-        // as [`Ca::rekey`] does.
-        if key_handle.as_str() != first_handle(which) {
-            self.db.meta_put(&key_meta(which, &rec.serial), key_handle.as_str())?;
+        // Replaced by others three times over while this one renewed.
+        match self.own_serial_in_use(which)? {
+            Some(serial) => Err(Error::ReplacedMeanwhile { which, serial }),
+            None => Err(cerdb::Error::Inconsistent(format!("{} missing", which.serial_key())).into()),
         }
-        self.db.meta_put(which.serial_key(), &rec.serial.to_string())?;
-        let key = self.guarded_service_key(which, rec.issuer, key);
-        Ok(ServiceCert { der: rec.der, issuer: rec.issuer, key })
     }
 
     /// A service key as handed out: it refuses to sign from the moment its certificate (or the
