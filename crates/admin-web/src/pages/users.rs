@@ -338,7 +338,7 @@ pub(crate) async fn settings(
         }
         form.card #rekey method="post" action="/admin/ca/rekey" {
             h2 { "New key" }
-            p { "Puts a new key, generated in custody, with a new certificate in use at once: after a compromise, so that OCSP answers, timestamps, HTTPS and audit checkpoints are signed again, or whenever a new key is wanted. The OCSP and audit signers are certified by the issuing CA, the TSA and TLS certificates by the root. The same as " code { "pki ca rekey" } "." }
+            p { "Puts a new key, generated in custody, with a new certificate in use at once: after a compromise, so that OCSP answers, timestamps, HTTPS and audit checkpoints are signed again, or whenever a new key is wanted. The OCSP and audit signers are certified by the issuing CA (the audit signer by the root once the issuing CA is compromised), the TSA and TLS certificates by the root. The same as " code { "pki ca rekey" } "." }
             (csrf(&ctx.session.csrf_token))
             label { "Certificate" select name="ca" {
                 @for which in ca_core::OwnCert::ALL.into_iter().filter(|w| *w != ca_core::OwnCert::Issuing) { option value=(which.name()) { (which) } }

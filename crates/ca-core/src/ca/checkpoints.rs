@@ -139,9 +139,10 @@ impl Ca {
         let signed_by = cp.time.max(timestamped);
         if let Some(r) = stored.revocation.as_ref().filter(|r| r.at <= signed_by) {
             return Err(bad(format!(
-                "its signer {serial} was revoked at {} ({}), before the checkpoint was timestamped at {}",
+                "its signer {serial} was revoked at {} ({}), not after the checkpoint (its time {}, timestamped {})",
                 r.at.to_rfc3339(),
                 r.reason,
+                cp.time.to_rfc3339(),
                 timestamped.to_rfc3339()
             )));
         }
