@@ -261,31 +261,7 @@ impl Ca {
         let key_handle: KeyHandle =
             format!("{}-{}", first_handle(which), serial.to_string().to_ascii_lowercase()).parse()?;
         let key = HsmKey::new(get_or_generate(&*self.hsm, &key_handle, r.key_type, r.purpose)?);
-        let ctx = ProfileContext {
-            serial: serial.clone(),
-            not_before: now,
-            not_after: r.not_after(now),
-            key: SubjectKeyKind::from_key_type(key.signer.key_type()),
-            ocsp_url: r.ocsp_url.clone(),
-            ca_issuers_url: Some(self.cfg.ca_cert_url(r.issuer.id)),
-            crl_url: Some(self.cfg.crl_url(r.issuer.id)),
-        };
-        let signed = make_cert(&*r.profile, &ctx, &key, Signing::By(r.issuer))?;
-        let rec = record_of(
-            signed,
-            serial.clone(),
-            which.kind(),
-            None,
-            r.issuer.id,
-            key.signer.key_type().to_string(),
-            None,
-            now,
-        )?;
-        let draft = AuditDraft::ok(actor, AuditAction::Issue, Some(&serial), details);
-        let stored = self
-            .audit
-            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
-        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+        let rec = self.issue_service_cert(&r, serial.clone(), &key, now, actor, details)?;
         // The key's handle first: until `ca.<name>.serial` names the new certificate, the old one
         // stays in use, so a crash between the two writes leaves a consistent pair.
         self.db.meta_put(&key_meta(which, &serial), key_handle.as_str())?;
@@ -314,6 +290,45 @@ impl Ca {
         }
         tracing::info!(%serial, old = %current.serial, not_after = %rec.not_after, "a new {which} certificate is in use");
         Ok(Ok(rec))
+    }
+
+    /// Issues and stores, with its audit entry, a certificate of the service `r` describes for
+    /// `key`: by its issuer, valid from `now` for its validity (cut at the issuer's end).
+    pub(super) fn issue_service_cert(
+        &self,
+        r: &Replaceable<'_>,
+        serial: Serial,
+        key: &HsmKey,
+        now: DateTime<Utc>,
+        actor: &str,
+        details: String,
+    ) -> Result<CertRecord, Error> {
+        let ctx = ProfileContext {
+            serial: serial.clone(),
+            not_before: now,
+            not_after: r.not_after(now),
+            key: SubjectKeyKind::from_key_type(key.signer.key_type()),
+            ocsp_url: r.ocsp_url.clone(),
+            ca_issuers_url: Some(self.cfg.ca_cert_url(r.issuer.id)),
+            crl_url: Some(self.cfg.crl_url(r.issuer.id)),
+        };
+        let signed = make_cert(&*r.profile, &ctx, key, Signing::By(r.issuer))?;
+        let rec = record_of(
+            signed,
+            serial.clone(),
+            r.profile.kind(),
+            None,
+            r.issuer.id,
+            key.signer.key_type().to_string(),
+            None,
+            now,
+        )?;
+        let draft = AuditDraft::ok(actor, AuditAction::Issue, Some(&serial), details);
+        let stored = self
+            .audit
+            .commit(vec![draft], now, |recs| Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?));
+        self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
+        Ok(rec)
     }
 
     /// A certificate of `which` issued to replace the one in use, when another process put its

@@ -87,31 +87,14 @@ impl Ca {
                 }
             }
             let hsm_key = HsmKey::new(key.clone());
-            let ctx = ProfileContext {
-                serial: new_serial(&self.rng)?,
-                not_before: now,
-                not_after: s.not_after(now),
-                key: SubjectKeyKind::from_key_type(key.key_type()),
-                ocsp_url: s.ocsp_url.clone(),
-                ca_issuers_url: Some(self.cfg.ca_cert_url(s.issuer.id)),
-                crl_url: Some(self.cfg.crl_url(s.issuer.id)),
-            };
-            let der = make_cert(&*s.profile, &ctx, &hsm_key, Signing::By(s.issuer))?;
-            let rec = record_of(
-                der,
-                ctx.serial.clone(),
-                s.profile.kind(),
-                None,
-                s.issuer.id,
-                key.key_type().to_string(),
-                None,
+            let rec = self.issue_service_cert(
+                &s,
+                new_serial(&self.rng)?,
+                &hsm_key,
                 now,
+                "system",
+                details.clone(),
             )?;
-            let draft = AuditDraft::ok("system", AuditAction::Issue, Some(&rec.serial), details.clone());
-            let stored = self.audit.commit(vec![draft], now, |recs| {
-                Ok(self.db.store_issued(std::slice::from_ref(&rec), recs)?)
-            });
-            self.retire_if_refused(std::slice::from_ref(&rec), stored)?;
             // A re-keyed key keeps its handle on the renewed certificate; recorded before the
             // serial, as [`Ca::rekey`] does.
             if key_handle.as_str() != first_handle(which) {
