@@ -395,6 +395,7 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let email =
                 email.as_deref().map(|s| s.parse::<EmailAddress>().map_err(|e| e.to_string())).transpose()?;
             let now = ca.now();
+            let withdrawn = ca.db().withdrawn_issuers();
             let mut s = format!(
                 "{:<34} {:<11} {:<13} {:<20} {}\n",
                 "SERIAL", "KIND", "STATUS", "NOT AFTER", "E-MAIL"
@@ -405,7 +406,7 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                     "{:<34} {:<11} {:<13} {:<20} {}",
                     r.serial.to_string(),
                     r.kind.name(),
-                    r.status_at(now).name(),
+                    withdrawn.status_of(&r, now).name(),
                     r.not_after.format("%Y-%m-%dT%H:%M:%SZ"),
                     r.email.as_ref().map(|e| e.as_str()).unwrap_or("-"),
                 );
@@ -417,9 +418,22 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let mut s = String::new();
             let _ = writeln!(s, "serial:       {}", r.serial);
             let _ = writeln!(s, "kind:         {}", r.kind.name());
-            let _ = writeln!(s, "status:       {}", r.status_at(ca.now()).name());
-            if let Some(rev) = &r.revocation {
-                let _ = writeln!(s, "revoked:      {} ({})", rev.at.to_rfc3339(), rev.reason);
+            let withdrawn = ca.db().withdrawn_issuers();
+            let _ = writeln!(s, "status:       {}", withdrawn.status_of(&r, ca.now()).name());
+            match (&r.revocation, withdrawn.revocation_of(&r)) {
+                (Some(rev), _) => {
+                    let _ = writeln!(s, "revoked:      {} ({})", rev.at.to_rfc3339(), rev.reason);
+                }
+                (None, Some(rev)) => {
+                    let _ = writeln!(
+                        s,
+                        "revoked:      {} ({}: its issuer, the {} CA, was compromised)",
+                        rev.at.to_rfc3339(),
+                        rev.reason,
+                        r.issuer
+                    );
+                }
+                (None, None) => {}
             }
             let _ = writeln!(s, "e-mail:       {}", r.email.as_ref().map(|e| e.as_str()).unwrap_or("-"));
             let _ = writeln!(s, "subject:      {}", r.subject);

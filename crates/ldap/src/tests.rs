@@ -266,11 +266,11 @@ fn no_certificate_of_a_withdrawn_issuing_ca_is_served() {
     let mut s = w.session();
     let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &["userCertificate;binary"]));
     assert_eq!(attr(&entries[0], "userCertificate;binary"), [&enc[..]]);
-    w.db.withdrawn_issuers().set(CaId::Issuing, true);
+    w.db.withdrawn_issuers().set(CaId::Issuing, Some(chrono::Utc::now()));
     let (entries, res) = run(&w, &mut s, sub("(mail=alice@example.com)", &[]));
     assert!(entries.is_empty(), "an entry under a withdrawn issuing CA: {entries:?}");
     assert_eq!(res.code, LdapResultCode::Success);
-    w.db.withdrawn_issuers().set(CaId::Issuing, false);
+    w.db.withdrawn_issuers().set(CaId::Issuing, None);
     let (entries, _) = run(&w, &mut s, sub("(mail=alice@example.com)", &[]));
     assert_eq!(entries.len(), 1);
 }

@@ -200,6 +200,18 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
             Some(mailer),
         )
     };
+    // The certificate by itself (by serial), as an application that kept its serial asks.
+    let by_serial = |serial: &str| {
+        let r = directory_support::get(
+            env.port,
+            &format!("/api/v1/certificates/by-serial/{serial}"),
+            Some(mailer),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    assert_eq!(by_serial(&leaf)["status"], "valid");
+    assert!(by_serial(&leaf)["revocation"].is_null());
     assert!(directory_support::exists(env.port, "dora.enc@example.com", "encryption", Some(mailer)));
     assert_eq!(fetch().status, 200);
     let sealed = seal();
@@ -259,6 +271,21 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
     let r = seal();
     assert_eq!(r.status, 409, "{}", r.text());
     assert!(r.text().contains("the issuing CA, which `pki ca compromise` revoked"), "{}", r.text());
+    // Asked by itself, a certificate of the revoked issuing CA is revoked for cACompromise from
+    // the time the issuing CA was revoked: in the directory, `pki show` and the console.
+    let issuing_revoked = by_serial(&issuing)["revocation"]["revoked_at"].clone();
+    assert!(issuing_revoked.is_string(), "{}", by_serial(&issuing));
+    let shown = by_serial(&leaf);
+    assert_eq!(shown["status"], "revoked", "{shown}");
+    assert_eq!(shown["revocation"]["reason"], "cACompromise", "{shown}");
+    assert_eq!(shown["revocation"]["revoked_at"], issuing_revoked, "{shown}");
+    let show = env.pki(["show", "--serial", &leaf]).stdout;
+    assert!(show.contains("its issuer, the issuing CA, was compromised"), "{show}");
+    assert_eq!(status_of(&env, &leaf), "revoked");
+    let page = html_unescape(&officer.get(&format!("/admin/certificates/{leaf}")).text());
+    let status_cell = page.split("id=\"status\"").nth(1).unwrap_or_default();
+    assert!(status_cell[..status_cell.find("</td>").unwrap_or(0)].contains("revoked"), "{page}");
+    assert!(page.contains("cACompromise: its issuer, the issuing CA, was compromised"), "{page}");
 
     // OCSP: no good answer signed by the revoked CA's signer, but `unauthorized` (RFC 6960 §2.3).
     let after = ocsp(&env);
@@ -300,7 +327,8 @@ fn compromise_of_the_issuing_ca_stops_issuance_ocsp_and_lists_it_on_the_root_crl
         ["issue", "--email", "frank@example.com", "--usage", "signing", "--csr", &p(&csr)],
         &["pki ca compromise"],
     );
-    assert_eq!(status_of(&env, &leaf), "valid");
+    assert_eq!(status_of(&env, &leaf), "revoked");
+    assert_eq!(by_serial(&leaf)["revocation"]["revoked_at"], issuing_revoked);
 }
 
 #[test]

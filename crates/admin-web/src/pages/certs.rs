@@ -82,8 +82,9 @@ pub(crate) async fn dashboard(req: HttpRequest, console: web::Data<Console>) -> 
     let mut per_day = vec![0usize; CHART_DAYS as usize];
     let mut expiring: Vec<&CertRecord> = Vec::new();
     let horizon = now + Duration::days(EXPIRY_DAYS);
+    let withdrawn = console.ca.db().withdrawn_issuers().clone();
     for r in certs.newest_first() {
-        let st = r.status_at(now);
+        let st = withdrawn.status_of(r, now);
         let i = match counts.iter().position(|(k, _)| *k == r.kind) {
             Some(i) => i,
             None => {
@@ -210,9 +211,11 @@ pub(crate) async fn list(req: HttpRequest, console: web::Data<Console>, q: web::
     let c = console.clone();
     let text = q.q.trim().to_string();
     let (status, usage) = (q.status.clone(), q.usage.clone());
+    let withdrawn = console.ca.db().withdrawn_issuers().clone();
+    let w = withdrawn.clone();
     let (rows, total) = web::block(move || -> Result<(Vec<CertRecord>, usize), Error> {
         let keep = |r: &CertRecord| {
-            (status.is_empty() || r.status_at(now).name() == status)
+            (status.is_empty() || w.status_of(r, now).name() == status)
                 && (usage.is_empty() || r.kind.name() == usage)
         };
         if !text.is_empty() {
@@ -257,7 +260,7 @@ pub(crate) async fn list(req: HttpRequest, console: web::Data<Console>, q: web::
                 tr {
                     td { (serial_link(&r.serial)) }
                     td { (r.kind.name()) }
-                    td { (status_cell(r.status_at(now))) }
+                    td { (status_cell(withdrawn.status_of(r, now))) }
                     td { (r.email.as_ref().map(|e| e.as_str()).unwrap_or("-")) }
                     td { (when(r.issued_at)) }
                     td { (when(r.not_after)) }
@@ -379,7 +382,10 @@ pub(crate) async fn detail(
     let serial = parse_serial(&path)?;
     let rec = console.ca.show(&serial)?;
     let now = console.ca.now();
-    let status = rec.status_at(now);
+    let withdrawn = console.ca.db().withdrawn_issuers();
+    let status = withdrawn.status_of(&rec, now);
+    // Not revoked itself, but its issuer was compromised: shown revoked for cACompromise.
+    let issuer_revocation = withdrawn.revocation_of(&rec).filter(|_| rec.revocation.is_none());
     // The CA's own certificates are revoked only by the compromise procedure (settings page).
     let own = rec.kind == CertKind::RootCa || ca_core::OwnCert::of_kind(rec.kind).is_some();
     let may_revoke = ctx.can(Perm::Revoke) && !own;
@@ -397,6 +403,9 @@ pub(crate) async fn detail(
             tr { th { "serial" } td.mono #serial { (rec.serial) } }
             tr { th { "status" } td #status { (status_cell(status)) } }
             @if let Some(r) = &rec.revocation { tr { th { "revoked" } td { (when(r.at)) " (" (r.reason) ")" } } }
+            @if let Some(r) = &issuer_revocation {
+                tr { th { "revoked" } td #issuer-revoked { (when(r.at)) " (" (r.reason) ": its issuer, the " (rec.issuer) " CA, was compromised)" } }
+            }
             tr { th { "usage" } td { (rec.kind.name()) } }
             tr { th { "e-mail" } td { (rec.email.as_ref().map(|e| e.as_str()).unwrap_or("-")) } }
             tr { th { "issued by" } td { (rec.issuer) } }

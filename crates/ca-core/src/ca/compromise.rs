@@ -128,9 +128,36 @@ pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
 /// Tells the directory, LDAP and sealed mail, through the storage handle they share with the CA
 /// ([`cerdb::WithdrawnIssuers`]), whether the issuing CA is compromised: then no certificate it
 /// issued is handed out, encrypted to or signed with.
+/// With it goes the time the issuing CA was revoked, from which its certificates are shown
+/// revoked for cACompromise.
 pub(super) fn publish_withdrawn(db: &CertDb, set: &CompromisedSet) {
     let issuing = set.read().unwrap_or_else(|p| p.into_inner()).contains(&OwnCert::Issuing);
-    db.withdrawn_issuers().set(CaId::Issuing, issuing);
+    let at = issuing.then(|| {
+        issuing_revoked_at(db).unwrap_or_else(|e| {
+            // Withdrawn all the same; only the time shown is the moment it was noticed.
+            tracing::error!(error = %e, "cannot read when the issuing CA was revoked");
+            Utc::now()
+        })
+    });
+    db.withdrawn_issuers().set(CaId::Issuing, at);
+}
+
+/// When the issuing CA in use was revoked: its record's revocation, else the time recorded under
+/// `ca.compromised.issuing` (written after the revocation, so a reader between the two sees the
+/// revocation itself).
+fn issuing_revoked_at(db: &CertDb) -> Result<DateTime<Utc>, Error> {
+    let which = OwnCert::Issuing;
+    if let Some(serial) = db.meta_get(which.serial_key())? {
+        if let Some(r) = db.get_meta(&serial.parse()?)?.and_then(|r| r.revocation) {
+            return Ok(r.at);
+        }
+    }
+    let recorded = db.meta_get(&which.meta_key())?.unwrap_or_default();
+    let at = recorded.split(' ').nth(1).unwrap_or_default();
+    DateTime::parse_from_rfc3339(at).map(|t| t.with_timezone(&Utc)).map_err(|e| {
+        cerdb::Error::Corrupt(format!("{}: {recorded:?} has no revocation time: {e}", which.meta_key()))
+            .into()
+    })
 }
 
 fn compromised_own_certs(db: &CertDb) -> Result<HashSet<OwnCert>, Error> {

@@ -337,7 +337,7 @@ fn certificate_response(
     format: Format,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, DirectoryError> {
-    let status = rec.status_at(now);
+    let status = dir.status_of(rec, now);
     // The representation changes with the format and, for by-id answers, the status.
     let etag = format!("\"{}-{}-{}\"", hex::encode(&rec.fingerprint.0[..16]), format.tag(), status.name());
     let headers = |res: &mut actix_web::HttpResponseBuilder| {
@@ -375,9 +375,8 @@ fn certificate_response(
                 not_before: time(rec.not_before),
                 not_after: time(rec.not_after),
                 status: status.name(),
-                revocation: rec
-                    .revocation
-                    .as_ref()
+                revocation: dir
+                    .revocation_of(rec)
                     .map(|r| RevocationBody { revoked_at: time(r.at), reason: r.reason.name() }),
                 pem: leaf,
                 chain: chain.into_iter().collect(),

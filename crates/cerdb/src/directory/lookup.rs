@@ -130,6 +130,18 @@ impl Directory {
         self.db.withdrawn_issuers().is_withdrawn(ca)
     }
 
+    /// The status a certificate is shown with by itself (by serial or fingerprint): revoked
+    /// once its issuer is withdrawn ([`crate::WithdrawnIssuers::status_of`]).
+    pub fn status_of(&self, rec: &CertRecord, now: DateTime<Utc>) -> CertStatus {
+        self.db.withdrawn_issuers().status_of(rec, now)
+    }
+
+    /// The revocation a certificate is shown with: its own, or its withdrawn issuer's
+    /// (cACompromise).
+    pub fn revocation_of(&self, rec: &CertRecord) -> Option<crate::Revocation> {
+        self.db.withdrawn_issuers().revocation_of(rec)
+    }
+
     /// Whether the address has a certificate of `usage` valid at `now`.
     pub fn exists(&self, q: &AddressQuery, usage: Usage, now: DateTime<Utc>) -> Result<bool, DirectoryError> {
         let found = match self.resolve(q)? {
