@@ -23,6 +23,7 @@ mod master;
 mod pkcs11;
 mod records;
 mod spki;
+mod token_der;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -35,6 +35,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::{ensure_private_dir, write_private_new};
+use crate::token_der;
 use crate::{
     escrow, secret_aad, spki, Error, KeyCustody, KeyHandle, KeyPurpose, KeyType, PublicKeyInfo, Signer,
 };
@@ -45,10 +46,6 @@ pub const WRAP_KEY_LABEL: &str = "pki-wrap";
 const POOL_MAX: usize = 16;
 const GCM_IV_LEN: usize = 12;
 const GCM_TAG_BITS: u64 = 128;
-
-const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
-const OID_ED25519: &[u8] = &[0x06, 0x03, 0x2b, 0x65, 0x70];
 
 /// Where the token is and how to log in.
 #[derive(Clone)]
@@ -158,72 +155,6 @@ fn short(e: &CkError) -> String {
     match e {
         CkError::Pkcs11(rv, f) => format!("{f} returned {rv:?}"),
         other => other.to_string(),
-    }
-}
-
-/// Hand-written DER for the few structures of this module.
-mod der {
-    pub(super) fn len(out: &mut Vec<u8>, n: usize) {
-        if n < 0x80 {
-            out.push(n as u8);
-        } else {
-            let b = n.to_be_bytes();
-            let skip = b.iter().take_while(|x| **x == 0).count();
-            out.push(0x80 | (b.len() - skip) as u8);
-            out.extend_from_slice(&b[skip..]);
-        }
-    }
-
-    pub(super) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        len(&mut out, content.len());
-        out.extend_from_slice(content);
-        out
-    }
-
-    /// An unsigned big-endian integer as a DER INTEGER.
-    pub(super) fn uint(bytes: &[u8]) -> Vec<u8> {
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        let mut v = bytes[skip..].to_vec();
-        if v.first().is_none_or(|b| b & 0x80 != 0) {
-            v.insert(0, 0);
-        }
-        tlv(0x02, &v)
-    }
-
-    /// The content of a TLV with `tag` at the start of `b`, and what follows it.
-    pub(super) fn take(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-        if *b.first()? != tag {
-            return None;
-        }
-        let first = *b.get(1)?;
-        let (hl, n) = if first < 0x80 {
-            (2, first as usize)
-        } else {
-            let k = (first & 0x7f) as usize;
-            if k == 0 || k > 4 {
-                return None;
-            }
-            let mut n = 0usize;
-            for i in 0..k {
-                n = (n << 8) | *b.get(2 + i)? as usize;
-            }
-            (2 + k, n)
-        };
-        let end = hl.checked_add(n)?;
-        Some((b.get(hl..end)?, b.get(end..)?))
-    }
-
-    /// ECDSA `r || s` (each half the curve size) as `Ecdsa-Sig-Value ::= SEQUENCE { r INTEGER,
-    /// s INTEGER }` (RFC 5480 §2.2).
-    pub(super) fn ecdsa_sig(raw: &[u8]) -> Option<Vec<u8>> {
-        if raw.is_empty() || !raw.len().is_multiple_of(2) {
-            return None;
-        }
-        let (r, s) = raw.split_at(raw.len() / 2);
-        let mut body = uint(r);
-        body.extend(uint(s));
-        Some(tlv(0x30, &body))
     }
 }
 
@@ -546,8 +477,7 @@ impl Token {
     fn generate_on_token(&self, handle: &KeyHandle, key_type: KeyType) -> Result<(), Error> {
         let (mech, ec_params) = match key_type {
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => (Mechanism::RsaPkcsKeyPairGen, None),
-            KeyType::P256 => (Mechanism::EccKeyPairGen, Some(OID_P256)),
-            KeyType::P384 => (Mechanism::EccKeyPairGen, Some(OID_P384)),
+            KeyType::P256 | KeyType::P384 => (Mechanism::EccKeyPairGen, token_der::ec_params(key_type)),
             KeyType::Ed25519 => {
                 if !self.offers(MechanismType::EDDSA)?
                     || !self.offers(MechanismType::ECC_EDWARDS_KEY_PAIR_GEN)?
@@ -557,7 +487,7 @@ impl Token {
                         what: "Ed25519 (CKM_EC_EDWARDS_KEY_PAIR_GEN and CKM_EDDSA)".into(),
                     });
                 }
-                (Mechanism::EccEdwardsKeyPairGen, Some(OID_ED25519))
+                (Mechanism::EccEdwardsKeyPairGen, token_der::ec_params(key_type))
             }
         };
         let label = handle.as_str().as_bytes().to_vec();
@@ -573,7 +503,7 @@ impl Token {
                 public.push(Attribute::ModulusBits((bits as u64).into()));
                 public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
             }
-            (None, Some(p)) => public.push(Attribute::EcParams(p.to_vec())),
+            (None, Some(p)) => public.push(Attribute::EcParams(p)),
             (None, None) => {}
         }
         let mut private = vec![Attribute::Token(true), Attribute::Label(label.clone()), Attribute::Id(label)];
@@ -608,23 +538,11 @@ impl Token {
                     4096 => KeyType::Rsa4096,
                     _ => return Err(corrupt("an RSA key of a size this CA does not use")),
                 };
-                let mut body = der::uint(n);
-                body.extend(der::uint(e));
-                (kt, der::tlv(0x30, &body))
+                (kt, token_der::rsa_public_key(n, e).ok_or_else(|| corrupt("an unreadable RSA public key"))?)
             }
             [Attribute::EcParams(p), Attribute::EcPoint(q)] => {
-                let kt = match p.as_slice() {
-                    OID_P256 => KeyType::P256,
-                    OID_P384 => KeyType::P384,
-                    OID_ED25519 => KeyType::Ed25519,
-                    _ => return Err(corrupt("a curve this CA does not use")),
-                };
-                // CKA_EC_POINT is the DER OCTET STRING of the point (some tokens give it bare).
-                let point = match der::take(q, 0x04) {
-                    Some((inner, [])) => inner.to_vec(),
-                    _ => q.clone(),
-                };
-                (kt, point)
+                let kt = token_der::curve_of(p).ok_or_else(|| corrupt("a curve this CA does not use"))?;
+                (kt, token_der::raw_point(q))
             }
             _ => return Err(corrupt("missing attributes")),
         };
@@ -656,7 +574,7 @@ impl Token {
             .ok_or_else(|| Error::NoSuchKey(handle.clone()))?;
         match key_type {
             KeyType::P256 | KeyType::P384 => {
-                der::ecdsa_sig(&sig).ok_or_else(|| Error::Signing(handle.clone()))
+                token_der::ecdsa_signature(&sig).ok_or_else(|| Error::Signing(handle.clone()))
             }
             _ => Ok(sig),
         }
@@ -685,25 +603,21 @@ impl Token {
         };
         let (kt, mut public) = match key_type {
             KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
-                // RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }
-                let (seq, _) = der::take(raw_public, 0x30).ok_or_else(|| bad("unreadable public key"))?;
-                let (n, rest) = der::take(seq, 0x02).ok_or_else(|| bad("unreadable public key"))?;
-                let (e, _) = der::take(rest, 0x02).ok_or_else(|| bad("unreadable public key"))?;
+                let (n, e) =
+                    token_der::rsa_public_parts(raw_public).ok_or_else(|| bad("unreadable public key"))?;
                 let mut public = common(ObjectClass::PUBLIC_KEY, CkKeyType::RSA);
-                public.extend([Attribute::Modulus(n.to_vec()), Attribute::PublicExponent(e.to_vec())]);
+                public.extend([Attribute::Modulus(n), Attribute::PublicExponent(e)]);
                 (CkKeyType::RSA, public)
             }
             KeyType::P256 | KeyType::P384 | KeyType::Ed25519 => {
-                let (kt, params) = match key_type {
-                    KeyType::P256 => (CkKeyType::EC, OID_P256),
-                    KeyType::P384 => (CkKeyType::EC, OID_P384),
-                    _ => (CkKeyType::EC_EDWARDS, OID_ED25519),
+                let kt = match key_type {
+                    KeyType::Ed25519 => CkKeyType::EC_EDWARDS,
+                    _ => CkKeyType::EC,
                 };
+                let params = token_der::ec_params(key_type).ok_or_else(|| bad("no curve"))?;
+                let point = token_der::ec_point(raw_public).ok_or_else(|| bad("unreadable public key"))?;
                 let mut public = common(ObjectClass::PUBLIC_KEY, kt);
-                public.extend([
-                    Attribute::EcParams(params.to_vec()),
-                    Attribute::EcPoint(der::tlv(0x04, raw_public)),
-                ]);
+                public.extend([Attribute::EcParams(params), Attribute::EcPoint(point)]);
                 (kt, public)
             }
         };
@@ -714,7 +628,7 @@ impl Token {
         // created from its value instead, still sensitive and not extractable.
         let ed25519_value = match key_type {
             KeyType::Ed25519 => {
-                Some(private_scalar(key_type, pkcs8).ok_or_else(|| bad("unreadable PKCS#8"))?)
+                Some(token_der::private_scalar(key_type, pkcs8).ok_or_else(|| bad("unreadable PKCS#8"))?)
             }
             _ => None,
         };
@@ -723,7 +637,10 @@ impl Token {
             let mut r = unwrap_onto_token(s, pkcs8, &private);
             if let (Err(CkError::Pkcs11(RvError::FunctionFailed, _)), Some(value)) = (&r, &ed25519_value) {
                 let mut t = private.clone();
-                t.extend([Attribute::EcParams(OID_ED25519.to_vec()), Attribute::Value(value.clone())]);
+                t.extend([
+                    Attribute::EcParams(token_der::ec_params(KeyType::Ed25519).unwrap_or_default()),
+                    Attribute::Value(value.clone()),
+                ]);
                 r = s.create_object(&t).map(|_| ());
             }
             if r.is_err() {
@@ -757,7 +674,10 @@ fn unwrap_onto_token(s: &Session, pkcs8: &[u8], template: &[Attribute]) -> Resul
     use ring::agreement;
     let (tpub, tpriv) = s.generate_key_pair(
         &Mechanism::EccKeyPairGen,
-        &[Attribute::Token(false), Attribute::EcParams(OID_P256.to_vec())],
+        &[
+            Attribute::Token(false),
+            Attribute::EcParams(token_der::ec_params(KeyType::P256).unwrap_or_default()),
+        ],
         &[
             Attribute::Token(false),
             Attribute::Private(true),
@@ -768,10 +688,7 @@ fn unwrap_onto_token(s: &Session, pkcs8: &[u8], template: &[Attribute]) -> Resul
     )?;
     let result = (|| {
         let point = match s.get_attributes(tpub, &[AttributeType::EcPoint])?.first() {
-            Some(Attribute::EcPoint(q)) => match der::take(q, 0x04) {
-                Some((inner, [])) => inner.to_vec(),
-                _ => q.clone(),
-            },
+            Some(Attribute::EcPoint(q)) => token_der::raw_point(q),
             _ => return Err(CkError::InvalidValue),
         };
         let rng = SystemRandom::new();
@@ -810,26 +727,6 @@ fn unwrap_onto_token(s: &Session, pkcs8: &[u8], template: &[Attribute]) -> Resul
     let _ = s.destroy_object(tpriv);
     let _ = s.destroy_object(tpub);
     result
-}
-
-/// The private scalar of an EC or Ed25519 PKCS#8 (RFC 5208 / RFC 5915 / RFC 8410).
-fn private_scalar(key_type: KeyType, pkcs8: &[u8]) -> Option<Vec<u8>> {
-    // PrivateKeyInfo ::= SEQUENCE { version INTEGER, algorithm AlgorithmIdentifier,
-    //                               privateKey OCTET STRING, ... }
-    let (body, _) = der::take(pkcs8, 0x30)?;
-    let (_, rest) = der::take(body, 0x02)?;
-    let (_, rest) = der::take(rest, 0x30)?;
-    let (key, _) = der::take(rest, 0x04)?;
-    match key_type {
-        // CurvePrivateKey ::= OCTET STRING
-        KeyType::Ed25519 => Some(der::take(key, 0x04)?.0.to_vec()),
-        // ECPrivateKey ::= SEQUENCE { version INTEGER (1), privateKey OCTET STRING, ... }
-        _ => {
-            let (ec, _) = der::take(key, 0x30)?;
-            let (_, rest) = der::take(ec, 0x02)?;
-            Some(der::take(rest, 0x04)?.0.to_vec())
-        }
-    }
 }
 
 /// On-disk form of an escrowed key: its PKCS#8, encrypted on the token.
@@ -1060,55 +957,4 @@ fn signing_key_protection() -> [Attribute; 7] {
         Attribute::Unwrap(false),
         Attribute::Derive(false),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{der, private_scalar};
-    use crate::KeyType;
-
-    #[test]
-    fn private_scalars_come_out_of_pkcs8_and_garbage_truncated_or_oversized_input_is_refused() {
-        let rng = ring::rand::SystemRandom::new();
-        for (kt, len) in [(KeyType::P256, 32), (KeyType::P384, 48), (KeyType::Ed25519, 32)] {
-            let pkcs8 = crate::generate_pkcs8(kt).expect("pkcs8");
-            assert_eq!(private_scalar(kt, &pkcs8).expect("scalar").len(), len, "{kt}");
-            for cut in 0..pkcs8.len() {
-                // A cut inside the fields read is refused; a cut after them (in the optional
-                // public key) still yields the scalar. Never a panic.
-                if let Some(d) = private_scalar(kt, &pkcs8[..cut]) {
-                    assert_eq!(d.len(), len);
-                }
-            }
-        }
-        let mut big = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff];
-        big.extend(vec![0u8; 64]);
-        assert!(private_scalar(KeyType::P256, &big).is_none());
-        let mut noise = [0u8; 256];
-        for _ in 0..200 {
-            ring::rand::SecureRandom::fill(&rng, &mut noise).expect("random");
-            let _ = private_scalar(KeyType::P384, &noise);
-            let _ = der::take(&noise, noise[0]);
-        }
-    }
-
-    #[test]
-    fn ecdsa_raw_signatures_become_der_with_minimal_integers() {
-        let mut raw = vec![0u8; 64];
-        raw[0] = 0x80; // r needs a leading zero
-        raw[63] = 1; // s is 1
-        let d = der::ecdsa_sig(&raw).expect("der");
-        assert_eq!(&d[..4], &[0x30, 0x26, 0x02, 0x21]);
-        assert_eq!(&d[d.len() - 3..], &[0x02, 0x01, 0x01]);
-        assert!(der::ecdsa_sig(&[]).is_none());
-        assert!(der::ecdsa_sig(&[1, 2, 3]).is_none());
-    }
-
-    #[test]
-    fn der_take_refuses_truncated_and_oversized_lengths() {
-        assert!(der::take(&[0x04, 0x05, 1, 2], 0x04).is_none());
-        assert!(der::take(&[0x04, 0x85, 1, 1, 1, 1, 1], 0x04).is_none());
-        assert!(der::take(&[], 0x04).is_none());
-        assert_eq!(der::take(&[0x04, 0x01, 9, 7], 0x04), Some((&[9u8][..], &[7u8][..])));
-    }
 }
