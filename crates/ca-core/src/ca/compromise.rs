@@ -127,9 +127,8 @@ pub(super) fn load_compromised(db: &CertDb) -> Result<CompromisedSet, Error> {
 
 /// Tells the directory, LDAP and sealed mail, through the storage handle they share with the CA
 /// ([`cerdb::WithdrawnIssuers`]), whether the issuing CA is compromised: then no certificate it
-/// issued is handed out, encrypted to or signed with.
-/// With it goes the time the issuing CA was revoked, from which its certificates are shown
-/// revoked for cACompromise.
+/// issued is handed out, encrypted to or signed with. With it goes the time the issuing CA was
+/// revoked, from which its certificates are shown revoked for cACompromise.
 pub(super) fn publish_withdrawn(db: &CertDb, set: &CompromisedSet) {
     let issuing = set.read().unwrap_or_else(|p| p.into_inner()).contains(&OwnCert::Issuing);
     let at = issuing.then(|| {
