@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod acme_store;
+mod async_reads;
 mod clock;
 pub mod console_store;
 pub mod copy;
@@ -35,6 +36,7 @@ pub mod tsa_store;
 mod types;
 mod withdrawn;
 
+pub use async_reads::{AsyncReads, ReadFuture};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use faults::Faults;
 pub use record::{AuditRecord, CertRecord, CertState, CertStatus, CrlRecord, Revocation};
@@ -69,10 +71,10 @@ pub trait Engine:
         None
     }
 
-    /// The directory's lookups for callers on an async runtime, where the engine has them
-    /// (PostgreSQL: [`pg_engine::PipelinedReads`]); `None` where the synchronous reads serve
-    /// async callers as well (the embedded engine reads from memory).
-    fn pipelined_reads(&self) -> Option<std::sync::Arc<pg_engine::PipelinedReads>> {
+    /// The reads for callers on an async runtime ([`AsyncReads`]), where the engine has them
+    /// (PostgreSQL's pipelined connections); `None` where the synchronous reads serve async
+    /// callers as well (the embedded engine reads from memory).
+    fn pipelined_reads(&self) -> Option<std::sync::Arc<dyn AsyncReads>> {
         None
     }
 }

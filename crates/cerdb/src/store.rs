@@ -331,7 +331,7 @@ pub struct CertDb {
     /// Key custody's sealed records, on engines that share them between nodes.
     custody: Option<Arc<dyn crate::custody_store::CustodyRecords>>,
     /// The directory's lookups for async callers, on engines that have them.
-    pipelined: Option<Arc<crate::pg_engine::PipelinedReads>>,
+    pipelined: Option<Arc<dyn crate::AsyncReads>>,
     /// The issuers withdrawn from use, as this process's CA last read them.
     withdrawn: Arc<crate::WithdrawnIssuers>,
 }
@@ -415,7 +415,7 @@ impl CertDb {
 
     /// The directory's lookups for callers on an async runtime, on engines that have them
     /// ([`crate::Engine::pipelined_reads`]).
-    pub fn pipelined_reads(&self) -> Option<Arc<crate::pg_engine::PipelinedReads>> {
+    pub fn pipelined_reads(&self) -> Option<Arc<dyn crate::AsyncReads>> {
         self.pipelined.clone()
     }
 

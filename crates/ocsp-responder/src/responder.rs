@@ -40,7 +40,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use cerdb::pg_engine::PipelinedReads;
+use cerdb::AsyncReads;
 use cerdb::{CaId, CertReader, CertState, ChangeFeed, ChangeKind, RevocationReason, Serial};
 use chrono::{DateTime, Utc};
 use der::asn1::{GeneralizedTime, Null, ObjectIdentifier};
@@ -187,7 +187,7 @@ pub struct OcspResponder {
     /// The store's lookups for asynchronous callers, when it has them (PostgreSQL): the HTTP
     /// workers await an answer's reads instead of blocking on them, and reads that arrive
     /// together go to the database in one statement.
-    pipelined: Option<Arc<PipelinedReads>>,
+    pipelined: Option<Arc<dyn AsyncReads>>,
 }
 
 /// What one answer reads from the store, read before it is made ([`OcspResponder::respond_async`]):
@@ -261,7 +261,7 @@ impl OcspResponder {
 
     /// Reads each answer's status and the change feed's end through `reads` in
     /// [`OcspResponder::respond_async`] (the store's pipelined reads, when it has them).
-    pub fn with_pipelined_reads(mut self, reads: Option<Arc<PipelinedReads>>) -> Self {
+    pub fn with_pipelined_reads(mut self, reads: Option<Arc<dyn AsyncReads>>) -> Self {
         self.pipelined = reads;
         self
     }

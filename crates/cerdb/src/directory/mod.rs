@@ -35,7 +35,7 @@
 //! [`CertReader`] (the index is written with each certificate, so a stored certificate is found
 //! by `email_sha256` at once), API keys and the anonymous policy through [`ApiKeyRecords`].
 //! On PostgreSQL, `exists` and fetch await the engine's pipelined reads
-//! ([`crate::pg_engine::PipelinedReads`]) instead of blocking their worker on the synchronous
+//! ([`crate::AsyncReads`]) instead of blocking their worker on the synchronous
 //! client: the same queries, so the same answers.
 //!
 //! ## Privacy
@@ -91,7 +91,7 @@ pub struct Directory {
     db: CertDb,
     reader: Arc<dyn CertReader>,
     /// The engine's lookups for async callers, where it has them (PostgreSQL).
-    pipelined: Option<Arc<crate::pg_engine::PipelinedReads>>,
+    pipelined: Option<Arc<dyn crate::AsyncReads>>,
     keys: ApiKeyStore,
     limiter: RateLimiter,
     issuers: Vec<(CaId, String)>,

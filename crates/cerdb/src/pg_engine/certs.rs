@@ -28,6 +28,7 @@ use super::{off_runtime, to_i64, to_u64, PgEngine, PipelinedReads};
 use crate::store::{
     chained, check_compromised_arg, revised, AuditChain, Change, ChangeFeed, CheckedIssue, WarmStats,
 };
+use crate::{AsyncReads, ReadFuture};
 use crate::{
     AuditRecord, CaId, CertKind, CertReader, CertRecord, CertState, CertStore, CrlRecord, EmailAddress,
     Error, Fingerprint, KeyDigest, Revocation, RevocationReason, Serial,
@@ -807,45 +808,53 @@ fn email_of(row: Option<&Row>) -> Result<Option<EmailAddress>, Error> {
     Ok(Some(text.parse::<EmailAddress>().map_err(|e| corrupt("hashed-address index", e))?))
 }
 
-/// The directory's lookups of [`CertReader`] for async callers: the same answers, awaited on the
-/// pipelined connections (in a batch with other lookups when they arrive together).
-impl PipelinedReads {
-    /// [`CertReader::email_by_hash`].
-    pub async fn email_by_hash(&self, hash: &[u8; 32]) -> Result<Option<EmailAddress>, Error> {
-        email_of(self.query(Query::EmailByHash, Key::Hash(*hash)).await?.first())
+/// The directory's lookups of [`CertReader`] and the OCSP responder's statuses for async callers:
+/// the same answers, awaited on the pipelined connections (in a batch with other lookups when
+/// they arrive together).
+impl AsyncReads for PipelinedReads {
+    fn email_by_hash<'a>(&'a self, hash: &'a [u8; 32]) -> ReadFuture<'a, Option<EmailAddress>> {
+        Box::pin(async move { email_of(self.query(Query::EmailByHash, Key::Hash(*hash)).await?.first()) })
     }
 
-    /// [`CertReader::states_by_email`].
-    pub async fn states_by_email(
-        &self,
-        email: &EmailAddress,
+    fn states_by_email<'a>(
+        &'a self,
+        email: &'a EmailAddress,
         kind: CertKind,
-    ) -> Result<Vec<(Serial, CertState)>, Error> {
-        let rows = self.query(Query::StatesByEmail, email_key(email, kind)).await?;
-        rows.iter().map(state_of).collect()
+    ) -> ReadFuture<'a, Vec<(Serial, CertState)>> {
+        Box::pin(async move {
+            let rows = self.query(Query::StatesByEmail, email_key(email, kind)).await?;
+            rows.iter().map(state_of).collect()
+        })
     }
 
-    /// [`CertReader::state`].
-    pub async fn state(&self, serial: &Serial) -> Result<Option<CertState>, Error> {
-        let rows = self.query(Query::StateBySerial, Key::Serial(serial.as_bytes().to_vec())).await?;
-        rows.first().map(|row| decode_state(row.get(0))).transpose()
+    fn state<'a>(&'a self, serial: &'a Serial) -> ReadFuture<'a, Option<CertState>> {
+        Box::pin(async move {
+            let rows = self.query(Query::StateBySerial, Key::Serial(serial.as_bytes().to_vec())).await?;
+            rows.first().map(|row| decode_state(row.get(0))).transpose()
+        })
     }
 
-    /// [`ChangeFeed::last_change`].
-    pub async fn last_change(&self) -> Result<u64, Error> {
-        let rows = self.query(Query::LastChange, Key::None).await?;
-        last_change_of(rows.first().ok_or_else(|| Error::Corrupt("chain_head has no row".into()))?)
+    fn last_change(&self) -> ReadFuture<'_, u64> {
+        Box::pin(async move {
+            let rows = self.query(Query::LastChange, Key::None).await?;
+            last_change_of(rows.first().ok_or_else(|| Error::Corrupt("chain_head has no row".into()))?)
+        })
     }
 
-    /// [`CertReader::newest_valid`].
-    pub async fn newest_valid(
-        &self,
-        email: &EmailAddress,
+    fn newest_valid<'a>(
+        &'a self,
+        email: &'a EmailAddress,
         kind: CertKind,
         now: DateTime<Utc>,
-    ) -> Result<Option<CertRecord>, Error> {
-        let rows = self.query(Query::RecordsByEmail, email_key(email, kind)).await?;
-        first_valid(&rows, now)
+    ) -> ReadFuture<'a, Option<CertRecord>> {
+        Box::pin(async move {
+            let rows = self.query(Query::RecordsByEmail, email_key(email, kind)).await?;
+            first_valid(&rows, now)
+        })
+    }
+
+    fn statement_counts(&self) -> (u64, u64) {
+        self.counts()
     }
 }
 

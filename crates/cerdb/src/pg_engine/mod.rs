@@ -307,7 +307,7 @@ impl crate::Engine for PgEngine {
         Some(self.schema_version)
     }
 
-    fn pipelined_reads(&self) -> Option<Arc<PipelinedReads>> {
+    fn pipelined_reads(&self) -> Option<Arc<dyn crate::AsyncReads>> {
         Some(self.reads.clone())
     }
 }

@@ -224,8 +224,9 @@ impl PipelinedReads {
         }
     }
 
-    /// How many statements the lookups so far were sent in, and how many lookups they answered.
-    pub fn statement_counts(&self) -> (u64, u64) {
+    /// How many statements the lookups so far were sent in, and how many lookups they answered
+    /// ([`crate::AsyncReads::statement_counts`]).
+    pub(super) fn counts(&self) -> (u64, u64) {
         (
             self.connections.statements.load(Ordering::Relaxed),
             self.connections.lookups.load(Ordering::Relaxed),
