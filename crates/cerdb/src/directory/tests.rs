@@ -369,6 +369,53 @@ async fn revocation_expiry_and_not_yet_valid_are_never_served_but_shown_by_id() 
 }
 
 #[actix_web::test]
+async fn a_certificate_of_a_withdrawn_issuer_is_never_served_and_shown_revoked_for_ca_compromise_by_id() {
+    let f = Fixture::new();
+    let valid = f.record("hana@example.com", CertKind::Encryption, t0() - Duration::days(1), 365);
+    let revoked = f.record("ivan@example.com", CertKind::Encryption, t0() - Duration::days(1), 365);
+    f.store(&[valid.clone(), revoked.clone()]);
+    f.revoke(&revoked, RevocationReason::KeyCompromise);
+    let app = app!(f);
+    let by_serial = format!("/api/v1/certificates/by-serial/{}", valid.serial);
+    let by_fingerprint = format!("/api/v1/certificates/{}", valid.fingerprint);
+    let (_, h, b) = call!(&app, get(&by_serial));
+    assert_eq!(json(&b)["status"], "valid");
+    let etag_before = h.get("etag").expect("etag").clone();
+
+    let withdrawn_at = t0() - Duration::hours(2);
+    f.db.withdrawn_issuers().set(CaId::Issuing, Some(withdrawn_at));
+    let (_, _, b) = call!(&app, get("/api/v1/certificates/exists?email=hana@example.com"));
+    assert_eq!(json(&b)["exists"], false);
+    let (s, _, _) = call!(&app, get("/api/v1/certificates?email=hana@example.com"));
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for path in [&by_serial, &by_fingerprint] {
+        let (s, h, b) = call!(&app, get(path));
+        assert_eq!(s, StatusCode::OK, "{path}");
+        let j = json(&b);
+        assert_eq!(j["status"], "revoked", "{path}");
+        assert_eq!(j["revocation"]["reason"], "cACompromise", "{path}");
+        assert_eq!(
+            j["revocation"]["revoked_at"],
+            withdrawn_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "{path}"
+        );
+        // A client revalidating with the old representation's tag gets the new one.
+        assert_ne!(h.get("etag").expect("etag"), &etag_before, "{path}");
+        let (s, _, _) = call!(&app, get(path).insert_header(("If-None-Match", etag_before.clone())));
+        assert_eq!(s, StatusCode::OK, "{path}");
+    }
+    // A certificate revoked by itself keeps its own revocation.
+    let (_, _, b) = call!(&app, get(&format!("/api/v1/certificates/by-serial/{}", revoked.serial)));
+    assert_eq!(json(&b)["revocation"]["reason"], "keyCompromise");
+
+    f.db.withdrawn_issuers().set(CaId::Issuing, None);
+    let (_, h, b) = call!(&app, get(&by_serial));
+    assert_eq!(json(&b)["status"], "valid");
+    assert!(json(&b)["revocation"].is_null());
+    assert_eq!(h.get("etag").expect("etag"), &etag_before);
+}
+
+#[actix_web::test]
 async fn bulk_lookup_needs_a_key_answers_in_order_and_refuses_1001() {
     let f = Fixture::new();
     let mut known = Vec::new();
