@@ -8,10 +8,10 @@
 
 use cms::builder::{ContentEncryptionAlgorithm, EnvelopedDataBuilder, RecipientInfoBuilder};
 use cms::cert::IssuerAndSerialNumber;
-use cms::content_info::{CmsVersion, ContentInfo};
+use cms::content_info::CmsVersion;
 use cms::enveloped_data::{EncryptedContentInfo, RecipientInfo, RecipientInfos};
-use der::asn1::OctetString;
-use der::{Any, Decode, Encode, Sequence};
+use der::asn1::{ContextSpecificRef, ObjectIdentifier, OctetString};
+use der::{Any, Decode, Encode, EncodeValue, FixedTag, Length, Sequence, Tag, TagMode, TagNumber, Writer};
 use ring::rand::SecureRandom as _;
 use rsa::pkcs8::DecodePublicKey as _;
 use x509_cert::spki::AlgorithmIdentifierOwned;
@@ -145,8 +145,36 @@ fn envelop_cbc(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Erro
         }
     }
     let ed = builder.build_with_rng(&mut rng).map_err(Error::cms)?;
-    let content = Any::from_der(&ed.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
-    ContentInfo { content_type: oids::ENVELOPED_DATA, content }.to_der().map_err(Error::encoding)
+    ContentInfoOf { content_type: oids::ENVELOPED_DATA, content: &ed }.to_der().map_err(Error::encoding)
+}
+
+/// `ContentInfo ::= SEQUENCE { contentType OBJECT IDENTIFIER, content [0] EXPLICIT ANY }`
+/// (RFC 5652 §3) around a typed content, encoded in one pass: `cms`'s `ContentInfo` holds its
+/// content as an encoded `Any`, which would encode and copy the whole ciphertext twice more.
+struct ContentInfoOf<'a, T> {
+    content_type: ObjectIdentifier,
+    content: &'a T,
+}
+
+impl<T: EncodeValue + FixedTag> ContentInfoOf<'_, T> {
+    fn explicit(&self) -> ContextSpecificRef<'_, T> {
+        ContextSpecificRef { tag_number: TagNumber::N0, tag_mode: TagMode::Explicit, value: self.content }
+    }
+}
+
+impl<T: EncodeValue + FixedTag> EncodeValue for ContentInfoOf<'_, T> {
+    fn value_len(&self) -> der::Result<Length> {
+        self.content_type.encoded_len()? + self.explicit().encoded_len()?
+    }
+
+    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+        self.content_type.encode(writer)?;
+        self.explicit().encode(writer)
+    }
+}
+
+impl<T> FixedTag for ContentInfoOf<'_, T> {
+    const TAG: Tag = Tag::Sequence;
 }
 
 /// `AuthEnvelopedData` (RFC 5083 §2.1), without the optional fields this module never writes
@@ -203,6 +231,41 @@ fn envelop_gcm(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Erro
         },
         mac: OctetString::new(tag.as_ref().to_vec()).map_err(Error::encoding)?,
     };
-    let content = Any::encode_from(&aed).map_err(Error::encoding)?;
-    ContentInfo { content_type: oids::AUTH_ENVELOPED_DATA, content }.to_der().map_err(Error::encoding)
+    ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed }.to_der().map_err(Error::encoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass `ContentInfo` is the same DER as `cms`'s `ContentInfo` around the content
+    /// encoded as an `Any`, short and long (the ciphertext's length in long form).
+    #[test]
+    fn content_info_in_one_pass_is_the_cms_crate_s_encoding() {
+        for len in [0usize, 100, 70_000] {
+            let gcm = GcmParameters { nonce: OctetString::new(vec![7u8; 12]).expect("nonce"), icv_len: 16 };
+            let params = Any::encode_from(&gcm).expect("params");
+            let eci = EncryptedContentInfo {
+                content_type: oids::DATA,
+                content_enc_alg: AlgorithmIdentifierOwned { oid: oids::AES256_GCM, parameters: Some(params) },
+                encrypted_content: Some(OctetString::new(vec![0xa5; len]).expect("content")),
+            };
+            let aed = AuthEnvelopedData {
+                version: CmsVersion::V0,
+                recipient_infos: RecipientInfos::try_from(Vec::new()).expect("infos"),
+                auth_encrypted_content_info: eci,
+                mac: OctetString::new(vec![1u8; 16]).expect("mac"),
+            };
+            let mine = ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed }
+                .to_der()
+                .expect("one pass");
+            let theirs = cms::content_info::ContentInfo {
+                content_type: oids::AUTH_ENVELOPED_DATA,
+                content: Any::encode_from(&aed).expect("any"),
+            }
+            .to_der()
+            .expect("cms");
+            assert_eq!(mine, theirs, "{len}");
+        }
+    }
 }

@@ -212,15 +212,15 @@ pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
 }
 
 /// `application/pkcs7-mime` around a CMS object (DER) of the given `smime-type`
-/// (`enveloped-data`, `authEnveloped-data`; RFC 8551 §3.2).
-pub fn pkcs7_mime(smime_type: &str, der: &[u8]) -> Vec<u8> {
-    let mut s = format!(
+/// (`enveloped-data`, `authEnveloped-data`; RFC 8551 §3.2), appended to `out`.
+pub fn pkcs7_mime(smime_type: &str, der: &[u8], out: &mut String) {
+    let _ = write!(
+        out,
         "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\
          Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\n"
     );
-    base64_lines(der, &mut s);
-    s.into_bytes()
+    base64_lines(der, out);
 }
 
 /// `multipart/signed` (RFC 8551 §3.5.3): the entity as signed, then its detached signature.
@@ -260,9 +260,10 @@ pub struct Envelope<'a> {
     pub message_id: &'a str,
 }
 
-/// The complete message (RFC 5322): the header, `MIME-Version`, then `entity` (which starts with
-/// its own `Content-*` fields).
-pub fn message(env: &Envelope<'_>, entity: &[u8]) -> Vec<u8> {
+/// The header of a message (RFC 5322) up to `MIME-Version`; the entity, which starts with its
+/// own `Content-*` fields, is appended to it ([`message`], or [`pkcs7_mime`] written straight
+/// after it).
+pub fn message_header(env: &Envelope<'_>) -> String {
     let mut s = String::new();
     let _ = write!(s, "From: {} <{}>\r\n", display_name(env.from_name), env.from);
     let _ = write!(s, "To: <{}>\r\n", env.to);
@@ -270,8 +271,14 @@ pub fn message(env: &Envelope<'_>, entity: &[u8]) -> Vec<u8> {
     let _ = write!(s, "Date: {}\r\n", env.date.format("%a, %d %b %Y %H:%M:%S +0000"));
     let _ = write!(s, "Message-ID: <{}>\r\n", env.message_id);
     s.push_str("MIME-Version: 1.0\r\n");
-    let mut out = Vec::with_capacity(s.len() + entity.len());
-    out.extend_from_slice(s.as_bytes());
+    s
+}
+
+/// The complete message (RFC 5322): the header ([`message_header`]), then `entity`.
+pub fn message(env: &Envelope<'_>, entity: &[u8]) -> Vec<u8> {
+    let header = message_header(env);
+    let mut out = Vec::with_capacity(header.len() + entity.len());
+    out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(entity);
     out
 }

@@ -379,13 +379,15 @@ impl Sealer {
                 recipients.extend(self.archive.iter().cloned());
                 let enveloped = envelop(&inner, &recipients, cipher)?;
                 drop(inner);
-                let outer = mime::pkcs7_mime(cipher.smime_type(), &enveloped);
-                let msg = self.frame(&sender, &to, &subject, now, &message_id, &outer);
-                (msg, MessageKind::Sealed, Some(serial))
+                // The enveloped entity's base64 goes straight after the header: no copy of it.
+                let mut msg = mime::message_header(&envelope_of(&sender, &to, &subject, now, &message_id));
+                mime::pkcs7_mime(cipher.smime_type(), &enveloped, &mut msg);
+                (msg.into_bytes(), MessageKind::Sealed, Some(serial))
             }
             Target::Invitation { entity } => {
                 let body = mime::multipart_signed(&entity, &signed.der, &random);
-                let msg = self.frame(&sender, &to, &self.invitation.subject, now, &message_id, &body);
+                let env = envelope_of(&sender, &to, &self.invitation.subject, now, &message_id);
+                let msg = mime::message(&env, &body);
                 (msg, MessageKind::Invitation, None)
             }
         };
@@ -413,27 +415,23 @@ impl Sealer {
     fn tsa(&self) -> Result<&dyn Timestamper, Error> {
         self.tsa.as_deref().ok_or(Error::TimestampUnavailable)
     }
+}
 
-    fn frame(
-        &self,
-        sender: &MailSender,
-        to: &EmailAddress,
-        subject: &HeaderText,
-        now: DateTime<Utc>,
-        message_id: &str,
-        entity: &[u8],
-    ) -> Vec<u8> {
-        mime::message(
-            &mime::Envelope {
-                from_name: sender.name.as_str(),
-                from: sender.email.as_str(),
-                to: to.as_str(),
-                subject,
-                date: now,
-                message_id,
-            },
-            entity,
-        )
+/// The header fields of a message from `sender` to `to`.
+fn envelope_of<'a>(
+    sender: &'a MailSender,
+    to: &'a EmailAddress,
+    subject: &'a HeaderText,
+    now: DateTime<Utc>,
+    message_id: &'a str,
+) -> mime::Envelope<'a> {
+    mime::Envelope {
+        from_name: sender.name.as_str(),
+        from: sender.email.as_str(),
+        to: to.as_str(),
+        subject,
+        date: now,
+        message_id,
     }
 }
 
