@@ -4,6 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A one-off build on CI keeps no incremental state: that would be gigabytes written for nothing.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
+# A clean build with its test binaries takes about 4 GB of disk, and the tests' data some more.
+# Said first, so that a full disk is named as such rather than found later as a linker's bus error.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+mkdir -p "$target_dir"
+free_gb=$(df -P -BG "$target_dir" | awk 'NR == 2 { sub(/G$/, "", $4); print $4 }')
+echo "disk: ${free_gb} GB free for $target_dir"
+if [ "$free_gb" -lt 6 ]; then
+  echo "WARNING: a clean build and its tests need about 6 GB in $target_dir and only ${free_gb} GB are free" >&2
+fi
+
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
