@@ -4,9 +4,11 @@
 # cms -encrypt` for P-256 recipients: `smime` has no key agreement) on the same messages, in the
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
 # without a timestamp, from the default RSA-2048 sender identity and, with timestamps, from a
-# P-256 one; then two ceilings on this machine: OpenSSL's own primitives (`openssl speed`), and
+# P-256 one; then three ceilings on this machine: OpenSSL's own primitives (`openssl speed`),
 # pki's own sealing core alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
-# with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline.
+# with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline; and the
+# transport alone (crates/pki-tests/src/bin/http-sink.rs: the same requests and answer sizes
+# through the same HTTP stack, nothing done with them), alone and with the sealing core.
 #
 # Usage: bash bench/seal.sh [OPENSSL_MESSAGES]   (default 200 OpenSSL pipelines a recipient: 50
 # took half a second, and their rate varied by a third between runs)
@@ -34,6 +36,10 @@ fi
 cargo build -q --release -p pki-tests --bin seal-bench
 SEAL_BENCH="$TARGET/release/seal-bench"
 [ "${SEAL_BENCH#/}" != "$SEAL_BENCH" ] || SEAL_BENCH="$PWD/$SEAL_BENCH"
+# The transport ceiling's server: the HTTP stack alone, reading requests and answering bytes.
+cargo build -q --release -p pki-tests --bin http-sink
+HTTP_SINK="$TARGET/release/http-sink"
+[ "${HTTP_SINK#/}" != "$HTTP_SINK" ] || HTTP_SINK="$PWD/$HTTP_SINK"
 # The sealing core alone (sign with a custody key, encrypt), built as pki is: optimised.
 cargo build -q --release -p sealed-mail --example seal_core_rate
 SEAL_CORE="$TARGET/release/examples/seal_core_rate"
@@ -214,4 +220,36 @@ for sender in ("rsa", "p256"):
         us = f[f"sign_{sender}_us"] + f[f"encrypt_{to}_us"]
         name = "RSA-2048" if sender == "rsa" else "P-256"
         print(f"{name} sender to {to}: at most {cores * 1e6 / us:,.0f} messages/s on {cores} cores; 20x OpenSSL's pipeline is {20 * peer[to]:,.0f}/s")
+EOF
+
+# The transport alone: the same client, the same requests on 4 connections, to a server on the
+# stack `pki serve` uses (actix-web, as many workers) that only reads each body and answers as many
+# bytes as pki's single answer to that recipient. Moving those bytes through HTTP costs this much
+# of the same two cores; with pki's sealing core beside it, the most any HTTP front could make.
+echo
+echo "## the ceiling: the transport alone (crates/pki-tests/src/bin/http-sink.rs), and with pki's sealing core"
+for to in rsa p256; do
+  bytes=$(curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" \
+    --data-binary "@req-$to-1.json" "http://127.0.0.1:$port/api/v1/mail/seal" | wc -c)
+  sink_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$HTTP_SINK" "$sink_port" "$bytes" >sink.log 2>&1 &
+  sink=$!
+  for _ in $(seq 100); do grep -q listening sink.log && break; sleep 0.1; done
+  out=$("$SEAL_BENCH" "http://127.0.0.1:$sink_port/api/v1/mail/seal" none "req-$to-1.json" 1 4 "$DURATION" | grep '^SEAL_RESULT')
+  kill "$sink"
+  wait "$sink" 2>/dev/null || true
+  printf -v "transport_$to" '%s' "$(python3 -c 'import sys; f = dict(kv.split("=") for kv in sys.argv[1].split()[1:]); print(int(f["requests"]) / (int(f["duration_us"]) / 1e6))' "$out")"
+  tr="transport_$to"
+  echo "$(wc -c <"req-$to-1.json") bytes in, $bytes out ($to), 4 connections: ${!tr%.*} requests/s"
+done
+python3 - "$core" "$(nproc)" "$openssl_rsa" "$openssl_p256" "$transport_rsa" "$transport_p256" <<'EOF'
+import sys
+f = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split()[1:])}
+cores, peer = int(sys.argv[2]), {"rsa": float(sys.argv[3]), "p256": float(sys.argv[4])}
+transport = {"rsa": float(sys.argv[5]), "p256": float(sys.argv[6])}
+for sender in ("rsa", "p256"):
+    for to in ("rsa", "p256"):
+        us = f[f"sign_{sender}_us"] + f[f"encrypt_{to}_us"] + cores * 1e6 / transport[to]
+        name = "RSA-2048" if sender == "rsa" else "P-256"
+        print(f"{name} sender to {to}, sealing core and transport: at most {cores * 1e6 / us:,.0f} messages/s; 20x OpenSSL's pipeline is {20 * peer[to]:,.0f}/s")
 EOF
