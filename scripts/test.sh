@@ -135,6 +135,12 @@ for line in sys.stdin:
         print(m["target"]["name"] + "\t" + m["executable"])
 ')
 PKI_BIN_BUILT="${CARGO_TARGET_DIR:-$PWD/target}/debug/pki"
+# None built: the build failed above, and its error is what to read; the lanes would only say,
+# test by test, that there is nothing to run.
+if [ -z "${TEST_BIN[*]:-}" ]; then
+  echo "the end-to-end lanes did not run: no pki-tests test binary was built (the build's error is above)"
+  exit 1
+fi
 # lane LOG SETTING TEST...: the named test binaries, one after the other, with SETTING (VAR=value).
 lane() {
   local log=$1 setting=$2 rc=0 t

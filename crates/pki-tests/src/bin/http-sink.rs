@@ -19,8 +19,10 @@ fn main() -> std::io::Result<()> {
         eprintln!("usage: http-sink PORT ANSWER_BYTES");
         std::process::exit(2);
     };
-    let port: u16 = port.parse().expect("PORT: a port number");
-    let answer_bytes: usize = answer_bytes.parse().expect("ANSWER_BYTES: a number");
+    let (Ok(port), Ok(answer_bytes)) = (port.parse::<u16>(), answer_bytes.parse::<usize>()) else {
+        eprintln!("http-sink: PORT must be a port number and ANSWER_BYTES a number of bytes");
+        std::process::exit(2);
+    };
     let mut answer =
         b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\n\r\n".to_vec();
     answer.resize(answer_bytes.max(answer.len()), b'A');
