@@ -47,8 +47,10 @@ SEAL_CORE="$TARGET/release/examples/seal_core_rate"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/pki-bench-seal.XXXXXX")
 server=""
+sink=""
 cleanup() {
   [ -z "$server" ] || { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
+  [ -z "$sink" ] || { kill "$sink" 2>/dev/null; wait "$sink" 2>/dev/null || true; }
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -238,6 +240,7 @@ for to in rsa p256; do
   out=$("$SEAL_BENCH" "http://127.0.0.1:$sink_port/api/v1/mail/seal" none "req-$to-1.json" 1 4 "$DURATION" | grep '^SEAL_RESULT')
   kill "$sink"
   wait "$sink" 2>/dev/null || true
+  sink=""
   printf -v "transport_$to" '%s' "$(python3 -c 'import sys; f = dict(kv.split("=") for kv in sys.argv[1].split()[1:]); print(int(f["requests"]) / (int(f["duration_us"]) / 1e6))' "$out")"
   tr="transport_$to"
   echo "$(wc -c <"req-$to-1.json") bytes in, $bytes out ($to), 4 connections: ${!tr%.*} requests/s"
