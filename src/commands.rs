@@ -420,20 +420,16 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
             let _ = writeln!(s, "kind:         {}", r.kind.name());
             let withdrawn = ca.db().withdrawn_issuers();
             let _ = writeln!(s, "status:       {}", withdrawn.status_of(&r, ca.now()).name());
-            match (&r.revocation, withdrawn.revocation_of(&r)) {
-                (Some(rev), _) => {
-                    let _ = writeln!(s, "revoked:      {} ({})", rev.at.to_rfc3339(), rev.reason);
-                }
-                (None, Some(rev)) => {
-                    let _ = writeln!(
-                        s,
-                        "revoked:      {} ({}: its issuer, the {} CA, was compromised)",
-                        rev.at.to_rfc3339(),
-                        rev.reason,
-                        r.issuer
-                    );
-                }
-                (None, None) => {}
+            if let Some(rev) = &r.revocation {
+                let _ = writeln!(s, "revoked:      {} ({})", rev.at.to_rfc3339(), rev.reason);
+            } else if let Some(rev) = withdrawn.inherited_revocation(&r) {
+                let _ = writeln!(
+                    s,
+                    "revoked:      {} ({}: its issuer, the {} CA, was compromised)",
+                    rev.at.to_rfc3339(),
+                    rev.reason,
+                    r.issuer
+                );
             }
             let _ = writeln!(s, "e-mail:       {}", r.email.as_ref().map(|e| e.as_str()).unwrap_or("-"));
             let _ = writeln!(s, "subject:      {}", r.subject);

@@ -56,7 +56,16 @@ impl WithdrawnIssuers {
 
     /// The revocation `rec` is to be shown with: its own, or else its issuer's withdrawal.
     pub fn revocation_of(&self, rec: &CertRecord) -> Option<Revocation> {
-        rec.revocation.clone().or_else(|| self.withdrawal(rec.issuer))
+        rec.revocation.clone().or_else(|| self.inherited_revocation(rec))
+    }
+
+    /// Its issuer's withdrawal when `rec` is not revoked by itself: what is shown as "revoked
+    /// because its issuer was compromised" beside its own revocation, which it never replaces.
+    pub fn inherited_revocation(&self, rec: &CertRecord) -> Option<Revocation> {
+        if rec.revocation.is_some() {
+            return None;
+        }
+        self.withdrawal(rec.issuer)
     }
 
     /// The status `rec` is to be shown with at `now`: revoked once its issuer is withdrawn.
@@ -100,7 +109,9 @@ mod tests {
         assert_eq!(w.revocation_of(&leaf), Some(Revocation { at, reason: RevocationReason::CaCompromise }));
         // Its own earlier revocation stays what it is shown with.
         let own = Revocation { at: at - chrono::Duration::days(1), reason: RevocationReason::KeyCompromise };
-        assert_eq!(w.revocation_of(&rec(CaId::Issuing, Some(own.clone()))), Some(own));
+        assert_eq!(w.revocation_of(&rec(CaId::Issuing, Some(own.clone()))), Some(own.clone()));
+        assert_eq!(w.inherited_revocation(&rec(CaId::Issuing, Some(own))), None);
+        assert_eq!(w.inherited_revocation(&leaf), w.revocation_of(&leaf));
         // The issuing CA's own certificate is the root's: not touched.
         let issuing = rec(CaId::Root, None);
         assert_eq!((w.status_of(&issuing, now), w.revocation_of(&issuing)), (CertStatus::Valid, None));

@@ -385,7 +385,7 @@ pub(crate) async fn detail(
     let withdrawn = console.ca.db().withdrawn_issuers();
     let status = withdrawn.status_of(&rec, now);
     // Not revoked itself, but its issuer was compromised: shown revoked for cACompromise.
-    let issuer_revocation = withdrawn.revocation_of(&rec).filter(|_| rec.revocation.is_none());
+    let issuer_revocation = withdrawn.inherited_revocation(&rec);
     // The CA's own certificates are revoked only by the compromise procedure (settings page).
     let own = rec.kind == CertKind::RootCa || ca_core::OwnCert::of_kind(rec.kind).is_some();
     let may_revoke = ctx.can(Perm::Revoke) && !own;
