@@ -152,11 +152,24 @@ fn issuing_revoked_at(db: &CertDb) -> Result<DateTime<Utc>, Error> {
         }
     }
     let recorded = db.meta_get(&which.meta_key())?.unwrap_or_default();
-    let at = recorded.split(' ').nth(1).unwrap_or_default();
+    let at = split_compromise_value(&recorded).1.unwrap_or_default();
     DateTime::parse_from_rfc3339(at).map(|t| t.with_timezone(&Utc)).map_err(|e| {
         cerdb::Error::Corrupt(format!("{}: {recorded:?} has no revocation time: {e}", which.meta_key()))
             .into()
     })
+}
+
+/// The value recorded under `ca.compromised.<certificate>`: the serial compromised, then when.
+fn compromise_value(serial: &Serial, at: DateTime<Utc>) -> String {
+    format!("{serial} {}", at.to_rfc3339())
+}
+
+/// The serial and, when there, the time of a [`compromise_value`].
+fn split_compromise_value(value: &str) -> (&str, Option<&str>) {
+    match value.split_once(' ') {
+        Some((serial, at)) => (serial, Some(at)),
+        None => (value, None),
+    }
 }
 
 fn compromised_own_certs(db: &CertDb) -> Result<HashSet<OwnCert>, Error> {
@@ -171,7 +184,7 @@ fn compromised_own_certs(db: &CertDb) -> Result<HashSet<OwnCert>, Error> {
         let counts_revoked = revoked && which != OwnCert::Tls;
         // The record: the serial compromised, then when.
         let recorded = db.meta_get(&which.meta_key())?;
-        let recorded_in_use = match (recorded.as_deref().and_then(|r| r.split(' ').next()), &in_use) {
+        let recorded_in_use = match (recorded.as_deref().map(|r| split_compromise_value(r).0), &in_use) {
             (Some(r), Some(u)) => r.parse::<Serial>()? == u.parse::<Serial>()?,
             (Some(_), None) => true,
             (None, _) => false,
@@ -290,7 +303,7 @@ impl Ca {
         for which in [OwnCert::Tls, OwnCert::Audit] {
             if self.is_compromised(which) {
                 let recorded = self.db.meta_get(&which.meta_key())?;
-                let recorded = recorded.as_deref().and_then(|r| r.split(' ').next()).map(str::to_owned);
+                let recorded = recorded.as_deref().map(|r| split_compromise_value(r).0.to_owned());
                 replaced |= recorded != self.db.meta_get(which.serial_key())?;
             }
         }
@@ -373,7 +386,7 @@ impl Ca {
             Ok(self.db.revoke(&serial, revocation.clone(), key.as_ref(), chain)?)
         })?;
         self.counters.revoked(rec.kind);
-        self.db.meta_put(&which.meta_key(), &format!("{serial} {}", now.to_rfc3339()))?;
+        self.db.meta_put(&which.meta_key(), &compromise_value(&serial, now))?;
         self.compromised_certs.write().unwrap_or_else(|p| p.into_inner()).insert(which);
         publish_withdrawn(&self.db, &self.compromised_certs);
         if let Some(key) = key {
@@ -388,5 +401,23 @@ impl Ca {
             self.regenerate_crl(rec.issuer, actor)?;
         }
         Ok(Revoked { record, reason_before: rec.revocation.map(|r| r.reason), same_key: Vec::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compromise_value_splits_into_the_serial_and_the_time_it_was_written_with() {
+        let serial: Serial = "01AB".parse().expect("serial");
+        let at = DateTime::parse_from_rfc3339("2026-12-06T10:00:00Z").expect("time").with_timezone(&Utc);
+        let v = compromise_value(&serial, at);
+        let (s, t) = split_compromise_value(&v);
+        assert_eq!(s.parse::<Serial>().expect("serial back"), serial);
+        assert_eq!(DateTime::parse_from_rfc3339(t.expect("a time")).expect("time back"), at);
+        // A value without a time (or an empty one) still gives its serial part.
+        assert_eq!(split_compromise_value("01AB"), ("01AB", None));
+        assert_eq!(split_compromise_value(""), ("", None));
     }
 }
