@@ -3,23 +3,108 @@
 //! keep-alive connection, again and again for SECONDS, and checks every answer: HTTP 200 and, for
 //! a bulk request (EXPECT > 1), exactly EXPECT messages answered `"status":200` (counted in the
 //! answer's bytes); a single answer (EXPECT = 1) is the raw message, which must be enveloped
-//! S/MIME. Answers are read into a buffer each thread keeps, so the client costs little beside
-//! the server on the same cores. Prints one line: `SEAL_RESULT requests=N duration_us=D bad=B
-//! p50_us=P p99_us=Q`; exits non-zero when any answer failed its check.
+//! S/MIME. Prints one line: `SEAL_RESULT requests=N duration_us=D bad=B p50_us=P p99_us=Q`;
+//! exits non-zero when any answer failed its check.
+//!
+//! The client shares the two cores with the server, so it does as little as it can, as wrk does:
+//! HTTP/1.1 written by hand on a plain TCP connection, the request (head and body) built once and
+//! written with one call, the answer read with large reads into a buffer each thread keeps, its
+//! head parsed by `httparse`. It reads answers sized by `Content-Length` (what `pki serve` and
+//! http-sink send); any other answer is a failed one.
 
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
+
+/// The largest answer head read (status line and header fields).
+const MAX_HEAD: usize = 16 << 10;
+
+fn fail(msg: &str) -> ! {
+    eprintln!("seal-bench: {msg}");
+    std::process::exit(2);
+}
+
+/// `http://HOST:PORT/PATH` as (HOST:PORT, /PATH).
+fn split_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("http://")?;
+    let slash = rest.find('/')?;
+    Some((&rest[..slash], &rest[slash..]))
+}
+
+/// One answer: its status and body, read from `conn` into `buf` (kept between answers).
+struct Answer {
+    status: u16,
+    body: std::ops::Range<usize>,
+}
+
+/// Reads one answer from `conn` into `buf`.
+fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, String> {
+    let mut filled = 0;
+    let (head_len, status, length) = loop {
+        if filled == buf.len() {
+            if buf.len() >= MAX_HEAD {
+                return Err(format!("no end of the answer's head in {MAX_HEAD} bytes"));
+            }
+            buf.resize(buf.len().max(4096) * 2, 0);
+        }
+        let n = conn.read(&mut buf[filled..]).map_err(|e| format!("reading the answer: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(head_len)) => {
+                let status = resp.code.unwrap_or(0);
+                let length = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+                // `100 Continue` is never asked for (no `Expect` header), so never skipped here.
+                break (head_len, status, length.ok_or("an answer without Content-Length")?);
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(e) => return Err(format!("the answer's head: {e}")),
+        }
+    };
+    let end = head_len + length;
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    while filled < end {
+        let n = conn.read(&mut buf[filled..]).map_err(|e| format!("reading the answer: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the connection within an answer".into());
+        }
+        filled += n;
+    }
+    if filled > end {
+        return Err("bytes after the answer, which was not asked for".into());
+    }
+    Ok(Answer { status, body: head_len..end })
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, key, body_file, expect, connections, seconds] = args.as_slice() else {
-        eprintln!("usage: seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS");
-        std::process::exit(2);
+        fail("usage: seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS");
     };
-    let body = std::fs::read(body_file).unwrap_or_else(|e| panic!("{body_file}: {e}"));
-    let expect: usize = expect.parse().expect("EXPECT: a number");
-    let connections: usize = connections.parse().expect("CONNECTIONS: a number");
-    let run_for = Duration::from_secs(seconds.parse().expect("SECONDS: a number"));
+    let Some((host, path)) = split_url(url) else { fail("URL: http://HOST:PORT/PATH") };
+    let body = std::fs::read(body_file).unwrap_or_else(|e| fail(&format!("{body_file}: {e}")));
+    let expect: usize = expect.parse().unwrap_or_else(|_| fail("EXPECT: a number"));
+    let connections: usize = connections.parse().unwrap_or_else(|_| fail("CONNECTIONS: a number"));
+    let seconds: u64 = seconds.parse().unwrap_or_else(|_| fail("SECONDS: a number"));
+    let run_for = Duration::from_secs(seconds);
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    drop(body);
     let finder = memchr::memmem::Finder::new(if expect > 1 {
         &b"\"status\":200"[..]
     } else {
@@ -31,37 +116,44 @@ fn main() {
     let results: Vec<(Vec<Duration>, usize)> = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..connections)
             .map(|_| {
-                let (url, key, body, finder) = (url.as_str(), key.as_str(), &body, &finder);
+                let (host, request, finder) = (host, &request, &finder);
                 scope.spawn(move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .timeout_global(Some(Duration::from_secs(300)))
-                        .build()
-                        .into();
+                    let connect = || {
+                        let c = TcpStream::connect(host).unwrap_or_else(|e| fail(&format!("{host}: {e}")));
+                        c.set_nodelay(true).unwrap_or_else(|e| fail(&format!("TCP_NODELAY: {e}")));
+                        c
+                    };
+                    let mut conn = connect();
                     let (mut latencies, mut bad) = (Vec::new(), 0);
-                    let mut answer = Vec::new();
+                    let mut buf = Vec::new();
                     while Instant::now() < deadline {
                         let sent = Instant::now();
-                        let mut resp = agent
-                            .post(url)
-                            .header("Authorization", &format!("Bearer {key}"))
-                            .header("Content-Type", "application/json")
-                            .send(&body[..])
-                            .expect("request");
-                        answer.clear();
-                        let read =
-                            resp.body_mut().with_config().limit(u64::MAX).reader().read_to_end(&mut answer);
-                        let ok = resp.status() == 200
-                            && read.is_ok()
-                            && match expect {
-                                1 => finder.find(&answer).is_some(),
-                                n => finder.find_iter(&answer).count() == n,
-                            };
-                        if !ok {
+                        let answer = conn
+                            .write_all(request)
+                            .map_err(|e| format!("sending the request: {e}"))
+                            .and_then(|()| read_answer(&mut conn, &mut buf));
+                        let failure = match &answer {
+                            Err(e) => Some(e.clone()),
+                            Ok(a) => {
+                                let body = &buf[a.body.clone()];
+                                let ok = a.status == 200
+                                    && match expect {
+                                        1 => finder.find(body).is_some(),
+                                        n => finder.find_iter(body).count() == n,
+                                    };
+                                let head =
+                                    || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
+                                (!ok).then(|| format!("HTTP {}: {}", a.status, head()))
+                            }
+                        };
+                        if let Some(why) = failure {
                             bad += 1;
                             if bad == 1 {
-                                let head = String::from_utf8_lossy(&answer[..answer.len().min(300)]);
-                                eprintln!("a failed answer: HTTP {}: {head}", resp.status());
+                                eprintln!("a failed answer: {why}");
+                            }
+                            if answer.is_err() {
+                                // The connection's state is unknown: a new one for the next request.
+                                conn = connect();
                             }
                         }
                         // Only answers that came within the run are counted, as wrk does.
