@@ -85,7 +85,8 @@ fn main() {
         }],
     };
     let random = [7u8; 16];
-    let entity = mime::content_entity(&content, &random);
+    let parts = mime::SignedEntity::new(&content, &random);
+    let entity = parts.entity().to_vec();
     let now = chrono::Utc::now();
     let sign = |k: &SenderKey| {
         sign_unstamped(&entity, k, now, Encapsulation::Detached)
@@ -93,7 +94,7 @@ fn main() {
             .finish(k, None)
             .expect("finish")
     };
-    let inner = mime::multipart_signed(&entity, &sign(&senders[0]).der, &random);
+    let inner = parts.finish(&sign(&senders[0]).der);
     let [sign_rsa, sign_p256] = [0, 1].map(|i| mean(run, || drop(sign(&senders[i]))));
     let [encrypt_rsa, encrypt_p256] = [0, 1].map(|i| {
         mean(run, || drop(envelop(&inner, std::slice::from_ref(&recipients[i]), ContentCipher::Aes256Cbc)))

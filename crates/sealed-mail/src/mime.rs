@@ -172,43 +172,48 @@ fn filename_param(name: &HeaderText) -> String {
 /// The MIME entity that is signed: text alone, text and HTML as `multipart/alternative`, and
 /// with attachments inside `multipart/mixed`. `random` makes the boundaries.
 pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
-    let mut body = String::with_capacity(
-        content.attachments.iter().map(|a| base64_lines_len(a.data.len()) + 512).sum::<usize>()
-            + base64_lines_len(content.text.len())
-            + 1024,
-    );
-    let alternative = content.html.as_ref().map(|html| {
-        let b = boundary("alt", random);
-        let mut s = format!("Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n");
-        let _ = write!(s, "--{b}\r\n");
-        text_part("plain", &content.text, &mut s);
-        let _ = write!(s, "--{b}\r\n");
-        text_part("html", html, &mut s);
-        let _ = write!(s, "--{b}--\r\n");
-        s
-    });
-    let first = alternative.unwrap_or_else(|| {
-        let mut s = String::new();
-        text_part("plain", &content.text, &mut s);
-        s
-    });
-    if content.attachments.is_empty() {
-        return first.into_bytes();
+    let mut out = String::with_capacity(content_entity_len(content));
+    write_content_entity(content, random, &mut out);
+    out.into_bytes()
+}
+
+/// About the length of [`content_entity`] (the bodies exactly, a little more for the fields).
+fn content_entity_len(content: &Content) -> usize {
+    content.attachments.iter().map(|a| base64_lines_len(a.data.len()) + 512).sum::<usize>()
+        + base64_lines_len(content.text.len())
+        + content.html.as_ref().map_or(0, |h| base64_lines_len(h.len()) + 512)
+        + 1024
+}
+
+/// [`content_entity`] appended to `out`.
+fn write_content_entity(content: &Content, random: &[u8; 16], out: &mut String) {
+    let mixed = (!content.attachments.is_empty()).then(|| boundary("mixed", random));
+    if let Some(b) = &mixed {
+        let _ = write!(out, "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n");
     }
-    let b = boundary("mixed", random);
-    let _ = write!(body, "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n");
-    let _ = write!(body, "--{b}\r\n{first}");
+    match &content.html {
+        Some(html) => {
+            let b = boundary("alt", random);
+            let _ = write!(out, "Content-Type: multipart/alternative; boundary=\"{b}\"\r\n\r\n");
+            let _ = write!(out, "--{b}\r\n");
+            text_part("plain", &content.text, out);
+            let _ = write!(out, "--{b}\r\n");
+            text_part("html", html, out);
+            let _ = write!(out, "--{b}--\r\n");
+        }
+        None => text_part("plain", &content.text, out),
+    }
+    let Some(b) = mixed else { return };
     for a in &content.attachments {
         let _ = write!(
-            body,
+            out,
             "--{b}\r\nContent-Type: {}\r\nContent-Disposition: attachment; {}\r\nContent-Transfer-Encoding: base64\r\n\r\n",
             a.content_type.0,
             filename_param(&a.filename)
         );
-        base64_lines(&a.data, &mut body);
+        base64_lines(&a.data, out);
     }
-    let _ = write!(body, "--{b}--\r\n");
-    body.into_bytes()
+    let _ = write!(out, "--{b}--\r\n");
 }
 
 /// `application/pkcs7-mime` around a CMS object (DER) of the given `smime-type`
@@ -223,24 +228,47 @@ pub fn pkcs7_mime(smime_type: &str, der: &[u8], out: &mut String) {
     base64_lines(der, out);
 }
 
-/// `multipart/signed` (RFC 8551 §3.5.3): the entity as signed, then its detached signature.
-pub fn multipart_signed(entity: &[u8], signature_der: &[u8], random: &[u8; 16]) -> Vec<u8> {
-    let b = boundary("signed", random);
-    let head = format!(
-        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{b}\"\r\n\r\n\
-         This is an S/MIME signed message.\r\n\r\n--{b}\r\n"
-    );
-    let mut out = Vec::with_capacity(head.len() + entity.len() + base64_lines_len(signature_der.len()) + 512);
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(entity);
-    let mut tail = format!(
-        "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
-         Content-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    );
-    base64_lines(signature_der, &mut tail);
-    let _ = write!(tail, "--{b}--\r\n");
-    out.extend_from_slice(tail.as_bytes());
-    out
+/// A `multipart/signed` entity (RFC 8551 §3.5.3) being made: its head and the content entity
+/// ([`content_entity`]) written into one buffer, so the entity is signed where it lies and never
+/// copied into the multipart; [`SignedEntity::finish`] appends the detached signature.
+pub struct SignedEntity {
+    text: String,
+    entity_start: usize,
+    boundary: String,
+}
+
+impl SignedEntity {
+    /// The head of the `multipart/signed` and the content entity of `content`.
+    pub fn new(content: &Content, random: &[u8; 16]) -> Self {
+        let boundary = boundary("signed", random);
+        let mut text = String::with_capacity(content_entity_len(content) + 1024);
+        let _ = write!(
+            text,
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\r\n\r\n\
+             This is an S/MIME signed message.\r\n\r\n--{boundary}\r\n"
+        );
+        let entity_start = text.len();
+        write_content_entity(content, random, &mut text);
+        SignedEntity { text, entity_start, boundary }
+    }
+
+    /// The content entity: the bytes that are signed.
+    pub fn entity(&self) -> &[u8] {
+        &self.text.as_bytes()[self.entity_start..]
+    }
+
+    /// The whole `multipart/signed`: the entity, then its detached signature (DER).
+    pub fn finish(mut self, signature_der: &[u8]) -> Vec<u8> {
+        let b = &self.boundary;
+        let _ = write!(
+            self.text,
+            "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
+             Content-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        );
+        base64_lines(signature_der, &mut self.text);
+        let _ = write!(self.text, "--{b}--\r\n");
+        self.text.into_bytes()
+    }
 }
 
 /// The header of a message: who, to whom, what, when, which.
@@ -340,6 +368,42 @@ mod tests {
         assert!(text.contains("filename*=utf-8''Auszug%20M%C3%A4rz.pdf"));
         assert!(text.contains("multipart/alternative"));
         assert!(text.ends_with("--\r\n"));
+    }
+
+    /// The signed entity is the content entity, written once between the `multipart/signed` head
+    /// and the signature part, with and without attachments and HTML.
+    #[test]
+    fn the_signed_entity_is_the_content_entity_between_head_and_signature() {
+        use base64::Engine as _;
+        let random = [9u8; 16];
+        let attachment = Attachment {
+            filename: HeaderText::parse("filename", "a.pdf", 255).expect("name"),
+            content_type: MediaType::parse("application/pdf").expect("type"),
+            data: (0..5000u32).map(|i| (i % 253) as u8).collect(),
+        };
+        let signature: Vec<u8> = (0..700u32).map(|i| (i * 3) as u8).collect();
+        for (html, attachments) in [(None, vec![]), (Some("<p>Hi</p>".to_string()), vec![attachment])] {
+            let content = Content { text: "Hello".into(), html, attachments };
+            let parts = SignedEntity::new(&content, &random);
+            let entity = content_entity(&content, &random);
+            assert_eq!(parts.entity(), entity.as_slice());
+            let whole = String::from_utf8(parts.finish(&signature)).expect("ascii");
+            let b = boundary("signed", &random);
+            let head = format!(
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; \
+                 boundary=\"{b}\"\r\n\r\nThis is an S/MIME signed message.\r\n\r\n--{b}\r\n"
+            );
+            let rest = whole.strip_prefix(&head).expect("the head first");
+            let rest =
+                rest.strip_prefix(std::str::from_utf8(&entity).expect("ascii")).expect("then the entity");
+            let rest = rest.strip_prefix(&format!("\r\n--{b}\r\n")).expect("then the boundary");
+            let (fields, body) = rest.split_once("\r\n\r\n").expect("the signature part");
+            assert!(fields.starts_with("Content-Type: application/pkcs7-signature"), "{fields}");
+            let b64 = body.strip_suffix(&format!("--{b}--\r\n")).expect("the closing boundary last");
+            let decoded =
+                base64::engine::general_purpose::STANDARD.decode(b64.replace("\r\n", "")).expect("b64");
+            assert_eq!(decoded, signature);
+        }
     }
 
     #[test]

@@ -329,8 +329,8 @@ impl Sealer {
         let (target, unstamped) = match cert {
             Some(rec) => {
                 let recipient = Recipient::from_der(&rec.der)?;
-                let entity = mime::content_entity(&req.content, &random);
-                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Detached)?;
+                let entity = mime::SignedEntity::new(&req.content, &random);
+                let unstamped = sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
                 let target = Target::Sealed {
                     entity,
                     recipient: Box::new(recipient),
@@ -341,8 +341,8 @@ impl Sealer {
             }
             None if req.fallback_invitation => {
                 let content = Content { text: self.invitation.text.clone(), html: None, attachments: vec![] };
-                let entity = mime::content_entity(&content, &random);
-                let unstamped = sign_unstamped(&entity, &sender_key, now, Encapsulation::Detached)?;
+                let entity = mime::SignedEntity::new(&content, &random);
+                let unstamped = sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
                 (Target::Invitation { entity }, unstamped)
             }
             None => return Err(Error::NoCertificate),
@@ -351,7 +351,6 @@ impl Sealer {
             sender,
             sender_key,
             now,
-            random,
             message_id,
             to: req.to.clone(),
             subject: req.subject.clone(),
@@ -369,12 +368,11 @@ impl Sealer {
         p: Prepared,
         stamp: Option<SignatureTimestamp>,
     ) -> Result<(Sealed, SealRecord), Error> {
-        let Prepared { sender, sender_key, now, random, message_id, to, subject, target, unstamped, .. } = p;
+        let Prepared { sender, sender_key, now, message_id, to, subject, target, unstamped, .. } = p;
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
             Target::Sealed { entity, recipient, serial, cipher } => {
-                let inner = mime::multipart_signed(&entity, &signed.der, &random);
-                drop(entity);
+                let inner = entity.finish(&signed.der);
                 let mut recipients = vec![*recipient];
                 recipients.extend(self.archive.iter().cloned());
                 let enveloped = envelop(&inner, &recipients, cipher)?;
@@ -385,7 +383,7 @@ impl Sealer {
                 (msg.into_bytes(), MessageKind::Sealed, Some(serial))
             }
             Target::Invitation { entity } => {
-                let body = mime::multipart_signed(&entity, &signed.der, &random);
+                let body = entity.finish(&signed.der);
                 let env = envelope_of(&sender, &to, &self.invitation.subject, now, &message_id);
                 let msg = mime::message(&env, &body);
                 (msg, MessageKind::Invitation, None)
@@ -440,7 +438,6 @@ struct Prepared {
     sender: MailSender,
     sender_key: SenderKey,
     now: DateTime<Utc>,
-    random: [u8; 16],
     message_id: String,
     to: EmailAddress,
     subject: HeaderText,
@@ -455,9 +452,9 @@ type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error
 /// What a signed entity becomes.
 enum Target {
     /// `multipart/signed` around its entity, encrypted to the recipient's certificate.
-    Sealed { entity: Vec<u8>, recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
+    Sealed { entity: mime::SignedEntity, recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
     /// The invitation, `multipart/signed` around its entity.
-    Invitation { entity: Vec<u8> },
+    Invitation { entity: mime::SignedEntity },
 }
 
 /// `f` over `items` on every core (scoped threads, one contiguous share each); the results in
