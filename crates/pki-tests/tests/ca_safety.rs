@@ -576,7 +576,10 @@ fn walk_dirs(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn the_data_directory_is_forced_owner_only_on_every_open() {
-    let env = Env::new();
+    // On the embedded engine, whatever PKI_TESTS_BACKEND says: that is the layout whose database
+    // and key store live in the data directory. On PostgreSQL both are in the database and the
+    // data directory holds none of the CA's files.
+    let env = Env::on_sled("");
     std::fs::create_dir(&env.data).unwrap();
     std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(env.data.join("notes.txt"), "left here before").unwrap();
