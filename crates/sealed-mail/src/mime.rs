@@ -228,6 +228,10 @@ pub fn pkcs7_mime(smime_type: &str, der: &[u8], out: &mut String) {
     base64_lines(der, out);
 }
 
+/// What the signature part of a `multipart/signed` takes, at most as a rule: the base64 of a
+/// `SignedData` with a chain of two certificates and a timestamp token (about 4 KB of DER).
+const SIGNATURE_PART_ROOM: usize = 16 << 10;
+
 /// A `multipart/signed` entity (RFC 8551 §3.5.3) being made: its head and the content entity
 /// ([`content_entity`]) written into one buffer, so the entity is signed where it lies and never
 /// copied into the multipart; [`SignedEntity::finish`] appends the detached signature.
@@ -241,7 +245,8 @@ impl SignedEntity {
     /// The head of the `multipart/signed` and the content entity of `content`.
     pub fn new(content: &Content, random: &[u8; 16]) -> Self {
         let boundary = boundary("signed", random);
-        let mut text = String::with_capacity(content_entity_len(content) + 1024);
+        // Room for the signature part too, so that `finish` does not move the entity again.
+        let mut text = String::with_capacity(content_entity_len(content) + SIGNATURE_PART_ROOM);
         let _ = write!(
             text,
             "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\r\n\r\n\
@@ -404,6 +409,17 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.decode(b64.replace("\r\n", "")).expect("b64");
             assert_eq!(decoded, signature);
         }
+    }
+
+    /// A signature part of a timestamped `SignedData`'s size (a few kilobytes) fits in the room
+    /// left for it: `finish` writes it after the entity without moving the buffer.
+    #[test]
+    fn finishing_does_not_move_the_entity() {
+        let content = Content { text: "Hello".into(), html: None, attachments: vec![] };
+        let parts = SignedEntity::new(&content, &[3u8; 16]);
+        let at = parts.text.as_ptr();
+        let whole = parts.finish(&[0x30u8; 8000]);
+        assert_eq!(whole.as_ptr(), at);
     }
 
     #[test]
