@@ -169,15 +169,8 @@ fn filename_param(name: &HeaderText) -> String {
     enc
 }
 
-/// The MIME entity that is signed: text alone, text and HTML as `multipart/alternative`, and
-/// with attachments inside `multipart/mixed`. `random` makes the boundaries.
-pub fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
-    let mut out = String::with_capacity(content_entity_len(content));
-    write_content_entity(content, random, &mut out);
-    out.into_bytes()
-}
-
-/// About the length of [`content_entity`] (the bodies exactly, a little more for the fields).
+/// About the length of the content entity ([`write_content_entity`]): the bodies exactly, a
+/// little more for the fields.
 fn content_entity_len(content: &Content) -> usize {
     content.attachments.iter().map(|a| base64_lines_len(a.data.len()) + 512).sum::<usize>()
         + base64_lines_len(content.text.len())
@@ -185,7 +178,9 @@ fn content_entity_len(content: &Content) -> usize {
         + 1024
 }
 
-/// [`content_entity`] appended to `out`.
+/// The MIME entity that is signed, appended to `out`: text alone, text and HTML as
+/// `multipart/alternative`, and with attachments inside `multipart/mixed`. `random` makes the
+/// boundaries.
 fn write_content_entity(content: &Content, random: &[u8; 16], out: &mut String) {
     let mixed = (!content.attachments.is_empty()).then(|| boundary("mixed", random));
     if let Some(b) = &mixed {
@@ -233,8 +228,8 @@ pub fn pkcs7_mime(smime_type: &str, der: &[u8], out: &mut String) {
 const SIGNATURE_PART_ROOM: usize = 16 << 10;
 
 /// A `multipart/signed` entity (RFC 8551 §3.5.3) being made: its head and the content entity
-/// ([`content_entity`]) written into one buffer, so the entity is signed where it lies and never
-/// copied into the multipart; [`SignedEntity::finish`] appends the detached signature.
+/// (the text, HTML and attachments) written into one buffer, so the entity is signed where it
+/// lies and never copied into the multipart; [`SignedEntity::finish`] appends the signature.
 pub struct SignedEntity {
     text: String,
     entity_start: usize,
@@ -325,6 +320,13 @@ fn display_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The content entity on its own, as the tests compare it.
+    fn content_entity(content: &Content, random: &[u8; 16]) -> Vec<u8> {
+        let mut out = String::with_capacity(content_entity_len(content));
+        write_content_entity(content, random, &mut out);
+        out.into_bytes()
+    }
 
     #[test]
     fn header_text_refuses_line_breaks_and_encodes_non_ascii() {
