@@ -851,7 +851,7 @@ impl KeyCustody for Pkcs11Custody {
         }
         if purpose == KeyPurpose::Escrow {
             let pkcs8 = crate::generate_pkcs8(key_type)?;
-            let (_, raw) = crate::load_ring_key(key_type, &pkcs8).map_err(Error::KeyGeneration)?;
+            let (_, raw) = crate::load_key(key_type, &pkcs8).map_err(Error::KeyGeneration)?;
             let spki_der = spki::encode(key_type, &raw).map_err(Error::KeyGeneration)?;
             c.store_escrow(handle, key_type, &pkcs8, &spki_der)?;
             tracing::info!(handle = %handle, key_type = %key_type, "generated escrow key, wrapped on the token");

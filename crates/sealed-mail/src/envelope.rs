@@ -13,7 +13,6 @@ use cms::enveloped_data::{EncryptedContentInfo, RecipientInfo, RecipientInfos};
 use der::asn1::{ContextSpecificRef, ObjectIdentifier, OctetString};
 use der::{Any, Decode, Encode, EncodeValue, FixedTag, Length, Sequence, Tag, TagMode, TagNumber, Writer};
 use ring::rand::SecureRandom as _;
-use rsa::pkcs8::DecodePublicKey as _;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
@@ -43,10 +42,10 @@ impl Recipient {
         let kind = match spki.algorithm.oid {
             oids::RSA_ENCRYPTION => {
                 let spki_der = spki.to_der().map_err(Error::encoding)?;
-                RecipientKey::Rsa(RsaTransportKey::new(
-                    &rsa::RsaPublicKey::from_public_key_der(&spki_der)
+                RecipientKey::Rsa(
+                    RsaTransportKey::from_spki_der(&spki_der)
                         .map_err(|e| Error::RecipientKey(format!("RSA key: {e}")))?,
-                ))
+                )
             }
             oids::EC_PUBLIC_KEY => {
                 let curve = spki
