@@ -99,9 +99,6 @@ pub enum Error {
     /// `pki ca compromise --ca tsa`.
     #[error("the timestamp authority refused to stamp: {0}")]
     TimestampRefused(String),
-    /// The TSA failed.
-    #[error("timestamp: {0}")]
-    Timestamp(String),
     /// Signing failed in custody.
     #[error("signing: {0}")]
     Signing(String),

@@ -9,7 +9,6 @@ use cerdb::directory::ApiKeyName;
 use cerdb::mail_senders::{MailSender, MailSenders, SenderName};
 use cerdb::{CaId, CertKind, CertReader, CertStatus, Clock, EmailAddress, Serial, Usage, WithdrawnIssuers};
 use chrono::{DateTime, Utc};
-use der::{Decode, Encode};
 use ring::rand::SecureRandom as _;
 
 use crate::envelope::{envelop, ContentCipher, Recipient};
@@ -492,58 +491,26 @@ fn domain_of(e: &EmailAddress) -> &str {
 pub struct InProcessTsa(pub Arc<tsa::TimestampAuthority>);
 
 impl InProcessTsa {
-    /// The query for the SHA-256 of `signature_value`, with a fresh nonce.
-    fn query(signature_value: &[u8]) -> Result<Vec<u8>, Error> {
-        let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, signature_value)
-            .as_ref()
-            .try_into()
-            .map_err(|_| Error::Internal("SHA-256 of 32 bytes".into()))?;
-        let mut nonce = [0u8; 8];
-        ring::rand::SystemRandom::new()
-            .fill(&mut nonce)
-            .map_err(|_| Error::Internal("no randomness".into()))?;
-        tsa::sha256_query(&digest, &nonce).map_err(|e| Error::Timestamp(e.to_string()))
+    /// The SHA-256 of a signature value: the imprint of its token.
+    fn digest(signature_value: &[u8]) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, signature_value).as_ref());
+        d
     }
 
-    /// The token and its serial out of the TSA's reply.
-    fn token(reply: &[u8]) -> Result<SignatureTimestamp, Error> {
-        let resp = tsa::asn1::TimeStampResp::from_der(reply).map_err(|e| Error::Timestamp(e.to_string()))?;
-        let token = resp.time_stamp_token.ok_or_else(|| {
-            let why = resp.status.status_string.as_ref().map(|v| v.join("; ")).unwrap_or_default();
-            Error::TimestampRefused(format!("{:?}: {why}", resp.status.status))
-        })?;
-        let sd: cms::signed_data::SignedData =
-            token.content.decode_as().map_err(|e| Error::Timestamp(e.to_string()))?;
-        let tst = sd
-            .encap_content_info
-            .econtent
-            .as_ref()
-            .ok_or_else(|| Error::Timestamp("a token without TSTInfo".into()))?
-            .decode_as::<der::asn1::OctetString>()
-            .map_err(|e| Error::Timestamp(e.to_string()))?;
-        let info =
-            tsa::asn1::TstInfo::from_der(tst.as_bytes()).map_err(|e| Error::Timestamp(e.to_string()))?;
-        let serial = hex::encode_upper(info.serial_number.as_bytes());
-        Ok(SignatureTimestamp { token: token.to_der().map_err(Error::encoding)?, serial })
+    /// The token and its serial as the token writes it (the hex of its INTEGER's octets); a
+    /// refusal with the reason the TSA gives its clients, which names no internal detail.
+    fn stamped(issued: Result<(Vec<u8>, tsa::TsaSerial), tsa::Error>) -> Result<SignatureTimestamp, Error> {
+        let (token, serial) =
+            issued.map_err(|e| Error::TimestampRefused(tsa::TimestampAuthority::refusal_reason(&e)))?;
+        let serial = hex::encode_upper(tsa::asn1::int_from_u64(serial.value()).as_bytes());
+        Ok(SignatureTimestamp { token, serial })
     }
-}
 
-impl InProcessTsa {
     /// [`Timestamper::stamp_many`] on this thread: one batch of the TSA.
     fn stamp_batch(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
-        let queries: Vec<Result<Vec<u8>, Error>> = signature_values.iter().map(|v| Self::query(v)).collect();
-        let good: Vec<Vec<u8>> = queries.iter().filter_map(|q| q.as_ref().ok().cloned()).collect();
-        let mut replies = self.0.respond_many(&good).into_iter();
-        queries
-            .into_iter()
-            .map(|q| {
-                q?;
-                let reply = replies
-                    .next()
-                    .ok_or_else(|| Error::Internal("a reply of the TSA's batch is missing".into()))?;
-                Self::token(&reply)
-            })
-            .collect()
+        let digests: Vec<[u8; 32]> = signature_values.iter().map(|v| Self::digest(v)).collect();
+        self.0.stamp_sha256_many(&digests).into_iter().map(Self::stamped).collect()
     }
 }
 
@@ -558,6 +525,6 @@ impl Timestamper for InProcessTsa {
     }
 
     fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error> {
-        Self::token(&self.0.respond(&Self::query(signature_value)?))
+        Self::stamped(self.0.stamp_sha256(&Self::digest(signature_value)))
     }
 }

@@ -261,7 +261,7 @@ pub struct IssuerSerial {
 }
 
 /// The DER of a positive INTEGER's value as [`Int`].
-pub(crate) fn int_from_u64(v: u64) -> Int {
+pub fn int_from_u64(v: u64) -> Int {
     let be = v.to_be_bytes();
     let start = be.iter().position(|b| *b != 0).unwrap_or(be.len() - 1);
     let mut bytes = Vec::with_capacity(9);

@@ -18,6 +18,27 @@ pub(crate) struct CheckedRequest {
     pub(crate) cert_req: bool,
 }
 
+impl CheckedRequest {
+    /// A request from this process for the SHA-256 digest `digest` in `policy`, with the
+    /// certificates and no nonce: nothing to check.
+    pub(crate) fn sha256(digest: &[u8; 32], policy: ObjectIdentifier) -> Self {
+        CheckedRequest {
+            imprint: MessageImprint {
+                hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+                    oid: HashAlg::Sha256.oid(),
+                    parameters: None,
+                },
+                hashed_message: der::asn1::OctetString::new(digest.to_vec())
+                    .expect("invariant: 32 octets are a valid OCTET STRING"),
+            },
+            hash: HashAlg::Sha256,
+            policy,
+            nonce: None,
+            cert_req: true,
+        }
+    }
+}
+
 /// Decodes and checks a request, in this order: DER (`badDataFormat`), extensions
 /// (`unacceptedExtension`), hash algorithm (`badAlg`), digest length (`badDataFormat`), policy
 /// (`unacceptedPolicy`).

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cerdb::tsa_store::{PendingToken, TokenRecord, TsaStore, MAX_POLICY_TEXT};
+use cerdb::tsa_store::{PendingToken, TokenRecord, TsaSerial, TsaStore, MAX_POLICY_TEXT};
 use chrono::{DateTime, Timelike, Utc};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::signed_data::{CertificateSet, SignerIdentifier};
@@ -20,6 +20,7 @@ use crate::asn1::{
 };
 use crate::crypto::{sha256, HashAlg};
 use crate::frame::{self, TokenConstants, TokenFrame};
+use crate::request::CheckedRequest;
 use crate::verify::{check_tsa_certificate, ParsedCert};
 use crate::{oids, request, Error, GenTime, TsaConfig};
 
@@ -355,6 +356,50 @@ impl TimestampAuthority {
             .collect()
     }
 
+    /// A token over the SHA-256 digest `digest` for a caller in this process (the timestamp of a
+    /// signature value): what [`TimestampAuthority::respond`] issues for a request of that digest
+    /// in the default policy, with the certificates and without a nonce (nothing travels between
+    /// asking and answering to be replayed), without encoding the request and decoding the reply.
+    /// The token's DER (a `ContentInfo`) and its serial, once the token's record is durable.
+    pub fn stamp_sha256(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, TsaSerial), Error> {
+        let result = self.issue_checked(&self.sha256_request(digest)).and_then(|(token, serial, pending)| {
+            pending.wait()?;
+            Ok((token, serial))
+        });
+        self.count(&result);
+        result
+    }
+
+    /// [`TimestampAuthority::stamp_sha256`] for many digests at once, as
+    /// [`TimestampAuthority::respond_many`]: every token issued first, then their records waited
+    /// for together. The answers in order.
+    pub fn stamp_sha256_many(&self, digests: &[[u8; 32]]) -> Vec<Result<(Vec<u8>, TsaSerial), Error>> {
+        let issued: Vec<_> = digests.iter().map(|d| self.issue_checked(&self.sha256_request(d))).collect();
+        issued
+            .into_iter()
+            .map(|r| {
+                let result = r.and_then(|(token, serial, pending)| {
+                    pending.wait()?;
+                    Ok((token, serial))
+                });
+                self.count(&result);
+                result
+            })
+            .collect()
+    }
+
+    /// Why a token was refused, as the refusal's PKIStatusInfo says it to a client (logging the
+    /// error as [`TimestampAuthority::respond`] does): for a caller of
+    /// [`TimestampAuthority::stamp_sha256`] that passes the reason on.
+    pub fn refusal_reason(err: &Error) -> String {
+        status_info(err).status_string.map(|v| v.join("; ")).unwrap_or_default()
+    }
+
+    /// The checked request of [`TimestampAuthority::stamp_sha256`].
+    fn sha256_request(&self, digest: &[u8; 32]) -> CheckedRequest {
+        CheckedRequest::sha256(digest, self.config.default_policy)
+    }
+
     /// [`TimestampAuthority::respond`] for an async caller: the request is checked and the token
     /// signed on the calling thread, then the durable write of its record is awaited (the store's
     /// committer flushes for every token written meanwhile), so no thread is held while waiting.
@@ -412,6 +457,11 @@ impl TimestampAuthority {
     ///    pending record is durable.
     fn issue(&self, query_der: &[u8]) -> Result<(Vec<u8>, PendingToken), Error> {
         let req = request::check(query_der, &self.config)?;
+        self.issue_checked(&req).map(|(token, _, pending)| (token, pending))
+    }
+
+    /// [`TimestampAuthority::issue`] from step 2, for a checked request; the token's serial too.
+    fn issue_checked(&self, req: &CheckedRequest) -> Result<(Vec<u8>, TsaSerial, PendingToken), Error> {
         let id = self.current();
         // The clock is read while no other serial can be taken: serial order is genTime order.
         let (slot, now) = self.store.begin_token(self.config.serial_block, |_| self.config.clock.now())?;
@@ -439,7 +489,7 @@ impl TimestampAuthority {
             token_sha256: sha256(&token_der),
         })?;
         tracing::debug!(serial = %serial, gen_time = %gen_time, "issued timestamp token");
-        Ok((token_der, pending))
+        Ok((token_der, serial, pending))
     }
 
     /// Signs an encoded TSTInfo as a CMS SignedData (RFC 5652 §5, RFC 3161 §2.4.2): eContentType

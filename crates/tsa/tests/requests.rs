@@ -218,3 +218,43 @@ fn the_tsa_is_only_built_from_a_usable_key_certificate_and_config() {
     let r = build(fx.hsm.signer(&ed).unwrap(), ed_cert.der().to_vec(), vec![], TsaConfig::default());
     assert!(matches!(r, Err(Error::Config(_))), "{r:?}");
 }
+
+/// A token made in process for a digest is the token a query for that digest (certificates
+/// asked for, no nonce) is granted, but for its serial and time; the serial returned is the
+/// token's; a batch answers in order.
+#[test]
+fn in_process_stamps_are_the_tokens_a_query_for_the_digest_gets() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::create(dir.path(), KeyType::P256, false);
+    let (_db, tsa) = fx.tsa(TsaConfig::default());
+    // The tokens made in process, in a granted response for the helpers that read responses.
+    let granted = decode_resp(&tsa.respond(&query_for(SHA256, &[0; 32], None, true))).status;
+    let as_resp = |token: &[u8]| TimeStampResp {
+        status: granted.clone(),
+        time_stamp_token: Some(cms::content_info::ContentInfo::from_der(token).unwrap()),
+    };
+    let d: [u8; 32] = sha256(b"signature value").try_into().unwrap();
+    let (token, serial) = tsa.stamp_sha256(&d).unwrap();
+    let queried = decode_resp(&tsa.respond(&query_for(SHA256, &d, None, true)));
+    let (mine, theirs) = (tst_info(&as_resp(&token)), tst_info(&queried));
+    assert_eq!(mine.serial_number, positive_int(serial.value()));
+    assert_eq!(positive_int(serial.value() + 1), theirs.serial_number, "the next serial");
+    assert_eq!(mine.message_imprint, theirs.message_imprint);
+    assert_eq!(mine.message_imprint.hashed_message.as_bytes(), d);
+    assert_eq!((mine.policy, mine.nonce, mine.accuracy), (theirs.policy, None, theirs.accuracy));
+    let certs = |der: &[u8]| {
+        let ci = cms::content_info::ContentInfo::from_der(der).unwrap();
+        ci.content.decode_as::<cms::signed_data::SignedData>().unwrap().certificates
+    };
+    assert!(certs(&token).is_some(), "the TSA's certificate is in the token");
+    assert_eq!(certs(&token), certs(&token_der(&queried)));
+
+    let digests = [[1u8; 32], [2; 32], [3; 32]];
+    let batch: Vec<_> = tsa.stamp_sha256_many(&digests).into_iter().map(Result::unwrap).collect();
+    for (i, (token, serial)) in batch.iter().enumerate() {
+        let tst = tst_info(&as_resp(token));
+        assert_eq!(tst.message_imprint.hashed_message.as_bytes(), digests[i]);
+        assert_eq!(tst.serial_number, positive_int(serial.value()));
+    }
+    assert!(batch.windows(2).all(|w| w[0].1 < w[1].1), "serials in the digests' order");
+}
