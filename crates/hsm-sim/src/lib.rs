@@ -172,7 +172,6 @@ struct LoadedKey {
     raw: Vec<u8>,
     key: SigningKey,
     rng: SystemRandom,
-    rsa_rng: aws_lc_rs::rand::SystemRandom,
 }
 
 impl std::fmt::Debug for LoadedKey {
@@ -202,8 +201,9 @@ impl Signer for LoadedKey {
         match &self.key {
             SigningKey::Rsa(kp) => {
                 let mut sig = vec![0u8; kp.public_modulus_len()];
-                kp.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &self.rsa_rng, msg, &mut sig)
-                    .map_err(|_| err())?;
+                // PKCS#1 v1.5 is deterministic: AWS-LC takes a generator and does not use it.
+                let rng = aws_lc_rs::rand::SystemRandom::new();
+                kp.sign(&aws_lc_rs::signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig).map_err(|_| err())?;
                 Ok(sig)
             }
             SigningKey::Ecdsa(kp) => Ok(kp.sign(&self.rng, msg).map_err(|_| err())?.as_ref().to_vec()),
@@ -496,7 +496,6 @@ impl KeyCustody for HsmSim {
             raw,
             key,
             rng: SystemRandom::new(),
-            rsa_rng: aws_lc_rs::rand::SystemRandom::new(),
         });
         let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
         st.cache.insert(handle.clone(), loaded.clone());
