@@ -335,27 +335,6 @@ impl TimestampAuthority {
         Self::response_der(result)
     }
 
-    /// [`TimestampAuthority::respond`] for many queries at once (a bulk run of one caller): every
-    /// token is issued first, then their records are waited for together, so the store's
-    /// committer makes them durable in as few flushes as it can instead of one wait per token.
-    /// The answers in order; none is returned before every record of the run is durable or
-    /// failed.
-    pub fn respond_many(&self, queries: &[Vec<u8>]) -> Vec<Vec<u8>> {
-        let issued: Vec<Result<(Vec<u8>, PendingToken), Error>> =
-            queries.iter().map(|q| self.issue(q)).collect();
-        issued
-            .into_iter()
-            .map(|r| {
-                let result = r.and_then(|(token, pending)| {
-                    pending.wait()?;
-                    Ok(token)
-                });
-                self.count(&result);
-                Self::response_der(result)
-            })
-            .collect()
-    }
-
     /// A token over the SHA-256 digest `digest` for a caller in this process (the timestamp of a
     /// signature value): what [`TimestampAuthority::respond`] issues for a request of that digest
     /// in the default policy, with the certificates and without a nonce (nothing travels between
@@ -370,9 +349,11 @@ impl TimestampAuthority {
         result
     }
 
-    /// [`TimestampAuthority::stamp_sha256`] for many digests at once, as
-    /// [`TimestampAuthority::respond_many`]: every token issued first, then their records waited
-    /// for together. The answers in order.
+    /// [`TimestampAuthority::stamp_sha256`] for many digests at once (a bulk run of one caller):
+    /// every token is issued first, then their records are waited for together, so the store's
+    /// committer makes them durable in as few flushes as it can instead of one wait per token.
+    /// The answers in order; none is returned before every record of the run is durable or
+    /// failed.
     pub fn stamp_sha256_many(&self, digests: &[[u8; 32]]) -> Vec<Result<(Vec<u8>, TsaSerial), Error>> {
         let issued: Vec<_> = digests.iter().map(|d| self.issue_checked(&self.sha256_request(d))).collect();
         issued
