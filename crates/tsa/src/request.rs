@@ -23,19 +23,24 @@ impl CheckedRequest {
     /// certificates and no nonce: nothing to check.
     pub(crate) fn sha256(digest: &[u8; 32], policy: ObjectIdentifier) -> Self {
         CheckedRequest {
-            imprint: MessageImprint {
-                hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
-                    oid: HashAlg::Sha256.oid(),
-                    parameters: None,
-                },
-                hashed_message: der::asn1::OctetString::new(digest.to_vec())
-                    .expect("invariant: 32 octets are a valid OCTET STRING"),
-            },
+            imprint: sha256_imprint(digest),
             hash: HashAlg::Sha256,
             policy,
             nonce: None,
             cert_req: true,
         }
+    }
+}
+
+/// The message imprint of a SHA-256 digest: the algorithm without parameters, and the digest.
+fn sha256_imprint(digest: &[u8; 32]) -> MessageImprint {
+    MessageImprint {
+        hash_algorithm: x509_cert::spki::AlgorithmIdentifierOwned {
+            oid: HashAlg::Sha256.oid(),
+            parameters: None,
+        },
+        hashed_message: der::asn1::OctetString::new(digest.to_vec())
+            .expect("invariant: 32 octets are a valid OCTET STRING"),
     }
 }
 
@@ -81,9 +86,7 @@ pub(crate) fn check(der: &[u8], config: &TsaConfig) -> Result<CheckedRequest, Er
 /// The client side: a `TimeStampReq` for the SHA-256 digest of some data, with `nonce` (big-endian,
 /// unsigned) and certReq true, as `pki ts stamp` sends it.
 pub fn sha256_query(digest: &[u8; 32], nonce: &[u8]) -> Result<Vec<u8>, Error> {
-    use der::asn1::OctetString;
     use der::Encode;
-    use x509_cert::spki::AlgorithmIdentifierOwned;
     // The nonce read as an unsigned number, in DER's minimal form: no leading zero octets (one
     // octet for zero), and a zero octet in front when the first has its high bit set. Random
     // octets starting with 0x00 were sent as they were — not DER, and refused by the TSA.
@@ -97,11 +100,7 @@ pub fn sha256_query(digest: &[u8; 32], nonce: &[u8]) -> Result<Vec<u8>, Error> {
     }
     let req = TimeStampReq {
         version: crate::asn1::TspVersion::V1,
-        message_imprint: MessageImprint {
-            hash_algorithm: AlgorithmIdentifierOwned { oid: HashAlg::Sha256.oid(), parameters: None },
-            hashed_message: OctetString::new(digest.to_vec())
-                .map_err(|e| Error::BadDataFormat(e.to_string()))?,
-        },
+        message_imprint: sha256_imprint(digest),
         req_policy: None,
         nonce: Some(Int::new(&nonce).map_err(|e| Error::BadDataFormat(e.to_string()))?),
         cert_req: true,
