@@ -30,7 +30,7 @@ pub use seal::{
     InProcessTsa, Invitation, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer, SealerParts,
     SenderKeys,
 };
-pub use signed::{SenderKey, SignatureTimestamp, Timestamper};
+pub use signed::{IssuedTimestamp, SenderKey, SignatureTimestamp, Timestamper};
 
 /// Everything that can go wrong; [`Error::status`] and [`Error::body`] are the one place where an
 /// error becomes an HTTP answer.

@@ -13,7 +13,9 @@ use ring::rand::SecureRandom as _;
 
 use crate::envelope::{envelop, ContentCipher, Recipient};
 use crate::mime::{self, Content, HeaderText};
-use crate::signed::{sign_unstamped, Encapsulation, SenderKey, SignatureTimestamp, Timestamper, Unstamped};
+use crate::signed::{
+    sign_unstamped, Encapsulation, IssuedTimestamp, SenderKey, SignatureTimestamp, Timestamper, Unstamped,
+};
 use crate::Error;
 
 /// Where the keys of senders come from: the CA holds them in custody and knows their chains.
@@ -300,13 +302,23 @@ impl Sealer {
     }
 
     /// Makes the message of `req` and its audit record (steps 1 to 4 of [`Sealer::seal`]).
+    ///
+    /// The timestamp's record at the TSA is written while the message is encrypted, and waited
+    /// for after: by then it is usually on disk, so the message seldom waits for it at all.
     fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<(Sealed, SealRecord), Error> {
         let p = self.prepare(key, req)?;
-        let stamp = match p.timestamp {
-            true => Some(self.tsa()?.stamp(p.unstamped.signature_value())?),
-            false => None,
+        let (stamp, on_disk) = match p.timestamp {
+            true => {
+                let issued = self.tsa()?.issue(p.unstamped.signature_value())?;
+                (Some(issued.stamp), Some(issued.on_disk))
+            }
+            false => (None, None),
         };
-        self.complete(key, p, stamp)
+        let made = self.complete(key, p, stamp)?;
+        if let Some(on_disk) = on_disk {
+            on_disk()?;
+        }
+        Ok(made)
     }
 
     /// Steps 1 to 3 of [`Sealer::seal`] up to the signature: the sender and its state, the
@@ -498,19 +510,24 @@ impl InProcessTsa {
         d
     }
 
-    /// The token and its serial as the token writes it (the hex of its INTEGER's octets); a
-    /// refusal with the reason the TSA gives its clients, which names no internal detail.
-    fn stamped(issued: Result<(Vec<u8>, tsa::TsaSerial), tsa::Error>) -> Result<SignatureTimestamp, Error> {
-        let (token, serial) =
-            issued.map_err(|e| Error::TimestampRefused(tsa::TimestampAuthority::refusal_reason(&e)))?;
+    /// The token and its serial as the token writes it (the hex of its INTEGER's octets).
+    fn stamp_of(token: Vec<u8>, serial: tsa::TsaSerial) -> SignatureTimestamp {
         let serial = hex::encode_upper(tsa::asn1::int_from_u64(serial.value()).as_bytes());
-        Ok(SignatureTimestamp { token, serial })
+        SignatureTimestamp { token, serial }
+    }
+
+    /// A refusal, with the reason the TSA gives its clients, which names no internal detail.
+    fn refused(e: &tsa::Error) -> Error {
+        Error::TimestampRefused(tsa::TimestampAuthority::refusal_reason(e))
     }
 
     /// [`Timestamper::stamp_many`] on this thread: one batch of the TSA.
     fn stamp_batch(&self, signature_values: &[&[u8]]) -> Vec<Result<SignatureTimestamp, Error>> {
         let digests: Vec<[u8; 32]> = signature_values.iter().map(|v| Self::digest(v)).collect();
-        self.0.stamp_sha256_many(&digests).into_iter().map(Self::stamped).collect()
+        let stamps = self.0.stamp_sha256_many(&digests).into_iter();
+        stamps
+            .map(|r| r.map(|(token, serial)| Self::stamp_of(token, serial)).map_err(|e| Self::refused(&e)))
+            .collect()
     }
 }
 
@@ -525,6 +542,17 @@ impl Timestamper for InProcessTsa {
     }
 
     fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error> {
-        Self::stamped(self.0.stamp_sha256(&Self::digest(signature_value)))
+        let (token, serial) =
+            self.0.stamp_sha256(&Self::digest(signature_value)).map_err(|e| Self::refused(&e))?;
+        Ok(Self::stamp_of(token, serial))
+    }
+
+    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp<'_>, Error> {
+        let issued = self.0.issue_sha256(&Self::digest(signature_value)).map_err(|e| Self::refused(&e))?;
+        let on_disk = issued.on_disk;
+        Ok(IssuedTimestamp {
+            stamp: Self::stamp_of(issued.token, issued.serial),
+            on_disk: Box::new(move || on_disk.wait().map_err(|e| Self::refused(&e))),
+        })
     }
 }

@@ -38,11 +38,27 @@ pub struct SignatureTimestamp {
     pub serial: String,
 }
 
+/// A timestamp whose record at the TSA may not be durable yet ([`Timestamper::issue`]): its
+/// token may go into the message, which is handed out only once `on_disk` returned `Ok`.
+pub struct IssuedTimestamp<'a> {
+    /// The token and its serial.
+    pub stamp: SignatureTimestamp,
+    /// Waits until the TSA's record of the token is durable.
+    pub on_disk: Box<dyn FnOnce() -> Result<(), Error> + 'a>,
+}
+
 /// Who stamps signature values: the TSA in process, or anything else that answers with a token
 /// over the SHA-256 of the bytes it is given.
 pub trait Timestamper: Send + Sync {
     /// A token whose message imprint is the SHA-256 of `signature_value`.
     fn stamp(&self, signature_value: &[u8]) -> Result<SignatureTimestamp, Error>;
+
+    /// [`Timestamper::stamp`], returned before the TSA's record of the token is durable when
+    /// the TSA can say so: the caller finishes its message meanwhile and waits on `on_disk`
+    /// before handing it out. By default the token once it is durable.
+    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp<'_>, Error> {
+        Ok(IssuedTimestamp { stamp: self.stamp(signature_value)?, on_disk: Box::new(|| Ok(())) })
+    }
 
     /// Tokens for many signature values, in order; an implementation may make them in one
     /// batch.

@@ -65,7 +65,7 @@ pub use der::oid::ObjectIdentifier;
 pub use gentime::GenTime;
 pub use http::{scope, verify_scope, MAX_QUERY_BYTES, MAX_VERIFY_DATA_BYTES};
 pub use request::sha256_query;
-pub use token::TimestampAuthority;
+pub use token::{IssuedToken, TimestampAuthority, TokenOnDisk};
 pub use verify::{verify, MoreCertificates, Timestamped, VerifiedToken, Verifier};
 
 /// The default TSA policy: `1.3.6.1.4.1.32473.1`, under the enterprise number RFC 5612 reserves

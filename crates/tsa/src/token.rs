@@ -341,12 +341,25 @@ impl TimestampAuthority {
     /// asking and answering to be replayed), without encoding the request and decoding the reply.
     /// The token's DER (a `ContentInfo`) and its serial, once the token's record is durable.
     pub fn stamp_sha256(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, TsaSerial), Error> {
-        let result = self.issue_checked(&self.sha256_request(digest)).and_then(|(token, serial, pending)| {
-            pending.wait()?;
-            Ok((token, serial))
-        });
-        self.count(&result);
-        result
+        let issued = self.issue_sha256(digest)?;
+        issued.on_disk.wait()?;
+        Ok((issued.token, issued.serial))
+    }
+
+    /// [`TimestampAuthority::stamp_sha256`] without the wait: the token as soon as it is signed,
+    /// its record handed to the store's committer. The caller may build the token into what it
+    /// makes meanwhile, and hands that out only once [`TokenOnDisk::wait`] returned `Ok`: the
+    /// record's write overlaps the caller's own work instead of holding it up.
+    pub fn issue_sha256(&self, digest: &[u8; 32]) -> Result<IssuedToken<'_>, Error> {
+        match self.issue_checked(&self.sha256_request(digest)) {
+            Ok((token, serial, pending)) => {
+                Ok(IssuedToken { token, serial, on_disk: TokenOnDisk { tsa: self, pending } })
+            }
+            Err(e) => {
+                self.count::<(), _>(&Err(&e));
+                Err(e)
+            }
+        }
     }
 
     /// [`TimestampAuthority::stamp_sha256`] for many digests at once (a bulk run of one caller):
@@ -355,16 +368,13 @@ impl TimestampAuthority {
     /// The answers in order; none is returned before every record of the run is durable or
     /// failed.
     pub fn stamp_sha256_many(&self, digests: &[[u8; 32]]) -> Vec<Result<(Vec<u8>, TsaSerial), Error>> {
-        let issued: Vec<_> = digests.iter().map(|d| self.issue_checked(&self.sha256_request(d))).collect();
+        let issued: Vec<_> = digests.iter().map(|d| self.issue_sha256(d)).collect();
         issued
             .into_iter()
             .map(|r| {
-                let result = r.and_then(|(token, serial, pending)| {
-                    pending.wait()?;
-                    Ok((token, serial))
-                });
-                self.count(&result);
-                result
+                let issued = r?;
+                issued.on_disk.wait()?;
+                Ok((issued.token, issued.serial))
             })
             .collect()
     }
@@ -479,6 +489,42 @@ impl TimestampAuthority {
     /// Returns the token's DER (a `ContentInfo`), framed by [`TokenFrame::content_info`].
     fn sign(id: &Identity, tst_der: &[u8], cert_req: bool) -> Result<Vec<u8>, Error> {
         id.frame.content_info(tst_der, cert_req, |signed_attributes| Ok(id.signer.sign(signed_attributes)?))
+    }
+}
+
+/// A token issued for a caller in this process ([`TimestampAuthority::issue_sha256`]) whose
+/// record may not be on disk yet.
+#[derive(Debug)]
+#[must_use = "a token may be handed out only once its record is on disk"]
+pub struct IssuedToken<'a> {
+    /// The token's DER (a `ContentInfo`).
+    pub token: Vec<u8>,
+    /// Its serial number.
+    pub serial: TsaSerial,
+    /// Its record, to be waited for before the token leaves.
+    pub on_disk: TokenOnDisk<'a>,
+}
+
+/// The record of an [`IssuedToken`] on its way to disk.
+#[must_use = "a token may be handed out only once its record is on disk"]
+pub struct TokenOnDisk<'a> {
+    tsa: &'a TimestampAuthority,
+    pending: PendingToken,
+}
+
+impl std::fmt::Debug for TokenOnDisk<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenOnDisk").field("pending", &self.pending).finish_non_exhaustive()
+    }
+}
+
+impl TokenOnDisk<'_> {
+    /// Blocks until the record is durable (the token is counted as granted), or fails (counted
+    /// as refused): the token must then not be handed out.
+    pub fn wait(self) -> Result<(), Error> {
+        let result = self.pending.wait().map_err(Error::from);
+        self.tsa.count(&result);
+        result
     }
 }
 

@@ -258,3 +258,30 @@ fn in_process_stamps_are_the_tokens_a_query_for_the_digest_gets() {
     }
     assert!(batch.windows(2).all(|w| w[0].1 < w[1].1), "serials in the digests' order");
 }
+
+/// A token issued without waiting is the token of its serial, and counted as granted only once
+/// its record is waited for, after which the auditors' verifier finds that record: the caller
+/// may build the token into a message first.
+#[test]
+fn an_issued_token_is_counted_and_on_record_once_its_record_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = Fixture::create(dir.path(), KeyType::P256, false);
+    let (db, tsa) = fx.tsa(TsaConfig::default());
+    let d: [u8; 32] = sha256(b"another signature value").try_into().unwrap();
+    let before = tsa.counts();
+    let issued = tsa.issue_sha256(&d).unwrap();
+    assert_eq!(tsa.counts(), before, "counted before its record is on disk");
+    let granted = decode_resp(&tsa.respond(&query_for(SHA256, &[0; 32], None, true))).status;
+    let resp = TimeStampResp {
+        status: granted,
+        time_stamp_token: Some(cms::content_info::ContentInfo::from_der(&issued.token).unwrap()),
+    };
+    let tst = tst_info(&resp);
+    assert_eq!(tst.serial_number, positive_int(issued.serial.value()));
+    assert_eq!(tst.message_imprint.hashed_message.as_bytes(), d);
+    let (token, serial) = (issued.token, issued.serial);
+    issued.on_disk.wait().unwrap();
+    assert_eq!(tsa.counts(), (before.0 + 2, before.1), "this one and the query's, granted once on disk");
+    let verified = fx.verifier(&db).verify(&token, tsa::Timestamped::Digest(&d)).unwrap();
+    assert_eq!(verified.serial, serial);
+}

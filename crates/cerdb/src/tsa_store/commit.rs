@@ -7,7 +7,8 @@
 //! slots at the front — at most `MAX_BATCH` records, after waiting `COMMIT_WINDOW` for the
 //! tokens in flight — syncs, marks them durable and wakes
 //! their waiters, blocking ([`PendingToken::wait`]) and async ([`PendingToken`] as a future)
-//! alike. Slots settled while a write is in flight go into the next one. So the ledger is
+//! alike, each by the waker it left with its slot: only the waiters whose records the write
+//! covered are woken, not every one asleep. Slots settled while a write is in flight go into the next one. So the ledger is
 //! in serial order, and a token costs a fraction of a sync under load.
 //!
 //! A failed write or sync stops the ledger: its records and every later one fail, and no token
@@ -56,14 +57,12 @@ struct CommitState {
     /// Why the ledger stopped, once a write failed.
     failed: Option<String>,
     stats: CommitStats,
-    /// Wakers of async waiters, by slot.
+    /// Wakers of the waiters, by slot (a blocking waiter's unparks its thread).
     wakers: Vec<(u64, Waker)>,
     /// The committer thread was started.
     running: bool,
     /// The committer is asleep waiting for work.
     idle: bool,
-    /// Blocking waiters asleep on `done`.
-    blocked: usize,
     /// The store is gone: write what is pending and stop.
     shutdown: bool,
     /// Runs of slots whose write failed while the database was unavailable: (first slot, slot
@@ -133,8 +132,6 @@ pub(super) struct CommitShared {
     state: Mutex<CommitState>,
     /// The committer sleeps here.
     work: Condvar,
-    /// Blocking waiters sleep here.
-    done: Condvar,
 }
 
 impl CommitShared {
@@ -173,7 +170,6 @@ impl CommitShared {
                 }
                 st.running = false;
                 let wakers: Vec<Waker> = st.wakers.drain(..).map(|(_, w)| w).collect();
-                self.0.done.notify_all();
                 drop(st);
                 wakers.into_iter().for_each(Waker::wake);
             }
@@ -225,9 +221,6 @@ impl CommitShared {
                     st.durable = target;
                 }
                 let ready = st.ready_wakers();
-                if st.blocked > 0 {
-                    self.done.notify_all();
-                }
                 drop(st);
                 ready.into_iter().for_each(Waker::wake);
                 st = self.lock();
@@ -259,7 +252,6 @@ impl Committer {
                 write,
                 state: Mutex::new(CommitState::default()),
                 work: Condvar::new(),
-                done: Condvar::new(),
             }),
             thread: Mutex::new(None),
         }
@@ -380,20 +372,32 @@ impl fmt::Debug for PendingToken {
 }
 
 impl PendingToken {
-    /// Blocks until the record is durable (or the ledger stopped).
-    pub fn wait(self) -> Result<(), Error> {
-        let mut st = self.shared.lock();
+    /// Blocks until the record is durable (or the ledger stopped): the future polled on this
+    /// thread, which sleeps until the committer wakes this slot's waker.
+    pub fn wait(mut self) -> Result<(), Error> {
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
         loop {
-            if let Some(outcome) = st.outcome(self.seq) {
-                return outcome;
+            match Pin::new(&mut self).poll(&mut cx) {
+                Poll::Ready(outcome) => return outcome,
+                // An unpark that came before the park makes it return at once; a spurious
+                // return polls again.
+                Poll::Pending => std::thread::park(),
             }
-            if !st.running {
-                return Err(stopped("the TSA commit thread is not running"));
-            }
-            st.blocked += 1;
-            st = self.shared.done.wait(st).unwrap_or_else(|p| p.into_inner());
-            st.blocked -= 1;
         }
+    }
+}
+
+/// The waker of a blocking waiter: it unparks the waiting thread.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
     }
 }
 
