@@ -129,7 +129,9 @@ pub struct Sealer {
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
     withdrawn: Arc<WithdrawnIssuers>,
-    cache: Mutex<HashMap<(SenderName, Serial), SenderKey>>,
+    /// The senders' keys and chains, parsed once (a clone for every message would copy the
+    /// parsed certificates).
+    cache: Mutex<HashMap<(SenderName, Serial), Arc<SenderKey>>>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -233,12 +235,12 @@ impl Sealer {
         }
     }
 
-    fn sender_key(&self, sender: &MailSender) -> Result<SenderKey, Error> {
+    fn sender_key(&self, sender: &MailSender) -> Result<Arc<SenderKey>, Error> {
         let id = (sender.name.clone(), sender.serial.clone());
         if let Some(k) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
             return Ok(k.clone());
         }
-        let k = self.keys.sender_key(sender)?;
+        let k = Arc::new(self.keys.sender_key(sender)?);
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(id, k.clone());
         Ok(k)
     }
@@ -447,7 +449,7 @@ fn envelope_of<'a>(
 /// A message signed, waiting for its timestamp.
 struct Prepared {
     sender: MailSender,
-    sender_key: SenderKey,
+    sender_key: Arc<SenderKey>,
     now: DateTime<Utc>,
     message_id: String,
     to: EmailAddress,
