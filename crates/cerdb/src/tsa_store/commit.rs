@@ -5,11 +5,11 @@
 //! the token is signed; it is filled once the token exists ([`TokenSlot::fill`]), or dropped
 //! when issuance failed. The committer writes the longest run of settled (filled or dropped)
 //! slots at the front — at most `MAX_BATCH` records, after waiting `COMMIT_WINDOW` for the
-//! tokens in flight — syncs, marks them durable and wakes
-//! their waiters, blocking ([`PendingToken::wait`]) and async ([`PendingToken`] as a future)
-//! alike, each by the waker it left with its slot: only the waiters whose records the write
-//! covered are woken, not every one asleep. Slots settled while a write is in flight go into the next one. So the ledger is
-//! in serial order, and a token costs a fraction of a sync under load.
+//! tokens in flight — syncs, marks them durable and wakes their waiters, blocking
+//! ([`PendingToken::wait`]) and async ([`PendingToken`] as a future) alike, each by the waker it
+//! left with its slot: only the waiters whose records the write covered are woken, not every one
+//! asleep. Slots settled while a write is in flight go into the next one. So the ledger is in
+//! serial order, and a token costs a fraction of a sync under load.
 //!
 //! A failed write or sync stops the ledger: its records and every later one fail, and no token
 //! is issued until a restart (after a failed `fsync` the kernel may have dropped the data, so
