@@ -341,9 +341,7 @@ impl TimestampAuthority {
     /// asking and answering to be replayed), without encoding the request and decoding the reply.
     /// The token's DER (a `ContentInfo`) and its serial, once the token's record is durable.
     pub fn stamp_sha256(&self, digest: &[u8; 32]) -> Result<(Vec<u8>, TsaSerial), Error> {
-        let issued = self.issue_sha256(digest)?;
-        issued.on_disk.wait()?;
-        Ok((issued.token, issued.serial))
+        self.issue_sha256(digest)?.durable()
     }
 
     /// [`TimestampAuthority::stamp_sha256`] without the wait: the token as soon as it is signed,
@@ -369,14 +367,7 @@ impl TimestampAuthority {
     /// failed.
     pub fn stamp_sha256_many(&self, digests: &[[u8; 32]]) -> Vec<Result<(Vec<u8>, TsaSerial), Error>> {
         let issued: Vec<_> = digests.iter().map(|d| self.issue_sha256(d)).collect();
-        issued
-            .into_iter()
-            .map(|r| {
-                let issued = r?;
-                issued.on_disk.wait()?;
-                Ok((issued.token, issued.serial))
-            })
-            .collect()
+        issued.into_iter().map(|r| r?.durable()).collect()
     }
 
     /// Why a token was refused, as the refusal's PKIStatusInfo says it to a client (logging the
@@ -503,6 +494,14 @@ pub struct IssuedToken<'a> {
     pub serial: TsaSerial,
     /// Its record, to be waited for before the token leaves.
     pub on_disk: TokenOnDisk<'a>,
+}
+
+impl IssuedToken<'_> {
+    /// The token and its serial once its record is durable ([`TokenOnDisk::wait`]).
+    pub fn durable(self) -> Result<(Vec<u8>, TsaSerial), Error> {
+        self.on_disk.wait()?;
+        Ok((self.token, self.serial))
+    }
 }
 
 /// The record of an [`IssuedToken`] on its way to disk.
