@@ -752,7 +752,8 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
 
 /// Many timestamped seals at once, to RSA and P-256 recipients: every one is answered 200 (a
 /// 500 under four concurrent timestamped P-256 seals was once seen in the benchmark), and every
-/// message opens with its recipient's key and verifies with OpenSSL.
+/// message opens with its recipient's key and verifies with OpenSSL; so does one too large to be
+/// made on the HTTP worker that read it.
 #[test]
 fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
     let f = fixture("");
@@ -799,6 +800,23 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
         }
     }
     assert_eq!(serials.len(), 48);
+
+    // A statement larger than what an HTTP worker makes itself (512 KiB of body) is made on the
+    // blocking pool instead: the same message, with its timestamp.
+    let large: Vec<u8> = pdf.iter().copied().cycle().take(600 << 10).collect();
+    let body = request("bob@example.com", &text, &large, true).to_string();
+    assert!(body.len() > 512 << 10 && body.len() < 1 << 20, "{}", body.len());
+    let r = f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    let signed = decrypt_answer(&f.env, "large", &j, "cms", &f.bob_cert, &f.bob_key);
+    let inner = f.env.path("large.inner");
+    openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+    assert_eq!(part(&python_parts(&inner), "application/pdf"), large);
+    let (signature, token) = signature_and_token(&cms_der(&f.env, &signed, "large.p7m"));
+    let token = f.env.write("large.tst", token.expect("a signature timestamp token"));
+    let ok = ts_verify(&token, &signature, &f.ca.root);
+    assert!(ok.stdout.contains("Verification: OK"), "{}{}", ok.stdout, ok.stderr);
 }
 
 /// A sender identity whose certificate cannot sign is a clear 4xx naming the sender and why,

@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 
 use crate::envelope::ContentCipher;
 use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
-use crate::seal::{SealRequest, Sealed, Sealer};
+use crate::seal::{Made, SealRequest, Sealed, Sealer};
 use crate::Error;
 
 /// The most messages one bulk request may carry.
@@ -318,21 +318,40 @@ fn wants_json(req: &HttpRequest) -> bool {
         .is_some_and(|a| a.contains("application/json"))
 }
 
-/// Seals (and delivers when asked) one checked request.
+/// Parses one request's body and makes its message ([`Sealer::make`]): the CPU's work of a
+/// single request.
 fn make(
     svc: &MailService,
-    key: &cerdb::directory::ApiKeyName,
-    req: &SealRequest,
-    deliver: bool,
-) -> Result<(Sealed, Option<String>), Error> {
-    let delivery =
-        if deliver { Some(svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?) } else { None };
-    let sealed = svc.sealer.seal(key, req)?;
-    let queue_id = match delivery {
-        Some(d) => Some(d.deliver(&sealed.from, &req.to, &sealed.message)?),
-        None => None,
+    hash: &cerdb::directory::ApiKeyHash,
+    rec: &ApiKeyRecord,
+    body: Vec<u8>,
+) -> Result<(SealRequest, bool, Made), Error> {
+    let (request, deliver) = parse_one(&body)?;
+    drop(body);
+    charge(svc, hash, rec, 1)?;
+    if deliver && svc.delivery.is_none() {
+        return Err(Error::DeliveryUnavailable);
+    }
+    let made = svc.sealer.make(&rec.name, &request)?;
+    Ok((request, deliver, made))
+}
+
+/// Commits a made message ([`Sealer::commit`]: its durable records) and delivers it when asked.
+fn commit(svc: &MailService, req: SealRequest, deliver: bool, made: Made) -> Result<Answered, Error> {
+    let sealed = svc.sealer.commit(made)?;
+    delivered(svc, req, sealed, deliver)
+}
+
+/// A message handed to the relay when its request asked for delivery, with the relay's queue id.
+fn delivered(svc: &MailService, req: SealRequest, sealed: Sealed, deliver: bool) -> Result<Answered, Error> {
+    let queue_id = match deliver {
+        true => {
+            let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
+            Some(d.deliver(&sealed.from, &req.to, &sealed.message)?)
+        }
+        false => None,
     };
-    Ok((sealed, queue_id))
+    Ok((req, sealed, queue_id))
 }
 
 /// The JSON description of a made message, `status` added when given (the bulk answer's). The
@@ -380,21 +399,32 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
         Err(e) => return error_response(&e),
     };
     let as_json = wants_json(&req);
-    // The body read (and its 140 KB of JSON and base64 for a statement) off the event loop.
-    let result = web::block(move || {
-        let (request, deliver) = parse_one(&body)?;
-        drop(body);
-        charge(&svc, &hash, &rec, 1)?;
-        let made = make(&svc, &rec.name, &request, deliver);
-        Ok((request, made))
-    })
-    .await;
+    // A statement's message is made on this worker, by the thread that read its body and will
+    // write its answer: about a millisecond of CPU, as a TLS handshake is, and the message's
+    // bytes stay in this core's cache. A larger body is made on the blocking pool, so that no
+    // worker is held up for long; its waits for durable records and the relay always are.
+    let result = if body.len() <= INLINE_BODY {
+        match make(&svc, &hash, &rec, body) {
+            Ok((request, deliver, made)) => web::block(move || commit(&svc, request, deliver, made)).await,
+            Err(e) => Ok(Err(e)),
+        }
+    } else {
+        web::block(move || {
+            let (request, deliver, made) = make(&svc, &hash, &rec, body)?;
+            commit(&svc, request, deliver, made)
+        })
+        .await
+    };
     match result {
-        Ok(Ok((request, Ok((s, q))))) => describe_or_raw(&request, s, q, as_json),
-        Ok(Ok((_, Err(e))) | Err(e)) => error_response(&e),
+        Ok(Ok((request, s, q))) => describe_or_raw(&request, s, q, as_json),
+        Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }
 }
+
+/// The largest body of a single request whose message is made on the HTTP worker that read it
+/// (a statement with its PDF is 140 KB); larger ones are made on the blocking pool.
+const INLINE_BODY: usize = 512 << 10;
 
 fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_json: bool) -> HttpResponse {
     if as_json {
@@ -469,14 +499,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
             .map(|(p, s)| {
                 let (r, deliver) = p?;
                 let s = s.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
-                let queue_id = match deliver {
-                    true => {
-                        let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
-                        Some(d.deliver(&s.from, &r.to, &s.message)?)
-                    }
-                    false => None,
-                };
-                Ok((r, s, queue_id))
+                delivered(&svc, r, s, deliver)
             })
             .collect();
         // Each answer described (its message base64-encoded) on every core, then joined.

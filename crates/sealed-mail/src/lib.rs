@@ -27,10 +27,10 @@ pub mod signed;
 
 pub use http::{configure, Delivery, MailLimits, MailService, MAX_BULK};
 pub use seal::{
-    InProcessTsa, Invitation, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer, SealerParts,
-    SenderKeys,
+    InProcessTsa, Invitation, Made, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer,
+    SealerParts, SenderKeys,
 };
-pub use signed::{IssuedTimestamp, SenderKey, SignatureTimestamp, Timestamper};
+pub use signed::{IssuedTimestamp, OnDisk, SenderKey, SignatureTimestamp, Timestamper};
 
 /// Everything that can go wrong; [`Error::status`] and [`Error::body`] are the one place where an
 /// error becomes an HTTP answer.

@@ -14,7 +14,8 @@ use ring::rand::SecureRandom as _;
 use crate::envelope::{envelop, ContentCipher, Recipient};
 use crate::mime::{self, Content, HeaderText};
 use crate::signed::{
-    sign_unstamped, Encapsulation, IssuedTimestamp, SenderKey, SignatureTimestamp, Timestamper, Unstamped,
+    sign_unstamped, Encapsulation, IssuedTimestamp, OnDisk, SenderKey, SignatureTimestamp, Timestamper,
+    Unstamped,
 };
 use crate::Error;
 
@@ -107,6 +108,22 @@ pub struct Sealed {
     pub timestamp_serial: Option<String>,
     /// The sender's address.
     pub from: EmailAddress,
+}
+
+/// A message made but not yet handed out ([`Sealer::make`]): its timestamp's record may still be
+/// on its way to disk, and its audit entry is not written. [`Sealer::commit`] does both, on any
+/// thread, and only then gives the message.
+#[must_use = "a message is handed out only through Sealer::commit"]
+pub struct Made {
+    sealed: Sealed,
+    record: SealRecord,
+    on_disk: Option<OnDisk>,
+}
+
+impl std::fmt::Debug for Made {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Made").field("record", &self.record).finish_non_exhaustive()
+    }
 }
 
 /// The invitation sent to addresses without a certificate.
@@ -257,7 +274,32 @@ impl Sealer {
     /// 4. encrypted to the recipient (and the archive certificate) and framed;
     /// 5. recorded in the audit log before it is returned.
     pub fn seal(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Sealed, Error> {
-        let (sealed, record) = self.make(key, req)?;
+        self.commit(self.make(key, req)?)
+    }
+
+    /// Steps 1 to 4 of [`Sealer::seal`]: the CPU's work of a message. The timestamp's record at
+    /// the TSA is written meanwhile; [`Sealer::commit`] waits for it.
+    pub fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Made, Error> {
+        let p = self.prepare(key, req)?;
+        let (stamp, on_disk) = match p.timestamp {
+            true => {
+                let issued = self.tsa()?.issue(p.unstamped.signature_value())?;
+                (Some(issued.stamp), Some(issued.on_disk))
+            }
+            false => (None, None),
+        };
+        let (sealed, record) = self.complete(key, p, stamp)?;
+        Ok(Made { sealed, record, on_disk })
+    }
+
+    /// Step 5 of [`Sealer::seal`]: once the timestamp's record is durable, the audit entry; then
+    /// the message. The waits of a message, apart from its CPU work: a server makes messages on
+    /// the threads that read them and commits them on threads that may block.
+    pub fn commit(&self, made: Made) -> Result<Sealed, Error> {
+        let Made { sealed, record, on_disk } = made;
+        if let Some(on_disk) = on_disk {
+            on_disk()?;
+        }
         self.audit.record(&record)?;
         Ok(sealed)
     }
@@ -301,26 +343,6 @@ impl Sealer {
                 (Err(_), Err(e)) => Err(e),
             })
             .collect()
-    }
-
-    /// Makes the message of `req` and its audit record (steps 1 to 4 of [`Sealer::seal`]).
-    ///
-    /// The timestamp's record at the TSA is written while the message is encrypted, and waited
-    /// for after: by then it is usually on disk, so the message seldom waits for it at all.
-    fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<(Sealed, SealRecord), Error> {
-        let p = self.prepare(key, req)?;
-        let (stamp, on_disk) = match p.timestamp {
-            true => {
-                let issued = self.tsa()?.issue(p.unstamped.signature_value())?;
-                (Some(issued.stamp), Some(issued.on_disk))
-            }
-            false => (None, None),
-        };
-        let made = self.complete(key, p, stamp)?;
-        if let Some(on_disk) = on_disk {
-            on_disk()?;
-        }
-        Ok(made)
     }
 
     /// Steps 1 to 3 of [`Sealer::seal`] up to the signature: the sender and its state, the
@@ -549,7 +571,7 @@ impl Timestamper for InProcessTsa {
         Ok(Self::stamp_of(token, serial))
     }
 
-    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp<'_>, Error> {
+    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp, Error> {
         let issued = self.0.issue_sha256(&Self::digest(signature_value)).map_err(|e| Self::refused(&e))?;
         let on_disk = issued.on_disk;
         Ok(IssuedTimestamp {

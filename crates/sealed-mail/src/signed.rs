@@ -40,12 +40,15 @@ pub struct SignatureTimestamp {
 
 /// A timestamp whose record at the TSA may not be durable yet ([`Timestamper::issue`]): its
 /// token may go into the message, which is handed out only once `on_disk` returned `Ok`.
-pub struct IssuedTimestamp<'a> {
+pub struct IssuedTimestamp {
     /// The token and its serial.
     pub stamp: SignatureTimestamp,
-    /// Waits until the TSA's record of the token is durable.
-    pub on_disk: Box<dyn FnOnce() -> Result<(), Error> + 'a>,
+    /// Waits until the TSA's record of the token is durable; on any thread.
+    pub on_disk: OnDisk,
 }
+
+/// A wait until a record is durable ([`IssuedTimestamp::on_disk`]).
+pub type OnDisk = Box<dyn FnOnce() -> Result<(), Error> + Send>;
 
 /// Who stamps signature values: the TSA in process, or anything else that answers with a token
 /// over the SHA-256 of the bytes it is given.
@@ -56,7 +59,7 @@ pub trait Timestamper: Send + Sync {
     /// [`Timestamper::stamp`], returned before the TSA's record of the token is durable when
     /// the TSA can say so: the caller finishes its message meanwhile and waits on `on_disk`
     /// before handing it out. By default the token once it is durable.
-    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp<'_>, Error> {
+    fn issue(&self, signature_value: &[u8]) -> Result<IssuedTimestamp, Error> {
         Ok(IssuedTimestamp { stamp: self.stamp(signature_value)?, on_disk: Box::new(|| Ok(())) })
     }
 

@@ -74,8 +74,25 @@ pub struct TimestampAuthority {
     default_policy_text: String,
     precision_digits: u32,
     /// Tokens handed out and requests refused since start, for the operator's metrics.
+    tally: Arc<Tally>,
+}
+
+/// Tokens granted and requests refused: shared with the tokens whose record is on its way to
+/// disk ([`TokenOnDisk`]), which are counted once it is there or lost.
+#[derive(Debug, Default)]
+struct Tally {
     granted: std::sync::atomic::AtomicU64,
     refused: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn count<T, E>(&self, result: &Result<T, E>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        match result {
+            Ok(_) => self.granted.fetch_add(1, Relaxed),
+            Err(_) => self.refused.fetch_add(1, Relaxed),
+        };
+    }
 }
 
 /// The signing key of the TSA, its certificate and the chain above it, with what of every token
@@ -201,8 +218,7 @@ impl TimestampAuthority {
             config,
             default_policy_text,
             precision_digits,
-            granted: Default::default(),
-            refused: Default::default(),
+            tally: Arc::default(),
         })
     }
 
@@ -298,15 +314,11 @@ impl TimestampAuthority {
     /// Tokens granted and requests refused since this authority was made.
     pub fn counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.granted.load(Relaxed), self.refused.load(Relaxed))
+        (self.tally.granted.load(Relaxed), self.tally.refused.load(Relaxed))
     }
 
     fn count<T, E>(&self, result: &Result<T, E>) {
-        use std::sync::atomic::Ordering::Relaxed;
-        match result {
-            Ok(_) => self.granted.fetch_add(1, Relaxed),
-            Err(_) => self.refused.fetch_add(1, Relaxed),
-        };
+        self.tally.count(result)
     }
 
     /// The TSA certificate followed by its chain (DER), as handed to [`TimestampAuthority::new`]:
@@ -348,10 +360,10 @@ impl TimestampAuthority {
     /// its record handed to the store's committer. The caller may build the token into what it
     /// makes meanwhile, and hands that out only once [`TokenOnDisk::wait`] returned `Ok`: the
     /// record's write overlaps the caller's own work instead of holding it up.
-    pub fn issue_sha256(&self, digest: &[u8; 32]) -> Result<IssuedToken<'_>, Error> {
+    pub fn issue_sha256(&self, digest: &[u8; 32]) -> Result<IssuedToken, Error> {
         match self.issue_checked(&self.sha256_request(digest)) {
             Ok((token, serial, pending)) => {
-                Ok(IssuedToken { token, serial, on_disk: TokenOnDisk { tsa: self, pending } })
+                Ok(IssuedToken { token, serial, on_disk: TokenOnDisk { tally: self.tally.clone(), pending } })
             }
             Err(e) => {
                 self.count::<(), _>(&Err(&e));
@@ -487,16 +499,16 @@ impl TimestampAuthority {
 /// record may not be on disk yet.
 #[derive(Debug)]
 #[must_use = "a token may be handed out only once its record is on disk"]
-pub struct IssuedToken<'a> {
+pub struct IssuedToken {
     /// The token's DER (a `ContentInfo`).
     pub token: Vec<u8>,
     /// Its serial number.
     pub serial: TsaSerial,
     /// Its record, to be waited for before the token leaves.
-    pub on_disk: TokenOnDisk<'a>,
+    pub on_disk: TokenOnDisk,
 }
 
-impl IssuedToken<'_> {
+impl IssuedToken {
     /// The token and its serial once its record is durable ([`TokenOnDisk::wait`]).
     pub fn durable(self) -> Result<(Vec<u8>, TsaSerial), Error> {
         self.on_disk.wait()?;
@@ -504,25 +516,25 @@ impl IssuedToken<'_> {
     }
 }
 
-/// The record of an [`IssuedToken`] on its way to disk.
+/// The record of an [`IssuedToken`] on its way to disk; it may be waited for on any thread.
 #[must_use = "a token may be handed out only once its record is on disk"]
-pub struct TokenOnDisk<'a> {
-    tsa: &'a TimestampAuthority,
+pub struct TokenOnDisk {
+    tally: Arc<Tally>,
     pending: PendingToken,
 }
 
-impl std::fmt::Debug for TokenOnDisk<'_> {
+impl std::fmt::Debug for TokenOnDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenOnDisk").field("pending", &self.pending).finish_non_exhaustive()
     }
 }
 
-impl TokenOnDisk<'_> {
+impl TokenOnDisk {
     /// Blocks until the record is durable (the token is counted as granted), or fails (counted
     /// as refused): the token must then not be handed out.
     pub fn wait(self) -> Result<(), Error> {
         let result = self.pending.wait().map_err(Error::from);
-        self.tsa.count(&result);
+        self.tally.count(&result);
         result
     }
 }

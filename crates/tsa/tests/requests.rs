@@ -263,7 +263,7 @@ fn in_process_stamps_are_the_tokens_a_query_for_the_digest_gets() {
 /// its record is waited for, after which the auditors' verifier finds that record: the caller
 /// may build the token into a message first.
 #[test]
-fn an_issued_token_is_counted_and_on_record_once_its_record_is_waited_for() {
+fn an_issued_token_is_counted_and_on_record_once_its_record_is_waited_for_on_another_thread() {
     let dir = tempfile::tempdir().unwrap();
     let fx = Fixture::create(dir.path(), KeyType::P256, false);
     let (db, tsa) = fx.tsa(TsaConfig::default());
@@ -280,7 +280,9 @@ fn an_issued_token_is_counted_and_on_record_once_its_record_is_waited_for() {
     assert_eq!(tst.serial_number, positive_int(issued.serial.value()));
     assert_eq!(tst.message_imprint.hashed_message.as_bytes(), d);
     let (token, serial) = (issued.token, issued.serial);
-    issued.on_disk.wait().unwrap();
+    // A server makes its message on one thread and waits for the record on another.
+    let on_disk = issued.on_disk;
+    std::thread::spawn(move || on_disk.wait()).join().unwrap().unwrap();
     assert_eq!(tsa.counts(), (before.0 + 2, before.1), "this one and the query's, granted once on disk");
     let verified = fx.verifier(&db).verify(&token, tsa::Timestamped::Digest(&d)).unwrap();
     assert_eq!(verified.serial, serial);
