@@ -278,7 +278,8 @@ impl Sealer {
     }
 
     /// Steps 1 to 4 of [`Sealer::seal`]: the CPU's work of a message. The timestamp's record at
-    /// the TSA is written meanwhile; [`Sealer::commit`] waits for it.
+    /// the TSA is written while the message is encrypted, and [`Sealer::commit`] waits for it:
+    /// by then it is usually on disk, so the message seldom waits for it at all.
     pub fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Made, Error> {
         let p = self.prepare(key, req)?;
         let (stamp, on_disk) = match p.timestamp {
