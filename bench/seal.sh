@@ -4,8 +4,9 @@
 # cms -encrypt` for P-256 recipients: `smime` has no key agreement) on the same messages, in the
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
 # without a timestamp, from the default RSA-2048 sender identity and, with timestamps, from a
-# P-256 one; then three ceilings on this machine: OpenSSL's own primitives (`openssl speed`),
-# pki's own sealing core alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
+# P-256 one, each beside OpenSSL's pipeline signing with a key of the same type; then three
+# ceilings on this machine: OpenSSL's own primitives (`openssl speed`), pki's own sealing core
+# alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
 # with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline; and the
 # transport alone (crates/pki-tests/src/bin/http-sink.rs: the same requests and answer sizes
 # through the same HTTP stack, nothing done with them), alone and with the sealing core.
@@ -89,6 +90,10 @@ openssl req -new -key p256.key -subj /CN=p256@example.com -out p256.csr
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out signer.key 2>/dev/null
 openssl req -new -key signer.key -subj /CN=bench@bank.example -out signer.csr
 "$PKI" issue --email bench@bank.example --usage signing --csr signer.csr >signer.pem
+# And one with a P-256 key, OpenSSL's like of pki's P-256 sender.
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out signer-ec.key 2>/dev/null
+openssl req -new -key signer-ec.key -subj /CN=bench-ec@bank.example -out signer-ec.csr
+"$PKI" issue --email bench-ec@bank.example --usage signing --csr signer-ec.csr >signer-ec.pem
 
 "$PKI" serve >serve.log 2>&1 &
 server=$!
@@ -161,13 +166,14 @@ print(f"{n / secs:9.1f} messages/s  ({n} in {secs:.2f} s; p50 {int(f['p50_us']) 
 EOF
 }
 
-# OpenSSL: one `smime -sign | smime -encrypt` (or `cms -encrypt`) pipeline per message.
+# OpenSSL: one `smime -sign | smime -encrypt` (or `cms -encrypt`) pipeline per message, signed
+# with the RSA-2048 signer or, given "-ec", with the P-256 one.
 openssl_pipeline() {
-  local recip=$1 n=$2 t0 t1 enc=(smime -encrypt -aes256 "$1.pem")
+  local recip=$1 n=$2 signer=signer${3:-} t0 t1 enc=(smime -encrypt -aes256 "$1.pem")
   [ "$recip" = rsa ] || enc=(cms -encrypt -aes256 -recip "$1.pem")
   t0=$(date +%s.%N)
   for _ in $(seq "$n"); do
-    openssl smime -sign -signer signer.pem -inkey signer.key -certfile issuing.pem -nodetach -in entity.eml \
+    openssl smime -sign -signer "$signer.pem" -inkey "$signer.key" -certfile issuing.pem -nodetach -in entity.eml \
       | openssl "${enc[@]}" >/dev/null
   done
   t1=$(date +%s.%N)
@@ -186,13 +192,25 @@ case_line() {
 }
 # OpenSSL's pipeline is timed right before and right after pki's cases to the same recipient, and
 # the ratios use the mean of the two: its rate follows this machine's faster and slower phases (it
-# starts two processes a message) and ranged 78-112/s between runs of one day.
+# starts two processes a message) and ranged 78-112/s between runs of one day. It is timed with
+# both signer keys, and each case is set against the pipeline with its own sender's key type.
 openssl_line() {
-  echo "openssl smime -sign | $([ "$1" = rsa ] && echo smime || echo cms) -encrypt ($1, no timestamp, $2 pki's cases): $3"
+  echo "openssl smime -sign | $([ "$1" = rsa ] && echo smime || echo cms) -encrypt ($1, $2 signer, no timestamp, $3 pki's cases): $4"
+}
+# openssl_mean NAME LABEL BEFORE AFTER: prints the mean of two pipeline timings and keeps it in
+# the variable NAME.
+openssl_mean() {
+  local mean
+  mean=$(python3 -c 'import sys; print(f"{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.1f}")' \
+    "$(echo "$3" | awk '{print $1}')" "$(echo "$4" | awk '{print $1}')")
+  printf -v "$1" '%s' "$mean"
+  echo "openssl pipeline ($2), the mean of the two: $mean messages/s"
 }
 for to in rsa p256; do
   before=$(openssl_pipeline "$to" "$NO")
-  openssl_line "$to" before "$before"
+  openssl_line "$to" RSA-2048 before "$before"
+  before_ec=$(openssl_pipeline "$to" "$NO" -ec)
+  openssl_line "$to" P-256 before "$before_ec"
   for ts in 0 1; do
     label="$to, timestamp $([ "$ts" = 1 ] && echo yes || echo no)"
     case_line "pki single, 4 connections ($label)" single "req-$to-$ts.json" 4
@@ -203,22 +221,24 @@ for to in rsa p256; do
   case_line "pki single, 4 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 4
   case_line "pki single, 16 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 16
   case_line "pki bulk, 2 connections   ($to, timestamp yes, P-256 sender)" bulk "req-$to-1-ec.json" 2
+  after_ec=$(openssl_pipeline "$to" "$NO" -ec)
+  openssl_line "$to" P-256 after "$after_ec"
   after=$(openssl_pipeline "$to" "$NO")
-  openssl_line "$to" after "$after"
-  mean=$(python3 -c 'import sys; print(f"{(float(sys.argv[1]) + float(sys.argv[2])) / 2:.1f}")' \
-    "$(echo "$before" | awk '{print $1}')" "$(echo "$after" | awk '{print $1}')")
-  echo "openssl pipeline ($to), the mean of the two: $mean messages/s"
-  printf -v "openssl_$to" '%s' "$mean"
+  openssl_line "$to" RSA-2048 after "$after"
+  openssl_mean "openssl_pipeline_${to}_rsa_signer" "$to, RSA-2048 signer" "$before" "$after"
+  openssl_mean "openssl_pipeline_${to}_p256_signer" "$to, P-256 signer" "$before_ec" "$after_ec"
 done
 echo
-echo "## each case against OpenSSL's pipeline to the same recipient, the mean of its two timings (the target: 20x)"
-python3 - "$openssl_rsa" "$openssl_p256" "$ratios" <<'EOF'
+echo "## each case against OpenSSL's pipeline to the same recipient with the same signer key type, the mean of its two timings (the target: 20x)"
+python3 - "$openssl_pipeline_rsa_rsa_signer" "$openssl_pipeline_p256_rsa_signer" \
+  "$openssl_pipeline_rsa_p256_signer" "$openssl_pipeline_p256_p256_signer" "$ratios" <<'EOF'
 import sys
-peer = {"rsa": float(sys.argv[1]), "p256": float(sys.argv[2])}
-for line in sys.argv[3].splitlines():
+peer = {("rsa", "rsa"): float(sys.argv[1]), ("p256", "rsa"): float(sys.argv[2]),
+        ("rsa", "p256"): float(sys.argv[3]), ("p256", "p256"): float(sys.argv[4])}
+for line in sys.argv[5].splitlines():
     name, rate = line.rsplit("|", 1)
     to = name.split("(")[1].split(",")[0]
-    x = float(rate) / peer[to]
+    x = float(rate) / peer[(to, "p256" if "P-256 sender" in name else "rsa")]
     print(f"{name}: {x:5.1f}x{'  (20x met)' if x >= 20 else ''}")
 EOF
 
@@ -246,17 +266,20 @@ EOF
 echo
 echo "## the ceiling: pki's sealing core (crates/sealed-mail/examples/seal_core_rate.rs)"
 core=$("$SEAL_CORE" 4 | grep '^SEAL_CORE')
-python3 - "$core" "$(nproc)" "$openssl_rsa" "$openssl_p256" <<'EOF'
+python3 - "$core" "$(nproc)" "$openssl_pipeline_rsa_rsa_signer" "$openssl_pipeline_p256_rsa_signer" \
+  "$openssl_pipeline_rsa_p256_signer" "$openssl_pipeline_p256_p256_signer" <<'EOF'
 import sys
 f = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split()[1:])}
-cores, peer = int(sys.argv[2]), {"rsa": float(sys.argv[3]), "p256": float(sys.argv[4])}
+cores = int(sys.argv[2])
+peer = {("rsa", "rsa"): float(sys.argv[3]), ("p256", "rsa"): float(sys.argv[4]),
+        ("rsa", "p256"): float(sys.argv[5]), ("p256", "p256"): float(sys.argv[6])}
 print(f"sign the {f['entity_bytes'] / 1000:.0f} KB entity: {f['sign_rsa_us']} us with the custody's RSA-2048 key, {f['sign_p256_us']} us with its P-256 key")
 print(f"encrypt it: {f['encrypt_rsa_us']} us to RSA-2048, {f['encrypt_p256_us']} us to P-256")
 for sender in ("rsa", "p256"):
     for to in ("rsa", "p256"):
         us = f[f"sign_{sender}_us"] + f[f"encrypt_{to}_us"]
         name = "RSA-2048" if sender == "rsa" else "P-256"
-        print(f"{name} sender to {to}: at most {cores * 1e6 / us:,.0f} messages/s on {cores} cores; 20x OpenSSL's pipeline is {20 * peer[to]:,.0f}/s")
+        print(f"{name} sender to {to}: at most {cores * 1e6 / us:,.0f} messages/s on {cores} cores; 20x OpenSSL's pipeline is {20 * peer[(to, sender)]:,.0f}/s")
 EOF
 
 # The transport alone: the same client, the same requests on 4 connections, to a server on the
@@ -280,14 +303,17 @@ for to in rsa p256; do
   tr="transport_$to"
   echo "$(wc -c <"req-$to-1.json") bytes in, $bytes out ($to), 4 connections: ${!tr%.*} requests/s"
 done
-python3 - "$core" "$(nproc)" "$openssl_rsa" "$openssl_p256" "$transport_rsa" "$transport_p256" <<'EOF'
+python3 - "$core" "$(nproc)" "$openssl_pipeline_rsa_rsa_signer" "$openssl_pipeline_p256_rsa_signer" \
+  "$openssl_pipeline_rsa_p256_signer" "$openssl_pipeline_p256_p256_signer" "$transport_rsa" "$transport_p256" <<'EOF'
 import sys
 f = {k: int(v) for k, v in (kv.split("=") for kv in sys.argv[1].split()[1:])}
-cores, peer = int(sys.argv[2]), {"rsa": float(sys.argv[3]), "p256": float(sys.argv[4])}
-transport = {"rsa": float(sys.argv[5]), "p256": float(sys.argv[6])}
+cores = int(sys.argv[2])
+peer = {("rsa", "rsa"): float(sys.argv[3]), ("p256", "rsa"): float(sys.argv[4]),
+        ("rsa", "p256"): float(sys.argv[5]), ("p256", "p256"): float(sys.argv[6])}
+transport = {"rsa": float(sys.argv[7]), "p256": float(sys.argv[8])}
 for sender in ("rsa", "p256"):
     for to in ("rsa", "p256"):
         us = f[f"sign_{sender}_us"] + f[f"encrypt_{to}_us"] + cores * 1e6 / transport[to]
         name = "RSA-2048" if sender == "rsa" else "P-256"
-        print(f"{name} sender to {to}, sealing core and transport: at most {cores * 1e6 / us:,.0f} messages/s; 20x OpenSSL's pipeline is {20 * peer[to]:,.0f}/s")
+        print(f"{name} sender to {to}, sealing core and transport: at most {cores * 1e6 / us:,.0f} messages/s; 20x OpenSSL's pipeline is {20 * peer[(to, sender)]:,.0f}/s")
 EOF
