@@ -1,4 +1,4 @@
-//! The HTTP listeners against slow and greedy clients.
+//! The HTTP listeners against slow and greedy clients, and against a handler that panics.
 //!
 //! * Connections are counted per client address (an IPv6 /64 counts as one) when they open
 //!   ([`Connections::on_connect`]); a connection above `[server] max_connections_per_address`
@@ -11,6 +11,9 @@
 //!   gets `408` and the connection is closed. Bodies are read by extractors with limits
 //!   (`web::Bytes` with a `PayloadConfig`, forms with their limits, the TSA's own limited
 //!   readers), so a body is never buffered beyond its limit.
+//! * A request whose handler panics is still answered, in its protocol's own error form
+//!   ([`protect`]'s `panic_answer`), and its connection closed; without this the client would
+//!   read an empty reply.
 //! * Anonymous timestamps are charged to a per-address token bucket ([`tsa_quota`]), the
 //!   directory's [`RateLimiter`]; a client with an API key of the directory is charged to its key
 //!   instead, at the key's rate. Over quota: `429` with `Retry-After`.
@@ -32,7 +35,7 @@ use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::middleware::Next;
 use actix_web::rt::net::TcpStream;
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
 use cerdb::directory::{ApiKeySecret, ClientId, Directory, RateLimiter};
 use futures_util::Stream;
 
@@ -151,15 +154,81 @@ fn json_error(mut b: actix_web::HttpResponseBuilder, message: &str) -> HttpRespo
 }
 
 /// The middleware of every HTTP service: refuses connections over the per-address cap, puts the
-/// body deadline on every request, and counts every answer for `/metrics`.
+/// body deadline on every request, answers a request whose handler panicked ([`panic_answer`]),
+/// and counts every answer for `/metrics`.
 pub async fn protect<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    use futures_util::FutureExt as _;
     let started = std::time::Instant::now();
-    let res = protected(req, next).await?;
-    crate::metrics::observe(res.request().path(), res.status().as_u16(), started.elapsed());
-    Ok(res)
+    // The request itself cannot be kept for the answer: routing needs it unshared.
+    let uri = req.uri().clone();
+    // Without this, a panic ends the connection's task and the client reads an empty reply.
+    match std::panic::AssertUnwindSafe(protected(req, next)).catch_unwind().await {
+        Ok(res) => {
+            let res = res?;
+            crate::metrics::observe(res.request().path(), res.status().as_u16(), started.elapsed());
+            Ok(res)
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic");
+            tracing::error!(path = uri.path(), panic = what, "a request handler panicked");
+            let failed = HandlerPanicked { path: uri.path().to_owned() };
+            crate::metrics::observe(uri.path(), failed.status_code().as_u16(), started.elapsed());
+            // actix answers an error with its `error_response`.
+            Err(failed.into())
+        }
+    }
+}
+
+/// A request whose handler panicked; answered with [`panic_answer`].
+#[derive(Debug)]
+struct HandlerPanicked {
+    path: String,
+}
+
+impl std::fmt::Display for HandlerPanicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the handler of {} panicked", self.path)
+    }
+}
+
+impl ResponseError for HandlerPanicked {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        panic_answer(&self.path).status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        panic_answer(&self.path)
+    }
+}
+
+/// The answer to a request whose handler panicked, in its protocol's own error form: an
+/// `OCSPResponse` with `internalError` under `/ocsp`, a `TimeStampResp` with `systemFailure` at
+/// `/tsa`, an ACME `serverInternal` problem under `/acme`, and `500` with a JSON error
+/// elsewhere. The connection is closed after it: the request's body may be half read.
+fn panic_answer(path: &str) -> HttpResponse {
+    let under =
+        |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    let mut res = if under("/ocsp") {
+        ocsp_responder::internal_error_response()
+    } else if under("/tsa") {
+        tsa::system_failure_response()
+    } else if under("/acme") {
+        let problem = acme::problem::Problem::internal("a request handler panicked");
+        let status = actix_web::http::StatusCode::from_u16(problem.http_status())
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
+        HttpResponse::build(status).content_type("application/problem+json").body(problem.body())
+    } else {
+        json_error(HttpResponse::InternalServerError(), "internal error")
+    };
+    res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    res
 }
 
 /// [`protect`] without the metrics.
@@ -332,6 +401,101 @@ mod tests {
         let parts = [Ok(web::Bytes::from_static(b"one ")), Ok(web::Bytes::from_static(b"two"))];
         let (status, close, body) = call(futures_util::stream::iter(parts)).await;
         assert_eq!((status, close, body.as_slice()), (200, false, b"one two".as_slice()));
+    }
+
+    async fn panics() -> HttpResponse {
+        panic!("a bug in a handler")
+    }
+
+    /// One request on a new connection to `addr` (`extra`: more header lines), read until the
+    /// server closes it: the status, the headers (names lowercased) and the body.
+    fn exchange(
+        addr: std::net::SocketAddr,
+        method: &str,
+        path: &str,
+        extra: &str,
+    ) -> (u16, HashMap<String, String>, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n{extra}\r\n")
+            .expect("write");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).expect("read until the server closes the connection");
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or_else(|| {
+            panic!("{path}: no complete answer, only {:?}", String::from_utf8_lossy(&raw))
+        });
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status =
+            lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).expect("status");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        (status, headers, raw[split + 4..].to_vec())
+    }
+
+    /// A handler that panics gets its protocol's own error answer over a real connection, which
+    /// is then closed; the worker goes on serving.
+    #[test]
+    fn a_panicking_handler_is_answered_in_its_protocol_s_error_form() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = actix_web::HttpServer::new(|| {
+                    App::new()
+                        .wrap(actix_web::middleware::from_fn(protect))
+                        .route("/ocsp/{request:.*}", web::get().to(panics))
+                        .route("/tsa", web::post().to(panics))
+                        .route("/acme/new-order", web::post().to(panics))
+                        .route("/api/v1/mail/seal", web::post().to(panics))
+                        .route("/tsamore", web::post().to(panics))
+                        .route("/", web::post().to(echo))
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .expect("bind");
+                tx.send(server.addrs()[0]).expect("send the address");
+                server.run().await.expect("serve");
+            })
+        });
+        let addr = rx.recv().expect("the server's address");
+        let cases: [(&str, &str, u16, &str); 5] = [
+            ("GET", "/ocsp/MAA%3D", 200, "application/ocsp-response"),
+            ("POST", "/tsa", 200, "application/timestamp-reply"),
+            ("POST", "/acme/new-order", 500, "application/problem+json"),
+            ("POST", "/api/v1/mail/seal", 500, "application/json"),
+            ("POST", "/tsamore", 500, "application/json"),
+        ];
+        for (method, path, status, content_type) in cases {
+            // A keep-alive request: the server closes the connection of its own accord.
+            let (got, headers, body) = exchange(addr, method, path, "");
+            assert_eq!(got, status, "{path}");
+            assert_eq!(headers.get("content-type").map(String::as_str), Some(content_type), "{path}");
+            assert_eq!(headers.get("connection").map(String::as_str), Some("close"), "{path}");
+            match path {
+                // OCSPResponse { responseStatus internalError (2) }
+                "/ocsp/MAA%3D" => assert_eq!(body, [0x30, 0x03, 0x0a, 0x01, 0x02]),
+                "/tsa" => {
+                    let resp =
+                        <tsa::asn1::TimeStampResp as der::Decode>::from_der(&body).expect("TimeStampResp");
+                    assert_eq!(resp.status.status, tsa::asn1::PkiStatus::Rejection);
+                    assert!(resp.time_stamp_token.is_none());
+                }
+                "/acme/new-order" => {
+                    let p: serde_json::Value = serde_json::from_slice(&body).expect("problem JSON");
+                    assert_eq!(p["type"], "urn:ietf:params:acme:error:serverInternal");
+                }
+                _ => {
+                    let e: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+                    assert_eq!(e["error"], "internal error", "{path}");
+                }
+            }
+        }
+        // The one worker still answers.
+        let (status, _, body) = exchange(addr, "POST", "/", "Connection: close\r\n");
+        assert_eq!((status, body.as_slice()), (200, b"".as_slice()));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::responder::{error_reply, Freshness, OcspReply};
-use crate::{Error, OcspResponder};
+use crate::responder::{error_reply, status_only, Freshness, OcspReply};
+use crate::{Error, OcspResponder, ResponseStatus};
 
 /// The largest POST body accepted: 10,000 octets, far above any request with a few CertIDs.
 pub const MAX_REQUEST_BYTES: usize = 10_000;
@@ -35,6 +35,15 @@ pub fn scope(responder: Arc<OcspResponder>) -> Scope {
         .route("", web::post().to(post))
         .route("/", web::post().to(post))
         .route("/{request:.*}", web::get().to(get))
+}
+
+/// The answer when a handler fails outright (it panicked): an `OCSPResponse` with responseStatus
+/// `internalError`, HTTP 200 like every other OCSP answer, never cached.
+pub fn internal_error_response() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(OCSP_RESPONSE)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(status_only(ResponseStatus::InternalError))
 }
 
 async fn post(responder: web::Data<OcspResponder>, body: web::Bytes) -> HttpResponse {

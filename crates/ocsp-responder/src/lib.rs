@@ -46,6 +46,6 @@ mod responder;
 
 pub use config::{Clock, OcspConfig, SystemClock};
 pub use error::{Error, ResponseStatus};
-pub use http::{scope, MAX_REQUEST_BYTES};
+pub use http::{internal_error_response, scope, MAX_REQUEST_BYTES};
 pub use presign::{issued_serials, PresignReport, PRESIGN_INDEX_FILE};
 pub use responder::{Freshness, OcspReply, OcspResponder};

@@ -34,6 +34,12 @@ pub fn scope(tsa: web::Data<TimestampAuthority>) -> Scope {
         .route("/", web::post().to(timestamp))
 }
 
+/// The answer of `/tsa` when its handler fails outright (it panicked): a `TimeStampResp` with
+/// status rejection and failInfo systemFailure, HTTP 200 like every other TimeStampResp.
+pub fn system_failure_response() -> HttpResponse {
+    HttpResponse::Ok().content_type(REPLY_TYPE).body(crate::token::SYSTEM_FAILURE_RESPONSE.to_vec())
+}
+
 /// Auditors' verification: `POST /api/v1/timestamps/verify`, `multipart/form-data` with a
 /// `token` part (DER TimeStampResp or TimeStampToken) and either a `data` part (at most
 /// [`MAX_VERIFY_DATA_BYTES`], hashed as it arrives: never held in memory) or a `digest` part (hex). Answers JSON: `200` with

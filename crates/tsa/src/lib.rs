@@ -63,7 +63,7 @@ pub use cerdb::tsa_store::{TokenLedger, TokenRecord, TsaSerial, TsaStore};
 pub use crypto::DataDigests;
 pub use der::oid::ObjectIdentifier;
 pub use gentime::GenTime;
-pub use http::{scope, verify_scope, MAX_QUERY_BYTES, MAX_VERIFY_DATA_BYTES};
+pub use http::{scope, system_failure_response, verify_scope, MAX_QUERY_BYTES, MAX_VERIFY_DATA_BYTES};
 pub use request::sha256_query;
 pub use token::{IssuedToken, TimestampAuthority, TokenOnDisk};
 pub use verify::{verify, MoreCertificates, Timestamped, VerifiedToken, Verifier};

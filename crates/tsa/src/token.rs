@@ -28,8 +28,9 @@ use crate::{oids, request, Error, GenTime, TsaConfig};
 const MAX_ACCURACY: Duration = Duration::from_secs(3600);
 
 /// A `TimeStampResp` with status rejection and failInfo systemFailure, sent if encoding the
-/// real response ever fails (it is the DER of `status_info(&Error::Encoding(..))` without text).
-const SYSTEM_FAILURE_RESPONSE: [u8; 14] =
+/// real response ever fails, or its handler panics (it is the DER of
+/// `status_info(&Error::Encoding(..))` without text).
+pub(crate) const SYSTEM_FAILURE_RESPONSE: [u8; 14] =
     [0x30, 0x0c, 0x30, 0x0a, 0x02, 0x01, 0x02, 0x03, 0x05, 0x06, 0x00, 0x00, 0x00, 0x40];
 
 /// How the TSA key signs: the CMS digest and signature algorithms of its key type.
