@@ -817,6 +817,13 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
     let token = f.env.write("large.tst", token.expect("a signature timestamp token"));
     let ok = ts_verify(&token, &signature, &f.ca.root);
     assert!(ok.stdout.contains("Verification: OK"), "{}{}", ok.stdout, ok.stderr);
+    // The answer's timestamp serial is the token's, in decimal as the TSA's ledger and console
+    // give it (OpenSSL prints it in hex).
+    let text = openssl(["ts", "-reply", "-in", &p(&token), "-token_in", "-text"]).stdout;
+    let line = text.lines().find(|l| l.starts_with("Serial number:")).expect("a serial line");
+    let hex = line.trim_start_matches("Serial number:").trim().trim_start_matches("0x");
+    let serial = u64::from_str_radix(hex, 16).expect("a hex serial");
+    assert_eq!(j["timestamp_serial"], serde_json::json!(serial.to_string()), "{text}");
 }
 
 /// A sender identity whose certificate cannot sign is a clear 4xx naming the sender and why,

@@ -535,10 +535,10 @@ impl InProcessTsa {
         d
     }
 
-    /// The token and its serial as the token writes it (the hex of its INTEGER's octets).
+    /// The token and its serial, in decimal as the TSA's ledger, the console and the
+    /// verification API give it.
     fn stamp_of(token: Vec<u8>, serial: tsa::TsaSerial) -> SignatureTimestamp {
-        let serial = hex::encode_upper(tsa::asn1::int_from_u64(serial.value()).as_bytes());
-        SignatureTimestamp { token, serial }
+        SignatureTimestamp { token, serial: serial.to_string() }
     }
 
     /// A refusal, with the reason the TSA gives its clients, which names no internal detail.

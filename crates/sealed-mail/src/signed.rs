@@ -34,7 +34,7 @@ use crate::{oids, Error};
 pub struct SignatureTimestamp {
     /// The `TimeStampToken` (a CMS `ContentInfo`), DER.
     pub token: Vec<u8>,
-    /// Its serial number, as the TSA records it.
+    /// Its serial number, in decimal, as the TSA records it.
     pub serial: String,
 }
 
