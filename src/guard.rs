@@ -220,7 +220,8 @@ fn panic_answer(path: &str) -> HttpResponse {
     } else if under("/tsa") {
         tsa::system_failure_response()
     } else if under("/acme") {
-        let problem = acme::problem::Problem::internal("a request handler panicked");
+        let problem =
+            acme::problem::Problem::server_internal("the server failed; the error is logged".into());
         let status = actix_web::http::StatusCode::from_u16(problem.http_status())
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
         HttpResponse::build(status).content_type("application/problem+json").body(problem.body())

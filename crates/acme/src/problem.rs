@@ -127,6 +127,7 @@ ctor! {
     already_revoked => AlreadyRevoked,
     bad_revocation_reason => BadRevocationReason,
     unsupported_contact => UnsupportedContact,
+    server_internal => ServerInternal,
 }
 
 impl Problem {
@@ -150,12 +151,7 @@ impl Problem {
     /// The server failed: `what` is logged, the client reads a generic detail.
     pub fn internal(what: impl std::fmt::Display) -> Problem {
         tracing::error!(error = %what, "ACME request failed");
-        Problem {
-            kind: ProblemType::ServerInternal,
-            detail: "the server failed; the error is logged".into(),
-            status: None,
-            retry_after: None,
-        }
+        Problem::server_internal("the server failed; the error is logged".into())
     }
 
     /// Too many requests.
