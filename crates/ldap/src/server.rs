@@ -103,8 +103,8 @@ fn peer_ip(stream: &TcpStream) -> IpAddr {
 }
 
 /// Serves one connection until the client unbinds or closes, sends something that is not a
-/// well-formed LDAP request within the size limit (notice of disconnection, then close), or
-/// stays silent for the idle timeout.
+/// well-formed LDAP request within the size limit (notice of disconnection, then close), sends a
+/// request whose handler panics (the same, with `other`), or stays silent for the idle timeout.
 pub(crate) async fn serve_stream<S>(st: &LdapDirectory, io: &mut S, peer: IpAddr)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -159,7 +159,21 @@ pub(crate) fn answer_buffered(
     let mut close = false;
     while !close {
         match codec.decode(rbuf) {
-            Ok(Some(msg)) => close = session.handle(st, msg, replies) == Flow::Close,
+            Ok(Some(msg)) => {
+                // A bug in a handler closes this connection with a notice, as a malformed message
+                // does, instead of ending its task without a word to the client.
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    session.handle(st, msg, replies)
+                })) {
+                    Ok(flow) => close = flow == Flow::Close,
+                    Err(_) => {
+                        tracing::error!("an LDAP request handler panicked; the connection is closed");
+                        replies.clear();
+                        replies.push(notice_of_disconnection(LdapResultCode::Other, "internal error"));
+                        close = true;
+                    }
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 let why = if e.kind() == io::ErrorKind::OutOfMemory {

@@ -48,6 +48,8 @@ impl CertReader for MemReader {
         email: &EmailAddress,
         kind: Option<CertKind>,
     ) -> Result<Vec<CertRecord>, cerdb::Error> {
+        // A lookup that hits a bug (see `a_handler_that_panics_closes_the_connection_with_a_notice`).
+        assert_ne!(email.as_str(), "bug@x.example", "a bug in the storage");
         let mut v: Vec<CertRecord> = self
             .0
             .lock()
@@ -498,6 +500,39 @@ fn feed(w: &World, bytes: &[u8]) -> (bool, Vec<u8>) {
     let (mut replies, mut wbuf) = (Vec::new(), BytesMut::new());
     let closed = answer_buffered(&w.st, &mut session, &mut codec, &mut rbuf, &mut replies, &mut wbuf);
     (closed, wbuf.to_vec())
+}
+
+/// A request whose handler panics gets a notice of disconnection (`other`) and the connection is
+/// closed; the answers already made for earlier requests of the same read are sent first.
+#[test]
+fn a_handler_that_panics_closes_the_connection_with_a_notice() {
+    use tokio_util::codec::Decoder;
+    let mut w = World::new(LdapConfig::default());
+    w.add("a@x.example", CertKind::Encryption, 1, 365);
+    let mut bytes = encode(sub("(mail=a@x.example)", &["mail"]));
+    bytes.extend(encode(sub("(mail=bug@x.example)", &["mail"])));
+    bytes.extend(encode(sub("(mail=a@x.example)", &["mail"])));
+    let (closed, answer) = feed(&w, &bytes);
+    assert!(closed);
+    let mut codec = LdapCodec::default();
+    let mut buf = BytesMut::from(answer.as_slice());
+    let mut msgs = Vec::new();
+    while let Some(m) = codec.decode(&mut buf).unwrap() {
+        msgs.push(m);
+    }
+    assert!(buf.is_empty(), "only whole messages");
+    // The first search's entry and result, then the notice; nothing for the third request.
+    assert!(matches!(msgs[0].op, LdapOp::SearchResultEntry(_)), "{:?}", msgs[0]);
+    assert!(matches!(msgs[1].op, LdapOp::SearchResultDone(ref r) if r.code == LdapResultCode::Success));
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    match &msgs[2].op {
+        LdapOp::ExtendedResponse(r) => {
+            assert_eq!(msgs[2].msgid, 0, "unsolicited");
+            assert_eq!(r.res.code, LdapResultCode::Other);
+            assert_eq!(r.name.as_deref(), Some(crate::NOTICE_OF_DISCONNECTION));
+        }
+        other => panic!("not a notice of disconnection: {other:?}"),
+    }
 }
 
 #[test]
