@@ -286,15 +286,13 @@ impl MailAudit for CaMailAudit {
             .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
     }
 
-    /// One durable write for the messages of a bulk request (all of one API key).
+    /// One durable write for the messages of a bulk request, or for the single messages
+    /// committed together (of any API keys).
     fn record_all(&self, recs: &[SealRecord]) -> Result<(), sealed_mail::Error> {
-        let Some(first) = recs.first() else { return Ok(()) };
-        if recs.iter().any(|r| r.api_key != first.api_key) {
-            return recs.iter().try_for_each(|r| self.record(r));
-        }
-        let details: Vec<String> = recs.iter().map(audit_details).collect();
+        let events: Vec<(String, String)> =
+            recs.iter().map(|r| (format!("apikey:{}", r.api_key), audit_details(r))).collect();
         self.0
-            .audit_events_ok(&format!("apikey:{}", first.api_key), AuditAction::MailSeal, &details)
+            .audit_events_ok(AuditAction::MailSeal, &events)
             .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
     }
 }

@@ -755,8 +755,8 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
 /// message opens with its recipient's key and verifies with OpenSSL; so does one too large to be
 /// made on the HTTP worker that read it.
 #[test]
-fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
-    let f = fixture("");
+fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_open_and_are_in_the_audit_log_after_sigkill() {
+    let mut f = fixture("");
     let (text, pdf) = statement();
     let bodies: Vec<(bool, Vec<u8>)> = (0..2)
         .map(|i| {
@@ -765,6 +765,7 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
         })
         .collect();
     let mut serials = std::collections::HashSet::new();
+    let mut message_ids = Vec::new();
     for round in 0..3 {
         let replies: Vec<(bool, Reply)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..16)
@@ -788,6 +789,7 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
             );
             let j = r.json();
             assert!(serials.insert(j["timestamp_serial"].as_str().unwrap().to_string()), "{j}");
+            message_ids.push(j["message_id"].as_str().unwrap().to_string());
             if round > 0 && i > 1 {
                 continue;
             }
@@ -824,6 +826,28 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_and_open() {
     let hex = line.trim_start_matches("Serial number:").trim().trim_start_matches("0x");
     let serial = u64::from_str_radix(hex, 16).expect("a hex serial");
     assert_eq!(j["timestamp_serial"], serde_json::json!(serial.to_string()), "{text}");
+    message_ids.push(j["message_id"].as_str().unwrap().to_string());
+
+    // Every message answered had its audit entry written durably first, though the concurrent
+    // ones were committed in shared writes: all of them are in the log after a SIGKILL, each
+    // once, and the chain verifies.
+    f.server.as_mut().unwrap().sigkill();
+    f.env.pki(["audit", "verify"]);
+    let db = match &f.env.database_url {
+        Some(url) => cerdb::CertDb::open_postgres(url).unwrap(),
+        None => cerdb::CertDb::open(f.env.data.join("db")).unwrap(),
+    };
+    let sealed: Vec<String> = ca_core::audit::entries(&db)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.name() == "mail.seal")
+        .map(|e| e.details)
+        .collect();
+    assert_eq!(sealed.len(), message_ids.len(), "{sealed:?}");
+    for id in &message_ids {
+        let n = sealed.iter().filter(|d| d.contains(&format!("message-id <{id}>"))).count();
+        assert_eq!(n, 1, "message {id} has {n} audit entries");
+    }
 }
 
 /// A sender identity whose certificate cannot sign is a clear 4xx naming the sender and why,

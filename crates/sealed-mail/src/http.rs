@@ -336,10 +336,21 @@ fn make(
     Ok((request, deliver, made))
 }
 
-/// Commits a made message ([`Sealer::commit`]: its durable records) and delivers it when asked.
-fn commit(svc: &MailService, req: SealRequest, deliver: bool, made: Made) -> Result<Answered, Error> {
-    let sealed = svc.sealer.commit(made)?;
-    delivered(svc, req, sealed, deliver)
+/// Commits a made message with the messages made meanwhile ([`Sealer::commit_queued`]: its
+/// durable records), then delivers it, on the blocking pool, when asked.
+async fn commit(
+    svc: Arc<MailService>,
+    req: SealRequest,
+    deliver: bool,
+    made: Made,
+) -> Result<Answered, Error> {
+    let sealed = svc.sealer.commit_queued(made).await?;
+    if !deliver {
+        return Ok((req, sealed, None));
+    }
+    web::block(move || delivered(&svc, req, sealed, deliver))
+        .await
+        .unwrap_or_else(|_| Err(Error::Internal("the delivery worker failed".into())))
 }
 
 /// A message handed to the relay when its request asked for delivery, with the relay's queue id.
@@ -402,25 +413,25 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
     // A statement's message is made on this worker, by the thread that read its body and will
     // write its answer: about a millisecond of CPU, as a TLS handshake is, and the message's
     // bytes stay in this core's cache. A larger body is made on the blocking pool, so that no
-    // worker is held up for long; its waits for durable records and the relay always are.
-    let result = if body.len() <= INLINE_BODY {
+    // worker is held up for long. Its durable records are then written with those of the other
+    // messages made meanwhile, while this worker goes on with other requests.
+    let made = if body.len() <= INLINE_BODY {
         // A panic here is answered by `pki serve`'s middleware (a 500 JSON error), as in any
         // handler; one on the blocking pool comes back as the `Err` below.
-        match make(&svc, &hash, &rec, body) {
-            Ok((request, deliver, made)) => web::block(move || commit(&svc, request, deliver, made)).await,
-            Err(e) => Ok(Err(e)),
-        }
+        make(&svc, &hash, &rec, body)
     } else {
-        web::block(move || {
-            let (request, deliver, made) = make(&svc, &hash, &rec, body)?;
-            commit(&svc, request, deliver, made)
-        })
-        .await
+        let svc = svc.clone();
+        web::block(move || make(&svc, &hash, &rec, body))
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("the sealing worker failed".into())))
+    };
+    let result = match made {
+        Ok((request, deliver, made)) => commit(svc, request, deliver, made).await,
+        Err(e) => Err(e),
     };
     match result {
-        Ok(Ok((request, s, q))) => describe_or_raw(&request, s, q, as_json),
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
+        Ok((request, s, q)) => describe_or_raw(&request, s, q, as_json),
+        Err(e) => error_response(&e),
     }
 }
 

@@ -11,6 +11,7 @@ use cerdb::{CaId, CertKind, CertReader, CertStatus, Clock, EmailAddress, Serial,
 use chrono::{DateTime, Utc};
 use ring::rand::SecureRandom as _;
 
+use crate::commit::Committer;
 use crate::envelope::{envelop, ContentCipher, Recipient};
 use crate::mime::{self, Content, HeaderText};
 use crate::signed::{
@@ -120,6 +121,17 @@ pub struct Made {
     on_disk: Option<OnDisk>,
 }
 
+impl Made {
+    pub(crate) fn into_parts(self) -> (Sealed, SealRecord, Option<OnDisk>) {
+        (self.sealed, self.record, self.on_disk)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_parts(sealed: Sealed, record: SealRecord, on_disk: Option<OnDisk>) -> Self {
+        Made { sealed, record, on_disk }
+    }
+}
+
 impl std::fmt::Debug for Made {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Made").field("record", &self.record).finish_non_exhaustive()
@@ -145,6 +157,8 @@ pub struct Sealer {
     invitation: Invitation,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
+    /// Commits single messages in batches ([`Sealer::commit_queued`]).
+    committer: Committer,
     withdrawn: Arc<WithdrawnIssuers>,
     /// The senders' keys and chains, parsed once (a clone for every message would copy the
     /// parsed certificates).
@@ -181,10 +195,12 @@ pub struct SealerParts {
 }
 
 impl Sealer {
-    /// A sealer; refused when the archive certificate holds no key this crate encrypts to.
+    /// A sealer, with its thread `mail-commit` ([`Sealer::commit_queued`]); refused when the
+    /// archive certificate holds no key this crate encrypts to.
     pub fn new(p: SealerParts) -> Result<Self, Error> {
         let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?;
         Ok(Sealer {
+            committer: Committer::start(p.audit.clone())?,
             reader: p.reader,
             senders: p.senders,
             keys: p.keys,
@@ -303,6 +319,14 @@ impl Sealer {
         }
         self.audit.record(&record)?;
         Ok(sealed)
+    }
+
+    /// [`Sealer::commit`] without a thread of the caller's blocking: the message joins the
+    /// messages made meanwhile, whose timestamps are waited for and whose audit entries are
+    /// written by one thread in one storage write (`commit.rs`); the message once its own
+    /// records are durable.
+    pub async fn commit_queued(&self, made: Made) -> Result<Sealed, Error> {
+        self.committer.commit(made).await
     }
 
     /// Seals every request of a bulk run, on every core: each message is signed, then all

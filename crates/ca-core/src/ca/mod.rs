@@ -313,14 +313,17 @@ impl Ca {
         self.audit.append(draft, self.clock.now())
     }
 
-    /// Records one successful `action` of `actor` per element of `details`, in one durable
-    /// write (a bulk of sealed messages: one write instead of one per message).
-    pub fn audit_events_ok(&self, actor: &str, action: AuditAction, details: &[String]) -> Result<(), Error> {
-        if details.is_empty() {
+    /// Records one successful `action` per `(actor, details)` pair, in order, in one durable
+    /// write (sealed messages: one write for a bulk, or for the single messages made while the
+    /// last write ran, instead of one per message).
+    pub fn audit_events_ok(&self, action: AuditAction, events: &[(String, String)]) -> Result<(), Error> {
+        if events.is_empty() {
             return Ok(());
         }
-        let drafts =
-            details.iter().map(|d| AuditDraft::ok(actor, action.clone(), None, d.as_str())).collect();
+        let drafts = events
+            .iter()
+            .map(|(actor, details)| AuditDraft::ok(actor, action.clone(), None, details.as_str()))
+            .collect();
         self.audit.commit(drafts, self.clock.now(), |chain| Ok(self.db.append_audit(chain)?))
     }
 }
