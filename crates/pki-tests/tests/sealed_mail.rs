@@ -753,7 +753,8 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
 /// Many timestamped seals at once, to RSA and P-256 recipients: every one is answered 200 (a
 /// 500 under four concurrent timestamped P-256 seals was once seen in the benchmark), and every
 /// message opens with its recipient's key and verifies with OpenSSL; so does one too large to be
-/// made on the HTTP worker that read it.
+/// made on the HTTP worker that read it. After a SIGKILL, every message answered has its audit
+/// entry, once.
 #[test]
 fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_open_and_are_in_the_audit_log_after_sigkill() {
     let mut f = fixture("");
