@@ -12,8 +12,8 @@
 //!   (`web::Bytes` with a `PayloadConfig`, forms with their limits, the TSA's own limited
 //!   readers), so a body is never buffered beyond its limit.
 //! * A request whose handler panics is still answered, in its protocol's own error form
-//!   ([`protect`]'s `panic_answer`), and its connection closed; without this the client would
-//!   read an empty reply.
+//!   ([`protect`]'s `panic_answer`; an ACME one with a fresh nonce, [`AcmeNonces`]), and its
+//!   connection closed; without this the client would read an empty reply.
 //! * Anonymous timestamps are charged to a per-address token bucket ([`tsa_quota`]), the
 //!   directory's [`RateLimiter`]; a client with an API key of the directory is charged to its key
 //!   instead, at the key's rate. Over quota: `429` with `Retry-After`.
@@ -164,6 +164,8 @@ pub async fn protect<B: MessageBody + 'static>(
     let started = std::time::Instant::now();
     // The request itself cannot be kept for the answer: routing needs it unshared.
     let uri = req.uri().clone();
+    let acme_nonces =
+        under(uri.path(), "/acme").then(|| req.app_data::<web::Data<AcmeNonces>>().cloned()).flatten();
     // Without this, a panic ends the connection's task and the client reads an empty reply.
     match std::panic::AssertUnwindSafe(protected(req, next)).catch_unwind().await {
         Ok(res) => {
@@ -178,7 +180,8 @@ pub async fn protect<B: MessageBody + 'static>(
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("a panic");
             tracing::error!(path = uri.path(), panic = what, "a request handler panicked");
-            let failed = HandlerPanicked { path: uri.path().to_owned() };
+            let nonce = acme_nonces.map(|n| (n.0)());
+            let failed = HandlerPanicked { path: uri.path().to_owned(), nonce };
             crate::metrics::observe(uri.path(), failed.status_code().as_u16(), started.elapsed());
             // actix answers an error with its `error_response`.
             Err(failed.into())
@@ -186,10 +189,18 @@ pub async fn protect<B: MessageBody + 'static>(
     }
 }
 
+/// Where the answer to a panicking ACME handler takes its `Replay-Nonce` from: the ACME service's
+/// own nonces (RFC 8555 6.5: error answers should carry one, so that the client's next request
+/// needs no round trip to `newNonce`). Registered as app data by `pki serve` when it serves ACME.
+#[derive(Clone)]
+pub struct AcmeNonces(pub Arc<dyn Fn() -> String + Send + Sync>);
+
 /// A request whose handler panicked; answered with [`panic_answer`].
 #[derive(Debug)]
 struct HandlerPanicked {
     path: String,
+    /// A fresh ACME nonce, for a request under `/acme` when the service gives them.
+    nonce: Option<String>,
 }
 
 impl std::fmt::Display for HandlerPanicked {
@@ -200,36 +211,44 @@ impl std::fmt::Display for HandlerPanicked {
 
 impl ResponseError for HandlerPanicked {
     fn status_code(&self) -> actix_web::http::StatusCode {
-        panic_answer(&self.path).status()
+        panic_answer(&self.path, None).status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        panic_answer(&self.path)
+        panic_answer(&self.path, self.nonce.as_deref())
     }
 }
 
 /// The answer to a request whose handler panicked, in its protocol's own error form: an
 /// `OCSPResponse` with `internalError` under `/ocsp`, a `TimeStampResp` with `systemFailure` at
-/// `/tsa`, an ACME `serverInternal` problem under `/acme`, and `500` with a JSON error
+/// `/tsa`, an ACME `serverInternal` problem under `/acme` (with `acme_nonce` as its
+/// `Replay-Nonce`), and `500` with a JSON error
 /// elsewhere. The connection is closed after it: the request's body may be half read.
-fn panic_answer(path: &str) -> HttpResponse {
-    let under =
-        |prefix: &str| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    let mut res = if under("/ocsp") {
+fn panic_answer(path: &str, acme_nonce: Option<&str>) -> HttpResponse {
+    let mut res = if under(path, "/ocsp") {
         ocsp_responder::internal_error_response()
-    } else if under("/tsa") {
+    } else if under(path, "/tsa") {
         tsa::system_failure_response()
-    } else if under("/acme") {
+    } else if under(path, "/acme") {
         let problem =
             acme::problem::Problem::server_internal("the server failed; the error is logged".into());
         let status = actix_web::http::StatusCode::from_u16(problem.http_status())
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR);
-        HttpResponse::build(status).content_type("application/problem+json").body(problem.body())
+        let mut b = HttpResponse::build(status);
+        if let Some(nonce) = acme_nonce {
+            b.insert_header(("Replay-Nonce", nonce));
+        }
+        b.content_type("application/problem+json").body(problem.body())
     } else {
         json_error(HttpResponse::InternalServerError(), "internal error")
     };
     res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
     res
+}
+
+/// Whether `path` is `prefix` or below it.
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// [`protect`] without the metrics.
@@ -447,6 +466,7 @@ mod tests {
                 let server = actix_web::HttpServer::new(|| {
                     App::new()
                         .wrap(actix_web::middleware::from_fn(protect))
+                        .app_data(web::Data::new(AcmeNonces(Arc::new(|| "a-fresh-nonce".to_string()))))
                         .route("/ocsp/{request:.*}", web::get().to(panics))
                         .route("/tsa", web::post().to(panics))
                         .route("/acme/new-order", web::post().to(panics))
@@ -487,6 +507,8 @@ mod tests {
                 "/acme/new-order" => {
                     let p: serde_json::Value = serde_json::from_slice(&body).expect("problem JSON");
                     assert_eq!(p["type"], "urn:ietf:params:acme:error:serverInternal");
+                    // RFC 8555 6.5: the client's next request can use it.
+                    assert_eq!(headers.get("replay-nonce").map(String::as_str), Some("a-fresh-nonce"));
                 }
                 _ => {
                     let e: serde_json::Value = serde_json::from_slice(&body).expect("JSON");

@@ -370,6 +370,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
+    // The answer to a panicking ACME handler carries a nonce of the service's own.
+    let acme_nonces = acme.as_ref().map(|a| {
+        let a = a.clone();
+        web::Data::new(crate::guard::AcmeNonces(Arc::new(move || a.fresh_nonce())))
+    });
     let data_ca = web::Data::from(ca.clone());
     let sources = web::Data::new(crate::metrics::Sources {
         ca: ca.clone(),
@@ -434,6 +439,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 app = app.configure(cerdb::directory::configure(directory.clone()));
             }
             if let Some(acme) = &acme {
+                if let Some(nonces) = &acme_nonces {
+                    app = app.app_data(nonces.clone());
+                }
                 app = app.service(acme::scope(acme.clone()));
             }
             if let Some(mail) = &mail {

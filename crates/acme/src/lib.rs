@@ -270,6 +270,12 @@ impl Acme {
         self
     }
 
+    /// A fresh replay nonce (RFC 8555 6.5) for an answer that none of this service's handlers
+    /// wrote: `pki serve`'s answer to a handler that panicked.
+    pub fn fresh_nonce(&self) -> String {
+        self.nonces.issue()
+    }
+
     /// The settings.
     pub fn config(&self) -> &AcmeConfig {
         &self.cfg
