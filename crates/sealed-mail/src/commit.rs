@@ -1,4 +1,4 @@
-//! The commits of single messages ([`crate::Sealer::commit_queued`]), in batches on a thread of
+//! The commits of single messages ([`crate::Sealer::commit`]), in batches on a thread of
 //! their own.
 //!
 //! A message is handed out only once its timestamp's record at the TSA is durable and its audit

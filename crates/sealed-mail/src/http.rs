@@ -336,7 +336,7 @@ fn make(
     Ok((request, deliver, made))
 }
 
-/// Commits a made message with the messages made meanwhile ([`Sealer::commit_queued`]: its
+/// Commits a made message with the messages made meanwhile ([`Sealer::commit`]: its
 /// durable records), then delivers it, on the blocking pool, when asked.
 async fn commit(
     svc: Arc<MailService>,
@@ -344,7 +344,7 @@ async fn commit(
     deliver: bool,
     made: Made,
 ) -> Result<Answered, Error> {
-    let sealed = svc.sealer.commit_queued(made).await?;
+    let sealed = svc.sealer.commit(made).await?;
     if !deliver {
         return Ok((req, sealed, None));
     }

@@ -112,8 +112,8 @@ pub struct Sealed {
 }
 
 /// A message made but not yet handed out ([`Sealer::make`]): its timestamp's record may still be
-/// on its way to disk, and its audit entry is not written. [`Sealer::commit`] does both, on any
-/// thread, and only then gives the message.
+/// on its way to disk, and its audit entry is not written. [`Sealer::commit`] waits for the one
+/// and writes the other, and only then gives the message.
 #[must_use = "a message is handed out only through Sealer::commit"]
 pub struct Made {
     sealed: Sealed,
@@ -157,7 +157,7 @@ pub struct Sealer {
     invitation: Invitation,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
-    /// Commits single messages in batches ([`Sealer::commit_queued`]).
+    /// Commits single messages in batches ([`Sealer::commit`]).
     committer: Committer,
     withdrawn: Arc<WithdrawnIssuers>,
     /// The senders' keys and chains, parsed once (a clone for every message would copy the
@@ -195,7 +195,7 @@ pub struct SealerParts {
 }
 
 impl Sealer {
-    /// A sealer, with its thread `mail-commit` ([`Sealer::commit_queued`]); refused when the
+    /// A sealer, with its thread `mail-commit` ([`Sealer::commit`]); refused when the
     /// archive certificate holds no key this crate encrypts to.
     pub fn new(p: SealerParts) -> Result<Self, Error> {
         let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?;
@@ -278,7 +278,7 @@ impl Sealer {
         Ok(k)
     }
 
-    /// Seals `req` for the API key `key`.
+    /// Makes the message of `req` for the API key `key`, the CPU's work of a message:
     ///
     /// 1. the sender, if `key` may send as it (else [`Error::SenderNotAllowed`]);
     /// 2. the recipient's newest encryption certificate valid now — revoked, expired and
@@ -287,15 +287,11 @@ impl Sealer {
     /// 3. the entity signed (`multipart/signed`, RFC 8551 3.5.3: a detached `SignedData`, so
     ///    the entity is carried once, not again inside the signature), its signature timestamped
     ///    when asked;
-    /// 4. encrypted to the recipient (and the archive certificate) and framed;
-    /// 5. recorded in the audit log before it is returned.
-    pub fn seal(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Sealed, Error> {
-        self.commit(self.make(key, req)?)
-    }
-
-    /// Steps 1 to 4 of [`Sealer::seal`]: the CPU's work of a message. The timestamp's record at
-    /// the TSA is written while the message is encrypted, and [`Sealer::commit`] waits for it:
-    /// by then it is usually on disk, so the message seldom waits for it at all.
+    /// 4. encrypted to the recipient (and the archive certificate) and framed.
+    ///
+    /// Step 5, the audit entry before the message is handed out, is [`Sealer::commit`]. The
+    /// timestamp's record at the TSA is written while the message is encrypted, and
+    /// [`Sealer::commit`] waits for it: by then it is usually on disk.
     pub fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Made, Error> {
         let p = self.prepare(key, req)?;
         let (stamp, on_disk) = match p.timestamp {
@@ -309,23 +305,11 @@ impl Sealer {
         Ok(Made { sealed, record, on_disk })
     }
 
-    /// Step 5 of [`Sealer::seal`]: once the timestamp's record is durable, the audit entry; then
-    /// the message. The waits of a message, apart from its CPU work: a server makes messages on
-    /// the threads that read them and commits them on threads that may block.
-    pub fn commit(&self, made: Made) -> Result<Sealed, Error> {
-        let Made { sealed, record, on_disk } = made;
-        if let Some(on_disk) = on_disk {
-            on_disk()?;
-        }
-        self.audit.record(&record)?;
-        Ok(sealed)
-    }
-
-    /// [`Sealer::commit`] without a thread of the caller's blocking: the message joins the
-    /// messages made meanwhile, whose timestamps are waited for and whose audit entries are
-    /// written by one thread in one storage write (`commit.rs`); the message once its own
-    /// records are durable.
-    pub async fn commit_queued(&self, made: Made) -> Result<Sealed, Error> {
+    /// Step 5 of [`Sealer::make`]: the message once its timestamp's record is durable and its
+    /// audit entry written. It joins the messages made meanwhile, whose timestamps are waited
+    /// for and whose audit entries are written by one thread in one storage write
+    /// (`commit.rs`), so the caller's thread never blocks.
+    pub async fn commit(&self, made: Made) -> Result<Sealed, Error> {
         self.committer.commit(made).await
     }
 
@@ -370,7 +354,7 @@ impl Sealer {
             .collect()
     }
 
-    /// Steps 1 to 3 of [`Sealer::seal`] up to the signature: the sender and its state, the
+    /// Steps 1 to 3 of [`Sealer::make`] up to the signature: the sender and its state, the
     /// recipient's certificate, the entity signed; the timestamp is left to the caller.
     fn prepare(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Prepared, Error> {
         let sender = self.sender_for(key, &req.sender)?;
@@ -420,7 +404,7 @@ impl Sealer {
         })
     }
 
-    /// Step 4 of [`Sealer::seal`]: the signature's timestamp put in, the `SignedData` finished,
+    /// Step 4 of [`Sealer::make`]: the signature's timestamp put in, the `SignedData` finished,
     /// encrypted to the recipient (and the archive certificate) and framed; the audit record.
     fn complete(
         &self,
