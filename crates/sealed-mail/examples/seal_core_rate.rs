@@ -78,11 +78,11 @@ fn main() {
     let content = Content {
         text,
         html: None,
-        attachments: vec![Attachment {
-            filename: HeaderText::parse("filename", "statement.pdf", 255).expect("filename"),
-            content_type: MediaType::parse("application/pdf").expect("media type"),
-            data: pdf,
-        }],
+        attachments: vec![Attachment::new(
+            HeaderText::parse("filename", "statement.pdf", 255).expect("filename"),
+            MediaType::parse("application/pdf").expect("media type"),
+            &pdf,
+        )],
     };
     let random = [7u8; 16];
     let parts = mime::SignedEntity::new(&content, &random);
@@ -96,9 +96,8 @@ fn main() {
     };
     let inner = parts.finish(&sign(&senders[0]).der);
     let [sign_rsa, sign_p256] = [0, 1].map(|i| mean(run, || drop(sign(&senders[i]))));
-    let [encrypt_rsa, encrypt_p256] = [0, 1].map(|i| {
-        mean(run, || drop(envelop(&inner, std::slice::from_ref(&recipients[i]), ContentCipher::Aes256Cbc)))
-    });
+    let [encrypt_rsa, encrypt_p256] =
+        [0, 1].map(|i| mean(run, || drop(envelop(&inner, &[&recipients[i]], ContentCipher::Aes256Cbc))));
     println!(
         "SEAL_CORE entity_bytes={} sign_rsa_us={} sign_p256_us={} encrypt_rsa_us={} encrypt_p256_us={}",
         inner.len(),

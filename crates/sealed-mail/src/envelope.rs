@@ -106,7 +106,7 @@ impl ContentCipher {
 }
 
 /// Encrypts `content` to every recipient with a fresh AES-256 key; the `ContentInfo` DER.
-pub fn envelop(content: &[u8], recipients: &[Recipient], cipher: ContentCipher) -> Result<Vec<u8>, Error> {
+pub fn envelop(content: &[u8], recipients: &[&Recipient], cipher: ContentCipher) -> Result<Vec<u8>, Error> {
     match cipher {
         ContentCipher::Aes256Cbc => envelop_cbc(content, recipients),
         ContentCipher::Aes256Gcm => envelop_gcm(content, recipients),
@@ -125,7 +125,7 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, Error> {
     }
 }
 
-fn envelop_cbc(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
+fn envelop_cbc(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
     let mut rng = rand_core::OsRng;
     let mut builder = EnvelopedDataBuilder::new(None, content, ContentEncryptionAlgorithm::Aes256Cbc, None)
         .map_err(Error::cms)?;
@@ -193,7 +193,7 @@ struct GcmParameters {
     icv_len: u8,
 }
 
-fn envelop_gcm(content: &[u8], recipients: &[Recipient]) -> Result<Vec<u8>, Error> {
+fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
     use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
     let rng = ring::rand::SystemRandom::new();
     let no_randomness = |_| Error::Internal("no randomness".into());

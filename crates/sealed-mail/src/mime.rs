@@ -98,8 +98,53 @@ pub struct Attachment {
     pub filename: HeaderText,
     /// Its media type.
     pub content_type: MediaType,
-    /// Its bytes.
-    pub data: Vec<u8>,
+    /// Its bytes in base64 (standard alphabet, padded, canonical): the text of its MIME part,
+    /// before it is cut into lines.
+    base64: String,
+}
+
+impl Attachment {
+    /// An attachment of `data`.
+    pub fn new(filename: HeaderText, content_type: MediaType, data: &[u8]) -> Self {
+        Attachment { filename, content_type, base64: base64_simd::STANDARD.encode_to_string(data) }
+    }
+
+    /// An attachment given in base64 (standard alphabet, padded), as a JSON client sends it:
+    /// kept as it is when it is what encoding its bytes gives (canonical), so it is neither
+    /// decoded nor encoded again; refused when it is not base64, with the `base64` crate's error,
+    /// which names the offending character and its offset.
+    pub fn from_base64(
+        filename: HeaderText,
+        content_type: MediaType,
+        text: &str,
+    ) -> Result<Self, base64::DecodeError> {
+        // base64-simd's strict check refuses what its decoder refuses: characters outside the
+        // alphabet, missing or misplaced padding, and set bits after the last byte.
+        let base64 = match base64_simd::STANDARD.check(text.as_bytes()) {
+            Ok(()) => text.to_owned(),
+            Err(_) => {
+                let data = base64::engine::general_purpose::STANDARD.decode(text.as_bytes())?;
+                base64_simd::STANDARD.encode_to_string(data)
+            }
+        };
+        Ok(Attachment { filename, content_type, base64 })
+    }
+
+    /// Its bytes in base64 (standard alphabet, padded).
+    pub fn base64(&self) -> &str {
+        &self.base64
+    }
+
+    /// The number of its bytes.
+    pub fn len(&self) -> usize {
+        let pad = self.base64.bytes().rev().take(2).filter(|&b| b == b'=').count();
+        self.base64.len() / 4 * 3 - pad
+    }
+
+    /// Whether it has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.base64.is_empty()
+    }
 }
 
 /// What the reader sees: text, optionally HTML, and attachments.
@@ -121,20 +166,27 @@ fn base64_lines_len(n: usize) -> usize {
 /// Base64 in lines of 76 characters, each ending in CRLF.
 pub fn base64_lines(data: &[u8], out: &mut String) {
     // 57 bytes make one line; 64 lines are encoded at a time into a small buffer that stays in
-    // the cache, then cut into lines (slicing ASCII text needs no UTF-8 check).
+    // the cache, then cut into lines.
     const LINE: usize = 57;
     out.reserve(base64_lines_len(data.len()));
     let mut block = String::with_capacity(64 * 76);
     for chunk in data.chunks(64 * LINE) {
         block.clear();
         base64_simd::STANDARD.encode_append(chunk, &mut block);
-        let mut rest = block.as_str();
-        while !rest.is_empty() {
-            let (line, tail) = rest.split_at(rest.len().min(76));
-            out.push_str(line);
-            out.push_str("\r\n");
-            rest = tail;
-        }
+        lines_of(&block, out);
+    }
+}
+
+/// Base64 text `b64` cut into lines of 76 characters, each ending in CRLF, appended to `out`
+/// (slicing ASCII text needs no UTF-8 check).
+fn lines_of(b64: &str, out: &mut String) {
+    out.reserve(b64.len() + b64.len().div_ceil(76) * 2);
+    let mut rest = b64;
+    while !rest.is_empty() {
+        let (line, tail) = rest.split_at(rest.len().min(76));
+        out.push_str(line);
+        out.push_str("\r\n");
+        rest = tail;
     }
 }
 
@@ -172,7 +224,7 @@ fn filename_param(name: &HeaderText) -> String {
 /// About the length of the content entity ([`write_content_entity`]): the bodies exactly, a
 /// little more for the fields.
 fn content_entity_len(content: &Content) -> usize {
-    content.attachments.iter().map(|a| base64_lines_len(a.data.len()) + 512).sum::<usize>()
+    content.attachments.iter().map(|a| base64_lines_len(a.len()) + 512).sum::<usize>()
         + base64_lines_len(content.text.len())
         + content.html.as_ref().map_or(0, |h| base64_lines_len(h.len()) + 512)
         + 1024
@@ -206,7 +258,7 @@ fn write_content_entity(content: &Content, random: &[u8; 16], out: &mut String) 
             a.content_type.0,
             filename_param(&a.filename)
         );
-        base64_lines(&a.data, out);
+        lines_of(&a.base64, out);
     }
     let _ = write!(out, "--{b}--\r\n");
 }
@@ -361,11 +413,11 @@ mod tests {
         let content = Content {
             text: "Hello\nworld".into(),
             html: Some("<p>Hello</p>".into()),
-            attachments: vec![Attachment {
-                filename: HeaderText::parse("filename", "Auszug März.pdf", 255).expect("name"),
-                content_type: MediaType::parse("application/pdf").expect("type"),
-                data: vec![7u8; 1000],
-            }],
+            attachments: vec![Attachment::new(
+                HeaderText::parse("filename", "Auszug März.pdf", 255).expect("name"),
+                MediaType::parse("application/pdf").expect("type"),
+                &[7u8; 1000],
+            )],
         };
         let e = content_entity(&content, &[1; 16]);
         let text = String::from_utf8(e).expect("ascii");
@@ -383,11 +435,12 @@ mod tests {
     fn the_signed_entity_is_the_content_entity_between_head_and_signature() {
         use base64::Engine as _;
         let random = [9u8; 16];
-        let attachment = Attachment {
-            filename: HeaderText::parse("filename", "a.pdf", 255).expect("name"),
-            content_type: MediaType::parse("application/pdf").expect("type"),
-            data: (0..5000u32).map(|i| (i % 253) as u8).collect(),
-        };
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+        let attachment = Attachment::new(
+            HeaderText::parse("filename", "a.pdf", 255).expect("name"),
+            MediaType::parse("application/pdf").expect("type"),
+            &data,
+        );
         let signature: Vec<u8> = (0..700u32).map(|i| (i * 3) as u8).collect();
         for (html, attachments) in [(None, vec![]), (Some("<p>Hi</p>".to_string()), vec![attachment])] {
             let content = Content { text: "Hello".into(), html, attachments };
@@ -422,6 +475,32 @@ mod tests {
         let room = parts.text.capacity();
         let whole = parts.finish(&[0x30u8; 8000]);
         assert_eq!(whole.capacity(), room, "the buffer grew");
+    }
+
+    /// An attachment given in base64 is kept as given when it is canonical, and its MIME part is
+    /// the one its bytes would make; anything else is refused, naming the fault.
+    #[test]
+    fn attachments_given_in_base64_make_the_part_their_bytes_make() {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let name = || HeaderText::parse("filename", "a.pdf", 255).expect("name");
+        let pdf = || MediaType::parse("application/pdf").expect("type");
+        for len in [0, 1, 2, 3, 56, 57, 58, 3648, 3649, 102_400] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+            let given = Attachment::from_base64(name(), pdf(), &engine.encode(&data)).expect("base64");
+            let made = Attachment::new(name(), pdf(), &data);
+            assert_eq!((given.base64(), given.len(), given.is_empty()), (made.base64(), len, len == 0));
+            let entity = |a: Attachment| {
+                content_entity(&Content { text: "Hi".into(), html: None, attachments: vec![a] }, &[3; 16])
+            };
+            assert_eq!(entity(given), entity(made), "{len}");
+        }
+        // Not base64, or not canonical (set bits after the last byte, padding missing or
+        // misplaced, line breaks): refused, as the decoder of the `base64` crate refuses them.
+        for bad in ["%%%", "QR==", "QUJ=", "QQ", "QQ=", "Q===", "QQ==QQ==", "QUJD\r\nREVG", " QUJD"] {
+            let e = Attachment::from_base64(name(), pdf(), bad).expect_err(bad);
+            assert!(engine.decode(bad).is_err(), "{bad:?}: the base64 crate refuses it too");
+            assert!(!e.to_string().is_empty(), "{bad:?}");
+        }
     }
 
     #[test]

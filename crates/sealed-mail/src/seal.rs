@@ -153,7 +153,7 @@ pub struct Sealer {
     senders: MailSenders,
     keys: Arc<dyn SenderKeys>,
     tsa: Option<Arc<dyn Timestamper>>,
-    archive: Option<Recipient>,
+    archive: Option<Arc<Recipient>>,
     invitation: Invitation,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
@@ -163,7 +163,53 @@ pub struct Sealer {
     /// The senders' keys and chains, parsed once (a clone for every message would copy the
     /// parsed certificates).
     cache: Mutex<HashMap<(SenderName, Serial), Arc<SenderKey>>>,
+    /// Recipients' certificates parsed, with their RSA keys ready to encrypt to (AWS-LC keeps
+    /// a key's Montgomery constants with it): the certificate's status is still read from the
+    /// store for every message before one is taken from here.
+    recipients: Parsed<Recipient>,
     rng: ring::rand::SystemRandom,
+}
+
+/// The most recipients [`Sealer`] keeps parsed.
+const RECIPIENTS_KEPT: usize = 4096;
+
+/// Certificates parsed once, by serial, each checked against its DER when taken: a certificate
+/// of another issuer with the same serial is parsed anew. When `cap` are kept it starts over (a
+/// statement run to more addresses than that parses each certificate again, as without it).
+struct Parsed<T> {
+    kept: Mutex<HashMap<Serial, DerAndValue<T>>>,
+    cap: usize,
+}
+
+/// A certificate's DER and what was parsed of it.
+type DerAndValue<T> = (Vec<u8>, Arc<T>);
+
+impl<T> Parsed<T> {
+    fn new(cap: usize) -> Self {
+        Parsed { kept: Mutex::new(HashMap::new()), cap }
+    }
+
+    /// The value of the certificate `der` with serial `serial`: kept, or `parse`d and kept.
+    fn get_or(
+        &self,
+        serial: &Serial,
+        der: &[u8],
+        parse: impl FnOnce(&[u8]) -> Result<T, Error>,
+    ) -> Result<Arc<T>, Error> {
+        let lock = || self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((kept_der, v)) = lock().get(serial) {
+            if kept_der.as_slice() == der {
+                return Ok(v.clone());
+            }
+        }
+        let v = Arc::new(parse(der)?);
+        let mut kept = lock();
+        if kept.len() >= self.cap {
+            kept.clear();
+        }
+        kept.insert(serial.clone(), (der.to_vec(), v.clone()));
+        Ok(v)
+    }
 }
 
 impl std::fmt::Debug for Sealer {
@@ -198,7 +244,7 @@ impl Sealer {
     /// A sealer, with its thread `mail-commit` ([`Sealer::commit`]); refused when the
     /// archive certificate holds no key this crate encrypts to.
     pub fn new(p: SealerParts) -> Result<Self, Error> {
-        let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?;
+        let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?.map(Arc::new);
         Ok(Sealer {
             committer: Committer::start(p.audit.clone())?,
             reader: p.reader,
@@ -211,6 +257,7 @@ impl Sealer {
             audit: p.audit,
             withdrawn: p.withdrawn,
             cache: Mutex::new(HashMap::new()),
+            recipients: Parsed::new(RECIPIENTS_KEPT),
             rng: ring::rand::SystemRandom::new(),
         })
     }
@@ -372,15 +419,10 @@ impl Sealer {
         let message_id = format!("{}@{}", hex::encode(random), domain_of(&sender.email));
         let (target, unstamped) = match cert {
             Some(rec) => {
-                let recipient = Recipient::from_der(&rec.der)?;
+                let recipient = self.recipients.get_or(&rec.serial, &rec.der, Recipient::from_der)?;
                 let entity = mime::SignedEntity::new(&req.content, &random);
                 let unstamped = sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
-                let target = Target::Sealed {
-                    entity,
-                    recipient: Box::new(recipient),
-                    serial: rec.serial,
-                    cipher: req.cipher,
-                };
+                let target = Target::Sealed { entity, recipient, serial: rec.serial, cipher: req.cipher };
                 (target, unstamped)
             }
             None if req.fallback_invitation => {
@@ -417,8 +459,8 @@ impl Sealer {
         let (message, kind, serial) = match target {
             Target::Sealed { entity, recipient, serial, cipher } => {
                 let inner = entity.finish(&signed.der);
-                let mut recipients = vec![*recipient];
-                recipients.extend(self.archive.iter().cloned());
+                let mut recipients = vec![&*recipient];
+                recipients.extend(self.archive.as_deref());
                 let enveloped = envelop(&inner, &recipients, cipher)?;
                 drop(inner);
                 // The enveloped entity's base64 goes straight after the header: no copy of it.
@@ -496,7 +538,7 @@ type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error
 /// What a signed entity becomes.
 enum Target {
     /// `multipart/signed` around its entity, encrypted to the recipient's certificate.
-    Sealed { entity: mime::SignedEntity, recipient: Box<Recipient>, serial: Serial, cipher: ContentCipher },
+    Sealed { entity: mime::SignedEntity, recipient: Arc<Recipient>, serial: Serial, cipher: ContentCipher },
     /// The invitation, `multipart/signed` around its entity.
     Invitation { entity: mime::SignedEntity },
 }
@@ -587,5 +629,54 @@ impl Timestamper for InProcessTsa {
             stamp: Self::stamp_of(issued.token, issued.serial),
             on_disk: Box::new(move || on_disk.wait().map_err(|e| Self::refused(&e))),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn serial(hex: &str) -> Serial {
+        hex.parse().expect("serial")
+    }
+
+    #[test]
+    fn a_certificate_is_parsed_once_and_another_with_its_serial_is_parsed_anew() {
+        let kept = Parsed::new(8);
+        let parses = Cell::new(0);
+        let parse = |der: &[u8]| {
+            parses.set(parses.get() + 1);
+            Ok(der.to_vec())
+        };
+        let a = kept.get_or(&serial("0A"), b"first", parse).expect("parsed");
+        let again = kept.get_or(&serial("0A"), b"first", parse).expect("kept");
+        assert_eq!((a.as_slice(), again.as_slice(), parses.get()), (&b"first"[..], &b"first"[..], 1));
+        assert!(Arc::ptr_eq(&a, &again), "the kept value itself");
+        // The same serial from another issuer: never the first one's key.
+        let other = kept.get_or(&serial("0A"), b"other issuer", parse).expect("parsed");
+        assert_eq!((other.as_slice(), parses.get()), (&b"other issuer"[..], 2));
+        let b = kept.get_or(&serial("0B"), b"second", parse).expect("parsed");
+        assert_eq!((b.as_slice(), parses.get()), (&b"second"[..], 3));
+    }
+
+    #[test]
+    fn a_failed_parse_is_not_kept_and_a_full_cache_starts_over() {
+        let kept = Parsed::new(2);
+        let refused = kept.get_or(&serial("01"), b"bad", |_| Err(Error::RecipientKey("no".into())));
+        assert!(matches!(refused, Err(Error::RecipientKey(_))));
+        let parses = Cell::new(0);
+        let parse = |der: &[u8]| {
+            parses.set(parses.get() + 1);
+            Ok(der.to_vec())
+        };
+        assert_eq!(kept.get_or(&serial("01"), b"good", parse).expect("parsed").as_slice(), b"good");
+        kept.get_or(&serial("02"), b"two", parse).expect("parsed");
+        kept.get_or(&serial("03"), b"three", parse).expect("parsed");
+        assert_eq!(kept.kept.lock().expect("lock").len(), 1, "started over when full");
+        assert_eq!(kept.get_or(&serial("03"), b"three", parse).expect("kept").as_slice(), b"three");
+        assert_eq!(kept.get_or(&serial("01"), b"good", parse).expect("parsed again").as_slice(), b"good");
+        assert_eq!(parses.get(), 4);
     }
 }
