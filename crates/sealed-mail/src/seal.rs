@@ -153,7 +153,7 @@ pub struct Sealer {
     senders: MailSenders,
     keys: Arc<dyn SenderKeys>,
     tsa: Option<Arc<dyn Timestamper>>,
-    archive: Option<Arc<Recipient>>,
+    archive: Option<Recipient>,
     invitation: Invitation,
     clock: Arc<dyn Clock>,
     audit: Arc<dyn MailAudit>,
@@ -244,7 +244,7 @@ impl Sealer {
     /// A sealer, with its thread `mail-commit` ([`Sealer::commit`]); refused when the
     /// archive certificate holds no key this crate encrypts to.
     pub fn new(p: SealerParts) -> Result<Self, Error> {
-        let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?.map(Arc::new);
+        let archive = p.archive.as_deref().map(Recipient::from_der).transpose()?;
         Ok(Sealer {
             committer: Committer::start(p.audit.clone())?,
             reader: p.reader,
@@ -460,7 +460,7 @@ impl Sealer {
             Target::Sealed { entity, recipient, serial, cipher } => {
                 let inner = entity.finish(&signed.der);
                 let mut recipients = vec![&*recipient];
-                recipients.extend(self.archive.as_deref());
+                recipients.extend(self.archive.as_ref());
                 let enveloped = envelop(&inner, &recipients, cipher)?;
                 drop(inner);
                 // The enveloped entity's base64 goes straight after the header: no copy of it.
