@@ -568,6 +568,44 @@ fn fallback_revocation_permissions_and_bad_input() {
     let r = f.post("/api/v1/mail/seal", Some(&slow), None, one.as_bytes());
     r.expect_error(429, "over quota", "the second message of a key with a burst of 1");
     assert!(r.header("retry-after").is_some());
+    // A bulk request is charged for the messages it seals, not for those refused as invalid:
+    // with a burst of 3, one valid message among three invalid ones (answered 400 each) leaves
+    // two units, so two single messages follow and only the third is refused. Charged for all
+    // four, the key would be in debt and the first single refused.
+    let three = f
+        .env
+        .pki([
+            "apikey",
+            "create",
+            "--name",
+            "three",
+            "--permission",
+            "mail",
+            "--rate",
+            "0.001",
+            "--burst",
+            "3",
+        ])
+        .stdout
+        .trim()
+        .to_string();
+    f.env.pki(["mail", "sender", "allow", "--name", "statements", "--key", "three"]);
+    let mut invalid = request("alice@example.com", "t", b"x", false);
+    invalid["to"] = serde_json::json!("not an address");
+    let mixed = serde_json::json!({"messages": [
+        request("alice@example.com", "one", b"x", false), invalid, invalid, invalid,
+    ]});
+    let r = f.post("/api/v1/mail/seal/bulk", Some(&three), None, mixed.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let statuses: Vec<u64> =
+        r.json()["results"].as_array().unwrap().iter().map(|x| x["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [200, 400, 400, 400]);
+    for n in 1..=2 {
+        let r = f.post("/api/v1/mail/seal", Some(&three), None, one.as_bytes());
+        assert_eq!(r.status, 200, "single {n} after a bulk that sealed one message: {}", r.text());
+    }
+    let r = f.post("/api/v1/mail/seal", Some(&three), None, one.as_bytes());
+    r.expect_error(429, "over quota", "the fourth message of a key with a burst of 3");
     // Delivery asked for without [mail.relay]: 503, nothing sent.
     let mut deliver = request("alice@example.com", "t", b"x", false);
     deliver["deliver"] = serde_json::json!(true);

@@ -2,7 +2,8 @@
 //!
 //! Order of checks: who is asking (401) and may they send mail (403), the body read up to its
 //! limit (413, counted while reading, so an oversized body is never held whole), the JSON and
-//! every field (400), the quota (429, one unit per message), then sealing. Errors become answers
+//! every field (400), the quota (429, one unit per message to seal; a bulk request's invalid
+//! messages are answered 400 each and not counted), then sealing. Errors become answers
 //! only through [`Error::status`] and [`Error::body`]; nothing of a body is logged.
 
 use std::borrow::Cow;
@@ -482,7 +483,10 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
     let result = web::block(move || {
         let parsed = parse_bulk(&body)?;
         drop(body);
-        charge(&svc, &hash, &rec, parsed.len())?;
+        // The quota counts the messages that will be sealed, as a single request's does: one
+        // refused as invalid (its own 400 in the answer) costs nothing. A request costs at least
+        // one unit, even when every message in it is refused.
+        charge(&svc, &hash, &rec, parsed.iter().filter(|p| p.is_ok()).count())?;
         let valid: Vec<&SealRequest> =
             parsed.iter().filter_map(|p| p.as_ref().ok().map(|(r, _)| r)).collect();
         let mut sealed = svc.sealer.seal_many(&rec.name, &valid).into_iter();
