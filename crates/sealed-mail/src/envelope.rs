@@ -20,7 +20,7 @@ use der::{Any, Decode, Encode, EncodeValue, FixedTag, Length, Sequence, Tag, Tag
 use ring::rand::SecureRandom as _;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
-use zeroize::Zeroize as _;
+use zeroize::Zeroizing;
 
 use crate::ecdh::EcdhRecipient;
 use crate::keytrans::{KeyTransRecipient, RsaTransportKey};
@@ -131,10 +131,10 @@ fn recipient_info(r: &Recipient, cek: &[u8]) -> Result<RecipientInfo, Error> {
     }
 }
 
-/// A fresh content-encryption key for AES-256.
-fn content_key() -> Result<[u8; 32], Error> {
-    let mut cek = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut cek).map_err(|_| Error::Internal("no randomness".into()))?;
+/// A fresh content-encryption key for AES-256, wiped when dropped, on every path.
+fn content_key() -> Result<Zeroizing<[u8; 32]>, Error> {
+    let mut cek = Zeroizing::new([0u8; 32]);
+    ring::rand::SystemRandom::new().fill(&mut *cek).map_err(|_| Error::Internal("no randomness".into()))?;
     Ok(cek)
 }
 
@@ -165,8 +165,8 @@ struct EncryptedContentInfoOut<'a> {
 fn envelop_cbc(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
     use aws_lc_rs::cipher::{PaddedBlockEncryptingKey, UnboundCipherKey, AES_256};
     let failed = || Error::Internal("AES-256-CBC encryption".into());
-    let mut cek = content_key()?;
-    let key = UnboundCipherKey::new(&AES_256, &cek)
+    let cek = content_key()?;
+    let key = UnboundCipherKey::new(&AES_256, &*cek)
         .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
         .map_err(|_| failed())?;
     // One copy of the content, with room for the padding; encrypted in place under a random IV.
@@ -174,9 +174,7 @@ fn envelop_cbc(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Err
     sealed.extend_from_slice(content);
     let context = key.encrypt(&mut sealed).map_err(|_| failed())?;
     let iv: &[u8] = (&context).try_into().map_err(|_| failed())?;
-    let infos = recipient_infos(recipients, &cek);
-    cek.zeroize();
-    let recipient_infos = infos?;
+    let recipient_infos = recipient_infos(recipients, &*cek)?;
     // RFC 5652 §6.1: version 0 when every recipient info is version 0 (key transport to an
     // issuer and serial number), else 2 (a key agreement's is version 3).
     let all_v0 = recipient_infos
@@ -249,14 +247,14 @@ struct GcmParameters {
 
 fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
     use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-    let mut cek = content_key()?;
+    let cek = content_key()?;
     // A fresh key each message, so a random nonce is never reused under it.
     let mut nonce = [0u8; NONCE_LEN];
     ring::rand::SystemRandom::new().fill(&mut nonce).map_err(|_| Error::Internal("no randomness".into()))?;
-    let key = UnboundKey::new(&AES_256_GCM, &cek).map(LessSafeKey::new);
-    let infos = recipient_infos(recipients, &cek);
-    cek.zeroize();
-    let key = key.map_err(|_| Error::Internal("AES-256-GCM key".into()))?;
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &*cek).map_err(|_| Error::Internal("AES-256-GCM key".into()))?,
+    );
+    let infos = recipient_infos(recipients, &*cek)?;
     let mut sealed = content.to_vec();
     let tag = key
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
@@ -267,7 +265,7 @@ fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Err
     };
     let aed = AuthEnvelopedData {
         version: CmsVersion::V0,
-        recipient_infos: infos?,
+        recipient_infos: infos,
         auth_encrypted_content_info: EncryptedContentInfo {
             content_type: oids::DATA,
             content_enc_alg: AlgorithmIdentifierOwned {
