@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
+use pki_tests::http_client::send;
 use pki_tests::*;
 
 fn mode(path: &Path) -> u32 {
@@ -189,4 +190,56 @@ fn serve_without_data_flag_creates_pki_data_in_the_working_directory_and_init_is
     }
     let entries: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(entries.iter().any(|e| e == "pki-data"), "{entries:?}");
+}
+
+/// The nice value of every thread of process `pid`, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(dir.join("comm")), std::fs::read_to_string(dir.join("stat")))
+        else {
+            continue; // the thread ended meanwhile
+        };
+        // Field 19 of stat is the nice value; the fields after the name start at field 3.
+        let after_name = &stat[stat.rfind(") ").expect("stat has the name in parentheses") + 2..];
+        let nice: i32 = after_name.split_whitespace().nth(16).expect("nice field").parse().expect("nice");
+        out.push((comm.trim_end().to_string(), nice));
+    }
+    out
+}
+
+/// The HTTP workers run five nice levels below the rest of `pki serve`, so that threads which
+/// wait on the disk (here the TSA's committer, started when the store opens, not by the first
+/// request's worker) get a core as soon as their write returns.
+#[test]
+fn http_workers_run_five_nice_levels_below_the_tsa_committer() {
+    let env = Env::new();
+    let server = env.serve();
+    // A timestamp through HTTP first: before, the committer's thread was started by the first
+    // token's HTTP worker, and inherited its priority.
+    let doc = env.write("doc.txt", "a document");
+    let query = env.path("doc.tsq");
+    let q = openssl([
+        "ts",
+        "-query",
+        "-data",
+        &doc.to_string_lossy(),
+        "-sha256",
+        "-out",
+        &query.to_string_lossy(),
+    ]);
+    assert!(q.status.success(), "openssl ts -query: {}", q.stderr);
+    let query = std::fs::read(&query).unwrap();
+    let headers = [("Content-Type", "application/timestamp-query")];
+    let r = send(server.port, "POST", "/tsa", &headers, Some(&query), Duration::from_secs(20)).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let threads = thread_nice(server.pid());
+    let main = threads.iter().find(|(n, _)| n == "pki").map(|(_, v)| *v).expect("the main thread");
+    let workers: Vec<i32> = threads.iter().filter(|(n, _)| n == "actix-rt|system").map(|(_, v)| *v).collect();
+    assert!(!workers.is_empty(), "no HTTP worker among {threads:?}");
+    assert!(workers.iter().all(|&w| w == (main + 5).min(19)), "workers at main + 5: {threads:?}");
+    let committer = threads.iter().find(|(n, _)| n == "tsa-commit").map(|(_, v)| *v);
+    assert_eq!(committer, Some(main), "the TSA committer at the main thread's priority: {threads:?}");
 }

@@ -238,8 +238,8 @@ impl CommitShared {
 
 /// The committer: its shared state and its thread.
 ///
-/// The thread starts with the first slot and is stopped (after writing whatever is pending) and
-/// joined when the committer is dropped.
+/// The thread starts with the store ([`Committer::start`]), or else with the first slot, and is
+/// stopped (after writing whatever is pending) and joined when the committer is dropped.
 pub(super) struct Committer {
     shared: Arc<CommitShared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -257,12 +257,16 @@ impl Committer {
         }
     }
 
-    /// Takes the next slot, for `serial` (slots are written in the order they are taken).
-    pub(super) fn open_slot(&self, serial: TsaSerial) -> Result<TokenSlot, Error> {
+    /// Starts the committer thread, unless it runs. It inherits the calling thread's scheduling
+    /// priority: [`super::TsaStore::open`] starts it, so that it runs at the priority of the
+    /// thread that opened the store rather than at that of the first request's (`pki serve`
+    /// lowers its HTTP workers' priority, so that they give way to threads like this one).
+    pub(super) fn start(&self) -> Result<(), Error> {
         let mut st = self.shared.lock();
-        if let Some(why) = &st.failed {
-            return Err(stopped(why));
-        }
+        self.ensure_running(&mut st)
+    }
+
+    fn ensure_running(&self, st: &mut CommitState) -> Result<(), Error> {
         if !st.running {
             let shared = self.shared.clone();
             let handle = std::thread::Builder::new()
@@ -272,6 +276,16 @@ impl Committer {
             *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
             st.running = true;
         }
+        Ok(())
+    }
+
+    /// Takes the next slot, for `serial` (slots are written in the order they are taken).
+    pub(super) fn open_slot(&self, serial: TsaSerial) -> Result<TokenSlot, Error> {
+        let mut st = self.shared.lock();
+        if let Some(why) = &st.failed {
+            return Err(stopped(why));
+        }
+        self.ensure_running(&mut st)?;
         let seq = st.base + st.slots.len() as u64;
         st.slots.push_back(Slot::Open);
         Ok(TokenSlot { seq, serial, shared: Some(self.shared.clone()) })

@@ -215,6 +215,7 @@ impl TsaStore {
             commit: commit::Committer::new(Box::new(move |records| writer.append_tokens(records))),
             serials: Mutex::new(None),
         });
+        inner.commit.start()?;
         *slot = Arc::downgrade(&inner);
         Ok(TsaStore { inner })
     }
