@@ -515,10 +515,11 @@ const WORKER_NICE_STEP: i32 = 5;
 /// timestamped messages, about 15 % of the cores' time went idle while requests waited on them.
 /// A step lower, the workers give way to them at once: 6–8 % more messages a second there, 2 %
 /// fewer at 64 connections, where nothing waited (BENCHMARKS.md, sealed mail, "HTTP workers a
-/// step lower"). Only the share between this process's threads changes; the signing threads of
-/// a batch issuance still run lower than the workers (`ca-core`'s `yield_to_storing`), and the
-/// committers start on the main thread, at its priority. Best effort: lowering one's own
-/// priority needs no permission, and if it fails nothing changes.
+/// step lower"). The signing threads of a batch issuance still run lower than the workers
+/// (`ca-core`'s `yield_to_storing`), and the committers start on the main thread, at its
+/// priority. Other processes on the machine gain against the workers too (a local PostgreSQL's
+/// backends, which write for them, among them). Best effort: lowering one's own priority needs
+/// no permission, and if it fails nothing changes.
 fn yield_to_durable_writes() {
     #[cfg(target_os = "linux")]
     {

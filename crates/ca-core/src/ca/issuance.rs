@@ -137,8 +137,8 @@ pub(super) const SIGNING_NICE_STEP: i32 = 10;
 /// and the store of a batch, not the CPU, set the pace; with signing threads that yield to it the
 /// million-certificate load went from 10,433 to 11,804 certificates/s. In `pki serve` the HTTP
 /// workers run only five levels lower than the process, above these threads, so lookups are not
-/// held back by a batch being signed. Best
-/// effort: lowering one's own priority needs no permission, and if it fails nothing changes.
+/// held back by a batch being signed. Best effort: lowering one's own priority needs no
+/// permission, and if it fails nothing changes.
 pub(super) fn yield_to_storing() {
     #[cfg(target_os = "linux")]
     {
