@@ -521,13 +521,7 @@ const WORKER_NICE_STEP: i32 = 5;
 /// backends, which write for them, among them). Best effort: lowering one's own priority needs
 /// no permission, and if it fails nothing changes.
 fn yield_to_durable_writes() {
-    #[cfg(target_os = "linux")]
-    {
-        let me = Some(rustix::thread::gettid());
-        if let Ok(now) = rustix::process::getpriority_process(me) {
-            let _ = rustix::process::setpriority_process(me, (now + WORKER_NICE_STEP).min(19));
-        }
-    }
+    ca_core::lower_own_priority(WORKER_NICE_STEP);
 }
 
 /// Whether every address `listen` names is a loopback address.

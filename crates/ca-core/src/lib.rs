@@ -32,6 +32,22 @@ pub use ca::{
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use config::{CaConfig, EscrowConfig, ExpirySettings};
 
+/// Lowers the calling thread's scheduling priority by `step` nice levels (at most to 19), so that
+/// threads which wait on the disk get a core first: the signing threads of a batch issuance
+/// here, `pki serve`'s HTTP workers there. Linux only; best effort: lowering one's own priority
+/// needs no permission, and if it fails nothing changes.
+pub fn lower_own_priority(step: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        let me = Some(rustix::thread::gettid());
+        if let Ok(now) = rustix::process::getpriority_process(me) {
+            let _ = rustix::process::setpriority_process(me, (now + step).min(19));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = step;
+}
+
 /// nextUpdate - thisUpdate of the OCSP responder's answers: the OCSP signer is renewed at
 /// least this long (and a day) before its notAfter, so that it outlives every answer it signed.
 pub const OCSP_RESPONSE_LIFETIME: chrono::Duration = chrono::Duration::hours(24);

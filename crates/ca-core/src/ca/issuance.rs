@@ -140,13 +140,7 @@ pub(super) const SIGNING_NICE_STEP: i32 = 10;
 /// held back by a batch being signed. Best effort: lowering one's own priority needs no
 /// permission, and if it fails nothing changes.
 pub(super) fn yield_to_storing() {
-    #[cfg(target_os = "linux")]
-    {
-        let me = Some(rustix::thread::gettid());
-        if let Ok(now) = rustix::process::getpriority_process(me) {
-            let _ = rustix::process::setpriority_process(me, (now + SIGNING_NICE_STEP).min(19));
-        }
-    }
+    crate::lower_own_priority(SIGNING_NICE_STEP);
 }
 
 /// The [`KeyDigest`] of a certificate's subject public key.
