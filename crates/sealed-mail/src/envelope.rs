@@ -6,15 +6,17 @@
 //! recipient infos, the content sealed by ring's AES-GCM. The `cms` crate has no type for it, so
 //! its four fields are declared here with `der`'s derive.
 //!
-//! The content is copied once and encrypted in place (AES-256-CBC by AWS-LC), and the ciphertext
-//! is written into the DER borrowed. `cms`'s `EnvelopedDataBuilder` copied and zeroed the
-//! content more often and encrypted it with RustCrypto's `aes`: a statement's encryption took
-//! 8 % longer that way (138 against 128 µs to RSA-2048, `examples/seal_core_rate.rs`).
+//! The content is encrypted in place, in the buffer the caller hands over (AES-256-CBC by AWS-LC),
+//! and the ciphertext is never copied into the DER: the encoding is kept as the bytes before it
+//! and after it ([`Enveloped`]), which the MIME framing base64-encodes in turn. `cms`'s
+//! `EnvelopedDataBuilder` copied and zeroed the content more often and encrypted it with
+//! RustCrypto's `aes`: a statement's encryption took 8 % longer that way (138 against 128 µs to
+//! RSA-2048, `examples/seal_core_rate.rs`).
 
 use cms::builder::RecipientInfoBuilder;
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::CmsVersion;
-use cms::enveloped_data::{EncryptedContentInfo, RecipientInfo, RecipientInfos};
+use cms::enveloped_data::{RecipientInfo, RecipientInfos};
 use der::asn1::{ContextSpecificRef, ObjectIdentifier, OctetString, OctetStringRef};
 use der::{Any, Decode, Encode, EncodeValue, FixedTag, Length, Sequence, Tag, TagMode, TagNumber, Writer};
 use ring::rand::SecureRandom as _;
@@ -111,8 +113,29 @@ impl ContentCipher {
     }
 }
 
-/// Encrypts `content` to every recipient with a fresh AES-256 key; the `ContentInfo` DER.
-pub fn envelop(content: &[u8], recipients: &[&Recipient], cipher: ContentCipher) -> Result<Vec<u8>, Error> {
+/// A `ContentInfo` (DER) in three parts: the bytes before the ciphertext, the ciphertext, and the
+/// bytes after it (AES-GCM's tag). The ciphertext, nearly all of it, stays in the buffer it was
+/// encrypted in.
+#[derive(Debug)]
+pub struct Enveloped {
+    head: Vec<u8>,
+    ciphertext: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Enveloped {
+    /// The DER, in order.
+    pub fn parts(&self) -> [&[u8]; 3] {
+        [&self.head, &self.ciphertext, &self.tail]
+    }
+}
+
+/// Encrypts `content` in place to every recipient with a fresh AES-256 key; the `ContentInfo`.
+pub fn envelop(
+    content: Vec<u8>,
+    recipients: &[&Recipient],
+    cipher: ContentCipher,
+) -> Result<Enveloped, Error> {
     match cipher {
         ContentCipher::Aes256Cbc => envelop_cbc(content, recipients),
         ContentCipher::Aes256Gcm => envelop_gcm(content, recipients),
@@ -153,7 +176,8 @@ struct EnvelopedDataOut<'a> {
     encrypted_content_info: EncryptedContentInfoOut<'a>,
 }
 
-/// `EncryptedContentInfo` (RFC 5652 §6.1) with the ciphertext borrowed.
+/// `EncryptedContentInfo` (RFC 5652 §6.1) with the ciphertext borrowed; also the
+/// `authEncryptedContentInfo` of `AuthEnvelopedData` (RFC 5083 §2.1), of the same type.
 #[derive(Debug, Sequence)]
 struct EncryptedContentInfoOut<'a> {
     content_type: ObjectIdentifier,
@@ -162,16 +186,16 @@ struct EncryptedContentInfoOut<'a> {
     encrypted_content: Option<OctetStringRef<'a>>,
 }
 
-fn envelop_cbc(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
+fn envelop_cbc(content: Vec<u8>, recipients: &[&Recipient]) -> Result<Enveloped, Error> {
     use aws_lc_rs::cipher::{PaddedBlockEncryptingKey, UnboundCipherKey, AES_256};
     let failed = || Error::Internal("AES-256-CBC encryption".into());
     let cek = content_key()?;
     let key = UnboundCipherKey::new(&AES_256, &*cek)
         .and_then(PaddedBlockEncryptingKey::cbc_pkcs7)
         .map_err(|_| failed())?;
-    // One copy of the content, with room for the padding; encrypted in place under a random IV.
-    let mut sealed = Vec::with_capacity(content.len() + 16);
-    sealed.extend_from_slice(content);
+    // Encrypted in place under a random IV; the padding is appended (in the buffer's spare room
+    // when it has some).
+    let mut sealed = content;
     let context = key.encrypt(&mut sealed).map_err(|_| failed())?;
     let iv: &[u8] = (&context).try_into().map_err(|_| failed())?;
     let recipient_infos = recipient_infos(recipients, &*cek)?;
@@ -196,7 +220,50 @@ fn envelop_cbc(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Err
             encrypted_content: Some(OctetStringRef::new(&sealed).map_err(Error::encoding)?),
         },
     };
-    ContentInfoOf { content_type: oids::ENVELOPED_DATA, content: &ed }.to_der().map_err(Error::encoding)
+    let (head, tail) =
+        der_around(&ContentInfoOf { content_type: oids::ENVELOPED_DATA, content: &ed }, &sealed)?;
+    Ok(Enveloped { head, ciphertext: sealed, tail })
+}
+
+/// The DER of `value` without the one slice `ciphertext` that it borrows and writes once: the
+/// bytes before it and after it. A `to_der` would zero a buffer the size of the whole and copy
+/// the ciphertext into it.
+fn der_around(value: &impl Encode, ciphertext: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let len = usize::try_from(value.encoded_len().map_err(Error::encoding)?).map_err(Error::encoding)?;
+    let mut w = AroundWriter {
+        skip: ciphertext,
+        skipped: false,
+        head: Vec::with_capacity(len.saturating_sub(ciphertext.len()).min(4096)),
+        tail: Vec::new(),
+    };
+    value.encode(&mut w).map_err(Error::encoding)?;
+    let written = w.head.len() + w.tail.len() + if w.skipped { ciphertext.len() } else { 0 };
+    if written != len || (!w.skipped && !ciphertext.is_empty()) {
+        return Err(Error::Internal(format!("CMS encoding: {written} bytes written of {len}")));
+    }
+    Ok((w.head, w.tail))
+}
+
+/// A DER writer that leaves out the slice `skip` (recognised by its address and length, the first
+/// time it is written): what is written before it goes to `head`, what after it to `tail`.
+struct AroundWriter<'a> {
+    skip: &'a [u8],
+    skipped: bool,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Writer for AroundWriter<'_> {
+    fn write(&mut self, slice: &[u8]) -> der::Result<()> {
+        if !self.skipped && std::ptr::eq(slice, self.skip) {
+            self.skipped = true;
+        } else if self.skipped {
+            self.tail.extend_from_slice(slice);
+        } else {
+            self.head.extend_from_slice(slice);
+        }
+        Ok(())
+    }
 }
 
 /// `ContentInfo ::= SEQUENCE { contentType OBJECT IDENTIFIER, content [0] EXPLICIT ANY }`
@@ -229,13 +296,14 @@ impl<T> FixedTag for ContentInfoOf<'_, T> {
 }
 
 /// `AuthEnvelopedData` (RFC 5083 §2.1), without the optional fields this module never writes
-/// (originator info, authenticated and unauthenticated attributes).
+/// (originator info, authenticated and unauthenticated attributes), the ciphertext and tag
+/// borrowed.
 #[derive(Debug, Sequence)]
-struct AuthEnvelopedData {
+struct AuthEnvelopedDataOut<'a> {
     version: CmsVersion,
     recipient_infos: RecipientInfos,
-    auth_encrypted_content_info: EncryptedContentInfo,
-    mac: OctetString,
+    auth_encrypted_content_info: EncryptedContentInfoOut<'a>,
+    mac: OctetStringRef<'a>,
 }
 
 /// `GCMParameters` (RFC 5084 §3.2): the nonce and the length of the tag.
@@ -245,7 +313,7 @@ struct GcmParameters {
     icv_len: u8,
 }
 
-fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Error> {
+fn envelop_gcm(content: Vec<u8>, recipients: &[&Recipient]) -> Result<Enveloped, Error> {
     use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
     let cek = content_key()?;
     // A fresh key each message, so a random nonce is never reused under it.
@@ -255,7 +323,7 @@ fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Err
         UnboundKey::new(&AES_256_GCM, &*cek).map_err(|_| Error::Internal("AES-256-GCM key".into()))?,
     );
     let infos = recipient_infos(recipients, &*cek)?;
-    let mut sealed = content.to_vec();
+    let mut sealed = content;
     let tag = key
         .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
         .map_err(|_| Error::Internal("AES-256-GCM encryption".into()))?;
@@ -263,26 +331,28 @@ fn envelop_gcm(content: &[u8], recipients: &[&Recipient]) -> Result<Vec<u8>, Err
         nonce: OctetString::new(nonce.to_vec()).map_err(Error::encoding)?,
         icv_len: tag.as_ref().len() as u8,
     };
-    let aed = AuthEnvelopedData {
+    let aed = AuthEnvelopedDataOut {
         version: CmsVersion::V0,
         recipient_infos: infos,
-        auth_encrypted_content_info: EncryptedContentInfo {
+        auth_encrypted_content_info: EncryptedContentInfoOut {
             content_type: oids::DATA,
             content_enc_alg: AlgorithmIdentifierOwned {
                 oid: oids::AES256_GCM,
                 parameters: Some(Any::encode_from(&params).map_err(Error::encoding)?),
             },
-            encrypted_content: Some(OctetString::new(sealed).map_err(Error::encoding)?),
+            encrypted_content: Some(OctetStringRef::new(&sealed).map_err(Error::encoding)?),
         },
-        mac: OctetString::new(tag.as_ref().to_vec()).map_err(Error::encoding)?,
+        mac: OctetStringRef::new(tag.as_ref()).map_err(Error::encoding)?,
     };
-    ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed }.to_der().map_err(Error::encoding)
+    let (head, tail) =
+        der_around(&ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed }, &sealed)?;
+    Ok(Enveloped { head, ciphertext: sealed, tail })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cms::enveloped_data::EnvelopedData;
+    use cms::enveloped_data::{EncryptedContentInfo, EnvelopedData};
 
     /// A certificate for the public key `spki` (DER), issued by a throw-away CA.
     fn certificate(spki: &[u8]) -> Vec<u8> {
@@ -295,8 +365,8 @@ mod tests {
     }
 
     /// The `EnvelopedData` of a `ContentInfo`, read by the `cms` crate.
-    fn enveloped_data(der: &[u8]) -> EnvelopedData {
-        let ci = cms::content_info::ContentInfo::from_der(der).expect("ContentInfo");
+    fn enveloped_data(enveloped: &Enveloped) -> EnvelopedData {
+        let ci = cms::content_info::ContentInfo::from_der(&enveloped.parts().concat()).expect("ContentInfo");
         assert_eq!(ci.content_type, oids::ENVELOPED_DATA);
         ci.content.decode_as::<EnvelopedData>().expect("EnvelopedData")
     }
@@ -320,7 +390,7 @@ mod tests {
         for len in [0usize, 15, 16, 100_003] {
             let content: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
             let ed = enveloped_data(
-                &envelop(&content, &[&rsa_recipient], ContentCipher::Aes256Cbc).expect("envelop"),
+                &envelop(content.clone(), &[&rsa_recipient], ContentCipher::Aes256Cbc).expect("envelop"),
             );
             assert_eq!(ed.version, CmsVersion::V0, "{len}");
             let eci = &ed.encrypted_content;
@@ -341,34 +411,36 @@ mod tests {
             let got = key.decrypt(&mut plain, DecryptionContext::Iv128(iv.into())).expect("decrypt");
             assert!(got == content.as_slice(), "{len} bytes decrypt to the content");
         }
-        let both =
-            envelop(b"x", &[&rsa_recipient, &ec_recipient], ContentCipher::Aes256Cbc).expect("envelop");
+        let both = envelop(b"x".to_vec(), &[&rsa_recipient, &ec_recipient], ContentCipher::Aes256Cbc)
+            .expect("envelop");
         let ed = enveloped_data(&both);
         assert_eq!(ed.version, CmsVersion::V2);
         assert!(matches!(ed.recip_infos.0.as_slice(), [RecipientInfo::Ktri(_), RecipientInfo::Kari(_)]));
     }
 
     /// The one-pass `ContentInfo` is the same DER as `cms`'s `ContentInfo` around the content
-    /// encoded as an `Any`, short and long (the ciphertext's length in long form).
+    /// encoded as an `Any`, short and long (the ciphertext's length in long form); and written
+    /// around the ciphertext, its parts joined are that DER again, with the tag after the
+    /// ciphertext.
     #[test]
-    fn content_info_in_one_pass_is_the_cms_crate_s_encoding() {
+    fn content_info_in_one_pass_and_around_the_ciphertext_is_the_cms_crate_s_encoding() {
         for len in [0usize, 100, 70_000] {
+            let ciphertext = vec![0xa5; len];
             let gcm = GcmParameters { nonce: OctetString::new(vec![7u8; 12]).expect("nonce"), icv_len: 16 };
             let params = Any::encode_from(&gcm).expect("params");
-            let eci = EncryptedContentInfo {
+            let eci = EncryptedContentInfoOut {
                 content_type: oids::DATA,
                 content_enc_alg: AlgorithmIdentifierOwned { oid: oids::AES256_GCM, parameters: Some(params) },
-                encrypted_content: Some(OctetString::new(vec![0xa5; len]).expect("content")),
+                encrypted_content: Some(OctetStringRef::new(&ciphertext).expect("content")),
             };
-            let aed = AuthEnvelopedData {
+            let aed = AuthEnvelopedDataOut {
                 version: CmsVersion::V0,
                 recipient_infos: RecipientInfos::try_from(Vec::new()).expect("infos"),
                 auth_encrypted_content_info: eci,
-                mac: OctetString::new(vec![1u8; 16]).expect("mac"),
+                mac: OctetStringRef::new(&[1u8; 16]).expect("mac"),
             };
-            let mine = ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed }
-                .to_der()
-                .expect("one pass");
+            let one_pass = ContentInfoOf { content_type: oids::AUTH_ENVELOPED_DATA, content: &aed };
+            let mine = one_pass.to_der().expect("one pass");
             let theirs = cms::content_info::ContentInfo {
                 content_type: oids::AUTH_ENVELOPED_DATA,
                 content: Any::encode_from(&aed).expect("any"),
@@ -376,6 +448,53 @@ mod tests {
             .to_der()
             .expect("cms");
             assert_eq!(mine, theirs, "{len}");
+            let (head, tail) = der_around(&one_pass, &ciphertext).expect("around");
+            assert_eq!([head.as_slice(), &ciphertext, &tail].concat(), mine, "{len}");
+            assert_eq!(tail.len(), 18, "{len}: the tag's OCTET STRING after the ciphertext");
+            // A slice the value does not write is refused, not left out.
+            assert!(der_around(&one_pass, &ciphertext.clone()).is_err() || len == 0, "{len}");
+        }
+    }
+
+    /// AES-256-GCM's `AuthEnvelopedData` read back: the content under the key the recipient
+    /// info carries, the tag after it.
+    #[test]
+    fn gcm_envelopes_decrypt_to_their_content() {
+        use rsa::pkcs8::EncodePublicKey as _;
+        let private = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).expect("key");
+        let spki = private.to_public_key().to_public_key_der().expect("spki");
+        let recipient = Recipient::from_der(&certificate(spki.as_bytes())).expect("RSA recipient");
+        for len in [0usize, 17, 100_003] {
+            let content: Vec<u8> = (0..len).map(|i| (i * 13 % 251) as u8).collect();
+            let enveloped =
+                envelop(content.clone(), &[&recipient], ContentCipher::Aes256Gcm).expect("envelop");
+            let ci =
+                cms::content_info::ContentInfo::from_der(&enveloped.parts().concat()).expect("ContentInfo");
+            assert_eq!(ci.content_type, oids::AUTH_ENVELOPED_DATA);
+            #[derive(Sequence)]
+            struct AuthEnvelopedDataIn {
+                version: CmsVersion,
+                recipient_infos: RecipientInfos,
+                auth_encrypted_content_info: EncryptedContentInfo,
+                mac: OctetString,
+            }
+            let aed = ci.content.decode_as::<AuthEnvelopedDataIn>().expect("AuthEnvelopedData");
+            let eci = &aed.auth_encrypted_content_info;
+            let params: GcmParameters =
+                eci.content_enc_alg.parameters.as_ref().expect("params").decode_as().expect("GCM parameters");
+            let [RecipientInfo::Ktri(ktri)] = aed.recipient_infos.0.as_slice() else {
+                panic!("one key transport")
+            };
+            let cek = private.decrypt(rsa::Pkcs1v15Encrypt, ktri.enc_key.as_bytes()).expect("the key");
+            let key = ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &cek).expect("key"),
+            );
+            let mut sealed = eci.encrypted_content.as_ref().map_or(Vec::new(), |c| c.as_bytes().to_vec());
+            assert_eq!(sealed.len(), len);
+            sealed.extend_from_slice(aed.mac.as_bytes());
+            let nonce = ring::aead::Nonce::try_assume_unique_for_key(params.nonce.as_bytes()).expect("nonce");
+            let plain = key.open_in_place(nonce, ring::aead::Aad::empty(), &mut sealed).expect("open");
+            assert!(plain == content.as_slice(), "{len} bytes decrypt to the content");
         }
     }
 }

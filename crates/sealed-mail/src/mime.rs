@@ -177,6 +177,32 @@ pub fn base64_lines(data: &[u8], out: &mut String) {
     }
 }
 
+/// Base64 in lines of 76 characters of the bytes of `parts` one after the other, as
+/// [`base64_lines`] of them joined, without joining them: up to 56 bytes are carried from one
+/// part to the next, so every line but the last is whole.
+fn base64_lines_joined(parts: &[&[u8]], out: &mut String) {
+    const LINE: usize = 57;
+    out.reserve(base64_lines_len(parts.iter().map(|p| p.len()).sum()));
+    let mut carry = Vec::with_capacity(LINE);
+    for part in parts {
+        let mut rest = *part;
+        if !carry.is_empty() {
+            let (fill, tail) = rest.split_at(rest.len().min(LINE - carry.len()));
+            carry.extend_from_slice(fill);
+            rest = tail;
+            if carry.len() < LINE {
+                continue;
+            }
+            base64_lines(&carry, out);
+            carry.clear();
+        }
+        let (whole, tail) = rest.split_at(rest.len() / LINE * LINE);
+        base64_lines(whole, out);
+        carry.extend_from_slice(tail);
+    }
+    base64_lines(&carry, out);
+}
+
 /// Base64 text `b64` cut into lines of 76 characters, each ending in CRLF, appended to `out`
 /// (slicing ASCII text needs no UTF-8 check).
 fn lines_of(b64: &str, out: &mut String) {
@@ -263,16 +289,16 @@ fn write_content_entity(content: &Content, random: &[u8; 16], out: &mut String) 
     let _ = write!(out, "--{b}--\r\n");
 }
 
-/// `application/pkcs7-mime` around a CMS object (DER) of the given `smime-type`
-/// (`enveloped-data`, `authEnveloped-data`; RFC 8551 §3.2), appended to `out`.
-pub fn pkcs7_mime(smime_type: &str, der: &[u8], out: &mut String) {
+/// `application/pkcs7-mime` around a CMS object of the given `smime-type` (`enveloped-data`,
+/// `authEnveloped-data`; RFC 8551 §3.2), appended to `out`; its DER given in parts, in order.
+pub fn pkcs7_mime(smime_type: &str, der: &[&[u8]], out: &mut String) {
     let _ = write!(
         out,
         "Content-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\n\
          Content-Disposition: attachment; filename=\"smime.p7m\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\n"
     );
-    base64_lines(der, out);
+    base64_lines_joined(der, out);
 }
 
 /// What the signature part of a `multipart/signed` takes, at most as a rule: the base64 of a
@@ -524,6 +550,45 @@ mod tests {
                 assert!(!last.is_empty() && last.len() <= 76, "{len}");
             }
             assert_eq!(engine.decode(lines.concat()).expect("base64"), data, "{len}");
+        }
+    }
+
+    #[test]
+    fn base64_lines_of_parts_are_the_lines_of_the_parts_joined() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        // Splits before, inside and after a line and a block, empty parts among them.
+        for cuts in [
+            vec![],
+            vec![0],
+            vec![1],
+            vec![56],
+            vec![57],
+            vec![58],
+            vec![3647, 3648, 3648],
+            vec![5, 6, 19_999],
+        ] {
+            let mut parts = Vec::new();
+            let mut from = 0;
+            for &c in &cuts {
+                parts.push(&data[from..c]);
+                from = c;
+            }
+            parts.push(&data[from..]);
+            parts.push(&[]);
+            for len in [0, 1, 100, data.len()] {
+                let clipped: Vec<&[u8]> = parts
+                    .iter()
+                    .scan(0, |seen, p| {
+                        let keep = p.len().min(len.saturating_sub(*seen));
+                        *seen += p.len();
+                        Some(&p[..keep])
+                    })
+                    .collect();
+                let (mut joined, mut whole) = (String::new(), String::new());
+                base64_lines_joined(&clipped, &mut joined);
+                base64_lines(&data[..len], &mut whole);
+                assert_eq!(joined, whole, "{cuts:?} {len}");
+            }
         }
     }
 }

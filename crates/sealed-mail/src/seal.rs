@@ -458,14 +458,13 @@ impl Sealer {
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
             Target::Sealed { entity, recipient, serial, cipher } => {
-                let inner = entity.finish(&signed.der);
                 let mut recipients = vec![&*recipient];
                 recipients.extend(self.archive.as_ref());
-                let enveloped = envelop(&inner, &recipients, cipher)?;
-                drop(inner);
+                // Encrypted in the buffer the entity was written in.
+                let enveloped = envelop(entity.finish(&signed.der), &recipients, cipher)?;
                 // The enveloped entity's base64 goes straight after the header: no copy of it.
                 let mut msg = mime::message_header(&envelope_of(&sender, &to, &subject, now, &message_id));
-                mime::pkcs7_mime(cipher.smime_type(), &enveloped, &mut msg);
+                mime::pkcs7_mime(cipher.smime_type(), &enveloped.parts(), &mut msg);
                 (msg.into_bytes(), MessageKind::Sealed, Some(serial))
             }
             Target::Invitation { entity } => {
