@@ -339,6 +339,7 @@ pub fn open_mail_service(
     let limits = sealed_mail::MailLimits {
         max_body: m.max_body_mib.saturating_mul(1 << 20),
         max_bulk_body: m.max_bulk_body_mib.saturating_mul(1 << 20),
+        max_bulk_at_once: m.max_bulk_at_once,
     };
     let delivery = m.relay.host.is_some().then(|| crate::mail_relay::delivery(&m.relay)).transpose()?;
     Ok(Arc::new(sealed_mail::MailService::new(sealer, directory, limits, delivery)))

@@ -24,6 +24,10 @@ pub struct MailSettings {
     pub max_body_mib: usize,
     /// The largest body of `POST /api/v1/mail/seal/bulk`, MiB.
     pub max_bulk_body_mib: usize,
+    /// The most bulk requests handled at a time (1 to 1024); more are answered 503 with
+    /// `Retry-After` before their body is read. Each holds about three times its body in memory
+    /// at the peak.
+    pub max_bulk_at_once: usize,
     /// The SMTP relay `"deliver": true` sends through.
     pub relay: crate::mail_relay::RelaySettings,
 }
@@ -39,6 +43,7 @@ impl Default for MailSettings {
             archive_certificate: None,
             max_body_mib: 16,
             max_bulk_body_mib: 256,
+            max_bulk_at_once: sealed_mail::MailLimits::default().max_bulk_at_once,
             relay: Default::default(),
         }
     }

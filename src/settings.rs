@@ -413,6 +413,13 @@ impl Settings {
                 anyhow::bail!("{}: [server] workers = {n}: expected 1 to 1024", path.display());
             }
         }
+        if !(1..=1024).contains(&s.mail.max_bulk_at_once) {
+            anyhow::bail!(
+                "{}: [mail] max_bulk_at_once = {}: expected 1 to 1024",
+                path.display(),
+                s.mail.max_bulk_at_once
+            );
+        }
         Ok(s)
     }
 
@@ -455,8 +462,8 @@ mod tests {
             (&mail.enterprise_domains, &mail.invitation_subject, &mail.invitation_text)
         );
         assert_eq!(
-            (s.mail.max_body_mib, s.mail.max_bulk_body_mib),
-            (mail.max_body_mib, mail.max_bulk_body_mib)
+            (s.mail.max_body_mib, s.mail.max_bulk_body_mib, s.mail.max_bulk_at_once),
+            (mail.max_body_mib, mail.max_bulk_body_mib, mail.max_bulk_at_once)
         );
         assert!(s.mail.relay.host.is_none());
     }
@@ -556,6 +563,21 @@ mod tests {
             .expect("write");
         let s = Settings::load(Some(&p)).expect("valid");
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
+    }
+
+    #[test]
+    fn bulk_requests_at_once_are_1_to_1024() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("pki.toml");
+        for bad in ["0", "1025", "-1", "\"four\""] {
+            std::fs::write(&p, format!("[mail]\nmax_bulk_at_once = {bad}\n")).expect("write");
+            let e = Settings::load(Some(&p)).unwrap_err().to_string();
+            assert!(e.contains("pki.toml") && e.contains("max_bulk_at_once"), "{bad}: {e}");
+        }
+        for good in [1, 1024] {
+            std::fs::write(&p, format!("[mail]\nmax_bulk_at_once = {good}\n")).expect("write");
+            assert_eq!(Settings::load(Some(&p)).expect("valid").mail.max_bulk_at_once, good);
+        }
     }
 
     #[test]

@@ -700,6 +700,55 @@ fn bulk_answers_every_message_in_order() {
     }
 }
 
+/// `[mail] max_bulk_at_once = 1`: while one bulk request is being read, another is answered 503
+/// with `Retry-After` and a JSON error before its body is read; single messages still pass; once
+/// the first is answered, in full, its slot is free again.
+#[test]
+fn bulk_requests_beyond_the_most_at_once_are_a_503_with_retry_after() {
+    use std::io::{Read as _, Write as _};
+    let f = fixture("max_bulk_at_once = 1\n");
+    let one =
+        serde_json::json!({"messages": [request("alice@example.com", "one", b"%PDF-1", false)]}).to_string();
+    // The first request's head and half its body: its handler holds the one slot while it reads.
+    let mut first = std::net::TcpStream::connect(("127.0.0.1", f.env.port)).unwrap();
+    let head = format!(
+        "POST /api/v1/mail/seal/bulk HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        f.mailer,
+        one.len()
+    );
+    let (start, rest) = one.as_bytes().split_at(one.len() / 2);
+    first.write_all(head.as_bytes()).unwrap();
+    first.write_all(start).unwrap();
+    // The slot is taken once the server has the head: asked again until then (if it never is,
+    // the loop ends on a 200 and the test fails).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        let r = f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, one.as_bytes());
+        if r.status != 200 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(busy.status, 503, "{:.300}", busy.text());
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    let error = busy.json()["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("1 bulk requests") && error.contains("retry in 1 s"), "{error}");
+    let r = f.seal(&request("alice@example.com", "single", b"%PDF-s", false));
+    assert_eq!(r.status, 200, "a single message is not held back: {}", r.text());
+
+    first.write_all(rest).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut out = Vec::new();
+    first.read_to_end(&mut out).unwrap();
+    let answer = pki_tests::raw_tcp::RawReply::parse(&out).expect("an HTTP answer");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let results: serde_json::Value = serde_json::from_slice(&answer.body).expect("JSON");
+    assert_eq!(results["results"][0]["status"], 200, "{results}");
+    let r = f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, one.as_bytes());
+    assert_eq!(r.status, 200, "the slot is given back with the answer: {}", r.text());
+}
+
 /// The private Postfix of `scripts/with-mail.sh`: its SMTP address and Maildir.
 fn test_mta() -> (String, PathBuf) {
     let get = |name: &str| {

@@ -7,6 +7,7 @@
 //! only through [`Error::status`] and [`Error::body`]; nothing of a body is logged.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,12 +36,41 @@ pub struct MailLimits {
     pub max_body: usize,
     /// The largest body of `POST /seal/bulk`, bytes.
     pub max_bulk_body: usize,
+    /// The most `POST /seal/bulk` requests handled at a time; more are refused with 503 and
+    /// `Retry-After` before their body is read. A bulk request holds its body, its messages and
+    /// its answer in memory at once, about three times its body at the peak.
+    pub max_bulk_at_once: usize,
 }
 
 impl Default for MailLimits {
-    /// 16 MiB for one message (a statement with its PDF, base64-encoded), 256 MiB for a bulk run.
+    /// 16 MiB for one message (a statement with its PDF, base64-encoded), 256 MiB for a bulk run,
+    /// four bulk runs at a time.
     fn default() -> Self {
-        MailLimits { max_body: 16 << 20, max_bulk_body: 256 << 20 }
+        MailLimits { max_body: 16 << 20, max_bulk_body: 256 << 20, max_bulk_at_once: 4 }
+    }
+}
+
+/// How long a bulk request refused as one too many is told to wait: a run of 1,000 statements
+/// takes about a second on two cores (BENCHMARKS.md).
+const BULK_RETRY_AFTER_SECS: u64 = 1;
+
+/// One of the [`MailLimits::max_bulk_at_once`] bulk requests handled at a time, given back when
+/// dropped: with the request's answer, once it has been sent or its connection is gone.
+struct BulkSlot(Arc<AtomicUsize>);
+
+impl BulkSlot {
+    /// A slot of `running`, unless `max` are taken.
+    fn take(running: &Arc<AtomicUsize>, max: usize) -> Option<BulkSlot> {
+        running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .ok()
+            .map(|_| BulkSlot(running.clone()))
+    }
+}
+
+impl Drop for BulkSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -57,6 +87,8 @@ pub struct MailService {
     limiter: RateLimiter,
     limits: MailLimits,
     delivery: Option<Arc<dyn Delivery>>,
+    /// Bulk requests being handled.
+    bulk_running: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for MailService {
@@ -74,7 +106,8 @@ impl MailService {
         limits: MailLimits,
         delivery: Option<Arc<dyn Delivery>>,
     ) -> Self {
-        MailService { sealer, directory, limiter: RateLimiter::new(), limits, delivery }
+        let bulk_running = Arc::new(AtomicUsize::new(0));
+        MailService { sealer, directory, limiter: RateLimiter::new(), limits, delivery, bulk_running }
     }
 }
 
@@ -120,7 +153,7 @@ fn error_response(e: &Error) -> HttpResponse {
         tracing::error!(error = %e, "sealed mail failed");
     }
     let mut r = json(e.status(), e.body());
-    if let Error::RateLimited { retry_after_secs } = e {
+    if let Error::RateLimited { retry_after_secs } | Error::Busy { retry_after_secs, .. } = e {
         if let Ok(v) = header::HeaderValue::from_str(&retry_after_secs.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -451,8 +484,10 @@ fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_js
 /// `{"results":[...]}` from the messages' JSON texts, written out one after the other instead of
 /// joined into one text first: a bulk answer is tens of megabytes, and joining would copy it all
 /// once more into a buffer of its own. Its length is known, so it goes with `Content-Length`.
+/// The request's `slot` goes with it, given back when actix drops the answer.
 fn bulk_answer(
     results: Vec<String>,
+    slot: BulkSlot,
 ) -> SizedStream<impl Stream<Item = Result<Bytes, std::convert::Infallible>>> {
     const OPEN: &str = "{\"results\":[";
     const CLOSE: &str = "]}";
@@ -467,7 +502,11 @@ fn bulk_answer(
     let all = std::iter::once(Bytes::from_static(OPEN.as_bytes()))
         .chain(parts)
         .chain(std::iter::once(Bytes::from_static(CLOSE.as_bytes())));
-    SizedStream::new(len as u64, futures_util::stream::iter(all.map(Ok)))
+    let all = all.map(move |chunk| {
+        let _held: &BulkSlot = &slot;
+        Ok(chunk)
+    });
+    SizedStream::new(len as u64, futures_util::stream::iter(all))
 }
 
 async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
@@ -475,6 +514,12 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
     let (hash, rec) = match authorize(&req, &svc) {
         Ok(k) => k,
         Err(e) => return error_response(&e),
+    };
+    // Taken before the body is read, so a request refused holds no memory; not waited for, so
+    // no request's body deadline runs out in a queue.
+    let limit = svc.limits.max_bulk_at_once;
+    let Some(slot) = BulkSlot::take(&svc.bulk_running, limit) else {
+        return error_response(&Error::Busy { limit, retry_after_secs: BULK_RETRY_AFTER_SECS });
     };
     let body = match read_body(&req, payload, svc.limits.max_bulk_body).await {
         Ok(b) => b,
@@ -524,7 +569,9 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
     })
     .await;
     match result {
-        Ok(Ok(results)) => HttpResponse::Ok().content_type("application/json").body(bulk_answer(results)),
+        Ok(Ok(results)) => {
+            HttpResponse::Ok().content_type("application/json").body(bulk_answer(results, slot))
+        }
         Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }

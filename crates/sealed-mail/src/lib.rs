@@ -84,6 +84,14 @@ pub enum Error {
         /// When to retry.
         retry_after_secs: u64,
     },
+    /// As many bulk requests as allowed at a time are being handled.
+    #[error("{limit} bulk requests are being handled, the most at a time: retry in {retry_after_secs} s")]
+    Busy {
+        /// The most bulk requests at a time (`[mail] max_bulk_at_once`).
+        limit: usize,
+        /// When to retry.
+        retry_after_secs: u64,
+    },
     /// The recipient's certificate holds a key this crate cannot encrypt to.
     #[error("the recipient's certificate holds a key that cannot be encrypted to: {0}")]
     RecipientKey(String),
@@ -138,7 +146,10 @@ impl Error {
             Error::RecipientKey(_) => 422,
             Error::RateLimited { .. } => 429,
             Error::Delivery(_) => 502,
-            Error::TimestampUnavailable | Error::TimestampRefused(_) | Error::DeliveryUnavailable => 503,
+            Error::TimestampUnavailable
+            | Error::TimestampRefused(_)
+            | Error::DeliveryUnavailable
+            | Error::Busy { .. } => 503,
             _ => 500,
         }
     }
@@ -151,7 +162,10 @@ impl Error {
             e if e.status() >= 500
                 && !matches!(
                     e,
-                    Error::TimestampUnavailable | Error::TimestampRefused(_) | Error::DeliveryUnavailable
+                    Error::TimestampUnavailable
+                        | Error::TimestampRefused(_)
+                        | Error::DeliveryUnavailable
+                        | Error::Busy { .. }
                 ) =>
             {
                 serde_json::json!({"error": "internal error"})
