@@ -709,8 +709,6 @@ fn bulk_requests_beyond_the_most_at_once_are_a_503_with_retry_after() {
     let f = fixture("max_bulk_at_once = 1\n");
     let one =
         serde_json::json!({"messages": [request("alice@example.com", "one", b"%PDF-1", false)]}).to_string();
-    // The first request's head and half its body: its handler holds the one slot while it reads.
-    let mut first = std::net::TcpStream::connect(("127.0.0.1", f.env.port)).unwrap();
     let head = format!(
         "POST /api/v1/mail/seal/bulk HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
          Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -718,17 +716,29 @@ fn bulk_requests_beyond_the_most_at_once_are_a_503_with_retry_after() {
         one.len()
     );
     let (start, rest) = one.as_bytes().split_at(one.len() / 2);
-    first.write_all(head.as_bytes()).unwrap();
-    first.write_all(start).unwrap();
-    // The slot is taken once the server has the head: asked again until then (if it never is,
-    // the loop ends on a 200 and the test fails).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // The first request's head and half its body: its handler holds the one slot while it reads.
+    let send_first = || {
+        let mut first = std::net::TcpStream::connect(("127.0.0.1", f.env.port)).unwrap();
+        first.write_all(head.as_bytes()).unwrap();
+        first.write_all(start).unwrap();
+        first
+    };
+    let mut first = send_first();
+    // Then a second bulk request, until one is refused (if none ever is, the test fails). Should
+    // the server take the second before the first's head, the second passes; and if the first
+    // was refused meanwhile (it has an answer), it is sent again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let busy = loop {
+        std::thread::sleep(Duration::from_millis(200));
         let r = f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, one.as_bytes());
-        if r.status != 200 || std::time::Instant::now() > deadline {
+        if r.status != 200 {
             break r;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(std::time::Instant::now() < deadline, "no bulk request refused while another was read");
+        first.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        if first.read(&mut [0u8; 1]).is_ok() {
+            first = send_first();
+        }
     };
     assert_eq!(busy.status, 503, "{:.300}", busy.text());
     assert_eq!(busy.header("retry-after"), Some("1"));

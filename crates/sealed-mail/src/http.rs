@@ -149,7 +149,8 @@ fn not_allowed() -> HttpResponse {
 }
 
 fn error_response(e: &Error) -> HttpResponse {
-    if e.status() >= 500 {
+    // A bulk request refused as one too many is load, not a failure (logged where it is refused).
+    if e.status() >= 500 && !matches!(e, Error::Busy { .. }) {
         tracing::error!(error = %e, "sealed mail failed");
     }
     let mut r = json(e.status(), e.body());
@@ -519,6 +520,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
     // no request's body deadline runs out in a queue.
     let limit = svc.limits.max_bulk_at_once;
     let Some(slot) = BulkSlot::take(&svc.bulk_running, limit) else {
+        tracing::info!(limit, "a bulk request refused: as many as allowed are being handled");
         return error_response(&Error::Busy { limit, retry_after_secs: BULK_RETRY_AFTER_SECS });
     };
     let body = match read_body(&req, payload, svc.limits.max_bulk_body).await {
