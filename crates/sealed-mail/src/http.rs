@@ -7,7 +7,6 @@
 //! only through [`Error::status`] and [`Error::body`]; nothing of a body is logged.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +19,7 @@ use cerdb::EmailAddress;
 use futures_util::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::envelope::ContentCipher;
 use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
@@ -54,26 +54,6 @@ impl Default for MailLimits {
 /// takes about a second on two cores (BENCHMARKS.md).
 const BULK_RETRY_AFTER_SECS: u64 = 1;
 
-/// One of the [`MailLimits::max_bulk_at_once`] bulk requests handled at a time, given back when
-/// dropped: with the request's answer, once it has been sent or its connection is gone.
-struct BulkSlot(Arc<AtomicUsize>);
-
-impl BulkSlot {
-    /// A slot of `running`, unless `max` are taken.
-    fn take(running: &Arc<AtomicUsize>, max: usize) -> Option<BulkSlot> {
-        running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
-            .ok()
-            .map(|_| BulkSlot(running.clone()))
-    }
-}
-
-impl Drop for BulkSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Sends a message through the configured relay.
 pub trait Delivery: Send + Sync {
     /// Hands `message` to the relay for `to`, enveloped from `from`; the relay's queue id.
@@ -87,8 +67,10 @@ pub struct MailService {
     limiter: RateLimiter,
     limits: MailLimits,
     delivery: Option<Arc<dyn Delivery>>,
-    /// Bulk requests being handled.
-    bulk_running: Arc<AtomicUsize>,
+    /// One permit for each bulk request being handled, of [`MailLimits::max_bulk_at_once`]; a
+    /// permit goes with the request's answer and is given back when actix drops it (sent, or the
+    /// connection gone).
+    bulk_slots: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for MailService {
@@ -106,8 +88,8 @@ impl MailService {
         limits: MailLimits,
         delivery: Option<Arc<dyn Delivery>>,
     ) -> Self {
-        let bulk_running = Arc::new(AtomicUsize::new(0));
-        MailService { sealer, directory, limiter: RateLimiter::new(), limits, delivery, bulk_running }
+        let bulk_slots = Arc::new(Semaphore::new(limits.max_bulk_at_once));
+        MailService { sealer, directory, limiter: RateLimiter::new(), limits, delivery, bulk_slots }
     }
 }
 
@@ -488,7 +470,7 @@ fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_js
 /// The request's `slot` goes with it, given back when actix drops the answer.
 fn bulk_answer(
     results: Vec<String>,
-    slot: BulkSlot,
+    slot: OwnedSemaphorePermit,
 ) -> SizedStream<impl Stream<Item = Result<Bytes, std::convert::Infallible>>> {
     const OPEN: &str = "{\"results\":[";
     const CLOSE: &str = "]}";
@@ -504,7 +486,7 @@ fn bulk_answer(
         .chain(parts)
         .chain(std::iter::once(Bytes::from_static(CLOSE.as_bytes())));
     let all = all.map(move |chunk| {
-        let _held: &BulkSlot = &slot;
+        let _held: &OwnedSemaphorePermit = &slot;
         Ok(chunk)
     });
     SizedStream::new(len as u64, futures_util::stream::iter(all))
@@ -519,7 +501,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
     // Taken before the body is read, so a request refused holds no memory; not waited for, so
     // no request's body deadline runs out in a queue.
     let limit = svc.limits.max_bulk_at_once;
-    let Some(slot) = BulkSlot::take(&svc.bulk_running, limit) else {
+    let Ok(slot) = svc.bulk_slots.clone().try_acquire_owned() else {
         tracing::info!(limit, "a bulk request refused: as many as allowed are being handled");
         return error_response(&Error::Busy { limit, retry_after_secs: BULK_RETRY_AFTER_SECS });
     };

@@ -59,7 +59,7 @@ struct CommitState {
     stats: CommitStats,
     /// Wakers of the waiters, by slot (a blocking waiter's unparks its thread).
     wakers: Vec<(u64, Waker)>,
-    /// The committer thread was started.
+    /// The committer thread runs (from the committer's making until it stops).
     running: bool,
     /// The committer is asleep waiting for work.
     idle: bool,
@@ -238,45 +238,31 @@ impl CommitShared {
 
 /// The committer: its shared state and its thread.
 ///
-/// The thread starts with the store ([`Committer::start`]), or else with the first slot, and is
-/// stopped (after writing whatever is pending) and joined when the committer is dropped.
+/// The thread starts with the committer and is stopped (after writing whatever is pending) and
+/// joined when the committer is dropped. It inherits the creating thread's scheduling priority:
+/// [`super::TsaStore::open`] makes the committer, so it runs at the priority of the thread that
+/// opened the store rather than at that of the first request's (`pki serve` lowers its HTTP
+/// workers' priority, so that they give way to threads like this one).
 pub(super) struct Committer {
     shared: Arc<CommitShared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Committer {
-    pub(super) fn new(write: WriteFn) -> Self {
-        Committer {
-            shared: Arc::new(CommitShared {
-                write,
-                state: Mutex::new(CommitState::default()),
-                work: Condvar::new(),
-            }),
-            thread: Mutex::new(None),
-        }
-    }
-
-    /// Starts the committer thread, unless it runs. It inherits the calling thread's scheduling
-    /// priority: [`super::TsaStore::open`] starts it, so that it runs at the priority of the
-    /// thread that opened the store rather than at that of the first request's (`pki serve`
-    /// lowers its HTTP workers' priority, so that they give way to threads like this one).
-    pub(super) fn start(&self) -> Result<(), Error> {
-        let mut st = self.shared.lock();
-        self.ensure_running(&mut st)
-    }
-
-    fn ensure_running(&self, st: &mut CommitState) -> Result<(), Error> {
-        if !st.running {
-            let shared = self.shared.clone();
-            let handle = std::thread::Builder::new()
+    pub(super) fn new(write: WriteFn) -> Result<Self, Error> {
+        let shared = Arc::new(CommitShared {
+            write,
+            state: Mutex::new(CommitState { running: true, ..CommitState::default() }),
+            work: Condvar::new(),
+        });
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
                 .name("tsa-commit".into())
                 .spawn(move || shared.run())
-                .map_err(|e| Error::Db(format!("cannot start the TSA commit thread: {e}")))?;
-            *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-            st.running = true;
-        }
-        Ok(())
+                .map_err(|e| Error::Db(format!("cannot start the TSA commit thread: {e}")))?
+        };
+        Ok(Committer { shared, thread: Some(thread) })
     }
 
     /// Takes the next slot, for `serial` (slots are written in the order they are taken).
@@ -285,7 +271,6 @@ impl Committer {
         if let Some(why) = &st.failed {
             return Err(stopped(why));
         }
-        self.ensure_running(&mut st)?;
         let seq = st.base + st.slots.len() as u64;
         st.slots.push_back(Slot::Open);
         Ok(TokenSlot { seq, serial, shared: Some(self.shared.clone()) })
@@ -302,8 +287,7 @@ impl Drop for Committer {
         st.shutdown = true;
         self.shared.wake_committer(&st);
         drop(st);
-        let handle = self.thread.get_mut().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
+        if let Some(h) = self.thread.take() {
             if h.join().is_err() {
                 tracing::error!("the TSA commit thread panicked");
             }
@@ -470,7 +454,8 @@ mod tests {
                 w.push(super::super::ledger::decode(raw).expect("decode").serial.value());
             }
             Ok(())
-        }));
+        }))
+        .expect("committer");
         (commit, written)
     }
 
@@ -504,7 +489,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
             c2.fetch_max(n, Ordering::SeqCst);
             Ok(())
-        }));
+        }))
+        .expect("committer");
         let next = AtomicU64::new(1);
         let order = Mutex::new(());
         std::thread::scope(|s| {
@@ -534,7 +520,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_fails_its_records_and_every_later_one() {
-        let commit = Committer::new(Box::new(|_| Err(Error::Db("disk full".into()))));
+        let commit = Committer::new(Box::new(|_| Err(Error::Db("disk full".into())))).expect("committer");
         let pending = commit.open_slot(serial(1)).expect("slot").fill(&record(serial(1))).expect("fill");
         let e = pending.wait().expect_err("the write failed");
         assert!(e.to_string().contains("disk full"), "{e}");
@@ -545,7 +531,7 @@ mod tests {
 
     #[test]
     fn a_dead_commit_thread_fails_its_waiters_instead_of_hanging_them() {
-        let commit = Committer::new(Box::new(|_| panic!("write exploded")));
+        let commit = Committer::new(Box::new(|_| panic!("write exploded"))).expect("committer");
         let pending = commit.open_slot(serial(1)).expect("slot").fill(&record(serial(1))).expect("fill");
         let e = pending.wait().expect_err("no write");
         assert!(e.to_string().contains("panicked"), "{e}");
@@ -582,7 +568,8 @@ mod tests {
         let commit = Committer::new(Box::new(move |_| {
             drop(g2.lock().expect("gate"));
             Ok(())
-        }));
+        }))
+        .expect("committer");
         let flag = Arc::new(Flag(std::sync::atomic::AtomicBool::new(false)));
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);

@@ -212,10 +212,9 @@ impl TsaStore {
         let writer = ledger.clone();
         let inner = Arc::new(Inner {
             ledger,
-            commit: commit::Committer::new(Box::new(move |records| writer.append_tokens(records))),
+            commit: commit::Committer::new(Box::new(move |records| writer.append_tokens(records)))?,
             serials: Mutex::new(None),
         });
-        inner.commit.start()?;
         *slot = Arc::downgrade(&inner);
         Ok(TsaStore { inner })
     }
