@@ -311,23 +311,29 @@ const SIGNATURE_PART_ROOM: usize = 16 << 10;
 pub struct SignedEntity {
     text: String,
     entity_start: usize,
+    closing: Closing,
+}
+
+/// What closes a `multipart/signed` after its entity: the signature part and the last boundary.
+pub struct Closing {
     boundary: String,
 }
 
 impl SignedEntity {
-    /// The head of the `multipart/signed` and the content entity of `content`.
-    pub fn new(content: &Content, random: &[u8; 16]) -> Self {
+    /// The head of the `multipart/signed` whose signature's digest is `micalg`
+    /// ([`crate::signed::EntityDigest::micalg`]), and the content entity of `content`.
+    pub fn new(content: &Content, random: &[u8; 16], micalg: &str) -> Self {
         let boundary = boundary("signed", random);
         // Room for the signature part too, so that `finish` does not move the entity again.
         let mut text = String::with_capacity(content_entity_len(content) + SIGNATURE_PART_ROOM);
         let _ = write!(
             text,
-            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"{boundary}\"\r\n\r\n\
+            "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={micalg}; boundary=\"{boundary}\"\r\n\r\n\
              This is an S/MIME signed message.\r\n\r\n--{boundary}\r\n"
         );
         let entity_start = text.len();
         write_content_entity(content, random, &mut text);
-        SignedEntity { text, entity_start, boundary }
+        SignedEntity { text, entity_start, closing: Closing { boundary } }
     }
 
     /// The content entity: the bytes that are signed.
@@ -336,16 +342,34 @@ impl SignedEntity {
     }
 
     /// The whole `multipart/signed`: the entity, then its detached signature (DER).
-    pub fn finish(mut self, signature_der: &[u8]) -> Vec<u8> {
+    pub fn finish(self, signature_der: &[u8]) -> Vec<u8> {
+        let (mut bytes, _, closing) = self.into_parts();
+        closing.append(signature_der, &mut bytes);
+        bytes
+    }
+
+    /// The bytes written so far (the head, then from the offset given the content entity), and
+    /// what closes them once the signature is made: for an entity encrypted while it is hashed
+    /// ([`crate::envelope::CbcSealing`]).
+    pub fn into_parts(self) -> (Vec<u8>, usize, Closing) {
+        (self.text.into_bytes(), self.entity_start, self.closing)
+    }
+}
+
+impl Closing {
+    /// Appends the signature part of `signature_der` (a `ContentInfo`, DER) and the last
+    /// boundary to `out`.
+    pub fn append(&self, signature_der: &[u8], out: &mut Vec<u8>) {
         let b = &self.boundary;
+        let mut part = String::with_capacity(256 + base64_lines_len(signature_der.len()));
         let _ = write!(
-            self.text,
+            part,
             "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
              Content-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
         );
-        base64_lines(signature_der, &mut self.text);
-        let _ = write!(self.text, "--{b}--\r\n");
-        self.text.into_bytes()
+        base64_lines(signature_der, &mut part);
+        let _ = write!(part, "--{b}--\r\n");
+        out.extend_from_slice(part.as_bytes());
     }
 }
 
@@ -468,15 +492,16 @@ mod tests {
             &data,
         );
         let signature: Vec<u8> = (0..700u32).map(|i| (i * 3) as u8).collect();
-        for (html, attachments) in [(None, vec![]), (Some("<p>Hi</p>".to_string()), vec![attachment])] {
+        let cases = [(None, vec![], "sha-256"), (Some("<p>Hi</p>".to_string()), vec![attachment], "sha-384")];
+        for (html, attachments, micalg) in cases {
             let content = Content { text: "Hello".into(), html, attachments };
-            let parts = SignedEntity::new(&content, &random);
+            let parts = SignedEntity::new(&content, &random, micalg);
             let entity = content_entity(&content, &random);
             assert_eq!(parts.entity(), entity.as_slice());
             let whole = String::from_utf8(parts.finish(&signature)).expect("ascii");
             let b = boundary("signed", &random);
             let head = format!(
-                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; \
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg={micalg}; \
                  boundary=\"{b}\"\r\n\r\nThis is an S/MIME signed message.\r\n\r\n--{b}\r\n"
             );
             let rest = whole.strip_prefix(&head).expect("the head first");
@@ -497,7 +522,7 @@ mod tests {
     #[test]
     fn finishing_does_not_move_the_entity() {
         let content = Content { text: "Hello".into(), html: None, attachments: vec![] };
-        let parts = SignedEntity::new(&content, &[3u8; 16]);
+        let parts = SignedEntity::new(&content, &[3u8; 16], "sha-256");
         let room = parts.text.capacity();
         let whole = parts.finish(&[0x30u8; 8000]);
         assert_eq!(whole.capacity(), room, "the buffer grew");

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use ring::rand::SecureRandom as _;
 
 use crate::commit::Committer;
-use crate::envelope::{envelop, ContentCipher, Recipient};
+use crate::envelope::{envelop, CbcSealing, ContentCipher, Recipient};
 use crate::mime::{self, Content, HeaderText};
 use crate::signed::{
-    sign_unstamped, Encapsulation, IssuedTimestamp, OnDisk, SenderKey, SignatureTimestamp, Timestamper,
-    Unstamped,
+    sign_detached_digest, sign_unstamped, Encapsulation, EntityDigest, IssuedTimestamp, OnDisk, SenderKey,
+    SignatureTimestamp, Timestamper, Unstamped,
 };
 use crate::Error;
 
@@ -417,17 +417,32 @@ impl Sealer {
         let sender_key = self.sender_key(&sender)?;
         let random = self.random16()?;
         let message_id = format!("{}@{}", hex::encode(random), domain_of(&sender.email));
+        let digest = EntityDigest::of(&sender_key);
         let (target, unstamped) = match cert {
             Some(rec) => {
                 let recipient = self.recipients.get_or(&rec.serial, &rec.der, Recipient::from_der)?;
-                let entity = mime::SignedEntity::new(&req.content, &random);
-                let unstamped = sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
-                let target = Target::Sealed { entity, recipient, serial: rec.serial, cipher: req.cipher };
+                let entity = mime::SignedEntity::new(&req.content, &random, digest.micalg());
+                let (sealing, unstamped) = match req.cipher {
+                    // Encrypted in the buffer the entity was written in, while it is hashed.
+                    ContentCipher::Aes256Cbc => {
+                        let (bytes, entity_start, closing) = entity.into_parts();
+                        let mut hasher = digest.hasher();
+                        let cbc = Box::new(CbcSealing::begin(bytes, entity_start, &mut hasher)?);
+                        let unstamped = sign_detached_digest(&hasher.finish(), &sender_key, now)?;
+                        (Sealing::Cbc { cbc, closing }, unstamped)
+                    }
+                    ContentCipher::Aes256Gcm => {
+                        let unstamped =
+                            sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
+                        (Sealing::Gcm { entity }, unstamped)
+                    }
+                };
+                let target = Target::Sealed { sealing, recipient, serial: rec.serial };
                 (target, unstamped)
             }
             None if req.fallback_invitation => {
                 let content = Content { text: self.invitation.text.clone(), html: None, attachments: vec![] };
-                let entity = mime::SignedEntity::new(&content, &random);
+                let entity = mime::SignedEntity::new(&content, &random, digest.micalg());
                 let unstamped = sign_unstamped(entity.entity(), &sender_key, now, Encapsulation::Detached)?;
                 (Target::Invitation { entity }, unstamped)
             }
@@ -457,11 +472,20 @@ impl Sealer {
         let Prepared { sender, sender_key, now, message_id, to, subject, target, unstamped, .. } = p;
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
-            Target::Sealed { entity, recipient, serial, cipher } => {
+            Target::Sealed { sealing, recipient, serial } => {
                 let mut recipients = vec![&*recipient];
                 recipients.extend(self.archive.as_ref());
                 // Encrypted in the buffer the entity was written in.
-                let enveloped = envelop(entity.finish(&signed.der), &recipients, cipher)?;
+                let (enveloped, cipher) = match sealing {
+                    Sealing::Cbc { cbc, closing } => (
+                        cbc.finish(|b| closing.append(&signed.der, b), &recipients)?,
+                        ContentCipher::Aes256Cbc,
+                    ),
+                    Sealing::Gcm { entity } => (
+                        envelop(entity.finish(&signed.der), &recipients, ContentCipher::Aes256Gcm)?,
+                        ContentCipher::Aes256Gcm,
+                    ),
+                };
                 // The enveloped entity's base64 goes straight after the header: no copy of it.
                 let mut msg = mime::message_header(&envelope_of(&sender, &to, &subject, now, &message_id));
                 mime::pkcs7_mime(cipher.smime_type(), &enveloped.parts(), &mut msg);
@@ -537,9 +561,18 @@ type Stamped = (Result<Prepared, Error>, Option<Result<SignatureTimestamp, Error
 /// What a signed entity becomes.
 enum Target {
     /// `multipart/signed` around its entity, encrypted to the recipient's certificate.
-    Sealed { entity: mime::SignedEntity, recipient: Arc<Recipient>, serial: Serial, cipher: ContentCipher },
+    Sealed { sealing: Sealing, recipient: Arc<Recipient>, serial: Serial },
     /// The invitation, `multipart/signed` around its entity.
     Invitation { entity: mime::SignedEntity },
+}
+
+/// How a sealed message's `multipart/signed` is being encrypted.
+enum Sealing {
+    /// AES-256-CBC, begun while the entity was hashed: its signature part is still to come.
+    /// (The cipher's key schedule is a kilobyte: boxed, so that a prepared message moves lightly.)
+    Cbc { cbc: Box<CbcSealing>, closing: mime::Closing },
+    /// AES-256-GCM, all at once after the signature part.
+    Gcm { entity: mime::SignedEntity },
 }
 
 /// `f` over `items` on every core (scoped threads, one contiguous share each); the results in

@@ -242,7 +242,7 @@ pub struct Unstamped {
 /// The signer info of `entity` signed with `key` at `now`.
 ///
 /// 1. the encapsulated content: `id-data` with the entity (opaque) or without it (detached, the
-///    entity's SHA-256 given to the builder instead);
+///    entity's digest given to the builder instead);
 /// 2. the signer info from `SignerInfoBuilder` with signing time and S/MIME capabilities.
 pub fn sign_unstamped(
     entity: &[u8],
@@ -250,31 +250,130 @@ pub fn sign_unstamped(
     now: DateTime<Utc>,
     encapsulation: Encapsulation,
 ) -> Result<Unstamped, Error> {
-    let (digest_alg, _) = signature_algorithm(key.signer.key_type().signature_scheme());
-    let econtent = match encapsulation {
+    match encapsulation {
         Encapsulation::Opaque => {
             let octets = OctetString::new(entity).map_err(Error::encoding)?;
-            Some(Any::from_der(&octets.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?)
+            let econtent =
+                Any::from_der(&octets.to_der().map_err(Error::encoding)?).map_err(Error::encoding)?;
+            signer_info(
+                EncapsulatedContentInfo { econtent_type: oids::DATA, econtent: Some(econtent) },
+                None,
+                key,
+                now,
+            )
         }
-        Encapsulation::Detached => None,
-    };
-    let eci = EncapsulatedContentInfo { econtent_type: oids::DATA, econtent };
-    let external = match encapsulation {
-        Encapsulation::Opaque => None,
-        Encapsulation::Detached => Some(digest(digest_alg.oid, entity)?),
-    };
+        Encapsulation::Detached => {
+            let mut hasher = EntityDigest::of(key).hasher();
+            hasher.update(entity);
+            sign_detached_digest(&hasher.finish(), key, now)
+        }
+    }
+}
+
+/// The signer info of a detached entity whose digest ([`EntityDigest::of`] `key`) is `digest`,
+/// signed with `key` at `now`: for an entity hashed while it is encrypted
+/// ([`crate::envelope::CbcSealing`]).
+pub fn sign_detached_digest(digest: &[u8], key: &SenderKey, now: DateTime<Utc>) -> Result<Unstamped, Error> {
+    let eci = EncapsulatedContentInfo { econtent_type: oids::DATA, econtent: None };
+    signer_info(eci, Some(digest), key, now)
+}
+
+fn signer_info(
+    eci: EncapsulatedContentInfo,
+    external_digest: Option<&[u8]>,
+    key: &SenderKey,
+    now: DateTime<Utc>,
+) -> Result<Unstamped, Error> {
+    let (digest_alg, _) = signature_algorithm(key.signer.key_type().signature_scheme());
     let sid = SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
         issuer: key.leaf.tbs_certificate.issuer.clone(),
         serial_number: key.leaf.tbs_certificate.serial_number.clone(),
     });
     let custody = CustodyKey { signer: &*key.signer };
-    let mut sib = SignerInfoBuilder::new(&custody, sid, digest_alg.clone(), &eci, external.as_deref())
+    let mut sib = SignerInfoBuilder::new(&custody, sid, digest_alg.clone(), &eci, external_digest)
         .map_err(Error::cms)?;
     sib.add_signed_attribute(signing_time(now)?).map_err(Error::cms)?;
     sib.add_signed_attribute(smime_capabilities()?).map_err(Error::cms)?;
     let signer_info: SignerInfo =
         sib.build::<CustodySignature>().map_err(|e| Error::Signing(e.to_string()))?;
     Ok(Unstamped { eci, digest_alg, signer_info })
+}
+
+/// The digest a key's signatures are made over (RFC 5754, RFC 8419): SHA-256 for RSA-2048 and
+/// P-256, SHA-384 for P-384, SHA-512 for Ed25519.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityDigest {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl EntityDigest {
+    /// The digest of `key`'s signatures.
+    pub fn of(key: &SenderKey) -> Self {
+        match key.signer.key_type().signature_scheme() {
+            SignatureScheme::RsaPkcs1Sha256 | SignatureScheme::EcdsaP256Sha256 => EntityDigest::Sha256,
+            SignatureScheme::EcdsaP384Sha384 => EntityDigest::Sha384,
+            SignatureScheme::Ed25519 => EntityDigest::Sha512,
+        }
+    }
+
+    /// Its name in a `multipart/signed`'s `micalg` parameter (RFC 8551 §3.5.3.2).
+    pub fn micalg(self) -> &'static str {
+        match self {
+            EntityDigest::Sha256 => "sha-256",
+            EntityDigest::Sha384 => "sha-384",
+            EntityDigest::Sha512 => "sha-512",
+        }
+    }
+
+    /// A hash of this digest, empty.
+    pub fn hasher(self) -> Hasher {
+        use sha2::Digest as _;
+        match self {
+            EntityDigest::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
+            EntityDigest::Sha384 => Hasher::Sha384(sha2::Sha384::new()),
+            EntityDigest::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
+        }
+    }
+}
+
+/// A hash being taken ([`EntityDigest::hasher`]): RustCrypto's `sha2`, whose SHA-256 uses the
+/// CPU's SHA extensions, fed a block at a time by [`crate::envelope::CbcSealing`].
+#[derive(Clone)]
+pub enum Hasher {
+    /// SHA-256.
+    Sha256(sha2::Sha256),
+    /// SHA-384.
+    Sha384(sha2::Sha384),
+    /// SHA-512.
+    Sha512(sha2::Sha512),
+}
+
+impl Hasher {
+    /// Hashes `data` next.
+    #[inline]
+    pub fn update(&mut self, data: &[u8]) {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => h.update(data),
+            Hasher::Sha384(h) => h.update(data),
+            Hasher::Sha512(h) => h.update(data),
+        }
+    }
+
+    /// The digest.
+    pub fn finish(self) -> Vec<u8> {
+        use sha2::Digest as _;
+        match self {
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+            Hasher::Sha384(h) => h.finalize().to_vec(),
+            Hasher::Sha512(h) => h.finalize().to_vec(),
+        }
+    }
 }
 
 impl Unstamped {
@@ -311,14 +410,4 @@ impl Unstamped {
         let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
         Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp: stamp })
     }
-}
-
-fn digest(alg: ObjectIdentifier, data: &[u8]) -> Result<Vec<u8>, Error> {
-    let a = match alg {
-        oids::SHA256 => &ring::digest::SHA256,
-        oids::SHA384 => &ring::digest::SHA384,
-        oids::SHA512 => &ring::digest::SHA512,
-        other => return Err(Error::Internal(format!("no digest {other}"))),
-    };
-    Ok(ring::digest::digest(a, data).as_ref().to_vec())
 }
