@@ -167,6 +167,34 @@ print(json.dumps(out))
     serde_json::from_str(&out.stdout).unwrap()
 }
 
+/// Python's `email` parser on a bulk answer in MIME (`Accept: multipart/mixed`) of the content
+/// type `content_type`: each part's type and `Pki-*` fields, its message (its bytes as the parser
+/// writes them again, base64) and that message's `Message-ID`, or its body.
+fn python_multipart(answer: &Path, content_type: &str) -> serde_json::Value {
+    let script = r#"
+import email, email.policy, json, sys, base64
+raw = open(sys.argv[1], 'rb').read()
+m = email.message_from_bytes(b"Content-Type: " + sys.argv[2].encode() + b"\r\n\r\n" + raw, policy=email.policy.default)
+out = {"defects": [str(d) for d in m.defects], "parts": []}
+for part in m.iter_parts():
+    one = {"type": part.get_content_type(), "status": part["Pki-Status"], "kind": part["Pki-Mail-Kind"],
+           "message_id": part["Pki-Message-Id"], "certificate_serial": part["Pki-Certificate-Serial"],
+           "timestamp_serial": part["Pki-Timestamp-Serial"]}
+    out["defects"] += [str(d) for d in part.defects]
+    if part.get_content_type() == "message/rfc822":
+        inner = part.get_payload()[0]
+        one["inner_message_id"] = str(inner["Message-ID"])
+        one["message"] = base64.b64encode(inner.as_bytes(policy=email.policy.SMTP)).decode()
+    else:
+        one["body"] = part.get_payload(decode=True).decode()
+    out["parts"].append(one)
+print(json.dumps(out))
+"#;
+    let python = require_tool("python3", "apt-get install -y python3");
+    let out = run(Command::new(python).arg("-c").arg(script).arg(answer).arg(content_type)).ok();
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
 fn part<'a>(parts: &'a serde_json::Value, content_type: &str) -> Vec<u8> {
     let found: Vec<&'a serde_json::Value> =
         parts["parts"].as_array().unwrap().iter().filter(|p| p["type"] == content_type).collect();
@@ -673,6 +701,47 @@ fn bulk_answers_every_message_in_order() {
     assert_eq!(results[3]["kind"], "invitation");
     let signed = decrypt_answer(&f.env, "bulk5", &results[4], "cms", &f.bob_cert, &f.bob_key);
     let inner = f.env.path("bulk5.inner");
+    openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
+    assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
+
+    // The same with `Accept: multipart/mixed`: one MIME part a message, in order, each the
+    // message itself (`message/rfc822`) or its error (JSON), as Python's `email` parser reads it.
+    let r = f.post(
+        "/api/v1/mail/seal/bulk",
+        Some(&f.mailer),
+        Some("multipart/mixed"),
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let content_type = r.header("content-type").expect("a content type").to_string();
+    assert!(content_type.starts_with("multipart/mixed; boundary="), "{content_type}");
+    assert_eq!(r.header("content-length").map(|n| n.parse::<usize>().unwrap()), Some(r.body.len()));
+    let answer = f.env.write("bulk.multipart", &r.body);
+    let parts = python_multipart(&answer, &content_type);
+    assert_eq!(parts["defects"], serde_json::json!([]), "{parts}");
+    let parts = parts["parts"].as_array().unwrap().clone();
+    let statuses: Vec<&str> = parts.iter().map(|x| x["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["200", "404", "400", "200", "200"]);
+    let types: Vec<&str> = parts.iter().map(|x| x["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        ["message/rfc822", "application/json", "application/json", "message/rfc822", "message/rfc822"]
+    );
+    assert_eq!(parts[0]["kind"], "sealed");
+    assert!(
+        parts[0]["timestamp_serial"].is_string() && parts[0]["certificate_serial"].is_string(),
+        "{}",
+        parts[0]
+    );
+    let error: serde_json::Value = serde_json::from_str(parts[1]["body"].as_str().unwrap()).unwrap();
+    assert_eq!((&error["exists"], &error["status"]), (&serde_json::json!(false), &serde_json::json!(404)));
+    assert_eq!(parts[3]["kind"], "invitation");
+    for one in [&parts[0], &parts[3], &parts[4]] {
+        assert_eq!(one["inner_message_id"], format!("<{}>", one["message_id"].as_str().unwrap()), "{one}");
+    }
+    let message = serde_json::json!({"message_base64": parts[4]["message"]});
+    let signed = decrypt_answer(&f.env, "multipart5", &message, "cms", &f.bob_cert, &f.bob_key);
+    let inner = f.env.path("multipart5.inner");
     openssl(["smime", "-verify", "-in", &p(&signed), "-CAfile", &p(&f.ca.root), "-out", &p(&inner)]);
     assert_eq!(part(&python_parts(&inner), "application/pdf"), b"%PDF-5");
 

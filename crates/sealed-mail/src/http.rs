@@ -16,7 +16,7 @@ use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use cerdb::directory::{ApiKeyRecord, ApiKeySecret, ApiPermission, ClientId, Directory, RateLimiter};
 use cerdb::EmailAddress;
-use futures_util::{Stream, StreamExt as _};
+use futures_util::StreamExt as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -464,32 +464,123 @@ fn describe_or_raw(req: &SealRequest, s: Sealed, queue_id: Option<String>, as_js
     r.body(s.message)
 }
 
-/// `{"results":[...]}` from the messages' JSON texts, written out one after the other instead of
-/// joined into one text first: a bulk answer is tens of megabytes, and joining would copy it all
-/// once more into a buffer of its own. Its length is known, so it goes with `Content-Length`.
+/// How a bulk request's answers are written: JSON (`{"results": [...]}`, each message
+/// base64-encoded in `message_base64`), or with `Accept: multipart/mixed` a MIME multipart whose
+/// parts are the messages themselves (`message/rfc822`, ready for a relay) or their errors
+/// (`application/json`), in order, each with its `Pki-Status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkForm {
+    Json,
+    Multipart,
+}
+
+impl BulkForm {
+    fn of(req: &HttpRequest) -> Self {
+        let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        match accept.to_ascii_lowercase().contains("multipart/mixed") {
+            true => BulkForm::Multipart,
+            false => BulkForm::Json,
+        }
+    }
+}
+
+/// One message's answer in a bulk answer of `form`, as the chunks it is written in: a multipart
+/// part's message goes as its own chunk, never copied or encoded again.
+fn bulk_part(form: BulkForm, one: Result<Answered, Error>) -> Vec<Bytes> {
+    match (form, one) {
+        (BulkForm::Json, Ok((r, s, queue_id))) => {
+            vec![Bytes::from(describe(&r, &s, queue_id.as_deref(), Some(200)))]
+        }
+        (BulkForm::Multipart, Ok((_, s, queue_id))) => {
+            let mut head = format!(
+                "Content-Type: message/rfc822\r\nPki-Status: 200\r\nPki-Mail-Kind: {}\r\nPki-Message-Id: {}\r\n",
+                s.kind.name(),
+                s.message_id
+            );
+            let fields = [
+                ("Pki-Certificate-Serial", s.certificate_serial.as_ref().map(|c| c.to_string())),
+                ("Pki-Timestamp-Serial", s.timestamp_serial.clone()),
+                ("Pki-Queue-Id", queue_id),
+            ];
+            for (name, value) in fields {
+                if let Some(v) = value {
+                    head.push_str(&format!("{name}: {}\r\n", field_value(&v)));
+                }
+            }
+            head.push_str("\r\n");
+            vec![Bytes::from(head), Bytes::from(s.message)]
+        }
+        (form, Err(e)) => {
+            if e.status() >= 500 {
+                tracing::error!(error = %e, "sealed mail failed");
+            }
+            let mut v = e.body();
+            v["status"] = serde_json::json!(e.status());
+            match form {
+                BulkForm::Json => vec![Bytes::from(v.to_string())],
+                BulkForm::Multipart => vec![
+                    Bytes::from(format!(
+                        "Content-Type: application/json\r\nPki-Status: {}\r\n\r\n",
+                        e.status()
+                    )),
+                    Bytes::from(v.to_string()),
+                ],
+            }
+        }
+    }
+}
+
+/// A header field's value as printable ASCII alone (a relay's queue id is not ours to trust):
+/// nothing in it can end the field or the part.
+fn field_value(v: &str) -> String {
+    v.chars().filter(|c| c.is_ascii_graphic()).collect()
+}
+
+/// The answer of a bulk request from its messages' parts ([`bulk_part`]), written out one after
+/// the other instead of joined into one buffer first: a bulk answer is tens of megabytes, and
+/// joining would copy it all once more. Its length is known, so it goes with `Content-Length`.
 /// The request's `slot` goes with it, given back when actix drops the answer.
 fn bulk_answer(
-    results: Vec<String>,
+    form: BulkForm,
+    parts: Vec<Vec<Bytes>>,
     slot: OwnedSemaphorePermit,
-) -> SizedStream<impl Stream<Item = Result<Bytes, std::convert::Infallible>>> {
-    const OPEN: &str = "{\"results\":[";
-    const CLOSE: &str = "]}";
-    let len = OPEN.len()
-        + CLOSE.len()
-        + results.iter().map(String::len).sum::<usize>()
-        + results.len().saturating_sub(1);
-    let parts = results.into_iter().enumerate().flat_map(|(i, r)| {
-        let comma = (i > 0).then(|| Bytes::from_static(b","));
-        comma.into_iter().chain(std::iter::once(Bytes::from(r)))
+) -> Result<HttpResponse, Error> {
+    let (content_type, open, between, close) = match form {
+        BulkForm::Json => {
+            ("application/json".to_string(), "{\"results\":[".to_string(), ",".to_string(), "]}".to_string())
+        }
+        BulkForm::Multipart => {
+            // The boundary cannot occur in a part: base64 never holds "=_", the messages' own
+            // boundaries are "=_signed_…", and its random half is unknown to the senders of the
+            // subjects and texts.
+            let mut random = [0u8; 16];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+                .map_err(|_| Error::Internal("no randomness".into()))?;
+            let b = format!("=_bulk_{}", hex::encode(random));
+            (
+                format!("multipart/mixed; boundary=\"{b}\""),
+                format!("--{b}\r\n"),
+                format!("\r\n--{b}\r\n"),
+                format!("\r\n--{b}--\r\n"),
+            )
+        }
+    };
+    let (open, between, close) = (Bytes::from(open), Bytes::from(between), Bytes::from(close));
+    let len = open.len()
+        + close.len()
+        + parts.iter().flatten().map(Bytes::len).sum::<usize>()
+        + parts.len().saturating_sub(1) * between.len();
+    let chunks = parts.into_iter().enumerate().flat_map(move |(i, part)| {
+        let sep = (i > 0).then(|| between.clone());
+        sep.into_iter().chain(part)
     });
-    let all = std::iter::once(Bytes::from_static(OPEN.as_bytes()))
-        .chain(parts)
-        .chain(std::iter::once(Bytes::from_static(CLOSE.as_bytes())));
-    let all = all.map(move |chunk| {
+    let all = std::iter::once(open).chain(chunks).chain(std::iter::once(close)).map(move |chunk| {
         let _held: &OwnedSemaphorePermit = &slot;
-        Ok(chunk)
+        Ok::<_, std::convert::Infallible>(chunk)
     });
-    SizedStream::new(len as u64, futures_util::stream::iter(all))
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .body(SizedStream::new(len as u64, futures_util::stream::iter(all))))
 }
 
 async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {
@@ -509,6 +600,7 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
         Ok(b) => b,
         Err(e) => return error_response(&e),
     };
+    let form = BulkForm::of(&req);
     let result = web::block(move || {
         let parsed = parse_bulk(&body)?;
         drop(body);
@@ -537,25 +629,12 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 delivered(&svc, r, s, deliver)
             })
             .collect();
-        // Each answer described (its message base64-encoded) on every core, then joined.
-        let results: Vec<String> = crate::seal::on_every_core(delivered, |one| match one {
-            Ok((r, s, queue_id)) => describe(&r, &s, queue_id.as_deref(), Some(200)),
-            Err(e) => {
-                if e.status() >= 500 {
-                    tracing::error!(error = %e, "sealed mail failed");
-                }
-                let mut v = e.body();
-                v["status"] = serde_json::json!(e.status());
-                v.to_string()
-            }
-        });
-        Ok(results)
+        // Each answer written (in JSON, its message base64-encoded) on every core, then joined.
+        Ok(crate::seal::on_every_core(delivered, |one| bulk_part(form, one)))
     })
     .await;
     match result {
-        Ok(Ok(results)) => {
-            HttpResponse::Ok().content_type("application/json").body(bulk_answer(results, slot))
-        }
+        Ok(Ok(parts)) => bulk_answer(form, parts, slot).unwrap_or_else(|e| error_response(&e)),
         Ok(Err(e)) => error_response(&e),
         Err(_) => error_response(&Error::Internal("the sealing worker failed".into())),
     }

@@ -1,9 +1,10 @@
-//! `seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS`: bench/seal.sh's client for
-//! `POST /api/v1/mail/seal` and `/seal/bulk`. Each of CONNECTIONS threads posts BODY_FILE on one
-//! keep-alive connection, again and again for SECONDS, and checks every answer: HTTP 200 and, for
-//! a bulk request (EXPECT > 1), exactly EXPECT messages answered `"status":200` (counted in the
-//! answer's bytes); a single answer (EXPECT = 1) is the raw message, which must be enveloped
-//! S/MIME. Prints one line: `SEAL_RESULT requests=N duration_us=D bad=B p50_us=P p99_us=Q`;
+//! `seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS [multipart]`: bench/seal.sh's
+//! client for `POST /api/v1/mail/seal` and `/seal/bulk`. Each of CONNECTIONS threads posts
+//! BODY_FILE on one keep-alive connection, again and again for SECONDS, and checks every answer:
+//! HTTP 200 and, for a bulk request (EXPECT > 1), exactly EXPECT messages answered
+//! `"status":200` (counted in the answer's bytes), or with `multipart` (`Accept:
+//! multipart/mixed`) exactly EXPECT parts with `Pki-Status: 200`; a single answer (EXPECT = 1) is
+//! the raw message, which must be enveloped S/MIME. Prints one line: `SEAL_RESULT requests=N duration_us=D bad=B p50_us=P p99_us=Q`;
 //! exits non-zero when any answer failed its check.
 //!
 //! The client shares the two cores with the server, so it does as little as it can, as wrk does:
@@ -88,8 +89,12 @@ fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, String
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, key, body_file, expect, connections, seconds] = args.as_slice() else {
-        fail("usage: seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS");
+    let (args, multipart) = match args.split_last() {
+        Some((last, rest)) if last == "multipart" => (rest, true),
+        _ => (args.as_slice(), false),
+    };
+    let [url, key, body_file, expect, connections, seconds] = args else {
+        fail("usage: seal-bench URL API_KEY BODY_FILE EXPECT CONNECTIONS SECONDS [multipart]");
     };
     let Some((host, path)) = split_url(url) else { fail("URL: http://HOST:PORT/PATH") };
     let body = std::fs::read(body_file).unwrap_or_else(|e| fail(&format!("{body_file}: {e}")));
@@ -97,18 +102,19 @@ fn main() {
     let connections: usize = connections.parse().unwrap_or_else(|_| fail("CONNECTIONS: a number"));
     let seconds: u64 = seconds.parse().unwrap_or_else(|_| fail("SECONDS: a number"));
     let run_for = Duration::from_secs(seconds);
+    let accept = if multipart { "Accept: multipart/mixed\r\n" } else { "" };
     let mut request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n{accept}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
     request.extend_from_slice(&body);
     drop(body);
-    let finder = memchr::memmem::Finder::new(if expect > 1 {
-        &b"\"status\":200"[..]
-    } else {
-        &b"smime-type=enveloped-data"[..]
+    let finder = memchr::memmem::Finder::new(match (expect > 1, multipart) {
+        (true, false) => &b"\"status\":200"[..],
+        (true, true) => &b"\r\nPki-Status: 200\r\n"[..],
+        (false, _) => &b"smime-type=enveloped-data"[..],
     });
 
     let start = Instant::now();
