@@ -220,16 +220,48 @@ impl CbcSealing {
     /// hashed before it is encrypted.
     pub fn begin(content: Vec<u8>, hashed_from: usize, hasher: &mut Hasher) -> Result<Self, Error> {
         let mut s = Self::start(content)?;
-        let end = s.content.len();
-        let mut hashed = hashed_from.min(end);
-        s.encrypt_through(hashed);
-        while hashed < end {
-            let next = (hashed + Self::STEP).min(end);
-            hasher.update(&s.content[hashed..next]);
-            hashed = next;
-            s.encrypt_through(hashed);
-        }
+        let mut hashed = s.head(hashed_from);
+        s.rest(&mut hashed, hasher);
         Ok(s)
+    }
+
+    /// [`CbcSealing::begin`] of two contents in one pass: a step of each hashed, then their blocks
+    /// encrypted in turn, so that the core runs the two chains at once.
+    pub fn begin_two(
+        a: (Vec<u8>, usize, &mut Hasher),
+        b: (Vec<u8>, usize, &mut Hasher),
+    ) -> Result<(Self, Self), Error> {
+        let (mut x, mut y) = (Self::start(a.0)?, Self::start(b.0)?);
+        let (mut hx, mut hy) = (x.head(a.1), y.head(b.1));
+        while hx + Self::STEP <= x.content.len() && hy + Self::STEP <= y.content.len() {
+            a.2.update(&x.content[hx..hx + Self::STEP]);
+            b.2.update(&y.content[hy..hy + Self::STEP]);
+            hx += Self::STEP;
+            hy += Self::STEP;
+            while x.encrypt_one_before(hx) | y.encrypt_one_before(hy) {}
+        }
+        x.rest(&mut hx, a.2);
+        y.rest(&mut hy, b.2);
+        Ok((x, y))
+    }
+
+    /// Encrypts the head, before `hashed_from`, which is not hashed; where hashing starts.
+    fn head(&mut self, hashed_from: usize) -> usize {
+        let hashed = hashed_from.min(self.content.len());
+        self.encrypt_through(hashed);
+        hashed
+    }
+
+    /// Hashes and encrypts from `hashed` to the end, a step at a time, each byte hashed before it
+    /// is encrypted.
+    fn rest(&mut self, hashed: &mut usize, hasher: &mut Hasher) {
+        let end = self.content.len();
+        while *hashed < end {
+            let next = (*hashed + Self::STEP).min(end);
+            hasher.update(&self.content[*hashed..next]);
+            *hashed = next;
+            self.encrypt_through(next);
+        }
     }
 
     fn start(content: Vec<u8>) -> Result<Self, Error> {
@@ -244,12 +276,20 @@ impl CbcSealing {
     /// Encrypts the whole blocks of `content` before `end` not yet encrypted.
     #[inline]
     fn encrypt_through(&mut self, end: usize) {
+        while self.encrypt_one_before(end) {}
+    }
+
+    /// Encrypts the next block if it ends by `end`; whether it did.
+    #[inline]
+    fn encrypt_one_before(&mut self, end: usize) -> bool {
         use cbc::cipher::BlockEncryptMut as _;
-        while self.encrypted + 16 <= end {
-            let block = &mut self.content[self.encrypted..self.encrypted + 16];
-            self.cipher.encrypt_block_mut(block.into());
-            self.encrypted += 16;
+        if self.encrypted + 16 > end {
+            return false;
         }
+        let block = &mut self.content[self.encrypted..self.encrypted + 16];
+        self.cipher.encrypt_block_mut(block.into());
+        self.encrypted += 16;
+        true
     }
 
     /// The rest of the content appended by `append` (which only appends), then everything not
@@ -540,6 +580,45 @@ mod tests {
             }
         }
         assert_eq!(cases, 7 * 9 * 4);
+    }
+
+    /// Two contents begun in one pass are each what one begun alone is: the digest of its entity
+    /// alone, and a content that decrypts to head, entity and tail, whichever of the two is
+    /// longer or starts its entity later.
+    #[test]
+    fn two_cbc_sealings_in_one_pass_are_each_one_alone() {
+        use crate::signed::EntityDigest;
+        let (private, recipient) = rsa_recipient();
+        let shapes = [(0usize, 0usize), (1, 64), (17, 63), (100, 1000), (5, 70_001), (64, 65)];
+        for (i, &(head_a, entity_a)) in shapes.iter().enumerate() {
+            for &(head_b, entity_b) in &shapes[i..] {
+                let bytes =
+                    |n: usize, k: usize| (0..n).map(move |j| ((j * k + n) % 251) as u8).collect::<Vec<u8>>();
+                let (a, b) =
+                    ([bytes(head_a, 3), bytes(entity_a, 7)], [bytes(head_b, 5), bytes(entity_b, 11)]);
+                let (mut ha, mut hb) = (EntityDigest::Sha256.hasher(), EntityDigest::Sha384.hasher());
+                let (sa, sb) =
+                    CbcSealing::begin_two((a.concat(), head_a, &mut ha), (b.concat(), head_b, &mut hb))
+                        .expect("begin");
+                let case = format!("{head_a}/{entity_a} with {head_b}/{entity_b}");
+                assert_eq!(
+                    ha.finish(),
+                    ring::digest::digest(&ring::digest::SHA256, &a[1]).as_ref(),
+                    "{case}"
+                );
+                assert_eq!(
+                    hb.finish(),
+                    ring::digest::digest(&ring::digest::SHA384, &b[1]).as_ref(),
+                    "{case}"
+                );
+                for (sealing, parts) in [(sa, &a), (sb, &b)] {
+                    let enveloped =
+                        sealing.finish(|v| v.extend_from_slice(b"tail"), &[&recipient]).expect("finish");
+                    let whole = [&parts[0][..], &parts[1], b"tail"].concat();
+                    assert!(decrypted_cbc(&enveloped_data(&enveloped), &private) == whole, "{case}");
+                }
+            }
+        }
     }
 
     /// Two sealings of the same content never share a key or an IV.
