@@ -341,7 +341,7 @@ impl Sealer {
     /// [`Sealer::commit`] waits for it: by then it is usually on disk.
     pub fn make(&self, key: &ApiKeyName, req: &SealRequest) -> Result<Made, Error> {
         let p = self.prepare(key, req)?;
-        let (stamp, on_disk) = match p.timestamp {
+        let (stamp, on_disk) = match p.head.timestamp {
             true => {
                 let issued = self.tsa()?.issue(p.unstamped.signature_value())?;
                 (Some(issued.stamp), Some(issued.on_disk))
@@ -371,7 +371,9 @@ impl Sealer {
             on_every_core(pairs, |two| self.prepare_two(key, two)).into_iter().flatten().collect();
         let values: Vec<&[u8]> = prepared
             .iter()
-            .filter_map(|p| p.as_ref().ok().filter(|p| p.timestamp).map(|p| p.unstamped.signature_value()))
+            .filter_map(|p| {
+                p.as_ref().ok().filter(|p| p.head.timestamp).map(|p| p.unstamped.signature_value())
+            })
             .collect();
         let mut stamps = match (values.is_empty(), self.tsa.as_deref()) {
             (false, Some(tsa)) => tsa.stamp_many(&values),
@@ -382,7 +384,7 @@ impl Sealer {
             .into_iter()
             .map(|p| {
                 let stamp = match &p {
-                    Ok(p) if p.timestamp => Some(stamps.next().unwrap_or_else(|| {
+                    Ok(p) if p.head.timestamp => Some(stamps.next().unwrap_or_else(|| {
                         Err(Error::Internal("a timestamp of the batch is missing".into()))
                     })),
                     _ => None,
@@ -492,7 +494,7 @@ impl Sealer {
             }
             None => return Err(Error::NoCertificate),
         };
-        Ok(Written {
+        let head = Head {
             sender,
             sender_key,
             now,
@@ -500,25 +502,24 @@ impl Sealer {
             to: req.to.clone(),
             subject: req.subject.clone(),
             timestamp: req.timestamp,
-            digest,
-            body,
-        })
+        };
+        Ok(Written { head, digest, body })
     }
 
     /// A written message signed: its CBC entity's digest from `pass` (the encryption begun and
     /// the digest), the others as they were signed.
     fn signed(&self, w: Written, pass: Option<(CbcSealing, Vec<u8>)>) -> Result<Prepared, Error> {
-        let Written { sender, sender_key, now, message_id, to, subject, timestamp, body, .. } = w;
+        let Written { head, body, .. } = w;
         let (target, unstamped) = match (body, pass) {
             (Body::Cbc { closing, recipient, serial, .. }, Some((cbc, digest))) => {
-                let unstamped = sign_detached_digest(&digest, &sender_key, now)?;
+                let unstamped = sign_detached_digest(&digest, &head.sender_key, head.now)?;
                 let sealing = Sealing::Cbc { cbc: Box::new(cbc), closing };
                 (Target::Sealed { sealing, recipient, serial }, unstamped)
             }
             (Body::Other(ready), None) => *ready,
             _ => return Err(Error::Internal("an entity and its pass do not match".into())),
         };
-        Ok(Prepared { sender, sender_key, now, message_id, to, subject, timestamp, target, unstamped })
+        Ok(Prepared { head, target, unstamped })
     }
 
     /// Step 4 of [`Sealer::make`]: the signature's timestamp put in, the `SignedData` finished,
@@ -529,7 +530,11 @@ impl Sealer {
         p: Prepared,
         stamp: Option<SignatureTimestamp>,
     ) -> Result<(Sealed, SealRecord), Error> {
-        let Prepared { sender, sender_key, now, message_id, to, subject, target, unstamped, .. } = p;
+        let Prepared {
+            head: Head { sender, sender_key, now, message_id, to, subject, .. },
+            target,
+            unstamped,
+        } = p;
         let signed = unstamped.finish(&sender_key, stamp)?;
         let (message, kind, serial) = match target {
             Target::Sealed { sealing, recipient, serial } => {
@@ -602,8 +607,8 @@ fn envelope_of<'a>(
     }
 }
 
-/// A message up to its entity written ([`Sealer::written`]).
-struct Written {
+/// Who sends a message to whom, when, as what, and whether it is timestamped.
+struct Head {
     sender: MailSender,
     sender_key: Arc<SenderKey>,
     now: DateTime<Utc>,
@@ -611,6 +616,11 @@ struct Written {
     to: EmailAddress,
     subject: HeaderText,
     timestamp: bool,
+}
+
+/// A message up to its entity written ([`Sealer::written`]).
+struct Written {
+    head: Head,
     digest: EntityDigest,
     body: Body,
 }
@@ -647,13 +657,7 @@ impl Body {
 
 /// A message signed, waiting for its timestamp.
 struct Prepared {
-    sender: MailSender,
-    sender_key: Arc<SenderKey>,
-    now: DateTime<Utc>,
-    message_id: String,
-    to: EmailAddress,
-    subject: HeaderText,
-    timestamp: bool,
+    head: Head,
     target: Target,
     unstamped: Unstamped,
 }
