@@ -127,7 +127,8 @@ EOF
 # machine whose cores are fast beside its disk, 16 still left both cores 15 % idle while
 # timestamped messages waited for their durable writes, and 64 left under 1 %), and bulk
 # requests of 100 messages on 1 and on 2 connections (a statement run sent as one stream, and as
-# two at once). It checks every answer (HTTP 200, and every message of a bulk answered 200) and
+# two at once), answered in JSON and, with timestamps, also as MIME (`Accept: multipart/mixed`:
+# the messages themselves, not base64-encoded again). It checks every answer (HTTP 200, and every message of a bulk answered 200) and
 # fails the run on any failure. Before the clock, one answer of each kind is parsed in full here.
 for to in rsa p256; do
   for ts in 0 1; do
@@ -141,21 +142,34 @@ EOF
   done
 done
 check_answers() {
-  curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" -H "Accept: application/json" \
-    --data-binary "@$1" "http://127.0.0.1:$port$2" >answer.json
-  python3 - "$3" <<'EOF'
-import json, sys
-a = json.load(open("answer.json"))
+  local accept=application/json
+  [ "$4" = multipart ] && accept=multipart/mixed
+  curl -fsS -H "Authorization: Bearer $key" -H "Content-Type: application/json" -H "Accept: $accept" \
+    -D answer.head --data-binary "@$1" "http://127.0.0.1:$port$2" >answer.body
+  python3 - "$3" "$4" <<'EOF'
+import email, email.policy, json, sys
+body = open("answer.body", "rb").read()
+if sys.argv[2] == "multipart":
+    head = open("answer.head").read()
+    ct = next(l.split(":", 1)[1].strip() for l in head.splitlines() if l.lower().startswith("content-type:"))
+    m = email.message_from_bytes(b"Content-Type: " + ct.encode() + b"\r\n\r\n" + body, policy=email.policy.default)
+    parts = list(m.iter_parts())
+    assert len(parts) == int(sys.argv[1]) and not m.defects, (len(parts), m.defects)
+    assert all(p["Pki-Status"] == "200" and p.get_content_type() == "message/rfc822" and p["Pki-Mail-Kind"] == "sealed"
+               for p in parts), parts[0]
+    sys.exit(0)
+a = json.loads(body)
 results = a["results"] if "results" in a else [a]
 assert len(results) == int(sys.argv[1]), len(results)
 assert all(r.get("status", 200) == 200 and r["kind"] == "sealed" and r["message_base64"] for r in results), results[0]
 EOF
 }
 driver() {
-  local mode=$1 req=$2 conns=$3 path=/api/v1/mail/seal expect=1 body=$2 out
-  if [ "$mode" = bulk ]; then path=/api/v1/mail/seal/bulk expect=100 body=${req/req-/bulk-}; fi
-  check_answers "$body" "$path" "$expect"
-  out=$("$SEAL_BENCH" "http://127.0.0.1:$port$path" "$key" "$body" "$expect" "$conns" "$DURATION" | grep '^SEAL_RESULT')
+  local mode=$1 req=$2 conns=$3 path=/api/v1/mail/seal expect=1 body=$2 form="" out
+  if [ "$mode" != single ]; then path=/api/v1/mail/seal/bulk expect=100 body=${req/req-/bulk-}; fi
+  [ "$mode" = bulk-mime ] && form=multipart
+  check_answers "$body" "$path" "$expect" "$form"
+  out=$("$SEAL_BENCH" "http://127.0.0.1:$port$path" "$key" "$body" "$expect" "$conns" "$DURATION" $form | grep '^SEAL_RESULT')
   python3 - "$out" "$expect" <<'EOF'
 import sys
 f = dict(kv.split("=") for kv in sys.argv[1].split()[1:])
@@ -220,10 +234,12 @@ for to in rsa p256; do
     case_line "pki bulk, 1 connection    ($label)" bulk "req-$to-$ts.json" 1
     case_line "pki bulk, 2 connections   ($label)" bulk "req-$to-$ts.json" 2
   done
+  case_line "pki bulk, 2 connections, MIME ($to, timestamp yes)" bulk-mime "req-$to-1.json" 2
   case_line "pki single, 4 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 4
   case_line "pki single, 16 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 16
   case_line "pki single, 64 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 64
   case_line "pki bulk, 2 connections   ($to, timestamp yes, P-256 sender)" bulk "req-$to-1-ec.json" 2
+  case_line "pki bulk, 2 connections, MIME ($to, timestamp yes, P-256 sender)" bulk-mime "req-$to-1-ec.json" 2
   after_ec=$(openssl_pipeline "$to" "$NO" -ec)
   openssl_line "$to" P-256 after "$after_ec"
   after=$(openssl_pipeline "$to" "$NO")
