@@ -747,6 +747,17 @@ mod tests {
         }
     }
 
+    /// A relay's queue id goes into a part's header field as printable ASCII alone: a line
+    /// break in it cannot end the field, nor the part.
+    #[test]
+    fn a_queue_id_cannot_break_a_multipart_part() {
+        assert_eq!(
+            field_value("4XyZ1\r\n\r\n--=_bulk_x--\r\nPki-Status: 200"),
+            "4XyZ1--=_bulk_x--Pki-Status:200"
+        );
+        assert_eq!(field_value("Q-1\u{0}\u{7f}é"), "Q-1");
+    }
+
     #[test]
     fn garbage_and_truncated_bodies_are_400_never_a_panic() {
         let full = base().to_string();
