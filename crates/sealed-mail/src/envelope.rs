@@ -381,9 +381,9 @@ impl Writer for AroundWriter<'_> {
 /// `ContentInfo ::= SEQUENCE { contentType OBJECT IDENTIFIER, content [0] EXPLICIT ANY }`
 /// (RFC 5652 §3) around a typed content, encoded in one pass: `cms`'s `ContentInfo` holds its
 /// content as an encoded `Any`, which would encode and copy the whole ciphertext twice more.
-struct ContentInfoOf<'a, T> {
-    content_type: ObjectIdentifier,
-    content: &'a T,
+pub(crate) struct ContentInfoOf<'a, T> {
+    pub(crate) content_type: ObjectIdentifier,
+    pub(crate) content: &'a T,
 }
 
 impl<T: EncodeValue + FixedTag> ContentInfoOf<'_, T> {

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use cms::builder::SignerInfoBuilder;
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
-use cms::content_info::{CmsVersion, ContentInfo};
+use cms::content_info::CmsVersion;
 use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+    CertificateSet, DigestAlgorithmIdentifiers, EncapsulatedContentInfo, SignerIdentifier, SignerInfo,
+    SignerInfos,
 };
-use der::asn1::{ObjectIdentifier, OctetString, SetOfVec};
-use der::{Any, Decode, Encode};
+use der::asn1::{ContextSpecificRef, ObjectIdentifier, OctetString, SetOfVec};
+use der::{Any, Decode, Encode, EncodeValue, FixedTag, Length, Tag, TagMode, TagNumber, Writer};
 use hsm_sim::{SignatureScheme, Signer};
 use x509_cert::attr::Attribute;
 use x509_cert::builder::Builder as _;
@@ -27,6 +28,7 @@ use x509_cert::spki::{
 };
 use x509_cert::Certificate;
 
+use crate::envelope::ContentInfoOf;
 use crate::{oids, Error};
 
 /// A timestamp of a signature value: the TSA's token and its serial.
@@ -79,9 +81,10 @@ pub struct SenderKey {
     pub leaf: Certificate,
     /// The chain as it goes into the message, DER, leaf first.
     pub chain: Vec<Vec<u8>>,
-    /// The same chain as the `certificates` of every message's `SignedData`, made once: a set's
-    /// members are sorted by their DER, which would encode every certificate again each time.
-    certificates: CertificateSet,
+    /// The same chain as the `certificates` of every message's `SignedData` (`[0] IMPLICIT
+    /// CertificateSet`), DER made once: a set's members are sorted by their DER, and parsed
+    /// certificates would be copied and encoded again for every message.
+    certificates_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for SenderKey {
@@ -109,7 +112,14 @@ impl SenderKey {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(format!("the sender's chain does not parse: {e}")))?;
         let certificates = CertificateSet(SetOfVec::try_from(parsed).map_err(Error::encoding)?);
-        Ok(SenderKey { signer, leaf, chain, certificates })
+        let certificates_der = ContextSpecificRef {
+            tag_number: TagNumber::N0,
+            tag_mode: TagMode::Implicit,
+            value: &certificates,
+        }
+        .to_der()
+        .map_err(Error::encoding)?;
+        Ok(SenderKey { signer, leaf, chain, certificates_der })
     }
 }
 
@@ -396,18 +406,112 @@ impl Unstamped {
         digest_algorithms.insert(digest_alg).map_err(Error::encoding)?;
         let mut infos = SetOfVec::new();
         infos.insert(signer_info).map_err(Error::encoding)?;
-        let sd = SignedData {
-            // RFC 5652 §5.1: version 1, as the content is id-data, the one signer info is of
-            // version 1 (issuer and serial number) and the certificates are X.509 ones.
-            version: CmsVersion::V1,
-            digest_algorithms,
-            encap_content_info: eci,
-            certificates: Some(key.certificates.clone()),
-            crls: None,
-            signer_infos: SignerInfos(infos),
+        let sd = SignedDataOut {
+            digest_algorithms: &digest_algorithms,
+            encap_content_info: &eci,
+            certificates_der: &key.certificates_der,
+            signer_infos: &SignerInfos(infos),
         };
-        let content = Any::encode_from(&sd).map_err(Error::encoding)?;
-        let ci = ContentInfo { content_type: oids::SIGNED_DATA, content };
+        let ci = ContentInfoOf { content_type: oids::SIGNED_DATA, content: &sd };
         Ok(Signed { der: ci.to_der().map_err(Error::encoding)?, timestamp: stamp })
+    }
+}
+
+/// `SignedData` (RFC 5652 §5.1) as this module writes it, encoded in one pass inside its
+/// `ContentInfo` ([`ContentInfoOf`]): version 1 (the content is `id-data`, the one signer info is
+/// of version 1, issuer and serial number, and the certificates are X.509 ones), the sender's
+/// certificates as the DER its [`SenderKey`] made once, no CRLs.
+struct SignedDataOut<'a> {
+    digest_algorithms: &'a DigestAlgorithmIdentifiers,
+    encap_content_info: &'a EncapsulatedContentInfo,
+    /// `[0] IMPLICIT CertificateSet`, DER.
+    certificates_der: &'a [u8],
+    signer_infos: &'a SignerInfos,
+}
+
+impl EncodeValue for SignedDataOut<'_> {
+    fn value_len(&self) -> der::Result<Length> {
+        CmsVersion::V1.encoded_len()?
+            + self.digest_algorithms.encoded_len()?
+            + self.encap_content_info.encoded_len()?
+            + Length::try_from(self.certificates_der.len())?
+            + self.signer_infos.encoded_len()?
+    }
+
+    fn encode_value(&self, writer: &mut impl Writer) -> der::Result<()> {
+        CmsVersion::V1.encode(writer)?;
+        self.digest_algorithms.encode(writer)?;
+        self.encap_content_info.encode(writer)?;
+        writer.write(self.certificates_der)?;
+        self.signer_infos.encode(writer)
+    }
+}
+
+impl FixedTag for SignedDataOut<'_> {
+    const TAG: Tag = Tag::Sequence;
+}
+
+#[cfg(test)]
+mod tests {
+    use cms::content_info::ContentInfo;
+    use cms::signed_data::SignedData;
+    use hsm_sim::{HsmSim, KeyCustody, KeyHandle, KeyPurpose, KeyType, MasterKeySource};
+
+    use super::*;
+
+    /// A sender key of `key_type` in a throw-away custody, with a chain of two certificates.
+    fn sender(dir: &std::path::Path, key_type: KeyType) -> SenderKey {
+        let hsm = HsmSim::open(dir.join("keys"), &MasterKeySource::KeyFile).expect("custody");
+        let handle: KeyHandle = "mail/sender-test".parse().expect("handle");
+        let public = hsm.generate(&handle, key_type, KeyPurpose::MailSigning).expect("generate");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_der = ca_params.self_signed(&ca_key).expect("CA").der().to_vec();
+        let ca = rcgen::Issuer::new(ca_params, ca_key);
+        let spki = rcgen::SubjectPublicKeyInfo::from_der(&public.spki).expect("spki");
+        let params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let leaf = params.signed_by(&spki, &ca).expect("leaf").der().to_vec();
+        SenderKey::new(hsm.signer(&handle).expect("signer"), vec![leaf, ca_der]).expect("sender key")
+    }
+
+    /// The `SignedData` written in one pass, with the chain's DER made once per sender, is what
+    /// the `cms` crate reads and encodes again byte for byte: version 1, the chain, no CRLs, the
+    /// token as the unsigned attribute when there is one.
+    #[test]
+    fn signed_data_in_one_pass_is_the_cms_crate_s_encoding() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = sender(dir.path(), KeyType::P256);
+        let unstamped = sign_detached_digest(&[7u8; 32], &key, Utc::now()).expect("sign");
+        let token = key.chain[1].clone();
+        for stamp in [None, Some(SignatureTimestamp { token: token.clone(), serial: "1".into() })] {
+            let stamped = stamp.is_some();
+            let signed = unstamped.clone().finish(&key, stamp).expect("finish");
+            let ci = ContentInfo::from_der(&signed.der).expect("ContentInfo");
+            assert_eq!(ci.content_type, oids::SIGNED_DATA);
+            let sd: SignedData = ci.content.decode_as().expect("SignedData");
+            let again =
+                ContentInfo { content_type: ci.content_type, content: Any::encode_from(&sd).expect("any") }
+                    .to_der()
+                    .expect("DER");
+            assert!(again == signed.der, "the cms crate's encoding");
+            assert_eq!((sd.version, sd.crls.is_none()), (CmsVersion::V1, true));
+            let chain: Vec<Vec<u8>> = sd
+                .certificates
+                .expect("certificates")
+                .0
+                .iter()
+                .map(|c| match c {
+                    CertificateChoices::Certificate(c) => c.to_der().expect("DER"),
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            let mut expected = key.chain.clone();
+            expected.sort();
+            assert_eq!(chain, expected, "the chain, in DER order");
+            let si = sd.signer_infos.0.get(0).expect("a signer info");
+            let attrs = si.unsigned_attrs.as_ref().map(|a| a.iter().map(|a| a.oid).collect::<Vec<_>>());
+            assert_eq!(attrs, stamped.then(|| vec![oids::SIGNATURE_TIME_STAMP_TOKEN]));
+        }
     }
 }
