@@ -238,6 +238,7 @@ impl CbcSealing {
             b.2.update(&y.content[hy..hy + Self::STEP]);
             hx += Self::STEP;
             hy += Self::STEP;
+            // `|`, not `||`: a block of each in turn, until both have caught up with their hash.
             while x.encrypt_one_before(hx) | y.encrypt_one_before(hy) {}
         }
         x.rest(&mut hx, a.2);

@@ -493,11 +493,11 @@ fn bulk_part(form: BulkForm, one: Result<Answered, Error>) -> Vec<Bytes> {
         }
         (BulkForm::Multipart, Ok((_, s, queue_id))) => {
             let mut head = format!(
-                "Content-Type: message/rfc822\r\nPki-Status: 200\r\nPki-Mail-Kind: {}\r\nPki-Message-Id: {}\r\n",
-                s.kind.name(),
-                s.message_id
+                "Content-Type: message/rfc822\r\nPki-Status: 200\r\nPki-Mail-Kind: {}\r\n",
+                s.kind.name()
             );
             let fields = [
+                ("Pki-Message-Id", Some(s.message_id)),
                 ("Pki-Certificate-Serial", s.certificate_serial.as_ref().map(|c| c.to_string())),
                 ("Pki-Timestamp-Serial", s.timestamp_serial.clone()),
                 ("Pki-Queue-Id", queue_id),
@@ -530,8 +530,8 @@ fn bulk_part(form: BulkForm, one: Result<Answered, Error>) -> Vec<Bytes> {
     }
 }
 
-/// A header field's value as printable ASCII alone (a relay's queue id is not ours to trust):
-/// nothing in it can end the field or the part.
+/// A header field's value as printable ASCII alone (a relay's queue id is not ours to trust, and
+/// the others are checked again here): nothing in it can end the field or the part.
 fn field_value(v: &str) -> String {
     v.chars().filter(|c| c.is_ascii_graphic()).collect()
 }
