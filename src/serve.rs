@@ -20,6 +20,12 @@ use crate::settings::Settings;
 /// with 200 — every node shares them, and a 503 would take them all out of a load balancer at
 /// once while they still answer; `"database"`, the database cannot be reached (PostgreSQL down),
 /// with 503 — ok again by itself once it is back.
+/// What no service of `pki serve` answers (an unknown path, or a method a path does not take
+/// outside the scopes that answer that themselves): a JSON 404, as every API's errors are JSON.
+async fn no_such_endpoint() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
+}
+
 async fn healthz(ca: web::Data<Ca>) -> HttpResponse {
     let ca = ca.into_inner();
     let checked = web::block(move || {
@@ -413,7 +419,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 .wrap(actix_web::middleware::from_fn(crate::guard::protect))
                 .app_data(limits.clone())
                 .app_data(data_ca.clone())
-                .route("/healthz", web::get().to(healthz));
+                .route("/healthz", web::get().to(healthz))
+                .default_service(web::to(no_such_endpoint));
             if metrics_listen.is_none() {
                 app = app
                     .app_data(sources.clone())

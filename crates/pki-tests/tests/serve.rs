@@ -1,6 +1,6 @@
 //! `pki serve` itself: the admin socket is private and survives garbage; run with no `--data` in a
-//! fresh directory it creates `./pki-data`, initialises the CA and serves `/healthz`; a second
-//! `pki init` changes nothing.
+//! fresh directory it creates `./pki-data`, initialises the CA and serves `/healthz` (and a JSON
+//! 404 for what nothing serves); a second `pki init` changes nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -169,6 +169,15 @@ fn serve_without_data_flag_creates_pki_data_in_the_working_directory_and_init_is
     }
     let (code, body) = http_get(port, "/healthz").unwrap();
     assert_eq!((code, String::from_utf8_lossy(&body).contains("ok")), (200, true));
+    // What nothing answers is a JSON 404, not an empty one.
+    for (method, path) in
+        [("GET", "/no/such/path"), ("POST", "/healthz"), ("GET", "/api/v1/nope"), ("DELETE", "/tsa")]
+    {
+        let r = send(port, method, path, &[], None, Duration::from_secs(10)).unwrap();
+        assert_eq!(r.status, 404, "{method} {path}");
+        assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
+        assert_eq!(r.json(), serde_json::json!({"error": "no such endpoint"}), "{method} {path}");
+    }
 
     // `pki init` with no flags in the same directory reaches the running server.
     let init = || {
