@@ -170,9 +170,13 @@ fn serve_without_data_flag_creates_pki_data_in_the_working_directory_and_init_is
     let (code, body) = http_get(port, "/healthz").unwrap();
     assert_eq!((code, String::from_utf8_lossy(&body).contains("ok")), (200, true));
     // What nothing answers is a JSON 404, not an empty one.
-    for (method, path) in
-        [("GET", "/no/such/path"), ("POST", "/healthz"), ("GET", "/api/v1/nope"), ("DELETE", "/tsa")]
-    {
+    for (method, path) in [
+        ("GET", "/no/such/path"),
+        ("POST", "/healthz"),
+        ("GET", "/api/v1/nope"),
+        ("GET", "/api/v1/mail/nope"),
+        ("DELETE", "/tsa"),
+    ] {
         let r = send(port, method, path, &[], None, Duration::from_secs(10)).unwrap();
         assert_eq!(r.status, 404, "{method} {path}");
         assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");

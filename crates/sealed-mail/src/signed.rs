@@ -309,7 +309,7 @@ fn signer_info(
     Ok(Unstamped { eci, digest_alg, signer_info })
 }
 
-/// The digest a key's signatures are made over (RFC 5754, RFC 8419): SHA-256 for RSA-2048 and
+/// The digest a key's signatures are made over (RFC 5754, RFC 8419): SHA-256 for RSA and
 /// P-256, SHA-384 for P-384, SHA-512 for Ed25519.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityDigest {
