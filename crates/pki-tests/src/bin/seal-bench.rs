@@ -10,8 +10,9 @@
 //! The client shares the two cores with the server, so it does as little as it can, as wrk does:
 //! HTTP/1.1 written by hand on a plain TCP connection, the request (head and body) built once and
 //! written with one call, the answer read with large reads into a buffer each thread keeps, its
-//! head parsed by `httparse`. It reads answers sized by `Content-Length` (what `pki serve` and
-//! http-sink send); any other answer is a failed one.
+//! head parsed by `httparse`, its body passed through a buffer of 256 KiB and searched as it
+//! comes, while it is in cache (a bulk answer is 20 MB or more). It reads answers sized by
+//! `Content-Length` (what `pki serve` and http-sink send); any other answer is a failed one.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -32,23 +33,33 @@ fn split_url(url: &str) -> Option<(&str, &str)> {
     Some((&rest[..slash], &rest[slash..]))
 }
 
-/// One answer: its status and body, read from `conn` into `buf` (kept between answers).
+/// Each thread's read buffer: an answer's body passes through it in chunks of this size, so
+/// the bytes the kernel copies in are still in cache when they are searched.
+const CHUNK: usize = 256 << 10;
+
+/// One answer: its status, how many times the searched bytes occur in its body (with `first`
+/// set, 0 or 1: the search stops at the first), and the body's first bytes for a failure's
+/// message.
 struct Answer {
     status: u16,
-    body: std::ops::Range<usize>,
+    found: usize,
+    start: Vec<u8>,
 }
 
-/// Reads one answer from `conn` into `buf`.
-fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, String> {
+/// Reads one answer from `conn` through `buf` (CHUNK bytes, kept between answers), searching
+/// its body for `finder`'s bytes as they come.
+fn read_answer(
+    conn: &mut TcpStream,
+    buf: &mut [u8],
+    finder: &memchr::memmem::Finder<'_>,
+    first: bool,
+) -> Result<Answer, String> {
     let mut filled = 0;
     let (head_len, status, length) = loop {
-        if filled == buf.len() {
-            if buf.len() >= MAX_HEAD {
-                return Err(format!("no end of the answer's head in {MAX_HEAD} bytes"));
-            }
-            buf.resize(buf.len().max(4096) * 2, 0);
+        if filled == MAX_HEAD {
+            return Err(format!("no end of the answer's head in {MAX_HEAD} bytes"));
         }
-        let n = conn.read(&mut buf[filled..]).map_err(|e| format!("reading the answer: {e}"))?;
+        let n = conn.read(&mut buf[filled..MAX_HEAD]).map_err(|e| format!("reading the answer: {e}"))?;
         if n == 0 {
             return Err("the server closed the connection".into());
         }
@@ -70,21 +81,40 @@ fn read_answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Answer, String
             Err(e) => return Err(format!("the answer's head: {e}")),
         }
     };
-    let end = head_len + length;
-    if buf.len() < end {
-        buf.resize(end, 0);
-    }
-    while filled < end {
-        let n = conn.read(&mut buf[filled..]).map_err(|e| format!("reading the answer: {e}"))?;
-        if n == 0 {
-            return Err("the server closed the connection within an answer".into());
-        }
-        filled += n;
-    }
-    if filled > end {
+    if filled - head_len > length {
         return Err("bytes after the answer, which was not asked for".into());
     }
-    Ok(Answer { status, body: head_len..end })
+    buf.copy_within(head_len..filled, 0);
+    let (mut have, mut left) = (filled - head_len, length - (filled - head_len));
+    // A match across two chunks starts in the last `keep` bytes of the first, which begin the
+    // next; they are too few to hold a whole match, so none is counted twice.
+    let keep = finder.needle().len() - 1;
+    let (mut found, mut start) = (0, Vec::new());
+    loop {
+        while left > 0 && have < buf.len() {
+            let room = (buf.len() - have).min(left);
+            let n = conn.read(&mut buf[have..have + room]).map_err(|e| format!("reading the answer: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the connection within an answer".into());
+            }
+            (have, left) = (have + n, left - n);
+        }
+        if start.is_empty() {
+            start.extend_from_slice(&buf[..have.min(300)]);
+        }
+        if !(first && found > 0) {
+            found += if first {
+                usize::from(finder.find(&buf[..have]).is_some())
+            } else {
+                finder.find_iter(&buf[..have]).count()
+            };
+        }
+        if left == 0 {
+            return Ok(Answer { status, found, start });
+        }
+        buf.copy_within(have - keep..have, 0);
+        have = keep;
+    }
 }
 
 fn main() {
@@ -131,25 +161,20 @@ fn main() {
                     };
                     let mut conn = connect();
                     let (mut latencies, mut bad) = (Vec::new(), 0);
-                    let mut buf = Vec::new();
+                    let mut buf = vec![0; CHUNK];
                     while Instant::now() < deadline {
                         let sent = Instant::now();
                         let answer = conn
                             .write_all(request)
                             .map_err(|e| format!("sending the request: {e}"))
-                            .and_then(|()| read_answer(&mut conn, &mut buf));
+                            .and_then(|()| read_answer(&mut conn, &mut buf, finder, expect == 1));
                         let failure = match &answer {
                             Err(e) => Some(e.clone()),
                             Ok(a) => {
-                                let body = &buf[a.body.clone()];
-                                let ok = a.status == 200
-                                    && match expect {
-                                        1 => finder.find(body).is_some(),
-                                        n => finder.find_iter(body).count() == n,
-                                    };
-                                let head =
-                                    || String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-                                (!ok).then(|| format!("HTTP {}: {}", a.status, head()))
+                                let ok = a.status == 200 && a.found == expect;
+                                (!ok).then(|| {
+                                    format!("HTTP {}: {}", a.status, String::from_utf8_lossy(&a.start))
+                                })
                             }
                         };
                         if let Some(why) = failure {
