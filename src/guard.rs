@@ -77,16 +77,24 @@ impl Connections {
         ConnSlot { conns: self.clone(), who, over }
     }
 
-    /// actix-web's `on_connect` hook: counts the connection (plain TCP or rustls) in its data.
+    /// actix-web's `on_connect` hook: counts the connection (plain TCP or rustls) in its data,
+    /// and turns Nagle's algorithm off on it. An answer written in pieces (a bulk answer's
+    /// closing bytes, the tail of a write the socket took in part) otherwise waits for the
+    /// client's delayed acknowledgement of what went before: 40 ms on Linux, which every
+    /// timestamped bulk request on one connection paid.
     pub fn on_connect(self: &Arc<Self>, conn: &dyn Any, data: &mut Extensions) {
-        let peer = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
-            tcp.peer_addr().ok()
-        } else if let Some(tls) = conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
-        {
-            tls.get_ref().0.peer_addr().ok()
+        let tcp = if let Some(tcp) = conn.downcast_ref::<TcpStream>() {
+            Some(tcp)
         } else {
-            None
+            conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
+                .map(|tls| tls.get_ref().0)
         };
+        let peer = tcp.and_then(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
+            }
+            tcp.peer_addr().ok()
+        });
         if let Some(peer) = peer {
             data.insert(self.open(peer.ip()));
         }
