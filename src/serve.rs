@@ -12,6 +12,12 @@ use crate::commands::init_message;
 use crate::context::{init_ca, socket_path};
 use crate::settings::Settings;
 
+/// What no service of `pki serve` answers (an unknown path, or a method a path does not take
+/// outside the scopes that answer that themselves): a JSON 404, as every API's errors are JSON.
+async fn no_such_endpoint() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
+}
+
 /// `{"status":"ok"}` while every service can work and nothing needs attention.
 ///
 /// `{"status":"degraded", ...}` names what does: `"hsm"`, the key custody's problem, with 503
@@ -20,12 +26,6 @@ use crate::settings::Settings;
 /// with 200 — every node shares them, and a 503 would take them all out of a load balancer at
 /// once while they still answer; `"database"`, the database cannot be reached (PostgreSQL down),
 /// with 503 — ok again by itself once it is back.
-/// What no service of `pki serve` answers (an unknown path, or a method a path does not take
-/// outside the scopes that answer that themselves): a JSON 404, as every API's errors are JSON.
-async fn no_such_endpoint() -> HttpResponse {
-    HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
-}
-
 async fn healthz(ca: web::Data<Ca>) -> HttpResponse {
     let ca = ca.into_inner();
     let checked = web::block(move || {
@@ -479,9 +479,13 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             Some(addr) => {
                 let sources = metrics_sources.clone();
                 let m = HttpServer::new(move || {
+                    // The same guard and JSON 404 as the main listener's (no body deadline: a
+                    // scrape sends none).
                     App::new()
+                        .wrap(actix_web::middleware::from_fn(crate::guard::protect))
                         .app_data(sources.clone())
                         .route("/metrics", web::get().to(crate::metrics::scrape))
+                        .default_service(web::to(no_such_endpoint))
                 })
                 .workers(1)
                 .bind(addr)

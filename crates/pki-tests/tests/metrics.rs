@@ -124,6 +124,15 @@ fn a_metrics_listener_of_its_own_and_json_logs() {
     let r = get(metrics_port, "/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(sample(&r.text(), r#"pki_certificates_issued_total{kind="signing"}"#), Some(2.0));
+    // What the metrics listener does not serve is a JSON 404, as on the main listener.
+    for (method, path) in [("GET", "/nope"), ("POST", "/metrics"), ("GET", "/metrics/x")] {
+        let r = send(metrics_port, method, path, &[], Some(b"x"), Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            (r.status, r.json()),
+            (404, serde_json::json!({"error": "no such endpoint"})),
+            "{method} {path}"
+        );
+    }
     let logs = server.stderr();
     server.stop();
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
