@@ -3,9 +3,8 @@
 # beside OpenSSL's command-line pipeline `openssl smime -sign | openssl smime -encrypt` (`openssl
 # cms -encrypt` for P-256 recipients: `smime` has no key agreement) on the same messages, in the
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
-# without a timestamp, from the default RSA-2048 sender identity and, with timestamps, from a
-# P-256 one, each beside OpenSSL's pipeline signing with a key of the same type; then three
-# ceilings on this machine: OpenSSL's own primitives (`openssl speed`), pki's own sealing core
+# without a timestamp, from the default RSA-2048 sender identity and from a P-256 one, each
+# beside OpenSSL's pipeline signing with a key of the same type; then three ceilings on this machine: OpenSSL's own primitives (`openssl speed`), pki's own sealing core
 # alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
 # with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline; and the
 # transport alone (crates/pki-tests/src/bin/http-sink.rs: the same requests and answer sizes
@@ -240,6 +239,8 @@ for to in rsa p256; do
   case_line "pki single, 64 connections ($to, timestamp yes, P-256 sender)" single "req-$to-1-ec.json" 64
   case_line "pki bulk, 2 connections   ($to, timestamp yes, P-256 sender)" bulk "req-$to-1-ec.json" 2
   case_line "pki bulk, 2 connections, MIME ($to, timestamp yes, P-256 sender)" bulk-mime "req-$to-1-ec.json" 2
+  case_line "pki single, 64 connections ($to, timestamp no, P-256 sender)" single "req-$to-0-ec.json" 64
+  case_line "pki bulk, 2 connections   ($to, timestamp no, P-256 sender)" bulk "req-$to-0-ec.json" 2
   after_ec=$(openssl_pipeline "$to" "$NO" -ec)
   openssl_line "$to" P-256 after "$after_ec"
   after=$(openssl_pipeline "$to" "$NO")
