@@ -4,9 +4,10 @@
 # cms -encrypt` for P-256 recipients: `smime` has no key agreement) on the same messages, in the
 # same run: a 2 KB statement with a 100 KB PDF, to an RSA-2048 and to a P-256 recipient, with and
 # without a timestamp, from the default RSA-2048 sender identity and from a P-256 one, each
-# beside OpenSSL's pipeline signing with a key of the same type; then three ceilings on this machine: OpenSSL's own primitives (`openssl speed`), pki's own sealing core
-# alone (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed
-# with a key of the custody and encrypted, nothing else) beside 20x OpenSSL's pipeline; and the
+# beside OpenSSL's pipeline signing with a key of the same type; then three ceilings on this
+# machine: OpenSSL's own primitives (`openssl speed`), pki's own sealing core alone
+# (crates/sealed-mail/examples/seal_core_rate.rs: the entity signed with a key of the custody and
+# encrypted, nothing else) beside 20x OpenSSL's pipeline; and the
 # transport alone (crates/pki-tests/src/bin/http-sink.rs: the same requests and answer sizes
 # through the same HTTP stack, nothing done with them), alone and with the sealing core.
 #
