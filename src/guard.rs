@@ -548,4 +548,19 @@ mod tests {
         drop(v6);
         assert!(conns.map().is_empty(), "no entry is left for addresses without connections");
     }
+
+    #[actix_web::test]
+    async fn an_accepted_connection_is_counted_with_nagle_s_algorithm_off() {
+        let listener = actix_web::rt::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = std::net::TcpStream::connect(addr).expect("connect");
+        let (accepted, _) = listener.accept().await.expect("accept");
+        assert!(!accepted.nodelay().expect("nodelay"), "a socket starts with Nagle's algorithm on");
+        let conns = Connections::new(2);
+        let mut data = Extensions::new();
+        conns.on_connect(&accepted, &mut data);
+        assert!(accepted.nodelay().expect("nodelay"), "TCP_NODELAY set");
+        assert!(data.get::<ConnSlot>().is_some_and(|s| !s.over), "counted");
+        assert_eq!(conns.map().len(), 1);
+    }
 }
