@@ -818,4 +818,20 @@ mod tests {
         assert_eq!(kept.get_or(&serial("01"), b"good", parse).expect("parsed again").as_slice(), b"good");
         assert_eq!(parses.get(), 4);
     }
+
+    #[test]
+    fn on_every_core_keeps_the_order_and_raises_a_panic_again() {
+        let items: Vec<u32> = (0..1001).collect();
+        let out = on_every_core(items.clone(), |i| (i, std::thread::current().id()));
+        assert_eq!(out.iter().map(|(i, _)| *i).collect::<Vec<_>>(), items, "in order");
+        let threads: std::collections::HashSet<_> = out.iter().map(|(_, t)| *t).collect();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads.len(), cores.min(items.len()), "one share a core");
+        let failed = std::panic::catch_unwind(|| {
+            on_every_core(vec![1, 2, 3, 4], |i| if i == 3 { panic!("the third item") } else { i })
+        });
+        assert!(failed.is_err(), "a panic in one share is raised again");
+        assert_eq!(on_every_core(vec![1, 2, 3], |i| i * 2), vec![2, 4, 6]);
+        assert_eq!(on_every_core(Vec::<u8>::new(), |i| i), Vec::<u8>::new());
+    }
 }
