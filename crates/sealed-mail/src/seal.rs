@@ -431,13 +431,12 @@ impl Sealer {
     fn prepare_two(&self, key: &ApiKeyName, reqs: &[&SealRequest]) -> Vec<Result<Prepared, Error>> {
         let [a, b] = reqs else { return reqs.iter().map(|r| self.prepare(key, r)).collect() };
         let (mut wa, mut wb) = match (self.written(key, a), self.written(key, b)) {
-            (Ok(wa), Ok(wb)) if wa.body.is_cbc() && wb.body.is_cbc() => (wa, wb),
-            // Not two to encrypt: each on its own.
+            (Ok(wa), Ok(wb)) => (wa, wb),
             (wa, wb) => return vec![wa.and_then(|w| self.passed(w)), wb.and_then(|w| self.passed(w))],
         };
-        let (Some((ba, sa)), Some((bb, sb))) = (wa.body.cbc_input(), wb.body.cbc_input()) else {
-            let lost = || Err(Error::Internal("an entity to encrypt was lost".into()));
-            return vec![lost(), lost()];
+        let Some(((ba, sa), (bb, sb))) = Body::both_cbc_inputs(&mut wa.body, &mut wb.body) else {
+            // Not two to encrypt: each on its own.
+            return vec![self.passed(wa), self.passed(wb)];
         };
         let (mut ha, mut hb) = (wa.digest.hasher(), wb.digest.hasher());
         match CbcSealing::begin_two((ba, sa, &mut ha), (bb, sb, &mut hb)) {
@@ -640,12 +639,8 @@ enum Body {
 }
 
 impl Body {
-    fn is_cbc(&self) -> bool {
-        matches!(self, Body::Cbc { .. })
-    }
-
     /// A CBC entity's bytes, taken for its pass, and where its signed entity starts; once.
-    fn cbc_input(&mut self) -> Option<(Vec<u8>, usize)> {
+    fn cbc_input(&mut self) -> Option<CbcInput> {
         match self {
             Body::Cbc { bytes, entity_start, .. } if !bytes.is_empty() => {
                 Some((std::mem::take(bytes), *entity_start))
@@ -653,7 +648,19 @@ impl Body {
             _ => None,
         }
     }
+
+    /// Both entities' [`Body::cbc_input`] when both are there to take; neither taken otherwise.
+    fn both_cbc_inputs(a: &mut Body, b: &mut Body) -> Option<(CbcInput, CbcInput)> {
+        let ready = |body: &Body| matches!(body, Body::Cbc { bytes, .. } if !bytes.is_empty());
+        if !(ready(a) && ready(b)) {
+            return None;
+        }
+        Some((a.cbc_input()?, b.cbc_input()?))
+    }
 }
+
+/// A CBC entity's bytes and where its signed entity starts in them ([`Body::cbc_input`]).
+type CbcInput = (Vec<u8>, usize);
 
 /// A message signed, waiting for its timestamp.
 struct Prepared {
