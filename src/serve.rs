@@ -6,14 +6,16 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use ca_core::{Ca, CaCert, InitOutcome, OwnCert};
+use cerdb::directory::get_only;
 use cerdb::CaId;
 
 use crate::commands::init_message;
 use crate::context::{init_ca, socket_path};
 use crate::settings::Settings;
 
-/// What no service of `pki serve` answers (an unknown path, or a method a path does not take
-/// outside the scopes that answer that themselves): a JSON 404, as every API's errors are JSON.
+/// What no service of `pki serve` answers, an unknown path: a JSON 404, as every API's errors are
+/// JSON. A known path asked with a method it does not take gets 405 with `Allow` from its own
+/// resource ([`get_only`], [`cerdb::directory::post_only`], ACME's dispatcher).
 async fn no_such_endpoint() -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({"error": "no such endpoint"}))
 }
@@ -122,7 +124,7 @@ async fn crl(ca: web::Data<Ca>, name: web::Path<String>) -> HttpResponse {
 
 /// Publication of CA certificates (AIA caIssuers) and CRLs (CRL distribution points).
 pub fn publication(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ca/{name}", web::get().to(ca_cert)).route("/crl/{name}", web::get().to(crl));
+    cfg.service(get_only("/ca/{name}", ca_cert)).service(get_only("/crl/{name}", crl));
 }
 
 /// The services `pki serve` can run; all by default, a subset with `--only`.
@@ -419,12 +421,12 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 .wrap(actix_web::middleware::from_fn(crate::guard::protect))
                 .app_data(limits.clone())
                 .app_data(data_ca.clone())
-                .route("/healthz", web::get().to(healthz))
+                .service(get_only("/healthz", healthz))
                 .default_service(web::to(no_such_endpoint));
             if metrics_listen.is_none() {
                 app = app
                     .app_data(sources.clone())
-                    .route("/metrics", web::get().to(crate::metrics::loopback_only));
+                    .service(get_only("/metrics", crate::metrics::loopback_only));
             }
             if services.contains(&Service::Publication) {
                 app = app.configure(publication);
@@ -484,7 +486,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                     App::new()
                         .wrap(actix_web::middleware::from_fn(crate::guard::protect))
                         .app_data(sources.clone())
-                        .route("/metrics", web::get().to(crate::metrics::scrape))
+                        .service(get_only("/metrics", crate::metrics::scrape))
                         .default_service(web::to(no_such_endpoint))
                 })
                 .workers(1)

@@ -1105,6 +1105,14 @@ fn respond(acme: &Acme, result: Result<Reply, Problem>) -> HttpResponse {
     resp
 }
 
+/// 405 with `Allow` (RFC 9110 §15.5.6) and a `malformed` problem (RFC 8555 §6.3).
+fn not_allowed(acme: &Acme, detail: String, allow: &'static str) -> HttpResponse {
+    let mut resp = respond(acme, Err(Problem::malformed(detail).with_status(405)));
+    resp.headers_mut()
+        .insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static(allow));
+    resp
+}
+
 async fn dispatch(req: HttpRequest, mut payload: web::Payload, acme: web::Data<Acme>) -> HttpResponse {
     let path = req.path().strip_prefix("/acme").unwrap_or("").trim_start_matches('/').to_string();
     let method = req.method().clone();
@@ -1115,17 +1123,13 @@ async fn dispatch(req: HttpRequest, mut payload: web::Payload, acme: web::Data<A
                 let status = if method == Method::HEAD { 200 } else { 204 };
                 respond(&acme, Ok(Reply { status, body: Body::Empty, location: None, links: Vec::new() }))
             }
-            _ => respond(
-                &acme,
-                Err(Problem::malformed("ACME resources are read with POST-as-GET".into()).with_status(405)),
-            ),
+            _ => not_allowed(&acme, "ACME resources are read with POST-as-GET".into(), "POST"),
         };
     }
     if method != Method::POST {
-        return respond(
-            &acme,
-            Err(Problem::malformed(format!("method {method} is not used by ACME")).with_status(405)),
-        );
+        let allow =
+            if matches!(path.as_str(), "directory" | "" | "new-nonce") { "GET, HEAD" } else { "POST" };
+        return not_allowed(&acme, format!("method {method} is not used by ACME"), allow);
     }
     let ctype =
         req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, Scope};
+use actix_web::{guard, web, HttpRequest, HttpResponse, HttpResponseBuilder, Scope};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
@@ -26,15 +26,25 @@ pub const MAX_REQUEST_BYTES: usize = 10_000;
 
 const OCSP_RESPONSE: &str = "application/ocsp-response";
 
-/// The OCSP routes, mounted at `/ocsp`: `POST /ocsp`, `POST /ocsp/`, `GET /ocsp/{request}`.
+/// The OCSP routes, mounted at `/ocsp`: `POST /ocsp` (or any path below it), `GET /ocsp/{request}`.
 pub fn scope(responder: Arc<OcspResponder>) -> Scope {
     let limit = responder.config().max_request_bytes;
     web::scope("/ocsp")
         .app_data(web::Data::from(responder))
         .app_data(web::PayloadConfig::new(limit))
-        .route("", web::post().to(post))
-        .route("/", web::post().to(post))
-        .route("/{request:.*}", web::get().to(get))
+        .service(get_and_post(""))
+        .service(get_and_post("/{request:.*}"))
+}
+
+/// Every path under `/ocsp` takes a request by GET (HEAD too) or POST: a GET without one is
+/// answered `malformedRequest`, like any other undecodable request. Other methods get 405 with
+/// `Allow`.
+fn get_and_post(path: &str) -> actix_web::Resource {
+    let read = guard::Any(guard::Get()).or(guard::Head());
+    web::resource(path)
+        .route(web::route().guard(read).to(get))
+        .route(web::post().to(post))
+        .default_service(web::to(|| async { cerdb::directory::not_allowed("GET, HEAD, POST") }))
 }
 
 /// The answer when a handler fails outright (it panicked): an `OCSPResponse` with responseStatus

@@ -161,6 +161,10 @@ fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
         assert!(!r[case]["type"].as_str().unwrap_or_default().is_empty(), "{case}: {r}");
     }
     assert_eq!(r["get on a POST resource"]["status"], 405, "{r}");
+    assert_eq!(r["get on a POST resource"]["content_type"], "application/problem+json", "{r}");
+    assert_eq!(r["get on a POST resource"]["allow"], "POST", "{r}");
+    assert_eq!(r["put on the nonce resource"]["status"], 405, "{r}");
+    assert_eq!(r["put on the nonce resource"]["allow"], "GET, HEAD", "{r}");
     assert_eq!(r["still serving"], 200, "{r}");
     // Nothing was issued.
     assert_eq!(env.list_serials().len(), before, "no certificate issued by a refused request");

@@ -124,8 +124,9 @@ fn a_metrics_listener_of_its_own_and_json_logs() {
     let r = get(metrics_port, "/metrics");
     assert_eq!(r.status, 200);
     assert_eq!(sample(&r.text(), r#"pki_certificates_issued_total{kind="signing"}"#), Some(2.0));
-    // What the metrics listener does not serve is a JSON 404, as on the main listener.
-    for (method, path) in [("GET", "/nope"), ("POST", "/metrics"), ("GET", "/metrics/x")] {
+    // What the metrics listener does not serve is a JSON 404, and a method `/metrics` does not
+    // take a JSON 405 with `Allow`, as on the main listener.
+    for (method, path) in [("GET", "/nope"), ("GET", "/metrics/x")] {
         let r = send(metrics_port, method, path, &[], Some(b"x"), Duration::from_secs(10)).unwrap();
         assert_eq!(
             (r.status, r.json()),
@@ -133,6 +134,9 @@ fn a_metrics_listener_of_its_own_and_json_logs() {
             "{method} {path}"
         );
     }
+    let r = send(metrics_port, "POST", "/metrics", &[], Some(b"x"), Duration::from_secs(10)).unwrap();
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    r.expect_error(405, "use GET, HEAD", "POST /metrics");
     let logs = server.stderr();
     server.stop();
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();

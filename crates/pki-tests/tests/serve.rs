@@ -1,6 +1,7 @@
 //! `pki serve` itself: the admin socket is private and survives garbage; run with no `--data` in a
-//! fresh directory it creates `./pki-data`, initialises the CA and serves `/healthz` (and a JSON
-//! 404 for what nothing serves); a second `pki init` changes nothing.
+//! fresh directory it creates `./pki-data`, initialises the CA and serves `/healthz` (a JSON 404
+//! for a path nothing serves, a JSON 405 with `Allow` for a method a path does not take); a second
+//! `pki init` changes nothing.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -172,16 +173,48 @@ fn serve_without_data_flag_creates_pki_data_in_the_working_directory_and_init_is
     // What nothing answers is a JSON 404, not an empty one.
     for (method, path) in [
         ("GET", "/no/such/path"),
-        ("POST", "/healthz"),
+        ("POST", "/healthzz"),
         ("GET", "/api/v1/nope"),
         ("GET", "/api/v1/mail/nope"),
-        ("DELETE", "/tsa"),
     ] {
         let r = send(port, method, path, &[], None, Duration::from_secs(10)).unwrap();
         assert_eq!(r.status, 404, "{method} {path}");
         assert_eq!(r.header("content-type"), Some("application/json"), "{method} {path}");
         assert_eq!(r.json(), serde_json::json!({"error": "no such endpoint"}), "{method} {path}");
     }
+    // A path that exists, asked with a method it does not take: 405, what it takes in `Allow`,
+    // and a JSON error saying so, on every service of the default `pki serve`.
+    for (method, path, allow) in [
+        ("POST", "/healthz", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/ca/root.crt", "GET, HEAD"),
+        ("POST", "/crl/issuing.crl", "GET, HEAD"),
+        ("PUT", "/ocsp", "GET, HEAD, POST"),
+        ("DELETE", "/ocsp/MAMGAQ%3D%3D", "GET, HEAD, POST"),
+        ("GET", "/tsa", "POST"),
+        ("DELETE", "/tsa/", "POST"),
+        ("GET", "/api/v1/timestamps/verify", "POST"),
+        ("POST", "/api/v1/certificates/exists", "GET, HEAD"),
+        ("GET", "/api/v1/certificates/lookup", "POST"),
+        ("GET", "/api/v1/mail/seal", "POST"),
+    ] {
+        let r = send(port, method, path, &[], Some(b"x"), Duration::from_secs(10)).unwrap();
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{method} {path}: {}", r.text());
+        r.expect_error(405, &format!("use {allow}"), &format!("{method} {path}"));
+    }
+    // HEAD is GET without the body: the same status and length, and no byte after the head.
+    let get = send(port, "GET", "/ca/root.crt", &[], None, Duration::from_secs(10)).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"HEAD /ca/root.crt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    s.read_to_end(&mut head).unwrap();
+    let head = String::from_utf8(head).unwrap();
+    let (status_and_fields, after) = head.split_once("\r\n\r\n").unwrap();
+    assert!(status_and_fields.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let length = format!("content-length: {}", get.body.len());
+    assert!(status_and_fields.to_ascii_lowercase().lines().any(|l| l == length), "{head}");
+    assert_eq!(after, "", "a HEAD answer carries no body");
 
     // `pki init` with no flags in the same directory reaches the running server.
     let init = || {

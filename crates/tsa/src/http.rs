@@ -4,6 +4,7 @@ use actix_multipart::Multipart;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use cerdb::directory::post_only;
 use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
@@ -28,10 +29,7 @@ const MULTIPART_TYPE: &str = "multipart/form-data";
 /// at most [`MAX_QUERY_BYTES`]) → `200` with a DER TimeStampResp (`application/timestamp-reply`),
 /// refusals included. Other content types get `415`, bigger bodies `413`.
 pub fn scope(tsa: web::Data<TimestampAuthority>) -> Scope {
-    web::scope("/tsa")
-        .app_data(tsa)
-        .route("", web::post().to(timestamp))
-        .route("/", web::post().to(timestamp))
+    web::scope("/tsa").app_data(tsa).service(post_only("", timestamp)).service(post_only("/", timestamp))
 }
 
 /// The answer of `/tsa` when its handler fails outright (it panicked): a `TimeStampResp` with
@@ -46,7 +44,7 @@ pub fn system_failure_response() -> HttpResponse {
 /// `{"verified": true, "serial", "gen_time", "policy", "tsa", "hash_algorithm"}`, `422` with
 /// `{"verified": false, "failed_check", "error"}`, or `400`/`413`/`415` with `{"error"}`.
 pub fn verify_scope(verifier: web::Data<Verifier>) -> Scope {
-    web::scope("/api/v1/timestamps").app_data(verifier).route("/verify", web::post().to(verify_timestamp))
+    web::scope("/api/v1/timestamps").app_data(verifier).service(post_only("/verify", verify_timestamp))
 }
 
 /// The one mapping from errors to HTTP responses (JSON bodies); internal details are logged,

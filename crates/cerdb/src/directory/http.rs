@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{guard, web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -42,26 +42,48 @@ pub fn configure(dir: Arc<Directory>) -> impl Fn(&mut web::ServiceConfig) + Clon
         cfg.service(
             web::scope("/api/v1/certificates")
                 .app_data(data.clone())
-                .service(get_only("/exists").route(web::get().to(exists)))
-                .service(
-                    web::resource("/lookup")
-                        .route(web::post().to(lookup))
-                        .default_service(web::to(|| async { not_allowed("POST") })),
-                )
-                .service(get_only("/by-serial/{serial}").route(web::get().to(by_serial)))
-                .service(get_only("/{fingerprint}").route(web::get().to(by_fingerprint)))
-                .service(get_only("").route(web::get().to(fetch)))
+                .service(get_only("/exists", exists))
+                .service(post_only("/lookup", lookup))
+                .service(get_only("/by-serial/{serial}", by_serial))
+                .service(get_only("/{fingerprint}", by_fingerprint))
+                .service(get_only("", fetch))
                 .default_service(web::to(|| async { DirectoryError::NoSuchEndpoint.http_response() })),
         )
-        .service(get_only("/api/v1/openapi.json").route(web::get().to(openapi)));
+        .service(get_only("/api/v1/openapi.json", openapi));
     }
 }
 
-fn get_only(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(|| async { not_allowed("GET") }))
+/// A resource at `path` answered by `handler` for `GET`, and for `HEAD` (the same answer, its
+/// body left out by actix-web); any other method gets 405, `Allow: GET, HEAD` and a JSON error.
+/// For every read-only endpoint of `pki serve`, so that a wrong method is told apart from a wrong
+/// path (404).
+pub fn get_only<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    let read = guard::Any(guard::Get()).or(guard::Head());
+    web::resource(path)
+        .route(web::route().guard(read).to(handler))
+        .default_service(web::to(|| async { not_allowed("GET, HEAD") }))
 }
 
-fn not_allowed(allow: &'static str) -> HttpResponse {
+/// A resource at `path` answered by `handler` for `POST` only; any other method gets 405,
+/// `Allow: POST` and a JSON error.
+pub fn post_only<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(|| async { not_allowed("POST") }))
+}
+
+/// 405 with `Allow: allow` and `{"error": "method not allowed: use ALLOW"}`.
+pub fn not_allowed(allow: &'static str) -> HttpResponse {
     DirectoryError::MethodNotAllowed { allow }.http_response()
 }
 

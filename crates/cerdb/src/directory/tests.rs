@@ -640,10 +640,17 @@ async fn bad_input_gets_a_json_4xx_naming_the_problem() {
     // Wrong methods: 405 with Allow.
     let (s, h, _) = call!(&app, test::TestRequest::delete().uri("/api/v1/certificates/exists"));
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(h.get("allow").expect("allow"), "GET");
-    let (s, h, _) = call!(&app, get("/api/v1/certificates/lookup"));
+    assert_eq!(h.get("allow").expect("allow"), "GET, HEAD");
+    assert_eq!(h.get("content-type").expect("ct"), "application/json");
+    let (s, h, b) = call!(&app, get("/api/v1/certificates/lookup"));
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(h.get("allow").expect("allow"), "POST");
+    assert_eq!(json(&b)["error"], "method not allowed: use POST");
+    // HEAD is GET's answer (actix-web leaves its body out on the wire).
+    let head = test::TestRequest::default().method(actix_web::http::Method::HEAD);
+    let (s, h, _) = call!(&app, head.uri("/api/v1/certificates/exists?email=nobody@example.com"));
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h.get("content-type").expect("ct"), "application/json");
 }
 
 #[actix_web::test]

@@ -147,7 +147,13 @@ def refusals(base, kid, hmac, email, other_csr, both_csr, outside):
     out["wrong content type"] = raw_post(url, b"{}", ctype="application/json")
     out["unknown url"] = raw_post(base + "/acme/no-such-thing", b"{}")
     r = requests.get(base + "/acme/new-order", timeout=30)
-    out["get on a POST resource"] = {"status": r.status_code, "content_type": r.headers.get("Content-Type", "")}
+    out["get on a POST resource"] = {
+        "status": r.status_code,
+        "content_type": r.headers.get("Content-Type", ""),
+        "allow": r.headers.get("Allow", ""),
+    }
+    r = requests.put(acme.directory["newNonce"], timeout=30)
+    out["put on the nonce resource"] = {"status": r.status_code, "allow": r.headers.get("Allow", "")}
     # Still serving: a new nonce and the directory.
     out["still serving"] = requests.head(acme.directory["newNonce"], timeout=30).status_code
     return out
