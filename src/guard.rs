@@ -89,13 +89,11 @@ impl Connections {
             conn.downcast_ref::<actix_tls::accept::rustls_0_23::TlsStream<TcpStream>>()
                 .map(|tls| tls.get_ref().0)
         };
-        let peer = tcp.and_then(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
-            }
-            tcp.peer_addr().ok()
-        });
-        if let Some(peer) = peer {
+        let Some(tcp) = tcp else { return };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
+        }
+        if let Ok(peer) = tcp.peer_addr() {
             data.insert(self.open(peer.ip()));
         }
     }

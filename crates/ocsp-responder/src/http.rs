@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{guard, web, HttpRequest, HttpResponse, HttpResponseBuilder, Scope};
+use actix_web::{web, HttpRequest, HttpResponse, HttpResponseBuilder, Scope};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
@@ -40,9 +40,8 @@ pub fn scope(responder: Arc<OcspResponder>) -> Scope {
 /// answered `malformedRequest`, like any other undecodable request. Other methods get 405 with
 /// `Allow`.
 fn get_and_post(path: &str) -> actix_web::Resource {
-    let read = guard::Any(guard::Get()).or(guard::Head());
     web::resource(path)
-        .route(web::route().guard(read).to(get))
+        .route(web::route().guard(cerdb::directory::get_or_head()).to(get))
         .route(web::post().to(post))
         .default_service(web::to(|| async { cerdb::directory::not_allowed("GET, HEAD, POST") }))
 }

@@ -63,10 +63,14 @@ where
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    let read = guard::Any(guard::Get()).or(guard::Head());
     web::resource(path)
-        .route(web::route().guard(read).to(handler))
+        .route(web::route().guard(get_or_head()).to(handler))
         .default_service(web::to(|| async { not_allowed("GET, HEAD") }))
+}
+
+/// A request by GET or by HEAD (GET's answer without its body).
+pub fn get_or_head() -> guard::AnyGuard {
+    guard::Any(guard::Get()).or(guard::Head())
 }
 
 /// A resource at `path` answered by `handler` for `POST` only; any other method gets 405,
