@@ -8,9 +8,9 @@
 //!   `max_connections` (per worker: the configured total is spread over the workers).
 //! * Every request body must have arrived `[server] body_timeout_secs` after the request head
 //!   ([`protect`]): the payload is wrapped in a stream that fails at the deadline, the request
-//!   gets `408` and the connection is closed. Bodies are read by extractors with limits
-//!   (`web::Bytes` with a `PayloadConfig`, forms with their limits, the TSA's own limited
-//!   readers), so a body is never buffered beyond its limit.
+//!   gets `408` and the connection is closed. Bodies are read with limits (each service's
+//!   limited reader, such as `cerdb::directory::read_limited`, and the console's forms with
+//!   theirs), so a body is never buffered beyond its limit.
 //! * A request whose handler panics is still answered, in its protocol's own error form
 //!   ([`protect`]'s `panic_answer`; an ACME one with a fresh nonce, [`AcmeNonces`]), and its
 //!   connection closed; without this the client would read an empty reply.

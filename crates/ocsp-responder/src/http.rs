@@ -1,7 +1,8 @@
 //! The HTTP binding (RFC 6960 appendix A, RFC 5019 §5–6): `POST /ocsp` with the DER request as
 //! body, `GET /ocsp/{url-encoded base64 of the DER request}`; both answer
 //! `application/ocsp-response` with HTTP 200 whatever the OCSP responseStatus. A POST body over
-//! [`MAX_REQUEST_BYTES`] is refused with HTTP 413.
+//! [`MAX_REQUEST_BYTES`] is refused with HTTP 413 and a JSON `{"error"}`, before more of it is
+//! read.
 //!
 //! GET answers that a shared cache may keep (successful, no nonce) carry RFC 5019 §6.2 headers:
 //! `Cache-Control: max-age=<seconds to nextUpdate>, public, no-transform, must-revalidate`,
@@ -18,6 +19,8 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+use cerdb::directory::DirectoryError;
+
 use crate::responder::{error_reply, status_only, Freshness, OcspReply};
 use crate::{Error, OcspResponder, ResponseStatus};
 
@@ -28,10 +31,8 @@ const OCSP_RESPONSE: &str = "application/ocsp-response";
 
 /// The OCSP routes, mounted at `/ocsp`: `POST /ocsp` (or any path below it), `GET /ocsp/{request}`.
 pub fn scope(responder: Arc<OcspResponder>) -> Scope {
-    let limit = responder.config().max_request_bytes;
     web::scope("/ocsp")
         .app_data(web::Data::from(responder))
-        .app_data(web::PayloadConfig::new(limit))
         .service(get_and_post(""))
         .service(get_and_post("/{request:.*}"))
 }
@@ -55,8 +56,16 @@ pub fn internal_error_response() -> HttpResponse {
         .body(status_only(ResponseStatus::InternalError))
 }
 
-async fn post(responder: web::Data<OcspResponder>, body: web::Bytes) -> HttpResponse {
-    let reply = responder.respond_async(&body, responder.clock().now()).await;
+async fn post(req: HttpRequest, payload: web::Payload, responder: web::Data<OcspResponder>) -> HttpResponse {
+    let limit = responder.config().max_request_bytes;
+    let reply = match cerdb::directory::read_limited(&req, payload, limit).await {
+        Ok(body) => responder.respond_async(&body, responder.clock().now()).await,
+        // The one HTTP-level error: JSON, as every other 413 of `pki serve`.
+        Err(e @ DirectoryError::BodyTooLarge { .. }) => return e.http_response(),
+        // A stream that broke off: what arrived is not a request. (A body that did not arrive in
+        // time is answered 408 by `pki serve`'s guard, whatever this answers.)
+        Err(e) => error_reply(&Error::Malformed(e.to_string())),
+    };
     let mut res = HttpResponse::Ok();
     res.content_type(OCSP_RESPONSE);
     if reply.freshness.is_none() {

@@ -27,7 +27,7 @@
 //!
 //! Every failure to answer becomes an `OCSPResponse` with no `responseBytes` and the status
 //! chosen by [`Error::response_status`], the one mapping function; details go to the log only.
-//! HTTP-level errors are limited to `413` for a POST body over
+//! HTTP-level errors are limited to `413` with a JSON `{"error"}` for a POST body over
 //! [`OcspConfig::max_request_bytes`] (default [`MAX_REQUEST_BYTES`]).
 //!
 //! `README.md` beside this crate lists the choices made where the standards leave one, the

@@ -170,6 +170,11 @@ async fn a_two_mebibyte_body_is_refused_with_413() {
     )
     .await;
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(res.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
+    assert_eq!(
+        test::read_body(res).await,
+        format!(r#"{{"error":"request body over {} bytes"}}"#, ocsp_responder::MAX_REQUEST_BYTES)
+    );
     // Just at the limit is read and parsed (and is no request).
     let res = test::call_service(
         &app,

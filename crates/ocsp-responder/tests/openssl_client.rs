@@ -149,6 +149,8 @@ fn a_two_mebibyte_post_over_the_network_gets_413_and_no_panic() {
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.to_ascii_lowercase().contains("content-type: application/json"), "{text}");
+    assert!(text.ends_with(r#"{"error":"request body over 10000 bytes"}"#), "{text}");
     // And the server still answers afterwards.
     let text = ask(&server.url, &["-serial", "0x1001"]);
     assert!(text.contains("0x1001: good"), "{text}");

@@ -522,17 +522,24 @@ async fn lookup(req: HttpRequest, payload: web::Payload, dir: web::Data<Director
     respond(lookup_inner(req, payload, dir).await)
 }
 
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, DirectoryError> {
+/// A request's body, refused as [`DirectoryError::BodyTooLarge`] (413 JSON) when it declares or
+/// passes `max` bytes, without reading more than that; [`DirectoryError::BodyUnreadable`] when
+/// the client's stream fails.
+pub async fn read_limited(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max: usize,
+) -> Result<web::Bytes, DirectoryError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(DirectoryError::BodyTooLarge { max: MAX_BODY_BYTES });
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(DirectoryError::BodyTooLarge { max });
     }
-    match payload.to_bytes_limited(MAX_BODY_BYTES).await {
-        Err(_) => Err(DirectoryError::BodyTooLarge { max: MAX_BODY_BYTES }),
+    match payload.to_bytes_limited(max).await {
+        Err(_) => Err(DirectoryError::BodyTooLarge { max }),
         Ok(Err(e)) => Err(DirectoryError::BodyUnreadable(e.to_string())),
         Ok(Ok(b)) => Ok(b),
     }
@@ -547,7 +554,7 @@ async fn lookup_inner(
     if matches!(client, Client::Anonymous { .. }) {
         return Err(DirectoryError::KeyRequired("bulk lookup"));
     }
-    let body = read_body(&req, payload).await?;
+    let body = read_limited(&req, payload, MAX_BODY_BYTES).await?;
     let parsed: BulkRequest =
         serde_json::from_slice(&body).map_err(|e| DirectoryError::InvalidJson(e.to_string()))?;
     if parsed.emails.len() > MAX_BULK {
