@@ -80,3 +80,29 @@ pub fn exchange_from(from: IpAddr, port: u16, request: &[u8]) -> std::io::Result
     s.read_to_end(&mut out)?;
     RawReply::parse(&out).ok_or_else(|| std::io::Error::other("not an HTTP answer"))
 }
+
+/// A POST to `127.0.0.1:port` that declares `declared` body bytes, sends only `sent`, then
+/// stops sending (half-closes), as a client that crashed mid-request would; the answer read to
+/// the end.
+pub fn cut_short(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    sent: &[u8],
+    declared: usize,
+) -> std::io::Result<RawReply> {
+    assert!(sent.len() < declared, "a body cut short sends less than it declares");
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!("Content-Length: {declared}\r\n\r\n"));
+    s.write_all(head.as_bytes())?;
+    s.write_all(sent)?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    RawReply::parse(&out).ok_or_else(|| std::io::Error::other("not an HTTP answer"))
+}

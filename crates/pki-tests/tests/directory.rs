@@ -433,6 +433,18 @@ fn bad_input_is_refused_with_json_and_lookups_leave_no_address_in_the_logs() {
         post(body).expect_error(*status, needle, what);
         check_alive(what);
     }
+    let auth = format!("Bearer {key}");
+    let cut = pki_tests::raw_tcp::cut_short(
+        port,
+        "/api/v1/certificates/lookup",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        b"{\"emails\": [",
+        100,
+    )
+    .expect("an answer to a body cut short");
+    assert_eq!((cut.status, cut.header("content-type")), (400, Some("application/json")), "{}", cut.text());
+    assert!(cut.text().contains("the body ended before its declared length"), "{}", cut.text());
+    check_alive("a body cut short");
 
     // Lookups of an address in every form; none of it may reach the logs.
     assert!(!exists(port, secret, "encryption", k));

@@ -253,6 +253,17 @@ fn bad_requests_get_malformed_request_a_foreign_issuer_unauthorized_and_the_serv
         .arg(t.url()))
     .ok();
     assert_eq!(out.stdout, "413 application/json", "2 MiB in chunks");
+    // A body cut short is no request: malformedRequest, in OCSP's own form.
+    let cut = pki_tests::raw_tcp::cut_short(
+        t.server.port,
+        "/ocsp",
+        &[("Content-Type", "application/ocsp-request")],
+        &good[..20],
+        good.len(),
+    )
+    .expect("an answer to a body cut short");
+    assert_eq!((cut.status, cut.header("content-type")), (200, Some("application/ocsp-response")));
+    assert_eq!(response_status(&cut.body), MALFORMED_REQUEST);
 
     // A CA this responder does not serve.
     let dir = t.env.dir();

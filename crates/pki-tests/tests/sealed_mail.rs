@@ -663,6 +663,18 @@ fn fallback_revocation_permissions_and_bad_input() {
     // Over [mail] max_body_mib = 1: refused while reading.
     let big = request("alice@example.com", "t", &vec![0u8; 1 << 20], false).to_string();
     bad(big.as_bytes(), 413, "larger than");
+    // A body cut short (the client stops sending before its declared length): 400 JSON.
+    let auth = format!("Bearer {}", f.mailer);
+    let cut = pki_tests::raw_tcp::cut_short(
+        f.env.port,
+        "/api/v1/mail/seal",
+        &[("Authorization", &auth), ("Content-Type", "application/json")],
+        &body.as_bytes()[..100],
+        body.len(),
+    )
+    .expect("an answer to a body cut short");
+    assert_eq!((cut.status, cut.header("content-type")), (400, Some("application/json")), "{}", cut.text());
+    assert!(cut.text().contains("the body ended before its declared length"), "{}", cut.text());
     // Bulk: not an array, empty, and over 1000 messages.
     let bulk = |body: String| f.post("/api/v1/mail/seal/bulk", Some(&f.mailer), None, body.as_bytes());
     bulk("{\"messages\": 3}".into()).expect_error(400, "not a valid request", "bulk of a number");

@@ -178,7 +178,9 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
     }
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| Error::BadJson(format!("the body could not be read: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            Error::BadJson(format!("the body could not be read: {}", cerdb::directory::body_error_text(&e)))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(Error::TooLarge { limit });
         }

@@ -540,8 +540,21 @@ pub async fn read_limited(
     }
     match payload.to_bytes_limited(max).await {
         Err(_) => Err(DirectoryError::BodyTooLarge { max }),
-        Ok(Err(e)) => Err(DirectoryError::BodyUnreadable(e.to_string())),
+        Ok(Err(e)) => Err(DirectoryError::BodyUnreadable(
+            e.as_error::<actix_web::error::PayloadError>().map_or_else(|| e.to_string(), body_error_text),
+        )),
         Ok(Ok(b)) => Ok(b),
+    }
+}
+
+/// Why a request body could not be read, in one line for the client (actix's own text for a
+/// body cut short ends in the `Debug` of an `Option`: "…before completing: None").
+pub fn body_error_text(e: &actix_web::error::PayloadError) -> String {
+    match e {
+        actix_web::error::PayloadError::Incomplete(_) => {
+            "the body ended before its declared length or its last chunk".into()
+        }
+        other => other.to_string(),
     }
 }
 
