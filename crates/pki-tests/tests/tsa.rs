@@ -8,6 +8,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use pki_tests::raw_tcp::cut_short;
 use pki_tests::*;
 
 fn p(path: &Path) -> String {
@@ -229,6 +230,25 @@ fn refusals_are_time_stamp_responses_with_the_right_fail_info_and_the_server_kee
     assert_eq!(post(&t.url("/tsa"), "text/plain", &q).0, 415);
     let big = t.env.write("big.tsq", vec![0x30u8; 70 * 1024]);
     assert_eq!(post(&t.url("/tsa"), "application/timestamp-query", &big).0, 413);
+    // Bodies cut short (the client stops sending before its declared length): a query, and a
+    // verification form in the middle of its token part. 400 with one plain JSON line each.
+    let port = t.env.port;
+    let cut =
+        cut_short(port, "/tsa", &[("Content-Type", "application/timestamp-query")], &good[..10], good.len())
+            .expect("an answer to a query cut short");
+    assert_eq!((cut.status, cut.header("content-type")), (400, Some("application/json")), "{}", cut.text());
+    assert!(cut.text().contains("the body ended before its declared length"), "{}", cut.text());
+    let form = b"--XX\r\nContent-Disposition: form-data; name=\"token\"\r\n\r\n0\x82\x01";
+    let cut = cut_short(
+        port,
+        "/api/v1/timestamps/verify",
+        &[("Content-Type", "multipart/form-data; boundary=XX")],
+        form,
+        form.len() + 500,
+    )
+    .expect("an answer to a form cut short");
+    assert_eq!((cut.status, cut.header("content-type")), (400, Some("application/json")), "{}", cut.text());
+    assert!(cut.text().contains("the body ended before its declared length"), "{}", cut.text());
     // Still serving.
     let r = t.stamp(&q, "still.tsr");
     t.verify_ok(&r, true);

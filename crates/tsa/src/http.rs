@@ -1,6 +1,7 @@
 //! The HTTP scopes: `POST /tsa` (RFC 3161 §3.4) and `POST /api/v1/timestamps/verify`.
 
-use actix_multipart::Multipart;
+use actix_multipart::{Multipart, MultipartError};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, Scope};
@@ -77,15 +78,35 @@ fn has_media_type(req: &HttpRequest, expected: &str) -> bool {
         .is_some_and(|essence| essence.trim().eq_ignore_ascii_case(expected))
 }
 
+/// An error of the stream a body or part is read from, told to the client in one line.
+trait ReadError {
+    fn text(&self) -> String;
+}
+
+impl ReadError for PayloadError {
+    fn text(&self) -> String {
+        cerdb::directory::body_error_text(self)
+    }
+}
+
+impl ReadError for MultipartError {
+    fn text(&self) -> String {
+        match self {
+            MultipartError::Payload(e) => e.text(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// Reads a body or part into memory, refusing more than `limit` bytes.
 async fn read_limited<S, E>(mut stream: S, limit: usize) -> Result<Vec<u8>, Error>
 where
     S: Stream<Item = Result<web::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: ReadError,
 {
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {}", e.text())))?;
         if body.len() + chunk.len() > limit {
             return Err(Error::PayloadTooLarge { limit });
         }
@@ -135,11 +156,11 @@ struct VerifyForm {
 async fn digest_limited<S, E>(mut stream: S, limit: usize) -> Result<DataDigests, Error>
 where
     S: Stream<Item = Result<web::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    E: ReadError,
 {
     let mut digests = DataDigests::default();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading the body: {}", e.text())))?;
         if digests.len().saturating_add(chunk.len() as u64) > limit as u64 {
             return Err(Error::PayloadTooLarge { limit });
         }
@@ -155,7 +176,7 @@ async fn read_verify_form(req: &HttpRequest, payload: web::Payload) -> Result<Ve
     let mut form = VerifyForm::default();
     let mut parts = Multipart::new(req.headers(), payload);
     while let Some(field) = parts.next().await {
-        let field = field.map_err(|e| Error::BadRequest(format!("multipart body: {e}")))?;
+        let field = field.map_err(|e| Error::BadRequest(format!("multipart body: {}", e.text())))?;
         let name = field.name().unwrap_or_default().to_string();
         if name == "data" {
             if form.data.is_some() {
