@@ -70,20 +70,7 @@ pub fn legacy_line(legacy: u64) -> String {
 
 /// Reads a checkpoint file, refusing one larger than any checkpoint is before reading it all.
 pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let max = ca_core::checkpoint::MAX_CHECKPOINT_BYTES;
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("cannot read checkpoint file {}: {e}", path.display()))?;
-    let mut bytes = Vec::new();
-    file.take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("cannot read checkpoint file {}: {e}", path.display()))?;
-    anyhow::ensure!(
-        bytes.len() <= max,
-        "checkpoint file {} is larger than {max} bytes: not a checkpoint",
-        path.display()
-    );
-    Ok(bytes)
+    crate::input::read_bounded(path, "checkpoint file", ca_core::checkpoint::MAX_CHECKPOINT_BYTES)
 }
 
 fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -446,17 +446,8 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {what} {}: {e}", path.display()))
-}
-
 fn read_password(path: &Path) -> anyhow::Result<String> {
-    let bytes = read_file(path, "password file")?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow::anyhow!("password file {} is not UTF-8 text", path.display()))?;
-    let line = text.lines().next().unwrap_or("").to_string();
-    anyhow::ensure!(!line.is_empty(), "password file {} is empty", path.display());
-    Ok(line)
+    crate::input::read_secret_line(path, "password file")
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -501,7 +492,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Issue { email, usage, csr, generate, key_type, p12, p12_password_file } => {
-            let csr = csr.map(|p| read_file(&p, "CSR file")).transpose()?;
+            let csr = csr
+                .map(|p| crate::input::read_bounded(&p, "CSR file", crate::input::MAX_DER_FILE))
+                .transpose()?;
             let generate = if generate {
                 let (Some(p12), Some(pw)) = (p12, p12_password_file) else {
                     anyhow::bail!("--generate needs --p12 OUT and --p12-password-file F");
@@ -533,11 +526,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Request::AuditCheckpoint { out: out.display().to_string() }
         }
         Command::Ts { command: TsCommand::Stamp { file, server, out } } => {
-            let data = read_file(&file, "file")?;
-            let digest: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, &data)
-                .as_ref()
-                .try_into()
-                .expect("invariant: SHA-256 digests are 32 bytes");
+            let digest = crate::input::sha256_of(&file, "file")?;
             let mut nonce = [0u8; 8];
             ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
                 .map_err(|_| anyhow::anyhow!("no randomness for the nonce"))?;
@@ -553,8 +542,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Request::TsStamp { query, out: out.display().to_string() }
         }
         Command::Ts { command: TsCommand::Verify { token, data, digest } } => Request::TsVerify {
-            token: read_file(&token, "token file")?,
-            data: data.map(|d| read_file(&d, "data file")).transpose()?,
+            token: crate::input::read_bounded(&token, "token file", crate::input::MAX_DER_FILE)?,
+            // The data is hashed here, a mebibyte at a time, and only its digests are sent: a
+            // document of any size is verified without being held or carried whole.
+            data: None,
+            data_digests: data
+                .map(|d| crate::input::digests_of(&d, "data file"))
+                .transpose()?
+                .map(|digests| digests.values().into_iter().map(|(oid, d)| (oid, hex::encode(d))).collect()),
             digest,
         },
         Command::Ocsp { command: OcspCommand::Presign { out } } => {

@@ -88,9 +88,13 @@ pub enum Request {
     TsVerify {
         /// The token or reply.
         token: Vec<u8>,
-        /// The data.
+        /// The data (from a client that sends it whole).
         data: Option<Vec<u8>>,
-        /// Or its digest in hex.
+        /// Or its digests as the client computed them reading it: each algorithm's dotted OID and
+        /// the digest in hex ([`tsa::DataDigests::values`]).
+        #[serde(default)]
+        data_digests: Option<Vec<(String, String)>>,
+        /// Or its digest in hex, as the operator gave it.
         digest: Option<String>,
     },
     /// `pki ocsp presign`.
@@ -490,15 +494,26 @@ pub fn execute(ca: &Ca, env: &Envelope) -> Outcome {
                 files: vec![OutFile { path: path.clone(), bytes: reply }],
             })
         }
-        Request::TsVerify { token, data, digest } => {
+        Request::TsVerify { token, data, data_digests, digest } => {
             let verifier = crate::context::tsa_verifier(ca).map_err(|e| format!("{e:#}"))?;
             let digest_bytes = digest
                 .as_deref()
                 .map(|h| hex::decode(h.trim()).map_err(|_| format!("--digest {h:?} is not hex")))
                 .transpose()?;
-            let subject = match (data, &digest_bytes) {
-                (Some(d), None) => tsa::Timestamped::Data(d),
-                (None, Some(d)) => tsa::Timestamped::Digest(d),
+            let values = data_digests
+                .as_ref()
+                .map(|v| {
+                    v.iter()
+                        .map(|(oid, h)| {
+                            Ok((oid.clone(), hex::decode(h).map_err(|_| "a data digest is not hex")?))
+                        })
+                        .collect::<Result<Vec<_>, String>>()
+                })
+                .transpose()?;
+            let subject = match (data, &values, &digest_bytes) {
+                (Some(d), None, None) => tsa::Timestamped::Data(d),
+                (None, Some(v), None) => tsa::Timestamped::Digests(v),
+                (None, None, Some(d)) => tsa::Timestamped::Digest(d),
                 _ => return Err("give exactly one of --data FILE or --digest HEX".into()),
             };
             let v =

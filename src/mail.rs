@@ -306,9 +306,8 @@ pub fn open_mail_service(
     let m = &settings.mail;
     let archive = match &m.archive_certificate {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("cannot read [mail] archive_certificate {}: {e}", path.display())
-            })?;
+            let bytes =
+                crate::input::read_bounded(path, "[mail] archive_certificate", crate::input::MAX_DER_FILE)?;
             Some(match pem::parse(&bytes) {
                 Ok(p) => p.into_contents(),
                 Err(_) => bytes,

@@ -83,10 +83,7 @@ impl RelaySettings {
             let Some(file) = &self.password_file else {
                 anyhow::bail!("[mail.relay] username needs password_file");
             };
-            let text = std::fs::read_to_string(file).map_err(|e| {
-                anyhow::anyhow!("cannot read [mail.relay] password_file {}: {e}", file.display())
-            })?;
-            let password = text.lines().next().unwrap_or("").to_string();
+            let password = crate::input::read_secret_line(file, "[mail.relay] password_file")?;
             t = t.credentials(Credentials::new(user.clone(), password));
         }
         Ok(t.build())

@@ -13,6 +13,7 @@ mod directory;
 mod enrolment;
 mod escrow;
 mod guard;
+mod input;
 mod limits;
 mod mail;
 mod mail_relay;

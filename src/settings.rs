@@ -327,13 +327,7 @@ impl HsmSettings {
             .clone()
             .ok_or_else(|| anyhow::anyhow!("[hsm] backend = \"pkcs11\" needs token_label"))?;
         let pin = match &self.pin_file {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read the token PIN file {}", f.display()))?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                anyhow::ensure!(!line.is_empty(), "the token PIN file {} is empty", f.display());
-                line
-            }
+            Some(f) => crate::input::read_secret_line(f, "the token PIN file")?,
             None => {
                 let var = self.pin_env.as_deref().unwrap_or(DEFAULT_PIN_ENV);
                 match std::env::var(var) {
@@ -372,14 +366,18 @@ impl Settings {
             }
             return Ok(Settings::default());
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read configuration {}", path.display()))?;
+        let text = crate::input::read_text_bounded(&path, "configuration", crate::input::MAX_CONFIG_FILE)?;
         let s: Settings = toml::from_str(&text).map_err(|e| {
             // The line and the text there, so that the one-line message names the setting.
             let at = e.span().map(|span| {
                 let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
                 let src = text.lines().nth(line - 1).unwrap_or("").trim();
-                format!(" line {line} ({src})")
+                // A line is quoted whole up to 80 characters (a setting), cut beyond (no such file
+                // is a configuration anyway).
+                match src.char_indices().nth(80) {
+                    Some((cut, _)) => format!(" line {line} ({}…)", &src[..cut]),
+                    None => format!(" line {line} ({src})"),
+                }
             });
             anyhow::anyhow!(
                 "configuration {}{}: {}",
@@ -431,13 +429,10 @@ impl Settings {
             }
         }
         match &self.hsm.passphrase_file {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read the HSM passphrase file {}", f.display()))?;
-                let line = text.lines().next().unwrap_or("").to_string();
-                anyhow::ensure!(!line.is_empty(), "the HSM passphrase file {} is empty", f.display());
-                Ok(hsm_sim::MasterKeySource::Passphrase(line))
-            }
+            Some(f) => Ok(hsm_sim::MasterKeySource::Passphrase(crate::input::read_secret_line(
+                f,
+                "the HSM passphrase file",
+            )?)),
             None => Ok(hsm_sim::MasterKeySource::KeyFile),
         }
     }

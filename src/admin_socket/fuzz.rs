@@ -34,7 +34,18 @@ fn envelopes() -> Vec<serde_json::Value> {
         Request::List { email: Some("alice@example.com".into()) },
         Request::Show { serial: "0a1b".into() },
         Request::TsStamp { query: vec![0x30, 0x00], out: "reply.tsr".into() },
-        Request::TsVerify { token: vec![0x30, 0x00], data: None, digest: Some("00".repeat(32)) },
+        Request::TsVerify {
+            token: vec![0x30, 0x00],
+            data: None,
+            data_digests: None,
+            digest: Some("00".repeat(32)),
+        },
+        Request::TsVerify {
+            token: vec![0x30, 0x00],
+            data: None,
+            data_digests: Some(vec![("2.16.840.1.101.3.4.2.1".into(), "00".repeat(32))]),
+            digest: None,
+        },
         Request::Init,
     ];
     requests

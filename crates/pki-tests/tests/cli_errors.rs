@@ -77,6 +77,15 @@ fn cases(env: &Env, signing_serial: &str) -> (Vec<Case>, Vec<std::path::PathBuf>
             &["issue", "--email", "heidi@example.com", "--usage", "signing", "--csr", &dir_csr],
             &["cannot read CSR file", &dir_csr],
         ),
+        // Files past their bound (an endless device given by mistake): refused once it is passed.
+        case(
+            &["issue", "--email", "heidi@example.com", "--usage", "signing", "--csr", "/dev/zero"],
+            &["CSR file /dev/zero is larger than 1048576 bytes"],
+        ),
+        case(
+            &["audit", "verify", "--checkpoint", "/dev/zero"],
+            &["checkpoint file /dev/zero is larger than"],
+        ),
         // Password files and --generate.
         case(
             &[
@@ -245,6 +254,13 @@ fn bad_command_line_input_is_refused_with_one_error_line_naming_the_problem() {
     let out = run(pki_command().arg("--config").arg(&bad).arg("--data").arg(&env.data).arg("list"));
     let line = out.one_error_line();
     assert!(line.contains("public_base_url") && line.contains("ftp://example.com"), "{line}");
+    // Not a configuration: an endless device, and a long line quoted only in part.
+    let out = run(pki_command().arg("--config").arg("/dev/zero").arg("--data").arg(&env.data).arg("list"));
+    assert_eq!(out.one_error_line(), "error: configuration /dev/zero is larger than 1048576 bytes");
+    let long = env.write("long.toml", format!("[ca]\n{}\n", "q".repeat(5000)));
+    let out = run(pki_command().arg("--config").arg(&long).arg("--data").arg(&env.data).arg("list"));
+    let line = out.one_error_line();
+    assert!(line.contains(&format!("line 2 ({}…)", "q".repeat(80))) && line.len() < 300, "{line}");
     // Settings out of range or of the wrong type: the line and what was expected.
     for (file, text, command, wanted) in [
         ("zero.toml", "[server]\nworkers = 0\n", "serve", ["workers = 0", "expected 1 to 1024"]),

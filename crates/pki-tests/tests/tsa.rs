@@ -269,6 +269,29 @@ fn pki_ts_verify_passes_real_tokens_and_names_the_failed_check_otherwise() {
     let other = t.env.write("other.txt", "another statement\n");
     t.env.pki_fails(["ts", "verify", "--token", &p(&r), "--data", &p(&other)], &["imprint"]);
 
+    // A document larger than the admin channel carries (frames of 64 MiB, the data would be
+    // JSON): `pki ts stamp` and `pki ts verify --data` hash it a mebibyte at a time and send only
+    // digests to the running server.
+    let archive = t.env.path("archive.bin");
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&archive, block.repeat(40)).unwrap();
+    let stamped = t.env.pki(["ts", "stamp", &p(&archive)]).stdout;
+    assert!(stamped.contains("timestamp granted"), "{stamped}");
+    let archive_tsr = t.env.path("archive.bin.tsr");
+    let ok = t.env.pki(["ts", "verify", "--token", &p(&archive_tsr), "--data", &p(&archive)]).stdout;
+    assert!(ok.contains("verification: OK") && ok.contains("hash: SHA-256"), "{ok}");
+    t.env.pki_fails(["ts", "verify", "--token", &p(&archive_tsr), "--data", &p(&t.doc)], &["imprint"]);
+    // A SHA-512 imprint, checked from the data's digests alike.
+    let q512 = t.query("q512.tsq", &["-sha512"]);
+    let r512 = t.stamp(&q512, "r512.tsr");
+    let ok = t.env.pki(["ts", "verify", "--token", &p(&r512), "--data", &p(&t.doc)]).stdout;
+    assert!(ok.contains("verification: OK") && ok.contains("hash: SHA-512"), "{ok}");
+    // Files that are not tokens, past the bound: refused before they are read whole.
+    t.env.pki_fails(
+        ["ts", "verify", "--token", "/dev/zero", "--data", &p(&t.doc)],
+        &["larger than 1048576 bytes"],
+    );
+
     // One byte altered, inside the signed content (the serial / genTime area of TSTInfo).
     let mut bytes = std::fs::read(&r).unwrap();
     let pos = bytes.len() / 3;

@@ -130,6 +130,15 @@ impl DataDigests {
         self.len == 0
     }
 
+    /// Every digest of what was fed, each with its algorithm's OID in dotted form: data hashed
+    /// where it is, to be checked by a verifier elsewhere ([`crate::Timestamped::Digests`]).
+    pub fn values(&self) -> Vec<(String, Vec<u8>)> {
+        self.contexts
+            .iter()
+            .map(|(h, c)| (h.oid_text().to_string(), c.clone().finish().as_ref().to_vec()))
+            .collect()
+    }
+
     /// The digest of everything fed, with `alg`.
     pub(crate) fn digest(&self, alg: HashAlg) -> Vec<u8> {
         self.contexts

@@ -173,6 +173,9 @@ pub enum Timestamped<'a> {
     Digest(&'a [u8]),
     /// The data as it was streamed in, hashed with every imprint algorithm (the token's is used).
     Streamed(&'a DataDigests),
+    /// The data's digests with imprint algorithms, each with its algorithm's dotted OID, as
+    /// [`DataDigests::values`] gives them where the data was read (the token's is used).
+    Digests(&'a [(String, Vec<u8>)]),
 }
 
 /// What a verified token says.
@@ -354,6 +357,9 @@ pub fn verify(
         Timestamped::Data(d) => hash.digest(d) == imprint.hashed_message.as_bytes(),
         Timestamped::Digest(d) => d == imprint.hashed_message.as_bytes(),
         Timestamped::Streamed(d) => d.digest(hash) == imprint.hashed_message.as_bytes(),
+        Timestamped::Digests(values) => values
+            .iter()
+            .any(|(oid, d)| oid == hash.oid_text() && d.as_slice() == imprint.hashed_message.as_bytes()),
     };
     if !matches {
         let what = if matches!(subject, Timestamped::Digest(_)) { "digest" } else { "data" };
