@@ -199,10 +199,16 @@ echo "## sealed messages per second (2 KB text + 100 KB PDF; sender key RSA-2048
 ratios=""
 # case_line NAME MODE REQUEST CONNECTIONS: one pki case, printed and kept for the ratios below; a
 # failed case ends the run.
+# Each case is followed by one second of OpenSSL's RSA-2048 signing on one core (`pulse`), printed
+# beside it: this machine has slower phases of minutes (one seen at 322-349 us a signature instead
+# of 255-269, the cases' rates down alike), and a case measured in one shows as such.
+pulse() {
+  openssl speed -seconds 1 rsa2048 2>/dev/null | awk '/^rsa 2048/ { printf "%.0f", $4 * 1e6 }'
+}
 case_line() {
   local out
   out=$(driver "$2" "$3" "$4") || { echo "$1: $out"; exit 1; }
-  echo "$1: $out"
+  echo "$1: $out; right after, OpenSSL's RSA-2048 signature on one core: $(pulse) us"
   ratios+="$1|$(echo "$out" | awk '{print $1}')"$'\n'
 }
 # OpenSSL's pipeline is timed right before and right after pki's cases to the same recipient, and
