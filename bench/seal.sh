@@ -307,6 +307,7 @@ for sender in ("rsa", "p256"):
         name = "RSA-2048" if sender == "rsa" else "P-256"
         print(f"{name} sender to {to}: the {f['entity_bytes'] / 1000:.0f} KB entity sealed in {us} us; at most {cores * 1e6 / us:,.0f} messages/s on {cores} cores; 20x OpenSSL's pipeline is {20 * peer[(to, sender)]:,.0f}/s")
 EOF
+echo "right after, OpenSSL's RSA-2048 signature on one core: $(pulse) us"
 
 # The transport alone: the same client, the same requests on 4 connections, to a server on the
 # stack `pki serve` uses (actix-web, as many workers) that only reads each body and answers as many
@@ -327,7 +328,7 @@ for to in rsa p256; do
   sink=""
   printf -v "transport_$to" '%s' "$(python3 -c 'import sys; f = dict(kv.split("=") for kv in sys.argv[1].split()[1:]); print(int(f["requests"]) / (int(f["duration_us"]) / 1e6))' "$out")"
   tr="transport_$to"
-  echo "$(wc -c <"req-$to-1.json") bytes in, $bytes out ($to), 4 connections: ${!tr%.*} requests/s"
+  echo "$(wc -c <"req-$to-1.json") bytes in, $bytes out ($to), 4 connections: ${!tr%.*} requests/s; right after, OpenSSL's RSA-2048 signature on one core: $(pulse) us"
 done
 python3 - "$core" "$(nproc)" "$openssl_pipeline_rsa_rsa_signer" "$openssl_pipeline_p256_rsa_signer" \
   "$openssl_pipeline_rsa_p256_signer" "$openssl_pipeline_p256_p256_signer" "$transport_rsa" "$transport_p256" <<'EOF'

@@ -446,10 +446,6 @@ pub fn run() -> ExitCode {
     }
 }
 
-fn read_password(path: &Path) -> anyhow::Result<String> {
-    crate::input::read_secret_line(path, "password file")
-}
-
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     crate::mail_relay::configure(&settings.mail.relay);
@@ -499,7 +495,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 let (Some(p12), Some(pw)) = (p12, p12_password_file) else {
                     anyhow::bail!("--generate needs --p12 OUT and --p12-password-file F");
                 };
-                Some(Generate { key_type, p12_out: p12.display().to_string(), password: read_password(&pw)? })
+                Some(Generate {
+                    key_type,
+                    p12_out: p12.display().to_string(),
+                    password: crate::input::read_secret_line(&pw, "password file")?,
+                })
             } else {
                 None
             };
@@ -573,7 +573,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Request::EscrowRecover {
                     id,
                     p12_out: out.display().to_string(),
-                    password: read_password(&pw)?,
+                    password: crate::input::read_secret_line(&pw, "password file")?,
                 }
             }
         },

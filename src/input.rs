@@ -6,8 +6,8 @@
 use std::io::Read;
 use std::path::Path;
 
-/// The most bytes of a CSR, a timestamp token or reply, or an audit checkpoint read from a file:
-/// far above any of them (an RSA-16384 CSR is under 5 KiB; a reply with its chain a few KiB).
+/// The most bytes of a CSR, a timestamp token or reply, or a certificate read from a file: far
+/// above any of them (an RSA-16384 CSR is under 5 KiB; a reply with its chain a few KiB).
 pub const MAX_DER_FILE: usize = 1 << 20;
 /// The most bytes of the configuration file.
 pub const MAX_CONFIG_FILE: usize = 1 << 20;
@@ -40,36 +40,32 @@ pub fn read_secret_line(path: &Path, what: &str) -> anyhow::Result<String> {
     Ok(line)
 }
 
-/// The digests of `path`'s bytes with every imprint algorithm, read a mebibyte at a time.
-pub fn digests_of(path: &Path, what: &str) -> anyhow::Result<tsa::DataDigests> {
+/// Feeds `path`'s bytes to `feed`, a mebibyte at a time.
+fn stream(path: &Path, what: &str, mut feed: impl FnMut(&[u8])) -> anyhow::Result<()> {
     let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {what} {}: {e}", path.display());
     let mut file = std::fs::File::open(path).map_err(cannot)?;
-    let mut digests = tsa::DataDigests::default();
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return Ok(digests),
-            Ok(n) => digests.update(&buf[..n]),
+            Ok(0) => return Ok(()),
+            Ok(n) => feed(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(cannot(e)),
         }
     }
 }
 
+/// The digests of `path`'s bytes with every imprint algorithm, read a mebibyte at a time.
+pub fn digests_of(path: &Path, what: &str) -> anyhow::Result<tsa::DataDigests> {
+    let mut digests = tsa::DataDigests::default();
+    stream(path, what, |piece| digests.update(piece))?;
+    Ok(digests)
+}
+
 /// The SHA-256 digest of `path`'s bytes, read a mebibyte at a time.
 pub fn sha256_of(path: &Path, what: &str) -> anyhow::Result<[u8; 32]> {
-    let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {what} {}: {e}", path.display());
-    let mut file = std::fs::File::open(path).map_err(cannot)?;
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => ctx.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(cannot(e)),
-        }
-    }
+    stream(path, what, |piece| ctx.update(piece))?;
     Ok(ctx.finish().as_ref().try_into().expect("invariant: SHA-256 digests are 32 bytes"))
 }
 
