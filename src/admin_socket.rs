@@ -124,7 +124,18 @@ pub fn call(path: &Path, env: &Envelope) -> anyhow::Result<Option<Outcome>> {
         }
         Err(e) => anyhow::bail!("cannot reach the running server at {}: {e}", path.display()),
     };
-    write_frame(&mut conn, &serde_json::to_vec(env)?)?;
+    let request = serde_json::to_vec(env)?;
+    // The server would refuse it after reading its length and close the socket under the write
+    // ("Broken pipe"): said here instead, in the operator's terms.
+    anyhow::ensure!(
+        request.len() <= MAX_FRAME,
+        "the request is {} bytes, more than the {} MiB the running server's admin socket takes",
+        request.len(),
+        MAX_FRAME >> 20
+    );
+    write_frame(&mut conn, &request).map_err(|e| {
+        anyhow::anyhow!("cannot send the request to the running server at {}: {e}", path.display())
+    })?;
     let bytes = read_frame(&mut conn)
         .map_err(|e| anyhow::anyhow!("the running server did not answer on {}: {e}", path.display()))?;
     Ok(Some(serde_json::from_slice(&bytes)?))
@@ -155,6 +166,22 @@ mod tests {
         let too_big = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
         let e = read_frame(&mut std::io::Cursor::new(too_big)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_request_over_the_frame_limit_is_refused_by_the_client_before_it_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Each zero byte is "0," in JSON: 34 million of them make more than 64 MiB.
+        let query = vec![0u8; 34 << 20];
+        let env = Envelope {
+            actor: "root".into(),
+            request: crate::commands::Request::TsStamp { query, out: "reply.tsr".into() },
+        };
+        let e = call(&path, &env).unwrap_err().to_string();
+        assert!(e.contains("more than the 64 MiB the running server's admin socket takes"), "{e}");
+        drop(listener);
     }
 }
 
