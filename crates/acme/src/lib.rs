@@ -1126,10 +1126,14 @@ async fn dispatch(req: HttpRequest, mut payload: web::Payload, acme: web::Data<A
             _ => not_allowed(&acme, "ACME resources are read with POST-as-GET".into(), "POST"),
         };
     }
+    let read_only = matches!(path.as_str(), "directory" | "" | "new-nonce");
     if method != Method::POST {
-        let allow =
-            if matches!(path.as_str(), "directory" | "" | "new-nonce") { "GET, HEAD" } else { "POST" };
+        let allow = if read_only { "GET, HEAD" } else { "POST" };
         return not_allowed(&acme, format!("method {method} is not used by ACME"), allow);
+    }
+    // Refused by its method before its content type or body is looked at.
+    if read_only {
+        return not_allowed(&acme, format!("/acme/{path} is read with GET or HEAD"), "GET, HEAD");
     }
     let ctype =
         req.headers().get(actix_web::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -165,6 +165,13 @@ fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
     assert_eq!(r["get on a POST resource"]["allow"], "POST", "{r}");
     assert_eq!(r["put on the nonce resource"]["status"], 405, "{r}");
     assert_eq!(r["put on the nonce resource"]["allow"], "GET, HEAD", "{r}");
+    for case in ["post on the nonce resource", "post on the directory"] {
+        assert_eq!(
+            (&r[case]["status"], &r[case]["allow"]),
+            (&serde_json::json!(405), &serde_json::json!("GET, HEAD")),
+            "{case}: {r}"
+        );
+    }
     assert_eq!(r["still serving"], 200, "{r}");
     // Nothing was issued.
     assert_eq!(env.list_serials().len(), before, "no certificate issued by a refused request");

@@ -154,6 +154,11 @@ def refusals(base, kid, hmac, email, other_csr, both_csr, outside):
     }
     r = requests.put(acme.directory["newNonce"], timeout=30)
     out["put on the nonce resource"] = {"status": r.status_code, "allow": r.headers.get("Allow", "")}
+    # A POST to a GET resource, with a JWS body: refused by its method, before its body is read.
+    r = requests.post(acme.directory["newNonce"], data=b"{}", headers={"Content-Type": "application/jose+json"}, timeout=30)
+    out["post on the nonce resource"] = {"status": r.status_code, "allow": r.headers.get("Allow", "")}
+    r = requests.post(base + "/acme/directory", data=b"\x00" * 100, headers={"Content-Type": "text/plain"}, timeout=30)
+    out["post on the directory"] = {"status": r.status_code, "allow": r.headers.get("Allow", "")}
     # Still serving: a new nonce and the directory.
     out["still serving"] = requests.head(acme.directory["newNonce"], timeout=30).status_code
     return out
