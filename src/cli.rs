@@ -408,7 +408,7 @@ pub fn run() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("error: {}", escape_controls(&one_line(&e)));
+            eprintln!("error: {}", error_text(&one_line(&e)));
             return ExitCode::from(2);
         }
     };
@@ -439,8 +439,7 @@ pub fn run() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = escape_controls(&format!("{e:#}").replace('\n', " "));
-            eprintln!("error: {msg}");
+            eprintln!("error: {}", error_text(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -639,6 +638,25 @@ fn render(outcome: Outcome) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most characters of an error line: what was given is quoted in messages, and a value of
+/// ten thousand characters would otherwise fill the terminal.
+const MAX_ERROR_CHARS: usize = 1000;
+
+/// An error message as the CLI prints it: one line, control characters escaped, and a message
+/// longer than [`MAX_ERROR_CHARS`] cut in the middle, where a long value quoted in it is, so that
+/// its start (what failed) and its end (why) both stay.
+fn error_text(message: &str) -> String {
+    let text = escape_controls(&message.replace('\n', " "));
+    let n = text.chars().count();
+    if n <= MAX_ERROR_CHARS {
+        return text;
+    }
+    let keep = MAX_ERROR_CHARS / 2;
+    let head: String = text.chars().take(keep).collect();
+    let tail: String = text.chars().skip(n - keep).collect();
+    format!("{head}…({} characters left out)…{tail}", n - 2 * keep)
+}
+
 /// What the CLI prints, with the control characters of untrusted input (a CSR's subject, an
 /// address, a file name) escaped as Rust writes them (`\u{1b}`), so that no terminal escape
 /// sequence reaches the officer's terminal. Line feeds and tabs stay; bidirectional overrides
@@ -665,7 +683,7 @@ pub fn escape_controls(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_controls;
+    use super::{error_text, escape_controls};
 
     #[test]
     fn control_characters_are_escaped() {
@@ -674,5 +692,17 @@ mod tests {
         assert_eq!(escape_controls("x\u{202e}y"), "x\\u{202e}y");
         assert_eq!(escape_controls("line one\n\tline two\n"), "line one\n\tline two\n");
         assert_eq!(escape_controls("plain ünïcode"), "plain ünïcode");
+    }
+
+    #[test]
+    fn a_long_error_is_cut_in_the_middle_and_keeps_its_start_and_its_reason() {
+        let long =
+            format!("invalid serial number: \"{}\" contains 'z'; expected hex digits", "z".repeat(10_000));
+        let text = error_text(&long);
+        assert_eq!(text.chars().count(), 1000 + "…(9059 characters left out)…".chars().count());
+        assert!(text.starts_with("invalid serial number: \"zzz"), "{text}");
+        assert!(text.ends_with("zzz\" contains 'z'; expected hex digits"), "{text}");
+        assert!(text.contains("…(9059 characters left out)…"), "{text}");
+        assert_eq!(error_text("short\nmessage \u{1b}"), "short message \\u{1b}");
     }
 }

@@ -37,6 +37,7 @@ fn cases(env: &Env, signing_serial: &str) -> (Vec<Case>, Vec<std::path::PathBuf>
     let dir_csr = p(&dir_csr);
     let out_p12 = env.path("must-not-exist.p12");
     let p12 = p(&out_p12);
+    let long_serial = "z".repeat(10_000);
     let hex41 = "1".repeat(41);
     let hex43 = "a".repeat(43);
     let issue = |email: &str, usage: &str| -> Vec<String> {
@@ -194,6 +195,15 @@ fn cases(env: &Env, signing_serial: &str) -> (Vec<Case>, Vec<std::path::PathBuf>
         // Other arguments.
         case(&["list", "--email", "not an address"], &["e-mail address", "not an address"]),
         case(&["crl", "--ca", "bogus"], &["unknown CA", "bogus"]),
+        // A value of 10,000 characters: quoted in part, the reason kept.
+        case(
+            &["revoke", "--serial", &long_serial, "--reason", "keyCompromise"],
+            &[
+                "invalid serial number: \"zzz",
+                "characters left out",
+                "zzz\" contains 'z'; expected hex digits",
+            ],
+        ),
         case(&["ca-cert", "bogus"], &["unknown CA certificate", "bogus"]),
         case(&["frobnicate"], &["frobnicate"]),
     ];
