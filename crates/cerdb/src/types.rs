@@ -215,7 +215,13 @@ impl EmailAddress {
 impl FromStr for EmailAddress {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidEmail(format!("{s:?}: {why}"));
+        // The address is quoted in the error; one too long to be an address only in part.
+        let bad = |why: &str| match s.char_indices().nth(80) {
+            Some((cut, _)) => {
+                Error::InvalidEmail(format!("{:?}… ({} characters): {why}", &s[..cut], s.chars().count()))
+            }
+            None => Error::InvalidEmail(format!("{s:?}: {why}")),
+        };
         if s.len() > 254 {
             return Err(bad("longer than 254 characters"));
         }
@@ -549,6 +555,18 @@ mod tests {
         }
         let long_local = format!("{}@example.com", "a".repeat(65));
         assert!(long_local.parse::<EmailAddress>().is_err());
+        // An address of thousands of characters is quoted only in part in its error.
+        let huge = format!("{}@example.com", "a".repeat(9000));
+        let e = huge.parse::<EmailAddress>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "invalid e-mail address {:?}… (9012 characters): longer than 254 characters",
+                "a".repeat(80)
+            )
+        );
+        let e = "al ice@example.com".parse::<EmailAddress>().unwrap_err().to_string();
+        assert!(e.starts_with("invalid e-mail address \"al ice@example.com\": "), "{e}");
     }
 
     #[test]

@@ -653,6 +653,12 @@ fn fallback_revocation_permissions_and_bad_input() {
     let mut injected = request("alice@example.com", "t", b"x", false);
     injected["subject"] = serde_json::json!("Hi\r\nBcc: everyone@example.com");
     bad(injected.to_string().as_bytes(), 400, "subject");
+    // An address of 9,000 characters: quoted only in part.
+    let mut long_to = request("alice@example.com", "t", b"x", false);
+    long_to["to"] = serde_json::json!(format!("{}@example.com", "a".repeat(9000)));
+    let r = f.post("/api/v1/mail/seal", Some(&f.mailer), None, long_to.to_string().as_bytes());
+    r.expect_error(400, "(9012 characters): longer than 254 characters", "an address of 9,000 characters");
+    assert!(r.body.len() < 400, "the error quotes the whole address: {}", r.text());
     let mut garbage = vec![0u8; 5000];
     let mut x = 7u64;
     for b in garbage.iter_mut() {
