@@ -32,6 +32,7 @@ pub mod recovery_store;
 pub mod scenarios;
 pub mod sled_engine;
 mod store;
+pub mod text;
 pub mod tsa_store;
 mod types;
 mod withdrawn;

@@ -396,6 +396,12 @@ fn bad_input_is_refused_with_json_and_lookups_leave_no_address_in_the_logs() {
             "unknown usage",
         ),
         ("/api/v1/certificates?email=known@example.com&usage=".into(), 400, "unknown usage"),
+        // A value of 5,000 characters is quoted cut in the middle.
+        (
+            format!("/api/v1/certificates?email=known@example.com&usage={}", "u".repeat(5000)),
+            400,
+            "characters left out)…uuu",
+        ),
         ("/api/v1/certificates/exists?email_sha256=12345".into(), 400, "64 hex digits"),
         ("/api/v1/certificates/exists".into(), 400, "email or email_sha256"),
         ("/api/v1/certificates/zz00".into(), 400, "fingerprint"),

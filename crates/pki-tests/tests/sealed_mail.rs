@@ -659,6 +659,19 @@ fn fallback_revocation_permissions_and_bad_input() {
     let r = f.post("/api/v1/mail/seal", Some(&f.mailer), None, long_to.to_string().as_bytes());
     r.expect_error(400, "(9012 characters): longer than 254 characters", "an address of 9,000 characters");
     assert!(r.body.len() < 400, "the error quotes the whole address: {}", r.text());
+    // A value of 9,000 characters echoed by its error, and a field name as long: cut in the
+    // middle, the reason kept.
+    let mut long_fallback = request("alice@example.com", "t", b"x", false);
+    long_fallback["fallback"] = serde_json::json!("b".repeat(9000));
+    let mut long_field = request("alice@example.com", "t", b"x", false);
+    long_field["x".repeat(9000)] = serde_json::json!(1);
+    for (body, needle) in
+        [(long_fallback, "is not a fallback: expected invitation"), (long_field, "unknown field")]
+    {
+        let r = f.post("/api/v1/mail/seal", Some(&f.mailer), None, body.to_string().as_bytes());
+        r.expect_error(400, needle, "a value of 9,000 characters");
+        assert!(r.text().contains("characters left out)…") && r.body.len() < 1200, "{}", r.text());
+    }
     let mut garbage = vec![0u8; 5000];
     let mut x = 7u64;
     for b in garbage.iter_mut() {

@@ -170,7 +170,10 @@ impl Error {
             {
                 serde_json::json!({"error": "internal error"})
             }
-            e => serde_json::json!({"error": e.to_string()}),
+            e => {
+                let text = e.to_string();
+                serde_json::json!({"error": cerdb::text::cut_middle(&text, cerdb::text::MAX_ERROR_CHARS)})
+            }
         }
     }
 }

@@ -56,7 +56,13 @@ fn http_error(err: &Error) -> HttpResponse {
             StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "verified": false, "failed_check": check.name(), "error": reason }),
         ),
-        Error::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "error": err.to_string() })),
+        Error::BadRequest(_) => {
+            let text = err.to_string();
+            (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": cerdb::text::cut_middle(&text, cerdb::text::MAX_ERROR_CHARS) }),
+            )
+        }
         Error::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": err.to_string() })),
         Error::UnsupportedMediaType { .. } => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, json!({ "error": err.to_string() }))

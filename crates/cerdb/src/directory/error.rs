@@ -137,7 +137,7 @@ impl DirectoryError {
                 tracing::error!(error = %e, "directory storage failure");
                 "internal error".to_string()
             }
-            other => other.to_string(),
+            other => crate::text::cut_middle(&other.to_string(), crate::text::MAX_ERROR_CHARS).into_owned(),
         };
         let mut res = HttpResponse::build(status);
         res.insert_header((header::CACHE_CONTROL, "no-store"));
