@@ -164,11 +164,12 @@ impl Problem {
         self.status.unwrap_or(self.kind.status())
     }
 
-    /// The JSON body.
+    /// The JSON body; a detail quoting a value of thousands of characters is cut in the middle
+    /// (`cerdb::text::cut_middle`).
     pub fn body(&self) -> String {
         let wire = Wire {
             kind: format!("urn:ietf:params:acme:error:{}", self.kind.name()),
-            detail: &self.detail,
+            detail: &cerdb::text::cut_middle(&self.detail, cerdb::text::MAX_ERROR_CHARS),
             status: self.http_status(),
         };
         serde_json::to_string(&wire).unwrap_or_else(|_| "{}".into())

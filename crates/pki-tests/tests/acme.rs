@@ -160,6 +160,13 @@ fn refusals_carry_their_problem_types_and_the_server_keeps_serving() {
         assert_eq!(r[case]["content_type"], "application/problem+json", "{case}: {r}");
         assert!(!r[case]["type"].as_str().unwrap_or_default().is_empty(), "{case}: {r}");
     }
+    assert_eq!(r["long alg"]["status"], 400, "{r}");
+    let detail = r["long alg"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("characters left out)…") && detail.ends_with("accepted are ES256, RS256, EdDSA"),
+        "{r}"
+    );
+    assert!(r["long alg"]["length"].as_u64().unwrap_or(u64::MAX) < 1200, "{r}");
     assert_eq!(r["get on a POST resource"]["status"], 405, "{r}");
     assert_eq!(r["get on a POST resource"]["content_type"], "application/problem+json", "{r}");
     assert_eq!(r["get on a POST resource"]["allow"], "POST", "{r}");

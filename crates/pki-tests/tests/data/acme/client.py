@@ -17,6 +17,7 @@ library from PyPI: an independent implementation of RFC 8555 talking to `pki ser
 
 Each command prints one JSON object on its last line.
 """
+import base64
 import datetime
 import json
 import sys
@@ -146,6 +147,13 @@ def refusals(base, kid, hmac, email, other_csr, both_csr, outside):
     out["oversized"] = raw_post(url, b"{" + b" " * (2 << 20) + b"}")
     out["wrong content type"] = raw_post(url, b"{}", ctype="application/json")
     out["unknown url"] = raw_post(base + "/acme/no-such-thing", b"{}")
+    # A protected header whose alg is 9,000 characters: the problem quotes it cut in the middle.
+    nonce = requests.head(acme.directory["newNonce"], timeout=30).headers["Replay-Nonce"]
+    header = {"alg": "X" * 9000, "nonce": nonce, "url": url, "jwk": {"kty": "EC"}}
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    jws = {"protected": b64(json.dumps(header).encode()), "payload": "", "signature": "AA"}
+    r = requests.post(url, data=json.dumps(jws), headers={"Content-Type": "application/jose+json"}, timeout=30)
+    out["long alg"] = {"status": r.status_code, "length": len(r.content), "detail": r.json().get("detail", "")}
     r = requests.get(base + "/acme/new-order", timeout=30)
     out["get on a POST resource"] = {
         "status": r.status_code,
