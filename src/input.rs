@@ -40,10 +40,16 @@ pub fn read_secret_line(path: &Path, what: &str) -> anyhow::Result<String> {
     Ok(line)
 }
 
-/// Feeds `path`'s bytes to `feed`, a mebibyte at a time.
+/// Feeds `path`'s bytes to `feed`, a mebibyte at a time. Only a regular file: a device or a pipe
+/// (`/dev/zero` given by mistake) may never end.
 fn stream(path: &Path, what: &str, mut feed: impl FnMut(&[u8])) -> anyhow::Result<()> {
     let cannot = |e: std::io::Error| anyhow::anyhow!("cannot read {what} {}: {e}", path.display());
     let mut file = std::fs::File::open(path).map_err(cannot)?;
+    anyhow::ensure!(
+        file.metadata().map_err(cannot)?.is_file(),
+        "{what} {} is not a regular file",
+        path.display()
+    );
     let mut buf = vec![0u8; 1 << 20];
     loop {
         match file.read(&mut buf) {
@@ -109,5 +115,10 @@ mod tests {
         let sha512 = ring::digest::digest(&ring::digest::SHA512, &data);
         assert!(values.iter().any(|(oid, d)| oid == "2.16.840.1.101.3.4.2.1" && d == sha256.as_ref()));
         assert!(values.iter().any(|(oid, d)| oid == "2.16.840.1.101.3.4.2.3" && d == sha512.as_ref()));
+        // A device that never ends, and a directory, are refused before anything is read.
+        let e = sha256_of(Path::new("/dev/zero"), "file").unwrap_err().to_string();
+        assert_eq!(e, "file /dev/zero is not a regular file");
+        let e = digests_of(dir.path(), "data file").unwrap_err().to_string();
+        assert_eq!(e, format!("data file {} is not a regular file", dir.path().display()));
     }
 }

@@ -291,6 +291,12 @@ fn pki_ts_verify_passes_real_tokens_and_names_the_failed_check_otherwise() {
         ["ts", "verify", "--token", "/dev/zero", "--data", &p(&t.doc)],
         &["larger than 1048576 bytes"],
     );
+    // Data that never ends (a device) is refused before it is read; a document is a file.
+    t.env.pki_fails(
+        ["ts", "verify", "--token", &p(&r), "--data", "/dev/zero"],
+        &["data file /dev/zero is not a regular file"],
+    );
+    t.env.pki_fails(["ts", "stamp", "/dev/zero"], &["file /dev/zero is not a regular file"]);
 
     // One byte altered, inside the signed content (the serial / genTime area of TSTInfo).
     let mut bytes = std::fs::read(&r).unwrap();
