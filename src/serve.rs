@@ -310,6 +310,12 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
+    if tls_conf.is_none() && settings.server.tls.cert_file.is_some() {
+        tracing::warn!(
+            "[server.tls] cert_file and key_file are set, but nothing here listens with TLS ([server.tls] \
+             listen, --tls-listen or [ldap] tls_listen): they are not used"
+        );
+    }
     let tls = match (&settings.server.tls.listen, &tls_conf) {
         (Some(addr), Some(conf)) => Some((addr.clone(), conf.clone())),
         _ => None,

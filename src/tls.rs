@@ -74,13 +74,17 @@ pub fn hsm_certified_key(chain: Vec<Vec<u8>>, key: Arc<dyn hsm_sim::Signer>) -> 
     CertifiedKey::new(chain, Arc::new(HsmSigningKey { key, scheme, algorithm }))
 }
 
-/// A certificate chain and key from PEM files.
+/// A certificate chain and key from PEM files (each read whole, up to
+/// [`crate::input::MAX_DER_FILE`]: a wrong path such as a device is refused, not read for ever).
 pub fn file_certified_key(cert_file: &Path, key_file: &Path) -> anyhow::Result<CertifiedKey> {
-    let chain = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    use crate::input::{read_bounded, MAX_DER_FILE};
+    let certs = read_bounded(cert_file, "[server.tls] cert_file", MAX_DER_FILE)?;
+    let chain = CertificateDer::pem_slice_iter(&certs)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("cannot read certificates from {}: {e}", cert_file.display()))?;
     anyhow::ensure!(!chain.is_empty(), "no certificate in {}", cert_file.display());
-    let key = PrivateKeyDer::from_pem_file(key_file)
+    let key_pem = read_bounded(key_file, "[server.tls] key_file", MAX_DER_FILE)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
         .map_err(|e| anyhow::anyhow!("cannot read a private key from {}: {e}", key_file.display()))?;
     let signing = rustls::crypto::ring::sign::any_supported_type(&key)
         .with_context(|| format!("unusable private key in {}", key_file.display()))?;

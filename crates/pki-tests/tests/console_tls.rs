@@ -82,6 +82,33 @@ fn https_with_a_configured_certificate_and_key_file() {
     assert!(out.stdout.starts_with("HTTP/1.1 200"), "{}", out.stdout);
     let root = env.ca_files().root;
     assert!(!curl_https(&root, &format!("https://localhost:{tls_port}/admin/login")).status.success());
+    _server.stop();
+    // The same files with nothing listening with TLS: said, not silently ignored.
+    let plain = env.serve();
+    assert!(plain
+        .stderr()
+        .contains("[server.tls] cert_file and key_file are set, but nothing here listens with TLS"));
+    plain.stop();
+    // Files that are no certificate or key (a device given by mistake): one line, before any
+    // listener opens.
+    for (cert_file, key_file, wanted) in [
+        (
+            "/dev/zero".into(),
+            key.display().to_string(),
+            "[server.tls] cert_file /dev/zero is larger than 1048576 bytes",
+        ),
+        (
+            cert.display().to_string(),
+            "/dev/zero".into(),
+            "[server.tls] key_file /dev/zero is larger than 1048576 bytes",
+        ),
+    ] {
+        let bad = Env::with_config(&format!(
+            "[server.tls]\ncert_file = \"{cert_file}\"\nkey_file = \"{key_file}\"\n"
+        ));
+        bad.init();
+        bad.pki_fails(["serve", "--tls-listen", &format!("127.0.0.1:{}", free_port())], &[wanted]);
+    }
 }
 
 #[test]
