@@ -185,6 +185,14 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         anyhow::bail!("--only ldap: set [ldap] listen or tls_listen in the configuration");
     }
     let checkpoint_dir = settings.audit.checkpoint_dir(data)?;
+    let ldap_on = services.contains(&Service::Ldap) && settings.ldap.enabled();
+    let tls_wanted = settings.server.tls.listen.is_some() || (ldap_on && settings.ldap.tls_listen.is_some());
+    // The configured certificate and key files are read and checked before key custody is opened
+    // or a CA made: a wrong file is the one line this command prints.
+    let tls_files = match (&settings.server.tls.cert_file, &settings.server.tls.key_file) {
+        (Some(cert), Some(key)) if tls_wanted => Some(crate::tls::file_certified_key(cert, key)?),
+        _ => None,
+    };
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -303,14 +311,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
-    let ldap_on = services.contains(&Service::Ldap) && settings.ldap.enabled();
-    let tls_conf = if settings.server.tls.listen.is_some() || (ldap_on && settings.ldap.tls_listen.is_some())
-    {
-        Some(tls_config(&ca, settings)?)
-    } else {
-        None
-    };
-    if tls_conf.is_none() && settings.server.tls.cert_file.is_some() {
+    let tls_conf = if tls_wanted { Some(tls_config(&ca, tls_files)?) } else { None };
+    if !tls_wanted && settings.server.tls.cert_file.is_some() {
         tracing::warn!(
             "[server.tls] cert_file and key_file are set, but nothing here listens with TLS ([server.tls] \
              listen, --tls-listen or [ldap] tls_listen): they are not used"
@@ -555,14 +557,17 @@ fn listens_on_loopback(listen: &str) -> bool {
     }
 }
 
-/// The HTTPS configuration: the files of `[server.tls]`, or the console certificate issued by
-/// the root CA (its key in the key store), checked twice a day for renewal, and taken up within
-/// a second when `pki ca rekey --ca tls` replaced it (here or on another node).
-fn tls_config(ca: &Arc<Ca>, settings: &Settings) -> anyhow::Result<rustls::ServerConfig> {
-    let tls = &settings.server.tls;
-    let resolver = match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => crate::tls::Resolver::new(crate::tls::file_certified_key(cert, key)?),
-        _ => {
+/// The HTTPS configuration: the certificate and key of `[server.tls]`'s files (read by the
+/// caller), or the console certificate issued by the root CA (its key in the key store), checked
+/// twice a day for renewal, and taken up within a second when `pki ca rekey --ca tls` replaced it
+/// (here or on another node).
+fn tls_config(
+    ca: &Arc<Ca>,
+    files: Option<rustls::sign::CertifiedKey>,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let resolver = match files {
+        Some(certified) => crate::tls::Resolver::new(certified),
+        None => {
             let (chain, key) = ca.tls_server_certificate()?;
             let resolver = crate::tls::Resolver::new(crate::tls::hsm_certified_key(chain, key));
             let (ca, r) = (ca.clone(), resolver.clone());
