@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{guard, web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder};
+use actix_web::{guard, web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, Route};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -63,9 +63,7 @@ where
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    web::resource(path)
-        .route(web::route().guard(get_or_head()).to(handler))
-        .default_service(web::to(|| async { not_allowed("GET, HEAD") }))
+    only(path, web::route().guard(get_or_head()).to(handler), "GET, HEAD")
 }
 
 /// A request by GET or by HEAD (GET's answer without its body).
@@ -81,9 +79,12 @@ where
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    web::resource(path)
-        .route(web::post().to(handler))
-        .default_service(web::to(|| async { not_allowed("POST") }))
+    only(path, web::post().to(handler), "POST")
+}
+
+/// A resource at `path` with `route`; any other method gets [`not_allowed`] with `allow`.
+fn only(path: &str, route: Route, allow: &'static str) -> Resource {
+    web::resource(path).route(route).default_service(web::to(move || async move { not_allowed(allow) }))
 }
 
 /// 405 with `Allow: allow` and `{"error": "method not allowed: use ALLOW"}`.
