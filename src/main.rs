@@ -15,6 +15,7 @@ mod escrow;
 mod guard;
 mod input;
 mod limits;
+mod listeners;
 mod mail;
 mod mail_relay;
 mod mail_settings;

@@ -193,6 +193,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         (Some(cert), Some(key)) if tls_wanted => Some(crate::tls::file_certified_key(cert, key)?),
         _ => None,
     };
+    let mut listeners = crate::listeners::bind_all(settings, listen, services, ldap_on)?;
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
         print!("{}", init_message(&ca, outcome));
@@ -301,7 +302,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         } else {
             c
         };
-        if !listens_on_loopback(listen) && settings.server.tls.listen.is_none() {
+        if !listeners.http.iter().all(on_loopback) && settings.server.tls.listen.is_none() {
             tracing::warn!(
                 "the console answers only on loopback addresses over plain HTTP: set [server.tls] listen \
                  (or --tls-listen) to reach it on {listen}"
@@ -379,7 +380,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
             service = service.with_mailer(relay);
         }
         let service = Arc::new(service);
-        if let Some(addr) = service.start_smtp().map_err(anyhow::Error::msg)? {
+        if let Some(bound) = listeners.acme_smtp.take() {
+            let addr = service.start_smtp(bound).map_err(anyhow::Error::msg)?;
             println!("pki serve: ACME challenge replies on smtp://{addr}");
         }
         Some(web::Data::from(service))
@@ -399,6 +401,8 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         directory: directory.clone(),
     });
     let metrics_listen = settings.metrics.listen.clone();
+    let crate::listeners::Listeners { http, https, metrics: metrics_listeners, ldap: ldap_bound, .. } =
+        listeners;
     let services = services.to_vec();
     let workers = settings.server.worker_count(services.iter().all(|s| *s == Service::Tsa));
     let limits = web::Data::new(crate::guard::Limits {
@@ -410,9 +414,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     let (settings_metrics_listen, metrics_sources) = (settings.metrics.listen.clone(), sources.clone());
     let result = actix_web::rt::System::new().block_on(async move {
         // The LDAP listeners: actix-server services on this runtime, with as many workers.
-        let ldap = match ldap {
-            Some(state) => {
-                let (server, listening) = ldap_directory::server(state, ldap_tls, workers)?;
+        let ldap = match (ldap, ldap_bound) {
+            (Some(state), Some(bound)) => {
+                let (server, listening) = ldap_directory::server_on(state, bound, ldap_tls, workers)?;
                 for l in listening {
                     println!("pki serve: listening on {}://{}", l.scheme, l.addr);
                 }
@@ -420,9 +424,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 actix_web::rt::spawn(server);
                 Some(handle)
             }
-            None => None,
+            _ => None,
         };
-        let server = HttpServer::new(move || {
+        let mut server = HttpServer::new(move || {
             // Called on each worker thread as it starts.
             yield_to_durable_writes();
             let mut app = App::new()
@@ -473,22 +477,24 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         .client_disconnect_timeout(Duration::from_secs(server_settings.disconnect_timeout_secs))
         .keep_alive(Duration::from_secs(server_settings.keep_alive_secs))
         .max_connections(max_connections.div_ceil(workers.max(1)))
-        .bind(listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        let server = server.workers(workers);
-        let server = match tls {
-            Some((addr, config)) => server
-                .bind_rustls_0_23(&addr, config)
-                .map_err(|e| anyhow::anyhow!("cannot listen with HTTPS on {addr}: {e}"))?,
-            None => server,
-        };
+        .workers(workers);
+        for l in http {
+            server = server.listen(l).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+        }
+        if let Some((addr, config)) = tls {
+            for l in https {
+                server = server
+                    .listen_rustls_0_23(l, config.clone())
+                    .map_err(|e| anyhow::anyhow!("cannot listen with HTTPS on {addr}: {e}"))?;
+            }
+        }
         for (addr, scheme) in server.addrs_with_scheme() {
             println!("pki serve: listening on {scheme}://{addr}");
         }
         let metrics_server = match &settings_metrics_listen {
             Some(addr) => {
                 let sources = metrics_sources.clone();
-                let m = HttpServer::new(move || {
+                let mut m = HttpServer::new(move || {
                     // The same guard and JSON 404 as the main listener's (no body deadline: a
                     // scrape sends none).
                     App::new()
@@ -497,9 +503,12 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                         .service(get_only("/metrics", crate::metrics::scrape))
                         .default_service(web::to(no_such_endpoint))
                 })
-                .workers(1)
-                .bind(addr)
-                .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+                .workers(1);
+                for l in metrics_listeners {
+                    m = m
+                        .listen(l)
+                        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+                }
                 for a in m.addrs() {
                     println!("pki serve: metrics on http://{a}/metrics");
                 }
@@ -545,16 +554,9 @@ fn yield_to_durable_writes() {
     ca_core::lower_own_priority(WORKER_NICE_STEP);
 }
 
-/// Whether every address `listen` names is a loopback address.
-fn listens_on_loopback(listen: &str) -> bool {
-    use std::net::ToSocketAddrs;
-    match listen.to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
+/// Whether `l` listens on a loopback address.
+fn on_loopback(l: &std::net::TcpListener) -> bool {
+    l.local_addr().is_ok_and(|a| a.ip().is_loopback())
 }
 
 /// The HTTPS configuration: the certificate and key of `[server.tls]`'s files (read by the

@@ -281,13 +281,9 @@ impl Acme {
         &self.cfg
     }
 
-    /// Starts `[acme.smtp]`'s listener, when configured; the address it listens on.
-    pub fn start_smtp(self: &Arc<Self>) -> Result<Option<std::net::SocketAddr>, String> {
-        let (Some(listen), Some(dns)) = (&self.cfg.smtp.listen, &self.cfg.dns_resolver) else {
-            return Ok(None);
-        };
-        let dns = dns.parse().map_err(|_| format!("[acme] dns_resolver = {dns:?}"))?;
-        smtp::spawn(self.clone(), listen, dns).map(Some)
+    /// Serves `[acme.smtp]`'s listener, bound by [`smtp::bind`]; the address it listens on.
+    pub fn start_smtp(self: &Arc<Self>, bound: smtp::SmtpListener) -> Result<std::net::SocketAddr, String> {
+        smtp::spawn(self.clone(), bound)
     }
 
     fn url(&self, path: &str) -> String {

@@ -34,11 +34,30 @@ pub fn authenticator(dns: SocketAddr) -> Result<MessageAuthenticator, String> {
     MessageAuthenticator::new(config, opts).map_err(|e| format!("the DNS resolver {dns}: {e}"))
 }
 
-/// Starts the listener on a thread of its own; the address it listens on.
-pub fn spawn(acme: Arc<Acme>, listen: &str, dns: SocketAddr) -> Result<SocketAddr, String> {
-    let std_listener = std::net::TcpListener::bind(listen)
+/// `[acme.smtp] listen`, bound, with the DNS server its DKIM checks ask: made before the CA is
+/// opened, so that an address that cannot be had stops `pki serve` before it creates anything.
+#[derive(Debug)]
+pub struct SmtpListener {
+    listener: std::net::TcpListener,
+    dns: SocketAddr,
+}
+
+/// Binds `[acme.smtp] listen` when it and `[acme] dns_resolver` are set (the listener needs both).
+pub fn bind(cfg: &crate::AcmeConfig) -> Result<Option<SmtpListener>, String> {
+    let (Some(listen), Some(dns)) = (&cfg.smtp.listen, &cfg.dns_resolver) else {
+        return Ok(None);
+    };
+    let dns =
+        dns.parse().map_err(|_| format!("[acme] dns_resolver = {dns:?}: expected an IP address and port"))?;
+    let listener = std::net::TcpListener::bind(listen)
         .map_err(|e| format!("cannot listen for SMTP on {listen}: {e}"))?;
-    std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(Some(SmtpListener { listener, dns }))
+}
+
+/// Serves `bound` on a thread of its own; the address it listens on.
+pub fn spawn(acme: Arc<Acme>, bound: SmtpListener) -> Result<SocketAddr, String> {
+    let SmtpListener { listener: std_listener, dns } = bound;
     let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("acme-smtp".into())

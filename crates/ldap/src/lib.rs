@@ -83,7 +83,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dn::Dn;
 pub use pkcs7::certs_only;
-pub use server::{server, Listening};
+pub use server::{bind, server, server_on, Bound, Listening};
 
 /// The OID of the notice of disconnection (RFC 4511 §4.4.1).
 pub const NOTICE_OF_DISCONNECTION: &str = "1.3.6.1.4.1.1466.20036";
@@ -179,12 +179,12 @@ pub enum Error {
     #[error("[ldap] tls_listen needs the server's TLS certificate")]
     NoTlsCertificate,
     /// A listener could not be opened.
-    #[error("cannot listen for LDAP on {addr}: {source}")]
+    #[error("cannot listen for LDAP on {addr}: {error}")]
     Listen {
         /// The address.
         addr: String,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, and so not a `source` too: the CLI prints the chain).
+        error: std::io::Error,
     },
 }
 

@@ -30,11 +30,43 @@ pub struct Listening {
 /// Bytes read from the socket at a time (at most).
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Binds the listeners `[ldap]` configures (`tls` is the LDAPS server configuration, required
-/// when `tls_listen` is set) and builds the server, with `workers` threads. Call inside the
-/// actix system; await the server (or spawn it) to serve.
+/// The listeners `[ldap]` configures, bound: made before the CA is opened, so that an address
+/// that cannot be had stops `pki serve` before it creates anything.
+#[derive(Debug, Default)]
+pub struct Bound {
+    plain: Option<(std::net::TcpListener, String)>,
+    tls: Option<(std::net::TcpListener, String)>,
+}
+
+/// Binds `[ldap] listen` and `tls_listen`, those set.
+pub fn bind(config: &crate::LdapConfig) -> Result<Bound, Error> {
+    let bind = |addr: &String| {
+        std::net::TcpListener::bind(addr)
+            .map(|l| (l, addr.clone()))
+            .map_err(|error| Error::Listen { addr: addr.clone(), error })
+    };
+    Ok(Bound {
+        plain: config.listen.as_ref().map(bind).transpose()?,
+        tls: config.tls_listen.as_ref().map(bind).transpose()?,
+    })
+}
+
+/// Binds the listeners `[ldap]` configures and builds the server ([`server_on`]).
 pub fn server(
     st: Arc<LdapDirectory>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    workers: usize,
+) -> Result<(actix_server::Server, Vec<Listening>), Error> {
+    let bound = bind(&st.config)?;
+    server_on(st, bound, tls, workers)
+}
+
+/// Builds the server on the listeners `bound` (`tls` is the LDAPS server configuration, required
+/// when `tls_listen` is set), with `workers` threads. Call inside the actix system; await the
+/// server (or spawn it) to serve.
+pub fn server_on(
+    st: Arc<LdapDirectory>,
+    bound: Bound,
     tls: Option<Arc<rustls::ServerConfig>>,
     workers: usize,
 ) -> Result<(actix_server::Server, Vec<Listening>), Error> {
@@ -44,14 +76,11 @@ pub fn server(
         .shutdown_timeout(5)
         .max_concurrent_connections(st.config.max_connections);
     let mut listening = Vec::new();
-    let bind = |addr: &str| {
-        let l = std::net::TcpListener::bind(addr)
-            .map_err(|source| Error::Listen { addr: addr.into(), source })?;
-        let local = l.local_addr().map_err(|source| Error::Listen { addr: addr.into(), source })?;
-        Ok::<_, Error>((l, local))
+    let local = |l: &std::net::TcpListener, addr: &String| {
+        l.local_addr().map_err(|error| Error::Listen { addr: addr.clone(), error })
     };
-    if let Some(addr) = &st.config.listen {
-        let (l, local) = bind(addr)?;
+    if let Some((l, addr)) = bound.plain {
+        let local = local(&l, &addr)?;
         let state = st.clone();
         builder = builder
             .listen("ldap", l, move || {
@@ -67,12 +96,12 @@ pub fn server(
                     }
                 })
             })
-            .map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+            .map_err(|error| Error::Listen { addr, error })?;
         listening.push(Listening { scheme: "ldap", addr: local });
     }
-    if let Some(addr) = &st.config.tls_listen {
+    if let Some((l, addr)) = bound.tls {
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.ok_or(Error::NoTlsCertificate)?);
-        let (l, local) = bind(addr)?;
+        let local = local(&l, &addr)?;
         let state = st.clone();
         builder = builder
             .listen("ldaps", l, move || {
@@ -92,7 +121,7 @@ pub fn server(
                     }
                 })
             })
-            .map_err(|source| Error::Listen { addr: addr.clone(), source })?;
+            .map_err(|error| Error::Listen { addr, error })?;
         listening.push(Listening { scheme: "ldaps", addr: local });
     }
     Ok((builder.run(), listening))

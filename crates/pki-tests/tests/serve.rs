@@ -289,3 +289,48 @@ fn http_workers_run_five_nice_levels_below_the_tsa_committer() {
     let committer = threads.iter().find(|(n, _)| n == "tsa-commit").map(|(_, v)| *v);
     assert_eq!(committer, Some(main), "the TSA committer at the main thread's priority: {threads:?}");
 }
+
+/// Every listener is bound before key custody is opened or a CA made: a first `pki serve` whose
+/// address is taken, malformed or not this machine's stops with one line naming it, and leaves no
+/// CA behind (before, it created the CA, then stopped). Once the address is free, the same
+/// configuration starts.
+#[test]
+fn a_listener_that_cannot_be_had_stops_a_first_start_before_a_ca_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let acme = "[acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"127.0.0.1:53\"\n";
+    let cases = [
+        (String::new(), Some(busy.as_str()), vec!["cannot listen on", &busy, "in use"]),
+        (format!("[server.tls]\nlisten = \"{busy}\"\n"), None, vec!["cannot listen with HTTPS on", &busy]),
+        ("[metrics]\nlisten = \"192.0.2.1:9464\"\n".into(), None, vec!["for metrics on 192.0.2.1:9464"]),
+        (
+            "[ldap]\nlisten = \"garbage\"\n".into(),
+            None,
+            vec!["for LDAP on garbage", "invalid socket address"],
+        ),
+        ("[ldap]\nlisten = \"999.1.1.1:389\"\n".into(), None, vec!["for LDAP on 999.1.1.1:389"]),
+        (format!("[ldap]\ntls_listen = \"{busy}\"\n"), None, vec!["for LDAP on", &busy]),
+        (format!("{acme}\n[acme.smtp]\nlisten = \"{busy}\"\n"), None, vec!["for SMTP on", &busy]),
+    ];
+    for (extra, listen, names) in &cases {
+        let env = Env::with_config(extra);
+        let main = format!("127.0.0.1:{}", env.port);
+        let line = env.pki_fails(["serve", "--listen", listen.unwrap_or(&main)], names);
+        let told = |reason: &str| line.matches(reason).count();
+        assert!(told("os error") <= 1 && told("invalid socket address") <= 1, "the reason once: {line}");
+        let after = env.pki_try(["ca-cert", "root"]);
+        assert!(!after.status.success(), "{extra}: a CA was made before the listener failed");
+        assert!(after.stderr.contains("no CA in"), "{extra}: {}", after.stderr);
+    }
+    // The SMTP case again, its address free now: the server starts and listens there.
+    let (extra, _, _) = &cases[6];
+    drop(taken);
+    let env = Env::with_config(extra);
+    let server = env.serve();
+    assert!(
+        server.stdout().contains(&format!("ACME challenge replies on smtp://{busy}")),
+        "{}",
+        server.stdout()
+    );
+    server.stop();
+}
