@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use actix_multipart::Multipart;
+use actix_multipart::{Multipart, MultipartError};
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 
@@ -27,9 +28,23 @@ pub(crate) async fn read_hashing(
 ) -> Result<(HashMap<String, Vec<u8>>, Option<tsa::DataDigests>), Error> {
     let mut out = HashMap::new();
     let mut digests: Option<tsa::DataDigests> = None;
+    let sent =
+        req.headers().get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !sent
+        .as_deref()
+        .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("multipart/form-data"))
+    {
+        return Err(Error::Unreadable {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: match sent {
+                Some(t) => format!("this form is sent as multipart/form-data, not {t}"),
+                None => "this form is sent as multipart/form-data; the request had no Content-Type".into(),
+            },
+        });
+    }
     let mut parts = Multipart::new(req.headers(), payload);
     while let Some(field) = parts.next().await {
-        let mut field = field.map_err(|e| Error::BadRequest(format!("multipart body: {e}")))?;
+        let mut field = field.map_err(unreadable)?;
         let name = field.name().unwrap_or_default().to_string();
         if let Some((_, limit)) = hashed.filter(|(n, _)| *n == name) {
             if digests.is_some() {
@@ -37,9 +52,9 @@ pub(crate) async fn read_hashing(
             }
             let mut d = tsa::DataDigests::default();
             while let Some(chunk) = field.next().await {
-                let chunk = chunk.map_err(|e| Error::BadRequest(format!("multipart body: {e}")))?;
+                let chunk = chunk.map_err(unreadable)?;
                 if d.len().saturating_add(chunk.len() as u64) > limit as u64 {
-                    return Err(Error::BadRequest(format!("form field {name:?} is over {limit} bytes")));
+                    return Err(over(&name, limit));
                 }
                 d.update(&chunk);
             }
@@ -51,9 +66,9 @@ pub(crate) async fn read_hashing(
         };
         let mut body = Vec::new();
         while let Some(chunk) = field.next().await {
-            let chunk = chunk.map_err(|e| Error::BadRequest(format!("multipart body: {e}")))?;
+            let chunk = chunk.map_err(unreadable)?;
             if body.len() + chunk.len() > *limit {
-                return Err(Error::BadRequest(format!("form field {name:?} is over {limit} bytes")));
+                return Err(over(&name, *limit));
             }
             body.extend_from_slice(&chunk);
         }
@@ -71,3 +86,21 @@ pub(crate) fn text(parts: &HashMap<String, Vec<u8>>, name: &str) -> Option<Strin
 
 #[cfg(test)]
 mod fuzz;
+
+/// A part over its limit: 413, as for a urlencoded form over the console's limit.
+fn over(name: &str, limit: usize) -> Error {
+    Error::Unreadable {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("form field {name:?} is over {limit} bytes"),
+    }
+}
+
+/// A multipart body that cannot be read: cut short, or malformed.
+fn unreadable(e: MultipartError) -> Error {
+    let message = match &e {
+        MultipartError::Payload(p) => cerdb::directory::body_error_text(p),
+        MultipartError::Incomplete => "the multipart body ended before its closing boundary".into(),
+        other => format!("multipart body: {other}"),
+    };
+    Error::Unreadable { status: StatusCode::BAD_REQUEST, message }
+}

@@ -170,6 +170,16 @@ pub enum Error {
     /// A malformed request.
     #[error("bad request: {0}")]
     BadRequest(String),
+
+    /// A request body that is no form this console reads: too large (413), of another media
+    /// type (415), or cut short or malformed (400).
+    #[error("{message}")]
+    Unreadable {
+        /// The status it is answered with.
+        status: StatusCode,
+        /// What was wrong.
+        message: String,
+    },
     /// Nothing here.
     #[error("not found: {0}")]
     NotFound(String),
@@ -269,6 +279,7 @@ impl ResponseError for Error {
             | Error::HttpsRequired
             | Error::SecondAdminRequired(_) => StatusCode::FORBIDDEN,
             Error::InvalidTotp | Error::WeakPassword(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unreadable { status, .. } => *status,
             Error::NotFound(_) | Error::UnknownUser(_) => StatusCode::NOT_FOUND,
             Error::UserExists(_) | Error::NothingToConfirm(_) => StatusCode::CONFLICT,
             Error::Ca(e) => ca_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -298,7 +309,8 @@ impl ResponseError for Error {
             tracing::error!(error = %self, "console request failed");
             "Something went wrong on the server; the details are in its log.".to_string()
         } else {
-            self.to_string()
+            // A value of thousands of characters quoted in full would bury the reason.
+            cerdb::text::cut_middle(&self.to_string(), cerdb::text::MAX_ERROR_CHARS).into_owned()
         };
         let mut res = HttpResponse::build(status);
         if unavailable {
@@ -308,6 +320,36 @@ impl ResponseError for Error {
             ));
         }
         res.content_type("text/html; charset=utf-8").body(views::error_page(status, &message).into_string())
+    }
+}
+
+/// The largest urlencoded form the console reads (its multipart forms have limits per part).
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// What the console answers a request body actix-web could not read as a urlencoded form: the
+/// status actix-web gives each case, with a message that says what was wrong.
+fn form_error(e: &actix_web::error::UrlencodedError, req: &actix_web::HttpRequest) -> Error {
+    use actix_web::error::UrlencodedError as U;
+    let bad = |message: String| Error::Unreadable { status: StatusCode::BAD_REQUEST, message };
+    match e {
+        U::Overflow { size, limit } => Error::Unreadable {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("the form is {size} bytes, over the console's limit of {limit}"),
+        },
+        U::ContentType => {
+            let sent = req.headers().get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()));
+            Error::Unreadable {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: match sent {
+                    Some(t) => format!("this form is sent as application/x-www-form-urlencoded, not {t}"),
+                    None => "this form is sent as application/x-www-form-urlencoded; the request had no Content-Type".into(),
+                },
+            }
+        }
+        U::Parse(e) => bad(format!("the form: {e}")),
+        U::Encoding => bad("the form's charset is not UTF-8".into()),
+        U::Payload(p) => bad(cerdb::directory::body_error_text(p)),
+        other => bad(format!("the form: {other}")),
     }
 }
 
@@ -419,10 +461,14 @@ pub fn scope(
         InitError = (),
     >,
 > {
-    let form_cfg = web::FormConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|e, _| Error::BadRequest(e.to_string()).into());
-    let query_cfg = web::QueryConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into());
+    let form_cfg =
+        web::FormConfig::default().limit(FORM_LIMIT).error_handler(|e, req| form_error(&e, req).into());
+    let query_cfg = web::QueryConfig::default().error_handler(|e, _| {
+        let actix_web::error::QueryPayloadError::Deserialize(e) = e else {
+            return Error::BadRequest(e.to_string()).into();
+        };
+        Error::BadRequest(format!("the address's query: {e}")).into()
+    });
     let path_cfg = web::PathConfig::default().error_handler(|e, _| Error::BadRequest(e.to_string()).into());
     pages::routes(
         web::scope("/admin").app_data(console).app_data(form_cfg).app_data(query_cfg).app_data(path_cfg),

@@ -586,3 +586,226 @@ fn bad_uploads_get_a_clear_4xx_page_nothing_is_issued_and_the_console_keeps_serv
     assert_eq!(r.status, 303, "{}", r.text());
     assert_eq!(env.list_serials().len(), before.len() + 1);
 }
+
+/// Garbage in every path, query and form of a logged-in session (the CSRF token valid, so the
+/// handlers' own checks are reached): each answer is the console's HTML page with a 4xx status
+/// (or a redirect), never a 5xx or a dropped connection, and nothing changes: no certificate is
+/// issued or revoked, no account added, no CA compromised or re-keyed.
+#[test]
+fn garbage_in_every_path_query_and_form_of_a_session_gets_a_4xx_page_and_changes_nothing() {
+    let env = Env::new();
+    let admin_otp = one_time_password(&env.init().stdout);
+    let _server = env.serve();
+    let officer_otp = add_user(&env, "olivia", "officer");
+    let mut admin = Client::new(env.port);
+    let _admin_auth = first_login(&mut admin, "admin", &admin_otp, PW);
+    let mut officer = Client::new(env.port);
+    let _officer_auth = first_login(&mut officer, "olivia", &officer_otp, PW);
+    let serial = issue_via_console(&mut officer, "dave@example.com", &csr_for(&env, "dave@example.com"));
+    let (serials, users) = (env.list_serials(), env.pki(["user", "list"]).stdout);
+    let issuing = env.pki(["ca-cert", "issuing"]).stdout;
+
+    let long = "A".repeat(5_000);
+    let huge = "B".repeat(100 * 1024);
+    let values: Vec<&str> = vec![
+        "",
+        &long,
+        "%FF%FE%00",
+        "%E2%80%AE%3Cscript%3E",
+        "..%2F..%2Fetc%2Fpasswd",
+        "-1",
+        "18446744073709551616",
+        "%",
+    ];
+    // Each answer: (status, the page's error message), kept for the checks after the sweep.
+    let mut answers: Vec<(u16, String, String)> = Vec::new();
+    let mut check = |what: String, r: Resp| {
+        let ct = r.header("content-type").unwrap_or("").to_string();
+        let text = html_unescape(&r.text());
+        assert!(r.status < 500, "{what}: {} {text}", r.status);
+        if (400..500).contains(&r.status) {
+            assert!(ct.starts_with("text/html"), "{what}: {} {ct} {text}", r.status);
+            let message = text
+                .split("<p class=\"error\">")
+                .nth(1)
+                .and_then(|m| m.split("</p>").next())
+                .unwrap_or_else(|| panic!("{what}: no error message on the page: {text}"))
+                .to_string();
+            // A value of thousands of characters is quoted in part.
+            assert!(message.chars().count() < 1_100, "{what}: {} characters: {message}", message.len());
+            // What actix-web says of a body or query it cannot read names no field and no fix.
+            for raw in ["Content type error", "Query deserialize error", "URL encoded payload", "Parse error"]
+            {
+                assert!(!message.contains(raw), "{what}: {message}");
+            }
+            answers.push((r.status, what, message));
+        }
+    };
+
+    // Paths and queries.
+    for v in &values {
+        for path in [
+            format!("/admin/certificates/{v}"),
+            format!("/admin/certificates/{v}/pem"),
+            format!("/admin/certificates?q={v}&status={v}&usage={v}&page={v}"),
+            format!("/admin/certificates/{serial}?issued={v}&revoked={v}&same_key={v}"),
+            format!("/admin/audit?actor={v}&action={v}&from={v}&to={v}&page={v}"),
+            format!("/admin/escrow?requested={v}&approved={v}"),
+            format!("/admin/validations?email={v}&page={v}"),
+            format!("/admin/timestamps?{v}={v}"),
+        ] {
+            check(
+                format!("officer GET {}", &path[..path.len().min(80)]),
+                officer.request("GET", &path, None, b""),
+            );
+        }
+        for path in [format!("/admin/users?{v}={v}"), format!("/admin/settings?compromised={v}&rekeyed={v}")]
+        {
+            check(
+                format!("admin GET {}", &path[..path.len().min(80)]),
+                admin.request("GET", &path, None, b""),
+            );
+        }
+    }
+
+    // Forms: every field garbage (the session stepped up at login, so no TOTP code is needed and
+    // the handlers' own checks are reached), then bodies that are no form at all.
+    let officer_token = officer.csrf("/admin/issue");
+    let admin_token = admin.csrf("/admin/users");
+    type Form<'a> = (String, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let officer_forms: Vec<Form> = vec![
+        (format!("/admin/certificates/{serial}/revoke"), vec!["reason"], vec![]),
+        (
+            "/admin/issue/generate".into(),
+            vec!["email", "key_type", "p12_password", "p12_password_confirm"],
+            vec![],
+        ),
+        ("/admin/issue/generate".into(), vec!["key_type"], vec![("email", "erin@example.com")]),
+        ("/admin/escrow/request".into(), vec!["serial", "reason"], vec![]),
+        ("/admin/escrow/00/approve".into(), vec![], vec![]),
+        ("/admin/escrow/zz/release".into(), vec!["p12_password", "p12_password_confirm"], vec![]),
+        ("/admin/validations/send".into(), vec!["email"], vec![]),
+        ("/admin/validations/confirm".into(), vec!["email", "code"], vec![]),
+        ("/admin/validations/confirm".into(), vec!["code"], vec![("email", "dave@example.com")]),
+    ];
+    let admin_forms: Vec<Form> = vec![
+        ("/admin/users".into(), vec!["name", "role"], vec![]),
+        ("/admin/users".into(), vec!["role"], vec![("name", "mallory")]),
+        ("/admin/users/nobody/disable".into(), vec![], vec![]),
+        ("/admin/users/nobody/reset".into(), vec![], vec![]),
+        ("/admin/users/nobody/confirm-reset".into(), vec![], vec![]),
+        ("/admin/ca/compromise".into(), vec!["ca", "confirm"], vec![]),
+        ("/admin/ca/compromise".into(), vec!["confirm"], vec![("ca", "issuing")]),
+        ("/admin/ca/rekey".into(), vec!["ca"], vec![]),
+        (
+            "/admin/password".into(),
+            vec!["new_password"],
+            vec![("current_password", PW), ("confirm_password", "x")],
+        ),
+    ];
+    let bodies: Vec<(&str, Vec<u8>)> = vec![
+        ("application/x-www-form-urlencoded", b"\xff\xfe\x00garbage=%%%&&==".to_vec()),
+        ("application/x-www-form-urlencoded", huge.as_bytes().to_vec()),
+        ("application/json", br#"{"reason":"keyCompromise"}"#.to_vec()),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\nb".to_vec(),
+        ),
+        ("text/plain", Vec::new()),
+    ];
+    for (client, token, forms) in
+        [(&mut officer, &officer_token, &officer_forms), (&mut admin, &admin_token, &admin_forms)]
+    {
+        for (path, garbage, fixed) in forms {
+            for v in &values {
+                let v = v.replace('%', "");
+                let mut f: Vec<(&str, &str)> = garbage.iter().map(|n| (*n, v.as_str())).collect();
+                f.extend(fixed.iter().copied());
+                f.push(("csrf_token", token));
+                check(
+                    format!("POST {path} {garbage:?} = {}", &v[..v.len().min(20)]),
+                    client.post_form(path, &f),
+                );
+            }
+            let with_huge: Vec<(&str, &str)> = vec![("csrf_token", token), ("x", &huge)];
+            check(format!("POST {path} 100 KiB field"), client.post_form(path, &with_huge));
+            for (ct, body) in &bodies {
+                check(
+                    format!("POST {path} {ct} {} bytes", body.len()),
+                    client.request("POST", path, Some(ct), body),
+                );
+            }
+        }
+    }
+    // Garbage where a path names a certificate, an escrow request or an account.
+    for v in &values {
+        let f = [("csrf_token", officer_token.as_str()), ("reason", "superseded")];
+        for path in [format!("/admin/certificates/{v}/revoke"), format!("/admin/escrow/{v}/approve")] {
+            check(format!("POST {}", &path[..path.len().min(80)]), officer.post_form(&path, &f));
+        }
+        let f = [("csrf_token", admin_token.as_str())];
+        for action in ["disable", "enable", "reset", "confirm-reset"] {
+            let path = format!("/admin/users/{v}/{action}");
+            check(format!("POST {}", &path[..path.len().min(80)]), admin.post_form(&path, &f));
+        }
+    }
+    // Garbage step-up codes: refused, each one a failure counted against the account (three stay
+    // under the lockout).
+    for code in [long.as_str(), "abcdef", "-1"] {
+        let f = [("csrf_token", officer_token.as_str()), ("reason", "superseded"), ("totp_code", code)];
+        check(
+            format!("revoke with code {}", &code[..code.len().min(20)]),
+            officer.post_form(&format!("/admin/certificates/{serial}/revoke"), &f),
+        );
+    }
+    // The multipart forms, sent what is no multipart form.
+    for path in ["/admin/issue/csr", "/admin/timestamps/verify"] {
+        for (ct, body) in &bodies {
+            check(
+                format!("POST {path}: {} bytes of {ct}", body.len()),
+                officer.request("POST", path, Some(ct), body),
+            );
+        }
+    }
+
+    assert!(answers.len() > 250, "{} refusals", answers.len());
+    let said = |status: u16, what: &str, says: &str| {
+        let found = answers.iter().filter(|(_, w, _)| w.contains(what)).collect::<Vec<_>>();
+        assert!(!found.is_empty(), "no answer to {what}");
+        for (s, w, m) in found {
+            assert_eq!(*s, status, "{w}: {m}");
+            assert!(m.contains(says), "{w}: {m}");
+        }
+    };
+    said(413, "100 KiB field", "over the console's limit of 65536");
+    said(413, "urlencoded 102400 bytes", "over the console's limit of 65536");
+    said(415, "/revoke application/json", "sent as application/x-www-form-urlencoded, not application/json");
+    said(415, "/admin/users text/plain", "not text/plain");
+    said(400, "GET /admin/certificates?q=-1", "page \"-1\" is not a page number");
+    said(
+        400,
+        "GET /admin/audit?actor=18446744073709551616",
+        "page \"18446744073709551616\" is not a page number",
+    );
+    said(400, &format!("GET /admin/certificates/{}", &long[..60]), "characters left out");
+    said(403, "/revoke application/x-www-form-urlencoded 18 bytes", "CSRF");
+    said(
+        415,
+        "/admin/issue/csr: 102400 bytes of application/x-www-form-urlencoded",
+        "sent as multipart/form-data, not",
+    );
+    said(415, "/admin/timestamps/verify: 26 bytes of application/json", "not application/json");
+    said(
+        400,
+        &format!("/admin/issue/csr: {} bytes of multipart", bodies[3].1.len()),
+        "ended before its closing boundary",
+    );
+
+    // Nothing changed, and both sessions still work.
+    assert_eq!(env.list_serials(), serials, "no certificate issued");
+    assert_eq!(status_of(&env, &serial), "valid");
+    assert_eq!(env.pki(["user", "list"]).stdout, users, "no account added or changed");
+    assert_eq!(env.pki(["ca-cert", "issuing"]).stdout, issuing, "the issuing CA is the same");
+    assert_eq!(officer.get("/admin/certificates").status, 200);
+    assert_eq!(admin.get("/admin/users").status, 200);
+}

@@ -23,6 +23,7 @@ pub(crate) struct AuditQuery {
     from: String,
     #[serde(default)]
     to: String,
+    #[serde(default, deserialize_with = "super::page_number")]
     page: Option<usize>,
 }
 

@@ -161,6 +161,7 @@ pub(crate) struct ListQuery {
     status: String,
     #[serde(default)]
     usage: String,
+    #[serde(default, deserialize_with = "super::page_number")]
     page: Option<usize>,
 }
 

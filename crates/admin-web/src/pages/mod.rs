@@ -78,6 +78,20 @@ fn see_other_with_cookie(to: &str, cookie: String) -> HttpResponse {
         .finish()
 }
 
+/// `page=` of a paged view (the certificates, the audit log): absent or empty is the first page;
+/// anything but a number is refused naming the field.
+pub(crate) fn page_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => t.parse().map(Some).map_err(|_| {
+            let shown: String = t.chars().take(40).collect();
+            let more = if shown.len() < t.len() { "…" } else { "" };
+            serde::de::Error::custom(format!("page {shown:?}{more} is not a page number (1, 2, …)"))
+        }),
+    }
+}
+
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok().content_type("text/css; charset=utf-8").body(CSS)
 }
