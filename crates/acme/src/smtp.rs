@@ -4,8 +4,9 @@
 //! address to it (a transport map entry), replies arrive the moment they are sent with nothing
 //! to poll, and no mailbox password sits in the CA's configuration. It speaks the receiving half
 //! of SMTP (RFC 5321) only: EHLO/HELO, MAIL, RCPT (the challenge address only), DATA (at most
-//! [`crate::reply::MAX_REPLY_BYTES`]), RSET, NOOP, QUIT; lines of at most 1,000 bytes; one
-//! minute per command. Every message accepted is checked by [`Acme::process_reply`]; a message
+//! [`crate::reply::MAX_REPLY_BYTES`]), RSET, NOOP, QUIT, in RFC 5321's order (4.1.4: a command
+//! out of it is a 503); lines of at most 1,000 bytes; one minute per command, ten per session;
+//! the session closed after 20 refused commands. Every message accepted is checked by [`Acme::process_reply`]; a message
 //! that is garbage or too large is dropped and logged, never bounced. The client's address goes
 //! with the message: only a configured trusted relay's own `Authentication-Results` count.
 
@@ -23,6 +24,11 @@ use crate::Acme;
 
 const LINE_MAX: usize = 1000;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A session's whole time: a challenge reply takes seconds; a client dripping lines under the
+/// command timeout does not hold a connection for ever.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+/// Refused commands after which a session is closed (Postfix's `smtpd_hard_error_limit`).
+const MAX_ERRORS: usize = 20;
 
 /// A DKIM verifier that asks only the DNS server at `dns`.
 pub fn authenticator(dns: SocketAddr) -> Result<MessageAuthenticator, String> {
@@ -130,13 +136,29 @@ async fn session(
     dkim: &MessageAuthenticator,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = sock.into_split();
-    let result = converse(rd, &mut wr, peer, acme, dkim).await;
+    let result = match tokio::time::timeout(SESSION_TIMEOUT, converse(rd, &mut wr, peer, acme, dkim)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = wr.write_all(b"421 4.4.2 session too long, closing\r\n").await;
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "session too long"));
+        }
+    };
     if let Err(e) = &result {
         if e.kind() == std::io::ErrorKind::InvalidData {
-            let _ = wr.write_all(b"500 line too long\r\n").await;
+            let _ = wr.write_all(b"500 5.5.2 line too long\r\n").await;
         }
     }
     result
+}
+
+/// Where a session stands (RFC 5321 4.1.4: MAIL opens a transaction, RCPT needs it, DATA needs
+/// a recipient; HELO, EHLO and RSET close it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    #[default]
+    None,
+    Mail,
+    Recipient,
 }
 
 async fn converse(
@@ -149,30 +171,39 @@ async fn converse(
     let mut rd = BufReader::new(rd);
     let challenge_to = acme.cfg.challenge_from.clone().unwrap_or_default().to_ascii_lowercase();
     wr.write_all(b"220 pki ESMTP ACME challenge replies\r\n").await?;
-    let mut have_rcpt = false;
+    let mut state = Transaction::None;
+    let mut errors = 0;
     loop {
         let Some(l) = line(&mut rd).await? else { return Ok(()) };
         let text = String::from_utf8_lossy(&l).to_string();
         let (verb, arg) = text.split_once(' ').unwrap_or((text.as_str(), ""));
         let reply: &[u8] = match verb.to_ascii_uppercase().as_str() {
-            "EHLO" => b"250-pki\r\n250-SIZE 131072\r\n250 8BITMIME\r\n",
-            "HELO" => b"250 pki\r\n",
+            "EHLO" => {
+                state = Transaction::None;
+                b"250-pki\r\n250-SIZE 131072\r\n250 8BITMIME\r\n"
+            }
+            "HELO" => {
+                state = Transaction::None;
+                b"250 pki\r\n"
+            }
+            "MAIL" if state != Transaction::None => b"503 5.5.1 a transaction is open: RSET first\r\n",
+            "MAIL" if strip_prefix_ignore_case(arg, "FROM:").is_none() => {
+                b"501 5.5.4 syntax: MAIL FROM:<address>\r\n"
+            }
             "MAIL" => {
-                have_rcpt = false;
+                state = Transaction::Mail;
                 b"250 ok\r\n"
             }
-            "RCPT" => {
-                if !challenge_to.is_empty()
-                    && path_of(arg.strip_prefix("TO:").or(arg.strip_prefix("to:")).unwrap_or(arg))
-                        == challenge_to
-                {
-                    have_rcpt = true;
+            "RCPT" if state == Transaction::None => b"503 5.5.1 MAIL first\r\n",
+            "RCPT" => match strip_prefix_ignore_case(arg, "TO:") {
+                None => b"501 5.5.4 syntax: RCPT TO:<address>\r\n",
+                Some(to) if !challenge_to.is_empty() && path_of(to) == challenge_to => {
+                    state = Transaction::Recipient;
                     b"250 ok\r\n"
-                } else {
-                    b"550 no such mailbox here\r\n"
                 }
-            }
-            "DATA" if !have_rcpt => b"503 no recipient\r\n",
+                Some(_) => b"550 5.1.1 no such mailbox here\r\n",
+            },
+            "DATA" if state != Transaction::Recipient => b"503 5.5.1 no recipient\r\n",
             "DATA" => {
                 wr.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 let mut msg: Vec<u8> = Vec::new();
@@ -190,7 +221,7 @@ async fn converse(
                     msg.extend_from_slice(l);
                     msg.extend_from_slice(b"\r\n");
                 }
-                have_rcpt = false;
+                state = Transaction::None;
                 if too_big {
                     tracing::info!(reason = "more than the size limit", "ACME reply dropped");
                     b"552 message too large\r\n"
@@ -200,7 +231,7 @@ async fn converse(
                 }
             }
             "RSET" => {
-                have_rcpt = false;
+                state = Transaction::None;
                 b"250 ok\r\n"
             }
             "NOOP" => b"250 ok\r\n",
@@ -208,8 +239,21 @@ async fn converse(
                 wr.write_all(b"221 bye\r\n").await?;
                 return Ok(());
             }
-            _ => b"502 command not implemented\r\n",
+            _ => b"502 5.5.1 command not implemented\r\n",
         };
+        if reply.starts_with(b"5") && !reply.starts_with(b"552") {
+            errors += 1;
+            if errors >= MAX_ERRORS {
+                wr.write_all(b"421 4.7.0 too many errors, closing\r\n").await?;
+                return Ok(());
+            }
+        }
         wr.write_all(reply).await?;
     }
+}
+
+/// `text` after `prefix`, compared without regard to case (`MAIL from:`, `RCPT To:`).
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &text[prefix.len()..])
 }

@@ -930,3 +930,91 @@ fn a_trusted_relays_authentication_results_stand_for_dkim_only_from_that_relay()
     );
     bad.pki_fails(["init"], &["trusted_relays", "addresses"]);
 }
+
+/// The challenge-reply listener keeps SMTP's order (RFC 5321 4.1.4): RCPT needs MAIL, MAIL needs
+/// no open transaction, DATA needs a recipient, each refused with its 5xx and the session going
+/// on; malformed MAIL and RCPT get 501; a session that only errs is closed after 20 refusals
+/// with 421, and a line over 1,000 bytes closes it with 500.
+#[test]
+fn the_challenge_reply_listener_keeps_smtps_order_and_closes_a_session_that_only_errs() {
+    use std::io::{BufRead, BufReader, Write};
+    let smtp = format!("127.0.0.1:{}", free_port());
+    let env = Env::with_config(&format!(
+        "[acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"127.0.0.1:53\"\n\n\
+         [acme.smtp]\nlisten = \"{smtp}\"\n"
+    ));
+    env.init();
+    let server = env.serve();
+    // Sends each line and reads its reply (the last line of a multi-line one); the replies, and
+    // whether the server then closed the connection.
+    let talk = |lines: &[&[u8]]| -> (Vec<String>, bool) {
+        let stream = std::net::TcpStream::connect(&smtp).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut rd = BufReader::new(stream.try_clone().unwrap());
+        let mut wr = stream;
+        let mut reply = || loop {
+            let mut l = String::new();
+            if rd.read_line(&mut l).unwrap() == 0 {
+                return None;
+            }
+            if l.as_bytes().get(3) != Some(&b'-') {
+                return Some(l.trim_end().to_string());
+            }
+        };
+        assert!(reply().unwrap().starts_with("220 "));
+        let mut replies = Vec::new();
+        for l in lines {
+            if wr.write_all(l).and_then(|()| wr.write_all(b"\r\n")).is_err() {
+                return (replies, true);
+            }
+            match reply() {
+                Some(r) => replies.push(r),
+                None => return (replies, true),
+            }
+        }
+        (replies, reply().is_none())
+    };
+    let codes = |replies: &[String]| replies.iter().map(|r| r[..3].to_string()).collect::<Vec<_>>();
+
+    let (r, closed) = talk(&[
+        b"EHLO client.example",
+        b"RCPT TO:<acme-challenge@example.com>",
+        b"DATA",
+        b"MAIL <a@example.org>",
+        b"mail from:<a@example.org>",
+        b"MAIL FROM:<a@example.org>",
+        b"RCPT <acme-challenge@example.com>",
+        b"RCPT TO:<root@example.com>",
+        b"DATA",
+        b"rcpt to:<ACME-challenge@example.com>",
+        b"RSET",
+        b"DATA",
+        b"QUIT",
+    ]);
+    assert_eq!(
+        codes(&r),
+        ["250", "503", "503", "501", "250", "503", "501", "550", "503", "250", "250", "503", "221"],
+        "{r:?}"
+    );
+    assert!(r[1].contains("MAIL first") && r[5].contains("RSET first"), "{r:?}");
+    assert!(closed);
+
+    // Twenty refusals and the session is closed.
+    let junk: Vec<&[u8]> = vec![b"\x00\xff garbage"; 25];
+    let (r, closed) = talk(&junk);
+    assert_eq!(r.len(), 20, "{r:?}");
+    assert!(r[..19].iter().all(|l| l.starts_with("502 ")), "{r:?}");
+    assert!(r[19].starts_with("421 ") && r[19].contains("too many errors"), "{r:?}");
+    assert!(closed);
+
+    // A line over the limit.
+    let long = vec![b'a'; 5_000];
+    let (r, closed) = talk(&[b"HELO x", &long]);
+    assert_eq!(codes(&r), ["250", "500"], "{r:?}");
+    assert!(closed);
+
+    // The listener still takes a session.
+    let (r, _) = talk(&[b"HELO x", b"NOOP", b"QUIT"]);
+    assert_eq!(codes(&r), ["250", "250", "221"], "{r:?}");
+    server.stop();
+}
