@@ -139,13 +139,13 @@ async fn session(
     let result = match tokio::time::timeout(SESSION_TIMEOUT, converse(rd, &mut wr, peer, acme, dkim)).await {
         Ok(r) => r,
         Err(_) => {
-            let _ = wr.write_all(b"421 4.4.2 session too long, closing\r\n").await;
+            let _ = wr.write_all(b"421 session too long, closing\r\n").await;
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "session too long"));
         }
     };
     if let Err(e) = &result {
         if e.kind() == std::io::ErrorKind::InvalidData {
-            let _ = wr.write_all(b"500 5.5.2 line too long\r\n").await;
+            let _ = wr.write_all(b"500 line too long\r\n").await;
         }
     }
     result
@@ -186,24 +186,24 @@ async fn converse(
                 state = Transaction::None;
                 b"250 pki\r\n"
             }
-            "MAIL" if state != Transaction::None => b"503 5.5.1 a transaction is open: RSET first\r\n",
+            "MAIL" if state != Transaction::None => b"503 a transaction is open: RSET first\r\n",
             "MAIL" if strip_prefix_ignore_case(arg, "FROM:").is_none() => {
-                b"501 5.5.4 syntax: MAIL FROM:<address>\r\n"
+                b"501 syntax: MAIL FROM:<address>\r\n"
             }
             "MAIL" => {
                 state = Transaction::Mail;
                 b"250 ok\r\n"
             }
-            "RCPT" if state == Transaction::None => b"503 5.5.1 MAIL first\r\n",
+            "RCPT" if state == Transaction::None => b"503 MAIL first\r\n",
             "RCPT" => match strip_prefix_ignore_case(arg, "TO:") {
-                None => b"501 5.5.4 syntax: RCPT TO:<address>\r\n",
+                None => b"501 syntax: RCPT TO:<address>\r\n",
                 Some(to) if !challenge_to.is_empty() && path_of(to) == challenge_to => {
                     state = Transaction::Recipient;
                     b"250 ok\r\n"
                 }
-                Some(_) => b"550 5.1.1 no such mailbox here\r\n",
+                Some(_) => b"550 no such mailbox here\r\n",
             },
-            "DATA" if state != Transaction::Recipient => b"503 5.5.1 no recipient\r\n",
+            "DATA" if state != Transaction::Recipient => b"503 no recipient\r\n",
             "DATA" => {
                 wr.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 let mut msg: Vec<u8> = Vec::new();
@@ -239,12 +239,12 @@ async fn converse(
                 wr.write_all(b"221 bye\r\n").await?;
                 return Ok(());
             }
-            _ => b"502 5.5.1 command not implemented\r\n",
+            _ => b"502 command not implemented\r\n",
         };
         if reply.starts_with(b"5") && !reply.starts_with(b"552") {
             errors += 1;
             if errors >= MAX_ERRORS {
-                wr.write_all(b"421 4.7.0 too many errors, closing\r\n").await?;
+                wr.write_all(b"421 too many errors, closing\r\n").await?;
                 return Ok(());
             }
         }
