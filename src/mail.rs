@@ -297,21 +297,30 @@ impl MailAudit for CaMailAudit {
     }
 }
 
-/// The mail service `pki serve` mounts.
-pub fn open_mail_service(
-    ca: &Arc<Ca>,
-    settings: &Settings,
-    directory: Arc<Directory>,
-) -> anyhow::Result<Arc<sealed_mail::MailService>> {
+/// What `[mail]` configures that needs no CA: read and checked by `pki serve` before key custody
+/// is opened, so that a wrong file or value is its one error line and a first start makes nothing.
+pub struct MailPrepared {
+    archive: Option<Vec<u8>>,
+    invitation: sealed_mail::Invitation,
+    limits: sealed_mail::MailLimits,
+    delivery: Option<Arc<dyn sealed_mail::Delivery>>,
+}
+
+/// Reads `[mail] archive_certificate` (PEM or DER; it must hold a key sealed mail encrypts to),
+/// the invitation's subject, the limits, and `[mail.relay]` with its password file.
+pub fn prepare_mail(settings: &Settings) -> anyhow::Result<MailPrepared> {
     let m = &settings.mail;
     let archive = match &m.archive_certificate {
         Some(path) => {
             let bytes =
                 crate::input::read_bounded(path, "[mail] archive_certificate", crate::input::MAX_DER_FILE)?;
-            Some(match pem::parse(&bytes) {
+            let der = match pem::parse(&bytes) {
                 Ok(p) => p.into_contents(),
                 Err(_) => bytes,
-            })
+            };
+            sealed_mail::envelope::Recipient::from_der(&der)
+                .map_err(|e| anyhow::anyhow!("[mail] archive_certificate {}: {e}", path.display()))?;
+            Some(der)
         }
         None => None,
     };
@@ -320,6 +329,27 @@ pub fn open_mail_service(
             .map_err(|e| anyhow::anyhow!("[mail] {e}"))?,
         text: m.invitation_text.clone(),
     };
+    let limits = sealed_mail::MailLimits {
+        max_body: m.max_body_mib.saturating_mul(1 << 20),
+        max_bulk_body: m.max_bulk_body_mib.saturating_mul(1 << 20),
+        max_bulk_at_once: m.max_bulk_at_once,
+    };
+    let delivery = m.relay.host.is_some().then(|| crate::mail_relay::delivery(&m.relay)).transpose()?;
+    if m.relay.password_file.is_some() && m.relay.username.is_none() {
+        tracing::warn!(
+            "[mail.relay] password_file is set without username: the relay is used without credentials"
+        );
+    }
+    Ok(MailPrepared { archive, invitation, limits, delivery })
+}
+
+/// The mail service `pki serve` mounts, from what [`prepare_mail`] read.
+pub fn open_mail_service(
+    ca: &Arc<Ca>,
+    prepared: MailPrepared,
+    directory: Arc<Directory>,
+) -> anyhow::Result<Arc<sealed_mail::MailService>> {
+    let MailPrepared { archive, invitation, limits, delivery } = prepared;
     let reader: Arc<dyn CertReader> = Arc::new(ca.db().clone());
     let tsa: Arc<dyn sealed_mail::Timestamper> =
         Arc::new(sealed_mail::InProcessTsa(crate::context::tsa(ca)?));
@@ -335,11 +365,5 @@ pub fn open_mail_service(
         withdrawn: ca.db().withdrawn_issuers().clone(),
     })
     .map_err(|e| anyhow::anyhow!("[mail] archive_certificate: {e}"))?;
-    let limits = sealed_mail::MailLimits {
-        max_body: m.max_body_mib.saturating_mul(1 << 20),
-        max_bulk_body: m.max_bulk_body_mib.saturating_mul(1 << 20),
-        max_bulk_at_once: m.max_bulk_at_once,
-    };
-    let delivery = m.relay.host.is_some().then(|| crate::mail_relay::delivery(&m.relay)).transpose()?;
     Ok(Arc::new(sealed_mail::MailService::new(sealer, directory, limits, delivery)))
 }

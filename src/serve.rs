@@ -193,6 +193,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
         (Some(cert), Some(key)) if tls_wanted => Some(crate::tls::file_certified_key(cert, key)?),
         _ => None,
     };
+    let mail = if services.contains(&Service::Directory) {
+        Some(crate::mail::prepare_mail(settings)?)
+    } else {
+        None
+    };
     let mut listeners = crate::listeners::bind_all(settings, listen, services, ldap_on)?;
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
@@ -350,9 +355,9 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     };
     let directory = directory.filter(|_| services.contains(&Service::Directory));
     // Sealed mail rides on the directory: its API keys, its certificates.
-    let mail = match &directory {
-        Some(d) => Some(crate::mail::open_mail_service(&ca, settings, d.clone())?),
-        None => None,
+    let mail = match (&directory, mail) {
+        (Some(d), Some(prepared)) => Some(crate::mail::open_mail_service(&ca, prepared, d.clone())?),
+        _ => None,
     };
     if services.contains(&Service::Directory) || services.contains(&Service::Ocsp) || ldap_on {
         let db = ca.db().clone();

@@ -290,15 +290,35 @@ fn http_workers_run_five_nice_levels_below_the_tsa_committer() {
     assert_eq!(committer, Some(main), "the TSA committer at the main thread's priority: {threads:?}");
 }
 
-/// Every listener is bound before key custody is opened or a CA made: a first `pki serve` whose
-/// address is taken, malformed or not this machine's stops with one line naming it, and leaves no
-/// CA behind (before, it created the CA, then stopped). Once the address is free, the same
-/// configuration starts.
+/// Every listener is bound, and every file of `[mail]` read and checked, before key custody is
+/// opened or a CA made: a first `pki serve` whose address is taken, malformed or not this
+/// machine's, or whose archive certificate or relay password cannot be used, stops with one line
+/// naming it and leaves no CA behind (before, it created the CA, then stopped). Once the address
+/// is free, the same configuration starts.
 #[test]
-fn a_listener_that_cannot_be_had_stops_a_first_start_before_a_ca_is_made() {
+fn a_listener_or_mail_file_that_cannot_be_had_stops_a_first_start_before_a_ca_is_made() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
     let acme = "[acme]\nchallenge_from = \"acme-challenge@example.com\"\ndns_resolver = \"127.0.0.1:53\"\n";
+    let files = tempfile::tempdir().unwrap();
+    let garbage = files.path().join("garbage.pem");
+    std::fs::write(&garbage, b"\x00\xffnot a certificate").unwrap();
+    let ed25519 = files.path().join("ed25519.pem");
+    openssl([
+        "req",
+        "-x509",
+        "-newkey",
+        "ed25519",
+        "-nodes",
+        "-keyout",
+        "/dev/null",
+        "-subj",
+        "/CN=archive",
+        "-out",
+        ed25519.to_str().unwrap(),
+    ]);
+    let missing = files.path().join("missing");
+    let (garbage, ed25519, missing) = (garbage.display(), ed25519.display(), missing.display());
     let cases = [
         (String::new(), Some(busy.as_str()), vec!["cannot listen on", &busy, "in use"]),
         (format!("[server.tls]\nlisten = \"{busy}\"\n"), None, vec!["cannot listen with HTTPS on", &busy]),
@@ -311,6 +331,26 @@ fn a_listener_that_cannot_be_had_stops_a_first_start_before_a_ca_is_made() {
         ("[ldap]\nlisten = \"999.1.1.1:389\"\n".into(), None, vec!["for LDAP on 999.1.1.1:389"]),
         (format!("[ldap]\ntls_listen = \"{busy}\"\n"), None, vec!["for LDAP on", &busy]),
         (format!("{acme}\n[acme.smtp]\nlisten = \"{busy}\"\n"), None, vec!["for SMTP on", &busy]),
+        (
+            format!("[mail]\narchive_certificate = \"{missing}\"\n"),
+            None,
+            vec!["cannot read [mail] archive_certificate", "No such file"],
+        ),
+        (
+            format!("[mail]\narchive_certificate = \"{garbage}\"\n"),
+            None,
+            vec!["[mail] archive_certificate", "not an X.509 certificate"],
+        ),
+        (
+            format!("[mail]\narchive_certificate = \"{ed25519}\"\n"),
+            None,
+            vec!["[mail] archive_certificate", "cannot be encrypted to", "1.3.101.112"],
+        ),
+        (
+            format!("[mail.relay]\nhost = \"127.0.0.1\"\nusername = \"u\"\npassword_file = \"{missing}\"\n"),
+            None,
+            vec!["cannot read [mail.relay] password_file"],
+        ),
     ];
     for (extra, listen, names) in &cases {
         let env = Env::with_config(extra);
@@ -319,7 +359,7 @@ fn a_listener_that_cannot_be_had_stops_a_first_start_before_a_ca_is_made() {
         let told = |reason: &str| line.matches(reason).count();
         assert!(told("os error") <= 1 && told("invalid socket address") <= 1, "the reason once: {line}");
         let after = env.pki_try(["ca-cert", "root"]);
-        assert!(!after.status.success(), "{extra}: a CA was made before the listener failed");
+        assert!(!after.status.success(), "{extra}: a CA was made before the start failed");
         assert!(after.stderr.contains("no CA in"), "{extra}: {}", after.stderr);
     }
     // The SMTP case again, its address free now: the server starts and listens there.

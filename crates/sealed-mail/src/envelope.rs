@@ -46,8 +46,7 @@ enum RecipientKey {
 impl Recipient {
     /// The recipient of a certificate (DER): RSA, or EC on P-256.
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| Error::RecipientKey(format!("certificate: {e}")))?;
+        let cert = Certificate::from_der(der).map_err(|e| Error::NotACertificate(e.to_string()))?;
         let spki = &cert.tbs_certificate.subject_public_key_info;
         let kind = match spki.algorithm.oid {
             oids::RSA_ENCRYPTION => {

@@ -95,6 +95,9 @@ pub enum Error {
     /// The recipient's certificate holds a key this crate cannot encrypt to.
     #[error("the recipient's certificate holds a key that cannot be encrypted to: {0}")]
     RecipientKey(String),
+    /// What should be a certificate to encrypt to is none (DER that does not parse as X.509).
+    #[error("not an X.509 certificate: {0}")]
+    NotACertificate(String),
     /// A timestamp was asked for and no TSA is configured.
     #[error("timestamps are not available on this server")]
     TimestampUnavailable,
@@ -143,7 +146,7 @@ impl Error {
             Error::NoCertificate => 404,
             Error::TooLarge { .. } => 413,
             Error::SenderUnusable { .. } => 409,
-            Error::RecipientKey(_) => 422,
+            Error::RecipientKey(_) | Error::NotACertificate(_) => 422,
             Error::RateLimited { .. } => 429,
             Error::Delivery(_) => 502,
             Error::TimestampUnavailable
