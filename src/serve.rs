@@ -198,6 +198,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     } else {
         None
     };
+    let group = settings.server.admin_group.as_deref().map(crate::admin_socket::admin_gid).transpose()?;
     let mut listeners = crate::listeners::bind_all(settings, listen, services, ldap_on)?;
     let (ca, outcome) = init_ca(data, settings, "system")?;
     if outcome == InitOutcome::Created {
@@ -211,7 +212,6 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     ca.defer_crls();
     let ca = Arc::new(ca);
     let sock = socket_path(data);
-    let group = settings.server.admin_group.as_deref().map(crate::admin_socket::admin_gid).transpose()?;
     crate::admin_socket::serve(&sock, data, group, ca.clone())?;
     if let Some(dir) = checkpoint_dir {
         let interval = Duration::from_secs(settings.audit.checkpoint_interval_secs);

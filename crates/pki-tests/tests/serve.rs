@@ -292,7 +292,8 @@ fn http_workers_run_five_nice_levels_below_the_tsa_committer() {
 
 /// Every listener is bound, and every file of `[mail]` read and checked, before key custody is
 /// opened or a CA made: a first `pki serve` whose address is taken, malformed or not this
-/// machine's, or whose archive certificate or relay password cannot be used, stops with one line
+/// machine's, whose archive certificate or relay password cannot be used, or whose admin group
+/// does not exist, stops with one line
 /// naming it and leaves no CA behind (before, it created the CA, then stopped). Once the address
 /// is free, the same configuration starts.
 #[test]
@@ -362,6 +363,14 @@ fn a_listener_or_mail_file_that_cannot_be_had_stops_a_first_start_before_a_ca_is
         assert!(!after.status.success(), "{extra}: a CA was made before the start failed");
         assert!(after.stderr.contains("no CA in"), "{extra}: {}", after.stderr);
     }
+    // An admin group that does not exist (the tests' configuration names one that does).
+    let env = Env::new();
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let (from, to) = (format!("admin_group = \"{OFFICERS_GROUP}\""), "admin_group = \"no-such-group-here\"");
+    assert!(text.contains(&from), "{text}");
+    std::fs::write(&env.config, text.replace(&from, to)).unwrap();
+    env.pki_fails(["serve"], &["[server] admin_group \"no-such-group-here\": no such group"]);
+    assert!(env.pki_try(["ca-cert", "root"]).stderr.contains("no CA in"), "a CA was made");
     // The SMTP case again, its address free now: the server starts and listens there.
     let (extra, _, _) = &cases[6];
     drop(taken);
