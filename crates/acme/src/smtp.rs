@@ -6,9 +6,10 @@
 //! of SMTP (RFC 5321) only: EHLO/HELO, MAIL, RCPT (the challenge address only), DATA (at most
 //! [`crate::reply::MAX_REPLY_BYTES`]), RSET, NOOP, QUIT, in RFC 5321's order (4.1.4: a command
 //! out of it is a 503); lines of at most 1,000 bytes; one minute per command, ten per session;
-//! the session closed after 20 refused commands. Every message accepted is checked by [`Acme::process_reply`]; a message
-//! that is garbage or too large is dropped and logged, never bounced. The client's address goes
-//! with the message: only a configured trusted relay's own `Authentication-Results` count.
+//! the session closed after 20 refused commands. Every message accepted is checked by
+//! [`Acme::process_reply`]; a message that is garbage or too large is dropped and logged, never
+//! bounced. The client's address goes with the message: only a configured trusted relay's own
+//! `Authentication-Results` count.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
