@@ -180,6 +180,12 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// A page asked with a method it does not take (answered 405 with `Allow`).
+    #[error("method not allowed: use {allow}")]
+    MethodNotAllowed {
+        /// The methods it takes, as `Allow` lists them.
+        allow: &'static str,
+    },
     /// Nothing here.
     #[error("not found: {0}")]
     NotFound(String),
@@ -280,6 +286,7 @@ impl ResponseError for Error {
             | Error::SecondAdminRequired(_) => StatusCode::FORBIDDEN,
             Error::InvalidTotp | Error::WeakPassword(_) | Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unreadable { status, .. } => *status,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::NotFound(_) | Error::UnknownUser(_) => StatusCode::NOT_FOUND,
             Error::UserExists(_) | Error::NothingToConfirm(_) => StatusCode::CONFLICT,
             Error::Ca(e) => ca_error_status(e).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -313,6 +320,9 @@ impl ResponseError for Error {
             cerdb::text::cut_middle(&self.to_string(), cerdb::text::MAX_ERROR_CHARS).into_owned()
         };
         let mut res = HttpResponse::build(status);
+        if let Error::MethodNotAllowed { allow } = self {
+            res.insert_header((header::ALLOW, *allow));
+        }
         if unavailable {
             res.insert_header((
                 header::RETRY_AFTER,

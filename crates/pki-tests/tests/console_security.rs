@@ -470,6 +470,25 @@ fn every_route_answers_with_the_security_headers() {
         check(format!("anonymous POST {p}"), anon.post_form(p, &[("csrf_token", "x")]));
     }
     assert_eq!(anon.get("/admin/static/console.css").header("content-type"), Some("text/css; charset=utf-8"));
+    // A page asked with a method it does not take: the 405 page with `Allow`, as the APIs answer
+    // (it was the 404 page); HEAD is GET without the body.
+    for (method, p, allow) in [
+        ("PUT", "/admin/login", "GET, HEAD, POST"),
+        ("DELETE", "/admin/users", "GET, HEAD, POST"),
+        ("GET", "/admin/logout", "POST"),
+        ("GET", "/admin/ca/rekey", "POST"),
+        ("POST", "/admin/audit", "GET, HEAD"),
+        ("PATCH", "/admin/certificates/01", "GET, HEAD"),
+        ("POST", "/admin", "GET, HEAD"),
+    ] {
+        let r = anon.request(method, p, Some("application/x-www-form-urlencoded"), b"csrf_token=x");
+        assert_eq!((r.status, r.header("allow")), (405, Some(allow)), "{method} {p}: {}", r.text());
+        assert!(r.text().contains(&format!("method not allowed: use {allow}")), "{method} {p}: {}", r.text());
+        check(format!("anonymous {method} {p}"), r);
+    }
+    let head = b"HEAD /admin/login HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let r = pki_tests::raw_tcp::exchange_from(std::net::Ipv4Addr::LOCALHOST.into(), env.port, head).unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 0), "HEAD /admin/login: {}", r.text());
 
     // During first login (one-time password, enrolment pages).
     let mut officer = Client::new(env.port);

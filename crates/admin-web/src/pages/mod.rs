@@ -10,7 +10,7 @@ mod validations;
 use std::time::{Duration, Instant};
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, Scope};
+use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Resource, Responder, Route, Scope};
 use ca_core::AuditAction;
 use cerdb::console_store::SessionStage;
 use maud::{html, PreEscaped};
@@ -22,48 +22,94 @@ use crate::{qr, totp, Console, Error};
 
 pub(crate) type Page = Result<HttpResponse, Error>;
 
-/// Every route of the console.
+/// Every route of the console. A page asked with another method than it takes gets the 405 page
+/// with `Allow`; HEAD is answered as GET without the body.
 pub(crate) fn routes(scope: Scope) -> Scope {
     scope
-        .route("", web::get().to(|| async { see_other("/admin/") }))
-        .route("/static/console.css", web::get().to(stylesheet))
-        .route("/login", web::get().to(login_page))
-        .route("/login", web::post().to(login_submit))
-        .route("/login/totp", web::get().to(totp_page))
-        .route("/login/totp", web::post().to(totp_submit))
-        .route("/password", web::get().to(password_page))
-        .route("/password", web::post().to(password_submit))
-        .route("/totp/enrol", web::get().to(enrol_page))
-        .route("/totp/enrol", web::post().to(enrol_submit))
-        .route("/logout", web::post().to(logout))
-        .route("/", web::get().to(certs::dashboard))
-        .route("/certificates", web::get().to(certs::list))
-        .route("/certificates/{serial}", web::get().to(certs::detail))
-        .route("/certificates/{serial}/pem", web::get().to(certs::pem))
-        .route("/certificates/{serial}/revoke", web::post().to(certs::revoke))
-        .route("/issue", web::get().to(certs::issue_page))
-        .route("/issue/csr", web::post().to(certs::issue_csr))
-        .route("/issue/generate", web::post().to(certs::issue_generate))
-        .route("/escrow", web::get().to(certs::escrow_page))
-        .route("/escrow/request", web::post().to(certs::escrow_request))
-        .route("/escrow/{id}/approve", web::post().to(certs::escrow_approve))
-        .route("/escrow/{id}/release", web::post().to(certs::escrow_release))
-        .route("/validations", web::get().to(validations::page_of_evidence))
-        .route("/validations/send", web::post().to(validations::send))
-        .route("/validations/confirm", web::post().to(validations::confirm))
-        .route("/audit", web::get().to(audit::audit_log))
-        .route("/timestamps", web::get().to(timestamps::timestamps_page))
-        .route("/timestamps/verify", web::post().to(timestamps::timestamps_verify))
-        .route("/users", web::get().to(users::list))
-        .route("/users", web::post().to(users::add))
-        .route("/users/{name}/disable", web::post().to(users::disable))
-        .route("/users/{name}/enable", web::post().to(users::enable))
-        .route("/users/{name}/reset", web::post().to(users::reset))
-        .route("/users/{name}/confirm-reset", web::post().to(users::confirm_reset))
-        .route("/settings", web::get().to(users::settings))
-        .route("/ca/compromise", web::post().to(users::compromise))
-        .route("/ca/rekey", web::post().to(users::rekey))
+        .service(get_only("", || async { see_other("/admin/") }))
+        .service(get_only("/static/console.css", stylesheet))
+        .service(get_and_post("/login", login_page, login_submit))
+        .service(get_and_post("/login/totp", totp_page, totp_submit))
+        .service(get_and_post("/password", password_page, password_submit))
+        .service(get_and_post("/totp/enrol", enrol_page, enrol_submit))
+        .service(post_only("/logout", logout))
+        .service(get_only("/", certs::dashboard))
+        .service(get_only("/certificates", certs::list))
+        .service(get_only("/certificates/{serial}", certs::detail))
+        .service(get_only("/certificates/{serial}/pem", certs::pem))
+        .service(post_only("/certificates/{serial}/revoke", certs::revoke))
+        .service(get_only("/issue", certs::issue_page))
+        .service(post_only("/issue/csr", certs::issue_csr))
+        .service(post_only("/issue/generate", certs::issue_generate))
+        .service(get_only("/escrow", certs::escrow_page))
+        .service(post_only("/escrow/request", certs::escrow_request))
+        .service(post_only("/escrow/{id}/approve", certs::escrow_approve))
+        .service(post_only("/escrow/{id}/release", certs::escrow_release))
+        .service(get_only("/validations", validations::page_of_evidence))
+        .service(post_only("/validations/send", validations::send))
+        .service(post_only("/validations/confirm", validations::confirm))
+        .service(get_only("/audit", audit::audit_log))
+        .service(get_only("/timestamps", timestamps::timestamps_page))
+        .service(post_only("/timestamps/verify", timestamps::timestamps_verify))
+        .service(get_and_post("/users", users::list, users::add))
+        .service(post_only("/users/{name}/disable", users::disable))
+        .service(post_only("/users/{name}/enable", users::enable))
+        .service(post_only("/users/{name}/reset", users::reset))
+        .service(post_only("/users/{name}/confirm-reset", users::confirm_reset))
+        .service(get_only("/settings", users::settings))
+        .service(post_only("/ca/compromise", users::compromise))
+        .service(post_only("/ca/rekey", users::rekey))
         .default_service(web::to(|| async { Err::<HttpResponse, _>(Error::NotFound("no such page".into())) }))
+}
+
+/// The page at `path`, its routes added by the caller; any other method gets the 405 page.
+fn resource(path: &str, allow: &'static str) -> Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(Error::MethodNotAllowed { allow })
+    }))
+}
+
+/// GET (and HEAD) by `handler`.
+fn get_route<F, Args>(handler: F) -> Route
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::route().guard(cerdb::directory::get_or_head()).to(handler)
+}
+
+/// A page read only: GET and HEAD.
+fn get_only<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource(path, "GET, HEAD").route(get_route(handler))
+}
+
+/// An action: POST only.
+fn post_only<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    resource(path, "POST").route(web::post().to(handler))
+}
+
+/// A form and its submission at one path.
+fn get_and_post<G, GArgs, P, PArgs>(path: &str, get: G, post: P) -> Resource
+where
+    G: Handler<GArgs>,
+    GArgs: FromRequest + 'static,
+    G::Output: Responder + 'static,
+    P: Handler<PArgs>,
+    PArgs: FromRequest + 'static,
+    P::Output: Responder + 'static,
+{
+    resource(path, "GET, HEAD, POST").route(get_route(get)).route(web::post().to(post))
 }
 
 /// A 303 redirect.
