@@ -34,6 +34,8 @@ pub struct RelaySettings {
     pub password_file: Option<std::path::PathBuf>,
     /// The sender of the CA's mail.
     pub from: String,
+    /// How long to wait for the relay to connect or answer, seconds (default 30, 1 to 600).
+    pub timeout_secs: u64,
 }
 
 impl Default for RelaySettings {
@@ -45,6 +47,7 @@ impl Default for RelaySettings {
             username: None,
             password_file: None,
             from: "pki@localhost".into(),
+            timeout_secs: 30,
         }
     }
 }
@@ -78,7 +81,7 @@ impl RelaySettings {
             RelayTls::Implicit => SmtpTransport::relay(host)?,
         }
         .port(self.port)
-        .timeout(Some(std::time::Duration::from_secs(30)));
+        .timeout(Some(std::time::Duration::from_secs(self.timeout_secs)));
         if let Some(user) = &self.username {
             let Some(file) = &self.password_file else {
                 anyhow::bail!("[mail.relay] username needs password_file");
@@ -115,11 +118,12 @@ impl RelaySettings {
 /// Messages handed to the relay as they are (sealed mail).
 struct RelayDelivery {
     transport: lettre::SmtpTransport,
+    timeout_secs: u64,
 }
 
 /// The delivery of `[mail.relay]`, for sealed mail.
 pub fn delivery(s: &RelaySettings) -> anyhow::Result<std::sync::Arc<dyn sealed_mail::Delivery>> {
-    Ok(std::sync::Arc::new(RelayDelivery { transport: s.transport()? }))
+    Ok(std::sync::Arc::new(RelayDelivery { transport: s.transport()?, timeout_secs: s.timeout_secs }))
 }
 
 /// The queue id in a relay's final answer (`250 2.0.0 Ok: queued as 4Xyz`), or the whole answer.
@@ -148,10 +152,36 @@ impl sealed_mail::Delivery for RelayDelivery {
         // lettre ends the data with CRLF "." CRLF whatever the message ends with: the message's own
         // last line end is that first CRLF, or the relay would store one empty line more.
         let data = message.strip_suffix(b"\r\n").unwrap_or(message);
-        let response = self.transport.send_raw(&envelope, data).map_err(|e| bad(e.to_string()))?;
+        let response = self.transport.send_raw(&envelope, data).map_err(|e| {
+            // An SMTP reply refused this message; anything else (connection, TLS, timeout, a
+            // garbled answer) is the relay itself, and a bulk request tries no further message.
+            if e.is_permanent() || e.is_transient() {
+                bad(e.to_string())
+            } else if timed_out(&e) {
+                sealed_mail::Error::RelayUnreachable(format!(
+                    "no answer within {} s ([mail.relay] timeout_secs)",
+                    self.timeout_secs
+                ))
+            } else {
+                sealed_mail::Error::RelayUnreachable(e.to_string())
+            }
+        })?;
         let lines: Vec<&str> = response.message().collect();
         Ok(queue_id(&lines))
     }
+}
+
+/// Whether the relay did not answer in time: a socket timeout shows as `TimedOut`, or on Linux as
+/// `WouldBlock` ("Resource temporarily unavailable"), which lettre's own `is_timeout` misses.
+fn timed_out(e: &lettre::transport::smtp::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock);
+        }
+        source = err.source();
+    }
+    false
 }
 
 static RELAY: std::sync::OnceLock<RelaySettings> = std::sync::OnceLock::new();

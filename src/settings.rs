@@ -411,6 +411,13 @@ impl Settings {
                 anyhow::bail!("{}: [server] workers = {n}: expected 1 to 1024", path.display());
             }
         }
+        if !(1..=600).contains(&s.mail.relay.timeout_secs) {
+            anyhow::bail!(
+                "{}: [mail.relay] timeout_secs = {}: expected 1 to 600",
+                path.display(),
+                s.mail.relay.timeout_secs
+            );
+        }
         if !(1..=1024).contains(&s.mail.max_bulk_at_once) {
             anyhow::bail!(
                 "{}: [mail] max_bulk_at_once = {}: expected 1 to 1024",
@@ -441,6 +448,39 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every `toml` block of the README, and every commented-out setting of the example
+    /// (`# key = value` lines, uncommented with their table), is a configuration `pki` reads: a
+    /// setting renamed in the code and not in the documentation fails here.
+    #[test]
+    fn the_readmes_configuration_and_the_examples_commented_settings_parse() {
+        let readme = include_str!("../README.md");
+        let blocks: Vec<&str> =
+            readme.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+        assert!(blocks.len() >= 3, "{} toml blocks in the README", blocks.len());
+        for b in blocks {
+            if let Err(e) = toml::from_str::<Settings>(b) {
+                panic!("a README toml block does not parse: {e}\n{b}");
+            }
+        }
+        let example = include_str!("../pki.example.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Err(e) = toml::from_str::<Settings>(&uncommented) {
+            panic!("the example's commented-out settings do not parse: {e}");
+        }
+    }
 
     #[test]
     fn the_example_config_parses_and_shows_the_defaults() {
@@ -560,18 +600,33 @@ mod tests {
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
     }
 
+    /// `[mail] max_bulk_at_once` is 1 to 1024 and `[mail.relay] timeout_secs` 1 to 600: outside,
+    /// or not a number, the configuration is refused naming the setting.
     #[test]
-    fn bulk_requests_at_once_are_1_to_1024() {
+    fn bulk_requests_at_once_and_the_relay_timeout_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pki.toml");
-        for bad in ["0", "1025", "-1", "\"four\""] {
-            std::fs::write(&p, format!("[mail]\nmax_bulk_at_once = {bad}\n")).expect("write");
-            let e = Settings::load(Some(&p)).unwrap_err().to_string();
-            assert!(e.contains("pki.toml") && e.contains("max_bulk_at_once"), "{bad}: {e}");
-        }
-        for good in [1, 1024] {
-            std::fs::write(&p, format!("[mail]\nmax_bulk_at_once = {good}\n")).expect("write");
-            assert_eq!(Settings::load(Some(&p)).expect("valid").mail.max_bulk_at_once, good);
+        let read = |table: &str, key: &str, value: &str| {
+            std::fs::write(&p, format!("[{table}]\n{key} = {value}\n")).expect("write");
+            Settings::load(Some(&p))
+        };
+        type Case = (&'static str, &'static str, [&'static str; 4], [u64; 2], fn(&Settings) -> u64);
+        let cases: [Case; 2] = [
+            ("mail", "max_bulk_at_once", ["0", "1025", "-1", "\"four\""], [1, 1024], |s| {
+                s.mail.max_bulk_at_once as u64
+            }),
+            ("mail.relay", "timeout_secs", ["0", "601", "-1", "\"soon\""], [1, 600], |s| {
+                s.mail.relay.timeout_secs
+            }),
+        ];
+        for (table, key, bad, good, get) in cases {
+            for b in bad {
+                let e = read(table, key, b).unwrap_err().to_string();
+                assert!(e.contains("pki.toml") && e.contains(key), "{key} = {b}: {e}");
+            }
+            for g in good {
+                assert_eq!(get(&read(table, key, &g.to_string()).expect("valid")), g, "{key} = {g}");
+            }
         }
     }
 

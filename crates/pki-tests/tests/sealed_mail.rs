@@ -1229,3 +1229,84 @@ fn gcm_messages_and_the_archive_copy_open_with_openssl() {
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.text().contains("encryption") && reply.text().contains("des-cbc"), "{}", reply.text());
 }
+
+/// Delivery to a relay that cannot be reached (build item 3; acceptance item 4's "clear error"):
+/// a single message is answered 502 saying so (it was `{"error": "internal error"}`), after at
+/// most `[mail.relay] timeout_secs`; a bulk request waits for the relay once, answers every later
+/// message to be delivered at once naming the message that found the relay unreachable (each
+/// would otherwise wait out the timeout: a statement run of 1,000 messages, hours), and still
+/// seals the messages not to be delivered. A relay that refuses connections is named the same way.
+#[test]
+fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
+    // A relay that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let relay = |port: u16| {
+        format!("[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\n")
+    };
+    let mut f = fixture(&relay(silent_port));
+    let delivered = |to: &str, text: &str, deliver: bool| {
+        let mut r = request(to, text, b"%PDF-1.7 relay", false);
+        r["deliver"] = serde_json::json!(deliver);
+        r
+    };
+
+    let start = std::time::Instant::now();
+    let r = f.seal(&delivered("alice@example.com", "single", true));
+    r.expect_error(502, "the mail relay cannot be reached: no answer within 2 s", "a silent relay");
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+
+    let messages: Vec<serde_json::Value> =
+        [("alice", true), ("bob", true), ("alice", false), ("bob", true), ("alice", true)]
+            .iter()
+            .enumerate()
+            .map(|(i, (who, deliver))| {
+                delivered(&format!("{who}@example.com"), &format!("bulk {i}"), *deliver)
+            })
+            .collect();
+    let start = std::time::Instant::now();
+    let r = f.post(
+        "/api/v1/mail/seal/bulk",
+        Some(&f.mailer),
+        None,
+        serde_json::json!({ "messages": messages }).to_string().as_bytes(),
+    );
+    let took = start.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let error = |i: usize| results[i]["error"].as_str().unwrap_or_default().to_string();
+    assert_eq!(results[0]["status"], 502, "{}", results[0]);
+    assert!(error(0).contains("the mail relay cannot be reached: no answer within 2 s"), "{}", results[0]);
+    for i in [1, 3, 4] {
+        assert_eq!(results[i]["status"], 502, "{}", results[i]);
+        assert!(
+            error(i).contains("not tried: message 1 of this request could not reach it"),
+            "{}",
+            results[i]
+        );
+    }
+    assert_eq!(results[2]["status"], 200, "sealed, not to be delivered: {}", results[2]);
+    assert!(results[2]["message_base64"].is_string(), "{}", results[2]);
+    // One timeout (2 s), not four.
+    assert!(took < Duration::from_secs(6), "the bulk request took {took:?}");
+
+    // A relay that refuses connections: named at once.
+    f.stop();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&f.env.config).unwrap();
+    std::fs::write(
+        &f.env.config,
+        text.replace(&format!("port = {silent_port}"), &format!("port = {closed}")),
+    )
+    .unwrap();
+    f.server = Some(f.env.serve());
+    let r = f.seal(&delivered("bob@example.com", "refused", true));
+    r.expect_error(502, "the mail relay cannot be reached", "a closed port");
+    assert!(r.text().contains("Connection refused"), "{}", r.text());
+}

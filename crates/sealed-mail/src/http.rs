@@ -620,13 +620,26 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 (p, s)
             })
             .collect();
-        // Delivery, when asked, one message after the other through the relay's connection.
+        // Delivery, when asked, one message after the other through the relay's connection. Once
+        // the relay cannot be reached, no further message waits for it (each would wait out the
+        // relay's timeout): they are answered at once, naming the message that found it so.
+        let mut unreachable: Option<usize> = None;
         let delivered: Vec<Result<Answered, Error>> = answers
             .into_iter()
-            .map(|(p, s)| {
+            .enumerate()
+            .map(|(i, (p, s))| {
                 let (r, deliver) = p?;
                 let s = s.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
-                delivered(&svc, r, s, deliver)
+                if let (true, Some(first)) = (deliver, unreachable) {
+                    return Err(Error::RelayUnreachable(format!(
+                        "not tried: message {first} of this request could not reach it"
+                    )));
+                }
+                let answered = delivered(&svc, r, s, deliver);
+                if matches!(answered, Err(Error::RelayUnreachable(_))) {
+                    unreachable = Some(i + 1);
+                }
+                answered
             })
             .collect();
         // Each answer written (in JSON, its message base64-encoded) on every core, then joined.

@@ -104,9 +104,13 @@ pub enum Error {
     /// Delivery was asked for and no relay is configured.
     #[error("delivery is not configured on this server ([mail.relay])")]
     DeliveryUnavailable,
-    /// The relay refused or failed.
-    #[error("the mail relay failed: {0}")]
+    /// The relay refused the message (an SMTP reply; another message may still go).
+    #[error("the mail relay refused the message: {0}")]
     Delivery(String),
+    /// The relay could not be reached or stopped answering (connection, TLS, timeout): a bulk
+    /// request tries no further message.
+    #[error("the mail relay cannot be reached: {0}")]
+    RelayUnreachable(String),
     /// The TSA refused to stamp (its PKIStatusInfo's text): it is not usable now, say after
     /// `pki ca compromise --ca tsa`.
     #[error("the timestamp authority refused to stamp: {0}")]
@@ -148,7 +152,7 @@ impl Error {
             Error::SenderUnusable { .. } => 409,
             Error::RecipientKey(_) | Error::NotACertificate(_) => 422,
             Error::RateLimited { .. } => 429,
-            Error::Delivery(_) => 502,
+            Error::Delivery(_) | Error::RelayUnreachable(_) => 502,
             Error::TimestampUnavailable
             | Error::TimestampRefused(_)
             | Error::DeliveryUnavailable
@@ -168,6 +172,8 @@ impl Error {
                     Error::TimestampUnavailable
                         | Error::TimestampRefused(_)
                         | Error::DeliveryUnavailable
+                        | Error::Delivery(_)
+                        | Error::RelayUnreachable(_)
                         | Error::Busy { .. }
                 ) =>
             {
