@@ -1235,7 +1235,8 @@ fn gcm_messages_and_the_archive_copy_open_with_openssl() {
 /// most `[mail.relay] timeout_secs`; a bulk request waits for the relay once, answers every later
 /// message to be delivered at once naming the message that found the relay unreachable (each
 /// would otherwise wait out the timeout: a statement run of 1,000 messages, hours), and still
-/// seals the messages not to be delivered. A relay that refuses connections is named the same way.
+/// seals the messages not to be delivered. A relay that refuses connections is named the same way;
+/// one that refuses a recipient is a 502 with its reply, and a bulk request still tries the rest.
 #[test]
 fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     // A relay that takes connections and never says a word.
@@ -1309,4 +1310,61 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     let r = f.seal(&delivered("bob@example.com", "refused", true));
     r.expect_error(502, "the mail relay cannot be reached", "a closed port");
     assert!(r.text().contains("Connection refused"), "{}", r.text());
+
+    // A relay that answers and refuses each recipient (a scripted peer: the test Postfix takes
+    // every address): its reply is the error, and in a bulk request every message is tried.
+    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refusing_port = refusing.local_addr().unwrap().port();
+    let tried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = tried.clone();
+    std::thread::spawn(move || {
+        for c in refusing.incoming().flatten() {
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut w = c.try_clone().unwrap();
+                let _ = w.write_all(b"220 refusing ESMTP\r\n");
+                for line in std::io::BufReader::new(c).lines() {
+                    let Ok(line) = line else { break };
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 refusing\r\n",
+                        "RCPT" => {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            b"550 5.1.1 <recipient>: Recipient address rejected: no such user\r\n"
+                        }
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 ok\r\n",
+                    };
+                    if w.write_all(reply).is_err() || verb == "QUIT" {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    f.stop();
+    let text = std::fs::read_to_string(&f.env.config).unwrap();
+    std::fs::write(
+        &f.env.config,
+        text.replace(&format!("port = {closed}"), &format!("port = {refusing_port}")),
+    )
+    .unwrap();
+    f.server = Some(f.env.serve());
+    let r = f.seal(&delivered("bob@example.com", "refused recipient", true));
+    r.expect_error(502, "the mail relay refused the message", "a refused recipient");
+    assert!(r.text().contains("550") && r.text().contains("no such user"), "{}", r.text());
+    let three: Vec<serde_json::Value> =
+        (0..3).map(|i| delivered("alice@example.com", &format!("refused {i}"), true)).collect();
+    let r = f.post(
+        "/api/v1/mail/seal/bulk",
+        Some(&f.mailer),
+        None,
+        serde_json::json!({ "messages": three }).to_string().as_bytes(),
+    );
+    for res in r.json()["results"].as_array().unwrap() {
+        assert_eq!(res["status"], 502, "{res}");
+        assert!(res["error"].as_str().unwrap().contains("refused the message"), "{res}");
+    }
+    assert_eq!(tried.load(std::sync::atomic::Ordering::SeqCst), 4, "every message was offered to the relay");
 }
