@@ -116,6 +116,12 @@ impl Fixture {
         self.post("/api/v1/mail/seal", Some(&self.mailer), None, req.to_string().as_bytes())
     }
 
+    /// A bulk request of `messages`, answered in JSON.
+    fn bulk(&self, messages: &[serde_json::Value]) -> Reply {
+        let body = serde_json::json!({ "messages": messages }).to_string();
+        self.post("/api/v1/mail/seal/bulk", Some(&self.mailer), None, body.as_bytes())
+    }
+
     fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop();
@@ -1272,12 +1278,7 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
             })
             .collect();
     let start = std::time::Instant::now();
-    let r = f.post(
-        "/api/v1/mail/seal/bulk",
-        Some(&f.mailer),
-        None,
-        serde_json::json!({ "messages": messages }).to_string().as_bytes(),
-    );
+    let r = f.bulk(&messages);
     let took = start.elapsed();
     assert_eq!(r.status, 200, "{}", r.text());
     let results = r.json()["results"].as_array().unwrap().clone();
@@ -1356,12 +1357,7 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     assert!(r.text().contains("550") && r.text().contains("no such user"), "{}", r.text());
     let three: Vec<serde_json::Value> =
         (0..3).map(|i| delivered("alice@example.com", &format!("refused {i}"), true)).collect();
-    let r = f.post(
-        "/api/v1/mail/seal/bulk",
-        Some(&f.mailer),
-        None,
-        serde_json::json!({ "messages": three }).to_string().as_bytes(),
-    );
+    let r = f.bulk(&three);
     for res in r.json()["results"].as_array().unwrap() {
         assert_eq!(res["status"], 502, "{res}");
         assert!(res["error"].as_str().unwrap().contains("refused the message"), "{res}");
