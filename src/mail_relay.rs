@@ -108,9 +108,17 @@ impl RelaySettings {
             mail.auto_submitted.into(),
         ));
         let host = self.host.as_deref().unwrap_or_default();
-        transport
-            .send(&msg)
-            .map_err(|e| anyhow::anyhow!("the mail relay {host}:{} refused or failed: {e}", self.port))?;
+        transport.send(&msg).map_err(|e| {
+            if timed_out(&e) {
+                anyhow::anyhow!(
+                    "the mail relay {host}:{} did not answer within {} s ([mail.relay] timeout_secs)",
+                    self.port,
+                    self.timeout_secs
+                )
+            } else {
+                anyhow::anyhow!("the mail relay {host}:{} refused or failed: {e}", self.port)
+            }
+        })?;
         Ok(())
     }
 }

@@ -325,6 +325,31 @@ fn a_value_the_relay_does_not_take_is_withdrawn_and_audited_as_not_sent() {
         "{entries:#?}"
     );
     assert!(!entries.iter().any(|e| e.contains("dave@customer.test value sent")), "{entries:#?}");
+
+    // A relay that takes the connection and never answers: refused after `timeout_secs`, named so
+    // (it said "network error: Resource temporarily unavailable (os error 11)").
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let env = Env::with_config(&format!(
+        "[validation]\nenterprise_domains = [\"example.com\"]\n\n\
+         [mail.relay]\nhost = \"127.0.0.1\"\nport = {silent_port}\ntls = \"none\"\ntimeout_secs = 1\n"
+    ));
+    env.init();
+    let start = std::time::Instant::now();
+    env.pki_fails(
+        ["validate", "send", "--email", "erin@customer.test"],
+        &[
+            "could not be mailed to erin@customer.test",
+            "did not answer within 1 s ([mail.relay] timeout_secs)",
+        ],
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "{:?}", start.elapsed());
 }
 
 #[test]
