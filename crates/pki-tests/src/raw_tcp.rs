@@ -106,3 +106,17 @@ pub fn cut_short(
     s.read_to_end(&mut out)?;
     RawReply::parse(&out).ok_or_else(|| std::io::Error::other("not an HTTP answer"))
 }
+
+/// A loopback port that accepts every connection and never writes a byte, holding the
+/// connections open for the rest of the test process: a server that hangs (a relay, say).
+pub fn silent_port() -> u16 {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let port = silent.local_addr().expect("its address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    port
+}

@@ -328,14 +328,7 @@ fn a_value_the_relay_does_not_take_is_withdrawn_and_audited_as_not_sent() {
 
     // A relay that takes the connection and never answers: refused after `timeout_secs`, named so
     // (it said "network error: Resource temporarily unavailable (os error 11)").
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in silent.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let silent_port = pki_tests::raw_tcp::silent_port();
     let env = Env::with_config(&format!(
         "[validation]\nenterprise_domains = [\"example.com\"]\n\n\
          [mail.relay]\nhost = \"127.0.0.1\"\nport = {silent_port}\ntls = \"none\"\ntimeout_secs = 1\n"

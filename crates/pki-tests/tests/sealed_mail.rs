@@ -1246,14 +1246,7 @@ fn gcm_messages_and_the_archive_copy_open_with_openssl() {
 #[test]
 fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     // A relay that takes connections and never says a word.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let silent_port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in silent.incoming().flatten() {
-            held.push(c);
-        }
-    });
+    let silent_port = pki_tests::raw_tcp::silent_port();
     let relay = |port: u16| {
         format!("[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\n")
     };
