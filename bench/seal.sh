@@ -47,35 +47,13 @@ cargo build -q --release -p sealed-mail --example seal_core_rate
 SEAL_CORE="$TARGET/release/examples/seal_core_rate"
 [ "${SEAL_CORE#/}" != "$SEAL_CORE" ] || SEAL_CORE="$PWD/$SEAL_CORE"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pki-bench-seal.XXXXXX")
-server=""
-sink=""
-cleanup() {
-  [ -z "$server" ] || { kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true; }
-  [ -z "$sink" ] || { kill "$sink" 2>/dev/null; wait "$sink" 2>/dev/null || true; }
-  rm -rf "$work"
-}
-trap cleanup EXIT
-cd "$work"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-cat >pki.toml <<EOF
-[server]
-listen = "127.0.0.1:$port"
-[ca]
-public_base_url = "http://127.0.0.1:$port"
-[validation]
-enterprise_domains = ["bank.example", "example.com"]
-EOF
-export PKI_CONFIG=$work/pki.toml PKI_DATA=$work/data
-echo "## machine"
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), cores: $(nproc), memory: $(free -g | awk '/Mem:/{print $2}') GiB"
+# shellcheck source=sealed-mail-setup.sh
+source bench/sealed-mail-setup.sh
+bench_start seal
 echo "openssl: $(openssl version)"
 echo "command: DURATION=$DURATION bash bench/seal.sh $NO (profile ${PKI_BENCH_PROFILE:-release})"
 echo
-"$PKI" init >/dev/null
-"$PKI" mail sender add --name statements --email statements@bank.example >/dev/null
-key=$("$PKI" apikey create --name bench --permission mail --rate 1000000000 2>/dev/null)
-"$PKI" mail sender allow --name statements --key bench >/dev/null
+bench_sender
 # The same with a P-256 sender key: the bank's choice when its readers' clients take ECDSA.
 "$PKI" mail sender add --name statements-ec --email statements-ec@bank.example --key-type p256 >/dev/null
 "$PKI" mail sender allow --name statements-ec --key bench >/dev/null
