@@ -67,26 +67,6 @@ pub struct Outgoing<'a> {
 }
 
 impl RelaySettings {
-    /// The SMTP transport to the relay (lettre's synchronous one: callers run on blocking
-    /// threads), with its credentials.
-    fn transport(&self) -> anyhow::Result<lettre::SmtpTransport> {
-        use lettre::SmtpTransport;
-        let Some(host) = &self.host else {
-            anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
-        };
-        let mut t = match self.tls {
-            RelayTls::None => SmtpTransport::builder_dangerous(host),
-            RelayTls::Starttls => SmtpTransport::starttls_relay(host)?,
-            RelayTls::Implicit => SmtpTransport::relay(host)?,
-        }
-        .port(self.port)
-        .timeout(Some(std::time::Duration::from_secs(self.timeout_secs)));
-        if let Some(credentials) = self.credentials()? {
-            t = t.credentials(credentials);
-        }
-        Ok(t.build())
-    }
-
     /// `username` with the first line of `password_file`, when a user name is set.
     fn credentials(&self) -> anyhow::Result<Option<lettre::transport::smtp::authentication::Credentials>> {
         let Some(user) = &self.username else { return Ok(None) };
@@ -97,14 +77,17 @@ impl RelaySettings {
         Ok(Some(lettre::transport::smtp::authentication::Credentials::new(user.clone(), password)))
     }
 
-    /// Sends one message through the relay, marked `Auto-Submitted: auto-generated`.
+    /// Sends one message through the relay, marked `Auto-Submitted: auto-generated` (the password
+    /// file read again for each: a changed password needs no restart).
     pub fn send(&self, mail: &Outgoing<'_>) -> anyhow::Result<()> {
         use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-        use lettre::Transport;
-        let transport = self.transport()?;
+        let relay = RelayDelivery::of(self)?;
+        let from: lettre::Address =
+            mail.from.unwrap_or(&self.from).parse().map_err(|e| anyhow::anyhow!("the sender: {e}"))?;
+        let to: lettre::Address = mail.to.parse().map_err(|e| anyhow::anyhow!("the recipient: {e}"))?;
         let mut msg = lettre::Message::builder()
-            .from(mail.from.unwrap_or(&self.from).parse().map_err(|e| anyhow::anyhow!("the sender: {e}"))?)
-            .to(mail.to.parse().map_err(|e| anyhow::anyhow!("the recipient: {e}"))?)
+            .from(from.clone().into())
+            .to(to.clone().into())
             .subject(mail.subject)
             .header(ContentType::TEXT_PLAIN)
             .body(mail.body.clone())?;
@@ -112,24 +95,23 @@ impl RelaySettings {
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             mail.auto_submitted.into(),
         ));
-        let host = self.host.as_deref().unwrap_or_default();
-        transport.send(&msg).map_err(|e| {
+        relay.transfer(from, to, &msg.formatted()).map_err(|e| {
+            let (host, port) = (&relay.host, relay.port);
             if timed_out(&e) {
                 anyhow::anyhow!(
-                    "the mail relay {host}:{} did not answer within {} s ([mail.relay] timeout_secs)",
-                    self.port,
-                    self.timeout_secs
+                    "the mail relay {host}:{port} did not answer within {} s ([mail.relay] timeout_secs)",
+                    relay.timeout_secs
                 )
             } else {
-                anyhow::anyhow!("the mail relay {host}:{} refused or failed: {e}", self.port)
+                anyhow::anyhow!("the mail relay {host}:{port} refused or failed: {e}")
             }
         })?;
         Ok(())
     }
 }
 
-/// Messages handed to the relay as they are (sealed mail), one connection a message, opened as
-/// lettre's `SmtpTransport` opens it.
+/// The relay's connection for each message, opened as lettre's `SmtpTransport` opens it: sealed
+/// mail as it is, and the CA's own mail ([`RelaySettings::send`]).
 ///
 /// Why not `SmtpTransport::send_raw`: lettre 0.11.23 writes a message's data and then its
 /// terminating `CRLF.CRLF` as a second, five-byte write on a socket with Nagle's algorithm on, so
@@ -148,20 +130,25 @@ struct RelayDelivery {
 
 /// The delivery of `[mail.relay]`, for sealed mail.
 pub fn delivery(s: &RelaySettings) -> anyhow::Result<std::sync::Arc<dyn sealed_mail::Delivery>> {
-    let Some(host) = &s.host else {
-        anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
-    };
-    Ok(std::sync::Arc::new(RelayDelivery {
-        host: host.clone(),
-        port: s.port,
-        tls: s.tls,
-        credentials: s.credentials()?,
-        timeout_secs: s.timeout_secs,
-        hello: lettre::transport::smtp::extension::ClientId::default(),
-    }))
+    Ok(std::sync::Arc::new(RelayDelivery::of(s)?))
 }
 
 impl RelayDelivery {
+    /// The relay `s` configures, its password read.
+    fn of(s: &RelaySettings) -> anyhow::Result<RelayDelivery> {
+        let Some(host) = &s.host else {
+            anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
+        };
+        Ok(RelayDelivery {
+            host: host.clone(),
+            port: s.port,
+            tls: s.tls,
+            credentials: s.credentials()?,
+            timeout_secs: s.timeout_secs,
+            hello: lettre::transport::smtp::extension::ClientId::default(),
+        })
+    }
+
     /// A connection to the relay: TLS from the first byte or by STARTTLS as configured, and
     /// logged in when credentials are set.
     fn connect(&self) -> Result<lettre::transport::smtp::client::SmtpConnection, SmtpError> {
