@@ -1292,15 +1292,8 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     assert!(took < Duration::from_secs(6), "the bulk request took {took:?}");
 
     // A relay that refuses connections: named at once.
-    f.stop();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let text = std::fs::read_to_string(&f.env.config).unwrap();
-    std::fs::write(
-        &f.env.config,
-        text.replace(&format!("port = {silent_port}"), &format!("port = {closed}")),
-    )
-    .unwrap();
-    f.server = Some(f.env.serve());
+    move_relay(&mut f, silent_port, closed);
     let r = f.seal(&delivered("bob@example.com", "refused", true));
     r.expect_error(502, "the mail relay cannot be reached", "a closed port");
     assert!(r.text().contains("Connection refused"), "{}", r.text());
@@ -1337,14 +1330,7 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
             });
         }
     });
-    f.stop();
-    let text = std::fs::read_to_string(&f.env.config).unwrap();
-    std::fs::write(
-        &f.env.config,
-        text.replace(&format!("port = {closed}"), &format!("port = {refusing_port}")),
-    )
-    .unwrap();
-    f.server = Some(f.env.serve());
+    move_relay(&mut f, closed, refusing_port);
     let r = f.seal(&delivered("bob@example.com", "refused recipient", true));
     r.expect_error(502, "the mail relay refused the message", "a refused recipient");
     assert!(r.text().contains("550") && r.text().contains("no such user"), "{}", r.text());
@@ -1356,4 +1342,12 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
         assert!(res["error"].as_str().unwrap().contains("refused the message"), "{res}");
     }
     assert_eq!(tried.load(std::sync::atomic::Ordering::SeqCst), 4, "every message was offered to the relay");
+}
+
+/// Restarts `f`'s server with its `[mail.relay] port` moved from `from` to `to`.
+fn move_relay(f: &mut Fixture, from: u16, to: u16) {
+    f.stop();
+    let text = std::fs::read_to_string(&f.env.config).unwrap();
+    std::fs::write(&f.env.config, text.replace(&format!("port = {from}"), &format!("port = {to}"))).unwrap();
+    f.server = Some(f.env.serve());
 }
