@@ -307,7 +307,7 @@ pub struct MailPrepared {
 }
 
 /// Reads `[mail] archive_certificate` (PEM or DER; it must hold a key sealed mail encrypts to),
-/// the invitation's subject, the limits, and `[mail.relay]` with its password file.
+/// the invitation's subject, the limits, and `[mail.relay]` with its password file and trust anchors.
 pub fn prepare_mail(settings: &Settings) -> anyhow::Result<MailPrepared> {
     let m = &settings.mail;
     let archive = match &m.archive_certificate {
@@ -339,6 +339,9 @@ pub fn prepare_mail(settings: &Settings) -> anyhow::Result<MailPrepared> {
         tracing::warn!(
             "[mail.relay] password_file is set without username: the relay is used without credentials"
         );
+    }
+    if m.relay.ca_file.is_some() && m.relay.tls == crate::mail_relay::RelayTls::None {
+        tracing::warn!("[mail.relay] ca_file is set with tls = \"none\": the relay is reached without TLS");
     }
     Ok(MailPrepared { archive, invitation, limits, delivery })
 }

@@ -36,6 +36,9 @@ pub struct RelaySettings {
     pub from: String,
     /// How long to wait for the relay to connect or answer, seconds (default 30, 1 to 600).
     pub timeout_secs: u64,
+    /// PEM file of the certificates the relay's TLS certificate must chain to (the bank's own
+    /// CA, say); unset: the system's trusted roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RelaySettings {
@@ -48,6 +51,7 @@ impl Default for RelaySettings {
             password_file: None,
             from: "pki@localhost".into(),
             timeout_secs: 30,
+            ca_file: None,
         }
     }
 }
@@ -95,23 +99,25 @@ impl RelaySettings {
             HeaderName::new_from_ascii_str("Auto-Submitted"),
             mail.auto_submitted.into(),
         ));
-        relay.transfer(from, to, &msg.formatted()).map_err(|e| {
+        relay.session().transfer(from, to, &msg.formatted()).map_err(|e| {
             let (host, port) = (&relay.host, relay.port);
-            if timed_out(&e) {
-                anyhow::anyhow!(
+            match e {
+                Failure::Login(e) => anyhow::anyhow!(
+                    "the mail relay {host}:{port} refused the login ([mail.relay] username, password_file): {e}"
+                ),
+                e if timed_out(e.smtp()) => anyhow::anyhow!(
                     "the mail relay {host}:{port} did not answer within {} s ([mail.relay] timeout_secs)",
                     relay.timeout_secs
-                )
-            } else {
-                anyhow::anyhow!("the mail relay {host}:{port} refused or failed: {e}")
+                ),
+                e => anyhow::anyhow!("the mail relay {host}:{port} refused or failed: {}", e.smtp()),
             }
         })?;
         Ok(())
     }
 }
 
-/// The relay's connection for each message, opened as lettre's `SmtpTransport` opens it: sealed
-/// mail as it is, and the CA's own mail ([`RelaySettings::send`]).
+/// The relay, reached as lettre's `SmtpTransport` reaches it: sealed mail's delivery, and the
+/// CA's own mail ([`RelaySettings::send`]).
 ///
 /// Why not `SmtpTransport::send_raw`: lettre 0.11.23 writes a message's data and then its
 /// terminating `CRLF.CRLF` as a second, five-byte write on a socket with Nagle's algorithm on, so
@@ -123,6 +129,8 @@ struct RelayDelivery {
     host: String,
     port: u16,
     tls: RelayTls,
+    /// The TLS client's settings (trust anchors from `ca_file`), when `tls` is not `none`.
+    tls_parameters: Option<lettre::transport::smtp::client::TlsParameters>,
     credentials: Option<lettre::transport::smtp::authentication::Credentials>,
     timeout_secs: u64,
     hello: lettre::transport::smtp::extension::ClientId,
@@ -133,8 +141,50 @@ pub fn delivery(s: &RelaySettings) -> anyhow::Result<std::sync::Arc<dyn sealed_m
     Ok(std::sync::Arc::new(RelayDelivery::of(s)?))
 }
 
+/// The TLS client's settings for `host`: the certificates of `[mail.relay] ca_file` as the only
+/// trust anchors when it is set, else the system's roots.
+fn tls_parameters(
+    s: &RelaySettings,
+    host: &str,
+) -> anyhow::Result<Option<lettre::transport::smtp::client::TlsParameters>> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+    if s.tls == RelayTls::None {
+        return Ok(None);
+    }
+    let mut builder = TlsParameters::builder(host.to_string());
+    if let Some(file) = &s.ca_file {
+        let anchors = read_anchors(file)?;
+        builder = builder.certificate_store(CertificateStore::None);
+        for der in anchors {
+            builder = builder.add_root_certificate(Certificate::from_der(der)?);
+        }
+    }
+    Ok(Some(builder.build()?))
+}
+
+/// The certificates of a PEM file, each checked to be X.509; at least one.
+fn read_anchors(file: &std::path::Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    let what = "[mail.relay] ca_file";
+    let bytes = crate::input::read_bounded(file, what, crate::input::MAX_DER_FILE)?;
+    let blocks =
+        pem::parse_many(&bytes).map_err(|e| anyhow::anyhow!("{what} {}: not PEM: {e}", file.display()))?;
+    let mut anchors = Vec::new();
+    for (i, block) in blocks.into_iter().enumerate() {
+        if block.tag() != "CERTIFICATE" {
+            anyhow::bail!("{what} {}: block {} is {}, not a CERTIFICATE", file.display(), i + 1, block.tag());
+        }
+        x509_parser::parse_x509_certificate(block.contents())
+            .map_err(|e| anyhow::anyhow!("{what} {}: certificate {}: {e}", file.display(), i + 1))?;
+        anchors.push(block.into_contents());
+    }
+    if anchors.is_empty() {
+        anyhow::bail!("{what} {}: no PEM certificate in it", file.display());
+    }
+    Ok(anchors)
+}
+
 impl RelayDelivery {
-    /// The relay `s` configures, its password read.
+    /// The relay `s` configures, its password and trust anchors read.
     fn of(s: &RelaySettings) -> anyhow::Result<RelayDelivery> {
         let Some(host) = &s.host else {
             anyhow::bail!("no mail relay: set [mail.relay] host (and port, tls) in pki.toml");
@@ -143,76 +193,147 @@ impl RelayDelivery {
             host: host.clone(),
             port: s.port,
             tls: s.tls,
+            tls_parameters: tls_parameters(s, host)?,
             credentials: s.credentials()?,
             timeout_secs: s.timeout_secs,
             hello: lettre::transport::smtp::extension::ClientId::default(),
         })
     }
 
+    /// A session with no connection yet.
+    fn session(&self) -> RelaySession<'_> {
+        RelaySession { relay: self, conn: None }
+    }
+
     /// A connection to the relay: TLS from the first byte or by STARTTLS as configured, and
     /// logged in when credentials are set.
-    fn connect(&self) -> Result<lettre::transport::smtp::client::SmtpConnection, SmtpError> {
-        use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+    fn connect(&self) -> Result<SmtpConnection, Failure> {
         let timeout = Some(std::time::Duration::from_secs(self.timeout_secs));
         let implicit = match self.tls {
-            RelayTls::Implicit => Some(TlsParameters::new(self.host.clone())?),
+            RelayTls::Implicit => self.tls_parameters.as_ref(),
             _ => None,
         };
-        let mut conn = SmtpConnection::connect(
-            (self.host.as_str(), self.port),
-            timeout,
-            &self.hello,
-            implicit.as_ref(),
-            None,
-        )?;
-        if self.tls == RelayTls::Starttls {
-            conn.starttls(&TlsParameters::new(self.host.clone())?, &self.hello)?;
+        let mut conn =
+            SmtpConnection::connect((self.host.as_str(), self.port), timeout, &self.hello, implicit, None)
+                .map_err(Failure::Connect)?;
+        if let (RelayTls::Starttls, Some(tls)) = (self.tls, &self.tls_parameters) {
+            conn.starttls(tls, &self.hello).map_err(Failure::Connect)?;
         }
         if let Some(credentials) = &self.credentials {
-            conn.auth(lettre::transport::smtp::authentication::DEFAULT_MECHANISMS, credentials)?;
+            conn.auth(lettre::transport::smtp::authentication::DEFAULT_MECHANISMS, credentials)
+                .map_err(Failure::Login)?;
         }
         Ok(conn)
     }
+}
 
+/// Why a message did not reach the relay.
+#[derive(Debug)]
+enum Failure {
+    /// Connecting, TLS or the greeting failed: the relay is not usable now.
+    Connect(SmtpError),
+    /// The relay refused the login.
+    Login(SmtpError),
+    /// The message's transfer failed: refused with a reply, or the connection lost or silent.
+    Transfer(SmtpError),
+}
+
+impl Failure {
+    /// The relay answered with a reply that refuses (4xx or 5xx).
+    fn answered(&self) -> bool {
+        let e = self.smtp();
+        e.is_permanent() || e.is_transient()
+    }
+
+    fn smtp(&self) -> &SmtpError {
+        match self {
+            Failure::Connect(e) | Failure::Login(e) | Failure::Transfer(e) => e,
+        }
+    }
+}
+
+/// Messages handed to the relay one after another on one connection, opened for the first and
+/// kept while the relay serves; closed with QUIT when the session ends.
+struct RelaySession<'a> {
+    relay: &'a RelayDelivery,
+    conn: Option<SmtpConnection>,
+}
+
+impl RelaySession<'_> {
     /// MAIL, RCPT, DATA and the data with its terminator in one write; the relay's final answer.
+    /// After a refusal the transaction is reset (RSET) and the connection kept; after a network
+    /// error or timeout it is closed without a QUIT, which would wait out the timeout again.
     fn transfer(
-        &self,
+        &mut self,
         from: lettre::Address,
         to: lettre::Address,
         message: &[u8],
-    ) -> Result<lettre::transport::smtp::response::Response, SmtpError> {
-        use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+    ) -> Result<lettre::transport::smtp::response::Response, Failure> {
+        use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
         use lettre::transport::smtp::extension::{MailBodyParameter, MailParameter};
-        let mut conn = self.connect()?;
         let body = if message.is_ascii() {
             vec![]
         } else {
             vec![MailParameter::Body(MailBodyParameter::EightBitMime)]
         };
-        let sent = (|| {
-            conn.command(Mail::new(Some(from), body))?;
-            conn.command(Rcpt::new(to, vec![]))?;
-            conn.command(Data)?;
-            match std::str::from_utf8(message) {
-                Ok(text) => conn.command(DataBlock(text)),
-                // Not text (never so for a sealed message): lettre's own writes.
-                Err(_) => conn.message(message.strip_suffix(b"\r\n").unwrap_or(message)),
+        let mail = Mail::new(Some(from), body);
+        let sent = self.mail(&mail).and_then(|conn| {
+            let rest = || -> Result<_, SmtpError> {
+                conn.command(Rcpt::new(to, vec![]))?;
+                conn.command(Data)?;
+                match std::str::from_utf8(message) {
+                    Ok(text) => conn.command(DataBlock(text)),
+                    // Not text (never so for a sealed message): lettre's own writes.
+                    Err(_) => conn.message(message.strip_suffix(b"\r\n").unwrap_or(message)),
+                }
+            };
+            rest().map_err(Failure::Transfer)
+        });
+        if let Err(e) = &sent {
+            let kept = e.answered() && self.conn.as_mut().is_some_and(|c| c.command(Rset).is_ok());
+            if !kept {
+                self.conn = None;
             }
-        })();
-        match &sent {
-            Ok(_) => {
-                let _ = conn.quit();
-            }
-            // Refused with a reply: QUIT, as the relay still answers.
-            Err(e) if e.is_permanent() || e.is_transient() => conn.abort(),
-            // Silent or gone: closed without a QUIT that would wait out the timeout again.
-            Err(_) => drop(conn),
         }
         sent
+    }
+
+    /// The connection, with MAIL accepted on it. A connection that carried the last message may
+    /// have been closed by the relay since (an idle timeout, a limit of messages a connection):
+    /// unless it refused MAIL for good (5xx), the message is tried once on a new connection, as
+    /// nothing of it went yet.
+    fn mail(
+        &mut self,
+        mail: &lettre::transport::smtp::commands::Mail,
+    ) -> Result<&mut SmtpConnection, Failure> {
+        if let Some(mut conn) = self.conn.take() {
+            match conn.command(mail) {
+                Ok(_) => return Ok(self.conn.insert(conn)),
+                Err(e) if e.is_permanent() => {
+                    self.conn = Some(conn);
+                    return Err(Failure::Transfer(e));
+                }
+                // Gone or not serving now: closed without waiting for it.
+                Err(_) => drop(conn),
+            }
+        }
+        let mut conn = self.relay.connect()?;
+        let accepted = conn.command(mail);
+        let conn = self.conn.insert(conn);
+        accepted.map(|_| conn).map_err(Failure::Transfer)
+    }
+}
+
+impl Drop for RelaySession<'_> {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = conn.quit();
+        }
     }
 }
 
 type SmtpError = lettre::transport::smtp::Error;
+use lettre::transport::smtp::client::SmtpConnection;
 
 /// A message's data as SMTP sends it after DATA (RFC 5321 4.5.2): a line that starts with a dot
 /// gets one more, the last line ends with CRLF, and a line with a single dot ends it.
@@ -243,8 +364,14 @@ fn queue_id(lines: &[&str]) -> String {
 }
 
 impl sealed_mail::Delivery for RelayDelivery {
+    fn session(&self) -> Box<dyn sealed_mail::DeliverySession + '_> {
+        Box::new(RelayDelivery::session(self))
+    }
+}
+
+impl sealed_mail::DeliverySession for RelaySession<'_> {
     fn deliver(
-        &self,
+        &mut self,
         from: &cerdb::EmailAddress,
         to: &cerdb::EmailAddress,
         message: &[u8],
@@ -253,19 +380,16 @@ impl sealed_mail::Delivery for RelayDelivery {
         let address = |a: &cerdb::EmailAddress| -> Result<lettre::Address, sealed_mail::Error> {
             a.as_str().parse().map_err(|e: lettre::address::AddressError| bad(e.to_string()))
         };
-        let response = self.transfer(address(from)?, address(to)?, message).map_err(|e| {
+        let timeout_secs = self.relay.timeout_secs;
+        let response = self.transfer(address(from)?, address(to)?, message).map_err(|e| match e {
+            Failure::Login(e) => sealed_mail::Error::RelayLogin(e.to_string()),
             // An SMTP reply refused this message; anything else (connection, TLS, timeout, a
             // garbled answer) is the relay itself, and a bulk request tries no further message.
-            if e.is_permanent() || e.is_transient() {
-                bad(e.to_string())
-            } else if timed_out(&e) {
-                sealed_mail::Error::RelayUnreachable(format!(
-                    "no answer within {} s ([mail.relay] timeout_secs)",
-                    self.timeout_secs
-                ))
-            } else {
-                sealed_mail::Error::RelayUnreachable(e.to_string())
-            }
+            Failure::Transfer(e) if e.is_permanent() || e.is_transient() => bad(e.to_string()),
+            e if timed_out(e.smtp()) => sealed_mail::Error::RelayUnreachable(format!(
+                "no answer within {timeout_secs} s ([mail.relay] timeout_secs)"
+            )),
+            e => sealed_mail::Error::RelayUnreachable(e.smtp().to_string()),
         })?;
         let lines: Vec<&str> = response.message().collect();
         Ok(queue_id(&lines))
@@ -330,6 +454,38 @@ mod tests {
         assert_eq!(block(""), ".\r\n");
         // A dot after a bare LF is no line start in SMTP's CRLF terms, as lettre's own codec.
         assert_eq!(block("a\n.b\r\n"), "a\n.b\r\n.\r\n");
+    }
+
+    #[test]
+    fn trust_anchors_are_pem_certificates_and_garbage_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("write");
+            path
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["relay.bank.example".into()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        let two = format!("{}{}", cert.pem(), cert.pem());
+        assert_eq!(read_anchors(&file("two.pem", two.as_bytes())).expect("two").len(), 2);
+
+        let err = |name: &str, bytes: &[u8]| format!("{:#}", read_anchors(&file(name, bytes)).unwrap_err());
+        assert!(err("empty.pem", b"").contains("no PEM certificate in it"), "{}", err("empty.pem", b""));
+        assert!(err("garbage.pem", b"\x00\xff garbage").contains("no PEM certificate"));
+        let pem = cert.pem();
+        let cut = err("cut.pem", &pem.as_bytes()[..pem.len() / 2]);
+        assert!(cut.contains("no PEM certificate") || cut.contains("not PEM"), "{cut}");
+        let e = err("key.pem", key.serialize_pem().as_bytes());
+        assert!(e.contains("block 1 is PRIVATE KEY, not a CERTIFICATE"), "{e}");
+        let e = err("bad.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+        assert!(e.contains("certificate 1:"), "{e}");
+        let e = err("big.pem", &vec![b'A'; crate::input::MAX_DER_FILE + 1]);
+        assert!(e.contains("[mail.relay] ca_file"), "{e}");
+        let e = format!("{:#}", read_anchors(&dir.path().join("missing.pem")).unwrap_err());
+        assert!(e.contains("[mail.relay] ca_file") && e.contains("missing.pem"), "{e}");
     }
 
     #[test]

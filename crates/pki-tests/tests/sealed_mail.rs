@@ -1299,38 +1299,10 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     assert!(r.text().contains("Connection refused"), "{}", r.text());
 
     // A relay that answers and refuses each recipient (a scripted peer: the test Postfix takes
-    // every address): its reply is the error, and in a bulk request every message is tried.
-    let refusing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let refusing_port = refusing.local_addr().unwrap().port();
-    let tried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = tried.clone();
-    std::thread::spawn(move || {
-        for c in refusing.incoming().flatten() {
-            let counter = counter.clone();
-            std::thread::spawn(move || {
-                use std::io::{BufRead, Write};
-                let mut w = c.try_clone().unwrap();
-                let _ = w.write_all(b"220 refusing ESMTP\r\n");
-                for line in std::io::BufReader::new(c).lines() {
-                    let Ok(line) = line else { break };
-                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                    let reply: &[u8] = match verb.as_str() {
-                        "EHLO" | "HELO" => b"250 refusing\r\n",
-                        "RCPT" => {
-                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            b"550 5.1.1 <recipient>: Recipient address rejected: no such user\r\n"
-                        }
-                        "QUIT" => b"221 bye\r\n",
-                        _ => b"250 ok\r\n",
-                    };
-                    if w.write_all(reply).is_err() || verb == "QUIT" {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    move_relay(&mut f, closed, refusing_port);
+    // every address): its reply is the error, and in a bulk request every message is tried, on
+    // the one connection (reset with RSET after each refusal).
+    let refusing = ScriptedRelay::start(Script { refuse_recipients: true, messages_a_connection: None });
+    move_relay(&mut f, closed, refusing.port);
     let r = f.seal(&delivered("bob@example.com", "refused recipient", true));
     r.expect_error(502, "the mail relay refused the message", "a refused recipient");
     assert!(r.text().contains("550") && r.text().contains("no such user"), "{}", r.text());
@@ -1341,7 +1313,152 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
         assert_eq!(res["status"], 502, "{res}");
         assert!(res["error"].as_str().unwrap().contains("refused the message"), "{res}");
     }
-    assert_eq!(tried.load(std::sync::atomic::Ordering::SeqCst), 4, "every message was offered to the relay");
+    let seen = refusing.seen();
+    assert_eq!(seen.recipients, 4, "every message was offered to the relay: {seen:?}");
+    assert_eq!(seen.connections, 2, "one for the single message, one for the bulk: {seen:?}");
+    assert_eq!(seen.resets, 4, "each refusal reset: {seen:?}");
+}
+
+/// A bulk request hands its messages to the relay over one connection, and when the relay closes
+/// it (here after two messages, with a 421 to the third MAIL, as relays with a limit of messages
+/// a connection do), the message is tried again at once on a new connection: every message is
+/// delivered, once, with its own queue id.
+#[test]
+fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed() {
+    let relay = ScriptedRelay::start(Script { refuse_recipients: false, messages_a_connection: Some(2) });
+    let f = fixture(&format!(
+        "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
+        relay.port
+    ));
+    let messages: Vec<serde_json::Value> = (0..5)
+        .map(|i| {
+            let mut r = request("alice@example.com", &format!("statement {i}"), b"%PDF-1.7 kept", false);
+            r["deliver"] = serde_json::json!(true);
+            r
+        })
+        .collect();
+    let r = f.bulk(&messages);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let ids: Vec<&str> = results
+        .iter()
+        .map(|res| {
+            assert_eq!(res["status"], 200, "{res}");
+            res["queue_id"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, ["Q1", "Q2", "Q3", "Q4", "Q5"], "each message delivered once, in order");
+    let seen = relay.seen();
+    assert_eq!(seen.messages, 5, "{seen:?}");
+    assert_eq!(seen.connections, 3, "two messages a connection: {seen:?}");
+    assert_eq!(seen.closed_by_relay, 2, "{seen:?}");
+
+    // A single message has a connection of its own, closed with QUIT.
+    let mut one = request("alice@example.com", "single", b"%PDF-1.7 one", false);
+    one["deliver"] = serde_json::json!(true);
+    let r =
+        f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), one.to_string().as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["queue_id"], "Q6");
+    let seen = relay.seen();
+    assert_eq!(seen.connections, 4, "{seen:?}");
+}
+
+/// What a [`ScriptedRelay`] does.
+struct Script {
+    /// Every RCPT answered 550.
+    refuse_recipients: bool,
+    /// After this many messages, the next MAIL is answered 421 and the connection closed.
+    messages_a_connection: Option<usize>,
+}
+
+/// What a [`ScriptedRelay`] saw.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    connections: usize,
+    recipients: usize,
+    resets: usize,
+    messages: usize,
+    closed_by_relay: usize,
+}
+
+/// An SMTP peer on loopback, scripted for the failures the tests' Postfix does not make (it takes
+/// every address, and every message on one connection); it counts what it sees.
+struct ScriptedRelay {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Seen>>,
+}
+
+impl ScriptedRelay {
+    fn start(script: Script) -> ScriptedRelay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let script = std::sync::Arc::new(script);
+        let counts = seen.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming().flatten() {
+                let (seen, script) = (counts.clone(), script.clone());
+                std::thread::spawn(move || serve_scripted(c, &script, &seen));
+            }
+        });
+        ScriptedRelay { port, seen }
+    }
+
+    fn seen(&self) -> Seen {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mutex<Seen>) {
+    use std::io::{BufRead, Write};
+    seen.lock().unwrap().connections += 1;
+    let mut w = c.try_clone().unwrap();
+    let _ = w.write_all(b"220 scripted ESMTP\r\n");
+    let mut lines = std::io::BufReader::new(c).lines();
+    let mut carried = 0;
+    while let Some(Ok(line)) = lines.next() {
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let reply: String = match verb.as_str() {
+            "EHLO" | "HELO" => "250 scripted\r\n".into(),
+            "MAIL" if script.messages_a_connection.is_some_and(|n| carried >= n) => {
+                seen.lock().unwrap().closed_by_relay += 1;
+                let _ = w.write_all(b"421 4.7.0 scripted: too many messages on one connection\r\n");
+                return;
+            }
+            "RCPT" => {
+                seen.lock().unwrap().recipients += 1;
+                match script.refuse_recipients {
+                    true => "550 5.1.1 <recipient>: Recipient address rejected: no such user\r\n".into(),
+                    false => "250 2.1.5 Ok\r\n".into(),
+                }
+            }
+            "RSET" => {
+                seen.lock().unwrap().resets += 1;
+                "250 2.0.0 Ok\r\n".into()
+            }
+            "DATA" => {
+                let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                while let Some(Ok(line)) = lines.next() {
+                    if line == "." {
+                        break;
+                    }
+                }
+                carried += 1;
+                let mut s = seen.lock().unwrap();
+                s.messages += 1;
+                format!("250 2.0.0 Ok: queued as Q{}\r\n", s.messages)
+            }
+            "QUIT" => {
+                let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                return;
+            }
+            _ => "250 Ok\r\n".into(),
+        };
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
 }
 
 /// Restarts `f`'s server with its `[mail.relay] port` moved from `from` to `to`.

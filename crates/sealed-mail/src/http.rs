@@ -54,10 +54,23 @@ impl Default for MailLimits {
 /// takes about a second on two cores (BENCHMARKS.md).
 const BULK_RETRY_AFTER_SECS: u64 = 1;
 
-/// Sends a message through the configured relay.
+/// Sends messages through the configured relay.
 pub trait Delivery: Send + Sync {
+    /// A session for messages handed over one after another (a bulk request's): it may keep one
+    /// connection to the relay for all of them, and closes it when dropped.
+    fn session(&self) -> Box<dyn DeliverySession + '_>;
+
+    /// Hands one `message` to the relay for `to`, enveloped from `from`, in a session of its own;
+    /// the relay's queue id.
+    fn deliver(&self, from: &EmailAddress, to: &EmailAddress, message: &[u8]) -> Result<String, Error> {
+        self.session().deliver(from, to, message)
+    }
+}
+
+/// Messages handed to the relay one after another ([`Delivery::session`]).
+pub trait DeliverySession {
     /// Hands `message` to the relay for `to`, enveloped from `from`; the relay's queue id.
-    fn deliver(&self, from: &EmailAddress, to: &EmailAddress, message: &[u8]) -> Result<String, Error>;
+    fn deliver(&mut self, from: &EmailAddress, to: &EmailAddress, message: &[u8]) -> Result<String, Error>;
 }
 
 /// The state behind the routes.
@@ -620,28 +633,47 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 (p, s)
             })
             .collect();
-        // Delivery, when asked, one message after the other through the relay's connection. Once
-        // the relay cannot be reached, no further message waits for it (each would wait out the
-        // relay's timeout): they are answered at once, naming the message that found it so.
-        let mut unreachable: Option<usize> = None;
+        // Delivery, when asked, one message after the other in one session with the relay (one
+        // connection for them all while it serves). Once the relay cannot be reached or refuses
+        // the login, no further message is tried (each would wait out the relay's timeout, or be
+        // one more failed login): they are answered at once, naming the message that found it so.
+        let mut unusable: Option<(usize, bool)> = None;
+        let mut session = svc.delivery.as_ref().map(|d| d.session());
         let delivered: Vec<Result<Answered, Error>> = answers
             .into_iter()
             .enumerate()
             .map(|(i, (p, s))| {
                 let (r, deliver) = p?;
                 let s = s.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
-                if let (true, Some(first)) = (deliver, unreachable) {
-                    return Err(Error::RelayUnreachable(format!(
-                        "not tried: message {first} of this request could not reach it"
-                    )));
+                match (deliver, unusable) {
+                    (true, Some((first, false))) => {
+                        return Err(Error::RelayUnreachable(format!(
+                            "not tried: message {first} of this request could not reach it"
+                        )))
+                    }
+                    (true, Some((first, true))) => {
+                        return Err(Error::RelayLogin(format!(
+                            "not tried: message {first} of this request was refused it"
+                        )))
+                    }
+                    _ => {}
                 }
-                let answered = delivered(&svc, r, s, deliver);
-                if matches!(answered, Err(Error::RelayUnreachable(_))) {
-                    unreachable = Some(i + 1);
+                let answered = match (deliver, session.as_mut()) {
+                    (false, _) => Ok((r, s, None)),
+                    (true, None) => Err(Error::DeliveryUnavailable),
+                    (true, Some(relay)) => {
+                        relay.deliver(&s.from, &r.to, &s.message).map(|id| (r, s, Some(id)))
+                    }
+                };
+                match answered {
+                    Err(Error::RelayUnreachable(_)) => unusable = Some((i + 1, false)),
+                    Err(Error::RelayLogin(_)) => unusable = Some((i + 1, true)),
+                    _ => {}
                 }
                 answered
             })
             .collect();
+        drop(session);
         // Each answer written (in JSON, its message base64-encoded) on every core, then joined.
         Ok(crate::seal::on_every_core(delivered, |one| bulk_part(form, one)))
     })

@@ -26,7 +26,7 @@ pub mod oids;
 pub mod seal;
 pub mod signed;
 
-pub use http::{configure, Delivery, MailLimits, MailService, MAX_BULK};
+pub use http::{configure, Delivery, DeliverySession, MailLimits, MailService, MAX_BULK};
 pub use seal::{
     InProcessTsa, Invitation, Made, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer,
     SealerParts, SenderKeys,
@@ -111,6 +111,10 @@ pub enum Error {
     /// request tries no further message.
     #[error("the mail relay cannot be reached: {0}")]
     RelayUnreachable(String),
+    /// The relay refused the login of `[mail.relay]`: a bulk request tries no further message
+    /// (each would be one more failed login, which a relay may answer by locking the account).
+    #[error("the mail relay refused the login ([mail.relay] username, password_file): {0}")]
+    RelayLogin(String),
     /// The TSA refused to stamp (its PKIStatusInfo's text): it is not usable now, say after
     /// `pki ca compromise --ca tsa`.
     #[error("the timestamp authority refused to stamp: {0}")]
@@ -152,7 +156,7 @@ impl Error {
             Error::SenderUnusable { .. } => 409,
             Error::RecipientKey(_) | Error::NotACertificate(_) => 422,
             Error::RateLimited { .. } => 429,
-            Error::Delivery(_) | Error::RelayUnreachable(_) => 502,
+            Error::Delivery(_) | Error::RelayUnreachable(_) | Error::RelayLogin(_) => 502,
             Error::TimestampUnavailable
             | Error::TimestampRefused(_)
             | Error::DeliveryUnavailable
@@ -174,6 +178,7 @@ impl Error {
                         | Error::DeliveryUnavailable
                         | Error::Delivery(_)
                         | Error::RelayUnreachable(_)
+                        | Error::RelayLogin(_)
                         | Error::Busy { .. }
                 ) =>
             {
