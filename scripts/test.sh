@@ -35,6 +35,9 @@ command -v pkcs11-tool >/dev/null 2>&1 || need_apt+=(opensc)
 compgen -G '/usr/lib/postgresql/*/bin/pg_ctl' >/dev/null || need_apt+=(postgresql)
 # sealed mail: NSS's cmsutil decrypts and verifies sealed messages (crates/pki-tests/tests/sealed_mail.rs).
 command -v cmsutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
+# mail relay: saslpasswd2 and Cyrus's sasldb plugin for the test Postfix's SASL logins (scripts/with-mail.sh).
+command -v saslpasswd2 >/dev/null 2>&1 || need_apt+=(sasl2-bin)
+compgen -G '/usr/lib/*/sasl2/libsasldb.so*' >/dev/null || need_apt+=(libsasl2-modules-db)
 # jq reads the JSON log lines of tests/metrics.rs.
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 if [ ${#need_apt[@]} -gt 0 ]; then

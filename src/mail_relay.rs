@@ -102,14 +102,14 @@ impl RelaySettings {
         relay.session().transfer(from, to, &msg.formatted()).map_err(|e| {
             let (host, port) = (&relay.host, relay.port);
             match e {
-                Failure::Login(e) => anyhow::anyhow!(
+                e @ (Failure::Login(_) | Failure::NoLogin(_)) => anyhow::anyhow!(
                     "the mail relay {host}:{port} refused the login ([mail.relay] username, password_file): {e}"
                 ),
-                e if timed_out(e.smtp()) => anyhow::anyhow!(
+                e if e.timed_out() => anyhow::anyhow!(
                     "the mail relay {host}:{port} did not answer within {} s ([mail.relay] timeout_secs)",
                     relay.timeout_secs
                 ),
-                e => anyhow::anyhow!("the mail relay {host}:{port} refused or failed: {}", e.smtp()),
+                e => anyhow::anyhow!("the mail relay {host}:{port} refused or failed: {e}"),
             }
         })?;
         Ok(())
@@ -220,8 +220,12 @@ impl RelayDelivery {
             conn.starttls(tls, &self.hello).map_err(Failure::Connect)?;
         }
         if let Some(credentials) = &self.credentials {
-            conn.auth(lettre::transport::smtp::authentication::DEFAULT_MECHANISMS, credentials)
-                .map_err(Failure::Login)?;
+            use lettre::transport::smtp::authentication::DEFAULT_MECHANISMS;
+            if conn.server_info().get_auth_mechanism(DEFAULT_MECHANISMS).is_none() {
+                conn.abort();
+                return Err(Failure::NoLogin(self.tls));
+            }
+            conn.auth(DEFAULT_MECHANISMS, credentials).map_err(Failure::Login)?;
         }
         Ok(conn)
     }
@@ -234,6 +238,9 @@ enum Failure {
     Connect(SmtpError),
     /// The relay refused the login.
     Login(SmtpError),
+    /// The relay offers no login pki can use (AUTH PLAIN or LOGIN), on a connection with the
+    /// given TLS: relays offer none before TLS.
+    NoLogin(RelayTls),
     /// The message's transfer failed: refused with a reply, or the connection lost or silent.
     Transfer(SmtpError),
 }
@@ -241,13 +248,30 @@ enum Failure {
 impl Failure {
     /// The relay answered with a reply that refuses (4xx or 5xx).
     fn answered(&self) -> bool {
-        let e = self.smtp();
-        e.is_permanent() || e.is_transient()
+        self.smtp().is_some_and(|e| e.is_permanent() || e.is_transient())
     }
 
-    fn smtp(&self) -> &SmtpError {
+    /// Whether the relay did not answer in time.
+    fn timed_out(&self) -> bool {
+        self.smtp().is_some_and(timed_out)
+    }
+
+    fn smtp(&self) -> Option<&SmtpError> {
         match self {
-            Failure::Connect(e) | Failure::Login(e) | Failure::Transfer(e) => e,
+            Failure::Connect(e) | Failure::Login(e) | Failure::Transfer(e) => Some(e),
+            Failure::NoLogin(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Connect(e) | Failure::Login(e) | Failure::Transfer(e) => e.fmt(f),
+            Failure::NoLogin(RelayTls::None) => f.write_str(
+                "it offers no AUTH PLAIN or LOGIN without TLS: set [mail.relay] tls = \"starttls\" or \"tls\"",
+            ),
+            Failure::NoLogin(_) => f.write_str("it offers no AUTH PLAIN or LOGIN"),
         }
     }
 }
@@ -382,14 +406,14 @@ impl sealed_mail::DeliverySession for RelaySession<'_> {
         };
         let timeout_secs = self.relay.timeout_secs;
         let response = self.transfer(address(from)?, address(to)?, message).map_err(|e| match e {
-            Failure::Login(e) => sealed_mail::Error::RelayLogin(e.to_string()),
+            Failure::Login(_) | Failure::NoLogin(_) => sealed_mail::Error::RelayLogin(e.to_string()),
             // An SMTP reply refused this message; anything else (connection, TLS, timeout, a
             // garbled answer) is the relay itself, and a bulk request tries no further message.
             Failure::Transfer(e) if e.is_permanent() || e.is_transient() => bad(e.to_string()),
-            e if timed_out(e.smtp()) => sealed_mail::Error::RelayUnreachable(format!(
+            e if e.timed_out() => sealed_mail::Error::RelayUnreachable(format!(
                 "no answer within {timeout_secs} s ([mail.relay] timeout_secs)"
             )),
-            e => sealed_mail::Error::RelayUnreachable(e.smtp().to_string()),
+            e => sealed_mail::Error::RelayUnreachable(e.to_string()),
         })?;
         let lines: Vec<&str> = response.message().collect();
         Ok(queue_id(&lines))

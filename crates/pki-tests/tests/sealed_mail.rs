@@ -1461,6 +1461,123 @@ fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mut
     }
 }
 
+/// Delivery through a relay that wants TLS and a login, as a bank's relay does: the tests' Postfix
+/// on its STARTTLS and its implicit-TLS listener, its certificate from a CA of its own given as
+/// `[mail.relay] ca_file`, one SASL user. A single message and a bulk of three arrive in the
+/// mailbox on each. Without `ca_file` the relay's certificate is not trusted (the system's roots
+/// do not know its CA): a 502 that says so. A wrong password is the login's own 502, and a bulk
+/// request logs in once, not once a message. Without TLS, the relay's refusal is the answer.
+#[test]
+fn delivered_through_a_relay_that_wants_tls_and_a_login() {
+    let (_, maildir) = test_mta();
+    let env = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run `bash scripts/test.sh`"))
+    };
+    let (starttls, smtps) = (env("PKI_TEST_SMTP_STARTTLS"), env("PKI_TEST_SMTPS"));
+    let (ca, user, password) =
+        (env("PKI_TEST_SMTP_CA"), env("PKI_TEST_SMTP_USER"), env("PKI_TEST_SMTP_PASSWORD_FILE"));
+    let relay = |addr: &str, tls: &str, extra: &str| {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        format!(
+            "[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"{tls}\"\ntimeout_secs = 10\n\
+             username = \"{user}\"\n{extra}"
+        )
+    };
+    let trusted = format!("ca_file = \"{ca}\"\npassword_file = \"{password}\"\n");
+    let first = relay(&starttls, "starttls", &trusted);
+    let mut f = fixture(&first);
+    let message = |text: &str| {
+        let mut r = request("alice@example.com", text, b"%PDF-1.7 tls", false);
+        r["deliver"] = serde_json::json!(true);
+        r
+    };
+    let single = |f: &Fixture, text: &str| {
+        f.post(
+            "/api/v1/mail/seal",
+            Some(&f.mailer),
+            Some("application/json"),
+            message(text).to_string().as_bytes(),
+        )
+    };
+
+    let mut config = first.clone();
+    for (addr, tls) in [(&starttls, "starttls"), (&smtps, "tls")] {
+        let next = relay(addr, tls, &trusted);
+        swap_config(&mut f, &config, &next);
+        config = next;
+        let r = single(&f, &format!("single over {tls}"));
+        assert_eq!(r.status, 200, "{tls}: {}", r.text());
+        delivered(&maildir, r.json()["message_id"].as_str().unwrap());
+        let three: Vec<serde_json::Value> =
+            (0..3).map(|i| message(&format!("bulk {i} over {tls}"))).collect();
+        let r = f.bulk(&three);
+        for res in r.json()["results"].as_array().unwrap() {
+            assert_eq!(res["status"], 200, "{tls}: {res}");
+            delivered(&maildir, res["message_id"].as_str().unwrap());
+        }
+    }
+
+    // The system's roots: the relay's certificate is not trusted.
+    let next = relay(&starttls, "starttls", &format!("password_file = \"{password}\"\n"));
+    swap_config(&mut f, &config, &next);
+    config = next;
+    let r = single(&f, "untrusted");
+    r.expect_error(502, "the mail relay cannot be reached", "an untrusted relay certificate");
+    assert!(r.text().contains("certificate"), "{}", r.text());
+
+    // A wrong password: the login's own error, tried once in a bulk request.
+    let wrong = f.env.write("wrong-password", b"not the password\n");
+    let next =
+        relay(&starttls, "starttls", &format!("ca_file = \"{ca}\"\npassword_file = \"{}\"\n", p(&wrong)));
+    swap_config(&mut f, &config, &next);
+    config = next;
+    let r = single(&f, "wrong password");
+    r.expect_error(
+        502,
+        "the mail relay refused the login ([mail.relay] username, password_file)",
+        "a wrong password",
+    );
+    assert!(r.text().contains("535"), "{}", r.text());
+    let r = f.bulk(&(0..3).map(|i| message(&format!("wrong password {i}"))).collect::<Vec<_>>());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    assert!(results[0]["error"].as_str().unwrap().contains("535"), "{}", results[0]);
+    for res in &results[1..] {
+        assert_eq!(res["status"], 502, "{res}");
+        assert!(
+            res["error"].as_str().unwrap().contains("not tried: message 1 of this request was refused it"),
+            "{res}"
+        );
+    }
+
+    // No TLS to a relay that offers its login only after it: named as such.
+    let next = relay(&starttls, "none", &format!("password_file = \"{password}\"\n"));
+    swap_config(&mut f, &config, &next);
+    config = next;
+    let r = single(&f, "no tls");
+    r.expect_error(502, "the mail relay refused the login", "no TLS");
+    assert!(
+        r.text().contains("it offers no AUTH PLAIN or LOGIN without TLS: set [mail.relay] tls"),
+        "{}",
+        r.text()
+    );
+
+    // No login and no TLS: the relay's own refusal of the recipient.
+    let next = relay(&starttls, "none", "").replace(&format!("username = \"{user}\"\n"), "");
+    swap_config(&mut f, &config, &next);
+    let r = single(&f, "no login");
+    r.expect_error(502, "the mail relay refused the message", "no login");
+    assert!(r.text().contains("530") && r.text().contains("STARTTLS"), "{}", r.text());
+}
+
+/// Restarts `f`'s server with `from` in its configuration replaced by `to`.
+fn swap_config(f: &mut Fixture, from: &str, to: &str) {
+    f.stop();
+    let text = std::fs::read_to_string(&f.env.config).unwrap();
+    assert!(text.contains(from), "the configuration holds no {from:?}");
+    std::fs::write(&f.env.config, text.replace(from, to)).unwrap();
+    f.server = Some(f.env.serve());
+}
+
 /// Restarts `f`'s server with its `[mail.relay] port` moved from `from` to `to`.
 fn move_relay(f: &mut Fixture, from: u16, to: u16) {
     f.stop();
