@@ -2,9 +2,12 @@
 # Sealed mail handed to a relay: a bulk request of N messages to an RSA-2048 recipient, no
 # timestamp, with "deliver": true through a private Postfix on loopback (scripts/with-mail.sh),
 # beside the same bulk request without delivery (the sealing alone) and beside the raw ceiling of
-# the relay: Python's smtplib handing N messages of the same size to the same Postfix, one
-# connection each, as pki does. Two messages: a one-time code (a line of text, about 6 KB
-# sealed) and the statement of bench/seal.sh (2 KB of text and a 100 KB PDF, about 200 KB).
+# the relay: Python's smtplib handing N messages of the same size to the same Postfix, over one
+# connection (as a bulk request hands them) and over a connection each. Two relays: plain SMTP,
+# and STARTTLS with a SASL login (a certificate of the test Postfix's own CA, `ca_file`), as a
+# bank's relay would want. Two messages: a one-time code (a line of text, about 6 KB sealed) and
+# the statement of bench/seal.sh (2 KB of text and a 100 KB PDF, about 200 KB). Each as one bulk
+# request and as single requests from 4 connections at once.
 #
 # Usage: bash bench/deliver.sh [N]   (default 200 messages a request; three requests of each)
 # Honours CARGO_TARGET_DIR; PKI_BIN=/path/to/pki measures that binary instead of building one.
@@ -26,20 +29,28 @@ source scripts/with-mail.sh
 # shellcheck source=sealed-mail-setup.sh
 source bench/sealed-mail-setup.sh
 bench_start deliver
-cat >>pki.toml <<EOF
-[mail.relay]
-host = "${PKI_TEST_SMTP%:*}"
-port = ${PKI_TEST_SMTP##*:}
-tls = "none"
-EOF
 echo "command: bash bench/deliver.sh $N"
 echo
 bench_sender
 echo "bench-password-2026" >pw
 "$PKI" issue --email rsa@example.com --usage encryption --generate --key-type rsa2048 --p12 rsa.p12 --p12-password-file pw >/dev/null
-"$PKI" serve >serve.log 2>&1 &
-server=$!
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+cp pki.toml pki-base.toml
+
+# serve_with RELAY: pki serve (restarted) with [mail.relay] the plain or the STARTTLS listener.
+serve_with() {
+  if [ -n "$server" ]; then kill "$server"; wait "$server" 2>/dev/null || true; fi
+  cp pki-base.toml pki.toml
+  case $1 in
+    plain) printf '[mail.relay]\nhost = "%s"\nport = %s\ntls = "none"\n' "${PKI_TEST_SMTP%:*}" "${PKI_TEST_SMTP##*:}" >>pki.toml ;;
+    starttls)
+      printf '[mail.relay]\nhost = "%s"\nport = %s\ntls = "starttls"\nusername = "%s"\npassword_file = "%s"\nca_file = "%s"\n' \
+        "${PKI_TEST_SMTP_STARTTLS%:*}" "${PKI_TEST_SMTP_STARTTLS##*:}" "$PKI_TEST_SMTP_USER" \
+        "$PKI_TEST_SMTP_PASSWORD_FILE" "$PKI_TEST_SMTP_CA" >>pki.toml ;;
+  esac
+  "$PKI" serve >serve.log 2>&1 &
+  server=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+}
 
 python3 - "$N" <<'EOF'
 import base64, json, os, sys
@@ -79,24 +90,85 @@ print(f"{label}: {len(results)} messages in {end - start:.2f} s, {len(results) /
 EOF
 }
 
-for name in code statement; do
-echo "## $name: pki, one bulk request of $N messages (three times each)"
-for _ in 1 2 3; do run "$name-0.json" "sealed, not delivered" 0; done
-for _ in 1 2 3; do run "$name-1.json" "sealed and delivered " 1; done
-echo "## $name: the relay's ceiling, Python's smtplib handing $N messages of the same size to the same Postfix, a connection each"
-for _ in 1 2 3; do
-  python3 - "$N" "$PKI_TEST_SMTP" <<'EOF'
-import smtplib, sys, time
-n, (host, port) = int(sys.argv[1]), sys.argv[2].rsplit(":", 1)
+# smtplib_ceiling RELAY MODE: Python's smtplib hands N copies of sealed.eml to the relay, over
+# one connection (MODE one) or a connection each (MODE each); with STARTTLS and the login when
+# RELAY is starttls.
+smtplib_ceiling() {
+  python3 - "$N" "$1" "$2" <<'EOF'
+import os, smtplib, ssl, sys, time
+n, relay, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+addr = os.environ["PKI_TEST_SMTP_STARTTLS" if relay == "starttls" else "PKI_TEST_SMTP"]
+host, port = addr.rsplit(":", 1)
+context = ssl.create_default_context(cafile=os.environ["PKI_TEST_SMTP_CA"])
+password = open(os.environ["PKI_TEST_SMTP_PASSWORD_FILE"]).readline().strip()
 msg = open("sealed.eml", "rb").read()
-start = time.time()
-for _ in range(n):
+def connect():
     s = smtplib.SMTP(host, int(port))
-    s.sendmail("statements@bank.example", ["rsa@example.com"], msg)
+    if relay == "starttls":
+        s.starttls(context=context)
+        s.login(os.environ["PKI_TEST_SMTP_USER"], password)
+    return s
+start = time.time()
+s = connect() if mode == "one" else None
+for _ in range(n):
+    c = s or connect()
+    c.sendmail("statements@bank.example", ["rsa@example.com"], msg)
+    if not s:
+        c.quit()
+if s:
     s.quit()
 took = time.time() - start
-print(f"smtplib: {n} messages of {len(msg):,} bytes in {took:.2f} s, {n / took:,.0f} messages/s")
+print(f"smtplib, {'one connection' if mode == 'one' else 'a connection each'}: {n} messages of {len(msg):,} bytes in {took:.2f} s, {n / took:,.0f} messages/s")
 EOF
+}
+
+# singles NAME: N single requests of NAME's message with delivery, from 4 keep-alive connections
+# at once; every one must be answered 200 with the relay's queue id.
+singles() {
+  python3 - "$N" "$1-1.json" "$port" "$key" <<'EOF'
+import http.client, json, sys, threading, time
+n, body_file, port, key = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+body = json.dumps(json.load(open(body_file))["messages"][0]).encode()
+headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json"}
+bad = []
+def client(count):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    for _ in range(count):
+        c.request("POST", "/api/v1/mail/seal", body, headers)
+        r = c.getresponse()
+        answer = r.read()
+        if r.status != 200 or not json.loads(answer).get("queue_id"):
+            bad.append((r.status, answer[:200]))
+threads = [threading.Thread(target=client, args=(n // 4,)) for _ in range(4)]
+start = time.time()
+for t in threads: t.start()
+for t in threads: t.join()
+took = time.time() - start
+if bad:
+    sys.exit(f"{len(bad)} single requests not delivered: {bad[0]}")
+print(f"single requests, 4 connections: {n // 4 * 4} messages in {took:.2f} s, {n // 4 * 4 / took:,.0f} messages/s")
+EOF
+}
+
+serve_with plain
+for name in code statement; do
+  echo "## $name: pki, one bulk request of $N messages without delivery (three times)"
+  for _ in 1 2 3; do run "$name-0.json" "sealed, not delivered" 0; done
 done
 echo
+for relay in plain starttls; do
+  serve_with "$relay"
+  for name in code statement; do
+    echo "## $name, relay $relay: pki, one bulk request of $N messages with delivery (three times)"
+    # A message of this kind, sealed, for the ceiling.
+    run "$name-0.json" "(sealed once for smtplib)" 0 >/dev/null
+    for _ in 1 2 3; do run "$name-1.json" "sealed and delivered" 1; done
+    echo "## $name, relay $relay: pki, $N single requests with delivery (three times)"
+    for _ in 1 2 3; do singles "$name"; done
+    echo "## $name, relay $relay: the relay's ceiling, Python's smtplib with the same message"
+    for mode in one each; do
+      for _ in 1 2 3; do smtplib_ceiling "$relay" "$mode"; done
+    done
+    echo
+  done
 done

@@ -134,7 +134,24 @@ struct RelayDelivery {
     credentials: Option<lettre::transport::smtp::authentication::Credentials>,
     timeout_secs: u64,
     hello: lettre::transport::smtp::extension::ClientId,
+    /// Connections left open by sessions that ended, the most recent last, for the next session
+    /// (a single message's, mostly): no new TCP connection, TLS handshake and login for each.
+    idle: std::sync::Mutex<Vec<Idle>>,
 }
+
+/// A connection kept open between sessions, and since when.
+struct Idle {
+    conn: SmtpConnection,
+    since: std::time::Instant,
+}
+
+/// How long an idle connection is kept: well within the idle timeouts of relays (Postfix's
+/// `smtpd_timeout` is 300 s, 10 s under stress; a connection the relay closed meanwhile is found
+/// at its first MAIL and replaced).
+const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// At most this many connections are kept idle.
+const MAX_IDLE_CONNECTIONS: usize = 8;
 
 /// The delivery of `[mail.relay]`, for sealed mail.
 pub fn delivery(s: &RelaySettings) -> anyhow::Result<std::sync::Arc<dyn sealed_mail::Delivery>> {
@@ -197,12 +214,33 @@ impl RelayDelivery {
             credentials: s.credentials()?,
             timeout_secs: s.timeout_secs,
             hello: lettre::transport::smtp::extension::ClientId::default(),
+            idle: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     /// A session with no connection yet.
     fn session(&self) -> RelaySession<'_> {
-        RelaySession { relay: self, conn: None }
+        RelaySession { relay: self, conn: self.take_idle() }
+    }
+
+    /// The most recently idle connection younger than [`MAX_IDLE`]. Older ones are closed without
+    /// a QUIT: the relay may have closed them already, or stopped answering.
+    fn take_idle(&self) -> Option<SmtpConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stale = idle.iter().take_while(|i| i.since.elapsed() >= MAX_IDLE).count();
+        idle.drain(..stale);
+        idle.pop().map(|i| i.conn)
+    }
+
+    /// Keeps `conn` for the next session, or closes it (QUIT) when enough are kept.
+    fn keep_idle(&self, mut conn: SmtpConnection) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_CONNECTIONS {
+            idle.push(Idle { conn, since: std::time::Instant::now() });
+        } else {
+            drop(idle);
+            let _ = conn.quit();
+        }
     }
 
     /// A connection to the relay: TLS from the first byte or by STARTTLS as configured, and
@@ -276,8 +314,10 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Messages handed to the relay one after another on one connection, opened for the first and
-/// kept while the relay serves; closed with QUIT when the session ends.
+/// Messages handed to the relay one after another on one connection: an idle one or one opened
+/// for the first message, kept while the relay serves, and left idle for the next session when
+/// this one ends. The CA's own mail ([`RelaySettings::send`]) has a relay of its own for each
+/// message, whose connection is closed with QUIT when it is dropped.
 struct RelaySession<'a> {
     relay: &'a RelayDelivery,
     conn: Option<SmtpConnection>,
@@ -348,10 +388,20 @@ impl RelaySession<'_> {
     }
 }
 
+/// Idle connections are closed with QUIT when the relay is dropped.
+impl Drop for RelayDelivery {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for mut i in idle {
+            let _ = i.conn.quit();
+        }
+    }
+}
+
 impl Drop for RelaySession<'_> {
     fn drop(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let _ = conn.quit();
+        if let Some(conn) = self.conn.take() {
+            self.relay.keep_idle(conn);
         }
     }
 }

@@ -1300,8 +1300,8 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
 
     // A relay that answers and refuses each recipient (a scripted peer: the test Postfix takes
     // every address): its reply is the error, and in a bulk request every message is tried, on
-    // the one connection (reset with RSET after each refusal).
-    let refusing = ScriptedRelay::start(Script { refuse_recipients: true, messages_a_connection: None });
+    // one connection (reset with RSET after each refusal), which the single message left idle.
+    let refusing = ScriptedRelay::start(Script { refuse_recipients: true, ..Script::default() });
     move_relay(&mut f, closed, refusing.port);
     let r = f.seal(&delivered("bob@example.com", "refused recipient", true));
     r.expect_error(502, "the mail relay refused the message", "a refused recipient");
@@ -1315,17 +1315,18 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     }
     let seen = refusing.seen();
     assert_eq!(seen.recipients, 4, "every message was offered to the relay: {seen:?}");
-    assert_eq!(seen.connections, 2, "one for the single message, one for the bulk: {seen:?}");
+    assert_eq!(seen.connections, 1, "the single message's, kept for the bulk: {seen:?}");
     assert_eq!(seen.resets, 4, "each refusal reset: {seen:?}");
 }
 
 /// A bulk request hands its messages to the relay over one connection, and when the relay closes
 /// it (here after two messages, with a 421 to the third MAIL, as relays with a limit of messages
 /// a connection do), the message is tried again at once on a new connection: every message is
-/// delivered, once, with its own queue id.
+/// delivered, once, with its own queue id. The connection is then left idle for the next
+/// request; one the relay closed while idle is replaced the same way.
 #[test]
 fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed() {
-    let relay = ScriptedRelay::start(Script { refuse_recipients: false, messages_a_connection: Some(2) });
+    let relay = ScriptedRelay::start(Script { messages_a_connection: Some(2), ..Script::default() });
     let f = fixture(&format!(
         "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
         relay.port
@@ -1353,23 +1354,48 @@ fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed
     assert_eq!(seen.connections, 3, "two messages a connection: {seen:?}");
     assert_eq!(seen.closed_by_relay, 2, "{seen:?}");
 
-    // A single message has a connection of its own, closed with QUIT.
-    let mut one = request("alice@example.com", "single", b"%PDF-1.7 one", false);
-    one["deliver"] = serde_json::json!(true);
-    let r =
-        f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), one.to_string().as_bytes());
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["queue_id"], "Q6");
+    // Single messages: the first on the connection the bulk left idle (it carried one message),
+    // the second on a new one, as the relay closes that one at its third.
+    let single = |f: &Fixture, text: &str| {
+        let mut one = request("alice@example.com", text, b"%PDF-1.7 one", false);
+        one["deliver"] = serde_json::json!(true);
+        let r = f.post(
+            "/api/v1/mail/seal",
+            Some(&f.mailer),
+            Some("application/json"),
+            one.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["queue_id"].as_str().unwrap().to_string()
+    };
+    assert_eq!(single(&f, "single 1"), "Q6");
+    assert_eq!(relay.seen().connections, 3, "{:?}", relay.seen());
+    assert_eq!(single(&f, "single 2"), "Q7");
     let seen = relay.seen();
-    assert_eq!(seen.connections, 4, "{seen:?}");
+    assert_eq!((seen.connections, seen.closed_by_relay), (4, 3), "{seen:?}");
+
+    // A relay that closes a connection idle for a second: the next message finds it closed and
+    // goes on a new one.
+    let closing =
+        ScriptedRelay::start(Script { close_idle_after: Some(Duration::from_secs(1)), ..Script::default() });
+    let mut f = f;
+    swap_config(&mut f, &format!("port = {}", relay.port), &format!("port = {}", closing.port));
+    assert_eq!(single(&f, "before the idle timeout"), "Q1");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(single(&f, "after it"), "Q2");
+    let seen = closing.seen();
+    assert_eq!((seen.connections, seen.closed_by_relay, seen.messages), (2, 1, 2), "{seen:?}");
 }
 
 /// What a [`ScriptedRelay`] does.
+#[derive(Default)]
 struct Script {
     /// Every RCPT answered 550.
     refuse_recipients: bool,
     /// After this many messages, the next MAIL is answered 421 and the connection closed.
     messages_a_connection: Option<usize>,
+    /// A connection silent this long is closed with a 421, as relays close idle ones.
+    close_idle_after: Option<Duration>,
 }
 
 /// What a [`ScriptedRelay`] saw.
@@ -1413,11 +1439,21 @@ impl ScriptedRelay {
 fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mutex<Seen>) {
     use std::io::{BufRead, Write};
     seen.lock().unwrap().connections += 1;
+    c.set_read_timeout(script.close_idle_after).unwrap();
     let mut w = c.try_clone().unwrap();
     let _ = w.write_all(b"220 scripted ESMTP\r\n");
     let mut lines = std::io::BufReader::new(c).lines();
     let mut carried = 0;
-    while let Some(Ok(line)) = lines.next() {
+    while let Some(line) = lines.next() {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                seen.lock().unwrap().closed_by_relay += 1;
+                let _ = w.write_all(b"421 4.4.2 scripted: idle too long, closing\r\n");
+                return;
+            }
+            Err(_) => return,
+        };
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
         let reply: String = match verb.as_str() {
             "EHLO" | "HELO" => "250 scripted\r\n".into(),
