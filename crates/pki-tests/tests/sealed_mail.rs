@@ -1387,6 +1387,57 @@ fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed
     assert_eq!((seen.connections, seen.closed_by_relay, seen.messages), (2, 1, 2), "{seen:?}");
 }
 
+/// A relay that answers EHLO with binary garbage, with something else than SMTP, with an answer
+/// cut short, or with an answer of 200 KB in one line: each a 502 naming the relay unreachable and what it answered; the server
+/// goes on, and a bulk request tries the relay once.
+#[test]
+fn a_relay_that_answers_garbage_is_named_unreachable() {
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("binary", b"\x00\xff\xfe garbage \x1b[31m\r\n".to_vec(), "did not contain valid UTF-8"),
+        ("not SMTP", b"HTTP/1.1 400 Bad Request\r\n".to_vec(), "response error"),
+        ("cut short", b"250-relay.bank.example\r\n250-PIPEL".to_vec(), "incomplete response"),
+        ("oversized", vec![b'2'; 200 << 10], "too long"),
+    ];
+    let mut f: Option<(Fixture, u16)> = None;
+    for (what, answer, says) in cases {
+        let relay = ScriptedRelay::start(Script { ehlo_answer: Some(answer), ..Script::default() });
+        let config = |port: u16| {
+            format!("[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 5\n")
+        };
+        let fx = match f.take() {
+            None => fixture(&config(relay.port)),
+            Some((mut fx, old)) => {
+                swap_config(&mut fx, &config(old), &config(relay.port));
+                fx
+            }
+        };
+        let message = |text: &str| {
+            let mut r = request("alice@example.com", text, b"%PDF-1.7 garbage", false);
+            r["deliver"] = serde_json::json!(true);
+            r
+        };
+        let r = fx.seal(&message(what));
+        r.expect_error(502, "the mail relay cannot be reached", what);
+        assert!(r.text().contains(says), "{what}: {}", r.text());
+        assert!(
+            r.text().len() < 1_200,
+            "{what}: the answer quotes the relay whole: {} bytes",
+            r.text().len()
+        );
+        let r = fx.bulk(&[message("one"), message("two")]);
+        let results = r.json()["results"].as_array().unwrap().clone();
+        assert!(
+            results[1]["error"].as_str().unwrap().contains("not tried: message 1"),
+            "{what}: {}",
+            results[1]
+        );
+        assert_eq!(relay.seen().connections, 2, "{what}: {:?}", relay.seen());
+        let health = send(fx.env.port, "GET", "/healthz", &[], None, Duration::from_secs(10)).unwrap();
+        assert_eq!(health.status, 200, "{what}");
+        f = Some((fx, relay.port));
+    }
+}
+
 /// What a [`ScriptedRelay`] does.
 #[derive(Default)]
 struct Script {
@@ -1396,6 +1447,8 @@ struct Script {
     messages_a_connection: Option<usize>,
     /// A connection silent this long is closed with a 421, as relays close idle ones.
     close_idle_after: Option<Duration>,
+    /// EHLO answered with these bytes, and the connection closed.
+    ehlo_answer: Option<Vec<u8>>,
 }
 
 /// What a [`ScriptedRelay`] saw.
@@ -1456,6 +1509,10 @@ fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mut
         };
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
         let reply: String = match verb.as_str() {
+            "EHLO" | "HELO" if script.ehlo_answer.is_some() => {
+                let _ = w.write_all(script.ehlo_answer.as_deref().unwrap_or_default());
+                return;
+            }
             "EHLO" | "HELO" => "250 scripted\r\n".into(),
             "MAIL" if script.messages_a_connection.is_some_and(|n| carried >= n) => {
                 seen.lock().unwrap().closed_by_relay += 1;
