@@ -2,7 +2,8 @@
 //! may read the data directory may use it). While `pki serve` holds the database, every other `pki`
 //! command on that directory sends its [`Envelope`] here and gets the [`Outcome`] back.
 //!
-//! Frame: 4-byte big-endian length, then JSON. Requests over 64 MiB are refused.
+//! Frame: 4-byte big-endian length, then JSON. Requests over 64 MiB are refused, and so is a
+//! request not whole within 30 s of its connection (its thread is then free again).
 //!
 //! The audit actor of a request is the peer's, from the kernel (SO_PEERCRED: its uid and that
 //! user's name, [`crate::actor::of_peer`]); the envelope's `actor` field is kept for
@@ -19,6 +20,34 @@ use ca_core::Ca;
 use crate::commands::{execute, Envelope, Outcome};
 
 const MAX_FRAME: usize = 64 << 20;
+
+/// How long a connection has to send its whole request, and the server to write its answer to a
+/// peer that reads it: a local client sends 64 MiB in well under a second, and a connection that
+/// sends nothing holds its thread no longer than this.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A reader of `stream` that fails with `TimedOut` once `deadline` has passed, however slowly
+/// the peer drips its bytes (a socket's read timeout alone counts from each read).
+struct Deadline<'a> {
+    stream: &'a UnixStream,
+    deadline: std::time::Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no whole request in time"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        match (&mut &*self.stream).read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no whole request in time"))
+            }
+            r => r,
+        }
+    }
+}
 
 fn write_frame(s: &mut UnixStream, bytes: &[u8]) -> std::io::Result<()> {
     s.write_all(&(bytes.len() as u32).to_be_bytes())?;
@@ -81,36 +110,44 @@ pub fn serve(path: &Path, data: &Path, group: Option<nix::unistd::Gid>, ca: Arc<
     }
     std::thread::Builder::new().name("admin-socket".into()).spawn(move || {
         for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
+            let Ok(conn) = conn else { continue };
             let ca = ca.clone();
-            let _ = std::thread::Builder::new().name("admin-conn".into()).spawn(move || {
-                let outcome: Outcome = match read_frame(&mut conn) {
-                    Ok(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
-                        Ok(env) => match crate::actor::of_peer(&conn) {
-                            Ok(actor) => {
-                                if env.actor != actor {
-                                    tracing::warn!(
-                                        claimed = %env.actor,
-                                        peer = %actor,
-                                        "admin request names another actor than its peer's credentials; recorded as the peer"
-                                    );
-                                }
-                                tracing::info!(actor = %actor, "admin request");
-                                execute(&ca, &Envelope { actor, request: env.request })
-                            }
-                            Err(e) => Err(format!("cannot read the admin request's peer credentials: {e}")),
-                        },
-                        Err(e) => Err(format!("malformed admin request: {e}")),
-                    },
-                    Err(e) => Err(format!("cannot read admin request: {e}")),
-                };
-                if let Ok(bytes) = serde_json::to_vec(&outcome) {
-                    let _ = write_frame(&mut conn, &bytes);
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name("admin-conn".into())
+                .spawn(move || answer(conn, REQUEST_DEADLINE, |env| execute(&ca, env)));
         }
     })?;
     Ok(())
+}
+
+/// Reads one request from `conn` within `deadline`, runs it as the peer's, and writes its outcome
+/// (within `deadline` again, to a peer that reads).
+fn answer(mut conn: UnixStream, deadline: std::time::Duration, run: impl FnOnce(&Envelope) -> Outcome) {
+    let read = read_frame(&mut Deadline { stream: &conn, deadline: std::time::Instant::now() + deadline });
+    let outcome: Outcome = match read {
+        Ok(bytes) => match serde_json::from_slice::<Envelope>(&bytes) {
+            Ok(env) => match crate::actor::of_peer(&conn) {
+                Ok(actor) => {
+                    if env.actor != actor {
+                        tracing::warn!(
+                            claimed = %env.actor,
+                            peer = %actor,
+                            "admin request names another actor than its peer's credentials; recorded as the peer"
+                        );
+                    }
+                    tracing::info!(actor = %actor, "admin request");
+                    run(&Envelope { actor, request: env.request })
+                }
+                Err(e) => Err(format!("cannot read the admin request's peer credentials: {e}")),
+            },
+            Err(e) => Err(format!("malformed admin request: {e}")),
+        },
+        Err(e) => Err(format!("cannot read admin request: {e}")),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&outcome) {
+        let _ = conn.set_write_timeout(Some(deadline));
+        let _ = write_frame(&mut conn, &bytes);
+    }
 }
 
 /// Sends a request to a running server. `Ok(None)` when no server listens on `path`.
@@ -166,6 +203,43 @@ mod tests {
         let too_big = (MAX_FRAME as u32 + 1).to_be_bytes().to_vec();
         let e = read_frame(&mut std::io::Cursor::new(too_big)).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_connection_that_drips_or_stalls_is_answered_and_closed_at_the_deadline() {
+        let deadline = std::time::Duration::from_millis(300);
+        let envelope = Envelope { actor: "root".into(), request: crate::commands::Request::ValidationsList };
+        let frame = serde_json::to_vec(&envelope).unwrap();
+        let run = |_: &Envelope| -> Outcome { Ok(crate::commands::Reply::default()) };
+        // Silent after two bytes of the length; then dripping a byte every 100 ms, each read in
+        // time, the whole never.
+        for drip in [false, true] {
+            let (server, mut client) = UnixStream::pair().unwrap();
+            let handler = std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                answer(server, deadline, run);
+                started.elapsed()
+            });
+            client.write_all(&(frame.len() as u32).to_be_bytes()[..2]).unwrap();
+            if drip {
+                client.write_all(&(frame.len() as u32).to_be_bytes()[2..]).unwrap();
+                for b in frame.iter().take(8) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    let _ = client.write_all(&[*b]);
+                }
+            }
+            let took = handler.join().unwrap();
+            assert!(took >= deadline && took < deadline * 3, "drip {drip}: the connection was held {took:?}");
+            let outcome: Outcome = serde_json::from_slice(&read_frame(&mut client).unwrap()).unwrap();
+            let e = outcome.unwrap_err();
+            assert!(e.contains("cannot read admin request: no whole request in time"), "drip {drip}: {e}");
+        }
+        // A whole request in time is run.
+        let (server, mut client) = UnixStream::pair().unwrap();
+        write_frame(&mut client, &frame).unwrap();
+        answer(server, deadline, run);
+        let outcome: Outcome = serde_json::from_slice(&read_frame(&mut client).unwrap()).unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
     }
 
     #[test]
