@@ -39,6 +39,8 @@ pub struct RelaySettings {
     /// PEM file of the certificates the relay's TLS certificate must chain to (the bank's own
     /// CA, say); unset: the system's trusted roots.
     pub ca_file: Option<std::path::PathBuf>,
+    /// How many connections a bulk request hands its messages over at once (default 4, 1 to 32).
+    pub connections: usize,
 }
 
 impl Default for RelaySettings {
@@ -52,6 +54,7 @@ impl Default for RelaySettings {
             from: "pki@localhost".into(),
             timeout_secs: 30,
             ca_file: None,
+            connections: 4,
         }
     }
 }
@@ -133,6 +136,8 @@ struct RelayDelivery {
     tls_parameters: Option<lettre::transport::smtp::client::TlsParameters>,
     credentials: Option<lettre::transport::smtp::authentication::Credentials>,
     timeout_secs: u64,
+    /// `[mail.relay] connections`.
+    connections: usize,
     hello: lettre::transport::smtp::extension::ClientId,
     /// Connections left open by sessions that ended, the most recent last, for the next session
     /// (a single message's, mostly): no new TCP connection, TLS handshake and login for each.
@@ -150,7 +155,8 @@ struct Idle {
 /// at its first MAIL and replaced).
 const MAX_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// At most this many connections are kept idle.
+/// At most this many connections are kept idle (at least `connections`, so that a bulk request
+/// finds all its connections open).
 const MAX_IDLE_CONNECTIONS: usize = 8;
 
 /// The delivery of `[mail.relay]`, for sealed mail.
@@ -213,6 +219,7 @@ impl RelayDelivery {
             tls_parameters: tls_parameters(s, host)?,
             credentials: s.credentials()?,
             timeout_secs: s.timeout_secs,
+            connections: s.connections,
             hello: lettre::transport::smtp::extension::ClientId::default(),
             idle: std::sync::Mutex::new(Vec::new()),
         })
@@ -235,7 +242,7 @@ impl RelayDelivery {
     /// Keeps `conn` for the next session, or closes it (QUIT) when enough are kept.
     fn keep_idle(&self, mut conn: SmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_CONNECTIONS {
+        if idle.len() < MAX_IDLE_CONNECTIONS.max(self.connections) {
             idle.push(Idle { conn, since: std::time::Instant::now() });
         } else {
             drop(idle);
@@ -440,6 +447,10 @@ fn queue_id(lines: &[&str]) -> String {
 impl sealed_mail::Delivery for RelayDelivery {
     fn session(&self) -> Box<dyn sealed_mail::DeliverySession + '_> {
         Box::new(RelayDelivery::session(self))
+    }
+
+    fn connections(&self) -> usize {
+        self.connections
     }
 }
 

@@ -418,6 +418,13 @@ impl Settings {
                 s.mail.relay.timeout_secs
             );
         }
+        if !(1..=32).contains(&s.mail.relay.connections) {
+            anyhow::bail!(
+                "{}: [mail.relay] connections = {}: expected 1 to 32",
+                path.display(),
+                s.mail.relay.connections
+            );
+        }
         if !(1..=1024).contains(&s.mail.max_bulk_at_once) {
             anyhow::bail!(
                 "{}: [mail] max_bulk_at_once = {}: expected 1 to 1024",
@@ -600,10 +607,11 @@ mod tests {
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
     }
 
-    /// `[mail] max_bulk_at_once` is 1 to 1024 and `[mail.relay] timeout_secs` 1 to 600: outside,
-    /// or not a number, the configuration is refused naming the setting.
+    /// `[mail] max_bulk_at_once` is 1 to 1024, `[mail.relay] timeout_secs` 1 to 600 and
+    /// `connections` 1 to 32: outside, or not a number, the configuration is refused naming the
+    /// setting.
     #[test]
-    fn bulk_requests_at_once_and_the_relay_timeout_are_checked() {
+    fn bulk_requests_at_once_and_the_relay_timeout_and_connections_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pki.toml");
         let read = |table: &str, key: &str, value: &str| {
@@ -611,12 +619,15 @@ mod tests {
             Settings::load(Some(&p))
         };
         type Case = (&'static str, &'static str, [&'static str; 4], [u64; 2], fn(&Settings) -> u64);
-        let cases: [Case; 2] = [
+        let cases: [Case; 3] = [
             ("mail", "max_bulk_at_once", ["0", "1025", "-1", "\"four\""], [1, 1024], |s| {
                 s.mail.max_bulk_at_once as u64
             }),
             ("mail.relay", "timeout_secs", ["0", "601", "-1", "\"soon\""], [1, 600], |s| {
                 s.mail.relay.timeout_secs
+            }),
+            ("mail.relay", "connections", ["0", "33", "-1", "\"many\""], [1, 32], |s| {
+                s.mail.relay.connections as u64
             }),
         ];
         for (table, key, bad, good, get) in cases {

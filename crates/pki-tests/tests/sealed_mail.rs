@@ -1248,7 +1248,9 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     // A relay that takes connections and never says a word.
     let silent_port = pki_tests::raw_tcp::silent_port();
     let relay = |port: u16| {
-        format!("[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\n")
+        format!(
+            "[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 2\nconnections = 1\n"
+        )
     };
     let mut f = fixture(&relay(silent_port));
     let delivered = |to: &str, text: &str, deliver: bool| {
@@ -1328,7 +1330,7 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
 fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed() {
     let relay = ScriptedRelay::start(Script { messages_a_connection: Some(2), ..Script::default() });
     let f = fixture(&format!(
-        "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\n",
+        "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\nconnections = 1\n",
         relay.port
     ));
     let messages: Vec<serde_json::Value> = (0..5)
@@ -1387,6 +1389,45 @@ fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed
     assert_eq!((seen.connections, seen.closed_by_relay, seen.messages), (2, 1, 2), "{seen:?}");
 }
 
+/// A bulk request hands its messages over `[mail.relay] connections` connections at once, each
+/// taking the next message: to a relay that takes 200 ms to answer each message's data, eight
+/// messages to deliver on three connections take about three answers' time, not eight; each is delivered
+/// once, and each answer is the request's message in its place.
+#[test]
+fn a_bulk_request_delivers_over_several_connections_at_once_and_answers_in_order() {
+    let relay =
+        ScriptedRelay::start(Script { data_delay: Some(Duration::from_millis(200)), ..Script::default() });
+    let f = fixture(&format!(
+        "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nconnections = 3\n",
+        relay.port
+    ));
+    let messages: Vec<serde_json::Value> = (0..9)
+        .map(|i| {
+            let mut r = request("alice@example.com", "in order", b"%PDF-1.7 parallel", false);
+            r["subject"] = serde_json::json!(format!("statement {i}"));
+            r["deliver"] = serde_json::json!(i != 4);
+            r
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let r = f.bulk(&messages);
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let results = r.json()["results"].as_array().unwrap().clone();
+    let seen = relay.seen();
+    assert_eq!((seen.connections, seen.messages), (3, 8), "{seen:?}");
+    for (i, res) in results.iter().enumerate() {
+        assert_eq!(res["status"], 200, "{i}: {res}");
+        match res["queue_id"].as_str() {
+            Some(id) => assert_eq!(seen.subjects[id], format!("statement {i}"), "answer {i}: {res}"),
+            None => assert_eq!(i, 4, "only message 4 is not to be delivered: {res}"),
+        }
+    }
+    // Eight answers of 200 ms on three connections: three in a row at the most (one connection
+    // would take 1.6 s).
+    assert!(took < Duration::from_millis(1_400), "the bulk request took {took:?}");
+}
+
 /// A relay that answers EHLO with binary garbage, with something else than SMTP, with an answer
 /// cut short, or with an answer of 200 KB in one line: each a 502 naming the relay unreachable and what it answered; the server
 /// goes on, and a bulk request tries the relay once.
@@ -1402,7 +1443,9 @@ fn a_relay_that_answers_garbage_is_named_unreachable() {
     for (what, answer, says) in cases {
         let relay = ScriptedRelay::start(Script { ehlo_answer: Some(answer), ..Script::default() });
         let config = |port: u16| {
-            format!("[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 5\n")
+            format!(
+                "[mail.relay]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\ntimeout_secs = 5\nconnections = 1\n"
+            )
         };
         let fx = match f.take() {
             None => fixture(&config(relay.port)),
@@ -1449,6 +1492,8 @@ struct Script {
     close_idle_after: Option<Duration>,
     /// EHLO answered with these bytes, and the connection closed.
     ehlo_answer: Option<Vec<u8>>,
+    /// How long the end of a message's data waits for its answer (a relay at a distance).
+    data_delay: Option<Duration>,
 }
 
 /// What a [`ScriptedRelay`] saw.
@@ -1459,6 +1504,8 @@ struct Seen {
     resets: usize,
     messages: usize,
     closed_by_relay: usize,
+    /// The Subject of each message, by its queue id.
+    subjects: std::collections::BTreeMap<String, String>,
 }
 
 /// An SMTP peer on loopback, scripted for the failures the tests' Postfix does not make (it takes
@@ -1532,15 +1579,24 @@ fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mut
             }
             "DATA" => {
                 let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                let mut subject = String::new();
                 while let Some(Ok(line)) = lines.next() {
                     if line == "." {
                         break;
                     }
+                    if let (true, Some(s)) = (subject.is_empty(), line.strip_prefix("Subject: ")) {
+                        subject = s.to_string();
+                    }
+                }
+                if let Some(delay) = script.data_delay {
+                    std::thread::sleep(delay);
                 }
                 carried += 1;
                 let mut s = seen.lock().unwrap();
                 s.messages += 1;
-                format!("250 2.0.0 Ok: queued as Q{}\r\n", s.messages)
+                let id = format!("Q{}", s.messages);
+                s.subjects.insert(id.clone(), subject);
+                format!("250 2.0.0 Ok: queued as {id}\r\n")
             }
             "QUIT" => {
                 let _ = w.write_all(b"221 2.0.0 Bye\r\n");
@@ -1618,10 +1674,14 @@ fn delivered_through_a_relay_that_wants_tls_and_a_login() {
     r.expect_error(502, "the mail relay cannot be reached", "an untrusted relay certificate");
     assert!(r.text().contains("certificate"), "{}", r.text());
 
-    // A wrong password: the login's own error, tried once in a bulk request.
+    // A wrong password: the login's own error, tried once in a bulk request (on its one
+    // connection; with more, once a connection).
     let wrong = f.env.write("wrong-password", b"not the password\n");
-    let next =
-        relay(&starttls, "starttls", &format!("ca_file = \"{ca}\"\npassword_file = \"{}\"\n", p(&wrong)));
+    let next = relay(
+        &starttls,
+        "starttls",
+        &format!("ca_file = \"{ca}\"\npassword_file = \"{}\"\nconnections = 1\n", p(&wrong)),
+    );
     swap_config(&mut f, &config, &next);
     config = next;
     let r = single(&f, "wrong password");

@@ -60,6 +60,11 @@ pub trait Delivery: Send + Sync {
     /// connection to the relay for all of them, and closes it when dropped.
     fn session(&self) -> Box<dyn DeliverySession + '_>;
 
+    /// How many sessions a bulk request hands its messages over at once (one connection each).
+    fn connections(&self) -> usize {
+        1
+    }
+
     /// Hands one `message` to the relay for `to`, enveloped from `from`, in a session of its own;
     /// the relay's queue id.
     fn deliver(&self, from: &EmailAddress, to: &EmailAddress, message: &[u8]) -> Result<String, Error> {
@@ -384,6 +389,90 @@ fn delivered(svc: &MailService, req: SealRequest, sealed: Sealed, deliver: bool)
     Ok((req, sealed, queue_id))
 }
 
+/// A bulk request's messages, sealed, each handed to the relay when it asked for delivery: over
+/// up to [`Delivery::connections`] sessions at once, each taking the next message of the request
+/// (one connection a session while the relay serves). Once the relay cannot be reached or refuses
+/// the login, no further message is tried (each would wait out the relay's timeout, or be one
+/// more failed login): they are answered at once, naming the message that found it so; messages
+/// then being handed over on other connections answer for themselves. Answers in order.
+fn deliver_bulk(
+    delivery: Option<&dyn Delivery>,
+    items: Vec<Result<(SealRequest, bool, Sealed), Error>>,
+) -> Vec<Result<Answered, Error>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
+    let mut answers: Vec<Option<Result<Answered, Error>>> = Vec::with_capacity(items.len());
+    let mut jobs: Vec<Mutex<Option<(usize, SealRequest, Sealed)>>> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        answers.push(match item {
+            Err(e) => Some(Err(e)),
+            Ok((r, false, s)) => Some(Ok((r, s, None))),
+            Ok((_, true, _)) if delivery.is_none() => Some(Err(Error::DeliveryUnavailable)),
+            Ok((r, true, s)) => {
+                jobs.push(Mutex::new(Some((i, r, s))));
+                None
+            }
+        });
+    }
+    if let Some(d) = delivery.filter(|_| !jobs.is_empty()) {
+        let next = AtomicUsize::new(0);
+        // The first message (1-based) that found the relay unusable, and whether by its login.
+        let unusable: Mutex<Option<(usize, bool)>> = Mutex::new(None);
+        let work = || {
+            let mut session: Option<Box<dyn DeliverySession + '_>> = None;
+            let mut done = Vec::new();
+            while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let Some((i, r, s)) = job.lock().unwrap_or_else(PoisonError::into_inner).take() else {
+                    continue;
+                };
+                let found = *unusable.lock().unwrap_or_else(PoisonError::into_inner);
+                let answer = match found {
+                    Some((first, false)) => Err(Error::RelayUnreachable(format!(
+                        "not tried: message {first} of this request could not reach it"
+                    ))),
+                    Some((first, true)) => Err(Error::RelayLogin(format!(
+                        "not tried: message {first} of this request was refused it"
+                    ))),
+                    None => {
+                        let relay = session.get_or_insert_with(|| d.session());
+                        let answer = relay.deliver(&s.from, &r.to, &s.message).map(|id| (r, s, Some(id)));
+                        let kind = match &answer {
+                            Err(Error::RelayUnreachable(_)) => Some(false),
+                            Err(Error::RelayLogin(_)) => Some(true),
+                            _ => None,
+                        };
+                        if let Some(login) = kind {
+                            unusable
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .get_or_insert((i + 1, login));
+                        }
+                        answer
+                    }
+                };
+                done.push((i, answer));
+            }
+            done
+        };
+        let workers = d.connections().clamp(1, jobs.len());
+        let done: Vec<(usize, Result<Answered, Error>)> = std::thread::scope(|scope| {
+            let others: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+            let mut done = work();
+            for other in others {
+                done.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            }
+            done
+        });
+        for (i, answer) in done {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into()))))
+        .collect()
+}
+
 /// The JSON description of a made message, `status` added when given (the bulk answer's). The
 /// message's base64 is written straight into the text: it is the bulk of the answer (hundreds of
 /// kilobytes a message), and base64 needs no JSON escaping, so it is neither copied into a JSON
@@ -633,47 +722,15 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 (p, s)
             })
             .collect();
-        // Delivery, when asked, one message after the other in one session with the relay (one
-        // connection for them all while it serves). Once the relay cannot be reached or refuses
-        // the login, no further message is tried (each would wait out the relay's timeout, or be
-        // one more failed login): they are answered at once, naming the message that found it so.
-        let mut unusable: Option<(usize, bool)> = None;
-        let mut session = svc.delivery.as_ref().map(|d| d.session());
-        let delivered: Vec<Result<Answered, Error>> = answers
+        let items = answers
             .into_iter()
-            .enumerate()
-            .map(|(i, (p, s))| {
+            .map(|(p, s)| {
                 let (r, deliver) = p?;
                 let s = s.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into())))?;
-                match (deliver, unusable) {
-                    (true, Some((first, false))) => {
-                        return Err(Error::RelayUnreachable(format!(
-                            "not tried: message {first} of this request could not reach it"
-                        )))
-                    }
-                    (true, Some((first, true))) => {
-                        return Err(Error::RelayLogin(format!(
-                            "not tried: message {first} of this request was refused it"
-                        )))
-                    }
-                    _ => {}
-                }
-                let answered = match (deliver, session.as_mut()) {
-                    (false, _) => Ok((r, s, None)),
-                    (true, None) => Err(Error::DeliveryUnavailable),
-                    (true, Some(relay)) => {
-                        relay.deliver(&s.from, &r.to, &s.message).map(|id| (r, s, Some(id)))
-                    }
-                };
-                match answered {
-                    Err(Error::RelayUnreachable(_)) => unusable = Some((i + 1, false)),
-                    Err(Error::RelayLogin(_)) => unusable = Some((i + 1, true)),
-                    _ => {}
-                }
-                answered
+                Ok((r, deliver, s))
             })
             .collect();
-        drop(session);
+        let delivered = deliver_bulk(svc.delivery.as_deref(), items);
         // Each answer written (in JSON, its message base64-encoded) on every core, then joined.
         Ok(crate::seal::on_every_core(delivered, |one| bulk_part(form, one)))
     })
