@@ -26,6 +26,7 @@ fi
 # shellcheck source=../scripts/with-mail.sh
 source scripts/with-mail.sh
 
+repo=$PWD
 # shellcheck source=sealed-mail-setup.sh
 source bench/sealed-mail-setup.sh
 bench_start deliver
@@ -36,17 +37,20 @@ echo "bench-password-2026" >pw
 "$PKI" issue --email rsa@example.com --usage encryption --generate --key-type rsa2048 --p12 rsa.p12 --p12-password-file pw >/dev/null
 cp pki.toml pki-base.toml
 
-# serve_with RELAY: pki serve (restarted) with [mail.relay] the plain or the STARTTLS listener.
+# serve_with RELAY [CONNECTIONS]: pki serve (restarted) with [mail.relay] the plain or the
+# STARTTLS listener, or the plain one behind the delaying proxy (distant); connections as given.
 serve_with() {
   if [ -n "$server" ]; then kill "$server"; wait "$server" 2>/dev/null || true; fi
   cp pki-base.toml pki.toml
   case $1 in
     plain) printf '[mail.relay]\nhost = "%s"\nport = %s\ntls = "none"\n' "${PKI_TEST_SMTP%:*}" "${PKI_TEST_SMTP##*:}" >>pki.toml ;;
+    distant) printf '[mail.relay]\nhost = "127.0.0.1"\nport = %s\ntls = "none"\n' "$proxy_port" >>pki.toml ;;
     starttls)
       printf '[mail.relay]\nhost = "%s"\nport = %s\ntls = "starttls"\nusername = "%s"\npassword_file = "%s"\nca_file = "%s"\n' \
         "${PKI_TEST_SMTP_STARTTLS%:*}" "${PKI_TEST_SMTP_STARTTLS##*:}" "$PKI_TEST_SMTP_USER" \
         "$PKI_TEST_SMTP_PASSWORD_FILE" "$PKI_TEST_SMTP_CA" >>pki.toml ;;
   esac
+  [ -z "${2:-}" ] || echo "connections = $2" >>pki.toml
   "$PKI" serve >serve.log 2>&1 &
   server=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -170,5 +174,19 @@ for relay in plain starttls; do
       for _ in 1 2 3; do smtplib_ceiling "$relay" "$mode"; done
     done
     echo
+  done
+done
+
+# A relay at a distance: the plain listener behind bench/delay-proxy.py, DELAY_MS (default 1) each
+# way, a round trip of twice that; a bulk request over one connection and over four.
+delay_ms=${DELAY_MS:-1}
+proxy_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+python3 "$repo/bench/delay-proxy.py" "$proxy_port" "$PKI_TEST_SMTP" "$delay_ms" &
+proxy=$!
+for conns in 1 4; do
+  serve_with distant "$conns"
+  for name in code statement; do
+    echo "## $name, relay at $delay_ms ms each way, connections = $conns: pki, one bulk request of $N messages with delivery (three times)"
+    for _ in 1 2 3; do run "$name-1.json" "sealed and delivered" 1; done
   done
 done

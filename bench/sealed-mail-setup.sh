@@ -1,9 +1,10 @@
 # Sourced by bench/seal.sh and bench/deliver.sh: a pki of their own in a temporary directory.
 
-# Stops the server ($server) and the transport sink ($sink) when they run, and removes $work.
+# Stops the server ($server), the transport sink ($sink) and the delaying proxy ($proxy) when they
+# run, and removes $work.
 bench_cleanup() {
   local pid
-  for pid in "${server:-}" "${sink:-}"; do
+  for pid in "${server:-}" "${sink:-}" "${proxy:-}"; do
     [ -z "$pid" ] || { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; }
   done
   rm -rf "$work"
