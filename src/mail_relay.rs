@@ -2,6 +2,7 @@
 //! challenges, sealed mail's `"deliver": true`), with lettre: plain SMTP on a trusted network,
 //! STARTTLS, or implicit TLS, and optional authentication.
 
+use lettre::transport::smtp::client::SmtpConnection;
 use serde::{Deserialize, Serialize};
 
 /// How to reach the relay.
@@ -225,7 +226,7 @@ impl RelayDelivery {
         })
     }
 
-    /// A session with no connection yet.
+    /// A session on the most recently idle connection, or on one opened for its first message.
     fn session(&self) -> RelaySession<'_> {
         RelaySession { relay: self, conn: self.take_idle() }
     }
@@ -414,7 +415,6 @@ impl Drop for RelaySession<'_> {
 }
 
 type SmtpError = lettre::transport::smtp::Error;
-use lettre::transport::smtp::client::SmtpConnection;
 
 /// A message's data as SMTP sends it after DATA (RFC 5321 4.5.2): a line that starts with a dot
 /// gets one more, the last line ends with CRLF, and a line with a single dot ends it.

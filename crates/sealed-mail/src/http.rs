@@ -57,7 +57,8 @@ const BULK_RETRY_AFTER_SECS: u64 = 1;
 /// Sends messages through the configured relay.
 pub trait Delivery: Send + Sync {
     /// A session for messages handed over one after another (a bulk request's): it may keep one
-    /// connection to the relay for all of them, and closes it when dropped.
+    /// connection to the relay for all of them, and lets go of it (kept for a later session, or
+    /// closed) when dropped.
     fn session(&self) -> Box<dyn DeliverySession + '_>;
 
     /// How many sessions a bulk request hands its messages over at once (one connection each).
