@@ -382,12 +382,22 @@ async fn commit(
 fn delivered(svc: &MailService, req: SealRequest, sealed: Sealed, deliver: bool) -> Result<Answered, Error> {
     let queue_id = match deliver {
         true => {
-            let d = svc.delivery.as_ref().ok_or(Error::DeliveryUnavailable)?;
-            Some(d.deliver(&sealed.from, &req.to, &sealed.message)?)
+            let sent = match svc.delivery.as_ref() {
+                Some(d) => d.deliver(&sealed.from, &req.to, &sealed.message),
+                None => Err(Error::DeliveryUnavailable),
+            };
+            Some(sent.map_err(|e| not_delivered(e, &req, &sealed))?)
         }
         false => None,
     };
     Ok((req, sealed, queue_id))
+}
+
+/// `cause` with the sealed message it kept from the relay ([`Error::NotDelivered`]).
+fn not_delivered(cause: Error, req: &SealRequest, s: &Sealed) -> Error {
+    let mut sealed = description(req, s, None, None);
+    sealed["message_base64"] = serde_json::json!(base64_simd::STANDARD.encode_to_string(&s.message));
+    Error::NotDelivered { cause: Box::new(cause), sealed: Box::new(sealed) }
 }
 
 /// A bulk request's messages, sealed, each handed to the relay when it asked for delivery: over
@@ -408,7 +418,9 @@ fn deliver_bulk(
         answers.push(match item {
             Err(e) => Some(Err(e)),
             Ok((r, false, s)) => Some(Ok((r, s, None))),
-            Ok((_, true, _)) if delivery.is_none() => Some(Err(Error::DeliveryUnavailable)),
+            Ok((r, true, s)) if delivery.is_none() => {
+                Some(Err(not_delivered(Error::DeliveryUnavailable, &r, &s)))
+            }
             Ok((r, true, s)) => {
                 jobs.push(Mutex::new(Some((i, r, s))));
                 None
@@ -427,7 +439,7 @@ fn deliver_bulk(
                     continue;
                 };
                 let found = *unusable.lock().unwrap_or_else(PoisonError::into_inner);
-                let answer = match found {
+                let sent = match found {
                     Some((first, false)) => Err(Error::RelayUnreachable(format!(
                         "not tried: message {first} of this request could not reach it"
                     ))),
@@ -436,8 +448,8 @@ fn deliver_bulk(
                     ))),
                     None => {
                         let relay = session.get_or_insert_with(|| d.session());
-                        let answer = relay.deliver(&s.from, &r.to, &s.message).map(|id| (r, s, Some(id)));
-                        let kind = match &answer {
+                        let sent = relay.deliver(&s.from, &r.to, &s.message);
+                        let kind = match &sent {
                             Err(Error::RelayUnreachable(_)) => Some(false),
                             Err(Error::RelayLogin(_)) => Some(true),
                             _ => None,
@@ -448,8 +460,12 @@ fn deliver_bulk(
                                 .unwrap_or_else(PoisonError::into_inner)
                                 .get_or_insert((i + 1, login));
                         }
-                        answer
+                        sent
                     }
+                };
+                let answer = match sent {
+                    Ok(id) => Ok((r, s, Some(id))),
+                    Err(e) => Err(not_delivered(e, &r, &s)),
                 };
                 done.push((i, answer));
             }
@@ -479,6 +495,23 @@ fn deliver_bulk(
 /// kilobytes a message), and base64 needs no JSON escaping, so it is neither copied into a JSON
 /// value nor scanned again by the serialiser.
 fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>, status: Option<u16>) -> String {
+    let fields = description(req, s, queue_id, status).to_string();
+    let mut out = String::with_capacity(fields.len() + s.message.len().div_ceil(3) * 4 + 24);
+    // `fields` is an object: its closing brace is replaced by the message and a new one.
+    out.push_str(&fields[..fields.len() - 1]);
+    out.push_str(",\"message_base64\":\"");
+    base64_simd::STANDARD.encode_append(&s.message, &mut out);
+    out.push_str("\"}");
+    out
+}
+
+/// The fields of [`describe`] but the message.
+fn description(
+    req: &SealRequest,
+    s: &Sealed,
+    queue_id: Option<&str>,
+    status: Option<u16>,
+) -> serde_json::Value {
     let mut v = serde_json::json!({
         "kind": s.kind.name(),
         "message_id": s.message_id,
@@ -498,14 +531,7 @@ fn describe(req: &SealRequest, s: &Sealed, queue_id: Option<&str>, status: Optio
     if let Some(code) = status {
         v["status"] = serde_json::json!(code);
     }
-    let fields = v.to_string();
-    let mut out = String::with_capacity(fields.len() + s.message.len().div_ceil(3) * 4 + 24);
-    // `fields` is an object: its closing brace is replaced by the message and a new one.
-    out.push_str(&fields[..fields.len() - 1]);
-    out.push_str(",\"message_base64\":\"");
-    base64_simd::STANDARD.encode_append(&s.message, &mut out);
-    out.push_str("\"}");
-    out
+    v
 }
 
 async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailService>) -> HttpResponse {

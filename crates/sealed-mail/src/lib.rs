@@ -115,6 +115,17 @@ pub enum Error {
     /// (each would be one more failed login, which a relay may answer by locking the account).
     #[error("the mail relay refused the login ([mail.relay] username, password_file): {0}")]
     RelayLogin(String),
+    /// A message sealed (its audit entry written) and then not delivered: the answer is the
+    /// `cause`'s, with the message, so that the caller can send it later or another way without
+    /// sealing it again.
+    #[error("{cause}")]
+    NotDelivered {
+        /// Why: [`Error::Delivery`], [`Error::RelayUnreachable`], [`Error::RelayLogin`] or
+        /// [`Error::DeliveryUnavailable`].
+        cause: Box<Error>,
+        /// The message's JSON description, `message_base64` included.
+        sealed: Box<serde_json::Value>,
+    },
     /// The TSA refused to stamp (its PKIStatusInfo's text): it is not usable now, say after
     /// `pki ca compromise --ca tsa`.
     #[error("the timestamp authority refused to stamp: {0}")]
@@ -148,6 +159,7 @@ impl Error {
     /// The HTTP status of this error.
     pub fn status(&self) -> u16 {
         match self {
+            Error::NotDelivered { cause, .. } => cause.status(),
             Error::BadInput { .. } | Error::BadJson(_) => 400,
             Error::Unauthorized(_) => 401,
             Error::NoMailPermission | Error::SenderNotAllowed(_) => 403,
@@ -170,6 +182,13 @@ impl Error {
     pub fn body(&self) -> serde_json::Value {
         match self {
             Error::NoCertificate => serde_json::json!({"exists": false}),
+            Error::NotDelivered { cause, sealed } => {
+                let mut v = cause.body();
+                if let (Some(answer), Some(message)) = (v.as_object_mut(), sealed.as_object()) {
+                    answer.extend(message.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                v
+            }
             e if e.status() >= 500
                 && !matches!(
                     e,
