@@ -393,7 +393,7 @@ fn delivered(svc: &MailService, req: SealRequest, sealed: Sealed, deliver: bool)
     Ok((req, sealed, queue_id))
 }
 
-/// `cause` with the sealed message it kept from the relay ([`Error::NotDelivered`]).
+/// `cause`, with the message that was sealed and not delivered ([`Error::NotDelivered`]).
 fn not_delivered(cause: Error, req: &SealRequest, s: &Sealed) -> Error {
     let mut sealed = description(req, s, None, None);
     sealed["message_base64"] = serde_json::json!(base64_simd::STANDARD.encode_to_string(&s.message));
