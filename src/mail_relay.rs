@@ -396,11 +396,18 @@ impl RelaySession<'_> {
     }
 }
 
-/// Idle connections are closed with QUIT when the relay is dropped.
+/// How long a QUIT to an idle connection waits for its answer when the relay is dropped (at the
+/// end of `pki serve`, say): a relay that stopped answering must not hold up a shutdown for
+/// `timeout_secs` a connection.
+const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Idle connections are closed with QUIT when the relay is dropped, each waiting at most
+/// [`QUIT_WAIT`] for its answer.
 impl Drop for RelayDelivery {
     fn drop(&mut self) {
         let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
         for mut i in idle {
+            let _ = i.conn.set_timeout(Some(QUIT_WAIT));
             let _ = i.conn.quit();
         }
     }
@@ -571,6 +578,55 @@ mod tests {
         assert!(e.contains("[mail.relay] ca_file"), "{e}");
         let e = format!("{:#}", read_anchors(&dir.path().join("missing.pem")).unwrap_err());
         assert!(e.contains("[mail.relay] ca_file") && e.contains("missing.pem"), "{e}");
+    }
+
+    /// A relay that takes a message and then stops answering: the connection left idle gets its
+    /// QUIT when the relay is dropped, and the drop waits about [`QUIT_WAIT`] for the answer, not
+    /// `timeout_secs`.
+    #[test]
+    fn a_silent_relay_does_not_hold_up_the_drop_of_its_idle_connections() {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Left running when the test ends: it holds its connection open, silent, for 10 s.
+        std::thread::spawn(move || {
+            let (c, _) = listener.accept().expect("accept");
+            let mut w = c.try_clone().expect("clone");
+            w.write_all(b"220 relay\r\n").expect("greet");
+            let mut lines = std::io::BufReader::new(c).lines();
+            while let Some(Ok(line)) = lines.next() {
+                let reply: &[u8] = match line.get(..4).unwrap_or("") {
+                    "QUIT" => {
+                        // Silent from here on, the connection held open.
+                        std::thread::sleep(std::time::Duration::from_secs(10));
+                        return;
+                    }
+                    "DATA" => b"354 go on\r\n",
+                    _ if line == "." => b"250 2.0.0 Ok: queued as Q1\r\n",
+                    "EHLO" | "MAIL" | "RCPT" => b"250 ok\r\n",
+                    _ => continue,
+                };
+                w.write_all(reply).expect("reply");
+            }
+        });
+        let settings = RelaySettings {
+            host: Some("127.0.0.1".into()),
+            port,
+            timeout_secs: 30,
+            ..RelaySettings::default()
+        };
+        let relay = RelayDelivery::of(&settings).expect("relay");
+        let address = |a: &str| a.parse::<lettre::Address>().expect("address");
+        let sent = relay.session().transfer(
+            address("a@bank.example"),
+            address("b@example.com"),
+            b"Subject: x\r\n\r\nx\r\n",
+        );
+        assert!(sent.is_ok(), "{:?}", sent.err().map(|e| e.to_string()));
+        let started = std::time::Instant::now();
+        drop(relay);
+        let took = started.elapsed();
+        assert!(took >= QUIT_WAIT && took < QUIT_WAIT * 3, "the drop took {took:?}");
     }
 
     #[test]
