@@ -240,13 +240,15 @@ impl RelayDelivery {
         idle.pop().map(|i| i.conn)
     }
 
-    /// Keeps `conn` for the next session, or closes it (QUIT) when enough are kept.
+    /// Keeps `conn` for the next session, or closes it (QUIT, its answer awaited at most
+    /// [`QUIT_WAIT`]) when enough are kept.
     fn keep_idle(&self, mut conn: SmtpConnection) {
         let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if idle.len() < MAX_IDLE_CONNECTIONS.max(self.connections) {
             idle.push(Idle { conn, since: std::time::Instant::now() });
         } else {
             drop(idle);
+            let _ = conn.set_timeout(Some(QUIT_WAIT));
             let _ = conn.quit();
         }
     }
@@ -396,9 +398,9 @@ impl RelaySession<'_> {
     }
 }
 
-/// How long a QUIT to an idle connection waits for its answer when the relay is dropped (at the
-/// end of `pki serve`, say): a relay that stopped answering must not hold up a shutdown for
-/// `timeout_secs` a connection.
+/// How long a QUIT waits for its answer when pki closes a connection it no longer needs (the idle
+/// ones when the relay is dropped at the end of `pki serve`, one more than are kept): a relay
+/// that stopped answering must not hold up a shutdown or an answer for `timeout_secs`.
 const QUIT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Idle connections are closed with QUIT when the relay is dropped, each waiting at most
