@@ -116,6 +116,16 @@ impl Fixture {
         self.post("/api/v1/mail/seal", Some(&self.mailer), None, req.to_string().as_bytes())
     }
 
+    /// A single request, answered in JSON.
+    fn seal_json(&self, req: &serde_json::Value) -> Reply {
+        self.post(
+            "/api/v1/mail/seal",
+            Some(&self.mailer),
+            Some("application/json"),
+            req.to_string().as_bytes(),
+        )
+    }
+
     /// A bulk request of `messages`, answered in JSON.
     fn bulk(&self, messages: &[serde_json::Value]) -> Reply {
         let body = serde_json::json!({ "messages": messages }).to_string();
@@ -152,6 +162,13 @@ fn request(to: &str, text: &str, pdf: &[u8], timestamp: bool) -> serde_json::Val
         "attachments": [{"filename": "statement.pdf", "content_type": "application/pdf", "base64": B64.encode(pdf)}],
         "timestamp": timestamp,
     })
+}
+
+/// A message of `text` to alice@example.com that asks for delivery.
+fn to_deliver(text: &str) -> serde_json::Value {
+    let mut r = request("alice@example.com", text, b"%PDF-1.7 delivered", false);
+    r["deliver"] = serde_json::json!(true);
+    r
 }
 
 /// Python's `email` parser on a message: its headers, and the decoded text and attachment.
@@ -908,8 +925,7 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
     let (text, pdf) = statement();
     let mut req = request("alice@example.com", &text, &pdf, true);
     req["deliver"] = serde_json::json!(true);
-    let r =
-        f.post("/api/v1/mail/seal", Some(&f.mailer), Some("application/json"), req.to_string().as_bytes());
+    let r = f.seal_json(&req);
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     let queue_id = j["queue_id"].as_str().unwrap();
@@ -1352,13 +1368,7 @@ fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed
         "[mail.relay]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 5\nconnections = 1\n",
         relay.port
     ));
-    let messages: Vec<serde_json::Value> = (0..5)
-        .map(|i| {
-            let mut r = request("alice@example.com", &format!("statement {i}"), b"%PDF-1.7 kept", false);
-            r["deliver"] = serde_json::json!(true);
-            r
-        })
-        .collect();
+    let messages: Vec<serde_json::Value> = (0..5).map(|i| to_deliver(&format!("statement {i}"))).collect();
     let r = f.bulk(&messages);
     assert_eq!(r.status, 200, "{}", r.text());
     let results = r.json()["results"].as_array().unwrap().clone();
@@ -1378,14 +1388,7 @@ fn a_bulk_request_keeps_one_relay_connection_and_opens_another_when_it_is_closed
     // Single messages: the first on the connection the bulk left idle (it carried one message),
     // the second on a new one, as the relay closes that one at its third.
     let single = |f: &Fixture, text: &str| {
-        let mut one = request("alice@example.com", text, b"%PDF-1.7 one", false);
-        one["deliver"] = serde_json::json!(true);
-        let r = f.post(
-            "/api/v1/mail/seal",
-            Some(&f.mailer),
-            Some("application/json"),
-            one.to_string().as_bytes(),
-        );
+        let r = f.seal_json(&to_deliver(text));
         assert_eq!(r.status, 200, "{}", r.text());
         r.json()["queue_id"].as_str().unwrap().to_string()
     };
@@ -1474,17 +1477,12 @@ fn a_relay_that_answers_garbage_is_named_unreachable() {
                 fx
             }
         };
-        let message = |text: &str| {
-            let mut r = request("alice@example.com", text, b"%PDF-1.7 garbage", false);
-            r["deliver"] = serde_json::json!(true);
-            r
-        };
-        let r = fx.seal(&message(what));
+        let r = fx.seal(&to_deliver(what));
         r.expect_error(502, "the mail relay cannot be reached", what);
         let error = r.json()["error"].as_str().unwrap().to_string();
         assert!(error.contains(says), "{what}: {error}");
         assert!(error.len() < 1_200, "{what}: the error quotes the relay whole: {} bytes", error.len());
-        let r = fx.bulk(&[message("one"), message("two")]);
+        let r = fx.bulk(&[to_deliver("one"), to_deliver("two")]);
         let results = r.json()["results"].as_array().unwrap().clone();
         assert!(
             results[1]["error"].as_str().unwrap().contains("not tried: message 1"),
@@ -1652,19 +1650,7 @@ fn delivered_through_a_relay_that_wants_tls_and_a_login() {
     let trusted = format!("ca_file = \"{ca}\"\npassword_file = \"{password}\"\n");
     let first = relay(&starttls, "starttls", &trusted);
     let mut f = fixture(&first);
-    let message = |text: &str| {
-        let mut r = request("alice@example.com", text, b"%PDF-1.7 tls", false);
-        r["deliver"] = serde_json::json!(true);
-        r
-    };
-    let single = |f: &Fixture, text: &str| {
-        f.post(
-            "/api/v1/mail/seal",
-            Some(&f.mailer),
-            Some("application/json"),
-            message(text).to_string().as_bytes(),
-        )
-    };
+    let single = |f: &Fixture, text: &str| f.seal_json(&to_deliver(text));
 
     let mut config = first.clone();
     for (addr, tls) in [(&starttls, "starttls"), (&smtps, "tls")] {
@@ -1675,7 +1661,7 @@ fn delivered_through_a_relay_that_wants_tls_and_a_login() {
         assert_eq!(r.status, 200, "{tls}: {}", r.text());
         delivered(&maildir, r.json()["message_id"].as_str().unwrap());
         let three: Vec<serde_json::Value> =
-            (0..3).map(|i| message(&format!("bulk {i} over {tls}"))).collect();
+            (0..3).map(|i| to_deliver(&format!("bulk {i} over {tls}"))).collect();
         let r = f.bulk(&three);
         for res in r.json()["results"].as_array().unwrap() {
             assert_eq!(res["status"], 200, "{tls}: {res}");
@@ -1708,7 +1694,7 @@ fn delivered_through_a_relay_that_wants_tls_and_a_login() {
         "a wrong password",
     );
     assert!(r.text().contains("535"), "{}", r.text());
-    let r = f.bulk(&(0..3).map(|i| message(&format!("wrong password {i}"))).collect::<Vec<_>>());
+    let r = f.bulk(&(0..3).map(|i| to_deliver(&format!("wrong password {i}"))).collect::<Vec<_>>());
     let results = r.json()["results"].as_array().unwrap().clone();
     assert!(results[0]["error"].as_str().unwrap().contains("535"), "{}", results[0]);
     for res in &results[1..] {
