@@ -410,10 +410,9 @@ fn deliver_bulk(
     delivery: Option<&dyn Delivery>,
     items: Vec<Result<(SealRequest, bool, Sealed), Error>>,
 ) -> Vec<Result<Answered, Error>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Mutex, PoisonError};
     let mut answers: Vec<Option<Result<Answered, Error>>> = Vec::with_capacity(items.len());
-    let mut jobs: Vec<Mutex<Option<(usize, SealRequest, Sealed)>>> = Vec::new();
+    let mut jobs: Vec<(usize, SealRequest, Sealed)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         answers.push(match item {
             Err(e) => Some(Err(e)),
@@ -422,21 +421,23 @@ fn deliver_bulk(
                 Some(Err(not_delivered(Error::DeliveryUnavailable, &r, &s)))
             }
             Ok((r, true, s)) => {
-                jobs.push(Mutex::new(Some((i, r, s))));
+                jobs.push((i, r, s));
                 None
             }
         });
     }
     if let Some(d) = delivery.filter(|_| !jobs.is_empty()) {
-        let next = AtomicUsize::new(0);
+        let workers = d.connections().clamp(1, jobs.len());
+        // Each session takes the next message to deliver, in the request's order.
+        let next = Mutex::new(jobs.into_iter());
         // The first message (1-based) that found the relay unusable, and whether by its login.
         let unusable: Mutex<Option<(usize, bool)>> = Mutex::new(None);
         let work = || {
             let mut session: Option<Box<dyn DeliverySession + '_>> = None;
             let mut done = Vec::new();
-            while let Some(job) = jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let Some((i, r, s)) = job.lock().unwrap_or_else(PoisonError::into_inner).take() else {
-                    continue;
+            loop {
+                let Some((i, r, s)) = next.lock().unwrap_or_else(PoisonError::into_inner).next() else {
+                    break;
                 };
                 let found = *unusable.lock().unwrap_or_else(PoisonError::into_inner);
                 let sent = match found {
@@ -471,7 +472,6 @@ fn deliver_bulk(
             }
             done
         };
-        let workers = d.connections().clamp(1, jobs.len());
         let done: Vec<(usize, Result<Answered, Error>)> = std::thread::scope(|scope| {
             let others: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
             let mut done = work();
