@@ -5,12 +5,13 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use ca_core::audit::AuditDraft;
 use ca_core::{AuditAction, Ca, CaCert};
 use cerdb::directory::{ApiKeyName, Directory};
 use cerdb::mail_senders::{MailSender, MailSenders, SenderName};
 use cerdb::{CertReader, EmailAddress, SystemClock};
 use clap::Subcommand;
-use sealed_mail::{MailAudit, SealRecord, SenderKey, SenderKeys};
+use sealed_mail::{DeliveryRecord, MailAudit, SealRecord, SenderKey, SenderKeys};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::{Outcome, Reply, Request};
@@ -289,12 +290,47 @@ impl MailAudit for CaMailAudit {
     /// One durable write for the messages of a bulk request, or for the single messages
     /// committed together (of any API keys).
     fn record_all(&self, recs: &[SealRecord]) -> Result<(), sealed_mail::Error> {
-        let events: Vec<(String, String)> =
-            recs.iter().map(|r| (format!("apikey:{}", r.api_key), audit_details(r))).collect();
-        self.0
-            .audit_events_ok(AuditAction::MailSeal, &events)
-            .map_err(|e| sealed_mail::Error::Internal(e.to_string()))
+        let drafts = recs
+            .iter()
+            .map(|r| {
+                AuditDraft::ok(
+                    &format!("apikey:{}", r.api_key),
+                    AuditAction::MailSeal,
+                    None,
+                    audit_details(r),
+                )
+            })
+            .collect();
+        self.0.audit_events(drafts).map_err(|e| sealed_mail::Error::Internal(e.to_string()))
     }
+
+    /// `mail.deliver`: the message id, the recipient's hash and the relay's queue id; or
+    /// refused, with why.
+    fn record_deliveries(&self, recs: &[DeliveryRecord]) -> Result<(), sealed_mail::Error> {
+        let drafts = recs
+            .iter()
+            .map(|r| {
+                let actor = format!("apikey:{}", r.api_key);
+                let details = format!("message-id <{}> to sha256:{}", r.message_id, r.recipient_hash);
+                match &r.outcome {
+                    Ok(queue_id) => AuditDraft::ok(
+                        &actor,
+                        AuditAction::MailDeliver,
+                        None,
+                        format!("{details} queue-id {}", printable(queue_id)),
+                    ),
+                    Err(why) => AuditDraft::refused(&actor, AuditAction::MailDeliver, None, why, details),
+                }
+            })
+            .collect();
+        self.0.audit_events(drafts).map_err(|e| sealed_mail::Error::Internal(e.to_string()))
+    }
+}
+
+/// A relay's queue id as the audit log keeps it: printable ASCII alone, at most 64 characters
+/// (it is the relay's text, not ours to trust; Postfix's are 10 to 20).
+fn printable(queue_id: &str) -> String {
+    queue_id.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
 }
 
 /// What `[mail]` configures that needs no CA: read and checked by `pki serve` before key custody

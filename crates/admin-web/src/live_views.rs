@@ -155,7 +155,8 @@ fn change_of(e: &AuditEntry) -> Change {
         | AuditAction::MailSenderAdd
         | AuditAction::MailSenderRemove
         | AuditAction::MailSenderAllow
-        | AuditAction::MailSeal => Change::None,
+        | AuditAction::MailSeal
+        | AuditAction::MailDeliver => Change::None,
         a if a.is_console() => Change::None,
         // `init` stores the CA certificates under one entry without a serial; and whatever is
         // new.

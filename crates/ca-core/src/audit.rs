@@ -92,13 +92,17 @@ pub enum AuditAction {
     /// A message was sealed (signed and encrypted) or a signed invitation made: sender,
     /// recipient hash, certificate serial, message id and timestamp serial, never the body.
     MailSeal,
+    /// A sealed message or invitation handed to the mail relay, with the relay's queue id; or
+    /// refused: why it was not delivered (the kind of failure and the relay's reply code, never
+    /// the relay's text, which may name the recipient).
+    MailDeliver,
     /// An action this version does not know.
     Other(String),
 }
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 30] = [
+    const NAMED: [(AuditAction, &'static str); 31] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -129,6 +133,7 @@ impl AuditAction {
         (AuditAction::MailSenderRemove, "mail.sender.remove"),
         (AuditAction::MailSenderAllow, "mail.sender.allow"),
         (AuditAction::MailSeal, "mail.seal"),
+        (AuditAction::MailDeliver, "mail.deliver"),
     ];
 
     /// The stored name.

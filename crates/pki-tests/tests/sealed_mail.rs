@@ -398,12 +398,7 @@ fn openssl_decrypts_and_verifies_rsa_and_p256_messages_with_their_timestamp() {
     // The audit log names each message — sender, recipient hash, certificate serial, message id,
     // timestamp serial — and nothing of its body.
     f.stop();
-    f.env.pki(["audit", "verify"]);
-    let db = match &f.env.database_url {
-        Some(url) => cerdb::CertDb::open_postgres(url).unwrap(),
-        None => cerdb::CertDb::open(f.env.data.join("db")).unwrap(),
-    };
-    let entries = ca_core::audit::entries(&db).unwrap();
+    let entries = audit_log(&f);
     let sealed: Vec<_> = entries.iter().filter(|e| e.action.name() == "mail.seal").collect();
     assert_eq!(sealed.len(), 3, "{sealed:?}");
     let alice_hash = sha256_hex(b"alice@example.com");
@@ -916,12 +911,13 @@ fn delivered(maildir: &Path, message_id: &str) -> Vec<u8> {
 /// Delivery: `"deliver": true` hands the message to the configured relay (the real Postfix of
 /// the tests) and answers with its queue id; the message arrives in the mailbox unchanged (after
 /// the trace headers Postfix puts on top, with the line ends of a Maildir file), still opens
-/// and verifies; the bulk endpoint delivers each message.
+/// and verifies; the bulk endpoint delivers each message. Each delivery answered is in the audit
+/// log after a SIGKILL, as `mail.deliver` with its message id and queue id.
 #[test]
 fn delivered_through_the_relay_into_the_mailbox_unchanged() {
     let (smtp, maildir) = test_mta();
     let (host, port) = smtp.rsplit_once(':').unwrap();
-    let f = fixture(&format!("[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n"));
+    let mut f = fixture(&format!("[mail.relay]\nhost = \"{host}\"\nport = {port}\ntls = \"none\"\n"));
     let (text, pdf) = statement();
     let mut req = request("alice@example.com", &text, &pdf, true);
     req["deliver"] = serde_json::json!(true);
@@ -930,6 +926,7 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
     let j = r.json();
     let queue_id = j["queue_id"].as_str().unwrap();
     assert!(!queue_id.is_empty() && queue_id.chars().all(|c| c.is_ascii_alphanumeric()), "{j}");
+    let mut answered = vec![(j["message_id"].as_str().unwrap().to_string(), queue_id.to_string())];
     let sent = B64.decode(j["message_base64"].as_str().unwrap()).unwrap();
     let got = delivered(&maildir, j["message_id"].as_str().unwrap());
     let got_crlf = String::from_utf8(got).unwrap().replace('\n', "\r\n");
@@ -966,7 +963,37 @@ fn delivered_through_the_relay_into_the_mailbox_unchanged() {
         assert_eq!(res["status"], 200, "{res}");
         assert!(res["queue_id"].is_string(), "{res}");
         delivered(&maildir, res["message_id"].as_str().unwrap());
+        answered.push((res["message_id"].as_str().unwrap().into(), res["queue_id"].as_str().unwrap().into()));
     }
+
+    f.server.as_mut().unwrap().sigkill();
+    let deliveries = entries_of(audit_log(&f), "mail.deliver");
+    assert_eq!(deliveries.len(), answered.len(), "{deliveries:?}");
+    for ((id, queue_id), e) in answered.iter().zip(&deliveries) {
+        assert_eq!(e.outcome, "ok", "{e:?}");
+        assert_eq!(e.actor, "apikey:mailer", "{e:?}");
+        assert!(e.details.contains(&format!("message-id <{id}> to sha256:")), "{e:?}");
+        assert!(e.details.ends_with(&format!("queue-id {queue_id}")), "{e:?}");
+        assert!(!e.details.contains("@example.com"), "{e:?}");
+    }
+    assert!(deliveries[0].details.contains(&sha256_hex(b"alice@example.com")), "{:?}", deliveries[0]);
+    assert!(deliveries[2].details.contains(&sha256_hex(b"bob@example.com")), "{:?}", deliveries[2]);
+}
+
+/// The audit log's entries, in order, the chain checked first (`pki audit verify`), with the
+/// server stopped.
+fn audit_log(f: &Fixture) -> Vec<ca_core::audit::AuditEntry> {
+    f.env.pki(["audit", "verify"]);
+    let db = match &f.env.database_url {
+        Some(url) => cerdb::CertDb::open_postgres(url).unwrap(),
+        None => cerdb::CertDb::open(f.env.data.join("db")).unwrap(),
+    };
+    ca_core::audit::entries(&db).unwrap()
+}
+
+/// The entries of `action` in `log`.
+fn entries_of(log: Vec<ca_core::audit::AuditEntry>, action: &str) -> Vec<ca_core::audit::AuditEntry> {
+    log.into_iter().filter(|e| e.action.name() == action).collect()
 }
 
 /// Many timestamped seals at once, to RSA and P-256 recipients: every one is answered 200 (a
@@ -1052,17 +1079,7 @@ fn concurrent_timestamped_seals_to_rsa_and_p256_all_succeed_open_and_are_in_the_
     // ones were committed in shared writes: all of them are in the log after a SIGKILL, each
     // once, and the chain verifies.
     f.server.as_mut().unwrap().sigkill();
-    f.env.pki(["audit", "verify"]);
-    let db = match &f.env.database_url {
-        Some(url) => cerdb::CertDb::open_postgres(url).unwrap(),
-        None => cerdb::CertDb::open(f.env.data.join("db")).unwrap(),
-    };
-    let sealed: Vec<String> = ca_core::audit::entries(&db)
-        .unwrap()
-        .into_iter()
-        .filter(|e| e.action.name() == "mail.seal")
-        .map(|e| e.details)
-        .collect();
+    let sealed: Vec<String> = entries_of(audit_log(&f), "mail.seal").into_iter().map(|e| e.details).collect();
     assert_eq!(sealed.len(), message_ids.len(), "{sealed:?}");
     for id in &message_ids {
         let n = sealed.iter().filter(|d| d.contains(&format!("message-id <{id}>"))).count();
@@ -1354,6 +1371,37 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
     assert_eq!(seen.recipients, 4, "every message was offered to the relay: {seen:?}");
     assert_eq!(seen.connections, 1, "the single message's, kept for the bulk: {seen:?}");
     assert_eq!(seen.resets, 4, "each refusal reset: {seen:?}");
+
+    // Every message asked to be delivered has its `mail.deliver` entry, refused with why: the
+    // kind of failure and the relay's code, never its text (it named the recipient above).
+    f.stop();
+    let outcomes: Vec<String> = entries_of(audit_log(&f), "mail.deliver")
+        .into_iter()
+        .map(|e| {
+            assert!(!e.details.contains("@example.com") && !e.outcome.contains("@example.com"), "{e:?}");
+            assert!(e.details.starts_with("message-id <") && !e.details.contains("queue-id"), "{e:?}");
+            e.outcome
+        })
+        .collect();
+    let unreachable = "refused: the relay cannot be reached";
+    let not_tried = "refused: the relay cannot be reached, not tried after an earlier message of the request";
+    let refused = "refused: the relay refused the message (550)";
+    assert_eq!(
+        outcomes,
+        [
+            unreachable,
+            unreachable,
+            not_tried,
+            not_tried,
+            not_tried,
+            unreachable,
+            refused,
+            refused,
+            refused,
+            refused
+        ],
+        "the single message, the bulk's four, the closed port's, the refused recipient's four"
+    );
 }
 
 /// A bulk request hands its messages to the relay over one connection, and when the relay closes
@@ -1583,8 +1631,10 @@ fn serve_scripted(c: std::net::TcpStream, script: &Script, seen: &std::sync::Mut
             }
             "RCPT" => {
                 seen.lock().unwrap().recipients += 1;
+                // As Postfix does, the refusal names the address (`RCPT TO:<...>`).
+                let address = line.get(8..).unwrap_or_default().trim_matches(['<', '>']).to_string();
                 match script.refuse_recipients {
-                    true => "550 5.1.1 <recipient>: Recipient address rejected: no such user\r\n".into(),
+                    true => format!("550 5.1.1 <{address}>: Recipient address rejected: no such user\r\n"),
                     false => "250 2.1.5 Ok\r\n".into(),
                 }
             }

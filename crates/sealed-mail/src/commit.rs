@@ -9,6 +9,9 @@
 //! it was busy, waits for their timestamps (one durable write of the TSA covers most of them),
 //! writes all their audit entries in one storage write with one flush, and only then answers each
 //! waiting request. A batch is never delayed to gather more: it is whatever arrived meanwhile.
+//!
+//! The same thread records what became of single messages asked to be delivered, once the relay
+//! has answered ([`Committer::record_delivery`]): their entries, too, are written together.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -16,16 +19,18 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use crate::seal::{Made, MailAudit, SealRecord, Sealed};
+use crate::seal::{DeliveryRecord, Made, MailAudit, SealRecord, Sealed};
 use crate::Error;
 
 /// The most messages one batch writes (a bound on one storage write, far above what a server's
 /// connections have in flight).
 const MAX_BATCH: usize = 1_000;
 
-struct Job {
-    made: Made,
-    reply: oneshot::Sender<Result<Sealed, Error>>,
+enum Job {
+    /// A message made, to be answered once its records are durable.
+    Made { made: Made, reply: oneshot::Sender<Result<Sealed, Error>> },
+    /// What became of a message asked to be delivered.
+    Delivered { record: DeliveryRecord, reply: oneshot::Sender<Result<(), Error>> },
 }
 
 /// The queue of made messages and the thread that commits them.
@@ -54,13 +59,25 @@ impl Committer {
     /// `made`'s message once its records are durable; the error of its timestamp's record or
     /// of the audit write otherwise.
     pub(crate) async fn commit(&self, made: Made) -> Result<Sealed, Error> {
+        self.ask(|reply| Job::Made { made, reply }, "message").await
+    }
+
+    /// Once `record` is written durably; the audit write's error otherwise.
+    pub(crate) async fn record_delivery(&self, record: DeliveryRecord) -> Result<(), Error> {
+        self.ask(|reply| Job::Delivered { record, reply }, "delivery").await
+    }
+
+    /// The answer to the job `job` makes of its reply channel; `what` names it in errors.
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Job,
+        what: &str,
+    ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job { made, reply })
-            .map_err(|_| Error::Internal("the mail committer has stopped".into()))?;
+        self.jobs.send(job(reply)).map_err(|_| Error::Internal("the mail committer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| Error::Internal("the mail committer failed on this message's batch".into()))?
+            .map_err(|_| Error::Internal(format!("the mail committer failed on this {what}'s batch")))?
     }
 }
 
@@ -81,7 +98,17 @@ fn run(queue: &mpsc::Receiver<Job>, audit: &dyn MailAudit) {
 fn commit_batch(audit: &dyn MailAudit, batch: Vec<Job>) {
     let mut records: Vec<SealRecord> = Vec::with_capacity(batch.len());
     let mut waiting = Vec::with_capacity(batch.len());
-    for Job { made, reply } in batch {
+    let mut deliveries: Vec<DeliveryRecord> = Vec::new();
+    let mut delivered = Vec::new();
+    for job in batch {
+        let (made, reply) = match job {
+            Job::Made { made, reply } => (made, reply),
+            Job::Delivered { record, reply } => {
+                deliveries.push(record);
+                delivered.push(reply);
+                continue;
+            }
+        };
         let (sealed, record, on_disk) = made.into_parts();
         match on_disk.map_or(Ok(()), |wait| wait()) {
             Ok(()) => {
@@ -91,6 +118,24 @@ fn commit_batch(audit: &dyn MailAudit, batch: Vec<Job>) {
             // The receiver may have gone (its client hung up): nothing is left to tell.
             Err(e) => drop(reply.send(Err(e))),
         }
+    }
+    if !deliveries.is_empty() {
+        let written = audit.record_deliveries(&deliveries).map_err(|e| e.to_string());
+        if let Err(why) = &written {
+            tracing::error!(error = %why, messages = deliveries.len(), "the audit entries of deliveries could not be written");
+        }
+        for reply in delivered {
+            drop(
+                reply.send(
+                    written.clone().map_err(|why| {
+                        Error::Internal(format!("the audit entry could not be written: {why}"))
+                    }),
+                ),
+            );
+        }
+    }
+    if records.is_empty() {
+        return;
     }
     match audit.record_all(&records) {
         Ok(()) => {
@@ -122,6 +167,7 @@ mod tests {
     #[derive(Default)]
     struct Ledger {
         written: Mutex<Vec<String>>,
+        delivered: Mutex<Vec<String>>,
         writes: AtomicUsize,
     }
 
@@ -139,6 +185,15 @@ mod tests {
             }
             self.writes.fetch_add(1, Ordering::SeqCst);
             self.written.lock().unwrap().extend(recs.iter().map(|r| r.message_id.clone()));
+            Ok(())
+        }
+
+        fn record_deliveries(&self, recs: &[DeliveryRecord]) -> Result<(), Error> {
+            if recs.iter().any(|r| r.message_id == "refuse") {
+                return Err(Error::Internal("the store is read-only".into()));
+            }
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.delivered.lock().unwrap().extend(recs.iter().map(|r| r.message_id.clone()));
             Ok(())
         }
     }
@@ -169,6 +224,8 @@ mod tests {
         actix_web::rt::System::new().block_on(f)
     }
 
+    /// And each delivery recorded then, on the same thread, is answered once its entry is
+    /// written.
     #[test]
     fn concurrent_messages_are_each_answered_with_their_own_message_after_their_entry_is_written() {
         let ledger = Arc::new(Ledger::default());
@@ -180,16 +237,20 @@ mod tests {
                     let id = format!("m{i}");
                     let sealed = block_on(c.commit(made(&id, None))).unwrap();
                     assert_eq!(sealed.message, id.as_bytes());
+                    block_on(c.record_delivery(delivery(&id))).unwrap();
                     id
                 })
             })
             .collect();
         let mut ids: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
         let mut written = ledger.written.lock().unwrap().clone();
+        let mut delivered = ledger.delivered.lock().unwrap().clone();
         ids.sort();
         written.sort();
+        delivered.sort();
         assert_eq!(written, ids, "every message answered has its entry, and only once");
-        assert!(ledger.writes.load(Ordering::SeqCst) <= 32);
+        assert_eq!(delivered, ids, "every delivery answered has its entry, and only once");
+        assert!(ledger.writes.load(Ordering::SeqCst) <= 64);
     }
 
     #[test]
@@ -215,5 +276,15 @@ mod tests {
         let ok = block_on(c.commit(made("after", None))).unwrap();
         assert_eq!(ok.message_id, "after");
         assert_eq!(*ledger.written.lock().unwrap(), vec!["after".to_string()]);
+
+        let e = block_on(c.record_delivery(delivery("refuse"))).unwrap_err();
+        assert!(e.to_string().contains("audit entry could not be written: the store is read-only"), "{e}");
+        block_on(c.record_delivery(delivery("after"))).unwrap();
+        assert_eq!(*ledger.delivered.lock().unwrap(), vec!["after".to_string()]);
+    }
+
+    fn delivery(id: &str) -> DeliveryRecord {
+        let to: EmailAddress = "alice@example.com".parse().unwrap();
+        DeliveryRecord::new("k", id, &to, &Ok(format!("Q-{id}")))
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::envelope::ContentCipher;
 use crate::mime::{Attachment, Content, HeaderText, MediaType, MAX_FILENAME_CHARS, MAX_SUBJECT_CHARS};
-use crate::seal::{Made, SealRequest, Sealed, Sealer};
+use crate::seal::{DeliveryRecord, Made, SealRequest, Sealed, Sealer};
 use crate::Error;
 
 /// The most messages one bulk request may carry.
@@ -362,9 +362,11 @@ fn make(
 }
 
 /// Commits a made message with the messages made meanwhile ([`Sealer::commit`]: its
-/// durable records), then delivers it, on the blocking pool, when asked.
+/// durable records), then, when asked, delivers it on the blocking pool and records what became
+/// of it ([`Sealer::record_delivery`]) before answering.
 async fn commit(
     svc: Arc<MailService>,
+    key: String,
     req: SealRequest,
     deliver: bool,
     made: Made,
@@ -373,24 +375,37 @@ async fn commit(
     if !deliver {
         return Ok((req, sealed, None));
     }
-    web::block(move || delivered(&svc, req, sealed, deliver))
+    let worker = svc.clone();
+    let (answer, record) = web::block(move || delivered(&worker, &key, req, sealed))
         .await
-        .unwrap_or_else(|_| Err(Error::Internal("the delivery worker failed".into())))
+        .map_err(|_| Error::Internal("the delivery worker failed".into()))?;
+    // The relay has taken the message or it has not, and the answer says which whatever this
+    // write gives: answering an error for a message delivered would only have it sent twice.
+    // A failed write is logged by the committer.
+    if svc.sealer.record_delivery(record).await.is_err() {
+        tracing::warn!("a delivery is answered without its audit entry");
+    }
+    answer
 }
 
-/// A message handed to the relay when its request asked for delivery, with the relay's queue id.
-fn delivered(svc: &MailService, req: SealRequest, sealed: Sealed, deliver: bool) -> Result<Answered, Error> {
-    let queue_id = match deliver {
-        true => {
-            let sent = match svc.delivery.as_ref() {
-                Some(d) => d.deliver(&sealed.from, &req.to, &sealed.message),
-                None => Err(Error::DeliveryUnavailable),
-            };
-            Some(sent.map_err(|e| not_delivered(e, &req, &sealed))?)
-        }
-        false => None,
+/// A message handed to the relay, with the relay's queue id; and the audit record of what
+/// became of it.
+fn delivered(
+    svc: &MailService,
+    key: &str,
+    req: SealRequest,
+    sealed: Sealed,
+) -> (Result<Answered, Error>, DeliveryRecord) {
+    let sent = match svc.delivery.as_ref() {
+        Some(d) => d.deliver(&sealed.from, &req.to, &sealed.message),
+        None => Err(Error::DeliveryUnavailable),
     };
-    Ok((req, sealed, queue_id))
+    let record = DeliveryRecord::new(key, &sealed.message_id, &req.to, &sent);
+    let answer = match sent {
+        Ok(id) => Ok((req, sealed, Some(id))),
+        Err(e) => Err(not_delivered(e, &req, &sealed)),
+    };
+    (answer, record)
 }
 
 /// `cause`, with the message that was sealed and not delivered ([`Error::NotDelivered`]).
@@ -405,19 +420,25 @@ fn not_delivered(cause: Error, req: &SealRequest, s: &Sealed) -> Error {
 /// (one connection a session while the relay serves). Once the relay cannot be reached or refuses
 /// the login, no further message is tried (each would wait out the relay's timeout, or be one
 /// more failed login): they are answered at once, naming the message that found it so; messages
-/// then being handed over on other connections answer for themselves. Answers in order.
+/// then being handed over on other connections answer for themselves. Answers in order, and the
+/// audit records of what became of each message asked to be delivered, in order, for the API
+/// key `key`.
 fn deliver_bulk(
     delivery: Option<&dyn Delivery>,
+    key: &str,
     items: Vec<Result<(SealRequest, bool, Sealed), Error>>,
-) -> Vec<Result<Answered, Error>> {
+) -> (Vec<Result<Answered, Error>>, Vec<DeliveryRecord>) {
     use std::sync::{Mutex, PoisonError};
     let mut answers: Vec<Option<Result<Answered, Error>>> = Vec::with_capacity(items.len());
+    let mut records: Vec<(usize, DeliveryRecord)> = Vec::new();
     let mut jobs: Vec<(usize, SealRequest, Sealed)> = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         answers.push(match item {
             Err(e) => Some(Err(e)),
             Ok((r, false, s)) => Some(Ok((r, s, None))),
             Ok((r, true, s)) if delivery.is_none() => {
+                let none = Err(Error::DeliveryUnavailable);
+                records.push((i, DeliveryRecord::new(key, &s.message_id, &r.to, &none)));
                 Some(Err(not_delivered(Error::DeliveryUnavailable, &r, &s)))
             }
             Ok((r, true, s)) => {
@@ -464,15 +485,16 @@ fn deliver_bulk(
                         sent
                     }
                 };
+                let record = DeliveryRecord::new(key, &s.message_id, &r.to, &sent);
                 let answer = match sent {
                     Ok(id) => Ok((r, s, Some(id))),
                     Err(e) => Err(not_delivered(e, &r, &s)),
                 };
-                done.push((i, answer));
+                done.push((i, answer, record));
             }
             done
         };
-        let done: Vec<(usize, Result<Answered, Error>)> = std::thread::scope(|scope| {
+        let done: Vec<(usize, Result<Answered, Error>, DeliveryRecord)> = std::thread::scope(|scope| {
             let others: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
             let mut done = work();
             for other in others {
@@ -480,14 +502,17 @@ fn deliver_bulk(
             }
             done
         });
-        for (i, answer) in done {
+        for (i, answer, record) in done {
             answers[i] = Some(answer);
+            records.push((i, record));
         }
     }
-    answers
+    records.sort_by_key(|(i, _)| *i);
+    let answers = answers
         .into_iter()
         .map(|a| a.unwrap_or_else(|| Err(Error::Internal("a bulk answer is missing".into()))))
-        .collect()
+        .collect();
+    (answers, records.into_iter().map(|(_, r)| r).collect())
 }
 
 /// The JSON description of a made message, `status` added when given (the bulk answer's). The
@@ -545,6 +570,7 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
         Err(e) => return error_response(&e),
     };
     let as_json = wants_json(&req);
+    let rec_name = rec.name.to_string();
     // A statement's message is made on this worker, by the thread that read its body and will
     // write its answer: about a millisecond of CPU, as a TLS handshake is, and the message's
     // bytes stay in this core's cache. A larger body is made on the blocking pool, so that no
@@ -561,7 +587,7 @@ async fn seal_one(req: HttpRequest, payload: web::Payload, svc: web::Data<MailSe
             .unwrap_or_else(|_| Err(Error::Internal("the sealing worker failed".into())))
     };
     let result = match made {
-        Ok((request, deliver, made)) => commit(svc, request, deliver, made).await,
+        Ok((request, deliver, made)) => commit(svc, rec_name, request, deliver, made).await,
         Err(e) => Err(e),
     };
     match result {
@@ -757,7 +783,11 @@ async fn seal_bulk(req: HttpRequest, payload: web::Payload, svc: web::Data<MailS
                 Ok((r, deliver, s))
             })
             .collect();
-        let delivered = deliver_bulk(svc.delivery.as_deref(), items);
+        let (delivered, records) = deliver_bulk(svc.delivery.as_deref(), &rec.name.to_string(), items);
+        // As for a single message, the answers say what the relay did whatever this write gives.
+        if let Err(e) = svc.sealer.record_deliveries(&records) {
+            tracing::error!(error = %e, messages = records.len(), "the audit entries of deliveries could not be written; the answers are sent without them");
+        }
         // Each answer written (in JSON, its message base64-encoded) on every core, then joined.
         Ok(crate::seal::on_every_core(delivered, |one| bulk_part(form, one)))
     })

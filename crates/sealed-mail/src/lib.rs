@@ -28,8 +28,8 @@ pub mod signed;
 
 pub use http::{configure, Delivery, DeliverySession, MailLimits, MailService, MAX_BULK};
 pub use seal::{
-    InProcessTsa, Invitation, Made, MailAudit, MessageKind, SealRecord, SealRequest, Sealed, Sealer,
-    SealerParts, SenderKeys,
+    DeliveryRecord, InProcessTsa, Invitation, Made, MailAudit, MessageKind, SealRecord, SealRequest, Sealed,
+    Sealer, SealerParts, SenderKeys,
 };
 pub use signed::{IssuedTimestamp, OnDisk, SenderKey, SignatureTimestamp, Timestamper};
 

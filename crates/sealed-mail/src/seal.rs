@@ -45,7 +45,67 @@ pub struct SealRecord {
     pub kind: MessageKind,
 }
 
+/// What the audit log records of a sealed message whose request asked for delivery, once the
+/// relay has answered (never its body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The API key that asked.
+    pub api_key: String,
+    /// The Message-ID, as in the message's [`SealRecord`].
+    pub message_id: String,
+    /// Hex SHA-256 of the recipient's normalised address.
+    pub recipient_hash: String,
+    /// The relay's queue id; or why the message was not delivered ([`DeliveryRecord::why`]).
+    pub outcome: Result<String, String>,
+}
+
+impl DeliveryRecord {
+    /// The record of the message `message_id` to `to`, asked for by `api_key`, from what
+    /// delivering it gave.
+    pub fn new(api_key: &str, message_id: &str, to: &EmailAddress, sent: &Result<String, Error>) -> Self {
+        DeliveryRecord {
+            api_key: api_key.to_string(),
+            message_id: message_id.to_string(),
+            recipient_hash: to.lookup_hash(),
+            outcome: match sent {
+                Ok(queue_id) => Ok(queue_id.clone()),
+                Err(e) => Err(Self::why(e)),
+            },
+        }
+    }
+
+    /// Why a message was not delivered, as the audit log says it: the kind of failure and the
+    /// relay's reply code, never the relay's text (a refusal often names the recipient, whom the
+    /// log knows only by a hash) nor a server's own detail.
+    pub fn why(e: &Error) -> String {
+        let text = e.to_string();
+        let code = reply_code(&text).map(|c| format!(" ({c})")).unwrap_or_default();
+        let not_tried = match text.contains("not tried:") {
+            true => ", not tried after an earlier message of the request",
+            false => "",
+        };
+        match e {
+            Error::NotDelivered { cause, .. } => Self::why(cause),
+            Error::Delivery(_) => format!("the relay refused the message{code}"),
+            Error::RelayUnreachable(_) => format!("the relay cannot be reached{not_tried}"),
+            Error::RelayLogin(_) => format!("the relay refused the login{code}{not_tried}"),
+            Error::DeliveryUnavailable => "delivery is not configured ([mail.relay])".into(),
+            _ => "internal error".into(),
+        }
+    }
+}
+
+/// The SMTP reply code of a relay's error text, written by the relay client as `(550)`.
+fn reply_code(text: &str) -> Option<&str> {
+    text.match_indices('(').map(|(i, _)| &text[i + 1..]).find_map(|rest| {
+        let code = rest.get(..3)?;
+        let digits = code.bytes().all(|b| b.is_ascii_digit()) && matches!(code.as_bytes()[0], b'2'..=b'5');
+        (digits && rest.as_bytes().get(3) == Some(&b')')).then_some(code)
+    })
+}
+
 /// Where each sealed message is recorded; it must be recorded before the message is handed out.
+/// What became of the messages asked to be delivered is recorded once the relay has answered.
 pub trait MailAudit: Send + Sync {
     /// Records one message.
     fn record(&self, rec: &SealRecord) -> Result<(), Error>;
@@ -54,6 +114,9 @@ pub trait MailAudit: Send + Sync {
     fn record_all(&self, recs: &[SealRecord]) -> Result<(), Error> {
         recs.iter().try_for_each(|r| self.record(r))
     }
+
+    /// Records what became of messages asked to be delivered, in one write.
+    fn record_deliveries(&self, recs: &[DeliveryRecord]) -> Result<(), Error>;
 }
 
 /// What was made.
@@ -358,6 +421,20 @@ impl Sealer {
     /// (`commit.rs`), so the caller's thread never blocks.
     pub async fn commit(&self, made: Made) -> Result<Sealed, Error> {
         self.committer.commit(made).await
+    }
+
+    /// Records what became of a single message asked to be delivered, with the entries of the
+    /// other messages committed meanwhile; once it is durable.
+    pub async fn record_delivery(&self, record: DeliveryRecord) -> Result<(), Error> {
+        self.committer.record_delivery(record).await
+    }
+
+    /// Records what became of a bulk request's messages asked to be delivered, in one write.
+    pub fn record_deliveries(&self, records: &[DeliveryRecord]) -> Result<(), Error> {
+        match records.is_empty() {
+            true => Ok(()),
+            false => self.audit.record_deliveries(records),
+        }
     }
 
     /// Seals every request of a bulk run, on every core: each message is signed, then all
@@ -839,5 +916,52 @@ mod tests {
         assert!(failed.is_err(), "a panic in one share is raised again");
         assert_eq!(on_every_core(vec![1, 2, 3], |i| i * 2), vec![2, 4, 6]);
         assert_eq!(on_every_core(Vec::<u8>::new(), |i| i), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn a_delivery_failure_is_recorded_by_its_kind_and_code_never_by_the_relays_text() {
+        let to: EmailAddress = "alice@example.com".parse().expect("address");
+        let why = |e: Error| DeliveryRecord::new("k", "m@x", &to, &Err(e)).outcome.expect_err("refused");
+        let refused = "permanent error (550): 5.1.1 <alice@example.com>: Recipient address rejected";
+        let cases = [
+            (Error::Delivery(refused.into()), "the relay refused the message (550)"),
+            (
+                Error::Delivery("transient error (451): try later".into()),
+                "the relay refused the message (451)",
+            ),
+            (Error::Delivery("no code (55) (5500) (650) (abc) (".into()), "the relay refused the message"),
+            (
+                Error::RelayLogin("permanent error (535): 5.7.8 bad".into()),
+                "the relay refused the login (535)",
+            ),
+            (
+                Error::RelayLogin("not tried: message 2 of this request was refused it".into()),
+                "the relay refused the login, not tried after an earlier message of the request",
+            ),
+            (
+                Error::RelayUnreachable("Connection refused (os error 111)".into()),
+                "the relay cannot be reached",
+            ),
+            (Error::DeliveryUnavailable, "delivery is not configured ([mail.relay])"),
+            (Error::Internal("the delivery worker failed at /secret".into()), "internal error"),
+        ];
+        for (e, expected) in cases {
+            assert_eq!(why(e), expected);
+        }
+        let wrapped =
+            Error::NotDelivered { cause: Box::new(Error::Delivery(refused.into())), sealed: Box::default() };
+        assert_eq!(why(wrapped), "the relay refused the message (550)");
+        for text in ["", "(", "(5", "(55", "(550", "é(550)", "((550))", "\u{0}(599)x"] {
+            // Any text, however cut, gives a reason without panicking.
+            assert!(
+                why(Error::Delivery(text.into())).starts_with("the relay refused the message"),
+                "{text:?}"
+            );
+        }
+
+        let ok = DeliveryRecord::new("k", "m@x", &to, &Ok("4AB12".into()));
+        assert_eq!(ok.outcome, Ok("4AB12".to_string()));
+        assert_eq!(ok.recipient_hash, to.lookup_hash());
+        assert!(!format!("{ok:?}").contains("alice@"), "{ok:?}");
     }
 }

@@ -313,17 +313,13 @@ impl Ca {
         self.audit.append(draft, self.clock.now())
     }
 
-    /// Records one successful `action` per `(actor, details)` pair, in order, in one durable
-    /// write (sealed messages: one write for a bulk, or for the single messages made while the
-    /// last write ran, instead of one per message).
-    pub fn audit_events_ok(&self, action: AuditAction, events: &[(String, String)]) -> Result<(), Error> {
-        if events.is_empty() {
+    /// Appends `drafts`, in order, in one durable write (sealed mail: the entries of a bulk, or
+    /// of the single messages made or delivered while the last write ran, instead of one write
+    /// per message).
+    pub fn audit_events(&self, drafts: Vec<AuditDraft>) -> Result<(), Error> {
+        if drafts.is_empty() {
             return Ok(());
         }
-        let drafts = events
-            .iter()
-            .map(|(actor, details)| AuditDraft::ok(actor, action.clone(), None, details.as_str()))
-            .collect();
         self.audit.commit(drafts, self.clock.now(), |chain| Ok(self.db.append_audit(chain)?))
     }
 }
