@@ -327,11 +327,15 @@ impl MailAudit for CaMailAudit {
     }
 }
 
-/// A relay's queue id as the audit log keeps it: printable ASCII alone, at most 64 characters
-/// (it is the relay's text, not ours to trust; Postfix's are 10 to 20).
+/// A relay's queue id as the audit log keeps it: printable ASCII and spaces alone, at most
+/// [`MAX_QUEUE_ID_CHARS`] (it is the relay's text, not ours to trust; Postfix's ids are 10 to 20
+/// characters, and a relay that names none gives its whole answer, as Exchange's 150 or so).
 fn printable(queue_id: &str) -> String {
-    queue_id.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
+    queue_id.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(MAX_QUEUE_ID_CHARS).collect()
 }
+
+/// The most characters of a relay's queue id the audit log keeps.
+const MAX_QUEUE_ID_CHARS: usize = 200;
 
 /// What `[mail]` configures that needs no CA: read and checked by `pki serve` before key custody
 /// is opened, so that a wrong file or value is its one error line and a first start makes nothing.
@@ -405,4 +409,19 @@ pub fn open_mail_service(
     })
     .map_err(|e| anyhow::anyhow!("[mail] archive_certificate: {e}"))?;
     Ok(Arc::new(sealed_mail::MailService::new(sealer, directory, limits, delivery)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relays_queue_id_is_kept_printable_and_bounded() {
+        assert_eq!(printable("4XyzAbC12"), "4XyzAbC12");
+        assert_eq!(printable("2.6.0 <a@b> [Id=1] Queued"), "2.6.0 <a@b> [Id=1] Queued");
+        assert_eq!(printable("Q1\r\nmail.deliver forged\u{0}\u{1b}[2Jé"), "Q1mail.deliver forged[2J");
+        assert_eq!(printable(""), "");
+        let long = "x".repeat(1 << 20);
+        assert_eq!(printable(&long).len(), MAX_QUEUE_ID_CHARS);
+    }
 }
