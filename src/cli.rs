@@ -596,11 +596,62 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     // A running server records the actor from this process's credentials, not from this field.
     let env = Envelope { actor: crate::actor::local(), request };
-    let outcome = match admin_socket::call(&socket_path(&data), &env)? {
-        Some(outcome) => outcome,
-        None => run_locally(&data, &settings, &env)?,
+    let outcome = match served_or(&data, &env, || run_locally(&data, &settings, &env))? {
+        Served::Remote(outcome) | Served::Local(outcome) => outcome,
     };
     render(outcome)
+}
+
+/// How long a command waits for the admin socket of a process that holds the data directory
+/// without answering on it yet: a `pki serve` starting, whose first start makes the CA's keys
+/// (RSA-4096 and a PKCS#11 token take seconds) and opens its socket once the CA is ready.
+const STARTING_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Where a command was carried out.
+pub(crate) enum Served<T> {
+    /// By the running server, through its admin socket.
+    Remote(Outcome),
+    /// In this process, with what `local` gave.
+    Local(T),
+}
+
+/// `env` sent to the server running on `data`; without one, `local()`. While the data
+/// directory is held by a process not answering on its socket ([`crate::context::InUse`]: a
+/// server still starting), the socket is tried again, for at most [`STARTING_WAIT`], so that a
+/// command run beside a starting server reaches it once it is up instead of failing.
+pub(crate) fn served_or<T>(
+    data: &Path,
+    env: &Envelope,
+    mut local: impl FnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<Served<T>> {
+    let socket = socket_path(data);
+    let mut waiting_since: Option<std::time::Instant> = None;
+    loop {
+        if let Some(outcome) = admin_socket::call(&socket, env)? {
+            return Ok(Served::Remote(outcome));
+        }
+        match local() {
+            Err(e) if e.is::<crate::context::InUse>() => {
+                let since = *waiting_since.get_or_insert_with(|| {
+                    eprintln!(
+                        "pki: {} is held by another pki process; waiting up to {} s for its admin socket",
+                        data.display(),
+                        STARTING_WAIT.as_secs()
+                    );
+                    std::time::Instant::now()
+                });
+                if since.elapsed() >= STARTING_WAIT {
+                    anyhow::bail!(
+                        "{e}, and it opened no admin socket within {} s: try again once it has started or ended",
+                        STARTING_WAIT.as_secs()
+                    );
+                }
+                // Each try of `local` has waited for the database's lock already.
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            other => return other.map(Served::Local),
+        }
+    }
 }
 
 fn run_locally(data: &Path, settings: &Settings, env: &Envelope) -> anyhow::Result<Outcome> {

@@ -117,13 +117,28 @@ fn open_db(data: &Path, settings: &Settings) -> anyhow::Result<CertDb> {
             .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL database: {e}"));
     }
     CertDb::open_with_cache(db_path(data), settings.database.cache_mib << 20).map_err(|e| match e {
-        cerdb::Error::Locked(_) => anyhow::anyhow!(
-            "the data directory {} is in use by another pki process, and its admin socket does not answer",
-            data.display()
-        ),
+        cerdb::Error::Locked(_) => anyhow::Error::new(InUse(data.display().to_string())),
         other => anyhow::anyhow!("cannot open the database in {}: {other}", data.display()),
     })
 }
+
+/// The embedded database of the data directory is held by another process: a `pki serve`
+/// (still starting, when a command that would go through its admin socket finds none), or
+/// another command.
+#[derive(Debug)]
+pub struct InUse(pub String);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the data directory {} is in use by another pki process (a `pki serve`, or another command)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for InUse {}
 
 /// Whether the settings' database may hold a CA: a PostgreSQL database is asked when opened;
 /// the sled database exists once created.

@@ -506,13 +506,15 @@ fn load_test_data(
     if let Ok(first) = rx.recv() {
         let n = first.len() as u64;
         let env = envelope(first);
-        let outcome = match crate::admin_socket::call(&socket, &env)? {
-            Some(o) => o,
-            None => {
-                if !crate::context::database_may_exist(data, settings) {
-                    anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());
-                }
-                let ca = crate::context::open_ca(data, settings)?;
+        let served = crate::cli::served_or(data, &env, || {
+            if !crate::context::database_may_exist(data, settings) {
+                anyhow::bail!("no CA in {}: run `pki init` (or `pki serve`) first", data.display());
+            }
+            crate::context::open_ca(data, settings)
+        })?;
+        let outcome = match served {
+            crate::cli::Served::Remote(o) => o,
+            crate::cli::Served::Local(ca) => {
                 let o = crate::commands::execute(&ca, &env);
                 local = Some(ca);
                 o

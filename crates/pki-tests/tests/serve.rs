@@ -383,3 +383,32 @@ fn a_listener_or_mail_file_that_cannot_be_had_stops_a_first_start_before_a_ca_is
     );
     server.stop();
 }
+
+/// A command run while another process holds the embedded database without answering on the
+/// admin socket (as a `pki serve` does while it starts) waits for it, saying so, instead of
+/// failing once the database's own 2 s wait for its lock is over; a command that outlasts the
+/// wait would be refused with a line naming the directory and what to do.
+#[test]
+fn a_command_beside_a_process_holding_the_data_directory_waits_for_it() {
+    let env = Env::on_sled("");
+    env.init();
+    let listed = env.pki(["list"]).stdout;
+    let held = cerdb::CertDb::open(env.data.join("db")).unwrap();
+    let child = env
+        .command(["list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held past the database's own wait for its lock.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(held);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), listed);
+    assert!(
+        stderr.contains("is held by another pki process; waiting up to 60 s for its admin socket"),
+        "{stderr}"
+    );
+}
