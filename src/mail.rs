@@ -69,6 +69,19 @@ pub enum SenderCommand {
         #[arg(long)]
         key: String,
     },
+    /// Renew a sender's certificate: a new key generated in the key store and a new certificate
+    /// for its address in the place of the current one, its API keys kept. The old certificate
+    /// stays valid until it expires or is revoked. `pki serve` does this on its own
+    /// `[mail] sender_renew_before_days` (30) before the certificate expires.
+    Renew {
+        /// The sender's name.
+        #[arg(long)]
+        name: String,
+        /// Key type of the new key: rsa2048, rsa3072, rsa4096, p256, p384 (default: the current
+        /// key's).
+        #[arg(long)]
+        key_type: Option<String>,
+    },
 }
 
 /// The requests of `pki mail sender`.
@@ -106,6 +119,13 @@ pub enum SenderRequest {
         /// Key.
         key: String,
     },
+    /// Renew.
+    Renew {
+        /// Sender.
+        name: String,
+        /// Key type.
+        key_type: Option<String>,
+    },
 }
 
 /// The request of `pki mail ...`.
@@ -127,6 +147,7 @@ pub fn mail_request(cmd: MailCommand, settings: &Settings) -> Request {
         SenderCommand::Remove { name } => SenderRequest::Remove { name },
         SenderCommand::Allow { name, key } => SenderRequest::Allow { name, key },
         SenderCommand::Disallow { name, key } => SenderRequest::Disallow { name, key },
+        SenderCommand::Renew { name, key_type } => SenderRequest::Renew { name, key_type },
     })
 }
 
@@ -176,15 +197,24 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
             Ok(Reply { stdout: out, ..Reply::default() })
         }
         SenderRequest::List => {
-            let mut out = format!("{:<20} {:<36} {:<34} {}\n", "NAME", "EMAIL", "SERIAL", "API KEYS");
+            let mut out = format!(
+                "{:<20} {:<36} {:<34} {:<20} {}\n",
+                "NAME", "EMAIL", "SERIAL", "NOT AFTER", "API KEYS"
+            );
             for x in senders.list().map_err(s)? {
                 let keys: Vec<&str> = x.allowed_keys.iter().map(|k| k.as_str()).collect();
+                let not_after = match ca.db().get_meta(&x.serial).map_err(s)? {
+                    Some(rec) if rec.revocation.is_some() => "revoked".to_string(),
+                    Some(rec) => rec.not_after.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                    None => "-".to_string(),
+                };
                 let _ = writeln!(
                     out,
-                    "{:<20} {:<36} {:<34} {}",
+                    "{:<20} {:<36} {:<34} {:<20} {}",
                     x.name.as_str(),
                     x.email.as_str(),
                     x.serial.to_string(),
+                    not_after,
                     keys.join(",")
                 );
             }
@@ -222,6 +252,38 @@ pub fn execute(ca: &Ca, req: &SenderRequest, actor: &str) -> Outcome {
             ca.audit_event(actor, AuditAction::MailSenderAllow, true, &format!("{} key {key}", x.name))
                 .map_err(|e| e.to_string())?;
             Ok(Reply { stdout: format!("API key {key} may send as {}\n", x.name), ..Reply::default() })
+        }
+        SenderRequest::Renew { name, key_type } => {
+            let name = sender_name(name)?;
+            let sender = senders
+                .get(&name)
+                .map_err(s)?
+                .ok_or_else(|| cerdb::Error::UnknownSender(name.to_string()).to_string())?;
+            let kt = key_type
+                .as_deref()
+                .map(|k| k.parse::<hsm_sim::KeyType>().map_err(|e| e.to_string()))
+                .transpose()?;
+            let Some(r) = renew_sender(ca, &sender, kt, actor)? else {
+                return Err(format!(
+                    "sender {name} was renewed or removed by another process meanwhile: see pki mail sender list"
+                ));
+            };
+            let mut out = format!(
+                "renewed sender {name} <{}>: certificate serial {} (notAfter {}) in the place of {}\n",
+                r.sender.email,
+                r.cert.serial,
+                r.cert.not_after.format("%Y-%m-%dT%H:%M:%SZ"),
+                r.replaced
+            );
+            out.push_str(&ca_core::to_pem("CERTIFICATE", &r.cert.der));
+            Ok(Reply {
+                stdout: out,
+                stderr: format!(
+                    "the old certificate {} stays valid until it expires or is revoked (pki revoke --serial {} --reason superseded)\n",
+                    r.replaced, r.replaced
+                ),
+                files: vec![],
+            })
         }
         SenderRequest::Disallow { name, key } => {
             let key = key_name(key)?;
@@ -262,6 +324,100 @@ impl SenderKeys for CaSenderKeys {
         }
         SenderKey::new(signer, vec![rec.der, self.0.ca_cert(CaCert::Issuing).to_vec()])
     }
+}
+
+/// A sender identity renewed ([`renew_sender`]).
+pub struct Renewed {
+    /// The sender, with its new certificate's serial and key.
+    pub sender: MailSender,
+    /// The new certificate.
+    pub cert: cerdb::CertRecord,
+    /// The serial of the certificate it replaced.
+    pub replaced: cerdb::Serial,
+}
+
+/// Renews `sender`: a new key (of `key_type`, else of its current key's type) generated in
+/// custody and a certificate for its address, issued and audited, then put in the place of its
+/// current certificate only if that is still the one it has (`mail.sender.renew`). When another
+/// process renewed or removed the sender meanwhile, the certificate just issued is revoked
+/// (superseded) and never used, and `Ok(None)` says so. The old certificate stays valid: mail it
+/// signed keeps verifying.
+pub fn renew_sender(
+    ca: &Ca,
+    sender: &MailSender,
+    key_type: Option<hsm_sim::KeyType>,
+    actor: &str,
+) -> Result<Option<Renewed>, String> {
+    let e = |e: ca_core::Error| e.to_string();
+    let current = ca.db().get_meta(&sender.serial).map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("sender {}: its certificate {} is not in the store", sender.name, sender.serial)
+    })?;
+    let kt = match key_type {
+        Some(kt) => kt,
+        None => current.key_type.parse::<hsm_sim::KeyType>().map_err(|e| e.to_string())?,
+    };
+    let (cert, handle) = ca.issue_mail_sender(&sender.email, Some(kt), actor).map_err(e)?;
+    let senders = MailSenders::open(ca.db());
+    let put = senders
+        .replace_certificate(&sender.name, &sender.serial, &cert.serial, handle.as_str())
+        .map_err(|e| e.to_string())?;
+    let details = format!(
+        "{} {} serial {} replacing {} (notAfter {})",
+        sender.name,
+        sender.email,
+        cert.serial,
+        sender.serial,
+        current.not_after.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    match put {
+        Some(renewed) => {
+            ca.audit_event(actor, AuditAction::MailSenderRenew, true, &details).map_err(e)?;
+            tracing::info!(sender = %sender.name, serial = %cert.serial, replaced = %sender.serial, "sender identity renewed");
+            Ok(Some(Renewed { sender: renewed, cert, replaced: sender.serial.clone() }))
+        }
+        None => {
+            ca.revoke(&cert.serial, cerdb::RevocationReason::Superseded, actor).map_err(e)?;
+            let why = format!(
+                "the sender was renewed or removed by another process meanwhile; {details}: revoked (superseded), never used"
+            );
+            ca.audit_event(actor, AuditAction::MailSenderRenew, false, &why).map_err(e)?;
+            Ok(None)
+        }
+    }
+}
+
+/// `pki serve`'s renewal of the sender identities whose certificates end within
+/// `[mail] sender_renew_before_days` (none when 0). Not renewed: a revoked certificate (an
+/// officer's decision), and one a new certificate would not outlive by a day because the issuing
+/// CA ends first (a warning). Each sender's failure is logged, and the others are still tried.
+pub fn renew_due_senders(ca: &Ca, before_days: u32, actor: &str) -> Result<Vec<Renewed>, String> {
+    if before_days == 0 {
+        return Ok(Vec::new());
+    }
+    let now = ca.now();
+    let mut renewed = Vec::new();
+    for sender in MailSenders::open(ca.db()).list().map_err(|e| e.to_string())? {
+        let Some(current) = ca.db().get_meta(&sender.serial).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        if current.revocation.is_some()
+            || current.not_after - now > chrono::Duration::days(before_days.into())
+        {
+            continue;
+        }
+        if ca.leaf_not_after(now) <= current.not_after + chrono::Duration::days(1) {
+            tracing::warn!(sender = %sender.name, serial = %sender.serial, "the sender's certificate is due for renewal, but the issuing CA ends before a new one would last longer");
+            continue;
+        }
+        match renew_sender(ca, &sender, None, actor) {
+            Ok(Some(r)) => renewed.push(r),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(sender = %sender.name, error = %e, "the sender's certificate could not be renewed")
+            }
+        }
+    }
+    Ok(renewed)
 }
 
 /// Each message's audit entry, in the CA's audit log.
@@ -413,7 +569,93 @@ pub fn open_mail_service(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use cerdb::{CertDb, FixedClock};
+    use chrono::{Duration, TimeZone, Utc};
+    use hsm_sim::{HsmSim, MasterKeySource};
+
     use super::*;
+
+    /// A CA on a clock of the test's own, with the sender `statements` (P-256).
+    fn ca_with_sender(dir: &std::path::Path) -> (Ca, Arc<FixedClock>) {
+        let clock =
+            Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).single().expect("time")));
+        let db = CertDb::open(dir.join("db")).expect("db");
+        let hsm = Arc::new(HsmSim::open(dir.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
+        let ca = Ca::init(db, hsm, ca_core::CaConfig::default(), clock.clone(), "test").expect("init").0;
+        let add = SenderRequest::Add {
+            name: "statements".into(),
+            email: "statements@bank.example".into(),
+            key_type: Some("p256".into()),
+            enterprise_domains: vec!["bank.example".into()],
+        };
+        execute(&ca, &add, "officer").expect("added");
+        (ca, clock)
+    }
+
+    fn statements(ca: &Ca) -> MailSender {
+        let name: SenderName = "statements".parse().expect("name");
+        MailSenders::open(ca.db()).get(&name).expect("read").expect("present")
+    }
+
+    /// Two processes renewing the same sender at once (two nodes on one database): the one that
+    /// puts its certificate in place first wins; the other's certificate, issued and audited, is
+    /// revoked (superseded) and never used, and its entry says so.
+    #[test]
+    fn a_renewal_another_process_made_first_is_revoked_and_never_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _) = ca_with_sender(dir.path());
+        let stale = statements(&ca);
+        let won = renew_sender(&ca, &stale, None, "node-a").expect("renewal").expect("put in use");
+        assert_eq!(won.replaced, stale.serial);
+        assert!(renew_sender(&ca, &stale, None, "node-b").expect("renewal").is_none());
+        assert_eq!(statements(&ca).serial, won.cert.serial, "the first renewal's certificate is in use");
+        let entries = ca_core::audit::entries(ca.db()).expect("log");
+        let lost = entries.iter().rfind(|e| e.action == AuditAction::MailSenderRenew).expect("an entry");
+        assert!(
+            lost.outcome.starts_with("refused: the sender was renewed or removed by another process"),
+            "{lost:?}"
+        );
+        let serial: cerdb::Serial = lost
+            .outcome
+            .split("serial ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the lost certificate's serial")
+            .parse()
+            .expect("a serial");
+        assert_ne!(serial, won.cert.serial);
+        let rec = ca.db().get_meta(&serial).expect("read").expect("stored");
+        let revocation = rec.revocation.expect("revoked");
+        assert_eq!(revocation.reason, cerdb::RevocationReason::Superseded);
+    }
+
+    /// `pki serve`'s check renews a certificate within the window (an expired one too), only
+    /// then, and never with the window 0; a revoked one is left to the officers.
+    #[test]
+    fn senders_are_renewed_within_the_window_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, clock) = ca_with_sender(dir.path());
+        let first = statements(&ca).serial;
+        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "365 days left");
+        clock.advance(Duration::days(334));
+        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "31 days left");
+        clock.advance(Duration::days(2));
+        assert!(renew_due_senders(&ca, 0, "system").expect("check").is_empty(), "0: never");
+        let renewed = renew_due_senders(&ca, 30, "system").expect("check");
+        assert_eq!(renewed.len(), 1, "29 days left");
+        assert_eq!(renewed[0].replaced, first);
+        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "renewed once");
+        // A server down past the certificate's end renews it as it starts.
+        clock.advance(Duration::days(400));
+        let renewed = renew_due_senders(&ca, 30, "system").expect("check");
+        assert_eq!(renewed.len(), 1, "expired");
+        let third = statements(&ca).serial;
+        ca.revoke(&third, cerdb::RevocationReason::KeyCompromise, "officer").expect("revoked");
+        clock.advance(Duration::days(340));
+        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "revoked: not renewed");
+    }
 
     #[test]
     fn a_relays_queue_id_is_kept_printable_and_bounded() {

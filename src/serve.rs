@@ -245,6 +245,15 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     if let Err(e) = ca.renew_ocsp_signer_if_due("system") {
         tracing::error!(error = %e, "OCSP signer renewal failed");
     }
+    // So are the certificates of sealed mail's sender identities, [mail] sender_renew_before_days
+    // before they end; the sealer takes the new one up at its next message.
+    let sender_days = settings.mail.sender_renew_before_days;
+    let renew_senders = move |ca: &Ca| {
+        if let Err(e) = crate::mail::renew_due_senders(ca, sender_days, "system") {
+            tracing::error!(error = %e, "the sender identities could not be read for renewal");
+        }
+    };
+    renew_senders(&ca);
     let ocsp = Arc::new(crate::context::ocsp_responder(&ca)?);
     let (renewer, responder) = (ca.clone(), ocsp.clone());
     std::thread::Builder::new().name("ocsp-renew".into()).spawn(move || {
@@ -269,6 +278,7 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
                 if let Err(e) = renewer.renew_ocsp_signer_if_due("system") {
                     tracing::error!(error = %e, "OCSP signer renewal failed");
                 }
+                renew_senders(&renewer);
             }
             if responder.signer_certificate_der() != renewer.ocsp_signer_der() {
                 if let Ok((der, key)) = renewer.ocsp_signer_certified() {

@@ -425,6 +425,15 @@ impl Settings {
                 s.mail.relay.connections
             );
         }
+        if s.mail.sender_renew_before_days >= s.ca.leaf.validity_days {
+            anyhow::bail!(
+                "{}: [mail] sender_renew_before_days = {}: expected 0 to {}, less than [ca.leaf] validity_days ({}): a renewed certificate would be due again at once",
+                path.display(),
+                s.mail.sender_renew_before_days,
+                s.ca.leaf.validity_days.saturating_sub(1),
+                s.ca.leaf.validity_days
+            );
+        }
         if !(1..=1024).contains(&s.mail.max_bulk_at_once) {
             anyhow::bail!(
                 "{}: [mail] max_bulk_at_once = {}: expected 1 to 1024",
@@ -607,11 +616,11 @@ mod tests {
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
     }
 
-    /// `[mail] max_bulk_at_once` is 1 to 1024, `[mail.relay] timeout_secs` 1 to 600 and
-    /// `connections` 1 to 32: outside, or not a number, the configuration is refused naming the
-    /// setting.
+    /// `[mail] max_bulk_at_once` is 1 to 1024, `sender_renew_before_days` 0 to one less than
+    /// `[ca.leaf] validity_days` (365), `[mail.relay] timeout_secs` 1 to 600 and `connections`
+    /// 1 to 32: outside, or not a number, the configuration is refused naming the setting.
     #[test]
-    fn bulk_requests_at_once_and_the_relay_timeout_and_connections_are_checked() {
+    fn mail_and_relay_numbers_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("pki.toml");
         let read = |table: &str, key: &str, value: &str| {
@@ -619,7 +628,10 @@ mod tests {
             Settings::load(Some(&p))
         };
         type Case = (&'static str, &'static str, [&'static str; 4], [u64; 2], fn(&Settings) -> u64);
-        let cases: [Case; 3] = [
+        let cases: [Case; 4] = [
+            ("mail", "sender_renew_before_days", ["365", "1000", "-1", "\"soon\""], [0, 364], |s| {
+                u64::from(s.mail.sender_renew_before_days)
+            }),
             ("mail", "max_bulk_at_once", ["0", "1025", "-1", "\"four\""], [1, 1024], |s| {
                 s.mail.max_bulk_at_once as u64
             }),

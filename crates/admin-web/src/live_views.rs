@@ -155,6 +155,7 @@ fn change_of(e: &AuditEntry) -> Change {
         | AuditAction::MailSenderAdd
         | AuditAction::MailSenderRemove
         | AuditAction::MailSenderAllow
+        | AuditAction::MailSenderRenew
         | AuditAction::MailSeal
         | AuditAction::MailDeliver => Change::None,
         a if a.is_console() => Change::None,

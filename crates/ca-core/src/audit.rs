@@ -89,6 +89,9 @@ pub enum AuditAction {
     MailSenderRemove,
     /// An API key was allowed to send as a sender identity.
     MailSenderAllow,
+    /// A sender identity's certificate was renewed (a new key and certificate in its place), by
+    /// an officer or by `pki serve` before it expired (or the renewal was not put in use).
+    MailSenderRenew,
     /// A message was sealed (signed and encrypted) or a signed invitation made: sender,
     /// recipient hash, certificate serial, message id and timestamp serial, never the body.
     MailSeal,
@@ -102,7 +105,7 @@ pub enum AuditAction {
 
 impl AuditAction {
     /// Every action this version knows, with its stored name.
-    const NAMED: [(AuditAction, &'static str); 31] = [
+    const NAMED: [(AuditAction, &'static str); 32] = [
         (AuditAction::Init, "init"),
         (AuditAction::Issue, "issue"),
         (AuditAction::Revoke, "revoke"),
@@ -132,6 +135,7 @@ impl AuditAction {
         (AuditAction::MailSenderAdd, "mail.sender.add"),
         (AuditAction::MailSenderRemove, "mail.sender.remove"),
         (AuditAction::MailSenderAllow, "mail.sender.allow"),
+        (AuditAction::MailSenderRenew, "mail.sender.renew"),
         (AuditAction::MailSeal, "mail.seal"),
         (AuditAction::MailDeliver, "mail.deliver"),
     ];

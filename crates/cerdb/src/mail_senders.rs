@@ -188,6 +188,26 @@ impl MailSenders {
         })
     }
 
+    /// Puts the certificate `serial`, its key under `key_handle`, in the place of the sender
+    /// `name`'s certificate `replacing` (a renewal), keeping its name, address and API keys.
+    /// `Ok(None)`, nothing written, when the sender no longer has that certificate: another
+    /// process renewed or removed it meanwhile.
+    pub fn replace_certificate(
+        &self,
+        name: &SenderName,
+        replacing: &Serial,
+        serial: &Serial,
+        key_handle: &str,
+    ) -> Result<Option<MailSender>, Error> {
+        self.update(|all| {
+            Ok(all.get_mut(name).filter(|s| s.serial == *replacing).map(|s| {
+                s.serial = serial.clone();
+                s.key_handle = key_handle.to_string();
+                s.clone()
+            }))
+        })
+    }
+
     /// Withdraws the API key named `key` from `name`.
     pub fn disallow(&self, name: &SenderName, key: &ApiKeyName) -> Result<MailSender, Error> {
         self.update(|all| {
@@ -234,7 +254,15 @@ mod tests {
         drop(senders);
         let again = MailSenders::open(&db);
         assert!(again.get(&name).expect("get").expect("present").allows(&key));
-        assert!(!again.disallow(&name, &key).expect("disallow").allows(&key));
+        let (old, new): (Serial, Serial) = ("01".parse().expect("serial"), "02".parse().expect("serial"));
+        let renewed = again.replace_certificate(&name, &old, &new, "mail/sender/02").expect("replace");
+        let renewed = renewed.expect("it had the certificate replaced");
+        assert_eq!((renewed.serial.clone(), renewed.key_handle.as_str()), (new.clone(), "mail/sender/02"));
+        assert!(renewed.allows(&key), "its API keys are kept");
+        // Renewed meanwhile by another process: nothing changes.
+        assert!(again.replace_certificate(&name, &old, &old, "mail/sender/01").expect("read").is_none());
+        assert_eq!(again.get(&name).expect("get").expect("present").serial, new);
+        assert!(again.disallow(&name, &key).is_ok_and(|s| !s.allows(&key)));
         assert_eq!(again.remove(&name).expect("remove").email.as_str(), "statements@bank.example");
         assert!(matches!(again.remove(&name), Err(Error::UnknownSender(_))));
         assert!(again.list().expect("list").is_empty());

@@ -1118,7 +1118,8 @@ fn a_compromised_tsa_is_a_clear_503_until_it_is_re_keyed() {
 
 #[test]
 fn a_revoked_expired_or_removed_sender_is_a_clear_4xx_naming_it() {
-    let mut f = fixture("");
+    // Not renewed by the server on its own (it would renew the expired one as it starts).
+    let mut f = fixture("sender_renew_before_days = 0\n");
     let one = request("alice@example.com", "t", b"%PDF-1", false);
     assert_eq!(f.seal(&one).status, 200);
     let list = f.env.pki(["mail", "sender", "list"]).stdout;
@@ -1790,4 +1791,98 @@ fn move_relay(f: &mut Fixture, from: u16, to: u16) {
     let text = std::fs::read_to_string(&f.env.config).unwrap();
     std::fs::write(&f.env.config, text.replace(&format!("port = {from}"), &format!("port = {to}"))).unwrap();
     f.server = Some(f.env.serve());
+}
+
+/// The serial (hex, upper case, no leading zeros) of the certificate that signed the message of
+/// a JSON answer to alice, per `openssl smime -verify -signer`, verified `days_on` days from now.
+fn signer_serial(f: &Fixture, tag: &str, answer: &serde_json::Value, days_on: i64) -> String {
+    let signed = decrypt_answer(&f.env, tag, answer, "smime", &f.alice_cert, &f.alice_key);
+    let signer = f.env.path(&format!("{tag}.signer.pem"));
+    let at = (chrono::Utc::now() + chrono::Duration::days(days_on)).timestamp().to_string();
+    let verified = openssl_try([
+        "smime",
+        "-verify",
+        "-attime",
+        &at,
+        "-in",
+        &p(&signed),
+        "-CAfile",
+        &p(&f.ca.root),
+        "-signer",
+        &p(&signer),
+        "-out",
+        "/dev/null",
+    ]);
+    assert!(verified.status.success(), "{}", verified.stderr);
+    let out = openssl(["x509", "-in", &p(&signer), "-noout", "-serial"]).stdout;
+    out.trim().trim_start_matches("serial=").trim_start_matches('0').to_ascii_uppercase()
+}
+
+/// The serial and notAfter column of sender `name` in `pki mail sender list`.
+fn sender_row(f: &Fixture, name: &str) -> (String, String) {
+    let list = f.env.pki(["mail", "sender", "list"]).stdout;
+    assert!(list.starts_with("NAME ") && list.contains(" NOT AFTER "), "{list}");
+    let row = list.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{list}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (cols[2].to_string(), cols[3].to_string())
+}
+
+/// Sender identities are renewed — a new key in custody and a new certificate in the place of
+/// the old, the API keys kept — by an officer (`pki mail sender renew`, through the running
+/// server) and by `pki serve` on its own once fewer than `[mail] sender_renew_before_days` (30)
+/// days remain; the next message is signed by the new certificate (per OpenSSL), the old one
+/// stays valid, and each renewal is audited. Bad input is one line naming the problem.
+#[test]
+fn a_sender_is_renewed_by_an_officer_and_by_the_server_before_it_expires() {
+    let mut f = fixture("");
+    let one = || request("alice@example.com", "t", b"%PDF-1 renewal", false);
+    let (first, first_end) = sender_row(&f, "statements");
+    assert!(first_end.starts_with("20") && first_end.ends_with('Z'), "{first_end}");
+    let r = f.seal_json(&one());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let hex = |serial: &str| serial.trim_start_matches('0').to_string();
+    assert_eq!(signer_serial(&f, "before", &r.json(), 0), hex(&first));
+
+    let out = f.env.pki(["mail", "sender", "renew", "--name", "statements"]);
+    let (second, _) = sender_row(&f, "statements");
+    assert_ne!(second, first);
+    assert!(out.stdout.contains(&format!("in the place of {first}")), "{}", out.stdout);
+    assert!(out.stdout.contains("-----BEGIN CERTIFICATE-----"), "{}", out.stdout);
+    assert!(out.stderr.contains("--reason superseded"), "{}", out.stderr);
+    let r = f.seal_json(&one());
+    assert_eq!(r.status, 200, "the API key may still send as it: {}", r.text());
+    assert_eq!(signer_serial(&f, "renewed", &r.json(), 0), hex(&second));
+    let old = f.env.pki(["show", "--serial", &first]).stdout;
+    assert!(old.contains("valid"), "the old certificate stays valid: {old}");
+
+    for (args, names) in [
+        (vec!["--name", "nosuch"], vec!["nosuch"]),
+        (vec!["--name", "Not A Name"], vec!["Not A Name"]),
+        (vec!["--name", "statements", "--key-type", "rsa1024"], vec!["rsa1024"]),
+        (vec!["--name", &"x".repeat(10_000)], vec!["sender name"]),
+    ] {
+        let all: Vec<&str> = ["mail", "sender", "renew"].into_iter().chain(args).collect();
+        f.env.pki_fails(all, &names);
+    }
+    assert_eq!(sender_row(&f, "statements").0, second, "a refused renewal changed nothing");
+
+    // 340 days on, the certificate renewed above has 25 days left: the server renews it as it
+    // starts, and signs with the new one.
+    f.stop();
+    let cmd = f.env.command(["serve", "--listen", &format!("127.0.0.1:{}", f.env.port)]);
+    let later = Server::start(&mut faketime("+340d", &cmd), f.env.port, f.env.dir());
+    let (third, third_end) = sender_row(&f, "statements");
+    assert!(third != second && third != first, "not renewed: {third}");
+    assert!(third_end > first_end, "{third_end} is not after {first_end}");
+    let r = f.seal_json(&one());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(signer_serial(&f, "later", &r.json(), 340), hex(&third));
+    later.stop();
+
+    let renewals = entries_of(audit_log(&f), "mail.sender.renew");
+    assert_eq!(renewals.len(), 2, "{renewals:?}");
+    assert!(renewals.iter().all(|e| e.outcome == "ok"), "{renewals:?}");
+    assert!(renewals[0].details.contains(&format!("replacing {first}")), "{:?}", renewals[0]);
+    assert_eq!(renewals[1].actor, "system", "{:?}", renewals[1]);
+    assert!(renewals[1].details.contains(&format!("serial {third} replacing {second}")), "{:?}", renewals[1]);
 }

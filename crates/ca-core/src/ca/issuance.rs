@@ -150,8 +150,14 @@ pub(super) fn key_digest_of(der: &[u8]) -> Result<KeyDigest, Error> {
 }
 
 impl Ca {
+    /// When a subscriber certificate issued at `now` would end: `[ca.leaf] validity_days` on,
+    /// or the issuing CA's end if that comes first.
+    pub fn leaf_not_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        (now + Duration::days(i64::from(self.cfg.leaf.validity_days))).min(self.issuing.not_after)
+    }
+
     pub(super) fn leaf_ctx(&self, serial: Serial, key: SubjectKeyKind, now: DateTime<Utc>) -> ProfileContext {
-        let end = (now + Duration::days(i64::from(self.cfg.leaf.validity_days))).min(self.issuing.not_after);
+        let end = self.leaf_not_after(now);
         ProfileContext {
             serial,
             not_before: now,
