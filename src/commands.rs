@@ -574,14 +574,16 @@ pub fn init_message(ca: &Ca, outcome: InitOutcome) -> String {
 /// needs attention.
 pub fn status_report(ca: &Ca) -> Result<String, ca_core::Error> {
     let certs = ca.own_certificates()?;
+    // As wide as the longest name (a sender identity's, `mail-sender:NAME`).
+    let w = certs.iter().map(|c| c.name.len()).max().unwrap_or(0).max(8);
     let mut s = format!(
-        "{:<8} {:<34} {:<20} {:>9} {:>7}  state\n",
+        "{:<w$} {:<34} {:<20} {:>9} {:>7}  state\n",
         "cert", "serial", "not after", "days left", "warn at"
     );
     for c in &certs {
         let _ = writeln!(
             s,
-            "{:<8} {:<34} {:<20} {:>9} {:>7}  {}",
+            "{:<w$} {:<34} {:<20} {:>9} {:>7}  {}",
             c.name,
             c.serial.to_string(),
             c.not_after.format("%Y-%m-%d %H:%M:%SZ"),

@@ -386,11 +386,12 @@ pub fn renew_sender(
     }
 }
 
-/// `pki serve`'s renewal of the sender identities whose certificates end within
-/// `[mail] sender_renew_before_days` (none when 0). Not renewed: a revoked certificate (an
-/// officer's decision), and one a new certificate would not outlive by a day because the issuing
-/// CA ends first (a warning). Each sender's failure is logged, and the others are still tried.
-pub fn renew_due_senders(ca: &Ca, before_days: u32, actor: &str) -> Result<Vec<Renewed>, String> {
+/// `pki serve`'s renewal of the sender identities whose certificates end within `[ca.expiry]
+/// mail_sender_renew_before_days` (none when 0). Not renewed: a revoked certificate (an officer's
+/// decision), and one a new certificate would not outlive by a day because the issuing CA ends
+/// first (a warning). Each sender's failure is logged, and the others are still tried.
+pub fn renew_due_senders(ca: &Ca, actor: &str) -> Result<Vec<Renewed>, String> {
+    let before_days = ca.config().expiry.mail_sender_renew_before_days;
     if before_days == 0 {
         return Ok(Vec::new());
     }
@@ -577,13 +578,16 @@ mod tests {
 
     use super::*;
 
-    /// A CA on a clock of the test's own, with the sender `statements` (P-256).
-    fn ca_with_sender(dir: &std::path::Path) -> (Ca, Arc<FixedClock>) {
+    /// A CA on a clock of the test's own, with the sender `statements` (P-256), renewed
+    /// `window` days before its end.
+    fn ca_with_sender(dir: &std::path::Path, window: u32) -> (Ca, Arc<FixedClock>) {
         let clock =
             Arc::new(FixedClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 8, 0, 0).single().expect("time")));
         let db = CertDb::open(dir.join("db")).expect("db");
         let hsm = Arc::new(HsmSim::open(dir.join("keys"), &MasterKeySource::KeyFile).expect("hsm"));
-        let ca = Ca::init(db, hsm, ca_core::CaConfig::default(), clock.clone(), "test").expect("init").0;
+        let mut config = ca_core::CaConfig::default();
+        config.expiry.mail_sender_renew_before_days = window;
+        let ca = Ca::init(db, hsm, config, clock.clone(), "test").expect("init").0;
         let add = SenderRequest::Add {
             name: "statements".into(),
             email: "statements@bank.example".into(),
@@ -605,7 +609,7 @@ mod tests {
     #[test]
     fn a_renewal_another_process_made_first_is_revoked_and_never_used() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, _) = ca_with_sender(dir.path());
+        let (ca, _) = ca_with_sender(dir.path(), 30);
         let stale = statements(&ca);
         let won = renew_sender(&ca, &stale, None, "node-a").expect("renewal").expect("put in use");
         assert_eq!(won.replaced, stale.serial);
@@ -636,25 +640,28 @@ mod tests {
     #[test]
     fn senders_are_renewed_within_the_window_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, clock) = ca_with_sender(dir.path());
+        let (ca, clock) = ca_with_sender(dir.path(), 30);
         let first = statements(&ca).serial;
-        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "365 days left");
+        assert!(renew_due_senders(&ca, "system").expect("check").is_empty(), "365 days left");
         clock.advance(Duration::days(334));
-        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "31 days left");
+        assert!(renew_due_senders(&ca, "system").expect("check").is_empty(), "31 days left");
         clock.advance(Duration::days(2));
-        assert!(renew_due_senders(&ca, 0, "system").expect("check").is_empty(), "0: never");
-        let renewed = renew_due_senders(&ca, 30, "system").expect("check");
+        let never_dir = tempfile::tempdir().expect("tempdir");
+        let (never, never_clock) = ca_with_sender(never_dir.path(), 0);
+        never_clock.advance(Duration::days(400));
+        assert!(renew_due_senders(&never, "system").expect("check").is_empty(), "0: never");
+        let renewed = renew_due_senders(&ca, "system").expect("check");
         assert_eq!(renewed.len(), 1, "29 days left");
         assert_eq!(renewed[0].replaced, first);
-        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "renewed once");
+        assert!(renew_due_senders(&ca, "system").expect("check").is_empty(), "renewed once");
         // A server down past the certificate's end renews it as it starts.
         clock.advance(Duration::days(400));
-        let renewed = renew_due_senders(&ca, 30, "system").expect("check");
+        let renewed = renew_due_senders(&ca, "system").expect("check");
         assert_eq!(renewed.len(), 1, "expired");
         let third = statements(&ca).serial;
         ca.revoke(&third, cerdb::RevocationReason::KeyCompromise, "officer").expect("revoked");
         clock.advance(Duration::days(340));
-        assert!(renew_due_senders(&ca, 30, "system").expect("check").is_empty(), "revoked: not renewed");
+        assert!(renew_due_senders(&ca, "system").expect("check").is_empty(), "revoked: not renewed");
     }
 
     #[test]

@@ -28,10 +28,6 @@ pub struct MailSettings {
     /// `Retry-After` before their body is read. Each holds about three times its body in memory
     /// at the peak.
     pub max_bulk_at_once: usize,
-    /// `pki serve` renews a sender identity's certificate (a new key in custody and a new
-    /// certificate in its place) once fewer than this many days remain; 0: never on its own
-    /// (`pki mail sender renew` still does). Less than `[ca.leaf] validity_days`.
-    pub sender_renew_before_days: u32,
     /// The SMTP relay `"deliver": true` sends through.
     pub relay: crate::mail_relay::RelaySettings,
 }
@@ -48,7 +44,6 @@ impl Default for MailSettings {
             max_body_mib: 16,
             max_bulk_body_mib: 256,
             max_bulk_at_once: sealed_mail::MailLimits::default().max_bulk_at_once,
-            sender_renew_before_days: 30,
             relay: Default::default(),
         }
     }

@@ -200,7 +200,7 @@ fn render(s: &Sources) -> Result<String, String> {
     if let Ok(certs) = s.ca.own_certificates() {
         let now = s.ca.now();
         for c in certs {
-            m.expiry.with_label_values(&[c.name]).set((c.not_after - now).num_seconds());
+            m.expiry.with_label_values(&[c.name.as_str()]).set((c.not_after - now).num_seconds());
         }
     }
     let mut out = Vec::new();

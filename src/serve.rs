@@ -245,11 +245,11 @@ pub fn run(data: &Path, settings: &Settings, listen: &str, services: &[Service])
     if let Err(e) = ca.renew_ocsp_signer_if_due("system") {
         tracing::error!(error = %e, "OCSP signer renewal failed");
     }
-    // So are the certificates of sealed mail's sender identities, [mail] sender_renew_before_days
-    // before they end; the sealer takes the new one up at its next message.
-    let sender_days = settings.mail.sender_renew_before_days;
-    let renew_senders = move |ca: &Ca| {
-        if let Err(e) = crate::mail::renew_due_senders(ca, sender_days, "system") {
+    // So are the certificates of sealed mail's sender identities, [ca.expiry]
+    // mail_sender_renew_before_days before they end; the sealer takes the new one up at its next
+    // message.
+    let renew_senders = |ca: &Ca| {
+        if let Err(e) = crate::mail::renew_due_senders(ca, "system") {
             tracing::error!(error = %e, "the sender identities could not be read for renewal");
         }
     };

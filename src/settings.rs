@@ -425,11 +425,11 @@ impl Settings {
                 s.mail.relay.connections
             );
         }
-        if s.mail.sender_renew_before_days >= s.ca.leaf.validity_days {
+        if s.ca.expiry.mail_sender_renew_before_days >= s.ca.leaf.validity_days {
             anyhow::bail!(
-                "{}: [mail] sender_renew_before_days = {}: expected 0 to {}, less than [ca.leaf] validity_days ({}): a renewed certificate would be due again at once",
+                "{}: [ca.expiry] mail_sender_renew_before_days = {}: expected 0 to {}, less than [ca.leaf] validity_days ({}): a renewed certificate would be due again at once",
                 path.display(),
-                s.mail.sender_renew_before_days,
+                s.ca.expiry.mail_sender_renew_before_days,
                 s.ca.leaf.validity_days.saturating_sub(1),
                 s.ca.leaf.validity_days
             );
@@ -616,9 +616,10 @@ mod tests {
         assert_eq!((s.server.body_timeout_secs, s.server.max_connections_per_address), (5, 4));
     }
 
-    /// `[mail] max_bulk_at_once` is 1 to 1024, `sender_renew_before_days` 0 to one less than
-    /// `[ca.leaf] validity_days` (365), `[mail.relay] timeout_secs` 1 to 600 and `connections`
-    /// 1 to 32: outside, or not a number, the configuration is refused naming the setting.
+    /// `[mail] max_bulk_at_once` is 1 to 1024, `[ca.expiry] mail_sender_renew_before_days` 0 to
+    /// one less than `[ca.leaf] validity_days` (365), `[mail.relay] timeout_secs` 1 to 600 and
+    /// `connections` 1 to 32: outside, or not a number, the configuration is refused naming the
+    /// setting.
     #[test]
     fn mail_and_relay_numbers_are_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -629,9 +630,13 @@ mod tests {
         };
         type Case = (&'static str, &'static str, [&'static str; 4], [u64; 2], fn(&Settings) -> u64);
         let cases: [Case; 4] = [
-            ("mail", "sender_renew_before_days", ["365", "1000", "-1", "\"soon\""], [0, 364], |s| {
-                u64::from(s.mail.sender_renew_before_days)
-            }),
+            (
+                "ca.expiry",
+                "mail_sender_renew_before_days",
+                ["365", "1000", "-1", "\"soon\""],
+                [0, 364],
+                |s| u64::from(s.ca.expiry.mail_sender_renew_before_days),
+            ),
             ("mail", "max_bulk_at_once", ["0", "1025", "-1", "\"four\""], [1, 1024], |s| {
                 s.mail.max_bulk_at_once as u64
             }),

@@ -161,11 +161,16 @@ pub struct ExpirySettings {
     /// is warned about within its renewal window (its renewal is late then), the console's TLS
     /// certificate within the 30 days before which it is re-issued.
     pub warning_days: u32,
+    /// `pki serve` renews a sealed-mail sender identity's certificate (a new key in custody and a
+    /// new certificate in its place) once fewer than this many days remain (default 30); 0:
+    /// never on its own. A sender is warned about within this window (its renewal is late then),
+    /// or within `warning_days` when it is 0.
+    pub mail_sender_renew_before_days: u32,
 }
 
 impl Default for ExpirySettings {
     fn default() -> Self {
-        ExpirySettings { ocsp_renew_before_days: 30, warning_days: 90 }
+        ExpirySettings { ocsp_renew_before_days: 30, warning_days: 90, mail_sender_renew_before_days: 30 }
     }
 }
 

@@ -108,7 +108,8 @@ fn no_renewal_when_the_issuing_ca_ends_first_and_states_follow_the_clock() {
     assert_eq!(state(&ca, "root").0, ExpiryState::Valid);
     clock.set(t0() + Duration::days(41));
     assert_eq!(state(&ca, "ocsp").0, ExpiryState::Expired);
-    let names: Vec<&str> = ca.own_certificates().expect("status").iter().map(|c| c.name).collect();
+    let certs = ca.own_certificates().expect("status");
+    let names: Vec<&str> = certs.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["root", "issuing", "ocsp", "tsa", "tls"]);
 }
 

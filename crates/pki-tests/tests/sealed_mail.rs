@@ -1119,7 +1119,7 @@ fn a_compromised_tsa_is_a_clear_503_until_it_is_re_keyed() {
 #[test]
 fn a_revoked_expired_or_removed_sender_is_a_clear_4xx_naming_it() {
     // Not renewed by the server on its own (it would renew the expired one as it starts).
-    let mut f = fixture("sender_renew_before_days = 0\n");
+    let mut f = fixture("[ca.expiry]\nmail_sender_renew_before_days = 0\n");
     let one = request("alice@example.com", "t", b"%PDF-1", false);
     assert_eq!(f.seal(&one).status, 200);
     let list = f.env.pki(["mail", "sender", "list"]).stdout;
@@ -1137,6 +1137,26 @@ fn a_revoked_expired_or_removed_sender_is_a_clear_4xx_naming_it() {
     let r = f.seal(&one);
     r.expect_error(409, "sender statements cannot sign", "an expired sender");
     r.expect_error(409, &format!("certificate {serial} expired at"), "an expired sender");
+    // And it is not expired unnoticed: /healthz (still 200) and `pki status` name it.
+    let (code, body) = http_get(f.env.port, "/healthz").unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((code, health["status"].as_str()), (200, Some("degraded")), "{health}");
+    let named = health["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["certificate"] == "mail-sender:statements");
+    let named = named.unwrap_or_else(|| panic!("{health}"));
+    assert_eq!(
+        (named["state"].as_str(), named["serial"].as_str()),
+        (Some("expired"), Some(serial.as_str())),
+        "{health}"
+    );
+    let status = f.env.pki(["status"]).stdout;
+    assert!(
+        status.contains(&format!("attention: the mail-sender:statements certificate {serial} expired")),
+        "{status}"
+    );
     later.stop();
 
     // Revoked while serving, its key already cached by a message sealed before.
@@ -1854,6 +1874,12 @@ fn a_sender_is_renewed_by_an_officer_and_by_the_server_before_it_expires() {
     assert_eq!(signer_serial(&f, "renewed", &r.json(), 0), hex(&second));
     let old = f.env.pki(["show", "--serial", &first]).stdout;
     assert!(old.contains("valid"), "the old certificate stays valid: {old}");
+    let status = f.env.pki(["status"]).stdout;
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("mail-sender:statements "))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(row.contains(&second) && row.ends_with("valid"), "{row}");
 
     for (args, names) in [
         (vec!["--name", "nosuch"], vec!["nosuch"]),

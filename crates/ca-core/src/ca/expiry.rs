@@ -37,8 +37,9 @@ impl ExpiryState {
 /// One CA-side certificate with the time it has left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnCertStatus {
-    /// `root`, `issuing`, `ocsp`, `tsa`, `tls` or `audit`.
-    pub name: &'static str,
+    /// `root`, `issuing`, `ocsp`, `tsa`, `tls`, `audit`, or `mail-sender:NAME` for a sealed-mail
+    /// sender identity.
+    pub name: String,
     /// Its serial.
     pub serial: Serial,
     /// Its notAfter.
@@ -111,28 +112,37 @@ impl Ca {
         }
     }
 
-    /// The CA-side certificates — root, issuing CA, OCSP signer, TSA and (once issued) the
-    /// console's TLS certificate and the audit signer — with their days left and state now. The OCSP signer's
-    /// warning window is its renewal window; the TLS certificate's
-    /// the 30 days before which it is re-issued; the others' [`crate::ExpirySettings::warning_days`].
+    /// The CA-side certificates — root, issuing CA, OCSP signer, TSA, (once issued) the console's
+    /// TLS certificate and the audit signer, and the sealed-mail sender identities, whose keys the
+    /// CA holds too — with their days left and state now. The OCSP signer's and the senders'
+    /// warning windows are their renewal windows (the senders' [`crate::ExpirySettings::warning_days`]
+    /// when they are not renewed on their own); the TLS certificate's the 30 days before which it
+    /// is re-issued; the others' [`crate::ExpirySettings::warning_days`].
     pub fn own_certificates(&self) -> Result<Vec<OwnCertStatus>, Error> {
         let now = self.clock.now();
         let warn = i64::from(self.cfg.expiry.warning_days);
         let ocsp_serial = self.ocsp.read().unwrap_or_else(|p| p.into_inner()).serial.clone();
         let ocsp_days = self.cfg.expiry.ocsp_renewal_window(crate::OCSP_RESPONSE_LIFETIME).num_days();
-        let mut wanted: Vec<(&'static str, Serial, i64)> = Vec::new();
+        let mut wanted: Vec<(String, Serial, i64)> = Vec::new();
         for (name, key, days) in [("root", "ca.root.serial", warn), ("issuing", "ca.issuing.serial", warn)] {
             if let Some(s) = self.db.meta_get(key)? {
-                wanted.push((name, s.parse()?, days));
+                wanted.push((name.into(), s.parse()?, days));
             }
         }
-        wanted.push(("ocsp", ocsp_serial, ocsp_days));
+        wanted.push(("ocsp".into(), ocsp_serial, ocsp_days));
         for (name, key, days) in
             [("tsa", "ca.tsa.serial", warn), ("tls", "ca.tls.serial", 30), ("audit", "ca.audit.serial", warn)]
         {
             if let Some(s) = self.db.meta_get(key)? {
-                wanted.push((name, s.parse()?, days));
+                wanted.push((name.into(), s.parse()?, days));
             }
+        }
+        let sender_days = match self.cfg.expiry.mail_sender_renew_before_days {
+            0 => warn,
+            days => i64::from(days),
+        };
+        for sender in cerdb::mail_senders::MailSenders::open(&self.db).list()? {
+            wanted.push((format!("mail-sender:{}", sender.name), sender.serial, sender_days));
         }
         let mut out = Vec::with_capacity(wanted.len());
         for (name, serial, warning_days) in wanted {
