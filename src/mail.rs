@@ -71,8 +71,8 @@ pub enum SenderCommand {
     },
     /// Renew a sender's certificate: a new key generated in the key store and a new certificate
     /// for its address in the place of the current one, its API keys kept. The old certificate
-    /// stays valid until it expires or is revoked. `pki serve` does this on its own
-    /// `[mail] sender_renew_before_days` (30) before the certificate expires.
+    /// stays valid until it expires or is revoked. `pki serve` does this on its own `[ca.expiry]
+    /// mail_sender_renew_before_days` (30) before the certificate expires.
     Renew {
         /// The sender's name.
         #[arg(long)]

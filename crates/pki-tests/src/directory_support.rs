@@ -2,7 +2,8 @@
 //! harness' HTTP client that show status, headers and body of every answer (curl is used where a
 //! real client's view matters), and the lookups the acceptance criteria name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 pub use crate::http_client::Reply;
@@ -114,4 +115,55 @@ pub fn pem_blocks(text: &str) -> Vec<String> {
 /// `scripts/test.sh` installs).
 pub fn schemathesis_bin() -> PathBuf {
     require_tool("st", "pip install schemathesis==4.32.5")
+}
+
+/// The OpenAPI document served at `url`, which openapi-spec-validator finds valid OpenAPI 3
+/// (written to `file` for it); parsed.
+pub fn valid_openapi_document(url: &str, file: &Path) -> serde_json::Value {
+    let validator = require_tool(
+        "openapi-spec-validator",
+        "pip install schemathesis==4.32.5 openapi-spec-validator==0.9.0",
+    );
+    let doc = crate::curl_get(url);
+    std::fs::write(file, &doc).expect("write the document");
+    let out = crate::run(Command::new(&validator).arg(file));
+    assert!(
+        out.status.success() && out.stdout.contains("OK"),
+        "invalid OpenAPI document:\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&doc).expect("the document is JSON");
+    assert!(parsed["openapi"].as_str().unwrap_or_default().starts_with("3."), "{parsed}");
+    parsed
+}
+
+/// `st run` of the document at `url` with `args` (and the configuration file `config`), in
+/// `dir`, on one worker (CPython 3.11.7 can fail inside schemathesis with "AST constructor
+/// recursion depth mismatch" when its workers compile code in parallel). It must find no failure
+/// and test every operation it selects, which must be all of them; the report and the number of
+/// operations tested.
+pub fn schemathesis_run(dir: &Path, config: &Path, url: &str, args: &[&str]) -> (String, u32) {
+    let out = crate::run(
+        Command::new(schemathesis_bin())
+            .arg("--config-file")
+            .arg(config)
+            .args(["run", url])
+            .args(args)
+            .args(["--workers", "1", "--no-color", "--generation-database", "none"])
+            .current_dir(dir),
+    );
+    let report = format!("{}\n{}", out.stdout, out.stderr);
+    assert!(out.status.success(), "schemathesis found failures:\n{report}");
+    let field = |name: &str| -> String {
+        let at = report.find(name).unwrap_or_else(|| panic!("no {name:?} in the report:\n{report}"));
+        report[at + name.len()..].split_whitespace().next().unwrap_or("").to_string()
+    };
+    let selected = field("Selected: ");
+    let (chosen, total) = selected.split_once('/').unwrap_or_else(|| panic!("Selected: {selected}"));
+    assert_eq!(chosen, total, "every operation selected:\n{report}");
+    assert_eq!(field("Tested: "), total, "every operation tested of {url}:\n{report}");
+    assert!(report.contains(" passed") && !report.contains("failure"), "{report}");
+    let total = total.parse().unwrap_or_else(|_| panic!("Selected: {selected}"));
+    (report, total)
 }

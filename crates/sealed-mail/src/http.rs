@@ -112,7 +112,7 @@ impl MailService {
     }
 }
 
-/// Mounts `/api/v1/mail/seal` and `/api/v1/mail/seal/bulk`.
+/// Mounts `/api/v1/mail/seal`, `/api/v1/mail/seal/bulk` and `/api/v1/mail/openapi.json`.
 pub fn configure(svc: Arc<MailService>) -> impl Fn(&mut web::ServiceConfig) + Clone {
     move |cfg: &mut web::ServiceConfig| {
         cfg.service(
@@ -129,7 +129,8 @@ pub fn configure(svc: Arc<MailService>) -> impl Fn(&mut web::ServiceConfig) + Cl
                     web::resource("/seal/bulk")
                         .route(web::post().to(seal_bulk))
                         .default_service(web::to(|| async { not_allowed() })),
-                ),
+                )
+                .service(cerdb::directory::get_only("/openapi.json", openapi)),
             // Another path under the scope falls to `pki serve`'s JSON 404, as every path does.
         );
     }
@@ -147,6 +148,17 @@ fn not_allowed() -> HttpResponse {
     r
 }
 
+/// `GET /api/v1/mail/openapi.json`: the document of these endpoints ([`crate::openapi`]).
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .content_type("application/json")
+        .body(crate::openapi_document())
+}
+
+/// The answer of a request without an API key.
+const NO_KEY: &str = "an API key is required";
+
 fn error_response(e: &Error) -> HttpResponse {
     // A bulk request refused as one too many is load, not a failure (logged where it is refused).
     if e.status() >= 500 && !matches!(e, Error::Busy { .. }) {
@@ -158,6 +170,14 @@ fn error_response(e: &Error) -> HttpResponse {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
+    // RFC 6750 §3: the challenge, with `invalid_token` when a key was given.
+    if let Error::Unauthorized(why) = e {
+        let challenge = match *why == NO_KEY {
+            true => "Bearer",
+            false => "Bearer error=\"invalid_token\"",
+        };
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
+    }
     r
 }
 
@@ -166,7 +186,7 @@ fn authorize(
     req: &HttpRequest,
     svc: &MailService,
 ) -> Result<(cerdb::directory::ApiKeyHash, ApiKeyRecord), Error> {
-    let v = req.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthorized("an API key is required"))?;
+    let v = req.headers().get(header::AUTHORIZATION).ok_or(Error::Unauthorized(NO_KEY))?;
     let text = v.to_str().map_err(|_| Error::Unauthorized("malformed Authorization header"))?;
     let (scheme, token) = text.trim().split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
@@ -257,7 +277,7 @@ type Parsed = Result<(SealRequest, bool), Error>;
 type Answered = (SealRequest, Sealed, Option<String>);
 
 /// The most attachments one message may carry.
-const MAX_ATTACHMENTS: usize = 100;
+pub(crate) const MAX_ATTACHMENTS: usize = 100;
 
 fn checked(j: SealJson<'_>) -> Result<(SealRequest, bool), Error> {
     let bad = |field: &'static str, reason: String| Error::BadInput { field, reason };

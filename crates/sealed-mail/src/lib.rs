@@ -23,10 +23,12 @@ mod http;
 pub mod keytrans;
 pub mod mime;
 pub mod oids;
+pub mod openapi;
 pub mod seal;
 pub mod signed;
 
 pub use http::{configure, Delivery, DeliverySession, MailLimits, MailService, MAX_BULK};
+pub use openapi::openapi_document;
 pub use seal::{
     DeliveryRecord, InProcessTsa, Invitation, Made, MailAudit, MessageKind, SealRecord, SealRequest, Sealed,
     Sealer, SealerParts, SenderKeys,

@@ -63,7 +63,7 @@ pub use apikeys::{
 pub use error::{DirectoryError, UNAVAILABLE_RETRY_AFTER_SECS};
 pub use http::{body_error_text, configure, get_only, get_or_head, not_allowed, post_only, read_limited};
 pub use lookup::{parse_address, AddressQuery, EMAIL_MAX_LEN, EMAIL_PATTERN};
-pub use openapi::openapi_document;
+pub use openapi::{documented_operations, openapi_document};
 pub use ratelimit::{Admission, ClientId, RateLimiter};
 
 use crate::{CaId, CertDb, CertReader};
