@@ -1851,8 +1851,8 @@ fn sender_row(f: &Fixture, name: &str) -> (String, String) {
 
 /// Sender identities are renewed — a new key in custody and a new certificate in the place of
 /// the old, the API keys kept — by an officer (`pki mail sender renew`, through the running
-/// server) and by `pki serve` on its own once fewer than `[mail] sender_renew_before_days` (30)
-/// days remain; the next message is signed by the new certificate (per OpenSSL), the old one
+/// server) and by `pki serve` on its own once fewer than `[ca.expiry]
+/// mail_sender_renew_before_days` (30) days remain; the next message is signed by the new certificate (per OpenSSL), the old one
 /// stays valid, and each renewal is audited. Bad input is one line naming the problem.
 #[test]
 fn a_sender_is_renewed_by_an_officer_and_by_the_server_before_it_expires() {
