@@ -132,6 +132,15 @@ impl Fixture {
         self.post("/api/v1/mail/seal/bulk", Some(&self.mailer), None, body.as_bytes())
     }
 
+    /// A bulk request of `messages`, which must be answered 200: its results, and how long it took.
+    fn timed_bulk(&self, messages: &[serde_json::Value]) -> (Vec<serde_json::Value>, Duration) {
+        let start = std::time::Instant::now();
+        let r = self.bulk(messages);
+        let took = start.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text());
+        (r.json()["results"].as_array().unwrap().clone(), took)
+    }
+
     fn stop(&mut self) {
         if let Some(s) = self.server.take() {
             s.stop();
@@ -1344,11 +1353,7 @@ fn an_unreachable_relay_is_named_and_a_bulk_request_waits_for_it_once() {
                 delivered(&format!("{who}@example.com"), &format!("bulk {i}"), *deliver)
             })
             .collect();
-    let start = std::time::Instant::now();
-    let r = f.bulk(&messages);
-    let took = start.elapsed();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let results = r.json()["results"].as_array().unwrap().clone();
+    let (results, took) = f.timed_bulk(&messages);
     let error = |i: usize| results[i]["error"].as_str().unwrap_or_default().to_string();
     assert_eq!(results[0]["status"], 502, "{}", results[0]);
     assert!(error(0).contains("the mail relay cannot be reached: no answer within 2 s"), "{}", results[0]);
@@ -1502,11 +1507,7 @@ fn a_bulk_request_delivers_over_several_connections_at_once_and_answers_in_order
             r
         })
         .collect();
-    let started = std::time::Instant::now();
-    let r = f.bulk(&messages);
-    let took = started.elapsed();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let results = r.json()["results"].as_array().unwrap().clone();
+    let (results, took) = f.timed_bulk(&messages);
     let seen = relay.seen();
     assert_eq!((seen.connections, seen.messages), (3, 8), "{seen:?}");
     for (i, res) in results.iter().enumerate() {
